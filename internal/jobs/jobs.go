@@ -1,0 +1,114 @@
+// Package jobs is the domain of a video-to-SOP job: its identity, states,
+// limits and the storage paths derived from its id. It knows nothing of
+// HTTP, SQL or storage protocols.
+package jobs
+
+import (
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Status is the value of the jobs.status column.
+type Status string
+
+// The job lifecycle: queued → processing → completed | error.
+const (
+	StatusQueued     Status = "queued"
+	StatusProcessing Status = "processing"
+	StatusCompleted  Status = "completed"
+	StatusError      Status = "error"
+)
+
+// Limits shared by the bucket, config.toml, queue-job and the worker.
+const (
+	// MaxUploadBytes is the frontend's own 750 * 1024 * 1024.
+	MaxUploadBytes int64 = 750 * 1024 * 1024
+	// MaxDuration is the frontend's 20 * 60 seconds.
+	MaxDuration = 20 * time.Minute
+)
+
+// Bucket is the private storage bucket that holds every object of a job.
+const Bucket = "videos"
+
+// ErrNotFound is returned by stores when a job row does not exist.
+var ErrNotFound = errors.New("job not found")
+
+// ErrInvalidID reports a job id that is not a UUID.
+var ErrInvalidID = errors.New("jobId must be a UUID")
+
+// ID is a job id in its canonical lower-case hyphenated form; storage paths
+// are only ever built from it.
+type ID string
+
+// ParseID accepts any UUID spelling and returns the canonical form.
+func ParseID(s string) (ID, error) {
+	s = strings.TrimSpace(s)
+	// uuid.Parse also accepts urn:uuid: and braces; we accept only the plain
+	// 36-character form (any case) or 32 hex digits, so paths stay predictable.
+	if len(s) != 36 && len(s) != 32 {
+		return "", ErrInvalidID
+	}
+	u, err := uuid.Parse(s)
+	if err != nil {
+		return "", ErrInvalidID
+	}
+	return ID(u.String()), nil
+}
+
+// NewID returns a random (version 4) job id.
+func NewID() (ID, error) {
+	u, err := uuid.NewRandom()
+	if err != nil {
+		return "", err
+	}
+	return ID(u.String()), nil
+}
+
+// RawPath is where the browser uploads the recording.
+func (id ID) RawPath() string { return "raw/" + string(id) + ".mp4" }
+
+// SlimPath is where the down-sampled copy goes.
+func (id ID) SlimPath() string { return "slim/" + string(id) + ".mp4" }
+
+// SOPPath is where the SOP document goes.
+func (id ID) SOPPath() string { return "sops/" + string(id) + ".json" }
+
+// Job is one row of public.jobs.
+type Job struct {
+	ID          ID
+	Status      Status
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	CompletedAt *time.Time
+	Error       *string
+	// Metadata is the merged jsonb metadata (never nil once loaded).
+	Metadata map[string]any
+}
+
+// Stage is metadata.stage, or "" when absent.
+func (j Job) Stage() string {
+	s, _ := j.Metadata["stage"].(string)
+	return s
+}
+
+// Progress is metadata.progress (0–1), or nil when absent.
+func (j Job) Progress() *float64 {
+	if p, ok := j.Metadata["progress"].(float64); ok {
+		return &p
+	}
+	return nil
+}
+
+// Owner is metadata.owner (the user id that queued the job), or "".
+func (j Job) Owner() string {
+	s, _ := j.Metadata["owner"].(string)
+	return s
+}
+
+// ErrUnavailable wraps errors that mean a backing service cannot answer now
+// (connection refused or lost, timeouts, overload): callers answer 503 and
+// retry, never blame the user.
+var ErrUnavailable = errors.New("service unavailable")

@@ -1,0 +1,45 @@
+package jobs
+
+import "testing"
+
+func TestParseID(t *testing.T) {
+	good := map[string]ID{
+		"3F2504E0-4F89-41D3-9A0C-0305E82C3301":  "3f2504e0-4f89-41d3-9a0c-0305e82c3301",
+		" 3f2504e0-4f89-41d3-9a0c-0305e82c3301": "3f2504e0-4f89-41d3-9a0c-0305e82c3301",
+		"3f2504e04f8941d39a0c0305e82c3301":      "3f2504e0-4f89-41d3-9a0c-0305e82c3301",
+	}
+	for in, want := range good {
+		got, err := ParseID(in)
+		if err != nil || got != want {
+			t.Errorf("ParseID(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "x", "../../etc/passwd", "{3f2504e0-4f89-41d3-9a0c-0305e82c3301}",
+		"urn:uuid:3f2504e0-4f89-41d3-9a0c-0305e82c3301", "3f2504e0-4f89-41d3-9a0c-0305e82c330g"} {
+		if _, err := ParseID(bad); err == nil {
+			t.Errorf("ParseID(%q) accepted", bad)
+		}
+	}
+}
+
+func TestPaths(t *testing.T) {
+	id := ID("3f2504e0-4f89-41d3-9a0c-0305e82c3301")
+	if id.RawPath() != "raw/3f2504e0-4f89-41d3-9a0c-0305e82c3301.mp4" ||
+		id.SlimPath() != "slim/3f2504e0-4f89-41d3-9a0c-0305e82c3301.mp4" ||
+		id.SOPPath() != "sops/3f2504e0-4f89-41d3-9a0c-0305e82c3301.json" {
+		t.Fatal(id.RawPath(), id.SlimPath(), id.SOPPath())
+	}
+	if MaxUploadBytes != 786432000 {
+		t.Fatal(MaxUploadBytes)
+	}
+}
+
+func TestMetadataAccessors(t *testing.T) {
+	j := Job{Metadata: map[string]any{"stage": "probing", "progress": 0.5, "owner": "u1"}}
+	if j.Stage() != "probing" || *j.Progress() != 0.5 || j.Owner() != "u1" {
+		t.Fatal(j.Stage(), j.Progress(), j.Owner())
+	}
+	if (Job{}).Progress() != nil || (Job{}).Stage() != "" {
+		t.Fatal("empty metadata")
+	}
+}

@@ -1,0 +1,201 @@
+package pgtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+const dirPrefix = "runops-pgtest-"
+
+type cluster struct {
+	dir  string
+	cmd  *exec.Cmd
+	url  string
+	done chan struct{}
+}
+
+// binDir finds the newest installed PostgreSQL server binaries.
+func binDir() (string, error) {
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return version(dirs[i]) > version(dirs[j]) })
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "postgres")); err == nil {
+			return d, nil
+		}
+	}
+	if p, err := exec.LookPath("postgres"); err == nil {
+		return filepath.Dir(p), nil
+	}
+	return "", errors.New("no PostgreSQL server binaries (initdb, postgres) found")
+}
+
+func version(binDir string) int {
+	v, _ := strconv.Atoi(filepath.Base(filepath.Dir(binDir)))
+	return v
+}
+
+// credential returns the user to run PostgreSQL as: itself refuses to run as root.
+func credential() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("running as root and no 'postgres' user to run the server as: %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+func startCluster() (*cluster, error) {
+	removeStaleClusters()
+	bin, err := binDir()
+	if err != nil {
+		return nil, err
+	}
+	cred, err := credential()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", dirPrefix)
+	if err != nil {
+		return nil, err
+	}
+	if cred != nil {
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
+	data := filepath.Join(dir, "data")
+	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres",
+		"--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions")
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if out, err := initdb.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("initdb: %w: %s", err, out)
+	}
+	var lastErr error
+	for range 3 { // a free port can be taken between choosing and binding it
+		c, err := startPostgres(bin, dir, data, cred)
+		if err == nil {
+			return c, nil
+		}
+		lastErr = err
+	}
+	os.RemoveAll(dir)
+	return nil, lastErr
+}
+
+func startPostgres(bin, dir, data string, cred *syscall.Credential) (*cluster, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-p", strconv.Itoa(port), "-k", dir,
+		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+		"-c", "full_page_writes=off", "-c", "max_connections=300", "-c", "shared_buffers=64MB")
+	logf, err := os.Create(filepath.Join(dir, "postgres.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// If the test binary dies without cleaning up, the server stops with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT}
+	runtime.LockOSThread() // Pdeathsig fires when the starting thread exits
+	err = cmd.Start()
+	runtime.UnlockOSThread()
+	if err != nil {
+		return nil, fmt.Errorf("start postgres: %w", err)
+	}
+	c := &cluster{dir: dir, cmd: cmd, done: make(chan struct{}),
+		url: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)}
+	go func() { _ = cmd.Wait(); close(c.done) }()
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		conn, err := pgx.Connect(ctx, c.url)
+		cancel()
+		if err == nil {
+			conn.Close(context.Background())
+			return c, nil
+		}
+		select {
+		case <-c.done:
+			log, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
+			return nil, fmt.Errorf("postgres exited: %s", tail(string(log)))
+		default:
+		}
+		if time.Now().After(deadline) {
+			c.stopServer()
+			return nil, fmt.Errorf("postgres not ready after 30s: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond) // waiting for a child process to listen
+	}
+}
+
+func (c *cluster) stopServer() {
+	_ = c.cmd.Process.Signal(syscall.SIGQUIT) // immediate shutdown: the data is thrown away
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.done
+	}
+}
+
+func (c *cluster) stop() {
+	c.stopServer()
+	os.RemoveAll(c.dir)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// removeStaleClusters deletes clusters of test binaries that were killed
+// before they could clean up.
+func removeStaleClusters() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), dirPrefix+"*"))
+	for _, d := range dirs {
+		pidFile, err := os.ReadFile(filepath.Join(d, "data", "postmaster.pid"))
+		if err == nil {
+			pid, _ := strconv.Atoi(strings.SplitN(string(pidFile), "\n", 2)[0])
+			if pid > 0 && syscall.Kill(pid, 0) == nil {
+				continue // still running: another test binary's
+			}
+		} else if st, err := os.Stat(d); err != nil || time.Since(st.ModTime()) < time.Hour {
+			continue // being set up right now, perhaps
+		}
+		os.RemoveAll(d)
+	}
+}
+
+func tail(s string) string {
+	if len(s) > 2000 {
+		return s[len(s)-2000:]
+	}
+	return s
+}

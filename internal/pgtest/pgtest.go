@@ -1,0 +1,153 @@
+// Package pgtest gives tests a real, migrated PostgreSQL database. With
+// TEST_DATABASE_URL (a postgres:// URL of a role that may CREATE DATABASE) it
+// uses that server; otherwise it starts a throwaway cluster from the installed
+// PostgreSQL binaries, as an unprivileged user on a free port, and removes it
+// when the test binary ends, even when tests fail. A missing PostgreSQL fails
+// the tests loudly: it never skips them.
+//
+// Use it from TestMain:
+//
+//	func TestMain(m *testing.M) { pgtest.Main(m) }
+//
+// and call New(t) for a fresh database cloned from a migrated template.
+package pgtest
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/runops/runops/internal/postgres"
+	"github.com/runops/runops/supabase"
+)
+
+var (
+	adminURL string // the server's maintenance database, as a URL
+
+	templateOnce sync.Once
+	templateName string
+	templateErr  error
+
+	cloneMu sync.Mutex
+	counter atomic.Int64
+)
+
+// Main runs the tests of a package against a real PostgreSQL and exits.
+func Main(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
+		adminURL = u
+		return m.Run()
+	}
+	c, err := startCluster()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pgtest: cannot start PostgreSQL: %v\n"+
+			"pgtest: install the server (apt-get install postgresql) or set TEST_DATABASE_URL\n", err)
+		return 1
+	}
+	defer c.stop()
+	adminURL = c.url
+	return m.Run()
+}
+
+// AdminURL is the URL of the server's maintenance database (for tests that
+// need a connection outside any test database).
+func AdminURL() string { return adminURL }
+
+// New returns the URL of a new database with every migration applied. It is
+// dropped when the test ends.
+func New(t testing.TB) string {
+	t.Helper()
+	if adminURL == "" {
+		t.Fatal("pgtest: no server; call pgtest.Main from TestMain")
+	}
+	templateOnce.Do(func() { templateName, templateErr = makeTemplate() })
+	if templateErr != nil {
+		t.Fatalf("pgtest: template database: %v", templateErr)
+	}
+	name := fmt.Sprintf("runops_t%d_%d", os.Getpid(), counter.Add(1))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cloneMu.Lock()
+	err := adminExec(ctx, fmt.Sprintf(`CREATE DATABASE %s TEMPLATE %s`, name, templateName))
+	cloneMu.Unlock()
+	if err != nil {
+		t.Fatalf("pgtest: create database: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := adminExec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, name)); err != nil {
+			t.Errorf("pgtest: drop database: %v", err)
+		}
+	})
+	return withDatabase(adminURL, name)
+}
+
+// Pool returns a pool on a new database (see New), closed when the test ends.
+func Pool(t testing.TB) (*pgxpool.Pool, string) {
+	t.Helper()
+	dsn := New(t)
+	pool, err := postgres.OpenPool(context.Background(), dsn, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool, dsn
+}
+
+func makeTemplate() (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	name := fmt.Sprintf("runops_tmpl%d", os.Getpid())
+	if err := adminExec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, name)); err != nil {
+		return "", err
+	}
+	if err := adminExec(ctx, fmt.Sprintf(`CREATE DATABASE %s`, name)); err != nil {
+		return "", err
+	}
+	pool, err := postgres.OpenPool(ctx, withDatabase(adminURL, name), 2)
+	if err != nil {
+		return "", err
+	}
+	defer pool.Close()
+	ms, err := postgres.LoadMigrations(supabase.Migrations)
+	if err != nil {
+		return "", err
+	}
+	if _, err := postgres.Migrate(ctx, pool, ms); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+func adminExec(ctx context.Context, sql string) error {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, sql)
+	return err
+}
+
+// withDatabase returns u with its database replaced by name.
+func withDatabase(u, name string) string {
+	parsed, err := url.Parse(u)
+	if err != nil || (parsed.Scheme != "postgres" && parsed.Scheme != "postgresql") {
+		panic("pgtest: TEST_DATABASE_URL must be a postgres:// URL")
+	}
+	parsed.Path = "/" + name
+	return parsed.String()
+}

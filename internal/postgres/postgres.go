@@ -1,0 +1,87 @@
+// Package postgres is the PostgreSQL adapter: connection pools, the migration
+// runner and the SQL of public.jobs. pgx types stay inside this package; callers
+// see domain types and the sentinels of package jobs. It must not know about
+// HTTP, storage or media.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/runops/runops/internal/jobs"
+)
+
+// OpenPool connects a pool to dsn. Unknown DSN keys become session settings
+// (e.g. statement_timeout). A cancelled context sends a server-side cancel, so a
+// timed-out query does not keep running on the server.
+func OpenPool(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", redactErr(err))
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = maxConns
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	cfg.ConnConfig.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{
+			Conn:               c,
+			CancelRequestDelay: 100 * time.Millisecond,
+			DeadlineDelay:      2 * time.Second,
+		}
+	}
+	// The pool connects lazily: a database that is down at start makes /readyz
+	// fail and requests answer 503, and both recover on their own.
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open database pool: %w", redactErr(err))
+	}
+	return pool, nil
+}
+
+// redactErr drops the DSN (and so the password) that pgx may quote in parse errors.
+func redactErr(err error) error {
+	msg := err.Error()
+	if i := strings.Index(msg, "postgres"); i >= 0 && strings.Contains(msg, "@") {
+		return errors.New("invalid connection string")
+	}
+	return err
+}
+
+// unavailable tells whether err means "the database cannot answer now"
+// (connection refused or lost, shutdown, too many connections, timeouts) as
+// opposed to an error in the SQL or the data.
+func unavailable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
+			strings.HasPrefix(pgErr.Code, "57P"), // admin shutdown, cannot connect now
+			pgErr.Code == "53300",                // too many connections
+			pgErr.Code == "57014":                // query cancelled (statement timeout)
+			return true
+		}
+		return false
+	}
+	return err != nil
+}
+
+// wrap turns a driver error into one callers can branch on.
+func wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if unavailable(err) {
+		return fmt.Errorf("%s: %w: %w", op, jobs.ErrUnavailable, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}

@@ -1,0 +1,285 @@
+package postgres_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/pgtest"
+	"github.com/runops/runops/internal/postgres"
+	"github.com/runops/runops/supabase"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func TestMigrateTwiceAppliesNothingNew(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t) // already migrated once by the template
+	ms, err := postgres.LoadMigrations(supabase.Migrations)
+	if err != nil || len(ms) == 0 {
+		t.Fatalf("load: %v %d", err, len(ms))
+	}
+	applied, err := postgres.Migrate(context.Background(), pool, ms)
+	if err != nil || len(applied) != 0 {
+		t.Fatalf("second migrate applied %v, %v", applied, err)
+	}
+	var n int
+	var name string
+	if err := pool.QueryRow(context.Background(),
+		`SELECT count(*), min(name) FROM supabase_migrations.schema_migrations`).Scan(&n, &name); err != nil {
+		t.Fatal(err)
+	}
+	if n != len(ms) || name != ms[0].Name {
+		t.Fatalf("schema_migrations has %d rows (name %q), want %d", n, name, len(ms))
+	}
+	// The SQL itself is idempotent too (the supabase CLI may run it on a
+	// database that `runops migrate` already set up under another version).
+	if _, err := pool.Exec(context.Background(), ms[0].SQL); err != nil {
+		t.Fatalf("re-running the migration file: %v", err)
+	}
+}
+
+func TestConcurrentMigrateOnFreshDatabase(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	ctx := context.Background()
+	// Forget the template's bookkeeping, so both runs want to apply everything.
+	if _, err := pool.Exec(ctx, `TRUNCATE supabase_migrations.schema_migrations`); err != nil {
+		t.Fatal(err)
+	}
+	ms, _ := postgres.LoadMigrations(supabase.Migrations)
+	var wg sync.WaitGroup
+	results := make([][]string, 2)
+	errs := make([]error, 2)
+	for i := range 2 {
+		wg.Go(func() { results[i], errs[i] = postgres.Migrate(ctx, pool, ms) })
+	}
+	wg.Wait()
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatal(errs)
+	}
+	if len(results[0])+len(results[1]) != len(ms) {
+		t.Fatalf("applied %v and %v; want %d in all", results[0], results[1], len(ms))
+	}
+}
+
+func TestJobsTableIsExactlyTheContract(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	rows, err := pool.Query(context.Background(), `
+SELECT column_name, data_type, coalesce(character_maximum_length, 0), is_nullable, coalesce(column_default, '')
+FROM information_schema.columns WHERE table_schema='public' AND table_name='jobs' ORDER BY ordinal_position`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type col struct {
+		Name, Type string
+		Len        int
+		Null, Def  string
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[col])
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []col{
+		{"id", "integer", 0, "NO", "nextval('jobs_id_seq'::regclass)"},
+		{"job_id", "uuid", 0, "NO", ""},
+		{"status", "character varying", 50, "NO", "'queued'::character varying"},
+		{"created_at", "timestamp with time zone", 0, "NO", "now()"},
+		{"updated_at", "timestamp with time zone", 0, "NO", "now()"},
+		{"completed_at", "timestamp with time zone", 0, "YES", ""},
+		{"error", "text", 0, "YES", ""},
+		{"metadata", "jsonb", 0, "YES", ""},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("columns %+v", got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("column %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	var rls bool
+	if err := pool.QueryRow(context.Background(),
+		`SELECT relrowsecurity FROM pg_class WHERE oid = 'public.jobs'::regclass`).Scan(&rls); err != nil || !rls {
+		t.Fatalf("row level security on jobs: %v %v", rls, err)
+	}
+	var policies int
+	_ = pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_policies WHERE tablename='jobs'`).Scan(&policies)
+	if policies != 0 {
+		t.Fatalf("jobs has %d policies; want none", policies)
+	}
+}
+
+type notification struct {
+	JobID  string `json:"job_id"`
+	Op     string `json:"op"`
+	Status string `json:"status"`
+}
+
+func TestNotifyTrigger(t *testing.T) {
+	t.Parallel()
+	pool, dsn := pgtest.Pool(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	listener, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close(context.Background())
+	if _, err := listener.Exec(ctx, `LISTEN runops_jobs`); err != nil {
+		t.Fatal(err)
+	}
+	id := "0b9c2f0e-4b7a-4c55-9a51-3c1f7e0e7a01"
+	exec := func(sql string) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, sql, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every statement is followed by a marker notification; what arrives before
+	// the marker is exactly what the statement sent.
+	sentBy := func(sql string) []notification {
+		t.Helper()
+		exec(sql)
+		if _, err := pool.Exec(ctx, `SELECT pg_notify('runops_jobs', '{"op":"MARK"}')`); err != nil {
+			t.Fatal(err)
+		}
+		var got []notification
+		for {
+			n, err := listener.WaitForNotification(ctx)
+			if err != nil {
+				t.Fatalf("waiting for notification after %q: %v", sql, err)
+			}
+			var p notification
+			if err := json.Unmarshal([]byte(n.Payload), &p); err != nil {
+				t.Fatalf("payload %q: %v", n.Payload, err)
+			}
+			if p.Op == "MARK" {
+				return got
+			}
+			got = append(got, p)
+		}
+	}
+	expect := func(sql string, want ...notification) {
+		t.Helper()
+		got := sentBy(sql)
+		if len(got) != len(want) {
+			t.Fatalf("%q sent %+v; want %+v", sql, got, want)
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("%q sent %+v; want %+v", sql, got, want)
+			}
+		}
+	}
+	n := func(op, status string) notification { return notification{id, op, status} }
+
+	expect(`INSERT INTO jobs (job_id) VALUES ($1)`, n("INSERT", "queued"))
+	expect(`UPDATE jobs SET metadata = coalesce(metadata,'{}') || '{"stage":"probing"}' WHERE job_id=$1`)
+	expect(`UPDATE jobs SET updated_at = now(), error = 'x', completed_at = now() WHERE job_id=$1`)
+	expect(`UPDATE jobs SET status = 'processing' WHERE job_id=$1`, n("UPDATE", "processing"))
+	expect(`UPDATE jobs SET status = 'processing', metadata = '{}' WHERE job_id=$1`)
+	expect(`UPDATE jobs SET status = 'queued' WHERE job_id=$1`, n("UPDATE", "queued"))
+	expect(`DELETE FROM jobs WHERE job_id=$1`, n("DELETE", "queued"))
+}
+
+func TestUpdatedAtTrigger(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	ctx := context.Background()
+	id := "0b9c2f0e-4b7a-4c55-9a51-3c1f7e0e7a02"
+	// Backdate the row, then any update must move updated_at to now().
+	if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id, created_at, updated_at) VALUES ($1, now()-interval '1 day', now()-interval '1 day')`, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE jobs SET metadata='{"a":1}' WHERE job_id=$1`, id); err != nil {
+		t.Fatal(err)
+	}
+	var fresh bool
+	if err := pool.QueryRow(ctx, `SELECT updated_at > now() - interval '1 hour' AND created_at < now() - interval '1 hour' FROM jobs WHERE job_id=$1`, id).Scan(&fresh); err != nil || !fresh {
+		t.Fatalf("updated_at not touched: %v %v", fresh, err)
+	}
+}
+
+func TestEnqueueIsIdempotentUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	store := postgres.NewJobStore(pool)
+	ctx := context.Background()
+	id := jobs.ID("0b9c2f0e-4b7a-4c55-9a51-3c1f7e0e7a03")
+	const callers = 16
+	var wg sync.WaitGroup
+	created := make(chan bool, callers)
+	errs := make(chan error, callers)
+	for range callers {
+		wg.Go(func() {
+			j, c, err := store.Enqueue(ctx, id, map[string]any{"upload": map[string]any{"size_bytes": 10}})
+			if err != nil {
+				errs <- err
+				return
+			}
+			if j.ID != id || j.Status != jobs.StatusQueued {
+				errs <- errors.New("unexpected job " + string(j.ID) + " " + string(j.Status))
+			}
+			created <- c
+		})
+	}
+	wg.Wait()
+	close(created)
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	n := 0
+	for c := range created {
+		if c {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d callers created the job; want 1", n)
+	}
+	var rows int
+	_ = pool.QueryRow(ctx, `SELECT count(*) FROM jobs WHERE job_id=$1`, string(id)).Scan(&rows)
+	if rows != 1 {
+		t.Fatalf("%d rows", rows)
+	}
+	j, err := store.Get(ctx, id)
+	if err != nil || j.Metadata["upload"] == nil || j.Stage() != "" {
+		t.Fatalf("get: %+v %v", j, err)
+	}
+	if _, err := store.Get(ctx, "0b9c2f0e-4b7a-4c55-9a51-3c1f7e0e7aff"); !errors.Is(err, jobs.ErrNotFound) {
+		t.Fatalf("missing job: %v", err)
+	}
+}
+
+func TestUnavailableDatabase(t *testing.T) {
+	t.Parallel()
+	_, dsn := pgtest.Pool(t)
+	proxy, viaProxy := pgtest.NewProxy(t, dsn)
+	pool, err := postgres.OpenPool(context.Background(), viaProxy, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	store := postgres.NewJobStore(pool)
+	ctx := context.Background()
+	if err := store.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	proxy.SetDown(true)
+	if _, err := store.Get(ctx, "0b9c2f0e-4b7a-4c55-9a51-3c1f7e0e7a04"); !errors.Is(err, jobs.ErrUnavailable) {
+		t.Fatalf("database down: got %v; want ErrUnavailable", err)
+	}
+	proxy.SetDown(false)
+	if _, err := store.Get(ctx, "0b9c2f0e-4b7a-4c55-9a51-3c1f7e0e7a04"); !errors.Is(err, jobs.ErrNotFound) {
+		t.Fatalf("database back: got %v; want ErrNotFound", err)
+	}
+}

@@ -1,0 +1,7 @@
+-- Local development seed, applied by `supabase db reset` after the migrations.
+-- The bucket is created by the migration; nothing else is needed to start.
+-- Uncomment to see a finished and a failed job in the dashboard:
+-- INSERT INTO public.jobs (job_id, status, completed_at, error)
+-- VALUES ('00000000-0000-4000-8000-000000000001', 'error', NULL,
+--         'The video is 24 minutes long; the limit is 20 minutes.')
+-- ON CONFLICT (job_id) DO NOTHING;
