@@ -1,0 +1,279 @@
+// Package storage is the Supabase Storage adapter: one small client for the
+// bucket that holds every object of a job. storage-go is used where it is
+// correct (signing upload URLs, deleting) and walled off from its known bugs
+// (PROTOCOLS.md): a fresh storage-go client per call, so its shared, mutable
+// header map is never shared between goroutines or calls; calls bounded by a
+// context. Everything storage-go gets wrong (streaming downloads, object info,
+// sized uploads, statuses) goes through net/http here. The package knows
+// nothing of jobs' life cycle, HTTP handlers or SQL.
+package storage
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	storage_go "github.com/supabase-community/storage-go"
+
+	"github.com/runops/runops/internal/jobs"
+)
+
+// ErrNotFound is returned when the object (or bucket) does not exist.
+var ErrNotFound = errors.New("object not found")
+
+// Error is an error answer of the storage server. Status is the real status,
+// which the server sends as a string in the body of an HTTP 400; it is 0 when
+// only the message is known (errors that came through storage-go).
+type Error struct {
+	Op      string
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string {
+	if e.Status == 0 {
+		return fmt.Sprintf("storage %s: %s", e.Op, e.Message)
+	}
+	return fmt.Sprintf("storage %s: %d %s: %s", e.Op, e.Status, e.Code, e.Message)
+}
+
+// Is lets callers branch with errors.Is on ErrNotFound and jobs.ErrUnavailable.
+func (e *Error) Is(target error) bool {
+	switch target {
+	case ErrNotFound:
+		return e.Status == http.StatusNotFound
+	case jobs.ErrUnavailable:
+		// Status 0: storage-go kept only the message; a server that refuses a
+		// well-formed request from the service role is treated as an outage.
+		return e.Status == 0 || e.Status == http.StatusTooManyRequests || e.Status >= 500
+	}
+	return false
+}
+
+// Config says where Storage is and as whom to call it.
+type Config struct {
+	URL        string // how the server reaches Supabase, e.g. http://127.0.0.1:54321
+	PublicURL  string // how browsers reach it (signed upload URLs); defaults to URL
+	ServiceKey string // service_role key: never logged
+	Bucket     string
+	// Timeout bounds every call but streaming bodies; default 15s.
+	Timeout time.Duration
+}
+
+// Client talks to one bucket. It is safe for concurrent use.
+type Client struct {
+	base, publicBase string // .../storage/v1
+	key, bucket      string
+	timeout          time.Duration
+	http             *http.Client
+}
+
+// New checks cfg and returns a client; it does not call the server.
+func New(cfg Config) (*Client, error) {
+	if cfg.PublicURL == "" {
+		cfg.PublicURL = cfg.URL
+	}
+	for name, u := range map[string]string{"storage URL": cfg.URL, "public storage URL": cfg.PublicURL} {
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return nil, fmt.Errorf("%s %q is not an absolute http(s) URL", name, u)
+		}
+	}
+	if cfg.ServiceKey == "" || cfg.Bucket == "" {
+		return nil, errors.New("storage: service key and bucket are required")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 15 * time.Second
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.ResponseHeaderTimeout = 60 * time.Second
+	return &Client{
+		base:       strings.TrimRight(cfg.URL, "/") + "/storage/v1",
+		publicBase: strings.TrimRight(cfg.PublicURL, "/") + "/storage/v1",
+		key:        cfg.ServiceKey, bucket: cfg.Bucket, timeout: cfg.Timeout,
+		http: &http.Client{Transport: tr},
+	}, nil
+}
+
+// lib returns a new storage-go client: its option headers live in one map
+// per client that later calls (and other goroutines) would otherwise see.
+func (c *Client) lib() *storage_go.Client {
+	return storage_go.NewClient(c.base, c.key, map[string]string{"apikey": c.key})
+}
+
+// viaLib runs a storage-go call, which takes no context, bounded by ctx and
+// the client's timeout. An abandoned call finishes on its own goroutine; its
+// client is not reused.
+func viaLib[T any](ctx context.Context, c *Client, op string, call func(*storage_go.Client) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := call(c.lib())
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err == nil {
+			return r.v, nil
+		}
+		var se *storage_go.StorageError
+		if errors.As(r.err, &se) {
+			// storage-go's Status is always 0 (the server's statusCode is a
+			// string); only the message survives.
+			return r.v, &Error{Op: op, Message: se.Message}
+		}
+		return r.v, fmt.Errorf("storage %s: %w: %w", op, jobs.ErrUnavailable, r.err)
+	case <-ctx.Done():
+		var zero T
+		return zero, fmt.Errorf("storage %s: %w: %w", op, jobs.ErrUnavailable, ctx.Err())
+	}
+}
+
+// SignUpload returns an absolute URL, reachable from the browser, to which a
+// client PUTs the object at path (no upsert: a second upload is refused).
+func (c *Client) SignUpload(ctx context.Context, path string) (string, error) {
+	res, err := viaLib(ctx, c, "sign upload", func(l *storage_go.Client) (storage_go.SignedUploadUrlResponse, error) {
+		return l.CreateSignedUploadUrl(c.bucket, path)
+	})
+	if err != nil {
+		return "", err
+	}
+	// storage-go returns the server's url as it is: relative to the storage base.
+	if !strings.HasPrefix(res.Url, "/object/upload/sign/") {
+		return "", &Error{Op: "sign upload", Message: "unexpected signed url " + strconv.Quote(res.Url)}
+	}
+	return c.publicBase + res.Url, nil
+}
+
+// Remove deletes the objects at paths; missing ones are ignored.
+func (c *Client) Remove(ctx context.Context, paths ...string) error {
+	_, err := viaLib(ctx, c, "remove", func(l *storage_go.Client) ([]storage_go.FileUploadResponse, error) {
+		return l.RemoveFile(c.bucket, paths)
+	})
+	return err
+}
+
+// ObjectInfo is what the server knows of an object.
+type ObjectInfo struct {
+	Size        int64     `json:"size"`
+	ContentType string    `json:"content_type"`
+	ETag        string    `json:"etag"`
+	Updated     time.Time `json:"last_modified"`
+}
+
+// Stat returns the object's size and content type, or ErrNotFound.
+func (c *Client) Stat(ctx context.Context, path string) (ObjectInfo, error) {
+	var info ObjectInfo
+	err := c.doJSON(ctx, "info", http.MethodGet, "/object/info/"+c.bucket+"/"+path, &info)
+	return info, err
+}
+
+// Ping checks that Storage answers and the bucket exists.
+func (c *Client) Ping(ctx context.Context) error {
+	var b struct {
+		ID string `json:"id"`
+	}
+	return c.doJSON(ctx, "bucket", http.MethodGet, "/bucket/"+c.bucket, &b)
+}
+
+// Download streams the object; the caller closes the body. Size is the
+// Content-Length the server announced (-1 if none).
+func (c *Client) Download(ctx context.Context, path string) (body io.ReadCloser, size int64, err error) {
+	resp, err := c.do(ctx, "download", http.MethodGet, "/object/authenticated/"+c.bucket+"/"+path, nil, -1, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	return resp.Body, resp.ContentLength, nil
+}
+
+// Upload stores exactly size bytes from r at path (upsert), streamed with a
+// Content-Length so that the bucket's size limit applies.
+func (c *Client) Upload(ctx context.Context, path string, r io.Reader, size int64, contentType string) error {
+	h := http.Header{"Content-Type": {contentType}, "X-Upsert": {"true"}, "Cache-Control": {"max-age=3600"}}
+	resp, err := c.do(ctx, "upload", http.MethodPost, "/object/"+c.bucket+"/"+path, io.NopCloser(r), size, h)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	return nil
+}
+
+func (c *Client) doJSON(ctx context.Context, op, method, path string, into any) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	resp, err := c.do(ctx, op, method, path, nil, -1, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(into); err != nil {
+		return fmt.Errorf("storage %s: %w: decode answer: %w", op, jobs.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// do sends one request with the service role's credentials and turns an
+// error answer into *Error, reading the real status from the body.
+func (c *Client) do(ctx context.Context, op, method, path string, body io.ReadCloser, size int64, h http.Header) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, fmt.Errorf("storage %s: %w", op, err)
+	}
+	if body != nil {
+		req.ContentLength = size
+	}
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	req.Header.Set("Authorization", "Bearer "+c.key)
+	req.Header.Set("apikey", c.key)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("storage %s: %w: %w", op, jobs.ErrUnavailable, err)
+	}
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	return nil, parseError(op, resp.StatusCode, raw)
+}
+
+func parseError(op string, httpStatus int, raw []byte) *Error {
+	var body struct {
+		StatusCode json.RawMessage `json:"statusCode"`
+		Error      string          `json:"error"`
+		Code       string          `json:"code"`
+		Message    string          `json:"message"`
+	}
+	e := &Error{Op: op, Status: httpStatus, Message: http.StatusText(httpStatus)}
+	if json.Unmarshal(raw, &body) != nil {
+		return e
+	}
+	// "404" (a string, as the server sends it) or 404.
+	if n, err := strconv.Atoi(strings.Trim(string(body.StatusCode), `"`)); err == nil && n > 0 {
+		e.Status = n
+	}
+	e.Code = body.Code
+	if e.Code == "" {
+		e.Code = body.Error
+	}
+	if body.Message != "" {
+		e.Message = body.Message
+	}
+	return e
+}
