@@ -1,0 +1,150 @@
+// Package auth checks Supabase user access tokens by asking the project's auth
+// server who they belong to (supabase-go's auth client), with a timeout and a
+// short cache. It must not decide what a user may do: that is the API's job.
+package auth
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/supabase-community/supabase-go"
+
+	"github.com/runops/runops/internal/jobs"
+)
+
+// ErrInvalidToken means the auth server does not accept the token.
+var ErrInvalidToken = errors.New("invalid or expired access token")
+
+// User is who a token belongs to.
+type User struct {
+	ID string
+}
+
+// Verifier checks tokens. It is safe for concurrent use.
+type Verifier struct {
+	client  *supabase.Client
+	timeout time.Duration
+	ttl     time.Duration
+	now     func() time.Time
+
+	mu    sync.Mutex
+	cache map[[32]byte]entry
+}
+
+type entry struct {
+	user    User
+	err     error
+	expires time.Time
+}
+
+// maxCache bounds memory under a flood of distinct bad tokens.
+const maxCache = 10000
+
+// New returns a verifier for the project at supabaseURL. ttl is how long an
+// answer is reused (never past the token's own expiry).
+func New(supabaseURL, serviceKey string, timeout, ttl time.Duration) (*Verifier, error) {
+	c, err := supabase.NewClient(strings.TrimRight(supabaseURL, "/"), serviceKey, &supabase.ClientOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("auth client: %w", err)
+	}
+	return &Verifier{client: c, timeout: timeout, ttl: ttl, now: time.Now, cache: map[[32]byte]entry{}}, nil
+}
+
+// Verify returns the token's user, ErrInvalidToken, or an error wrapping
+// jobs.ErrUnavailable when the auth server cannot answer.
+func (v *Verifier) Verify(ctx context.Context, token string) (User, error) {
+	key := sha256.Sum256([]byte(token))
+	now := v.now()
+	v.mu.Lock()
+	e, ok := v.cache[key]
+	v.mu.Unlock()
+	if ok && now.Before(e.expires) {
+		return e.user, e.err
+	}
+	user, err := v.ask(ctx, token)
+	if err != nil && !errors.Is(err, ErrInvalidToken) {
+		return User{}, err // outages are not cached
+	}
+	expires := now.Add(v.ttl)
+	if exp, ok := tokenExpiry(token); ok && exp.Before(expires) {
+		expires = exp
+	}
+	v.mu.Lock()
+	if len(v.cache) >= maxCache {
+		for k, old := range v.cache {
+			if !now.Before(old.expires) || len(v.cache) >= maxCache {
+				delete(v.cache, k)
+			}
+		}
+	}
+	v.cache[key] = entry{user: user, err: err, expires: expires}
+	v.mu.Unlock()
+	return user, err
+}
+
+// statusInError reads the status gotrue-go puts only in its error text.
+var statusInError = regexp.MustCompile(`^response status code (\d{3})`)
+
+func (v *Verifier) ask(ctx context.Context, token string) (User, error) {
+	ctx, cancel := context.WithTimeout(ctx, v.timeout)
+	defer cancel()
+	type result struct {
+		id  string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		// WithClient and WithToken return copies: safe per request. The
+		// http.Client timeout ends the call even if we stop waiting for it.
+		res, err := v.client.Auth.WithClient(http.Client{Timeout: v.timeout}).WithToken(token).GetUser()
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		done <- result{id: res.ID.String()}
+	}()
+	select {
+	case r := <-done:
+		if r.err == nil {
+			return User{ID: r.id}, nil
+		}
+		if m := statusInError.FindStringSubmatch(r.err.Error()); m != nil {
+			if code, _ := strconv.Atoi(m[1]); code >= 400 && code < 500 && code != http.StatusTooManyRequests {
+				return User{}, ErrInvalidToken
+			}
+		}
+		return User{}, fmt.Errorf("ask auth server: %w: %w", jobs.ErrUnavailable, r.err)
+	case <-ctx.Done():
+		return User{}, fmt.Errorf("ask auth server: %w: %w", jobs.ErrUnavailable, ctx.Err())
+	}
+}
+
+// tokenExpiry reads the exp claim without checking the signature (the auth
+// server has checked it); it only shortens how long an answer is cached.
+func tokenExpiry(token string) (time.Time, bool) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return time.Time{}, false
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return time.Time{}, false
+	}
+	var claims struct {
+		Exp int64 `json:"exp"`
+	}
+	if json.Unmarshal(raw, &claims) != nil || claims.Exp == 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(claims.Exp, 0), true
+}

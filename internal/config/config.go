@@ -1,0 +1,257 @@
+// Package config reads the service's configuration from the environment, with
+// the names and defaults of DESIGN.md, and validates it at start with messages
+// that name the variable. It must not open connections or start anything.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is every setting of every process.
+type Config struct {
+	DatabaseURL       string // DATABASE_URL [SUPABASE_DB_URL, DB_URL]
+	ListenDatabaseURL string // RUNOPS_LISTEN_DATABASE_URL, default DatabaseURL
+
+	SupabaseURL       string // SUPABASE_URL [NEXT_PUBLIC_SUPABASE_URL, API_URL]
+	SupabasePublicURL string // SUPABASE_PUBLIC_URL, default NEXT_PUBLIC_SUPABASE_URL, else SupabaseURL
+	ServiceRoleKey    string // SUPABASE_SERVICE_ROLE_KEY [SERVICE_ROLE_KEY]; never logged
+
+	Addr           string         // RUNOPS_ADDR (wins over PORT)
+	FrontendURL    string         // RUNOPS_FRONTEND_URL
+	CORSOrigins    []string       // RUNOPS_CORS_ORIGINS, comma-separated
+	RequireAuth    bool           // RUNOPS_REQUIRE_AUTH
+	RateLimit      RateLimit      // RUNOPS_RATE_LIMIT
+	TrustedProxies []netip.Prefix // RUNOPS_TRUSTED_PROXIES, comma-separated IPs or CIDRs
+
+	WorkerConcurrency int           // RUNOPS_WORKER_CONCURRENCY
+	LeaseTTL          time.Duration // RUNOPS_LEASE_TTL
+	Heartbeat         time.Duration // RUNOPS_HEARTBEAT
+	Sweep             time.Duration // RUNOPS_SWEEP
+	MaxAttempts       int           // RUNOPS_MAX_ATTEMPTS
+	ShutdownGrace     time.Duration // RUNOPS_SHUTDOWN_GRACE
+	Listen            bool          // RUNOPS_LISTEN (on|off)
+	TmpDir            string        // RUNOPS_TMPDIR
+	FFmpegTimeout     time.Duration // RUNOPS_FFMPEG_TIMEOUT
+
+	GeminiAPIKey            string        // GEMINI_API_KEY [GOOGLE_API_KEY, GOOGLE_GEMINI_API_KEY]
+	GeminiModel             string        // GEMINI_MODEL
+	GeminiMediaResolution   string        // GEMINI_MEDIA_RESOLUTION
+	GeminiFileActiveTimeout time.Duration // GEMINI_FILE_ACTIVE_TIMEOUT
+	GeminiMaxRetryWait      time.Duration // GEMINI_MAX_RETRY_WAIT
+}
+
+// RateLimit is N requests per Window per client; zero Requests = off.
+type RateLimit struct {
+	Requests int
+	Window   time.Duration
+}
+
+// Defaults that DESIGN.md fixes.
+const (
+	DefaultDatabaseURL = "postgresql://postgres:postgres@127.0.0.1:54322/postgres"
+	DefaultSupabaseURL = "http://127.0.0.1:54321"
+	DefaultAddr        = ":8080"
+	DefaultGeminiModel = "gemini-2.5-flash"
+)
+
+// Load reads the configuration through getenv (os.Getenv in production) and
+// reports every bad value at once.
+func Load(getenv func(string) string) (Config, error) {
+	r := reader{getenv: getenv}
+	c := Config{
+		DatabaseURL:       r.first(DefaultDatabaseURL, "DATABASE_URL", "SUPABASE_DB_URL", "DB_URL"),
+		SupabaseURL:       r.first(DefaultSupabaseURL, "SUPABASE_URL", "NEXT_PUBLIC_SUPABASE_URL", "API_URL"),
+		ServiceRoleKey:    r.first("", "SUPABASE_SERVICE_ROLE_KEY", "SERVICE_ROLE_KEY"),
+		FrontendURL:       r.first("", "RUNOPS_FRONTEND_URL"),
+		CORSOrigins:       list(r.first("", "RUNOPS_CORS_ORIGINS")),
+		RequireAuth:       r.boolean("RUNOPS_REQUIRE_AUTH", false),
+		WorkerConcurrency: r.integer("RUNOPS_WORKER_CONCURRENCY", max(1, runtime.NumCPU()/2), 1),
+		LeaseTTL:          r.duration("RUNOPS_LEASE_TTL", 30*time.Second),
+		Heartbeat:         r.duration("RUNOPS_HEARTBEAT", 10*time.Second),
+		Sweep:             r.duration("RUNOPS_SWEEP", 15*time.Second),
+		MaxAttempts:       r.integer("RUNOPS_MAX_ATTEMPTS", 3, 1),
+		ShutdownGrace:     r.duration("RUNOPS_SHUTDOWN_GRACE", 30*time.Second),
+		TmpDir:            r.first("", "RUNOPS_TMPDIR"),
+		FFmpegTimeout:     r.duration("RUNOPS_FFMPEG_TIMEOUT", 15*time.Minute),
+
+		GeminiAPIKey:            r.first("", "GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_API_KEY"),
+		GeminiModel:             r.first(DefaultGeminiModel, "GEMINI_MODEL"),
+		GeminiMediaResolution:   r.first("", "GEMINI_MEDIA_RESOLUTION"),
+		GeminiFileActiveTimeout: r.duration("GEMINI_FILE_ACTIVE_TIMEOUT", 5*time.Minute),
+		GeminiMaxRetryWait:      r.duration("GEMINI_MAX_RETRY_WAIT", 2*time.Minute),
+	}
+	c.ListenDatabaseURL = r.first(c.DatabaseURL, "RUNOPS_LISTEN_DATABASE_URL")
+	c.SupabasePublicURL = r.first(c.SupabaseURL, "SUPABASE_PUBLIC_URL", "NEXT_PUBLIC_SUPABASE_URL")
+	c.Addr = r.first("", "RUNOPS_ADDR")
+	if c.Addr == "" {
+		c.Addr = DefaultAddr
+		if p := r.first("", "PORT"); p != "" {
+			c.Addr = ":" + p
+		}
+	}
+	switch v := strings.ToLower(r.first("on", "RUNOPS_LISTEN")); v {
+	case "on", "true", "1":
+		c.Listen = true
+	case "off", "false", "0":
+	default:
+		r.fail("RUNOPS_LISTEN", "must be on or off, not %q", v)
+	}
+	c.RateLimit = r.rateLimit("RUNOPS_RATE_LIMIT", "60/min")
+	for _, p := range list(r.first("", "RUNOPS_TRUSTED_PROXIES")) {
+		prefix, err := parsePrefix(p)
+		if err != nil {
+			r.fail("RUNOPS_TRUSTED_PROXIES", "%q is not an IP address or CIDR", p)
+			continue
+		}
+		c.TrustedProxies = append(c.TrustedProxies, prefix)
+	}
+	r.url("DATABASE_URL", c.DatabaseURL, "postgres", "postgresql")
+	r.url("RUNOPS_LISTEN_DATABASE_URL", c.ListenDatabaseURL, "postgres", "postgresql")
+	r.url("SUPABASE_URL", c.SupabaseURL, "http", "https")
+	r.url("SUPABASE_PUBLIC_URL", c.SupabasePublicURL, "http", "https")
+	if c.FrontendURL != "" {
+		r.url("RUNOPS_FRONTEND_URL", c.FrontendURL, "http", "https")
+	}
+	for _, o := range c.CORSOrigins {
+		if o != "*" {
+			r.url("RUNOPS_CORS_ORIGINS", o, "http", "https")
+		}
+	}
+	if c.Heartbeat >= c.LeaseTTL {
+		r.fail("RUNOPS_HEARTBEAT", "(%s) must be shorter than RUNOPS_LEASE_TTL (%s)", c.Heartbeat, c.LeaseTTL)
+	}
+	return c, errors.Join(r.errs...)
+}
+
+// RequireAPI checks what the API needs beyond what Load checks.
+func (c Config) RequireAPI() error {
+	if c.ServiceRoleKey == "" {
+		return errors.New("SUPABASE_SERVICE_ROLE_KEY is required (or SERVICE_ROLE_KEY, as `supabase status -o env` prints it)")
+	}
+	return nil
+}
+
+type reader struct {
+	getenv func(string) string
+	errs   []error
+}
+
+func (r *reader) fail(name, format string, args ...any) {
+	r.errs = append(r.errs, fmt.Errorf("%s %s", name, fmt.Sprintf(format, args...)))
+}
+
+// first returns the first non-empty of names, else def.
+func (r *reader) first(def string, names ...string) string {
+	for _, n := range names {
+		if v := strings.TrimSpace(r.getenv(n)); v != "" {
+			return v
+		}
+	}
+	return def
+}
+
+func (r *reader) duration(name string, def time.Duration) time.Duration {
+	v := r.first("", name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		r.fail(name, "must be a positive duration such as 30s or 2m, not %q", v)
+		return def
+	}
+	return d
+}
+
+func (r *reader) integer(name string, def, minimum int) int {
+	v := r.first("", name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < minimum {
+		r.fail(name, "must be a whole number ≥ %d, not %q", minimum, v)
+		return def
+	}
+	return n
+}
+
+func (r *reader) boolean(name string, def bool) bool {
+	v := r.first("", name)
+	if v == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		r.fail(name, "must be true or false, not %q", v)
+		return def
+	}
+	return b
+}
+
+func (r *reader) url(name, v string, schemes ...string) {
+	u, err := url.Parse(v)
+	if err != nil || u.Host == "" {
+		r.fail(name, "must be an absolute URL (%s://…)", schemes[0])
+		return
+	}
+	for _, s := range schemes {
+		if u.Scheme == s {
+			return
+		}
+	}
+	r.fail(name, "must use %s, not %q", strings.Join(schemes, " or "), u.Scheme)
+}
+
+// rateLimit parses "60/min", "10/s", "1000/1h"; "off" or "0" disables it.
+func (r *reader) rateLimit(name, def string) RateLimit {
+	v := strings.ToLower(r.first(def, name))
+	if v == "off" || v == "0" {
+		return RateLimit{}
+	}
+	n, unit, ok := strings.Cut(v, "/")
+	count, err := strconv.Atoi(strings.TrimSpace(n))
+	if !ok || err != nil || count < 1 {
+		r.fail(name, "must look like 60/min, 10/s or off, not %q", v)
+		return RateLimit{}
+	}
+	windows := map[string]time.Duration{"s": time.Second, "sec": time.Second, "second": time.Second,
+		"m": time.Minute, "min": time.Minute, "minute": time.Minute, "h": time.Hour, "hour": time.Hour}
+	w, ok := windows[strings.TrimSpace(unit)]
+	if !ok {
+		if w, err = time.ParseDuration(strings.TrimSpace(unit)); err != nil || w <= 0 {
+			r.fail(name, "has an unknown period %q (use s, min, h or a duration such as 10m)", unit)
+			return RateLimit{}
+		}
+	}
+	return RateLimit{Requests: count, Window: w}
+}
+
+func list(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}

@@ -1,0 +1,82 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestDefaults(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DatabaseURL != DefaultDatabaseURL || c.ListenDatabaseURL != DefaultDatabaseURL ||
+		c.SupabaseURL != DefaultSupabaseURL || c.SupabasePublicURL != DefaultSupabaseURL ||
+		c.Addr != ":8080" || !c.Listen || c.RequireAuth || c.MaxAttempts != 3 ||
+		c.LeaseTTL != 30*time.Second || c.Heartbeat != 10*time.Second || c.Sweep != 15*time.Second ||
+		c.RateLimit != (RateLimit{60, time.Minute}) || c.WorkerConcurrency < 1 {
+		t.Fatalf("%+v", c)
+	}
+	if err := c.RequireAPI(); err == nil || !strings.Contains(err.Error(), "SUPABASE_SERVICE_ROLE_KEY") {
+		t.Fatalf("service key required: %v", err)
+	}
+}
+
+func TestSupabaseStatusNamesAndAliases(t *testing.T) {
+	// What `supabase status -o env` prints.
+	c, err := Load(env(map[string]string{
+		"API_URL": "http://127.0.0.1:54321", "DB_URL": "postgresql://postgres:postgres@127.0.0.1:54322/postgres",
+		"SERVICE_ROLE_KEY": "svc", "PORT": "3001",
+	}))
+	if err != nil || c.ServiceRoleKey != "svc" || c.Addr != ":3001" || c.RequireAPI() != nil {
+		t.Fatalf("%+v %v", c, err)
+	}
+	c, _ = Load(env(map[string]string{
+		"SUPABASE_URL": "http://kong:8000", "NEXT_PUBLIC_SUPABASE_URL": "https://proj.supabase.co",
+		"RUNOPS_ADDR": "127.0.0.1:9000", "PORT": "3001",
+	}))
+	if c.SupabaseURL != "http://kong:8000" || c.SupabasePublicURL != "https://proj.supabase.co" || c.Addr != "127.0.0.1:9000" {
+		t.Fatalf("%+v", c)
+	}
+	c, _ = Load(env(map[string]string{"SUPABASE_URL": "http://kong:8000", "SUPABASE_PUBLIC_URL": "https://pub.example"}))
+	if c.SupabasePublicURL != "https://pub.example" {
+		t.Fatal(c.SupabasePublicURL)
+	}
+}
+
+func TestErrorsNameTheVariable(t *testing.T) {
+	_, err := Load(env(map[string]string{
+		"DATABASE_URL": "mysql://x", "SUPABASE_URL": "localhost:54321", "RUNOPS_RATE_LIMIT": "lots",
+		"RUNOPS_LEASE_TTL": "soon", "RUNOPS_MAX_ATTEMPTS": "0", "RUNOPS_TRUSTED_PROXIES": "10.0.0.0/8,nope",
+		"RUNOPS_REQUIRE_AUTH": "maybe", "RUNOPS_LISTEN": "sometimes", "RUNOPS_FRONTEND_URL": "ftp://x",
+	}))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, name := range []string{"DATABASE_URL", "SUPABASE_URL", "RUNOPS_RATE_LIMIT", "RUNOPS_LEASE_TTL",
+		"RUNOPS_MAX_ATTEMPTS", "RUNOPS_TRUSTED_PROXIES", "RUNOPS_REQUIRE_AUTH", "RUNOPS_LISTEN", "RUNOPS_FRONTEND_URL"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("error does not name %s:\n%v", name, err)
+		}
+	}
+	if _, err := Load(env(map[string]string{"RUNOPS_HEARTBEAT": "40s"})); err == nil || !strings.Contains(err.Error(), "RUNOPS_HEARTBEAT") {
+		t.Fatalf("heartbeat ≥ lease: %v", err)
+	}
+}
+
+func TestRateLimitAndProxies(t *testing.T) {
+	for in, want := range map[string]RateLimit{"10/s": {10, time.Second}, "5/10m": {5, 10 * time.Minute},
+		"100/hour": {100, time.Hour}, "off": {}, "0": {}} {
+		c, err := Load(env(map[string]string{"RUNOPS_RATE_LIMIT": in}))
+		if err != nil || c.RateLimit != want {
+			t.Errorf("%q → %+v %v", in, c.RateLimit, err)
+		}
+	}
+	c, err := Load(env(map[string]string{"RUNOPS_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1 ,::1", "RUNOPS_CORS_ORIGINS": "https://a.example,http://b:3000"}))
+	if err != nil || len(c.TrustedProxies) != 3 || c.TrustedProxies[1].String() != "127.0.0.1/32" || len(c.CORSOrigins) != 2 {
+		t.Fatalf("%+v %v", c, err)
+	}
+}
