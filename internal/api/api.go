@@ -1,0 +1,116 @@
+// Package api serves the HTTP API the existing Runops frontend calls
+// (CONTRACT.md): signed upload URLs, queueing, job status. It declares the
+// small interfaces it needs from the job store, object storage and the auth
+// server; cmd wires the implementations. It must not run jobs (that is the
+// worker's) nor build SQL or storage requests itself.
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/go-chi/cors"
+
+	"github.com/runops/runops/internal/auth"
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/storage"
+)
+
+// JobStore is what the API needs of public.jobs.
+type JobStore interface {
+	Get(ctx context.Context, id jobs.ID) (jobs.Job, error)
+	Enqueue(ctx context.Context, id jobs.ID, metadata map[string]any) (jobs.Job, bool, error)
+}
+
+// ObjectStore is what the API needs of the videos bucket.
+type ObjectStore interface {
+	SignUpload(ctx context.Context, path string) (string, error)
+	Stat(ctx context.Context, path string) (storage.ObjectInfo, error)
+}
+
+// Authenticator tells who an access token belongs to.
+type Authenticator interface {
+	Verify(ctx context.Context, token string) (auth.User, error)
+}
+
+// Options configure the API.
+type Options struct {
+	Jobs    JobStore
+	Objects ObjectStore
+	Auth    Authenticator // required when RequireAuth
+	Logger  *slog.Logger
+
+	RequireAuth    bool
+	RateLimit      int           // requests per RateWindow per client on the POSTs; 0 = off
+	RateWindow     time.Duration //
+	TrustedProxies []netip.Prefix
+	CORSOrigins    []string
+	FrontendURL    *url.URL // non-/api paths are proxied here when set
+
+	MaxBodyBytes   int64         // default 64 KiB
+	RequestTimeout time.Duration // default 30s
+}
+
+// Handler returns the whole HTTP surface but health checks: /api/* and, with
+// a frontend URL, everything else proxied to the Next.js server.
+func Handler(o Options) http.Handler {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 64 << 10
+	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = 30 * time.Second
+	}
+	s := &server{o: o, log: o.Logger}
+
+	r := chi.NewRouter()
+	r.Use(middleware.RequestID, s.logRequests, s.recoverPanics)
+	r.Route("/api", func(r chi.Router) {
+		r.Use(noStore)
+		if len(o.CORSOrigins) > 0 {
+			r.Use(cors.Handler(cors.Options{
+				AllowedOrigins: o.CORSOrigins,
+				AllowedMethods: []string{http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodOptions},
+				AllowedHeaders: []string{"Content-Type", "Authorization", "If-Match", "X-Request-Id"},
+				ExposedHeaders: []string{"ETag", "Retry-After", "X-Request-Id"},
+				MaxAge:         600,
+			}))
+		}
+		r.Use(s.limitBody, s.timeout)
+		r.NotFound(s.handle(func(http.ResponseWriter, *http.Request) error {
+			return &Error{Status: http.StatusNotFound, Message: "Not found"}
+		}))
+		r.MethodNotAllowed(s.handle(func(http.ResponseWriter, *http.Request) error {
+			return &Error{Status: http.StatusMethodNotAllowed, Message: "Method not allowed"}
+		}))
+		limited := r.With(s.rateLimiter())
+		if o.RequireAuth {
+			r = r.With(s.authenticate)
+			limited = limited.With(s.authenticate)
+		}
+		limited.Post("/get-upload-url", s.handle(s.getUploadURL))
+		limited.Post("/queue-job", s.handle(s.queueJob))
+		r.Get("/job-status/{jobId}", s.handle(s.jobStatus))
+	})
+	if o.FrontendURL != nil {
+		r.NotFound(newFrontendProxy(o.FrontendURL, o.Logger).ServeHTTP)
+	} else {
+		r.NotFound(s.handle(func(http.ResponseWriter, *http.Request) error {
+			return &Error{Status: http.StatusNotFound, Message: "Not found"}
+		}))
+	}
+	return r
+}
+
+type server struct {
+	o   Options
+	log *slog.Logger
+}

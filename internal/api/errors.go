@@ -1,0 +1,83 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/runops/runops/internal/jobs"
+)
+
+// Error is an answer for the client: a status and a sentence. Cause is for the
+// log only and never sent.
+type Error struct {
+	Status  int
+	Message string
+	Cause   error
+	// RetryAfter, in seconds, is sent as Retry-After when positive.
+	RetryAfter int
+}
+
+func (e *Error) Error() string {
+	if e.Cause != nil {
+		return e.Message + ": " + e.Cause.Error()
+	}
+	return e.Message
+}
+
+func (e *Error) Unwrap() error { return e.Cause }
+
+// unavailable is the answer when a backing service is down: the client
+// should retry, and the next call works once it is back.
+func unavailable(what string, cause error) *Error {
+	return &Error{Status: http.StatusServiceUnavailable, RetryAfter: 5, Cause: cause,
+		Message: what + " is temporarily unavailable; please try again in a moment."}
+}
+
+// fromBackend maps an error of a backing service: an outage → 503, anything
+// else → 500 with the given sentence.
+func fromBackend(what string, err error, otherwise string) *Error {
+	if errors.Is(err, jobs.ErrUnavailable) {
+		return unavailable(what, err)
+	}
+	return &Error{Status: http.StatusInternalServerError, Message: otherwise, Cause: err}
+}
+
+// handle adapts a handler that returns an error; every error answer of the
+// API is written here, as {"error": "..."}.
+func (s *server) handle(h func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	}
+}
+
+func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		e = &Error{Status: http.StatusInternalServerError, Message: "Internal server error", Cause: err}
+	}
+	level := slog.LevelInfo
+	if e.Status >= 500 {
+		level = slog.LevelError
+	}
+	if e.Cause != nil || e.Status >= 500 {
+		s.log.Log(r.Context(), level, "request failed", "request_id", middleware.GetReqID(r.Context()),
+			"method", r.Method, "path", r.URL.Path, "status", e.Status, "error", err)
+	}
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
+	writeJSON(w, e.Status, map[string]string{"error": e.Message})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,209 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/storage"
+)
+
+// Messages the frontend shows as they are (CONTRACT.md).
+const (
+	msgMissingJobID  = "Missing jobId parameter"
+	msgFileNotFound  = "Video file not found. Please upload again."
+	msgQueueFailed   = "Failed to queue processing job"
+	msgQueued        = "Video processing job has been queued"
+	msgAlreadyQueued = "Video processing job was already queued"
+	msgJobNotFound   = "Job not found"
+	msgUploaded      = "File uploaded but processing not started"
+)
+
+// POST /api/get-upload-url: a new job id and a signed URL to PUT the video to.
+// Any body is ignored.
+func (s *server) getUploadURL(w http.ResponseWriter, r *http.Request) error {
+	id, err := jobs.NewID()
+	if err != nil {
+		return &Error{Status: http.StatusInternalServerError, Message: "Failed to create upload URL", Cause: err}
+	}
+	signed, err := s.o.Objects.SignUpload(r.Context(), id.RawPath())
+	if err != nil {
+		return fromBackend("File storage", err, "Failed to create upload URL")
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"jobId": string(id), "url": signed})
+	return nil
+}
+
+// POST /api/queue-job {"jobId"}: check the upload, then insert a queued row
+// (idempotent: a repeat answers the job's current status).
+func (s *server) queueJob(w http.ResponseWriter, r *http.Request) error {
+	var body struct {
+		JobID json.RawMessage `json:"jobId"`
+	}
+	if err := decodeJSON(r, &body); err != nil {
+		return err
+	}
+	raw := strings.TrimSpace(string(body.JobID))
+	if raw == "" || raw == "null" || raw == `""` {
+		return &Error{Status: http.StatusBadRequest, Message: msgMissingJobID}
+	}
+	var text string
+	if err := json.Unmarshal(body.JobID, &text); err != nil {
+		return &Error{Status: http.StatusBadRequest, Message: jobs.ErrInvalidID.Error()}
+	}
+	id, err := jobs.ParseID(text)
+	if err != nil {
+		return &Error{Status: http.StatusBadRequest, Message: err.Error()}
+	}
+	user, authed := userOf(r)
+
+	existing, err := s.o.Jobs.Get(r.Context(), id)
+	switch {
+	case err == nil:
+		if err := checkOwner(existing, r); err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"jobId": string(id), "status": string(existing.Status), "message": msgAlreadyQueued})
+		return nil
+	case !errors.Is(err, jobs.ErrNotFound):
+		return fromBackend("The job database", err, msgQueueFailed)
+	}
+
+	info, err := s.o.Objects.Stat(r.Context(), id.RawPath())
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return &Error{Status: http.StatusNotFound, Message: msgFileNotFound}
+	case err != nil:
+		return fromBackend("File storage", err, msgQueueFailed)
+	}
+	if err := checkUpload(info); err != nil {
+		return err
+	}
+
+	meta := map[string]any{"upload": map[string]any{
+		"size_bytes": info.Size, "content_type": info.ContentType, "etag": info.ETag,
+	}}
+	if authed {
+		meta["owner"] = user.ID
+	}
+	job, created, err := s.o.Jobs.Enqueue(r.Context(), id, meta)
+	if err != nil {
+		return fromBackend("The job database", err, msgQueueFailed)
+	}
+	msg := msgQueued
+	if !created {
+		if err := checkOwner(job, r); err != nil {
+			return err
+		}
+		msg = msgAlreadyQueued
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"jobId": string(id), "status": string(job.Status), "message": msg})
+	return nil
+}
+
+// checkUpload refuses what the worker could never process, leaving the object
+// in place.
+func checkUpload(info storage.ObjectInfo) error {
+	if info.Size == 0 {
+		return &Error{Status: http.StatusBadRequest, Message: "The uploaded file is empty. Please upload the video again."}
+	}
+	if info.Size > jobs.MaxUploadBytes {
+		return &Error{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf(
+			"The video is %s; the limit is %s. Please upload a shorter or smaller recording.",
+			megabytes(info.Size), megabytes(jobs.MaxUploadBytes))}
+	}
+	mt, _, err := mime.ParseMediaType(info.ContentType)
+	if err != nil || !strings.HasPrefix(mt, "video/") {
+		return &Error{Status: http.StatusUnsupportedMediaType, Message: fmt.Sprintf(
+			"The uploaded file is not a video (its type is %q). Please upload a screen recording.", info.ContentType)}
+	}
+	return nil
+}
+
+// megabytes prints sizes as the frontend counts them (1 MB = 1024 × 1024 bytes).
+func megabytes(n int64) string {
+	mb := float64(n) / (1 << 20)
+	if mb == float64(int64(mb)) {
+		return fmt.Sprintf("%d MB", int64(mb))
+	}
+	return fmt.Sprintf("%.1f MB", mb)
+}
+
+// checkOwner hides a job queued by another signed-in user.
+func checkOwner(j jobs.Job, r *http.Request) error {
+	user, authed := userOf(r)
+	if authed && j.Owner() != "" && j.Owner() != user.ID {
+		return &Error{Status: http.StatusNotFound, Message: msgJobNotFound}
+	}
+	return nil
+}
+
+type jobStatus struct {
+	JobID       string     `json:"jobId"`
+	Status      string     `json:"status"`
+	CreatedAt   time.Time  `json:"createdAt"`
+	UpdatedAt   time.Time  `json:"updatedAt"`
+	CompletedAt *time.Time `json:"completedAt"`
+	Error       *string    `json:"error"`
+	Stage       *string    `json:"stage"`
+	Progress    *float64   `json:"progress"`
+}
+
+// GET /api/job-status/{jobId}: the row, or "uploaded" when only the upload exists.
+func (s *server) jobStatus(w http.ResponseWriter, r *http.Request) error {
+	id, err := jobs.ParseID(chi.URLParam(r, "jobId"))
+	if err != nil {
+		return &Error{Status: http.StatusBadRequest, Message: err.Error()}
+	}
+	j, err := s.o.Jobs.Get(r.Context(), id)
+	switch {
+	case err == nil:
+		if err := checkOwner(j, r); err != nil {
+			return err
+		}
+		out := jobStatus{JobID: string(j.ID), Status: string(j.Status), CreatedAt: j.CreatedAt.UTC(),
+			UpdatedAt: j.UpdatedAt.UTC(), Error: j.Error, Progress: j.Progress()}
+		if j.CompletedAt != nil {
+			t := j.CompletedAt.UTC()
+			out.CompletedAt = &t
+		}
+		if st := j.Stage(); st != "" {
+			out.Stage = &st
+		}
+		writeJSON(w, http.StatusOK, out)
+		return nil
+	case !errors.Is(err, jobs.ErrNotFound):
+		return fromBackend("The job database", err, "Failed to read job status")
+	}
+	_, err = s.o.Objects.Stat(r.Context(), id.RawPath())
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return &Error{Status: http.StatusNotFound, Message: msgJobNotFound}
+	case err != nil:
+		return fromBackend("File storage", err, "Failed to read job status")
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"jobId": string(id), "status": "uploaded", "message": msgUploaded})
+	return nil
+}
+
+// decodeJSON reads a small JSON object body. An empty body decodes as {}.
+func decodeJSON(r *http.Request, into any) error {
+	err := json.NewDecoder(r.Body).Decode(into)
+	var tooBig *http.MaxBytesError
+	switch {
+	case err == nil, errors.Is(err, io.EOF):
+		return nil
+	case errors.As(err, &tooBig):
+		return &Error{Status: http.StatusRequestEntityTooLarge, Message: "Request body is too large"}
+	default:
+		return &Error{Status: http.StatusBadRequest, Message: "Request body must be a JSON object", Cause: err}
+	}
+}

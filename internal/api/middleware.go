@@ -1,0 +1,157 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/go-chi/httprate"
+
+	"github.com/runops/runops/internal/auth"
+	"github.com/runops/runops/internal/jobs"
+)
+
+// logRequests writes one structured line per request, with its id.
+func (s *server) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+		id := middleware.GetReqID(r.Context())
+		ww.Header().Set("X-Request-Id", id)
+		next.ServeHTTP(ww, r)
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "http request",
+			slog.String("request_id", id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.Int("status", ww.Status()), slog.Int("bytes", ww.BytesWritten()),
+			slog.Duration("duration", time.Since(start)), slog.String("client", s.clientIP(r)))
+	})
+}
+
+// recoverPanics turns a panic into a logged 500 instead of a dropped connection.
+func (s *server) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("panic", "request_id", middleware.GetReqID(r.Context()), "panic", v, "stack", string(debug.Stack()))
+				s.writeError(w, r, &Error{Status: http.StatusInternalServerError, Message: "Internal server error"})
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// noStore: job state changes every few seconds; no cache may keep it.
+func noStore(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *server) limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > s.o.MaxBodyBytes {
+			s.writeError(w, r, &Error{Status: http.StatusRequestEntityTooLarge, Message: "Request body is too large"})
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, s.o.MaxBodyBytes)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// timeout bounds a request's work; backends turn the deadline into a 503.
+func (s *server) timeout(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), s.o.RequestTimeout)
+		defer cancel()
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// rateLimiter limits the public POSTs per client IP.
+func (s *server) rateLimiter() func(http.Handler) http.Handler {
+	if s.o.RateLimit <= 0 {
+		return func(next http.Handler) http.Handler { return next }
+	}
+	return httprate.Limit(s.o.RateLimit, s.o.RateWindow,
+		httprate.WithKeyFuncs(func(r *http.Request) (string, error) { return s.clientIP(r), nil }),
+		httprate.WithLimitHandler(func(w http.ResponseWriter, r *http.Request) {
+			// httprate has set Retry-After to the window length.
+			writeJSON(w, http.StatusTooManyRequests, map[string]string{
+				"error": "Too many requests; please wait a moment and try again."})
+		}))
+}
+
+// clientIP is the peer address, or, when the peer is a trusted proxy, the
+// right-most X-Forwarded-For entry that is not itself a trusted proxy.
+func (s *server) clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	peer, err := netip.ParseAddr(host)
+	if err != nil || !s.trusted(peer) {
+		return host
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break // a forged or broken header: stop at what we can trust
+		}
+		if !s.trusted(a) {
+			return a.Unmap().String()
+		}
+	}
+	return host
+}
+
+func (s *server) trusted(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range s.o.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+type userKey struct{}
+
+// authenticate requires a valid Supabase user token (RUNOPS_REQUIRE_AUTH).
+func (s *server) authenticate(next http.Handler) http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || strings.TrimSpace(token) == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="runops"`)
+			return &Error{Status: http.StatusUnauthorized, Message: "Sign in required: send Authorization: Bearer <access token>"}
+		}
+		user, err := s.o.Auth.Verify(r.Context(), strings.TrimSpace(token))
+		switch {
+		case errors.Is(err, auth.ErrInvalidToken):
+			w.Header().Set("WWW-Authenticate", `Bearer realm="runops", error="invalid_token"`)
+			return &Error{Status: http.StatusUnauthorized, Message: "Your session is invalid or has expired; please sign in again"}
+		case errors.Is(err, jobs.ErrUnavailable):
+			return unavailable("Sign-in checking", err)
+		case err != nil:
+			return &Error{Status: http.StatusInternalServerError, Message: "Could not check your session", Cause: err}
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey{}, user)))
+		return nil
+	})
+}
+
+// userOf returns the authenticated user, if the request was authenticated.
+func userOf(r *http.Request) (auth.User, bool) {
+	u, ok := r.Context().Value(userKey{}).(auth.User)
+	return u, ok
+}

@@ -1,0 +1,144 @@
+package api_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/runops/runops/internal/api"
+	"github.com/runops/runops/internal/httpserver"
+)
+
+// frontend stands in for the Next.js server.
+func frontend(t *testing.T) *httptest.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/sop/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		w.Header().Set("X-Next", "1")
+		w.WriteHeader(http.StatusInternalServerError) // the app's /sop/* page does this by design
+		_, _ = io.WriteString(w, "<html>sop page for "+r.URL.Path+"?"+r.URL.RawQuery+"</html>")
+	})
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Forwarded-Host-Seen", r.Header.Get("X-Forwarded-Host"))
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.Copy(w, r.Body)
+	})
+	mux.HandleFunc("/_next/webpack-hmr", func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			typ, msg, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			if err := c.Write(r.Context(), typ, append([]byte("echo:"), msg...)); err != nil {
+				return
+			}
+		}
+	})
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "the frontend's own healthz")
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestFrontendProxy(t *testing.T) {
+	t.Parallel()
+	fe := frontend(t)
+	target, _ := url.Parse(fe.URL)
+	e := setup(t)
+	h := api.Handler(api.Options{Jobs: e.store, Objects: mustStorage(t, e.fake), FrontendURL: target,
+		Logger: slog.New(slog.DiscardHandler)})
+	e.srv.Config.Handler = httpserver.WithHealth(h, slog.New(slog.DiscardHandler))
+
+	// A 500 from the app passes through unchanged, body, headers and query included.
+	resp, err := http.Get(e.srv.URL + "/sop/abc?x=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 500 || string(body) != "<html>sop page for /sop/abc?x=1</html>" || resp.Header.Get("X-Next") != "1" {
+		t.Fatalf("sop page: %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+	// Bodies stream both ways.
+	payload := strings.Repeat("0123456789", 100000)
+	resp, err = http.Post(e.srv.URL+"/echo", "text/plain", strings.NewReader(payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 201 || string(body) != payload || resp.Header.Get("X-Forwarded-Host-Seen") == "" {
+		t.Fatalf("echo: %d, %d bytes, %v", resp.StatusCode, len(body), resp.Header)
+	}
+	// API and health paths are ours, never proxied.
+	e.do("GET", "/api/job-status/nope", "").expect(t, 400, nil)
+	r := e.do("GET", "/healthz", "")
+	r.expect(t, 200, map[string]any{"status": "ok"})
+
+	// A websocket (next dev's HMR) is tunnelled.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(e.srv.URL, "http")+"/_next/webpack-hmr", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	for _, m := range []string{"hello", "again"} {
+		if err := ws.Write(ctx, websocket.MessageText, []byte(m)); err != nil {
+			t.Fatal(err)
+		}
+		_, got, err := ws.Read(ctx)
+		if err != nil || string(got) != "echo:"+m {
+			t.Fatalf("websocket: %q %v", got, err)
+		}
+	}
+	ws.Close(websocket.StatusNormalClosure, "")
+
+	// The app down: a 502, not a hang.
+	fe.Close()
+	resp, err = http.Get(e.srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("frontend down: %d", resp.StatusCode)
+	}
+}
+
+func TestReadiness(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	objects := mustStorage(t, e.fake)
+	e.srv.Config.Handler = httpserver.WithHealth(api.Handler(api.Options{Jobs: e.store, Objects: objects,
+		Logger: slog.New(slog.DiscardHandler)}), slog.New(slog.DiscardHandler),
+		httpserver.Check{Name: "database", Fn: e.store.Ping}, httpserver.Check{Name: "storage", Fn: objects.Ping})
+	e.do("GET", "/readyz", "").expect(t, 200, map[string]any{"status": "ready"})
+	e.db.SetDown(true)
+	r := e.do("GET", "/readyz", "")
+	r.expect(t, 503, map[string]any{"status": "not ready"})
+	if checks, _ := r.body["checks"].(map[string]any); checks["database"] != "unavailable" || checks["storage"] != "ok" {
+		t.Fatalf("checks: %s", r.raw)
+	}
+	e.db.SetDown(false)
+	e.fake.SetDown(true)
+	e.do("GET", "/readyz", "").expect(t, 503, nil)
+	e.fake.SetDown(false)
+	e.do("GET", "/readyz", "").expect(t, 200, nil)
+	e.do("GET", "/healthz", "").expect(t, 200, nil)
+}

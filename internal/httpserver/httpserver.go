@@ -1,0 +1,92 @@
+// Package httpserver runs an HTTP server with the hardening every runops
+// process shares (header and idle timeouts, graceful shutdown) and serves the
+// /healthz and /readyz probes, which are never proxied. It must not know what
+// the checks or the routes are.
+package httpserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Check is one dependency for /readyz; it returns nil when reachable.
+type Check struct {
+	Name string
+	Fn   func(context.Context) error
+}
+
+// WithHealth serves /healthz (the process is alive) and /readyz (every check
+// passes within 3 s) in front of next.
+func WithHealth(next http.Handler, log *slog.Logger, checks ...Check) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		defer cancel()
+		status, code := "ready", http.StatusOK
+		results := map[string]string{}
+		type result struct {
+			name string
+			err  error
+		}
+		done := make(chan result, len(checks))
+		for _, c := range checks {
+			go func() { done <- result{c.Name, c.Fn(ctx)} }()
+		}
+		for range checks {
+			res := <-done
+			results[res.name] = "ok"
+			if res.err != nil {
+				log.Warn("readiness check failed", "check", res.name, "error", res.err)
+				results[res.name] = "unavailable"
+				status, code = "not ready", http.StatusServiceUnavailable
+			}
+		}
+		writeJSON(w, code, map[string]any{"status": status, "checks": results})
+	})
+	mux.Handle("/", next)
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// Serve answers on ln until ctx is done, then stops accepting and lets
+// in-flight requests finish for up to grace.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler, grace time.Duration, log *slog.Logger) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// No WriteTimeout: proxied pages stream and websockets stay open; API
+		// handlers bound their own work.
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String())
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	err := srv.Shutdown(shutdownCtx)
+	if serveErr := <-errc; !errors.Is(serveErr, http.ErrServerClosed) && err == nil {
+		err = serveErr
+	}
+	return err
+}
