@@ -1,0 +1,21 @@
+# Build: a static binary.
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/runops ./cmd/runops
+
+# Run: ffmpeg/ffprobe for the worker, CA certificates for Supabase and Gemini,
+# a non-root user.
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ffmpeg ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin runops
+COPY --from=build /out/runops /usr/local/bin/runops
+USER 10001:10001
+ENV RUNOPS_ADDR=:8080
+EXPOSE 8080
+ENTRYPOINT ["runops"]
+CMD ["serve"]

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/pgtest"
+	"github.com/runops/runops/internal/supabasetest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// binary builds the real command once per test.
+func binary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "runops")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func TestMigrateCommandIsIdempotent(t *testing.T) {
+	bin := binary(t)
+	dsn := pgtest.New(t)
+	// pgtest's databases are migrated already: nothing is applied twice.
+	conn := exec.Command(bin, "migrate")
+	conn.Env = append(os.Environ(), "DATABASE_URL="+dsn)
+	out, err := conn.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "up to date") {
+		t.Fatalf("migrate on a migrated database: %v\n%s", err, out)
+	}
+	bad := exec.Command(bin, "migrate")
+	bad.Env = append(os.Environ(), "DATABASE_URL=mysql://nope")
+	out, err = bad.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "DATABASE_URL") {
+		t.Fatalf("bad DATABASE_URL: %v\n%s", err, out)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func TestServeAnswersAndStopsOnSIGTERM(t *testing.T) {
+	bin := binary(t)
+	dsn := pgtest.New(t)
+	fake := supabasetest.New(t, jobs.MaxUploadBytes)
+	addr := freeAddr(t)
+	cmd := exec.Command(bin, "serve")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "SUPABASE_URL="+fake.URL, "SERVICE_ROLE_KEY="+fake.ServiceRoleKey(),
+		"RUNOPS_ADDR="+addr, "SUPABASE_PUBLIC_URL=https://public.example")
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	logs := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			logs <- sc.Text()
+		}
+		close(logs)
+	}()
+	// Wait for the "listening" log line: an event, not a sleep.
+	deadline := time.After(30 * time.Second)
+	for listening := false; !listening; {
+		select {
+		case l, ok := <-logs:
+			if !ok {
+				t.Fatal("exited before listening")
+			}
+			listening = strings.Contains(l, `"msg":"listening"`)
+		case <-deadline:
+			t.Fatal("not listening after 30s")
+		}
+	}
+	go func() {
+		for range logs { // keep draining
+		}
+	}()
+	base := "http://" + addr
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/api/job-status/x": 400} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("%s: %d, want %d: %s", path, resp.StatusCode, want, b)
+		}
+	}
+	resp, err := http.Post(base+"/api/get-upload-url", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"url":"https://public.example/storage/v1/object/upload/sign/videos/raw/`) {
+		t.Fatalf("get-upload-url: %d %s", resp.StatusCode, b)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("did not exit after SIGTERM")
+	}
+}
+
+func TestUnknownCommandAndMissingKey(t *testing.T) {
+	bin := binary(t)
+	out, err := exec.Command(bin, "frobnicate").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "usage") {
+		t.Fatalf("unknown command: %v %s", err, out)
+	}
+	cmd := exec.Command(bin, "api")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	out, err = cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "SUPABASE_SERVICE_ROLE_KEY") {
+		t.Fatalf("missing key: %v %s", err, out)
+	}
+}
