@@ -283,3 +283,50 @@ func TestUnavailableDatabase(t *testing.T) {
 		t.Fatalf("database back: got %v; want ErrNotFound", err)
 	}
 }
+
+// On a Supabase database the migration also creates the bucket and the read
+// policy; a minimal storage schema stands in for Supabase's.
+func TestMigrationCreatesBucketWhereStorageExists(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	ctx := context.Background()
+	setup := `
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; -- another test binary made it first
+END $$;
+CREATE SCHEMA storage;
+CREATE TABLE storage.buckets (id text PRIMARY KEY, name text NOT NULL, public boolean DEFAULT false,
+  file_size_limit bigint, allowed_mime_types text[]);
+CREATE TABLE storage.objects (id uuid PRIMARY KEY, bucket_id text, name text);
+ALTER TABLE storage.objects ENABLE ROW LEVEL SECURITY;
+INSERT INTO storage.buckets (id, name, public, file_size_limit) VALUES ('videos', 'videos', true, 52428800);`
+	if _, err := pool.Exec(ctx, setup); err != nil {
+		t.Fatal(err)
+	}
+	ms, _ := postgres.LoadMigrations(supabase.Migrations)
+	for range 2 { // and again: idempotent here too
+		if _, err := pool.Exec(ctx, ms[0].SQL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var public bool
+	var limit int64
+	var mimes []string
+	if err := pool.QueryRow(ctx, `SELECT public, file_size_limit, allowed_mime_types FROM storage.buckets WHERE id='videos'`).
+		Scan(&public, &limit, &mimes); err != nil {
+		t.Fatal(err)
+	}
+	if public || limit != jobs.MaxUploadBytes || len(mimes) != 1 || mimes[0] != "video/*" {
+		t.Fatalf("bucket: public=%v limit=%d mimes=%v", public, limit, mimes)
+	}
+	var cmd string
+	var roles []string
+	if err := pool.QueryRow(ctx, `SELECT cmd, roles::text[] FROM pg_policies WHERE schemaname='storage' AND tablename='objects'`).
+		Scan(&cmd, &roles); err != nil {
+		t.Fatal(err)
+	}
+	if cmd != "SELECT" || len(roles) != 1 || roles[0] != "authenticated" {
+		t.Fatalf("policy: %s %v", cmd, roles)
+	}
+}
