@@ -112,3 +112,23 @@ func (j Job) Owner() string {
 // (connection refused or lost, timeouts, overload): callers answer 503 and
 // retry, never blame the user.
 var ErrUnavailable = errors.New("service unavailable")
+
+// Failure is a permanent failure of a job, with a sentence for a person
+// ("The video is 24 minutes long; the limit is 20 minutes."). Err is the
+// technical cause, for logs only.
+type Failure struct {
+	Message string
+	Err     error
+}
+
+func (f *Failure) Error() string {
+	if f.Err != nil {
+		return f.Message + ": " + f.Err.Error()
+	}
+	return f.Message
+}
+
+func (f *Failure) Unwrap() error { return f.Err }
+
+// Fail returns a permanent failure with message for a person.
+func Fail(message string, cause error) error { return &Failure{Message: message, Err: cause} }

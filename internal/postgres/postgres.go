@@ -8,9 +8,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -22,12 +24,18 @@ import (
 // (e.g. statement_timeout). A cancelled context sends a server-side cancel, so a
 // timed-out query does not keep running on the server.
 func OpenPool(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(dsn)
+	pooler := IsTransactionPooler(dsn)
+	cfg, err := pgxpool.ParseConfig(stripPoolerFlag(dsn))
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", redactErr(err))
 	}
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns
+	}
+	if pooler {
+		// A transaction pooler hands each transaction to any server
+		// connection: statements prepared on one are unknown on the next.
+		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
 	}
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
@@ -46,6 +54,19 @@ func OpenPool(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, e
 		return nil, fmt.Errorf("open database pool: %w", redactErr(err))
 	}
 	return pool, nil
+}
+
+// stripPoolerFlag removes pgbouncer=true (a client-side hint some tools add),
+// which PostgreSQL would otherwise get as an unknown setting.
+func stripPoolerFlag(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || !u.Query().Has("pgbouncer") {
+		return dsn
+	}
+	q := u.Query()
+	q.Del("pgbouncer")
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // redactErr drops the DSN (and so the password) that pgx may quote in parse errors.

@@ -1,0 +1,112 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/url"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgxlisten"
+
+	"github.com/runops/runops/internal/jobs"
+)
+
+// Channel is the NOTIFY channel of public.jobs (see the jobs migration).
+const Channel = "runops_jobs"
+
+// Notification is the payload the jobs trigger sends.
+type Notification struct {
+	JobID  jobs.ID     `json:"job_id"`
+	Op     string      `json:"op"` // INSERT, UPDATE or DELETE
+	Status jobs.Status `json:"status"`
+}
+
+// Listener LISTENs on Channel over its own connection, dialled anew on every
+// (re)connect. It only hands notifications over (handlers must not block),
+// and calls OnConnect after every successful LISTEN: what was queued while it
+// was disconnected has to be found by a scan then.
+type Listener struct {
+	DSN            string
+	ReconnectDelay time.Duration // default 1s (pgxlisten's own default is a minute)
+	OnNotify       func(Notification)
+	OnConnect      func()
+	OnDisconnect   func(error)
+	Logger         *slog.Logger
+
+	connected atomic.Bool
+}
+
+// Connected tells whether the listener is LISTENing now.
+func (l *Listener) Connected() bool { return l.connected.Load() }
+
+// Run listens until ctx is done.
+func (l *Listener) Run(ctx context.Context) error {
+	delay := l.ReconnectDelay
+	if delay <= 0 {
+		delay = time.Second
+	}
+	log := l.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	pl := &pgxlisten.Listener{
+		Connect: func(ctx context.Context) (*pgx.Conn, error) {
+			return pgx.Connect(ctx, l.DSN) // a new connection every time
+		},
+		LogError: func(ctx context.Context, err error) {
+			if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+				return // shutting down
+			}
+			if l.connected.Swap(false) && l.OnDisconnect != nil {
+				l.OnDisconnect(err)
+			}
+			log.Warn("job listener: connection problem; reconnecting", "error", err, "in", delay)
+		},
+		ReconnectDelay: delay,
+	}
+	pl.Handle(Channel, (*listenHandler)(l))
+	err := pl.Listen(ctx)
+	l.connected.Store(false)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+type listenHandler Listener
+
+func (h *listenHandler) HandleNotification(_ context.Context, n *pgconn.Notification, _ *pgx.Conn) error {
+	var p Notification
+	if err := json.Unmarshal([]byte(n.Payload), &p); err != nil {
+		return errors.New("bad notification payload " + n.Payload)
+	}
+	if h.OnNotify != nil {
+		h.OnNotify(p)
+	}
+	return nil
+}
+
+// HandleBacklog runs right after LISTEN on every (re)connect.
+func (h *listenHandler) HandleBacklog(context.Context, string, *pgx.Conn) error {
+	(*Listener)(h).connected.Store(true)
+	if h.OnConnect != nil {
+		h.OnConnect()
+	}
+	return nil
+}
+
+// IsTransactionPooler tells whether dsn points at a transaction-mode pooler
+// (Supabase's port 6543, or a pgbouncer=true flag), where LISTEN does not work
+// and prepared statements must not be cached.
+func IsTransactionPooler(dsn string) bool {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return false
+	}
+	return u.Port() == "6543" || u.Query().Get("pgbouncer") == "true"
+}

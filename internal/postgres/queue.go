@@ -1,0 +1,171 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/queue"
+)
+
+// The queue's SQL. Every write of a worker is fenced: it matches only while
+// the row is processing under that worker's lease token, so a worker that
+// lost its lease (or whose job a person edited) can never overwrite anything.
+const (
+	fence = ` AND status = 'processing' AND metadata->'lease'->>'token' = $2`
+
+	claimJob = `
+WITH next AS (
+  SELECT id FROM public.jobs
+  WHERE status = 'queued' AND public.runops_lease_expired(metadata)
+  ORDER BY created_at, id
+  LIMIT 1
+  FOR UPDATE SKIP LOCKED
+)
+UPDATE public.jobs j
+SET status = 'processing', error = NULL, completed_at = NULL,
+    metadata = public.runops_begin_attempt(j.metadata, $1, $2, make_interval(secs => $3))
+FROM next WHERE j.id = next.id
+RETURNING ` + jobColumns
+
+	renewLease = `UPDATE public.jobs
+SET metadata = jsonb_set(metadata, '{lease,expires_at}', to_jsonb(now() + make_interval(secs => $3)))
+WHERE job_id = $1` + fence
+
+	mergeMetadata = `UPDATE public.jobs
+SET metadata = public.runops_jsonb_merge(coalesce(metadata, '{}'::jsonb), $3)
+WHERE job_id = $1` + fence
+
+	completeJob = `UPDATE public.jobs
+SET status = 'completed', completed_at = now(), error = NULL,
+    metadata = public.runops_jsonb_merge(public.runops_close_attempt(metadata, $2, 'completed', NULL), $3)
+WHERE job_id = $1` + fence
+
+	failJob = `UPDATE public.jobs
+SET status = 'error', error = $3,
+    metadata = public.runops_close_attempt(metadata, $2, 'error', $4)
+WHERE job_id = $1` + fence
+
+	// A shutdown hand-back is not an attempt: the count goes back down.
+	handBackJob = `UPDATE public.jobs
+SET status = 'queued',
+    metadata = public.runops_close_attempt(metadata, $2, 'handed_back', NULL)
+               || jsonb_build_object('attempt', greatest(public.runops_attempt(metadata) - 1, 0))
+WHERE job_id = $1` + fence
+
+	// After a person re-queued a job its holder gives its lease up, so that
+	// the next claim need not wait for it to expire, and says so: the
+	// metadata-only update sends no notification of its own.
+	releaseLease = `
+WITH r AS (
+  UPDATE public.jobs
+  SET metadata = public.runops_close_attempt(metadata, $2, 'cancelled', 'stopped by a change to the job')
+  WHERE job_id = $1 AND status = 'queued' AND metadata->'lease'->>'token' = $2
+  RETURNING job_id, status
+)
+SELECT pg_notify('runops_jobs', json_build_object('job_id', job_id, 'op', 'UPDATE', 'status', status)::text) FROM r`
+
+	// Expired leases go back to the queue, counted; past the limit the job ends.
+	rescueJobs = `
+WITH expired AS (
+  SELECT id FROM public.jobs
+  WHERE status = 'processing' AND public.runops_lease_expired(metadata)
+  FOR UPDATE SKIP LOCKED
+)
+UPDATE public.jobs j
+SET status = CASE WHEN public.runops_attempt(j.metadata) >= $1 THEN 'error' ELSE 'queued' END,
+    error = CASE WHEN public.runops_attempt(j.metadata) >= $1 THEN $2 END,
+    metadata = public.runops_close_attempt(j.metadata, coalesce(j.metadata->'lease'->>'token', ''), 'lost', 'lease expired')
+               - 'lease'
+FROM expired WHERE j.id = expired.id
+RETURNING j.job_id::text, j.status`
+)
+
+// QueueStore is the queue's view of public.jobs.
+type QueueStore struct {
+	pool *pgxpool.Pool
+}
+
+// NewQueueStore returns a queue store over pool.
+func NewQueueStore(pool *pgxpool.Pool) *QueueStore { return &QueueStore{pool: pool} }
+
+// Claim takes the oldest claimable queued job for worker under a new lease
+// token; ok is false when there is none.
+func (s *QueueStore) Claim(ctx context.Context, worker, token string, ttl time.Duration) (jobs.Job, bool, error) {
+	j, err := scanJob(s.pool.QueryRow(ctx, claimJob, token, worker, ttl.Seconds()))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return jobs.Job{}, false, nil
+	}
+	if err != nil {
+		return jobs.Job{}, false, wrap("claim job", err)
+	}
+	return j, true, nil
+}
+
+// fenced runs a fenced write and tells whether it matched (false: the lease is gone).
+func (s *QueueStore) fenced(ctx context.Context, op, sql string, args ...any) (bool, error) {
+	tag, err := s.pool.Exec(ctx, sql, args...)
+	if err != nil {
+		return false, wrap(op, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// Renew extends the lease by ttl.
+func (s *QueueStore) Renew(ctx context.Context, id jobs.ID, token string, ttl time.Duration) (bool, error) {
+	return s.fenced(ctx, "renew lease", renewLease, string(id), token, ttl.Seconds())
+}
+
+// Merge deep-merges patch into metadata.
+func (s *QueueStore) Merge(ctx context.Context, id jobs.ID, token string, patch map[string]any) (bool, error) {
+	return s.fenced(ctx, "merge metadata", mergeMetadata, string(id), token, patch)
+}
+
+// Complete marks the job completed, merging patch into metadata.
+func (s *QueueStore) Complete(ctx context.Context, id jobs.ID, token string, patch map[string]any) (bool, error) {
+	if patch == nil {
+		patch = map[string]any{}
+	}
+	return s.fenced(ctx, "complete job", completeJob, string(id), token, patch)
+}
+
+// Fail ends the job in error with message (for a person) and cause (short, technical).
+func (s *QueueStore) Fail(ctx context.Context, id jobs.ID, token, message, cause string) (bool, error) {
+	return s.fenced(ctx, "fail job", failJob, string(id), token, message, cause)
+}
+
+// HandBack returns the job to the queue without counting the attempt.
+func (s *QueueStore) HandBack(ctx context.Context, id jobs.ID, token string) (bool, error) {
+	return s.fenced(ctx, "hand back job", handBackJob, string(id), token)
+}
+
+// Release gives up the lease of a job a person re-queued (no-op otherwise).
+func (s *QueueStore) Release(ctx context.Context, id jobs.ID, token string) error {
+	_, err := s.pool.Exec(ctx, releaseLease, string(id), token)
+	return wrap("release lease", err)
+}
+
+// Rescue returns expired leases to the queue; a job already claimed
+// maxAttempts times ends in error with message instead.
+func (s *QueueStore) Rescue(ctx context.Context, maxAttempts int, message string) (requeued, failed []jobs.ID, err error) {
+	rows, err := s.pool.Query(ctx, rescueJobs, maxAttempts, message)
+	if err != nil {
+		return nil, nil, wrap("rescue jobs", err)
+	}
+	var id, status string
+	_, err = pgx.ForEachRow(rows, []any{&id, &status}, func() error {
+		if jobs.Status(status) == jobs.StatusQueued {
+			requeued = append(requeued, jobs.ID(id))
+		} else {
+			failed = append(failed, jobs.ID(id))
+		}
+		return nil
+	})
+	return requeued, failed, wrap("rescue jobs", err)
+}
+
+var _ queue.Store = (*QueueStore)(nil)

@@ -1,0 +1,71 @@
+// Package queue is the job engine: it claims queued jobs under leases, keeps
+// the leases alive, runs a Handler for each, and records how each run ended.
+// Postgres is the only coordination between processes, so the engine is
+// correct with any number of workers. It knows nothing of video, Gemini or
+// SQL: the store and the handler are interfaces, wired by cmd.
+package queue
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/runops/runops/internal/jobs"
+)
+
+// Store is what the engine needs of the jobs table. Every write but Claim and
+// Rescue is fenced by the lease token and reports false when the lease is gone.
+type Store interface {
+	Claim(ctx context.Context, worker, token string, ttl time.Duration) (jobs.Job, bool, error)
+	Renew(ctx context.Context, id jobs.ID, token string, ttl time.Duration) (bool, error)
+	Merge(ctx context.Context, id jobs.ID, token string, patch map[string]any) (bool, error)
+	Complete(ctx context.Context, id jobs.ID, token string, patch map[string]any) (bool, error)
+	Fail(ctx context.Context, id jobs.ID, token, message, cause string) (bool, error)
+	HandBack(ctx context.Context, id jobs.ID, token string) (bool, error)
+	Release(ctx context.Context, id jobs.ID, token string) error
+	Rescue(ctx context.Context, maxAttempts int, message string) (requeued, failed []jobs.ID, err error)
+}
+
+// Job is a claimed job.
+type Job struct {
+	jobs.Job
+	Token   string // the lease token of this claim
+	Attempt int    // 1 for the first claim of this run
+	TempDir string // private to this claim; removed when the run ends
+}
+
+// Handler does the work of one job. Its ctx is cancelled when the lease is
+// lost, a person edits the row, or the shutdown grace period ends; it must
+// then stop (kill child processes, cancel requests) and return. A returned
+// *jobs.Failure carries the sentence shown to the person; any other error is
+// reported with a generic sentence.
+type Handler interface {
+	Run(ctx context.Context, job Job, r Reporter) error
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, job Job, r Reporter) error
+
+// Run calls f.
+func (f HandlerFunc) Run(ctx context.Context, job Job, r Reporter) error { return f(ctx, job, r) }
+
+// Reporter writes progress into the job's metadata. Every write is fenced:
+// ErrLeaseLost means the job is no longer this worker's (its ctx is cancelled too).
+type Reporter interface {
+	// Stage starts a named stage (progress back to 0; the previous stage's
+	// duration goes to metadata.timings).
+	Stage(ctx context.Context, name string) error
+	// Progress reports 0–1 within the stage; writes are throttled.
+	Progress(ctx context.Context, p float64) error
+	// Merge deep-merges patch into metadata.
+	Merge(ctx context.Context, patch map[string]any) error
+}
+
+// ErrLeaseLost is returned by Reporter writes once the job is no longer held.
+var ErrLeaseLost = errors.New("lease lost")
+
+// Why a run's context was cancelled.
+var (
+	errLeaseGone = errors.New("lease gone: rescued elsewhere or the row was edited")
+	errShutdown  = errors.New("shutdown grace period over")
+)

@@ -1,0 +1,565 @@
+package queue_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/pgtest"
+	"github.com/runops/runops/internal/postgres"
+	"github.com/runops/runops/internal/queue"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+type bench struct {
+	t     *testing.T
+	pool  *pgxpool.Pool
+	dsn   string
+	store *postgres.QueueStore
+}
+
+func newBench(t *testing.T) *bench {
+	t.Helper()
+	pool, dsn := pgtest.Pool(t)
+	b := &bench{t: t, pool: pool, dsn: dsn, store: postgres.NewQueueStore(pool)}
+	b.exec(`CREATE TABLE test_runs (job_id uuid, token text, worker text, overlapped bool, at timestamptz DEFAULT clock_timestamp())`)
+	return b
+}
+
+func (b *bench) exec(sql string, args ...any) {
+	b.t.Helper()
+	if _, err := b.pool.Exec(context.Background(), sql, args...); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+func (b *bench) insert(n int) []jobs.ID {
+	b.t.Helper()
+	ids := make([]jobs.ID, n)
+	for i := range ids {
+		ids[i] = jobs.ID(uuid.NewString())
+		b.exec(`INSERT INTO jobs (job_id) VALUES ($1)`, string(ids[i]))
+	}
+	return ids
+}
+
+func (b *bench) job(id jobs.ID) jobs.Job {
+	b.t.Helper()
+	j, err := postgres.NewJobStore(b.pool).Get(context.Background(), id)
+	if err != nil {
+		b.t.Fatalf("job %s: %v", id, err)
+	}
+	return j
+}
+
+// waitFor polls the database until cond holds (a generous deadline, never a
+// duration assertion).
+func (b *bench) waitFor(what string, cond func() bool) {
+	b.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			b.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (b *bench) count(sql string, args ...any) int {
+	b.t.Helper()
+	var n int
+	if err := b.pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		b.t.Fatal(err)
+	}
+	return n
+}
+
+// advisory wraps work in a handler that proves runs never overlap: each run
+// takes pg_try_advisory_lock on the job over its own connection and records
+// whether it got it.
+func (b *bench) advisory(work func(ctx context.Context, j queue.Job) error) queue.Handler {
+	return queue.HandlerFunc(func(ctx context.Context, j queue.Job, _ queue.Reporter) error {
+		conn, err := b.pool.Acquire(context.Background())
+		if err != nil {
+			return err
+		}
+		defer conn.Release()
+		var got bool
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtext($1))`, string(j.ID)).Scan(&got); err != nil {
+			return err
+		}
+		if got {
+			defer conn.Exec(context.Background(), `SELECT pg_advisory_unlock(hashtext($1))`, string(j.ID))
+		}
+		if _, err := conn.Exec(context.Background(), `INSERT INTO test_runs (job_id, token, overlapped) VALUES ($1, $2, $3)`,
+			string(j.ID), j.Token, !got); err != nil {
+			return err
+		}
+		return work(ctx, j)
+	})
+}
+
+type running struct {
+	w    *queue.Worker
+	l    *postgres.Listener
+	stop func()
+	conn chan struct{} // a value per (re)connect of the listener
+	lost chan struct{} // a value per lost connection
+}
+
+func (b *bench) start(h queue.Handler, cfg queue.Config, listen bool) *running {
+	b.t.Helper()
+	cfg.Logger = quiet
+	if cfg.TempDir == "" {
+		cfg.TempDir = b.t.TempDir()
+	}
+	w := queue.New(b.store, h, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{w: w, conn: make(chan struct{}, 100), lost: make(chan struct{}, 100)}
+	var wg sync.WaitGroup
+	if listen {
+		r.l = &postgres.Listener{DSN: b.dsn, ReconnectDelay: 200 * time.Millisecond, Logger: quiet,
+			OnNotify:     func(n postgres.Notification) { w.Notify(n.JobID, n.Status) },
+			OnConnect:    func() { w.Wake(); r.conn <- struct{}{} },
+			OnDisconnect: func(error) { r.lost <- struct{}{} },
+		}
+		wg.Go(func() { _ = r.l.Run(ctx) })
+	}
+	wg.Go(func() {
+		if err := w.Run(ctx); err != nil {
+			b.t.Errorf("worker: %v", err)
+		}
+	})
+	var once sync.Once
+	r.stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
+	b.t.Cleanup(r.stop)
+	if listen {
+		select {
+		case <-r.conn:
+		case <-time.After(30 * time.Second):
+			b.t.Fatal("listener never connected")
+		}
+	}
+	return r
+}
+
+func fast() queue.Config {
+	return queue.Config{Concurrency: 3, LeaseTTL: 3 * time.Second, Heartbeat: 300 * time.Millisecond,
+		Sweep: 500 * time.Millisecond, MaxAttempts: 3, ShutdownGrace: 5 * time.Second}
+}
+
+func TestManyJobsManyWorkersNeverOverlap(t *testing.T) {
+	t.Parallel()
+	b := newBench(t)
+	var runs atomic.Int64
+	h := b.advisory(func(ctx context.Context, j queue.Job) error { runs.Add(1); return nil })
+	for range 4 {
+		b.start(h, fast(), true)
+	}
+	const n = 200
+	ids := b.insert(n)
+	b.waitFor("every job completed", func() bool {
+		return b.count(`SELECT count(*) FROM jobs WHERE status = 'completed'`) == n
+	})
+	if o := b.count(`SELECT count(*) FROM test_runs WHERE overlapped`); o != 0 {
+		t.Fatalf("%d overlapping runs", o)
+	}
+	if r := b.count(`SELECT count(*) FROM test_runs`); r != n {
+		t.Fatalf("%d runs for %d jobs", r, n)
+	}
+	j := b.job(ids[0])
+	if j.Metadata["lease"] != nil || j.Metadata["attempt"] != float64(1) || j.CompletedAt == nil {
+		t.Fatalf("completed job: %+v", j)
+	}
+	attempts, _ := j.Metadata["attempts"].([]any)
+	last, _ := attempts[len(attempts)-1].(map[string]any)
+	if last["outcome"] != "completed" || last["ended_at"] == nil {
+		t.Fatalf("attempts: %v", attempts)
+	}
+}
+
+func TestPickupAfterListenerConnectionIsKilled(t *testing.T) {
+	t.Parallel()
+	b := newBench(t)
+	cfg := fast()
+	cfg.Sweep = time.Hour // only notifications and the reconnect backlog scan can pick jobs up
+	r := b.start(b.advisory(func(context.Context, queue.Job) error { return nil }), cfg, true)
+	b.insert(3)
+	b.waitFor("jobs before the cut", func() bool { return b.count(`SELECT count(*) FROM jobs WHERE status='completed'`) == 3 })
+
+	if b.count(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'listen%'`) != 1 {
+		t.Fatal("listener backend not found")
+	}
+	select {
+	case <-r.lost:
+	case <-time.After(30 * time.Second):
+		t.Fatal("listener did not notice")
+	}
+	b.insert(5) // queued during the gap: their notifications are lost
+	select {
+	case <-r.conn:
+	case <-time.After(30 * time.Second):
+		t.Fatal("listener did not reconnect")
+	}
+	b.waitFor("jobs queued during the gap", func() bool { return b.count(`SELECT count(*) FROM jobs WHERE status='completed'`) == 8 })
+}
+
+func TestPollingOnly(t *testing.T) {
+	t.Parallel()
+	b := newBench(t)
+	cfg := fast()
+	cfg.Sweep = 100 * time.Millisecond
+	b.start(b.advisory(func(context.Context, queue.Job) error { return nil }), cfg, false)
+	b.insert(10)
+	b.waitFor("polled jobs", func() bool { return b.count(`SELECT count(*) FROM jobs WHERE status='completed'`) == 10 })
+}
+
+// blocking is a handler that announces each run and holds it until released
+// or cancelled.
+type blocking struct {
+	started chan queue.Job
+	release chan struct{}
+	ended   chan error
+}
+
+func newBlocking() *blocking {
+	return &blocking{started: make(chan queue.Job, 10), release: make(chan struct{}), ended: make(chan error, 10)}
+}
+
+func (h *blocking) Run(ctx context.Context, j queue.Job, _ queue.Reporter) error {
+	h.started <- j
+	var err error
+	select {
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-h.release:
+	}
+	h.ended <- err
+	return err
+}
+
+func recv[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(30 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+	}
+	panic("unreachable")
+}
+
+func TestDashboardEditsWin(t *testing.T) {
+	t.Parallel()
+	for _, edit := range []string{
+		`UPDATE jobs SET status = 'completed' WHERE job_id = $1`,
+		`UPDATE jobs SET status = 'error', error = 'stopped by hand' WHERE job_id = $1`,
+		`DELETE FROM jobs WHERE job_id = $1`,
+	} {
+		t.Run(edit[:20], func(t *testing.T) {
+			t.Parallel()
+			b := newBench(t)
+			h := newBlocking()
+			cfg := fast()
+			cfg.Heartbeat = time.Second // the notification, not the heartbeat, must stop it
+			r := b.start(h, cfg, true)
+			id := b.insert(1)[0]
+			j := recv(t, h.started, "start")
+			b.exec(edit, string(id))
+			if err := recv(t, h.ended, "cancellation"); !errors.Is(err, context.Canceled) {
+				t.Fatalf("handler ended with %v", err)
+			}
+			b.waitFor("worker let go", func() bool { return len(r.w.Held()) == 0 })
+			r.stop()
+			if edit[:6] == "DELETE" {
+				if b.count(`SELECT count(*) FROM jobs`) != 0 {
+					t.Fatal("row came back")
+				}
+				return
+			}
+			// Nothing more was written: the person's status stays, and so
+			// does the lease the worker held (a write would have touched it).
+			got := b.job(id)
+			if got.Status == jobs.StatusProcessing || got.Status == jobs.StatusQueued {
+				t.Fatalf("status %s", got.Status)
+			}
+			lease, _ := got.Metadata["lease"].(map[string]any)
+			if lease["token"] != j.Token {
+				t.Fatalf("worker wrote after the edit: %v", got.Metadata)
+			}
+		})
+	}
+}
+
+func TestRequeueWhileRunningRunsAgainWithoutOverlap(t *testing.T) {
+	t.Parallel()
+	b := newBench(t)
+	var n atomic.Int64
+	release := make(chan struct{})
+	started := make(chan queue.Job, 4)
+	h := b.advisory(func(ctx context.Context, j queue.Job) error {
+		started <- j
+		if n.Add(1) == 1 {
+			<-ctx.Done() // the first run is stopped by the edit
+			return ctx.Err()
+		}
+		<-release
+		return nil
+	})
+	b.start(h, fast(), true)
+	b.start(h, fast(), true)
+	id := b.insert(1)[0]
+	first := recv(t, started, "first run")
+	b.exec(`UPDATE jobs SET status = 'queued' WHERE job_id = $1`, string(id))
+	second := recv(t, started, "second run")
+	close(release)
+	b.waitFor("completion", func() bool { return b.job(id).Status == jobs.StatusCompleted })
+	if first.Token == second.Token || second.Attempt != 1 {
+		t.Fatalf("second run: token reused or attempt %d (want a fresh count)", second.Attempt)
+	}
+	if o := b.count(`SELECT count(*) FROM test_runs WHERE overlapped`); o != 0 {
+		t.Fatal("runs overlapped")
+	}
+	attempts, _ := b.job(id).Metadata["attempts"].([]any)
+	if len(attempts) != 2 || attempts[0].(map[string]any)["outcome"] != "cancelled" {
+		t.Fatalf("attempts: %v", attempts)
+	}
+}
+
+func TestRequeueFinishedJobRunsAgain(t *testing.T) {
+	t.Parallel()
+	b := newBench(t)
+	var n atomic.Int64
+	b.start(b.advisory(func(context.Context, queue.Job) error {
+		if n.Add(1) == 1 {
+			return jobs.Fail("The video has no picture.", nil)
+		}
+		return nil
+	}), fast(), true)
+	id := b.insert(1)[0]
+	b.waitFor("error", func() bool { return b.job(id).Status == jobs.StatusError })
+	if e := b.job(id).Error; e == nil || *e != "The video has no picture." {
+		t.Fatalf("error %v", e)
+	}
+	b.exec(`UPDATE jobs SET status = 'queued' WHERE job_id = $1`, string(id))
+	b.waitFor("completed", func() bool { return b.job(id).Status == jobs.StatusCompleted })
+	j := b.job(id)
+	if j.Error != nil || j.Metadata["attempt"] != float64(1) {
+		t.Fatalf("rerun: %+v", j)
+	}
+}
+
+func TestShutdownHandsBackUnfinishedJobs(t *testing.T) {
+	t.Parallel()
+	b := newBench(t)
+	h := newBlocking()
+	cfg := fast()
+	cfg.ShutdownGrace = 200 * time.Millisecond
+	r := b.start(h, cfg, true)
+	id := b.insert(1)[0]
+	recv(t, h.started, "start")
+	r.stop()
+	j := b.job(id)
+	attempts, _ := j.Metadata["attempts"].([]any)
+	if j.Status != jobs.StatusQueued || j.Metadata["attempt"] != float64(0) || j.Metadata["lease"] != nil ||
+		attempts[0].(map[string]any)["outcome"] != "handed_back" {
+		t.Fatalf("after shutdown: %+v", j)
+	}
+}
+
+func TestShutdownLetsRunningJobsFinish(t *testing.T) {
+	t.Parallel()
+	b := newBench(t)
+	h := newBlocking()
+	r := b.start(h, fast(), true)
+	id := b.insert(1)[0]
+	recv(t, h.started, "start")
+	stopped := make(chan struct{})
+	go func() { r.stop(); close(stopped) }()
+	b.insert(1) // not claimed any more
+	close(h.release)
+	<-stopped
+	if b.job(id).Status != jobs.StatusCompleted {
+		t.Fatalf("status %s", b.job(id).Status)
+	}
+	if b.count(`SELECT count(*) FROM jobs WHERE status='queued'`) != 1 {
+		t.Fatal("a job was claimed during shutdown")
+	}
+}
+
+func TestRescueFencingAndMaxAttempts(t *testing.T) {
+	t.Parallel()
+	b := newBench(t)
+	ctx := context.Background()
+	id := b.insert(1)[0]
+	expire := func() {
+		b.exec(`UPDATE jobs SET metadata = jsonb_set(metadata, '{lease,expires_at}', to_jsonb(now() - interval '1 s')) WHERE job_id=$1`, string(id))
+	}
+	msg := "Processing was interrupted 3 times."
+	var tokens []string
+	for attempt := 1; attempt <= 3; attempt++ {
+		tok := uuid.NewString()
+		j, ok, err := b.store.Claim(ctx, "w", tok, time.Minute)
+		if err != nil || !ok || j.Metadata["attempt"] != float64(attempt) {
+			t.Fatalf("claim %d: %v %v %v", attempt, ok, err, j.Metadata["attempt"])
+		}
+		tokens = append(tokens, tok)
+		// A live lease is never rescued.
+		if rq, f, _ := b.store.Rescue(ctx, 3, msg); len(rq)+len(f) != 0 {
+			t.Fatal("rescued a live lease")
+		}
+		expire()
+		requeued, failed, err := b.store.Rescue(ctx, 3, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if attempt < 3 && (len(requeued) != 1 || len(failed) != 0) {
+			t.Fatalf("attempt %d: requeued %v failed %v", attempt, requeued, failed)
+		}
+		if attempt == 3 && (len(failed) != 1 || len(requeued) != 0) {
+			t.Fatalf("last attempt: requeued %v failed %v", requeued, failed)
+		}
+		// The stale holder's writes are all rejected.
+		for name, write := range map[string]func() (bool, error){
+			"renew":     func() (bool, error) { return b.store.Renew(ctx, id, tok, time.Minute) },
+			"merge":     func() (bool, error) { return b.store.Merge(ctx, id, tok, map[string]any{"stage": "x"}) },
+			"complete":  func() (bool, error) { return b.store.Complete(ctx, id, tok, nil) },
+			"fail":      func() (bool, error) { return b.store.Fail(ctx, id, tok, "m", "c") },
+			"hand back": func() (bool, error) { return b.store.HandBack(ctx, id, tok) },
+		} {
+			if ok, err := write(); ok || err != nil {
+				t.Fatalf("stale %s: %v %v", name, ok, err)
+			}
+		}
+	}
+	j := b.job(id)
+	if j.Status != jobs.StatusError || j.Error == nil || *j.Error != msg {
+		t.Fatalf("after 3 lost leases: %s %v", j.Status, j.Error)
+	}
+	attempts, _ := j.Metadata["attempts"].([]any)
+	if len(attempts) != 3 || attempts[2].(map[string]any)["outcome"] != "lost" {
+		t.Fatalf("attempts %v", attempts)
+	}
+}
+
+func TestHeartbeatKeepsTheLease(t *testing.T) {
+	t.Parallel()
+	b := newBench(t)
+	cfg := queue.Config{Concurrency: 1, LeaseTTL: 600 * time.Millisecond, Heartbeat: 100 * time.Millisecond,
+		Sweep: 100 * time.Millisecond, MaxAttempts: 3}
+	renewals := 0
+	h := queue.HandlerFunc(func(ctx context.Context, j queue.Job, _ queue.Reporter) error {
+		// Outlive several lease lifetimes, watching the renewals land.
+		var last time.Time
+		for renewals < 8 {
+			var exp time.Time
+			if err := b.pool.QueryRow(ctx, `SELECT (metadata->'lease'->>'expires_at')::timestamptz FROM jobs WHERE job_id=$1`, string(j.ID)).Scan(&exp); err != nil {
+				return err
+			}
+			if exp.After(last) {
+				renewals, last = renewals+1, exp
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		return nil
+	})
+	b.start(h, cfg, true)
+	id := b.insert(1)[0]
+	b.waitFor("completion", func() bool { return b.job(id).Status == jobs.StatusCompleted })
+	if a := b.job(id).Metadata["attempt"]; a != float64(1) {
+		t.Fatalf("attempt %v: the lease was lost", a)
+	}
+}
+
+func TestFailuresAndPanics(t *testing.T) {
+	t.Parallel()
+	b := newBench(t)
+	outcomes := map[string]func() error{
+		"failure": func() error { return jobs.Fail("The video is 24 minutes long; the limit is 20 minutes.", errors.New("duration 1440s")) },
+		"plain":   func() error { return errors.New("exit status 1") },
+		"panic":   func() error { panic("boom") },
+	}
+	byJob := map[jobs.ID]string{}
+	var mu sync.Mutex
+	ids := b.insert(3)
+	names := []string{"failure", "plain", "panic"}
+	for i, id := range ids {
+		byJob[id] = names[i]
+	}
+	b.start(queue.HandlerFunc(func(ctx context.Context, j queue.Job, _ queue.Reporter) error {
+		mu.Lock()
+		f := outcomes[byJob[j.ID]]
+		mu.Unlock()
+		return f()
+	}), fast(), true)
+	b.waitFor("all failed", func() bool { return b.count(`SELECT count(*) FROM jobs WHERE status='error'`) == 3 })
+	want := map[string]string{
+		"failure": "The video is 24 minutes long; the limit is 20 minutes.",
+		"plain":   "Something went wrong while processing the video; please try again, and contact support if it keeps failing.",
+		"panic":   "Something went wrong while processing the video; please try again, and contact support if it keeps failing.",
+	}
+	for id, name := range byJob {
+		j := b.job(id)
+		if j.Error == nil || *j.Error != want[name] {
+			t.Errorf("%s: %v", name, j.Error)
+		}
+		attempts := j.Metadata["attempts"].([]any)
+		if cause, _ := attempts[0].(map[string]any)["error"].(string); cause == "" {
+			t.Errorf("%s: no technical cause recorded", name)
+		}
+	}
+}
+
+func TestReporterAndTempDir(t *testing.T) {
+	t.Parallel()
+	b := newBench(t)
+	id := b.insert(1)[0]
+	b.exec(`UPDATE jobs SET metadata = '{"note": "added by a person", "probe": {"width": 1}}' WHERE job_id=$1`, string(id))
+	var dir string
+	b.start(queue.HandlerFunc(func(ctx context.Context, j queue.Job, r queue.Reporter) error {
+		dir = j.TempDir
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			return fmt.Errorf("temp dir: %v", err)
+		}
+		for _, step := range []func() error{
+			func() error { return r.Stage(ctx, "probing") },
+			func() error { return r.Merge(ctx, map[string]any{"probe": map[string]any{"height": 2}}) },
+			func() error { return r.Stage(ctx, "transcoding") },
+			func() error { return r.Progress(ctx, 0.5) },
+		} {
+			if err := step(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}), fast(), true)
+	b.waitFor("completion", func() bool { return b.job(id).Status == jobs.StatusCompleted })
+	m := b.job(id).Metadata
+	probe, _ := m["probe"].(map[string]any)
+	timings, _ := m["timings"].(map[string]any)
+	if m["note"] != "added by a person" || probe["width"] != float64(1) || probe["height"] != float64(2) ||
+		m["stage"] != "transcoding" || m["progress"] != 0.5 || timings["probing_ms"] == nil || timings["transcoding_ms"] == nil {
+		t.Fatalf("metadata: %v", m)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("temp dir %s left behind: %v", dir, err)
+	}
+}

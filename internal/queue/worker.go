@@ -1,0 +1,392 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/runops/runops/internal/jobs"
+)
+
+// Config tunes a Worker; zero values take DESIGN.md's defaults.
+type Config struct {
+	Name          string // who holds leases, for metadata and logs
+	Concurrency   int
+	LeaseTTL      time.Duration
+	Heartbeat     time.Duration
+	Sweep         time.Duration // backstop claim attempt and rescue, jittered
+	MaxAttempts   int
+	ShutdownGrace time.Duration
+	TempDir       string // parent of each claim's work directory
+	Logger        *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.Name == "" {
+		host, _ := os.Hostname()
+		c.Name = fmt.Sprintf("%s:%d:%s", host, os.Getpid(), uuid.NewString()[:8])
+	}
+	if c.Concurrency < 1 {
+		c.Concurrency = 1
+	}
+	if c.LeaseTTL <= 0 {
+		c.LeaseTTL = 30 * time.Second
+	}
+	if c.Heartbeat <= 0 || c.Heartbeat >= c.LeaseTTL {
+		c.Heartbeat = c.LeaseTTL / 3
+	}
+	if c.Sweep <= 0 {
+		c.Sweep = 15 * time.Second
+	}
+	if c.MaxAttempts < 1 {
+		c.MaxAttempts = 3
+	}
+	if c.ShutdownGrace <= 0 {
+		c.ShutdownGrace = 30 * time.Second
+	}
+	if c.TempDir == "" {
+		c.TempDir = os.TempDir()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Worker claims and runs jobs. Create it with New, feed it notifications
+// (Notify) and connection events (Wake), and Run it.
+type Worker struct {
+	store   Store
+	handler Handler
+	cfg     Config
+	log     *slog.Logger
+	wake    chan struct{}
+
+	mu   sync.Mutex
+	held map[jobs.ID]*run
+}
+
+type run struct {
+	job    Job
+	cancel context.CancelCauseFunc
+	check  chan struct{} // ask the heartbeat to check the lease now
+}
+
+// New returns a worker; nothing runs until Run.
+func New(store Store, handler Handler, cfg Config) *Worker {
+	cfg.defaults()
+	return &Worker{store: store, handler: handler, cfg: cfg, log: cfg.Logger,
+		wake: make(chan struct{}, 1), held: map[jobs.ID]*run{}}
+}
+
+// Name is the worker's lease holder name.
+func (w *Worker) Name() string { return w.cfg.Name }
+
+// Wake makes an idle worker try to claim now (a notification, a reconnect).
+func (w *Worker) Wake() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Notify handles a change to a job row. It never blocks: it runs on the
+// listener's connection. A change to a job this worker holds makes it check
+// its lease at once (the lease check, not the hint, decides: a notification
+// can be older than the claim); a queued job wakes the worker.
+func (w *Worker) Notify(id jobs.ID, status jobs.Status) {
+	w.mu.Lock()
+	r, ok := w.held[id]
+	w.mu.Unlock()
+	if ok {
+		select {
+		case r.check <- struct{}{}:
+		default:
+		}
+		return
+	}
+	if status == jobs.StatusQueued {
+		w.Wake()
+	}
+}
+
+// Held lists the jobs running now.
+func (w *Worker) Held() []jobs.ID {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]jobs.ID, 0, len(w.held))
+	for id := range w.held {
+		out = append(out, id)
+	}
+	return out
+}
+
+// jitter spreads periodic work of many workers over ±20 %.
+func jitter(d time.Duration) time.Duration {
+	return d*8/10 + time.Duration(rand.Int64N(int64(d)*4/10+1))
+}
+
+// Run claims and runs jobs until ctx is done; then it stops claiming, lets
+// running jobs finish within the shutdown grace, hands the rest back to the
+// queue and returns.
+func (w *Worker) Run(ctx context.Context) error {
+	// Jobs outlive ctx by up to the grace period.
+	jobsCtx, stopJobs := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stopJobs(nil)
+	var wg sync.WaitGroup
+	wg.Go(func() { w.rescueLoop(ctx) })
+
+	slots := make(chan struct{}, w.cfg.Concurrency)
+	w.log.Info("worker started", "worker", w.cfg.Name, "concurrency", w.cfg.Concurrency)
+	backoff := time.Duration(0)
+claiming:
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			break claiming
+		}
+		job, ok, err := w.claim(ctx)
+		if err != nil || !ok {
+			<-slots
+			if ctx.Err() != nil {
+				break claiming
+			}
+			wait := jitter(w.cfg.Sweep)
+			if err != nil {
+				w.log.Warn("claim failed", "worker", w.cfg.Name, "error", err)
+				backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
+				wait = min(wait, backoff)
+			}
+			select {
+			case <-w.wake:
+			case <-time.After(wait):
+			case <-ctx.Done():
+				break claiming
+			}
+			continue
+		}
+		backoff = 0
+		wg.Go(func() {
+			defer func() { <-slots }()
+			w.execute(jobsCtx, job)
+		})
+	}
+
+	w.log.Info("worker stopping: no new claims", "worker", w.cfg.Name, "running", len(w.Held()), "grace", w.cfg.ShutdownGrace)
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(w.cfg.ShutdownGrace):
+	}
+	stopJobs(errShutdown)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		// A handler that ignores cancellation: hand its job back anyway; the
+		// process is about to exit, which ends its work.
+		for _, id := range w.Held() {
+			w.mu.Lock()
+			r := w.held[id]
+			w.mu.Unlock()
+			if r != nil {
+				w.finishWrite("hand back", func(ctx context.Context) (bool, error) {
+					return w.store.HandBack(ctx, id, r.job.Token)
+				})
+			}
+		}
+	}
+	return nil
+}
+
+func (w *Worker) claim(ctx context.Context) (Job, bool, error) {
+	token := uuid.NewString()
+	j, ok, err := w.store.Claim(ctx, w.cfg.Name, token, w.cfg.LeaseTTL)
+	if err != nil || !ok {
+		return Job{}, false, err
+	}
+	attempt, _ := j.Metadata["attempt"].(float64)
+	return Job{Job: j, Token: token, Attempt: int(attempt)}, true, nil
+}
+
+func (w *Worker) rescueLoop(ctx context.Context) {
+	msg := fmt.Sprintf("Processing was interrupted %d times; please try again later, and contact support if it keeps happening.", w.cfg.MaxAttempts)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(jitter(w.cfg.Sweep)):
+		}
+		requeued, failed, err := w.store.Rescue(ctx, w.cfg.MaxAttempts, msg)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.log.Warn("rescue failed", "error", err)
+			}
+			continue
+		}
+		for _, id := range requeued {
+			w.log.Warn("lease expired: job back in the queue", "job_id", id)
+		}
+		for _, id := range failed {
+			w.log.Error("lease expired too often: job failed", "job_id", id, "max_attempts", w.cfg.MaxAttempts)
+		}
+		if len(requeued) > 0 {
+			w.Wake()
+		}
+	}
+}
+
+// execute runs one claimed job to its end and records the outcome.
+func (w *Worker) execute(jobsCtx context.Context, job Job) {
+	log := w.log.With("job_id", job.ID, "attempt", job.Attempt, "worker", w.cfg.Name)
+	runCtx, cancel := context.WithCancelCause(jobsCtx)
+	defer cancel(nil)
+	r := &run{job: job, cancel: cancel, check: make(chan struct{}, 1)}
+	w.mu.Lock()
+	w.held[job.ID] = r
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		delete(w.held, job.ID)
+		w.mu.Unlock()
+	}()
+
+	job.TempDir = filepath.Join(w.cfg.TempDir, "runops-"+string(job.ID)+"-"+job.Token)
+	if err := os.MkdirAll(job.TempDir, 0o700); err != nil {
+		log.Error("cannot create work directory", "error", err)
+	}
+	defer os.RemoveAll(job.TempDir)
+
+	hbDone := make(chan struct{})
+	go func() { defer close(hbDone); w.heartbeat(runCtx, r, log) }()
+
+	rep := newReporter(w.store, job, cancel)
+	log.Info("job started")
+	err := w.safeRun(runCtx, job, rep)
+	cancelled := context.Cause(runCtx)
+	cancel(nil)
+	<-hbDone
+
+	switch {
+	case errors.Is(cancelled, errLeaseGone):
+		// Someone else holds it, or a person changed it: write nothing, but
+		// give the lease up if the job was re-queued.
+		log.Info("job stopped: lease gone or job edited", "error", err)
+		w.finishWrite("release", func(ctx context.Context) (bool, error) {
+			return true, w.store.Release(ctx, job.ID, job.Token)
+		})
+	case errors.Is(cancelled, errShutdown) && err != nil:
+		log.Info("job handed back at shutdown")
+		w.finishWrite("hand back", func(ctx context.Context) (bool, error) {
+			return w.store.HandBack(ctx, job.ID, job.Token)
+		})
+	case err == nil:
+		patch := rep.finalTimings()
+		if w.finishWrite("complete", func(ctx context.Context) (bool, error) {
+			return w.store.Complete(ctx, job.ID, job.Token, patch)
+		}) {
+			log.Info("job completed")
+		}
+	default:
+		message, cause := describe(err)
+		log.Warn("job failed", "error", err, "message", message)
+		w.finishWrite("fail", func(ctx context.Context) (bool, error) {
+			return w.store.Fail(ctx, job.ID, job.Token, message, cause)
+		})
+	}
+}
+
+// finishWrite records an outcome, retrying while the database is away (the
+// lease will expire meanwhile and the rescuer stands in if it never comes
+// back). It reports whether the write took effect.
+func (w *Worker) finishWrite(what string, write func(context.Context) (bool, error)) bool {
+	deadline := time.Now().Add(w.cfg.LeaseTTL)
+	wait := 100 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ok, err := write(ctx)
+		cancel()
+		if err == nil {
+			if !ok {
+				w.log.Warn("outcome not recorded: the lease was gone", "write", what)
+			}
+			return ok
+		}
+		if time.Now().After(deadline) {
+			w.log.Error("outcome not recorded: database unavailable", "write", what, "error", err)
+			return false
+		}
+		time.Sleep(wait) // retry pacing, not synchronisation
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// heartbeat renews the lease every Heartbeat, and at once when asked. It
+// cancels the run when the lease is gone, or when it could not be renewed for
+// so long that another worker may have been given the job.
+func (w *Worker) heartbeat(ctx context.Context, r *run, log *slog.Logger) {
+	lastRenewed := time.Now()
+	t := time.NewTicker(w.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-r.check:
+		}
+		sent := time.Now()
+		rctx, cancel := context.WithTimeout(ctx, w.cfg.Heartbeat)
+		ok, err := w.store.Renew(rctx, r.job.ID, r.job.Token, w.cfg.LeaseTTL)
+		cancel()
+		switch {
+		case err == nil && ok:
+			lastRenewed = sent
+		case err == nil:
+			r.cancel(errLeaseGone)
+			return
+		case ctx.Err() != nil:
+			return
+		default:
+			log.Warn("lease renewal failed", "error", err)
+			if time.Since(lastRenewed) > w.cfg.LeaseTTL*9/10 {
+				r.cancel(errLeaseGone)
+				return
+			}
+		}
+	}
+}
+
+func (w *Worker) safeRun(ctx context.Context, job Job, rep Reporter) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			w.log.Error("handler panicked", "job_id", job.ID, "panic", v, "stack", string(debug.Stack()))
+			err = fmt.Errorf("handler panicked: %v", v)
+		}
+	}()
+	return w.handler.Run(ctx, job, rep)
+}
+
+// describe returns the sentence for the person and a short technical cause.
+func describe(err error) (message, cause string) {
+	message = "Something went wrong while processing the video; please try again, and contact support if it keeps failing."
+	var f *jobs.Failure
+	if errors.As(err, &f) {
+		message = f.Message
+	}
+	cause = err.Error()
+	if len(cause) > 300 {
+		cause = cause[:300]
+	}
+	return message, cause
+}
