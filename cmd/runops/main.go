@@ -10,11 +10,15 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/runops/runops/internal/api"
 	"github.com/runops/runops/internal/auth"
@@ -22,6 +26,7 @@ import (
 	"github.com/runops/runops/internal/httpserver"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/postgres"
+	"github.com/runops/runops/internal/queue"
 	"github.com/runops/runops/internal/storage"
 	"github.com/runops/runops/supabase"
 )
@@ -29,7 +34,7 @@ import (
 const usage = `usage: runops <command>
 
 commands:
-  serve     run the API (and, once it lands, the worker) in one process
+  serve     run the API and the worker in one process
   api       run the HTTP API only
   worker    run the job worker only
   migrate   apply the database migrations in supabase/migrations
@@ -68,10 +73,12 @@ func run(ctx context.Context, cmd string, getenv func(string) string, stdout io.
 	switch cmd {
 	case "migrate":
 		return migrate(ctx, cfg, stdout)
-	case "api", "serve":
-		return serveAPI(ctx, cfg, log)
+	case "api":
+		return serve(ctx, cfg, log, true, false)
 	case "worker":
-		return errors.New("the worker is not available in this build yet")
+		return serve(ctx, cfg, log, false, true)
+	case "serve":
+		return serve(ctx, cfg, log, true, true)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -99,42 +106,128 @@ func migrate(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 	return err
 }
 
-func serveAPI(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	if err := cfg.RequireAPI(); err != nil {
-		return err
+// serve runs the API, the worker, or both, with one health endpoint, until
+// ctx is done.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, withWorker bool) error {
+	if withAPI {
+		if err := cfg.RequireAPI(); err != nil {
+			return err
+		}
 	}
-	pool, err := postgres.OpenPool(ctx, cfg.DatabaseURL, 20)
+	if withWorker {
+		if err := cfg.RequireWorker(); err != nil {
+			return err
+		}
+	}
+	pool, err := postgres.OpenPool(ctx, cfg.DatabaseURL, int32(20+cfg.WorkerConcurrency*2))
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
 	store := postgres.NewJobStore(pool)
-	objects, err := storage.New(storage.Config{URL: cfg.SupabaseURL, PublicURL: cfg.SupabasePublicURL,
-		ServiceKey: cfg.ServiceRoleKey, Bucket: jobs.Bucket})
-	if err != nil {
-		return err
+	checks := []httpserver.Check{{Name: "database", Fn: store.Ping}}
+
+	var h http.Handler = http.NotFoundHandler()
+	if withAPI {
+		objects, err := storage.New(storage.Config{URL: cfg.SupabaseURL, PublicURL: cfg.SupabasePublicURL,
+			ServiceKey: cfg.ServiceRoleKey, Bucket: jobs.Bucket})
+		if err != nil {
+			return err
+		}
+		if h, err = apiHandler(cfg, store, objects, log); err != nil {
+			return err
+		}
+		checks = append(checks, httpserver.Check{Name: "storage", Fn: objects.Ping})
 	}
+
+	var g errgroup.Group
+	// The HTTP server and the listener stop with the process, except that a
+	// worker first drains: they keep serving health checks and notifications
+	// until it is done.
+	base := ctx
+	if withWorker {
+		base = context.WithoutCancel(ctx)
+	}
+	runCtx, stop := context.WithCancel(base)
+	defer stop()
+	if withWorker {
+		w, listener := newWorker(cfg, pool, log)
+		checks = append(checks, httpserver.Check{Name: "listener", Fn: func(context.Context) error {
+			if listener != nil && !listener.Connected() {
+				return errors.New("not listening")
+			}
+			return nil // listening, or polling on purpose
+		}})
+		if listener != nil {
+			g.Go(func() error { return listener.Run(runCtx) })
+		}
+		g.Go(func() error {
+			defer stop()
+			return w.Run(ctx)
+		})
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		stop()
+		_ = g.Wait()
+		return fmt.Errorf("listen on RUNOPS_ADDR %s: %w", cfg.Addr, err)
+	}
+	g.Go(func() error {
+		err := httpserver.Serve(runCtx, ln, httpserver.WithHealth(h, log, checks...), cfg.ShutdownGrace, log)
+		stop()
+		return err
+	})
+	return g.Wait()
+}
+
+func apiHandler(cfg config.Config, store *postgres.JobStore, objects *storage.Client, log *slog.Logger) (http.Handler, error) {
 	opts := api.Options{
 		Jobs: store, Objects: objects, Logger: log,
 		RequireAuth: cfg.RequireAuth, RateLimit: cfg.RateLimit.Requests, RateWindow: cfg.RateLimit.Window,
 		TrustedProxies: cfg.TrustedProxies, CORSOrigins: cfg.CORSOrigins,
 	}
+	var err error
 	if cfg.RequireAuth {
 		if opts.Auth, err = auth.New(cfg.SupabaseURL, cfg.ServiceRoleKey, 5*time.Second, time.Minute); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if cfg.FrontendURL != "" {
 		if opts.FrontendURL, err = url.Parse(cfg.FrontendURL); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	h := httpserver.WithHealth(api.Handler(opts), log,
-		httpserver.Check{Name: "database", Fn: store.Ping},
-		httpserver.Check{Name: "storage", Fn: objects.Ping})
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("listen on RUNOPS_ADDR %s: %w", cfg.Addr, err)
+	return api.Handler(opts), nil
+}
+
+// newWorker wires the queue engine to Postgres; the listener is nil when
+// polling (RUNOPS_LISTEN=off, or a transaction pooler that cannot LISTEN).
+func newWorker(cfg config.Config, pool *pgxpool.Pool, log *slog.Logger) (*queue.Worker, *postgres.Listener) {
+	w := queue.New(postgres.NewQueueStore(pool), pipelineHandler(pool), queue.Config{
+		Concurrency: cfg.WorkerConcurrency, LeaseTTL: cfg.LeaseTTL, Heartbeat: cfg.Heartbeat, Sweep: cfg.Sweep,
+		MaxAttempts: cfg.MaxAttempts, ShutdownGrace: cfg.ShutdownGrace, TempDir: cfg.TmpDir, Logger: log,
+	})
+	if !cfg.Listen {
+		log.Info("RUNOPS_LISTEN=off: picking up jobs by polling every RUNOPS_SWEEP", "sweep", cfg.Sweep)
+		return w, nil
 	}
-	return httpserver.Serve(ctx, ln, h, cfg.ShutdownGrace, log)
+	if postgres.IsTransactionPooler(cfg.ListenDatabaseURL) {
+		log.Error("RUNOPS_LISTEN_DATABASE_URL points at a transaction pooler (port 6543 or pgbouncer=true), where LISTEN does not work; "+
+			"set it to the direct connection (port 5432, or 54322 locally). Polling every RUNOPS_SWEEP until then.", "sweep", cfg.Sweep)
+		return w, nil
+	}
+	l := &postgres.Listener{
+		DSN: cfg.ListenDatabaseURL, ReconnectDelay: time.Second, Logger: log,
+		OnNotify:  func(n postgres.Notification) { w.Notify(n.JobID, n.Status) },
+		OnConnect: w.Wake, // a scan for what was queued while disconnected
+	}
+	return w, l
+}
+
+// pipelineHandler is what a worker runs for each job. Until media processing
+// and SOP extraction land, jobs end with a clear error instead of hanging.
+var pipelineHandler = func(*pgxpool.Pool) queue.Handler {
+	return queue.HandlerFunc(func(context.Context, queue.Job, queue.Reporter) error {
+		return jobs.Fail("SOP extraction is not available yet.", nil)
+	})
 }

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,16 +20,41 @@ import (
 	"github.com/runops/runops/internal/supabasetest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	code := pgtest.Run(m)
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
 
-// binary builds the real command once per test.
-func binary(t *testing.T) string {
+var (
+	buildMu  sync.Mutex
+	builds   = map[string]string{}
+	buildDir string
+)
+
+// binary builds the real command (once per set of build tags).
+func binary(t *testing.T, tags ...string) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "runops")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	key := strings.Join(tags, ",")
+	if bin, ok := builds[key]; ok {
+		return bin
+	}
+	if buildDir == "" {
+		var err error
+		if buildDir, err = os.MkdirTemp("", "runops-bin-"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := filepath.Join(buildDir, "runops"+strings.ReplaceAll(key, ",", "-"))
+	out, err := exec.Command("go", "build", "-tags", key, "-o", bin, ".").CombinedOutput()
 	if err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
+	builds[key] = bin
 	return bin
 }
 
@@ -66,7 +92,7 @@ func TestServeAnswersAndStopsOnSIGTERM(t *testing.T) {
 	addr := freeAddr(t)
 	cmd := exec.Command(bin, "serve")
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "SUPABASE_URL="+fake.URL, "SERVICE_ROLE_KEY="+fake.ServiceRoleKey(),
-		"RUNOPS_ADDR="+addr, "SUPABASE_PUBLIC_URL=https://public.example")
+		"RUNOPS_ADDR="+addr, "SUPABASE_PUBLIC_URL=https://public.example", "GEMINI_API_KEY=test-key")
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -98,6 +124,7 @@ func TestServeAnswersAndStopsOnSIGTERM(t *testing.T) {
 		}
 	}()
 	base := "http://" + addr
+	waitReady(t, base)
 	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/api/job-status/x": 400} {
 		resp, err := http.Get(base + path)
 		if err != nil {
@@ -146,5 +173,25 @@ func TestUnknownCommandAndMissingKey(t *testing.T) {
 	out, err = cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "SUPABASE_SERVICE_ROLE_KEY") {
 		t.Fatalf("missing key: %v %s", err, out)
+	}
+}
+
+// waitReady polls /readyz until the process says it is ready (its listener
+// connected), with a generous deadline.
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready after 30s: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -138,6 +138,15 @@ func (c Config) RequireAPI() error {
 	return nil
 }
 
+// RequireWorker checks what a worker needs: without a Gemini key it would
+// claim jobs it cannot finish.
+func (c Config) RequireWorker() error {
+	if c.GeminiAPIKey == "" {
+		return errors.New("GEMINI_API_KEY is required to run the worker (or GOOGLE_API_KEY / GOOGLE_GEMINI_API_KEY)")
+	}
+	return nil
+}
+
 type reader struct {
 	getenv func(string) string
 	errs   []error

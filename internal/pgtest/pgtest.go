@@ -42,10 +42,11 @@ var (
 
 // Main runs the tests of a package against a real PostgreSQL and exits.
 func Main(m *testing.M) {
-	os.Exit(run(m))
+	os.Exit(Run(m))
 }
 
-func run(m *testing.M) int {
+// Run is Main for a TestMain with cleanup of its own: it returns the exit code.
+func Run(m *testing.M) int {
 	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
 		adminURL = u
 		return m.Run()

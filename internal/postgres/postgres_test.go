@@ -330,3 +330,22 @@ INSERT INTO storage.buckets (id, name, public, file_size_limit) VALUES ('videos'
 		t.Fatalf("policy: %s %v", cmd, roles)
 	}
 }
+
+func TestTransactionPoolerIsDetected(t *testing.T) {
+	t.Parallel()
+	if !postgres.IsTransactionPooler("postgresql://u:p@db.example.supabase.co:6543/postgres") ||
+		!postgres.IsTransactionPooler("postgres://u:p@h:5432/db?pgbouncer=true") ||
+		postgres.IsTransactionPooler("postgres://u:p@h:5432/db") {
+		t.Fatal("pooler detection")
+	}
+	// pgbouncer=true is a client hint: it must not reach the server as a setting.
+	_, dsn := pgtest.Pool(t)
+	pool, err := postgres.OpenPool(context.Background(), dsn+"&pgbouncer=true", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if err := postgres.NewJobStore(pool).Ping(context.Background()); err != nil {
+		t.Fatalf("with pgbouncer=true: %v", err)
+	}
+}

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/runops/runops/internal/pgtest"
+)
+
+// workerEnv is a real worker process against db, running the advisory test handler.
+type workerProc struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func startWorker(t *testing.T, bin, dsn string, extra ...string) *workerProc {
+	t.Helper()
+	addr := freeAddr(t)
+	cmd := exec.Command(bin, "worker")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "GEMINI_API_KEY=test-key", "RUNOPS_TEST_HANDLER=advisory",
+		"RUNOPS_ADDR="+addr, "RUNOPS_WORKER_CONCURRENCY=2", "RUNOPS_LEASE_TTL=2s", "RUNOPS_HEARTBEAT=300ms",
+		"RUNOPS_SWEEP=500ms", "RUNOPS_SHUTDOWN_GRACE=5s", "RUNOPS_TMPDIR="+t.TempDir())
+	cmd.Env = append(cmd.Env, extra...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &workerProc{cmd: cmd, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-p.done })
+	waitReady(t, "http://"+addr)
+	return p
+}
+
+func (p *workerProc) waitExit(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		p.done <- err // for the cleanup
+		return err
+	case <-time.After(60 * time.Second):
+		t.Fatal("worker did not exit")
+		return nil
+	}
+}
+
+type db struct {
+	t    *testing.T
+	pool *pgxpool.Pool
+}
+
+func newDB(t *testing.T) (*db, string) {
+	pool, dsn := pgtest.Pool(t)
+	d := &db{t: t, pool: pool}
+	d.exec(`CREATE TABLE test_runs (job_id uuid, token text, worker text, overlapped bool)`)
+	return d, dsn
+}
+
+func (d *db) exec(sql string, args ...any) {
+	d.t.Helper()
+	if _, err := d.pool.Exec(context.Background(), sql, args...); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+func (d *db) scalar(sql string, args ...any) (v any) {
+	d.t.Helper()
+	if err := d.pool.QueryRow(context.Background(), sql, args...).Scan(&v); err != nil {
+		d.t.Fatalf("%s: %v", sql, err)
+	}
+	return v
+}
+
+func (d *db) waitFor(what string, cond func() bool) {
+	d.t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			d.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+func TestWorkerProcessesSurviveSIGKILL(t *testing.T) {
+	bin := binary(t, "runops_testhandler")
+	d, dsn := newDB(t)
+	procs := map[int]*workerProc{}
+	for range 3 {
+		p := startWorker(t, bin, dsn)
+		procs[p.cmd.Process.Pid] = p
+	}
+	held := uuid.NewString()
+	d.exec(`INSERT INTO jobs (job_id, metadata) VALUES ($1, '{"test_hold": true}')`, held)
+	const n = 60
+	for range n {
+		d.exec(`INSERT INTO jobs (job_id) VALUES ($1)`, uuid.NewString())
+	}
+	d.waitFor("the held job to start", func() bool {
+		return d.scalar(`SELECT count(*) FROM test_runs WHERE job_id = $1`, held).(int64) == 1
+	})
+	pid, _ := strconv.Atoi(d.scalar(`SELECT worker FROM test_runs WHERE job_id = $1`, held).(string))
+	victim := procs[pid]
+	if victim == nil {
+		t.Fatalf("pid %d is not one of ours", pid)
+	}
+	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	victim.waitExit(t)
+	d.waitFor("every job completed", func() bool {
+		return d.scalar(`SELECT count(*) FROM jobs WHERE status = 'completed'`).(int64) == n+1
+	})
+	if o := d.scalar(`SELECT count(*) FROM test_runs WHERE overlapped`).(int64); o != 0 {
+		t.Fatalf("%d overlapping runs", o)
+	}
+	if a := d.scalar(`SELECT metadata->>'attempt' FROM jobs WHERE job_id = $1`, held); a != "2" {
+		t.Fatalf("held job attempt %v; want 2 (the killed claim counts)", a)
+	}
+	if o := d.scalar(`SELECT metadata->'attempts'->0->>'outcome' FROM jobs WHERE job_id = $1`, held); o != "lost" {
+		t.Fatalf("first attempt outcome %v", o)
+	}
+	for pid, p := range procs {
+		if p == victim {
+			continue
+		}
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		if err := p.waitExit(t); err != nil {
+			t.Fatalf("worker %d after SIGTERM: %v", pid, err)
+		}
+	}
+}
+
+func TestWorkerSIGTERMHandsBackSlowJob(t *testing.T) {
+	bin := binary(t, "runops_testhandler")
+	d, dsn := newDB(t)
+	p := startWorker(t, bin, dsn, "RUNOPS_SHUTDOWN_GRACE=300ms")
+	id := uuid.NewString()
+	d.exec(`INSERT INTO jobs (job_id, metadata) VALUES ($1, '{"test_hold": true}')`, id)
+	d.waitFor("the job to start", func() bool {
+		return d.scalar(`SELECT count(*) FROM test_runs WHERE job_id = $1`, id).(int64) == 1
+	})
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.waitExit(t); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+	var status, attempt, outcome string
+	if err := d.pool.QueryRow(context.Background(), `SELECT status, metadata->>'attempt', metadata->'attempts'->0->>'outcome' FROM jobs WHERE job_id=$1`, id).
+		Scan(&status, &attempt, &outcome); err != nil {
+		t.Fatal(err)
+	}
+	if status != "queued" || attempt != "0" || outcome != "handed_back" {
+		t.Fatalf("after SIGTERM: %s attempt %s outcome %s", status, attempt, outcome)
+	}
+}
+
+func TestWorkerWithoutGeminiKeyRefusesToStart(t *testing.T) {
+	bin := binary(t)
+	cmd := exec.Command(bin, "worker")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "GEMINI_API_KEY") {
+		t.Fatalf("%v %s", err, out)
+	}
+}
+
+func TestDefaultHandlerEndsJobsWithAClearError(t *testing.T) {
+	d, dsn := newDB(t)
+	startWorker(t, binary(t), dsn)
+	id := uuid.NewString()
+	d.exec(`INSERT INTO jobs (job_id) VALUES ($1)`, id)
+	d.waitFor("the job to end", func() bool {
+		return d.scalar(`SELECT status FROM jobs WHERE job_id = $1`, id).(string) == "error"
+	})
+	if e := d.scalar(`SELECT error FROM jobs WHERE job_id = $1`, id); e != "SOP extraction is not available yet." {
+		t.Fatalf("error %q", e)
+	}
+}
