@@ -76,6 +76,10 @@ func startCluster() (*cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := claimDir(dir); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
 	if cred != nil {
 		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
 			os.RemoveAll(dir)
@@ -175,22 +179,56 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// removeStaleClusters deletes clusters of test binaries that were killed
-// before they could clean up.
+// ownerFile is held with an exclusive flock by the test binary that owns a
+// cluster directory for as long as it lives; the kernel drops the lock when
+// the process dies, however it dies.
+const ownerFile = ".owner"
+
+var ownerLock *os.File // kept open (and locked) until the process exits
+
+func claimDir(dir string) error {
+	f, err := os.Create(filepath.Join(dir, ownerFile))
+	if err != nil {
+		return err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return err
+	}
+	ownerLock = f
+	return nil
+}
+
+// removeStaleClusters deletes the clusters of test binaries that died before
+// they could clean up: their owner lock is free.
 func removeStaleClusters() {
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), dirPrefix+"*"))
 	for _, d := range dirs {
-		pidFile, err := os.ReadFile(filepath.Join(d, "data", "postmaster.pid"))
-		if err == nil {
-			pid, _ := strconv.Atoi(strings.SplitN(string(pidFile), "\n", 2)[0])
-			if pid > 0 && syscall.Kill(pid, 0) == nil {
-				continue // still running: another test binary's
+		f, err := os.Open(filepath.Join(d, ownerFile))
+		if err != nil {
+			// Just created, not yet claimed; or left by a very old run.
+			if st, err := os.Stat(d); err == nil && time.Since(st.ModTime()) > time.Hour {
+				os.RemoveAll(d)
 			}
-		} else if st, err := os.Stat(d); err != nil || time.Since(st.ModTime()) < time.Hour {
-			continue // being set up right now, perhaps
+			continue
 		}
-		os.RemoveAll(d)
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			if pid := postmasterPID(d); pid > 0 {
+				_ = syscall.Kill(pid, syscall.SIGQUIT) // an orphaned server
+			}
+			os.RemoveAll(d)
+		}
+		f.Close()
 	}
+}
+
+func postmasterPID(dir string) int {
+	b, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.SplitN(string(b), "\n", 2)[0])
+	return pid
 }
 
 func tail(s string) string {

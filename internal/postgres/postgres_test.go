@@ -349,3 +349,43 @@ func TestTransactionPoolerIsDetected(t *testing.T) {
 		t.Fatalf("with pgbouncer=true: %v", err)
 	}
 }
+
+// A person may type anything into metadata; the queue must keep working.
+func TestLeaseExpiryReadsAnything(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	for meta, want := range map[string]bool{
+		`null`:                              true,
+		`{}`:                                true,
+		`{"lease": null}`:                   true,
+		`{"lease": "x"}`:                    true,
+		`{"lease": {}}`:                     true,
+		`{"lease": {"expires_at": "soon"}}`: true,
+		`{"lease": {"expires_at": "2026-02-30T00:00:00Z"}}`: true,
+		`{"lease": {"expires_at": 12}}`:                     true,
+		`{"lease": {"expires_at": "2000-01-01T00:00:00Z"}}`: true,
+		`{"lease": {"expires_at": "2999-01-01T00:00:00Z"}}`: false,
+	} {
+		var got bool
+		if err := pool.QueryRow(context.Background(), `SELECT public.runops_lease_expired($1::jsonb)`, meta).Scan(&got); err != nil || got != want {
+			t.Errorf("%s: %v %v; want %v", meta, got, err, want)
+		}
+	}
+	var attempt int
+	for meta, want := range map[string]int{`{"attempt": "two"}`: 0, `{"attempt": 2.7}`: 2, `{"attempt": -3}`: 0, `{}`: 0, `{"attempt": 4}`: 4} {
+		if err := pool.QueryRow(context.Background(), `SELECT public.runops_attempt($1::jsonb)`, meta).Scan(&attempt); err != nil || attempt != want {
+			t.Errorf("attempt of %s: %d %v", meta, attempt, err)
+		}
+	}
+}
+
+func TestJSONBMergeIsDeep(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	var got string
+	err := pool.QueryRow(context.Background(),
+		`SELECT public.runops_jsonb_merge('{"a":1,"t":{"x":1,"y":2},"arr":[1]}', '{"t":{"y":3,"z":4},"arr":[2],"b":true}')::text`).Scan(&got)
+	if err != nil || got != `{"a": 1, "b": true, "t": {"x": 1, "y": 3, "z": 4}, "arr": [2]}` {
+		t.Fatalf("%s %v", got, err)
+	}
+}

@@ -2,6 +2,7 @@ package queue_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -563,3 +564,5 @@ func TestReporterAndTempDir(t *testing.T) {
 		t.Fatalf("temp dir %s left behind: %v", dir, err)
 	}
 }
+
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }

@@ -30,19 +30,30 @@ AS $$
               THEN greatest(floor((meta->>'attempt')::numeric), 0)::integer ELSE 0 END
 $$;
 
--- Whether the lease in meta is absent or past its expiry; a broken lease counts as expired.
-CREATE OR REPLACE FUNCTION public.runops_lease_expired(meta jsonb)
+-- Whether the lease in meta has expired, given that there is one; whatever
+-- a person typed there, a lease that cannot be read counts as expired.
+CREATE OR REPLACE FUNCTION public.runops_lease_past(meta jsonb)
 RETURNS boolean
 LANGUAGE plpgsql STABLE
 AS $$
 BEGIN
-  IF jsonb_typeof(meta->'lease') IS DISTINCT FROM 'object' THEN
-    RETURN true;
-  END IF;
   RETURN coalesce((meta->'lease'->>'expires_at')::timestamptz < now(), true);
 EXCEPTION WHEN others THEN
   RETURN true;
 END;
+$$;
+
+-- Whether the lease in meta is absent or expired. The claim evaluates it for
+-- every candidate row: rows without a lease (nearly all queued ones) take the
+-- plain-SQL path, with no subtransaction.
+CREATE OR REPLACE FUNCTION public.runops_lease_expired(meta jsonb)
+RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+  SELECT CASE
+    WHEN jsonb_typeof(meta->'lease') IS DISTINCT FROM 'object' THEN true
+    ELSE public.runops_lease_past(meta)
+  END
 $$;
 
 -- Ends the attempts[] entry of lease token tok with outcome (and a short

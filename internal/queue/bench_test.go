@@ -1,0 +1,271 @@
+package queue_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/pgtest"
+	"github.com/runops/runops/internal/postgres"
+	"github.com/runops/runops/internal/queue"
+)
+
+// Pickup latency is the time from the commit of a queued row to its claim
+// (the handler starting). Three ways to pick up, measured in one run:
+//
+//	floor   a bare LISTEN connection receiving the row's notification (no claim)
+//	listen  the queue engine woken by LISTEN/NOTIFY (RUNOPS_LISTEN=on)
+//	poll1s  the engine polling alone, draining the queue every ~1 s (RUNOPS_LISTEN=off)
+//
+// under a steady 300 jobs/s and a burst of 1,000 jobs committed in one
+// transaction. Every latency is also reported as a ratio to the floor of the
+// same load. -short shrinks the loads (the suite runs it once so it cannot rot).
+//
+//	go test -run '^$' -bench . -benchtime 1x ./internal/queue/
+func BenchmarkPickup(b *testing.B) {
+	steadyJobs, burstJobs := 3000, 1000
+	if testing.Short() {
+		steadyJobs, burstJobs = 60, 100
+	}
+	loads := []struct {
+		name string
+		feed func(b *testing.B, pool *pgxpool.Pool) map[jobs.ID]time.Time
+	}{
+		{"steady300", func(b *testing.B, pool *pgxpool.Pool) map[jobs.ID]time.Time { return steady(b, pool, steadyJobs, 300) }},
+		{"burst1000", func(b *testing.B, pool *pgxpool.Pool) map[jobs.ID]time.Time { return burst(b, pool, burstJobs) }},
+	}
+	for _, load := range loads {
+		var floor percentiles
+		for _, mode := range []string{"floor", "listen", "poll1s"} {
+			b.Run(load.name+"/"+mode, func(b *testing.B) {
+				var p percentiles
+				for range b.N {
+					p = pickup(b, mode, load.feed)
+				}
+				if mode == "floor" {
+					floor = p
+				}
+				p.report(b, floor)
+			})
+		}
+	}
+}
+
+type percentiles struct{ p50, p95, p99 time.Duration }
+
+func (p percentiles) report(b *testing.B, floor percentiles) {
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	b.ReportMetric(ms(p.p50), "p50-ms")
+	b.ReportMetric(ms(p.p95), "p95-ms")
+	b.ReportMetric(ms(p.p99), "p99-ms")
+	if floor.p50 > 0 {
+		b.ReportMetric(float64(p.p50)/float64(floor.p50), "p50/floor")
+		b.ReportMetric(float64(p.p99)/float64(floor.p99), "p99/floor")
+	}
+	b.ReportMetric(0, "ns/op") // the per-op time of a fixed workload says nothing
+}
+
+func quantiles(lat []time.Duration) percentiles {
+	slices.Sort(lat)
+	at := func(q float64) time.Duration { return lat[min(len(lat)-1, int(q*float64(len(lat))))] }
+	return percentiles{at(0.50), at(0.95), at(0.99)}
+}
+
+// pickup feeds a fresh database and measures when each job is picked up.
+func pickup(b *testing.B, mode string, feed func(*testing.B, *pgxpool.Pool) map[jobs.ID]time.Time) percentiles {
+	dsn := pgtest.New(b)
+	pool, err := postgres.OpenPool(context.Background(), dsn, 40)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	var mu sync.Mutex
+	picked := map[jobs.ID]time.Time{}
+	seen := make(chan struct{}, 1<<16)
+	mark := func(id jobs.ID) {
+		now := time.Now()
+		mu.Lock()
+		if _, dup := picked[id]; !dup {
+			picked[id] = now
+		}
+		mu.Unlock()
+		seen <- struct{}{}
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	switch mode {
+	case "floor":
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		if _, err := conn.Exec(ctx, "LISTEN "+postgres.Channel); err != nil {
+			b.Fatal(err)
+		}
+		wg.Go(func() {
+			for {
+				n, err := conn.WaitForNotification(ctx)
+				if err != nil {
+					return
+				}
+				var p postgres.Notification
+				if jsonUnmarshal(n.Payload, &p) == nil && p.Op == "INSERT" {
+					mark(p.JobID)
+				}
+			}
+		})
+	default:
+		cfg := queue.Config{Concurrency: 16, LeaseTTL: time.Minute, Heartbeat: 20 * time.Second, Sweep: time.Hour,
+			Logger: quiet, TempDir: b.TempDir()}
+		if mode == "poll1s" {
+			cfg.Sweep = time.Second
+		}
+		w := queue.New(postgres.NewQueueStore(pool), queue.HandlerFunc(func(_ context.Context, j queue.Job, _ queue.Reporter) error {
+			mark(j.ID)
+			return nil
+		}), cfg)
+		if mode == "listen" {
+			connected := make(chan struct{}, 8)
+			l := &postgres.Listener{DSN: dsn, Logger: quiet,
+				OnNotify:  func(n postgres.Notification) { w.Notify(n.JobID, n.Status) },
+				OnConnect: func() { w.Wake(); connected <- struct{}{} }}
+			wg.Go(func() { _ = l.Run(ctx) })
+			<-connected
+		}
+		wg.Go(func() { _ = w.Run(ctx) })
+	}
+
+	committed := feed(b, pool)
+	deadline := time.After(2 * time.Minute)
+	for range committed {
+		select {
+		case <-seen:
+		case <-deadline:
+			b.Fatalf("%s: only some of %d jobs were picked up", mode, len(committed))
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	lat := make([]time.Duration, 0, len(committed))
+	for id, at := range committed {
+		lat = append(lat, picked[id].Sub(at))
+	}
+	return quantiles(lat)
+}
+
+// steady inserts n jobs at rate per second, one transaction each, and
+// returns when each was sent: the commit happens on the server between that
+// and the answer, and a notification may arrive before the answer does.
+func steady(b *testing.B, pool *pgxpool.Pool, n, rate int) map[jobs.ID]time.Time {
+	out := make(map[jobs.ID]time.Time, n)
+	period := time.Second / time.Duration(rate)
+	start := time.Now()
+	for i := range n {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * period))) // pacing the load
+		var id string
+		sent := time.Now()
+		if err := pool.QueryRow(context.Background(), `INSERT INTO jobs (job_id) VALUES (gen_random_uuid()) RETURNING job_id::text`).Scan(&id); err != nil {
+			b.Fatal(err)
+		}
+		out[jobs.ID(id)] = sent
+	}
+	return out
+}
+
+// burst commits n jobs in one transaction.
+func burst(b *testing.B, pool *pgxpool.Pool, n int) map[jobs.ID]time.Time {
+	ctx := context.Background()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rows, _ := tx.Query(ctx, `INSERT INTO jobs (job_id) SELECT gen_random_uuid() FROM generate_series(1, $1) RETURNING job_id::text`, n)
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		b.Fatal(err)
+	}
+	at := time.Now() // the COMMIT is sent now
+	if err := tx.Commit(ctx); err != nil {
+		b.Fatal(err)
+	}
+	out := make(map[jobs.ID]time.Time, n)
+	for _, id := range ids {
+		out[jobs.ID(id)] = at
+	}
+	return out
+}
+
+// BenchmarkClaims measures claims per second with no-op jobs for 1, 4 and 16
+// workers (each its own Worker, one job at a time) draining one backlog, and
+// reports each against a single worker of the same run.
+func BenchmarkClaims(b *testing.B) {
+	backlog := 3000
+	if testing.Short() {
+		backlog = 200
+	}
+	var single float64
+	for _, workers := range []int{1, 4, 16} {
+		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
+			var rate float64
+			for range b.N {
+				rate = drain(b, workers, backlog)
+			}
+			if workers == 1 {
+				single = rate
+			}
+			b.ReportMetric(rate, "claims/s")
+			if single > 0 {
+				b.ReportMetric(rate/single, "x1worker")
+			}
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+func drain(b *testing.B, workers, backlog int) float64 {
+	dsn := pgtest.New(b)
+	pool, err := postgres.OpenPool(context.Background(), dsn, int32(2*workers+4))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Close()
+	burst(b, pool, backlog)
+	ctx, cancel := context.WithCancel(context.Background())
+	var count atomic.Int64
+	done := make(chan struct{})
+	h := queue.HandlerFunc(func(context.Context, queue.Job, queue.Reporter) error {
+		if count.Add(1) == int64(backlog) {
+			close(done)
+		}
+		return nil
+	})
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range workers {
+		w := queue.New(postgres.NewQueueStore(pool), h, queue.Config{Concurrency: 1, LeaseTTL: time.Minute,
+			Heartbeat: 20 * time.Second, Sweep: time.Hour, Logger: quiet, TempDir: b.TempDir()})
+		wg.Go(func() { _ = w.Run(ctx) })
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Minute):
+		b.Fatal("backlog not drained")
+	}
+	elapsed := time.Since(start)
+	cancel()
+	wg.Wait()
+	return float64(backlog) / elapsed.Seconds()
+}
