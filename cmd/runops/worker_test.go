@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/runops/runops/internal/pgtest"
+	"github.com/runops/runops/internal/queue/queuetest"
 )
 
 // workerEnv is a real worker process against db, running the advisory test handler.
@@ -60,7 +61,7 @@ type db struct {
 func newDB(t *testing.T) (*db, string) {
 	pool, dsn := pgtest.Pool(t)
 	d := &db{t: t, pool: pool}
-	d.exec(`CREATE TABLE test_runs (job_id uuid, token text, worker text, overlapped bool)`)
+	d.exec(queuetest.RunsTable)
 	return d, dsn
 }
 

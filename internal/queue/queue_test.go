@@ -20,6 +20,7 @@ import (
 	"github.com/runops/runops/internal/pgtest"
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/queue"
+	"github.com/runops/runops/internal/queue/queuetest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -37,7 +38,7 @@ func newBench(t *testing.T) *bench {
 	t.Helper()
 	pool, dsn := pgtest.Pool(t)
 	b := &bench{t: t, pool: pool, dsn: dsn, store: postgres.NewQueueStore(pool)}
-	b.exec(`CREATE TABLE test_runs (job_id uuid, token text, worker text, overlapped bool, at timestamptz DEFAULT clock_timestamp())`)
+	b.exec(queuetest.RunsTable)
 	return b
 }
 
@@ -89,29 +90,8 @@ func (b *bench) count(sql string, args ...any) int {
 	return n
 }
 
-// advisory wraps work in a handler that proves runs never overlap: each run
-// takes pg_try_advisory_lock on the job over its own connection and records
-// whether it got it.
 func (b *bench) advisory(work func(ctx context.Context, j queue.Job) error) queue.Handler {
-	return queue.HandlerFunc(func(ctx context.Context, j queue.Job, _ queue.Reporter) error {
-		conn, err := b.pool.Acquire(context.Background())
-		if err != nil {
-			return err
-		}
-		defer conn.Release()
-		var got bool
-		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtext($1))`, string(j.ID)).Scan(&got); err != nil {
-			return err
-		}
-		if got {
-			defer conn.Exec(context.Background(), `SELECT pg_advisory_unlock(hashtext($1))`, string(j.ID))
-		}
-		if _, err := conn.Exec(context.Background(), `INSERT INTO test_runs (job_id, token, overlapped) VALUES ($1, $2, $3)`,
-			string(j.ID), j.Token, !got); err != nil {
-			return err
-		}
-		return work(ctx, j)
-	})
+	return queuetest.Advisory(b.pool, work)
 }
 
 type running struct {
@@ -494,9 +474,11 @@ func TestFailuresAndPanics(t *testing.T) {
 	t.Parallel()
 	b := newBench(t)
 	outcomes := map[string]func() error{
-		"failure": func() error { return jobs.Fail("The video is 24 minutes long; the limit is 20 minutes.", errors.New("duration 1440s")) },
-		"plain":   func() error { return errors.New("exit status 1") },
-		"panic":   func() error { panic("boom") },
+		"failure": func() error {
+			return jobs.Fail("The video is 24 minutes long; the limit is 20 minutes.", errors.New("duration 1440s"))
+		},
+		"plain": func() error { return errors.New("exit status 1") },
+		"panic": func() error { panic("boom") },
 	}
 	byJob := map[jobs.ID]string{}
 	var mu sync.Mutex

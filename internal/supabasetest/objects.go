@@ -205,14 +205,24 @@ func (s *Server) store(w http.ResponseWriter, r *http.Request, bucket, name stri
 	writeJSON(w, map[string]string{"Key": bucket + "/" + name, "Id": o.id})
 }
 
-func (s *Server) signUpload(w http.ResponseWriter, r *http.Request, role, rest string) {
-	bucket, name, ok := splitKey(rest)
+// writableKey splits bucket/name for a write, which only the service role may
+// make (no insert policy exists); it answers the error itself.
+func writableKey(w http.ResponseWriter, role, rest string) (bucket, name string, ok bool) {
+	bucket, name, ok = splitKey(rest)
 	if !ok {
 		writeError(w, 400, "InvalidKey", "Invalid key: "+rest)
-		return
+		return "", "", false
 	}
 	if role != "service_role" {
 		writeError(w, 403, "Unauthorized", "new row violates row-level security policy")
+		return "", "", false
+	}
+	return bucket, name, true
+}
+
+func (s *Server) signUpload(w http.ResponseWriter, r *http.Request, role, rest string) {
+	bucket, name, ok := writableKey(w, role, rest)
+	if !ok {
 		return
 	}
 	s.mu.Lock()
@@ -266,13 +276,8 @@ func (s *Server) signedUpload(w http.ResponseWriter, r *http.Request, rest strin
 }
 
 func (s *Server) upload(w http.ResponseWriter, r *http.Request, role, rest string) {
-	bucket, name, ok := splitKey(rest)
+	bucket, name, ok := writableKey(w, role, rest)
 	if !ok {
-		writeError(w, 400, "InvalidKey", "Invalid key: "+rest)
-		return
-	}
-	if role != "service_role" {
-		writeError(w, 403, "Unauthorized", "new row violates row-level security policy")
 		return
 	}
 	// PUT is an update (upsert); POST honours x-upsert.
