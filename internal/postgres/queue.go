@@ -47,7 +47,7 @@ WHERE job_id = $1` + fence
 
 	failJob = `UPDATE public.jobs
 SET status = 'error', error = $3,
-    metadata = public.runops_close_attempt(metadata, $2, 'error', $4)
+    metadata = public.runops_jsonb_merge(public.runops_close_attempt(metadata, $2, 'error', $4), $5)
 WHERE job_id = $1` + fence
 
 	// A shutdown hand-back is not an attempt: the count goes back down.
@@ -133,9 +133,13 @@ func (s *QueueStore) Complete(ctx context.Context, id jobs.ID, token string, pat
 	return s.fenced(ctx, "complete job", completeJob, string(id), token, patch)
 }
 
-// Fail ends the job in error with message (for a person) and cause (short, technical).
-func (s *QueueStore) Fail(ctx context.Context, id jobs.ID, token, message, cause string) (bool, error) {
-	return s.fenced(ctx, "fail job", failJob, string(id), token, message, cause)
+// Fail ends the job in error with message (for a person) and cause (short,
+// technical), merging patch into metadata.
+func (s *QueueStore) Fail(ctx context.Context, id jobs.ID, token, message, cause string, patch map[string]any) (bool, error) {
+	if patch == nil {
+		patch = map[string]any{}
+	}
+	return s.fenced(ctx, "fail job", failJob, string(id), token, message, cause, patch)
 }
 
 // HandBack returns the job to the queue without counting the attempt.

@@ -20,7 +20,7 @@ type Store interface {
 	Renew(ctx context.Context, id jobs.ID, token string, ttl time.Duration) (bool, error)
 	Merge(ctx context.Context, id jobs.ID, token string, patch map[string]any) (bool, error)
 	Complete(ctx context.Context, id jobs.ID, token string, patch map[string]any) (bool, error)
-	Fail(ctx context.Context, id jobs.ID, token, message, cause string) (bool, error)
+	Fail(ctx context.Context, id jobs.ID, token, message, cause string, patch map[string]any) (bool, error)
 	HandBack(ctx context.Context, id jobs.ID, token string) (bool, error)
 	Release(ctx context.Context, id jobs.ID, token string) error
 	Rescue(ctx context.Context, maxAttempts int, message string) (requeued, failed []jobs.ID, err error)

@@ -95,9 +95,10 @@ func (b *bench) advisory(work func(ctx context.Context, j queue.Job) error) queu
 }
 
 type running struct {
-	w    *queue.Worker
-	l    *postgres.Listener
-	stop func()
+	w      *queue.Worker
+	l      *postgres.Listener
+	cancel func()
+	stop   func()
 	conn chan struct{} // a value per (re)connect of the listener
 	lost chan struct{} // a value per lost connection
 }
@@ -126,6 +127,7 @@ func (b *bench) start(h queue.Handler, cfg queue.Config, listen bool) *running {
 		}
 	})
 	var once sync.Once
+	r.cancel = cancel
 	r.stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
 	b.t.Cleanup(r.stop)
 	if listen {
@@ -369,11 +371,10 @@ func TestShutdownLetsRunningJobsFinish(t *testing.T) {
 	r := b.start(h, fast(), true)
 	id := b.insert(1)[0]
 	recv(t, h.started, "start")
-	stopped := make(chan struct{})
-	go func() { r.stop(); close(stopped) }()
+	r.cancel()  // SIGTERM
 	b.insert(1) // not claimed any more
 	close(h.release)
-	<-stopped
+	r.stop()
 	if b.job(id).Status != jobs.StatusCompleted {
 		t.Fatalf("status %s", b.job(id).Status)
 	}
@@ -419,7 +420,7 @@ func TestRescueFencingAndMaxAttempts(t *testing.T) {
 			"renew":     func() (bool, error) { return b.store.Renew(ctx, id, tok, time.Minute) },
 			"merge":     func() (bool, error) { return b.store.Merge(ctx, id, tok, map[string]any{"stage": "x"}) },
 			"complete":  func() (bool, error) { return b.store.Complete(ctx, id, tok, nil) },
-			"fail":      func() (bool, error) { return b.store.Fail(ctx, id, tok, "m", "c") },
+			"fail":      func() (bool, error) { return b.store.Fail(ctx, id, tok, "m", "c", nil) },
 			"hand back": func() (bool, error) { return b.store.HandBack(ctx, id, tok) },
 		} {
 			if ok, err := write(); ok || err != nil {

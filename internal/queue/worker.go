@@ -154,6 +154,9 @@ claiming:
 		case <-ctx.Done():
 			break claiming
 		}
+		if ctx.Err() != nil { // both were ready: shutting down wins
+			break claiming
+		}
 		job, ok, err := w.claim(ctx)
 		if err != nil || !ok {
 			<-slots
@@ -211,6 +214,10 @@ claiming:
 
 func (w *Worker) claim(ctx context.Context) (Job, bool, error) {
 	token := uuid.NewString()
+	// Not cancelled by shutdown half-way: a claim the server made but we never
+	// heard of would sit until its lease expired, and cost an attempt.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.LeaseTTL/2)
+	defer cancel()
 	j, ok, err := w.store.Claim(ctx, w.cfg.Name, token, w.cfg.LeaseTTL)
 	if err != nil || !ok {
 		return Job{}, false, err
@@ -300,8 +307,9 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 	default:
 		message, cause := describe(err)
 		log.Warn("job failed", "error", err, "message", message)
+		patch := rep.finalTimings()
 		w.finishWrite("fail", func(ctx context.Context) (bool, error) {
-			return w.store.Fail(ctx, job.ID, job.Token, message, cause)
+			return w.store.Fail(ctx, job.ID, job.Token, message, cause, patch)
 		})
 	}
 }

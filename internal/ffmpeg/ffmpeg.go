@@ -1,0 +1,250 @@
+// Package ffmpeg runs ffprobe and ffmpeg on local files: probing a recording
+// and down-sampling it to the slim copy Gemini gets (1 frame per second, at
+// most 720 pixels high, H.264 CRF 32, narration kept as small mono AAC). Child
+// processes die with their context and with the worker (Pdeathsig). It knows
+// nothing of jobs, storage or the limits of the product.
+package ffmpeg
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Probe is what ffprobe tells of a file, in the shape of metadata.probe.
+type Probe struct {
+	Container  string  `json:"container"`
+	VideoCodec string  `json:"video_codec"`
+	AudioCodec string  `json:"audio_codec,omitempty"`
+	Width      int     `json:"width"`  // as displayed (rotation applied)
+	Height     int     `json:"height"` // as displayed (rotation applied)
+	Rotation   int     `json:"rotation"`
+	Duration   float64 `json:"duration_s"` // 0 when the container does not say (e.g. browser WebM)
+	FPS        float64 `json:"fps"`
+	Size       int64   `json:"size_bytes"`
+	HasAudio   bool    `json:"has_audio"`
+	HasVideo   bool    `json:"-"`
+	Frames     int     `json:"-"` // video frames, when the container says
+}
+
+// ErrUnreadable means ffprobe could not read the file as media.
+var ErrUnreadable = errors.New("not a readable media file")
+
+type probeOutput struct {
+	Streams []struct {
+		CodecType    string            `json:"codec_type"`
+		CodecName    string            `json:"codec_name"`
+		Width        int               `json:"width"`
+		Height       int               `json:"height"`
+		AvgFrameRate string            `json:"avg_frame_rate"`
+		RFrameRate   string            `json:"r_frame_rate"`
+		NbFrames     string            `json:"nb_frames"`
+		Duration     string            `json:"duration"`
+		Tags         map[string]string `json:"tags"`
+		SideData     []struct {
+			Rotation *float64 `json:"rotation"`
+		} `json:"side_data_list"`
+		Disposition struct {
+			AttachedPic int `json:"attached_pic"`
+		} `json:"disposition"`
+	} `json:"streams"`
+	Format struct {
+		FormatName string `json:"format_name"`
+		Duration   string `json:"duration"`
+		Size       string `json:"size"`
+	} `json:"format"`
+}
+
+// ProbeFile runs ffprobe on path.
+func ProbeFile(ctx context.Context, path string) (Probe, error) {
+	cmd := command(ctx, "ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", "--", path)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &limitedBuffer{max: 4096, buf: &stderr}
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return Probe{}, ctx.Err()
+		}
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return Probe{}, fmt.Errorf("%w: %s", ErrUnreadable, strings.TrimSpace(stderr.String()))
+		}
+		return Probe{}, fmt.Errorf("run ffprobe: %w", err)
+	}
+	var out probeOutput
+	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
+		return Probe{}, fmt.Errorf("%w: ffprobe output: %v", ErrUnreadable, err)
+	}
+	if len(out.Streams) == 0 {
+		return Probe{}, fmt.Errorf("%w: no streams", ErrUnreadable)
+	}
+	p := Probe{Container: out.Format.FormatName}
+	p.Size, _ = strconv.ParseInt(out.Format.Size, 10, 64)
+	p.Duration = parseFloat(out.Format.Duration)
+	for _, s := range out.Streams {
+		switch {
+		case s.CodecType == "video" && s.Disposition.AttachedPic == 0 && !p.HasVideo:
+			p.HasVideo, p.VideoCodec = true, s.CodecName
+			p.Width, p.Height = s.Width, s.Height
+			p.FPS = parseRate(s.AvgFrameRate)
+			if p.FPS == 0 {
+				p.FPS = parseRate(s.RFrameRate)
+			}
+			p.Frames, _ = strconv.Atoi(s.NbFrames)
+			for _, sd := range s.SideData {
+				if sd.Rotation != nil {
+					p.Rotation = int(math.Round(*sd.Rotation))
+				}
+			}
+			if p.Rotation == 0 && s.Tags["rotate"] != "" {
+				p.Rotation, _ = strconv.Atoi(s.Tags["rotate"])
+			}
+			if r := ((p.Rotation % 360) + 360) % 360; r == 90 || r == 270 {
+				p.Width, p.Height = p.Height, p.Width
+			}
+			if p.Duration == 0 {
+				p.Duration = parseFloat(s.Duration)
+			}
+		case s.CodecType == "audio" && !p.HasAudio:
+			p.HasAudio, p.AudioCodec = true, s.CodecName
+		}
+	}
+	return p, nil
+}
+
+func parseFloat(s string) float64 {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 {
+		return 0
+	}
+	return f
+}
+
+func parseRate(s string) float64 {
+	num, den, ok := strings.Cut(s, "/")
+	if !ok {
+		return parseFloat(s)
+	}
+	n, d := parseFloat(num), parseFloat(den)
+	if d == 0 {
+		return 0
+	}
+	return math.Round(n/d*1000) / 1000
+}
+
+// SlimOptions shape the slim copy.
+type SlimOptions struct {
+	MaxDuration time.Duration // output capped here (0 = no cap)
+	// Progress receives out_time / expected duration (0–1); called from the
+	// goroutine that reads ffmpeg's progress pipe.
+	Progress func(done float64)
+	Expected time.Duration // the input's duration, for Progress; 0 = unknown
+}
+
+// SlimArgs is the one ffmpeg command line that makes the slim copy: one
+// filter chain (fps first, so only kept frames are scaled; never upscaled; the
+// height rounded down to even, as libx264 needs), rotation applied by ffmpeg's
+// autorotate (so ih is the displayed height) and no rotation tag written,
+// every global, stream and chapter metadata (location, make, model) dropped.
+func SlimArgs(in, out string, maxDuration time.Duration) []string {
+	args := []string{"-hide_banner", "-nostdin", "-v", "error", "-y", "-i", in,
+		"-map", "0:v:0", "-map", "0:a:0?",
+		"-map_metadata", "-1", "-map_metadata:s", "-1", "-map_chapters", "-1",
+		"-vf", "fps=1,scale=-2:'min(720,trunc(ih/2)*2)'",
+		"-c:v", "libx264", "-crf", "32", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+		"-c:a", "aac", "-ac", "1", "-b:a", "32k",
+		"-movflags", "+faststart"}
+	if maxDuration > 0 {
+		args = append(args, "-t", strconv.FormatFloat(maxDuration.Seconds(), 'f', 3, 64))
+	}
+	return append(args, "-progress", "pipe:1", "-nostats", out)
+}
+
+// Slim writes the slim copy of in to out.
+func Slim(ctx context.Context, in, out string, opt SlimOptions) error {
+	cmd := command(ctx, "ffmpeg", SlimArgs(in, out, opt.MaxDuration)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &limitedBuffer{max: 8192, buf: &stderr}
+	progress, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start ffmpeg: %w", err)
+	}
+	readProgress(progress, opt)
+	if err := cmd.Wait(); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return &Error{Err: err, Stderr: strings.TrimSpace(stderr.String())}
+	}
+	return nil
+}
+
+// Error is a failed ffmpeg run, with the end of what it printed.
+type Error struct {
+	Err    error
+	Stderr string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("ffmpeg: %v: %s", e.Err, e.Stderr) }
+func (e *Error) Unwrap() error { return e.Err }
+
+// readProgress turns ffmpeg's -progress key=value lines into fractions.
+func readProgress(r io.Reader, opt SlimOptions) {
+	sc := bufio.NewScanner(r)
+	expected := opt.Expected
+	if opt.MaxDuration > 0 && (expected == 0 || expected > opt.MaxDuration) {
+		expected = opt.MaxDuration
+	}
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), "=")
+		if opt.Progress == nil || expected <= 0 {
+			continue
+		}
+		switch k {
+		case "out_time_us":
+			us, err := strconv.ParseInt(v, 10, 64)
+			if err == nil && us > 0 {
+				opt.Progress(min(float64(us)/float64(expected.Microseconds()), 1))
+			}
+		case "progress":
+			if v == "end" {
+				opt.Progress(1)
+			}
+		}
+	}
+	_, _ = io.Copy(io.Discard, r)
+}
+
+// command is exec.CommandContext for a child that must not outlive the worker.
+func command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
+}
+
+// limitedBuffer keeps the last max bytes written.
+type limitedBuffer struct {
+	max int
+	buf *bytes.Buffer
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	l.buf.Write(p)
+	if over := l.buf.Len() - l.max; over > 0 {
+		l.buf.Next(over)
+	}
+	return len(p), nil
+}

@@ -1,0 +1,188 @@
+package ffmpeg_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"errors"
+	"math"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/runops/runops/internal/ffmpeg"
+	"github.com/runops/runops/internal/mediatest"
+)
+
+func TestSlimCopies(t *testing.T) {
+	t.Parallel()
+	cases := map[string]mediatest.Spec{
+		"1080p landscape": {Width: 1920, Height: 1080, Seconds: 5, Audio: true},
+		"portrait":        {Width: 1080, Height: 1920, Seconds: 3, Audio: true},
+		"4k":              {Width: 3840, Height: 2160, Seconds: 2, FPS: 10},
+		"odd size":        {Width: 641, Height: 479, Seconds: 3, Audio: true},
+		"small, no audio": {Width: 320, Height: 240, Seconds: 4},
+		"vfr":             {Width: 640, Height: 360, Seconds: 6, Audio: true, VFR: true},
+		"rotated":         {Width: 1280, Height: 720, Seconds: 3, Audio: true, Rotate: 90},
+		"mov":             {Width: 640, Height: 480, Seconds: 3, Audio: true, Format: "mov"},
+		"webm live":       {Width: 640, Height: 480, Seconds: 3, Audio: true, Format: "webm-live"},
+		"phone tags":      {Width: 640, Height: 480, Seconds: 2, Audio: true, Tags: true},
+	}
+	for name, spec := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			in := mediatest.Make(t, dir, "in.mp4", spec) // whatever the container, named .mp4 as uploads are
+			src, err := ffmpeg.ProbeFile(context.Background(), in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (spec.Tags || spec.Rotate != 0) && carried(t, in) == "" {
+				t.Fatal("the source carries no tags: the check below would prove nothing")
+			}
+			out := filepath.Join(dir, "slim.mp4")
+			var last atomic.Value
+			if err := ffmpeg.Slim(context.Background(), in, out, ffmpeg.SlimOptions{MaxDuration: 20 * time.Minute,
+				Expected: time.Duration(src.Duration * float64(time.Second)),
+				Progress: func(f float64) { last.Store(f) }}); err != nil {
+				t.Fatal(err)
+			}
+			got, err := ffmpeg.ProbeFile(context.Background(), out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantH := min(720, spec.Height/2*2)
+			if spec.Rotate == 90 || spec.Rotate == 270 {
+				wantH = min(720, spec.Width/2*2)
+			}
+			if got.Height != wantH || got.Width%2 != 0 || got.Rotation != 0 {
+				t.Errorf("picture %dx%d rotation %d; want height %d, even width, no rotation", got.Width, got.Height, got.Rotation, wantH)
+			}
+			if got.VideoCodec != "h264" || got.FPS != 1 {
+				t.Errorf("codec %s at %v fps", got.VideoCodec, got.FPS)
+			}
+			if math.Abs(float64(got.Frames)-math.Round(got.Duration)) > 1 {
+				t.Errorf("%d frames for %.2f s", got.Frames, got.Duration)
+			}
+			if got.HasAudio != spec.Audio || (got.HasAudio && got.AudioCodec != "aac") {
+				t.Errorf("audio %v (%s); source had audio: %v", got.HasAudio, got.AudioCodec, spec.Audio)
+			}
+			if p, _ := last.Load().(float64); p != 1 {
+				t.Errorf("progress ended at %v", p)
+			}
+			if leaks := carried(t, out); leaks != "" {
+				t.Errorf("output still carries %s", leaks)
+			}
+		})
+	}
+}
+
+func TestProbe(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ctx := context.Background()
+	p, err := ffmpeg.ProbeFile(ctx, mediatest.Make(t, dir, "r.mp4", mediatest.Spec{Width: 640, Height: 360, Seconds: 2, Audio: true, Rotate: 90}))
+	if err != nil || p.Width != 360 || p.Height != 640 || !p.HasVideo || !p.HasAudio || (p.Rotation != 90 && p.Rotation != -90) ||
+		math.Abs(p.Duration-2) > 0.1 || p.FPS != 30 || p.Size == 0 || p.Container == "" {
+		t.Fatalf("rotated: %+v %v", p, err)
+	}
+	if p, err := ffmpeg.ProbeFile(ctx, mediatest.AudioOnly(t, dir, "a.mp4", 2)); err != nil || p.HasVideo || !p.HasAudio {
+		t.Fatalf("audio only: %+v %v", p, err)
+	}
+	if p, err := ffmpeg.ProbeFile(ctx, mediatest.Make(t, dir, "w.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2, Format: "webm-live"})); err != nil || p.Duration != 0 {
+		t.Fatalf("live webm has no duration: %+v %v", p, err)
+	}
+	random := make([]byte, 100000)
+	rand.Read(random)
+	for name, path := range map[string]string{
+		"random":    mediatest.File(t, dir, "rand.mp4", random),
+		"pdf":       mediatest.File(t, dir, "doc.mp4", []byte("%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n")),
+		"empty":     mediatest.File(t, dir, "empty.mp4", nil),
+		"truncated": mediatest.Truncated(t, dir, "cut.mp4"),
+	} {
+		if _, err := ffmpeg.ProbeFile(ctx, path); !errors.Is(err, ffmpeg.ErrUnreadable) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+func TestSlimStopsWithItsContext(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	in := mediatest.Make(t, dir, "in.mp4", mediatest.Spec{Width: 1280, Height: 720, Seconds: 120, FPS: 30})
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan struct{})
+	var once atomic.Bool
+	err := ffmpeg.Slim(ctx, in, filepath.Join(dir, "out.mp4"), ffmpeg.SlimOptions{Expected: 120 * time.Second,
+		Progress: func(float64) {
+			if once.CompareAndSwap(false, true) {
+				close(started)
+				cancel()
+			}
+		}})
+	<-started
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled run: %v", err)
+	}
+}
+
+func TestSlimArgsUseOneFilterChain(t *testing.T) {
+	t.Parallel()
+	args := ffmpeg.SlimArgs("in", "out", 20*time.Minute)
+	vf := 0
+	for i, a := range args {
+		if a == "-vf" {
+			vf++
+			if args[i+1] != "fps=1,scale=-2:'min(720,trunc(ih/2)*2)'" {
+				t.Fatalf("filter %q", args[i+1])
+			}
+		}
+	}
+	if vf != 1 || !strings.Contains(strings.Join(args, " "), "-t 1200.000") {
+		t.Fatalf("args %v", args)
+	}
+}
+
+// carried lists the tags and side data of a file that must not survive:
+// location, device make and model, rotation.
+func carried(t *testing.T, path string) string {
+	t.Helper()
+	raw, err := exec.Command("ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", path).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct {
+		Format struct {
+			Tags map[string]string `json:"tags"`
+		} `json:"format"`
+		Streams []struct {
+			Tags     map[string]string `json:"tags"`
+			SideData []map[string]any  `json:"side_data_list"`
+		} `json:"streams"`
+	}
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatal(err)
+	}
+	var leaks []string
+	check := func(tags map[string]string) {
+		for k, v := range tags {
+			for _, bad := range []string{"location", "make", "model", "rotate", "creation_time"} {
+				if strings.Contains(strings.ToLower(k), bad) {
+					leaks = append(leaks, k+"="+v)
+				}
+			}
+		}
+	}
+	check(out.Format.Tags)
+	for _, s := range out.Streams {
+		check(s.Tags)
+		for _, sd := range s.SideData {
+			leaks = append(leaks, fmt.Sprint(sd["side_data_type"]))
+		}
+	}
+	return strings.Join(leaks, ", ")
+}

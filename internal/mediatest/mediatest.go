@@ -1,0 +1,153 @@
+// Package mediatest makes the recordings the tests and benchmarks run
+// through the real ffmpeg: generated with lavfi sources, never downloaded.
+// For tests only.
+package mediatest
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+)
+
+// Spec describes a recording to generate.
+type Spec struct {
+	Width, Height int
+	FPS           int
+	Seconds       float64
+	Audio         bool
+	Format        string // mp4 (default), mov, webm, webm-live (no duration, as browsers write it)
+	Rotate        int    // display rotation tag (90, 180, 270)
+	VFR           bool   // irregular frame timing
+	ScreenLike    bool   // a static page with a small moving part, as screen recordings are
+	Tags          bool   // location, make and model, as phones write them
+	Codec         string // video encoder; default libx264 ultrafast (or libvpx for webm)
+}
+
+// Make writes the recording to dir/name and returns its path. It fails the
+// test if ffmpeg is missing or fails: it never skips.
+func Make(t testing.TB, dir, name string, s Spec) string {
+	t.Helper()
+	if s.FPS == 0 {
+		s.FPS = 30
+	}
+	out := filepath.Join(dir, name)
+	size := strconv.Itoa(s.Width) + "x" + strconv.Itoa(s.Height)
+	args := []string{"-hide_banner", "-v", "error", "-nostdin", "-y"}
+	video := "testsrc2=size=" + size + ":rate=" + strconv.Itoa(s.FPS)
+	if s.ScreenLike {
+		video = "color=c=0xf4f4f4:size=" + size + ":rate=" + strconv.Itoa(s.FPS) + "[bg];" +
+			"testsrc=size=" + strconv.Itoa(max(s.Width/8, 32)) + "x" + strconv.Itoa(max(s.Height/8, 32)) + ":rate=" + strconv.Itoa(s.FPS) + "[fg];" +
+			"[bg][fg]overlay=x='mod(t*60,W-w)':y='H/3'"
+	}
+	args = append(args, "-f", "lavfi", "-i", video)
+	if s.Audio {
+		args = append(args, "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=44100")
+	}
+	args = append(args, "-t", strconv.FormatFloat(s.Seconds, 'f', 3, 64))
+	if s.VFR {
+		args = append(args, "-vf", "select='not(mod(n\\,3))+not(mod(n\\,7))'", "-fps_mode", "vfr")
+	}
+	if s.Tags {
+		args = append(args, "-metadata", "location=+48.8577+002.2950/", "-metadata", "make=Apple",
+			"-metadata", "model=iPhone 12", "-metadata", "com.apple.quicktime.location.ISO6709=+48.8577+002.2950/")
+	}
+	switch s.Format {
+	case "webm", "webm-live":
+		codec := s.Codec
+		if codec == "" {
+			codec = "libvpx"
+		}
+		args = append(args, "-c:v", codec, "-deadline", "realtime", "-cpu-used", "8", "-b:v", "1M")
+		if s.Audio {
+			args = append(args, "-c:a", "libopus")
+		}
+		if s.Format == "webm-live" {
+			args = append(args, "-live", "1")
+		}
+		args = append(args, "-f", "webm")
+	default:
+		codec := s.Codec
+		if codec == "" {
+			codec = "libx264"
+		}
+		args = append(args, "-c:v", codec)
+		if codec == "libx264" {
+			args = append(args, "-preset", "ultrafast", "-pix_fmt", "yuv420p")
+		}
+		if s.Audio {
+			args = append(args, "-c:a", "aac")
+		}
+		if s.Format == "mov" {
+			args = append(args, "-f", "mov")
+		} else {
+			args = append(args, "-f", "mp4")
+		}
+	}
+	run(t, append(args, out+".tmp")...)
+	if s.Rotate != 0 {
+		run(t, "-v", "error", "-nostdin", "-y", "-i", out+".tmp", "-map", "0", "-c", "copy",
+			"-metadata:s:v:0", "rotate="+strconv.Itoa(s.Rotate), "-f", formatOf(s), out+".rot")
+		if err := os.Rename(out+".rot", out+".tmp"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Rename(out+".tmp", out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func formatOf(s Spec) string {
+	switch s.Format {
+	case "mov":
+		return "mov"
+	case "webm", "webm-live":
+		return "webm"
+	}
+	return "mp4"
+}
+
+// AudioOnly writes an AAC recording with no picture.
+func AudioOnly(t testing.TB, dir, name string, seconds float64) string {
+	t.Helper()
+	out := filepath.Join(dir, name)
+	run(t, "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i", "sine=frequency=500", "-t",
+		strconv.FormatFloat(seconds, 'f', 3, 64), "-c:a", "aac", "-f", "mp4", out)
+	return out
+}
+
+// Truncated writes a recording cut in the middle (its index, at the end of
+// the file, is lost, as in an interrupted upload).
+func Truncated(t testing.TB, dir, name string) string {
+	t.Helper()
+	full := Make(t, dir, name+".full", Spec{Width: 320, Height: 240, Seconds: 3, Audio: true})
+	b, err := os.ReadFile(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, name)
+	if err := os.WriteFile(out, b[:len(b)/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// File writes arbitrary bytes (random data, a PDF, nothing) under dir.
+func File(t testing.TB, dir, name string, content []byte) string {
+	t.Helper()
+	out := filepath.Join(dir, name)
+	if err := os.WriteFile(out, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func run(t testing.TB, args ...string) {
+	t.Helper()
+	out, err := exec.Command("ffmpeg", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg %v: %v\n%s", args, err, out)
+	}
+}

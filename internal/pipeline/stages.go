@@ -1,0 +1,222 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/runops/runops/internal/ffmpeg"
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/queue"
+)
+
+// Sentences for the person who uploaded (the job's error column).
+const (
+	msgEmpty      = "The uploaded file is empty. Please upload the recording again."
+	msgUnreadable = "The file could not be read as a video; it may be damaged, incomplete or not a video at all. Please upload the screen recording again (MP4, MOV or WebM)."
+	msgNoVideo    = "The file has no picture (it may be audio only). Please upload a screen recording."
+	msgDamaged    = "The video could not be converted; it may be damaged or incomplete. Please upload the recording again."
+	msgNoSpace    = "The server is short of disk space right now; please try again in a few minutes."
+)
+
+// Picture sizes outside these bounds are refused.
+const (
+	minSide = 16
+	maxSide = 8192
+)
+
+// download streams the raw upload to file, refusing more than the limit.
+func (p *Pipeline) download(ctx context.Context, job queue.Job, r queue.Reporter, file string) error {
+	if err := r.Stage(ctx, "downloading"); err != nil {
+		return err
+	}
+	expected := int64(0)
+	if up, ok := job.Metadata["upload"].(map[string]any); ok {
+		if s, ok := up["size_bytes"].(float64); ok {
+			expected = int64(s)
+		}
+	}
+	if err := p.checkSpace(filepath.Dir(file), expected); err != nil {
+		return err
+	}
+	return p.retry(ctx, func() error {
+		body, size, err := p.objects.Download(ctx, job.ID.RawPath())
+		if err != nil {
+			return err
+		}
+		defer body.Close()
+		if size > jobs.MaxUploadBytes {
+			return tooLarge(size)
+		}
+		if size > expected {
+			if err := p.checkSpace(filepath.Dir(file), size); err != nil {
+				return err
+			}
+		}
+		src := io.Reader(body)
+		if size > 0 {
+			src = &progressReader{r: body, total: size, report: func(f float64) { _ = r.Progress(ctx, f) }}
+		}
+		_, n, err := saveHashed(src, file, jobs.MaxUploadBytes)
+		switch {
+		case errors.Is(err, errTooLarge):
+			return tooLarge(n)
+		case err != nil:
+			return err
+		case n == 0:
+			return jobs.Fail(msgEmpty, nil)
+		}
+		return nil
+	})
+}
+
+func tooLarge(size int64) error {
+	return jobs.Fail(fmt.Sprintf("The video is larger than %s (the limit); please upload a shorter recording.",
+		megabytes(jobs.MaxUploadBytes)), fmt.Errorf("%d bytes", size))
+}
+
+// checkSpace refuses to start when the work directory cannot hold the raw
+// file, the slim copy and some room to spare.
+func (p *Pipeline) checkSpace(dir string, rawSize int64) error {
+	free, err := p.cfg.FreeSpace(dir)
+	if err != nil {
+		return fmt.Errorf("check free space in %s: %w", dir, err)
+	}
+	need := uint64(rawSize)*12/10 + 64<<20
+	if free < need {
+		p.cfg.Logger.Error("not enough free space in RUNOPS_TMPDIR", "dir", dir, "free", free, "need", need)
+		return jobs.Fail(msgNoSpace, fmt.Errorf("free %d < need %d", free, need))
+	}
+	return nil
+}
+
+func freeSpace(dir string) (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
+
+// validate refuses what cannot become an SOP, with the reason.
+func validate(p ffmpeg.Probe) error {
+	switch {
+	case p.Size == 0:
+		return jobs.Fail(msgEmpty, nil)
+	case p.Size > jobs.MaxUploadBytes:
+		return tooLarge(p.Size)
+	case !p.HasVideo:
+		return jobs.Fail(msgNoVideo, nil)
+	case p.Duration > jobs.MaxDuration.Seconds():
+		return jobs.Fail(fmt.Sprintf("The video is %s long; the limit is %s. Please upload a shorter recording.",
+			minutes(p.Duration), minutes(jobs.MaxDuration.Seconds())), nil)
+	case p.Width < minSide || p.Height < minSide || p.Width > maxSide || p.Height > maxSide:
+		return jobs.Fail(fmt.Sprintf("The video's picture size (%d×%d pixels) is not supported; please record at a usual screen resolution.",
+			p.Width, p.Height), nil)
+	}
+	return nil
+}
+
+// minutes says a duration as a person would: "24 minutes", "20 minutes 30 seconds".
+func minutes(seconds float64) string {
+	s := int(math.Round(seconds))
+	m, rest := s/60, s%60
+	unit := func(n int, one string) string {
+		if n == 1 {
+			return "1 " + one
+		}
+		return fmt.Sprintf("%d %ss", n, one)
+	}
+	switch {
+	case m == 0:
+		return unit(rest, "second")
+	case rest == 0:
+		return unit(m, "minute")
+	}
+	return unit(m, "minute") + " " + unit(rest, "second")
+}
+
+func megabytes(n int64) string { return fmt.Sprintf("%d MB", n>>20) }
+
+// transcode makes the slim copy with one ffmpeg run.
+func (p *Pipeline) transcode(ctx context.Context, job queue.Job, r queue.Reporter, raw string, probe ffmpeg.Probe) (SlimResult, error) {
+	if err := r.Stage(ctx, "transcoding"); err != nil {
+		return SlimResult{}, err
+	}
+	out := filepath.Join(job.TempDir, "slim.mp4")
+	limit := jobs.MaxDuration
+	if probe.Duration == 0 {
+		// The container does not say how long it is (browser WebM): one more
+		// second tells a recording that is too long from one at the limit.
+		limit += time.Second
+	}
+	tctx, cancel := context.WithTimeout(ctx, p.cfg.FFmpegTimeout)
+	defer cancel()
+	err := ffmpeg.Slim(tctx, raw, out, ffmpeg.SlimOptions{
+		MaxDuration: limit,
+		Expected:    time.Duration(probe.Duration * float64(time.Second)),
+		Progress:    func(f float64) { _ = r.Progress(ctx, f) },
+	})
+	switch {
+	case ctx.Err() != nil:
+		return SlimResult{}, ctx.Err()
+	case errors.Is(err, context.DeadlineExceeded):
+		return SlimResult{}, jobs.Fail(fmt.Sprintf("Converting the video took longer than %s; please upload a shorter recording or try again later.",
+			minutes(p.cfg.FFmpegTimeout.Seconds())), err)
+	case err != nil:
+		return SlimResult{}, jobs.Fail(msgDamaged, err)
+	}
+	slim, err := ffmpeg.ProbeFile(ctx, out)
+	if err != nil {
+		return SlimResult{}, jobs.Fail(msgDamaged, err)
+	}
+	if probe.Duration == 0 && slim.Duration > jobs.MaxDuration.Seconds()+0.5 {
+		return SlimResult{}, jobs.Fail(fmt.Sprintf("The video is longer than %s (the limit). Please upload a shorter recording.",
+			minutes(jobs.MaxDuration.Seconds())), nil)
+	}
+	sum, size, err := hashFile(out)
+	if err != nil {
+		return SlimResult{}, err
+	}
+	return SlimResult{File: out, Path: job.ID.SlimPath(), Size: size, Duration: slim.Duration, Frames: slim.Frames, SHA256: sum}, nil
+}
+
+// uploadSlim stores the slim copy (upsert, with a Content-Length) and records it.
+func (p *Pipeline) uploadSlim(ctx context.Context, job queue.Job, r queue.Reporter, res SlimResult) error {
+	if err := r.Stage(ctx, "uploading_slim"); err != nil {
+		return err
+	}
+	err := p.retry(ctx, func() error {
+		f, err := os.Open(res.File)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return p.objects.Upload(ctx, res.Path, f, res.Size, "video/mp4")
+	})
+	if err != nil {
+		return err
+	}
+	return r.Merge(ctx, map[string]any{"slim": res})
+}
+
+// progressReader reports how much of total has been read.
+type progressReader struct {
+	r      io.Reader
+	total  int64
+	read   int64
+	report func(float64)
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.read += int64(n)
+	p.report(float64(p.read) / float64(p.total))
+	return n, err
+}
