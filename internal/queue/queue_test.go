@@ -99,8 +99,8 @@ type running struct {
 	l      *postgres.Listener
 	cancel func()
 	stop   func()
-	conn chan struct{} // a value per (re)connect of the listener
-	lost chan struct{} // a value per lost connection
+	conn   chan struct{} // a value per (re)connect of the listener
+	lost   chan struct{} // a value per lost connection
 }
 
 func (b *bench) start(h queue.Handler, cfg queue.Config, listen bool) *running {
