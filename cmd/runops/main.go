@@ -25,6 +25,7 @@ import (
 	"github.com/runops/runops/internal/config"
 	"github.com/runops/runops/internal/httpserver"
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/pipeline"
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/queue"
 	"github.com/runops/runops/internal/storage"
@@ -109,10 +110,8 @@ func migrate(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 // serve runs the API, the worker, or both, with one health endpoint, until
 // ctx is done.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, withWorker bool) error {
-	if withAPI {
-		if err := cfg.RequireAPI(); err != nil {
-			return err
-		}
+	if err := cfg.RequireAPI(); err != nil { // the worker reads and writes storage too
+		return err
 	}
 	if withWorker {
 		if err := cfg.RequireWorker(); err != nil {
@@ -127,17 +126,17 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, wi
 	store := postgres.NewJobStore(pool)
 	checks := []httpserver.Check{{Name: "database", Fn: store.Ping}}
 
+	objects, err := storage.New(storage.Config{URL: cfg.SupabaseURL, PublicURL: cfg.SupabasePublicURL,
+		ServiceKey: cfg.ServiceRoleKey, Bucket: jobs.Bucket})
+	if err != nil {
+		return err
+	}
+	checks = append(checks, httpserver.Check{Name: "storage", Fn: objects.Ping})
 	var h http.Handler = http.NotFoundHandler()
 	if withAPI {
-		objects, err := storage.New(storage.Config{URL: cfg.SupabaseURL, PublicURL: cfg.SupabasePublicURL,
-			ServiceKey: cfg.ServiceRoleKey, Bucket: jobs.Bucket})
-		if err != nil {
-			return err
-		}
 		if h, err = apiHandler(cfg, store, objects, log); err != nil {
 			return err
 		}
-		checks = append(checks, httpserver.Check{Name: "storage", Fn: objects.Ping})
 	}
 
 	var g errgroup.Group
@@ -151,7 +150,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, wi
 	runCtx, stop := context.WithCancel(base)
 	defer stop()
 	if withWorker {
-		w, listener := newWorker(cfg, pool, log)
+		w, listener := newWorker(cfg, pipelineHandler(handlerDeps{pool: pool, objects: objects, cfg: cfg, log: log}), pool, log)
 		checks = append(checks, httpserver.Check{Name: "listener", Fn: func(context.Context) error {
 			if listener != nil && !listener.Connected() {
 				return errors.New("not listening")
@@ -202,8 +201,8 @@ func apiHandler(cfg config.Config, store *postgres.JobStore, objects *storage.Cl
 
 // newWorker wires the queue engine to Postgres; the listener is nil when
 // polling (RUNOPS_LISTEN=off, or a transaction pooler that cannot LISTEN).
-func newWorker(cfg config.Config, pool *pgxpool.Pool, log *slog.Logger) (*queue.Worker, *postgres.Listener) {
-	w := queue.New(postgres.NewQueueStore(pool), pipelineHandler(pool), queue.Config{
+func newWorker(cfg config.Config, h queue.Handler, pool *pgxpool.Pool, log *slog.Logger) (*queue.Worker, *postgres.Listener) {
+	w := queue.New(postgres.NewQueueStore(pool), h, queue.Config{
 		Concurrency: cfg.WorkerConcurrency, LeaseTTL: cfg.LeaseTTL, Heartbeat: cfg.Heartbeat, Sweep: cfg.Sweep,
 		MaxAttempts: cfg.MaxAttempts, ShutdownGrace: cfg.ShutdownGrace, TempDir: cfg.TmpDir, Logger: log,
 	})
@@ -224,10 +223,15 @@ func newWorker(cfg config.Config, pool *pgxpool.Pool, log *slog.Logger) (*queue.
 	return w, l
 }
 
-// pipelineHandler is what a worker runs for each job. Until media processing
-// and SOP extraction land, jobs end with a clear error instead of hanging.
-var pipelineHandler = func(*pgxpool.Pool) queue.Handler {
-	return queue.HandlerFunc(func(context.Context, queue.Job, queue.Reporter) error {
-		return jobs.Fail("SOP extraction is not available yet.", nil)
-	})
+// handlerDeps is what building a job handler may need.
+type handlerDeps struct {
+	pool    *pgxpool.Pool
+	objects *storage.Client
+	cfg     config.Config
+	log     *slog.Logger
+}
+
+// pipelineHandler is what a worker runs for each job (a test build swaps it).
+var pipelineHandler = func(d handlerDeps) queue.Handler {
+	return pipeline.New(d.objects, pipeline.Config{FFmpegTimeout: d.cfg.FFmpegTimeout, Logger: d.log})
 }

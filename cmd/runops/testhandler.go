@@ -6,8 +6,6 @@ import (
 	"context"
 	"os"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/runops/runops/internal/queue"
 	"github.com/runops/runops/internal/queue/queuetest"
 )
@@ -20,8 +18,8 @@ func init() {
 	if os.Getenv("RUNOPS_TEST_HANDLER") != "advisory" {
 		return
 	}
-	pipelineHandler = func(pool *pgxpool.Pool) queue.Handler {
-		return queuetest.Advisory(pool, func(ctx context.Context, j queue.Job) error {
+	pipelineHandler = func(d handlerDeps) queue.Handler {
+		return queuetest.Advisory(d.pool, func(ctx context.Context, j queue.Job) error {
 			if hold, _ := j.Metadata["test_hold"].(bool); hold && j.Attempt == 1 {
 				<-ctx.Done()
 				return ctx.Err()

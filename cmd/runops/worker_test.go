@@ -13,28 +13,34 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/mediatest"
 	"github.com/runops/runops/internal/pgtest"
 	"github.com/runops/runops/internal/queue/queuetest"
+	"github.com/runops/runops/internal/supabasetest"
 )
 
 // workerEnv is a real worker process against db, running the advisory test handler.
 type workerProc struct {
 	cmd  *exec.Cmd
 	done chan error
+	fake *supabasetest.Server // the storage it uses
 }
 
 func startWorker(t *testing.T, bin, dsn string, extra ...string) *workerProc {
 	t.Helper()
 	addr := freeAddr(t)
+	fake := supabasetest.New(t, jobs.MaxUploadBytes)
 	cmd := exec.Command(bin, "worker")
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "GEMINI_API_KEY=test-key", "RUNOPS_TEST_HANDLER=advisory",
+		"SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ServiceRoleKey(),
 		"RUNOPS_ADDR="+addr, "RUNOPS_WORKER_CONCURRENCY=2", "RUNOPS_LEASE_TTL=2s", "RUNOPS_HEARTBEAT=300ms",
 		"RUNOPS_SWEEP=500ms", "RUNOPS_SHUTDOWN_GRACE=5s", "RUNOPS_TMPDIR="+t.TempDir())
 	cmd.Env = append(cmd.Env, extra...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &workerProc{cmd: cmd, done: make(chan error, 1)}
+	p := &workerProc{cmd: cmd, done: make(chan error, 1), fake: fake}
 	go func() { p.done <- cmd.Wait() }()
 	t.Cleanup(func() { cmd.Process.Kill(); <-p.done })
 	waitReady(t, "http://"+addr)
@@ -168,22 +174,34 @@ func TestWorkerSIGTERMHandsBackSlowJob(t *testing.T) {
 func TestWorkerWithoutGeminiKeyRefusesToStart(t *testing.T) {
 	bin := binary(t)
 	cmd := exec.Command(bin, "worker")
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "SUPABASE_SERVICE_ROLE_KEY=k"}
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "GEMINI_API_KEY") {
 		t.Fatalf("%v %s", err, out)
 	}
 }
 
-func TestDefaultHandlerEndsJobsWithAClearError(t *testing.T) {
+func TestWorkerBinaryRunsThePipeline(t *testing.T) {
 	d, dsn := newDB(t)
-	startWorker(t, binary(t), dsn)
-	id := uuid.NewString()
-	d.exec(`INSERT INTO jobs (job_id) VALUES ($1)`, id)
-	d.waitFor("the job to end", func() bool {
-		return d.scalar(`SELECT status FROM jobs WHERE job_id = $1`, id).(string) == "error"
+	p := startWorker(t, binary(t), dsn)
+	video := mediatest.Make(t, t.TempDir(), "in.mp4", mediatest.Spec{Width: 640, Height: 360, Seconds: 2, Audio: true})
+	b, err := os.ReadFile(video)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, missing := uuid.NewString(), uuid.NewString()
+	p.fake.Put("videos/raw/"+id+".mp4", b, "video/mp4")
+	d.exec(`INSERT INTO jobs (job_id) VALUES ($1), ($2)`, id, missing)
+	d.waitFor("the jobs to end", func() bool {
+		return d.scalar(`SELECT count(*) FROM jobs WHERE status = 'error'`).(int64) == 2
 	})
 	if e := d.scalar(`SELECT error FROM jobs WHERE job_id = $1`, id); e != "SOP extraction is not available yet." {
 		t.Fatalf("error %q", e)
+	}
+	if _, ok := p.fake.Object("videos/slim/" + id + ".mp4"); !ok {
+		t.Fatal("no slim copy uploaded")
+	}
+	if e := d.scalar(`SELECT error FROM jobs WHERE job_id = $1`, missing); e != "The uploaded video is no longer in storage. Please upload it again." {
+		t.Fatalf("missing upload: %q", e)
 	}
 }

@@ -130,7 +130,8 @@ func Load(getenv func(string) string) (Config, error) {
 	return c, errors.Join(r.errs...)
 }
 
-// RequireAPI checks what the API needs beyond what Load checks.
+// RequireAPI checks what the API (and the worker: both use storage) needs
+// beyond what Load checks.
 func (c Config) RequireAPI() error {
 	if c.ServiceRoleKey == "" {
 		return errors.New("SUPABASE_SERVICE_ROLE_KEY is required (or SERVICE_ROLE_KEY, as `supabase status -o env` prints it)")

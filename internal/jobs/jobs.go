@@ -36,6 +36,9 @@ const Bucket = "videos"
 // ErrNotFound is returned by stores when a job row does not exist.
 var ErrNotFound = errors.New("job not found")
 
+// ErrObjectMissing is returned by object stores when an object does not exist.
+var ErrObjectMissing = errors.New("object not found")
+
 // ErrInvalidID reports a job id that is not a UUID.
 var ErrInvalidID = errors.New("jobId must be a UUID")
 

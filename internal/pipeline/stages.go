@@ -23,6 +23,7 @@ const (
 	msgNoVideo    = "The file has no picture (it may be audio only). Please upload a screen recording."
 	msgDamaged    = "The video could not be converted; it may be damaged or incomplete. Please upload the recording again."
 	msgNoSpace    = "The server is short of disk space right now; please try again in a few minutes."
+	msgNoUpload   = "The uploaded video is no longer in storage. Please upload it again."
 )
 
 // Picture sizes outside these bounds are refused.
@@ -47,6 +48,9 @@ func (p *Pipeline) download(ctx context.Context, job queue.Job, r queue.Reporter
 	}
 	return p.retry(ctx, func() error {
 		body, size, err := p.objects.Download(ctx, job.ID.RawPath())
+		if errors.Is(err, jobs.ErrObjectMissing) {
+			return jobs.Fail(msgNoUpload, err)
+		}
 		if err != nil {
 			return err
 		}

@@ -26,7 +26,7 @@ import (
 )
 
 // ErrNotFound is returned when the object (or bucket) does not exist.
-var ErrNotFound = errors.New("object not found")
+var ErrNotFound = jobs.ErrObjectMissing
 
 // Error is an error answer of the storage server. Status is the real status,
 // which the server sends as a string in the body of an HTTP 400; it is 0 when

@@ -1,0 +1,306 @@
+package pipeline_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/runops/runops/internal/ffmpeg"
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/mediatest"
+	"github.com/runops/runops/internal/pgtest"
+	"github.com/runops/runops/internal/pipeline"
+	"github.com/runops/runops/internal/postgres"
+	"github.com/runops/runops/internal/queue"
+	"github.com/runops/runops/internal/storage"
+	"github.com/runops/runops/internal/supabasetest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// rig is the whole worker side: real Postgres, the real queue engine, the
+// pipeline, real ffmpeg, and the storage stand-in behind the real client.
+type rig struct {
+	t     *testing.T
+	pool  *pgxpool.Pool
+	fake  *supabasetest.Server
+	store *postgres.JobStore
+	dir   string
+
+	mu     sync.Mutex
+	sleeps []time.Duration
+}
+
+func newRig(t *testing.T, tweak ...func(*pipeline.Config)) *rig {
+	t.Helper()
+	pool, dsn := pgtest.Pool(t)
+	fake := supabasetest.New(t, jobs.MaxUploadBytes)
+	objects, err := storage.New(storage.Config{URL: fake.URL, ServiceKey: fake.ServiceRoleKey(), Bucket: jobs.Bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{t: t, pool: pool, fake: fake, store: postgres.NewJobStore(pool), dir: t.TempDir()}
+	cfg := pipeline.Config{Logger: quiet, Sleep: func(ctx context.Context, d time.Duration) error {
+		r.mu.Lock()
+		r.sleeps = append(r.sleeps, d)
+		r.mu.Unlock()
+		return nil
+	}}
+	for _, f := range tweak {
+		f(&cfg)
+	}
+	w := queue.New(postgres.NewQueueStore(pool), pipeline.New(objects, cfg), queue.Config{
+		Concurrency: 2, LeaseTTL: 30 * time.Second, Heartbeat: time.Second, Sweep: time.Second,
+		TempDir: t.TempDir(), Logger: quiet})
+	ctx, cancel := context.WithCancel(context.Background())
+	connected := make(chan struct{}, 4)
+	l := &postgres.Listener{DSN: dsn, Logger: quiet,
+		OnNotify:  func(n postgres.Notification) { w.Notify(n.JobID, n.Status) },
+		OnConnect: func() { w.Wake(); connected <- struct{}{} }}
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = l.Run(ctx) })
+	wg.Go(func() { _ = w.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	<-connected
+	return r
+}
+
+// submit uploads file as the browser would have and queues a job for it.
+func (r *rig) submit(file string, metadata map[string]any) jobs.ID {
+	r.t.Helper()
+	id := jobs.ID(uuid.NewString())
+	b, err := os.ReadFile(file)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.fake.Put("videos/"+id.RawPath(), b, "video/mp4")
+	if metadata == nil {
+		metadata = map[string]any{}
+	}
+	metadata["upload"] = map[string]any{"size_bytes": len(b), "content_type": "video/mp4"}
+	if _, _, err := r.store.Enqueue(context.Background(), id, metadata); err != nil {
+		r.t.Fatal(err)
+	}
+	return id
+}
+
+func (r *rig) finished(id jobs.ID) jobs.Job {
+	r.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		j, err := r.store.Get(context.Background(), id)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		if j.Status == jobs.StatusCompleted || j.Status == jobs.StatusError {
+			return j
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("job %s still %s (stage %s)", id, j.Status, j.Stage())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The media half ends where SOP extraction will begin.
+const notYet = "SOP extraction is not available yet."
+
+func TestGoodRecordingBecomesASlimCopy(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	in := mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 1920, Height: 1080, Seconds: 5, Audio: true, Tags: true})
+	id := r.submit(in, nil)
+	j := r.finished(id)
+	if j.Error == nil || *j.Error != notYet {
+		t.Fatalf("ended %s: %v", j.Status, j.Error)
+	}
+	probe, _ := j.Metadata["probe"].(map[string]any)
+	slim, _ := j.Metadata["slim"].(map[string]any)
+	timings, _ := j.Metadata["timings"].(map[string]any)
+	if probe["width"] != float64(1920) || probe["height"] != float64(1080) || probe["has_audio"] != true || probe["duration_s"] == float64(0) {
+		t.Fatalf("probe %v", probe)
+	}
+	for _, stage := range []string{"downloading_ms", "probing_ms", "transcoding_ms", "uploading_slim_ms"} {
+		if _, ok := timings[stage]; !ok {
+			t.Errorf("no %s in timings %v", stage, timings)
+		}
+	}
+	obj, ok := r.fake.Object("videos/" + id.SlimPath())
+	if !ok || obj.ContentType != "video/mp4" || float64(obj.Size) != slim["size_bytes"] || slim["path"] != id.SlimPath() {
+		t.Fatalf("slim object %+v, metadata %v", obj, slim)
+	}
+	b, _ := os.ReadFile(obj.File)
+	sum := sha256.Sum256(b)
+	if slim["sha256"] != hex.EncodeToString(sum[:]) {
+		t.Fatal("recorded sha256 is not the stored object's")
+	}
+	p, err := ffmpeg.ProbeFile(context.Background(), obj.File)
+	if err != nil || p.Height != 720 || !p.HasAudio || p.FPS != 1 || slim["frames"] != float64(p.Frames) {
+		t.Fatalf("slim copy %+v %v", p, err)
+	}
+	if _, ok := r.fake.Object("videos/" + id.RawPath()); !ok {
+		t.Fatal("raw upload removed")
+	}
+}
+
+func TestBadRecordingsEndWithASentence(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	random := make([]byte, 200000)
+	rand.Read(random)
+	unreadable := "The file could not be read as a video"
+	cases := map[string]struct {
+		file string
+		says string
+	}{
+		"21 minutes":     {mediatest.Make(t, r.dir, "long.mp4", mediatest.Spec{Width: 64, Height: 64, FPS: 2, Seconds: 21 * 60}), "The video is 21 minutes long; the limit is 20 minutes."},
+		"truncated":      {mediatest.Truncated(t, r.dir, "cut.mp4"), unreadable},
+		"random bytes":   {mediatest.File(t, r.dir, "rand.mp4", random), unreadable},
+		"pdf as mp4":     {mediatest.File(t, r.dir, "doc.mp4", []byte("%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n")), unreadable},
+		"zero bytes":     {mediatest.File(t, r.dir, "empty.mp4", nil), "The uploaded file is empty."},
+		"audio only":     {mediatest.AudioOnly(t, r.dir, "a.mp4", 3), "The file has no picture"},
+		"tiny picture":   {mediatest.Make(t, r.dir, "tiny.mp4", mediatest.Spec{Width: 8, Height: 8, Seconds: 1}), "picture size (8×8 pixels) is not supported"},
+		"20 min 30 sec":  {mediatest.Make(t, r.dir, "long2.mp4", mediatest.Spec{Width: 64, Height: 64, FPS: 1, Seconds: 20*60 + 30}), "The video is 20 minutes 30 seconds long"},
+		"webm too long":  {mediatest.Make(t, r.dir, "live.mp4", mediatest.Spec{Width: 64, Height: 64, FPS: 1, Seconds: 20*60 + 5, Format: "webm-live"}), "longer than 20 minutes"},
+		"webm, no sound": {mediatest.Make(t, r.dir, "ok.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 3, Format: "webm-live"}), notYet},
+	}
+	ids := map[string]jobs.ID{}
+	for name, c := range cases {
+		ids[name] = r.submit(c.file, nil)
+	}
+	for name, c := range cases {
+		j := r.finished(ids[name])
+		if j.Status != jobs.StatusError || j.Error == nil || !strings.Contains(*j.Error, c.says) {
+			t.Errorf("%s: %s %v; want an error saying %q", name, j.Status, deref(j.Error), c.says)
+		}
+		for _, leak := range []string{"/", "ffmpeg", "exit status", "moov"} {
+			if j.Error != nil && strings.Contains(*j.Error, leak) && c.says != notYet {
+				t.Errorf("%s: error shows %q: %s", name, leak, *j.Error)
+			}
+		}
+		if _, ok := r.fake.Object("videos/" + ids[name].RawPath()); !ok {
+			t.Errorf("%s: raw upload removed", name)
+		}
+	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return "<nil>"
+	}
+	return *s
+}
+
+func TestOversizedUploadIsRefusedWithoutReadingIt(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	id := jobs.ID(uuid.NewString())
+	r.fake.Seed("videos/"+id.RawPath(), jobs.MaxUploadBytes+1, "video/mp4") // slipped past the bucket (chunked)
+	if _, _, err := r.store.Enqueue(context.Background(), id, nil); err != nil {
+		t.Fatal(err)
+	}
+	j := r.finished(id)
+	if j.Error == nil || !strings.Contains(*j.Error, "larger than 750 MB") {
+		t.Fatalf("%v", deref(j.Error))
+	}
+}
+
+func TestTransientStorageFailuresAreRetried(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.fake.FailNext(supabasetest.OpDownload, 2, 503)
+	r.fake.FailNext(supabasetest.OpUpload, 1, 500)
+	id := r.submit(mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2, Audio: true}), nil)
+	if j := r.finished(id); deref(j.Error) != notYet {
+		t.Fatalf("%s", deref(j.Error))
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.sleeps) != 3 || r.sleeps[0] != time.Second || r.sleeps[1] != 2*time.Second || r.sleeps[2] != time.Second {
+		t.Fatalf("waits %v; want 1s, 2s (download) and 1s (upload)", r.sleeps)
+	}
+}
+
+func TestStorageDownTooLongEndsTheJob(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.fake.FailNext(supabasetest.OpDownload, 5, 500)
+	id := r.submit(mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2}), nil)
+	j := r.finished(id)
+	if j.Error == nil || !strings.Contains(*j.Error, "File storage could not be reached") || r.fake.Calls(supabasetest.OpDownload) != 5 {
+		t.Fatalf("%s after %d downloads", deref(j.Error), r.fake.Calls(supabasetest.OpDownload))
+	}
+}
+
+func TestNoDiskSpace(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, func(c *pipeline.Config) { c.FreeSpace = func(string) (uint64, error) { return 1 << 20, nil } })
+	id := r.submit(mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 1}), nil)
+	if j := r.finished(id); j.Error == nil || !strings.Contains(*j.Error, "disk space") || r.fake.Calls(supabasetest.OpDownload) != 0 {
+		t.Fatalf("%s", deref(j.Error))
+	}
+}
+
+func TestFFmpegTimeout(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, func(c *pipeline.Config) { c.FFmpegTimeout = 50 * time.Millisecond })
+	id := r.submit(mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 1920, Height: 1080, Seconds: 20, FPS: 30}), nil)
+	if j := r.finished(id); j.Error == nil || !strings.Contains(*j.Error, "Converting the video took longer than") {
+		t.Fatalf("%s", deref(j.Error))
+	}
+}
+
+func TestSlimOfAPreviousAttemptIsReused(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	first := r.submit(mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 640, Height: 360, Seconds: 3, Audio: true}), nil)
+	j := r.finished(first)
+	slim := j.Metadata["slim"].(map[string]any)
+
+	// The raw upload is gone: only the checkpoint can get this job past the media stages.
+	removeObject(t, r, first.RawPath())
+	downloads := r.fake.Calls(supabasetest.OpDownload)
+	if _, err := r.pool.Exec(context.Background(), `UPDATE jobs SET status = 'queued' WHERE job_id = $1`, string(first)); err != nil {
+		t.Fatal(err)
+	}
+	j = r.finished(first)
+	if deref(j.Error) != notYet || j.Metadata["slim"].(map[string]any)["sha256"] != slim["sha256"] {
+		t.Fatalf("rerun: %s %v", deref(j.Error), j.Metadata["slim"])
+	}
+	if got := r.fake.Calls(supabasetest.OpDownload) - downloads; got != 1 {
+		t.Fatalf("%d downloads on the rerun; want 1 (the slim copy)", got)
+	}
+
+	// A recorded checksum that does not match the stored copy: made again from the raw upload.
+	second := r.submit(mediatest.Make(t, r.dir, "in2.mp4", mediatest.Spec{Width: 640, Height: 360, Seconds: 2}),
+		map[string]any{"slim": map[string]any{"sha256": "0000"}})
+	r.fake.Put("videos/"+second.SlimPath(), []byte("stale"), "video/mp4")
+	j = r.finished(second)
+	if deref(j.Error) != notYet || j.Metadata["slim"].(map[string]any)["sha256"] == "0000" {
+		t.Fatalf("stale checkpoint: %s %v", deref(j.Error), j.Metadata["slim"])
+	}
+}
+
+func removeObject(t *testing.T, r *rig, path string) {
+	t.Helper()
+	c, err := storage.New(storage.Config{URL: r.fake.URL, ServiceKey: r.fake.ServiceRoleKey(), Bucket: jobs.Bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Remove(context.Background(), path); err != nil {
+		t.Fatal(err)
+	}
+}
