@@ -35,6 +35,9 @@ type Probe struct {
 	HasAudio   bool    `json:"has_audio"`
 	HasVideo   bool    `json:"-"`
 	Frames     int     `json:"-"` // video frames, when the container says
+	// BFrames is the video's B-frame reorder depth (has_b_frames): when
+	// positive, reference frames come at least every BFrames+1 frames.
+	BFrames int `json:"b_frames"`
 }
 
 // ErrUnreadable means ffprobe could not read the file as media.
@@ -49,6 +52,7 @@ type probeOutput struct {
 		AvgFrameRate string            `json:"avg_frame_rate"`
 		RFrameRate   string            `json:"r_frame_rate"`
 		NbFrames     string            `json:"nb_frames"`
+		HasBFrames   int               `json:"has_b_frames"`
 		Duration     string            `json:"duration"`
 		Tags         map[string]string `json:"tags"`
 		SideData     []struct {
@@ -100,6 +104,7 @@ func ProbeFile(ctx context.Context, path string) (Probe, error) {
 				p.FPS = parseRate(s.RFrameRate)
 			}
 			p.Frames, _ = strconv.Atoi(s.NbFrames)
+			p.BFrames = s.HasBFrames
 			for _, sd := range s.SideData {
 				if sd.Rotation != nil {
 					p.Rotation = int(math.Round(*sd.Rotation))
@@ -144,6 +149,12 @@ func parseRate(s string) float64 {
 // SlimOptions shape the slim copy.
 type SlimOptions struct {
 	MaxDuration time.Duration // output capped here (0 = no cap)
+	// SkipNonReference lets the decoder skip frames nothing else refers to.
+	// At 1 frame per second those are never missed (fps=1 takes the nearest
+	// decoded frame, at most a few frames away) and decoding them is most of
+	// the cost. Set it only for streams with B-frames, where reference frames
+	// are close together; never for streams of unknown structure.
+	SkipNonReference bool
 	// Progress receives out_time / expected duration (0–1); called from the
 	// goroutine that reads ffmpeg's progress pipe.
 	Progress func(done float64)
@@ -155,23 +166,29 @@ type SlimOptions struct {
 // height rounded down to even, as libx264 needs), rotation applied by ffmpeg's
 // autorotate (so ih is the displayed height) and no rotation tag written,
 // every global, stream and chapter metadata (location, make, model) dropped.
-func SlimArgs(in, out string, maxDuration time.Duration) []string {
-	args := []string{"-hide_banner", "-nostdin", "-v", "error", "-y", "-i", in,
+// The narration is resampled to 16 kHz (speech needs no more) with the fast
+// AAC coder: at 1 frame per second the default coder cost as much as the video.
+func SlimArgs(in, out string, opt SlimOptions) []string {
+	args := []string{"-hide_banner", "-nostdin", "-v", "error", "-y"}
+	if opt.SkipNonReference {
+		args = append(args, "-skip_frame", "noref")
+	}
+	args = append(args, "-i", in,
 		"-map", "0:v:0", "-map", "0:a:0?",
 		"-map_metadata", "-1", "-map_metadata:s", "-1", "-map_chapters", "-1",
 		"-vf", "fps=1,scale=-2:'min(720,trunc(ih/2)*2)'",
 		"-c:v", "libx264", "-crf", "32", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-		"-c:a", "aac", "-ac", "1", "-b:a", "32k",
-		"-movflags", "+faststart"}
-	if maxDuration > 0 {
-		args = append(args, "-t", strconv.FormatFloat(maxDuration.Seconds(), 'f', 3, 64))
+		"-c:a", "aac", "-aac_coder", "fast", "-ac", "1", "-ar", "16000", "-b:a", "32k",
+		"-movflags", "+faststart")
+	if opt.MaxDuration > 0 {
+		args = append(args, "-t", strconv.FormatFloat(opt.MaxDuration.Seconds(), 'f', 3, 64))
 	}
 	return append(args, "-progress", "pipe:1", "-nostats", out)
 }
 
 // Slim writes the slim copy of in to out.
 func Slim(ctx context.Context, in, out string, opt SlimOptions) error {
-	cmd := command(ctx, "ffmpeg", SlimArgs(in, out, opt.MaxDuration)...)
+	cmd := command(ctx, "ffmpeg", SlimArgs(in, out, opt)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &limitedBuffer{max: 8192, buf: &stderr}
 	progress, err := cmd.StdoutPipe()

@@ -24,6 +24,7 @@ func TestSlimCopies(t *testing.T) {
 		"1080p landscape": {Width: 1920, Height: 1080, Seconds: 5, Audio: true},
 		"portrait":        {Width: 1080, Height: 1920, Seconds: 3, Audio: true},
 		"4k":              {Width: 3840, Height: 2160, Seconds: 2, FPS: 10},
+		"b-frames":        {Width: 1280, Height: 720, Seconds: 6, Audio: true, Preset: "veryfast"},
 		"odd size":        {Width: 641, Height: 479, Seconds: 3, Audio: true},
 		"small, no audio": {Width: 320, Height: 240, Seconds: 4},
 		"vfr":             {Width: 640, Height: 360, Seconds: 6, Audio: true, VFR: true},
@@ -47,8 +48,9 @@ func TestSlimCopies(t *testing.T) {
 			out := filepath.Join(dir, "slim.mp4")
 			var last atomic.Value
 			if err := ffmpeg.Slim(context.Background(), in, out, ffmpeg.SlimOptions{MaxDuration: 20 * time.Minute,
-				Expected: time.Duration(src.Duration * float64(time.Second)),
-				Progress: func(f float64) { last.Store(f) }}); err != nil {
+				SkipNonReference: src.BFrames > 0,
+				Expected:         time.Duration(src.Duration * float64(time.Second)),
+				Progress:         func(f float64) { last.Store(f) }}); err != nil {
 				t.Fatal(err)
 			}
 			got, err := ffmpeg.ProbeFile(context.Background(), out)
@@ -64,6 +66,9 @@ func TestSlimCopies(t *testing.T) {
 			}
 			if got.VideoCodec != "h264" || got.FPS != 1 {
 				t.Errorf("codec %s at %v fps", got.VideoCodec, got.FPS)
+			}
+			if spec.Preset == "veryfast" && src.BFrames == 0 {
+				t.Error("the source has no B-frames: the skip is not exercised")
 			}
 			if math.Abs(float64(got.Frames)-math.Round(got.Duration)) > 1 {
 				t.Errorf("%d frames for %.2f s", got.Frames, got.Duration)
@@ -132,7 +137,7 @@ func TestSlimStopsWithItsContext(t *testing.T) {
 
 func TestSlimArgsUseOneFilterChain(t *testing.T) {
 	t.Parallel()
-	args := ffmpeg.SlimArgs("in", "out", 20*time.Minute)
+	args := ffmpeg.SlimArgs("in", "out", ffmpeg.SlimOptions{MaxDuration: 20 * time.Minute})
 	vf := 0
 	for i, a := range args {
 		if a == "-vf" {

@@ -22,7 +22,8 @@ type Spec struct {
 	VFR           bool   // irregular frame timing
 	ScreenLike    bool   // a static page with a small moving part, as screen recordings are
 	Tags          bool   // location, make and model, as phones write them
-	Codec         string // video encoder; default libx264 ultrafast (or libvpx for webm)
+	Codec         string // video encoder; default libx264 (or libvpx for webm)
+	Preset        string // libx264 preset; default ultrafast (veryfast: B-frames, as OBS records)
 }
 
 // Make writes the recording to dir/name and returns its path. It fails the
@@ -74,7 +75,11 @@ func Make(t testing.TB, dir, name string, s Spec) string {
 		}
 		args = append(args, "-c:v", codec)
 		if codec == "libx264" {
-			args = append(args, "-preset", "ultrafast", "-pix_fmt", "yuv420p")
+			preset := s.Preset
+			if preset == "" {
+				preset = "ultrafast"
+			}
+			args = append(args, "-preset", preset, "-pix_fmt", "yuv420p")
 		}
 		if s.Audio {
 			args = append(args, "-c:a", "aac")

@@ -163,9 +163,10 @@ func (p *Pipeline) transcode(ctx context.Context, job queue.Job, r queue.Reporte
 	tctx, cancel := context.WithTimeout(ctx, p.cfg.FFmpegTimeout)
 	defer cancel()
 	err := ffmpeg.Slim(tctx, raw, out, ffmpeg.SlimOptions{
-		MaxDuration: limit,
-		Expected:    time.Duration(probe.Duration * float64(time.Second)),
-		Progress:    func(f float64) { _ = r.Progress(ctx, f) },
+		MaxDuration:      limit,
+		SkipNonReference: probe.BFrames > 0,
+		Expected:         time.Duration(probe.Duration * float64(time.Second)),
+		Progress:         func(f float64) { _ = r.Progress(ctx, f) },
 	})
 	switch {
 	case ctx.Err() != nil:

@@ -76,6 +76,27 @@ func (s *Server) Put(key string, data []byte, contentType string) {
 	s.register(key, f.Name(), int64(len(data)), contentType, hex.EncodeToString(sum[:]))
 }
 
+// PutFile stores a copy of the file at path under bucket/path (for objects
+// too large to hold in memory).
+func (s *Server) PutFile(key, path, contentType string) {
+	src, err := os.Open(path)
+	if err != nil {
+		panic(err)
+	}
+	defer src.Close()
+	f, err := s.tempFile()
+	if err != nil {
+		panic(err)
+	}
+	h := md5.New()
+	n, err := io.Copy(io.MultiWriter(f, h), src)
+	f.Close()
+	if err != nil {
+		panic(err)
+	}
+	s.register(key, f.Name(), n, contentType, hex.EncodeToString(h.Sum(nil)))
+}
+
 // Seed stores an object of size zero bytes (a sparse file, instant at any
 // size) at bucket/path, as an upload that skipped the bucket's size check
 // (chunked) would leave it.
