@@ -35,7 +35,7 @@ var (
 )
 
 // binary builds the real command (once per set of build tags).
-func binary(t *testing.T, tags ...string) string {
+func binary(t testing.TB, tags ...string) string {
 	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
@@ -76,7 +76,7 @@ func TestMigrateCommandIsIdempotent(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +178,7 @@ func TestUnknownCommandAndMissingKey(t *testing.T) {
 
 // waitReady polls /readyz until the process says it is ready (its listener
 // connected), with a generous deadline.
-func waitReady(t *testing.T, base string) {
+func waitReady(t testing.TB, base string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {

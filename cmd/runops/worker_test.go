@@ -27,7 +27,7 @@ type workerProc struct {
 	fake *supabasetest.Server // the storage it uses
 }
 
-func startWorker(t *testing.T, bin, dsn string, extra ...string) *workerProc {
+func startWorker(t testing.TB, bin, dsn string, extra ...string) *workerProc {
 	t.Helper()
 	addr := freeAddr(t)
 	fake := supabasetest.New(t, jobs.MaxUploadBytes)
@@ -47,7 +47,7 @@ func startWorker(t *testing.T, bin, dsn string, extra ...string) *workerProc {
 	return p
 }
 
-func (p *workerProc) waitExit(t *testing.T) error {
+func (p *workerProc) waitExit(t testing.TB) error {
 	t.Helper()
 	select {
 	case err := <-p.done:
@@ -60,11 +60,11 @@ func (p *workerProc) waitExit(t *testing.T) error {
 }
 
 type db struct {
-	t    *testing.T
+	t    testing.TB
 	pool *pgxpool.Pool
 }
 
-func newDB(t *testing.T) (*db, string) {
+func newDB(t testing.TB) (*db, string) {
 	pool, dsn := pgtest.Pool(t)
 	d := &db{t: t, pool: pool}
 	d.exec(queuetest.RunsTable)
