@@ -1,0 +1,174 @@
+// Package sop is the SOP document the viewer renders (CONTRACT.md): its
+// types, the mechanical repairs we allow ourselves, and the validator that
+// catches everything the viewer would crash on or silently drop. The worker
+// and the SOP API both use it. It must not do I/O.
+package sop
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Document is an SOP.
+type Document struct {
+	Meta    *Meta    `json:"meta"`
+	Public  *Public  `json:"public"`
+	Private *Private `json:"private"`
+}
+
+// Meta describes the procedure.
+type Meta struct {
+	ID      string   `json:"id"`
+	Title   string   `json:"title"`
+	Version string   `json:"version"`
+	Goal    string   `json:"goal"`
+	Purpose string   `json:"purpose"`
+	Owner   []string `json:"owner"`
+}
+
+// Public is what the viewer shows.
+type Public struct {
+	Triggers              []Trigger         `json:"triggers"`
+	Nodes                 []Node            `json:"nodes"`
+	Edges                 []Edge            `json:"edges"`
+	Variables             map[string]string `json:"variables"`
+	ClarificationRequests []Clarification   `json:"clarification_requests"`
+}
+
+// Trigger starts the procedure.
+type Trigger struct {
+	Type        string `json:"type"`
+	Config      any    `json:"config"`
+	Description string `json:"description"`
+}
+
+// Node is a step of the procedure.
+type Node struct {
+	ID            string    `json:"id"`
+	Type          string    `json:"type"`
+	Label         string    `json:"label"`
+	Intent        string    `json:"intent"`
+	Context       string    `json:"context"`
+	Position      *Position `json:"position,omitempty"`
+	Iterator      string    `json:"iterator,omitempty"`
+	ExitCondition string    `json:"exit_condition,omitempty"`
+	Children      []string  `json:"children"`
+	ParentID      string    `json:"parentId,omitempty"`
+	IDPath        string    `json:"id_path"`
+}
+
+// Position places a node in the flow view.
+type Position struct {
+	X float64 `json:"x"`
+	Y float64 `json:"y"`
+}
+
+// Edge links two nodes.
+type Edge struct {
+	Source       string `json:"source"`
+	Target       string `json:"target"`
+	Condition    string `json:"condition,omitempty"`
+	DecisionPath string `json:"decision_path,omitempty"`
+}
+
+// Clarification is a question the model could not answer from the video.
+type Clarification struct {
+	ID         string `json:"id"`
+	Question   string `json:"question"`
+	Importance string `json:"importance"`
+}
+
+// Private is what automation would need.
+type Private struct {
+	Skills    []Skill `json:"skills"`
+	Steps     []Step  `json:"steps"`
+	Artifacts []any   `json:"artifacts"`
+}
+
+// Skill is a way of doing a step in an app.
+type Skill struct {
+	ID              string   `json:"id"`
+	App             string   `json:"app"`
+	MethodType      string   `json:"method_type"`
+	PerformanceHint string   `json:"performance_hint,omitempty"`
+	VariablesIn     []string `json:"variables_in,omitempty"`
+	VariablesOut    []string `json:"variables_out,omitempty"`
+}
+
+// Step ties a node to its skills.
+type Step struct {
+	NodeID       string   `json:"node_id"`
+	PrimarySkill string   `json:"primary_skill"`
+	AltSkills    []string `json:"alt_skills,omitempty"`
+}
+
+// Node types, edge conditions and importances the viewer knows.
+var (
+	NodeTypes   = []string{"task", "decision", "loop", "trigger", "end"}
+	Conditions  = []string{"start", "yes", "no", "next", "all_processed"}
+	Importances = []string{"high", "medium", "low"}
+)
+
+// Problem is one reason a document is refused.
+type Problem struct {
+	Path    string `json:"path"`
+	Message string `json:"message"`
+}
+
+func (p Problem) String() string { return p.Path + ": " + p.Message }
+
+// Invalid lists every problem of a document.
+type Invalid struct{ Problems []Problem }
+
+func (e *Invalid) Error() string {
+	parts := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		parts[i] = p.String()
+	}
+	return "invalid SOP: " + strings.Join(parts, "; ")
+}
+
+// Parse reads a document; a JSON or type error is reported as *Invalid.
+func Parse(data []byte) (*Document, error) {
+	var d Document
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&d); err != nil {
+		return nil, &Invalid{Problems: []Problem{jsonProblem(err)}}
+	}
+	if dec.More() {
+		return nil, &Invalid{Problems: []Problem{{Path: "$", Message: "extra data after the document"}}}
+	}
+	return &d, nil
+}
+
+func jsonProblem(err error) Problem {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		path := te.Field
+		if path == "" {
+			path = "$"
+		}
+		return Problem{Path: path, Message: fmt.Sprintf("must be %s, not %s", kind(te.Type.Kind().String()), te.Value)}
+	}
+	return Problem{Path: "$", Message: "not valid JSON: " + err.Error()}
+}
+
+func kind(k string) string {
+	switch k {
+	case "slice":
+		return "an array"
+	case "map", "struct", "ptr":
+		return "an object"
+	case "float64", "int":
+		return "a number"
+	}
+	return "a " + k
+}
+
+// Marshal writes the document as the viewer reads it.
+func Marshal(d *Document) ([]byte, error) {
+	return json.MarshalIndent(d, "", "  ")
+}

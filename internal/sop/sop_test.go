@@ -1,0 +1,186 @@
+package sop
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+)
+
+const jobID = "3f2504e0-4f89-41d3-9a0c-0305e82c3301"
+
+func sample(t testing.TB) *Document {
+	t.Helper()
+	b, err := os.ReadFile("testdata/sample.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestSampleIsValid(t *testing.T) {
+	d := sample(t)
+	Repair(d, jobID)
+	if err := Validate(d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Meta.ID != jobID {
+		t.Fatal(d.Meta.ID)
+	}
+}
+
+// One case per rule: a mutation of the sample and the path the validator must blame.
+func TestEveryRule(t *testing.T) {
+	node := func(d *Document, id string) *Node {
+		for i := range d.Public.Nodes {
+			if d.Public.Nodes[i].ID == id {
+				return &d.Public.Nodes[i]
+			}
+		}
+		t.Fatalf("no node %s", id)
+		return nil
+	}
+	cases := map[string]struct {
+		mutate func(d *Document)
+		blame  string
+	}{
+		"meta missing":               {func(d *Document) { d.Meta = nil }, "meta"},
+		"meta.title missing":         {func(d *Document) { d.Meta.Title = " " }, "meta.title"},
+		"unknown node type":          {func(d *Document) { node(d, "open").Type = "step" }, "public.nodes[0].type"},
+		"duplicate id":               {func(d *Document) { node(d, "reply").ID = "open" }, "public.nodes[5].id"},
+		"empty id":                   {func(d *Document) { node(d, "reply").ID = "" }, "public.nodes[5].id"},
+		"missing label":              {func(d *Document) { node(d, "reply").Label = "" }, "public.nodes[5].label"},
+		"edge to missing node":       {func(d *Document) { d.Public.Edges[0].Target = "ghost" }, "public.edges[0].target"},
+		"edge from missing node":     {func(d *Document) { d.Public.Edges[0].Source = "ghost" }, "public.edges[0].source"},
+		"bad condition":              {func(d *Document) { d.Public.Edges[0].Condition = "maybe" }, "public.edges[0].condition"},
+		"two start edges":            {func(d *Document) { d.Public.Edges[6].Condition = "start" }, "public.edges"},
+		"missing child":              {func(d *Document) { node(d, "each").Children = append(node(d, "each").Children, "ghost") }, "public.nodes[2].children"},
+		"missing parent":             {func(d *Document) { node(d, "note").ParentID = "ghost" }, "public.nodes[4].parentId"},
+		"parent does not list":       {func(d *Document) { node(d, "each").Children = []string{"refund"} }, "public.nodes[4].parentId"},
+		"child names other parent":   {func(d *Document) { node(d, "note").ParentID = "reply" }, "public.nodes[2].children"},
+		"cycle in children":          {func(d *Document) { node(d, "refund").Children = []string{"each"}; node(d, "each").ParentID = "refund" }, "public.nodes[2]"},
+		"parent edge to child":       {func(d *Document) { d.Public.Edges[3].Source = "each" }, "public.edges[3]"},
+		"child edge to parent":       {func(d *Document) { d.Public.Edges[4].Target = "each" }, "public.edges[4]"},
+		"loop in loop":               {func(d *Document) { node(d, "refund").Type = "loop" }, "public.nodes[3]"},
+		"decision without no":        {func(d *Document) { d.Public.Edges[2].Condition = "next" }, "public.nodes[1]"},
+		"loop without all_processed": {func(d *Document) { d.Public.Edges[5].Condition = "next" }, "public.nodes[2]"},
+		"bad importance":             {func(d *Document) { d.Public.ClarificationRequests[0].Importance = "urgent" }, "public.clarification_requests[0].importance"},
+		"bad method type":            {func(d *Document) { d.Private.Skills[0].MethodType = "robot" }, "private.skills[0].method_type"},
+		"step names missing node":    {func(d *Document) { d.Private.Steps[0].NodeID = "ghost" }, "private.steps[0].node_id"},
+		"public missing":             {func(d *Document) { d.Public = nil }, "public"},
+		"nodes absent":               {func(d *Document) { d.Public.Nodes = nil }, "public.nodes"},
+		"triggers absent":            {func(d *Document) { d.Public.Triggers = nil }, "public.triggers"},
+		"edges absent":               {func(d *Document) { d.Public.Edges = nil }, "public.edges"},
+		"variables absent":           {func(d *Document) { d.Public.Variables = nil }, "public.variables"},
+		"private absent":             {func(d *Document) { d.Private = nil }, "private"},
+		"bad version":                {func(d *Document) { d.Meta.Version = "v1" }, "meta.version"},
+		"children absent":            {func(d *Document) { node(d, "open").Children = nil }, "public.nodes[0].children"},
+		"id_path absent":             {func(d *Document) { node(d, "open").IDPath = "" }, "public.nodes[0].id_path"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			d := sample(t)
+			c.mutate(d)
+			err := Validate(d)
+			inv, ok := err.(*Invalid)
+			if !ok {
+				t.Fatalf("accepted (%v)", err)
+			}
+			for _, p := range inv.Problems {
+				if p.Path == c.blame {
+					return
+				}
+			}
+			t.Fatalf("problems %v do not blame %s", inv.Problems, c.blame)
+		})
+	}
+}
+
+func TestTypeErrorsAreProblems(t *testing.T) {
+	for doc, blame := range map[string]string{
+		`{"meta":{"title":"x"},"public":{"nodes":[{"id":"a","id_path":2}]}}`:    "public.nodes.id_path",
+		`{"meta":{"title":"x"},"public":{"nodes":{}}}`:                          "public.nodes",
+		`{"meta":{"title":"x"},"public":{"edges":"none"}}`:                      "public.edges",
+		`{"meta":{"title":"x"},"public":{"variables":{"a":{"nested":true}}}}`:   "public.variables",
+		`{"meta":{"title":"x"},"public":{"nodes":[{"id":"a","children":"b"}]}}`: "public.nodes.children",
+		`{"meta":"title"}`:                   "meta",
+		`not json`:                           "$",
+		`{"meta":{"title":"x"}} {"again":1}`: "$",
+	} {
+		_, err := Parse([]byte(doc))
+		inv, ok := err.(*Invalid)
+		if !ok || len(inv.Problems) != 1 || inv.Problems[0].Path != blame {
+			t.Errorf("%s: %v; want a problem at %s", doc, err, blame)
+		}
+	}
+}
+
+func TestRepair(t *testing.T) {
+	d, err := Parse([]byte(`{"meta":{"title":"T","version":"latest"},"public":{
+		"nodes":[{"id":"l","type":"loop","label":"L","children":["a"]},{"id":"a","type":"task","label":"A"},
+		         {"id":"b","type":"task","label":"B","parentId":"l"},{"id":"c","type":"end","label":"C"}],
+		"edges":[{"source":"l","target":"c","condition":"all_processed"}]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	Repair(d, jobID)
+	if err := Validate(d); err != nil {
+		t.Fatal(err)
+	}
+	a, b, l := d.Public.Nodes[1], d.Public.Nodes[2], d.Public.Nodes[0]
+	if d.Meta.ID != jobID || d.Meta.Version != "1.0.0" || a.ParentID != "l" || len(l.Children) != 2 || l.Children[1] != "b" ||
+		l.IDPath != "1" || a.IDPath != "1.1" || b.IDPath != "1.2" || d.Public.Nodes[3].IDPath != "2" {
+		t.Fatalf("%+v", d.Public.Nodes)
+	}
+	out, _ := Marshal(d)
+	for _, want := range []string{`"triggers": []`, `"clarification_requests": []`, `"variables": {}`, `"artifacts": []`, `"owner": []`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("no %s in %s", want, out)
+		}
+	}
+
+	// A conflict is not repaired: a child claimed by two parents.
+	d, _ = Parse([]byte(`{"meta":{"title":"T"},"public":{"nodes":[
+		{"id":"p","type":"loop","label":"P","children":["x"]},{"id":"q","type":"loop","label":"Q","children":["x"]},
+		{"id":"x","type":"task","label":"X"}]}}`))
+	Repair(d, jobID)
+	if Validate(d) == nil || d.Public.Nodes[2].ParentID != "" {
+		t.Fatalf("conflict repaired: %+v", d.Public.Nodes[2])
+	}
+}
+
+func FuzzValidate(f *testing.F) {
+	b, _ := os.ReadFile("testdata/sample.json")
+	f.Add(b)
+	f.Add([]byte(`{"meta":{"title":"x"},"public":{"nodes":[{"id":"a","parentId":"a","children":["a"]}]}}`))
+	f.Add([]byte(`{"public":{"nodes":[{"id":"a","parentId":"b"},{"id":"b","parentId":"a"}]}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d, err := Parse(data)
+		if err != nil {
+			return
+		}
+		Repair(d, jobID)
+		if Validate(d) != nil {
+			return
+		}
+		out, err := Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := Parse(out)
+		if err != nil {
+			t.Fatalf("accepted document does not parse back: %v", err)
+		}
+		if err := Validate(again); err != nil {
+			t.Fatalf("accepted document fails after a round trip: %v", err)
+		}
+		var generic map[string]any
+		if json.Unmarshal(out, &generic) != nil {
+			t.Fatal("not JSON")
+		}
+	})
+}

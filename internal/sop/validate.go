@@ -1,0 +1,292 @@
+package sop
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+var semver = regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$`)
+
+// Repair makes the changes where nothing is in doubt: meta.id is the job id,
+// meta.version is SemVer, absent arrays and maps are present, the missing side
+// of a parent/child relation is added, and id_path is numbered where it is
+// missing. A conflict is never repaired: Validate reports it.
+func Repair(d *Document, jobID string) {
+	if d.Meta != nil {
+		d.Meta.ID = jobID
+		if !semver.MatchString(d.Meta.Version) {
+			d.Meta.Version = "1.0.0"
+		}
+		d.Meta.Owner = orEmpty(d.Meta.Owner)
+	}
+	if d.Public == nil {
+		d.Public = &Public{}
+	}
+	p := d.Public
+	p.Triggers, p.Nodes, p.Edges = orEmpty(p.Triggers), orEmpty(p.Nodes), orEmpty(p.Edges)
+	p.ClarificationRequests = orEmpty(p.ClarificationRequests)
+	if p.Variables == nil {
+		p.Variables = map[string]string{}
+	}
+	if d.Private == nil {
+		d.Private = &Private{}
+	}
+	d.Private.Skills, d.Private.Steps, d.Private.Artifacts = orEmpty(d.Private.Skills), orEmpty(d.Private.Steps), orEmpty(d.Private.Artifacts)
+
+	index := map[string]int{}
+	for i := range p.Nodes {
+		p.Nodes[i].Children = orEmpty(p.Nodes[i].Children)
+		if _, dup := index[p.Nodes[i].ID]; !dup {
+			index[p.Nodes[i].ID] = i
+		}
+	}
+	// A child that names its parent is listed by it, and the other way round,
+	// unless that would contradict what the document already says.
+	for i := range p.Nodes {
+		n := &p.Nodes[i]
+		if pi, ok := index[n.ParentID]; ok && n.ParentID != "" && !slices.Contains(p.Nodes[pi].Children, n.ID) && parentsOf(p.Nodes, n.ID) == 0 {
+			p.Nodes[pi].Children = append(p.Nodes[pi].Children, n.ID)
+		}
+	}
+	for i := range p.Nodes {
+		for _, c := range p.Nodes[i].Children {
+			if ci, ok := index[c]; ok && p.Nodes[ci].ParentID == "" && parentsOf(p.Nodes, c) == 1 {
+				p.Nodes[ci].ParentID = p.Nodes[i].ID
+			}
+		}
+	}
+	numberPaths(p.Nodes, index)
+}
+
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func parentsOf(nodes []Node, id string) int {
+	n := 0
+	for _, p := range nodes {
+		if slices.Contains(p.Children, id) {
+			n++
+		}
+	}
+	return n
+}
+
+// numberPaths fills missing id_path values: roots 1, 2, …; children 2.1, 2.2, ….
+func numberPaths(nodes []Node, index map[string]int) {
+	root := 0
+	seen := make([]bool, len(nodes)) // each node once, whatever cycles or repeats the children hold
+	var visit func(i int, path string)
+	visit = func(i int, path string) {
+		if seen[i] {
+			return
+		}
+		seen[i] = true
+		if nodes[i].IDPath == "" {
+			nodes[i].IDPath = path
+		}
+		for k, c := range nodes[i].Children {
+			if ci, ok := index[c]; ok {
+				visit(ci, path+"."+strconv.Itoa(k+1))
+			}
+		}
+	}
+	for i := range nodes {
+		if nodes[i].ParentID == "" {
+			root++
+			visit(i, strconv.Itoa(root))
+		}
+	}
+}
+
+// Validate checks every rule the viewer depends on and returns nil or *Invalid.
+func Validate(d *Document) error {
+	v := &validator{}
+	v.check(d)
+	if len(v.problems) == 0 {
+		return nil
+	}
+	return &Invalid{Problems: v.problems}
+}
+
+type validator struct{ problems []Problem }
+
+func (v *validator) add(path, format string, args ...any) {
+	v.problems = append(v.problems, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) check(d *Document) {
+	if d.Meta == nil {
+		v.add("meta", "is missing")
+	} else {
+		if strings.TrimSpace(d.Meta.Title) == "" {
+			v.add("meta.title", "is missing")
+		}
+		if !semver.MatchString(d.Meta.Version) {
+			v.add("meta.version", "must be a SemVer version such as 1.0.0, not %q", d.Meta.Version)
+		}
+	}
+	if d.Public == nil {
+		v.add("public", "is missing")
+		return
+	}
+	p := d.Public
+	for name, missing := range map[string]bool{"public.triggers": p.Triggers == nil, "public.nodes": p.Nodes == nil,
+		"public.edges": p.Edges == nil, "public.clarification_requests": p.ClarificationRequests == nil,
+		"public.variables": p.Variables == nil} {
+		if missing {
+			v.add(name, "must be present")
+		}
+	}
+	if d.Private == nil {
+		v.add("private", "is missing")
+	} else if d.Private.Skills == nil || d.Private.Steps == nil || d.Private.Artifacts == nil {
+		v.add("private", "skills, steps and artifacts must be arrays")
+	}
+
+	nodes := map[string]*Node{}
+	for i := range p.Nodes {
+		n := &p.Nodes[i]
+		at := fmt.Sprintf("public.nodes[%d]", i)
+		switch {
+		case strings.TrimSpace(n.ID) == "":
+			v.add(at+".id", "is missing")
+		case nodes[n.ID] != nil:
+			v.add(at+".id", "%q is used by another node", n.ID)
+		default:
+			nodes[n.ID] = n
+		}
+		if !slices.Contains(NodeTypes, n.Type) {
+			v.add(at+".type", "must be one of %s, not %q", strings.Join(NodeTypes, ", "), n.Type)
+		}
+		if strings.TrimSpace(n.Label) == "" {
+			v.add(at+".label", "is missing")
+		}
+		if n.IDPath == "" {
+			v.add(at+".id_path", "is missing")
+		}
+		if n.Children == nil {
+			v.add(at+".children", "must be an array")
+		}
+	}
+	for i, n := range p.Nodes {
+		at := fmt.Sprintf("public.nodes[%d]", i)
+		if n.ParentID != "" {
+			parent := nodes[n.ParentID]
+			switch {
+			case parent == nil:
+				v.add(at+".parentId", "names no node (%q)", n.ParentID)
+			case !slices.Contains(parent.Children, n.ID):
+				v.add(at+".parentId", "names %q, which does not list %q in its children", n.ParentID, n.ID)
+			}
+		}
+		for _, c := range n.Children {
+			child := nodes[c]
+			switch {
+			case child == nil:
+				v.add(at+".children", "names no node (%q)", c)
+			case child.ParentID != n.ID:
+				v.add(at+".children", "lists %q, whose parentId is %q", c, child.ParentID)
+			}
+		}
+		if n.Type == "loop" {
+			// Bounded: a cycle among the ancestors is reported by checkCycles.
+			a := nodes[n.ParentID]
+			for steps := 0; a != nil && steps < len(p.Nodes); steps++ {
+				if a.Type == "loop" {
+					v.add(at, "loop %q is inside loop %q: keep loops one level deep", n.ID, a.ID)
+					break
+				}
+				a = nodes[a.ParentID]
+			}
+		}
+	}
+	v.checkCycles(p.Nodes, nodes)
+
+	outgoing := map[string][]string{}
+	starts := 0
+	for i, e := range p.Edges {
+		at := fmt.Sprintf("public.edges[%d]", i)
+		src, dst := nodes[e.Source], nodes[e.Target]
+		if src == nil {
+			v.add(at+".source", "names no node (%q)", e.Source)
+		}
+		if dst == nil {
+			v.add(at+".target", "names no node (%q)", e.Target)
+		}
+		if e.Condition != "" && !slices.Contains(Conditions, e.Condition) {
+			v.add(at+".condition", "must be one of %s, not %q", strings.Join(Conditions, ", "), e.Condition)
+		}
+		if e.Condition == "start" {
+			starts++
+		}
+		if src != nil && dst != nil && (dst.ParentID == src.ID || src.ParentID == dst.ID) {
+			v.add(at, "links parent %q and its own child %q", pick(src, dst), e.Target)
+		}
+		outgoing[e.Source] = append(outgoing[e.Source], e.Condition)
+	}
+	if starts > 1 {
+		v.add("public.edges", "has %d start edges; at most one", starts)
+	}
+	for i, n := range p.Nodes {
+		at := fmt.Sprintf("public.nodes[%d]", i)
+		out := outgoing[n.ID]
+		switch n.Type {
+		case "decision":
+			if !slices.Contains(out, "yes") || !slices.Contains(out, "no") {
+				v.add(at, "decision %q needs a yes and a no edge", n.ID)
+			}
+		case "loop":
+			if len(out) > 0 && !slices.Contains(out, "all_processed") {
+				v.add(at, "loop %q leaves without an all_processed edge", n.ID)
+			}
+		}
+	}
+	for i, c := range p.ClarificationRequests {
+		if !slices.Contains(Importances, c.Importance) {
+			v.add(fmt.Sprintf("public.clarification_requests[%d].importance", i), "must be high, medium or low, not %q", c.Importance)
+		}
+	}
+	if d.Private != nil {
+		for i, s := range d.Private.Skills {
+			if s.MethodType != "ui" && s.MethodType != "api" {
+				v.add(fmt.Sprintf("private.skills[%d].method_type", i), "must be ui or api, not %q", s.MethodType)
+			}
+		}
+		for i, s := range d.Private.Steps {
+			if nodes[s.NodeID] == nil {
+				v.add(fmt.Sprintf("private.steps[%d].node_id", i), "names no node (%q)", s.NodeID)
+			}
+		}
+	}
+}
+
+func pick(src, dst *Node) string {
+	if dst.ParentID == src.ID {
+		return src.ID
+	}
+	return dst.ID
+}
+
+// checkCycles reports parent/child relations that loop back on themselves.
+func (v *validator) checkCycles(list []Node, nodes map[string]*Node) {
+	for i, n := range list {
+		seen := map[string]bool{n.ID: true}
+		for p := nodes[n.ParentID]; p != nil; p = nodes[p.ParentID] {
+			if seen[p.ID] {
+				if p.ID != n.ID {
+					break // a cycle above this node: reported for its members
+				}
+				v.add(fmt.Sprintf("public.nodes[%d]", i), "%q is its own ancestor (a cycle in children)", n.ID)
+				break
+			}
+			seen[p.ID] = true
+		}
+	}
+}
