@@ -134,7 +134,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, wi
 	checks = append(checks, httpserver.Check{Name: "storage", Fn: objects.Ping})
 	var h http.Handler = http.NotFoundHandler()
 	if withAPI {
-		if h, err = apiHandler(cfg, store, objects, log); err != nil {
+		if h, err = apiHandler(cfg, pool, store, objects, log); err != nil {
 			return err
 		}
 	}
@@ -179,9 +179,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, wi
 	return g.Wait()
 }
 
-func apiHandler(cfg config.Config, store *postgres.JobStore, objects *storage.Client, log *slog.Logger) (http.Handler, error) {
+func apiHandler(cfg config.Config, pool *pgxpool.Pool, store *postgres.JobStore, objects *storage.Client, log *slog.Logger) (http.Handler, error) {
 	opts := api.Options{
-		Jobs: store, Objects: objects, Logger: log,
+		Jobs: store, Objects: objects, SOPs: postgres.NewSOPLocker(pool), Logger: log,
 		RequireAuth: cfg.RequireAuth, RateLimit: cfg.RateLimit.Requests, RateWindow: cfg.RateLimit.Window,
 		TrustedProxies: cfg.TrustedProxies, CORSOrigins: cfg.CORSOrigins,
 	}

@@ -7,6 +7,7 @@ package api
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -32,6 +33,8 @@ type JobStore interface {
 type ObjectStore interface {
 	SignUpload(ctx context.Context, path string) (string, error)
 	Stat(ctx context.Context, path string) (storage.ObjectInfo, error)
+	Download(ctx context.Context, path string) (io.ReadCloser, int64, error)
+	Upload(ctx context.Context, path string, r io.Reader, size int64, contentType string) error
 }
 
 // Authenticator tells who an access token belongs to.
@@ -43,6 +46,7 @@ type Authenticator interface {
 type Options struct {
 	Jobs    JobStore
 	Objects ObjectStore
+	SOPs    SOPLocker
 	Auth    Authenticator // required when RequireAuth
 	Logger  *slog.Logger
 
@@ -99,6 +103,8 @@ func Handler(o Options) http.Handler {
 		limited.Post("/get-upload-url", s.handle(s.getUploadURL))
 		limited.Post("/queue-job", s.handle(s.queueJob))
 		r.Get("/job-status/{jobId}", s.handle(s.jobStatus))
+		r.Get("/sop/{jobId}", s.handle(s.getSOP))
+		r.Patch("/sop/{jobId}", s.handle(s.patchSOP))
 	})
 	if o.FrontendURL != nil {
 		r.NotFound(newFrontendProxy(o.FrontendURL, o.Logger).ServeHTTP)

@@ -54,7 +54,7 @@ func setup(t *testing.T, mutate ...func(*api.Options)) *env {
 		t.Fatal(err)
 	}
 	store := postgres.NewJobStore(pool)
-	opts := api.Options{Jobs: store, Objects: objects, Logger: slog.New(slog.DiscardHandler)}
+	opts := api.Options{Jobs: store, Objects: objects, SOPs: postgres.NewSOPLocker(pool), Logger: slog.New(slog.DiscardHandler)}
 	for _, m := range mutate {
 		m(&opts)
 	}

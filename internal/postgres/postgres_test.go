@@ -306,8 +306,10 @@ INSERT INTO storage.buckets (id, name, public, file_size_limit) VALUES ('videos'
 	}
 	ms, _ := postgres.LoadMigrations(supabase.Migrations)
 	for range 2 { // and again: idempotent here too
-		if _, err := pool.Exec(ctx, ms[0].SQL); err != nil {
-			t.Fatal(err)
+		for _, m := range ms {
+			if _, err := pool.Exec(ctx, m.SQL); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	var public bool
@@ -317,7 +319,7 @@ INSERT INTO storage.buckets (id, name, public, file_size_limit) VALUES ('videos'
 		Scan(&public, &limit, &mimes); err != nil {
 		t.Fatal(err)
 	}
-	if public || limit != jobs.MaxUploadBytes || len(mimes) != 1 || mimes[0] != "video/*" {
+	if public || limit != jobs.MaxUploadBytes || len(mimes) != 2 || mimes[0] != "video/*" || mimes[1] != "application/json" {
 		t.Fatalf("bucket: public=%v limit=%d mimes=%v", public, limit, mimes)
 	}
 	var cmd string

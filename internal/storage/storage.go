@@ -181,6 +181,7 @@ type ObjectInfo struct {
 	Size        int64     `json:"size"`
 	ContentType string    `json:"content_type"`
 	ETag        string    `json:"etag"`
+	Created     time.Time `json:"created_at"`
 	Updated     time.Time `json:"last_modified"`
 }
 

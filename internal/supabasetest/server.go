@@ -72,7 +72,8 @@ type Server struct {
 type failure struct{ status int }
 
 // New starts a stand-in with a private `videos` bucket configured as the
-// migration configures it (limit, video/* only); it stops when the test ends.
+// migrations configure it (limit, video/* and application/json); it stops
+// when the test ends.
 func New(t testing.TB, videosLimit int64) *Server {
 	t.Helper()
 	s := &Server{
@@ -85,7 +86,7 @@ func New(t testing.TB, videosLimit int64) *Server {
 		blocks:          map[Op]chan struct{}{},
 		calls:           map[Op]int{},
 	}
-	s.buckets["videos"] = Bucket{ID: "videos", FileSizeLimit: videosLimit, AllowedMimeTypes: []string{"video/*"}}
+	s.buckets["videos"] = Bucket{ID: "videos", FileSizeLimit: videosLimit, AllowedMimeTypes: []string{"video/*", "application/json"}}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serveHTTP))
 	s.URL = s.srv.URL
 	t.Cleanup(func() {

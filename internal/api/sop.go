@@ -1,0 +1,274 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/sop"
+	"github.com/runops/runops/internal/storage"
+)
+
+// SOPLocker serialises every read-modify-write of one job's SOP, across
+// processes; the worker's write of the SOP takes the same lock.
+type SOPLocker interface {
+	WithSOPLock(ctx context.Context, id jobs.ID, fn func(context.Context) error) error
+}
+
+// maxSOPBytes bounds what is read back from storage.
+const maxSOPBytes = 10 << 20
+
+const (
+	msgSOPNotFound = "SOP not found"
+	msgSOPBusy     = "The SOP is still being generated; edit it once the job is complete."
+)
+
+type sopResponse struct {
+	JobID     string          `json:"job_id"`
+	Data      json.RawMessage `json:"data"`
+	CreatedAt time.Time       `json:"created_at"`
+	UpdatedAt time.Time       `json:"updated_at"`
+}
+
+// loadSOP reads the stored document, its times and its entity tag.
+func (s *server) loadSOP(ctx context.Context, id jobs.ID) (sopResponse, string, error) {
+	info, err := s.o.Objects.Stat(ctx, id.SOPPath())
+	if err == nil {
+		var body io.ReadCloser
+		if body, _, err = s.o.Objects.Download(ctx, id.SOPPath()); err == nil {
+			defer body.Close()
+			var raw []byte
+			raw, err = io.ReadAll(io.LimitReader(body, maxSOPBytes))
+			if err == nil {
+				return sopResponse{JobID: string(id), Data: raw, CreatedAt: info.Created.UTC(), UpdatedAt: info.Updated.UTC()}, etag(raw), nil
+			}
+			err = errors.Join(jobs.ErrUnavailable, err)
+		}
+	}
+	if errors.Is(err, storage.ErrNotFound) {
+		return sopResponse{}, "", &Error{Status: http.StatusNotFound, Message: msgSOPNotFound}
+	}
+	return sopResponse{}, "", fromBackend("File storage", err, "Failed to read the SOP")
+}
+
+func etag(b []byte) string {
+	sum := sha256.Sum256(b)
+	return `"` + hex.EncodeToString(sum[:16]) + `"`
+}
+
+func writeSOP(w http.ResponseWriter, resp sopResponse, tag string) {
+	w.Header().Set("ETag", tag)
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// GET /api/sop/{jobId}
+func (s *server) getSOP(w http.ResponseWriter, r *http.Request) error {
+	id, err := jobs.ParseID(chi.URLParam(r, "jobId"))
+	if err != nil {
+		return &Error{Status: http.StatusBadRequest, Message: err.Error()}
+	}
+	if err := s.checkSOPOwner(r, id); err != nil {
+		return err
+	}
+	resp, tag, err := s.loadSOP(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeSOP(w, resp, tag)
+	return nil
+}
+
+// checkSOPOwner hides another signed-in user's SOP.
+func (s *server) checkSOPOwner(r *http.Request, id jobs.ID) error {
+	if _, authed := userOf(r); !authed {
+		return nil
+	}
+	j, err := s.o.Jobs.Get(r.Context(), id)
+	switch {
+	case errors.Is(err, jobs.ErrNotFound):
+		return nil
+	case err != nil:
+		return fromBackend("The job database", err, "Failed to read the SOP")
+	}
+	if checkOwner(j, r) != nil {
+		return &Error{Status: http.StatusNotFound, Message: msgSOPNotFound}
+	}
+	return nil
+}
+
+type sopPatch struct {
+	Type    string             `json:"type"`
+	NodeID  string             `json:"nodeId"`
+	Updates map[string]*string `json:"updates"`
+}
+
+// editable are the node fields an update may change.
+var editable = []string{"label", "intent", "context"}
+
+func (p sopPatch) check() error {
+	bad := func(msg string) error { return &Error{Status: http.StatusBadRequest, Message: msg} }
+	if strings.TrimSpace(p.NodeID) == "" {
+		return bad("Missing nodeId")
+	}
+	switch p.Type {
+	case "update":
+		if len(p.Updates) == 0 {
+			return bad(`"updates" must change at least one of label, intent, context`)
+		}
+		for k, v := range p.Updates {
+			if !slices.Contains(editable, k) {
+				return bad(`"updates" may only change label, intent and context, not ` + k)
+			}
+			if v == nil {
+				return bad(`"updates.` + k + `" must be a string`)
+			}
+		}
+	case "delete":
+		if p.Updates != nil {
+			return bad(`a delete takes no "updates"`)
+		}
+	default:
+		return bad(`"type" must be "update" or "delete"`)
+	}
+	return nil
+}
+
+// PATCH /api/sop/{jobId}: update a node's text, or delete a node with its
+// children, their edges and steps; one atomic read-modify-write.
+func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
+	id, err := jobs.ParseID(chi.URLParam(r, "jobId"))
+	if err != nil {
+		return &Error{Status: http.StatusBadRequest, Message: err.Error()}
+	}
+	var patch sopPatch
+	if err := decodeJSON(r, &patch); err != nil {
+		var ute *json.UnmarshalTypeError
+		if errors.As(err, &ute) {
+			return &Error{Status: http.StatusBadRequest, Message: "Malformed SOP edit: " + ute.Field + " has the wrong type"}
+		}
+		return err
+	}
+	if err := patch.check(); err != nil {
+		return err
+	}
+	if err := s.checkSOPOwner(r, id); err != nil {
+		return err
+	}
+	j, err := s.o.Jobs.Get(r.Context(), id)
+	switch {
+	case err == nil && (j.Status == jobs.StatusQueued || j.Status == jobs.StatusProcessing):
+		return &Error{Status: http.StatusConflict, Message: msgSOPBusy}
+	case err != nil && !errors.Is(err, jobs.ErrNotFound):
+		return fromBackend("The job database", err, "Failed to edit the SOP")
+	}
+
+	var out sopResponse
+	var outTag string
+	err = s.o.SOPs.WithSOPLock(r.Context(), id, func(ctx context.Context) error {
+		cur, tag, err := s.loadSOP(ctx, id)
+		if err != nil {
+			return err
+		}
+		if m := r.Header.Get("If-Match"); m != "" && m != "*" && !slices.Contains(splitTags(m), tag) {
+			return &Error{Status: http.StatusPreconditionFailed, Message: "The SOP changed since you loaded it; reload it and edit again."}
+		}
+		doc, err := sop.Parse(cur.Data)
+		if err != nil {
+			return &Error{Status: http.StatusConflict, Message: "The stored SOP cannot be edited: " + err.Error()}
+		}
+		if err := apply(doc, patch); err != nil {
+			return err
+		}
+		if err := sop.Validate(doc); err != nil {
+			return &Error{Status: http.StatusConflict, Message: "This change would leave the SOP broken, so it was not saved: " + err.Error()}
+		}
+		b, err := sop.Marshal(doc)
+		if err != nil {
+			return err
+		}
+		if err := s.o.Objects.Upload(ctx, id.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json"); err != nil {
+			return fromBackend("File storage", err, "Failed to save the SOP")
+		}
+		out, outTag = sopResponse{JobID: string(id), Data: b, CreatedAt: cur.CreatedAt, UpdatedAt: time.Now().UTC()}, etag(b)
+		return nil
+	})
+	if err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			return err
+		}
+		return fromBackend("The job database", err, "Failed to edit the SOP")
+	}
+	writeSOP(w, out, outTag)
+	return nil
+}
+
+func splitTags(h string) []string {
+	var out []string
+	for _, t := range strings.Split(h, ",") {
+		out = append(out, strings.TrimPrefix(strings.TrimSpace(t), "W/"))
+	}
+	return out
+}
+
+// apply changes doc in memory; an unknown node is a 404.
+func apply(doc *sop.Document, p sopPatch) error {
+	if doc.Public == nil {
+		return &Error{Status: http.StatusNotFound, Message: "Node not found"}
+	}
+	idx := slices.IndexFunc(doc.Public.Nodes, func(n sop.Node) bool { return n.ID == p.NodeID })
+	if idx < 0 {
+		return &Error{Status: http.StatusNotFound, Message: "Node not found"}
+	}
+	if p.Type == "update" {
+		n := &doc.Public.Nodes[idx]
+		for k, v := range p.Updates {
+			switch k {
+			case "label":
+				n.Label = *v
+			case "intent":
+				n.Intent = *v
+			case "context":
+				n.Context = *v
+			}
+		}
+		return nil
+	}
+	// The node and everything under it go, with their edges and steps.
+	gone := map[string]bool{}
+	var mark func(id string)
+	mark = func(id string) {
+		if gone[id] {
+			return
+		}
+		gone[id] = true
+		for _, n := range doc.Public.Nodes {
+			if n.ID == id {
+				for _, c := range n.Children {
+					mark(c)
+				}
+			}
+		}
+	}
+	mark(p.NodeID)
+	doc.Public.Nodes = slices.DeleteFunc(doc.Public.Nodes, func(n sop.Node) bool { return gone[n.ID] })
+	for i := range doc.Public.Nodes {
+		doc.Public.Nodes[i].Children = slices.DeleteFunc(doc.Public.Nodes[i].Children, func(c string) bool { return gone[c] })
+	}
+	doc.Public.Edges = slices.DeleteFunc(doc.Public.Edges, func(e sop.Edge) bool { return gone[e.Source] || gone[e.Target] })
+	if doc.Private != nil {
+		doc.Private.Steps = slices.DeleteFunc(doc.Private.Steps, func(s sop.Step) bool { return gone[s.NodeID] })
+	}
+	return nil
+}

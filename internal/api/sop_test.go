@@ -1,0 +1,163 @@
+package api_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/runops/runops/internal/sop"
+)
+
+// withSOP stores the sample SOP for a completed job and returns its id.
+func (e *env) withSOP(status string) string {
+	e.t.Helper()
+	id := uuid.NewString()
+	b, err := os.ReadFile("../sop/testdata/sample.json")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	d, err := sop.Parse(b)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	sop.Repair(d, id)
+	out, _ := sop.Marshal(d)
+	e.fake.Put("videos/sops/"+id+".json", out, "application/json")
+	e.exec(`INSERT INTO jobs (job_id, status) VALUES ($1, $2)`, id, status)
+	return id
+}
+
+func nodeOf(t *testing.T, r response, id string) map[string]any {
+	t.Helper()
+	data, _ := r.body["data"].(map[string]any)
+	public, _ := data["public"].(map[string]any)
+	nodes, _ := public["nodes"].([]any)
+	for _, n := range nodes {
+		if m := n.(map[string]any); m["id"] == id {
+			return m
+		}
+	}
+	return nil
+}
+
+func TestGetSOP(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	id := e.withSOP("completed")
+	r := e.do("GET", "/api/sop/"+id, "")
+	r.expect(t, 200, map[string]any{"job_id": id})
+	data, _ := r.body["data"].(map[string]any)
+	meta, _ := data["meta"].(map[string]any)
+	if meta["title"] != "Refund a duplicate card charge" || r.body["created_at"] == nil || r.body["updated_at"] == nil || r.header.Get("ETag") == "" {
+		t.Fatalf("%s %v", r.raw, r.header)
+	}
+	e.do("GET", "/api/sop/"+uuid.NewString(), "").expect(t, 404, map[string]any{"error": "SOP not found"})
+	e.do("GET", "/api/sop/nope", "").expect(t, 400, map[string]any{"error": "jobId must be a UUID"})
+}
+
+func TestPatchSOP(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	id := e.withSOP("completed")
+	path := "/api/sop/" + id
+
+	r := e.do("PATCH", path, `{"type":"update","nodeId":"open","updates":{"label":"Open the support ticket","context":"00:00:06"}}`)
+	r.expect(t, 200, map[string]any{"job_id": id})
+	if n := nodeOf(t, r, "open"); n["label"] != "Open the support ticket" || n["context"] != "00:00:06" || n["intent"] != "See what the customer reports" {
+		t.Fatalf("updated node %v", n)
+	}
+	if n := nodeOf(t, e.do("GET", path, ""), "open"); n["label"] != "Open the support ticket" {
+		t.Fatal("update not stored")
+	}
+
+	// Delete a loop child: its edges and steps go with it.
+	r = e.do("PATCH", path, `{"type":"delete","nodeId":"refund"}`)
+	r.expect(t, 200, nil)
+	if nodeOf(t, r, "refund") != nil || strings.Contains(r.raw, `"source":"refund"`) || strings.Contains(r.raw, `"target":"refund"`) ||
+		strings.Contains(r.raw, `"node_id":"refund"`) {
+		t.Fatalf("refund not fully deleted: %s", r.raw)
+	}
+	if each := nodeOf(t, r, "each"); fmt.Sprint(each["children"]) != "[note]" {
+		t.Fatalf("loop children %v", each["children"])
+	}
+
+	// A delete that would break the graph (the decision loses its yes branch) is refused; nothing is stored.
+	before := e.do("GET", path, "").raw
+	r = e.do("PATCH", path, `{"type":"delete","nodeId":"each"}`)
+	r.expect(t, 409, nil)
+	if msg, _ := r.body["error"].(string); !strings.Contains(msg, "yes") {
+		t.Fatalf("409 message: %s", r.raw)
+	}
+	if after := e.do("GET", path, "").raw; after != before {
+		t.Fatal("a refused edit changed the SOP")
+	}
+
+	e.do("PATCH", path, `{"type":"delete","nodeId":"ghost"}`).expect(t, 404, map[string]any{"error": "Node not found"})
+	e.do("PATCH", "/api/sop/"+uuid.NewString(), `{"type":"delete","nodeId":"open"}`).expect(t, 404, map[string]any{"error": "SOP not found"})
+	for _, bad := range []string{`{"type":"rename","nodeId":"open"}`, `{"type":"update","nodeId":"open"}`, `{"type":"update","updates":{"label":"x"}}`,
+		`{"type":"update","nodeId":"open","updates":{"id":"x"}}`, `{"type":"update","nodeId":"open","updates":{"label":7}}`,
+		`{"type":"update","nodeId":"open","updates":{"label":null}}`, `{"type":"delete","nodeId":"open","updates":{}}`, `{"type":`, `[]`} {
+		r := e.do("PATCH", path, bad)
+		r.expect(t, 400, nil)
+		if r.body["error"] == nil {
+			t.Fatalf("%s: %s", bad, r.raw)
+		}
+	}
+}
+
+func TestPatchSOPWhileGenerating(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	for _, status := range []string{"queued", "processing"} {
+		id := e.withSOP(status)
+		e.do("PATCH", "/api/sop/"+id, `{"type":"update","nodeId":"open","updates":{"label":"x"}}`).expect(t, 409, nil)
+	}
+}
+
+func TestPatchSOPIfMatch(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	id := e.withSOP("completed")
+	path := "/api/sop/" + id
+	tag := e.do("GET", path, "").header.Get("ETag")
+	upd := `{"type":"update","nodeId":"open","updates":{"label":"A"}}`
+	e.do("PATCH", path, upd, "If-Match", `"stale"`).expect(t, 412, nil)
+	r := e.do("PATCH", path, upd, "If-Match", tag)
+	r.expect(t, 200, nil)
+	e.do("PATCH", path, upd, "If-Match", tag).expect(t, 412, nil) // the tag moved on
+	e.do("PATCH", path, upd, "If-Match", r.header.Get("ETag")).expect(t, 200, nil)
+}
+
+// Concurrent edits of different nodes all survive: the read-modify-write is
+// serialised per job.
+func TestConcurrentPatchesAllSurvive(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	id := e.withSOP("completed")
+	nodes := []string{"open", "check", "each", "refund", "note", "reply", "explain", "done"}
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Go(func() {
+			r := e.do("PATCH", "/api/sop/"+id, `{"type":"update","nodeId":"`+n+`","updates":{"intent":"edited `+n+`"}}`)
+			if r.status != 200 {
+				t.Errorf("%s: %d %s", n, r.status, r.raw)
+			}
+		})
+	}
+	wg.Wait()
+	r := e.do("GET", "/api/sop/"+id, "")
+	for _, n := range nodes {
+		if got := nodeOf(t, r, n)["intent"]; got != "edited "+n {
+			t.Errorf("%s: intent %v (an edit was lost)", n, got)
+		}
+	}
+	var doc map[string]any
+	if json.Unmarshal([]byte(r.raw), &doc) != nil {
+		t.Fatal("not JSON")
+	}
+}
