@@ -23,6 +23,7 @@ import (
 	"github.com/runops/runops/internal/api"
 	"github.com/runops/runops/internal/auth"
 	"github.com/runops/runops/internal/config"
+	"github.com/runops/runops/internal/gemini"
 	"github.com/runops/runops/internal/httpserver"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/pipeline"
@@ -150,7 +151,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, wi
 	runCtx, stop := context.WithCancel(base)
 	defer stop()
 	if withWorker {
-		w, listener := newWorker(cfg, pipelineHandler(handlerDeps{pool: pool, objects: objects, cfg: cfg, log: log}), pool, log)
+		h, err := pipelineHandler(ctx, handlerDeps{pool: pool, objects: objects, cfg: cfg, log: log})
+		if err != nil {
+			return err
+		}
+		w, listener := newWorker(cfg, h, pool, log)
 		checks = append(checks, httpserver.Check{Name: "listener", Fn: func(context.Context) error {
 			if listener != nil && !listener.Connected() {
 				return errors.New("not listening")
@@ -232,6 +237,13 @@ type handlerDeps struct {
 }
 
 // pipelineHandler is what a worker runs for each job (a test build swaps it).
-var pipelineHandler = func(d handlerDeps) queue.Handler {
-	return pipeline.New(d.objects, pipeline.Config{FFmpegTimeout: d.cfg.FFmpegTimeout, Logger: d.log})
+var pipelineHandler = func(ctx context.Context, d handlerDeps) (queue.Handler, error) {
+	model, err := gemini.New(ctx, gemini.Config{APIKey: d.cfg.GeminiAPIKey, Model: d.cfg.GeminiModel,
+		MediaResolution: d.cfg.GeminiMediaResolution, BaseURL: d.cfg.GeminiBaseURL})
+	if err != nil {
+		return nil, err
+	}
+	return pipeline.New(d.objects, model, postgres.NewSOPLocker(d.pool), pipeline.Config{
+		FFmpegTimeout: d.cfg.FFmpegTimeout, MaxRetryWait: d.cfg.GeminiMaxRetryWait,
+		FileActiveTimeout: d.cfg.GeminiFileActiveTimeout, Logger: d.log}), nil
 }

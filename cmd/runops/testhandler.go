@@ -18,13 +18,13 @@ func init() {
 	if os.Getenv("RUNOPS_TEST_HANDLER") != "advisory" {
 		return
 	}
-	pipelineHandler = func(d handlerDeps) queue.Handler {
+	pipelineHandler = func(_ context.Context, d handlerDeps) (queue.Handler, error) {
 		return queuetest.Advisory(d.pool, func(ctx context.Context, j queue.Job) error {
 			if hold, _ := j.Metadata["test_hold"].(bool); hold && j.Attempt == 1 {
 				<-ctx.Done()
 				return ctx.Err()
 			}
 			return nil
-		})
+		}), nil
 	}
 }

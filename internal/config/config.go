@@ -45,6 +45,7 @@ type Config struct {
 	GeminiMediaResolution   string        // GEMINI_MEDIA_RESOLUTION
 	GeminiFileActiveTimeout time.Duration // GEMINI_FILE_ACTIVE_TIMEOUT
 	GeminiMaxRetryWait      time.Duration // GEMINI_MAX_RETRY_WAIT
+	GeminiBaseURL           string        // GOOGLE_GEMINI_BASE_URL (the SDK's own override)
 }
 
 // RateLimit is N requests per Window per client; zero Requests = off.
@@ -86,6 +87,7 @@ func Load(getenv func(string) string) (Config, error) {
 		GeminiMediaResolution:   r.first("", "GEMINI_MEDIA_RESOLUTION"),
 		GeminiFileActiveTimeout: r.duration("GEMINI_FILE_ACTIVE_TIMEOUT", 5*time.Minute),
 		GeminiMaxRetryWait:      r.duration("GEMINI_MAX_RETRY_WAIT", 2*time.Minute),
+		GeminiBaseURL:           r.first("", "GOOGLE_GEMINI_BASE_URL"),
 	}
 	c.ListenDatabaseURL = r.first(c.DatabaseURL, "RUNOPS_LISTEN_DATABASE_URL")
 	c.SupabasePublicURL = r.first(c.SupabaseURL, "SUPABASE_PUBLIC_URL", "NEXT_PUBLIC_SUPABASE_URL")
@@ -118,6 +120,9 @@ func Load(getenv func(string) string) (Config, error) {
 	r.url("SUPABASE_PUBLIC_URL", c.SupabasePublicURL, "http", "https")
 	if c.FrontendURL != "" {
 		r.url("RUNOPS_FRONTEND_URL", c.FrontendURL, "http", "https")
+	}
+	if c.GeminiBaseURL != "" {
+		r.url("GOOGLE_GEMINI_BASE_URL", c.GeminiBaseURL, "http", "https")
 	}
 	for _, o := range c.CORSOrigins {
 		if o != "*" {

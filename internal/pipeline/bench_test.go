@@ -45,7 +45,7 @@ func BenchmarkMedia(b *testing.B) {
 	}
 	id := jobs.ID("00000000-0000-4000-8000-00000000b001")
 	fake.PutFile("videos/"+id.RawPath(), in, "video/mp4")
-	p := pipeline.New(objects, pipeline.Config{Logger: quiet})
+	p := pipeline.New(objects, nil, nil, pipeline.Config{Logger: quiet}) // the media stages only
 	ctx := context.Background()
 
 	timed := func(run func() error) time.Duration {

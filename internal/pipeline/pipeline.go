@@ -31,8 +31,9 @@ type Objects interface {
 
 // Config tunes the pipeline.
 type Config struct {
-	FFmpegTimeout time.Duration // RUNOPS_FFMPEG_TIMEOUT
-	MaxRetryWait  time.Duration // total wait between tries of one step
+	FFmpegTimeout     time.Duration // RUNOPS_FFMPEG_TIMEOUT
+	MaxRetryWait      time.Duration // GEMINI_MAX_RETRY_WAIT: total wait between tries of one step
+	FileActiveTimeout time.Duration // GEMINI_FILE_ACTIVE_TIMEOUT
 	// Sleep waits between tries (tests inject their own); default honours ctx.
 	Sleep  func(ctx context.Context, d time.Duration) error
 	Logger *slog.Logger
@@ -43,18 +44,23 @@ type Config struct {
 // Pipeline runs jobs.
 type Pipeline struct {
 	objects Objects
+	model   Model
+	sops    SOPLocker
 	cfg     Config
 }
 
 var _ queue.Handler = (*Pipeline)(nil)
 
-// New returns a pipeline over objects.
-func New(objects Objects, cfg Config) *Pipeline {
+// New returns a pipeline over storage, Gemini and the SOP lock.
+func New(objects Objects, model Model, sops SOPLocker, cfg Config) *Pipeline {
 	if cfg.FFmpegTimeout <= 0 {
 		cfg.FFmpegTimeout = 15 * time.Minute
 	}
 	if cfg.MaxRetryWait <= 0 {
 		cfg.MaxRetryWait = 2 * time.Minute
+	}
+	if cfg.FileActiveTimeout <= 0 {
+		cfg.FileActiveTimeout = 5 * time.Minute
 	}
 	if cfg.Sleep == nil {
 		cfg.Sleep = sleep
@@ -65,16 +71,16 @@ func New(objects Objects, cfg Config) *Pipeline {
 	if cfg.FreeSpace == nil {
 		cfg.FreeSpace = freeSpace
 	}
-	return &Pipeline{objects: objects, cfg: cfg}
+	return &Pipeline{objects: objects, model: model, sops: sops, cfg: cfg}
 }
 
-// Run processes one job.
+// Run processes one job: the slim copy, then the SOP.
 func (p *Pipeline) Run(ctx context.Context, job queue.Job, r queue.Reporter) error {
-	if _, err := p.Slim(ctx, job, r); err != nil {
+	slim, err := p.Slim(ctx, job, r)
+	if err != nil {
 		return err
 	}
-	// SOP extraction comes next; until it lands the job ends here, clearly.
-	return jobs.Fail("SOP extraction is not available yet.", nil)
+	return p.extract(ctx, job, r, slim)
 }
 
 // SlimResult is the slim copy on local disk, as recorded in metadata.slim.
@@ -137,7 +143,7 @@ func (p *Pipeline) reuseSlim(ctx context.Context, job queue.Job, log *slog.Logge
 	file := filepath.Join(job.TempDir, "slim.mp4")
 	var got string
 	var size int64
-	err := p.retry(ctx, func() error {
+	err := p.retry(ctx, msgStorageDown, func() error {
 		body, _, err := p.objects.Download(ctx, job.ID.SlimPath())
 		if err != nil {
 			return err
@@ -191,7 +197,11 @@ func hashFile(path string) (string, int64, error) {
 		return "", 0, err
 	}
 	defer f.Close()
+	return hashReader(f)
+}
+
+func hashReader(r io.Reader) (string, int64, error) {
 	h := sha256.New()
-	n, err := io.Copy(h, f)
+	n, err := io.Copy(h, r)
 	return hex.EncodeToString(h.Sum(nil)), n, err
 }

@@ -16,11 +16,16 @@ const maxTries = 5
 // RetryAfter is implemented by errors whose server said how long to wait.
 type RetryAfter interface{ RetryAfter() time.Duration }
 
+// quotaError is implemented by errors that mean "over quota" (HTTP 429).
+type quotaError interface{ QuotaExhausted() bool }
+
 const msgStorageDown = "File storage could not be reached for too long; please try again in a few minutes."
 
 // retry runs step until it succeeds, fails permanently, or the tries or the
-// waiting budget run out. Only errors wrapping jobs.ErrUnavailable are retried.
-func (p *Pipeline) retry(ctx context.Context, step func() error) error {
+// waiting budget run out; then the job ends with giveUp (or, when the server
+// kept saying it is over quota, msgQuota). Only errors wrapping
+// jobs.ErrUnavailable are retried; a wait the server asked for is honoured.
+func (p *Pipeline) retry(ctx context.Context, giveUp string, step func() error) error {
 	var waited time.Duration
 	for try := 1; ; try++ {
 		err := step()
@@ -33,7 +38,11 @@ func (p *Pipeline) retry(ctx context.Context, step func() error) error {
 			wait = ra.RetryAfter()
 		}
 		if try == maxTries || waited+wait > p.cfg.MaxRetryWait {
-			return jobs.Fail(msgStorageDown, fmt.Errorf("gave up after %d tries: %w", try, err))
+			var q quotaError
+			if errors.As(err, &q) && q.QuotaExhausted() {
+				giveUp = msgQuota
+			}
+			return jobs.Fail(giveUp, fmt.Errorf("gave up after %d tries: %w", try, err))
 		}
 		p.cfg.Logger.Warn("transient failure; trying again", "try", try, "wait", wait, "error", err)
 		if err := p.cfg.Sleep(ctx, wait); err != nil {

@@ -46,7 +46,7 @@ func (p *Pipeline) download(ctx context.Context, job queue.Job, r queue.Reporter
 	if err := p.checkSpace(filepath.Dir(file), expected); err != nil {
 		return err
 	}
-	return p.retry(ctx, func() error {
+	return p.retry(ctx, msgStorageDown, func() error {
 		body, size, err := p.objects.Download(ctx, job.ID.RawPath())
 		if errors.Is(err, jobs.ErrObjectMissing) {
 			return jobs.Fail(msgNoUpload, err)
@@ -197,7 +197,7 @@ func (p *Pipeline) uploadSlim(ctx context.Context, job queue.Job, r queue.Report
 	if err := r.Stage(ctx, "uploading_slim"); err != nil {
 		return err
 	}
-	err := p.retry(ctx, func() error {
+	err := p.retry(ctx, msgStorageDown, func() error {
 		f, err := os.Open(res.File)
 		if err != nil {
 			return err

@@ -172,4 +172,17 @@ func (s *QueueStore) Rescue(ctx context.Context, maxAttempts int, message string
 	return requeued, failed, wrap("rescue jobs", err)
 }
 
+// Status reads the job's status; found is false when the row is gone.
+func (s *QueueStore) Status(ctx context.Context, id jobs.ID) (jobs.Status, bool, error) {
+	var status string
+	err := s.pool.QueryRow(ctx, `SELECT status FROM public.jobs WHERE job_id = $1`, string(id)).Scan(&status)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, wrap("read job status", err)
+	}
+	return jobs.Status(status), true, nil
+}
+
 var _ queue.Store = (*QueueStore)(nil)

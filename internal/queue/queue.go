@@ -8,6 +8,7 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/runops/runops/internal/jobs"
@@ -24,6 +25,8 @@ type Store interface {
 	HandBack(ctx context.Context, id jobs.ID, token string) (bool, error)
 	Release(ctx context.Context, id jobs.ID, token string) error
 	Rescue(ctx context.Context, maxAttempts int, message string) (requeued, failed []jobs.ID, err error)
+	// Status reads the job's status; found is false when the row is gone.
+	Status(ctx context.Context, id jobs.ID) (status jobs.Status, found bool, err error)
 }
 
 // Job is a claimed job.
@@ -64,8 +67,11 @@ type Reporter interface {
 // ErrLeaseLost is returned by Reporter writes once the job is no longer held.
 var ErrLeaseLost = errors.New("lease lost")
 
-// Why a run's context was cancelled.
+// Why a run's context was cancelled (context.Cause tells a handler).
 var (
 	errLeaseGone = errors.New("lease gone: rescued elsewhere or the row was edited")
 	errShutdown  = errors.New("shutdown grace period over")
+	// ErrEdited: a person changed the job's status or deleted its row; the
+	// work is abandoned for good (a handler may clean up remote state).
+	ErrEdited = fmt.Errorf("stopped by a person editing the job: %w", errLeaseGone)
 )

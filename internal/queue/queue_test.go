@@ -217,6 +217,14 @@ type blocking struct {
 	started chan queue.Job
 	release chan struct{}
 	ended   chan error
+	mu      sync.Mutex
+	ctx     context.Context
+}
+
+func (h *blocking) lastCtx() context.Context {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.ctx
 }
 
 func newBlocking() *blocking {
@@ -224,6 +232,9 @@ func newBlocking() *blocking {
 }
 
 func (h *blocking) Run(ctx context.Context, j queue.Job, _ queue.Reporter) error {
+	h.mu.Lock()
+	h.ctx = ctx
+	h.mu.Unlock()
 	h.started <- j
 	var err error
 	select {
@@ -263,7 +274,7 @@ func TestDashboardEditsWin(t *testing.T) {
 			id := b.insert(1)[0]
 			j := recv(t, h.started, "start")
 			b.exec(edit, string(id))
-			if err := recv(t, h.ended, "cancellation"); !errors.Is(err, context.Canceled) {
+			if err := recv(t, h.ended, "cancellation"); !errors.Is(err, context.Canceled) || !errors.Is(context.Cause(h.lastCtx()), queue.ErrEdited) {
 				t.Fatalf("handler ended with %v", err)
 			}
 			b.waitFor("worker let go", func() bool { return len(r.w.Held()) == 0 })

@@ -361,7 +361,7 @@ func (w *Worker) heartbeat(ctx context.Context, r *run, log *slog.Logger) {
 		case err == nil && ok:
 			lastRenewed = sent
 		case err == nil:
-			r.cancel(errLeaseGone)
+			r.cancel(w.whyGone(r.job.ID))
 			return
 		case ctx.Err() != nil:
 			return
@@ -373,6 +373,18 @@ func (w *Worker) heartbeat(ctx context.Context, r *run, log *slog.Logger) {
 			}
 		}
 	}
+}
+
+// whyGone tells a person's edit (status changed, row deleted) from a lease
+// lost to the rescuer, for the handler's sake.
+func (w *Worker) whyGone(id jobs.ID) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	status, found, err := w.store.Status(ctx, id)
+	if err == nil && (!found || status != jobs.StatusProcessing) {
+		return ErrEdited
+	}
+	return errLeaseGone
 }
 
 func (w *Worker) safeRun(ctx context.Context, job Job, rep Reporter) (err error) {

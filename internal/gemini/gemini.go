@@ -1,0 +1,256 @@
+// Package gemini is the adapter over google.golang.org/genai for the three
+// things the worker asks of Gemini: upload a video with the Files API, wait
+// for it, and generate structured output from it. It turns every outcome into
+// one of three shapes: a result, a *Transient error (retry, perhaps after the
+// wait the server asked for) or a permanent error. It must not know SOPs,
+// jobs or prompts. The SDK's own retries stay off: the caller retries, so that
+// waits are bounded and the lease is renewed meanwhile.
+package gemini
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"google.golang.org/genai"
+
+	"github.com/runops/runops/internal/jobs"
+)
+
+// Client talks to the Gemini API.
+type Client struct {
+	c        *genai.Client
+	model    string
+	mediaRes genai.MediaResolution
+}
+
+// Config says how to reach Gemini.
+type Config struct {
+	APIKey          string
+	Model           string
+	MediaResolution string // e.g. MEDIA_RESOLUTION_LOW; "" = API default
+	BaseURL         string // "" = the SDK's default (or GOOGLE_GEMINI_BASE_URL)
+}
+
+// New returns a client; it does not call the API.
+func New(ctx context.Context, cfg Config) (*Client, error) {
+	c, err := genai.NewClient(ctx, &genai.ClientConfig{
+		APIKey:      cfg.APIKey,
+		Backend:     genai.BackendGeminiAPI,
+		HTTPOptions: genai.HTTPOptions{BaseURL: cfg.BaseURL},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gemini client: %w", err)
+	}
+	mr := genai.MediaResolution("")
+	if cfg.MediaResolution != "" {
+		mr = genai.MediaResolution(strings.ToUpper(cfg.MediaResolution))
+		if !strings.HasPrefix(string(mr), "MEDIA_RESOLUTION_") {
+			mr = "MEDIA_RESOLUTION_" + mr
+		}
+	}
+	return &Client{c: c, model: cfg.Model, mediaRes: mr}, nil
+}
+
+// Model is the model name requests use.
+func (c *Client) Model() string { return c.model }
+
+// File is an uploaded file.
+type File struct {
+	Name      string // files/abc
+	URI       string
+	MIMEType  string
+	State     string // PROCESSING, ACTIVE, FAILED
+	ExpiresAt time.Time
+	Error     string // why processing failed
+}
+
+func fromGenai(f *genai.File) File {
+	out := File{Name: f.Name, URI: f.URI, MIMEType: f.MIMEType, State: string(f.State), ExpiresAt: f.ExpirationTime}
+	if f.Error != nil {
+		out.Error = f.Error.Message
+	}
+	return out
+}
+
+// Upload sends a local video with the resumable Files API.
+func (c *Client) Upload(ctx context.Context, path, mimeType, displayName string) (File, error) {
+	f, err := c.c.Files.UploadFromPath(ctx, path, &genai.UploadFileConfig{MIMEType: mimeType, DisplayName: displayName})
+	if err != nil {
+		return File{}, classify(ctx, "upload file", err)
+	}
+	return fromGenai(f), nil
+}
+
+// File returns the file's current state.
+func (c *Client) File(ctx context.Context, name string) (File, error) {
+	f, err := c.c.Files.Get(ctx, name, nil)
+	if err != nil {
+		return File{}, classify(ctx, "get file", err)
+	}
+	return fromGenai(f), nil
+}
+
+// Delete removes an uploaded file.
+func (c *Client) Delete(ctx context.Context, name string) error {
+	if _, err := c.c.Files.Delete(ctx, name, nil); err != nil {
+		return classify(ctx, "delete file", err)
+	}
+	return nil
+}
+
+// Request is one generateContent call on a video.
+type Request struct {
+	System    string
+	Prompt    string
+	FileURI   string
+	MIMEType  string
+	Schema    any // a JSON Schema (responseJsonSchema)
+	MaxTokens int32
+}
+
+// Usage counts tokens.
+type Usage struct {
+	PromptTokens int `json:"prompt_tokens"`
+	VideoTokens  int `json:"video_tokens"`
+	OutputTokens int `json:"output_tokens"`
+	TotalTokens  int `json:"total_tokens"`
+}
+
+// Add sums usages.
+func (u Usage) Add(o Usage) Usage {
+	return Usage{u.PromptTokens + o.PromptTokens, u.VideoTokens + o.VideoTokens, u.OutputTokens + o.OutputTokens, u.TotalTokens + o.TotalTokens}
+}
+
+// Response is what came back.
+type Response struct {
+	Text         string
+	FinishReason string // STOP, MAX_TOKENS, SAFETY, …
+	BlockReason  string // set when the prompt itself was blocked (no candidates)
+	Usage        Usage
+}
+
+// Generate asks the model for JSON matching req.Schema about the video.
+func (c *Client) Generate(ctx context.Context, req Request) (Response, error) {
+	fps := 1.0
+	temp := float32(0.2)
+	video := genai.NewPartFromURI(req.FileURI, req.MIMEType)
+	video.VideoMetadata = &genai.VideoMetadata{FPS: &fps}
+	cfg := &genai.GenerateContentConfig{
+		SystemInstruction:  genai.NewContentFromText(req.System, genai.RoleUser),
+		ResponseMIMEType:   "application/json",
+		ResponseJsonSchema: req.Schema,
+		Temperature:        &temp,
+		MaxOutputTokens:    req.MaxTokens,
+		MediaResolution:    c.mediaRes,
+	}
+	contents := []*genai.Content{genai.NewContentFromParts([]*genai.Part{video, genai.NewPartFromText(req.Prompt)}, genai.RoleUser)}
+	res, err := c.c.Models.GenerateContent(ctx, c.model, contents, cfg)
+	if err != nil {
+		return Response{}, classify(ctx, "generate", err)
+	}
+	out := Response{Text: res.Text()}
+	if res.PromptFeedback != nil {
+		out.BlockReason = string(res.PromptFeedback.BlockReason)
+	}
+	if len(res.Candidates) > 0 && res.Candidates[0] != nil {
+		out.FinishReason = string(res.Candidates[0].FinishReason)
+	}
+	if u := res.UsageMetadata; u != nil {
+		out.Usage = Usage{PromptTokens: int(u.PromptTokenCount), OutputTokens: int(u.CandidatesTokenCount), TotalTokens: int(u.TotalTokenCount)}
+		for _, d := range u.PromptTokensDetails {
+			if d != nil && d.Modality == genai.MediaModalityVideo {
+				out.Usage.VideoTokens += int(d.TokenCount)
+			}
+		}
+	}
+	return out, nil
+}
+
+// Transient is a failure worth retrying, after Wait when the server said.
+type Transient struct {
+	Err  error
+	Wait time.Duration
+	// Quota is set for 429 RESOURCE_EXHAUSTED.
+	Quota bool
+}
+
+func (t *Transient) Error() string { return t.Err.Error() }
+func (t *Transient) Unwrap() error { return t.Err }
+
+// Is makes a transient failure an outage for callers that branch on jobs.ErrUnavailable.
+func (t *Transient) Is(target error) bool { return target == jobs.ErrUnavailable }
+
+// QuotaExhausted tells a 429 from other transient failures.
+func (t *Transient) QuotaExhausted() bool { return t.Quota }
+
+// RetryAfter is the wait the server asked for (0: none).
+func (t *Transient) RetryAfter() time.Duration { return t.Wait }
+
+// ErrBadKey means the API key was refused.
+var ErrBadKey = errors.New("gemini refused the API key")
+
+// classify sorts an SDK error into transient and permanent.
+func classify(ctx context.Context, op string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s: %w", op, ctx.Err()) // our own cancellation: not the server's doing
+	}
+	wrapped := fmt.Errorf("gemini %s: %w", op, err)
+	var apiErr genai.APIError
+	if errors.As(err, &apiErr) {
+		switch {
+		case apiErr.Code == 429 || apiErr.Status == "RESOURCE_EXHAUSTED":
+			return &Transient{Err: wrapped, Wait: retryDelay(apiErr.Details), Quota: true}
+		case apiErr.Code == 408 || apiErr.Code >= 500 || apiErr.Status == "UNAVAILABLE" || apiErr.Status == "INTERNAL":
+			return &Transient{Err: wrapped, Wait: retryDelay(apiErr.Details)}
+		case apiErr.Code == 401 || apiErr.Code == 403 || badKey(apiErr.Message) || hasReason(apiErr.Details, "API_KEY_INVALID"):
+			return fmt.Errorf("%w: %w", ErrBadKey, wrapped)
+		}
+		return wrapped
+	}
+	// Errors without an APIError: deadlines, the network, and the upload's
+	// start request, whose error the SDK formats with %s (text only).
+	var netErr net.Error
+	msg := err.Error()
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr):
+		return &Transient{Err: wrapped}
+	case badKey(msg) || strings.Contains(msg, "PERMISSION_DENIED") || strings.Contains(msg, "UNAUTHENTICATED"):
+		return fmt.Errorf("%w: %w", ErrBadKey, wrapped)
+	case strings.Contains(msg, "RESOURCE_EXHAUSTED") || strings.Contains(msg, "Error 429"):
+		return &Transient{Err: wrapped, Quota: true}
+	case strings.Contains(msg, "UNAVAILABLE") || strings.Contains(msg, "Error 5"), strings.Contains(msg, "connection"):
+		return &Transient{Err: wrapped}
+	}
+	return wrapped
+}
+
+func badKey(msg string) bool {
+	return strings.Contains(msg, "API key not valid") || strings.Contains(msg, "API_KEY_INVALID")
+}
+
+func hasReason(details []map[string]any, reason string) bool {
+	for _, d := range details {
+		if r, _ := d["reason"].(string); r == reason {
+			return true
+		}
+	}
+	return false
+}
+
+// retryDelay reads google.rpc.RetryInfo's retryDelay ("2s", "1.5s").
+func retryDelay(details []map[string]any) time.Duration {
+	for _, d := range details {
+		if t, _ := d["@type"].(string); strings.HasSuffix(t, "google.rpc.RetryInfo") {
+			if s, ok := d["retryDelay"].(string); ok {
+				if w, err := time.ParseDuration(s); err == nil && w > 0 {
+					return w
+				}
+			}
+		}
+	}
+	return 0
+}

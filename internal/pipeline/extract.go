@@ -1,0 +1,344 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/runops/runops/internal/gemini"
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/queue"
+	"github.com/runops/runops/internal/sop"
+)
+
+// PromptVersion names the embedded prompt; it is recorded with every SOP.
+const PromptVersion = "sop-v1"
+
+//go:embed prompt_sop_v1.md
+var prompt string
+
+const systemInstruction = "You write Standard Operating Procedures from narrated screen recordings. " +
+	"You answer with JSON that matches the response schema, and nothing else."
+
+// Model is what extraction needs of Gemini.
+type Model interface {
+	Model() string
+	Upload(ctx context.Context, path, mimeType, displayName string) (gemini.File, error)
+	File(ctx context.Context, name string) (gemini.File, error)
+	Delete(ctx context.Context, name string) error
+	Generate(ctx context.Context, req gemini.Request) (gemini.Response, error)
+}
+
+// SOPLocker serialises writes of one job's SOP with the API's edits.
+type SOPLocker interface {
+	WithSOPLock(ctx context.Context, id jobs.ID, fn func(context.Context) error) error
+}
+
+// Sentences for the person.
+const (
+	msgBadKey      = "The AI service refused our credentials; the operators have been told. Please try again later."
+	msgSafety      = "The AI service declined to process this video (its safety filter blocked it). If it shows an ordinary work procedure, please contact support."
+	msgFileFailed  = "The AI service could not process the video file. Please upload the recording again."
+	msgFileSlow    = "The AI service took too long to prepare the video; please try again later."
+	msgQuota       = "Gemini quota exhausted; try again later."
+	msgAIDown      = "The AI service is unavailable right now; please try again in a few minutes."
+	msgInvalid     = "The AI could not describe this video as a valid SOP after %d tries. Please try again, or record the procedure again with more narration."
+	msgTooLong     = "The procedure in this video is too long to describe in one SOP; please split the recording into shorter parts."
+	maxCalls       = 3
+	pollEvery      = 2 * time.Second
+	reuseMinLife   = time.Hour
+	generateTimout = 5 * time.Minute
+)
+
+// extract turns the slim copy into the job's SOP document in storage.
+func (p *Pipeline) extract(ctx context.Context, job queue.Job, r queue.Reporter, slim SlimResult) (err error) {
+	file, err := p.geminiFile(ctx, job, r, slim)
+	if file.Name == "" {
+		return err
+	}
+	defer func() {
+		// Kept for the next attempt after a transient failure, a lost lease or
+		// a shutdown; gone once the job is over, or a person stopped it.
+		var f *jobs.Failure
+		if err == nil || errors.As(err, &f) || errors.Is(context.Cause(ctx), queue.ErrEdited) {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+			defer cancel()
+			if derr := p.model.Delete(dctx, file.Name); derr != nil {
+				p.cfg.Logger.Warn("could not delete the Gemini file", "job_id", job.ID, "file", file.Name, "error", derr)
+			}
+		}
+	}()
+	if err != nil {
+		return err
+	}
+
+	if err := r.Stage(ctx, "extracting"); err != nil {
+		return err
+	}
+	var (
+		usage    gemini.Usage
+		calls    int
+		problems string
+		cutOff   bool
+		doc      *sop.Document
+	)
+	for calls < maxCalls && doc == nil {
+		req := gemini.Request{System: systemInstruction, Prompt: prompt, FileURI: file.URI, MIMEType: "video/mp4", Schema: schema}
+		if problems != "" {
+			req.Prompt += "\n\nYour previous answer was rejected for these reasons; answer again, fixing them:\n" + problems
+		}
+		var resp gemini.Response
+		err := p.retry(ctx, msgAIDown, func() error {
+			gctx, cancel := context.WithTimeout(ctx, generateTimout)
+			defer cancel()
+			var err error
+			resp, err = p.model.Generate(gctx, req)
+			return err
+		})
+		if err != nil {
+			return p.geminiFailure(err)
+		}
+		calls++
+		usage = usage.Add(resp.Usage)
+		switch {
+		case resp.BlockReason != "":
+			return jobs.Fail(msgSafety, fmt.Errorf("prompt blocked: %s", resp.BlockReason))
+		case resp.FinishReason == "SAFETY" || resp.FinishReason == "PROHIBITED_CONTENT" || resp.FinishReason == "SPII" || resp.FinishReason == "BLOCKLIST":
+			return jobs.Fail(msgSafety, fmt.Errorf("answer blocked: %s", resp.FinishReason))
+		}
+		if err := r.Stage(ctx, "validating"); err != nil {
+			return err
+		}
+		cutOff = resp.FinishReason == "MAX_TOKENS"
+		doc, problems = toDocument(resp.Text, job.ID)
+		if doc == nil && cutOff {
+			problems = "- the answer was cut off before its end: describe the procedure more briefly\n" + problems
+		}
+		if doc == nil {
+			p.cfg.Logger.Info("SOP rejected; asking again", "job_id", job.ID, "call", calls, "problems", problems)
+			if calls < maxCalls {
+				if err := r.Stage(ctx, "extracting"); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	record := map[string]any{"model": p.model.Model(), "prompt_version": PromptVersion, "file_name": file.Name,
+		"file_expires_at": file.ExpiresAt, "slim_sha256": slim.SHA256, "calls": calls, "usage": usage}
+	if err := r.Merge(ctx, map[string]any{"gemini": record}); err != nil {
+		return err
+	}
+	if doc == nil {
+		if cutOff {
+			return jobs.Fail(msgTooLong, errors.New(problems))
+		}
+		return jobs.Fail(fmt.Sprintf(msgInvalid, maxCalls), errors.New(problems))
+	}
+	return p.writeSOP(ctx, job, r, doc)
+}
+
+// writeSOP stores the document (under the SOP lock the API's edits take) and
+// records it; the engine marks the job completed only after this returns.
+func (p *Pipeline) writeSOP(ctx context.Context, job queue.Job, r queue.Reporter, doc *sop.Document) error {
+	if err := r.Stage(ctx, "uploading_sop"); err != nil {
+		return err
+	}
+	b, err := sop.Marshal(doc)
+	if err != nil {
+		return err
+	}
+	err = p.sops.WithSOPLock(ctx, job.ID, func(ctx context.Context) error {
+		return p.retry(ctx, msgStorageDown, func() error {
+			return p.objects.Upload(ctx, job.ID.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json")
+		})
+	})
+	if err != nil {
+		return err
+	}
+	sum, _, _ := hashBytes(b)
+	return r.Merge(ctx, map[string]any{"sop": map[string]any{"path": job.ID.SOPPath(), "nodes": len(doc.Public.Nodes),
+		"edges": len(doc.Public.Edges), "sha256": sum}})
+}
+
+// geminiFile returns an ACTIVE Gemini file of the slim copy: the previous
+// attempt's when it is still there, made from the same bytes, and has more
+// than an hour left; otherwise a new upload. On an error after the upload the
+// file is returned too, so that the caller can decide its fate.
+func (p *Pipeline) geminiFile(ctx context.Context, job queue.Job, r queue.Reporter, slim SlimResult) (gemini.File, error) {
+	if err := r.Stage(ctx, "gemini_upload"); err != nil {
+		return gemini.File{}, err
+	}
+	if prev, ok := job.Metadata["gemini"].(map[string]any); ok {
+		name, _ := prev["file_name"].(string)
+		sha, _ := prev["slim_sha256"].(string)
+		exp, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(prev["file_expires_at"]))
+		if name != "" && sha == slim.SHA256 && time.Until(exp) > reuseMinLife {
+			if f, err := p.model.File(ctx, name); err == nil && f.State == "ACTIVE" && time.Until(f.ExpiresAt) > reuseMinLife {
+				p.cfg.Logger.Info("reusing the Gemini file of a previous attempt", "job_id", job.ID, "file", name)
+				return f, nil
+			}
+		}
+	}
+	var f gemini.File
+	err := p.retry(ctx, msgAIDown, func() error {
+		var err error
+		f, err = p.model.Upload(ctx, slim.File, "video/mp4", "runops-"+string(job.ID))
+		return err
+	})
+	if err != nil {
+		return gemini.File{}, p.geminiFailure(err)
+	}
+	if err := r.Merge(ctx, map[string]any{"gemini": map[string]any{"model": p.model.Model(), "prompt_version": PromptVersion,
+		"file_name": f.Name, "file_expires_at": f.ExpiresAt, "slim_sha256": slim.SHA256}}); err != nil {
+		return f, err
+	}
+	if err := r.Stage(ctx, "gemini_processing"); err != nil {
+		return f, err
+	}
+	var waited time.Duration
+	for f.State != "ACTIVE" {
+		if f.State == "FAILED" {
+			return f, jobs.Fail(msgFileFailed, errors.New(f.Error))
+		}
+		if waited >= p.cfg.FileActiveTimeout {
+			return f, jobs.Fail(msgFileSlow, fmt.Errorf("file %s still %s after %s", f.Name, f.State, waited))
+		}
+		if err := p.cfg.Sleep(ctx, pollEvery); err != nil {
+			return f, err
+		}
+		waited += pollEvery
+		err := p.retry(ctx, msgAIDown, func() error {
+			got, err := p.model.File(ctx, f.Name)
+			if err == nil {
+				f = got
+			}
+			return err
+		})
+		if err != nil {
+			return f, p.geminiFailure(err)
+		}
+	}
+	return f, nil
+}
+
+// geminiFailure turns what is left of a Gemini error into the job's end.
+func (p *Pipeline) geminiFailure(err error) error {
+	var f *jobs.Failure
+	switch {
+	case errors.As(err, &f), errors.Is(err, context.Canceled), errors.Is(err, queue.ErrLeaseLost):
+		return err
+	case errors.Is(err, gemini.ErrBadKey):
+		p.cfg.Logger.Error("Gemini refused GEMINI_API_KEY", "error", err)
+		return jobs.Fail(msgBadKey, err)
+	}
+	return jobs.Fail(msgAIDown, err)
+}
+
+// hashBytes is hashFile for bytes in memory.
+func hashBytes(b []byte) (string, int64, error) { return hashReader(bytes.NewReader(b)) }
+
+// modelSOP is the flat shape the model answers in (Gemini rejects large
+// nested schemas); toDocument turns it into the viewer's document.
+type modelSOP struct {
+	Title    string   `json:"title"`
+	Goal     string   `json:"goal"`
+	Purpose  string   `json:"purpose"`
+	Owners   []string `json:"owners"`
+	Triggers []struct {
+		Type        string `json:"type"`
+		Description string `json:"description"`
+	} `json:"triggers"`
+	Nodes []struct {
+		ID            string `json:"id"`
+		Type          string `json:"type"`
+		Label         string `json:"label"`
+		Intent        string `json:"intent"`
+		Context       string `json:"context"`
+		ParentID      string `json:"parent_id"`
+		Iterator      string `json:"iterator"`
+		ExitCondition string `json:"exit_condition"`
+	} `json:"nodes"`
+	Edges []struct {
+		Source    string `json:"source"`
+		Target    string `json:"target"`
+		Condition string `json:"condition"`
+	} `json:"edges"`
+	Variables []struct {
+		Name        string `json:"name"`
+		Description string `json:"description"`
+	} `json:"variables"`
+	Clarifications []struct {
+		Question   string `json:"question"`
+		Importance string `json:"importance"`
+	} `json:"clarifications"`
+	Skills []struct {
+		ID              string `json:"id"`
+		App             string `json:"app"`
+		MethodType      string `json:"method_type"`
+		PerformanceHint string `json:"performance_hint"`
+	} `json:"skills"`
+	Steps []struct {
+		NodeID       string `json:"node_id"`
+		PrimarySkill string `json:"primary_skill"`
+	} `json:"steps"`
+}
+
+// toDocument converts and checks an answer: the document, or nil and the
+// problems to send back to the model.
+func toDocument(text string, id jobs.ID) (*sop.Document, string) {
+	var m modelSOP
+	dec := json.NewDecoder(strings.NewReader(text))
+	if err := dec.Decode(&m); err != nil {
+		return nil, "- the answer is not the JSON the schema asks for: " + err.Error() + "\n"
+	}
+	d := &sop.Document{
+		Meta:    &sop.Meta{Title: m.Title, Goal: m.Goal, Purpose: m.Purpose, Owner: m.Owners},
+		Public:  &sop.Public{Variables: map[string]string{}},
+		Private: &sop.Private{},
+	}
+	var problems []string
+	for _, t := range m.Triggers {
+		d.Public.Triggers = append(d.Public.Triggers, sop.Trigger{Type: t.Type, Config: map[string]any{}, Description: t.Description})
+	}
+	for _, n := range m.Nodes {
+		d.Public.Nodes = append(d.Public.Nodes, sop.Node{ID: n.ID, Type: n.Type, Label: n.Label, Intent: n.Intent, Context: n.Context,
+			ParentID: n.ParentID, Iterator: n.Iterator, ExitCondition: n.ExitCondition})
+	}
+	for _, e := range m.Edges {
+		d.Public.Edges = append(d.Public.Edges, sop.Edge{Source: e.Source, Target: e.Target, Condition: e.Condition})
+	}
+	for _, v := range m.Variables {
+		if _, dup := d.Public.Variables[v.Name]; dup {
+			problems = append(problems, fmt.Sprintf("- variables: %q is listed twice", v.Name))
+		}
+		d.Public.Variables[v.Name] = v.Description
+	}
+	for i, c := range m.Clarifications {
+		d.Public.ClarificationRequests = append(d.Public.ClarificationRequests,
+			sop.Clarification{ID: fmt.Sprintf("q%d", i+1), Question: c.Question, Importance: c.Importance})
+	}
+	for _, s := range m.Skills {
+		d.Private.Skills = append(d.Private.Skills, sop.Skill{ID: s.ID, App: s.App, MethodType: s.MethodType, PerformanceHint: s.PerformanceHint})
+	}
+	for _, s := range m.Steps {
+		d.Private.Steps = append(d.Private.Steps, sop.Step{NodeID: s.NodeID, PrimarySkill: s.PrimarySkill})
+	}
+	sop.Repair(d, string(id))
+	if err := sop.Validate(d); err != nil {
+		var inv *sop.Invalid
+		if errors.As(err, &inv) {
+			for _, p := range inv.Problems {
+				problems = append(problems, "- "+p.String())
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return nil, strings.Join(problems, "\n") + "\n"
+	}
+	return d, ""
+}

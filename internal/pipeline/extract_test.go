@@ -1,0 +1,279 @@
+package pipeline_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/runops/runops/internal/api"
+	"github.com/runops/runops/internal/geminitest"
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/mediatest"
+	"github.com/runops/runops/internal/postgres"
+	"github.com/runops/runops/internal/storage"
+)
+
+// goodSOP is a model answer in the flat response schema.
+const goodSOP = geminitest.SampleSOP
+
+// brokenSOP parses but fails validation: the decision has no "no" branch.
+var brokenSOP = strings.Replace(goodSOP, `"condition": "no"`, `"condition": ""`, 1)
+
+func (r *rig) video() string {
+	return mediatest.Make(r.t, r.dir, "v.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2, Audio: true})
+}
+
+func TestWholePathToTheSOPAPI(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	id := r.submit(r.video(), nil)
+	j := r.finished(id)
+	if outcome(j) != done {
+		t.Fatalf("%s", deref(j.Error))
+	}
+	g, _ := j.Metadata["gemini"].(map[string]any)
+	usage, _ := g["usage"].(map[string]any)
+	sopMeta, _ := j.Metadata["sop"].(map[string]any)
+	if g["model"] != "gemini-test" || g["prompt_version"] != "sop-v1" || g["calls"] != float64(1) || usage["video_tokens"] != float64(774) ||
+		usage["total_tokens"] != float64(1200) || sopMeta["nodes"] != float64(5) || sopMeta["path"] != id.SOPPath() {
+		t.Fatalf("metadata %v", j.Metadata)
+	}
+	if _, ok := r.fake.Object("videos/" + id.SOPPath()); !ok {
+		t.Fatal("no SOP in storage")
+	}
+	if len(r.ai.Files()) != 0 || len(r.ai.Deleted()) != 1 {
+		t.Fatalf("the Gemini file was not deleted on completion: %v", r.ai.Files())
+	}
+	req := r.ai.Requests()[0]
+	if req.FPS != 1 || !req.HasSchema || req.System == "" || !strings.Contains(req.Prompt, "Invent nothing") {
+		t.Fatalf("request %+v", req)
+	}
+
+	// What the viewer then loads.
+	objects, _ := storage.New(storage.Config{URL: r.fake.URL, ServiceKey: r.fake.ServiceRoleKey(), Bucket: jobs.Bucket})
+	srv := httptest.NewServer(api.Handler(api.Options{Jobs: r.store, Objects: objects, SOPs: postgres.NewSOPLocker(r.pool),
+		Logger: slog.New(slog.DiscardHandler)}))
+	defer srv.Close()
+	for path, want := range map[string]string{"/api/job-status/" + string(id): `"status":"completed"`, "/api/sop/" + string(id): `"title": "Refund a duplicate charge"`} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(strings.ReplaceAll(string(b), `":"`, `": "`), strings.ReplaceAll(want, `":"`, `": "`)) {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, b)
+		}
+	}
+	resp, _ := http.Get(srv.URL + "/api/sop/" + string(id))
+	var got struct {
+		Data struct {
+			Meta struct {
+				ID string `json:"id"`
+			} `json:"meta"`
+			Public struct {
+				Nodes []struct {
+					ID       string   `json:"id"`
+					IDPath   string   `json:"id_path"`
+					Children []string `json:"children"`
+				} `json:"nodes"`
+				Variables map[string]string `json:"variables"`
+			} `json:"public"`
+		} `json:"data"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&got)
+	resp.Body.Close()
+	if got.Data.Meta.ID != string(id) || got.Data.Public.Nodes[2].ID != "each" || got.Data.Public.Nodes[2].Children[0] != "refund" ||
+		got.Data.Public.Nodes[3].IDPath != "3.1" || got.Data.Public.Variables["order_id"] != "The order" {
+		t.Fatalf("document %+v", got.Data)
+	}
+}
+
+func TestAskAgainUntilValid(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.ai.Script(geminitest.JSON("this is not json"), geminitest.JSON(brokenSOP), geminitest.JSON(goodSOP))
+	j := r.finished(r.submit(r.video(), nil))
+	if outcome(j) != done || j.Metadata["gemini"].(map[string]any)["calls"] != float64(3) {
+		t.Fatalf("%s %v", deref(j.Error), j.Metadata["gemini"])
+	}
+	reqs := r.ai.Requests()
+	if strings.Contains(reqs[0].Prompt, "rejected") || !strings.Contains(reqs[1].Prompt, "not the JSON") ||
+		!strings.Contains(reqs[2].Prompt, `decision "check" needs a yes and a no edge`) {
+		t.Fatalf("the problems were not sent back:\n%s\n---\n%s", reqs[1].Prompt, reqs[2].Prompt)
+	}
+}
+
+func TestThreeBadAnswersEndTheJob(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.ai.Script(geminitest.JSON(brokenSOP), geminitest.JSON(brokenSOP), geminitest.JSON(brokenSOP))
+	j := r.finished(r.submit(r.video(), nil))
+	if !strings.Contains(outcome(j), "could not describe this video as a valid SOP after 3 tries") || len(r.ai.Requests()) != 3 {
+		t.Fatalf("%s after %d calls", outcome(j), len(r.ai.Requests()))
+	}
+	if len(r.ai.Files()) != 0 {
+		t.Fatal("Gemini file kept after a permanent error")
+	}
+	cut := newRig(t)
+	cut.ai.Script(geminitest.Text(goodSOP[:200], "MAX_TOKENS"), geminitest.Text(goodSOP[:200], "MAX_TOKENS"), geminitest.Text(goodSOP[:300], "MAX_TOKENS"))
+	if j := cut.finished(cut.submit(cut.video(), nil)); !strings.Contains(outcome(j), "too long to describe in one SOP") {
+		t.Fatalf("max tokens: %s", outcome(j))
+	}
+}
+
+func TestRateLimitHonoursRetryDelay(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.ai.Script(geminitest.Error(429, "RESOURCE_EXHAUSTED", "Quota exceeded", "7s"), geminitest.Error(503, "UNAVAILABLE", "overloaded", ""))
+	j := r.finished(r.submit(r.video(), nil))
+	if outcome(j) != done {
+		t.Fatalf("%s", outcome(j))
+	}
+	r.mu.Lock()
+	sleeps := append([]time.Duration(nil), r.sleeps...)
+	r.mu.Unlock()
+	// Polling the file (2 s), then the waits asked for: 7 s (RetryInfo), then 2 s (second try's backoff).
+	if !containsRun(sleeps, 7*time.Second, 2*time.Second) {
+		t.Fatalf("waits %v", sleeps)
+	}
+
+	over := newRig(t)
+	over.ai.Script(geminitest.Error(429, "RESOURCE_EXHAUSTED", "Quota exceeded", "300s"))
+	if j := over.finished(over.submit(over.video(), nil)); outcome(j) != "Gemini quota exhausted; try again later." {
+		t.Fatalf("long retry delay: %s", outcome(j))
+	}
+}
+
+func containsRun(s []time.Duration, run ...time.Duration) bool {
+	for i := 0; i+len(run) <= len(s); i++ {
+		ok := true
+		for k := range run {
+			ok = ok && s[i+k] == run[k]
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+func TestPermanentGeminiFailures(t *testing.T) {
+	t.Parallel()
+	cases := map[string]struct {
+		setup func(r *rig)
+		says  string
+	}{
+		"safety block": {func(r *rig) { r.ai.Script(geminitest.Blocked()) }, "safety filter"},
+		"file failed":  {func(r *rig) { r.ai.FileOutcome = "FAILED" }, "could not process the video file"},
+		"file stuck":   {func(r *rig) { r.ai.FileOutcome = "STUCK" }, "took too long to prepare the video"},
+		"bad key":      {func(r *rig) { r.ai.APIKey = "another-key" }, "refused our credentials"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t)
+			c.setup(r)
+			j := r.finished(r.submit(r.video(), nil))
+			if !strings.Contains(outcome(j), c.says) {
+				t.Fatalf("%s", outcome(j))
+			}
+			if len(r.ai.Files()) != 0 {
+				t.Fatalf("Gemini file kept after a permanent error: %v", r.ai.Files())
+			}
+		})
+	}
+}
+
+func TestPersonCancelsDuringTheGeminiCall(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	entered, release := r.ai.BlockGenerate()
+	defer release()
+	id := r.submit(r.video(), nil)
+	<-entered
+	if _, err := r.pool.Exec(context.Background(), `UPDATE jobs SET status = 'error', error = 'Stopped by hand' WHERE job_id = $1`, string(id)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for len(r.ai.Deleted()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the Gemini file was not deleted after the person stopped the job")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	j, _ := r.store.Get(context.Background(), id)
+	if deref(j.Error) != "Stopped by hand" || j.Status != jobs.StatusError {
+		t.Fatalf("the worker overwrote the person's edit: %s %s", j.Status, deref(j.Error))
+	}
+	if _, ok := r.fake.Object("videos/" + id.SOPPath()); ok {
+		t.Fatal("an SOP was written after the cancellation")
+	}
+}
+
+// A later attempt (after a lost lease, say) reuses the Gemini file of the
+// previous one when it is ACTIVE, from the same slim copy, and not about to expire.
+func TestGeminiFileIsReused(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	first := r.submit(r.video(), nil)
+	r.finished(first)
+	slim := r.store2(first).Metadata["slim"].(map[string]any)
+	// Upload a file as the previous attempt would have, and make it ACTIVE.
+	obj, _ := r.fake.Object("videos/" + first.SlimPath())
+	f, err := r.model.Upload(context.Background(), obj.File, "video/mp4", "previous")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, err = r.model.File(context.Background(), f.Name); err != nil || f.State != "ACTIVE" {
+		t.Fatalf("%+v %v", f, err)
+	}
+	prev := map[string]any{"slim": slim, "gemini": map[string]any{"file_name": f.Name, "slim_sha256": slim["sha256"],
+		"file_expires_at": f.ExpiresAt.Format(time.RFC3339Nano)}}
+	uploads := r.ai.Uploads()
+	second := r.submitWithSlimOf(first, prev)
+	if j := r.finished(second); outcome(j) != done {
+		t.Fatalf("%s", outcome(j))
+	}
+	if r.ai.Uploads() != uploads || r.ai.Requests()[len(r.ai.Requests())-1].FileURI != f.URI {
+		t.Fatal("the previous attempt's file was not reused")
+	}
+
+	// One about to expire is not reused.
+	g, _ := r.model.Upload(context.Background(), obj.File, "video/mp4", "old")
+	_, _ = r.model.File(context.Background(), g.Name)
+	r.ai.Expire(g.Name, time.Now().Add(10*time.Minute))
+	prev["gemini"] = map[string]any{"file_name": g.Name, "slim_sha256": slim["sha256"], "file_expires_at": time.Now().Add(10 * time.Minute).Format(time.RFC3339Nano)}
+	uploads = r.ai.Uploads()
+	if j := r.finished(r.submitWithSlimOf(first, prev)); outcome(j) != done || r.ai.Uploads() != uploads+1 {
+		t.Fatalf("expiring file reused: %s", outcome(j))
+	}
+}
+
+func (r *rig) store2(id jobs.ID) jobs.Job {
+	j, err := r.store.Get(context.Background(), id)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return j
+}
+
+// submitWithSlimOf queues a new job whose slim copy (and metadata) is that of from.
+func (r *rig) submitWithSlimOf(from jobs.ID, metadata map[string]any) jobs.ID {
+	obj, _ := r.fake.Object("videos/" + from.SlimPath())
+	id := jobs.ID(uuid.NewString())
+	r.fake.PutFile("videos/"+id.SlimPath(), obj.File, "video/mp4") // before the job exists
+	r.fake.PutFile("videos/"+id.RawPath(), obj.File, "video/mp4")
+	if _, _, err := r.store.Enqueue(context.Background(), id, metadata); err != nil {
+		r.t.Fatal(err)
+	}
+	return id
+}
