@@ -63,9 +63,10 @@ func (p *Pipeline) extract(ctx context.Context, job queue.Job, r queue.Reporter,
 	}
 	defer func() {
 		// Kept for the next attempt after a transient failure, a lost lease or
-		// a shutdown; gone once the job is over, or a person stopped it.
+		// a shutdown; gone once the job is over for good, or a person stopped it.
 		var f *jobs.Failure
-		if err == nil || errors.As(err, &f) || errors.Is(context.Cause(ctx), queue.ErrEdited) {
+		permanent := errors.As(err, &f) && !errors.Is(err, errExhausted)
+		if err == nil || permanent || errors.Is(context.Cause(ctx), queue.ErrEdited) {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 			defer cancel()
 			if derr := p.model.Delete(dctx, file.Name); derr != nil {

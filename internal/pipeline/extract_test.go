@@ -153,6 +153,29 @@ func TestRateLimitHonoursRetryDelay(t *testing.T) {
 	}
 }
 
+func TestGeminiDownKeepsTheFileForARerun(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	for range 5 {
+		r.ai.Script(geminitest.Error(503, "UNAVAILABLE", "The model is overloaded.", ""))
+	}
+	id := r.submit(r.video(), nil)
+	if j := r.finished(id); outcome(j) != "The AI service is unavailable right now; please try again in a few minutes." {
+		t.Fatalf("%s", outcome(j))
+	}
+	if len(r.ai.Files()) != 1 || len(r.ai.Requests()) != 5 {
+		t.Fatalf("files %v after %d calls: the file must be kept for a rerun", r.ai.Files(), len(r.ai.Requests()))
+	}
+	// A person re-queues it: the file is reused, then deleted on completion.
+	uploads := r.ai.Uploads()
+	if _, err := r.pool.Exec(context.Background(), `UPDATE jobs SET status = 'queued' WHERE job_id = $1`, string(id)); err != nil {
+		t.Fatal(err)
+	}
+	if j := r.finished(id); outcome(j) != done || r.ai.Uploads() != uploads || len(r.ai.Files()) != 0 {
+		t.Fatalf("rerun: %s, uploads %d→%d, files %v", outcome(j), uploads, r.ai.Uploads(), r.ai.Files())
+	}
+}
+
 func containsRun(s []time.Duration, run ...time.Duration) bool {
 	for i := 0; i+len(run) <= len(s); i++ {
 		ok := true

@@ -21,6 +21,10 @@ type quotaError interface{ QuotaExhausted() bool }
 
 const msgStorageDown = "File storage could not be reached for too long; please try again in a few minutes."
 
+// errExhausted marks a job that ended because a service stayed unavailable:
+// the failure is the job's, not the input's (a Gemini file is kept for a rerun).
+var errExhausted = errors.New("transient failures outlasted the retries")
+
 // retry runs step until it succeeds, fails permanently, or the tries or the
 // waiting budget run out; then the job ends with giveUp (or, when the server
 // kept saying it is over quota, msgQuota). Only errors wrapping
@@ -42,7 +46,7 @@ func (p *Pipeline) retry(ctx context.Context, giveUp string, step func() error) 
 			if errors.As(err, &q) && q.QuotaExhausted() {
 				giveUp = msgQuota
 			}
-			return jobs.Fail(giveUp, fmt.Errorf("gave up after %d tries: %w", try, err))
+			return jobs.Fail(giveUp, fmt.Errorf("%w: gave up after %d tries: %w", errExhausted, try, err))
 		}
 		p.cfg.Logger.Warn("transient failure; trying again", "try", try, "wait", wait, "error", err)
 		if err := p.cfg.Sleep(ctx, wait); err != nil {
