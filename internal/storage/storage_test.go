@@ -323,3 +323,47 @@ func TestNewValidates(t *testing.T) {
 		}
 	}
 }
+
+// What the stand-in answers on the wire where the real server is odd.
+func TestStandInWireQuirks(t *testing.T) {
+	t.Parallel()
+	fake, _ := setup(t)
+	fake.Put("videos/raw/h.mp4", []byte("hello"), "video/mp4")
+	head := func(path, key string) *http.Response {
+		req, _ := http.NewRequest(http.MethodHead, fake.URL+"/storage/v1/object/"+path, nil)
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if r := head("videos/raw/h.mp4", fake.ServiceRoleKey()); r.StatusCode != 200 || r.ContentLength != 5 || r.Header.Get("ETag") == "" {
+		t.Fatalf("HEAD: %d %d %v", r.StatusCode, r.ContentLength, r.Header)
+	}
+	if r := head("videos/raw/none.mp4", fake.ServiceRoleKey()); r.StatusCode != 400 || r.ContentLength > 0 {
+		t.Fatalf("HEAD on a missing object: %d", r.StatusCode)
+	}
+	// Reads need a user (the videos read policy); anon sees nothing.
+	if r := head("authenticated/videos/raw/h.mp4", fake.UserToken("u", time.Hour)); r.StatusCode != 200 {
+		t.Fatalf("user HEAD: %d", r.StatusCode)
+	}
+	if r := head("authenticated/videos/raw/h.mp4", fake.AnonKey()); r.StatusCode != 400 {
+		t.Fatalf("anon HEAD: %d", r.StatusCode)
+	}
+	// Writes are the service role's alone.
+	req, _ := http.NewRequest(http.MethodPost, fake.URL+"/storage/v1/object/upload/sign/videos/raw/x.mp4", strings.NewReader("{}"))
+	req.Header.Set("Authorization", "Bearer "+fake.UserToken("u", time.Hour))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(string(b), `"statusCode":"403"`) {
+		t.Fatalf("user signing an upload: %d %s", resp.StatusCode, b)
+	}
+}
