@@ -27,9 +27,16 @@ func frontend(t *testing.T) *httptest.Server {
 		_, _ = io.WriteString(w, "<html>sop page for "+r.URL.Path+"?"+r.URL.RawQuery+"</html>")
 	})
 	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		// Read it all first: an HTTP/1 handler cannot read the request once it
+		// has started answering (no full duplex).
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
 		w.Header().Set("X-Forwarded-Host-Seen", r.Header.Get("X-Forwarded-Host"))
 		w.WriteHeader(http.StatusCreated)
-		_, _ = io.Copy(w, r.Body)
+		_, _ = w.Write(body)
 	})
 	mux.HandleFunc("/_next/webpack-hmr", func(w http.ResponseWriter, r *http.Request) {
 		c, err := websocket.Accept(w, r, nil)
