@@ -178,6 +178,12 @@ claiming:
 			continue
 		}
 		backoff = 0
+		if ctx.Err() != nil {
+			// Shutdown began while the claim was on its way: give it straight back.
+			w.finishWrite("hand back", func(c context.Context) (bool, error) { return w.store.HandBack(c, job.ID, job.Token) })
+			<-slots
+			break claiming
+		}
 		wg.Go(func() {
 			defer func() { <-slots }()
 			w.execute(jobsCtx, job)
