@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -209,5 +212,81 @@ func TestWorkerBinaryRunsThePipeline(t *testing.T) {
 	}
 	if e := d.scalar(`SELECT error FROM jobs WHERE job_id = $1`, missing); e != "The uploaded video is no longer in storage. Please upload it again." {
 		t.Fatalf("missing upload: %q", e)
+	}
+}
+
+// The product end to end, as the browser drives it, against one `runops
+// serve` process: upload URL, PUT, queue, poll, SOP.
+func TestServeRunsTheWholeFlow(t *testing.T) {
+	d, dsn := newDB(t)
+	fake := supabasetest.New(t, jobs.MaxUploadBytes)
+	ai := geminitest.New(t, "test-key")
+	good := geminitest.JSON(geminitest.SampleSOP)
+	ai.Default = &good
+	addr := freeAddr(t)
+	cmd := exec.Command(binary(t), "serve")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ServiceRoleKey(),
+		"GEMINI_API_KEY=test-key", "GOOGLE_GEMINI_BASE_URL="+ai.URL, "RUNOPS_ADDR="+addr, "RUNOPS_TMPDIR="+t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-done })
+	base := "http://" + addr
+	waitReady(t, base)
+
+	call := func(method, path, body string) map[string]any {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s %s: %d %v", method, path, resp.StatusCode, out)
+		}
+		return out
+	}
+	up := call("POST", "/api/get-upload-url", "")
+	id, _ := up["jobId"].(string)
+	video, err := os.ReadFile(mediatest.Make(t, t.TempDir(), "rec.mp4", mediatest.Spec{Width: 640, Height: 360, Seconds: 3, Audio: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	put, _ := http.NewRequest("PUT", up["url"].(string), bytes.NewReader(video)) // SUPABASE_URL is also the public URL here
+	put.Header.Set("Content-Type", "video/mp4")
+	resp, err := http.DefaultClient.Do(put)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("upload: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	call("POST", "/api/queue-job", `{"jobId":"`+id+`"}`)
+	d.waitFor("completion, as the viewer polls it", func() bool {
+		st := call("GET", "/api/job-status/"+id, "")
+		if st["status"] == "error" {
+			t.Fatalf("job failed: %v", st["error"])
+		}
+		return st["status"] == "completed"
+	})
+	s := call("GET", "/api/sop/"+id, "")
+	data, _ := s["data"].(map[string]any)
+	meta, _ := data["meta"].(map[string]any)
+	if meta["id"] != id || meta["title"] != "Refund a duplicate charge" {
+		t.Fatalf("SOP %v", s)
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		done <- err
+		if err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("did not exit")
 	}
 }
