@@ -190,7 +190,7 @@ func TestQueueJobChecksTheUpload(t *testing.T) {
 		says        string
 	}{
 		{"at the limit", jobs.MaxUploadBytes, "video/mp4", 200, ""},
-		{"one byte over", jobs.MaxUploadBytes + 1, "video/mp4", 413, "the limit is 750 MB"},
+		{"one byte over", jobs.MaxUploadBytes + 1, "video/mp4", 413, "larger than 750 MB, the limit"},
 		{"not a video", 1000, "application/pdf", 415, "not a video"},
 		{"no type", 1000, "", 415, "not a video"},
 		{"empty", 0, "video/mp4", 400, "empty"},

@@ -112,13 +112,13 @@ func (s *server) queueJob(w http.ResponseWriter, r *http.Request) error {
 // checkUpload refuses what the worker could never process, leaving the object
 // in place.
 func checkUpload(info storage.ObjectInfo) error {
-	if info.Size == 0 {
-		return &Error{Status: http.StatusBadRequest, Message: "The uploaded file is empty. Please upload the video again."}
-	}
-	if info.Size > jobs.MaxUploadBytes {
-		return &Error{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf(
-			"The video is %s; the limit is %s. Please upload a shorter or smaller recording.",
-			megabytes(info.Size), megabytes(jobs.MaxUploadBytes))}
+	var f *jobs.Failure
+	if err := jobs.CheckUploadSize(info.Size); errors.As(err, &f) {
+		status := http.StatusBadRequest
+		if errors.Is(err, jobs.ErrUploadTooLarge) {
+			status = http.StatusRequestEntityTooLarge
+		}
+		return &Error{Status: status, Message: f.Message}
 	}
 	mt, _, err := mime.ParseMediaType(info.ContentType)
 	if err != nil || !strings.HasPrefix(mt, "video/") {
@@ -126,15 +126,6 @@ func checkUpload(info storage.ObjectInfo) error {
 			"The uploaded file is not a video (its type is %q). Please upload a screen recording.", info.ContentType)}
 	}
 	return nil
-}
-
-// megabytes prints sizes as the frontend counts them (1 MB = 1024 × 1024 bytes).
-func megabytes(n int64) string {
-	mb := float64(n) / (1 << 20)
-	if mb == float64(int64(mb)) {
-		return fmt.Sprintf("%d MB", int64(mb))
-	}
-	return fmt.Sprintf("%.1f MB", mb)
 }
 
 // checkOwner hides a job queued by another signed-in user.

@@ -5,6 +5,7 @@ package jobs
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -29,6 +30,26 @@ const (
 	// MaxDuration is the frontend's 20 * 60 seconds.
 	MaxDuration = 20 * time.Minute
 )
+
+// Why an upload's size is refused (in a *Failure's chain).
+var (
+	ErrEmptyUpload    = errors.New("empty upload")
+	ErrUploadTooLarge = errors.New("upload over the size limit")
+)
+
+// CheckUploadSize refuses an empty upload or one over MaxUploadBytes with a
+// *Failure for the person; the API (before queueing) and the worker (on the
+// bytes it really got) say the same thing.
+func CheckUploadSize(size int64) error {
+	switch {
+	case size <= 0:
+		return Fail("The uploaded file is empty. Please upload the recording again.", ErrEmptyUpload)
+	case size > MaxUploadBytes:
+		return Fail(fmt.Sprintf("The video is larger than %d MB, the limit; please upload a shorter recording.",
+			MaxUploadBytes>>20), fmt.Errorf("%w: %d bytes", ErrUploadTooLarge, size))
+	}
+	return nil
+}
 
 // Bucket is the private storage bucket that holds every object of a job.
 const Bucket = "videos"

@@ -1,6 +1,9 @@
 package jobs
 
-import "testing"
+import (
+	"errors"
+	"testing"
+)
 
 func TestParseID(t *testing.T) {
 	good := map[string]ID{
@@ -41,5 +44,18 @@ func TestMetadataAccessors(t *testing.T) {
 	}
 	if (Job{}).Progress() != nil || (Job{}).Stage() != "" {
 		t.Fatal("empty metadata")
+	}
+}
+
+func TestCheckUploadSize(t *testing.T) {
+	if err := CheckUploadSize(MaxUploadBytes); err != nil {
+		t.Fatalf("at the limit: %v", err)
+	}
+	for size, want := range map[int64]error{0: ErrEmptyUpload, MaxUploadBytes + 1: ErrUploadTooLarge} {
+		var f *Failure
+		err := CheckUploadSize(size)
+		if !errors.As(err, &f) || !errors.Is(err, want) || f.Message == "" {
+			t.Errorf("size %d: %v", size, err)
+		}
 	}
 }

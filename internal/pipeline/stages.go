@@ -18,7 +18,6 @@ import (
 
 // Sentences for the person who uploaded (the job's error column).
 const (
-	msgEmpty      = "The uploaded file is empty. Please upload the recording again."
 	msgUnreadable = "The file could not be read as a video; it may be damaged, incomplete or not a video at all. Please upload the screen recording again (MP4, MOV or WebM)."
 	msgNoVideo    = "The file has no picture (it may be audio only). Please upload a screen recording."
 	msgDamaged    = "The video could not be converted; it may be damaged or incomplete. Please upload the recording again."
@@ -56,7 +55,7 @@ func (p *Pipeline) download(ctx context.Context, job queue.Job, r queue.Reporter
 		}
 		defer body.Close()
 		if size > jobs.MaxUploadBytes {
-			return tooLarge(size)
+			return jobs.CheckUploadSize(size)
 		}
 		if size > expected {
 			if err := p.checkSpace(filepath.Dir(file), size); err != nil {
@@ -68,21 +67,11 @@ func (p *Pipeline) download(ctx context.Context, job queue.Job, r queue.Reporter
 			src = &progressReader{r: body, total: size, report: func(f float64) { _ = r.Progress(ctx, f) }}
 		}
 		_, n, err := saveHashed(src, file, jobs.MaxUploadBytes)
-		switch {
-		case errors.Is(err, errTooLarge):
-			return tooLarge(n)
-		case err != nil:
+		if err != nil && !errors.Is(err, errTooLarge) {
 			return err
-		case n == 0:
-			return jobs.Fail(msgEmpty, nil)
 		}
-		return nil
+		return jobs.CheckUploadSize(n) // n is the limit + 1 when there was more
 	})
-}
-
-func tooLarge(size int64) error {
-	return jobs.Fail(fmt.Sprintf("The video is larger than %s (the limit); please upload a shorter recording.",
-		megabytes(jobs.MaxUploadBytes)), fmt.Errorf("%d bytes", size))
 }
 
 // checkSpace refuses to start when the work directory cannot hold the raw
@@ -110,11 +99,10 @@ func freeSpace(dir string) (uint64, error) {
 
 // validate refuses what cannot become an SOP, with the reason.
 func validate(p ffmpeg.Probe) error {
+	if err := jobs.CheckUploadSize(p.Size); err != nil {
+		return err
+	}
 	switch {
-	case p.Size == 0:
-		return jobs.Fail(msgEmpty, nil)
-	case p.Size > jobs.MaxUploadBytes:
-		return tooLarge(p.Size)
 	case !p.HasVideo:
 		return jobs.Fail(msgNoVideo, nil)
 	case p.Duration > jobs.MaxDuration.Seconds():
@@ -145,8 +133,6 @@ func minutes(seconds float64) string {
 	}
 	return unit(m, "minute") + " " + unit(rest, "second")
 }
-
-func megabytes(n int64) string { return fmt.Sprintf("%d MB", n>>20) }
 
 // transcode makes the slim copy with one ffmpeg run.
 func (p *Pipeline) transcode(ctx context.Context, job queue.Job, r queue.Reporter, raw string, probe ffmpeg.Probe) (SlimResult, error) {
