@@ -129,8 +129,9 @@ func (p *Pipeline) extract(ctx context.Context, job queue.Job, r queue.Reporter,
 			}
 		}
 	}
-	record := map[string]any{"model": p.model.Model(), "prompt_version": PromptVersion, "file_name": file.Name,
-		"file_expires_at": file.ExpiresAt, "slim_sha256": slim.SHA256, "calls": calls, "usage": usage}
+	// The file was recorded when it was uploaded (geminiFile); this attempt's
+	// model, prompt, calls and tokens are recorded now.
+	record := map[string]any{"model": p.model.Model(), "prompt_version": PromptVersion, "calls": calls, "usage": usage}
 	if err := r.Merge(ctx, map[string]any{"gemini": record}); err != nil {
 		return err
 	}
@@ -194,7 +195,7 @@ func (p *Pipeline) geminiFile(ctx context.Context, job queue.Job, r queue.Report
 	if err != nil {
 		return gemini.File{}, p.geminiFailure(err)
 	}
-	if err := r.Merge(ctx, map[string]any{"gemini": map[string]any{"model": p.model.Model(), "prompt_version": PromptVersion,
+	if err := r.Merge(ctx, map[string]any{"gemini": map[string]any{
 		"file_name": f.Name, "file_expires_at": f.ExpiresAt, "slim_sha256": slim.SHA256}}); err != nil {
 		return f, err
 	}

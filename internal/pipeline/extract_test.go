@@ -42,7 +42,9 @@ func TestWholePathToTheSOPAPI(t *testing.T) {
 	g, _ := j.Metadata["gemini"].(map[string]any)
 	usage, _ := g["usage"].(map[string]any)
 	sopMeta, _ := j.Metadata["sop"].(map[string]any)
-	if g["model"] != "gemini-test" || g["prompt_version"] != "sop-v1" || g["calls"] != float64(1) || usage["video_tokens"] != float64(774) ||
+	slimSHA := j.Metadata["slim"].(map[string]any)["sha256"]
+	if g["model"] != "gemini-test" || g["prompt_version"] != "sop-v1" || g["calls"] != float64(1) ||
+		g["file_name"] == nil || g["file_expires_at"] == nil || g["slim_sha256"] != slimSHA || usage["video_tokens"] != float64(774) ||
 		usage["total_tokens"] != float64(1200) || sopMeta["nodes"] != float64(5) || sopMeta["path"] != id.SOPPath() {
 		t.Fatalf("metadata %v", j.Metadata)
 	}

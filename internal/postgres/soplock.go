@@ -25,7 +25,7 @@ func (l *SOPLocker) WithSOPLock(ctx context.Context, id jobs.ID, fn func(context
 	var fnErr error
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, lockSOP, string(id)); err != nil {
-			return wrap("lock sop", err)
+			return err
 		}
 		fnErr = fn(ctx)
 		return nil
