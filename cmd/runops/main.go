@@ -111,7 +111,7 @@ func migrate(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 // serve runs the API, the worker, or both, with one health endpoint, until
 // ctx is done.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, withWorker bool) error {
-	if err := cfg.RequireAPI(); err != nil { // the worker reads and writes storage too
+	if err := cfg.RequireServiceKey(); err != nil {
 		return err
 	}
 	if withWorker {

@@ -135,9 +135,9 @@ func Load(getenv func(string) string) (Config, error) {
 	return c, errors.Join(r.errs...)
 }
 
-// RequireAPI checks what the API (and the worker: both use storage) needs
-// beyond what Load checks.
-func (c Config) RequireAPI() error {
+// RequireServiceKey checks the key every serving process needs: the API and
+// the worker both call storage as the service role.
+func (c Config) RequireServiceKey() error {
 	if c.ServiceRoleKey == "" {
 		return errors.New("SUPABASE_SERVICE_ROLE_KEY is required (or SERVICE_ROLE_KEY, as `supabase status -o env` prints it)")
 	}

@@ -20,7 +20,7 @@ func TestDefaults(t *testing.T) {
 		c.RateLimit != (RateLimit{60, time.Minute}) || c.WorkerConcurrency < 1 {
 		t.Fatalf("%+v", c)
 	}
-	if err := c.RequireAPI(); err == nil || !strings.Contains(err.Error(), "SUPABASE_SERVICE_ROLE_KEY") {
+	if err := c.RequireServiceKey(); err == nil || !strings.Contains(err.Error(), "SUPABASE_SERVICE_ROLE_KEY") {
 		t.Fatalf("service key required: %v", err)
 	}
 }
@@ -31,7 +31,7 @@ func TestSupabaseStatusNamesAndAliases(t *testing.T) {
 		"API_URL": "http://127.0.0.1:54321", "DB_URL": "postgresql://postgres:postgres@127.0.0.1:54322/postgres",
 		"SERVICE_ROLE_KEY": "svc", "PORT": "3001",
 	}))
-	if err != nil || c.ServiceRoleKey != "svc" || c.Addr != ":3001" || c.RequireAPI() != nil {
+	if err != nil || c.ServiceRoleKey != "svc" || c.Addr != ":3001" || c.RequireServiceKey() != nil {
 		t.Fatalf("%+v %v", c, err)
 	}
 	c, _ = Load(env(map[string]string{
