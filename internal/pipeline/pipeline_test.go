@@ -25,6 +25,7 @@ import (
 	"github.com/runops/runops/internal/pipeline"
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/queue"
+	"github.com/runops/runops/internal/queue/queuetest"
 	"github.com/runops/runops/internal/storage"
 	"github.com/runops/runops/internal/supabasetest"
 )
@@ -74,19 +75,8 @@ func newRig(t *testing.T, tweak ...func(*pipeline.Config)) *rig {
 		f(&cfg)
 	}
 	r.model = model
-	w := queue.New(postgres.NewQueueStore(pool), pipeline.New(objects, model, postgres.NewSOPLocker(pool), cfg), queue.Config{
-		Concurrency: 2, LeaseTTL: 30 * time.Second, Heartbeat: time.Second, Sweep: time.Second,
-		TempDir: t.TempDir(), Logger: quiet})
-	ctx, cancel := context.WithCancel(context.Background())
-	connected := make(chan struct{}, 4)
-	l := &postgres.Listener{DSN: dsn, Logger: quiet,
-		OnNotify:  func(n postgres.Notification) { w.Notify(n.JobID, n.Status) },
-		OnConnect: func() { w.Wake(); connected <- struct{}{} }}
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = l.Run(ctx) })
-	wg.Go(func() { _ = w.Run(ctx) })
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	<-connected
+	queuetest.Start(t, dsn, postgres.NewQueueStore(pool), pipeline.New(objects, model, postgres.NewSOPLocker(pool), cfg),
+		queue.Config{Concurrency: 2, LeaseTTL: 30 * time.Second, Heartbeat: time.Second, Sweep: time.Second, Logger: quiet}, true)
 	return r
 }
 

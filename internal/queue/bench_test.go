@@ -16,6 +16,7 @@ import (
 	"github.com/runops/runops/internal/pgtest"
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/queue"
+	"github.com/runops/runops/internal/queue/queuetest"
 )
 
 // Pickup latency is the time from the commit of a queued row to its claim
@@ -133,19 +134,11 @@ func pickup(b *testing.B, mode string, feed func(*testing.B, *pgxpool.Pool) map[
 		if mode == "poll1s" {
 			cfg.Sweep = time.Second
 		}
-		w := queue.New(postgres.NewQueueStore(pool), queue.HandlerFunc(func(_ context.Context, j queue.Job, _ queue.Reporter) error {
+		s := queuetest.Start(b, dsn, postgres.NewQueueStore(pool), queue.HandlerFunc(func(_ context.Context, j queue.Job, _ queue.Reporter) error {
 			mark(j.ID)
 			return nil
-		}), cfg)
-		if mode == "listen" {
-			connected := make(chan struct{}, 8)
-			l := &postgres.Listener{DSN: dsn, Logger: quiet,
-				OnNotify:  func(n postgres.Notification) { w.Notify(n.JobID, n.Status) },
-				OnConnect: func() { w.Wake(); connected <- struct{}{} }}
-			wg.Go(func() { _ = l.Run(ctx) })
-			<-connected
-		}
-		wg.Go(func() { _ = w.Run(ctx) })
+		}), cfg, mode == "listen")
+		defer s.Stop() // before the pool closes
 	}
 
 	committed := feed(b, pool)

@@ -94,50 +94,20 @@ func (b *bench) advisory(work func(ctx context.Context, j queue.Job) error) queu
 	return queuetest.Advisory(b.pool, work)
 }
 
+// running is a started worker, with the names the tests below use.
 type running struct {
 	w      *queue.Worker
-	l      *postgres.Listener
 	cancel func()
 	stop   func()
-	conn   chan struct{} // a value per (re)connect of the listener
-	lost   chan struct{} // a value per lost connection
+	conn   chan struct{}
+	lost   chan struct{}
 }
 
 func (b *bench) start(h queue.Handler, cfg queue.Config, listen bool) *running {
 	b.t.Helper()
 	cfg.Logger = quiet
-	if cfg.TempDir == "" {
-		cfg.TempDir = b.t.TempDir()
-	}
-	w := queue.New(b.store, h, cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{w: w, conn: make(chan struct{}, 100), lost: make(chan struct{}, 100)}
-	var wg sync.WaitGroup
-	if listen {
-		r.l = &postgres.Listener{DSN: b.dsn, ReconnectDelay: 200 * time.Millisecond, Logger: quiet,
-			OnNotify:     func(n postgres.Notification) { w.Notify(n.JobID, n.Status) },
-			OnConnect:    func() { w.Wake(); r.conn <- struct{}{} },
-			OnDisconnect: func(error) { r.lost <- struct{}{} },
-		}
-		wg.Go(func() { _ = r.l.Run(ctx) })
-	}
-	wg.Go(func() {
-		if err := w.Run(ctx); err != nil {
-			b.t.Errorf("worker: %v", err)
-		}
-	})
-	var once sync.Once
-	r.cancel = cancel
-	r.stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
-	b.t.Cleanup(r.stop)
-	if listen {
-		select {
-		case <-r.conn:
-		case <-time.After(30 * time.Second):
-			b.t.Fatal("listener never connected")
-		}
-	}
-	return r
+	s := queuetest.Start(b.t, b.dsn, b.store, h, cfg, listen)
+	return &running{w: s.Worker, cancel: s.Cancel, stop: s.Stop, conn: s.Connected, lost: s.Lost}
 }
 
 func fast() queue.Config {

@@ -1,15 +1,20 @@
 // Package queuetest holds test support for the queue engine: a handler that
-// proves runs of one job never overlap. Tests and the test-tagged binary use
-// it; production code must not.
+// proves runs of one job never overlap, and a worker started as the binary
+// wires one. Tests and the test-tagged binary use it; production code must not.
 package queuetest
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"strconv"
+	"sync"
+	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/queue"
 )
 
@@ -42,4 +47,54 @@ func Advisory(pool *pgxpool.Pool, work func(ctx context.Context, j queue.Job) er
 		}
 		return work(ctx, j)
 	})
+}
+
+// Started is a worker running against a real database, with its listener.
+type Started struct {
+	Worker    *queue.Worker
+	Connected chan struct{} // a value per (re)connect of the listener
+	Lost      chan struct{} // a value per lost listener connection
+	Cancel    func()        // as SIGTERM: stop claiming, drain
+	Stop      func()        // Cancel, then wait until the worker has returned
+}
+
+// Start runs a worker over store with handler h, as `runops worker` wires it:
+// with a listener on dsn when listen is set (returning once it has connected),
+// polling only otherwise. It stops when the test ends.
+func Start(t testing.TB, dsn string, store queue.Store, h queue.Handler, cfg queue.Config, listen bool) *Started {
+	t.Helper()
+	if cfg.TempDir == "" {
+		cfg.TempDir = t.TempDir()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	w := queue.New(store, h, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Started{Worker: w, Connected: make(chan struct{}, 100), Lost: make(chan struct{}, 100), Cancel: cancel}
+	var wg sync.WaitGroup
+	if listen {
+		l := &postgres.Listener{DSN: dsn, ReconnectDelay: 200 * time.Millisecond, Logger: cfg.Logger,
+			OnNotify:     func(n postgres.Notification) { w.Notify(n.JobID, n.Status) },
+			OnConnect:    func() { w.Wake(); s.Connected <- struct{}{} },
+			OnDisconnect: func(error) { s.Lost <- struct{}{} },
+		}
+		wg.Go(func() { _ = l.Run(ctx) })
+	}
+	wg.Go(func() {
+		if err := w.Run(ctx); err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	})
+	var once sync.Once
+	s.Stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
+	t.Cleanup(s.Stop)
+	if listen {
+		select {
+		case <-s.Connected:
+		case <-time.After(30 * time.Second):
+			t.Fatal("listener never connected")
+		}
+	}
+	return s
 }
