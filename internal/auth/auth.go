@@ -96,37 +96,29 @@ func (v *Verifier) Verify(ctx context.Context, token string) (User, error) {
 var statusInError = regexp.MustCompile(`^response status code (\d{3})`)
 
 func (v *Verifier) ask(ctx context.Context, token string) (User, error) {
-	ctx, cancel := context.WithTimeout(ctx, v.timeout)
-	defer cancel()
-	type result struct {
-		id  string
-		err error
+	// gotrue-go takes no context, but it takes an http.Client: its timeout,
+	// never past ctx's deadline, bounds the call. WithClient and WithToken
+	// return copies, so this is safe per request.
+	timeout := v.timeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
 	}
-	done := make(chan result, 1)
-	go func() {
-		// WithClient and WithToken return copies: safe per request. The
-		// http.Client timeout ends the call even if we stop waiting for it.
-		res, err := v.client.Auth.WithClient(http.Client{Timeout: v.timeout}).WithToken(token).GetUser()
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		done <- result{id: res.ID.String()}
-	}()
-	select {
-	case r := <-done:
-		if r.err == nil {
-			return User{ID: r.id}, nil
-		}
-		if m := statusInError.FindStringSubmatch(r.err.Error()); m != nil {
-			if code, _ := strconv.Atoi(m[1]); code >= 400 && code < 500 && code != http.StatusTooManyRequests {
-				return User{}, ErrInvalidToken
-			}
-		}
-		return User{}, fmt.Errorf("ask auth server: %w: %w", jobs.ErrUnavailable, r.err)
-	case <-ctx.Done():
-		return User{}, fmt.Errorf("ask auth server: %w: %w", jobs.ErrUnavailable, ctx.Err())
+	if timeout <= 0 {
+		return User{}, fmt.Errorf("ask auth server: %w: %w", jobs.ErrUnavailable, context.DeadlineExceeded)
 	}
+	if err := ctx.Err(); err != nil {
+		return User{}, fmt.Errorf("ask auth server: %w: %w", jobs.ErrUnavailable, err)
+	}
+	res, err := v.client.Auth.WithClient(http.Client{Timeout: timeout}).WithToken(token).GetUser()
+	if err == nil {
+		return User{ID: res.ID.String()}, nil
+	}
+	if m := statusInError.FindStringSubmatch(err.Error()); m != nil {
+		if code, _ := strconv.Atoi(m[1]); code >= 400 && code < 500 && code != http.StatusTooManyRequests {
+			return User{}, ErrInvalidToken
+		}
+	}
+	return User{}, fmt.Errorf("ask auth server: %w: %w", jobs.ErrUnavailable, err)
 }
 
 // tokenExpiry reads the exp claim without checking the signature (the auth
