@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +22,7 @@ import (
 	"github.com/runops/runops/internal/mediatest"
 	"github.com/runops/runops/internal/pgtest"
 	"github.com/runops/runops/internal/queue/queuetest"
+	"github.com/runops/runops/internal/sop/soptest"
 	"github.com/runops/runops/internal/supabasetest"
 )
 
@@ -35,6 +37,7 @@ func startWorker(t testing.TB, bin, dsn string, extra ...string) *workerProc {
 	t.Helper()
 	addr := freeAddr(t)
 	fake := supabasetest.New(t, jobs.MaxUploadBytes)
+	fake.OnStore(soptest.Inspect(t))
 	ai := geminitest.New(t, "test-key")
 	good := geminitest.JSON(geminitest.SampleSOP)
 	ai.Default = &good
@@ -220,6 +223,7 @@ func TestWorkerBinaryRunsThePipeline(t *testing.T) {
 func TestServeRunsTheWholeFlow(t *testing.T) {
 	d, dsn := newDB(t)
 	fake := supabasetest.New(t, jobs.MaxUploadBytes)
+	fake.OnStore(soptest.Inspect(t))
 	ai := geminitest.New(t, "test-key")
 	good := geminitest.JSON(geminitest.SampleSOP)
 	ai.Default = &good
@@ -279,6 +283,22 @@ func TestServeRunsTheWholeFlow(t *testing.T) {
 	if meta["id"] != id || meta["title"] != "Refund a duplicate charge" {
 		t.Fatalf("SOP %v", s)
 	}
+	// Triggers as the viewer types them: one of its four types, config text.
+	public, _ := data["public"].(map[string]any)
+	var triggers []string
+	for _, tr := range public["triggers"].([]any) {
+		m := tr.(map[string]any)
+		config, isText := m["config"].(string)
+		if !isText {
+			t.Fatalf("trigger config %#v is not text", m["config"])
+		}
+		triggers = append(triggers, fmt.Sprintf("%v:%s", m["type"], config))
+	}
+	if got := strings.Join(triggers, " | "); got != "event:helpdesk: ticket tagged duplicate-charge | cron:0 9 * * 1-5" {
+		t.Fatalf("triggers %s", got)
+	}
+	raw, _ := json.Marshal(data)
+	soptest.Check(t, "the served SOP", raw)
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-done:

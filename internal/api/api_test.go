@@ -21,6 +21,7 @@ import (
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/pgtest"
 	"github.com/runops/runops/internal/postgres"
+	"github.com/runops/runops/internal/sop/soptest"
 	"github.com/runops/runops/internal/storage"
 	"github.com/runops/runops/internal/supabasetest"
 )
@@ -48,6 +49,7 @@ func setup(t *testing.T, mutate ...func(*api.Options)) *env {
 	}
 	t.Cleanup(pool.Close)
 	fake := supabasetest.New(t, jobs.MaxUploadBytes)
+	fake.OnStore(soptest.Inspect(t))
 	objects, err := storage.New(storage.Config{URL: fake.URL, PublicURL: publicBase, ServiceKey: fake.ServiceRoleKey(),
 		Bucket: jobs.Bucket, Timeout: 5 * time.Second})
 	if err != nil {
@@ -89,6 +91,11 @@ func (e *env) do(method, path, body string, headers ...string) response {
 	raw, _ := io.ReadAll(resp.Body)
 	r := response{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
 	_ = json.Unmarshal(raw, &r.body)
+	if strings.HasPrefix(path, "/api/sop/") && r.status == http.StatusOK {
+		var served struct{ Data json.RawMessage }
+		_ = json.Unmarshal(raw, &served)
+		soptest.Check(e.t, method+" "+path, served.Data)
+	}
 	return r
 }
 

@@ -32,6 +32,7 @@ const maxSOPBytes = 10 << 20
 const (
 	msgSOPNotFound = "SOP not found"
 	msgSOPBusy     = "The SOP is still being generated; edit it once the job is complete."
+	msgSOPDamaged  = "The stored SOP is damaged, so it cannot be shown or edited; an operator can replace it. Details: "
 )
 
 type sopResponse struct {
@@ -41,8 +42,27 @@ type sopResponse struct {
 	UpdatedAt time.Time       `json:"updated_at"`
 }
 
-// loadSOP reads the stored document, its times and its entity tag.
-func (s *server) loadSOP(ctx context.Context, id jobs.ID) (sopResponse, string, error) {
+// loadSOP reads the stored document as the viewer gets it: repaired where
+// that is mechanical and checked (sop.Load), with its times and the entity
+// tag of exactly what is served.
+func (s *server) loadSOP(ctx context.Context, id jobs.ID) (sopResponse, *sop.Document, string, error) {
+	raw, info, err := s.readSOP(ctx, id)
+	if err != nil {
+		return sopResponse{}, nil, "", err
+	}
+	doc, err := sop.Load(raw, string(id))
+	if err == nil {
+		raw, err = sop.Marshal(doc)
+	}
+	if err != nil {
+		s.o.Logger.Error("stored SOP is not one the viewer renders", "job_id", id, "error", err)
+		return sopResponse{}, nil, "", &Error{Status: http.StatusConflict, Message: msgSOPDamaged + err.Error()}
+	}
+	return sopResponse{JobID: string(id), Data: raw, CreatedAt: info.Created.UTC(), UpdatedAt: info.Updated.UTC()}, doc, etag(raw), nil
+}
+
+// readSOP reads the stored bytes and their object info.
+func (s *server) readSOP(ctx context.Context, id jobs.ID) ([]byte, storage.ObjectInfo, error) {
 	info, err := s.o.Objects.Stat(ctx, id.SOPPath())
 	if err == nil {
 		var body io.ReadCloser
@@ -51,15 +71,15 @@ func (s *server) loadSOP(ctx context.Context, id jobs.ID) (sopResponse, string, 
 			var raw []byte
 			raw, err = io.ReadAll(io.LimitReader(body, maxSOPBytes))
 			if err == nil {
-				return sopResponse{JobID: string(id), Data: raw, CreatedAt: info.Created.UTC(), UpdatedAt: info.Updated.UTC()}, etag(raw), nil
+				return raw, info, nil
 			}
 			err = errors.Join(jobs.ErrUnavailable, err)
 		}
 	}
 	if errors.Is(err, storage.ErrNotFound) {
-		return sopResponse{}, "", &Error{Status: http.StatusNotFound, Message: msgSOPNotFound}
+		return nil, info, &Error{Status: http.StatusNotFound, Message: msgSOPNotFound}
 	}
-	return sopResponse{}, "", fromBackend("File storage", err, "Failed to read the SOP")
+	return nil, info, fromBackend("File storage", err, "Failed to read the SOP")
 }
 
 func etag(b []byte) string {
@@ -81,7 +101,7 @@ func (s *server) getSOP(w http.ResponseWriter, r *http.Request) error {
 	if err := s.checkSOPOwner(r, id); err != nil {
 		return err
 	}
-	resp, tag, err := s.loadSOP(r.Context(), id)
+	resp, _, tag, err := s.loadSOP(r.Context(), id)
 	if err != nil {
 		return err
 	}
@@ -176,16 +196,12 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 	var out sopResponse
 	var outTag string
 	err = s.o.SOPs.WithSOPLock(r.Context(), id, func(ctx context.Context) error {
-		cur, tag, err := s.loadSOP(ctx, id)
+		cur, doc, tag, err := s.loadSOP(ctx, id)
 		if err != nil {
 			return err
 		}
 		if m := r.Header.Get("If-Match"); m != "" && m != "*" && !slices.Contains(splitTags(m), tag) {
 			return &Error{Status: http.StatusPreconditionFailed, Message: "The SOP changed since you loaded it; reload it and edit again."}
-		}
-		doc, err := sop.Parse(cur.Data)
-		if err != nil {
-			return &Error{Status: http.StatusConflict, Message: "The stored SOP cannot be edited: " + err.Error()}
 		}
 		if err := apply(doc, patch); err != nil {
 			return err

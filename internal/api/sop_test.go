@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/runops/runops/internal/sop"
+	"github.com/runops/runops/internal/sop/soptest"
 )
 
 // withSOP stores the sample SOP for a completed job and returns its id.
@@ -153,6 +154,60 @@ func TestConcurrentPatchesAllSurvive(t *testing.T) {
 	for _, n := range nodes {
 		if got := nodeOf(t, r, n)["intent"]; got != "edited "+n {
 			t.Errorf("%s: intent %v (an edit was lost)", n, got)
+		}
+	}
+}
+
+// A document stored by an earlier version, with triggers the viewer cannot
+// print (config {} or null, types it does not know), is served repaired; a
+// PATCH stores the repaired document; a document that cannot be repaired is
+// refused with a sentence, never served.
+func TestLegacySOPIsServedRepaired(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	legacy, err := os.ReadFile("../sop/testdata/legacy-v1.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.NewString()
+	e.fake.Put("videos/sops/"+id+".json", legacy, "application/json")
+	e.exec(`INSERT INTO jobs (job_id, status) VALUES ($1, 'completed')`, id)
+
+	triggers := func(r response) string {
+		data, _ := r.body["data"].(map[string]any)
+		public, _ := data["public"].(map[string]any)
+		var out []string
+		for _, tr := range public["triggers"].([]any) {
+			m := tr.(map[string]any)
+			out = append(out, fmt.Sprintf("%v=%q", m["type"], m["config"]))
+		}
+		return strings.Join(out, " ")
+	}
+	const want = `manual="" cron="" event="" manual=""`
+	r := e.do("GET", "/api/sop/"+id, "")
+	r.expect(t, 200, map[string]any{"job_id": id})
+	if got := triggers(r); got != want {
+		t.Fatalf("triggers %s, want %s", got, want)
+	}
+	if nodeOf(t, r, "open")["label"] != "Open the ticket" {
+		t.Fatal("the rest of the document did not survive the repair")
+	}
+	r = e.do("PATCH", "/api/sop/"+id, `{"type":"update","nodeId":"open","updates":{"label":"Open it"}}`, "If-Match", r.header.Get("ETag"))
+	r.expect(t, 200, nil)
+	if got := triggers(r); got != want {
+		t.Fatalf("after PATCH: triggers %s", got)
+	}
+	obj, _ := e.fake.Object("videos/sops/" + id + ".json")
+	stored, _ := os.ReadFile(obj.File)
+	soptest.Check(t, "the SOP stored by PATCH", stored)
+
+	damaged := uuid.NewString()
+	e.fake.Put("videos/sops/"+damaged+".json", []byte(`{"meta":{"title":"T"},"public":{"nodes":[{"id":"a","type":"task","label":{"text":"A"}}]}}`), "application/json")
+	for _, method := range []string{"GET", "PATCH"} {
+		r := e.do(method, "/api/sop/"+damaged, `{"type":"delete","nodeId":"a"}`)
+		r.expect(t, 409, nil)
+		if msg, _ := r.body["error"].(string); !strings.Contains(msg, "public.nodes[0].label") {
+			t.Fatalf("%s: %s", method, r.raw)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +23,8 @@ import (
 type Server struct {
 	URL    string
 	APIKey string
+
+	t testing.TB
 
 	mu       sync.Mutex
 	files    map[string]*file
@@ -72,6 +75,7 @@ type GenerateRequest struct {
 	Prompt     string
 	System     string
 	HasSchema  bool
+	Schema     json.RawMessage // responseJsonSchema as sent
 	Resolution string
 }
 
@@ -83,7 +87,7 @@ type Reply struct {
 
 // New starts a stand-in accepting key.
 func New(t testing.TB, key string) *Server {
-	s := &Server{APIKey: key, files: map[string]*file{}, uploads: map[string]*upload{}, ActivateAfter: 1}
+	s := &Server{t: t, APIKey: key, files: map[string]*file{}, uploads: map[string]*upload{}, ActivateAfter: 1}
 	srv := httptest.NewServer(http.HandlerFunc(s.serve))
 	s.URL = srv.URL
 	t.Cleanup(srv.Close)
@@ -331,7 +335,8 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, model string) 
 		return
 	}
 	req := GenerateRequest{Model: model, Resolution: body.GenerationConfig.MediaResolution,
-		HasSchema: len(body.GenerationConfig.ResponseSchema) > 0 || len(body.GenerationConfig.ResponseJSONSchema) > 0}
+		HasSchema: len(body.GenerationConfig.ResponseSchema) > 0 || len(body.GenerationConfig.ResponseJSONSchema) > 0,
+		Schema:    body.GenerationConfig.ResponseJSONSchema}
 	for _, c := range body.Contents {
 		for _, p := range c.Parts {
 			if p.FileData != nil {
@@ -390,9 +395,100 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, model string) 
 		return
 	}
 	s.mu.Unlock()
+	if problems := offSchema(reply, body.GenerationConfig.ResponseJSONSchema); len(problems) > 0 {
+		// Structured output never answers outside the schema: a script that
+		// does tests something the real service cannot send.
+		s.t.Errorf("geminitest: a scripted answer does not match the request's response schema:\n  %s", strings.Join(problems, "\n  "))
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(reply.Status)
 	_, _ = io.WriteString(w, reply.Body)
+}
+
+// offSchema checks a complete JSON answer (finish reason STOP) against the
+// response schema the request carried; answers cut off or not JSON at all are
+// what the model can send and are left alone.
+func offSchema(reply Reply, rawSchema json.RawMessage) []string {
+	var resp struct {
+		Candidates []struct {
+			Content struct {
+				Parts []struct {
+					Text string `json:"text"`
+				} `json:"parts"`
+			} `json:"content"`
+			FinishReason string `json:"finishReason"`
+		} `json:"candidates"`
+	}
+	if reply.Status != 200 || len(rawSchema) == 0 || json.Unmarshal([]byte(reply.Body), &resp) != nil || len(resp.Candidates) == 0 {
+		return nil
+	}
+	c := resp.Candidates[0]
+	if c.FinishReason != "STOP" || len(c.Content.Parts) == 0 {
+		return nil
+	}
+	var answer, schema any
+	if json.Unmarshal([]byte(c.Content.Parts[0].Text), &answer) != nil || json.Unmarshal(rawSchema, &schema) != nil {
+		return nil
+	}
+	var problems []string
+	conform(answer, schema, "$", &problems)
+	return problems
+}
+
+// conform checks v against the JSON Schema subset a response schema uses:
+// type (object, array, string, number, integer, boolean), properties,
+// required, items and enum; an object has no properties beyond its schema's.
+func conform(v, schema any, at string, problems *[]string) {
+	sch, _ := schema.(map[string]any)
+	bad := func(format string, args ...any) { *problems = append(*problems, at+": "+fmt.Sprintf(format, args...)) }
+	switch sch["type"] {
+	case "object":
+		obj, ok := v.(map[string]any)
+		if !ok {
+			bad("want an object")
+			return
+		}
+		props, _ := sch["properties"].(map[string]any)
+		required, _ := sch["required"].([]any)
+		for _, r := range required {
+			if _, ok := obj[fmt.Sprint(r)]; !ok {
+				bad("missing required %q", r)
+			}
+		}
+		for k, val := range obj {
+			if p, ok := props[k]; ok {
+				conform(val, p, at+"."+k, problems)
+			} else {
+				bad("%q is not in the schema", k)
+			}
+		}
+	case "array":
+		list, ok := v.([]any)
+		if !ok {
+			bad("want an array")
+			return
+		}
+		for i, el := range list {
+			conform(el, sch["items"], fmt.Sprintf("%s[%d]", at, i), problems)
+		}
+	case "string":
+		str, ok := v.(string)
+		if !ok {
+			bad("want a string")
+			return
+		}
+		if enum, ok := sch["enum"].([]any); ok && !slices.Contains(enum, any(str)) {
+			bad("%q is not one of %v", str, enum)
+		}
+	case "number", "integer":
+		if _, ok := v.(float64); !ok {
+			bad("want a number")
+		}
+	case "boolean":
+		if _, ok := v.(bool); !ok {
+			bad("want a boolean")
+		}
+	}
 }
 
 // SampleSOP is a valid model answer in the flat response schema the
@@ -400,7 +496,10 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, model string) 
 const SampleSOP = `{
  "title": "Refund a duplicate charge", "goal": "The customer gets the duplicate back", "purpose": "Consistent refunds",
  "owners": ["support"],
- "triggers": [{"type": "manual", "description": "A duplicate-charge ticket arrives (00:00:02)"}],
+ "triggers": [
+  {"type": "event", "config": "helpdesk: ticket tagged duplicate-charge", "description": "A duplicate-charge ticket arrives (00:00:02)"},
+  {"type": "cron", "config": "0 9 * * 1-5", "description": "Every weekday at 09:00 the agent clears the refund queue (00:00:05)"}
+ ],
  "nodes": [
   {"id": "open", "type": "task", "label": "Open the ticket", "intent": "Read the report", "context": "00:00:02 helpdesk", "parent_id": ""},
   {"id": "check", "type": "decision", "label": "Charged twice?", "intent": "Only refund duplicates", "context": "00:00:10 payments", "parent_id": ""},

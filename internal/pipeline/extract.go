@@ -17,9 +17,9 @@ import (
 )
 
 // PromptVersion names the embedded prompt; it is recorded with every SOP.
-const PromptVersion = "sop-v1"
+const PromptVersion = "sop-v2"
 
-//go:embed prompt_sop_v1.md
+//go:embed prompt_sop_v2.md
 var prompt string
 
 const systemInstruction = "You write Standard Operating Procedures from narrated screen recordings. " +
@@ -244,52 +244,6 @@ func (p *Pipeline) geminiFailure(err error) error {
 // hashBytes is hashFile for bytes in memory.
 func hashBytes(b []byte) (string, int64, error) { return hashReader(bytes.NewReader(b)) }
 
-// modelSOP is the flat shape the model answers in (Gemini rejects large
-// nested schemas); toDocument turns it into the viewer's document.
-type modelSOP struct {
-	Title    string   `json:"title"`
-	Goal     string   `json:"goal"`
-	Purpose  string   `json:"purpose"`
-	Owners   []string `json:"owners"`
-	Triggers []struct {
-		Type        string `json:"type"`
-		Description string `json:"description"`
-	} `json:"triggers"`
-	Nodes []struct {
-		ID            string `json:"id"`
-		Type          string `json:"type"`
-		Label         string `json:"label"`
-		Intent        string `json:"intent"`
-		Context       string `json:"context"`
-		ParentID      string `json:"parent_id"`
-		Iterator      string `json:"iterator"`
-		ExitCondition string `json:"exit_condition"`
-	} `json:"nodes"`
-	Edges []struct {
-		Source    string `json:"source"`
-		Target    string `json:"target"`
-		Condition string `json:"condition"`
-	} `json:"edges"`
-	Variables []struct {
-		Name        string `json:"name"`
-		Description string `json:"description"`
-	} `json:"variables"`
-	Clarifications []struct {
-		Question   string `json:"question"`
-		Importance string `json:"importance"`
-	} `json:"clarifications"`
-	Skills []struct {
-		ID              string `json:"id"`
-		App             string `json:"app"`
-		MethodType      string `json:"method_type"`
-		PerformanceHint string `json:"performance_hint"`
-	} `json:"skills"`
-	Steps []struct {
-		NodeID       string `json:"node_id"`
-		PrimarySkill string `json:"primary_skill"`
-	} `json:"steps"`
-}
-
 // toDocument converts and checks an answer: the document, or nil and the
 // problems to send back to the model.
 func toDocument(text string, id jobs.ID) (*sop.Document, string) {
@@ -305,7 +259,7 @@ func toDocument(text string, id jobs.ID) (*sop.Document, string) {
 	}
 	var problems []string
 	for _, t := range m.Triggers {
-		d.Public.Triggers = append(d.Public.Triggers, sop.Trigger{Type: t.Type, Config: map[string]any{}, Description: t.Description})
+		d.Public.Triggers = append(d.Public.Triggers, sop.Trigger{Type: t.Type, Config: t.Config, Description: t.Description})
 	}
 	for _, n := range m.Nodes {
 		d.Public.Nodes = append(d.Public.Nodes, sop.Node{ID: n.ID, Type: n.Type, Label: n.Label, Intent: n.Intent, Context: n.Context,

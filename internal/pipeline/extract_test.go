@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -43,7 +44,7 @@ func TestWholePathToTheSOPAPI(t *testing.T) {
 	usage, _ := g["usage"].(map[string]any)
 	sopMeta, _ := j.Metadata["sop"].(map[string]any)
 	slimSHA := j.Metadata["slim"].(map[string]any)["sha256"]
-	if g["model"] != "gemini-test" || g["prompt_version"] != "sop-v1" || g["calls"] != float64(1) ||
+	if g["model"] != "gemini-test" || g["prompt_version"] != "sop-v2" || g["calls"] != float64(1) ||
 		g["file_name"] == nil || g["file_expires_at"] == nil || g["slim_sha256"] != slimSHA || usage["video_tokens"] != float64(774) ||
 		usage["total_tokens"] != float64(1200) || sopMeta["nodes"] != float64(5) || sopMeta["path"] != id.SOPPath() {
 		t.Fatalf("metadata %v", j.Metadata)
@@ -57,6 +58,35 @@ func TestWholePathToTheSOPAPI(t *testing.T) {
 	req := r.ai.Requests()[0]
 	if req.FPS != 1 || !req.HasSchema || req.System == "" || !strings.Contains(req.Prompt, "Invent nothing") {
 		t.Fatalf("request %+v", req)
+	}
+	// Triggers as the viewer types them (docs/frontend-contract.md): the
+	// schema allows its four types and asks for config as text; the prompt
+	// says what each type means.
+	var sent struct {
+		Properties struct {
+			Triggers struct {
+				Items struct {
+					Properties struct {
+						Type   struct{ Enum []string }
+						Config struct{ Type string }
+					}
+					Required []string
+				}
+			}
+		}
+	}
+	if err := json.Unmarshal(req.Schema, &sent); err != nil {
+		t.Fatal(err)
+	}
+	trig := sent.Properties.Triggers.Items
+	if strings.Join(trig.Properties.Type.Enum, ",") != "cron,manual,webhook,event" || trig.Properties.Config.Type != "string" ||
+		!slices.Contains(trig.Required, "config") {
+		t.Fatalf("trigger schema %s", req.Schema)
+	}
+	for _, typ := range []string{`"cron"`, `"manual"`, `"webhook"`, `"event"`} {
+		if !strings.Contains(req.Prompt, typ) {
+			t.Errorf("the prompt does not explain trigger type %s", typ)
+		}
 	}
 
 	// What the viewer then loads.

@@ -26,6 +26,7 @@ import (
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/queue"
 	"github.com/runops/runops/internal/queue/queuetest"
+	"github.com/runops/runops/internal/sop/soptest"
 	"github.com/runops/runops/internal/storage"
 	"github.com/runops/runops/internal/supabasetest"
 )
@@ -53,6 +54,7 @@ func newRig(t *testing.T, tweak ...func(*pipeline.Config)) *rig {
 	t.Helper()
 	pool, dsn := pgtest.Pool(t)
 	fake := supabasetest.New(t, jobs.MaxUploadBytes)
+	fake.OnStore(soptest.Inspect(t))
 	objects, err := storage.New(storage.Config{URL: fake.URL, ServiceKey: fake.ServiceRoleKey(), Bucket: jobs.Bucket})
 	if err != nil {
 		t.Fatal(err)

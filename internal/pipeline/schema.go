@@ -1,25 +1,119 @@
 package pipeline
 
-import "github.com/runops/runops/internal/sop"
+import (
+	"reflect"
+	"strings"
 
-// schema is the JSON Schema of modelSOP, sent as responseJsonSchema. It stays
-// flat: nodes name their parent instead of nesting, variables are a list.
-var schema = func() map[string]any {
-	str := map[string]any{"type": "string"}
-	enum := func(values ...string) map[string]any { return map[string]any{"type": "string", "enum": values} }
-	obj := func(props map[string]any, required ...string) map[string]any {
+	"github.com/runops/runops/internal/sop"
+)
+
+// modelSOP is the flat shape the model answers in (Gemini rejects large
+// nested schemas: nodes name their parent instead of nesting, variables are
+// a list); toDocument turns it into the viewer's document. The response
+// schema is generated from these types, so the two cannot disagree. Tags:
+// `schema:"optional"` leaves a field out of required, `schema:"enum=NAME"`
+// limits a string to the values enums[NAME].
+type modelSOP struct {
+	Title          string               `json:"title"`
+	Goal           string               `json:"goal"`
+	Purpose        string               `json:"purpose"`
+	Owners         []string             `json:"owners"`
+	Triggers       []modelTrigger       `json:"triggers"`
+	Nodes          []modelNode          `json:"nodes"`
+	Edges          []modelEdge          `json:"edges"`
+	Variables      []modelVariable      `json:"variables"`
+	Clarifications []modelClarification `json:"clarifications"`
+	Skills         []modelSkill         `json:"skills"`
+	Steps          []modelStep          `json:"steps"`
+}
+
+type modelTrigger struct {
+	Type        string `json:"type" schema:"enum=trigger"`
+	Config      string `json:"config"`
+	Description string `json:"description"`
+}
+
+type modelNode struct {
+	ID            string `json:"id"`
+	Type          string `json:"type" schema:"enum=node"`
+	Label         string `json:"label"`
+	Intent        string `json:"intent"`
+	Context       string `json:"context"`
+	ParentID      string `json:"parent_id"`
+	Iterator      string `json:"iterator" schema:"optional"`
+	ExitCondition string `json:"exit_condition" schema:"optional"`
+}
+
+type modelEdge struct {
+	Source    string `json:"source"`
+	Target    string `json:"target"`
+	Condition string `json:"condition" schema:"enum=condition"`
+}
+
+type modelVariable struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
+}
+
+type modelClarification struct {
+	Question   string `json:"question"`
+	Importance string `json:"importance" schema:"enum=importance"`
+}
+
+type modelSkill struct {
+	ID              string `json:"id"`
+	App             string `json:"app"`
+	MethodType      string `json:"method_type" schema:"enum=method"`
+	PerformanceHint string `json:"performance_hint" schema:"optional"`
+}
+
+type modelStep struct {
+	NodeID       string `json:"node_id"`
+	PrimarySkill string `json:"primary_skill"`
+}
+
+// enums are the values the viewer accepts; "" is an edge without condition.
+var enums = map[string][]string{
+	"trigger":    sop.TriggerTypes,
+	"node":       sop.NodeTypes,
+	"condition":  append([]string{""}, sop.Conditions...),
+	"importance": sop.Importances,
+	"method":     {"ui", "api"},
+}
+
+// schema is the JSON Schema of modelSOP, sent as responseJsonSchema.
+var schema = jsonSchema(reflect.TypeFor[modelSOP](), "")
+
+// jsonSchema describes t (strings, slices and structs of them: all that
+// modelSOP uses); tag is the field's schema tag.
+func jsonSchema(t reflect.Type, tag string) map[string]any {
+	switch t.Kind() {
+	case reflect.String:
+		s := map[string]any{"type": "string"}
+		for part := range strings.SplitSeq(tag, ",") {
+			if name, ok := strings.CutPrefix(part, "enum="); ok {
+				values, known := enums[name]
+				if !known {
+					panic("schema: no enum " + name)
+				}
+				s["enum"] = values
+			}
+		}
+		return s
+	case reflect.Slice:
+		return map[string]any{"type": "array", "items": jsonSchema(t.Elem(), tag)}
+	case reflect.Struct:
+		props := map[string]any{}
+		required := []string{}
+		for f := range t.Fields() {
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			tag := f.Tag.Get("schema")
+			props[name] = jsonSchema(f.Type, tag)
+			if !strings.Contains(tag, "optional") {
+				required = append(required, name)
+			}
+		}
 		return map[string]any{"type": "object", "properties": props, "required": required}
 	}
-	list := func(items any) map[string]any { return map[string]any{"type": "array", "items": items} }
-	return obj(map[string]any{
-		"title": str, "goal": str, "purpose": str, "owners": list(str),
-		"triggers": list(obj(map[string]any{"type": enum("manual", "schedule", "event", "email"), "description": str}, "type", "description")),
-		"nodes": list(obj(map[string]any{"id": str, "type": enum(sop.NodeTypes...), "label": str, "intent": str, "context": str,
-			"parent_id": str, "iterator": str, "exit_condition": str}, "id", "type", "label", "intent", "context", "parent_id")),
-		"edges":          list(obj(map[string]any{"source": str, "target": str, "condition": enum(append([]string{""}, sop.Conditions...)...)}, "source", "target", "condition")),
-		"variables":      list(obj(map[string]any{"name": str, "description": str}, "name", "description")),
-		"clarifications": list(obj(map[string]any{"question": str, "importance": enum(sop.Importances...)}, "question", "importance")),
-		"skills":         list(obj(map[string]any{"id": str, "app": str, "method_type": enum("ui", "api"), "performance_hint": str}, "id", "app", "method_type")),
-		"steps":          list(obj(map[string]any{"node_id": str, "primary_skill": str}, "node_id", "primary_skill")),
-	}, "title", "goal", "purpose", "owners", "triggers", "nodes", "edges", "variables", "clarifications", "skills", "steps")
-}()
+	panic("schema: unsupported type " + t.String())
+}

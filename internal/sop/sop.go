@@ -38,10 +38,11 @@ type Public struct {
 	ClarificationRequests []Clarification   `json:"clarification_requests"`
 }
 
-// Trigger starts the procedure.
+// Trigger starts the procedure. Type is one of TriggerTypes; Config is text
+// the viewer prints (a cron expression, an endpoint, a signal, or "").
 type Trigger struct {
 	Type        string `json:"type"`
-	Config      any    `json:"config"`
+	Config      string `json:"config"`
 	Description string `json:"description"`
 }
 
@@ -139,10 +140,12 @@ func Parse(data []byte) (*Document, error) {
 		return nil, &Invalid{Problems: []Problem{jsonProblem(err)}}
 	}
 	if dec.More() {
-		return nil, &Invalid{Problems: []Problem{{Path: "$", Message: "extra data after the document"}}}
+		return nil, errExtraData
 	}
 	return &d, nil
 }
+
+var errExtraData = &Invalid{Problems: []Problem{{Path: "$", Message: "extra data after the document"}}}
 
 func jsonProblem(err error) Problem {
 	var te *json.UnmarshalTypeError

@@ -79,6 +79,8 @@ func TestEveryRule(t *testing.T) {
 		"bad version":                {func(d *Document) { d.Meta.Version = "v1" }, "meta.version"},
 		"children absent":            {func(d *Document) { node(d, "open").Children = nil }, "public.nodes[0].children"},
 		"id_path absent":             {func(d *Document) { node(d, "open").IDPath = "" }, "public.nodes[0].id_path"},
+		"unknown trigger type":       {func(d *Document) { d.Public.Triggers[1].Type = "schedule" }, "public.triggers[1].type"},
+		"owner absent":               {func(d *Document) { d.Meta.Owner = nil }, "meta.owner"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

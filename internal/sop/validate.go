@@ -1,6 +1,7 @@
 package sop
 
 import (
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"slices"
@@ -131,6 +132,9 @@ func (v *validator) check(d *Document) {
 		if !semver.MatchString(d.Meta.Version) {
 			v.add("meta.version", "must be a SemVer version such as 1.0.0, not %q", d.Meta.Version)
 		}
+		if d.Meta.Owner == nil {
+			v.add("meta.owner", "must be an array")
+		}
 	}
 	if d.Public == nil {
 		v.add("public", "is missing")
@@ -149,6 +153,13 @@ func (v *validator) check(d *Document) {
 	} else if d.Private.Skills == nil || d.Private.Steps == nil || d.Private.Artifacts == nil {
 		v.add("private", "skills, steps and artifacts must be arrays")
 	}
+
+	for i, t := range p.Triggers {
+		if !slices.Contains(TriggerTypes, t.Type) {
+			v.add(fmt.Sprintf("public.triggers[%d].type", i), "must be one of %s, not %q", strings.Join(TriggerTypes, ", "), t.Type)
+		}
+	}
+	v.checkPrinted(d)
 
 	nodes := map[string]*Node{}
 	for i := range p.Nodes {
@@ -265,6 +276,23 @@ func (v *validator) check(d *Document) {
 			}
 		}
 	}
+}
+
+// checkPrinted checks every field of Printed on the document as the viewer
+// will receive it, so that no change of a Go type can let an object, a number
+// or null reach a place where the viewer prints text.
+func (v *validator) checkPrinted(d *Document) {
+	b, err := json.Marshal(d)
+	if err != nil {
+		v.add("$", "cannot be encoded: %v", err)
+		return
+	}
+	tree, err := decodeTree(b)
+	if err != nil {
+		v.add("$", "does not decode back: %v", err)
+		return
+	}
+	v.problems = append(v.problems, printedProblems(tree)...)
 }
 
 func pick(src, dst *Node) string {

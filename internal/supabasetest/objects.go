@@ -223,6 +223,9 @@ func (s *Server) store(w http.ResponseWriter, r *http.Request, bucket, name stri
 	}
 	s.register(bucket+"/"+name, f.Name(), n, contentType, hex.EncodeToString(h.Sum(nil)))
 	o := s.lookup(bucket + "/" + name)
+	if inspect := s.inspector(); inspect != nil {
+		inspect(bucket+"/"+name, o.file)
+	}
 	writeJSON(w, map[string]string{"Key": bucket + "/" + name, "Id": o.id})
 }
 

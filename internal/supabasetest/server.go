@@ -67,6 +67,23 @@ type Server struct {
 	calls    map[Op]int
 	down     bool
 	seq      int
+	onStore  func(key, file string)
+}
+
+// OnStore calls fn after every object a client stores over HTTP (not Put or
+// Seed), with its key ("videos/sops/<id>.json") and the file holding its
+// bytes, before the client gets its answer: tests inspect what the service
+// wrote there.
+func (s *Server) OnStore(fn func(key, file string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onStore = fn
+}
+
+func (s *Server) inspector() func(key, file string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.onStore
 }
 
 type failure struct{ status int }

@@ -1,0 +1,196 @@
+package sop
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Printed lists every field the viewer prints as text, as paths into the
+// document: "[]" walks each element of an array, "*" each value of an object.
+// A field here that holds an object, an array, a number or null crashes the
+// viewer (React renders only text there; an object in a trigger's config
+// crashed every Flow View once). A field that is absent renders as nothing.
+// It is the one table of them: the validator and the tests both walk it.
+var Printed = []string{
+	"meta.title",
+	"meta.goal",
+	"meta.purpose",
+	"meta.owner[]",
+	"public.triggers[].type",
+	"public.triggers[].config",
+	"public.triggers[].description",
+	"public.nodes[].label",
+	"public.nodes[].intent",
+	"public.nodes[].context",
+	"public.nodes[].iterator",
+	"public.nodes[].exit_condition",
+	"public.nodes[].id_path",
+	"public.variables.*",
+	"public.clarification_requests[].question",
+}
+
+// TriggerTypes are the trigger types the viewer knows: cron (config: a cron
+// expression or RRULE), manual (config ""), webhook (config: the endpoint)
+// and event (config: the signal).
+var TriggerTypes = []string{"cron", "manual", "webhook", "event"}
+
+// legacyTriggerTypes maps the types earlier prompts asked for onto the
+// viewer's; any other unknown type becomes manual.
+var legacyTriggerTypes = map[string]string{"schedule": "cron", "email": "event"}
+
+// Walk calls fn for every value the path names in a decoded JSON tree, with
+// the concrete location ("public.nodes[2].label"). Absent fields and parts of
+// the tree that are not the expected object or array are skipped: the
+// document's shape is the validator's business, not the walk's.
+func Walk(tree any, path string, fn func(at string, v any)) {
+	walk(tree, strings.Split(path, "."), "", fn)
+}
+
+func walk(v any, steps []string, at string, fn func(string, any)) {
+	if len(steps) == 0 {
+		fn(at, v)
+		return
+	}
+	step, rest := steps[0], steps[1:]
+	name, each := strings.CutSuffix(step, "[]")
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return
+	}
+	if name == "*" {
+		keys := make([]string, 0, len(obj))
+		for k := range obj {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			walk(obj[k], rest, join(at, k), fn)
+		}
+		return
+	}
+	child, present := obj[name]
+	if !present {
+		return
+	}
+	if !each {
+		walk(child, rest, join(at, name), fn)
+		return
+	}
+	list, _ := child.([]any)
+	for i, el := range list {
+		walk(el, rest, fmt.Sprintf("%s[%d]", join(at, name), i), fn)
+	}
+}
+
+func join(at, name string) string {
+	if at == "" {
+		return name
+	}
+	return at + "." + name
+}
+
+// printedProblems reports every printed field of a decoded tree that is not
+// a string.
+func printedProblems(tree any) []Problem {
+	var out []Problem
+	for _, path := range Printed {
+		Walk(tree, path, func(at string, v any) {
+			if _, ok := v.(string); !ok {
+				out = append(out, Problem{Path: at, Message: "must be text (a string), not " + jsonKind(v)})
+			}
+		})
+	}
+	return out
+}
+
+func jsonKind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case map[string]any:
+		return "an object"
+	case []any:
+		return "an array"
+	case json.Number, float64:
+		return "a number"
+	case bool:
+		return "a boolean"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+func decodeTree(data []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var tree any
+	if err := dec.Decode(&tree); err != nil {
+		return nil, &Invalid{Problems: []Problem{jsonProblem(err)}}
+	}
+	if dec.More() {
+		return nil, errExtraData
+	}
+	return tree, nil
+}
+
+// repairTriggers mends, in a decoded tree, the triggers of documents written
+// before triggers were typed as the viewer types them: a config that is not
+// text becomes "" (a number or boolean its text), and a type the viewer does
+// not know becomes the nearest one it does.
+func repairTriggers(tree any) {
+	Walk(tree, "public.triggers[]", func(_ string, v any) {
+		t, ok := v.(map[string]any)
+		if !ok {
+			return
+		}
+		switch c := t["config"].(type) {
+		case string:
+		case json.Number:
+			t["config"] = c.String()
+		case bool:
+			t["config"] = fmt.Sprint(c)
+		default: // an object, an array, null or absent
+			t["config"] = ""
+		}
+		typ, _ := t["type"].(string)
+		if !slices.Contains(TriggerTypes, typ) {
+			if mapped, ok := legacyTriggerTypes[strings.ToLower(typ)]; ok {
+				t["type"] = mapped
+			} else {
+				t["type"] = "manual"
+			}
+		}
+	})
+}
+
+// Load reads a document that was stored earlier or that a person supplies,
+// and makes it one the viewer renders: the mechanical repairs (legacy
+// triggers, then Repair), then the viewer's checks — every printed field is
+// text and the graph holds (Validate). What a trigger's config says, and
+// fields the viewer ignores, are never a reason to refuse it (unknown fields
+// are dropped). The error is *Invalid.
+func Load(data []byte, jobID string) (*Document, error) {
+	tree, err := decodeTree(data)
+	if err != nil {
+		return nil, err
+	}
+	repairTriggers(tree)
+	if problems := printedProblems(tree); len(problems) > 0 {
+		return nil, &Invalid{Problems: problems}
+	}
+	repaired, err := json.Marshal(tree)
+	if err != nil {
+		return nil, &Invalid{Problems: []Problem{{Path: "$", Message: err.Error()}}}
+	}
+	d, err := Parse(repaired)
+	if err != nil {
+		return nil, err
+	}
+	Repair(d, jobID)
+	if err := Validate(d); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
