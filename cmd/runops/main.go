@@ -220,11 +220,7 @@ func newWorker(cfg config.Config, h queue.Handler, pool *pgxpool.Pool, log *slog
 			"set it to the direct connection (port 5432, or 54322 locally). Polling every RUNOPS_SWEEP until then.", "sweep", cfg.Sweep)
 		return w, nil
 	}
-	l := &postgres.Listener{
-		DSN: cfg.ListenDatabaseURL, ReconnectDelay: time.Second, Logger: log,
-		OnNotify:  func(n postgres.Notification) { w.Notify(n.JobID, n.Status) },
-		OnConnect: w.Wake, // a scan for what was queued while disconnected
-	}
+	l := &postgres.Listener{DSN: cfg.ListenDatabaseURL, Events: w, ReconnectDelay: time.Second, Logger: log}
 	return w, l
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgxlisten"
 
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/queue"
 )
 
 // Channel is the NOTIFY channel of public.jobs (see the jobs migration).
@@ -27,15 +28,16 @@ type Notification struct {
 }
 
 // Listener LISTENs on Channel over its own connection, dialled anew on every
-// (re)connect. It only hands notifications over (handlers must not block),
-// and calls OnConnect after every successful LISTEN: what was queued while it
-// was disconnected has to be found by a scan then.
+// (re)connect, and hands what it hears to the worker's Events: every
+// notification to Notify (which must not block), and a Wake after every
+// successful LISTEN, since what was queued while it was disconnected has to
+// be found by a scan then.
 type Listener struct {
 	DSN            string
+	Events         queue.Events
 	ReconnectDelay time.Duration // default 1s (pgxlisten's own default is a minute)
-	OnNotify       func(Notification)
-	OnConnect      func()
-	OnDisconnect   func(error)
+	OnConnect      func()        // optional, after Events.Wake (tests, readiness)
+	OnDisconnect   func(error)   // optional
 	Logger         *slog.Logger
 
 	connected atomic.Bool
@@ -85,15 +87,14 @@ func (h *listenHandler) HandleNotification(_ context.Context, n *pgconn.Notifica
 	if err := json.Unmarshal([]byte(n.Payload), &p); err != nil {
 		return errors.New("bad notification payload " + n.Payload)
 	}
-	if h.OnNotify != nil {
-		h.OnNotify(p)
-	}
+	h.Events.Notify(p.JobID, p.Status)
 	return nil
 }
 
 // HandleBacklog runs right after LISTEN on every (re)connect.
 func (h *listenHandler) HandleBacklog(context.Context, string, *pgx.Conn) error {
 	(*Listener)(h).connected.Store(true)
+	h.Events.Wake()
 	if h.OnConnect != nil {
 		h.OnConnect()
 	}

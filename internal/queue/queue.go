@@ -29,6 +29,18 @@ type Store interface {
 	Status(ctx context.Context, id jobs.ID) (status jobs.Status, found bool, err error)
 }
 
+// Events is what a worker hears from the database, and what the listener
+// (postgres.Listener) is given: Notify for every notification of a changed,
+// inserted or deleted row — a job the worker holds is checked at once, so a
+// person's edit cancels its run — and Wake after every (re)connect, when what
+// was queued meanwhile must be found by a scan. *Worker implements it.
+type Events interface {
+	Notify(id jobs.ID, status jobs.Status)
+	Wake()
+}
+
+var _ Events = (*Worker)(nil)
+
 // Job is a claimed job.
 type Job struct {
 	jobs.Job

@@ -61,8 +61,8 @@ func (c *Config) defaults() {
 	}
 }
 
-// Worker claims and runs jobs. Create it with New, feed it notifications
-// (Notify) and connection events (Wake), and Run it.
+// Worker claims and runs jobs. Create it with New, give it to a listener as
+// its Events (notifications and reconnects), and Run it.
 type Worker struct {
 	store   Store
 	handler Handler

@@ -74,9 +74,8 @@ func Start(t testing.TB, dsn string, store queue.Store, h queue.Handler, cfg que
 	s := &Started{Worker: w, Connected: make(chan struct{}, 100), Lost: make(chan struct{}, 100), Cancel: cancel}
 	var wg sync.WaitGroup
 	if listen {
-		l := &postgres.Listener{DSN: dsn, ReconnectDelay: 200 * time.Millisecond, Logger: cfg.Logger,
-			OnNotify:     func(n postgres.Notification) { w.Notify(n.JobID, n.Status) },
-			OnConnect:    func() { w.Wake(); s.Connected <- struct{}{} },
+		l := &postgres.Listener{DSN: dsn, Events: w, ReconnectDelay: 200 * time.Millisecond, Logger: cfg.Logger,
+			OnConnect:    func() { s.Connected <- struct{}{} },
 			OnDisconnect: func(error) { s.Lost <- struct{}{} },
 		}
 		wg.Go(func() { _ = l.Run(ctx) })
