@@ -1,5 +1,5 @@
 // Package api serves the HTTP API the existing Runops frontend calls
-// (CONTRACT.md): signed upload URLs, queueing, job status. It declares the
+// (docs/frontend-contract.md): signed upload URLs, queueing, job status. It declares the
 // small interfaces it needs from the job store, object storage and the auth
 // server; cmd wires the implementations. It must not run jobs (that is the
 // worker's) nor build SQL or storage requests itself.

@@ -16,7 +16,7 @@ import (
 	"github.com/runops/runops/internal/storage"
 )
 
-// Messages the frontend shows as they are (CONTRACT.md).
+// Messages the frontend shows as they are (docs/frontend-contract.md).
 const (
 	msgMissingJobID  = "Missing jobId parameter"
 	msgFileNotFound  = "Video file not found. Please upload again."

@@ -1,5 +1,5 @@
 // Package config reads the service's configuration from the environment, with
-// the names and defaults of DESIGN.md, and validates it at start with messages
+// the names and defaults of docs/operations.md, and validates it at start with messages
 // that name the variable. It must not open connections or start anything.
 package config
 
@@ -54,7 +54,7 @@ type RateLimit struct {
 	Window   time.Duration
 }
 
-// Defaults that DESIGN.md fixes.
+// Defaults, as docs/operations.md lists them.
 const (
 	DefaultDatabaseURL = "postgresql://postgres:postgres@127.0.0.1:54322/postgres"
 	DefaultSupabaseURL = "http://127.0.0.1:54321"

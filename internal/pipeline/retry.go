@@ -9,7 +9,7 @@ import (
 	"github.com/runops/runops/internal/jobs"
 )
 
-// maxTries bounds the tries of one step (DESIGN.md: at most 5 tries and
+// maxTries bounds the tries of one step (docs/lifecycle.md: at most 5 tries and
 // MaxRetryWait of waiting, the lease renewed meanwhile by the engine).
 const maxTries = 5
 

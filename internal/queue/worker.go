@@ -17,7 +17,7 @@ import (
 	"github.com/runops/runops/internal/jobs"
 )
 
-// Config tunes a Worker; zero values take DESIGN.md's defaults.
+// Config tunes a Worker; zero values take the defaults of docs/operations.md.
 type Config struct {
 	Name          string // who holds leases, for metadata and logs
 	Concurrency   int

@@ -1,4 +1,4 @@
-// Package sop is the SOP document the viewer renders (CONTRACT.md): its
+// Package sop is the SOP document the viewer renders (docs/frontend-contract.md): its
 // types, the mechanical repairs we allow ourselves, and the validator that
 // catches everything the viewer would crash on or silently drop. The worker
 // and the SOP API both use it. It must not do I/O.

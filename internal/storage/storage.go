@@ -1,7 +1,7 @@
 // Package storage is the Supabase Storage adapter: one small client for the
 // bucket that holds every object of a job. storage-go is used where it is
 // correct (signing upload URLs, deleting) and walled off from its known bugs
-// (PROTOCOLS.md): a fresh storage-go client per call, so its shared, mutable
+// (docs/dependencies.md): a fresh storage-go client per call, so its shared, mutable
 // header map is never shared between goroutines or calls; calls bounded by a
 // context. Everything storage-go gets wrong (streaming downloads, object info,
 // sized uploads, statuses) goes through net/http here. The package knows

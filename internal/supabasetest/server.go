@@ -1,6 +1,6 @@
 // Package supabasetest is a stand-in for the two Supabase services this
 // service talks to over HTTP: Storage (/storage/v1, storage server v1.70 as
-// PROTOCOLS.md describes it, odd parts included) and the auth server's
+// docs/dependencies.md describes it, odd parts included) and the auth server's
 // GET /auth/v1/user. It speaks the real wire protocol, so the real client
 // libraries (storage-go, supabase-go) run against it unchanged. Tests inject
 // failures per operation (FailNext), hold requests (Block) or take the whole

@@ -1,4 +1,4 @@
--- The queue's bookkeeping in jobs.metadata (DESIGN.md): leases, attempts and
+-- The queue's bookkeeping in jobs.metadata (docs/lifecycle.md): leases, attempts and
 -- the merge rule, as SQL functions so that every statement that touches them
 -- says the same thing. Idempotent.
 
