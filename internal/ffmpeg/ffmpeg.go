@@ -43,6 +43,18 @@ type Probe struct {
 // ErrUnreadable means ffprobe could not read the file as media.
 var ErrUnreadable = errors.New("not a readable media file")
 
+// Demuxers are the only containers ffprobe and ffmpeg may open. They choose
+// the demuxer from the content, not the name, and some demuxers open other
+// files: an HLS playlist uploaded as raw/<id>.mp4 reads every local file it
+// lists, a concat list the files it names (docs/dependencies.md, ffmpeg).
+// None of these (mov/mp4, Matroska/WebM, AVI, FLV, MPEG-TS) does; anything
+// else fails with "Format not on whitelist" and is refused as unreadable.
+const Demuxers = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts"
+
+// inputGuard goes before every input: the demuxer allow-list, and plain
+// files as the only protocol.
+var inputGuard = []string{"-format_whitelist", Demuxers, "-protocol_whitelist", "file"}
+
 type probeOutput struct {
 	Streams []struct {
 		CodecType    string            `json:"codec_type"`
@@ -71,7 +83,9 @@ type probeOutput struct {
 
 // ProbeFile runs ffprobe on path.
 func ProbeFile(ctx context.Context, path string) (Probe, error) {
-	cmd := command(ctx, "ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", "--", path)
+	args := append([]string{"-v", "error"}, inputGuard...)
+	args = append(args, "-print_format", "json", "-show_format", "-show_streams", "--", path)
+	cmd := command(ctx, "ffprobe", args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &limitedBuffer{max: 4096, buf: &stderr}
 	if err := cmd.Run(); err != nil {
@@ -165,7 +179,8 @@ type SlimOptions struct {
 // filter chain (fps first, so only kept frames are scaled; never upscaled; the
 // height rounded down to even, as libx264 needs), rotation applied by ffmpeg's
 // autorotate (so ih is the displayed height) and no rotation tag written,
-// every global, stream and chapter metadata (location, make, model) dropped.
+// every global, stream and chapter metadata (location, make, model) dropped,
+// and the input opened only through the demuxer allow-list.
 // The narration is resampled to 16 kHz (speech needs no more) with the fast
 // AAC coder: at 1 frame per second the default coder cost as much as the video.
 func SlimArgs(in, out string, opt SlimOptions) []string {
@@ -173,8 +188,11 @@ func SlimArgs(in, out string, opt SlimOptions) []string {
 	if opt.SkipNonReference {
 		args = append(args, "-skip_frame", "noref")
 	}
+	args = append(args, inputGuard...)
+	// 0:V (capital): the first video stream that is not an attached picture,
+	// or a recording with cover art first would become a one-frame copy.
 	args = append(args, "-i", in,
-		"-map", "0:v:0", "-map", "0:a:0?",
+		"-map", "0:V:0", "-map", "0:a:0?",
 		"-map_metadata", "-1", "-map_metadata:s", "-1", "-map_chapters", "-1",
 		"-vf", "fps=1,scale=-2:'min(720,trunc(ih/2)*2)'",
 		"-c:v", "libx264", "-crf", "32", "-preset", "veryfast", "-pix_fmt", "yuv420p",

@@ -191,3 +191,60 @@ func carried(t *testing.T, path string) string {
 	}
 	return strings.Join(leaks, ", ")
 }
+
+// Uploads whose content opens another file — an HLS playlist, a concat list —
+// are refused before any demuxer reads what they name. The control run shows
+// each one is live: plain ffprobe, without our guard, opens the local file.
+func TestHostileContainersAreRefused(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ctx := context.Background()
+	secret := mediatest.Make(t, dir, "secret.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2})
+	for name, upload := range map[string]string{
+		"hls playlist, absolute path": mediatest.Playlist(t, dir, "hls.mp4", secret),
+		"concat list, relative path":  mediatest.Concat(t, dir, "concat.mp4", filepath.Base(secret)),
+	} {
+		t.Run(name, func(t *testing.T) {
+			control, err := exec.Command("ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv", upload).Output()
+			if err != nil || !strings.Contains(string(control), "h264") {
+				t.Fatalf("control: plain ffprobe does not read the listed file (%v %s): the test proves nothing", err, control)
+			}
+			if p, err := ffmpeg.ProbeFile(ctx, upload); !errors.Is(err, ffmpeg.ErrUnreadable) {
+				t.Fatalf("probe: %+v %v", p, err)
+			}
+			out := filepath.Join(t.TempDir(), "slim.mp4")
+			var ee *ffmpeg.Error
+			if err := ffmpeg.Slim(ctx, upload, out, ffmpeg.SlimOptions{}); !errors.As(err, &ee) || !strings.Contains(ee.Stderr, "not on whitelist") {
+				t.Fatalf("slim: %v", err)
+			}
+			if _, err := ffmpeg.ProbeFile(ctx, out); err == nil {
+				t.Fatal("a slim copy was written")
+			}
+		})
+	}
+}
+
+// A recording whose first video stream is its cover art gives a slim copy of
+// the recording, not of the cover.
+func TestCoverArtIsNotTheVideo(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	in := mediatest.CoverFirst(t, dir, "cover.mp4", mediatest.Spec{Width: 640, Height: 360, Seconds: 4, Audio: true})
+	streams, err := exec.Command("ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream_disposition=attached_pic",
+		"-of", "csv=p=0", in).Output()
+	if err != nil || strings.TrimSpace(string(streams)) != "1" {
+		t.Fatalf("the cover is not the first video stream (%v %q): the test proves nothing", err, streams)
+	}
+	p, err := ffmpeg.ProbeFile(context.Background(), in)
+	if err != nil || p.Width != 640 || p.Height != 360 {
+		t.Fatalf("probe %+v %v", p, err)
+	}
+	out := filepath.Join(dir, "slim.mp4")
+	if err := ffmpeg.Slim(context.Background(), in, out, ffmpeg.SlimOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ffmpeg.ProbeFile(context.Background(), out)
+	if err != nil || got.Frames < 3 || got.Height != 360 {
+		t.Fatalf("slim copy %+v %v: want the 4-second recording at 1 fps", got, err)
+	}
+}

@@ -4,6 +4,7 @@
 package mediatest
 
 import (
+	"encoding/binary"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -155,4 +156,85 @@ func run(t testing.TB, args ...string) {
 	if err != nil {
 		t.Fatalf("ffmpeg %v: %v\n%s", args, err, out)
 	}
+}
+
+// CoverFirst writes an MP4 recording whose first video stream is cover art
+// (an attached picture), as files with the cover's metadata ahead of the
+// tracks are: ffmpeg's muxer writes it after them, so the metadata box is
+// moved ahead of the track boxes.
+func CoverFirst(t testing.TB, dir, name string, s Spec) string {
+	t.Helper()
+	video := Make(t, dir, name+".video.mp4", s)
+	cover := filepath.Join(dir, name+".cover.jpg")
+	run(t, "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i", "color=c=red:size=320x240", "-frames:v", "1", cover)
+	muxed := filepath.Join(dir, name+".muxed.mp4")
+	run(t, "-v", "error", "-nostdin", "-y", "-i", video, "-i", cover, "-map", "0", "-map", "1", "-c", "copy",
+		"-disposition:v:1", "attached_pic", "-f", "mp4", muxed)
+	b, err := os.ReadFile(muxed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, name)
+	if err := os.WriteFile(out, udtaFirst(t, b), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// udtaFirst moves moov's udta box right after its mvhd box. Nothing else
+// moves, so the sample offsets into mdat stay right.
+func udtaFirst(t testing.TB, b []byte) []byte {
+	t.Helper()
+	type box struct {
+		typ        string
+		start, end int
+	}
+	boxes := func(from, to int) []box {
+		var out []box
+		for off := from; off+8 <= to; {
+			size := int(binary.BigEndian.Uint32(b[off:]))
+			if size < 8 || off+size > to {
+				t.Fatalf("mediatest: unexpected box size %d at %d", size, off)
+			}
+			out = append(out, box{string(b[off+4 : off+8]), off, off + size})
+			off += size
+		}
+		return out
+	}
+	for _, top := range boxes(0, len(b)) {
+		if top.typ != "moov" {
+			continue
+		}
+		var head, udta, rest []byte
+		for _, c := range boxes(top.start+8, top.end) {
+			switch c.typ {
+			case "mvhd":
+				head = append(head, b[c.start:c.end]...)
+			case "udta":
+				udta = append(udta, b[c.start:c.end]...)
+			default:
+				rest = append(rest, b[c.start:c.end]...)
+			}
+		}
+		if udta == nil {
+			t.Fatal("mediatest: no udta box to move")
+		}
+		out := append([]byte{}, b[:top.start+8]...)
+		out = append(append(append(out, head...), udta...), rest...)
+		return append(out, b[top.end:]...)
+	}
+	t.Fatal("mediatest: no moov box")
+	return nil
+}
+
+// Playlist writes a text HLS playlist that lists the local file target, and
+// Concat an ffconcat list naming it: uploads that, opened by their own
+// demuxers, would read another file of the worker's disk.
+func Playlist(t testing.TB, dir, name, target string) string {
+	return File(t, dir, name, []byte("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\n"+target+"\n#EXT-X-ENDLIST\n"))
+}
+
+// Concat: see Playlist.
+func Concat(t testing.TB, dir, name, target string) string {
+	return File(t, dir, name, []byte("ffconcat version 1.0\nfile '"+target+"'\n"))
 }

@@ -187,6 +187,9 @@ func TestBadRecordingsEndWithASentence(t *testing.T) {
 		"20 min 30 sec":  {mediatest.Make(t, r.dir, "long2.mp4", mediatest.Spec{Width: 64, Height: 64, FPS: 1, Seconds: 20*60 + 30}), "The video is 20 minutes 30 seconds long"},
 		"webm too long":  {mediatest.Make(t, r.dir, "live.mp4", mediatest.Spec{Width: 64, Height: 64, FPS: 1, Seconds: 20*60 + 5, Format: "webm-live"}), "longer than 20 minutes"},
 		"webm, no sound": {mediatest.Make(t, r.dir, "ok.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 3, Format: "webm-live"}), done},
+		// A playlist naming another file on the worker's disk: refused, never its slim copy.
+		"hls playlist": {mediatest.Playlist(t, r.dir, "hls.mp4", mediatest.Make(t, r.dir, "local.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2})), unreadable},
+		"cover first":  {mediatest.CoverFirst(t, r.dir, "cover.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 3}), done},
 	}
 	ids := map[string]jobs.ID{}
 	for name, c := range cases {
