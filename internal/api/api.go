@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"path"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -76,7 +78,7 @@ func Handler(o Options) http.Handler {
 	s := &server{o: o, log: o.Logger}
 
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID, s.logRequests, s.recoverPanics)
+	r.Use(middleware.RequestID, s.logRequests, s.recoverPanics, s.ownAPIPaths)
 	r.Route("/api", func(r chi.Router) {
 		r.Use(noStore)
 		if len(o.CORSOrigins) > 0 {
@@ -89,9 +91,7 @@ func Handler(o Options) http.Handler {
 			}))
 		}
 		r.Use(s.limitBody, s.timeout)
-		r.NotFound(s.handle(func(http.ResponseWriter, *http.Request) error {
-			return &Error{Status: http.StatusNotFound, Message: "Not found"}
-		}))
+		r.NotFound(s.notFound)
 		r.MethodNotAllowed(s.handle(func(http.ResponseWriter, *http.Request) error {
 			return &Error{Status: http.StatusMethodNotAllowed, Message: "Method not allowed"}
 		}))
@@ -109,11 +109,34 @@ func Handler(o Options) http.Handler {
 	if o.FrontendURL != nil {
 		r.NotFound(newFrontendProxy(o.FrontendURL, o.Logger).ServeHTTP)
 	} else {
-		r.NotFound(s.handle(func(http.ResponseWriter, *http.Request) error {
-			return &Error{Status: http.StatusNotFound, Message: "Not found"}
-		}))
+		r.NotFound(s.notFound)
 	}
 	return r
+}
+
+// ownAPIPaths answers 404 itself for a path that decodes to /api/… but is
+// spelled otherwise (/%61pi/queue-job, /api%2Fqueue-job). The router matches
+// the raw spelling, so without this such a request would miss every /api
+// route — and with it auth, rate limit and body limit — and be proxied to
+// the frontend, which decodes it into the app's own /api routes. Paths that
+// clean to /api (//api/…, /./api/…) are redirected to their clean form by
+// the health mux in front (httpserver.WithHealth) before they get here.
+func (s *server) ownAPIPaths(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := path.Clean("/" + r.URL.Path)
+		if r.URL.RawPath != "" && (p == "/api" || strings.HasPrefix(p, "/api/")) {
+			s.notFound(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// notFound is the JSON 404 of every path nobody serves.
+func (s *server) notFound(w http.ResponseWriter, r *http.Request) {
+	s.handle(func(http.ResponseWriter, *http.Request) error {
+		return &Error{Status: http.StatusNotFound, Message: "Not found"}
+	})(w, r)
 }
 
 type server struct {

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -148,4 +149,56 @@ func TestReadiness(t *testing.T) {
 	e.fake.SetDown(false)
 	e.do("GET", "/readyz", "").expect(t, 200, nil)
 	e.do("GET", "/healthz", "").expect(t, 200, nil)
+}
+
+// A path that decodes to /api/… is never the frontend's, however it is
+// spelled: encoded spellings get our JSON 404, and spellings that clean to
+// /api/… are redirected to the clean path; nothing reaches the proxy.
+func TestEncodedAPIPathsAreNeverProxied(t *testing.T) {
+	t.Parallel()
+	var reached atomic.Int32
+	fe := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+		_, _ = io.WriteString(w, "the app's own route "+r.URL.Path)
+	}))
+	t.Cleanup(fe.Close)
+	target, _ := url.Parse(fe.URL)
+	e := setup(t)
+	h := api.Handler(api.Options{Jobs: e.store, Objects: mustStorage(t, e.fake), FrontendURL: target,
+		Logger: slog.New(slog.DiscardHandler)})
+	e.srv.Config.Handler = httpserver.WithHealth(h, slog.New(slog.DiscardHandler))
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	send := func(path string) (*http.Response, string) {
+		t.Helper()
+		req, err := http.NewRequest("POST", e.srv.URL+path, strings.NewReader(`{"jobId":"x"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	for _, path := range []string{"/%61pi/queue-job", "/api%2Fqueue-job", "/%61pi/get-upload-url", "/api/sop%2F..%2Fqueue-job"} {
+		resp, body := send(path)
+		if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, `"error"`) || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+			t.Errorf("%s: %d %s %s", path, resp.StatusCode, resp.Header.Get("Content-Type"), body)
+		}
+	}
+	for _, path := range []string{"//api/queue-job", "/./api/queue-job", "/%61pi/../api/queue-job"} {
+		resp, body := send(path)
+		if resp.StatusCode/100 != 3 || resp.Header.Get("Location") != "/api/queue-job" {
+			t.Errorf("%s: %d %v %s", path, resp.StatusCode, resp.Header, body)
+		}
+	}
+	if n := reached.Load(); n != 0 {
+		t.Fatalf("%d requests reached the frontend", n)
+	}
+	// The guard does not swallow what is the frontend's.
+	if resp, body := send("/some/page"); resp.StatusCode != 200 || reached.Load() != 1 {
+		t.Fatalf("a frontend page: %d %s", resp.StatusCode, body)
+	}
 }
