@@ -177,7 +177,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, wi
 		return fmt.Errorf("listen on RUNOPS_ADDR %s: %w", cfg.Addr, err)
 	}
 	g.Go(func() error {
-		err := httpserver.Serve(runCtx, ln, httpserver.WithHealth(h, log, checks...), cfg.ShutdownGrace, log)
+		err := httpserver.Serve(runCtx, ln, httpserver.WithHealth(h, log, checks...), cfg.ReadTimeout, cfg.ShutdownGrace, log)
 		stop()
 		return err
 	})

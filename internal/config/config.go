@@ -29,6 +29,7 @@ type Config struct {
 	RequireAuth    bool           // RUNOPS_REQUIRE_AUTH
 	RateLimit      RateLimit      // RUNOPS_RATE_LIMIT
 	TrustedProxies []netip.Prefix // RUNOPS_TRUSTED_PROXIES, comma-separated IPs or CIDRs
+	ReadTimeout    time.Duration  // RUNOPS_READ_TIMEOUT: a whole request must arrive within it
 
 	WorkerConcurrency int           // RUNOPS_WORKER_CONCURRENCY
 	LeaseTTL          time.Duration // RUNOPS_LEASE_TTL
@@ -60,6 +61,7 @@ const (
 	DefaultSupabaseURL = "http://127.0.0.1:54321"
 	DefaultAddr        = ":8080"
 	DefaultGeminiModel = "gemini-2.5-flash"
+	MaxReadTimeout     = 15 * time.Second
 )
 
 // Load reads the configuration through getenv (os.Getenv in production) and
@@ -79,6 +81,7 @@ func Load(getenv func(string) string) (Config, error) {
 		Sweep:             r.duration("RUNOPS_SWEEP", 15*time.Second),
 		MaxAttempts:       r.integer("RUNOPS_MAX_ATTEMPTS", 3, 1),
 		ShutdownGrace:     r.duration("RUNOPS_SHUTDOWN_GRACE", 30*time.Second),
+		ReadTimeout:       r.duration("RUNOPS_READ_TIMEOUT", 10*time.Second),
 		TmpDir:            r.first("", "RUNOPS_TMPDIR"),
 		FFmpegTimeout:     r.duration("RUNOPS_FFMPEG_TIMEOUT", 15*time.Minute),
 
@@ -128,6 +131,9 @@ func Load(getenv func(string) string) (Config, error) {
 		if o != "*" {
 			r.url("RUNOPS_CORS_ORIGINS", o, "http", "https")
 		}
+	}
+	if c.ReadTimeout > MaxReadTimeout {
+		r.fail("RUNOPS_READ_TIMEOUT", "(%s) must be at most %s: API bodies are small, and a slow body holds a connection", c.ReadTimeout, MaxReadTimeout)
 	}
 	if c.Heartbeat >= c.LeaseTTL {
 		r.fail("RUNOPS_HEARTBEAT", "(%s) must be shorter than RUNOPS_LEASE_TTL (%s)", c.Heartbeat, c.LeaseTTL)

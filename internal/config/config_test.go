@@ -17,7 +17,7 @@ func TestDefaults(t *testing.T) {
 		c.SupabaseURL != DefaultSupabaseURL || c.SupabasePublicURL != DefaultSupabaseURL ||
 		c.Addr != ":8080" || !c.Listen || c.RequireAuth || c.MaxAttempts != 3 ||
 		c.LeaseTTL != 30*time.Second || c.Heartbeat != 10*time.Second || c.Sweep != 15*time.Second ||
-		c.RateLimit != (RateLimit{60, time.Minute}) || c.WorkerConcurrency < 1 {
+		c.RateLimit != (RateLimit{60, time.Minute}) || c.WorkerConcurrency < 1 || c.ReadTimeout != 10*time.Second {
 		t.Fatalf("%+v", c)
 	}
 	if err := c.RequireServiceKey(); err == nil || !strings.Contains(err.Error(), "SUPABASE_SERVICE_ROLE_KEY") {
@@ -64,6 +64,12 @@ func TestErrorsNameTheVariable(t *testing.T) {
 	}
 	if _, err := Load(env(map[string]string{"RUNOPS_HEARTBEAT": "40s"})); err == nil || !strings.Contains(err.Error(), "RUNOPS_HEARTBEAT") {
 		t.Fatalf("heartbeat ≥ lease: %v", err)
+	}
+	if _, err := Load(env(map[string]string{"RUNOPS_READ_TIMEOUT": "16s"})); err == nil || !strings.Contains(err.Error(), "RUNOPS_READ_TIMEOUT") {
+		t.Fatalf("read timeout over 15 s: %v", err)
+	}
+	if c, err := Load(env(map[string]string{"RUNOPS_READ_TIMEOUT": "15s"})); err != nil || c.ReadTimeout != 15*time.Second {
+		t.Fatalf("read timeout of 15 s: %v", err)
 	}
 }
 

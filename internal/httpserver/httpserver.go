@@ -63,11 +63,16 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // Serve answers on ln until ctx is done, then stops accepting and lets
-// in-flight requests finish for up to grace.
-func Serve(ctx context.Context, ln net.Listener, h http.Handler, grace time.Duration, log *slog.Logger) error {
+// in-flight requests finish for up to grace. A request, body included, must
+// arrive within readTimeout, or its connection is closed: API bodies are
+// small (uploads go straight to storage), and a body that trickles in would
+// hold a goroutine and a descriptor for as long as its client likes. Hijacked
+// connections (proxied websockets) lose the deadline.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler, readTimeout, grace time.Duration, log *slog.Logger) error {
 	srv := &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: min(10*time.Second, readTimeout),
+		ReadTimeout:       readTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
