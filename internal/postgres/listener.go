@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -52,14 +53,13 @@ func (l *Listener) Run(ctx context.Context) error {
 	if delay <= 0 {
 		delay = time.Second
 	}
-	log := l.Logger
-	if log == nil {
-		log = slog.Default()
-	}
+	log := l.log()
 	pl := &pgxlisten.Listener{
 		Connect: func(ctx context.Context) (*pgx.Conn, error) {
 			return pgx.Connect(ctx, l.DSN) // a new connection every time
 		},
+		// pgxlisten reports here what broke the connection (dial, LISTEN,
+		// waiting); handler errors cannot reach it (HandleNotification).
 		LogError: func(ctx context.Context, err error) {
 			if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 				return // shutting down
@@ -80,12 +80,32 @@ func (l *Listener) Run(ctx context.Context) error {
 	return err
 }
 
+func (l *Listener) log() *slog.Logger {
+	if l.Logger == nil {
+		return slog.Default()
+	}
+	return l.Logger
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}
+
 type listenHandler Listener
 
+func (h *listenHandler) log() *slog.Logger { return (*Listener)(h).log() }
+
+// HandleNotification hands a notification over. A payload that is not ours
+// (anyone may pg_notify this channel) is logged and dropped here: an error
+// returned to pgxlisten would reach LogError, which means a lost connection.
 func (h *listenHandler) HandleNotification(_ context.Context, n *pgconn.Notification, _ *pgx.Conn) error {
 	var p Notification
-	if err := json.Unmarshal([]byte(n.Payload), &p); err != nil {
-		return errors.New("bad notification payload " + n.Payload)
+	if err := json.Unmarshal([]byte(n.Payload), &p); err != nil || p.JobID == "" {
+		h.log().Warn("job listener: ignoring a notification that is not a job's", "payload", truncate(n.Payload, 200))
+		return nil
 	}
 	h.Events.Notify(p.JobID, p.Status)
 	return nil

@@ -1,0 +1,57 @@
+package httpserver_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/runops/runops/internal/httpserver"
+)
+
+// A body that stops arriving does not hold its connection: once the read
+// deadline passes the server closes it. (The test waits up to a minute for
+// that close; without a deadline it would wait the whole minute and fail.)
+func TestStalledBodyIsCut(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	handled := make(chan error, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		handled <- err
+		if err != nil {
+			http.Error(w, "slow body", http.StatusBadRequest)
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- httpserver.Serve(ctx, ln, h, 200*time.Millisecond, time.Second, slog.New(slog.DiscardHandler))
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "POST /api/queue-job HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(time.Minute))
+	_, err = io.Copy(io.Discard, bufio.NewReader(conn)) // until the server closes the connection
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal("the connection is still open a minute later")
+	}
+	if err := <-handled; err == nil {
+		t.Fatal("the handler read a whole body that never came")
+	}
+}

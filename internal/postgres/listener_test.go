@@ -1,0 +1,74 @@
+package postgres_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/pgtest"
+	"github.com/runops/runops/internal/postgres"
+)
+
+// events records what a listener hands over.
+type events struct {
+	notified chan jobs.ID
+	woken    chan struct{}
+}
+
+func (e *events) Notify(id jobs.ID, _ jobs.Status) { e.notified <- id }
+func (e *events) Wake()                            { e.woken <- struct{}{} }
+
+// Only a lost connection makes the listener disconnected: payloads that are
+// not a job's (anyone may pg_notify the channel) are dropped, and readiness
+// stays.
+func TestForeignPayloadsDoNotDisconnect(t *testing.T) {
+	t.Parallel()
+	pool, dsn := pgtest.Pool(t)
+	ev := &events{notified: make(chan jobs.ID, 10), woken: make(chan struct{}, 10)}
+	lost := make(chan error, 10)
+	l := &postgres.Listener{DSN: dsn, Events: ev, ReconnectDelay: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+		OnDisconnect: func(err error) { lost <- err }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	wait := func(what string, ch <-chan struct{}) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no %s", what)
+		}
+	}
+	wait("connect", ev.woken)
+
+	for _, payload := range []string{`not json`, `{"x":1}`, `"a string"`, `{"job_id":`} {
+		if _, err := pool.Exec(context.Background(), `SELECT pg_notify('runops_jobs', $1)`, payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Notifications arrive in order: once the insert's is here, the others
+	// have been handled.
+	id := "5d0b3c54-9e8f-4c64-8f0c-2b1f8f0e6a11"
+	if _, err := pool.Exec(context.Background(), `INSERT INTO jobs (job_id) VALUES ($1)`, id); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-ev.notified:
+		if got != jobs.ID(id) {
+			t.Fatalf("notified %s", got)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the insert's notification never came")
+	}
+	if !l.Connected() {
+		t.Fatal("the listener counts itself disconnected")
+	}
+	select {
+	case err := <-lost:
+		t.Fatalf("disconnected by a payload: %v", err)
+	default:
+	}
+}
