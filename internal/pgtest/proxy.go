@@ -15,9 +15,18 @@ type Proxy struct {
 	target string
 	ln     net.Listener
 
-	mu    sync.Mutex
-	down  bool
-	conns map[net.Conn]struct{}
+	mu      sync.Mutex
+	down    bool
+	conns   map[net.Conn]struct{}
+	refused int
+}
+
+// Refused counts the connections refused while down: a test waits on it to
+// know that its callers met the outage.
+func (p *Proxy) Refused() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.refused
 }
 
 // NewProxy relays to the host:port of dsn and returns the proxy and dsn
@@ -64,6 +73,7 @@ func (p *Proxy) serve() {
 func (p *Proxy) relay(client net.Conn) {
 	p.mu.Lock()
 	if p.down {
+		p.refused++
 		p.mu.Unlock()
 		client.Close()
 		return

@@ -34,9 +34,11 @@ type Model interface {
 	Generate(ctx context.Context, req gemini.Request) (gemini.Response, error)
 }
 
-// SOPLocker serialises writes of one job's SOP with the API's edits.
+// SOPLocker serialises writes of one job's SOP with the API's edits, and
+// runs them only while this claim (its lease token) still holds the job;
+// otherwise it returns queue.ErrLeaseLost.
 type SOPLocker interface {
-	WithSOPLock(ctx context.Context, id jobs.ID, fn func(context.Context) error) error
+	WithSOPLease(ctx context.Context, id jobs.ID, token string, fn func(context.Context) error) error
 }
 
 // Sentences for the person.
@@ -154,8 +156,10 @@ func (p *Pipeline) writeSOP(ctx context.Context, job queue.Job, r queue.Reporter
 	if err != nil {
 		return err
 	}
-	err = p.sops.WithSOPLock(ctx, job.ID, func(ctx context.Context) error {
-		return p.retry(ctx, msgStorageDown, func() error {
+	// Each try takes the lock and checks the lease anew: no lock is held
+	// through the waits between tries.
+	err = p.retry(ctx, msgStorageDown, func() error {
+		return p.sops.WithSOPLease(ctx, job.ID, job.Token, func(ctx context.Context) error {
 			return p.objects.Upload(ctx, job.ID.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json")
 		})
 	})

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/pgtest"
 	"github.com/runops/runops/internal/postgres"
+	"github.com/runops/runops/internal/queue"
 )
 
 // events records what a listener hands over.
@@ -70,5 +72,43 @@ func TestForeignPayloadsDoNotDisconnect(t *testing.T) {
 	case err := <-lost:
 		t.Fatalf("disconnected by a payload: %v", err)
 	default:
+	}
+}
+
+// The worker's SOP write runs only while its claim holds the job.
+func TestSOPWriteNeedsTheLease(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	ctx := context.Background()
+	store := postgres.NewQueueStore(pool)
+	id := jobs.ID("7a3e1c0d-2b4f-4e8a-9c6d-5f1e2d3c4b5a")
+	if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id) VALUES ($1)`, string(id)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := store.Claim(ctx, "w", "tok", time.Minute); err != nil || !ok {
+		t.Fatalf("claim: %v %v", ok, err)
+	}
+	locker := postgres.NewSOPLocker(pool)
+	ran := 0
+	write := func(context.Context) error { ran++; return nil }
+	if err := locker.WithSOPLease(ctx, id, "tok", write); err != nil || ran != 1 {
+		t.Fatalf("holder: %v, ran %d", err, ran)
+	}
+	if err := locker.WithSOPLease(ctx, id, "someone-else", write); !errors.Is(err, queue.ErrLeaseLost) || ran != 1 {
+		t.Fatalf("another token: %v, ran %d", err, ran)
+	}
+	// Expired but not yet rescued: no longer the holder's to write.
+	if _, err := pool.Exec(ctx, `UPDATE jobs SET metadata = jsonb_set(metadata, '{lease,expires_at}', to_jsonb(now() - interval '1 second')) WHERE job_id = $1`, string(id)); err != nil {
+		t.Fatal(err)
+	}
+	if err := locker.WithSOPLease(ctx, id, "tok", write); !errors.Is(err, queue.ErrLeaseLost) || ran != 1 {
+		t.Fatalf("expired lease: %v, ran %d", err, ran)
+	}
+	// A person's edit of the row ends it too.
+	if _, err := pool.Exec(ctx, `UPDATE jobs SET status = 'error', metadata = jsonb_set(metadata, '{lease,expires_at}', to_jsonb(now() + interval '1 minute')) WHERE job_id = $1`, string(id)); err != nil {
+		t.Fatal(err)
+	}
+	if err := locker.WithSOPLease(ctx, id, "tok", write); !errors.Is(err, queue.ErrLeaseLost) || ran != 1 {
+		t.Fatalf("edited row: %v, ran %d", err, ran)
 	}
 }

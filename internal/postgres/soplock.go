@@ -7,12 +7,23 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/queue"
 )
 
 // lockSOP serialises every read-modify-write of one job's SOP document across
 // processes (API edits and the worker's write): a transaction-scoped advisory
 // lock, released at commit or when the connection dies.
 const lockSOP = `SELECT pg_advisory_xact_lock(hashtextextended('runops-sop:' || $1, 0))`
+
+// holdLease checks, inside the SOP lock's transaction, that a claim still
+// holds the job: processing under its token, the lease not expired. The
+// KEY SHARE row lock it takes keeps the row from being claimed or rescued
+// (both lock FOR UPDATE SKIP LOCKED) until the transaction ends, while the
+// claim's own heartbeats and a person's status edits go through.
+const holdLease = `SELECT 1 FROM public.jobs
+WHERE job_id = $1 AND status = 'processing' AND metadata->'lease'->>'token' = $2
+  AND NOT public.runops_lease_expired(metadata)
+FOR KEY SHARE`
 
 // SOPLocker runs functions under a job's SOP lock.
 type SOPLocker struct{ pool *pgxpool.Pool }
@@ -22,10 +33,32 @@ func NewSOPLocker(pool *pgxpool.Pool) *SOPLocker { return &SOPLocker{pool: pool}
 
 // WithSOPLock runs fn while holding the lock of id's SOP.
 func (l *SOPLocker) WithSOPLock(ctx context.Context, id jobs.ID, fn func(context.Context) error) error {
+	return l.withLock(ctx, id, "", fn)
+}
+
+// WithSOPLease runs fn while holding the lock of id's SOP and while the claim
+// with lease token holds the job, so that a worker that lost its lease can
+// never write the SOP over a newer run's or a person's edit. It returns
+// queue.ErrLeaseLost, without calling fn, when the claim no longer holds it.
+func (l *SOPLocker) WithSOPLease(ctx context.Context, id jobs.ID, token string, fn func(context.Context) error) error {
+	return l.withLock(ctx, id, token, fn)
+}
+
+func (l *SOPLocker) withLock(ctx context.Context, id jobs.ID, token string, fn func(context.Context) error) error {
 	var fnErr error
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, lockSOP, string(id)); err != nil {
 			return err
+		}
+		if token != "" {
+			tag, err := tx.Exec(ctx, holdLease, string(id), token)
+			if err != nil {
+				return err
+			}
+			if tag.RowsAffected() == 0 {
+				fnErr = queue.ErrLeaseLost
+				return nil
+			}
 		}
 		fnErr = fn(ctx)
 		return nil

@@ -47,6 +47,8 @@ type Job struct {
 	Token   string // the lease token of this claim
 	Attempt int    // 1 for the first claim of this run
 	TempDir string // private to this claim; removed when the run ends
+
+	claimedAt time.Time // when the claim was sent: the lease runs from then at the latest
 }
 
 // Handler does the work of one job. Its ctx is cancelled when the lease is
@@ -76,6 +78,9 @@ type Reporter interface {
 	Merge(ctx context.Context, patch map[string]any) error
 }
 
+// retryEvery paces writes retried while the database is unreachable.
+const retryEvery = time.Second
+
 // ErrLeaseLost is returned by Reporter writes once the job is no longer held.
 var ErrLeaseLost = errors.New("lease lost")
 
@@ -83,6 +88,9 @@ var ErrLeaseLost = errors.New("lease lost")
 var (
 	errLeaseGone = errors.New("lease gone: rescued elsewhere or the row was edited")
 	errShutdown  = errors.New("shutdown grace period over")
+	// errLeaseExpiring: renewals failed for so long that the lease is about
+	// to expire; the run stops before anyone else can be given the job.
+	errLeaseExpiring = fmt.Errorf("lease about to expire, the database unreachable: %w", errLeaseGone)
 	// ErrEdited: a person changed the job's status or deleted its row; the
 	// work is abandoned for good (a handler may clean up remote state).
 	ErrEdited = fmt.Errorf("stopped by a person editing the job: %w", errLeaseGone)

@@ -2,8 +2,11 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
+
+	"github.com/runops/runops/internal/jobs"
 )
 
 // reporter writes a job's progress through fenced merges.
@@ -11,6 +14,10 @@ type reporter struct {
 	store  Store
 	job    Job
 	cancel context.CancelCauseFunc
+	// gone tells whether the run was stopped because its lease is gone or
+	// about to expire: from then on nothing is written, whatever context a
+	// handler passes.
+	gone func() bool
 
 	mu           sync.Mutex
 	stage        string
@@ -18,20 +25,35 @@ type reporter struct {
 	lastProgress time.Time
 }
 
-func newReporter(store Store, job Job, cancel context.CancelCauseFunc) *reporter {
-	return &reporter{store: store, job: job, cancel: cancel}
+func newReporter(store Store, job Job, runCtx context.Context, cancel context.CancelCauseFunc) *reporter {
+	gone := func() bool { return errors.Is(context.Cause(runCtx), errLeaseGone) }
+	return &reporter{store: store, job: job, cancel: cancel, gone: gone}
 }
 
+// write merges patch. While the database is unreachable it tries again every
+// second, for as long as the run lasts: the heartbeat cancels ctx before the
+// lease could expire, so an outage the lease rides out costs nothing.
 func (r *reporter) write(ctx context.Context, patch map[string]any) error {
-	ok, err := r.store.Merge(ctx, r.job.ID, r.job.Token, patch)
-	if err != nil {
-		return err
+	for {
+		if r.gone() {
+			return ErrLeaseLost
+		}
+		ok, err := r.store.Merge(ctx, r.job.ID, r.job.Token, patch)
+		switch {
+		case err == nil && ok:
+			return nil
+		case err == nil:
+			r.cancel(errLeaseGone)
+			return ErrLeaseLost
+		case !errors.Is(err, jobs.ErrUnavailable) || ctx.Err() != nil:
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(retryEvery):
+		}
 	}
-	if !ok {
-		r.cancel(errLeaseGone)
-		return ErrLeaseLost
-	}
-	return nil
 }
 
 // closeStage returns the timings entry of the stage that is ending, if any.
@@ -68,7 +90,20 @@ func (r *reporter) Progress(ctx context.Context, p float64) error {
 	}
 	r.lastProgress = now
 	r.mu.Unlock()
-	return r.write(ctx, map[string]any{"progress": p})
+	// Progress is a hint for the status page, written from the goroutine
+	// that reads ffmpeg's output: never wait for the database here.
+	if r.gone() {
+		return ErrLeaseLost
+	}
+	ok, err := r.store.Merge(ctx, r.job.ID, r.job.Token, map[string]any{"progress": p})
+	switch {
+	case err == nil && !ok:
+		r.cancel(errLeaseGone)
+		return ErrLeaseLost
+	case errors.Is(err, jobs.ErrUnavailable) && ctx.Err() == nil:
+		return nil
+	}
+	return err
 }
 
 func (r *reporter) Merge(ctx context.Context, patch map[string]any) error {

@@ -9,8 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -224,12 +226,13 @@ func (w *Worker) claim(ctx context.Context) (Job, bool, error) {
 	// heard of would sit until its lease expired, and cost an attempt.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.LeaseTTL/2)
 	defer cancel()
+	sent := time.Now()
 	j, ok, err := w.store.Claim(ctx, w.cfg.Name, token, w.cfg.LeaseTTL)
 	if err != nil || !ok {
 		return Job{}, false, err
 	}
 	attempt, _ := j.Metadata["attempt"].(float64)
-	return Job{Job: j, Token: token, Attempt: int(attempt)}, true, nil
+	return Job{Job: j, Token: token, Attempt: int(attempt), claimedAt: sent}, true, nil
 }
 
 func (w *Worker) rescueLoop(ctx context.Context) {
@@ -283,7 +286,7 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 	hbDone := make(chan struct{})
 	go func() { defer close(hbDone); w.heartbeat(runCtx, r, log) }()
 
-	rep := newReporter(w.store, job, cancel)
+	rep := newReporter(w.store, job, runCtx, cancel)
 	log.Info("job started")
 	err := w.safeRun(runCtx, job, rep)
 	cancelled := context.Cause(runCtx)
@@ -291,7 +294,7 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 	<-hbDone
 
 	switch {
-	case errors.Is(cancelled, errLeaseGone):
+	case errors.Is(cancelled, errLeaseGone), errors.Is(err, ErrLeaseLost):
 		// Someone else holds it, or a person changed it: write nothing, but
 		// give the lease up if the job was re-queued.
 		log.Info("job stopped: lease gone or job edited", "error", err)
@@ -307,6 +310,8 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 		patch := rep.finalTimings()
 		if w.finishWrite("complete", func(ctx context.Context) (bool, error) {
 			return w.store.Complete(ctx, job.ID, job.Token, patch)
+		}, func(ctx context.Context) (bool, error) {
+			return w.store.Complete(ctx, job.ID, job.Token, nil)
 		}) {
 			log.Info("job completed")
 		}
@@ -316,47 +321,66 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 		patch := rep.finalTimings()
 		w.finishWrite("fail", func(ctx context.Context) (bool, error) {
 			return w.store.Fail(ctx, job.ID, job.Token, message, cause, patch)
+		}, func(ctx context.Context) (bool, error) {
+			return w.store.Fail(ctx, job.ID, job.Token, message, "", nil)
+		}, func(ctx context.Context) (bool, error) {
+			return w.store.Fail(ctx, job.ID, job.Token, describeGeneric, "", nil)
 		})
 	}
 }
 
 // finishWrite records an outcome, retrying while the database is away (the
 // lease will expire meanwhile and the rescuer stands in if it never comes
-// back). It reports whether the write took effect.
-func (w *Worker) finishWrite(what string, write func(context.Context) (bool, error)) bool {
+// back). A write the database refuses for good (a value it cannot store) is
+// never retried: the next of writes, a plainer one, is tried instead. It
+// reports whether a write took effect.
+func (w *Worker) finishWrite(what string, writes ...func(context.Context) (bool, error)) bool {
 	deadline := time.Now().Add(w.cfg.LeaseTTL)
 	wait := 100 * time.Millisecond
-	for {
+	for len(writes) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		ok, err := write(ctx)
+		ok, err := writes[0](ctx)
 		cancel()
-		if err == nil {
+		switch {
+		case err == nil:
 			if !ok {
 				w.log.Warn("outcome not recorded: the lease was gone", "write", what)
 			}
 			return ok
-		}
-		if time.Now().After(deadline) {
+		case !errors.Is(err, jobs.ErrUnavailable):
+			w.log.Error("outcome refused by the database", "write", what, "error", err)
+			writes = writes[1:]
+			continue
+		case time.Now().After(deadline):
 			w.log.Error("outcome not recorded: database unavailable", "write", what, "error", err)
 			return false
 		}
 		time.Sleep(wait) // retry pacing, not synchronisation
 		wait = min(2*wait, 2*time.Second)
 	}
+	return false
 }
 
-// heartbeat renews the lease every Heartbeat, and at once when asked. It
-// cancels the run when the lease is gone, or when it could not be renewed for
-// so long that another worker may have been given the job.
+// heartbeat renews the lease every Heartbeat, at once when asked, and every
+// second while renewals fail (a database restart costs nothing). A timer set
+// at 0.8 × LeaseTTL after the last renewal that succeeded cancels the run
+// before its lease can expire: past that point the rescuer may hand the job
+// to another worker, and this one must have stopped writing by then.
 func (w *Worker) heartbeat(ctx context.Context, r *run, log *slog.Logger) {
-	lastRenewed := time.Now()
-	t := time.NewTicker(w.cfg.Heartbeat)
-	defer t.Stop()
+	margin := w.cfg.LeaseTTL * 8 / 10
+	expiring := time.NewTimer(margin - time.Since(r.job.claimedAt))
+	defer expiring.Stop()
+	next := time.NewTimer(w.cfg.Heartbeat)
+	defer next.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-expiring.C:
+			log.Error("lease not renewed in time (database unreachable): stopping the job before the lease expires")
+			r.cancel(errLeaseExpiring)
+			return
+		case <-next.C:
 		case <-r.check:
 		}
 		sent := time.Now()
@@ -365,18 +389,17 @@ func (w *Worker) heartbeat(ctx context.Context, r *run, log *slog.Logger) {
 		cancel()
 		switch {
 		case err == nil && ok:
-			lastRenewed = sent
+			// The lease now runs until at least sent + LeaseTTL.
+			expiring.Reset(margin - time.Since(sent))
+			next.Reset(w.cfg.Heartbeat)
 		case err == nil:
 			r.cancel(w.whyGone(r.job.ID))
 			return
 		case ctx.Err() != nil:
 			return
 		default:
-			log.Warn("lease renewal failed", "error", err)
-			if time.Since(lastRenewed) > w.cfg.LeaseTTL*9/10 {
-				r.cancel(errLeaseGone)
-				return
-			}
+			log.Warn("lease renewal failed; retrying", "error", err)
+			next.Reset(min(retryEvery, w.cfg.Heartbeat))
 		}
 	}
 }
@@ -403,16 +426,30 @@ func (w *Worker) safeRun(ctx context.Context, job Job, rep Reporter) (err error)
 	return w.handler.Run(ctx, job, rep)
 }
 
-// describe returns the sentence for the person and a short technical cause.
+// describeGeneric is the sentence of a failure that carries none.
+const describeGeneric = "Something went wrong while processing the video; please try again, and contact support if it keeps failing."
+
+// describe returns the sentence for the person and a short technical cause,
+// both storable as text.
 func describe(err error) (message, cause string) {
-	message = "Something went wrong while processing the video; please try again, and contact support if it keeps failing."
+	message = describeGeneric
 	var f *jobs.Failure
 	if errors.As(err, &f) {
 		message = f.Message
 	}
-	cause = err.Error()
-	if len(cause) > 300 {
-		cause = cause[:300]
+	return storable(message, 1000), storable(err.Error(), 300)
+}
+
+// storable makes s text PostgreSQL accepts (valid UTF-8, no NUL byte) of at
+// most n bytes, cut on a character boundary: a cut through a character, or a
+// NUL from a tool's output, makes the whole write fail.
+func storable(s string, n int) string {
+	s = strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", ""), "\uFFFD")
+	if len(s) <= n {
+		return s
 	}
-	return message, cause
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
