@@ -195,8 +195,13 @@ var ErrBadKey = errors.New("gemini refused the API key")
 
 // classify sorts an SDK error into transient and permanent.
 func classify(ctx context.Context, op string, err error) error {
-	if ctx.Err() != nil {
-		return fmt.Errorf("%s: %w", op, ctx.Err()) // our own cancellation: not the server's doing
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		// The call's own deadline: the service was too slow this time, which
+		// is a timeout like any other (transient), not the job being stopped.
+		return &Transient{Err: fmt.Errorf("gemini %s: no answer within the call's deadline: %w", op, err)}
+	case ctx.Err() != nil:
+		return fmt.Errorf("%s: %w", op, ctx.Err()) // the job was stopped: not the server's doing
 	}
 	wrapped := fmt.Errorf("gemini %s: %w", op, err)
 	var apiErr genai.APIError

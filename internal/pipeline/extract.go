@@ -43,18 +43,17 @@ type SOPLocker interface {
 
 // Sentences for the person.
 const (
-	msgBadKey      = "The AI service refused our credentials; the operators have been told. Please try again later."
-	msgSafety      = "The AI service declined to process this video (its safety filter blocked it). If it shows an ordinary work procedure, please contact support."
-	msgFileFailed  = "The AI service could not process the video file. Please upload the recording again."
-	msgFileSlow    = "The AI service took too long to prepare the video; please try again later."
-	msgQuota       = "Gemini quota exhausted; try again later."
-	msgAIDown      = "The AI service is unavailable right now; please try again in a few minutes."
-	msgInvalid     = "The AI could not describe this video as a valid SOP after %d tries. Please try again, or record the procedure again with more narration."
-	msgTooLong     = "The procedure in this video is too long to describe in one SOP; please split the recording into shorter parts."
-	maxCalls       = 3
-	pollEvery      = 2 * time.Second
-	reuseMinLife   = time.Hour
-	generateTimout = 5 * time.Minute
+	msgBadKey     = "The AI service refused our credentials; the operators have been told. Please try again later."
+	msgSafety     = "The AI service declined to process this video (its safety filter blocked it). If it shows an ordinary work procedure, please contact support."
+	msgFileFailed = "The AI service could not process the video file. Please upload the recording again."
+	msgFileSlow   = "The AI service took too long to prepare the video; please try again later."
+	msgQuota      = "Gemini quota exhausted; try again later."
+	msgAIDown     = "The AI service is unavailable right now; please try again in a few minutes."
+	msgInvalid    = "The AI could not describe this video as a valid SOP after %d tries. Please try again, or record the procedure again with more narration."
+	msgTooLong    = "The procedure in this video is too long to describe in one SOP; please split the recording into shorter parts."
+	maxCalls      = 3
+	pollEvery     = 2 * time.Second
+	reuseMinLife  = time.Hour
 )
 
 // extract turns the slim copy into the job's SOP document in storage.
@@ -97,7 +96,7 @@ func (p *Pipeline) extract(ctx context.Context, job queue.Job, r queue.Reporter,
 		}
 		var resp gemini.Response
 		err := p.retry(ctx, msgAIDown, func() error {
-			gctx, cancel := context.WithTimeout(ctx, generateTimout)
+			gctx, cancel := context.WithTimeout(ctx, p.cfg.GenerateTimeout)
 			defer cancel()
 			var err error
 			resp, err = p.model.Generate(gctx, req)

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/runops/runops/internal/geminitest"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/mediatest"
+	"github.com/runops/runops/internal/pipeline"
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/storage"
 )
@@ -331,4 +333,36 @@ func (r *rig) submitWithSlimOf(from jobs.ID, metadata map[string]any) jobs.ID {
 		r.t.Fatal(err)
 	}
 	return id
+}
+
+// A generateContent call that outlives its own deadline is a timeout like
+// any other: retried (the file kept), not the end of the job.
+func TestGenerateDeadlineIsRetried(t *testing.T) {
+	t.Parallel()
+	type gate struct {
+		entered <-chan struct{}
+		release func()
+	}
+	var blocked atomic.Value // gate
+	r := newRig(t, func(c *pipeline.Config) {
+		c.GenerateTimeout = 200 * time.Millisecond
+		sleep := c.Sleep
+		c.Sleep = func(ctx context.Context, d time.Duration) error {
+			if g, ok := blocked.Load().(gate); ok {
+				select {
+				case <-g.entered:
+					g.release() // a wait after the blocked call: it was classified transient
+				default: // a wait before it (file polling)
+				}
+			}
+			return sleep(ctx, d)
+		}
+	})
+	entered, free := r.ai.BlockGenerate()
+	blocked.Store(gate{entered, free})
+	t.Cleanup(free)
+	j := r.finished(r.submit(r.video(), nil))
+	if outcome(j) != done || len(r.ai.Requests()) < 2 || j.Metadata["attempt"] != float64(1) {
+		t.Fatalf("%s after %d calls", outcome(j), len(r.ai.Requests()))
+	}
 }

@@ -34,6 +34,7 @@ type Config struct {
 	FFmpegTimeout     time.Duration // RUNOPS_FFMPEG_TIMEOUT
 	MaxRetryWait      time.Duration // GEMINI_MAX_RETRY_WAIT: total wait between tries of one step
 	FileActiveTimeout time.Duration // GEMINI_FILE_ACTIVE_TIMEOUT
+	GenerateTimeout   time.Duration // one generateContent call (default 5m); past it the call is retried
 	// Sleep waits between tries (tests inject their own); default honours ctx.
 	Sleep  func(ctx context.Context, d time.Duration) error
 	Logger *slog.Logger
@@ -61,6 +62,9 @@ func New(objects Objects, model Model, sops SOPLocker, cfg Config) *Pipeline {
 	}
 	if cfg.FileActiveTimeout <= 0 {
 		cfg.FileActiveTimeout = 5 * time.Minute
+	}
+	if cfg.GenerateTimeout <= 0 {
+		cfg.GenerateTimeout = 5 * time.Minute
 	}
 	if cfg.Sleep == nil {
 		cfg.Sleep = sleep
