@@ -385,8 +385,9 @@ func TestRateLimit(t *testing.T) {
 		o.TrustedProxies = mustPrefixes("127.0.0.1/32")
 	})
 	from := func(ip string) response { return e.do("POST", "/api/get-upload-url", "", "X-Forwarded-For", ip) }
-	for range 3 {
-		from("203.0.113.7").expect(t, 200, nil)
+	// A proxy may write the client's port: still the same client.
+	for _, ip := range []string{"203.0.113.7", "203.0.113.7:5123", "192.0.2.50, 203.0.113.7:80"} {
+		from(ip).expect(t, 200, nil)
 	}
 	r := from("203.0.113.7")
 	r.expect(t, 429, nil)
@@ -396,6 +397,12 @@ func TestRateLimit(t *testing.T) {
 	// queue-job shares the client's budget; another client has its own.
 	e.do("POST", "/api/queue-job", "{}", "X-Forwarded-For", "203.0.113.7").expect(t, 429, nil)
 	from("198.51.100.1").expect(t, 200, nil)
+	// An IPv6 client owns its /64: addresses in it share one budget.
+	for _, ip := range []string{"2001:db8:1:2::5", "[2001:db8:1:2::6]:443", "2001:db8:1:2:aaaa::7"} {
+		from(ip).expect(t, 200, nil)
+	}
+	from("2001:db8:1:2:ffff::1").expect(t, 429, nil)
+	from("2001:db8:1:3::1").expect(t, 200, nil)
 	// The status poll is never limited.
 	for range 5 {
 		e.do("GET", "/api/job-status/"+uuid.NewString(), "", "X-Forwarded-For", "203.0.113.7").expect(t, 404, nil)
@@ -441,6 +448,10 @@ func TestAuthRequired(t *testing.T) {
 		}
 	}
 	alice := []string{"Authorization", "Bearer " + fake.UserToken("a11ce000-0000-4000-8000-000000000001", time.Hour)}
+	// The scheme's case does not matter.
+	for _, scheme := range []string{"bearer ", "BEARER ", "Bearer  "} {
+		e.do("GET", "/api/job-status/"+uuid.NewString(), "", "Authorization", scheme+fake.UserToken("a11ce000-0000-4000-8000-000000000001", time.Hour)).expect(t, 404, nil)
+	}
 	bob := []string{"Authorization", "Bearer " + fake.UserToken("b0b00000-0000-4000-8000-000000000002", time.Hour)}
 	e.do("POST", "/api/get-upload-url", "", alice...).expect(t, 200, nil)
 	e.do("POST", "/api/queue-job", queue(id), alice...).expect(t, 200, map[string]any{"status": "queued"})

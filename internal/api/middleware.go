@@ -83,12 +83,34 @@ func (s *server) rateLimiter() func(http.Handler) http.Handler {
 		return func(next http.Handler) http.Handler { return next }
 	}
 	return httprate.Limit(s.o.RateLimit, s.o.RateWindow,
-		httprate.WithKeyFuncs(func(r *http.Request) (string, error) { return s.clientIP(r), nil }),
+		httprate.WithKeyFuncs(func(r *http.Request) (string, error) { return rateKey(s.clientIP(r)), nil }),
 		httprate.WithLimitHandler(func(w http.ResponseWriter, r *http.Request) {
 			// httprate has set Retry-After to the window length.
 			writeJSON(w, http.StatusTooManyRequests, map[string]string{
 				"error": "Too many requests; please wait a moment and try again."})
 		}))
+}
+
+// rateKey is the rate limit's bucket for a client address: an IPv6 client
+// controls a whole /64 (one subscriber's prefix), so that is the unit there.
+func rateKey(client string) string {
+	a, err := netip.ParseAddr(client)
+	if err != nil || a.Is4() {
+		return client
+	}
+	return netip.PrefixFrom(a, 64).Masked().String()
+}
+
+// parseHop reads an address as proxies write it in X-Forwarded-For: bare
+// ("203.0.113.7", "2001:db8::1"), or with a port ("203.0.113.7:5123",
+// "[2001:db8::1]:443").
+func parseHop(s string) (netip.Addr, error) {
+	s = strings.TrimSpace(s)
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap(), nil
+	}
+	a, err := netip.ParseAddr(strings.Trim(s, "[]"))
+	return a.Unmap(), err
 }
 
 // clientIP is the peer address, or, when the peer is a trusted proxy, the
@@ -104,12 +126,12 @@ func (s *server) clientIP(r *http.Request) string {
 	}
 	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
 	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		a, err := parseHop(hops[i])
 		if err != nil {
 			break // a forged or broken header: stop at what we can trust
 		}
 		if !s.trusted(a) {
-			return a.Unmap().String()
+			return a.String()
 		}
 	}
 	return host
@@ -130,12 +152,12 @@ type userKey struct{}
 // authenticate requires a valid Supabase user token (RUNOPS_REQUIRE_AUTH).
 func (s *server) authenticate(next http.Handler) http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || strings.TrimSpace(token) == "" {
+		token, ok := bearer(r.Header.Get("Authorization"))
+		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="runops"`)
 			return &Error{Status: http.StatusUnauthorized, Message: "Sign in required: send Authorization: Bearer <access token>"}
 		}
-		user, err := s.o.Auth.Verify(r.Context(), strings.TrimSpace(token))
+		user, err := s.o.Auth.Verify(r.Context(), token)
 		switch {
 		case errors.Is(err, auth.ErrInvalidToken):
 			w.Header().Set("WWW-Authenticate", `Bearer realm="runops", error="invalid_token"`)
@@ -148,6 +170,13 @@ func (s *server) authenticate(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey{}, user)))
 		return nil
 	})
+}
+
+// bearer reads "Bearer <token>"; the scheme's case does not matter (RFC 7235).
+func bearer(h string) (string, bool) {
+	scheme, token, ok := strings.Cut(strings.TrimSpace(h), " ")
+	token = strings.TrimSpace(token)
+	return token, ok && strings.EqualFold(scheme, "Bearer") && token != ""
 }
 
 // userOf returns the authenticated user, if the request was authenticated.
