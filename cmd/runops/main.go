@@ -125,14 +125,27 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, wi
 	}
 	defer pool.Close()
 	store := postgres.NewJobStore(pool)
-	checks := []httpserver.Check{{Name: "database", Fn: store.Ping}}
+	checks := []httpserver.Check{{Name: "database", Fn: store.Ping}, {Name: "shutdown", Fn: func(context.Context) error {
+		// From SIGTERM on, so that a load balancer stops sending work while
+		// the worker drains.
+		if ctx.Err() != nil {
+			return &httpserver.NotReady{Reason: "shutting down"}
+		}
+		return nil
+	}}}
 
 	objects, err := storage.New(storage.Config{URL: cfg.SupabaseURL, PublicURL: cfg.SupabasePublicURL,
 		ServiceKey: cfg.ServiceRoleKey, Bucket: jobs.Bucket})
 	if err != nil {
 		return err
 	}
-	checks = append(checks, httpserver.Check{Name: "storage", Fn: objects.Ping})
+	checks = append(checks, httpserver.Check{Name: "storage", Fn: func(ctx context.Context) error {
+		err := objects.Ping(ctx)
+		if errors.Is(err, jobs.ErrRefusedKey) {
+			return &httpserver.NotReady{Reason: "Supabase Storage refuses SUPABASE_SERVICE_ROLE_KEY"}
+		}
+		return err
+	}})
 	var h http.Handler = http.NotFoundHandler()
 	if withAPI {
 		if h, err = apiHandler(cfg, pool, store, objects, log); err != nil {

@@ -31,6 +31,7 @@ type workerProc struct {
 	cmd  *exec.Cmd
 	done chan error
 	fake *supabasetest.Server // the storage it uses
+	base string               // http://RUNOPS_ADDR
 }
 
 func startWorker(t testing.TB, bin, dsn string, extra ...string) *workerProc {
@@ -50,7 +51,7 @@ func startWorker(t testing.TB, bin, dsn string, extra ...string) *workerProc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &workerProc{cmd: cmd, done: make(chan error, 1), fake: fake}
+	p := &workerProc{cmd: cmd, done: make(chan error, 1), fake: fake, base: "http://" + addr}
 	go func() { p.done <- cmd.Wait() }()
 	t.Cleanup(func() { cmd.Process.Kill(); <-p.done })
 	waitReady(t, "http://"+addr)
@@ -308,5 +309,69 @@ func TestServeRunsTheWholeFlow(t *testing.T) {
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatal("did not exit")
+	}
+}
+
+// From SIGTERM on /readyz answers 503 while the worker drains, so that a load
+// balancer stops sending work at once.
+func TestReadyzFailsFromSIGTERM(t *testing.T) {
+	bin := binary(t, "runops_testhandler")
+	d, dsn := newDB(t)
+	p := startWorker(t, bin, dsn, "RUNOPS_SHUTDOWN_GRACE=2m")
+	id := uuid.NewString()
+	d.exec(`INSERT INTO jobs (job_id, metadata) VALUES ($1, '{"test_hold": true}')`, id)
+	d.waitFor("the job to start", func() bool {
+		return d.scalar(`SELECT count(*) FROM test_runs WHERE job_id = $1`, id).(int64) == 1
+	})
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var body map[string]any
+	d.waitFor("/readyz to say the worker is shutting down", func() bool {
+		resp, err := http.Get(p.base + "/readyz")
+		if err != nil {
+			t.Fatalf("the process stopped serving while draining: %v", err)
+		}
+		defer resp.Body.Close()
+		body = nil
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		checks, _ := body["checks"].(map[string]any)
+		return resp.StatusCode == http.StatusServiceUnavailable && checks["shutdown"] == "shutting down"
+	})
+	if s := d.scalar(`SELECT status FROM jobs WHERE job_id = $1`, id); s != "processing" {
+		t.Fatalf("the held job is %v: the process was not draining", s)
+	}
+}
+
+// A storage server that refuses the service key makes /readyz say so, apart
+// from an outage.
+func TestReadyzNamesARefusedServiceKey(t *testing.T) {
+	_, dsn := newDB(t)
+	fake := supabasetest.New(t, jobs.MaxUploadBytes)
+	addr := freeAddr(t)
+	cmd := exec.Command(binary(t), "api")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ForeignServiceRoleKey(),
+		"RUNOPS_ADDR="+addr)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); _ = cmd.Wait() })
+	var checks map[string]any
+	deadline := time.Now().Add(30 * time.Second)
+	for checks["storage"] == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("no /readyz answer")
+		}
+		if resp, err := http.Get("http://" + addr + "/readyz"); err == nil {
+			var body map[string]any
+			_ = json.NewDecoder(resp.Body).Decode(&body)
+			resp.Body.Close()
+			checks, _ = body["checks"].(map[string]any)
+		} else {
+			time.Sleep(20 * time.Millisecond) // not listening yet: poll pacing
+		}
+	}
+	if checks["storage"] != "Supabase Storage refuses SUPABASE_SERVICE_ROLE_KEY" || checks["database"] != "ok" {
+		t.Fatalf("checks %v", checks)
 	}
 }

@@ -162,6 +162,30 @@ func TestGetUploadURLStorageOutage(t *testing.T) {
 	e.do("POST", "/api/get-upload-url", "").expect(t, 200, nil)
 }
 
+// A storage server that refuses our service key is our configuration error:
+// a 500 with a sentence (never a 503 a client would wait out), while an
+// outage stays a 503.
+func TestRefusedServiceKeyIsNotAnOutage(t *testing.T) {
+	t.Parallel()
+	var fake *supabasetest.Server
+	e := setup(t)
+	fake = e.fake
+	bad, err := storage.New(storage.Config{URL: fake.URL, PublicURL: publicBase, ServiceKey: fake.ForeignServiceRoleKey(), Bucket: jobs.Bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv.Config.Handler = api.Handler(api.Options{Jobs: e.store, Objects: bad, SOPs: postgres.NewSOPLocker(e.direct), Logger: slog.New(slog.DiscardHandler)})
+	id := uuid.NewString()
+	e.upload(id, 1000, "video/mp4")
+	for _, r := range []response{e.do("POST", "/api/get-upload-url", ""), e.do("POST", "/api/queue-job", queue(id)),
+		e.do("GET", "/api/job-status/"+uuid.NewString(), ""), e.do("GET", "/api/sop/"+id, "")} {
+		r.expect(t, 500, nil)
+		if r.body["error"] == nil || r.header.Get("Retry-After") != "" {
+			t.Fatalf("%s %v", r.raw, r.header)
+		}
+	}
+}
+
 func TestQueueJobBadInput(t *testing.T) {
 	t.Parallel()
 	e := setup(t)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"fmt"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -41,7 +42,13 @@ func unavailable(what string, cause error) *Error {
 // fromBackend maps an error of a backing service: an outage → 503, anything
 // else → 500 with the given sentence.
 func fromBackend(what string, err error, otherwise string) *Error {
-	if errors.Is(err, jobs.ErrUnavailable) {
+	switch {
+	case errors.Is(err, jobs.ErrRefusedKey):
+		// Ours to fix, not the caller's, and not temporary: a 500 that the
+		// log explains (never a 503 the frontend would poll on for ever).
+		return &Error{Status: http.StatusInternalServerError, Message: otherwise,
+			Cause: fmt.Errorf("%s refused SUPABASE_SERVICE_ROLE_KEY (check the key): %w", what, err)}
+	case errors.Is(err, jobs.ErrUnavailable):
 		return unavailable(what, err)
 	}
 	return &Error{Status: http.StatusInternalServerError, Message: otherwise, Cause: err}

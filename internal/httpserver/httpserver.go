@@ -20,6 +20,13 @@ type Check struct {
 	Fn   func(context.Context) error
 }
 
+// NotReady is a check's answer when the reason is known and says more than
+// "unavailable" (a key the dependency refuses, the process draining): /readyz
+// shows Reason.
+type NotReady struct{ Reason string }
+
+func (n *NotReady) Error() string { return n.Reason }
+
 // WithHealth serves /healthz (the process is alive) and /readyz (every check
 // passes within 3 s) in front of next.
 func WithHealth(next http.Handler, log *slog.Logger, checks ...Check) http.Handler {
@@ -44,8 +51,14 @@ func WithHealth(next http.Handler, log *slog.Logger, checks ...Check) http.Handl
 			res := <-done
 			results[res.name] = "ok"
 			if res.err != nil {
-				log.Warn("readiness check failed", "check", res.name, "error", res.err)
 				results[res.name] = "unavailable"
+				var n *NotReady
+				if errors.As(res.err, &n) {
+					results[res.name] = n.Reason
+					log.Warn("not ready", "check", res.name, "reason", n.Reason)
+				} else {
+					log.Warn("readiness check failed", "check", res.name, "error", res.err)
+				}
 				status, code = "not ready", http.StatusServiceUnavailable
 			}
 		}

@@ -137,6 +137,11 @@ func (j Job) Owner() string {
 // retry, never blame the user.
 var ErrUnavailable = errors.New("service unavailable")
 
+// ErrRefusedKey wraps errors that mean a backing service refused our own
+// credentials (a wrong or rotated service key): a configuration error for
+// the operators, never the user's fault and never cured by retrying.
+var ErrRefusedKey = errors.New("our credentials were refused")
+
 // Failure is a permanent failure of a job, with a sentence for a person
 // ("The video is 24 minutes long; the limit is 20 minutes."). Err is the
 // technical cause, for logs only.

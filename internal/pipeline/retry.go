@@ -19,7 +19,10 @@ type RetryAfter interface{ RetryAfter() time.Duration }
 // quotaError is implemented by errors that mean "over quota" (HTTP 429).
 type quotaError interface{ QuotaExhausted() bool }
 
-const msgStorageDown = "File storage could not be reached for too long; please try again in a few minutes."
+const (
+	msgStorageDown = "File storage could not be reached for too long; please try again in a few minutes."
+	msgStorageKey  = "File storage refused our credentials; the operators have been told. Please try again later."
+)
 
 // errExhausted marks a job that ended because a service stayed unavailable:
 // the failure is the job's, not the input's (a Gemini file is kept for a rerun).
@@ -33,6 +36,10 @@ func (p *Pipeline) retry(ctx context.Context, giveUp string, step func() error) 
 	var waited time.Duration
 	for try := 1; ; try++ {
 		err := step()
+		if errors.Is(err, jobs.ErrRefusedKey) {
+			p.cfg.Logger.Error("Supabase Storage refused SUPABASE_SERVICE_ROLE_KEY: set the project's service role key", "error", err)
+			return jobs.Fail(msgStorageKey, err)
+		}
 		if err == nil || !errors.Is(err, jobs.ErrUnavailable) || ctx.Err() != nil {
 			return err
 		}

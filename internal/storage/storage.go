@@ -45,17 +45,33 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("storage %s: %d %s: %s", e.Op, e.Status, e.Code, e.Message)
 }
 
-// Is lets callers branch with errors.Is on ErrNotFound and jobs.ErrUnavailable.
+// Is lets callers branch with errors.Is on ErrNotFound, jobs.ErrRefusedKey
+// and jobs.ErrUnavailable.
 func (e *Error) Is(target error) bool {
 	switch target {
 	case ErrNotFound:
 		return e.Status == http.StatusNotFound
+	case jobs.ErrRefusedKey:
+		return e.refusedKey()
 	case jobs.ErrUnavailable:
 		// Status 0: storage-go kept only the message; a server that refuses a
-		// well-formed request from the service role is treated as an outage.
-		return e.Status == 0 || e.Status == http.StatusTooManyRequests || e.Status >= 500
+		// well-formed request from the service role is treated as an outage,
+		// unless what it says is that our key is wrong.
+		return !e.refusedKey() && (e.Status == 0 || e.Status == http.StatusTooManyRequests || e.Status >= 500)
 	}
 	return false
+}
+
+// refusedKey: the server refused the service key itself ("403" InvalidJWT,
+// "invalid signature", "jwt malformed", "jwt expired"). A gateway's 401/403
+// without that code is left as it is.
+func (e *Error) refusedKey() bool {
+	if e.Status != 0 && e.Status != http.StatusForbidden && e.Status != http.StatusUnauthorized {
+		return false
+	}
+	m := strings.ToLower(e.Message)
+	return e.Code == "InvalidJWT" || strings.Contains(m, "invalid signature") || strings.Contains(m, "jwt malformed") ||
+		strings.Contains(m, "jwt expired") || strings.Contains(m, "invalid jwt")
 }
 
 // Config says where Storage is and as whom to call it.

@@ -364,3 +364,40 @@ func TestStandInWireQuirks(t *testing.T) {
 		t.Fatalf("user signing an upload: %d %s", resp.StatusCode, b)
 	}
 }
+
+// A refused service key is a configuration error, told apart from an outage
+// on every path (storage-go's, whose statuses are lost, and net/http's); no
+// answer, a refused connection and a gateway's 502 stay outages.
+func TestRefusedKeyIsNotAnOutage(t *testing.T) {
+	t.Parallel()
+	fake, good := setup(t)
+	bad, err := storage.New(storage.Config{URL: fake.URL, PublicURL: publicBase, ServiceKey: fake.ForeignServiceRoleKey(),
+		Bucket: "videos", Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	fake.Put("videos/raw/a.mp4", []byte("x"), "video/mp4")
+	calls := func(c *storage.Client) map[string]error {
+		_, signErr := c.SignUpload(ctx, "raw/b.mp4")
+		_, statErr := c.Stat(ctx, "raw/a.mp4")
+		_, _, dlErr := c.Download(ctx, "raw/a.mp4")
+		return map[string]error{"sign": signErr, "stat": statErr, "download": dlErr, "ping": c.Ping(ctx),
+			"upload": c.Upload(ctx, "raw/c.mp4", strings.NewReader("y"), 1, "video/mp4"), "remove": c.Remove(ctx, "raw/a.mp4")}
+	}
+	for op, err := range calls(bad) {
+		if !errors.Is(err, jobs.ErrRefusedKey) || errors.Is(err, jobs.ErrUnavailable) {
+			t.Errorf("%s with a foreign key: %v (refused key: %v, outage: %v)", op, err, errors.Is(err, jobs.ErrRefusedKey), errors.Is(err, jobs.ErrUnavailable))
+		}
+	}
+	fake.FailNext(supabasetest.OpInfo, 1, http.StatusBadGateway)
+	if _, err := good.Stat(ctx, "raw/a.mp4"); !errors.Is(err, jobs.ErrUnavailable) || errors.Is(err, jobs.ErrRefusedKey) {
+		t.Errorf("a gateway's 502: %v", err)
+	}
+	fake.SetDown(true)
+	for op, err := range calls(good) {
+		if !errors.Is(err, jobs.ErrUnavailable) || errors.Is(err, jobs.ErrRefusedKey) {
+			t.Errorf("%s with storage down: %v", op, err)
+		}
+	}
+}

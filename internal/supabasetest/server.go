@@ -288,7 +288,7 @@ func (s *Server) authed(h func(http.ResponseWriter, *http.Request, string)) http
 		}
 		claims, err := s.parse(raw)
 		if err != nil {
-			writeError(w, http.StatusForbidden, "Unauthorized", err.Error())
+			writeError(w, http.StatusForbidden, "InvalidJWT", err.Error())
 			return
 		}
 		role, _ := claims["role"].(string)
@@ -323,6 +323,18 @@ func (s *Server) sign(claims jwt.MapClaims) string {
 // ServiceRoleKey is the project's service_role key.
 func (s *Server) ServiceRoleKey() string {
 	return s.sign(jwt.MapClaims{"iss": "supabase-demo", "role": "service_role", "exp": 1983812996})
+}
+
+// ForeignServiceRoleKey is a service_role key of another project (signed with
+// another secret), as a wrong or rotated SUPABASE_SERVICE_ROLE_KEY is: the
+// server answers "403" InvalidJWT "invalid signature".
+func (s *Server) ForeignServiceRoleKey() string {
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"iss": "supabase-demo", "role": "service_role", "exp": 1983812996}).
+		SignedString([]byte("another-projects-secret-with-at-least-32-characters"))
+	if err != nil {
+		panic(err)
+	}
+	return tok
 }
 
 // AnonKey is the project's anon key.
