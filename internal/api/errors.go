@@ -1,9 +1,9 @@
 package api
 
 import (
-	"fmt"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
