@@ -239,7 +239,9 @@ func TestDashboardEditsWin(t *testing.T) {
 			b := newBench(t)
 			h := newBlocking()
 			cfg := fast()
-			cfg.Heartbeat = time.Second // the notification, not the heartbeat, must stop it
+			// Heartbeats far apart (and the self-stop timer with them): only
+			// the notification can stop the run within the test.
+			cfg.LeaseTTL, cfg.Heartbeat = 10*time.Minute, 5*time.Minute
 			r := b.start(h, cfg, true)
 			id := b.insert(1)[0]
 			j := recv(t, h.started, "start")
