@@ -32,7 +32,8 @@ func TestMigrateTwiceAppliesNothingNew(t *testing.T) {
 	var n int
 	var name string
 	if err := pool.QueryRow(context.Background(),
-		`SELECT count(*), min(name) FROM supabase_migrations.schema_migrations`).Scan(&n, &name); err != nil {
+		`SELECT count(*), (SELECT name FROM supabase_migrations.schema_migrations ORDER BY version LIMIT 1)
+		 FROM supabase_migrations.schema_migrations`).Scan(&n, &name); err != nil {
 		t.Fatal(err)
 	}
 	if n != len(ms) || name != ms[0].Name {
