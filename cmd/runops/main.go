@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -108,6 +109,15 @@ func migrate(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 	return err
 }
 
+// Pool sizes: the API's requests are short, except SOP edits, which are
+// serialised per job in the process before they take a connection; each
+// running job needs at most three connections at once (its heartbeat, a
+// stage write, the SOP lock's transaction), and claims and rescues a few
+// more. The listener has a connection of its own.
+const apiPoolSize = 10
+
+func workerPoolSize(concurrency int) int32 { return int32(4 + 3*concurrency) }
+
 // serve runs the API, the worker, or both, with one health endpoint, until
 // ctx is done.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, withWorker bool) error {
@@ -119,12 +129,24 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, wi
 			return err
 		}
 	}
-	pool, err := postgres.OpenPool(ctx, cfg.DatabaseURL, int32(20+cfg.WorkerConcurrency*2))
-	if err != nil {
-		return err
+	// The API and the worker each get a pool of their own: requests (an SOP
+	// edit holds a connection while it waits for the SOP lock) can never take
+	// the connections that the worker's heartbeats and writes need.
+	var apiPool, workerPool *pgxpool.Pool
+	var err error
+	if withAPI {
+		if apiPool, err = postgres.OpenPool(ctx, cfg.DatabaseURL, apiPoolSize); err != nil {
+			return err
+		}
+		defer apiPool.Close()
 	}
-	defer pool.Close()
-	store := postgres.NewJobStore(pool)
+	if withWorker {
+		if workerPool, err = postgres.OpenPool(ctx, cfg.DatabaseURL, workerPoolSize(cfg.WorkerConcurrency)); err != nil {
+			return err
+		}
+		defer workerPool.Close()
+	}
+	store := postgres.NewJobStore(cmp.Or(apiPool, workerPool))
 	checks := []httpserver.Check{{Name: "database", Fn: store.Ping}, {Name: "shutdown", Fn: func(context.Context) error {
 		// From SIGTERM on, so that a load balancer stops sending work while
 		// the worker drains.
@@ -148,7 +170,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, wi
 	}})
 	var h http.Handler = http.NotFoundHandler()
 	if withAPI {
-		if h, err = apiHandler(cfg, pool, store, objects, log); err != nil {
+		if h, err = apiHandler(cfg, apiPool, store, objects, log); err != nil {
 			return err
 		}
 	}
@@ -164,11 +186,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, wi
 	runCtx, stop := context.WithCancel(base)
 	defer stop()
 	if withWorker {
-		h, err := pipelineHandler(ctx, handlerDeps{pool: pool, objects: objects, cfg: cfg, log: log})
+		h, err := pipelineHandler(ctx, handlerDeps{pool: workerPool, objects: objects, cfg: cfg, log: log})
 		if err != nil {
 			return err
 		}
-		w, listener := newWorker(cfg, h, pool, log)
+		w, listener := newWorker(cfg, h, workerPool, log)
 		checks = append(checks, httpserver.Check{Name: "listener", Fn: func(context.Context) error {
 			if listener != nil && !listener.Connected() {
 				return errors.New("not listening")

@@ -104,7 +104,8 @@ func Handler(o Options) http.Handler {
 		limited.Post("/queue-job", s.handle(s.queueJob))
 		r.Get("/job-status/{jobId}", s.handle(s.jobStatus))
 		r.Get("/sop/{jobId}", s.handle(s.getSOP))
-		r.Patch("/sop/{jobId}", s.handle(s.patchSOP))
+		// Edits are rate-limited too, with a budget of their own.
+		r.With(s.rateLimiter()).Patch("/sop/{jobId}", s.handle(s.patchSOP))
 	})
 	if o.FrontendURL != nil {
 		r.NotFound(newFrontendProxy(o.FrontendURL, o.Logger).ServeHTTP)
@@ -140,6 +141,7 @@ func (s *server) notFound(w http.ResponseWriter, r *http.Request) {
 }
 
 type server struct {
-	o   Options
-	log *slog.Logger
+	o     Options
+	log   *slog.Logger
+	edits editLocks
 }

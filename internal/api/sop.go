@@ -193,6 +193,11 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 		return fromBackend("The job database", err, "Failed to edit the SOP")
 	}
 
+	unlock, err := s.edits.lock(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	var out sopResponse
 	var outTag string
 	err = s.o.SOPs.WithSOPLock(r.Context(), id, func(ctx context.Context) error {
@@ -221,8 +226,11 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 	})
 	if err != nil {
 		var e *Error
-		if errors.As(err, &e) {
+		switch {
+		case errors.As(err, &e):
 			return err
+		case errors.Is(err, jobs.ErrBusy):
+			return errSOPBusy // another process's edit or the worker's write holds the lock
 		}
 		return fromBackend("The job database", err, "Failed to edit the SOP")
 	}

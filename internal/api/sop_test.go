@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -141,7 +142,8 @@ func TestConcurrentPatchesAllSurvive(t *testing.T) {
 	id := e.withSOP("completed")
 	nodes := []string{"open", "check", "each", "refund", "note", "reply", "explain", "done"}
 	var wg sync.WaitGroup
-	for _, n := range nodes {
+	for i := range 40 { // five rounds over the nodes, all at once
+		n := nodes[i%len(nodes)]
 		wg.Go(func() {
 			r := e.do("PATCH", "/api/sop/"+id, `{"type":"update","nodeId":"`+n+`","updates":{"intent":"edited `+n+`"}}`)
 			if r.status != 200 {
@@ -210,4 +212,28 @@ func TestLegacySOPIsServedRepaired(t *testing.T) {
 			t.Fatalf("%s: %s", method, r.raw)
 		}
 	}
+}
+
+// An edit that cannot have the SOP lock in time (another process's edit, or
+// the worker's write, holds it) is told to try again; it never waits for as
+// long as the holder takes, holding a connection.
+func TestPatchSOPWhileLockedElsewhere(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	id := e.withSOP("completed")
+	tx, err := e.direct.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(context.Background(), `SELECT pg_advisory_xact_lock(hashtextextended('runops-sop:' || $1, 0))`, id); err != nil {
+		t.Fatal(err)
+	}
+	r := e.do("PATCH", "/api/sop/"+id, `{"type":"update","nodeId":"open","updates":{"label":"x"}}`)
+	r.expect(t, 503, nil)
+	if msg, _ := r.body["error"].(string); !strings.Contains(msg, "try again") || r.header.Get("Retry-After") == "" {
+		t.Fatalf("%s %v", r.raw, r.header)
+	}
+	_ = tx.Rollback(context.Background())
+	e.do("PATCH", "/api/sop/"+id, `{"type":"update","nodeId":"open","updates":{"label":"x"}}`).expect(t, 200, nil)
 }

@@ -137,6 +137,10 @@ func (j Job) Owner() string {
 // retry, never blame the user.
 var ErrUnavailable = errors.New("service unavailable")
 
+// ErrBusy wraps errors that mean a lock could not be had in time: someone
+// else is changing the same thing; try again in a moment.
+var ErrBusy = errors.New("busy")
+
 // ErrRefusedKey wraps errors that mean a backing service refused our own
 // credentials (a wrong or rotated service key): a configuration error for
 // the operators, never the user's fault and never cured by retrying.

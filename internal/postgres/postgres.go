@@ -101,6 +101,10 @@ func wrap(op string, err error) error {
 	if err == nil {
 		return nil
 	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "55P03" { // lock_not_available: lock_timeout
+		return fmt.Errorf("%s: %w: %w: %w", op, jobs.ErrBusy, jobs.ErrUnavailable, err)
+	}
 	if unavailable(err) {
 		return fmt.Errorf("%s: %w: %w", op, jobs.ErrUnavailable, err)
 	}

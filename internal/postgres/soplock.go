@@ -15,6 +15,11 @@ import (
 // lock, released at commit or when the connection dies.
 const lockSOP = `SELECT pg_advisory_xact_lock(hashtextextended('runops-sop:' || $1, 0))`
 
+// sopLockWait bounds the wait for the SOP lock: a caller that cannot have it
+// by then hears jobs.ErrBusy rather than holding a connection for as long as
+// the holder takes.
+const sopLockWait = `SET LOCAL lock_timeout = '5s'`
+
 // holdLease checks, inside the SOP lock's transaction, that a claim still
 // holds the job: processing under its token, the lease not expired. The
 // KEY SHARE row lock it takes keeps the row from being claimed or rescued
@@ -47,6 +52,9 @@ func (l *SOPLocker) WithSOPLease(ctx context.Context, id jobs.ID, token string, 
 func (l *SOPLocker) withLock(ctx context.Context, id jobs.ID, token string, fn func(context.Context) error) error {
 	var fnErr error
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, sopLockWait); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, lockSOP, string(id)); err != nil {
 			return err
 		}
