@@ -191,6 +191,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, wi
 			return err
 		}
 		w, listener := newWorker(cfg, h, workerPool, log)
+		if gate, ok := h.(queue.Gate); ok {
+			checks = append(checks, httpserver.Check{Name: "disk", Fn: func(context.Context) error {
+				if err := gate.Ready(); err != nil {
+					return &httpserver.NotReady{Reason: err.Error()}
+				}
+				return nil
+			}})
+		}
 		checks = append(checks, httpserver.Check{Name: "listener", Fn: func(context.Context) error {
 			if listener != nil && !listener.Connected() {
 				return errors.New("not listening")

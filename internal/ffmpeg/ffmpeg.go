@@ -233,6 +233,9 @@ type Error struct {
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("ffmpeg: %v: %s", e.Err, e.Stderr) }
+
+// FFmpegOutput is the end of what ffmpeg printed.
+func (e *Error) FFmpegOutput() string { return e.Stderr }
 func (e *Error) Unwrap() error { return e.Err }
 
 // readProgress turns ffmpeg's -progress key=value lines into fractions.

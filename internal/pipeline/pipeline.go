@@ -48,6 +48,7 @@ type Pipeline struct {
 	model   Model
 	sops    SOPLocker
 	cfg     Config
+	disk    disk
 }
 
 var _ queue.Handler = (*Pipeline)(nil)
@@ -80,6 +81,7 @@ func New(objects Objects, model Model, sops SOPLocker, cfg Config) *Pipeline {
 
 // Run processes one job: the slim copy, then the SOP.
 func (p *Pipeline) Run(ctx context.Context, job queue.Job, r queue.Reporter) error {
+	defer p.unreserve(job.ID)
 	slim, err := p.Slim(ctx, job, r)
 	if err != nil {
 		return err
@@ -183,8 +185,12 @@ func saveHashed(r io.Reader, file string, limit int64) (string, int64, error) {
 	if limit >= 0 {
 		src = io.LimitReader(r, limit+1)
 	}
-	n, err := io.Copy(io.MultiWriter(f, h), src)
-	if err != nil {
+	fw := &fileWriter{f: f}
+	n, err := io.Copy(io.MultiWriter(fw, h), src)
+	switch {
+	case fw.err != nil:
+		return "", n, fmt.Errorf("write %s: %w", file, fw.err) // the local disk's failure
+	case err != nil:
 		return "", n, fmt.Errorf("%w: %w", jobs.ErrUnavailable, err) // the stream broke: try again
 	}
 	if limit >= 0 && n > limit {

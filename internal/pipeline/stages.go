@@ -21,7 +21,6 @@ const (
 	msgUnreadable = "The file could not be read as a video; it may be damaged, incomplete or not a video at all. Please upload the screen recording again (MP4, MOV or WebM)."
 	msgNoVideo    = "The file has no picture (it may be audio only). Please upload a screen recording."
 	msgDamaged    = "The video could not be converted; it may be damaged or incomplete. Please upload the recording again."
-	msgNoSpace    = "The server is short of disk space right now; please try again in a few minutes."
 	msgNoUpload   = "The uploaded video is no longer in storage. Please upload it again."
 )
 
@@ -42,10 +41,10 @@ func (p *Pipeline) download(ctx context.Context, job queue.Job, r queue.Reporter
 			expected = int64(s)
 		}
 	}
-	if err := p.checkSpace(filepath.Dir(file), expected); err != nil {
+	if err := p.checkSpace(job.ID, filepath.Dir(file), expected); err != nil {
 		return err
 	}
-	return p.retry(ctx, msgStorageDown, func() error {
+	err := p.retry(ctx, msgStorageDown, func() error {
 		body, size, err := p.objects.Download(ctx, job.ID.RawPath())
 		if errors.Is(err, jobs.ErrObjectMissing) {
 			return jobs.Fail(msgNoUpload, err)
@@ -58,7 +57,7 @@ func (p *Pipeline) download(ctx context.Context, job queue.Job, r queue.Reporter
 			return jobs.CheckUploadSize(size)
 		}
 		if size > expected {
-			if err := p.checkSpace(filepath.Dir(file), size); err != nil {
+			if err := p.checkSpace(job.ID, filepath.Dir(file), size); err != nil {
 				return err
 			}
 		}
@@ -72,21 +71,16 @@ func (p *Pipeline) download(ctx context.Context, job queue.Job, r queue.Reporter
 		}
 		return jobs.CheckUploadSize(n) // n is the limit + 1 when there was more
 	})
+	if noSpace(err) {
+		return p.outOfSpace(job.ID, filepath.Dir(file), err)
+	}
+	return err
 }
 
-// checkSpace refuses to start when the work directory cannot hold the raw
-// file, the slim copy and some room to spare.
-func (p *Pipeline) checkSpace(dir string, rawSize int64) error {
-	free, err := p.cfg.FreeSpace(dir)
-	if err != nil {
-		return fmt.Errorf("check free space in %s: %w", dir, err)
-	}
-	need := uint64(rawSize)*12/10 + 64<<20
-	if free < need {
-		p.cfg.Logger.Error("not enough free space in RUNOPS_TMPDIR", "dir", dir, "free", free, "need", need)
-		return jobs.Fail(msgNoSpace, fmt.Errorf("free %d < need %d", free, need))
-	}
-	return nil
+// checkSpace reserves room for the raw file, the slim copy and some to
+// spare, or says the disk is full (the job is handed back).
+func (p *Pipeline) checkSpace(id jobs.ID, dir string, rawSize int64) error {
+	return p.reserve(id, dir, uint64(rawSize)*12/10+64<<20)
 }
 
 func freeSpace(dir string) (uint64, error) {
@@ -157,6 +151,8 @@ func (p *Pipeline) transcode(ctx context.Context, job queue.Job, r queue.Reporte
 	switch {
 	case ctx.Err() != nil:
 		return SlimResult{}, ctx.Err()
+	case noSpace(err):
+		return SlimResult{}, p.outOfSpace(job.ID, job.TempDir, err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return SlimResult{}, jobs.Fail(fmt.Sprintf("Converting the video took longer than %s; please upload a shorter recording or try again later.",
 			minutes(p.cfg.FFmpegTimeout.Seconds())), err)

@@ -69,6 +69,9 @@ WITH r AS (
 )
 SELECT pg_notify('runops_jobs', json_build_object('job_id', job_id, 'op', 'UPDATE', 'status', status)::text) FROM r`
 
+	holdsLease = `SELECT EXISTS (SELECT 1 FROM public.jobs WHERE job_id = $1` + fence + `
+  AND NOT public.runops_lease_expired(metadata))`
+
 	// Expired leases go back to the queue, counted; past the limit the job ends.
 	rescueJobs = `
 WITH expired AS (
@@ -170,6 +173,13 @@ func (s *QueueStore) Rescue(ctx context.Context, maxAttempts int, message string
 		return nil
 	})
 	return requeued, failed, wrap("rescue jobs", err)
+}
+
+// Holds tells whether the claim with token still holds the job.
+func (s *QueueStore) Holds(ctx context.Context, id jobs.ID, token string) (bool, error) {
+	var held bool
+	err := s.pool.QueryRow(ctx, holdsLease, string(id), token).Scan(&held)
+	return held, wrap("check lease", err)
 }
 
 // Status reads the job's status; found is false when the row is gone.

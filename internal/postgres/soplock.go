@@ -25,8 +25,7 @@ const sopLockWait = `SET LOCAL lock_timeout = '5s'`
 // KEY SHARE row lock it takes keeps the row from being claimed or rescued
 // (both lock FOR UPDATE SKIP LOCKED) until the transaction ends, while the
 // claim's own heartbeats and a person's status edits go through.
-const holdLease = `SELECT 1 FROM public.jobs
-WHERE job_id = $1 AND status = 'processing' AND metadata->'lease'->>'token' = $2
+const holdLease = `SELECT 1 FROM public.jobs WHERE job_id = $1` + fence + `
   AND NOT public.runops_lease_expired(metadata)
 FOR KEY SHARE`
 

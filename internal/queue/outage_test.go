@@ -3,6 +3,9 @@ package queue_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -194,5 +197,103 @@ func TestRefusedOutcomeFallsBackToAPlainOne(t *testing.T) {
 	})
 	if j := b.job(id); j.Metadata["attempt"] != float64(1) || store.refused.Load() != 1 || deref(j.Error) != "The video could not be converted." {
 		t.Fatalf("attempt %v, refused %d times, error %v", j.Metadata["attempt"], store.refused.Load(), deref(j.Error))
+	}
+}
+
+// gated is a handler that can be unready, and hands a job back once.
+type gated struct {
+	ready    atomic.Bool
+	asked    atomic.Int64
+	handBack atomic.Bool
+	runs     atomic.Int64
+}
+
+func (g *gated) Ready() error {
+	g.asked.Add(1)
+	if !g.ready.Load() {
+		return errors.New("disk full")
+	}
+	return nil
+}
+
+func (g *gated) Run(ctx context.Context, j queue.Job, r queue.Reporter) error {
+	g.runs.Add(1)
+	if g.handBack.CompareAndSwap(true, false) {
+		g.ready.Store(false)
+		return fmt.Errorf("no room: %w", queue.ErrHandBack)
+	}
+	return nil
+}
+
+// A handler that cannot take work (its Gate says so) gets no claims, and a
+// job it hands back returns to the queue uncounted.
+func TestGateAndHandBack(t *testing.T) {
+	t.Parallel()
+	b := newBench(t)
+	g := &gated{}
+	g.ready.Store(true)
+	g.handBack.Store(true)
+	b.start(g, fast(), true)
+	id := b.insert(1)[0]
+	b.waitFor("the job handed back", func() bool {
+		return b.count(`SELECT count(*) FROM jobs WHERE job_id = $1 AND status = 'queued' AND metadata->'attempts'->0->>'outcome' = 'handed_back'`, string(id)) == 1
+	})
+	asked := g.asked.Load()
+	b.waitFor("the worker to ask its handler again", func() bool { return g.asked.Load() >= asked+3 })
+	if n := g.runs.Load(); n != 1 || b.job(id).Status != jobs.StatusQueued {
+		t.Fatalf("%d runs while not ready; status %s", n, b.job(id).Status)
+	}
+	g.ready.Store(true)
+	b.waitFor("the job completed", func() bool { return b.job(id).Status == jobs.StatusCompleted })
+	if a := b.job(id).Metadata["attempt"]; a != float64(1) {
+		t.Fatalf("attempt %v: the hand-back was counted", a)
+	}
+}
+
+// At start a worker removes the work directories that ended claims left
+// behind, and keeps the one of a claim that still holds its job.
+func TestStaleWorkDirectoriesAreSwept(t *testing.T) {
+	t.Parallel()
+	b := newBench(t)
+	ids := b.insert(2)
+	live, gone := ids[0], ids[1]
+	if _, ok, err := b.store.Claim(context.Background(), "another-worker", "live-token", time.Hour); err != nil || !ok {
+		t.Fatalf("claim: %v %v", ok, err)
+	}
+	// The claim took the oldest: make sure it is the one called live.
+	if b.count(`SELECT count(*) FROM jobs WHERE job_id = $1 AND status = 'processing'`, string(live)) != 1 {
+		live, gone = gone, live
+	}
+	tmp := t.TempDir()
+	dirs := map[string]bool{ // name → must survive
+		"runops-" + string(live) + "-live-token":  true,
+		"runops-" + string(live) + "-old-token":   false, // an earlier claim of the same job
+		"runops-" + string(gone) + "-some-token":  false,
+		"runops-not-a-job-dir":                    true,
+		"elsewhere-" + string(gone) + "-whatever": true,
+	}
+	for d := range dirs {
+		if err := os.MkdirAll(filepath.Join(tmp, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(tmp, d, "raw"), []byte("upload"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := fast()
+	cfg.TempDir = tmp
+	b.start(queue.HandlerFunc(func(context.Context, queue.Job, queue.Reporter) error { return nil }), cfg, true)
+	b.waitFor("the stale directories removed", func() bool {
+		for d, keep := range dirs {
+			if _, err := os.Stat(filepath.Join(tmp, d)); !keep && err == nil {
+				return false
+			}
+		}
+		return true
+	})
+	for d, keep := range dirs {
+		if _, err := os.Stat(filepath.Join(tmp, d)); keep && err != nil {
+			t.Errorf("%s removed: %v", d, err)
+		}
 	}
 }

@@ -27,6 +27,9 @@ type Store interface {
 	Rescue(ctx context.Context, maxAttempts int, message string) (requeued, failed []jobs.ID, err error)
 	// Status reads the job's status; found is false when the row is gone.
 	Status(ctx context.Context, id jobs.ID) (status jobs.Status, found bool, err error)
+	// Holds tells whether the claim with token still holds the job: it is
+	// processing under that lease, and the lease has not expired.
+	Holds(ctx context.Context, id jobs.ID, token string) (bool, error)
 }
 
 // Events is what a worker hears from the database, and what the listener
@@ -59,6 +62,18 @@ type Job struct {
 type Handler interface {
 	Run(ctx context.Context, job Job, r Reporter) error
 }
+
+// Gate is implemented by a Handler that can be unable to take work for a
+// while (its disk is full): the worker asks Ready before every claim and
+// claims nothing while it returns an error.
+type Gate interface {
+	Ready() error
+}
+
+// ErrHandBack, wrapped in a handler's error, says the job is fine but this
+// worker cannot run it now (no disk space): the job goes back to the queue at
+// once, the attempt not counted, for another worker or for later.
+var ErrHandBack = errors.New("this worker cannot run the job now")
 
 // HandlerFunc adapts a function to Handler.
 type HandlerFunc func(ctx context.Context, job Job, r Reporter) error

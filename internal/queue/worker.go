@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -146,9 +147,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { w.rescueLoop(ctx) })
 
+	w.sweepWorkDirs(ctx)
 	slots := make(chan struct{}, w.cfg.Concurrency)
 	w.log.Info("worker started", "worker", w.cfg.Name, "concurrency", w.cfg.Concurrency)
 	backoff := time.Duration(0)
+	paused := false
 claiming:
 	for {
 		select {
@@ -158,6 +161,24 @@ claiming:
 		}
 		if ctx.Err() != nil { // both were ready: shutting down wins
 			break claiming
+		}
+		if err := w.gateErr(); err != nil {
+			if !paused {
+				w.log.Error("not claiming jobs until this clears", "worker", w.cfg.Name, "reason", err)
+			}
+			paused = true
+			<-slots
+			select {
+			case <-w.wake:
+			case <-time.After(jitter(w.cfg.Sweep)):
+			case <-ctx.Done():
+				break claiming
+			}
+			continue
+		}
+		if paused {
+			w.log.Info("claiming jobs again", "worker", w.cfg.Name)
+			paused = false
 		}
 		job, ok, err := w.claim(ctx)
 		if err != nil || !ok {
@@ -220,6 +241,50 @@ claiming:
 	return nil
 }
 
+// gateErr is the handler's Gate verdict: nil when it can take work.
+func (w *Worker) gateErr() error {
+	if g, ok := w.handler.(Gate); ok {
+		return g.Ready()
+	}
+	return nil
+}
+
+// workDirPrefix names the claims' work directories: runops-<job id>-<token>.
+const workDirPrefix = "runops-"
+
+// sweepWorkDirs removes, at start, the work directories that claims of a
+// killed worker left behind (each can hold a whole upload). A directory whose
+// claim still holds its job — another worker's on this host, sharing
+// TempDir — is left alone.
+func (w *Worker) sweepWorkDirs(ctx context.Context) {
+	entries, err := os.ReadDir(w.cfg.TempDir)
+	if err != nil {
+		w.log.Warn("cannot list the work directory", "dir", w.cfg.TempDir, "error", err)
+		return
+	}
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), workDirPrefix)
+		if !e.IsDir() || !ok || len(rest) < 38 || rest[36] != '-' {
+			continue
+		}
+		id, err := jobs.ParseID(rest[:36])
+		if err != nil {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		held, err := w.store.Holds(cctx, id, rest[37:])
+		cancel()
+		if err != nil || held {
+			continue // unknown, or live: keep it
+		}
+		if err := os.RemoveAll(filepath.Join(w.cfg.TempDir, e.Name())); err != nil {
+			w.log.Warn("cannot remove a stale work directory", "dir", e.Name(), "error", err)
+			continue
+		}
+		w.log.Info("removed the work directory of an ended claim", "job_id", id, "dir", e.Name())
+	}
+}
+
 func (w *Worker) claim(ctx context.Context) (Job, bool, error) {
 	token := uuid.NewString()
 	// Not cancelled by shutdown half-way: a claim the server made but we never
@@ -277,7 +342,7 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 		w.mu.Unlock()
 	}()
 
-	job.TempDir = filepath.Join(w.cfg.TempDir, "runops-"+string(job.ID)+"-"+job.Token)
+	job.TempDir = filepath.Join(w.cfg.TempDir, workDirPrefix+string(job.ID)+"-"+job.Token)
 	if err := os.MkdirAll(job.TempDir, 0o700); err != nil {
 		log.Error("cannot create work directory", "error", err)
 	}
@@ -301,8 +366,8 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 		w.finishWrite("release", func(ctx context.Context) (bool, error) {
 			return true, w.store.Release(ctx, job.ID, job.Token)
 		})
-	case errors.Is(cancelled, errShutdown) && err != nil:
-		log.Info("job handed back at shutdown")
+	case errors.Is(cancelled, errShutdown) && err != nil, errors.Is(err, ErrHandBack):
+		log.Info("job handed back", "reason", cmp.Or(cancelled, err))
 		w.finishWrite("hand back", func(ctx context.Context) (bool, error) {
 			return w.store.HandBack(ctx, job.ID, job.Token)
 		})
