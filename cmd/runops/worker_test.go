@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -373,5 +375,75 @@ func TestReadyzNamesARefusedServiceKey(t *testing.T) {
 	}
 	if checks["storage"] != "Supabase Storage refuses SUPABASE_SERVICE_ROLE_KEY" || checks["database"] != "ok" {
 		t.Fatalf("checks %v", checks)
+	}
+}
+
+// Forty concurrent edits of one SOP in a `serve` process never starve the
+// worker: every job queued meanwhile completes on its first attempt, and
+// every edit is answered (saved, or "busy, try again"), never a 500.
+func TestSOPEditStormDoesNotStarveJobs(t *testing.T) {
+	d, dsn := newDB(t)
+	fake := supabasetest.New(t, jobs.MaxUploadBytes)
+	fake.OnStore(soptest.Inspect(t))
+	addr := freeAddr(t)
+	cmd := exec.Command(binary(t, "runops_testhandler"), "serve")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ServiceRoleKey(),
+		"GEMINI_API_KEY=test-key", "RUNOPS_TEST_HANDLER=advisory", "RUNOPS_ADDR="+addr, "RUNOPS_TMPDIR="+t.TempDir(),
+		"RUNOPS_RATE_LIMIT=off", "RUNOPS_WORKER_CONCURRENCY=2", "RUNOPS_LEASE_TTL=3s", "RUNOPS_HEARTBEAT=300ms", "RUNOPS_SWEEP=500ms")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-done })
+	base := "http://" + addr
+	waitReady(t, base)
+
+	sample, err := os.ReadFile("../../internal/sop/testdata/sample.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := uuid.NewString()
+	fake.Put("videos/sops/"+edited+".json", sample, "application/json")
+	d.exec(`INSERT INTO jobs (job_id, status) VALUES ($1, 'completed')`, edited)
+
+	const edits, queued = 40, 20
+	codes := make(chan int, edits)
+	var wg sync.WaitGroup
+	for i := range edits {
+		wg.Go(func() {
+			body := fmt.Sprintf(`{"type":"update","nodeId":"open","updates":{"intent":"edit %d"}}`, i)
+			req, _ := http.NewRequest("PATCH", base+"/api/sop/"+edited, strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		})
+	}
+	for range queued {
+		d.exec(`INSERT INTO jobs (job_id) VALUES ($1)`, uuid.NewString())
+	}
+	wg.Wait()
+	close(codes)
+	saved := 0
+	for c := range codes {
+		switch c {
+		case http.StatusOK:
+			saved++
+		case http.StatusServiceUnavailable:
+		default:
+			t.Errorf("an edit was answered %d", c)
+		}
+	}
+	d.waitFor("every queued job completed", func() bool {
+		return d.scalar(`SELECT count(*) FROM jobs WHERE status = 'completed'`).(int64) == queued+1
+	})
+	if n := d.scalar(`SELECT count(*) FROM jobs WHERE (metadata->>'attempt')::int > 1`).(int64); n != 0 || saved == 0 {
+		t.Fatalf("%d jobs needed a second attempt; %d edits saved", n, saved)
 	}
 }
