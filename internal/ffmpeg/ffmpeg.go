@@ -236,7 +236,7 @@ func (e *Error) Error() string { return fmt.Sprintf("ffmpeg: %v: %s", e.Err, e.S
 
 // FFmpegOutput is the end of what ffmpeg printed.
 func (e *Error) FFmpegOutput() string { return e.Stderr }
-func (e *Error) Unwrap() error { return e.Err }
+func (e *Error) Unwrap() error        { return e.Err }
 
 // readProgress turns ffmpeg's -progress key=value lines into fractions.
 func readProgress(r io.Reader, opt SlimOptions) {

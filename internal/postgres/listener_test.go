@@ -3,7 +3,6 @@ package postgres_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"slices"
 	"testing"
@@ -87,13 +86,15 @@ func TestSOPWriteNeedsTheLease(t *testing.T) {
 	if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id) VALUES ($1)`, string(id)); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok, err := store.Claim(ctx, "w", "tok", time.Minute); err != nil || !ok {
-		t.Fatalf("claim: %v %v", ok, err)
+	got, err := store.Claim(ctx, "w", 1, time.Minute)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("claim: %v %v", got, err)
 	}
+	tok := got[0].Token
 	locker := postgres.NewSOPLocker(pool)
 	ran := 0
 	write := func(context.Context) error { ran++; return nil }
-	if err := locker.WithSOPLease(ctx, id, "tok", write); err != nil || ran != 1 {
+	if err := locker.WithSOPLease(ctx, id, tok, write); err != nil || ran != 1 {
 		t.Fatalf("holder: %v, ran %d", err, ran)
 	}
 	if err := locker.WithSOPLease(ctx, id, "someone-else", write); !errors.Is(err, queue.ErrLeaseLost) || ran != 1 {
@@ -103,14 +104,14 @@ func TestSOPWriteNeedsTheLease(t *testing.T) {
 	if _, err := pool.Exec(ctx, `UPDATE jobs SET metadata = jsonb_set(metadata, '{lease,expires_at}', to_jsonb(now() - interval '1 second')) WHERE job_id = $1`, string(id)); err != nil {
 		t.Fatal(err)
 	}
-	if err := locker.WithSOPLease(ctx, id, "tok", write); !errors.Is(err, queue.ErrLeaseLost) || ran != 1 {
+	if err := locker.WithSOPLease(ctx, id, tok, write); !errors.Is(err, queue.ErrLeaseLost) || ran != 1 {
 		t.Fatalf("expired lease: %v, ran %d", err, ran)
 	}
 	// A person's edit of the row ends it too.
 	if _, err := pool.Exec(ctx, `UPDATE jobs SET status = 'error', metadata = jsonb_set(metadata, '{lease,expires_at}', to_jsonb(now() + interval '1 minute')) WHERE job_id = $1`, string(id)); err != nil {
 		t.Fatal(err)
 	}
-	if err := locker.WithSOPLease(ctx, id, "tok", write); !errors.Is(err, queue.ErrLeaseLost) || ran != 1 {
+	if err := locker.WithSOPLease(ctx, id, tok, write); !errors.Is(err, queue.ErrLeaseLost) || ran != 1 {
 		t.Fatalf("edited row: %v, ran %d", err, ran)
 	}
 }
@@ -132,13 +133,15 @@ func TestHeartbeatsAreHOTUpdates(t *testing.T) {
 		t.Fatal(err)
 	}
 	claimed := map[jobs.ID]string{}
-	for i := range n {
-		token := fmt.Sprintf("tok-%d", i)
-		j, ok, err := store.Claim(ctx, "w", token, time.Minute)
-		if err != nil || !ok {
-			t.Fatalf("claim: %v %v", ok, err)
-		}
-		claimed[j.ID] = token
+	got, err := store.Claim(ctx, "w", n, time.Minute) // all of them, in one statement
+	if err != nil || len(got) != n {
+		t.Fatalf("claim: %d %v", len(got), err)
+	}
+	for _, c := range got {
+		claimed[c.ID] = c.Token
+	}
+	if len(claimed) != n {
+		t.Fatal("two claims share a lease token")
 	}
 	read := func() (upd, hot int64) {
 		t.Helper()

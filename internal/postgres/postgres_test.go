@@ -146,9 +146,9 @@ func TestNotifyTrigger(t *testing.T) {
 	}
 	// Every statement is followed by a marker notification; what arrives before
 	// the marker is exactly what the statement sent.
-	sentBy := func(sql string) []notification {
+	sentDoing := func(what string, do func()) []notification {
 		t.Helper()
-		exec(sql)
+		do()
 		if _, err := pool.Exec(ctx, `SELECT pg_notify('runops_jobs', '{"op":"MARK"}')`); err != nil {
 			t.Fatal(err)
 		}
@@ -156,7 +156,7 @@ func TestNotifyTrigger(t *testing.T) {
 		for {
 			n, err := listener.WaitForNotification(ctx)
 			if err != nil {
-				t.Fatalf("waiting for notification after %q: %v", sql, err)
+				t.Fatalf("waiting for notification after %s: %v", what, err)
 			}
 			var p notification
 			if err := json.Unmarshal([]byte(n.Payload), &p); err != nil {
@@ -168,17 +168,21 @@ func TestNotifyTrigger(t *testing.T) {
 			got = append(got, p)
 		}
 	}
-	expect := func(sql string, want ...notification) {
+	expectDoing := func(what string, do func(), want ...notification) {
 		t.Helper()
-		got := sentBy(sql)
+		got := sentDoing(what, do)
 		if len(got) != len(want) {
-			t.Fatalf("%q sent %+v; want %+v", sql, got, want)
+			t.Fatalf("%s sent %+v; want %+v", what, got, want)
 		}
 		for i := range want {
 			if got[i] != want[i] {
-				t.Fatalf("%q sent %+v; want %+v", sql, got, want)
+				t.Fatalf("%s sent %+v; want %+v", what, got, want)
 			}
 		}
+	}
+	expect := func(sql string, want ...notification) {
+		t.Helper()
+		expectDoing(sql, func() { exec(sql) }, want...)
 	}
 	n := func(op, status string) notification { return notification{id, op, status} }
 
@@ -189,6 +193,58 @@ func TestNotifyTrigger(t *testing.T) {
 	expect(`UPDATE jobs SET status = 'processing', metadata = '{}' WHERE job_id=$1`)
 	expect(`UPDATE jobs SET status = 'queued' WHERE job_id=$1`, n("UPDATE", "queued"))
 	expect(`DELETE FROM jobs WHERE job_id=$1`, n("DELETE", "queued"))
+
+	// The worker's own claims and outcomes are silent; its hand-backs and
+	// rescues to the queue are not; the same transitions made by anybody else
+	// notify. (The worker's mark is transaction-local: it never leaks into
+	// the next statement on the same connection.)
+	store := postgres.NewQueueStore(pool)
+	var token string
+	claim := func() {
+		got, err := store.Claim(ctx, "w", 1, time.Minute)
+		if err != nil || len(got) != 1 {
+			t.Fatalf("claim: %v %v", got, err)
+		}
+		token = got[0].Token
+	}
+	fenced := func(what string, write func() (bool, error)) func() {
+		return func() {
+			if ok, err := write(); err != nil || !ok {
+				t.Fatalf("%s: %v %v", what, ok, err)
+			}
+		}
+	}
+	expireLease := func() {
+		exec(`UPDATE jobs SET metadata = jsonb_set(metadata, '{lease,expires_at}', to_jsonb(now() - interval '1 s')) WHERE job_id=$1`)
+	}
+	expect(`INSERT INTO jobs (job_id) VALUES ($1)`, n("INSERT", "queued"))
+	expectDoing("the worker's claim", claim)
+	expectDoing("the worker's completion", fenced("complete", func() (bool, error) { return store.Complete(ctx, jobs.ID(id), token, nil) }))
+	expect(`UPDATE jobs SET status = 'queued' WHERE job_id=$1`, n("UPDATE", "queued"))
+	expectDoing("the worker's claim", claim)
+	expectDoing("the worker's failure", fenced("fail", func() (bool, error) { return store.Fail(ctx, jobs.ID(id), token, "m", "c", nil) }))
+	expect(`UPDATE jobs SET status = 'queued' WHERE job_id=$1`, n("UPDATE", "queued"))
+	expectDoing("the worker's claim", claim)
+	expectDoing("a hand-back", fenced("hand back", func() (bool, error) { return store.HandBack(ctx, jobs.ID(id), token) }), n("UPDATE", "queued"))
+	expectDoing("the worker's claim", claim)
+	expireLease()
+	expectDoing("a rescue to the queue", func() {
+		if rq, _, err := store.Rescue(ctx, 10, "interrupted"); err != nil || len(rq) != 1 {
+			t.Fatalf("rescue: %v %v", rq, err)
+		}
+	}, n("UPDATE", "queued"))
+	expectDoing("the worker's claim", claim)
+	expireLease()
+	expectDoing("a rescue that ends the job", func() {
+		if _, failed, err := store.Rescue(ctx, 1, "interrupted"); err != nil || len(failed) != 1 {
+			t.Fatalf("rescue: %v %v", failed, err)
+		}
+	})
+	expect(`UPDATE jobs SET status = 'queued' WHERE job_id=$1`, n("UPDATE", "queued"))
+	expectDoing("the worker's claim", claim)
+	expect(`UPDATE jobs SET status = 'completed' WHERE job_id=$1`, n("UPDATE", "completed"))
+	expect(`UPDATE jobs SET status = 'processing' WHERE job_id=$1`, n("UPDATE", "processing"))
+	expect(`UPDATE jobs SET status = 'error' WHERE job_id=$1`, n("UPDATE", "error"))
 }
 
 func TestUpdatedAtTrigger(t *testing.T) {

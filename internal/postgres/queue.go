@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -18,18 +19,25 @@ import (
 const (
 	fence = ` AND status = 'processing' AND metadata->'lease'->>'token' = $2`
 
-	claimJob = `
+	// asWorker marks the statement's transaction as the worker's, so that the
+	// notify trigger stays silent for its claims and outcomes (the
+	// quiet_worker_writes migration). It is evaluated before the row
+	// triggers fire, which happens at the end of the statement.
+	asWorker = ` AND set_config('runops.writer', 'worker', true) IS NOT NULL`
+
+	// Up to $3 of the oldest claimable jobs, each with a lease token of its own.
+	claimJobs = `
 WITH next AS (
   SELECT id FROM public.jobs
   WHERE status = 'queued' AND public.runops_lease_expired(metadata)
   ORDER BY created_at, id
-  LIMIT 1
+  LIMIT $3
   FOR UPDATE SKIP LOCKED
 )
 UPDATE public.jobs j
 SET status = 'processing', error = NULL, completed_at = NULL,
-    metadata = public.runops_begin_attempt(j.metadata, $1, $2, make_interval(secs => $3))
-FROM next WHERE j.id = next.id
+    metadata = public.runops_begin_attempt(j.metadata, gen_random_uuid()::text, $1, make_interval(secs => $2))
+FROM next WHERE j.id = next.id` + asWorker + `
 RETURNING ` + jobColumns
 
 	renewLease = `UPDATE public.jobs
@@ -43,12 +51,12 @@ WHERE job_id = $1` + fence
 	completeJob = `UPDATE public.jobs
 SET status = 'completed', completed_at = now(), error = NULL,
     metadata = public.runops_jsonb_merge(public.runops_close_attempt(metadata, $2, 'completed', NULL), $3)
-WHERE job_id = $1` + fence
+WHERE job_id = $1` + fence + asWorker
 
 	failJob = `UPDATE public.jobs
 SET status = 'error', error = $3,
     metadata = public.runops_jsonb_merge(public.runops_close_attempt(metadata, $2, 'error', $4), $5)
-WHERE job_id = $1` + fence
+WHERE job_id = $1` + fence + asWorker
 
 	// A shutdown hand-back is not an attempt: the count goes back down.
 	handBackJob = `UPDATE public.jobs
@@ -72,7 +80,8 @@ SELECT pg_notify('runops_jobs', json_build_object('job_id', job_id, 'op', 'UPDAT
 	holdsLease = `SELECT EXISTS (SELECT 1 FROM public.jobs WHERE job_id = $1` + fence + `
   AND NOT public.runops_lease_expired(metadata))`
 
-	// Expired leases go back to the queue, counted; past the limit the job ends.
+	// Expired leases go back to the queue, counted (a notification: idle
+	// workers take it); past the limit the job ends (silently, an outcome).
 	rescueJobs = `
 WITH expired AS (
   SELECT id FROM public.jobs
@@ -84,7 +93,7 @@ SET status = CASE WHEN public.runops_attempt(j.metadata) >= $1 THEN 'error' ELSE
     error = CASE WHEN public.runops_attempt(j.metadata) >= $1 THEN $2 END,
     metadata = public.runops_close_attempt(j.metadata, coalesce(j.metadata->'lease'->>'token', ''), 'lost', 'lease expired')
                - 'lease'
-FROM expired WHERE j.id = expired.id
+FROM expired WHERE j.id = expired.id` + asWorker + `
 RETURNING j.job_id::text, j.status`
 )
 
@@ -96,17 +105,29 @@ type QueueStore struct {
 // NewQueueStore returns a queue store over pool.
 func NewQueueStore(pool *pgxpool.Pool) *QueueStore { return &QueueStore{pool: pool} }
 
-// Claim takes the oldest claimable queued job for worker under a new lease
-// token; ok is false when there is none.
-func (s *QueueStore) Claim(ctx context.Context, worker, token string, ttl time.Duration) (jobs.Job, bool, error) {
-	j, err := scanJob(s.pool.QueryRow(ctx, claimJob, token, worker, ttl.Seconds()))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return jobs.Job{}, false, nil
-	}
+// Claim takes up to n of the oldest claimable queued jobs for worker, oldest
+// first, each under a new lease token.
+func (s *QueueStore) Claim(ctx context.Context, worker string, n int, ttl time.Duration) ([]queue.Claimed, error) {
+	rows, err := s.pool.Query(ctx, claimJobs, worker, ttl.Seconds(), n)
 	if err != nil {
-		return jobs.Job{}, false, wrap("claim job", err)
+		return nil, wrap("claim jobs", err)
 	}
-	return j, true, nil
+	var out []queue.Claimed
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			rows.Close()
+			return nil, wrap("claim jobs", err)
+		}
+		lease, _ := j.Metadata["lease"].(map[string]any)
+		token, _ := lease["token"].(string)
+		out = append(out, queue.Claimed{Job: j, Token: token})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, wrap("claim jobs", err)
+	}
+	slices.SortFunc(out, func(a, b queue.Claimed) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return out, nil
 }
 
 // fenced runs a fenced write and tells whether it matched (false: the lease is gone).

@@ -3,7 +3,6 @@ package queue_test
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -40,48 +39,32 @@ func BenchmarkPickup(b *testing.B) {
 		name string
 		feed func(b *testing.B, pool *pgxpool.Pool) map[jobs.ID]time.Time
 	}{
-		{"steady300", func(b *testing.B, pool *pgxpool.Pool) map[jobs.ID]time.Time { return steady(b, pool, steadyJobs, 300) }},
-		{"burst1000", func(b *testing.B, pool *pgxpool.Pool) map[jobs.ID]time.Time { return burst(b, pool, burstJobs) }},
+		{"steady300", func(b *testing.B, pool *pgxpool.Pool) map[jobs.ID]time.Time {
+			return queuetest.Steady(b, pool, steadyJobs, 300)
+		}},
+		{"burst1000", func(b *testing.B, pool *pgxpool.Pool) map[jobs.ID]time.Time {
+			return queuetest.Burst(b, pool, burstJobs)
+		}},
 	}
 	for _, load := range loads {
-		var floor percentiles
+		var floor queuetest.Percentiles
 		for _, mode := range []string{"floor", "listen", "poll1s"} {
 			b.Run(load.name+"/"+mode, func(b *testing.B) {
-				var p percentiles
+				var p queuetest.Percentiles
 				for range b.N {
 					p = pickup(b, mode, load.feed)
 				}
 				if mode == "floor" {
 					floor = p
 				}
-				p.report(b, floor)
+				p.Report(b, "", floor)
 			})
 		}
 	}
 }
 
-type percentiles struct{ p50, p95, p99 time.Duration }
-
-func (p percentiles) report(b *testing.B, floor percentiles) {
-	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-	b.ReportMetric(ms(p.p50), "p50-ms")
-	b.ReportMetric(ms(p.p95), "p95-ms")
-	b.ReportMetric(ms(p.p99), "p99-ms")
-	if floor.p50 > 0 {
-		b.ReportMetric(float64(p.p50)/float64(floor.p50), "p50/floor")
-		b.ReportMetric(float64(p.p99)/float64(floor.p99), "p99/floor")
-	}
-	b.ReportMetric(0, "ns/op") // the per-op time of a fixed workload says nothing
-}
-
-func quantiles(lat []time.Duration) percentiles {
-	slices.Sort(lat)
-	at := func(q float64) time.Duration { return lat[min(len(lat)-1, int(q*float64(len(lat))))] }
-	return percentiles{at(0.50), at(0.95), at(0.99)}
-}
-
 // pickup feeds a fresh database and measures when each job is picked up.
-func pickup(b *testing.B, mode string, feed func(*testing.B, *pgxpool.Pool) map[jobs.ID]time.Time) percentiles {
+func pickup(b *testing.B, mode string, feed func(*testing.B, *pgxpool.Pool) map[jobs.ID]time.Time) queuetest.Percentiles {
 	dsn := pgtest.New(b)
 	pool, err := postgres.OpenPool(context.Background(), dsn, 40)
 	if err != nil {
@@ -152,53 +135,7 @@ func pickup(b *testing.B, mode string, feed func(*testing.B, *pgxpool.Pool) map[
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	lat := make([]time.Duration, 0, len(committed))
-	for id, at := range committed {
-		lat = append(lat, picked[id].Sub(at))
-	}
-	return quantiles(lat)
-}
-
-// steady inserts n jobs at rate per second, one transaction each, and
-// returns when each was sent: the commit happens on the server between that
-// and the answer, and a notification may arrive before the answer does.
-func steady(b *testing.B, pool *pgxpool.Pool, n, rate int) map[jobs.ID]time.Time {
-	out := make(map[jobs.ID]time.Time, n)
-	period := time.Second / time.Duration(rate)
-	start := time.Now()
-	for i := range n {
-		time.Sleep(time.Until(start.Add(time.Duration(i) * period))) // pacing the load
-		var id string
-		sent := time.Now()
-		if err := pool.QueryRow(context.Background(), `INSERT INTO jobs (job_id) VALUES (gen_random_uuid()) RETURNING job_id::text`).Scan(&id); err != nil {
-			b.Fatal(err)
-		}
-		out[jobs.ID(id)] = sent
-	}
-	return out
-}
-
-// burst commits n jobs in one transaction.
-func burst(b *testing.B, pool *pgxpool.Pool, n int) map[jobs.ID]time.Time {
-	ctx := context.Background()
-	tx, err := pool.Begin(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	rows, _ := tx.Query(ctx, `INSERT INTO jobs (job_id) SELECT gen_random_uuid() FROM generate_series(1, $1) RETURNING job_id::text`, n)
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		b.Fatal(err)
-	}
-	at := time.Now() // the COMMIT is sent now
-	if err := tx.Commit(ctx); err != nil {
-		b.Fatal(err)
-	}
-	out := make(map[jobs.ID]time.Time, n)
-	for _, id := range ids {
-		out[jobs.ID(id)] = at
-	}
-	return out
+	return queuetest.Latencies(b, committed, picked)
 }
 
 // BenchmarkClaims measures claims per second with no-op jobs for 1, 4 and 16
@@ -235,7 +172,7 @@ func drain(b *testing.B, workers, backlog int) float64 {
 		b.Fatal(err)
 	}
 	defer pool.Close()
-	burst(b, pool, backlog)
+	queuetest.Burst(b, pool, backlog)
 	ctx, cancel := context.WithCancel(context.Background())
 	var count atomic.Int64
 	done := make(chan struct{})

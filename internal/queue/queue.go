@@ -16,8 +16,12 @@ import (
 
 // Store is what the engine needs of the jobs table. Every write but Claim and
 // Rescue is fenced by the lease token and reports false when the lease is gone.
+// Claims and outcomes (processing → completed/error) notify nobody; a job
+// going back to the queue does.
 type Store interface {
-	Claim(ctx context.Context, worker, token string, ttl time.Duration) (jobs.Job, bool, error)
+	// Claim takes up to n of the oldest claimable queued jobs, each under a
+	// lease token of its own, in one statement.
+	Claim(ctx context.Context, worker string, n int, ttl time.Duration) ([]Claimed, error)
 	Renew(ctx context.Context, id jobs.ID, token string, ttl time.Duration) (bool, error)
 	Merge(ctx context.Context, id jobs.ID, token string, patch map[string]any) (bool, error)
 	Complete(ctx context.Context, id jobs.ID, token string, patch map[string]any) (bool, error)
@@ -43,6 +47,12 @@ type Events interface {
 }
 
 var _ Events = (*Worker)(nil)
+
+// Claimed is a job a claim took, with the lease token it holds it by.
+type Claimed struct {
+	jobs.Job
+	Token string
+}
 
 // Job is a claimed job.
 type Job struct {

@@ -377,11 +377,11 @@ func TestRescueFencingAndMaxAttempts(t *testing.T) {
 	msg := "Processing was interrupted 3 times."
 	var tokens []string
 	for attempt := 1; attempt <= 3; attempt++ {
-		tok := uuid.NewString()
-		j, ok, err := b.store.Claim(ctx, "w", tok, time.Minute)
-		if err != nil || !ok || j.Metadata["attempt"] != float64(attempt) {
-			t.Fatalf("claim %d: %v %v %v", attempt, ok, err, j.Metadata["attempt"])
+		got, err := b.store.Claim(ctx, "w", 1, time.Minute)
+		if err != nil || len(got) != 1 || got[0].Metadata["attempt"] != float64(attempt) || got[0].Token == "" {
+			t.Fatalf("claim %d: %v %v", attempt, got, err)
 		}
+		tok := got[0].Token
 		tokens = append(tokens, tok)
 		// A live lease is never rescued.
 		if rq, f, _ := b.store.Rescue(ctx, 3, msg); len(rq)+len(f) != 0 {

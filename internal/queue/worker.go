@@ -180,9 +180,22 @@ claiming:
 			w.log.Info("claiming jobs again", "worker", w.cfg.Name)
 			paused = false
 		}
-		job, ok, err := w.claim(ctx)
-		if err != nil || !ok {
+		// One statement claims a job for every slot free now.
+		free := 1
+	more:
+		for free < w.cfg.Concurrency {
+			select {
+			case slots <- struct{}{}:
+				free++
+			default:
+				break more
+			}
+		}
+		claimed, err := w.claim(ctx, free)
+		for range free - len(claimed) {
 			<-slots
+		}
+		if len(claimed) == 0 {
 			if ctx.Err() != nil {
 				break claiming
 			}
@@ -202,15 +215,19 @@ claiming:
 		}
 		backoff = 0
 		if ctx.Err() != nil {
-			// Shutdown began while the claim was on its way: give it straight back.
-			w.finishWrite("hand back", func(c context.Context) (bool, error) { return w.store.HandBack(c, job.ID, job.Token) })
-			<-slots
+			// Shutdown began while the claim was on its way: give them straight back.
+			for _, job := range claimed {
+				w.finishWrite("hand back", func(c context.Context) (bool, error) { return w.store.HandBack(c, job.ID, job.Token) })
+				<-slots
+			}
 			break claiming
 		}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			w.execute(jobsCtx, job)
-		})
+		for _, job := range claimed {
+			wg.Go(func() {
+				defer func() { <-slots }()
+				w.execute(jobsCtx, job)
+			})
+		}
 	}
 
 	w.log.Info("worker stopping: no new claims", "worker", w.cfg.Name, "running", len(w.Held()), "grace", w.cfg.ShutdownGrace)
@@ -285,19 +302,23 @@ func (w *Worker) sweepWorkDirs(ctx context.Context) {
 	}
 }
 
-func (w *Worker) claim(ctx context.Context) (Job, bool, error) {
-	token := uuid.NewString()
+// claim takes up to n jobs.
+func (w *Worker) claim(ctx context.Context, n int) ([]Job, error) {
 	// Not cancelled by shutdown half-way: a claim the server made but we never
 	// heard of would sit until its lease expired, and cost an attempt.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.LeaseTTL/2)
 	defer cancel()
 	sent := time.Now()
-	j, ok, err := w.store.Claim(ctx, w.cfg.Name, token, w.cfg.LeaseTTL)
-	if err != nil || !ok {
-		return Job{}, false, err
+	claimed, err := w.store.Claim(ctx, w.cfg.Name, n, w.cfg.LeaseTTL)
+	if err != nil {
+		return nil, err
 	}
-	attempt, _ := j.Metadata["attempt"].(float64)
-	return Job{Job: j, Token: token, Attempt: int(attempt), claimedAt: sent}, true, nil
+	out := make([]Job, len(claimed))
+	for i, c := range claimed {
+		attempt, _ := c.Metadata["attempt"].(float64)
+		out[i] = Job{Job: c.Job, Token: c.Token, Attempt: int(attempt), claimedAt: sent}
+	}
+	return out, nil
 }
 
 func (w *Worker) rescueLoop(ctx context.Context) {

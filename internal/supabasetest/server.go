@@ -68,6 +68,15 @@ type Server struct {
 	down     bool
 	seq      int
 	onStore  func(key, file string)
+	onReq    func(op Op, path string)
+}
+
+// OnRequest calls fn as every request that the stand-in serves arrives, with
+// its operation and URL path (benchmarks time what a client asked for when).
+func (s *Server) OnRequest(fn func(op Op, path string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onReq = fn
 }
 
 // OnStore calls fn after every object a client stores over HTTP (not Put or
@@ -198,6 +207,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	s.calls[op]++
+	onReq := s.onReq
 	block := s.blocks[op]
 	if in, ok := s.blocks[op+"#entered"]; ok && block != nil {
 		close(in)
@@ -208,6 +218,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		fail, s.failures[op] = &fs[0], fs[1:]
 	}
 	s.mu.Unlock()
+	if onReq != nil {
+		onReq(op, r.URL.Path)
+	}
 	if block != nil {
 		select {
 		case <-block:
