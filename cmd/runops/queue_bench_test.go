@@ -44,7 +44,9 @@ func BenchmarkQueue(b *testing.B) {
 		{"steady300", func(b *testing.B, pool *pgxpool.Pool) map[jobs.ID]time.Time {
 			return queuetest.Steady(b, pool, steadyJobs, 300)
 		}},
-		{"burst1000", func(b *testing.B, pool *pgxpool.Pool) map[jobs.ID]time.Time { return queuetest.Burst(b, pool, burstJobs) }},
+		{"burst1000", func(b *testing.B, pool *pgxpool.Pool) map[jobs.ID]time.Time {
+			return queuetest.Burst(b, pool, burstJobs)
+		}},
 	}
 	bin := binary(b)
 	for _, load := range loads {
