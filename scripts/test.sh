@@ -8,18 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-missing=()
-compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || command -v postgres >/dev/null || missing+=(postgresql)
-command -v ffmpeg >/dev/null || missing+=(ffmpeg)
-command -v ffprobe >/dev/null || missing+=(ffmpeg)
-command -v gcc >/dev/null || missing+=(gcc libc6-dev)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing: ${missing[*]}"
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+. scripts/install.sh
+need '/usr/lib/postgresql/*/bin/postgres' postgresql
+need ffmpeg ffmpeg
+need ffprobe ffmpeg
+need gcc gcc
+need gcc libc6-dev
+install_needed
 command -v go >/dev/null || { echo "Go is not installed (https://go.dev/dl); this script installs everything else" >&2; exit 1; }
 
 export CGO_ENABLED=1

@@ -15,11 +15,13 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/term"
 
 	"github.com/runops/runops/internal/api"
 	"github.com/runops/runops/internal/auth"
@@ -37,6 +39,9 @@ import (
 const usage = `usage: runops <command>
 
 commands:
+  process VIDEO [--out DIR]
+            turn one recording into DIR/<name>.slim.mp4, <name>.sop.json and
+            <name>.sop.md on this machine (needs only GEMINI_API_KEY)
   serve     run the API and the worker in one process
   api       run the HTTP API only
   worker    run the job worker only
@@ -46,34 +51,57 @@ Configuration is read from the environment; see the README.
 `
 
 func main() {
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	log := newLogger(os.Getenv("RUNOPS_LOG_FORMAT"), os.Stderr)
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1], os.Getenv, os.Stdout, log); err != nil {
-		log.Error("runops failed", "command", os.Args[1], "error", err)
+	if err := run(ctx, os.Args[1], os.Args[2:], os.Getenv, os.Stdout, log); err != nil {
 		var u usageError
-		if errors.As(err, &u) {
-			fmt.Fprint(os.Stderr, usage)
+		var refused refusedError
+		switch {
+		case errors.As(err, &refused):
+			fmt.Fprintln(os.Stderr, refused) // the sentence, as the viewer would show it
+			os.Exit(1)
+		case errors.As(err, &u):
+			fmt.Fprintf(os.Stderr, "%s\n%s", u, usage)
 			os.Exit(2)
 		}
+		log.Error("runops failed", "command", os.Args[1], "error", err)
 		os.Exit(1)
 	}
+}
+
+// newLogger writes JSON lines, or text when stderr is a terminal;
+// RUNOPS_LOG_FORMAT (json or text) decides instead when set.
+func newLogger(format string, w *os.File) *slog.Logger {
+	text := term.IsTerminal(int(w.Fd()))
+	switch strings.ToLower(format) {
+	case "json":
+		text = false
+	case "text":
+		text = true
+	}
+	if text {
+		return slog.New(slog.NewTextHandler(w, nil))
+	}
+	return slog.New(slog.NewJSONHandler(w, nil))
 }
 
 type usageError string
 
 func (u usageError) Error() string { return string(u) }
 
-func run(ctx context.Context, cmd string, getenv func(string) string, stdout io.Writer, log *slog.Logger) error {
+func run(ctx context.Context, cmd string, args []string, getenv func(string) string, stdout io.Writer, log *slog.Logger) error {
 	cfg, err := config.Load(getenv)
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
 	switch cmd {
+	case "process":
+		return process(ctx, cfg, args, stdout, os.Stderr, log)
 	case "migrate":
 		return migrate(ctx, cfg, stdout)
 	case "api":

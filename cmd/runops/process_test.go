@@ -1,0 +1,174 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/runops/runops/internal/ffmpeg"
+	"github.com/runops/runops/internal/geminitest"
+	"github.com/runops/runops/internal/mediatest"
+	"github.com/runops/runops/internal/sop/soptest"
+)
+
+// processCmd is `runops process` with the Gemini stand-in.
+func processCmd(t *testing.T, ai *geminitest.Server, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(binary(t), append([]string{"process"}, args...)...)
+	cmd.Env = append(os.Environ(), "GEMINI_API_KEY=test-key", "GOOGLE_GEMINI_BASE_URL="+ai.URL, "GEMINI_MAX_RETRY_WAIT=1s")
+	return cmd
+}
+
+// One recording in, the slim copy, the SOP and its Markdown out, with no
+// Supabase and no PostgreSQL; flags may follow the recording.
+func TestProcessMakesTheSOPLocally(t *testing.T) {
+	ai := geminitest.New(t, "test-key")
+	good := geminitest.JSON(geminitest.SampleSOP)
+	ai.Default = &good
+	dir := t.TempDir()
+	rec := mediatest.Make(t, dir, "rec.mp4", mediatest.Spec{Width: 640, Height: 360, Seconds: 4, Audio: true})
+	out := filepath.Join(dir, "out")
+	var stdout, stderr bytes.Buffer
+	cmd := processCmd(t, ai, rec, "--out", out)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	slim, err := ffmpeg.ProbeFile(context.Background(), filepath.Join(out, "rec.slim.mp4"))
+	if err != nil || slim.FPS != 1 || slim.Height != 360 || !slim.HasAudio {
+		t.Fatalf("slim copy %+v %v", slim, err)
+	}
+	doc, err := os.ReadFile(filepath.Join(out, "rec.sop.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	soptest.Check(t, "the SOP of runops process", doc)
+	md, err := os.ReadFile(filepath.Join(out, "rec.sop.md"))
+	if err != nil || !strings.Contains(string(md), "# Refund a duplicate charge") || !strings.Contains(string(md), "**3.1** Refund it") {
+		t.Fatalf("markdown %v:\n%s", err, md)
+	}
+	for _, want := range []string{"rec.sop.json  (5 nodes", "transcoding", "total", "prompt sop-v2", "video 774"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	if !strings.Contains(stderr.String(), `"stage":"transcoding"`) {
+		t.Errorf("no log lines of the stages (stderr is not a terminal):\n%s", stderr.String())
+	}
+}
+
+// A refused recording exits 1 with the worker's sentence on stderr.
+func TestProcessRefusesWithTheSentence(t *testing.T) {
+	ai := geminitest.New(t, "test-key")
+	dir := t.TempDir()
+	audio := mediatest.AudioOnly(t, dir, "talk.mp4", 2)
+	var stderr bytes.Buffer
+	cmd := processCmd(t, ai, "--out", dir, audio)
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("exit %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "The file has no picture") {
+		t.Fatalf("last line %q", last)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "talk.sop.json")); err == nil {
+		t.Fatal("an SOP was written")
+	}
+	if len(ai.Requests()) != 0 {
+		t.Fatal("Gemini was asked about a refused recording")
+	}
+}
+
+// On a terminal the stages show as progress bars (script(1) gives the
+// process a pseudo-terminal).
+func TestProcessShowsAProgressBarOnATerminal(t *testing.T) {
+	ai := geminitest.New(t, "test-key")
+	good := geminitest.JSON(geminitest.SampleSOP)
+	ai.Default = &good
+	dir := t.TempDir()
+	rec := mediatest.Make(t, dir, "rec.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2})
+	inner := processCmd(t, ai, rec, "--out", dir)
+	cmd := exec.Command("script", "-qec", strings.Join(quoteAll(inner.Args), " "), "/dev/null")
+	cmd.Env = inner.Env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "100%") || !strings.Contains(string(out), "transcoding") || strings.Contains(string(out), `"msg":"stage"`) {
+		t.Fatalf("no progress bar on the terminal:\n%s", out)
+	}
+}
+
+func quoteAll(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return out
+}
+
+func TestParseArgsTakesFlagsAnywhere(t *testing.T) {
+	for _, args := range [][]string{{"rec.mp4", "--out", "d"}, {"--out", "d", "rec.mp4"}, {"rec.mp4", "--out=d"}, {"-out", "d", "rec.mp4"}} {
+		fs := flag.NewFlagSet("x", flag.ContinueOnError)
+		out := fs.String("out", ".", "")
+		pos, err := parseArgs(fs, args)
+		if err != nil || len(pos) != 1 || pos[0] != "rec.mp4" || *out != "d" {
+			t.Errorf("%v: %v %v %q", args, pos, err, *out)
+		}
+	}
+	for _, args := range [][]string{{"rec.mp4", "--nope"}, {"rec.mp4", "--out"}} {
+		fs := flag.NewFlagSet("x", flag.ContinueOnError)
+		fs.String("out", ".", "")
+		if _, err := parseArgs(fs, args); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+}
+
+// Ctrl-C stops the run as a person stops a job: the Gemini file is deleted
+// and the process exits non-zero, writing no SOP.
+func TestProcessCtrlCDeletesTheGeminiFile(t *testing.T) {
+	ai := geminitest.New(t, "test-key")
+	entered, release := ai.BlockGenerate()
+	t.Cleanup(release)
+	dir := t.TempDir()
+	rec := mediatest.Make(t, dir, "rec.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2})
+	cmd := processCmd(t, ai, rec, "--out", dir)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-entered:
+	case err := <-done:
+		t.Fatalf("exited before asking Gemini: %v", err)
+	case <-time.After(time.Minute):
+		t.Fatal("never asked Gemini")
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("exit 0 after Ctrl-C")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("still running after Ctrl-C")
+	}
+	if len(ai.Files()) != 0 || len(ai.Deleted()) != 1 {
+		t.Fatalf("files left %v, deleted %v", ai.Files(), ai.Deleted())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "rec.sop.json")); err == nil {
+		t.Fatal("an SOP was written")
+	}
+}

@@ -1,0 +1,261 @@
+// Package local runs one recording through the worker's own pipeline on this
+// machine, for `runops process`: a folder stands in for the storage bucket
+// and a small runner for the queue engine, so it needs no Supabase and no
+// PostgreSQL. It must not change what the pipeline does: only where its
+// objects go and where its progress is shown.
+package local
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/pipeline"
+	"github.com/runops/runops/internal/queue"
+	"github.com/runops/runops/internal/sop"
+)
+
+// Outputs are the files a run writes: DIR/<name>.slim.mp4, DIR/<name>.sop.json
+// and DIR/<name>.sop.md, where <name> is the recording's file name without
+// its extension.
+type Outputs struct {
+	Slim, SOP, Markdown string
+}
+
+// OutputsFor names the outputs of the recording at input in dir.
+func OutputsFor(input, dir string) Outputs {
+	base := filepath.Base(input)
+	name := strings.TrimSuffix(base, filepath.Ext(base))
+	at := func(suffix string) string { return filepath.Join(dir, name+suffix) }
+	return Outputs{Slim: at(".slim.mp4"), SOP: at(".sop.json"), Markdown: at(".sop.md")}
+}
+
+// files is the pipeline's storage: the recording is raw/<id>.mp4, the
+// outputs slim/<id>.mp4 and sops/<id>.json.
+type files struct {
+	input string
+	out   Outputs
+}
+
+var _ pipeline.Objects = (*files)(nil)
+
+func (f *files) Download(_ context.Context, path string) (io.ReadCloser, int64, error) {
+	if !strings.HasPrefix(path, "raw/") {
+		return nil, 0, jobs.ErrObjectMissing // no slim copy of an earlier attempt to reuse
+	}
+	file, err := os.Open(f.input)
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := file.Stat()
+	if err != nil {
+		file.Close()
+		return nil, 0, err
+	}
+	return file, st.Size(), nil
+}
+
+func (f *files) Upload(_ context.Context, path string, r io.Reader, _ int64, _ string) error {
+	dst := f.out.SOP
+	if strings.HasPrefix(path, "slim/") {
+		dst = f.out.Slim
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(dst), ".runops-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := io.Copy(tmp, r); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), dst)
+}
+
+// alone holds the only lease there is: nobody else writes here.
+type alone struct{}
+
+func (alone) WithSOPLease(ctx context.Context, _ jobs.ID, _ string, fn func(context.Context) error) error {
+	return fn(ctx)
+}
+
+// Display shows a run's stages and progress (a progress bar, or log lines).
+type Display interface {
+	Stage(name string)
+	Progress(done float64)
+	Done()
+}
+
+// Stage is one stage of a run and how long it took.
+type Stage struct {
+	Name     string
+	Duration time.Duration
+}
+
+// Result is what a finished run reports.
+type Result struct {
+	Outputs  Outputs
+	Stages   []Stage
+	Metadata map[string]any // what the worker would have merged into jobs.metadata
+	Total    time.Duration
+}
+
+// Run processes the recording at input into dir with the pipeline the worker
+// runs, over model and with cfg. When ctx ends (Ctrl-C) the run stops as a job a person stops
+// does: ffmpeg is killed and the Gemini file deleted. A refused recording is
+// a *jobs.Failure carrying the worker's sentence.
+func Run(ctx context.Context, model pipeline.Model, cfg pipeline.Config, input, dir string, show Display) (Result, error) {
+	st, err := os.Stat(input)
+	switch {
+	case err != nil:
+		return Result{}, fmt.Errorf("read the recording: %w", err)
+	case st.IsDir():
+		return Result{}, fmt.Errorf("%s is a folder, not a recording", input)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return Result{}, err
+	}
+	tmp, err := os.MkdirTemp("", "runops-process-")
+	if err != nil {
+		return Result{}, err
+	}
+	defer os.RemoveAll(tmp)
+
+	out := OutputsFor(input, dir)
+	id := jobs.ID(uuid.NewString())
+	job := queue.Job{Job: jobs.Job{ID: id, Status: jobs.StatusProcessing, CreatedAt: time.Now(),
+		Metadata: map[string]any{"upload": map[string]any{"size_bytes": st.Size(), "content_type": "video/mp4"}}},
+		Token: "local", Attempt: 1, TempDir: tmp}
+	rep := &reporter{show: show, metadata: map[string]any{}}
+
+	// A Ctrl-C is a person stopping the job: the pipeline then cleans up
+	// what it made remotely (the Gemini file), as for a dashboard edit.
+	runCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancel(nil)
+	stopAfter := context.AfterFunc(ctx, func() { cancel(queue.ErrEdited) })
+	defer stopAfter()
+
+	start := time.Now()
+	err = pipeline.New(&files{input: input, out: out}, model, alone{}, cfg).Run(runCtx, job, rep)
+	stages := rep.finish()
+	show.Done()
+	res := Result{Outputs: out, Stages: stages, Metadata: rep.metadata, Total: time.Since(start)}
+	if err != nil {
+		if ctx.Err() != nil {
+			return res, fmt.Errorf("stopped: %w", ctx.Err())
+		}
+		return res, err
+	}
+	if err := writeMarkdown(out); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+func writeMarkdown(out Outputs) error {
+	b, err := os.ReadFile(out.SOP)
+	if err != nil {
+		return err
+	}
+	d, err := sop.Parse(b)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(out.Markdown, sop.Markdown(d), 0o644)
+}
+
+// reporter is queue.Reporter for one local run.
+type reporter struct {
+	show Display
+
+	mu       sync.Mutex
+	stage    string
+	started  time.Time
+	stages   []Stage
+	metadata map[string]any
+}
+
+var _ queue.Reporter = (*reporter)(nil)
+
+func (r *reporter) Stage(ctx context.Context, name string) error {
+	r.mu.Lock()
+	r.closeStage()
+	r.stage, r.started = name, time.Now()
+	r.mu.Unlock()
+	r.show.Stage(name)
+	return ctx.Err()
+}
+
+func (r *reporter) Progress(ctx context.Context, p float64) error {
+	r.show.Progress(min(max(p, 0), 1))
+	return ctx.Err()
+}
+
+func (r *reporter) Merge(ctx context.Context, patch map[string]any) error {
+	// As the database would store it: JSON, so that Go values (a probe, the
+	// token usage) read back as plain maps.
+	b, err := json.Marshal(patch)
+	if err != nil {
+		return err
+	}
+	var plain map[string]any
+	if err := json.Unmarshal(b, &plain); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.metadata = merge(r.metadata, plain)
+	return ctx.Err()
+}
+
+// merge deep-merges src into dst, as every metadata write in the database
+// does (objects into objects; anything else replaces).
+func merge(dst, src map[string]any) map[string]any {
+	for k, v := range src {
+		sm, ok := v.(map[string]any)
+		if dm, isMap := dst[k].(map[string]any); ok && isMap {
+			dst[k] = merge(dm, sm)
+			continue
+		}
+		dst[k] = v
+	}
+	return dst
+}
+
+// closeStage records the stage that ends; the caller holds mu.
+func (r *reporter) closeStage() {
+	if r.stage != "" {
+		r.stages = append(r.stages, Stage{Name: r.stage, Duration: time.Since(r.started)})
+		r.stage = ""
+	}
+}
+
+func (r *reporter) finish() []Stage {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closeStage()
+	return r.stages
+}
+
+// Refused tells whether err is a recording the pipeline refused (the
+// sentence is err's message then).
+func Refused(err error) (string, bool) {
+	var f *jobs.Failure
+	if errors.As(err, &f) {
+		return f.Message, true
+	}
+	return "", false
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Turns one recording into an SOP on this machine: installs ffmpeg/ffprobe
+# from Debian packages when missing, then runs `runops process` (no Supabase,
+# no PostgreSQL; GEMINI_API_KEY must be set).
+#   GEMINI_API_KEY=... ./scripts/process.sh recording.mp4 [--out DIR]
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+. "$here/scripts/install.sh"
+need ffmpeg ffmpeg
+need ffprobe ffmpeg
+install_needed
+command -v go >/dev/null || { echo "Go is not installed (https://go.dev/dl); this script installs everything else" >&2; exit 1; }
+# go run would add its own "exit status 1" to a refusal: build, then run.
+(cd "$here" && go build -o .bin/runops ./cmd/runops)
+exec "$here/.bin/runops" process "$@"
