@@ -52,7 +52,8 @@ const (
 	msgInvalid    = "The AI could not describe this video as a valid SOP after %d tries. Please try again, or record the procedure again with more narration."
 	msgTooLong    = "The procedure in this video is too long to describe in one SOP; please split the recording into shorter parts."
 	maxCalls      = 3
-	pollEvery     = 2 * time.Second
+	pollFirst     = 250 * time.Millisecond // a small file is often ACTIVE within a second
+	pollMax       = 2 * time.Second
 	reuseMinLife  = time.Hour
 )
 
@@ -206,6 +207,7 @@ func (p *Pipeline) geminiFile(ctx context.Context, job queue.Job, r queue.Report
 		return f, err
 	}
 	var waited time.Duration
+	wait := pollFirst
 	for f.State != "ACTIVE" {
 		if f.State == "FAILED" {
 			return f, jobs.Fail(msgFileFailed, errors.New(f.Error))
@@ -213,10 +215,11 @@ func (p *Pipeline) geminiFile(ctx context.Context, job queue.Job, r queue.Report
 		if waited >= p.cfg.FileActiveTimeout {
 			return f, jobs.Fail(msgFileSlow, fmt.Errorf("file %s still %s after %s", f.Name, f.State, waited))
 		}
-		if err := p.cfg.Sleep(ctx, pollEvery); err != nil {
+		if err := p.cfg.Sleep(ctx, wait); err != nil {
 			return f, err
 		}
-		waited += pollEvery
+		waited += wait
+		wait = min(2*wait, pollMax)
 		err := p.retry(ctx, msgAIDown, func() error {
 			got, err := p.model.File(ctx, f.Name)
 			if err == nil {

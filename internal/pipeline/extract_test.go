@@ -366,3 +366,19 @@ func TestGenerateDeadlineIsRetried(t *testing.T) {
 		t.Fatalf("%s after %d calls", outcome(j), len(r.ai.Requests()))
 	}
 }
+
+// File polling starts fast and backs off to every 2 s.
+func TestFilePollingBacksOff(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.ai.ActivateAfter = 6
+	if j := r.finished(r.submit(r.video(), nil)); outcome(j) != done {
+		t.Fatal(outcome(j))
+	}
+	r.mu.Lock()
+	sleeps := append([]time.Duration(nil), r.sleeps...)
+	r.mu.Unlock()
+	if !containsRun(sleeps, 250*time.Millisecond, 500*time.Millisecond, time.Second, 2*time.Second, 2*time.Second) {
+		t.Fatalf("waits %v", sleeps)
+	}
+}
