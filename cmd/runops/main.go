@@ -84,10 +84,11 @@ func newLogger(format string, w *os.File) *slog.Logger {
 	case "text":
 		text = true
 	}
+	var h slog.Handler = slog.NewJSONHandler(w, nil)
 	if text {
-		return slog.New(slog.NewTextHandler(w, nil))
+		h = slog.NewTextHandler(w, nil)
 	}
-	return slog.New(slog.NewJSONHandler(w, nil))
+	return slog.New(queue.JobLogs(h)) // every line about a job names it and its attempt
 }
 
 type usageError string

@@ -30,7 +30,7 @@ func processCmd(t *testing.T, ai *geminitest.Server, args ...string) *exec.Cmd {
 func TestProcessMakesTheSOPLocally(t *testing.T) {
 	ai := geminitest.New(t, "test-key")
 	good := geminitest.JSON(geminitest.SampleSOP)
-	ai.Default = &good
+	ai.Answer(good)
 	dir := t.TempDir()
 	rec := mediatest.Make(t, dir, "rec.mp4", mediatest.Spec{Width: 640, Height: 360, Seconds: 4, Audio: true})
 	out := filepath.Join(dir, "out")
@@ -92,7 +92,7 @@ func TestProcessRefusesWithTheSentence(t *testing.T) {
 func TestProcessShowsAProgressBarOnATerminal(t *testing.T) {
 	ai := geminitest.New(t, "test-key")
 	good := geminitest.JSON(geminitest.SampleSOP)
-	ai.Default = &good
+	ai.Answer(good)
 	dir := t.TempDir()
 	rec := mediatest.Make(t, dir, "rec.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2})
 	inner := processCmd(t, ai, rec, "--out", dir)

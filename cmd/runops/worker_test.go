@@ -43,7 +43,7 @@ func startWorker(t testing.TB, bin, dsn string, extra ...string) *workerProc {
 	fake.OnStore(soptest.Inspect(t))
 	ai := geminitest.New(t, "test-key")
 	good := geminitest.JSON(geminitest.SampleSOP)
-	ai.Default = &good
+	ai.Answer(good)
 	cmd := exec.Command(bin, "worker")
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "GEMINI_API_KEY=test-key", "RUNOPS_TEST_HANDLER=advisory",
 		"SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ServiceRoleKey(), "GOOGLE_GEMINI_BASE_URL="+ai.URL,
@@ -229,7 +229,7 @@ func TestServeRunsTheWholeFlow(t *testing.T) {
 	fake.OnStore(soptest.Inspect(t))
 	ai := geminitest.New(t, "test-key")
 	good := geminitest.JSON(geminitest.SampleSOP)
-	ai.Default = &good
+	ai.Answer(good)
 	addr := freeAddr(t)
 	cmd := exec.Command(binary(t), "serve")
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ServiceRoleKey(),

@@ -37,8 +37,8 @@ type Server struct {
 	ActivateAfter int
 	// FileOutcome: "" (becomes ACTIVE), "FAILED", or "STUCK" (never leaves PROCESSING).
 	FileOutcome string
-	// Default answers generateContent once the script is used up (unset: a 500).
-	Default *Reply
+	// fallback answers generateContent once the script is used up (unset: a 500).
+	fallback *Reply
 	// blocked holds generateContent calls until released.
 	blocked chan struct{}
 	entered chan struct{}
@@ -92,6 +92,14 @@ func New(t testing.TB, key string) *Server {
 	s.URL = srv.URL
 	t.Cleanup(srv.Close)
 	return s
+}
+
+// Answer sets the reply to every generateContent call once the script is
+// used up (before it, a 500).
+func (s *Server) Answer(r Reply) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fallback = &r
 }
 
 // Script appends replies for the next generateContent calls.
@@ -387,8 +395,8 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, model string) 
 	switch {
 	case len(s.replies) > 0:
 		reply, s.replies = s.replies[0], s.replies[1:]
-	case s.Default != nil:
-		reply = *s.Default
+	case s.fallback != nil:
+		reply = *s.fallback
 	default:
 		s.mu.Unlock()
 		writeError(w, 500, "INTERNAL", "no scripted reply")

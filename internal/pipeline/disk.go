@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -33,7 +34,7 @@ type disk struct {
 
 // reserve books need bytes in dir for the job (replacing what it booked
 // before), or returns errDiskFull.
-func (p *Pipeline) reserve(id jobs.ID, dir string, need uint64) error {
+func (p *Pipeline) reserve(ctx context.Context, id jobs.ID, dir string, need uint64) error {
 	free, err := p.cfg.FreeSpace(dir)
 	if err != nil {
 		return fmt.Errorf("check free space in %s: %w", dir, err)
@@ -44,8 +45,8 @@ func (p *Pipeline) reserve(id jobs.ID, dir string, need uint64) error {
 	others := d.bookedExcept(id)
 	if free < others+need {
 		d.fullDir, d.fullNeed = dir, need
-		p.cfg.Logger.Error("RUNOPS_TMPDIR has too little free space: handing the job back and claiming nothing until there is room",
-			"job_id", id, "dir", dir, "free", free, "reserved_by_others", others, "need", need)
+		p.cfg.Logger.ErrorContext(ctx, "RUNOPS_TMPDIR has too little free space: handing the job back and claiming nothing until there is room",
+			"dir", dir, "free", free, "reserved_by_others", others, "need", need)
 		return errDiskFull
 	}
 	if d.reserved == nil {
@@ -67,13 +68,13 @@ func (d *disk) bookedExcept(id jobs.ID) uint64 {
 }
 
 // outOfSpace records that a write in dir failed for want of space.
-func (p *Pipeline) outOfSpace(id jobs.ID, dir string, err error) error {
+func (p *Pipeline) outOfSpace(ctx context.Context, id jobs.ID, dir string, err error) error {
 	d := &p.disk
 	d.mu.Lock()
 	d.fullDir, d.fullNeed = dir, d.reserved[id]
 	d.mu.Unlock()
-	p.cfg.Logger.Error("RUNOPS_TMPDIR ran out of space: handing the job back and claiming nothing until there is room",
-		"job_id", id, "dir", dir, "error", err)
+	p.cfg.Logger.ErrorContext(ctx, "RUNOPS_TMPDIR ran out of space: handing the job back and claiming nothing until there is room",
+		"dir", dir, "error", err)
 	return fmt.Errorf("%w: %w", errDiskFull, err)
 }
 

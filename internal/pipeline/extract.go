@@ -72,7 +72,7 @@ func (p *Pipeline) extract(ctx context.Context, job queue.Job, r queue.Reporter,
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 			defer cancel()
 			if derr := p.model.Delete(dctx, file.Name); derr != nil {
-				p.cfg.Logger.Warn("could not delete the Gemini file", "job_id", job.ID, "file", file.Name, "error", derr)
+				p.cfg.Logger.WarnContext(ctx, "could not delete the Gemini file", "file", file.Name, "error", derr)
 			}
 		}
 	}()
@@ -104,7 +104,7 @@ func (p *Pipeline) extract(ctx context.Context, job queue.Job, r queue.Reporter,
 			return err
 		})
 		if err != nil {
-			return p.geminiFailure(err)
+			return p.geminiFailure(ctx, err)
 		}
 		calls++
 		usage = usage.Add(resp.Usage)
@@ -123,7 +123,7 @@ func (p *Pipeline) extract(ctx context.Context, job queue.Job, r queue.Reporter,
 			problems = "- the answer was cut off before its end: describe the procedure more briefly\n" + problems
 		}
 		if doc == nil {
-			p.cfg.Logger.Info("SOP rejected; asking again", "job_id", job.ID, "call", calls, "problems", problems)
+			p.cfg.Logger.InfoContext(ctx, "SOP rejected; asking again", "call", calls, "problems", problems)
 			if calls < maxCalls {
 				if err := r.Stage(ctx, "extracting"); err != nil {
 					return err
@@ -185,7 +185,7 @@ func (p *Pipeline) geminiFile(ctx context.Context, job queue.Job, r queue.Report
 		exp, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(prev["file_expires_at"]))
 		if name != "" && sha == slim.SHA256 && time.Until(exp) > reuseMinLife {
 			if f, err := p.model.File(ctx, name); err == nil && f.State == "ACTIVE" && time.Until(f.ExpiresAt) > reuseMinLife {
-				p.cfg.Logger.Info("reusing the Gemini file of a previous attempt", "job_id", job.ID, "file", name)
+				p.cfg.Logger.InfoContext(ctx, "reusing the Gemini file of a previous attempt", "file", name)
 				return f, nil
 			}
 		}
@@ -197,7 +197,7 @@ func (p *Pipeline) geminiFile(ctx context.Context, job queue.Job, r queue.Report
 		return err
 	})
 	if err != nil {
-		return gemini.File{}, p.geminiFailure(err)
+		return gemini.File{}, p.geminiFailure(ctx, err)
 	}
 	if err := r.Merge(ctx, map[string]any{"gemini": map[string]any{
 		"file_name": f.Name, "file_expires_at": f.ExpiresAt, "slim_sha256": slim.SHA256}}); err != nil {
@@ -228,20 +228,20 @@ func (p *Pipeline) geminiFile(ctx context.Context, job queue.Job, r queue.Report
 			return err
 		})
 		if err != nil {
-			return f, p.geminiFailure(err)
+			return f, p.geminiFailure(ctx, err)
 		}
 	}
 	return f, nil
 }
 
 // geminiFailure turns what is left of a Gemini error into the job's end.
-func (p *Pipeline) geminiFailure(err error) error {
+func (p *Pipeline) geminiFailure(ctx context.Context, err error) error {
 	var f *jobs.Failure
 	switch {
 	case errors.As(err, &f), errors.Is(err, context.Canceled), errors.Is(err, queue.ErrLeaseLost):
 		return err
 	case errors.Is(err, gemini.ErrBadKey):
-		p.cfg.Logger.Error("Gemini refused GEMINI_API_KEY", "error", err)
+		p.cfg.Logger.ErrorContext(ctx, "Gemini refused GEMINI_API_KEY", "error", err)
 		return jobs.Fail(msgBadKey, err)
 	}
 	return jobs.Fail(msgAIDown, err)

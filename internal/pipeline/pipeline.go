@@ -103,8 +103,7 @@ type SlimResult struct {
 // reused from a previous attempt when its checksum still matches, otherwise
 // made from the raw upload.
 func (p *Pipeline) Slim(ctx context.Context, job queue.Job, r queue.Reporter) (SlimResult, error) {
-	log := p.cfg.Logger.With("job_id", job.ID, "attempt", job.Attempt)
-	if res, ok := p.reuseSlim(ctx, job, log); ok {
+	if res, ok := p.reuseSlim(ctx, job); ok {
 		return res, nil
 	}
 	raw := filepath.Join(job.TempDir, "raw")
@@ -140,7 +139,7 @@ func (p *Pipeline) Slim(ctx context.Context, job queue.Job, r queue.Reporter) (S
 
 // reuseSlim downloads the slim copy a previous attempt recorded and keeps it
 // if its sha256 still matches.
-func (p *Pipeline) reuseSlim(ctx context.Context, job queue.Job, log *slog.Logger) (SlimResult, bool) {
+func (p *Pipeline) reuseSlim(ctx context.Context, job queue.Job) (SlimResult, bool) {
 	rec, _ := job.Metadata["slim"].(map[string]any)
 	want, _ := rec["sha256"].(string)
 	if want == "" {
@@ -159,7 +158,7 @@ func (p *Pipeline) reuseSlim(ctx context.Context, job queue.Job, log *slog.Logge
 		return err
 	})
 	if err != nil || got != want {
-		log.Info("slim copy of a previous attempt not reusable", "error", err, "sha256_match", got == want)
+		p.cfg.Logger.InfoContext(ctx, "slim copy of a previous attempt not reusable", "error", err, "sha256_match", got == want)
 		os.Remove(file)
 		return SlimResult{}, false
 	}
@@ -168,7 +167,7 @@ func (p *Pipeline) reuseSlim(ctx context.Context, job queue.Job, log *slog.Logge
 	if frames, ok := rec["frames"].(float64); ok {
 		res.Frames = int(frames)
 	}
-	log.Info("reusing the slim copy of a previous attempt", "sha256", got)
+	p.cfg.Logger.InfoContext(ctx, "reusing the slim copy of a previous attempt", "sha256", got)
 	return res, true
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"os"
@@ -62,7 +63,7 @@ func newRig(t *testing.T, tweak ...func(*pipeline.Config)) *rig {
 	}
 	ai := geminitest.New(t, "test-key")
 	good := geminitest.JSON(goodSOP)
-	ai.Default = &good
+	ai.Answer(good)
 	model, err := gemini.New(context.Background(), gemini.Config{APIKey: "test-key", Model: "gemini-test", BaseURL: ai.URL})
 	if err != nil {
 		t.Fatal(err)
@@ -361,5 +362,46 @@ func removeObject(t *testing.T, r *rig, path string) {
 	}
 	if err := c.Remove(context.Background(), path); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// lockedBuffer collects log output written from many goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Every line the pipeline logs about a job names the job and the attempt,
+// wherever it is logged (here: a retry deep in a stage).
+func TestJobLogLinesCarryTheJob(t *testing.T) {
+	t.Parallel()
+	var logs lockedBuffer
+	r := newRig(t, func(c *pipeline.Config) { c.Logger = slog.New(queue.JobLogs(slog.NewJSONHandler(&logs, nil))) })
+	r.fake.FailNext(supabasetest.OpDownload, 1, 503)
+	id := r.submit(mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 1}), nil)
+	if j := r.finished(id); outcome(j) != done {
+		t.Fatal(outcome(j))
+	}
+	var retry map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "transient failure; trying again" {
+			retry = m
+		}
+	}
+	if retry == nil || retry["job_id"] != string(id) || retry["attempt"] != float64(1) {
+		t.Fatalf("retry line %v in:\n%s", retry, logs.String())
 	}
 }

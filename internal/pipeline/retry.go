@@ -37,7 +37,7 @@ func (p *Pipeline) retry(ctx context.Context, giveUp string, step func() error) 
 	for try := 1; ; try++ {
 		err := step()
 		if errors.Is(err, jobs.ErrRefusedKey) {
-			p.cfg.Logger.Error("Supabase Storage refused SUPABASE_SERVICE_ROLE_KEY: set the project's service role key", "error", err)
+			p.cfg.Logger.ErrorContext(ctx, "Supabase Storage refused SUPABASE_SERVICE_ROLE_KEY: set the project's service role key", "error", err)
 			return jobs.Fail(msgStorageKey, err)
 		}
 		if err == nil || !errors.Is(err, jobs.ErrUnavailable) || ctx.Err() != nil {
@@ -55,7 +55,7 @@ func (p *Pipeline) retry(ctx context.Context, giveUp string, step func() error) 
 			}
 			return jobs.Fail(giveUp, fmt.Errorf("%w: gave up after %d tries: %w", errExhausted, try, err))
 		}
-		p.cfg.Logger.Warn("transient failure; trying again", "try", try, "wait", wait, "error", err)
+		p.cfg.Logger.WarnContext(ctx, "transient failure; trying again", "try", try, "wait", wait, "error", err)
 		if err := p.cfg.Sleep(ctx, wait); err != nil {
 			return err
 		}

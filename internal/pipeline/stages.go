@@ -41,7 +41,7 @@ func (p *Pipeline) download(ctx context.Context, job queue.Job, r queue.Reporter
 			expected = int64(s)
 		}
 	}
-	if err := p.checkSpace(job.ID, filepath.Dir(file), expected); err != nil {
+	if err := p.checkSpace(ctx, job.ID, filepath.Dir(file), expected); err != nil {
 		return err
 	}
 	err := p.retry(ctx, msgStorageDown, func() error {
@@ -57,7 +57,7 @@ func (p *Pipeline) download(ctx context.Context, job queue.Job, r queue.Reporter
 			return jobs.CheckUploadSize(size)
 		}
 		if size > expected {
-			if err := p.checkSpace(job.ID, filepath.Dir(file), size); err != nil {
+			if err := p.checkSpace(ctx, job.ID, filepath.Dir(file), size); err != nil {
 				return err
 			}
 		}
@@ -72,15 +72,15 @@ func (p *Pipeline) download(ctx context.Context, job queue.Job, r queue.Reporter
 		return jobs.CheckUploadSize(n) // n is the limit + 1 when there was more
 	})
 	if noSpace(err) {
-		return p.outOfSpace(job.ID, filepath.Dir(file), err)
+		return p.outOfSpace(ctx, job.ID, filepath.Dir(file), err)
 	}
 	return err
 }
 
 // checkSpace reserves room for the raw file, the slim copy and some to
 // spare, or says the disk is full (the job is handed back).
-func (p *Pipeline) checkSpace(id jobs.ID, dir string, rawSize int64) error {
-	return p.reserve(id, dir, uint64(rawSize)*12/10+64<<20)
+func (p *Pipeline) checkSpace(ctx context.Context, id jobs.ID, dir string, rawSize int64) error {
+	return p.reserve(ctx, id, dir, uint64(rawSize)*12/10+64<<20)
 }
 
 func freeSpace(dir string) (uint64, error) {
@@ -152,7 +152,7 @@ func (p *Pipeline) transcode(ctx context.Context, job queue.Job, r queue.Reporte
 	case ctx.Err() != nil:
 		return SlimResult{}, ctx.Err()
 	case noSpace(err):
-		return SlimResult{}, p.outOfSpace(job.ID, job.TempDir, err)
+		return SlimResult{}, p.outOfSpace(ctx, job.ID, job.TempDir, err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return SlimResult{}, jobs.Fail(fmt.Sprintf("Converting the video took longer than %s; please upload a shorter recording or try again later.",
 			minutes(p.cfg.FFmpegTimeout.Seconds())), err)

@@ -351,7 +351,7 @@ func (w *Worker) rescueLoop(ctx context.Context) {
 // execute runs one claimed job to its end and records the outcome.
 func (w *Worker) execute(jobsCtx context.Context, job Job) {
 	log := w.log.With("job_id", job.ID, "attempt", job.Attempt, "worker", w.cfg.Name)
-	runCtx, cancel := context.WithCancelCause(jobsCtx)
+	runCtx, cancel := context.WithCancelCause(withJobAttrs(jobsCtx, job))
 	defer cancel(nil)
 	r := &run{job: job, cancel: cancel, check: make(chan struct{}, 1)}
 	w.mu.Lock()
