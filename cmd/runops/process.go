@@ -128,4 +128,3 @@ func megabytes(v any) string {
 	n, _ := v.(float64)
 	return fmt.Sprintf("%.1f MB", n/1e6)
 }
-
