@@ -42,6 +42,7 @@ commands:
   process VIDEO [--out DIR]
             turn one recording into DIR/<name>.slim.mp4, <name>.sop.json and
             <name>.sop.md on this machine (needs only GEMINI_API_KEY)
+  jobs      list, show, requeue, cancel or complete jobs (runops jobs for more)
   serve     run the API and the worker in one process
   api       run the HTTP API only
   worker    run the job worker only
@@ -103,6 +104,8 @@ func run(ctx context.Context, cmd string, args []string, getenv func(string) str
 	switch cmd {
 	case "process":
 		return process(ctx, cfg, args, stdout, os.Stderr, log)
+	case "jobs":
+		return jobsCommand(ctx, cfg, args, stdout)
 	case "migrate":
 		return migrate(ctx, cfg, stdout)
 	case "api":

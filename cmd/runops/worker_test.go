@@ -399,7 +399,7 @@ func TestSOPEditStormDoesNotStarveJobs(t *testing.T) {
 	base := "http://" + addr
 	waitReady(t, base)
 
-	sample, err := os.ReadFile("../../internal/sop/testdata/sample.json")
+	sample, err := os.ReadFile("../../docs/sample-sop.json")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 func (e *env) withSOP(status string) string {
 	e.t.Helper()
 	id := uuid.NewString()
-	b, err := os.ReadFile("../sop/testdata/sample.json")
+	b, err := os.ReadFile("../../docs/sample-sop.json")
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ const jobID = "3f2504e0-4f89-41d3-9a0c-0305e82c3301"
 
 func sample(t testing.TB) *Document {
 	t.Helper()
-	b, err := os.ReadFile("testdata/sample.json")
+	b, err := os.ReadFile("../../docs/sample-sop.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestRepair(t *testing.T) {
 }
 
 func FuzzValidate(f *testing.F) {
-	b, _ := os.ReadFile("testdata/sample.json")
+	b, _ := os.ReadFile("../../docs/sample-sop.json")
 	f.Add(b)
 	f.Add([]byte(`{"meta":{"title":"x"},"public":{"nodes":[{"id":"a","parentId":"a","children":["a"]}]}}`))
 	f.Add([]byte(`{"public":{"nodes":[{"id":"a","parentId":"b"},{"id":"b","parentId":"a"}]}}`))

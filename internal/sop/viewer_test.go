@@ -14,7 +14,7 @@ import (
 const jobID = "3f2504e0-4f89-41d3-9a0c-0305e82c3301"
 
 func TestSampleRendersInTheViewer(t *testing.T) {
-	raw, _ := os.ReadFile("testdata/sample.json")
+	raw, _ := os.ReadFile("../../docs/sample-sop.json")
 	soptest.Check(t, "the sample", raw)
 	d, err := sop.Load(raw, jobID)
 	if err != nil {
@@ -66,7 +66,7 @@ func setFirst(t *testing.T, tree any, path string, v any) {
 // Every field the viewer prints, set to something that is not text, is
 // refused on read and named — except a trigger's config, which is repaired.
 func TestPrintedFieldsMustBeText(t *testing.T) {
-	raw, _ := os.ReadFile("testdata/sample.json")
+	raw, _ := os.ReadFile("../../docs/sample-sop.json")
 	for _, path := range sop.Printed {
 		for _, bad := range []string{`{}`, `7`, `null`, `["x"]`, `true`} {
 			t.Run(path+"="+bad, func(t *testing.T) {
@@ -137,7 +137,7 @@ func TestLoadRepairsLegacyTriggers(t *testing.T) {
 // What the viewer ignores, and what a trigger's config says, never make a
 // document unreadable.
 func TestLoadIsLenientWhereTheViewerIs(t *testing.T) {
-	raw, _ := os.ReadFile("testdata/sample.json")
+	raw, _ := os.ReadFile("../../docs/sample-sop.json")
 	var tree map[string]any
 	_ = json.Unmarshal(raw, &tree)
 	public := tree["public"].(map[string]any)

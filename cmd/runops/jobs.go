@@ -1,0 +1,293 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/runops/runops/internal/config"
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/postgres"
+	"github.com/runops/runops/internal/sop"
+	"github.com/runops/runops/internal/storage"
+)
+
+const jobsUsage = `usage: runops jobs <verb>
+
+  list [--status S] [--limit N] [--json]   newest first
+  show ID [--json]                         the row, stages, attempts, probe, Gemini usage
+  requeue ID | --status S [--since D]      run again, with a fresh count of attempts
+  cancel ID                                stop a queued or running job ("Stopped by an operator.")
+  complete ID --sop FILE                   store FILE as the job's SOP and mark it completed
+
+Each is a person's edit, like one in the Supabase dashboard: a worker holding
+the job hears of it at once.`
+
+// msgCancelled is the sentence a job cancelled by an operator shows.
+const msgCancelled = "Stopped by an operator."
+
+// jobsCommand is `runops jobs …`.
+func jobsCommand(ctx context.Context, cfg config.Config, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return usageError(jobsUsage)
+	}
+	verb, args := args[0], args[1:]
+	fs := flag.NewFlagSet("jobs "+verb, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	status := fs.String("status", "", "a job status")
+	limit := fs.Int("limit", 50, "how many jobs")
+	asJSON := fs.Bool("json", false, "JSON instead of a table")
+	since := fs.Duration("since", 0, "only jobs changed this recently (e.g. 2h)")
+	sopFile := fs.String("sop", "", "the SOP document to store")
+	positional, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	pool, err := postgres.OpenPool(ctx, cfg.DatabaseURL, 2)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	store := postgres.NewJobStore(pool)
+	one := func() (jobs.ID, error) {
+		if len(positional) != 1 {
+			return "", usageError(fmt.Sprintf("jobs %s takes one job id\n\n%s", verb, jobsUsage))
+		}
+		return jobs.ParseID(positional[0])
+	}
+
+	switch verb {
+	case "list":
+		list, err := store.List(ctx, jobs.Status(*status), *limit)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return writeJSONTo(stdout, list)
+		}
+		printJobs(stdout, list, time.Now())
+		return nil
+	case "show":
+		id, err := one()
+		if err != nil {
+			return err
+		}
+		j, err := store.Get(ctx, id)
+		if err != nil {
+			return describeMissing(id, err)
+		}
+		if *asJSON {
+			return writeJSONTo(stdout, j)
+		}
+		printJob(stdout, j)
+		return nil
+	case "requeue":
+		if *status != "" {
+			ids, err := store.RequeueAll(ctx, jobs.Status(*status), *since)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "requeued %d jobs\n", len(ids))
+			for _, id := range ids {
+				fmt.Fprintln(stdout, id)
+			}
+			return nil
+		}
+		id, err := one()
+		if err != nil {
+			return err
+		}
+		return report(stdout, id, "requeued", "is queued already, or does not exist")(store.Requeue(ctx, id))
+	case "cancel":
+		id, err := one()
+		if err != nil {
+			return err
+		}
+		return report(stdout, id, "cancelled", "has ended already, or does not exist")(store.Cancel(ctx, id, msgCancelled))
+	case "complete":
+		id, err := one()
+		if err != nil {
+			return err
+		}
+		if *sopFile == "" {
+			return usageError("jobs complete takes --sop FILE\n\n" + jobsUsage)
+		}
+		return completeByHand(ctx, cfg, pool, store, id, *sopFile, stdout)
+	}
+	return usageError(fmt.Sprintf("unknown verb %q\n\n%s", verb, jobsUsage))
+}
+
+// report prints what an edit did, or why it did nothing (an error: exit 1).
+func report(w io.Writer, id jobs.ID, done, notDone string) func(bool, error) error {
+	return func(ok bool, err error) error {
+		switch {
+		case err != nil:
+			return err
+		case !ok:
+			return fmt.Errorf("job %s %s", id, notDone)
+		}
+		fmt.Fprintf(w, "%s %s\n", done, id)
+		return nil
+	}
+}
+
+func describeMissing(id jobs.ID, err error) error {
+	if err == jobs.ErrNotFound {
+		return fmt.Errorf("no job %s", id)
+	}
+	return err
+}
+
+// completeByHand checks the document as the viewer needs it, stores it as the
+// job's SOP and marks the job completed, both under the SOP lock, so that no
+// worker's write can come between them.
+func completeByHand(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, store *postgres.JobStore, id jobs.ID, file string, w io.Writer) error {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	doc, err := sop.Load(raw, string(id))
+	if err != nil {
+		return fmt.Errorf("%s is not an SOP the viewer can show: %w", file, err)
+	}
+	b, err := sop.Marshal(doc)
+	if err != nil {
+		return err
+	}
+	if err := cfg.RequireServiceKey(); err != nil {
+		return err
+	}
+	objects, err := storage.New(storage.Config{URL: cfg.SupabaseURL, PublicURL: cfg.SupabasePublicURL,
+		ServiceKey: cfg.ServiceRoleKey, Bucket: jobs.Bucket})
+	if err != nil {
+		return err
+	}
+	if _, err := store.Get(ctx, id); err != nil {
+		return describeMissing(id, err)
+	}
+	err = postgres.NewSOPLocker(pool).WithSOPLock(ctx, id, func(ctx context.Context) error {
+		if err := objects.Upload(ctx, id.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json"); err != nil {
+			return err
+		}
+		ok, err := store.MarkCompleted(ctx, id, map[string]any{"sop": map[string]any{"path": id.SOPPath(),
+			"nodes": len(doc.Public.Nodes), "edges": len(doc.Public.Edges), "by": "operator"}})
+		if err == nil && !ok {
+			err = describeMissing(id, jobs.ErrNotFound)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "completed %s with %s (%d nodes)\n", id, file, len(doc.Public.Nodes))
+	return nil
+}
+
+func writeJSONTo(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// printJobs is the readable table of list.
+func printJobs(w io.Writer, list []jobs.Job, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATUS\tSTAGE\tPROGRESS\tATTEMPT\tAGE\tERROR")
+	for _, j := range list {
+		progress := ""
+		if p := j.Progress(); p != nil {
+			progress = fmt.Sprintf("%.0f%%", *p*100)
+		}
+		errText := ""
+		if j.Error != nil {
+			errText = shorten(*j.Error, 60)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\t%s\n", j.ID, j.Status, j.Stage(), progress, orDash(j.Metadata["attempt"]),
+			age(now.Sub(j.CreatedAt)), errText)
+	}
+	tw.Flush()
+}
+
+// printJob is show: the row, its stages with timings, its attempts, the
+// probe and the Gemini usage.
+func printJob(w io.Writer, j jobs.Job) {
+	fmt.Fprintf(w, "job       %s\nstatus    %s\ncreated   %s\nupdated   %s\n", j.ID, j.Status,
+		j.CreatedAt.Format(time.RFC3339), j.UpdatedAt.Format(time.RFC3339))
+	if j.CompletedAt != nil {
+		fmt.Fprintf(w, "completed %s\n", j.CompletedAt.Format(time.RFC3339))
+	}
+	if j.Error != nil {
+		fmt.Fprintf(w, "error     %s\n", *j.Error)
+	}
+	if s := j.Stage(); s != "" {
+		fmt.Fprintf(w, "stage     %s\n", s)
+	}
+	if t, ok := j.Metadata["timings"].(map[string]any); ok && len(t) > 0 {
+		fmt.Fprintln(w, "\nstages")
+		keys := sortedKeys(t)
+		for _, k := range keys {
+			ms, _ := t[k].(float64)
+			fmt.Fprintf(w, "  %-20s %10s\n", strings.TrimSuffix(k, "_ms"), (time.Duration(ms) * time.Millisecond).String())
+		}
+	}
+	if list, ok := j.Metadata["attempts"].([]any); ok && len(list) > 0 {
+		fmt.Fprintln(w, "\nattempts")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, a := range list {
+			m, _ := a.(map[string]any)
+			fmt.Fprintf(tw, "  %v\t%v\t%v\t%v\t%v\t%v\n", m["n"], orDash(m["outcome"]), m["worker"], m["started_at"], orDash(m["ended_at"]), orDash(m["error"]))
+		}
+		tw.Flush()
+	}
+	for _, key := range []string{"probe", "slim", "gemini", "sop"} {
+		if v, ok := j.Metadata[key]; ok {
+			b, _ := json.Marshal(v)
+			fmt.Fprintf(w, "\n%s\n  %s\n", key, b)
+		}
+	}
+}
+
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func orDash(v any) any {
+	if v == nil {
+		return "-"
+	}
+	return v
+}
+
+func age(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+func shorten(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
+}

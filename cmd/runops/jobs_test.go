@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/postgres"
+	"github.com/runops/runops/internal/sop/soptest"
+	"github.com/runops/runops/internal/supabasetest"
+)
+
+// The operator CLI, run as a person runs it: every verb, with flags after the
+// positional arguments, and each edit heard by a LISTEN connection as a
+// dashboard edit would be.
+func TestJobsCLI(t *testing.T) {
+	d, dsn := newDB(t)
+	fake := supabasetest.New(t, jobs.MaxUploadBytes)
+	fake.OnStore(soptest.Inspect(t))
+	bin := binary(t)
+	runops := func(args ...string) (string, error) {
+		t.Helper()
+		cmd := exec.Command(bin, append([]string{"jobs"}, args...)...)
+		cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ServiceRoleKey())
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	ctx := context.Background()
+	listener, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close(ctx)
+	if _, err := listener.Exec(ctx, "LISTEN "+postgres.Channel); err != nil {
+		t.Fatal(err)
+	}
+	heard := func(id string, status jobs.Status) {
+		t.Helper()
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		for {
+			n, err := listener.WaitForNotification(wctx)
+			if err != nil {
+				t.Fatalf("no notification of %s → %s: %v", id, status, err)
+			}
+			var p postgres.Notification
+			if json.Unmarshal([]byte(n.Payload), &p) == nil && string(p.JobID) == id && p.Status == status {
+				return
+			}
+		}
+	}
+
+	failed, running, fresh := uuid.NewString(), uuid.NewString(), uuid.NewString()
+	d.exec(`INSERT INTO jobs (job_id, status, error, created_at, metadata) VALUES
+	  ($1, 'error', 'The video is 24 minutes long; the limit is 20 minutes.', now() - interval '2 hours', '{"attempt": 1, "timings": {"probing_ms": 120}}'),
+	  ($2, 'processing', NULL, now() - interval '1 hour', '{"attempt": 1, "stage": "transcoding", "progress": 0.5}'),
+	  ($3, 'queued', NULL, now(), NULL)`, failed, running, fresh)
+	heard(fresh, jobs.StatusQueued) // the inserts' notifications, out of the way
+
+	out, err := runops("list", "--json")
+	var list []jobs.Job
+	if err != nil || json.Unmarshal([]byte(out), &list) != nil || len(list) != 3 || string(list[0].ID) != fresh || string(list[2].ID) != failed {
+		t.Fatalf("list --json (newest first): %v\n%s", err, out)
+	}
+	out, err = runops("list", "--status", "processing")
+	if err != nil || !strings.Contains(out, running) || strings.Contains(out, failed) || !strings.Contains(out, "transcoding") || !strings.Contains(out, "50%") {
+		t.Fatalf("list --status processing: %v\n%s", err, out)
+	}
+	out, err = runops("show", failed, "--json")
+	var shown jobs.Job
+	if err != nil || json.Unmarshal([]byte(out), &shown) != nil || shown.Status != jobs.StatusError {
+		t.Fatalf("show --json: %v\n%s", err, out)
+	}
+	if out, err = runops("show", failed); err != nil || !strings.Contains(out, "24 minutes") || !strings.Contains(out, "probing") {
+		t.Fatalf("show: %v\n%s", err, out)
+	}
+
+	if out, err = runops("cancel", running); err != nil {
+		t.Fatalf("cancel: %v\n%s", err, out)
+	}
+	heard(running, jobs.StatusError)
+	if e := d.scalar(`SELECT error FROM jobs WHERE job_id = $1`, running); e != msgCancelled {
+		t.Fatalf("cancelled job's error %v", e)
+	}
+	if _, err = runops("cancel", running); err == nil {
+		t.Fatal("cancelling an ended job succeeded")
+	}
+
+	if out, err = runops("requeue", "--status", "error", "--since", "2h"); err != nil || !strings.Contains(out, "requeued 2 jobs") {
+		t.Fatalf("requeue --status error --since 2h: %v\n%s", err, out)
+	}
+	heard(running, jobs.StatusQueued)
+	if a := d.scalar(`SELECT metadata->>'attempt' FROM jobs WHERE job_id = $1`, failed); a != "0" {
+		t.Fatalf("a requeued job's attempt %v; want a fresh count", a)
+	}
+	if out, err = runops("requeue", failed); err == nil {
+		t.Fatalf("requeueing a queued job succeeded: %s", out)
+	}
+
+	if out, err = runops("complete", fresh, "--sop", "../../docs/sample-sop.json"); err != nil {
+		t.Fatalf("complete: %v\n%s", err, out)
+	}
+	heard(fresh, jobs.StatusCompleted)
+	if _, ok := fake.Object("videos/sops/" + fresh + ".json"); !ok || d.scalar(`SELECT status FROM jobs WHERE job_id = $1`, fresh) != "completed" {
+		t.Fatal("complete did not store the SOP and mark the job")
+	}
+	bad := t.TempDir() + "/bad.json"
+	if err := os.WriteFile(bad, []byte(`{"meta":{"title":"T"},"public":{"nodes":[{"id":"a","type":"step","label":"A"}]}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err = runops("complete", failed, "--sop", bad); err == nil || !strings.Contains(out, "public.nodes[0].type") {
+		t.Fatalf("complete with a broken SOP: %v\n%s", err, out)
+	}
+	if out, err = runops("frobnicate"); err == nil || !strings.Contains(out, "usage: runops jobs") {
+		t.Fatalf("unknown verb: %v\n%s", err, out)
+	}
+}

@@ -1,0 +1,76 @@
+package postgres
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/runops/runops/internal/jobs"
+)
+
+// The operator's edits (runops jobs …). They are a person's edits under the
+// same rules as the dashboard's: plain status changes, which the trigger
+// notifies, so a worker holding the job stops at once; a re-queue starts a
+// fresh count of attempts (the jobs_requeued trigger).
+const (
+	listJobs = `SELECT ` + jobColumns + ` FROM public.jobs
+WHERE $1 = '' OR status = $1
+ORDER BY created_at DESC, id DESC
+LIMIT $2`
+
+	requeueJob = `UPDATE public.jobs SET status = 'queued' WHERE job_id = $1 AND status <> 'queued'`
+
+	requeueJobs = `UPDATE public.jobs SET status = 'queued'
+WHERE status = $1 AND $1 <> 'queued' AND ($2 = 0 OR updated_at > now() - make_interval(secs => $2))
+RETURNING job_id::text`
+
+	cancelJob = `UPDATE public.jobs SET status = 'error', error = $2, completed_at = NULL
+WHERE job_id = $1 AND status IN ('queued', 'processing')`
+
+	completeByHand = `UPDATE public.jobs SET status = 'completed', completed_at = now(), error = NULL,
+    metadata = public.runops_jsonb_merge(coalesce(metadata, '{}'::jsonb), $2)
+WHERE job_id = $1`
+)
+
+// List returns up to limit jobs, newest first, of one status ("" = all).
+func (s *JobStore) List(ctx context.Context, status jobs.Status, limit int) ([]jobs.Job, error) {
+	rows, err := s.pool.Query(ctx, listJobs, string(status), limit)
+	if err != nil {
+		return nil, wrap("list jobs", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (jobs.Job, error) { return scanJob(r) })
+	return out, wrap("list jobs", err)
+}
+
+// Requeue sets the job back to queued; false when it is queued already or
+// does not exist.
+func (s *JobStore) Requeue(ctx context.Context, id jobs.ID) (bool, error) {
+	tag, err := s.pool.Exec(ctx, requeueJob, string(id))
+	return tag.RowsAffected() == 1, wrap("requeue job", err)
+}
+
+// RequeueAll sets every job of status changed within since (0 = ever) back
+// to queued and returns their ids.
+func (s *JobStore) RequeueAll(ctx context.Context, status jobs.Status, since time.Duration) ([]jobs.ID, error) {
+	rows, err := s.pool.Query(ctx, requeueJobs, string(status), since.Seconds())
+	if err != nil {
+		return nil, wrap("requeue jobs", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[jobs.ID])
+	return ids, wrap("requeue jobs", err)
+}
+
+// Cancel ends a queued or processing job in error with message; false when
+// it has ended already or does not exist.
+func (s *JobStore) Cancel(ctx context.Context, id jobs.ID, message string) (bool, error) {
+	tag, err := s.pool.Exec(ctx, cancelJob, string(id), message)
+	return tag.RowsAffected() == 1, wrap("cancel job", err)
+}
+
+// MarkCompleted marks the job completed by hand, merging patch into its
+// metadata; false when there is no such job.
+func (s *JobStore) MarkCompleted(ctx context.Context, id jobs.ID, patch map[string]any) (bool, error) {
+	tag, err := s.pool.Exec(ctx, completeByHand, string(id), patch)
+	return tag.RowsAffected() == 1, wrap("complete job", err)
+}
