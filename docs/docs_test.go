@@ -174,7 +174,7 @@ func TestTheChecksCanFail(t *testing.T) {
 	if got := docsRef.FindAllString("// see docs/lifecycle.md#errors and "+missing+".", -1); strings.Join(got, " ") != "docs/lifecycle.md#errors "+missing {
 		t.Errorf("docs references %v", got)
 	}
-	if !outside.MatchString("(" + "DESIGN" + ".md)") || !outside.MatchString("../" + "shared/x") || outside.MatchString("docs/"+"design.md") {
+	if !outside.MatchString("("+"DESIGN"+".md)") || !outside.MatchString("../"+"shared/x") || outside.MatchString("docs/"+"design.md") {
 		t.Error("the outside-citation pattern is wrong")
 	}
 }
