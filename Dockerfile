@@ -17,5 +17,8 @@ COPY --from=build /out/runops /usr/local/bin/runops
 USER 10001:10001
 ENV RUNOPS_ADDR=:8080
 EXPOSE 8080
+# The image has no curl: the binary asks its own /healthz.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 CMD ["runops", "healthcheck"]
+# One image for every command: serve (default), api, worker, migrate, jobs, process.
 ENTRYPOINT ["runops"]
 CMD ["serve"]

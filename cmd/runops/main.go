@@ -47,6 +47,8 @@ commands:
   api       run the HTTP API only
   worker    run the job worker only
   migrate   apply the database migrations in supabase/migrations
+  healthcheck
+            exit 0 when the process on RUNOPS_ADDR answers /healthz (the image's HEALTHCHECK)
 
 Configuration is read from the environment; see the README.
 `
@@ -106,6 +108,8 @@ func run(ctx context.Context, cmd string, args []string, getenv func(string) str
 		return process(ctx, cfg, args, stdout, os.Stderr, log)
 	case "jobs":
 		return jobsCommand(ctx, cfg, args, stdout)
+	case "healthcheck":
+		return healthcheck(ctx, cfg.Addr)
 	case "migrate":
 		return migrate(ctx, cfg, stdout)
 	case "api":
@@ -317,4 +321,31 @@ var pipelineHandler = func(ctx context.Context, d handlerDeps) (queue.Handler, e
 	return pipeline.New(d.objects, model, postgres.NewSOPLocker(d.pool), pipeline.Config{
 		FFmpegTimeout: d.cfg.FFmpegTimeout, MaxRetryWait: d.cfg.GeminiMaxRetryWait,
 		FileActiveTimeout: d.cfg.GeminiFileActiveTimeout, Logger: d.log}), nil
+}
+
+// healthcheck asks the process listening on addr for /healthz, for the
+// container's HEALTHCHECK (the image has no curl).
+func healthcheck(ctx context.Context, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("RUNOPS_ADDR %q: %w", addr, err)
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 4*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/healthz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("/healthz answered %d", resp.StatusCode)
+	}
+	return nil
 }

@@ -195,3 +195,66 @@ func waitReady(t testing.TB, base string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// The image cannot be built here: this checks instead that the Dockerfile's
+// entrypoint, default command and health check are the binary's, and that
+// every command the README runs in the image is one the binary knows.
+func TestDockerfileMatchesTheREADME(t *testing.T) {
+	df, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`ENTRYPOINT ["runops"]`, `CMD ["serve"]`, `HEALTHCHECK`, `CMD ["runops", "healthcheck"]`, "USER 10001", "ffmpeg", "ca-certificates"} {
+		if !strings.Contains(string(df), want) {
+			t.Errorf("the Dockerfile lacks %s", want)
+		}
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := binary(t)
+	usageOut, _ := exec.Command(bin, "help").CombinedOutput()
+	verbs := map[string]bool{}
+	for _, line := range strings.Split(string(readme), "\n") {
+		_, rest, ok := strings.Cut(line, " runops ")
+		if !ok || !strings.HasPrefix(line, "docker run") {
+			continue
+		}
+		verb := strings.Fields(rest + " serve")[0]
+		if strings.HasPrefix(verb, "#") {
+			verb = "serve"
+		}
+		verbs[verb] = true
+	}
+	for _, v := range []string{"serve", "api", "worker", "migrate", "jobs", "process"} {
+		if !verbs[v] {
+			t.Errorf("the README runs no `runops %s` in the image", v)
+		}
+		if !strings.Contains(string(usageOut), "  "+v) {
+			t.Errorf("the binary's usage does not list %s:\n%s", v, usageOut)
+		}
+	}
+	// The health check works against a real process.
+	dsn := pgtest.New(t)
+	fake := supabasetest.New(t, jobs.MaxUploadBytes)
+	addr := freeAddr(t)
+	env := append(os.Environ(), "DATABASE_URL="+dsn, "SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ServiceRoleKey(), "RUNOPS_ADDR="+addr)
+	check := exec.Command(bin, "healthcheck")
+	check.Env = env
+	if err := check.Run(); err == nil {
+		t.Fatal("healthcheck passed with nothing listening")
+	}
+	api := exec.Command(bin, "api")
+	api.Env = env
+	if err := api.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { api.Process.Kill(); _ = api.Wait() })
+	waitReady(t, "http://"+addr)
+	check = exec.Command(bin, "healthcheck")
+	check.Env = env
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Fatalf("healthcheck: %v %s", err, out)
+	}
+}
