@@ -29,6 +29,7 @@ import (
 	"github.com/runops/runops/internal/gemini"
 	"github.com/runops/runops/internal/httpserver"
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/metrics"
 	"github.com/runops/runops/internal/pipeline"
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/queue"
@@ -183,6 +184,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, wi
 		defer workerPool.Close()
 	}
 	store := postgres.NewJobStore(cmp.Or(apiPool, workerPool))
+	metrics.WatchQueue(store.QueueStats, 5*time.Second)
 	checks := []httpserver.Check{{Name: "database", Fn: store.Ping}, {Name: "shutdown", Fn: func(context.Context) error {
 		// From SIGTERM on, so that a load balancer stops sending work while
 		// the worker drains.
@@ -256,7 +258,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, wi
 		return fmt.Errorf("listen on RUNOPS_ADDR %s: %w", cfg.Addr, err)
 	}
 	g.Go(func() error {
-		err := httpserver.Serve(runCtx, ln, httpserver.WithHealth(h, log, checks...), cfg.ReadTimeout, cfg.ShutdownGrace, log)
+		// /metrics, like the health checks, is the process's own: never
+		// proxied, never rate-limited.
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metrics.Handler())
+		mux.Handle("/", h)
+		err := httpserver.Serve(runCtx, ln, httpserver.WithHealth(mux, log, checks...), cfg.ReadTimeout, cfg.ShutdownGrace, log)
 		stop()
 		return err
 	})

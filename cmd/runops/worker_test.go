@@ -18,6 +18,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/runops/runops/internal/geminitest"
 	"github.com/runops/runops/internal/jobs"
@@ -302,6 +305,15 @@ func TestServeRunsTheWholeFlow(t *testing.T) {
 	}
 	raw, _ := json.Marshal(data)
 	soptest.Check(t, "the served SOP", raw)
+
+	// A job whose upload is gone fails; then every metric has moved.
+	lost := uuid.NewString()
+	d.exec(`INSERT INTO jobs (job_id) VALUES ($1)`, lost)
+	d.waitFor("the job without an upload to fail", func() bool {
+		return d.scalar(`SELECT status FROM jobs WHERE job_id = $1`, lost) == "error"
+	})
+	checkMetrics(t, base, id)
+
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-done:
@@ -445,5 +457,96 @@ func TestSOPEditStormDoesNotStarveJobs(t *testing.T) {
 	})
 	if n := d.scalar(`SELECT count(*) FROM jobs WHERE (metadata->>'attempt')::int > 1`).(int64); n != 0 || saved == 0 {
 		t.Fatalf("%d jobs needed a second attempt; %d edits saved", n, saved)
+	}
+}
+
+// checkMetrics scrapes /metrics with the Prometheus parser after one job
+// completed (id) and one failed, and checks that each metric moved as it
+// should; the table's gauges are cached, so it polls for them.
+func checkMetrics(t *testing.T, base, id string) {
+	t.Helper()
+	scrape := func() map[string]*dto.MetricFamily {
+		t.Helper()
+		resp, err := http.Get(base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		families, err := parser.TextToMetricFamilies(resp.Body)
+		if err != nil {
+			t.Fatalf("parse /metrics: %v", err)
+		}
+		return families
+	}
+	value := func(f map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+		fam := f[name]
+		if fam == nil {
+			return -1
+		}
+	metrics:
+		for _, m := range fam.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, l := range m.GetLabel() {
+					found = found || (l.GetName() == labels[i] && l.GetValue() == labels[i+1])
+				}
+				if !found {
+					continue metrics
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+		return -1
+	}
+	var f map[string]*dto.MetricFamily
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		f = scrape()
+		if value(f, "runops_jobs", "status", "completed") == 1 && value(f, "runops_jobs", "status", "error") == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("runops_jobs never showed the two jobs: completed %v, error %v",
+				value(f, "runops_jobs", "status", "completed"), value(f, "runops_jobs", "status", "error"))
+		}
+		time.Sleep(200 * time.Millisecond) // the gauges are cached for a few seconds
+	}
+	for _, c := range []struct {
+		name    string
+		labels  []string
+		atLeast float64
+	}{
+		{"runops_jobs_finished_total", []string{"outcome", "completed"}, 1},
+		{"runops_jobs_finished_total", []string{"outcome", "error"}, 1},
+		{"runops_jobs_finished_total", []string{"outcome", "lost"}, 0},
+		{"runops_pickup_seconds", nil, 2},
+		{"runops_stage_seconds", []string{"stage", "transcoding"}, 1},
+		{"runops_stage_seconds", []string{"stage", "extracting"}, 1},
+		{"runops_gemini_tokens_total", []string{"kind", "video"}, 1},
+		{"runops_gemini_tokens_total", []string{"kind", "output"}, 1},
+		{"runops_retries_total", nil, -1}, // present once a step was retried; none was
+		{"runops_http_requests_total", []string{"route", "/api/job-status/{jobId}", "code", "200"}, 1},
+		{"runops_http_request_seconds", []string{"route", "/api/sop/{jobId}"}, 1},
+		{"runops_queue_oldest_seconds", nil, 0},
+		{"runops_jobs", []string{"status", "queued"}, 0},
+	} {
+		if got := value(f, c.name, c.labels...); got < c.atLeast {
+			t.Errorf("%s%v = %v, want at least %v", c.name, c.labels, got, c.atLeast)
+		}
+	}
+	for _, m := range f["runops_http_requests_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "route" && strings.Contains(l.GetValue(), id) {
+				t.Errorf("a route label holds a raw path: %s", l.GetValue())
+			}
+		}
 	}
 }

@@ -8,14 +8,17 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/go-chi/httprate"
 
 	"github.com/runops/runops/internal/auth"
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/metrics"
 )
 
 // logRequests writes one structured line per request, with its id.
@@ -26,6 +29,13 @@ func (s *server) logRequests(next http.Handler) http.Handler {
 		id := middleware.GetReqID(r.Context())
 		ww.Header().Set("X-Request-Id", id)
 		next.ServeHTTP(ww, r)
+		// The route's pattern, never the raw path: one series per route.
+		route := "unmatched"
+		if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
+			route = rc.RoutePattern()
+		}
+		metrics.HTTPRequests.WithLabelValues(route, strconv.Itoa(ww.Status())).Inc()
+		metrics.HTTPSeconds.WithLabelValues(route).Observe(time.Since(start).Seconds())
 		s.log.LogAttrs(r.Context(), slog.LevelInfo, "http request",
 			slog.String("request_id", id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
 			slog.Int("status", ww.Status()), slog.Int("bytes", ww.BytesWritten()),

@@ -12,6 +12,7 @@ import (
 
 	"github.com/runops/runops/internal/gemini"
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/metrics"
 	"github.com/runops/runops/internal/queue"
 	"github.com/runops/runops/internal/sop"
 )
@@ -108,6 +109,9 @@ func (p *Pipeline) extract(ctx context.Context, job queue.Job, r queue.Reporter,
 		}
 		calls++
 		usage = usage.Add(resp.Usage)
+		metrics.GeminiTokens.WithLabelValues("prompt").Add(float64(resp.Usage.PromptTokens))
+		metrics.GeminiTokens.WithLabelValues("video").Add(float64(resp.Usage.VideoTokens))
+		metrics.GeminiTokens.WithLabelValues("output").Add(float64(resp.Usage.OutputTokens))
 		switch {
 		case resp.BlockReason != "":
 			return jobs.Fail(msgSafety, fmt.Errorf("prompt blocked: %s", resp.BlockReason))

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/metrics"
 )
 
 // maxTries bounds the tries of one step (docs/lifecycle.md: at most 5 tries and
@@ -55,6 +56,7 @@ func (p *Pipeline) retry(ctx context.Context, giveUp string, step func() error) 
 			}
 			return jobs.Fail(giveUp, fmt.Errorf("%w: gave up after %d tries: %w", errExhausted, try, err))
 		}
+		metrics.Retries.WithLabelValues(stepOf(giveUp)).Inc()
 		p.cfg.Logger.WarnContext(ctx, "transient failure; trying again", "try", try, "wait", wait, "error", err)
 		if err := p.cfg.Sleep(ctx, wait); err != nil {
 			return err
@@ -72,4 +74,12 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// stepOf names, for runops_retries_total, the service a step waits for.
+func stepOf(giveUp string) string {
+	if giveUp == msgStorageDown {
+		return "storage"
+	}
+	return "gemini"
 }

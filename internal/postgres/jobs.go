@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/metrics"
 )
 
 // The SQL of public.jobs, in one place.
@@ -66,19 +67,45 @@ func (s *JobStore) Enqueue(ctx context.Context, id jobs.ID, metadata map[string]
 	return jobs.Job{}, false, fmt.Errorf("insert job %s: row kept disappearing", id)
 }
 
+// queueStats counts the rows by status, with the oldest queued job's age.
+const queueStats = `SELECT status, count(*)::int,
+  coalesce(extract(epoch FROM now() - min(updated_at) FILTER (WHERE status = 'queued')), 0)::float8
+FROM public.jobs GROUP BY status`
+
+// QueueStats reads the numbers the queue gauges show.
+func (s *JobStore) QueueStats(ctx context.Context) (metrics.QueueStats, error) {
+	rows, err := s.pool.Query(ctx, queueStats)
+	if err != nil {
+		return metrics.QueueStats{}, wrap("queue stats", err)
+	}
+	out := metrics.QueueStats{ByStatus: map[string]int{}}
+	var status string
+	var n int
+	var oldest float64
+	_, err = pgx.ForEachRow(rows, []any{&status, &n, &oldest}, func() error {
+		out.ByStatus[status] = n
+		if status == string(jobs.StatusQueued) {
+			out.OldestQueued = time.Duration(oldest * float64(time.Second))
+		}
+		return nil
+	})
+	return out, wrap("queue stats", err)
+}
+
 // Ping checks that the database answers.
 func (s *JobStore) Ping(ctx context.Context) error {
 	return wrap("ping database", s.pool.Ping(ctx))
 }
 
-func scanJob(row pgx.Row) (jobs.Job, error) {
+// scanJob reads jobColumns, then any extra columns into extra.
+func scanJob(row pgx.Row, extra ...any) (jobs.Job, error) {
 	var (
 		j      jobs.Job
 		id     string
 		status string
 		done   *time.Time
 	)
-	if err := row.Scan(&id, &status, &j.CreatedAt, &j.UpdatedAt, &done, &j.Error, &j.Metadata); err != nil {
+	if err := row.Scan(append([]any{&id, &status, &j.CreatedAt, &j.UpdatedAt, &done, &j.Error, &j.Metadata}, extra...)...); err != nil {
 		return jobs.Job{}, err
 	}
 	j.ID, j.Status, j.CompletedAt = jobs.ID(id), jobs.Status(status), done

@@ -190,3 +190,28 @@ WHERE i.indrelid = 'public.jobs'::regclass`)
 		t.Fatalf("indexed columns %v include one every heartbeat writes (%v)", indexed, rows.Err())
 	}
 }
+
+// The queue gauges come from one query: rows by status and the oldest
+// queued job's age.
+func TestQueueStats(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id, status) VALUES (gen_random_uuid(), 'completed'), (gen_random_uuid(), 'queued'), (gen_random_uuid(), 'queued')`); err != nil {
+		t.Fatal(err)
+	}
+	// The updated_at trigger moves it back to now(): backdate without it.
+	if _, err := pool.Exec(ctx, `ALTER TABLE jobs DISABLE TRIGGER jobs_touch_updated_at`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE jobs SET updated_at = now() - interval '1 hour' WHERE status = 'queued'`); err != nil {
+		t.Fatal(err)
+	}
+	st, err := postgres.NewJobStore(pool).QueueStats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ByStatus["queued"] != 2 || st.ByStatus["completed"] != 1 || st.OldestQueued < 59*time.Minute || st.OldestQueued > 2*time.Hour {
+		t.Fatalf("%+v", st)
+	}
+}

@@ -28,7 +28,7 @@ const (
 	// Up to $3 of the oldest claimable jobs, each with a lease token of its own.
 	claimJobs = `
 WITH next AS (
-  SELECT id FROM public.jobs
+  SELECT id, updated_at AS queued_at FROM public.jobs
   WHERE status = 'queued' AND public.runops_lease_expired(metadata)
   ORDER BY created_at, id
   LIMIT $3
@@ -38,7 +38,7 @@ UPDATE public.jobs j
 SET status = 'processing', error = NULL, completed_at = NULL,
     metadata = public.runops_begin_attempt(j.metadata, gen_random_uuid()::text, $1, make_interval(secs => $2))
 FROM next WHERE j.id = next.id` + asWorker + `
-RETURNING ` + jobColumns
+RETURNING ` + jobColumns + `, next.queued_at`
 
 	renewLease = `UPDATE public.jobs
 SET metadata = jsonb_set(metadata, '{lease,expires_at}', to_jsonb(now() + make_interval(secs => $3)))
@@ -114,14 +114,15 @@ func (s *QueueStore) Claim(ctx context.Context, worker string, n int, ttl time.D
 	}
 	var out []queue.Claimed
 	for rows.Next() {
-		j, err := scanJob(rows)
+		var queuedAt time.Time
+		j, err := scanJob(rows, &queuedAt)
 		if err != nil {
 			rows.Close()
 			return nil, wrap("claim jobs", err)
 		}
 		lease, _ := j.Metadata["lease"].(map[string]any)
 		token, _ := lease["token"].(string)
-		out = append(out, queue.Claimed{Job: j, Token: token})
+		out = append(out, queue.Claimed{Job: j, Token: token, QueuedAt: queuedAt})
 	}
 	if err := rows.Err(); err != nil {
 		return nil, wrap("claim jobs", err)

@@ -51,7 +51,8 @@ var _ Events = (*Worker)(nil)
 // Claimed is a job a claim took, with the lease token it holds it by.
 type Claimed struct {
 	jobs.Job
-	Token string
+	Token    string
+	QueuedAt time.Time // when it last became queued (its updated_at then)
 }
 
 // Job is a claimed job.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/metrics"
 )
 
 // reporter writes a job's progress through fenced merges.
@@ -62,7 +63,9 @@ func (r *reporter) closeStage(now time.Time) map[string]any {
 	if r.stage == "" {
 		return nil
 	}
-	return map[string]any{r.stage + "_ms": now.Sub(r.stageStarted).Milliseconds()}
+	took := now.Sub(r.stageStarted)
+	metrics.StageSeconds.WithLabelValues(r.stage).Observe(took.Seconds())
+	return map[string]any{r.stage + "_ms": took.Milliseconds()}
 }
 
 func (r *reporter) Stage(ctx context.Context, name string) error {

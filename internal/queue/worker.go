@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/metrics"
 )
 
 // Config tunes a Worker; zero values take the defaults of docs/operations.md.
@@ -314,7 +315,9 @@ func (w *Worker) claim(ctx context.Context, n int) ([]Job, error) {
 		return nil, err
 	}
 	out := make([]Job, len(claimed))
+	now := time.Now()
 	for i, c := range claimed {
+		metrics.Pickup.Observe(max(now.Sub(c.QueuedAt), 0).Seconds())
 		attempt, _ := c.Metadata["attempt"].(float64)
 		out[i] = Job{Job: c.Job, Token: c.Token, Attempt: int(attempt), claimedAt: sent}
 	}
@@ -336,6 +339,7 @@ func (w *Worker) rescueLoop(ctx context.Context) {
 			}
 			continue
 		}
+		metrics.JobsFinished.WithLabelValues("lost").Add(float64(len(requeued) + len(failed)))
 		for _, id := range requeued {
 			w.log.Warn("lease expired: job back in the queue", "job_id", id)
 		}
@@ -384,14 +388,21 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 		// Someone else holds it, or a person changed it: write nothing, but
 		// give the lease up if the job was re-queued.
 		log.Info("job stopped: lease gone or job edited", "error", err)
+		outcome := "lost"
+		if errors.Is(cancelled, ErrEdited) {
+			outcome = "cancelled"
+		}
+		metrics.JobsFinished.WithLabelValues(outcome).Inc()
 		w.finishWrite("release", func(ctx context.Context) (bool, error) {
 			return true, w.store.Release(ctx, job.ID, job.Token)
 		})
 	case errors.Is(cancelled, errShutdown) && err != nil, errors.Is(err, ErrHandBack):
 		log.Info("job handed back", "reason", cmp.Or(cancelled, err))
-		w.finishWrite("hand back", func(ctx context.Context) (bool, error) {
+		if w.finishWrite("hand back", func(ctx context.Context) (bool, error) {
 			return w.store.HandBack(ctx, job.ID, job.Token)
-		})
+		}) {
+			metrics.JobsFinished.WithLabelValues("handed_back").Inc()
+		}
 	case err == nil:
 		patch := rep.finalTimings()
 		if w.finishWrite("complete", func(ctx context.Context) (bool, error) {
@@ -400,18 +411,21 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 			return w.store.Complete(ctx, job.ID, job.Token, nil)
 		}) {
 			log.Info("job completed")
+			metrics.JobsFinished.WithLabelValues("completed").Inc()
 		}
 	default:
 		message, cause := describe(err)
 		log.Warn("job failed", "error", err, "message", message)
 		patch := rep.finalTimings()
-		w.finishWrite("fail", func(ctx context.Context) (bool, error) {
+		if w.finishWrite("fail", func(ctx context.Context) (bool, error) {
 			return w.store.Fail(ctx, job.ID, job.Token, message, cause, patch)
 		}, func(ctx context.Context) (bool, error) {
 			return w.store.Fail(ctx, job.ID, job.Token, message, "", nil)
 		}, func(ctx context.Context) (bool, error) {
 			return w.store.Fail(ctx, job.ID, job.Token, describeGeneric, "", nil)
-		})
+		}) {
+			metrics.JobsFinished.WithLabelValues("error").Inc()
+		}
 	}
 }
 
