@@ -53,7 +53,7 @@ func jobsCommand(ctx context.Context, cfg config.Config, args []string, stdout i
 	if err != nil {
 		return err
 	}
-	pool, err := postgres.OpenPool(ctx, cfg.DatabaseURL, 2)
+	pool, err := postgres.OpenPool(ctx, postgres.Named(cfg.DatabaseURL, "runops-jobs"), 2)
 	if err != nil {
 		return err
 	}

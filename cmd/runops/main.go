@@ -127,7 +127,7 @@ func run(ctx context.Context, cmd string, args []string, getenv func(string) str
 }
 
 func migrate(ctx context.Context, cfg config.Config, stdout io.Writer) error {
-	pool, err := postgres.OpenPool(ctx, cfg.DatabaseURL, 2)
+	pool, err := postgres.OpenPool(ctx, postgres.Named(cfg.DatabaseURL, "runops-migrate"), 2)
 	if err != nil {
 		return err
 	}
@@ -172,13 +172,13 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, wi
 	var apiPool, workerPool *pgxpool.Pool
 	var err error
 	if withAPI {
-		if apiPool, err = postgres.OpenPool(ctx, cfg.DatabaseURL, apiPoolSize); err != nil {
+		if apiPool, err = postgres.OpenPool(ctx, postgres.Named(cfg.DatabaseURL, "runops-api"), apiPoolSize); err != nil {
 			return err
 		}
 		defer apiPool.Close()
 	}
 	if withWorker {
-		if workerPool, err = postgres.OpenPool(ctx, cfg.DatabaseURL, workerPoolSize(cfg.WorkerConcurrency)); err != nil {
+		if workerPool, err = postgres.OpenPool(ctx, postgres.Named(cfg.DatabaseURL, "runops-worker"), workerPoolSize(cfg.WorkerConcurrency)); err != nil {
 			return err
 		}
 		defer workerPool.Close()
@@ -306,7 +306,7 @@ func newWorker(cfg config.Config, h queue.Handler, pool *pgxpool.Pool, log *slog
 			"set it to the direct connection (port 5432, or 54322 locally). Polling every RUNOPS_SWEEP until then.", "sweep", cfg.Sweep)
 		return w, nil
 	}
-	l := &postgres.Listener{DSN: cfg.ListenDatabaseURL, Events: w, ReconnectDelay: time.Second, Logger: log}
+	l := &postgres.Listener{DSN: postgres.Named(cfg.ListenDatabaseURL, "runops-listener"), Events: w, ReconnectDelay: time.Second, Logger: log}
 	return w, l
 }
 

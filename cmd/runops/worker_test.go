@@ -313,6 +313,12 @@ func TestServeRunsTheWholeFlow(t *testing.T) {
 		return d.scalar(`SELECT status FROM jobs WHERE job_id = $1`, lost) == "error"
 	})
 	checkMetrics(t, base, id)
+	// Each pool and the listener name themselves to the database.
+	for _, name := range []string{"runops-api", "runops-worker", "runops-listener"} {
+		if n := d.scalar(`SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, name).(int64); n == 0 {
+			t.Errorf("no connection named %s", name)
+		}
+	}
 
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {

@@ -20,6 +20,23 @@ import (
 	"github.com/runops/runops/internal/jobs"
 )
 
+// Named gives a connection string an application_name (runops-api,
+// runops-worker, runops-listener, …) unless it has one, so that operators can
+// tell the processes' connections apart in pg_stat_activity. A string that is
+// not a URL is returned as it is.
+func Named(dsn, name string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return dsn
+	}
+	q := u.Query()
+	if q.Get("application_name") == "" {
+		q.Set("application_name", name)
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
 // OpenPool connects a pool to dsn. Unknown DSN keys become session settings
 // (e.g. statement_timeout). A cancelled context sends a server-side cancel, so a
 // timed-out query does not keep running on the server.
