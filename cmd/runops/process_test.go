@@ -172,3 +172,20 @@ func TestProcessCtrlCDeletesTheGeminiFile(t *testing.T) {
 		t.Fatal("an SOP was written")
 	}
 }
+
+// RUNOPS_LOG_FORMAT decides the log format over the terminal check.
+func TestLogFormatOverride(t *testing.T) {
+	ai := geminitest.New(t, "test-key")
+	dir := t.TempDir()
+	audio := mediatest.AudioOnly(t, dir, "talk.mp4", 1)
+	for format, want := range map[string]string{"text": "level=INFO msg=stage stage=downloading", "json": `"msg":"stage","stage":"downloading"`} {
+		var stderr bytes.Buffer
+		cmd := processCmd(t, ai, audio, "--out", dir)
+		cmd.Env = append(cmd.Env, "RUNOPS_LOG_FORMAT="+format)
+		cmd.Stderr = &stderr
+		_ = cmd.Run() // refused: audio only
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("RUNOPS_LOG_FORMAT=%s: no %q in\n%s", format, want, stderr.String())
+		}
+	}
+}
