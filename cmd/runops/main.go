@@ -33,6 +33,7 @@ import (
 	"github.com/runops/runops/internal/pipeline"
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/queue"
+	"github.com/runops/runops/internal/retention"
 	"github.com/runops/runops/internal/storage"
 	"github.com/runops/runops/supabase"
 )
@@ -250,6 +251,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, wi
 			defer stop()
 			return w.Run(ctx)
 		})
+		janitor := &retention.Janitor{Store: postgres.NewJobStore(workerPool), Objects: objects, Raw: cfg.RawRetention,
+			Slim: cfg.SlimRetention, Every: cfg.Sweep, Logger: log}
+		g.Go(func() error { janitor.Run(ctx); return nil })
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {

@@ -40,6 +40,8 @@ type Config struct {
 	Listen            bool          // RUNOPS_LISTEN (on|off)
 	TmpDir            string        // RUNOPS_TMPDIR
 	FFmpegTimeout     time.Duration // RUNOPS_FFMPEG_TIMEOUT
+	RawRetention      time.Duration // RUNOPS_RAW_RETENTION: uploads deleted this long after their job ended
+	SlimRetention     time.Duration // RUNOPS_SLIM_RETENTION: slim copies likewise; 0 = kept
 
 	GeminiAPIKey            string        // GEMINI_API_KEY [GOOGLE_API_KEY, GOOGLE_GEMINI_API_KEY]
 	GeminiModel             string        // GEMINI_MODEL
@@ -84,6 +86,8 @@ func Load(getenv func(string) string) (Config, error) {
 		ReadTimeout:       r.duration("RUNOPS_READ_TIMEOUT", 10*time.Second),
 		TmpDir:            r.first("", "RUNOPS_TMPDIR"),
 		FFmpegTimeout:     r.duration("RUNOPS_FFMPEG_TIMEOUT", 15*time.Minute),
+		RawRetention:      r.duration("RUNOPS_RAW_RETENTION", 24*time.Hour),
+		SlimRetention:     r.duration("RUNOPS_SLIM_RETENTION", 0),
 
 		GeminiAPIKey:            r.first("", "GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_API_KEY"),
 		GeminiModel:             r.first(DefaultGeminiModel, "GEMINI_MODEL"),

@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/retention"
 )
 
 // The operator's edits (runops jobs …). They are a person's edits under the
@@ -74,3 +75,53 @@ func (s *JobStore) MarkCompleted(ctx context.Context, id jobs.ID, patch map[stri
 	tag, err := s.pool.Exec(ctx, completeByHand, string(id), patch)
 	return tag.RowsAffected() == 1, wrap("complete job", err)
 }
+
+// expireDue picks ended jobs whose kind ($1: raw or slim) is due, locking
+// them against other janitors (SKIP LOCKED: each is taken by one) and
+// against status edits until the deletion is recorded.
+const (
+	expireDue = `SELECT job_id::text FROM public.jobs
+WHERE status IN ('completed', 'error')
+  AND coalesce(completed_at, updated_at) < now() - make_interval(secs => $2)
+  AND (metadata->'retention'->>($1 || '_deleted_at')) IS NULL
+ORDER BY id
+LIMIT $3
+FOR UPDATE SKIP LOCKED`
+
+	recordExpired = `UPDATE public.jobs
+SET metadata = public.runops_jsonb_merge(coalesce(metadata, '{}'::jsonb),
+      jsonb_build_object('retention', jsonb_build_object($1 || '_deleted_at', now())))
+WHERE job_id = ANY($2::uuid[])`
+)
+
+// Expire implements retention.Store.
+func (s *JobStore) Expire(ctx context.Context, kind retention.Kind, after time.Duration, limit int,
+	remove func(context.Context, []jobs.ID) error) (int, error) {
+	var n int
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, expireDue, string(kind), after.Seconds(), limit)
+		if err != nil {
+			return err
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[jobs.ID])
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		if err := remove(ctx, ids); err != nil {
+			return err
+		}
+		plain := make([]string, len(ids))
+		for i, id := range ids {
+			plain[i] = string(id)
+		}
+		tag, err := tx.Exec(ctx, recordExpired, string(kind), plain)
+		n = int(tag.RowsAffected())
+		return err
+	})
+	if err != nil {
+		n = 0
+	}
+	return n, wrap("expire "+string(kind)+" objects", err)
+}
+
+var _ retention.Store = (*JobStore)(nil)

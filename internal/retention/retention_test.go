@@ -1,0 +1,111 @@
+package retention_test
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/pgtest"
+	"github.com/runops/runops/internal/postgres"
+	"github.com/runops/runops/internal/retention"
+	"github.com/runops/runops/internal/storage"
+	"github.com/runops/runops/internal/supabasetest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// Uploads of jobs that ended more than the retention ago are deleted, once,
+// by any number of janitors at once, and the deletion is recorded; uploads of
+// recent, queued or running jobs stay; slim copies stay unless asked.
+func TestJanitorDeletesWhatIsDueOnce(t *testing.T) {
+	pool, _ := pgtest.Pool(t)
+	fake := supabasetest.New(t, jobs.MaxUploadBytes)
+	objects, err := storage.New(storage.Config{URL: fake.URL, ServiceKey: fake.ServiceRoleKey(), Bucket: jobs.Bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, sql, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put := func(id string) {
+		fake.Put("videos/raw/"+id+".mp4", []byte("upload"), "video/mp4")
+		fake.Put("videos/slim/"+id+".mp4", []byte("slim"), "video/mp4")
+	}
+	// updated_at moves with every write: set it without the trigger.
+	exec(`ALTER TABLE jobs DISABLE TRIGGER jobs_touch_updated_at`)
+	var due []string
+	for i := range 60 {
+		id := uuid.NewString()
+		status := []string{"completed", "error"}[i%2]
+		exec(`INSERT INTO jobs (job_id, status, completed_at, updated_at) VALUES ($1, $2::text,
+		  CASE WHEN $2::text = 'completed' THEN now() - interval '25 hours' END, now() - interval '25 hours')`, id, status)
+		put(id)
+		due = append(due, id)
+	}
+	keep := map[string]string{}
+	for _, c := range []struct{ status, age string }{{"completed", "1 hour"}, {"queued", "30 hours"}, {"processing", "30 hours"}} {
+		id := uuid.NewString()
+		exec(`INSERT INTO jobs (job_id, status, completed_at, updated_at) VALUES ($1, $2, now() - $3::interval, now() - $3::interval)`, id, c.status, c.age)
+		put(id)
+		keep[id] = c.status
+	}
+
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	total := 0
+	for range 3 {
+		j := &retention.Janitor{Store: postgres.NewJobStore(pool), Objects: objects, Raw: 24 * time.Hour,
+			Every: time.Hour, Logger: slog.New(slog.DiscardHandler)}
+		wg.Go(func() {
+			n, err := j.Once(ctx)
+			if err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			total += n
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if total != len(due) {
+		t.Fatalf("%d deletions recorded for %d due jobs", total, len(due))
+	}
+	for _, id := range due {
+		if _, ok := fake.Object("videos/raw/" + id + ".mp4"); ok {
+			t.Fatalf("%s: upload still there", id)
+		}
+		if _, ok := fake.Object("videos/slim/" + id + ".mp4"); !ok {
+			t.Fatalf("%s: slim copy deleted without RUNOPS_SLIM_RETENTION", id)
+		}
+		var at *time.Time
+		if err := pool.QueryRow(ctx, `SELECT (metadata->'retention'->>'raw_deleted_at')::timestamptz FROM jobs WHERE job_id = $1`, id).Scan(&at); err != nil || at == nil {
+			t.Fatalf("%s: deletion not recorded: %v", id, err)
+		}
+	}
+	for id, status := range keep {
+		if _, ok := fake.Object("videos/raw/" + id + ".mp4"); !ok {
+			t.Fatalf("the upload of a %s job was deleted", status)
+		}
+	}
+	// Nothing is due twice; slim copies go when asked.
+	j := &retention.Janitor{Store: postgres.NewJobStore(pool), Objects: objects, Raw: 24 * time.Hour, Slim: 24 * time.Hour,
+		Every: time.Hour, Logger: slog.New(slog.DiscardHandler)}
+	if n, err := j.Once(ctx); err != nil || n != len(due) {
+		t.Fatalf("second round: %d %v; want only the slim copies of %d jobs", n, err, len(due))
+	}
+	if _, ok := fake.Object("videos/slim/" + due[0] + ".mp4"); ok {
+		t.Fatal("slim copy kept with RUNOPS_SLIM_RETENTION set")
+	}
+	if n, err := j.Once(ctx); err != nil || n != 0 {
+		t.Fatalf("third round: %d %v", n, err)
+	}
+}
