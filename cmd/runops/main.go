@@ -209,7 +209,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, wi
 	}})
 	var h http.Handler = http.NotFoundHandler()
 	if withAPI {
-		if h, err = apiHandler(cfg, apiPool, store, objects, log); err != nil {
+		if h, err = apiHandler(ctx, cfg, apiPool, store, objects, log); err != nil {
 			return err
 		}
 	}
@@ -274,17 +274,23 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, wi
 	return g.Wait()
 }
 
-func apiHandler(cfg config.Config, pool *pgxpool.Pool, store *postgres.JobStore, objects *storage.Client, log *slog.Logger) (http.Handler, error) {
+func apiHandler(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, store *postgres.JobStore, objects *storage.Client, log *slog.Logger) (http.Handler, error) {
 	opts := api.Options{
 		Jobs: store, Objects: objects, SOPs: postgres.NewSOPLocker(pool), Logger: log,
 		RequireAuth: cfg.RequireAuth, RateLimit: cfg.RateLimit.Requests, RateWindow: cfg.RateLimit.Window,
 		TrustedProxies: cfg.TrustedProxies, CORSOrigins: cfg.CORSOrigins,
 	}
+	// A token a request carries is always checked: locally when the project's
+	// JWT secret or JWKS is configured (no call per request), else by the
+	// auth server (answers cached for a minute).
 	var err error
-	if cfg.RequireAuth {
-		if opts.Auth, err = auth.New(cfg.SupabaseURL, cfg.ServiceRoleKey, 5*time.Second, time.Minute); err != nil {
-			return nil, err
-		}
+	if cfg.JWTSecret != "" || cfg.JWKSURL != "" {
+		opts.Auth, err = auth.NewLocal(ctx, cfg.JWTSecret, cfg.JWKSURL)
+	} else {
+		opts.Auth, err = auth.New(cfg.SupabaseURL, cfg.ServiceRoleKey, 5*time.Second, time.Minute)
+	}
+	if err != nil {
+		return nil, err
 	}
 	if cfg.FrontendURL != "" {
 		if opts.FrontendURL, err = url.Parse(cfg.FrontendURL); err != nil {

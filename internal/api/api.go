@@ -29,6 +29,10 @@ import (
 type JobStore interface {
 	Get(ctx context.Context, id jobs.ID) (jobs.Job, error)
 	Enqueue(ctx context.Context, id jobs.ID, metadata map[string]any) (jobs.Job, bool, error)
+	// RecordUpload remembers who an upload URL was issued to ("": anonymous);
+	// UploadOwner tells it ("" when anonymous or unknown).
+	RecordUpload(ctx context.Context, id jobs.ID, owner string) error
+	UploadOwner(ctx context.Context, id jobs.ID) (string, error)
 }
 
 // ObjectStore is what the API needs of the videos bucket.
@@ -49,7 +53,7 @@ type Options struct {
 	Jobs    JobStore
 	Objects ObjectStore
 	SOPs    SOPLocker
-	Auth    Authenticator // required when RequireAuth
+	Auth    Authenticator // checks the tokens requests carry; required when RequireAuth
 	Logger  *slog.Logger
 
 	RequireAuth    bool
@@ -96,7 +100,7 @@ func Handler(o Options) http.Handler {
 			return &Error{Status: http.StatusMethodNotAllowed, Message: "Method not allowed"}
 		}))
 		limited := r.With(s.rateLimiter())
-		if o.RequireAuth {
+		if o.Auth != nil {
 			r = r.With(s.authenticate)
 			limited = limited.With(s.authenticate)
 		}

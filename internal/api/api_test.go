@@ -532,7 +532,7 @@ func (panickyStore) Get(context.Context, jobs.ID) (jobs.Job, error) { panic("boo
 func TestPanicBecomesJSON500(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
-	e.srv.Config.Handler = api.Handler(api.Options{Jobs: panickyStore{}, Objects: mustStorage(t, e.fake),
+	e.srv.Config.Handler = api.Handler(api.Options{Jobs: panickyStore{e.store}, Objects: mustStorage(t, e.fake),
 		Logger: slog.New(slog.DiscardHandler)})
 	e.do("GET", "/api/job-status/"+uuid.NewString(), "").expect(t, 500, map[string]any{"error": "Internal server error"})
 	e.do("POST", "/api/get-upload-url", "").expect(t, 200, nil) // the server lives on

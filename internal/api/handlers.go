@@ -34,6 +34,10 @@ func (s *server) getUploadURL(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return &Error{Status: http.StatusInternalServerError, Message: "Failed to create upload URL", Cause: err}
 	}
+	user, _ := userOf(r)
+	if err := s.o.Jobs.RecordUpload(r.Context(), id, user.ID); err != nil {
+		return fromBackend("The job database", err, "Failed to create upload URL")
+	}
 	signed, err := s.o.Objects.SignUpload(r.Context(), id.RawPath())
 	if err != nil {
 		return fromBackend("File storage", err, "Failed to create upload URL")
@@ -77,6 +81,14 @@ func (s *server) queueJob(w http.ResponseWriter, r *http.Request) error {
 		return fromBackend("The job database", err, msgQueueFailed)
 	}
 
+	// An upload issued to a signed-in user is that user's to queue.
+	owner, err := s.o.Jobs.UploadOwner(r.Context(), id)
+	if err != nil {
+		return fromBackend("The job database", err, msgQueueFailed)
+	}
+	if !mayAccess(owner, r) {
+		return &Error{Status: http.StatusNotFound, Message: msgFileNotFound}
+	}
 	info, err := s.o.Objects.Stat(r.Context(), id.RawPath())
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
@@ -128,10 +140,16 @@ func checkUpload(info storage.ObjectInfo) error {
 	return nil
 }
 
-// checkOwner hides a job queued by another signed-in user.
-func checkOwner(j jobs.Job, r *http.Request) error {
+// mayAccess tells whether the request may see what owner owns: anything
+// anonymous, and an owned thing only with its owner's token.
+func mayAccess(owner string, r *http.Request) bool {
 	user, authed := userOf(r)
-	if authed && j.Owner() != "" && j.Owner() != user.ID {
+	return owner == "" || (authed && owner == user.ID)
+}
+
+// checkOwner hides a job owned by someone else (from anonymous requests too).
+func checkOwner(j jobs.Job, r *http.Request) error {
+	if !mayAccess(j.Owner(), r) {
 		return &Error{Status: http.StatusNotFound, Message: msgJobNotFound}
 	}
 	return nil
@@ -173,6 +191,13 @@ func (s *server) jobStatus(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	case !errors.Is(err, jobs.ErrNotFound):
 		return fromBackend("The job database", err, "Failed to read job status")
+	}
+	owner, err := s.o.Jobs.UploadOwner(r.Context(), id)
+	if err != nil {
+		return fromBackend("The job database", err, "Failed to read job status")
+	}
+	if !mayAccess(owner, r) {
+		return &Error{Status: http.StatusNotFound, Message: msgJobNotFound}
 	}
 	_, err = s.o.Objects.Stat(r.Context(), id.RawPath())
 	switch {

@@ -159,9 +159,15 @@ func (s *server) trusted(a netip.Addr) bool {
 
 type userKey struct{}
 
-// authenticate requires a valid Supabase user token (RUNOPS_REQUIRE_AUTH).
+// authenticate checks the Supabase user token a request carries: a valid one
+// makes the request that user's, an invalid one is refused (401). Without a
+// token the request is anonymous, unless RUNOPS_REQUIRE_AUTH requires one.
 func (s *server) authenticate(next http.Handler) http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		if r.Header.Get("Authorization") == "" && !s.o.RequireAuth {
+			next.ServeHTTP(w, r)
+			return nil
+		}
 		token, ok := bearer(r.Header.Get("Authorization"))
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="runops"`)

@@ -43,6 +43,9 @@ type Config struct {
 	RawRetention      time.Duration // RUNOPS_RAW_RETENTION: uploads deleted this long after their job ended
 	SlimRetention     time.Duration // RUNOPS_SLIM_RETENTION: slim copies likewise; 0 = kept
 
+	JWTSecret string // SUPABASE_JWT_SECRET [JWT_SECRET]: verify HS256 user tokens locally
+	JWKSURL   string // SUPABASE_JWKS_URL: verify asymmetric user tokens locally
+
 	GeminiAPIKey            string        // GEMINI_API_KEY [GOOGLE_API_KEY, GOOGLE_GEMINI_API_KEY]
 	GeminiModel             string        // GEMINI_MODEL
 	GeminiMediaResolution   string        // GEMINI_MEDIA_RESOLUTION
@@ -89,6 +92,8 @@ func Load(getenv func(string) string) (Config, error) {
 		RawRetention:      r.duration("RUNOPS_RAW_RETENTION", 24*time.Hour),
 		SlimRetention:     r.duration("RUNOPS_SLIM_RETENTION", 0),
 
+		JWTSecret:               r.first("", "SUPABASE_JWT_SECRET", "JWT_SECRET"),
+		JWKSURL:                 r.first("", "SUPABASE_JWKS_URL"),
 		GeminiAPIKey:            r.first("", "GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_API_KEY"),
 		GeminiModel:             r.first(DefaultGeminiModel, "GEMINI_MODEL"),
 		GeminiMediaResolution:   r.first("", "GEMINI_MEDIA_RESOLUTION"),
@@ -127,6 +132,9 @@ func Load(getenv func(string) string) (Config, error) {
 	r.url("SUPABASE_PUBLIC_URL", c.SupabasePublicURL, "http", "https")
 	if c.FrontendURL != "" {
 		r.url("RUNOPS_FRONTEND_URL", c.FrontendURL, "http", "https")
+	}
+	if c.JWKSURL != "" {
+		r.url("SUPABASE_JWKS_URL", c.JWKSURL, "http", "https")
 	}
 	if c.GeminiBaseURL != "" {
 		r.url("GOOGLE_GEMINI_BASE_URL", c.GeminiBaseURL, "http", "https")

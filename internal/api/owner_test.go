@@ -1,0 +1,136 @@
+package api_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/runops/runops/internal/api"
+	"github.com/runops/runops/internal/auth"
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/postgres"
+)
+
+const testSecret = "a-test-projects-jwt-secret-of-at-least-32-characters"
+
+// token is a Supabase user access token signed with key (HS256 with a secret,
+// RS256 with an RSA key).
+func token(t *testing.T, key any, sub, aud string, ttl time.Duration) string {
+	t.Helper()
+	claims := jwt.MapClaims{"sub": sub, "aud": aud, "role": "authenticated", "exp": time.Now().Add(ttl).Unix()}
+	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
+	if k, ok := key.(*rsa.PrivateKey); ok {
+		tok = jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
+		tok.Header["kid"] = "test-key"
+		s, err := tok.SignedString(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// withLocalAuth rebuilds e's API with a local verifier.
+func withLocalAuth(t *testing.T, e *env, secret, jwksURL string, require bool) {
+	t.Helper()
+	v, err := auth.NewLocal(t.Context(), secret, jwksURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv.Config.Handler = api.Handler(api.Options{Jobs: e.store, Objects: mustStorage(t, e.fake), SOPs: postgres.NewSOPLocker(e.direct),
+		Auth: v, RequireAuth: require, Logger: slog.New(slog.DiscardHandler)})
+}
+
+// A job is its owner's from get-upload-url on: nobody else — signed in or
+// not — can queue it or see its status or SOP; anonymous jobs stay open;
+// tokens are checked locally (signature, expiry, audience).
+func TestOwnersFromTheUploadURLOn(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	withLocalAuth(t, e, testSecret, "", false)
+	alice := []string{"Authorization", "Bearer " + token(t, []byte(testSecret), "alice", "authenticated", time.Hour)}
+	bob := []string{"Authorization", "Bearer " + token(t, []byte(testSecret), "bob", "authenticated", time.Hour)}
+
+	r := e.do("POST", "/api/get-upload-url", "", alice...)
+	r.expect(t, 200, nil)
+	id, _ := r.body["jobId"].(string)
+	e.upload(id, 1000, "video/mp4")
+	// Before it is queued: only alice sees the upload, only alice may queue it.
+	e.do("GET", "/api/job-status/"+id, "", bob...).expect(t, 404, map[string]any{"error": "Job not found"})
+	e.do("GET", "/api/job-status/"+id, "").expect(t, 404, nil)
+	e.do("GET", "/api/job-status/"+id, "", alice...).expect(t, 200, map[string]any{"status": "uploaded"})
+	e.do("POST", "/api/queue-job", queue(id), bob...).expect(t, 404, nil)
+	e.do("POST", "/api/queue-job", queue(id)).expect(t, 404, nil)
+	e.do("POST", "/api/queue-job", queue(id), alice...).expect(t, 200, map[string]any{"status": "queued"})
+	e.do("GET", "/api/job-status/"+id, "", bob...).expect(t, 404, nil)
+	e.do("GET", "/api/job-status/"+id, "").expect(t, 404, nil)
+	e.do("GET", "/api/job-status/"+id, "", alice...).expect(t, 200, map[string]any{"status": "queued"})
+	e.do("GET", "/api/sop/"+id, "", bob...).expect(t, 404, map[string]any{"error": "SOP not found"})
+
+	// Anonymous jobs stay open to everyone, as the unchanged app needs.
+	r = e.do("POST", "/api/get-upload-url", "")
+	r.expect(t, 200, nil)
+	open, _ := r.body["jobId"].(string)
+	e.upload(open, 1000, "video/mp4")
+	e.do("POST", "/api/queue-job", queue(open)).expect(t, 200, nil)
+	e.do("GET", "/api/job-status/"+open, "", bob...).expect(t, 200, map[string]any{"status": "queued"})
+
+	// Bad tokens are refused, never taken as anonymous.
+	for name, tok := range map[string]string{
+		"expired":        token(t, []byte(testSecret), "alice", "authenticated", -time.Minute),
+		"wrong audience": token(t, []byte(testSecret), "alice", "anon", time.Hour),
+		"wrong key":      token(t, []byte("another-secret-another-secret-another-secret"), "alice", "authenticated", time.Hour),
+		"no subject":     token(t, []byte(testSecret), "", "authenticated", time.Hour),
+		"garbage":        "not.a.token",
+	} {
+		r := e.do("GET", "/api/job-status/"+open, "", "Authorization", "Bearer "+tok)
+		if r.status != http.StatusUnauthorized || r.body["error"] == nil {
+			t.Errorf("%s token: %d %s", name, r.status, r.raw)
+		}
+	}
+}
+
+// RUNOPS_REQUIRE_AUTH makes a token mandatory; a JWKS (asymmetric keys)
+// verifies tokens as well as the secret does.
+func TestRequiredTokensAgainstAJWKS(t *testing.T) {
+	t.Parallel()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b64 := func(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+		_ = json.NewEncoder(w).Encode(map[string]any{"keys": []any{map[string]any{"kty": "RSA", "kid": "test-key", "alg": "RS256", "use": "sig",
+			"n": b64(key.N.Bytes()), "e": b64(big.NewInt(int64(key.E)).Bytes())}}})
+	}))
+	t.Cleanup(jwks.Close)
+	e := setup(t)
+	withLocalAuth(t, e, "", jwks.URL, true)
+	e.do("POST", "/api/get-upload-url", "").expect(t, 401, nil)
+	carol := []string{"Authorization", "Bearer " + token(t, key, "carol", "authenticated", time.Hour)}
+	r := e.do("POST", "/api/get-upload-url", "", carol...)
+	r.expect(t, 200, nil)
+	id, _ := r.body["jobId"].(string)
+	owner, err := e.store.UploadOwner(context.Background(), jobs.ID(id))
+	if err != nil || owner != "carol" {
+		t.Fatalf("upload owner %q %v", owner, err)
+	}
+	// An HS256 token is refused when no secret is configured.
+	hs := token(t, []byte(testSecret), "carol", "authenticated", time.Hour)
+	e.do("POST", "/api/get-upload-url", "", "Authorization", "Bearer "+hs).expect(t, 401, nil)
+}
