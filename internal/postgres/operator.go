@@ -125,3 +125,44 @@ func (s *JobStore) Expire(ctx context.Context, kind retention.Kind, after time.D
 }
 
 var _ retention.Store = (*JobStore)(nil)
+
+const (
+	expireUnqueued = `SELECT u.job_id::text FROM public.runops_uploads u
+WHERE u.issued_at < now() - make_interval(secs => $1)
+  AND NOT EXISTS (SELECT 1 FROM public.jobs j WHERE j.job_id = u.job_id)
+ORDER BY u.issued_at
+LIMIT $2
+FOR UPDATE SKIP LOCKED`
+
+	forgetUploads = `DELETE FROM public.runops_uploads WHERE job_id = ANY($1::uuid[])`
+)
+
+// ExpireUnqueued implements retention.Store.
+func (s *JobStore) ExpireUnqueued(ctx context.Context, after time.Duration, limit int,
+	remove func(context.Context, []jobs.ID) error) (int, error) {
+	var n int
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, expireUnqueued, after.Seconds(), limit)
+		if err != nil {
+			return err
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		typed := make([]jobs.ID, len(ids))
+		for i, id := range ids {
+			typed[i] = jobs.ID(id)
+		}
+		if err := remove(ctx, typed); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, forgetUploads, ids)
+		n = int(tag.RowsAffected())
+		return err
+	})
+	if err != nil {
+		n = 0
+	}
+	return n, wrap("expire unqueued uploads", err)
+}

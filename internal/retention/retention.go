@@ -40,6 +40,9 @@ type Store interface {
 	// janitor can take them, and records the deletion for those remove
 	// returns nil for. It returns how many it recorded.
 	Expire(ctx context.Context, kind Kind, after time.Duration, limit int, remove func(context.Context, []jobs.ID) error) (int, error)
+	// ExpireUnqueued does the same for uploads issued more than after ago
+	// that were never queued, and forgets them once removed.
+	ExpireUnqueued(ctx context.Context, after time.Duration, limit int, remove func(context.Context, []jobs.ID) error) (int, error)
 }
 
 // Objects deletes objects; a missing one is no error.
@@ -61,15 +64,33 @@ type Janitor struct {
 const batch = 100
 
 // Once deletes what is due now, in rounds of batch, and returns how many
-// jobs' objects it deleted.
+// jobs' (and never-queued uploads') objects it deleted.
 func (j *Janitor) Once(ctx context.Context) (int, error) {
-	total := 0
-	for kind, after := range map[Kind]time.Duration{Raw: j.Raw, Slim: j.Slim} {
-		if after <= 0 {
-			continue
+	type round func(ctx context.Context, limit int, remove func(context.Context, []jobs.ID) error) (int, error)
+	var rounds []round
+	var kinds []Kind
+	for _, k := range []struct {
+		kind  Kind
+		after time.Duration
+	}{{Raw, j.Raw}, {Slim, j.Slim}} {
+		if k.after > 0 {
+			rounds = append(rounds, func(ctx context.Context, limit int, remove func(context.Context, []jobs.ID) error) (int, error) {
+				return j.Store.Expire(ctx, k.kind, k.after, limit, remove)
+			})
+			kinds = append(kinds, k.kind)
 		}
+	}
+	if j.Raw > 0 {
+		rounds = append(rounds, func(ctx context.Context, limit int, remove func(context.Context, []jobs.ID) error) (int, error) {
+			return j.Store.ExpireUnqueued(ctx, j.Raw, limit, remove)
+		})
+		kinds = append(kinds, Raw)
+	}
+	total := 0
+	for i, run := range rounds {
+		kind := kinds[i]
 		for {
-			n, err := j.Store.Expire(ctx, kind, after, batch, func(ctx context.Context, ids []jobs.ID) error {
+			n, err := run(ctx, batch, func(ctx context.Context, ids []jobs.ID) error {
 				paths := make([]string, len(ids))
 				for i, id := range ids {
 					paths[i] = kind.Path(id)

@@ -59,6 +59,13 @@ func TestJanitorDeletesWhatIsDueOnce(t *testing.T) {
 		keep[id] = c.status
 	}
 
+	// Issued uploads: one never queued for 25 hours (due), one for an hour.
+	stale, recent := uuid.NewString(), uuid.NewString()
+	exec(`INSERT INTO runops_uploads (job_id, issued_at) VALUES ($1, now() - interval '25 hours'), ($2, now() - interval '1 hour')`, stale, recent)
+	fake.Put("videos/raw/"+stale+".mp4", []byte("upload"), "video/mp4")
+	fake.Put("videos/raw/"+recent+".mp4", []byte("upload"), "video/mp4")
+	due = append(due, stale)
+
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	total := 0
@@ -83,6 +90,9 @@ func TestJanitorDeletesWhatIsDueOnce(t *testing.T) {
 		if _, ok := fake.Object("videos/raw/" + id + ".mp4"); ok {
 			t.Fatalf("%s: upload still there", id)
 		}
+		if id == stale {
+			continue // never queued: no slim copy, no row to record in
+		}
 		if _, ok := fake.Object("videos/slim/" + id + ".mp4"); !ok {
 			t.Fatalf("%s: slim copy deleted without RUNOPS_SLIM_RETENTION", id)
 		}
@@ -90,6 +100,9 @@ func TestJanitorDeletesWhatIsDueOnce(t *testing.T) {
 		if err := pool.QueryRow(ctx, `SELECT (metadata->'retention'->>'raw_deleted_at')::timestamptz FROM jobs WHERE job_id = $1`, id).Scan(&at); err != nil || at == nil {
 			t.Fatalf("%s: deletion not recorded: %v", id, err)
 		}
+	}
+	if _, ok := fake.Object("videos/raw/" + recent + ".mp4"); !ok {
+		t.Fatal("a recent unqueued upload was deleted")
 	}
 	for id, status := range keep {
 		if _, ok := fake.Object("videos/raw/" + id + ".mp4"); !ok {
@@ -99,8 +112,8 @@ func TestJanitorDeletesWhatIsDueOnce(t *testing.T) {
 	// Nothing is due twice; slim copies go when asked.
 	j := &retention.Janitor{Store: postgres.NewJobStore(pool), Objects: objects, Raw: 24 * time.Hour, Slim: 24 * time.Hour,
 		Every: time.Hour, Logger: slog.New(slog.DiscardHandler)}
-	if n, err := j.Once(ctx); err != nil || n != len(due) {
-		t.Fatalf("second round: %d %v; want only the slim copies of %d jobs", n, err, len(due))
+	if n, err := j.Once(ctx); err != nil || n != len(due)-1 {
+		t.Fatalf("second round: %d %v; want only the slim copies of %d jobs", n, err, len(due)-1)
 	}
 	if _, ok := fake.Object("videos/slim/" + due[0] + ".mp4"); ok {
 		t.Fatal("slim copy kept with RUNOPS_SLIM_RETENTION set")
