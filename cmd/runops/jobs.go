@@ -86,10 +86,15 @@ func jobsCommand(ctx context.Context, cfg config.Config, args []string, stdout i
 		if err != nil {
 			return describeMissing(id, err)
 		}
+		events, err := store.Webhooks().Events(ctx, id)
+		if err != nil {
+			return err
+		}
 		if *asJSON {
-			return writeJSONTo(stdout, j)
+			return writeJSONTo(stdout, map[string]any{"job": j, "events": events})
 		}
 		printJob(stdout, j)
+		printEvents(stdout, events)
 		return nil
 	case "requeue":
 		if *status != "" {
@@ -290,4 +295,24 @@ func shorten(s string, n int) string {
 		return string(r[:n-1]) + "…"
 	}
 	return s
+}
+
+// printEvents lists the job's webhook events with their delivery state.
+func printEvents(w io.Writer, events []postgres.Event) {
+	if len(events) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nwebhook events")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, e := range events {
+		state := fmt.Sprintf("pending (%d attempts)", e.Attempts)
+		switch {
+		case e.DeliveredAt != nil:
+			state = "delivered " + e.DeliveredAt.Format(time.RFC3339)
+		case e.GivenUpAt != nil:
+			state = "given up " + e.GivenUpAt.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", e.ID, e.Type, e.URL, state, e.LastError)
+	}
+	tw.Flush()
 }

@@ -75,8 +75,11 @@ func TestJobsCLI(t *testing.T) {
 		t.Fatalf("list --status processing: %v\n%s", err, out)
 	}
 	out, err = runops("show", failed, "--json")
-	var shown jobs.Job
-	if err != nil || json.Unmarshal([]byte(out), &shown) != nil || shown.Status != jobs.StatusError {
+	var shown struct {
+		Job    jobs.Job
+		Events []any
+	}
+	if err != nil || json.Unmarshal([]byte(out), &shown) != nil || shown.Job.Status != jobs.StatusError || shown.Events == nil {
 		t.Fatalf("show --json: %v\n%s", err, out)
 	}
 	if out, err = runops("show", failed); err != nil || !strings.Contains(out, "24 minutes") || !strings.Contains(out, "probing") {

@@ -35,6 +35,7 @@ import (
 	"github.com/runops/runops/internal/queue"
 	"github.com/runops/runops/internal/retention"
 	"github.com/runops/runops/internal/storage"
+	"github.com/runops/runops/internal/webhook"
 	"github.com/runops/runops/supabase"
 )
 
@@ -254,6 +255,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, wi
 		janitor := &retention.Janitor{Store: postgres.NewJobStore(workerPool), Objects: objects, Raw: cfg.RawRetention,
 			Slim: cfg.SlimRetention, Every: cfg.Sweep, Logger: log}
 		g.Go(func() error { janitor.Run(ctx); return nil })
+		if len(cfg.WebhookURLs) > 0 {
+			d := &webhook.Deliverer{Store: postgres.NewJobStore(workerPool).Webhooks(), Secret: []byte(cfg.WebhookSecret),
+				Client: &http.Client{Timeout: 10 * time.Second}, Every: time.Second, Logger: log}
+			g.Go(func() error { d.Run(ctx); return nil })
+		}
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -303,7 +309,7 @@ func apiHandler(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, stor
 // newWorker wires the queue engine to Postgres; the listener is nil when
 // polling (RUNOPS_LISTEN=off, or a transaction pooler that cannot LISTEN).
 func newWorker(cfg config.Config, h queue.Handler, pool *pgxpool.Pool, log *slog.Logger) (*queue.Worker, *postgres.Listener) {
-	w := queue.New(postgres.NewQueueStore(pool), h, queue.Config{
+	w := queue.New(postgres.NewQueueStore(pool).SendEvents(cfg.WebhookURLs), h, queue.Config{
 		Concurrency: cfg.WorkerConcurrency, LeaseTTL: cfg.LeaseTTL, Heartbeat: cfg.Heartbeat, Sweep: cfg.Sweep,
 		MaxAttempts: cfg.MaxAttempts, ShutdownGrace: cfg.ShutdownGrace, TempDir: cfg.TmpDir, Logger: log,
 	})

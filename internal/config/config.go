@@ -43,6 +43,9 @@ type Config struct {
 	RawRetention      time.Duration // RUNOPS_RAW_RETENTION: uploads deleted this long after their job ended
 	SlimRetention     time.Duration // RUNOPS_SLIM_RETENTION: slim copies likewise; 0 = kept
 
+	WebhookURLs   []string // RUNOPS_WEBHOOK_URLS, comma-separated: completion webhooks
+	WebhookSecret string   // RUNOPS_WEBHOOK_SECRET: signs them
+
 	JWTSecret string // SUPABASE_JWT_SECRET [JWT_SECRET]: verify HS256 user tokens locally
 	JWKSURL   string // SUPABASE_JWKS_URL: verify asymmetric user tokens locally
 
@@ -92,6 +95,8 @@ func Load(getenv func(string) string) (Config, error) {
 		RawRetention:      r.duration("RUNOPS_RAW_RETENTION", 24*time.Hour),
 		SlimRetention:     r.duration("RUNOPS_SLIM_RETENTION", 0),
 
+		WebhookURLs:             list(r.first("", "RUNOPS_WEBHOOK_URLS")),
+		WebhookSecret:           r.first("", "RUNOPS_WEBHOOK_SECRET"),
 		JWTSecret:               r.first("", "SUPABASE_JWT_SECRET", "JWT_SECRET"),
 		JWKSURL:                 r.first("", "SUPABASE_JWKS_URL"),
 		GeminiAPIKey:            r.first("", "GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_API_KEY"),
@@ -132,6 +137,12 @@ func Load(getenv func(string) string) (Config, error) {
 	r.url("SUPABASE_PUBLIC_URL", c.SupabasePublicURL, "http", "https")
 	if c.FrontendURL != "" {
 		r.url("RUNOPS_FRONTEND_URL", c.FrontendURL, "http", "https")
+	}
+	for _, u := range c.WebhookURLs {
+		r.url("RUNOPS_WEBHOOK_URLS", u, "http", "https")
+	}
+	if len(c.WebhookURLs) > 0 && c.WebhookSecret == "" {
+		r.fail("RUNOPS_WEBHOOK_SECRET", "is required with RUNOPS_WEBHOOK_URLS: receivers check the signature")
 	}
 	if c.JWKSURL != "" {
 		r.url("SUPABASE_JWKS_URL", c.JWKSURL, "http", "https")

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -48,15 +49,25 @@ WHERE job_id = $1` + fence
 SET metadata = public.runops_jsonb_merge(coalesce(metadata, '{}'::jsonb), $3)
 WHERE job_id = $1` + fence
 
-	completeJob = `UPDATE public.jobs
+	// withEvent finishes the statement of an outcome: it counts the rows
+	// the done CTE finished and records their webhook events (to the URLs
+	// in the last parameter; none when it is empty) in the same statement,
+	// so in the same transaction.
+	withEvent = `)
+SELECT count(*)::int FROM done, LATERAL (SELECT public.runops_record_event(done.job_id, done.status, done.error,
+  done.created_at, done.completed_at, done.metadata->'timings', $%d::text[])) ev`
+
+	completeJob = `WITH done AS (UPDATE public.jobs
 SET status = 'completed', completed_at = now(), error = NULL,
     metadata = public.runops_jsonb_merge(public.runops_close_attempt(metadata, $2, 'completed', NULL), $3)
-WHERE job_id = $1` + fence + asWorker
+WHERE job_id = $1` + fence + asWorker + `
+RETURNING job_id, status, error, created_at, completed_at, metadata`
 
-	failJob = `UPDATE public.jobs
+	failJob = `WITH done AS (UPDATE public.jobs
 SET status = 'error', error = $3,
     metadata = public.runops_jsonb_merge(public.runops_close_attempt(metadata, $2, 'error', $4), $5)
-WHERE job_id = $1` + fence + asWorker
+WHERE job_id = $1` + fence + asWorker + `
+RETURNING job_id, status, error, created_at, completed_at, metadata`
 
 	// A shutdown hand-back is not an attempt: the count goes back down.
 	handBackJob = `UPDATE public.jobs
@@ -87,23 +98,47 @@ WITH expired AS (
   SELECT id FROM public.jobs
   WHERE status = 'processing' AND public.runops_lease_expired(metadata)
   FOR UPDATE SKIP LOCKED
-)
+), done AS (
 UPDATE public.jobs j
 SET status = CASE WHEN public.runops_attempt(j.metadata) >= $1 THEN 'error' ELSE 'queued' END,
     error = CASE WHEN public.runops_attempt(j.metadata) >= $1 THEN $2 END,
     metadata = public.runops_close_attempt(j.metadata, coalesce(j.metadata->'lease'->>'token', ''), 'lost', 'lease expired')
                - 'lease'
 FROM expired WHERE j.id = expired.id` + asWorker + `
-RETURNING j.job_id::text, j.status`
+RETURNING j.job_id, j.status, j.error, j.created_at, j.completed_at, j.metadata
+)
+SELECT done.job_id::text, done.status FROM done
+LEFT JOIN LATERAL (SELECT public.runops_record_event(done.job_id, done.status, done.error, done.created_at,
+  done.completed_at, done.metadata->'timings', $3::text[]) WHERE done.status = 'error') ev ON true`
 )
 
 // QueueStore is the queue's view of public.jobs.
 type QueueStore struct {
-	pool *pgxpool.Pool
+	pool  *pgxpool.Pool
+	hooks []string // RUNOPS_WEBHOOK_URLS: outcomes record an event for each
 }
 
 // NewQueueStore returns a queue store over pool.
-func NewQueueStore(pool *pgxpool.Pool) *QueueStore { return &QueueStore{pool: pool} }
+func NewQueueStore(pool *pgxpool.Pool) *QueueStore { return &QueueStore{pool: pool, hooks: []string{}} }
+
+// SendEvents makes every outcome the worker records (completed, error, and a
+// rescue that ends a job) write a webhook event for each of urls, in the
+// same transaction.
+func (s *QueueStore) SendEvents(urls []string) *QueueStore {
+	s.hooks = append([]string{}, urls...)
+	return s
+}
+
+// finished runs an outcome statement (withEvent) and tells whether it
+// matched (false: the lease is gone).
+func (s *QueueStore) finished(ctx context.Context, op, sql string, args ...any) (bool, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, sql+fmt.Sprintf(withEvent, len(args)+1), append(args, s.hooks)...).Scan(&n)
+	if err != nil {
+		return false, wrap(op, err)
+	}
+	return n == 1, nil
+}
 
 // Claim takes up to n of the oldest claimable queued jobs for worker, oldest
 // first, each under a new lease token.
@@ -155,7 +190,7 @@ func (s *QueueStore) Complete(ctx context.Context, id jobs.ID, token string, pat
 	if patch == nil {
 		patch = map[string]any{}
 	}
-	return s.fenced(ctx, "complete job", completeJob, string(id), token, patch)
+	return s.finished(ctx, "complete job", completeJob, string(id), token, patch)
 }
 
 // Fail ends the job in error with message (for a person) and cause (short,
@@ -164,7 +199,7 @@ func (s *QueueStore) Fail(ctx context.Context, id jobs.ID, token, message, cause
 	if patch == nil {
 		patch = map[string]any{}
 	}
-	return s.fenced(ctx, "fail job", failJob, string(id), token, message, cause, patch)
+	return s.finished(ctx, "fail job", failJob, string(id), token, message, cause, patch)
 }
 
 // HandBack returns the job to the queue without counting the attempt.
@@ -181,7 +216,7 @@ func (s *QueueStore) Release(ctx context.Context, id jobs.ID, token string) erro
 // Rescue returns expired leases to the queue; a job already claimed
 // maxAttempts times ends in error with message instead.
 func (s *QueueStore) Rescue(ctx context.Context, maxAttempts int, message string) (requeued, failed []jobs.ID, err error) {
-	rows, err := s.pool.Query(ctx, rescueJobs, maxAttempts, message)
+	rows, err := s.pool.Query(ctx, rescueJobs, maxAttempts, message, s.hooks)
 	if err != nil {
 		return nil, nil, wrap("rescue jobs", err)
 	}

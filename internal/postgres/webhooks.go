@@ -1,0 +1,102 @@
+package postgres
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/webhook"
+)
+
+// The outbox's SQL (the runops_webhooks table).
+const (
+	dueDeliveries = `UPDATE public.runops_webhooks w
+SET attempts = w.attempts + 1, next_at = now() + make_interval(secs => $2)
+FROM (SELECT event_id, url FROM public.runops_webhooks
+      WHERE delivered_at IS NULL AND given_up_at IS NULL AND next_at <= now()
+      ORDER BY next_at LIMIT $1 FOR UPDATE SKIP LOCKED) due
+WHERE w.event_id = due.event_id AND w.url = due.url
+RETURNING w.event_id::text, w.url, w.body::text, w.attempts, w.created_at`
+
+	markDelivered = `UPDATE public.runops_webhooks SET delivered_at = now(), last_error = NULL WHERE event_id = $1 AND url = $2`
+	markRetry     = `UPDATE public.runops_webhooks SET next_at = $3, last_error = $4 WHERE event_id = $1 AND url = $2`
+	markGivenUp   = `UPDATE public.runops_webhooks SET given_up_at = now(), last_error = $3 WHERE event_id = $1 AND url = $2`
+
+	jobEvents = `SELECT event_id::text, url, type, created_at, attempts, delivered_at, given_up_at, coalesce(last_error, '')
+FROM public.runops_webhooks WHERE job_id = $1 ORDER BY created_at, url`
+)
+
+// Webhooks is the outbox of completion events.
+type Webhooks struct{ s *JobStore }
+
+// Webhooks returns the store's outbox.
+func (s *JobStore) Webhooks() *Webhooks { return &Webhooks{s} }
+
+var _ webhook.Store = (*Webhooks)(nil)
+
+// Due implements webhook.Store.
+func (w *Webhooks) Due(ctx context.Context, n int, lease time.Duration) ([]webhook.Delivery, error) {
+	rows, err := w.s.pool.Query(ctx, dueDeliveries, n, lease.Seconds())
+	if err != nil {
+		return nil, wrap("due webhooks", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (webhook.Delivery, error) {
+		var d webhook.Delivery
+		var body string
+		err := r.Scan(&d.EventID, &d.URL, &body, &d.Attempts, &d.Created)
+		d.Body = []byte(body)
+		return d, err
+	})
+	return out, wrap("due webhooks", err)
+}
+
+func (w *Webhooks) exec(ctx context.Context, op, sql string, args ...any) error {
+	_, err := w.s.pool.Exec(ctx, sql, args...)
+	return wrap(op, err)
+}
+
+// Delivered implements webhook.Store.
+func (w *Webhooks) Delivered(ctx context.Context, d webhook.Delivery) error {
+	return w.exec(ctx, "webhook delivered", markDelivered, d.EventID, d.URL)
+}
+
+// Retry implements webhook.Store.
+func (w *Webhooks) Retry(ctx context.Context, d webhook.Delivery, next time.Time, why string) error {
+	return w.exec(ctx, "webhook retry", markRetry, d.EventID, d.URL, next, why)
+}
+
+// GiveUp implements webhook.Store.
+func (w *Webhooks) GiveUp(ctx context.Context, d webhook.Delivery, why string) error {
+	return w.exec(ctx, "webhook given up", markGivenUp, d.EventID, d.URL, why)
+}
+
+// Event is a job's event at one URL, with its delivery state, for runops jobs show.
+type Event struct {
+	ID          string     `json:"id"`
+	URL         string     `json:"url"`
+	Type        string     `json:"type"`
+	Created     time.Time  `json:"created_at"`
+	Attempts    int        `json:"attempts"`
+	DeliveredAt *time.Time `json:"delivered_at"`
+	GivenUpAt   *time.Time `json:"given_up_at"`
+	LastError   string     `json:"last_error,omitempty"`
+}
+
+// Events lists the job's events.
+func (w *Webhooks) Events(ctx context.Context, id jobs.ID) ([]Event, error) {
+	rows, err := w.s.pool.Query(ctx, jobEvents, string(id))
+	if err != nil {
+		return nil, wrap("job events", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Event, error) {
+		var e Event
+		err := r.Scan(&e.ID, &e.URL, &e.Type, &e.Created, &e.Attempts, &e.DeliveredAt, &e.GivenUpAt, &e.LastError)
+		return e, err
+	})
+	if out == nil {
+		out = []Event{} // a JSON array, never null
+	}
+	return out, wrap("job events", err)
+}

@@ -1,0 +1,151 @@
+// Package webhook delivers the completion events the worker records (an
+// outbox table written in the same transaction that finishes a job) to the
+// URLs in RUNOPS_WEBHOOK_URLS: each event at least once, under a stable id,
+// signed with RUNOPS_WEBHOOK_SECRET; retried after about a second, doubling
+// with jitter up to an hour, given up 24 hours after the event. Safe with
+// many worker processes: each delivery attempt is taken by one of them.
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/runops/runops/internal/metrics"
+)
+
+// Delivery is one event to send to one URL.
+type Delivery struct {
+	EventID  string
+	URL      string
+	Body     []byte
+	Attempts int // including this one
+	Created  time.Time
+}
+
+// Store is what delivering needs of the outbox.
+type Store interface {
+	// Due takes up to n deliveries whose time has come, keeping them from
+	// other deliverers for lease (an attempt each).
+	Due(ctx context.Context, n int, lease time.Duration) ([]Delivery, error)
+	// Delivered records a success; Retry the next try at next, with why it
+	// failed; GiveUp the end of trying.
+	Delivered(ctx context.Context, d Delivery) error
+	Retry(ctx context.Context, d Delivery, next time.Time, why string) error
+	GiveUp(ctx context.Context, d Delivery, why string) error
+}
+
+// Deliverer sends due events.
+type Deliverer struct {
+	Store  Store
+	Secret []byte
+	Client *http.Client // its timeout bounds one attempt
+	Every  time.Duration
+	Logger *slog.Logger
+	now    func() time.Time
+}
+
+// Tuning fixed by the contract with receivers.
+const (
+	firstRetry = time.Second
+	maxWait    = time.Hour
+	giveUpAt   = 24 * time.Hour
+	lease      = time.Minute
+	perRound   = 20
+)
+
+// Sign is the Runops-Signature header of body sent at t:
+// "t=<unix>, v1=<hex HMAC-SHA256(secret, "<unix>.<body>")>".
+func Sign(secret, body []byte, t time.Time) string {
+	ts := strconv.FormatInt(t.Unix(), 10)
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte(ts + "."))
+	mac.Write(body)
+	return "t=" + ts + ", v1=" + hex.EncodeToString(mac.Sum(nil))
+}
+
+// Backoff is the wait before try n+1 after n failed tries: about a second
+// first, doubling, with ±20 % jitter, at most an hour.
+func Backoff(n int) time.Duration {
+	d := firstRetry << min(max(n-1, 0), 20)
+	d = min(d, maxWait)
+	return d*8/10 + time.Duration(rand.Int64N(int64(d)*4/10+1))
+}
+
+// Once sends what is due now and returns how many it sent successfully.
+func (d *Deliverer) Once(ctx context.Context) (int, error) {
+	now := time.Now
+	if d.now != nil {
+		now = d.now
+	}
+	due, err := d.Store.Due(ctx, perRound, lease)
+	if err != nil {
+		return 0, err
+	}
+	sent := 0
+	for _, del := range due {
+		why := d.send(ctx, del, now())
+		switch {
+		case why == "":
+			sent++
+			metrics.WebhookDeliveries.WithLabelValues("delivered").Inc()
+			err = d.Store.Delivered(ctx, del)
+		case now().Sub(del.Created) >= giveUpAt:
+			metrics.WebhookDeliveries.WithLabelValues("given_up").Inc()
+			d.Logger.Error("webhook: giving up on an event", "event_id", del.EventID, "url", del.URL, "attempts", del.Attempts, "error", why)
+			err = d.Store.GiveUp(ctx, del, why)
+		default:
+			metrics.WebhookDeliveries.WithLabelValues("failed").Inc()
+			d.Logger.Warn("webhook: delivery failed; trying again", "event_id", del.EventID, "url", del.URL, "attempts", del.Attempts, "error", why)
+			err = d.Store.Retry(ctx, del, now().Add(Backoff(del.Attempts)), why)
+		}
+		if err != nil {
+			return sent, err
+		}
+	}
+	return sent, nil
+}
+
+// send POSTs one delivery; "" on a 2xx answer, else why not.
+func (d *Deliverer) send(ctx context.Context, del Delivery, at time.Time) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, del.URL, bytes.NewReader(del.Body))
+	if err != nil {
+		return err.Error()
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "runops-webhook/1")
+	req.Header.Set("Runops-Signature", Sign(d.Secret, del.Body, at))
+	resp, err := d.Client.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Sprintf("answered %d", resp.StatusCode)
+	}
+	return ""
+}
+
+// Run delivers every Every until ctx is done.
+func (d *Deliverer) Run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d.Every):
+		}
+		if _, err := d.Once(ctx); err != nil && ctx.Err() == nil {
+			d.Logger.Warn("webhook: delivery round failed", "error", err)
+		}
+	}
+}

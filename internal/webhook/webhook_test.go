@@ -1,0 +1,257 @@
+package webhook_test
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/pgtest"
+	"github.com/runops/runops/internal/postgres"
+	"github.com/runops/runops/internal/webhook"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+const secret = "receiver-secret"
+
+// receiver is a real local endpoint that checks every signature and records
+// what it was sent; down makes it drop connections, fail the next answers 500.
+type receiver struct {
+	t    *testing.T
+	srv  *httptest.Server
+	mu   sync.Mutex
+	got  []map[string]any
+	down atomic.Bool
+	fail atomic.Int32
+}
+
+func newReceiver(t *testing.T) *receiver {
+	r := &receiver{t: t}
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if r.down.Load() {
+			if hj, ok := w.(http.Hijacker); ok {
+				if c, _, err := hj.Hijack(); err == nil {
+					c.Close()
+					return
+				}
+			}
+		}
+		body, _ := io.ReadAll(req.Body)
+		sig := req.Header.Get("Runops-Signature")
+		ts, v1, _ := strings.Cut(strings.TrimPrefix(sig, "t="), ", v1=")
+		mac := hmac.New(sha256.New, []byte(secret))
+		mac.Write([]byte(ts + "." + string(body)))
+		if want := hex.EncodeToString(mac.Sum(nil)); v1 != want {
+			t.Errorf("bad signature %q", sig)
+		}
+		var ev map[string]any
+		if err := json.Unmarshal(body, &ev); err != nil {
+			t.Errorf("body %s: %v", body, err)
+		}
+		r.mu.Lock()
+		r.got = append(r.got, ev)
+		r.mu.Unlock()
+		if r.fail.Add(-1) >= 0 {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+func (r *receiver) received() []map[string]any {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]map[string]any(nil), r.got...)
+}
+
+// finish runs one job to the outcome through the worker's own statements.
+func finish(t *testing.T, q *postgres.QueueStore, exec func(string, ...any), fail bool) jobs.ID {
+	t.Helper()
+	id := jobs.ID(uuid.NewString())
+	exec(`INSERT INTO jobs (job_id) VALUES ($1)`, string(id))
+	got, err := q.Claim(context.Background(), "w", 1, time.Minute)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("claim: %v %v", got, err)
+	}
+	var ok bool
+	if fail {
+		ok, err = q.Fail(context.Background(), id, got[0].Token, "The video is damaged.", "ffmpeg: exit 1", map[string]any{"timings": map[string]any{"probing_ms": 5}})
+	} else {
+		ok, err = q.Complete(context.Background(), id, got[0].Token, map[string]any{"timings": map[string]any{"probing_ms": 5}})
+	}
+	if err != nil || !ok {
+		t.Fatalf("outcome: %v %v", ok, err)
+	}
+	return id
+}
+
+func deliverer(store *postgres.JobStore) *webhook.Deliverer {
+	return &webhook.Deliverer{Store: store.Webhooks(), Secret: []byte(secret), Client: &http.Client{Timeout: 5 * time.Second},
+		Every: time.Hour, Logger: slog.New(slog.DiscardHandler)}
+}
+
+// deliverUntil runs delivery rounds until cond holds (retries come about a
+// second apart: a generous deadline, never a duration assertion).
+func deliverUntil(t *testing.T, d *webhook.Deliverer, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if _, err := d.Once(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond) // pacing the rounds
+	}
+}
+
+// Outcomes the worker records become signed events, written with the
+// outcome and delivered at least once under one id: a 500 is retried, a
+// receiver that is down while the deliverer restarts gets it afterwards; a
+// person's dashboard edit sends nothing.
+func TestEventsAreDeliveredAtLeastOnce(t *testing.T) {
+	pool, _ := pgtest.Pool(t)
+	ctx := context.Background()
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, sql, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func(sql string, args ...any) int {
+		t.Helper()
+		var n int
+		if err := pool.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	flaky, steady := newReceiver(t), newReceiver(t)
+	flaky.fail.Store(1)
+	store := postgres.NewJobStore(pool)
+	q := postgres.NewQueueStore(pool).SendEvents([]string{flaky.srv.URL, steady.srv.URL})
+
+	done := finish(t, q, exec, false)
+	failed := finish(t, q, exec, true)
+	if n := count(`SELECT count(*) FROM runops_webhooks`); n != 4 {
+		t.Fatalf("%d events; want one per outcome and URL", n)
+	}
+	// A person's edit is not the service's outcome.
+	person := uuid.NewString()
+	exec(`INSERT INTO jobs (job_id) VALUES ($1)`, person)
+	exec(`UPDATE jobs SET status = 'completed' WHERE job_id = $1`, person)
+	if n := count(`SELECT count(*) FROM runops_webhooks WHERE job_id = $1`, person); n != 0 {
+		t.Fatal("a dashboard edit sent an event")
+	}
+
+	d := deliverer(store)
+	deliverUntil(t, d, "every event delivered", func() bool {
+		return count(`SELECT count(*) FROM runops_webhooks WHERE delivered_at IS NOT NULL`) == 4
+	})
+	got := flaky.received()
+	if len(got) != 3 { // the 500, its retry, the other event
+		t.Fatalf("flaky receiver got %d requests", len(got))
+	}
+	ids := map[any]int{}
+	for _, ev := range got {
+		ids[ev["id"]]++
+	}
+	if len(ids) != 2 {
+		t.Fatalf("event ids %v: a retry must carry the same id", ids)
+	}
+	for _, ev := range steady.received() {
+		switch ev["job_id"] {
+		case string(done):
+			if ev["type"] != "job.completed" || ev["status"] != "completed" || ev["sop_path"] != "sops/"+string(done)+".json" || ev["completed_at"] == nil {
+				t.Errorf("completed event %v", ev)
+			}
+		case string(failed):
+			if ev["type"] != "job.failed" || ev["error"] != "The video is damaged." || ev["sop_path"] != nil {
+				t.Errorf("failed event %v", ev)
+			}
+		default:
+			t.Errorf("event %v", ev)
+		}
+		if timings, _ := ev["timings"].(map[string]any); timings["probing_ms"] != float64(5) {
+			t.Errorf("timings %v", ev["timings"])
+		}
+	}
+
+	// The receiver is down while the deliverer "restarts": the event waits.
+	steady.down.Store(true)
+	later := finish(t, q, exec, false)
+	deliverUntil(t, d, "a failed attempt", func() bool {
+		return count(`SELECT count(*) FROM runops_webhooks WHERE job_id = $1 AND url = $2 AND attempts > 0 AND last_error IS NOT NULL`, string(later), steady.srv.URL) == 1
+	})
+	steady.down.Store(false)
+	restarted := deliverer(store)
+	deliverUntil(t, restarted, "the event delivered after the restart", func() bool {
+		return count(`SELECT count(*) FROM runops_webhooks WHERE job_id = $1 AND delivered_at IS NOT NULL`, string(later)) == 2
+	})
+}
+
+// Many deliverers at once: each attempt is made by one of them.
+func TestOneDelivererPerAttempt(t *testing.T) {
+	pool, _ := pgtest.Pool(t)
+	ctx := context.Background()
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, sql, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := newReceiver(t)
+	store := postgres.NewJobStore(pool)
+	q := postgres.NewQueueStore(pool).SendEvents([]string{r.srv.URL})
+	const n = 30
+	for range n {
+		finish(t, q, exec, false)
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			if _, err := deliverer(store).Once(ctx); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	var delivered int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM runops_webhooks WHERE delivered_at IS NOT NULL`).Scan(&delivered); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(r.received()); got != delivered || delivered != n {
+		t.Fatalf("%d requests for %d delivered events of %d", got, delivered, n)
+	}
+}
+
+func TestSignAndBackoff(t *testing.T) {
+	at := time.Unix(1700000000, 0)
+	if got := webhook.Sign([]byte("s"), []byte(`{}`), at); !strings.HasPrefix(got, "t=1700000000, v1=") || len(got) != len("t=1700000000, v1=")+64 {
+		t.Fatalf("signature %q", got)
+	}
+	for n, want := range map[int][2]time.Duration{1: {800 * time.Millisecond, 1200 * time.Millisecond}, 2: {1600 * time.Millisecond, 2400 * time.Millisecond},
+		30: {48 * time.Minute, 72 * time.Minute}} {
+		if d := webhook.Backoff(n); d < want[0] || d > want[1] {
+			t.Errorf("backoff after %d tries: %s", n, d)
+		}
+	}
+}
