@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -42,8 +43,45 @@ func (s *server) getUploadURL(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fromBackend("File storage", err, "Failed to create upload URL")
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"jobId": string(id), "url": signed})
+	writeJSON(w, http.StatusOK, uploadURL{JobID: string(id), URL: signed, TUS: resumable(signed, id)})
 	return nil
+}
+
+// uploadURL is get-upload-url's answer: what the app reads (jobId, url) and,
+// for clients that can, what a TUS client needs to upload the same object
+// resumably (the app ignores it).
+type uploadURL struct {
+	JobID string     `json:"jobId"`
+	URL   string     `json:"url"`
+	TUS   *tusUpload `json:"tus,omitempty"`
+}
+
+type tusUpload struct {
+	Endpoint    string `json:"endpoint"`  // POST here with x-signature: token
+	Token       string `json:"token"`     // the signed upload token
+	ChunkSize   int    `json:"chunkSize"` // every chunk but the last (the hosted rule)
+	BucketName  string `json:"bucketName"`
+	ObjectName  string `json:"objectName"`
+	ContentType string `json:"contentType"` // a default: send the file's own type
+}
+
+// tusChunkSize is the chunk size Supabase Storage requires of TUS clients.
+const tusChunkSize = 6 << 20
+
+// resumable derives the TUS upload of the object a signed upload URL is for:
+// the same token, at the storage server's resumable endpoint on the same
+// public base.
+func resumable(signed string, id jobs.ID) *tusUpload {
+	base, rest, ok := strings.Cut(signed, "/object/upload/sign/")
+	if !ok {
+		return nil
+	}
+	u, err := url.Parse("x://x/" + rest)
+	if err != nil || u.Query().Get("token") == "" {
+		return nil
+	}
+	return &tusUpload{Endpoint: base + "/upload/resumable/sign", Token: u.Query().Get("token"), ChunkSize: tusChunkSize,
+		BucketName: jobs.Bucket, ObjectName: id.RawPath(), ContentType: "video/mp4"}
 }
 
 // POST /api/queue-job {"jobId"}: check the upload, then insert a queued row

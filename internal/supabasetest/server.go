@@ -69,6 +69,7 @@ type Server struct {
 	seq      int
 	onStore  func(key, file string)
 	onReq    func(op Op, path string)
+	tus      map[string]*tusUpload // resumable uploads in progress, by id
 }
 
 // OnRequest calls fn as every request that the stand-in serves arrives, with
@@ -244,6 +245,9 @@ func (s *Server) route(r *http.Request) (Op, http.HandlerFunc) {
 	p, ok := strings.CutPrefix(p, "/storage/v1")
 	if !ok {
 		return "", nil
+	}
+	if op, h := s.tusRoute(r, p); op != "" {
+		return op, h
 	}
 	m := r.Method
 	switch {
