@@ -1,0 +1,52 @@
+package webhook
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+)
+
+// memStore records what the deliverer decided.
+type memStore struct {
+	due                       []Delivery
+	delivered, retried, given int
+	next                      time.Time
+}
+
+func (m *memStore) Due(context.Context, int, time.Duration) ([]Delivery, error) {
+	d := m.due
+	m.due = nil
+	return d, nil
+}
+func (m *memStore) Delivered(context.Context, Delivery) error { m.delivered++; return nil }
+func (m *memStore) Retry(_ context.Context, _ Delivery, next time.Time, _ string) error {
+	m.retried++
+	m.next = next
+	return nil
+}
+func (m *memStore) GiveUp(context.Context, Delivery, string) error { m.given++; return nil }
+
+// A failing delivery is retried until the event is 24 hours old, then given
+// up; the retry comes after the backoff of its attempt count.
+func TestGiveUpAfterADay(t *testing.T) {
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusBadGateway) }))
+	defer down.Close()
+	now := time.Now()
+	m := &memStore{}
+	d := &Deliverer{Store: m, Secret: []byte("s"), Client: down.Client(), Logger: slog.New(slog.DiscardHandler), now: func() time.Time { return now }}
+
+	m.due = []Delivery{{EventID: "e", URL: down.URL, Body: []byte(`{}`), Attempts: 3, Created: now.Add(-23 * time.Hour)}}
+	if _, err := d.Once(context.Background()); err != nil || m.retried != 1 || m.given != 0 {
+		t.Fatalf("a day not over: retried %d, given up %d, %v", m.retried, m.given, err)
+	}
+	if wait := m.next.Sub(now); wait < 3200*time.Millisecond || wait > 4800*time.Millisecond {
+		t.Fatalf("retry after %s; want about 4 s after 3 tries", wait)
+	}
+	m.due = []Delivery{{EventID: "e", URL: down.URL, Body: []byte(`{}`), Attempts: 20, Created: now.Add(-24 * time.Hour)}}
+	if _, err := d.Once(context.Background()); err != nil || m.given != 1 || m.retried != 1 {
+		t.Fatalf("a day over: retried %d, given up %d, %v", m.retried, m.given, err)
+	}
+}
