@@ -163,17 +163,7 @@ func TestWorkerProcessesSurviveSIGKILL(t *testing.T) {
 }
 
 func TestWorkerSIGTERMHandsBackSlowJob(t *testing.T) {
-	bin := binary(t, "runops_testhandler")
-	d, dsn := newDB(t)
-	p := startWorker(t, bin, dsn, "RUNOPS_SHUTDOWN_GRACE=300ms")
-	id := uuid.NewString()
-	d.exec(`INSERT INTO jobs (job_id, metadata) VALUES ($1, '{"test_hold": true}')`, id)
-	d.waitFor("the job to start", func() bool {
-		return d.scalar(`SELECT count(*) FROM test_runs WHERE job_id = $1`, id).(int64) == 1
-	})
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	d, p, id := holdThenSIGTERM(t, "300ms")
 	if err := p.waitExit(t); err != nil {
 		t.Fatalf("exit after SIGTERM: %v", err)
 	}
@@ -335,17 +325,7 @@ func TestServeRunsTheWholeFlow(t *testing.T) {
 // From SIGTERM on /readyz answers 503 while the worker drains, so that a load
 // balancer stops sending work at once.
 func TestReadyzFailsFromSIGTERM(t *testing.T) {
-	bin := binary(t, "runops_testhandler")
-	d, dsn := newDB(t)
-	p := startWorker(t, bin, dsn, "RUNOPS_SHUTDOWN_GRACE=2m")
-	id := uuid.NewString()
-	d.exec(`INSERT INTO jobs (job_id, metadata) VALUES ($1, '{"test_hold": true}')`, id)
-	d.waitFor("the job to start", func() bool {
-		return d.scalar(`SELECT count(*) FROM test_runs WHERE job_id = $1`, id).(int64) == 1
-	})
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	d, p, id := holdThenSIGTERM(t, "2m")
 	var body map[string]any
 	d.waitFor("/readyz to say the worker is shutting down", func() bool {
 		resp, err := http.Get(p.base + "/readyz")
@@ -555,4 +535,21 @@ func checkMetrics(t *testing.T, base, id string) {
 			}
 		}
 	}
+}
+
+// holdThenSIGTERM starts a test-handler worker with the shutdown grace given,
+// waits until it runs a job that holds until cancelled, and sends SIGTERM.
+func holdThenSIGTERM(t *testing.T, grace string) (*db, *workerProc, string) {
+	t.Helper()
+	d, dsn := newDB(t)
+	p := startWorker(t, binary(t, "runops_testhandler"), dsn, "RUNOPS_SHUTDOWN_GRACE="+grace)
+	id := uuid.NewString()
+	d.exec(`INSERT INTO jobs (job_id, metadata) VALUES ($1, '{"test_hold": true}')`, id)
+	d.waitFor("the job to start", func() bool {
+		return d.scalar(`SELECT count(*) FROM test_runs WHERE job_id = $1`, id).(int64) == 1
+	})
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	return d, p, id
 }

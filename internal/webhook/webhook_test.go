@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/pgtest"
@@ -102,6 +103,26 @@ func finish(t *testing.T, q *postgres.QueueStore, exec func(string, ...any), fai
 	return id
 }
 
+// database is a fresh migrated database with helpers to change and count rows.
+func database(t *testing.T) (*pgxpool.Pool, func(string, ...any), func(string, ...any) int) {
+	pool, _ := pgtest.Pool(t)
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := pool.Exec(context.Background(), sql, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func(sql string, args ...any) int {
+		t.Helper()
+		var n int
+		if err := pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	return pool, exec, count
+}
+
 func deliverer(store *postgres.JobStore) *webhook.Deliverer {
 	return &webhook.Deliverer{Store: store.Webhooks(), Secret: []byte(secret), Client: &http.Client{Timeout: 5 * time.Second},
 		Every: time.Hour, Logger: slog.New(slog.DiscardHandler)}
@@ -128,22 +149,7 @@ func deliverUntil(t *testing.T, d *webhook.Deliverer, what string, cond func() b
 // receiver that is down while the deliverer restarts gets it afterwards; a
 // person's dashboard edit sends nothing.
 func TestEventsAreDeliveredAtLeastOnce(t *testing.T) {
-	pool, _ := pgtest.Pool(t)
-	ctx := context.Background()
-	exec := func(sql string, args ...any) {
-		t.Helper()
-		if _, err := pool.Exec(ctx, sql, args...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	count := func(sql string, args ...any) int {
-		t.Helper()
-		var n int
-		if err := pool.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	pool, exec, count := database(t)
 	flaky, steady := newReceiver(t), newReceiver(t)
 	flaky.fail.Store(1)
 	store := postgres.NewJobStore(pool)
@@ -210,14 +216,8 @@ func TestEventsAreDeliveredAtLeastOnce(t *testing.T) {
 
 // Many deliverers at once: each attempt is made by one of them.
 func TestOneDelivererPerAttempt(t *testing.T) {
-	pool, _ := pgtest.Pool(t)
+	pool, exec, _ := database(t)
 	ctx := context.Background()
-	exec := func(sql string, args ...any) {
-		t.Helper()
-		if _, err := pool.Exec(ctx, sql, args...); err != nil {
-			t.Fatal(err)
-		}
-	}
 	r := newReceiver(t)
 	store := postgres.NewJobStore(pool)
 	q := postgres.NewQueueStore(pool).SendEvents([]string{r.srv.URL})
