@@ -2,16 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/runops/runops/internal/jobs"
@@ -73,52 +70,15 @@ func pickupByWorkers(b *testing.B, bin string, procs int, feed func(*testing.B, 
 	}
 	defer pool.Close()
 	fake := supabasetest.New(b, jobs.MaxUploadBytes)
-	var mu sync.Mutex
-	claimed, notified := map[jobs.ID]time.Time{}, map[jobs.ID]time.Time{}
-	seen := make(chan struct{}, 1<<16)
-	mark := func(m map[jobs.ID]time.Time, id jobs.ID) {
-		now := time.Now()
-		mu.Lock()
-		_, dup := m[id]
-		if !dup {
-			m[id] = now
-		}
-		mu.Unlock()
-		if !dup {
-			seen <- struct{}{}
-		}
-	}
+	claimed, notified := queuetest.NewPicks(), queuetest.NewPicks()
 	fake.OnRequest(func(_ supabasetest.Op, path string) {
 		if _, rest, ok := strings.Cut(path, "/videos/raw/"); ok {
-			mark(claimed, jobs.ID(strings.TrimSuffix(rest, ".mp4")))
+			claimed.Mark(jobs.ID(strings.TrimSuffix(rest, ".mp4")))
 		}
 	})
-
 	ctx, cancel := context.WithCancel(context.Background())
+	defer queuetest.ListenFloor(ctx, b, dsn, notified)()
 	defer cancel()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "LISTEN "+postgres.Channel); err != nil {
-		b.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	wg.Go(func() {
-		for {
-			n, err := conn.WaitForNotification(ctx)
-			if err != nil {
-				return
-			}
-			var p postgres.Notification
-			if json.Unmarshal([]byte(n.Payload), &p) == nil && p.Op == "INSERT" {
-				mark(notified, p.JobID)
-			}
-		}
-	})
 	for range procs {
 		addr := freeAddr(b)
 		cmd := exec.Command(bin, "worker")
@@ -135,15 +95,7 @@ func pickupByWorkers(b *testing.B, bin string, procs int, feed func(*testing.B, 
 	}
 
 	committed := feed(b, pool)
-	deadline := time.After(3 * time.Minute)
-	for range 2 * len(committed) {
-		select {
-		case <-seen:
-		case <-deadline:
-			b.Fatalf("only some of %d jobs were claimed and notified", len(committed))
-		}
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	return queuetest.Latencies(b, committed, claimed), queuetest.Latencies(b, committed, notified)
+	claimed.Wait(b, len(committed))
+	notified.Wait(b, len(committed))
+	return claimed.Since(b, committed), notified.Since(b, committed)
 }

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/runops/runops/internal/jobs"
@@ -74,43 +73,11 @@ func pickup(b *testing.B, mode string, feed func(*testing.B, *pgxpool.Pool) map[
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	var mu sync.Mutex
-	picked := map[jobs.ID]time.Time{}
-	seen := make(chan struct{}, 1<<16)
-	mark := func(id jobs.ID) {
-		now := time.Now()
-		mu.Lock()
-		if _, dup := picked[id]; !dup {
-			picked[id] = now
-		}
-		mu.Unlock()
-		seen <- struct{}{}
-	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
+	picks := queuetest.NewPicks()
 	switch mode {
 	case "floor":
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer conn.Close(context.Background())
-		if _, err := conn.Exec(ctx, "LISTEN "+postgres.Channel); err != nil {
-			b.Fatal(err)
-		}
-		wg.Go(func() {
-			for {
-				n, err := conn.WaitForNotification(ctx)
-				if err != nil {
-					return
-				}
-				var p postgres.Notification
-				if jsonUnmarshal(n.Payload, &p) == nil && p.Op == "INSERT" {
-					mark(p.JobID)
-				}
-			}
-		})
+		defer queuetest.ListenFloor(ctx, b, dsn, picks)()
+		defer cancel()
 	default:
 		cfg := queue.Config{Concurrency: 16, LeaseTTL: time.Minute, Heartbeat: 20 * time.Second, Sweep: time.Hour,
 			Logger: quiet, TempDir: b.TempDir()}
@@ -118,24 +85,15 @@ func pickup(b *testing.B, mode string, feed func(*testing.B, *pgxpool.Pool) map[
 			cfg.Sweep = time.Second
 		}
 		s := queuetest.Start(b, dsn, postgres.NewQueueStore(pool), queue.HandlerFunc(func(_ context.Context, j queue.Job, _ queue.Reporter) error {
-			mark(j.ID)
+			picks.Mark(j.ID)
 			return nil
 		}), cfg, mode == "listen")
 		defer s.Stop() // before the pool closes
 	}
 
 	committed := feed(b, pool)
-	deadline := time.After(2 * time.Minute)
-	for range committed {
-		select {
-		case <-seen:
-		case <-deadline:
-			b.Fatalf("%s: only some of %d jobs were picked up", mode, len(committed))
-		}
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	return queuetest.Latencies(b, committed, picked)
+	picks.Wait(b, len(committed))
+	return picks.Since(b, committed)
 }
 
 // BenchmarkClaims measures claims per second with no-op jobs for 1, 4 and 16

@@ -2,7 +2,6 @@ package queue_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -530,5 +529,3 @@ func TestReporterAndTempDir(t *testing.T) {
 		t.Fatalf("temp dir %s left behind: %v", dir, err)
 	}
 }
-
-func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }

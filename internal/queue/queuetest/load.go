@@ -2,7 +2,9 @@ package queuetest
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -10,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/postgres"
 )
 
 // Steady inserts n jobs at rate per second, one transaction each, and
@@ -85,4 +88,80 @@ func (p Percentiles) Report(b *testing.B, prefix string, floor Percentiles) {
 		b.ReportMetric(float64(p.P99)/float64(floor.P99), prefix+"p99/floor")
 	}
 	b.ReportMetric(0, "ns/op") // the per-op time of a fixed workload says nothing
+}
+
+// Picks records when each job was first seen picked up (by a claim, or by a
+// listener), for benchmarks: safe from many goroutines.
+type Picks struct {
+	mu   sync.Mutex
+	at   map[jobs.ID]time.Time
+	seen chan struct{}
+}
+
+// NewPicks returns an empty record.
+func NewPicks() *Picks { return &Picks{at: map[jobs.ID]time.Time{}, seen: make(chan struct{}, 1<<16)} }
+
+// Mark records id as picked now, unless it was before.
+func (p *Picks) Mark(id jobs.ID) {
+	now := time.Now()
+	p.mu.Lock()
+	_, dup := p.at[id]
+	if !dup {
+		p.at[id] = now
+	}
+	p.mu.Unlock()
+	if !dup {
+		p.seen <- struct{}{}
+	}
+}
+
+// Wait returns once n distinct jobs were marked; it fails the benchmark
+// after a generous deadline.
+func (p *Picks) Wait(tb testing.TB, n int) {
+	tb.Helper()
+	deadline := time.After(3 * time.Minute)
+	for range n {
+		select {
+		case <-p.seen:
+		case <-deadline:
+			tb.Fatalf("only some of %d jobs were picked up", n)
+		}
+	}
+}
+
+// Since is Latencies from committed to the marks.
+func (p *Picks) Since(tb testing.TB, committed map[jobs.ID]time.Time) Percentiles {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return Latencies(tb, committed, p.at)
+}
+
+// ListenFloor marks every inserted job whose notification a bare LISTEN
+// connection on dsn receives: the floor a claim is measured against. It
+// stops when ctx ends; wait for the returned function before closing.
+func ListenFloor(ctx context.Context, tb testing.TB, dsn string, picks *Picks) (wait func()) {
+	tb.Helper()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "LISTEN "+postgres.Channel); err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer conn.Close(context.Background())
+		for {
+			n, err := conn.WaitForNotification(ctx)
+			if err != nil {
+				return
+			}
+			var p postgres.Notification
+			if json.Unmarshal([]byte(n.Payload), &p) == nil && p.Op == "INSERT" {
+				picks.Mark(p.JobID)
+			}
+		}
+	}()
+	return func() { <-done }
 }
