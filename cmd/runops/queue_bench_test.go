@@ -30,28 +30,14 @@ import (
 //
 //	go test -run '^$' -bench Queue -benchtime 1x ./cmd/runops/
 func BenchmarkQueue(b *testing.B) {
-	steadyJobs, burstJobs := 3000, 1000
-	if testing.Short() {
-		steadyJobs, burstJobs = 60, 100
-	}
-	loads := []struct {
-		name string
-		feed func(b *testing.B, pool *pgxpool.Pool) map[jobs.ID]time.Time
-	}{
-		{"steady300", func(b *testing.B, pool *pgxpool.Pool) map[jobs.ID]time.Time {
-			return queuetest.Steady(b, pool, steadyJobs, 300)
-		}},
-		{"burst1000", func(b *testing.B, pool *pgxpool.Pool) map[jobs.ID]time.Time {
-			return queuetest.Burst(b, pool, burstJobs)
-		}},
-	}
+	loads := queuetest.Loads()
 	bin := binary(b)
 	for _, load := range loads {
 		for _, procs := range []int{1, 4} {
-			b.Run(fmt.Sprintf("%s/procs=%d", load.name, procs), func(b *testing.B) {
+			b.Run(fmt.Sprintf("%s/procs=%d", load.Name, procs), func(b *testing.B) {
 				var claim, floor queuetest.Percentiles
 				for range b.N {
-					claim, floor = pickupByWorkers(b, bin, procs, load.feed)
+					claim, floor = pickupByWorkers(b, bin, procs, load.Feed)
 				}
 				floor.Report(b, "floor-", queuetest.Percentiles{})
 				claim.Report(b, "claim-", floor)

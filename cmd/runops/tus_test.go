@@ -51,16 +51,7 @@ func TestResumableUploadThroughTUS(t *testing.T) {
 	fake.OnStore(soptest.Inspect(t))
 	ai := geminitest.New(t, "test-key")
 	ai.Answer(geminitest.JSON(geminitest.SampleSOP))
-	addr := freeAddr(t)
-	cmd := exec.Command(binary(t), "serve")
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ServiceRoleKey(),
-		"GEMINI_API_KEY=test-key", "GOOGLE_GEMINI_BASE_URL="+ai.URL, "RUNOPS_ADDR="+addr, "RUNOPS_TMPDIR="+t.TempDir())
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); _ = cmd.Wait() })
-	base := "http://" + addr
-	waitReady(t, base)
+	_, _, base := startServe(t, dsn, fake, ai)
 
 	// A recording of a little over 6 MiB (uncompressed picture): two chunks.
 	video := filepath.Join(t.TempDir(), "rec.mkv")

@@ -223,18 +223,7 @@ func TestServeRunsTheWholeFlow(t *testing.T) {
 	ai := geminitest.New(t, "test-key")
 	good := geminitest.JSON(geminitest.SampleSOP)
 	ai.Answer(good)
-	addr := freeAddr(t)
-	cmd := exec.Command(binary(t), "serve")
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ServiceRoleKey(),
-		"GEMINI_API_KEY=test-key", "GOOGLE_GEMINI_BASE_URL="+ai.URL, "RUNOPS_ADDR="+addr, "RUNOPS_TMPDIR="+t.TempDir())
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-done })
-	base := "http://" + addr
-	waitReady(t, base)
+	cmd, done, base := startServe(t, dsn, fake, ai)
 
 	call := func(method, path, body string) map[string]any {
 		t.Helper()
@@ -552,4 +541,23 @@ func holdThenSIGTERM(t *testing.T, grace string) (*db, *workerProc, string) {
 		t.Fatal(err)
 	}
 	return d, p, id
+}
+
+// startServe runs `runops serve` against the stand-ins until the test ends and
+// returns it once it is ready, with its exit and its base URL.
+func startServe(t *testing.T, dsn string, fake *supabasetest.Server, ai *geminitest.Server) (*exec.Cmd, chan error, string) {
+	t.Helper()
+	addr := freeAddr(t)
+	cmd := exec.Command(binary(t), "serve")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ServiceRoleKey(),
+		"GEMINI_API_KEY=test-key", "GOOGLE_GEMINI_BASE_URL="+ai.URL, "RUNOPS_ADDR="+addr, "RUNOPS_TMPDIR="+t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-done })
+	base := "http://" + addr
+	waitReady(t, base)
+	return cmd, done, base
 }

@@ -30,28 +30,14 @@ import (
 //
 //	go test -run '^$' -bench . -benchtime 1x ./internal/queue/
 func BenchmarkPickup(b *testing.B) {
-	steadyJobs, burstJobs := 3000, 1000
-	if testing.Short() {
-		steadyJobs, burstJobs = 60, 100
-	}
-	loads := []struct {
-		name string
-		feed func(b *testing.B, pool *pgxpool.Pool) map[jobs.ID]time.Time
-	}{
-		{"steady300", func(b *testing.B, pool *pgxpool.Pool) map[jobs.ID]time.Time {
-			return queuetest.Steady(b, pool, steadyJobs, 300)
-		}},
-		{"burst1000", func(b *testing.B, pool *pgxpool.Pool) map[jobs.ID]time.Time {
-			return queuetest.Burst(b, pool, burstJobs)
-		}},
-	}
+	loads := queuetest.Loads()
 	for _, load := range loads {
 		var floor queuetest.Percentiles
 		for _, mode := range []string{"floor", "listen", "poll1s"} {
-			b.Run(load.name+"/"+mode, func(b *testing.B) {
+			b.Run(load.Name+"/"+mode, func(b *testing.B) {
 				var p queuetest.Percentiles
 				for range b.N {
-					p = pickup(b, mode, load.feed)
+					p = pickup(b, mode, load.Feed)
 				}
 				if mode == "floor" {
 					floor = p

@@ -165,3 +165,23 @@ func ListenFloor(ctx context.Context, tb testing.TB, dsn string, picks *Picks) (
 	}()
 	return func() { <-done }
 }
+
+// Load is a way of inserting jobs, returning when each was committed.
+type Load struct {
+	Name string
+	Feed func(b *testing.B, pool *pgxpool.Pool) map[jobs.ID]time.Time
+}
+
+// Loads are the pickup benchmarks' loads: a steady 300 jobs/s (3,000 jobs)
+// and a burst of 1,000 in one transaction; smaller with -short, so that the
+// suite can run them once without rot.
+func Loads() []Load {
+	steadyJobs, burstJobs := 3000, 1000
+	if testing.Short() {
+		steadyJobs, burstJobs = 60, 100
+	}
+	return []Load{
+		{"steady300", func(b *testing.B, pool *pgxpool.Pool) map[jobs.ID]time.Time { return Steady(b, pool, steadyJobs, 300) }},
+		{"burst1000", func(b *testing.B, pool *pgxpool.Pool) map[jobs.ID]time.Time { return Burst(b, pool, burstJobs) }},
+	}
+}
