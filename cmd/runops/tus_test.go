@@ -51,7 +51,7 @@ func TestResumableUploadThroughTUS(t *testing.T) {
 	fake.OnStore(soptest.Inspect(t))
 	ai := geminitest.New(t, "test-key")
 	ai.Answer(geminitest.JSON(geminitest.SampleSOP))
-	_, _, base := startServe(t, dsn, fake, ai)
+	_, _, base := startServe(t, binary(t), dsn, fake, "GOOGLE_GEMINI_BASE_URL="+ai.URL)
 
 	// A recording of a little over 6 MiB (uncompressed picture): two chunks.
 	video := filepath.Join(t.TempDir(), "rec.mkv")

@@ -223,7 +223,7 @@ func TestServeRunsTheWholeFlow(t *testing.T) {
 	ai := geminitest.New(t, "test-key")
 	good := geminitest.JSON(geminitest.SampleSOP)
 	ai.Answer(good)
-	cmd, done, base := startServe(t, dsn, fake, ai)
+	cmd, done, base := startServe(t, binary(t), dsn, fake, "GOOGLE_GEMINI_BASE_URL="+ai.URL)
 
 	call := func(method, path, body string) map[string]any {
 		t.Helper()
@@ -372,19 +372,8 @@ func TestSOPEditStormDoesNotStarveJobs(t *testing.T) {
 	d, dsn := newDB(t)
 	fake := supabasetest.New(t, jobs.MaxUploadBytes)
 	fake.OnStore(soptest.Inspect(t))
-	addr := freeAddr(t)
-	cmd := exec.Command(binary(t, "runops_testhandler"), "serve")
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ServiceRoleKey(),
-		"GEMINI_API_KEY=test-key", "RUNOPS_TEST_HANDLER=advisory", "RUNOPS_ADDR="+addr, "RUNOPS_TMPDIR="+t.TempDir(),
-		"RUNOPS_RATE_LIMIT=off", "RUNOPS_WORKER_CONCURRENCY=2", "RUNOPS_LEASE_TTL=3s", "RUNOPS_HEARTBEAT=300ms", "RUNOPS_SWEEP=500ms")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-done })
-	base := "http://" + addr
-	waitReady(t, base)
+	_, _, base := startServe(t, binary(t, "runops_testhandler"), dsn, fake, "RUNOPS_TEST_HANDLER=advisory", "RUNOPS_RATE_LIMIT=off",
+		"RUNOPS_WORKER_CONCURRENCY=2", "RUNOPS_LEASE_TTL=3s", "RUNOPS_HEARTBEAT=300ms", "RUNOPS_SWEEP=500ms")
 
 	sample, err := os.ReadFile("../../docs/sample-sop.json")
 	if err != nil {
@@ -543,14 +532,15 @@ func holdThenSIGTERM(t *testing.T, grace string) (*db, *workerProc, string) {
 	return d, p, id
 }
 
-// startServe runs `runops serve` against the stand-ins until the test ends and
-// returns it once it is ready, with its exit and its base URL.
-func startServe(t *testing.T, dsn string, fake *supabasetest.Server, ai *geminitest.Server) (*exec.Cmd, chan error, string) {
+// startServe runs bin's `serve` against the storage stand-in, with extra
+// environment, until the test ends; it returns once the process is ready,
+// with its exit and its base URL.
+func startServe(t *testing.T, bin, dsn string, fake *supabasetest.Server, extra ...string) (*exec.Cmd, chan error, string) {
 	t.Helper()
 	addr := freeAddr(t)
-	cmd := exec.Command(binary(t), "serve")
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ServiceRoleKey(),
-		"GEMINI_API_KEY=test-key", "GOOGLE_GEMINI_BASE_URL="+ai.URL, "RUNOPS_ADDR="+addr, "RUNOPS_TMPDIR="+t.TempDir())
+	cmd := exec.Command(bin, "serve")
+	cmd.Env = append(append(os.Environ(), "DATABASE_URL="+dsn, "SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ServiceRoleKey(),
+		"GEMINI_API_KEY=test-key", "RUNOPS_ADDR="+addr, "RUNOPS_TMPDIR="+t.TempDir()), extra...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
