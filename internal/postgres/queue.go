@@ -45,9 +45,13 @@ RETURNING ` + jobColumns + `, next.queued_at`
 SET metadata = jsonb_set(metadata, '{lease,expires_at}', to_jsonb(now() + make_interval(secs => $3)))
 WHERE job_id = $1` + fence
 
+	// A metadata write (stage, progress, what a stage found) does not wait
+	// for its WAL to reach the disk: lost in a database crash, it is written
+	// again by the next attempt, and nothing that decides who holds a job is
+	// in it. Claims, renewals and outcomes stay synchronous.
 	mergeMetadata = `UPDATE public.jobs
 SET metadata = public.runops_jsonb_merge(coalesce(metadata, '{}'::jsonb), $3)
-WHERE job_id = $1` + fence
+WHERE job_id = $1` + fence + ` AND set_config('synchronous_commit', 'off', true) IS NOT NULL`
 
 	// withEvent finishes the statement of an outcome: it counts the rows
 	// the done CTE finished and records their webhook events (to the URLs
