@@ -98,7 +98,7 @@ func (s *server) getSOP(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return &Error{Status: http.StatusBadRequest, Message: err.Error()}
 	}
-	if err := s.checkSOPOwner(r, id); err != nil {
+	if _, err := s.sopJob(r, id); err != nil {
 		return err
 	}
 	resp, _, tag, err := s.loadSOP(r.Context(), id)
@@ -109,19 +109,20 @@ func (s *server) getSOP(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// checkSOPOwner hides the SOP of a job someone else owns.
-func (s *server) checkSOPOwner(r *http.Request, id jobs.ID) error {
+// sopJob reads the job of an SOP (nil when it has no row: an SOP put there
+// by hand) and hides the SOP of a job someone else owns.
+func (s *server) sopJob(r *http.Request, id jobs.ID) (*jobs.Job, error) {
 	j, err := s.o.Jobs.Get(r.Context(), id)
 	switch {
 	case errors.Is(err, jobs.ErrNotFound):
-		return nil
+		return nil, nil
 	case err != nil:
-		return fromBackend("The job database", err, "Failed to read the SOP")
+		return nil, fromBackend("The job database", err, "Failed to read the SOP")
 	}
 	if checkOwner(j, r) != nil {
-		return &Error{Status: http.StatusNotFound, Message: msgSOPNotFound}
+		return nil, &Error{Status: http.StatusNotFound, Message: msgSOPNotFound}
 	}
-	return nil
+	return &j, nil
 }
 
 type sopPatch struct {
@@ -179,15 +180,12 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 	if err := patch.check(); err != nil {
 		return err
 	}
-	if err := s.checkSOPOwner(r, id); err != nil {
+	j, err := s.sopJob(r, id)
+	if err != nil {
 		return err
 	}
-	j, err := s.o.Jobs.Get(r.Context(), id)
-	switch {
-	case err == nil && (j.Status == jobs.StatusQueued || j.Status == jobs.StatusProcessing):
+	if j != nil && (j.Status == jobs.StatusQueued || j.Status == jobs.StatusProcessing) {
 		return &Error{Status: http.StatusConflict, Message: msgSOPBusy}
-	case err != nil && !errors.Is(err, jobs.ErrNotFound):
-		return fromBackend("The job database", err, "Failed to edit the SOP")
 	}
 
 	unlock, err := s.edits.lock(r.Context(), id)
