@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -222,6 +223,43 @@ func Slim(ctx context.Context, in, out string, opt SlimOptions) error {
 			return ctx.Err()
 		}
 		return &Error{Err: err, Stderr: strings.TrimSpace(stderr.String())}
+	}
+	return nil
+}
+
+// FrameArgs is the command line that writes the picture shown at `at` as
+// one JPEG: input seeking (-ss before -i), which decodes from the keyframe
+// before and drops what comes earlier, so the frame is the one of that
+// moment and not of the nearest keyframe (never -skip_frame or keyframe-only
+// seeking here). At most 720 pixels high, never upscaled, rotation applied,
+// no metadata, and the input opened only through the demuxer allow-list.
+func FrameArgs(in string, at time.Duration, out string) []string {
+	args := []string{"-hide_banner", "-nostdin", "-v", "error", "-y",
+		"-ss", strconv.FormatFloat(at.Seconds(), 'f', 3, 64)}
+	args = append(args, inputGuard...)
+	return append(args, "-i", in,
+		"-map", "0:V:0", "-frames:v", "1", "-an", "-sn", "-dn", "-map_metadata", "-1",
+		"-vf", "scale=-2:'min(720,trunc(ih/2)*2)',format=yuvj420p",
+		"-c:v", "mjpeg", "-q:v", "3", "-f", "mjpeg", out)
+}
+
+// ErrNoFrame means the video has no picture at the time asked for (it ends
+// before it).
+var ErrNoFrame = errors.New("no picture at that time")
+
+// Frame writes the picture shown at `at` in `in` to out as a JPEG.
+func Frame(ctx context.Context, in string, at time.Duration, out string) error {
+	cmd := command(ctx, "ffmpeg", FrameArgs(in, at, out)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &limitedBuffer{max: 4096, buf: &stderr}
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return &Error{Err: err, Stderr: strings.TrimSpace(stderr.String())}
+	}
+	if st, err := os.Stat(out); err != nil || st.Size() == 0 {
+		return ErrNoFrame
 	}
 	return nil
 }

@@ -500,7 +500,8 @@ func conform(v, schema any, at string, problems *[]string) {
 }
 
 // SampleSOP is a valid model answer in the flat response schema the
-// worker asks for.
+// worker asks for, about a recording of at least 2 seconds: two steps are
+// shown (at 0 s and 1 s), the others narrated or inferred.
 const SampleSOP = `{
  "title": "Refund a duplicate charge", "goal": "The customer gets the duplicate back", "purpose": "Consistent refunds",
  "owners": ["support"],
@@ -509,11 +510,11 @@ const SampleSOP = `{
   {"type": "cron", "config": "0 9 * * 1-5", "description": "Every weekday at 09:00 the agent clears the refund queue (00:00:05)"}
  ],
  "nodes": [
-  {"id": "open", "type": "task", "label": "Open the ticket", "intent": "Read the report", "context": "00:00:02 helpdesk", "parent_id": ""},
-  {"id": "check", "type": "decision", "label": "Charged twice?", "intent": "Only refund duplicates", "context": "00:00:10 payments", "parent_id": ""},
-  {"id": "each", "type": "loop", "label": "For each extra charge", "intent": "Refund all", "context": "00:00:20", "parent_id": "", "iterator": "extra charges", "exit_condition": "none left"},
-  {"id": "refund", "type": "task", "label": "Refund it", "intent": "Return the money", "context": "00:00:25 Refund button", "parent_id": "each"},
-  {"id": "close", "type": "end", "label": "Close the ticket", "intent": "Done", "context": "00:00:40", "parent_id": ""}
+  {"id": "open", "type": "task", "label": "Open the ticket", "intent": "Read the report", "context": "00:00:00 helpdesk", "parent_id": "", "timestamp": "00:00:00", "evidence": "shown"},
+  {"id": "check", "type": "decision", "label": "Charged twice?", "intent": "Only refund duplicates", "context": "payments", "parent_id": "", "timestamp": "", "evidence": "narrated"},
+  {"id": "each", "type": "loop", "label": "For each extra charge", "intent": "Refund all", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred", "iterator": "extra charges", "exit_condition": "none left"},
+  {"id": "refund", "type": "task", "label": "Refund it", "intent": "Return the money", "context": "00:00:01 Refund button", "parent_id": "each", "timestamp": "00:00:01", "evidence": "shown"},
+  {"id": "close", "type": "end", "label": "Close the ticket", "intent": "Done", "context": "", "parent_id": "", "timestamp": "", "evidence": "narrated"}
  ],
  "edges": [
   {"source": "open", "target": "check", "condition": "start"},

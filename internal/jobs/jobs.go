@@ -100,6 +100,27 @@ func (id ID) SlimPath() string { return "slim/" + string(id) + ".mp4" }
 // SOPPath is where the SOP document goes.
 func (id ID) SOPPath() string { return "sops/" + string(id) + ".json" }
 
+// FramePath is where the screenshot of the SOP's node goes, and what the
+// node's screenshot field says. The node id must be SafeNodeID.
+func (id ID) FramePath(node string) string { return "frames/" + string(id) + "/" + node + ".jpg" }
+
+// FramesPrefix is the folder of the job's screenshots.
+func (id ID) FramesPrefix() string { return "frames/" + string(id) + "/" }
+
+// SafeNodeID tells whether a node id can name an object: letters, digits,
+// dashes and underscores, 1 to 100 of them (no dots, no slashes).
+func SafeNodeID(node string) bool {
+	if node == "" || len(node) > 100 {
+		return false
+	}
+	for _, c := range node {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
 // Job is one row of public.jobs.
 type Job struct {
 	ID          ID

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,11 +26,12 @@ import (
 	"github.com/runops/runops/internal/sop"
 )
 
-// Outputs are the files a run writes: DIR/<name>.slim.mp4, DIR/<name>.sop.json
-// and DIR/<name>.sop.md, where <name> is the recording's file name without
-// its extension.
+// Outputs are the files a run writes: DIR/<name>.slim.mp4, DIR/<name>.sop.json,
+// DIR/<name>.sop.md and a screenshot per shown step, DIR/<name>.<nodeId>.jpg,
+// where <name> is the recording's file name without its extension.
 type Outputs struct {
 	Slim, SOP, Markdown string
+	framePrefix         string // DIR/<name>.
 }
 
 // OutputsFor names the outputs of the recording at input in dir.
@@ -37,11 +39,14 @@ func OutputsFor(input, dir string) Outputs {
 	base := filepath.Base(input)
 	name := strings.TrimSuffix(base, filepath.Ext(base))
 	at := func(suffix string) string { return filepath.Join(dir, name+suffix) }
-	return Outputs{Slim: at(".slim.mp4"), SOP: at(".sop.json"), Markdown: at(".sop.md")}
+	return Outputs{Slim: at(".slim.mp4"), SOP: at(".sop.json"), Markdown: at(".sop.md"), framePrefix: at(".")}
 }
 
+// Frame names the screenshot of the step with id node.
+func (o Outputs) Frame(node string) string { return o.framePrefix + node + ".jpg" }
+
 // files is the pipeline's storage: the recording is raw/<id>.mp4, the
-// outputs slim/<id>.mp4 and sops/<id>.json.
+// outputs slim/<id>.mp4, frames/<id>/<nodeId>.jpg and sops/<id>.json.
 type files struct {
 	input string
 	out   Outputs
@@ -67,8 +72,12 @@ func (f *files) Download(_ context.Context, path string) (io.ReadCloser, int64, 
 
 func (f *files) Upload(_ context.Context, path string, r io.Reader, _ int64, _ string) error {
 	dst := f.out.SOP
-	if strings.HasPrefix(path, "slim/") {
+	switch first, rest, _ := strings.Cut(path, "/"); first {
+	case "slim":
 		dst = f.out.Slim
+	case "frames":
+		_, file, _ := strings.Cut(rest, "/") // <id>/<nodeId>.jpg, the id checked by the pipeline
+		dst = f.out.Frame(strings.TrimSuffix(file, ".jpg"))
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(dst), ".runops-*")
 	if err != nil {
@@ -174,7 +183,9 @@ func writeMarkdown(out Outputs) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(out.Markdown, sop.Markdown(d), 0o644)
+	// Links relative to the Markdown file, which sits beside the screenshots.
+	image := func(n sop.Node) string { return url.PathEscape(filepath.Base(out.Frame(n.ID))) }
+	return os.WriteFile(out.Markdown, sop.Markdown(d, image), 0o644)
 }
 
 // reporter is queue.Reporter for one local run.

@@ -5,6 +5,9 @@ package mediatest
 
 import (
 	"encoding/binary"
+	"image"
+	"image/jpeg"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +25,7 @@ type Spec struct {
 	Rotate        int    // display rotation tag (90, 180, 270)
 	VFR           bool   // irregular frame timing
 	ScreenLike    bool   // a static page with a small moving part, as screen recordings are
+	Clock         bool   // a flat grey a step brighter every second (up to 7 s): ClockSecond tells the second of a picture
 	Tags          bool   // location, make and model, as phones write them
 	Codec         string // video encoder; default libx264 (or libvpx for webm)
 	Preset        string // libx264 preset; default ultrafast (veryfast: B-frames, as OBS records)
@@ -42,6 +46,10 @@ func Make(t testing.TB, dir, name string, s Spec) string {
 		video = "color=c=0xf4f4f4:size=" + size + ":rate=" + strconv.Itoa(s.FPS) + "[bg];" +
 			"testsrc=size=" + strconv.Itoa(max(s.Width/8, 32)) + "x" + strconv.Itoa(max(s.Height/8, 32)) + ":rate=" + strconv.Itoa(s.FPS) + "[fg];" +
 			"[bg][fg]overlay=x='mod(t*60,W-w)':y='H/3'"
+	}
+	if s.Clock {
+		video = "color=c=black:size=" + size + ":rate=" + strconv.Itoa(s.FPS) +
+			",format=yuv420p,geq=lum='16+" + strconv.Itoa(clockStep) + "*floor(T)':cb=128:cr=128"
 	}
 	args = append(args, "-f", "lavfi", "-i", video)
 	if s.Audio {
@@ -237,4 +245,35 @@ func Playlist(t testing.TB, dir, name, target string) string {
 // Concat: see Playlist.
 func Concat(t testing.TB, dir, name, target string) string {
 	return File(t, dir, name, []byte("ffconcat version 1.0\nfile '"+target+"'\n"))
+}
+
+// clockStep is how much brighter (in limited-range luma) a Clock recording
+// gets every second.
+const clockStep = 30
+
+// ClockSecond reads the JPEG at path, a picture of a Clock recording, and
+// tells which second of the recording it shows.
+func ClockSecond(t testing.TB, path string) int {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := jpeg.Decode(f)
+	if err != nil {
+		t.Fatalf("%s is not a JPEG: %v", path, err)
+	}
+	ycc, ok := img.(*image.YCbCr)
+	if !ok {
+		t.Fatalf("%s: a %T, not a YCbCr JPEG", path, img)
+	}
+	sum := 0
+	for _, y := range ycc.Y {
+		sum += int(y)
+	}
+	// JPEG luma is full range: the recording's steps of clockStep become
+	// clockStep*255/219.
+	mean := float64(sum) / float64(len(ycc.Y))
+	return int(math.Round(mean / (clockStep * 255.0 / 219.0)))
 }

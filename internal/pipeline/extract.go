@@ -18,9 +18,9 @@ import (
 )
 
 // PromptVersion names the embedded prompt; it is recorded with every SOP.
-const PromptVersion = "sop-v2"
+const PromptVersion = "sop-v3"
 
-//go:embed prompt_sop_v2.md
+//go:embed prompt_sop_v3.md
 var prompt string
 
 const systemInstruction = "You write Standard Operating Procedures from narrated screen recordings. " +
@@ -58,11 +58,11 @@ const (
 	reuseMinLife  = time.Hour
 )
 
-// extract turns the slim copy into the job's SOP document in storage.
-func (p *Pipeline) extract(ctx context.Context, job queue.Job, r queue.Reporter, slim SlimResult) (err error) {
+// extract turns the slim copy into the job's SOP document, checked.
+func (p *Pipeline) extract(ctx context.Context, job queue.Job, r queue.Reporter, slim SlimResult) (_ *sop.Document, err error) {
 	file, err := p.geminiFile(ctx, job, r, slim)
 	if file.Name == "" {
-		return err
+		return nil, err
 	}
 	defer func() {
 		// Kept for the next attempt after a transient failure, a lost lease or
@@ -78,12 +78,13 @@ func (p *Pipeline) extract(ctx context.Context, job queue.Job, r queue.Reporter,
 		}
 	}()
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	if err := r.Stage(ctx, "extracting"); err != nil {
-		return err
+		return nil, err
 	}
+	duration := time.Duration(slim.Duration * float64(time.Second))
 	var (
 		usage    gemini.Usage
 		calls    int
@@ -105,7 +106,7 @@ func (p *Pipeline) extract(ctx context.Context, job queue.Job, r queue.Reporter,
 			return err
 		})
 		if err != nil {
-			return p.geminiFailure(ctx, err)
+			return nil, p.geminiFailure(ctx, err)
 		}
 		calls++
 		usage = usage.Add(resp.Usage)
@@ -114,15 +115,15 @@ func (p *Pipeline) extract(ctx context.Context, job queue.Job, r queue.Reporter,
 		metrics.GeminiTokens.WithLabelValues("output").Add(float64(resp.Usage.OutputTokens))
 		switch {
 		case resp.BlockReason != "":
-			return jobs.Fail(msgSafety, fmt.Errorf("prompt blocked: %s", resp.BlockReason))
+			return nil, jobs.Fail(msgSafety, fmt.Errorf("prompt blocked: %s", resp.BlockReason))
 		case resp.FinishReason == "SAFETY" || resp.FinishReason == "PROHIBITED_CONTENT" || resp.FinishReason == "SPII" || resp.FinishReason == "BLOCKLIST":
-			return jobs.Fail(msgSafety, fmt.Errorf("answer blocked: %s", resp.FinishReason))
+			return nil, jobs.Fail(msgSafety, fmt.Errorf("answer blocked: %s", resp.FinishReason))
 		}
 		if err := r.Stage(ctx, "validating"); err != nil {
-			return err
+			return nil, err
 		}
 		cutOff = resp.FinishReason == "MAX_TOKENS"
-		doc, problems = toDocument(resp.Text, job.ID)
+		doc, problems = toDocument(resp.Text, job.ID, duration)
 		if doc == nil && cutOff {
 			problems = "- the answer was cut off before its end: describe the procedure more briefly\n" + problems
 		}
@@ -130,7 +131,7 @@ func (p *Pipeline) extract(ctx context.Context, job queue.Job, r queue.Reporter,
 			p.cfg.Logger.InfoContext(ctx, "SOP rejected; asking again", "call", calls, "problems", problems)
 			if calls < maxCalls {
 				if err := r.Stage(ctx, "extracting"); err != nil {
-					return err
+					return nil, err
 				}
 			}
 		}
@@ -139,15 +140,15 @@ func (p *Pipeline) extract(ctx context.Context, job queue.Job, r queue.Reporter,
 	// model, prompt, calls and tokens are recorded now.
 	record := map[string]any{"model": p.model.Model(), "prompt_version": PromptVersion, "calls": calls, "usage": usage}
 	if err := r.Merge(ctx, map[string]any{"gemini": record}); err != nil {
-		return err
+		return nil, err
 	}
 	if doc == nil {
 		if cutOff {
-			return jobs.Fail(msgTooLong, errors.New(problems))
+			return nil, jobs.Fail(msgTooLong, errors.New(problems))
 		}
-		return jobs.Fail(fmt.Sprintf(msgInvalid, maxCalls), errors.New(problems))
+		return nil, jobs.Fail(fmt.Sprintf(msgInvalid, maxCalls), errors.New(problems))
 	}
-	return p.writeSOP(ctx, job, r, doc)
+	return doc, nil
 }
 
 // writeSOP stores the document (under the SOP lock the API's edits take) and
@@ -254,9 +255,9 @@ func (p *Pipeline) geminiFailure(ctx context.Context, err error) error {
 // hashBytes is hashFile for bytes in memory.
 func hashBytes(b []byte) (string, int64, error) { return hashReader(bytes.NewReader(b)) }
 
-// toDocument converts and checks an answer: the document, or nil and the
-// problems to send back to the model.
-func toDocument(text string, id jobs.ID) (*sop.Document, string) {
+// toDocument converts and checks an answer about a recording of the given
+// duration: the document, or nil and the problems to send back to the model.
+func toDocument(text string, id jobs.ID, duration time.Duration) (*sop.Document, string) {
 	var m modelSOP
 	dec := json.NewDecoder(strings.NewReader(text))
 	if err := dec.Decode(&m); err != nil {
@@ -273,7 +274,7 @@ func toDocument(text string, id jobs.ID) (*sop.Document, string) {
 	}
 	for _, n := range m.Nodes {
 		d.Public.Nodes = append(d.Public.Nodes, sop.Node{ID: n.ID, Type: n.Type, Label: n.Label, Intent: n.Intent, Context: n.Context,
-			ParentID: n.ParentID, Iterator: n.Iterator, ExitCondition: n.ExitCondition})
+			ParentID: n.ParentID, Iterator: n.Iterator, ExitCondition: n.ExitCondition, Timestamp: n.Timestamp, Evidence: n.Evidence})
 	}
 	for _, e := range m.Edges {
 		d.Public.Edges = append(d.Public.Edges, sop.Edge{Source: e.Source, Target: e.Target, Condition: e.Condition})
@@ -295,13 +296,15 @@ func toDocument(text string, id jobs.ID) (*sop.Document, string) {
 		d.Private.Steps = append(d.Private.Steps, sop.Step{NodeID: s.NodeID, PrimarySkill: s.PrimarySkill})
 	}
 	sop.Repair(d, string(id))
+	found := sop.CheckRecorded(d, duration)
 	if err := sop.Validate(d); err != nil {
 		var inv *sop.Invalid
 		if errors.As(err, &inv) {
-			for _, p := range inv.Problems {
-				problems = append(problems, "- "+p.String())
-			}
+			found = append(found, inv.Problems...)
 		}
+	}
+	for _, p := range found {
+		problems = append(problems, "- "+p.String())
 	}
 	if len(problems) > 0 {
 		return nil, strings.Join(problems, "\n") + "\n"

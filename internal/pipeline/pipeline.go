@@ -79,19 +79,29 @@ func New(objects Objects, model Model, sops SOPLocker, cfg Config) *Pipeline {
 	return &Pipeline{objects: objects, model: model, sops: sops, cfg: cfg}
 }
 
-// Run processes one job: the slim copy, then the SOP.
+// Run processes one job: the slim copy, the SOP from it, a screenshot of
+// every step it shows, then the SOP stored.
 func (p *Pipeline) Run(ctx context.Context, job queue.Job, r queue.Reporter) error {
 	defer p.unreserve(job.ID)
 	slim, err := p.Slim(ctx, job, r)
 	if err != nil {
 		return err
 	}
-	return p.extract(ctx, job, r, slim)
+	doc, err := p.extract(ctx, job, r, slim)
+	if err != nil {
+		return err
+	}
+	if err := p.frames(ctx, job, r, doc, slim.Raw); err != nil {
+		return err
+	}
+	return p.writeSOP(ctx, job, r, doc)
 }
 
 // SlimResult is the slim copy on local disk, as recorded in metadata.slim.
 type SlimResult struct {
-	File     string  `json:"-"`
+	File string `json:"-"`
+	Raw  string `json:"-"` // the raw upload on local disk; "" when the slim copy was reused
+
 	Path     string  `json:"path"`
 	Size     int64   `json:"size_bytes"`
 	Duration float64 `json:"duration_s"`
@@ -130,7 +140,9 @@ func (p *Pipeline) Slim(ctx context.Context, job queue.Job, r queue.Reporter) (S
 	if err != nil {
 		return SlimResult{}, err
 	}
-	os.Remove(raw) // free the space before the upload
+	// The raw upload stays (the reservation counts it) until the
+	// screenshots are taken from it: the moment matters, not the 1-fps copy.
+	res.Raw = raw
 	if err := p.uploadSlim(ctx, job, r, res); err != nil {
 		return SlimResult{}, err
 	}

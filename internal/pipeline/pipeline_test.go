@@ -287,7 +287,7 @@ func TestNoDiskSpace(t *testing.T) {
 	r := newRig(t, func(c *pipeline.Config) {
 		c.FreeSpace = func(string) (uint64, error) { checks.Add(1); return free.Load(), nil }
 	})
-	id := r.submit(mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 1}), nil)
+	id := r.submit(mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2}), nil)
 	handedBack := func(j jobs.Job) bool {
 		attempts, _ := j.Metadata["attempts"].([]any)
 		for _, a := range attempts {
@@ -340,8 +340,16 @@ func TestSlimOfAPreviousAttemptIsReused(t *testing.T) {
 	if outcome(j) != done || j.Metadata["slim"].(map[string]any)["sha256"] != slim["sha256"] {
 		t.Fatalf("rerun: %s %v", deref(j.Error), j.Metadata["slim"])
 	}
-	if got := r.fake.Calls(supabasetest.OpDownload) - downloads; got != 1 {
-		t.Fatalf("%d downloads on the rerun; want 1 (the slim copy)", got)
+	if got := r.fake.Calls(supabasetest.OpDownload) - downloads; got != 2 {
+		t.Fatalf("%d downloads on the rerun; want 2 (the slim copy, and the raw upload asked for again for the screenshots)", got)
+	}
+	// Without the raw upload the SOP still completes; its shown steps have
+	// no screenshot, and metadata says why.
+	frames, _ := json.Marshal(j.Metadata["frames"])
+	want := `{"count":0,"missing":[{"node":"open","reason":"the recording is no longer in storage"},` +
+		`{"node":"refund","reason":"the recording is no longer in storage"}]}`
+	if string(frames) != want {
+		t.Fatalf("frames %s; want %s", frames, want)
 	}
 
 	// A recorded checksum that does not match the stored copy: made again from the raw upload.
@@ -390,7 +398,7 @@ func TestJobLogLinesCarryTheJob(t *testing.T) {
 	var logs lockedBuffer
 	r := newRig(t, func(c *pipeline.Config) { c.Logger = slog.New(queue.JobLogs(slog.NewJSONHandler(&logs, nil))) })
 	r.fake.FailNext(supabasetest.OpDownload, 1, 503)
-	id := r.submit(mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 1}), nil)
+	id := r.submit(mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2}), nil)
 	if j := r.finished(id); outcome(j) != done {
 		t.Fatal(outcome(j))
 	}

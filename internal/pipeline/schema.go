@@ -40,6 +40,8 @@ type modelNode struct {
 	Intent        string `json:"intent"`
 	Context       string `json:"context"`
 	ParentID      string `json:"parent_id"`
+	Timestamp     string `json:"timestamp"`
+	Evidence      string `json:"evidence" schema:"enum=evidence"`
 	Iterator      string `json:"iterator" schema:"optional"`
 	ExitCondition string `json:"exit_condition" schema:"optional"`
 }
@@ -79,6 +81,7 @@ var enums = map[string][]string{
 	"condition":  append([]string{""}, sop.Conditions...),
 	"importance": sop.Importances,
 	"method":     {"ui", "api"},
+	"evidence":   sop.Evidences,
 }
 
 // schema is the JSON Schema of modelSOP, sent as responseJsonSchema.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -376,8 +378,18 @@ INSERT INTO storage.buckets (id, name, public, file_size_limit) VALUES ('videos'
 		Scan(&public, &limit, &mimes); err != nil {
 		t.Fatal(err)
 	}
-	if public || limit != jobs.MaxUploadBytes || len(mimes) != 2 || mimes[0] != "video/*" || mimes[1] != "application/json" {
+	// The uploads, the SOP documents, the step screenshots and Markdown; the
+	// CLI's config.toml declares the same bucket.
+	want := `["video/*", "application/json", "image/jpeg", "text/markdown"]`
+	if got, _ := json.Marshal(mimes); public || limit != jobs.MaxUploadBytes || strings.ReplaceAll(string(got), ",", ", ") != want {
 		t.Fatalf("bucket: public=%v limit=%d mimes=%v", public, limit, mimes)
+	}
+	config, err := os.ReadFile("../../supabase/config.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(config), "\nallowed_mime_types = "+want+"\n") {
+		t.Fatalf("supabase/config.toml declares other MIME types than the migrations: want %s", want)
 	}
 	var cmd string
 	var roles []string

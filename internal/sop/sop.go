@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Document is an SOP.
@@ -59,6 +60,13 @@ type Node struct {
 	Children      []string  `json:"children"`
 	ParentID      string    `json:"parentId,omitempty"`
 	IDPath        string    `json:"id_path"`
+	// Our own additions, which the viewer ignores: where the step is shown
+	// in the recording (HH:MM:SS), whether it was shown, only narrated or
+	// inferred (Evidences), and its screenshot's object path in the bucket
+	// (frames/<jobId>/<nodeId>.jpg).
+	Timestamp  string `json:"timestamp,omitempty"`
+	Evidence   string `json:"evidence,omitempty"`
+	Screenshot string `json:"screenshot,omitempty"`
 }
 
 // Position places a node in the flow view.
@@ -111,7 +119,32 @@ var (
 	NodeTypes   = []string{"task", "decision", "loop", "trigger", "end"}
 	Conditions  = []string{"start", "yes", "no", "next", "all_processed"}
 	Importances = []string{"high", "medium", "low"}
+	// Evidences say how a step is known: seen on screen, only said, or
+	// concluded by the model from neither.
+	Evidences = []string{EvidenceShown, "narrated", "inferred"}
 )
+
+// EvidenceShown marks a step seen on screen: it has a timestamp, and a screenshot.
+const EvidenceShown = "shown"
+
+// ParseTimestamp reads HH:MM:SS (minutes and seconds below 60).
+func ParseTimestamp(s string) (time.Duration, bool) {
+	if len(s) != 8 || s[2] != ':' || s[5] != ':' {
+		return 0, false
+	}
+	var parts [3]int
+	for i := range parts {
+		a, b := s[3*i], s[3*i+1]
+		if a < '0' || a > '9' || b < '0' || b > '9' {
+			return 0, false
+		}
+		parts[i] = int(a-'0')*10 + int(b-'0')
+	}
+	if parts[1] > 59 || parts[2] > 59 {
+		return 0, false
+	}
+	return time.Duration(parts[0])*time.Hour + time.Duration(parts[1])*time.Minute + time.Duration(parts[2])*time.Second, true
+}
 
 // Problem is one reason a document is refused.
 type Problem struct {

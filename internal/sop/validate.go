@@ -7,6 +7,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/runops/runops/internal/jobs"
 )
 
 var semver = regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$`)
@@ -40,6 +43,12 @@ func Repair(d *Document, jobID string) {
 	index := map[string]int{}
 	for i := range p.Nodes {
 		p.Nodes[i].Children = orEmpty(p.Nodes[i].Children)
+		// A screenshot is this job's frame of this node or none: a document
+		// made for another job (the sample, a copy) names frames that are
+		// not this job's.
+		if n := &p.Nodes[i]; n.Screenshot != "" && n.Screenshot != framePath(jobID, n.ID) {
+			n.Screenshot = ""
+		}
 		if _, dup := index[p.Nodes[i].ID]; !dup {
 			index[p.Nodes[i].ID] = i
 		}
@@ -104,6 +113,41 @@ func numberPaths(nodes []Node, index map[string]int) {
 			visit(i, strconv.Itoa(root))
 		}
 	}
+}
+
+// framePath is the screenshot path of node in job's folder; "" when the
+// node's id cannot name an object.
+func framePath(job, node string) string {
+	if !jobs.SafeNodeID(node) {
+		return ""
+	}
+	return jobs.ID(job).FramePath(node)
+}
+
+// CheckRecorded checks what only a fresh answer about a recording of the
+// given duration can be held to: every step says how it is known, a shown
+// step says when, and no timestamp is past the end (duration 0: unknown).
+// Documents read back or edited are held to the format only (Validate).
+func CheckRecorded(d *Document, duration time.Duration) []Problem {
+	var out []Problem
+	if d.Public == nil {
+		return nil
+	}
+	for i, n := range d.Public.Nodes {
+		at := fmt.Sprintf("public.nodes[%d]", i)
+		ts, ok := ParseTimestamp(n.Timestamp)
+		switch {
+		case n.Evidence == "":
+			out = append(out, Problem{at + ".evidence", "is missing: say whether the step is shown, narrated or inferred"})
+		case n.Evidence == EvidenceShown && n.Timestamp == "":
+			out = append(out, Problem{at + ".timestamp", "is missing: a shown step needs the moment it is shown (HH:MM:SS)"})
+		}
+		if ok && duration > 0 && ts >= duration {
+			out = append(out, Problem{at + ".timestamp", fmt.Sprintf("%s is past the end of the video, which is %.1f seconds long",
+				n.Timestamp, duration.Seconds())})
+		}
+	}
+	return out
 }
 
 // Validate checks every rule the viewer depends on and returns nil or *Invalid.
@@ -184,6 +228,15 @@ func (v *validator) check(d *Document) {
 		}
 		if n.Children == nil {
 			v.add(at+".children", "must be an array")
+		}
+		if _, ok := ParseTimestamp(n.Timestamp); n.Timestamp != "" && !ok {
+			v.add(at+".timestamp", "must be HH:MM:SS (such as 00:01:23) or empty, not %q", n.Timestamp)
+		}
+		if n.Evidence != "" && !slices.Contains(Evidences, n.Evidence) {
+			v.add(at+".evidence", "must be one of %s, not %q", strings.Join(Evidences, ", "), n.Evidence)
+		}
+		if n.Screenshot != "" && (d.Meta == nil || n.Screenshot != framePath(d.Meta.ID, n.ID)) {
+			v.add(at+".screenshot", "must be this job's frames/<jobId>/<nodeId>.jpg, not %q", n.Screenshot)
 		}
 	}
 	for i, n := range p.Nodes {

@@ -139,6 +139,22 @@ func decodeTree(data []byte) (any, error) {
 // before triggers were typed as the viewer types them: a config that is not
 // text becomes "" (a number or boolean its text), and a type the viewer does
 // not know becomes the nearest one it does.
+// ourExtras are the node fields we add and the viewer ignores: a value
+// that is not text there (someone else's extension, a hand edit) is dropped
+// rather than making the whole document unreadable.
+var ourExtras = []string{"timestamp", "evidence", "screenshot"}
+
+func dropForeignExtras(tree any) {
+	Walk(tree, "public.nodes[]", func(_ string, v any) {
+		n, _ := v.(map[string]any)
+		for _, k := range ourExtras {
+			if _, isText := n[k].(string); !isText {
+				delete(n, k)
+			}
+		}
+	})
+}
+
 func repairTriggers(tree any) {
 	Walk(tree, "public.triggers[]", func(_ string, v any) {
 		t, ok := v.(map[string]any)
@@ -177,6 +193,7 @@ func Load(data []byte, jobID string) (*Document, error) {
 		return nil, err
 	}
 	repairTriggers(tree)
+	dropForeignExtras(tree)
 	if problems := printedProblems(tree); len(problems) > 0 {
 		return nil, &Invalid{Problems: problems}
 	}

@@ -155,6 +155,11 @@ func TestLoadIsLenientWhereTheViewerIs(t *testing.T) {
 	if d.Public.Triggers[0].Config != "whenever it rains" || d.Public.Triggers[1].Config != "42" {
 		t.Fatalf("%+v", d.Public.Triggers)
 	}
+	if d.Public.Nodes[0].Screenshot != "" || d.Public.Nodes[1].Screenshot != "" {
+		// Someone else's screenshot object is dropped, and so is a path of
+		// another job's folder (the sample's own id is not jobID).
+		t.Fatalf("screenshots %q, %q", d.Public.Nodes[0].Screenshot, d.Public.Nodes[1].Screenshot)
+	}
 	for _, bad := range []string{`not json`, `[]`, `{"meta":{"title":"x"}} {}`, `{"meta":{"title":"x"},"public":{"nodes":{}}}`} {
 		if _, err := sop.Load([]byte(bad), jobID); err == nil {
 			t.Errorf("%s loaded", bad)

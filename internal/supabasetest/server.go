@@ -113,7 +113,7 @@ func New(t testing.TB, videosLimit int64) *Server {
 		blocks:          map[Op]chan struct{}{},
 		calls:           map[Op]int{},
 	}
-	s.buckets["videos"] = Bucket{ID: "videos", FileSizeLimit: videosLimit, AllowedMimeTypes: []string{"video/*", "application/json"}}
+	s.buckets["videos"] = Bucket{ID: "videos", FileSizeLimit: videosLimit, AllowedMimeTypes: []string{"video/*", "application/json", "image/jpeg", "text/markdown"}}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serveHTTP))
 	s.URL = s.srv.URL
 	t.Cleanup(func() {
