@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -105,6 +106,21 @@ func summarize(w io.Writer, res local.Result) {
 	fmt.Fprintf(w, "%s  (%s, %v frames)\n", res.Outputs.Slim, megabytes(slim["size_bytes"]), slim["frames"])
 	fmt.Fprintf(w, "%s  (%v nodes, %v edges)\n", res.Outputs.SOP, doc["nodes"], doc["edges"])
 	fmt.Fprintf(w, "%s\n", res.Outputs.Markdown)
+	// The pipeline's record, as it would be merged into metadata.frames.
+	var frames struct {
+		Count   int `json:"count"`
+		Missing []struct {
+			Node   string `json:"node"`
+			Reason string `json:"reason"`
+		} `json:"missing"`
+	}
+	if b, err := json.Marshal(md["frames"]); err == nil {
+		_ = json.Unmarshal(b, &frames)
+	}
+	fmt.Fprintf(w, "%s  (%d screenshots of shown steps)\n", res.Outputs.Frame("<step>"), frames.Count)
+	for _, m := range frames.Missing {
+		fmt.Fprintf(w, "  no screenshot of %s: %s\n", m.Node, m.Reason)
+	}
 	fmt.Fprintln(w, "stages:")
 	for _, s := range res.Stages {
 		fmt.Fprintf(w, "  %-18s %8s\n", s.Name, s.Duration.Round(time.Millisecond))

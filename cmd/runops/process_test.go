@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"image/jpeg"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,10 +51,22 @@ func TestProcessMakesTheSOPLocally(t *testing.T) {
 	}
 	soptest.Check(t, "the SOP of runops process", doc)
 	md, err := os.ReadFile(filepath.Join(out, "rec.sop.md"))
-	if err != nil || !strings.Contains(string(md), "# Refund a duplicate charge") || !strings.Contains(string(md), "**3.1** Refund it") {
+	if err != nil || !strings.Contains(string(md), "# Refund a duplicate charge") || !strings.Contains(string(md), "#### 3.1 Refund it") {
 		t.Fatalf("markdown %v:\n%s", err, md)
 	}
-	for _, want := range []string{"rec.sop.json  (5 nodes", "transcoding", "total", "prompt sop-v2", "video 774"} {
+	// The shown steps' screenshots beside it, linked relative to it.
+	for step, node := range map[string]string{"1": "open", "3.1": "refund"} {
+		if _, err := jpeg.DecodeConfig(openFile(t, filepath.Join(out, "rec."+node+".jpg"))); err != nil {
+			t.Errorf("screenshot of %s: %v", node, err)
+		}
+		if link := "![Screenshot of step " + step + "](rec." + node + ".jpg)"; !strings.Contains(string(md), link) {
+			t.Errorf("markdown lacks %s:\n%s", link, md)
+		}
+	}
+	if matches, _ := filepath.Glob(filepath.Join(out, "*.jpg")); len(matches) != 2 {
+		t.Errorf("screenshots %v; want the two shown steps'", matches)
+	}
+	for _, want := range []string{"rec.sop.json  (5 nodes", "(2 screenshots", "transcoding", "frames", "total", "prompt sop-v3", "video 774"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, stdout.String())
 		}
@@ -188,4 +201,14 @@ func TestLogFormatOverride(t *testing.T) {
 			t.Errorf("RUNOPS_LOG_FORMAT=%s: no %q in\n%s", format, want, stderr.String())
 		}
 	}
+}
+
+func openFile(t *testing.T, path string) *os.File {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
 }
