@@ -41,6 +41,10 @@ type ObjectStore interface {
 	Stat(ctx context.Context, path string) (storage.ObjectInfo, error)
 	Download(ctx context.Context, path string) (io.ReadCloser, int64, error)
 	Upload(ctx context.Context, path string, r io.Reader, size int64, contentType string) error
+	Remove(ctx context.Context, paths ...string) error
+	// SignPublicDownload is a URL a person's browser reads the object at,
+	// without credentials, for ttl.
+	SignPublicDownload(ctx context.Context, path string, ttl time.Duration) (string, error)
 }
 
 // Authenticator tells who an access token belongs to.
@@ -108,6 +112,7 @@ func Handler(o Options) http.Handler {
 		limited.Post("/queue-job", s.handle(s.queueJob))
 		r.Get("/job-status/{jobId}", s.handle(s.jobStatus))
 		r.Get("/sop/{jobId}", s.handle(s.getSOP))
+		r.Get("/sop/{jobId}/frames/{nodeId}", s.handle(s.getFrame))
 		// Edits are rate-limited too, with a budget of their own.
 		r.With(s.rateLimiter()).Patch("/sop/{jobId}", s.handle(s.patchSOP))
 	})

@@ -91,7 +91,7 @@ func (e *env) do(method, path, body string, headers ...string) response {
 	raw, _ := io.ReadAll(resp.Body)
 	r := response{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
 	_ = json.Unmarshal(raw, &r.body)
-	if strings.HasPrefix(path, "/api/sop/") && r.status == http.StatusOK {
+	if strings.HasPrefix(path, "/api/sop/") && r.status == http.StatusOK && strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
 		var served struct{ Data json.RawMessage }
 		_ = json.Unmarshal(raw, &served)
 		soptest.Check(e.t, method+" "+path, served.Data)

@@ -98,12 +98,20 @@ func (s *server) getSOP(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return &Error{Status: http.StatusBadRequest, Message: err.Error()}
 	}
+	format, err := sopFormat(r)
+	if err != nil {
+		return err
+	}
 	if _, err := s.sopJob(r, id); err != nil {
 		return err
 	}
-	resp, _, tag, err := s.loadSOP(r.Context(), id)
+	resp, doc, tag, err := s.loadSOP(r.Context(), id)
 	if err != nil {
 		return err
+	}
+	w.Header().Set("Vary", "Accept")
+	if format == "md" {
+		return s.writeMarkdown(w, r, id, doc)
 	}
 	writeSOP(w, resp, tag)
 	return nil
@@ -195,11 +203,13 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 	defer unlock()
 	var out sopResponse
 	var outTag string
+	var dropped []string // screenshots of the nodes an edit deletes
 	err = s.o.SOPs.WithSOPLock(r.Context(), id, func(ctx context.Context) error {
 		cur, doc, tag, err := s.loadSOP(ctx, id)
 		if err != nil {
 			return err
 		}
+		before := screenshots(doc)
 		if m := r.Header.Get("If-Match"); m != "" && m != "*" && !slices.Contains(splitTags(m), tag) {
 			return &Error{Status: http.StatusPreconditionFailed, Message: "The SOP changed since you loaded it; reload it and edit again."}
 		}
@@ -217,8 +227,17 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 			return fromBackend("File storage", err, "Failed to save the SOP")
 		}
 		out, outTag = sopResponse{JobID: string(id), Data: b, CreatedAt: cur.CreatedAt, UpdatedAt: time.Now().UTC()}, etag(b)
+		after := screenshots(doc)
+		for _, path := range before {
+			if !slices.Contains(after, path) {
+				dropped = append(dropped, path)
+			}
+		}
 		return nil
 	})
+	if err == nil && len(dropped) > 0 {
+		s.removeFrames(r.Context(), id, dropped)
+	}
 	if err != nil {
 		var e *Error
 		switch {

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -14,14 +15,24 @@ import (
 	"github.com/runops/runops/internal/sop/soptest"
 )
 
+// sampleID is the job id docs/sample-sop.json is written for.
+const sampleID = "00000000-0000-4000-8000-000000000000"
+
 // withSOP stores the sample SOP for a completed job and returns its id.
 func (e *env) withSOP(status string) string {
 	e.t.Helper()
-	id := uuid.NewString()
+	return e.withSOPOf(uuid.NewString(), status)
+}
+
+// withSOPOf stores the sample SOP, made for job id (its screenshots in that
+// job's folder), for a job with status.
+func (e *env) withSOPOf(id, status string) string {
+	e.t.Helper()
 	b, err := os.ReadFile("../../docs/sample-sop.json")
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	b = bytes.ReplaceAll(b, []byte(sampleID), []byte(id))
 	d, err := sop.Parse(b)
 	if err != nil {
 		e.t.Fatal(err)

@@ -192,6 +192,20 @@ func (c *Client) SignDownload(ctx context.Context, path string, ttl time.Duratio
 	return res.SignedURL, err
 }
 
+// SignPublicDownload is SignDownload for a link a person opens (in a wiki
+// page, a browser): on the public URL rather than the server-side one.
+func (c *Client) SignPublicDownload(ctx context.Context, path string, ttl time.Duration) (string, error) {
+	u, err := c.SignDownload(ctx, path, ttl)
+	if err != nil {
+		return "", err
+	}
+	rest, ok := strings.CutPrefix(u, c.base)
+	if !ok || !strings.HasPrefix(rest, "/object/sign/") {
+		return "", &Error{Op: "sign download", Message: "unexpected signed url " + strconv.Quote(u)}
+	}
+	return c.publicBase + rest, nil
+}
+
 // ObjectInfo is what the server knows of an object.
 type ObjectInfo struct {
 	Size        int64     `json:"size"`

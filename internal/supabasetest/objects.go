@@ -61,6 +61,17 @@ func (s *Server) Object(key string) (ObjectInfo, bool) {
 	return ObjectInfo{Size: o.size, ContentType: o.contentType, File: o.file}, true
 }
 
+// Delete removes the object at bucket/path directly, as a person could in
+// the dashboard.
+func (s *Server) Delete(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if o, ok := s.objects[key]; ok {
+		os.Remove(o.file)
+		delete(s.objects, key)
+	}
+}
+
 // Put stores data at bucket/path directly, bypassing bucket limits.
 func (s *Server) Put(key string, data []byte, contentType string) {
 	f, err := s.tempFile()

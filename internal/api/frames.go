@@ -1,0 +1,161 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/sop"
+	"github.com/runops/runops/internal/storage"
+)
+
+const (
+	msgFrameNotFound = "Screenshot not found"
+	// maxFrameBytes bounds what is relayed of one screenshot (a 720p JPEG is
+	// a few hundred KB).
+	maxFrameBytes = 20 << 20
+	// signedImageTTL is how long the signed image links of a Markdown export
+	// (images=signed) work: long enough to paste the page into a wiki.
+	signedImageTTL = 7 * 24 * time.Hour
+)
+
+// GET /api/sop/{jobId}/frames/{nodeId}: the step's screenshot, under the
+// SOP's owner rules. Only a node of the stored SOP whose screenshot is its
+// own frame is served; the object path is built from the two ids alone.
+func (s *server) getFrame(w http.ResponseWriter, r *http.Request) error {
+	id, err := jobs.ParseID(chi.URLParam(r, "jobId"))
+	if err != nil {
+		return &Error{Status: http.StatusBadRequest, Message: err.Error()}
+	}
+	node := chi.URLParam(r, "nodeId")
+	if !jobs.SafeNodeID(node) {
+		return &Error{Status: http.StatusNotFound, Message: msgFrameNotFound}
+	}
+	if _, err := s.sopJob(r, id); err != nil {
+		return err
+	}
+	_, doc, _, err := s.loadSOP(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	if !hasScreenshot(doc, node, id.FramePath(node)) {
+		return &Error{Status: http.StatusNotFound, Message: msgFrameNotFound}
+	}
+	body, size, err := s.o.Objects.Download(r.Context(), id.FramePath(node))
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return &Error{Status: http.StatusNotFound, Message: msgFrameNotFound}
+	case err != nil:
+		return fromBackend("File storage", err, "Failed to read the screenshot")
+	}
+	defer body.Close()
+	h := w.Header()
+	h.Set("Content-Type", "image/jpeg")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Disposition", `inline; filename="`+node+`.jpg"`)
+	if size > 0 && size <= maxFrameBytes {
+		h.Set("Content-Length", strconv.FormatInt(size, 10))
+	}
+	w.WriteHeader(http.StatusOK)
+	if _, err := io.Copy(w, io.LimitReader(body, maxFrameBytes)); err != nil {
+		s.log.WarnContext(r.Context(), "screenshot cut off", "job_id", id, "node", node, "error", err)
+	}
+	return nil
+}
+
+func hasScreenshot(doc *sop.Document, node, path string) bool {
+	for _, n := range doc.Public.Nodes {
+		if n.ID == node && n.Screenshot == path {
+			return true
+		}
+	}
+	return false
+}
+
+// screenshots lists the screenshot paths the document's nodes name.
+func screenshots(doc *sop.Document) []string {
+	var out []string
+	for _, n := range doc.Public.Nodes {
+		if n.Screenshot != "" {
+			out = append(out, n.Screenshot)
+		}
+	}
+	return out
+}
+
+// removeFrames deletes the screenshots of nodes an edit deleted. The edit
+// is saved already: a failure leaves an object nothing links to, logged.
+func (s *server) removeFrames(ctx context.Context, id jobs.ID, paths []string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	var err error
+	for try := 0; try < 3; try++ {
+		if err = s.o.Objects.Remove(ctx, paths...); err == nil || !errors.Is(err, jobs.ErrUnavailable) {
+			break
+		}
+	}
+	if err != nil {
+		s.log.WarnContext(ctx, "could not delete the screenshots of deleted steps", "job_id", id, "paths", paths, "error", err)
+	}
+}
+
+// sopFormat is the representation a GET of the SOP asks for: "json" (the
+// viewer's) or "md", from ?format=, else from Accept.
+func sopFormat(r *http.Request) (string, error) {
+	q := r.URL.Query()
+	switch f := q.Get("format"); f {
+	case "md", "markdown":
+		return "md", nil
+	case "json":
+	case "":
+		for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
+			mt, _, _ := strings.Cut(strings.TrimSpace(part), ";")
+			if strings.EqualFold(strings.TrimSpace(mt), "text/markdown") {
+				return "md", nil
+			}
+		}
+	default:
+		return "", &Error{Status: http.StatusBadRequest, Message: `"format" must be json or md`}
+	}
+	if q.Has("images") {
+		return "", &Error{Status: http.StatusBadRequest, Message: `"images" applies to the Markdown export only (format=md)`}
+	}
+	return "json", nil
+}
+
+// writeMarkdown answers the SOP as Markdown: screenshots linked to the
+// frames endpoint, or with images=signed to signed storage URLs that work
+// for signedImageTTL without credentials (for a page pasted into a wiki).
+func (s *server) writeMarkdown(w http.ResponseWriter, r *http.Request, id jobs.ID, doc *sop.Document) error {
+	image := func(n sop.Node) string {
+		return "/api/sop/" + string(id) + "/frames/" + url.PathEscape(n.ID)
+	}
+	switch r.URL.Query().Get("images") {
+	case "", "api":
+	case "signed":
+		signed := map[string]string{}
+		for _, path := range screenshots(doc) {
+			u, err := s.o.Objects.SignPublicDownload(r.Context(), path, signedImageTTL)
+			if err != nil {
+				return fromBackend("File storage", err, "Failed to sign the screenshot links")
+			}
+			signed[path] = u
+		}
+		image = func(n sop.Node) string { return signed[n.Screenshot] }
+	default:
+		return &Error{Status: http.StatusBadRequest, Message: `"images" must be api or signed`}
+	}
+	w.Header().Set("Content-Type", "text/markdown; charset=utf-8")
+	w.Header().Set("Content-Disposition", `inline; filename="sop-`+string(id)+`.md"`)
+	w.WriteHeader(http.StatusOK)
+	_, err := w.Write(sop.Markdown(doc, image))
+	return err
+}
