@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"image/jpeg"
 	"io"
 	"net/http"
 	"os"
@@ -285,6 +286,27 @@ func TestServeRunsTheWholeFlow(t *testing.T) {
 	}
 	raw, _ := json.Marshal(data)
 	soptest.Check(t, "the served SOP", raw)
+	// The shown steps' screenshots, served as the browser would ask for them.
+	for _, node := range []string{"open", "refund"} {
+		resp, err := http.Get(base + "/api/sop/" + id + "/frames/" + node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = jpeg.DecodeConfig(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "image/jpeg" || err != nil {
+			t.Fatalf("screenshot of %s: %d %s %v", node, resp.StatusCode, resp.Header.Get("Content-Type"), err)
+		}
+	}
+	resp, err = http.Get(base + "/api/sop/" + id + "?format=md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(md), "![Screenshot of step 3.1](/api/sop/"+id+"/frames/refund)") {
+		t.Fatalf("markdown %d:\n%s", resp.StatusCode, md)
+	}
 
 	// A job whose upload is gone fails; then every metric has moved.
 	lost := uuid.NewString()

@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 const jobID = "3f2504e0-4f89-41d3-9a0c-0305e82c3301"
@@ -81,6 +82,11 @@ func TestEveryRule(t *testing.T) {
 		"id_path absent":             {func(d *Document) { node(d, "open").IDPath = "" }, "public.nodes[0].id_path"},
 		"unknown trigger type":       {func(d *Document) { d.Public.Triggers[1].Type = "schedule" }, "public.triggers[1].type"},
 		"owner absent":               {func(d *Document) { d.Meta.Owner = nil }, "meta.owner"},
+		"timestamp not HH:MM:SS":     {func(d *Document) { node(d, "open").Timestamp = "0:05" }, "public.nodes[0].timestamp"},
+		"timestamp minutes past 59":  {func(d *Document) { node(d, "open").Timestamp = "00:61:00" }, "public.nodes[0].timestamp"},
+		"unknown evidence":           {func(d *Document) { node(d, "open").Evidence = "seen" }, "public.nodes[0].evidence"},
+		"screenshot of another node": {func(d *Document) { node(d, "open").Screenshot = node(d, "check").Screenshot }, "public.nodes[0].screenshot"},
+		"screenshot elsewhere":       {func(d *Document) { node(d, "open").Screenshot = "raw/" + d.Meta.ID + ".mp4" }, "public.nodes[0].screenshot"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -180,4 +186,67 @@ func FuzzValidate(f *testing.F) {
 			t.Fatalf("accepted document fails after a round trip: %v", err)
 		}
 	})
+}
+
+// What only a fresh answer is held to: evidence, a moment for a shown step,
+// and no moment past the end of the recording.
+func TestCheckRecorded(t *testing.T) {
+	d := sample(t)
+	Repair(d, jobID)
+	if p := CheckRecorded(d, 3*time.Minute); len(p) != 0 {
+		t.Fatalf("the sample, 3 minutes: %v", p)
+	}
+	// 00:02:50 is the last moment the sample shows; a video of 2:50 ends there.
+	if p := CheckRecorded(d, 170*time.Second); len(p) != 1 || p[0].Path != "public.nodes[7].timestamp" ||
+		!strings.Contains(p[0].Message, "00:02:50 is past the end of the video, which is 170.0 seconds long") {
+		t.Fatalf("a video of 2:50: %v", p)
+	}
+	d.Public.Nodes[0].Timestamp = ""
+	d.Public.Nodes[1].Evidence = ""
+	p := CheckRecorded(d, 0) // an unknown duration checks no range
+	if len(p) != 2 || p[0].Path != "public.nodes[0].timestamp" || p[1].Path != "public.nodes[1].evidence" {
+		t.Fatalf("%v", p)
+	}
+	// A person's document is held to the format only.
+	if err := Validate(d); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestParseTimestamp(t *testing.T) {
+	for s, want := range map[string]time.Duration{"00:00:00": 0, "00:01:23": 83 * time.Second, "01:00:05": time.Hour + 5*time.Second} {
+		if got, ok := ParseTimestamp(s); !ok || got != want {
+			t.Errorf("%s: %v %v", s, got, ok)
+		}
+	}
+	for _, bad := range []string{"", "1:23", "00:1:23", "00:00:60", "00:60:00", "aa:bb:cc", "00:00:05.5", "-0:00:05"} {
+		if _, ok := ParseTimestamp(bad); ok {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+}
+
+// Labels and other text read as written in Markdown: nothing in them makes
+// links, HTML, emphasis or headings.
+func TestMarkdownTextReadsAsWritten(t *testing.T) {
+	d := sample(t)
+	Repair(d, jobID)
+	d.Meta.Title = "Pay <script>alert(1)</script> *now*"
+	d.Public.Nodes[0].Label = "Click [here](http://evil.test) & _save_ # done"
+	d.Public.Nodes[0].Intent = "- not a list"
+	d.Public.Variables = map[string]string{"a`b": "line one\nline two"}
+	md := string(Markdown(d, nil))
+	for _, want := range []string{
+		"# Pay \\<script\\>alert(1)\\</script\\> \\*now\\*\n",
+		"### 1 Click \\[here\\](http://evil.test) \\& \\_save\\_ \\# done\n",
+		"\n\\- not a list\n",
+		"- ``a`b``: line one line two\n",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Contains(md, "![") {
+		t.Errorf("no image func, yet images:\n%s", md)
+	}
 }
