@@ -529,3 +529,63 @@ func TestReporterAndTempDir(t *testing.T) {
 		t.Fatalf("temp dir %s left behind: %v", dir, err)
 	}
 }
+
+// mergeCounter counts the metadata writes a worker makes.
+type mergeCounter struct {
+	queue.Store
+	merges atomic.Int64
+}
+
+func (m *mergeCounter) Merge(ctx context.Context, id jobs.ID, token string, patch map[string]any) (bool, error) {
+	m.merges.Add(1)
+	return m.Store.Merge(ctx, id, token, patch)
+}
+
+// A stage is written with the run's next write, or once it has lasted the
+// stage delay: stages that end sooner cost no statement of their own, and
+// the outcome still records every stage's time.
+func TestQuickStagesAreWrittenWithTheNextWrite(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name  string
+		delay time.Duration
+		lasts bool // the last stage lasts: it is written while it lasts, with no other write
+	}{
+		{"none lasts the delay", time.Hour, false},
+		{"the last lasts", time.Millisecond, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			b := newBench(t)
+			counter := &mergeCounter{Store: b.store}
+			cfg := fast()
+			cfg.Logger, cfg.StageDelay = quiet, c.delay
+			release := make(chan struct{})
+			queuetest.Start(t, b.dsn, counter, queue.HandlerFunc(func(ctx context.Context, j queue.Job, r queue.Reporter) error {
+				for _, s := range []string{"downloading", "probing", "transcoding"} {
+					if err := r.Stage(ctx, s); err != nil {
+						return err
+					}
+				}
+				if c.lasts {
+					<-release
+				}
+				return nil
+			}), cfg, true)
+			id := b.insert(1)[0]
+			if c.lasts {
+				b.waitFor("the lasting stage to be written", func() bool { return b.job(id).Metadata["stage"] == "transcoding" })
+				close(release)
+			}
+			b.waitFor("completion", func() bool { return b.job(id).Status == jobs.StatusCompleted })
+			if n := counter.merges.Load(); !c.lasts && n != 0 {
+				t.Errorf("%d metadata writes besides the outcome; want none", n)
+			}
+			m := b.job(id).Metadata
+			timings, _ := m["timings"].(map[string]any)
+			if m["stage"] != "transcoding" || timings["downloading_ms"] == nil || timings["probing_ms"] == nil || timings["transcoding_ms"] == nil {
+				t.Errorf("metadata %v", m)
+			}
+		})
+	}
+}

@@ -10,25 +10,115 @@ import (
 	"github.com/runops/runops/internal/metrics"
 )
 
+// defaultStageDelay is how long a new stage may go unwritten (Config.StageDelay): it is written once it
+// has lasted that long, or with the run's next write (a merge, progress, the
+// outcome), whichever comes first. A stage that ends sooner — most of a job's
+// quick stages, and every stage of a job that fails at once — costs no
+// statement of its own; the status page, polled every 3 s, cannot tell.
+const defaultStageDelay = 250 * time.Millisecond
+
 // reporter writes a job's progress through fenced merges.
 type reporter struct {
 	store  Store
 	job    Job
+	runCtx context.Context
 	cancel context.CancelCauseFunc
+	delay  time.Duration // Config.StageDelay
 	// gone tells whether the run was stopped because its lease is gone or
 	// about to expire: from then on nothing is written, whatever context a
 	// handler passes.
 	gone func() bool
 
+	// wmu keeps the run's writes one at a time, so that they land in the
+	// order they were made.
+	wmu sync.Mutex
+
 	mu           sync.Mutex
 	stage        string
 	stageStarted time.Time
 	lastProgress time.Time
+	pending      map[string]any // the stage not written yet, with the timings of the one before
+	flush        *time.Timer    // writes pending after the delay
+	ended        bool           // the outcome took pending: nothing more is written
 }
 
-func newReporter(store Store, job Job, runCtx context.Context, cancel context.CancelCauseFunc) *reporter {
+func newReporter(store Store, job Job, runCtx context.Context, cancel context.CancelCauseFunc, delay time.Duration) *reporter {
 	gone := func() bool { return errors.Is(context.Cause(runCtx), errLeaseGone) }
-	return &reporter{store: store, job: job, cancel: cancel, gone: gone}
+	return &reporter{store: store, job: job, runCtx: runCtx, cancel: cancel, delay: delay, gone: gone}
+}
+
+// takePending returns the patch not written yet merged with patch, and
+// disarms the flush. The caller holds r.mu.
+func (r *reporter) takePending(patch map[string]any) map[string]any {
+	out := mergePatch(r.pending, patch)
+	r.pending = nil
+	if r.flush != nil {
+		r.flush.Stop()
+		r.flush = nil
+	}
+	return out
+}
+
+// mergePatch deep-merges b into a copy of a, as the database merges metadata.
+func mergePatch(a, b map[string]any) map[string]any {
+	out := make(map[string]any, len(a)+len(b))
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		if bm, ok := v.(map[string]any); ok {
+			if am, ok := out[k].(map[string]any); ok {
+				v = mergePatch(am, bm)
+			}
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// writeWithPending writes patch with whatever stage is pending, in order
+// with the run's other writes.
+func (r *reporter) writeWithPending(ctx context.Context, patch map[string]any) error {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	r.mu.Lock()
+	if r.ended {
+		r.mu.Unlock()
+		return nil
+	}
+	pending := r.pending
+	patch = r.takePending(patch)
+	r.mu.Unlock()
+	if len(patch) == 0 {
+		return nil
+	}
+	err := r.write(ctx, patch)
+	if err != nil {
+		r.keep(pending)
+	}
+	return err
+}
+
+// keep puts a stage patch that could not be written back, for the next
+// write (the outcome at the latest).
+func (r *reporter) keep(pending map[string]any) {
+	if pending == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pending = mergePatch(pending, r.pending)
+	r.arm()
+}
+
+// arm schedules the write of the pending stage, while the run lasts (after
+// it the outcome takes what is pending). The caller holds r.mu.
+func (r *reporter) arm() {
+	if r.flush == nil && !r.ended && r.pending != nil && r.runCtx.Err() == nil {
+		// Written from the run's context: a write that meets an outage
+		// waits for the database as a handler's own write would.
+		r.flush = time.AfterFunc(r.delay, func() { _ = r.writeWithPending(r.runCtx, nil) })
+	}
 }
 
 // write merges patch. While the database is unreachable it tries again every
@@ -68,16 +158,25 @@ func (r *reporter) closeStage(now time.Time) map[string]any {
 	return map[string]any{r.stage + "_ms": took.Milliseconds()}
 }
 
+// Stage starts a stage; it is written within the stage delay (see defaultStageDelay).
 func (r *reporter) Stage(ctx context.Context, name string) error {
+	if r.gone() {
+		return ErrLeaseLost
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	now := time.Now()
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	patch := map[string]any{"stage": name, "progress": 0}
 	if t := r.closeStage(now); t != nil {
 		patch["timings"] = t
 	}
 	r.stage, r.stageStarted, r.lastProgress = name, now, time.Time{}
-	r.mu.Unlock()
-	return r.write(ctx, patch)
+	r.pending = mergePatch(r.pending, patch)
+	r.arm()
+	return nil
 }
 
 // progressEvery throttles progress writes (a poll every 3 s reads them).
@@ -94,31 +193,51 @@ func (r *reporter) Progress(ctx context.Context, p float64) error {
 	r.lastProgress = now
 	r.mu.Unlock()
 	// Progress is a hint for the status page, written from the goroutine
-	// that reads ffmpeg's output: never wait for the database here.
+	// that reads ffmpeg's output: one try, never a wait for the database.
 	if r.gone() {
 		return ErrLeaseLost
 	}
-	ok, err := r.store.Merge(ctx, r.job.ID, r.job.Token, map[string]any{"progress": p})
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	r.mu.Lock()
+	if r.ended {
+		r.mu.Unlock()
+		return nil
+	}
+	pending := r.pending
+	patch := r.takePending(map[string]any{"progress": p})
+	r.mu.Unlock()
+	ok, err := r.store.Merge(ctx, r.job.ID, r.job.Token, patch)
 	switch {
 	case err == nil && !ok:
 		r.cancel(errLeaseGone)
 		return ErrLeaseLost
-	case errors.Is(err, jobs.ErrUnavailable) && ctx.Err() == nil:
+	case err != nil:
+		r.keep(pending) // the stage is still to be written
+	}
+	if errors.Is(err, jobs.ErrUnavailable) && ctx.Err() == nil {
 		return nil
 	}
 	return err
 }
 
+// Merge writes patch, with the stage not written yet.
 func (r *reporter) Merge(ctx context.Context, patch map[string]any) error {
-	return r.write(ctx, patch)
+	return r.writeWithPending(ctx, patch)
 }
 
-// finalTimings is the completion patch: the last stage's duration.
+// finalTimings is the outcome's patch: the stage not written yet, if any,
+// and the last stage's duration. Nothing is written by the run after it.
 func (r *reporter) finalTimings() map[string]any {
+	r.wmu.Lock() // a write in flight lands before the outcome
+	defer r.wmu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	patch := map[string]any{}
 	if t := r.closeStage(time.Now()); t != nil {
-		return map[string]any{"timings": t}
+		patch["timings"] = t
 	}
-	return map[string]any{}
+	patch = r.takePending(patch)
+	r.ended = true
+	return patch
 }

@@ -32,6 +32,9 @@ type Config struct {
 	ShutdownGrace time.Duration
 	TempDir       string // parent of each claim's work directory
 	Logger        *slog.Logger
+	// StageDelay is how long a new stage may go unwritten (reporter.go);
+	// default 250 ms.
+	StageDelay time.Duration
 }
 
 func (c *Config) defaults() {
@@ -53,6 +56,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxAttempts < 1 {
 		c.MaxAttempts = 3
+	}
+	if c.StageDelay <= 0 {
+		c.StageDelay = defaultStageDelay
 	}
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = 30 * time.Second
@@ -376,7 +382,7 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 	hbDone := make(chan struct{})
 	go func() { defer close(hbDone); w.heartbeat(runCtx, r, log) }()
 
-	rep := newReporter(w.store, job, runCtx, cancel)
+	rep := newReporter(w.store, job, runCtx, cancel, w.cfg.StageDelay)
 	log.Info("job started")
 	err := w.safeRun(runCtx, job, rep)
 	cancelled := context.Cause(runCtx)
