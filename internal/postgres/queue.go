@@ -118,8 +118,9 @@ LEFT JOIN LATERAL (SELECT public.runops_record_event(done.job_id, done.status, d
 
 // QueueStore is the queue's view of public.jobs.
 type QueueStore struct {
-	pool  *pgxpool.Pool
-	hooks []string // RUNOPS_WEBHOOK_URLS: outcomes record an event for each
+	pool     *pgxpool.Pool
+	hooks    []string // RUNOPS_WEBHOOK_URLS: outcomes record an event for each
+	outcomes batcher  // outcomes.go
 }
 
 // NewQueueStore returns a queue store over pool.
@@ -189,21 +190,29 @@ func (s *QueueStore) Merge(ctx context.Context, id jobs.ID, token string, patch 
 	return s.fenced(ctx, "merge metadata", mergeMetadata, string(id), token, patch)
 }
 
-// Complete marks the job completed, merging patch into metadata.
-func (s *QueueStore) Complete(ctx context.Context, id jobs.ID, token string, patch map[string]any) (bool, error) {
+// Complete marks the job completed, merging patch into metadata. It is
+// written together with the outcomes ready at the same time (outcomes.go),
+// within at most 10 s of its own; ctx is not waited on.
+func (s *QueueStore) Complete(_ context.Context, id jobs.ID, token string, patch map[string]any) (bool, error) {
 	if patch == nil {
 		patch = map[string]any{}
 	}
-	return s.finished(ctx, "complete job", completeJob, string(id), token, patch)
+	return s.finish(&outcome{JobID: id, Token: token, Status: string(jobs.StatusCompleted), Patch: patch,
+		single: func(ctx context.Context) (bool, error) {
+			return s.finished(ctx, "complete job", completeJob, string(id), token, patch)
+		}})
 }
 
 // Fail ends the job in error with message (for a person) and cause (short,
-// technical), merging patch into metadata.
-func (s *QueueStore) Fail(ctx context.Context, id jobs.ID, token, message, cause string, patch map[string]any) (bool, error) {
+// technical), merging patch into metadata; written as Complete is.
+func (s *QueueStore) Fail(_ context.Context, id jobs.ID, token, message, cause string, patch map[string]any) (bool, error) {
 	if patch == nil {
 		patch = map[string]any{}
 	}
-	return s.finished(ctx, "fail job", failJob, string(id), token, message, cause, patch)
+	return s.finish(&outcome{JobID: id, Token: token, Status: string(jobs.StatusError), Error: &message, Cause: &cause, Patch: patch,
+		single: func(ctx context.Context) (bool, error) {
+			return s.finished(ctx, "fail job", failJob, string(id), token, message, cause, patch)
+		}})
 }
 
 // HandBack returns the job to the queue without counting the attempt.
