@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"time"
 
@@ -37,10 +38,15 @@ type Config struct {
 
 // New returns a client; it does not call the API.
 func New(ctx context.Context, cfg Config) (*Client, error) {
+	// The SDK's default client keeps 2 idle connections per host: with
+	// several jobs at once, most calls would pay a new TLS handshake.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 32
 	c, err := genai.NewClient(ctx, &genai.ClientConfig{
 		APIKey:      cfg.APIKey,
 		Backend:     genai.BackendGeminiAPI,
 		HTTPOptions: genai.HTTPOptions{BaseURL: cfg.BaseURL},
+		HTTPClient:  &http.Client{Transport: tr},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gemini client: %w", err)

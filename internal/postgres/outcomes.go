@@ -39,12 +39,12 @@ const maxBatch = 64
 
 // outcome is one job's end, waiting for its statement.
 type outcome struct {
-	JobID  jobs.ID        `json:"job_id"`
-	Token  string         `json:"token"`
-	Status string         `json:"status"`
-	Error  *string        `json:"error"`
-	Cause  *string        `json:"cause"`
-	Patch  map[string]any `json:"patch"`
+	JobID  jobs.ID                             `json:"job_id"`
+	Token  string                              `json:"token"`
+	Status string                              `json:"status"`
+	Error  *string                             `json:"error"`
+	Cause  *string                             `json:"cause"`
+	Patch  map[string]any                      `json:"patch"`
 	single func(context.Context) (bool, error) // the same outcome as a statement of its own
 
 	done chan outcomeResult

@@ -111,6 +111,11 @@ func New(cfg Config) (*Client, error) {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.ResponseHeaderTimeout = 60 * time.Second
+	// Every job makes several requests, many jobs run at once, and all go to
+	// one host: the default of 2 idle connections per host would close most
+	// of them after each request and pay a new TCP (and TLS) handshake for
+	// the next.
+	tr.MaxIdleConnsPerHost = idleConnsPerHost
 	return &Client{
 		base:       strings.TrimRight(cfg.URL, "/") + "/storage/v1",
 		publicBase: strings.TrimRight(cfg.PublicURL, "/") + "/storage/v1",
@@ -118,6 +123,10 @@ func New(cfg Config) (*Client, error) {
 		http: &http.Client{Transport: tr},
 	}, nil
 }
+
+// idleConnsPerHost is how many connections to Storage stay open between
+// requests (more than a worker's concurrency, with the API's own calls).
+const idleConnsPerHost = 64
 
 // lib returns a new storage-go client: its option headers live in one map
 // per client that later calls (and other goroutines) would otherwise see.
