@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/runops/runops/internal/pgtest"
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/queue"
@@ -18,12 +20,23 @@ import (
 func TestOutcomesWrittenTogether(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool, err := postgres.OpenPool(ctx, pgtest.New(t), 4)
+	dsn := pgtest.New(t)
+	pool, err := postgres.OpenPool(ctx, dsn, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pool.Close()
 	queuetest.Burst(t, pool, 7)
+	// Listening from after the inserts: the claim and outcomes that follow
+	// are the worker's own.
+	listener, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close(ctx)
+	if _, err := listener.Exec(ctx, `LISTEN runops_jobs`); err != nil {
+		t.Fatal(err)
+	}
 	s := postgres.NewQueueStore(pool)
 	claimed, err := s.Claim(ctx, "w", 7, time.Minute)
 	if err != nil || len(claimed) != 7 {
@@ -95,5 +108,15 @@ func TestOutcomesWrittenTogether(t *testing.T) {
 		if r == 0 && len(moments) != 1 {
 			t.Errorf("the outcomes of the first round ended at %d moments; one statement wrote them all", len(moments))
 		}
+	}
+	// The worker's claim and outcomes notify nobody: the first notification
+	// since the LISTEN is a marker sent after them all.
+	if _, err := pool.Exec(ctx, `SELECT pg_notify('runops_jobs', 'marker')`); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if n, err := listener.WaitForNotification(wctx); err != nil || n.Payload != "marker" {
+		t.Fatalf("the outcomes notified: %+v %v", n, err)
 	}
 }
