@@ -158,6 +158,9 @@ func (p *Pipeline) reuseSlim(ctx context.Context, job queue.Job) (SlimResult, bo
 		return SlimResult{}, false
 	}
 	file := filepath.Join(job.TempDir, "slim.mp4")
+	if err := workDir(job); err != nil {
+		return SlimResult{}, false
+	}
 	var got string
 	var size int64
 	err := p.retry(ctx, msgStorageDown, func() error {

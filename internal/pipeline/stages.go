@@ -41,7 +41,7 @@ func (p *Pipeline) download(ctx context.Context, job queue.Job, r queue.Reporter
 			expected = int64(s)
 		}
 	}
-	if err := p.checkSpace(ctx, job.ID, filepath.Dir(file), expected); err != nil {
+	if err := p.checkSpace(ctx, job.ID, spaceDir(job), expected); err != nil {
 		return err
 	}
 	err := p.retry(ctx, msgStorageDown, func() error {
@@ -57,9 +57,12 @@ func (p *Pipeline) download(ctx context.Context, job queue.Job, r queue.Reporter
 			return jobs.CheckUploadSize(size)
 		}
 		if size > expected {
-			if err := p.checkSpace(ctx, job.ID, filepath.Dir(file), size); err != nil {
+			if err := p.checkSpace(ctx, job.ID, spaceDir(job), size); err != nil {
 				return err
 			}
+		}
+		if err := workDir(job); err != nil {
+			return err
 		}
 		src := io.Reader(body)
 		if size > 0 {
@@ -72,10 +75,19 @@ func (p *Pipeline) download(ctx context.Context, job queue.Job, r queue.Reporter
 		return jobs.CheckUploadSize(n) // n is the limit + 1 when there was more
 	})
 	if noSpace(err) {
-		return p.outOfSpace(ctx, job.ID, filepath.Dir(file), err)
+		return p.outOfSpace(ctx, job.ID, spaceDir(job), err)
 	}
 	return err
 }
+
+// workDir makes the claim's work directory: the engine only names it, so
+// that a job that ends before it has anything to write (its upload is gone)
+// touches no disk. Many at once in one parent directory contend for its lock.
+func workDir(job queue.Job) error { return os.MkdirAll(job.TempDir, 0o700) }
+
+// spaceDir is where free space is measured: the work directories' parent,
+// which outlives every claim (the Gate asks it again after the job is gone).
+func spaceDir(job queue.Job) string { return filepath.Dir(job.TempDir) }
 
 // checkSpace reserves room for the raw file, the slim copy and some to
 // spare, or says the disk is full (the job is handed back).
@@ -152,7 +164,7 @@ func (p *Pipeline) transcode(ctx context.Context, job queue.Job, r queue.Reporte
 	case ctx.Err() != nil:
 		return SlimResult{}, ctx.Err()
 	case noSpace(err):
-		return SlimResult{}, p.outOfSpace(ctx, job.ID, job.TempDir, err)
+		return SlimResult{}, p.outOfSpace(ctx, job.ID, spaceDir(job), err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return SlimResult{}, jobs.Fail(fmt.Sprintf("Converting the video took longer than %s; please upload a shorter recording or try again later.",
 			minutes(p.cfg.FFmpegTimeout.Seconds())), err)

@@ -60,7 +60,10 @@ type Job struct {
 	jobs.Job
 	Token   string // the lease token of this claim
 	Attempt int    // 1 for the first claim of this run
-	TempDir string // private to this claim; removed when the run ends
+	// TempDir is private to this claim and removed when the run ends. It is
+	// not created: a handler that writes there makes it (os.MkdirAll), so
+	// that a run with nothing to write touches no disk.
+	TempDir string
 
 	claimedAt time.Time // when the claim was sent: the lease runs from then at the latest
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -502,8 +503,15 @@ func TestReporterAndTempDir(t *testing.T) {
 	var dir string
 	b.start(queue.HandlerFunc(func(ctx context.Context, j queue.Job, r queue.Reporter) error {
 		dir = j.TempDir
-		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-			return fmt.Errorf("temp dir: %v", err)
+		// Named for this claim, made by the handler that needs it.
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			return fmt.Errorf("temp dir made before it was needed: %v", err)
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, "work"), []byte("x"), 0o600); err != nil {
+			return err
 		}
 		for _, step := range []func() error{
 			func() error { return r.Stage(ctx, "probing") },

@@ -373,10 +373,10 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 		w.mu.Unlock()
 	}()
 
+	// Named, not made (queue.Job.TempDir): many claims making and removing
+	// directories in one parent at once contend for its lock, which cost a
+	// burst of short jobs most of the worker's time.
 	job.TempDir = filepath.Join(w.cfg.TempDir, workDirPrefix+string(job.ID)+"-"+job.Token)
-	if err := os.MkdirAll(job.TempDir, 0o700); err != nil {
-		log.Error("cannot create work directory", "error", err)
-	}
 	defer os.RemoveAll(job.TempDir)
 
 	hbDone := make(chan struct{})
