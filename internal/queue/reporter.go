@@ -81,15 +81,8 @@ func mergePatch(a, b map[string]any) map[string]any {
 func (r *reporter) writeWithPending(ctx context.Context, patch map[string]any) error {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
-	r.mu.Lock()
-	if r.ended {
-		r.mu.Unlock()
-		return nil
-	}
-	pending := r.pending
-	patch = r.takePending(patch)
-	r.mu.Unlock()
-	if len(patch) == 0 {
+	pending, patch, ok := r.claimPending(patch)
+	if !ok || len(patch) == 0 {
 		return nil
 	}
 	err := r.write(ctx, patch)
@@ -97,6 +90,19 @@ func (r *reporter) writeWithPending(ctx context.Context, patch map[string]any) e
 		r.keep(pending)
 	}
 	return err
+}
+
+// claimPending takes the stage not written yet, and it merged with patch,
+// for a write the caller (holding r.wmu) makes now; ok is false once the
+// outcome has taken it.
+func (r *reporter) claimPending(patch map[string]any) (pending, merged map[string]any, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ended {
+		return nil, nil, false
+	}
+	pending = r.pending
+	return pending, r.takePending(patch), true
 }
 
 // keep puts a stage patch that could not be written back, for the next
@@ -199,14 +205,10 @@ func (r *reporter) Progress(ctx context.Context, p float64) error {
 	}
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
-	r.mu.Lock()
-	if r.ended {
-		r.mu.Unlock()
+	pending, patch, ok := r.claimPending(map[string]any{"progress": p})
+	if !ok {
 		return nil
 	}
-	pending := r.pending
-	patch := r.takePending(map[string]any{"progress": p})
-	r.mu.Unlock()
 	ok, err := r.store.Merge(ctx, r.job.ID, r.job.Token, patch)
 	switch {
 	case err == nil && !ok:
