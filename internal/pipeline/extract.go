@@ -58,29 +58,37 @@ const (
 	reuseMinLife  = time.Hour
 )
 
-// extract turns the slim copy into the job's SOP document, checked.
-func (p *Pipeline) extract(ctx context.Context, job queue.Job, r queue.Reporter, slim SlimResult) (_ *sop.Document, err error) {
-	file, err := p.geminiFile(ctx, job, r, slim)
-	if file.Name == "" {
-		return nil, err
+// settleFile decides the Gemini file's fate once the run's outcome (err)
+// is known: kept for the next attempt after a transient failure — of any
+// later stage too (the screenshots, the SOP's upload) —, a lost lease or a
+// shutdown; deleted once the job is over for good, or a person stopped it.
+func (p *Pipeline) settleFile(ctx context.Context, name string, err error) {
+	var f *jobs.Failure
+	permanent := errors.As(err, &f) && !errors.Is(err, errExhausted)
+	if err != nil && !permanent && !errors.Is(context.Cause(ctx), queue.ErrEdited) {
+		return
 	}
-	defer func() {
-		// Kept for the next attempt after a transient failure, a lost lease or
-		// a shutdown; gone once the job is over for good, or a person stopped it.
-		var f *jobs.Failure
-		permanent := errors.As(err, &f) && !errors.Is(err, errExhausted)
-		if err == nil || permanent || errors.Is(context.Cause(ctx), queue.ErrEdited) {
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-			defer cancel()
-			if derr := p.model.Delete(dctx, file.Name); derr != nil {
-				p.cfg.Logger.WarnContext(ctx, "could not delete the Gemini file", "file", file.Name, "error", derr)
-			}
-		}
-	}()
-	if err != nil {
-		return nil, err
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	if derr := p.model.Delete(dctx, name); derr != nil {
+		p.cfg.Logger.WarnContext(ctx, "could not delete the Gemini file", "file", name, "error", derr)
 	}
+}
 
+// extract turns the slim copy into the job's SOP document, checked. It
+// returns the Gemini file's name whenever there is one (also with an error),
+// for settleFile.
+func (p *Pipeline) extract(ctx context.Context, job queue.Job, r queue.Reporter, slim SlimResult) (*sop.Document, string, error) {
+	file, err := p.geminiFile(ctx, job, r, slim)
+	if err != nil || file.Name == "" {
+		return nil, file.Name, err
+	}
+	doc, err := p.describe(ctx, job, r, slim, file)
+	return doc, file.Name, err
+}
+
+// describe asks the model for the SOP until an answer passes the checks.
+func (p *Pipeline) describe(ctx context.Context, job queue.Job, r queue.Reporter, slim SlimResult, file gemini.File) (*sop.Document, error) {
 	if err := r.Stage(ctx, "extracting"); err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/runops/runops/internal/pipeline"
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/storage"
+	"github.com/runops/runops/internal/supabasetest"
 )
 
 // goodSOP is a model answer in the flat response schema.
@@ -201,6 +203,35 @@ func TestGeminiDownKeepsTheFileForARerun(t *testing.T) {
 		t.Fatalf("files %v after %d calls: the file must be kept for a rerun", r.ai.Files(), len(r.ai.Requests()))
 	}
 	// A person re-queues it: the file is reused, then deleted on completion.
+	uploads := r.ai.Uploads()
+	if _, err := r.pool.Exec(context.Background(), `UPDATE jobs SET status = 'queued' WHERE job_id = $1`, string(id)); err != nil {
+		t.Fatal(err)
+	}
+	if j := r.finished(id); outcome(j) != done || r.ai.Uploads() != uploads || len(r.ai.Files()) != 0 {
+		t.Fatalf("rerun: %s, uploads %d→%d, files %v", outcome(j), uploads, r.ai.Uploads(), r.ai.Files())
+	}
+}
+
+// A storage outage after the model answered (the SOP cannot be stored) is as
+// transient as one before: the Gemini file is kept, and the rerun a person
+// asks for reuses it.
+func TestStorageDownAfterTheAnswerKeepsTheFile(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	var once sync.Once
+	r.fake.OnRequest(func(op supabasetest.Op, path string) {
+		// The last screenshot's upload: every upload after it (the SOP's) fails.
+		if op == supabasetest.OpUpload && strings.HasSuffix(path, "/refund.jpg") {
+			once.Do(func() { r.fake.FailNext(supabasetest.OpUpload, 5, 503) })
+		}
+	})
+	id := r.submit(r.video(), nil)
+	if j := r.finished(id); outcome(j) != "File storage could not be reached for too long; please try again in a few minutes." {
+		t.Fatalf("%s", outcome(j))
+	}
+	if len(r.ai.Files()) != 1 || len(r.ai.Deleted()) != 0 {
+		t.Fatalf("files %v, deleted %v: the file must be kept for a rerun", r.ai.Files(), r.ai.Deleted())
+	}
 	uploads := r.ai.Uploads()
 	if _, err := r.pool.Exec(context.Background(), `UPDATE jobs SET status = 'queued' WHERE job_id = $1`, string(id)); err != nil {
 		t.Fatal(err)

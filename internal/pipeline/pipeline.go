@@ -81,13 +81,16 @@ func New(objects Objects, model Model, sops SOPLocker, cfg Config) *Pipeline {
 
 // Run processes one job: the slim copy, the SOP from it, a screenshot of
 // every step it shows, then the SOP stored.
-func (p *Pipeline) Run(ctx context.Context, job queue.Job, r queue.Reporter) error {
+func (p *Pipeline) Run(ctx context.Context, job queue.Job, r queue.Reporter) (err error) {
 	defer p.unreserve(job.ID)
 	slim, err := p.Slim(ctx, job, r)
 	if err != nil {
 		return err
 	}
-	doc, err := p.extract(ctx, job, r, slim)
+	doc, file, err := p.extract(ctx, job, r, slim)
+	if file != "" {
+		defer func() { p.settleFile(ctx, file, err) }() // with the run's outcome
+	}
 	if err != nil {
 		return err
 	}
