@@ -102,10 +102,10 @@ func (id ID) SOPPath() string { return "sops/" + string(id) + ".json" }
 
 // FramePath is where the screenshot of the SOP's node goes, and what the
 // node's screenshot field says. The node id must be SafeNodeID.
-func (id ID) FramePath(node string) string { return "frames/" + string(id) + "/" + node + ".jpg" }
+func (id ID) FramePath(node string) string { return id.FramesFolder() + "/" + node + ".jpg" }
 
-// FramesPrefix is the folder of the job's screenshots.
-func (id ID) FramesPrefix() string { return "frames/" + string(id) + "/" }
+// FramesFolder is the folder of the job's screenshots.
+func (id ID) FramesFolder() string { return "frames/" + string(id) }
 
 // SafeNodeID tells whether a node id can name an object: letters, digits,
 // dashes and underscores, 1 to 100 of them (no dots, no slashes).

@@ -94,6 +94,13 @@ func (f *files) Upload(_ context.Context, path string, r io.Reader, _ int64, _ s
 	return os.Rename(tmp.Name(), dst)
 }
 
+// List finds nothing: every local run is a job of its own, with no
+// screenshots of an earlier run to tidy.
+func (f *files) List(context.Context, string) ([]string, error) { return nil, nil }
+
+// Remove has nothing to remove (see List).
+func (f *files) Remove(context.Context, ...string) error { return nil }
+
 // alone holds the only lease there is: nobody else writes here.
 type alone struct{}
 

@@ -173,7 +173,11 @@ func (p *Pipeline) writeSOP(ctx context.Context, job queue.Job, r queue.Reporter
 	// through the waits between tries.
 	err = p.retry(ctx, msgStorageDown, func() error {
 		return p.sops.WithSOPLease(ctx, job.ID, job.Token, func(ctx context.Context) error {
-			return p.objects.Upload(ctx, job.ID.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json")
+			if err := p.objects.Upload(ctx, job.ID.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json"); err != nil {
+				return err
+			}
+			p.dropStaleFrames(ctx, job, doc)
+			return nil
 		})
 	})
 	if err != nil {

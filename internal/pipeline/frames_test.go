@@ -1,6 +1,7 @@
 package pipeline_test
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"strings"
@@ -139,6 +140,32 @@ func TestAStepWithoutAPictureKeepsItsPlace(t *testing.T) {
 	for _, n := range d.Public.Nodes {
 		if want := map[string]string{"open": id.FramePath("open")}[n.ID]; n.Screenshot != want {
 			t.Errorf("%s: screenshot %q; want %q", n.ID, n.Screenshot, want)
+		}
+	}
+}
+
+// A rerun whose steps differ leaves no screenshot behind that its SOP does
+// not name.
+func TestARerunLeavesNoStaleScreenshot(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	id := r.submit(r.video(), nil)
+	if j := r.finished(id); outcome(j) != done {
+		t.Fatalf("%s", deref(j.Error))
+	}
+	if _, ok := r.fake.Object("videos/" + id.FramePath("refund")); !ok {
+		t.Fatal("no screenshot of refund after the first run")
+	}
+	r.ai.Answer(geminitest.JSON(strings.ReplaceAll(geminitest.SampleSOP, `"refund"`, `"refund-it"`)))
+	if _, err := r.pool.Exec(context.Background(), `UPDATE jobs SET status = 'queued' WHERE job_id = $1`, string(id)); err != nil {
+		t.Fatal(err)
+	}
+	if j := r.finished(id); outcome(j) != done {
+		t.Fatalf("rerun: %s", deref(j.Error))
+	}
+	for node, want := range map[string]bool{"open": true, "refund-it": true, "refund": false} {
+		if _, ok := r.fake.Object("videos/" + id.FramePath(node)); ok != want {
+			t.Errorf("screenshot of %s stored: %v, want %v", node, ok, want)
 		}
 	}
 }

@@ -27,6 +27,9 @@ import (
 type Objects interface {
 	Download(ctx context.Context, path string) (io.ReadCloser, int64, error)
 	Upload(ctx context.Context, path string, r io.Reader, size int64, contentType string) error
+	// List names the objects directly inside folder; Remove deletes objects.
+	List(ctx context.Context, folder string) ([]string, error)
+	Remove(ctx context.Context, paths ...string) error
 }
 
 // Config tunes the pipeline.

@@ -191,6 +191,29 @@ func (c *Client) Remove(ctx context.Context, paths ...string) error {
 	return err
 }
 
+// List returns the names of the objects directly inside folder ("frames/<id>"),
+// relative to it; sub-folders are left out.
+func (c *Client) List(ctx context.Context, folder string) ([]string, error) {
+	const page = 1000
+	var names []string
+	for offset := 0; ; offset += page {
+		files, err := viaLib(ctx, c, "list", func(l *storage_go.Client) ([]storage_go.FileObject, error) {
+			return l.ListFiles(c.bucket, folder, storage_go.FileSearchOptions{Limit: page, Offset: offset})
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, f := range files {
+			if f.Id != "" { // a folder has no id
+				names = append(names, f.Name)
+			}
+		}
+		if len(files) < page {
+			return names, nil
+		}
+	}
+}
+
 // SignDownload returns a URL, reachable from this server, that reads the
 // object for ttl without credentials (Range requests work).
 func (c *Client) SignDownload(ctx context.Context, path string, ttl time.Duration) (string, error) {

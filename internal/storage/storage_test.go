@@ -275,6 +275,14 @@ func TestListAndRemove(t *testing.T) {
 	if files, _ := lib.ListFiles("videos", "raw/Abc.mp4", storage_go.FileSearchOptions{}); len(files) != 0 {
 		t.Fatalf("file as prefix: %+v", files)
 	}
+	// Ours: the files directly in a folder, none of its sub-folders.
+	fake.Put("videos/raw/sub/deeper.mp4", []byte("4"), "video/mp4")
+	if names, err := c.List(context.Background(), "raw"); err != nil || strings.Join(names, ",") != "Abc.mp4,abd.mp4" {
+		t.Fatalf("List: %q %v", names, err)
+	}
+	if names, err := c.List(context.Background(), "nothing-here"); err != nil || len(names) != 0 {
+		t.Fatalf("List of an empty folder: %q %v", names, err)
+	}
 	if err := c.Remove(context.Background(), "raw/Abc.mp4", "raw/none.mp4"); err != nil {
 		t.Fatal(err)
 	}
