@@ -128,29 +128,35 @@ func (p *Pipeline) frame(ctx context.Context, job queue.Job, raw string, n *sop.
 
 // dropStaleFrames deletes the screenshots in the job's folder that the SOP
 // just stored does not name: those of an earlier run, or attempt, whose
-// steps this one does not have. It runs under the lease, with the SOP's
-// write (no newer run can have begun), and only tidies: a failure is
-// logged, and the job goes on.
+// steps this one does not have. A job's first claim has no earlier one, and
+// asks storage nothing. It runs under the lease, with the SOP's write (no
+// newer run can have begun), and only tidies: a failure is logged, and the
+// job goes on.
 func (p *Pipeline) dropStaleFrames(ctx context.Context, job queue.Job, doc *sop.Document) {
+	if claims, _ := job.Metadata["attempts"].([]any); len(claims) <= 1 {
+		return
+	}
 	names, err := p.objects.List(ctx, job.ID.FramesFolder())
-	if err == nil {
-		keep := map[string]bool{}
-		for _, n := range doc.Public.Nodes {
-			keep[n.Screenshot] = n.Screenshot != ""
-		}
-		var stale []string
-		for _, name := range names {
-			if path := job.ID.FramesFolder() + "/" + name; !keep[path] {
-				stale = append(stale, path)
-			}
-		}
-		if len(stale) == 0 {
-			return
-		}
-		if err = p.objects.Remove(ctx, stale...); err == nil {
-			p.cfg.Logger.InfoContext(ctx, "removed the screenshots of steps the SOP no longer has", "paths", stale)
-			return
+	if err != nil {
+		p.cfg.Logger.WarnContext(ctx, "could not list the job's screenshots", "error", err)
+		return
+	}
+	keep := map[string]bool{}
+	for _, n := range doc.Public.Nodes {
+		keep[n.Screenshot] = n.Screenshot != ""
+	}
+	var stale []string
+	for _, name := range names {
+		if path := job.ID.FramesFolder() + "/" + name; !keep[path] {
+			stale = append(stale, path)
 		}
 	}
-	p.cfg.Logger.WarnContext(ctx, "could not tidy the job's screenshots", "error", err)
+	if len(stale) == 0 {
+		return
+	}
+	if err := p.objects.Remove(ctx, stale...); err != nil {
+		p.cfg.Logger.WarnContext(ctx, "could not delete the screenshots of steps the SOP no longer has", "paths", stale, "error", err)
+		return
+	}
+	p.cfg.Logger.InfoContext(ctx, "removed the screenshots of steps the SOP no longer has", "paths", stale)
 }

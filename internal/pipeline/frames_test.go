@@ -10,6 +10,7 @@ import (
 	"github.com/runops/runops/internal/geminitest"
 	"github.com/runops/runops/internal/mediatest"
 	"github.com/runops/runops/internal/sop"
+	"github.com/runops/runops/internal/supabasetest"
 )
 
 // withNodes is the sample answer with other nodes (and edges to match).
@@ -155,6 +156,9 @@ func TestARerunLeavesNoStaleScreenshot(t *testing.T) {
 	}
 	if _, ok := r.fake.Object("videos/" + id.FramePath("refund")); !ok {
 		t.Fatal("no screenshot of refund after the first run")
+	}
+	if n := r.fake.Calls(supabasetest.OpList); n != 0 {
+		t.Fatalf("the first claim listed the screenshots %d times; nothing can be stale yet", n)
 	}
 	r.ai.Answer(geminitest.JSON(strings.ReplaceAll(geminitest.SampleSOP, `"refund"`, `"refund-it"`)))
 	if _, err := r.pool.Exec(context.Background(), `UPDATE jobs SET status = 'queued' WHERE job_id = $1`, string(id)); err != nil {
