@@ -134,3 +134,27 @@ func TestRequiredTokensAgainstAJWKS(t *testing.T) {
 	hs := token(t, []byte(testSecret), "carol", "authenticated", time.Hour)
 	e.do("POST", "/api/get-upload-url", "", "Authorization", "Bearer "+hs).expect(t, 401, nil)
 }
+
+// Deleting an owned job's row (in the dashboard) leaves its SOP its owner's:
+// the upload still names the owner, and GET, the Markdown export, the
+// screenshots and PATCH keep answering 404 to everybody else.
+func TestDeletedRowKeepsTheOwner(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	withLocalAuth(t, e, testSecret, "", false)
+	alice := []string{"Authorization", "Bearer " + token(t, []byte(testSecret), "alice", "authenticated", time.Hour)}
+	bob := []string{"Authorization", "Bearer " + token(t, []byte(testSecret), "bob", "authenticated", time.Hour)}
+	r := e.do("POST", "/api/get-upload-url", "", alice...)
+	r.expect(t, 200, nil)
+	id, _ := r.body["jobId"].(string)
+	e.withSOPOf(id, "completed")
+	e.exec(`DELETE FROM jobs WHERE job_id = $1`, id)
+	e.fake.Put("videos/frames/"+id+"/open.jpg", []byte("\xff\xd8\xff\xe0jpeg"), "image/jpeg")
+	for _, who := range [][]string{bob, nil} {
+		e.do("GET", "/api/sop/"+id, "", who...).expect(t, 404, map[string]any{"error": "SOP not found"})
+		e.do("GET", "/api/sop/"+id+"?format=md", "", who...).expect(t, 404, nil)
+		e.do("GET", "/api/sop/"+id+"/frames/open", "", who...).expect(t, 404, nil)
+		e.do("PATCH", "/api/sop/"+id, `{"type":"update","nodeId":"open","updates":{"label":"mine now"}}`, who...).expect(t, 404, nil)
+	}
+	e.do("GET", "/api/sop/"+id, "", alice...).expect(t, 200, nil)
+}

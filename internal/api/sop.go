@@ -118,11 +118,20 @@ func (s *server) getSOP(w http.ResponseWriter, r *http.Request) error {
 }
 
 // sopJob reads the job of an SOP (nil when it has no row: an SOP put there
-// by hand) and hides the SOP of a job someone else owns.
+// by hand, or a row deleted since) and hides the SOP of a job someone else
+// owns. Without a row the owner is the one its upload was issued to: deleting
+// the row makes nothing public.
 func (s *server) sopJob(r *http.Request, id jobs.ID) (*jobs.Job, error) {
 	j, err := s.o.Jobs.Get(r.Context(), id)
 	switch {
 	case errors.Is(err, jobs.ErrNotFound):
+		owner, err := s.o.Jobs.UploadOwner(r.Context(), id)
+		if err != nil {
+			return nil, fromBackend("The job database", err, "Failed to read the SOP")
+		}
+		if !mayAccess(owner, r) {
+			return nil, &Error{Status: http.StatusNotFound, Message: msgSOPNotFound}
+		}
 		return nil, nil
 	case err != nil:
 		return nil, fromBackend("The job database", err, "Failed to read the SOP")

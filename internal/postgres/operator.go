@@ -129,6 +129,7 @@ var _ retention.Store = (*JobStore)(nil)
 const (
 	expireUnqueued = `SELECT u.job_id::text FROM public.runops_uploads u
 WHERE u.issued_at < now() - make_interval(secs => $1)
+  AND u.queued_at IS NULL -- never queued: the raw upload is all there can be
   AND NOT EXISTS (SELECT 1 FROM public.jobs j WHERE j.job_id = u.job_id)
 ORDER BY u.issued_at
 LIMIT $2

@@ -347,28 +347,12 @@ func TestUnavailableDatabase(t *testing.T) {
 // policy; a minimal storage schema stands in for Supabase's.
 func TestMigrationCreatesBucketWhereStorageExists(t *testing.T) {
 	t.Parallel()
-	pool, _ := pgtest.Pool(t)
+	pool, _ := pgtest.SupabasePool(t) // migrated again where storage exists
 	ctx := context.Background()
-	setup := `
-DO $$ BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
-EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; -- another test binary made it first
-END $$;
-CREATE SCHEMA storage;
-CREATE TABLE storage.buckets (id text PRIMARY KEY, name text NOT NULL, public boolean DEFAULT false,
-  file_size_limit bigint, allowed_mime_types text[]);
-CREATE TABLE storage.objects (id uuid PRIMARY KEY, bucket_id text, name text);
-ALTER TABLE storage.objects ENABLE ROW LEVEL SECURITY;
-INSERT INTO storage.buckets (id, name, public, file_size_limit) VALUES ('videos', 'videos', true, 52428800);`
-	if _, err := pool.Exec(ctx, setup); err != nil {
-		t.Fatal(err)
-	}
 	ms, _ := postgres.LoadMigrations(supabase.Migrations)
-	for range 2 { // and again: idempotent here too
-		for _, m := range ms {
-			if _, err := pool.Exec(ctx, m.SQL); err != nil {
-				t.Fatal(err)
-			}
+	for _, m := range ms { // and again: idempotent here too
+		if _, err := pool.Exec(ctx, m.SQL); err != nil {
+			t.Fatal(err)
 		}
 	}
 	var public bool

@@ -65,6 +65,12 @@ func TestJanitorDeletesWhatIsDueOnce(t *testing.T) {
 	fake.Put("videos/raw/"+stale+".mp4", []byte("upload"), "video/mp4")
 	fake.Put("videos/raw/"+recent+".mp4", []byte("upload"), "video/mp4")
 	due = append(due, stale)
+	// A job that was queued, then its row deleted by hand: its SOP and
+	// screenshots may still be stored, so its owner is kept.
+	deleted := uuid.NewString()
+	exec(`INSERT INTO runops_uploads (job_id, owner, issued_at) VALUES ($1, 'alice', now() - interval '25 hours')`, deleted)
+	exec(`INSERT INTO jobs (job_id) VALUES ($1)`, deleted)
+	exec(`DELETE FROM jobs WHERE job_id = $1`, deleted)
 
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -103,6 +109,10 @@ func TestJanitorDeletesWhatIsDueOnce(t *testing.T) {
 	}
 	if _, ok := fake.Object("videos/raw/" + recent + ".mp4"); !ok {
 		t.Fatal("a recent unqueued upload was deleted")
+	}
+	var owner string
+	if err := pool.QueryRow(ctx, `SELECT owner FROM runops_uploads WHERE job_id = $1`, deleted).Scan(&owner); err != nil || owner != "alice" {
+		t.Fatalf("the owner of a queued job whose row was deleted: %q %v", owner, err)
 	}
 	for id, status := range keep {
 		if _, ok := fake.Object("videos/raw/" + id + ".mp4"); !ok {
