@@ -241,7 +241,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, wi
 		}
 		checks = append(checks, httpserver.Check{Name: "listener", Fn: func(context.Context) error {
 			if listener != nil && !listener.Connected() {
-				return errors.New("not listening")
+				return errors.New(listener.Problem())
 			}
 			return nil // listening, or polling on purpose
 		}})
@@ -322,7 +322,8 @@ func newWorker(cfg config.Config, h queue.Handler, pool *pgxpool.Pool, log *slog
 			"set it to the direct connection (port 5432, or 54322 locally). Polling every RUNOPS_SWEEP until then.", "sweep", cfg.Sweep)
 		return w, nil
 	}
-	l := &postgres.Listener{DSN: postgres.Named(cfg.ListenDatabaseURL, "runops-listener"), Events: w, ReconnectDelay: time.Second, Logger: log}
+	l := &postgres.Listener{DSN: postgres.Named(cfg.ListenDatabaseURL, "runops-listener"), Events: w, ReconnectDelay: time.Second, Logger: log,
+		Send: postgres.NewJobStore(pool).Notify}
 	return w, l
 }
 

@@ -183,14 +183,16 @@ func waitReady(t testing.TB, base string) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get(base + "/readyz")
+		var last []byte
 		if err == nil {
+			last, _ = io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
 				return
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("not ready after 30s: %v", err)
+			t.Fatalf("not ready after 30s: %v %s", err, last)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -560,8 +560,14 @@ func holdThenSIGTERM(t *testing.T, grace string) (*db, *workerProc, string) {
 // with its exit and its base URL.
 func startServe(t *testing.T, bin, dsn string, fake *supabasetest.Server, extra ...string) (*exec.Cmd, chan error, string) {
 	t.Helper()
+	return startCommand(t, bin, "serve", dsn, fake, extra...)
+}
+
+// startCommand is startServe for any of serve, api and worker.
+func startCommand(t *testing.T, bin, command, dsn string, fake *supabasetest.Server, extra ...string) (*exec.Cmd, chan error, string) {
+	t.Helper()
 	addr := freeAddr(t)
-	cmd := exec.Command(bin, "serve")
+	cmd := exec.Command(bin, command)
 	cmd.Env = append(append(os.Environ(), "DATABASE_URL="+dsn, "SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ServiceRoleKey(),
 		"GEMINI_API_KEY=test-key", "RUNOPS_ADDR="+addr, "RUNOPS_TMPDIR="+t.TempDir()), extra...)
 	if err := cmd.Start(); err != nil {

@@ -139,3 +139,9 @@ func (s *JobStore) UploadOwner(ctx context.Context, id jobs.ID) (string, error) 
 	}
 	return owner, wrap("read upload owner", err)
 }
+
+// Notify sends payload on channel (pg_notify), committed at once.
+func (s *JobStore) Notify(ctx context.Context, channel, payload string) error {
+	_, err := s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, payload)
+	return wrap("notify", err)
+}

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -28,24 +29,55 @@ type Notification struct {
 	Status jobs.Status `json:"status"`
 }
 
+// ProbeChannel carries the listener's proof of itself (ProbeTimeout).
+const ProbeChannel = "runops_listener_probe"
+
+// ProbeTimeout is how long a listener waits for its own probe.
+const ProbeTimeout = time.Second
+
 // Listener LISTENs on Channel over its own connection, dialled anew on every
 // (re)connect, and hands what it hears to the worker's Events: every
 // notification to Notify (which must not block), and a Wake after every
 // successful LISTEN, since what was queued while it was disconnected has to
 // be found by a scan then.
+//
+// A LISTEN that "succeeds" proves nothing: through a transaction pooler it
+// is accepted and then hears nothing. So on every connect the listener sends
+// itself a notification from another connection (Send) and counts itself
+// connected only once it hears it, within ProbeTimeout; otherwise it says so
+// (log, Connected false, Problem) and the worker goes on finding jobs by its
+// sweep every RUNOPS_SWEEP.
 type Listener struct {
-	DSN            string
-	Events         queue.Events
+	DSN    string
+	Events queue.Events
+	// Send sends a notification from a connection other than the
+	// listener's (the worker's pool). Nil: a connection of its own to DSN,
+	// opened for the probe and closed.
+	Send           func(ctx context.Context, channel, payload string) error
 	ReconnectDelay time.Duration // default 1s (pgxlisten's own default is a minute)
-	OnConnect      func()        // optional, after Events.Wake (tests, readiness)
+	OnConnect      func()        // optional, once the probe is heard (tests, readiness)
 	OnDisconnect   func(error)   // optional
 	Logger         *slog.Logger
 
 	connected atomic.Bool
+	probe     atomic.Pointer[string] // the token of the probe in flight
+	deaf      atomic.Bool            // the last probe was not heard in time
 }
 
-// Connected tells whether the listener is LISTENing now.
+// Connected tells whether the listener is LISTENing now, proven by its probe.
 func (l *Listener) Connected() bool { return l.connected.Load() }
+
+// Problem says why the listener is not connected, for /readyz.
+func (l *Listener) Problem() string {
+	switch {
+	case l.connected.Load():
+		return ""
+	case l.deaf.Load():
+		return "LISTEN hears nothing (RUNOPS_LISTEN_DATABASE_URL goes through a transaction pooler?): polling every RUNOPS_SWEEP"
+	default:
+		return "not listening (connecting): polling every RUNOPS_SWEEP"
+	}
+}
 
 // Run listens until ctx is done.
 func (l *Listener) Run(ctx context.Context) error {
@@ -72,6 +104,7 @@ func (l *Listener) Run(ctx context.Context) error {
 		ReconnectDelay: delay,
 	}
 	pl.Handle(Channel, (*listenHandler)(l))
+	pl.Handle(ProbeChannel, (*probeHandler)(l))
 	err := pl.Listen(ctx)
 	l.connected.Store(false)
 	if ctx.Err() != nil {
@@ -111,12 +144,72 @@ func (h *listenHandler) HandleNotification(_ context.Context, n *pgconn.Notifica
 	return nil
 }
 
-// HandleBacklog runs right after LISTEN on every (re)connect.
+// HandleBacklog runs right after LISTEN on every (re)connect: the scan for
+// what was queued meanwhile.
 func (h *listenHandler) HandleBacklog(context.Context, string, *pgx.Conn) error {
-	(*Listener)(h).connected.Store(true)
 	h.Events.Wake()
-	if h.OnConnect != nil {
-		h.OnConnect()
+	return nil
+}
+
+// HandleBacklog runs right after LISTEN on the probe channel on every
+// (re)connect (pgxlisten LISTENs its channels in no set order; notifications
+// are read only once all are LISTENed).
+func (h *probeHandler) HandleBacklog(ctx context.Context, _ string, _ *pgx.Conn) error {
+	(*Listener)(h).sendProbe(ctx)
+	return nil
+}
+
+// sendProbe notifies ProbeChannel with a new token and, unless the listener
+// hears it within ProbeTimeout, reports that it does not hear.
+func (l *Listener) sendProbe(ctx context.Context) {
+	token := rand.Text()
+	l.probe.Store(&token)
+	send := l.Send
+	if send == nil {
+		send = func(ctx context.Context, channel, payload string) error {
+			conn, err := pgx.Connect(ctx, l.DSN)
+			if err != nil {
+				return err
+			}
+			defer conn.Close(context.WithoutCancel(ctx))
+			_, err = conn.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, payload)
+			return err
+		}
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err := send(sctx, ProbeChannel, token)
+	cancel()
+	if err != nil {
+		// The database is not answering: the connection's own errors will
+		// tell; try again with the next connect.
+		l.log().Warn("job listener: could not send its probe", "error", err)
+	}
+	time.AfterFunc(ProbeTimeout, func() {
+		if ctx.Err() != nil || l.connected.Load() || l.probe.Load() != &token {
+			return
+		}
+		if !l.deaf.Swap(true) {
+			l.log().Error("job listener: LISTEN succeeded but hears nothing, not even its own probe: "+
+				"RUNOPS_LISTEN_DATABASE_URL must be a direct (or session-mode) connection, not a transaction pooler. "+
+				"Picking up jobs by polling every RUNOPS_SWEEP instead.")
+		}
+	})
+}
+
+type probeHandler Listener
+
+// HandleNotification takes the listener's own probe as proof that it hears;
+// other listeners' probes are ignored.
+func (h *probeHandler) HandleNotification(_ context.Context, n *pgconn.Notification, _ *pgx.Conn) error {
+	l := (*Listener)(h)
+	if tok := l.probe.Load(); tok == nil || n.Payload != *tok || l.connected.Swap(true) {
+		return nil
+	}
+	if l.deaf.Swap(false) {
+		l.log().Info("job listener: hears notifications again")
+	}
+	if l.OnConnect != nil {
+		l.OnConnect()
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -213,5 +214,51 @@ func TestQueueStats(t *testing.T) {
 	}
 	if st.ByStatus["queued"] != 2 || st.ByStatus["completed"] != 1 || st.OldestQueued < 59*time.Minute || st.OldestQueued > 2*time.Hour {
 		t.Fatalf("%+v", st)
+	}
+}
+
+// A LISTEN through a transaction pooler is accepted and then hears nothing:
+// the listener finds out from its own probe, says so (Problem, for /readyz)
+// and never counts itself connected; directly, the probe is heard.
+func TestListenerProvesItself(t *testing.T) {
+	t.Parallel()
+	pool, direct := pgtest.Pool(t)
+	pooler := pgtest.NewBouncer(t, direct, 2)
+	store := postgres.NewJobStore(pool)
+	run := func(dsn string) (*postgres.Listener, chan struct{}) {
+		heard := make(chan struct{}, 10)
+		ev := &events{notified: make(chan jobs.ID, 10), woken: make(chan struct{}, 10)}
+		l := &postgres.Listener{DSN: dsn, Events: ev, Send: store.Notify, ReconnectDelay: 100 * time.Millisecond,
+			Logger: slog.New(slog.DiscardHandler), OnConnect: func() { heard <- struct{}{} }}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- l.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+		return l, heard
+	}
+	deaf, heardDeaf := run(pooler.URL)
+	good, heardGood := run(direct)
+	select {
+	case <-heardGood:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a direct listener never heard its probe")
+	}
+	if !good.Connected() || good.Problem() != "" {
+		t.Fatalf("direct listener: connected %v, problem %q", good.Connected(), good.Problem())
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(deaf.Problem(), "hears nothing") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the pooled listener never said it hears nothing: %q", deaf.Problem())
+		}
+		time.Sleep(10 * time.Millisecond) // polling a state, not waiting for time to pass
+	}
+	select {
+	case <-heardDeaf:
+		t.Fatal("a listener through a transaction pooler counted itself connected")
+	default:
+	}
+	if deaf.Connected() {
+		t.Fatal("a listener through a transaction pooler counts itself connected")
 	}
 }

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"path"
@@ -9,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -26,6 +28,7 @@ ALTER TABLE supabase_migrations.schema_migrations ADD COLUMN IF NOT EXISTS name 
 
 const (
 	selectAppliedVersions = `SELECT version FROM supabase_migrations.schema_migrations`
+	appliedVersion        = `SELECT EXISTS (SELECT 1 FROM supabase_migrations.schema_migrations WHERE version = $1)`
 	insertAppliedVersion  = `INSERT INTO supabase_migrations.schema_migrations (version, statements, name) VALUES ($1, $2, $3)`
 )
 
@@ -60,24 +63,22 @@ func LoadMigrations(fsys fs.FS) ([]Migration, error) {
 }
 
 // Migrate applies the migrations that the database has not recorded yet, each
-// in its own transaction, under an advisory lock. It returns the versions it applied.
+// in its own transaction that first takes a transaction-scoped advisory lock
+// and checks again that the version is not recorded: safe with several
+// migrators at once, and through a transaction pooler (no session lock that
+// the pooler would keep on a server connection after the transaction). It
+// returns the versions it applied.
 func Migrate(ctx context.Context, pool *pgxpool.Pool, migrations []Migration) ([]string, error) {
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		return nil, wrap("migrate: connect", err)
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if err := migrationLock(ctx, tx); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, ensureMigrationsTable)
+		return err
+	}); err != nil {
+		return nil, migrateErr("migrate: create schema_migrations", err)
 	}
-	defer conn.Release()
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, int64(migrateLockKey)); err != nil {
-		return nil, wrap("migrate: lock", err)
-	}
-	defer func() {
-		// A fresh context: the lock must be released even when ctx is done.
-		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, int64(migrateLockKey))
-	}()
-	if _, err := conn.Exec(ctx, ensureMigrationsTable); err != nil {
-		return nil, wrap("migrate: create schema_migrations", err)
-	}
-	rows, err := conn.Query(ctx, selectAppliedVersions)
+	rows, err := pool.Query(ctx, selectAppliedVersions)
 	if err != nil {
 		return nil, wrap("migrate: read applied", err)
 	}
@@ -94,19 +95,52 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, migrations []Migration) ([
 		if done[m.Version] {
 			continue
 		}
-		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		ran := false
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if err := migrationLock(ctx, tx); err != nil {
+				return err
+			}
+			var already bool
+			if err := tx.QueryRow(ctx, appliedVersion, m.Version).Scan(&already); err != nil || already {
+				return err // applied by another migrator meanwhile
+			}
 			// No arguments: pgx sends it with the simple protocol, which runs a
 			// multi-statement file (including dollar-quoted bodies) as it is.
 			if _, err := tx.Exec(ctx, m.SQL); err != nil {
 				return err
 			}
+			ran = true
 			_, err := tx.Exec(ctx, insertAppliedVersion, m.Version, []string{m.SQL}, m.Name)
 			return err
 		})
 		if err != nil {
-			return applied, wrap(fmt.Sprintf("migrate: apply %s_%s", m.Version, m.Name), err)
+			return applied, migrateErr(fmt.Sprintf("migrate: apply %s_%s", m.Version, m.Name), err)
 		}
-		applied = append(applied, m.Version)
+		if ran {
+			applied = append(applied, m.Version)
+		}
 	}
 	return applied, nil
+}
+
+// migrationLock takes the migrations' lock for the transaction, waiting at
+// most migrateLockWait for another migrator.
+func migrationLock(ctx context.Context, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, `SELECT set_config('lock_timeout', $1, true)`, migrateLockWait); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrateLockKey))
+	return err
+}
+
+const migrateLockWait = "60s"
+
+// migrateErr says what to do when the lock could not be had.
+func migrateErr(op string, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "55P03" {
+		return fmt.Errorf("%s: another migration (runops migrate or supabase db push) has held the migrations' lock for %s; "+
+			"wait for it to finish (or end it in pg_stat_activity) and run migrate again: %w", op, migrateLockWait, err)
+	}
+	return wrap(op, err)
 }

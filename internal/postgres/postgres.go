@@ -41,7 +41,6 @@ func Named(dsn, name string) string {
 // (e.g. statement_timeout). A cancelled context sends a server-side cancel, so a
 // timed-out query does not keep running on the server.
 func OpenPool(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, error) {
-	pooler := IsTransactionPooler(dsn)
 	cfg, err := pgxpool.ParseConfig(stripPoolerFlag(dsn))
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", redactErr(err))
@@ -49,10 +48,15 @@ func OpenPool(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, e
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns
 	}
-	if pooler {
-		// A transaction pooler hands each transaction to any server
-		// connection: statements prepared on one are unknown on the next.
-		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+	if !strings.Contains(dsn, "default_query_exec_mode=") {
+		// A transaction pooler (which no client can detect) hands each
+		// transaction to any server connection: a named prepared statement
+		// made on one is unknown on the next. Cached descriptions need no
+		// name: each query is parsed again as the unnamed statement in the
+		// same round trip, and its parameters keep their SQL types (a
+		// map for a jsonb column still encodes). Safe with or without a
+		// pooler (docs/operations.md).
+		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
 	}
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
