@@ -189,8 +189,8 @@ func (l *Listener) sendProbe(ctx context.Context) {
 			return
 		}
 		if !l.deaf.Swap(true) {
-			l.log().Error("job listener: LISTEN succeeded but hears nothing, not even its own probe: "+
-				"RUNOPS_LISTEN_DATABASE_URL must be a direct (or session-mode) connection, not a transaction pooler. "+
+			l.log().Error("job listener: LISTEN succeeded but hears nothing, not even its own probe: " +
+				"RUNOPS_LISTEN_DATABASE_URL must be a direct (or session-mode) connection, not a transaction pooler. " +
 				"Picking up jobs by polling every RUNOPS_SWEEP instead.")
 		}
 	})
