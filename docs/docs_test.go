@@ -18,7 +18,7 @@ var (
 	docsRef = regexp.MustCompile(`\bdocs/[\w./-]*\w\.md(#[\w-]+)?`)
 	// Documents that once lived beside the repository, and the folder they lived in.
 	outside = regexp.MustCompile(`\b(DESIGN|CONTRACT|PROTOCOLS|STYLE)` + `\.md\b|\.\./` + `shared\b`)
-	heading = regexp.MustCompile("(?m)^#{1,6}\\s+(.+)$")
+	heading = regexp.MustCompile(`(?m)^#{1,6}\s+(.+)$`)
 )
 
 // repoFiles lists the repository's files, relative to its root, outside

@@ -92,8 +92,8 @@ func (s *server) rateLimiter() func(http.Handler) http.Handler {
 	if s.o.RateLimit <= 0 {
 		return func(next http.Handler) http.Handler { return next }
 	}
-	return httprate.Limit(s.o.RateLimit, s.o.RateWindow,
-		httprate.WithKeyFuncs(func(r *http.Request) (string, error) { return rateKey(s.clientIP(r)), nil }),
+	return httprate.LimitBy(s.o.RateLimit, s.o.RateWindow,
+		func(r *http.Request) (string, error) { return rateKey(s.clientIP(r)), nil },
 		httprate.WithLimitHandler(func(w http.ResponseWriter, r *http.Request) {
 			// httprate has set Retry-After to the window length.
 			writeJSON(w, http.StatusTooManyRequests, map[string]string{

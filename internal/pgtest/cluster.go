@@ -168,6 +168,9 @@ func (c *cluster) stopServer() {
 func (c *cluster) stop() {
 	c.stopServer()
 	os.RemoveAll(c.dir)
+	if ownerLock != nil {
+		ownerLock.Close()
+	}
 }
 
 func freePort() (int, error) {

@@ -375,14 +375,12 @@ func TestRescueFencingAndMaxAttempts(t *testing.T) {
 		b.exec(`UPDATE jobs SET metadata = jsonb_set(metadata, '{lease,expires_at}', to_jsonb(now() - interval '1 s')) WHERE job_id=$1`, string(id))
 	}
 	msg := "Processing was interrupted 3 times."
-	var tokens []string
 	for attempt := 1; attempt <= 3; attempt++ {
 		got, err := b.store.Claim(ctx, "w", 1, time.Minute)
 		if err != nil || len(got) != 1 || got[0].Metadata["attempt"] != float64(attempt) || got[0].Token == "" {
 			t.Fatalf("claim %d: %v %v", attempt, got, err)
 		}
 		tok := got[0].Token
-		tokens = append(tokens, tok)
 		// A live lease is never rescued.
 		if rq, f, _ := b.store.Rescue(ctx, 3, msg); len(rq)+len(f) != 0 {
 			t.Fatal("rescued a live lease")
