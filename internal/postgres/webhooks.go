@@ -23,6 +23,9 @@ RETURNING w.event_id::text, w.url, w.body::text, w.attempts, w.created_at`
 	markDelivered = `UPDATE public.runops_webhooks SET delivered_at = now(), last_error = NULL WHERE event_id = $1 AND url = $2`
 	markRetry     = `UPDATE public.runops_webhooks SET next_at = $3, last_error = $4 WHERE event_id = $1 AND url = $2`
 	markGivenUp   = `UPDATE public.runops_webhooks SET given_up_at = now(), last_error = $3 WHERE event_id = $1 AND url = $2`
+	release       = `UPDATE public.runops_webhooks w SET next_at = now(), attempts = greatest(w.attempts - 1, 0)
+FROM unnest($1::uuid[], $2::text[]) AS r(event_id, url)
+WHERE w.event_id = r.event_id AND w.url = r.url AND w.delivered_at IS NULL AND w.given_up_at IS NULL`
 
 	jobEvents = `SELECT event_id::text, url, type, created_at, attempts, delivered_at, given_up_at, coalesce(last_error, '')
 FROM public.runops_webhooks WHERE job_id = $1 ORDER BY created_at, url`
@@ -99,4 +102,13 @@ func (w *Webhooks) Events(ctx context.Context, id jobs.ID) ([]Event, error) {
 		out = []Event{} // a JSON array, never null
 	}
 	return out, wrap("job events", err)
+}
+
+// Release implements webhook.Store.
+func (w *Webhooks) Release(ctx context.Context, ds []webhook.Delivery) error {
+	ids, urls := make([]string, len(ds)), make([]string, len(ds))
+	for i, d := range ds {
+		ids[i], urls[i] = d.EventID, d.URL
+	}
+	return w.exec(ctx, "release webhooks", release, ids, urls)
 }

@@ -8,6 +8,7 @@ package webhook
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -42,14 +43,21 @@ type Store interface {
 	Delivered(ctx context.Context, d Delivery) error
 	Retry(ctx context.Context, d Delivery, next time.Time, why string) error
 	GiveUp(ctx context.Context, d Delivery, why string) error
+	// Release hands deliveries back untried: due at once, the try that
+	// Due counted taken back.
+	Release(ctx context.Context, ds []Delivery) error
 }
 
 // Deliverer sends due events.
 type Deliverer struct {
 	Store  Store
 	Secret []byte
-	Client *http.Client // its timeout bounds one attempt
+	Client *http.Client // its timeout bounds one attempt; redirects are never followed
 	Every  time.Duration
+	// Lease is how long the deliveries of one round are kept from other
+	// deliverers (default a minute): the round ends well inside it, however
+	// slow the receivers, so that no other worker sends them meanwhile.
+	Lease  time.Duration
 	Logger *slog.Logger
 	now    func() time.Time
 }
@@ -61,6 +69,9 @@ const (
 	giveUpAt   = 24 * time.Hour
 	lease      = time.Minute
 	perRound   = 20
+	// A round stops starting attempts, and cuts the one under way, at this
+	// share of the lease: what is left is for recording the outcomes.
+	roundShare = 0.75
 )
 
 // Sign is the Runops-Signature header of body sent at t:
@@ -82,18 +93,29 @@ func Backoff(n int) time.Duration {
 }
 
 // Once sends what is due now and returns how many it sent successfully.
+// The round ends inside the lease its deliveries were taken under: each
+// attempt is cut at the round's deadline, and the deliveries not tried by
+// then are handed back as they were (not counted as tries).
 func (d *Deliverer) Once(ctx context.Context) (int, error) {
 	now := time.Now
 	if d.now != nil {
 		now = d.now
 	}
-	due, err := d.Store.Due(ctx, perRound, lease)
+	leaseFor := cmp.Or(d.Lease, lease)
+	start := time.Now()
+	due, err := d.Store.Due(ctx, perRound, leaseFor)
 	if err != nil {
 		return 0, err
 	}
+	roundCtx, cancel := context.WithDeadline(ctx, start.Add(time.Duration(float64(leaseFor)*roundShare)))
+	defer cancel()
 	sent := 0
-	for _, del := range due {
-		why := d.send(ctx, del, now())
+	for i, del := range due {
+		if roundCtx.Err() != nil {
+			// Out of time: the rest go back, untried, for the next round.
+			return sent, d.Store.Release(ctx, due[i:])
+		}
+		why := d.send(roundCtx, del, now())
 		switch {
 		case why == "":
 			sent++
@@ -115,6 +137,11 @@ func (d *Deliverer) Once(ctx context.Context) (int, error) {
 	return sent, nil
 }
 
+// noRedirects makes a client answer a 3xx as it is: a followed redirect
+// would turn the signed POST into a body-less GET (whose 2xx would count as
+// delivered) or carry the signed request elsewhere.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
 // send POSTs one delivery; "" on a 2xx answer, else why not.
 func (d *Deliverer) send(ctx context.Context, del Delivery, at time.Time) string {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, del.URL, bytes.NewReader(del.Body))
@@ -124,13 +151,16 @@ func (d *Deliverer) send(ctx context.Context, del Delivery, at time.Time) string
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "runops-webhook/1")
 	req.Header.Set("Runops-Signature", Sign(d.Secret, del.Body, at))
-	resp, err := d.Client.Do(req)
+	client := *d.Client
+	client.CheckRedirect = noRedirects
+	resp, err := client.Do(req)
 	if err != nil {
 		return err.Error()
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		// A 3xx too: retried like a 5xx, never followed.
 		return fmt.Sprintf("answered %d", resp.StatusCode)
 	}
 	return ""

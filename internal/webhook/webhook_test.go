@@ -255,3 +255,68 @@ func TestSignAndBackoff(t *testing.T) {
 		}
 	}
 }
+
+// A redirect is never followed: a signed POST turned into a body-less GET
+// whose 2xx counts as delivered, or the signed request bounced to another
+// host, would both be wrong. A 3xx is retried like a 5xx.
+func TestRedirectsAreNotDeliveries(t *testing.T) {
+	pool, exec, count := database(t)
+	var elsewhere atomic.Int64
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { elsewhere.Add(1) }))
+	t.Cleanup(other.Close)
+	bouncer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		code := http.StatusFound
+		if r.URL.Path == "/307" {
+			code = http.StatusTemporaryRedirect // would resend the signed body
+		}
+		http.Redirect(w, r, other.URL+"/took-it", code)
+	}))
+	t.Cleanup(bouncer.Close)
+	q := postgres.NewQueueStore(pool).SendEvents([]string{bouncer.URL + "/302", bouncer.URL + "/307"})
+	id := finish(t, q, exec, false)
+	if _, err := deliverer(postgres.NewJobStore(pool)).Once(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(`SELECT count(*) FROM runops_webhooks WHERE job_id = $1 AND delivered_at IS NULL AND last_error LIKE 'answered 30%'`, string(id)); n != 2 {
+		t.Fatalf("%d of 2 redirected deliveries are pending with the 3xx as their error", n)
+	}
+	if elsewhere.Load() != 0 {
+		t.Fatalf("the redirect target got %d requests", elsewhere.Load())
+	}
+}
+
+// A round ends inside the lease it took its deliveries under, whatever the
+// receivers do (here: never answer, with a client timeout far beyond the
+// lease); what it did not try goes back untried, due at once.
+func TestARoundEndsInsideItsLease(t *testing.T) {
+	pool, exec, count := database(t)
+	hang := make(chan struct{})
+	var requests atomic.Int64
+	silent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		select {
+		case <-r.Context().Done():
+		case <-hang:
+		}
+	}))
+	t.Cleanup(func() { close(hang); silent.Close() })
+	q := postgres.NewQueueStore(pool).SendEvents([]string{silent.URL})
+	for range 5 {
+		finish(t, q, exec, false)
+	}
+	d := deliverer(postgres.NewJobStore(pool))
+	d.Client = &http.Client{Timeout: time.Hour}
+	d.Lease = 2 * time.Second
+	if _, err := d.Once(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := requests.Load(); n != 1 {
+		t.Fatalf("%d attempts started in a round whose first attempt outlasted it", n)
+	}
+	if n := count(`SELECT count(*) FROM runops_webhooks WHERE attempts = 1 AND next_at > now()`); n != 1 {
+		t.Fatalf("%d deliveries counted as tried; want the one that was cut", n)
+	}
+	if n := count(`SELECT count(*) FROM runops_webhooks WHERE attempts = 0 AND next_at <= now()`); n != 4 {
+		t.Fatalf("%d deliveries handed back untried; want 4", n)
+	}
+}
