@@ -32,28 +32,84 @@ type disk struct {
 	fullNeed uint64
 }
 
+// maxDiskHandBacks is how many times in a row a job is handed back for want
+// of room before it ends in error: a worker that never has room for it must
+// not hand it back, and be paused by it, forever.
+const maxDiskHandBacks = 3
+
+// diskHandBacks is the metadata key that counts them (reset once it fits).
+const diskHandBacks = "disk_handbacks"
+
 // reserve books need bytes in dir for the job (replacing what it booked
-// before), or returns errDiskFull.
-func (p *Pipeline) reserve(ctx context.Context, id jobs.ID, dir string, need uint64) error {
+// before), or returns errDiskFull (the job is handed back) or, for a job that
+// cannot ever fit, or has been handed back too often, its failure.
+func (p *Pipeline) reserve(ctx context.Context, job queue.Job, r queue.Reporter, dir string, need uint64) error {
+	size, err := p.cfg.DiskSize(dir)
+	if err != nil {
+		return fmt.Errorf("check the size of %s: %w", dir, err)
+	}
+	if need > size {
+		return jobs.Fail(tooBig(need, size), fmt.Errorf("needs %d bytes in %s, which holds %d", need, dir, size))
+	}
 	free, err := p.cfg.FreeSpace(dir)
 	if err != nil {
 		return fmt.Errorf("check free space in %s: %w", dir, err)
 	}
 	d := &p.disk
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	others := d.bookedExcept(id)
+	others := d.bookedExcept(job.ID)
 	if free < others+need {
 		d.fullDir, d.fullNeed = dir, need
+		d.mu.Unlock()
 		p.cfg.Logger.ErrorContext(ctx, "RUNOPS_TMPDIR has too little free space: handing the job back and claiming nothing until there is room",
 			"dir", dir, "free", free, "reserved_by_others", others, "need", need)
-		return errDiskFull
+		return p.handBackForRoom(ctx, job, r, need, errDiskFull)
 	}
 	if d.reserved == nil {
 		d.reserved = map[jobs.ID]uint64{}
 	}
-	d.reserved[id] = need
+	d.reserved[job.ID] = need
+	d.mu.Unlock()
+	if handBacks(job) > 0 && !p.fitted(job.ID) {
+		return r.Merge(ctx, map[string]any{diskHandBacks: 0})
+	}
 	return nil
+}
+
+// fitted remembers that the count of a job's hand-backs was reset in this run.
+func (p *Pipeline) fitted(id jobs.ID) bool {
+	_, done := p.resetHandBacks.LoadOrStore(id, true)
+	return done
+}
+
+func handBacks(job queue.Job) int {
+	n, _ := job.Metadata[diskHandBacks].(float64)
+	return int(n)
+}
+
+// handBackForRoom hands the job back (err), counted in its metadata, or,
+// after maxDiskHandBacks in a row, fails it with a sentence.
+func (p *Pipeline) handBackForRoom(ctx context.Context, job queue.Job, r queue.Reporter, need uint64, err error) error {
+	n := handBacks(job) + 1
+	if n > maxDiskHandBacks {
+		return jobs.Fail(fmt.Sprintf("The worker's disk has not had room for this recording (about %s of working space) "+
+			"%d times in a row; please try again later, or ask your administrator for more disk space.",
+			gigabytes(need), maxDiskHandBacks), errors.New(err.Error())) // the cause, no longer a hand-back
+	}
+	if werr := r.Merge(ctx, map[string]any{diskHandBacks: n}); werr != nil {
+		return werr
+	}
+	return err
+}
+
+// tooBig is the sentence for a recording the work directory can never hold.
+func tooBig(need, size uint64) string {
+	return fmt.Sprintf("This recording needs about %s of working space, more than the worker's disk holds (%s): "+
+		"please upload a shorter or smaller recording, or ask your administrator for a larger disk.", gigabytes(need), gigabytes(size))
+}
+
+func gigabytes(n uint64) string {
+	return fmt.Sprintf("%.1f GB", float64(n)/1e9)
 }
 
 // bookedExcept sums the reservations of the other jobs; the caller holds mu.
@@ -67,18 +123,22 @@ func (d *disk) bookedExcept(id jobs.ID) uint64 {
 	return sum
 }
 
-// outOfSpace records that a write in dir failed for want of space.
-func (p *Pipeline) outOfSpace(ctx context.Context, id jobs.ID, dir string, err error) error {
+// outOfSpace records that a write failed for want of space: the job is
+// handed back (counted) and claims pause.
+func (p *Pipeline) outOfSpace(ctx context.Context, job queue.Job, r queue.Reporter, err error) error {
 	d := &p.disk
+	dir := spaceDir(job)
 	d.mu.Lock()
-	d.fullDir, d.fullNeed = dir, d.reserved[id]
+	need := d.reserved[job.ID]
+	d.fullDir, d.fullNeed = dir, need
 	d.mu.Unlock()
 	p.cfg.Logger.ErrorContext(ctx, "RUNOPS_TMPDIR ran out of space: handing the job back and claiming nothing until there is room",
 		"dir", dir, "error", err)
-	return fmt.Errorf("%w: %w", errDiskFull, err)
+	return p.handBackForRoom(ctx, job, r, need, fmt.Errorf("%w: %w", errDiskFull, err))
 }
 
 func (p *Pipeline) unreserve(id jobs.ID) {
+	p.resetHandBacks.Delete(id)
 	p.disk.mu.Lock()
 	defer p.disk.mu.Unlock()
 	delete(p.disk.reserved, id)

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/runops/runops/internal/ffmpeg"
@@ -41,8 +42,11 @@ type Config struct {
 	// Sleep waits between tries (tests inject their own); default honours ctx.
 	Sleep  func(ctx context.Context, d time.Duration) error
 	Logger *slog.Logger
-	// freeSpace reports bytes available under a directory (tests shrink it).
+	// FreeSpace reports bytes available under a directory (tests shrink it).
 	FreeSpace func(dir string) (uint64, error)
+	// DiskSize reports the size of the file system that holds a directory:
+	// a job that needs more than that can never run here.
+	DiskSize func(dir string) (uint64, error)
 }
 
 // Pipeline runs jobs.
@@ -52,6 +56,9 @@ type Pipeline struct {
 	sops    SOPLocker
 	cfg     Config
 	disk    disk
+	// resetHandBacks: the jobs of this process whose count of hand-backs
+	// for want of room was reset in their current run.
+	resetHandBacks sync.Map
 }
 
 var _ queue.Handler = (*Pipeline)(nil)
@@ -78,6 +85,9 @@ func New(objects Objects, model Model, sops SOPLocker, cfg Config) *Pipeline {
 	}
 	if cfg.FreeSpace == nil {
 		cfg.FreeSpace = freeSpace
+	}
+	if cfg.DiskSize == nil {
+		cfg.DiskSize = diskSize
 	}
 	return &Pipeline{objects: objects, model: model, sops: sops, cfg: cfg}
 }

@@ -47,9 +47,10 @@ type rig struct {
 	store *postgres.JobStore
 	dir   string
 
-	model  *gemini.Client
-	mu     sync.Mutex
-	sleeps []time.Duration
+	model   *gemini.Client
+	handler *pipeline.Pipeline
+	mu      sync.Mutex
+	sleeps  []time.Duration
 }
 
 func newRig(t *testing.T, tweak ...func(*pipeline.Config)) *rig {
@@ -79,7 +80,8 @@ func newRig(t *testing.T, tweak ...func(*pipeline.Config)) *rig {
 		f(&cfg)
 	}
 	r.model = model
-	queuetest.Start(t, dsn, postgres.NewQueueStore(pool), pipeline.New(objects, model, postgres.NewSOPLocker(pool), cfg),
+	r.handler = pipeline.New(objects, model, postgres.NewSOPLocker(pool), cfg)
+	queuetest.Start(t, dsn, postgres.NewQueueStore(pool), r.handler,
 		queue.Config{Concurrency: 2, LeaseTTL: 30 * time.Second, Heartbeat: time.Second, Sweep: time.Second, Logger: quiet}, true)
 	return r
 }
@@ -319,6 +321,53 @@ func TestNoDiskSpace(t *testing.T) {
 	free.Store(100 << 30)
 	if j := r.finished(id); outcome(j) != done || j.Metadata["attempt"] != float64(1) {
 		t.Fatalf("after room was made: %s, attempt %v", outcome(j), j.Metadata["attempt"])
+	}
+}
+
+// A recording that needs more working space than the worker's whole disk
+// ends in error with a sentence: handed back, it would pause every worker
+// that claims it, forever.
+func TestRecordingLargerThanTheDisk(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, func(c *pipeline.Config) {
+		c.DiskSize = func(string) (uint64, error) { return 32 << 20, nil }
+		c.FreeSpace = func(string) (uint64, error) { return 32 << 20, nil }
+	})
+	id := r.submit(mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2}), nil)
+	j := r.finished(id)
+	if j.Status != jobs.StatusError || !strings.Contains(deref(j.Error), "more than the worker's disk holds") {
+		t.Fatalf("%s: %s", j.Status, deref(j.Error))
+	}
+	if err := r.handler.Ready(); err != nil {
+		t.Fatalf("the worker stays paused after a recording too large for its disk: %v", err)
+	}
+}
+
+// A job is handed back for want of room at most 3 times in a row (counted
+// in metadata.disk_handbacks), then ends in error; once it fits, the count
+// starts again.
+func TestHandedBackForRoomAtMostThreeTimes(t *testing.T) {
+	t.Parallel()
+	run := func(free uint64, before int) jobs.Job {
+		r := newRig(t, func(c *pipeline.Config) {
+			c.FreeSpace = func(string) (uint64, error) { return free, nil }
+		})
+		video := mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2})
+		id := r.submit(video, map[string]any{"disk_handbacks": before})
+		if free < 1<<30 && before < 3 {
+			r.waitFor("the hand-back", func() bool { return r.job(id).Metadata["disk_handbacks"] == float64(before+1) })
+			return r.job(id)
+		}
+		return r.finished(id)
+	}
+	if j := run(1<<20, 2); j.Status == jobs.StatusError {
+		t.Fatalf("failed at its third hand-back: %s", deref(j.Error))
+	}
+	if j := run(1<<20, 3); j.Status != jobs.StatusError || !strings.Contains(deref(j.Error), "has not had room for this recording") {
+		t.Fatalf("a fourth time: %s: %s", j.Status, deref(j.Error))
+	}
+	if j := run(100<<30, 2); outcome(j) != done || j.Metadata["disk_handbacks"] != float64(0) {
+		t.Fatalf("once it fits: %s, count %v", outcome(j), j.Metadata["disk_handbacks"])
 	}
 }
 

@@ -41,7 +41,7 @@ func (p *Pipeline) download(ctx context.Context, job queue.Job, r queue.Reporter
 			expected = int64(s)
 		}
 	}
-	if err := p.checkSpace(ctx, job.ID, spaceDir(job), expected); err != nil {
+	if err := p.checkSpace(ctx, job, r, expected); err != nil {
 		return err
 	}
 	err := p.retry(ctx, msgStorageDown, func() error {
@@ -57,7 +57,7 @@ func (p *Pipeline) download(ctx context.Context, job queue.Job, r queue.Reporter
 			return jobs.CheckUploadSize(size)
 		}
 		if size > expected {
-			if err := p.checkSpace(ctx, job.ID, spaceDir(job), size); err != nil {
+			if err := p.checkSpace(ctx, job, r, size); err != nil {
 				return err
 			}
 		}
@@ -75,7 +75,7 @@ func (p *Pipeline) download(ctx context.Context, job queue.Job, r queue.Reporter
 		return jobs.CheckUploadSize(n) // n is the limit + 1 when there was more
 	})
 	if noSpace(err) {
-		return p.outOfSpace(ctx, job.ID, spaceDir(job), err)
+		return p.outOfSpace(ctx, job, r, err)
 	}
 	return err
 }
@@ -91,8 +91,8 @@ func spaceDir(job queue.Job) string { return filepath.Dir(job.TempDir) }
 
 // checkSpace reserves room for the raw file, the slim copy and some to
 // spare, or says the disk is full (the job is handed back).
-func (p *Pipeline) checkSpace(ctx context.Context, id jobs.ID, dir string, rawSize int64) error {
-	return p.reserve(ctx, id, dir, uint64(rawSize)*12/10+64<<20)
+func (p *Pipeline) checkSpace(ctx context.Context, job queue.Job, r queue.Reporter, rawSize int64) error {
+	return p.reserve(ctx, job, r, spaceDir(job), uint64(rawSize)*12/10+64<<20)
 }
 
 func freeSpace(dir string) (uint64, error) {
@@ -101,6 +101,14 @@ func freeSpace(dir string) (uint64, error) {
 		return 0, err
 	}
 	return st.Bavail * uint64(st.Bsize), nil
+}
+
+func diskSize(dir string) (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return st.Blocks * uint64(st.Bsize), nil
 }
 
 // validate refuses what cannot become an SOP, with the reason.
@@ -164,7 +172,7 @@ func (p *Pipeline) transcode(ctx context.Context, job queue.Job, r queue.Reporte
 	case ctx.Err() != nil:
 		return SlimResult{}, ctx.Err()
 	case noSpace(err):
-		return SlimResult{}, p.outOfSpace(ctx, job.ID, spaceDir(job), err)
+		return SlimResult{}, p.outOfSpace(ctx, job, r, err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return SlimResult{}, jobs.Fail(fmt.Sprintf("Converting the video took longer than %s; please upload a shorter recording or try again later.",
 			minutes(p.cfg.FFmpegTimeout.Seconds())), err)
