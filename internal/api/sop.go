@@ -7,11 +7,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 
@@ -148,8 +150,11 @@ type sopPatch struct {
 	Updates map[string]*string `json:"updates"`
 }
 
-// editable are the node fields an update may change.
+// editable are the node fields an update may change, each with the most
+// characters it may hold: a step's title, and a paragraph or two.
 var editable = []string{"label", "intent", "context"}
+
+var maxEditChars = map[string]int{"label": 500, "intent": 4000, "context": 4000}
 
 func (p sopPatch) check() error {
 	bad := func(msg string) error { return &Error{Status: http.StatusBadRequest, Message: msg} }
@@ -167,6 +172,9 @@ func (p sopPatch) check() error {
 			}
 			if v == nil {
 				return bad(`"updates.` + k + `" must be a string`)
+			}
+			if n := utf8.RuneCountInString(*v); n > maxEditChars[k] {
+				return bad(fmt.Sprintf(`"updates.%s" is %d characters long; it may be at most %d`, k, n, maxEditChars[k]))
 			}
 		}
 	case "delete":
@@ -231,6 +239,11 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 		b, err := sop.Marshal(doc)
 		if err != nil {
 			return err
+		}
+		if len(b) > maxSOPBytes {
+			// Stored, it could never be read again, not even to undo this.
+			return &Error{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf(
+				"This change would make the SOP larger than %d MiB, more than can be read back, so it was not saved.", maxSOPBytes>>20)}
 		}
 		if err := s.o.Objects.Upload(ctx, id.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json"); err != nil {
 			return fromBackend("File storage", err, "Failed to save the SOP")

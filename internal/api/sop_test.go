@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -247,4 +248,62 @@ func TestPatchSOPWhileLockedElsewhere(t *testing.T) {
 	}
 	_ = tx.Rollback(context.Background())
 	e.do("PATCH", "/api/sop/"+id, `{"type":"update","nodeId":"open","updates":{"label":"x"}}`).expect(t, 200, nil)
+}
+
+// PATCH never stores what could not be read back (413, the SOP unchanged),
+// and each edited field has a bound (400): no series of edits can make an
+// SOP unreadable, and so uneditable.
+func TestPatchSOPIsBounded(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	id := e.withSOP("completed")
+	path := "/api/sop/" + id
+	long := strings.Repeat("x", 60000) // under the 64 KiB body limit
+	for _, field := range []string{"label", "intent", "context"} {
+		r := e.do("PATCH", path, `{"type":"update","nodeId":"open","updates":{"`+field+`":"`+long+`"}}`)
+		if r.status != 400 || !strings.Contains(fmt.Sprint(r.body["error"]), "at most") {
+			t.Fatalf("a %d-character %s: %d %s", len(long), field, r.status, r.raw)
+		}
+	}
+	// A document just under the read limit, as another tool may have left
+	// it: an edit that would take it over is refused.
+	var doc map[string]any
+	if err := json.Unmarshal(stored(t, e, id), &doc); err != nil {
+		t.Fatal(err)
+	}
+	// As the API writes it: 200 bytes under the limit.
+	asWritten := func() []byte {
+		b, _ := json.Marshal(doc)
+		d, err := sop.Parse(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _ := sop.Marshal(d)
+		return out
+	}
+	doc["meta"].(map[string]any)["purpose"] = ""
+	doc["meta"].(map[string]any)["purpose"] = strings.Repeat("p", 10<<20-len(asWritten())-200)
+	big := asWritten()
+	e.fake.Put("videos/sops/"+id+".json", big, "application/json")
+	e.do("GET", path, "").expect(t, 200, nil)
+	r := e.do("PATCH", path, `{"type":"update","nodeId":"open","updates":{"label":"`+strings.Repeat("L", 400)+`"}}`)
+	r.expect(t, 413, nil)
+	if got := stored(t, e, id); !bytes.Equal(got, big) {
+		t.Fatal("the refused edit changed the stored SOP")
+	}
+	e.do("PATCH", path, `{"type":"update","nodeId":"open","updates":{"label":"Open"}}`).expect(t, 200, nil)
+}
+
+// stored is the SOP document of id as the storage stand-in holds it.
+func stored(t *testing.T, e *env, id string) []byte {
+	t.Helper()
+	o, ok := e.fake.Object("videos/sops/" + id + ".json")
+	if !ok {
+		t.Fatal("no stored SOP")
+	}
+	b, err := os.ReadFile(o.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
