@@ -16,9 +16,11 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	storage_go "github.com/supabase-community/storage-go"
 
@@ -128,25 +130,63 @@ func New(cfg Config) (*Client, error) {
 // requests (more than a worker's concurrency, with the API's own calls).
 const idleConnsPerHost = 64
 
-// lib returns a new storage-go client: its option headers live in one map
-// per client that later calls (and other goroutines) would otherwise see.
-func (c *Client) lib() *storage_go.Client {
-	return storage_go.NewClient(c.base, c.key, map[string]string{"apikey": c.key})
+// lib returns a new storage-go client bound to ctx: its option headers live
+// in one map per client that later calls (and other goroutines) would
+// otherwise see, and its requests carry no context of their own.
+func (c *Client) lib(ctx context.Context) (*storage_go.Client, error) {
+	l := storage_go.NewClient(c.base, c.key, map[string]string{"apikey": c.key})
+	if err := bindContext(l, ctx); err != nil {
+		return nil, err
+	}
+	return l, nil
 }
 
-// viaLib runs a storage-go call, which takes no context, bounded by ctx and
-// the client's timeout. An abandoned call finishes on its own goroutine; its
-// client is not reused.
+// bindContext makes every request of l carry ctx, so that a call given up on
+// is cancelled on the wire too: storage-go builds its requests without a
+// context and sends them through an http.Client with no timeout, so an
+// abandoned call would otherwise keep its goroutine and connection until the
+// server answers, if ever. storage-go exposes neither, so the client's
+// unexported http.Client field is reached by reflection; the layout is
+// checked here and by the tests, and a storage-go that changes it fails
+// loudly instead of leaking (docs/dependencies.md).
+func bindContext(l *storage_go.Client, ctx context.Context) error {
+	f := reflect.ValueOf(l).Elem().FieldByName("session")
+	if !f.IsValid() || f.Type() != reflect.TypeFor[http.Client]() {
+		return errors.New("storage: storage-go's client no longer holds an http.Client named session; update bindContext")
+	}
+	hc := (*http.Client)(unsafe.Pointer(f.UnsafeAddr()))
+	hc.Transport = ctxTransport{ctx: ctx, next: hc.Transport}
+	return nil
+}
+
+// ctxTransport sends each request with ctx (storage-go's own transport,
+// which adds its headers, still does the sending).
+type ctxTransport struct {
+	ctx  context.Context
+	next http.RoundTripper
+}
+
+func (t ctxTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	return t.next.RoundTrip(r.WithContext(t.ctx))
+}
+
+// viaLib runs a storage-go call bounded by ctx and the client's timeout;
+// the call's requests are cancelled with it.
 func viaLib[T any](ctx context.Context, c *Client, op string, call func(*storage_go.Client) (T, error)) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	var zero T
+	l, err := c.lib(ctx)
+	if err != nil {
+		return zero, err
+	}
 	type result struct {
 		v   T
 		err error
 	}
 	done := make(chan result, 1)
 	go func() {
-		v, err := call(c.lib())
+		v, err := call(l)
 		done <- result{v, err}
 	}()
 	select {
@@ -162,7 +202,6 @@ func viaLib[T any](ctx context.Context, c *Client, op string, call func(*storage
 		}
 		return r.v, fmt.Errorf("storage %s: %w: %w", op, jobs.ErrUnavailable, r.err)
 	case <-ctx.Done():
-		var zero T
 		return zero, fmt.Errorf("storage %s: %w: %w", op, jobs.ErrUnavailable, ctx.Err())
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -408,4 +409,42 @@ func TestRefusedKeyIsNotAnOutage(t *testing.T) {
 			t.Errorf("%s with storage down: %v", op, err)
 		}
 	}
+}
+
+// A storage-go call given up on is cancelled on the wire: while storage stays
+// silent, 50 timed-out calls leave no goroutine and no connection behind on
+// the client's side (storage-go's requests carry no context and its client
+// has no timeout).
+func TestAbandonedCallsLeakNothing(t *testing.T) {
+	fake, c := setup(t)
+	_, release := fake.Block(supabasetest.OpSignUpload)
+	defer release()
+	for range 50 {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		if _, err := c.SignUpload(ctx, "raw/slow.mp4"); !errors.Is(err, jobs.ErrUnavailable) {
+			t.Fatalf("a call to silent storage: %v", err)
+		}
+		cancel()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for n := clientGoroutines(); n > 0; n = clientGoroutines() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d client goroutines (calls, connections) still wait on silent storage after 50 abandoned calls", n)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a count, not waiting for time to pass
+	}
+}
+
+// clientGoroutines counts the goroutines of storage-go calls and of HTTP
+// client connections (the stand-in's own server goroutines are not counted).
+func clientGoroutines() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "net/http.(*persistConn)") || strings.Contains(g, "storage-go") {
+			n++
+		}
+	}
+	return n
 }
