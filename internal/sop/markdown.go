@@ -93,7 +93,7 @@ func Markdown(d *Document, image func(n Node) string) []byte {
 			para("%s", block(n.Intent))
 		}
 		if n.Context != "" {
-			para("> %s", inline(n.Context))
+			para("> %s", block(n.Context))
 		}
 		switch n.Type {
 		case "decision":
@@ -142,7 +142,7 @@ func Markdown(d *Document, image func(n Node) string) []byte {
 	if len(p.ClarificationRequests) > 0 {
 		para("## Open questions")
 		for _, c := range p.ClarificationRequests {
-			line("- %s _(importance: %s)_", inline(c.Question), inline(c.Importance))
+			line("- %s _(importance: %s)_", block(c.Question), inline(c.Importance))
 		}
 		line("")
 	}
@@ -162,7 +162,7 @@ func kindNote(t string) string {
 func evidenceNote(n Node) string {
 	at := ""
 	if n.Timestamp != "" {
-		at = " at " + n.Timestamp
+		at = " at " + inline(n.Timestamp)
 	}
 	switch n.Evidence {
 	case EvidenceShown:
@@ -179,10 +179,12 @@ func evidenceNote(n Node) string {
 }
 
 // markdownEscapes are the characters that would make Markdown (or the HTML
-// a wiki allows in it) out of text: escaped, the text reads as written.
+// a wiki allows in it) out of text: escaped with CommonMark's backslash
+// escapes, the text reads as written. "~" opens a fenced code block ("~~~")
+// and GFM's strikethrough.
 var markdownEscapes = strings.NewReplacer(
 	`\`, `\\`, "`", "\\`", `*`, `\*`, `_`, `\_`, `[`, `\[`, `]`, `\]`, `<`, `\<`, `>`, `\>`,
-	`#`, `\#`, `|`, `\|`, `&`, `\&`, `!`, `\!`, "\r\n", " ", "\n", " ", "\r", " ")
+	`#`, `\#`, `|`, `\|`, `&`, `\&`, `!`, `\!`, `~`, `\~`, "\r\n", " ", "\n", " ", "\r", " ")
 
 // inline is text as written, on one line.
 func inline(s string) string { return markdownEscapes.Replace(strings.TrimSpace(s)) }
