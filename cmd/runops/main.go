@@ -101,7 +101,67 @@ type usageError string
 
 func (u usageError) Error() string { return string(u) }
 
+// commandHelp is what `runops COMMAND --help` prints.
+var commandHelp = map[string]string{
+	"process": `usage: runops process VIDEO [--out DIR]
+
+Turns one screen recording into an SOP on this machine, as the worker would:
+DIR/<name>.slim.mp4 (the 1 fps, 720p copy the model watches), <name>.sop.json
+(the SOP document), <name>.sop.md (the same as Markdown) and a screenshot per
+shown step, <name>.<step>.jpg. DIR defaults to the current folder.
+
+Needs ffmpeg and GEMINI_API_KEY; no database, no Supabase.
+`,
+	"jobs": jobsUsage + "\n",
+	"serve": `usage: runops serve
+
+Runs the HTTP API and the job worker in one process.
+Configuration is read from the environment; see the README.
+`,
+	"api": `usage: runops api
+
+Runs the HTTP API only (no jobs are processed).
+Configuration is read from the environment; see the README.
+`,
+	"worker": `usage: runops worker
+
+Runs the job worker only (with /healthz, /readyz and /metrics).
+Configuration is read from the environment; see the README.
+`,
+	"migrate": `usage: runops migrate
+
+Applies the database migrations in supabase/migrations to DATABASE_URL.
+`,
+	"healthcheck": `usage: runops healthcheck
+
+Exits 0 when the process on RUNOPS_ADDR answers /healthz (the image's HEALTHCHECK).
+`,
+}
+
+// wantsHelp tells whether args ask for help (before any "--").
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help":
+			return true
+		}
+	}
+	return false
+}
+
 func run(ctx context.Context, cmd string, args []string, getenv func(string) string, stdout io.Writer, log *slog.Logger) error {
+	if help, ok := commandHelp[cmd]; ok && wantsHelp(args) {
+		fmt.Fprint(stdout, help)
+		return nil
+	}
+	if cmd == "help" && len(args) == 1 {
+		if help, ok := commandHelp[args[0]]; ok {
+			fmt.Fprint(stdout, help)
+			return nil
+		}
+	}
 	cfg, err := config.Load(getenv)
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)

@@ -176,6 +176,36 @@ func TestUnknownCommandAndMissingKey(t *testing.T) {
 	}
 }
 
+// Every command answers --help (and -h) with its own usage, exit 0, with
+// no configuration at all; runops process without a key says what it needs
+// in words about what the user ran.
+func TestHelpAndFirstSteps(t *testing.T) {
+	bin := binary(t)
+	bare := []string{"PATH=" + os.Getenv("PATH")}
+	for _, args := range [][]string{{"process", "--help"}, {"process", "rec.mp4", "-h"}, {"jobs", "--help"},
+		{"jobs", "list", "--help"}, {"serve", "--help"}, {"api", "-h"}, {"worker", "--help"}, {"migrate", "--help"},
+		{"healthcheck", "--help"}, {"help", "process"}, {"--help"}} {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = bare
+		out, err := cmd.Output()
+		name := args[0]
+		if name == "help" {
+			name = args[1]
+		}
+		if err != nil || !strings.Contains(string(out), "usage: runops") ||
+			(name != "--help" && !strings.Contains(string(out), "runops "+name)) {
+			t.Errorf("runops %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	cmd := exec.Command(bin, "process", "rec.mp4")
+	cmd.Env = bare
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.HasPrefix(string(out), "GEMINI_API_KEY is required to turn a recording into an SOP") ||
+		strings.Contains(string(out), "worker") {
+		t.Errorf("process without a key: %v\n%s", err, out)
+	}
+}
+
 // waitReady polls /readyz until the process says it is ready (its listener
 // connected), with a generous deadline.
 func waitReady(t testing.TB, base string) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"context"
 	"encoding/json"
 	"flag"
@@ -26,6 +27,9 @@ type refusedError string
 
 func (r refusedError) Error() string { return string(r) }
 
+// errHelp: the user asked for a command's help (-h, --help).
+var errHelp = errors.New("help")
+
 // parseArgs parses flags wherever they stand among the positional arguments
 // ("process rec.mp4 --out DIR" as well as "process --out DIR rec.mp4"); the
 // standard flag package stops at the first positional.
@@ -35,6 +39,9 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 		a := args[i]
 		if a == "--" {
 			return append(positional, args[i+1:]...), nil
+		}
+		if a == "-h" || a == "-help" || a == "--help" {
+			return nil, errHelp
 		}
 		if !strings.HasPrefix(a, "-") || a == "-" {
 			positional = append(positional, a)
@@ -74,8 +81,8 @@ func process(ctx context.Context, cfg config.Config, args []string, stdout, stde
 	if len(positional) != 1 {
 		return usageError("process takes one recording: runops process VIDEO [--out DIR]")
 	}
-	if err := cfg.RequireWorker(); err != nil {
-		return err
+	if err := cfg.RequireGemini("to turn a recording into an SOP (runops process sends it to Gemini)"); err != nil {
+		return refusedError(err.Error())
 	}
 	model, err := gemini.New(ctx, gemini.Config{APIKey: cfg.GeminiAPIKey, Model: cfg.GeminiModel,
 		MediaResolution: cfg.GeminiMediaResolution, BaseURL: cfg.GeminiBaseURL})

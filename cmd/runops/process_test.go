@@ -66,6 +66,13 @@ func TestProcessMakesTheSOPLocally(t *testing.T) {
 	if matches, _ := filepath.Glob(filepath.Join(out, "*.jpg")); len(matches) != 2 {
 		t.Errorf("screenshots %v; want the two shown steps'", matches)
 	}
+	// Made to be shared: readable as any file the user makes.
+	all, _ := filepath.Glob(filepath.Join(out, "rec.*"))
+	for _, f := range all {
+		if st, err := os.Stat(f); err != nil || st.Mode().Perm() != 0o644 {
+			t.Errorf("%s: mode %v %v; want 0644", filepath.Base(f), st.Mode().Perm(), err)
+		}
+	}
 	for _, want := range []string{"rec.sop.json  (5 nodes", "(2 screenshots", "transcoding", "frames", "total", "prompt sop-v3", "video 774"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, stdout.String())

@@ -175,9 +175,14 @@ func (c Config) RequireServiceKey() error {
 
 // RequireWorker checks what a worker needs: without a Gemini key it would
 // claim jobs it cannot finish.
-func (c Config) RequireWorker() error {
+func (c Config) RequireWorker() error { return c.RequireGemini("to run the worker") }
+
+// RequireGemini checks that a Gemini key is set; purpose says what the user
+// ran, for the sentence ("to turn a recording into an SOP").
+func (c Config) RequireGemini(purpose string) error {
 	if c.GeminiAPIKey == "" {
-		return errors.New("GEMINI_API_KEY is required to run the worker (or GOOGLE_API_KEY / GOOGLE_GEMINI_API_KEY)")
+		return errors.New("GEMINI_API_KEY is required " + purpose + ": set it to a Gemini API key " +
+			"(https://aistudio.google.com/apikey); GOOGLE_API_KEY or GOOGLE_GEMINI_API_KEY work too")
 	}
 	return nil
 }

@@ -88,6 +88,12 @@ func (f *files) Upload(_ context.Context, path string, r io.Reader, _ int64, _ s
 		tmp.Close()
 		return err
 	}
+	// CreateTemp makes it private (0600); the outputs are the user's to
+	// share, like the Markdown beside them.
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
 	if err := tmp.Close(); err != nil {
 		return err
 	}
