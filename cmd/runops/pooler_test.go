@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -48,22 +47,7 @@ func TestThroughATransactionPooler(t *testing.T) {
 		"RUNOPS_RAW_RETENTION=1ms", "RUNOPS_WEBHOOK_URLS="+receiver.URL, "RUNOPS_WEBHOOK_SECRET=s3cret")
 	_, _, api := startCommand(t, bin, "api", pooler.URL+"&pgbouncer=true", fake)
 
-	call := func(method, path, body string) map[string]any {
-		t.Helper()
-		req, _ := http.NewRequest(method, api+path, strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&out)
-		if resp.StatusCode != 200 {
-			t.Fatalf("%s %s: %d %v\npgbouncer:\n%s", method, path, resp.StatusCode, out, pooler.Log())
-		}
-		return out
-	}
+	call := apiCaller(t, api, func() string { return "\npgbouncer:\n" + pooler.Log() })
 	up := call("POST", "/api/get-upload-url", "")
 	id, _ := up["jobId"].(string)
 	video, err := os.ReadFile(mediatest.Make(t, t.TempDir(), "rec.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2}))

@@ -226,22 +226,7 @@ func TestServeRunsTheWholeFlow(t *testing.T) {
 	ai.Answer(good)
 	cmd, done, base := startServe(t, binary(t), dsn, fake, "GOOGLE_GEMINI_BASE_URL="+ai.URL)
 
-	call := func(method, path, body string) map[string]any {
-		t.Helper()
-		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&out)
-		if resp.StatusCode != 200 {
-			t.Fatalf("%s %s: %d %v", method, path, resp.StatusCode, out)
-		}
-		return out
-	}
+	call := apiCaller(t, base, func() string { return "" })
 	up := call("POST", "/api/get-upload-url", "")
 	id, _ := up["jobId"].(string)
 	video, err := os.ReadFile(mediatest.Make(t, t.TempDir(), "rec.mp4", mediatest.Spec{Width: 640, Height: 360, Seconds: 3, Audio: true}))
@@ -579,4 +564,25 @@ func startCommand(t *testing.T, bin, command, dsn string, fake *supabasetest.Ser
 	base := "http://" + addr
 	waitReady(t, base)
 	return cmd, done, base
+}
+
+// apiCaller calls the API at base as the app would and returns the JSON of a
+// 200 answer; anything else fails the test, with what context adds.
+func apiCaller(t *testing.T, base string, context func() string) func(method, path, body string) map[string]any {
+	return func(method, path, body string) map[string]any {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s %s: %d %v%s", method, path, resp.StatusCode, out, context())
+		}
+		return out
+	}
 }

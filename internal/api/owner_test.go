@@ -61,14 +61,7 @@ func withLocalAuth(t *testing.T, e *env, secret, jwksURL string, require bool) {
 // tokens are checked locally (signature, expiry, audience).
 func TestOwnersFromTheUploadURLOn(t *testing.T) {
 	t.Parallel()
-	e := setup(t)
-	withLocalAuth(t, e, testSecret, "", false)
-	alice := []string{"Authorization", "Bearer " + token(t, []byte(testSecret), "alice", "authenticated", time.Hour)}
-	bob := []string{"Authorization", "Bearer " + token(t, []byte(testSecret), "bob", "authenticated", time.Hour)}
-
-	r := e.do("POST", "/api/get-upload-url", "", alice...)
-	r.expect(t, 200, nil)
-	id, _ := r.body["jobId"].(string)
+	e, alice, bob, id := aliceUploads(t)
 	e.upload(id, 1000, "video/mp4")
 	// Before it is queued: only alice sees the upload, only alice may queue it.
 	e.do("GET", "/api/job-status/"+id, "", bob...).expect(t, 404, map[string]any{"error": "Job not found"})
@@ -83,7 +76,7 @@ func TestOwnersFromTheUploadURLOn(t *testing.T) {
 	e.do("GET", "/api/sop/"+id, "", bob...).expect(t, 404, map[string]any{"error": "SOP not found"})
 
 	// Anonymous jobs stay open to everyone, as the unchanged app needs.
-	r = e.do("POST", "/api/get-upload-url", "")
+	r := e.do("POST", "/api/get-upload-url", "")
 	r.expect(t, 200, nil)
 	open, _ := r.body["jobId"].(string)
 	e.upload(open, 1000, "video/mp4")
@@ -140,13 +133,7 @@ func TestRequiredTokensAgainstAJWKS(t *testing.T) {
 // screenshots and PATCH keep answering 404 to everybody else.
 func TestDeletedRowKeepsTheOwner(t *testing.T) {
 	t.Parallel()
-	e := setup(t)
-	withLocalAuth(t, e, testSecret, "", false)
-	alice := []string{"Authorization", "Bearer " + token(t, []byte(testSecret), "alice", "authenticated", time.Hour)}
-	bob := []string{"Authorization", "Bearer " + token(t, []byte(testSecret), "bob", "authenticated", time.Hour)}
-	r := e.do("POST", "/api/get-upload-url", "", alice...)
-	r.expect(t, 200, nil)
-	id, _ := r.body["jobId"].(string)
+	e, alice, bob, id := aliceUploads(t)
 	e.withSOPOf(id, "completed")
 	e.exec(`DELETE FROM jobs WHERE job_id = $1`, id)
 	e.fake.Put("videos/frames/"+id+"/open.jpg", []byte("\xff\xd8\xff\xe0jpeg"), "image/jpeg")
@@ -157,4 +144,21 @@ func TestDeletedRowKeepsTheOwner(t *testing.T) {
 		e.do("PATCH", "/api/sop/"+id, `{"type":"update","nodeId":"open","updates":{"label":"mine now"}}`, who...).expect(t, 404, nil)
 	}
 	e.do("GET", "/api/sop/"+id, "", alice...).expect(t, 200, nil)
+}
+
+// bearer is the Authorization header of a valid token of user.
+func bearer(t *testing.T, user string) []string {
+	return []string{"Authorization", "Bearer " + token(t, []byte(testSecret), user, "authenticated", time.Hour)}
+}
+
+// aliceUploads is an API with local token checks in which alice has asked
+// for an upload URL: her and bob's headers, and the job id.
+func aliceUploads(t *testing.T) (e *env, alice, bob []string, id string) {
+	e = setup(t)
+	withLocalAuth(t, e, testSecret, "", false)
+	alice, bob = bearer(t, "alice"), bearer(t, "bob")
+	r := e.do("POST", "/api/get-upload-url", "", alice...)
+	r.expect(t, 200, nil)
+	id, _ = r.body["jobId"].(string)
+	return e, alice, bob, id
 }
