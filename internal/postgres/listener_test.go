@@ -32,8 +32,9 @@ func TestForeignPayloadsDoNotDisconnect(t *testing.T) {
 	pool, dsn := pgtest.Pool(t)
 	ev := &events{notified: make(chan jobs.ID, 10), woken: make(chan struct{}, 10)}
 	lost := make(chan error, 10)
+	heard := make(chan struct{}, 10)
 	l := &postgres.Listener{DSN: dsn, Events: ev, ReconnectDelay: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
-		OnDisconnect: func(err error) { lost <- err }}
+		OnDisconnect: func(err error) { lost <- err }, OnConnect: func() { heard <- struct{}{} }}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
@@ -47,6 +48,7 @@ func TestForeignPayloadsDoNotDisconnect(t *testing.T) {
 		}
 	}
 	wait("connect", ev.woken)
+	wait("its probe heard", heard)
 
 	for _, payload := range []string{`not json`, `{"x":1}`, `"a string"`, `{"job_id":`} {
 		if _, err := pool.Exec(context.Background(), `SELECT pg_notify('runops_jobs', $1)`, payload); err != nil {
