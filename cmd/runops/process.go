@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -27,9 +26,6 @@ type refusedError string
 
 func (r refusedError) Error() string { return string(r) }
 
-// errHelp: the user asked for a command's help (-h, --help).
-var errHelp = errors.New("help")
-
 // parseArgs parses flags wherever they stand among the positional arguments
 // ("process rec.mp4 --out DIR" as well as "process --out DIR rec.mp4"); the
 // standard flag package stops at the first positional.
@@ -39,9 +35,6 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 		a := args[i]
 		if a == "--" {
 			return append(positional, args[i+1:]...), nil
-		}
-		if a == "-h" || a == "-help" || a == "--help" {
-			return nil, errHelp
 		}
 		if !strings.HasPrefix(a, "-") || a == "-" {
 			positional = append(positional, a)

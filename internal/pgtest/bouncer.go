@@ -1,8 +1,6 @@
 package pgtest
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -11,9 +9,6 @@ import (
 	"runtime"
 	"syscall"
 	"testing"
-	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // Bouncer is a real PgBouncer in front of one test database, in
@@ -103,7 +98,7 @@ admin_users = postgres
 		done := make(chan struct{})
 		go func() { _ = cmd.Wait(); close(done) }()
 		b := &Bouncer{URL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", port, db), dir: dir}
-		if lastErr = b.waitReady(done); lastErr == nil {
+		if lastErr = waitAccepting(b.URL, done, "pgbouncer", filepath.Join(dir, "pgbouncer.log")); lastErr == nil {
 			t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
 			return b
 		}
@@ -112,26 +107,4 @@ admin_users = postgres
 	}
 	t.Fatalf("pgtest: pgbouncer did not start: %v", lastErr)
 	return nil
-}
-
-func (b *Bouncer) waitReady(exited <-chan struct{}) error {
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		conn, err := pgx.Connect(ctx, b.URL)
-		cancel()
-		if err == nil {
-			conn.Close(context.Background())
-			return nil
-		}
-		select {
-		case <-exited:
-			return errors.New("pgbouncer exited: " + tail(b.Log()))
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after 20s: %w: %s", err, tail(b.Log()))
-		}
-		time.Sleep(50 * time.Millisecond) // waiting for a child process to listen
-	}
 }

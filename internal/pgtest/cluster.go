@@ -132,24 +132,34 @@ func startPostgres(bin, dir, data string, cred *syscall.Credential) (*cluster, e
 		url: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)}
 	go func() { _ = cmd.Wait(); close(c.done) }()
 
+	if err := waitAccepting(c.url, c.done, "postgres", filepath.Join(dir, "postgres.log")); err != nil {
+		c.stopServer()
+		return nil, err
+	}
+	return c, nil
+}
+
+// waitAccepting waits until a server started as a child process (name,
+// logging to logFile) accepts a connection to url, or exits, or 30 s pass.
+func waitAccepting(url string, exited <-chan struct{}, name, logFile string) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		conn, err := pgx.Connect(ctx, c.url)
+		conn, err := pgx.Connect(ctx, url)
 		cancel()
 		if err == nil {
 			conn.Close(context.Background())
-			return c, nil
+			return nil
 		}
 		select {
-		case <-c.done:
-			log, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
-			return nil, fmt.Errorf("postgres exited: %s", tail(string(log)))
+		case <-exited:
+			log, _ := os.ReadFile(logFile)
+			return fmt.Errorf("%s exited: %s", name, tail(string(log)))
 		default:
 		}
 		if time.Now().After(deadline) {
-			c.stopServer()
-			return nil, fmt.Errorf("postgres not ready after 30s: %w", err)
+			log, _ := os.ReadFile(logFile)
+			return fmt.Errorf("%s not ready after 30s: %w: %s", name, err, tail(string(log)))
 		}
 		time.Sleep(50 * time.Millisecond) // waiting for a child process to listen
 	}

@@ -70,16 +70,16 @@ func (p *Pipeline) reserve(ctx context.Context, job queue.Job, r queue.Reporter,
 	}
 	d.reserved[job.ID] = need
 	d.mu.Unlock()
-	if handBacks(job) > 0 && !p.fitted(job.ID) {
-		return r.Merge(ctx, map[string]any{diskHandBacks: 0})
+	if handBacks(job) > 0 {
+		// It fits: the count of hand-backs in a row starts again, in the
+		// row and in this run's copy of its metadata (a later reservation
+		// or hand-back of the run counts from there).
+		if err := r.Merge(ctx, map[string]any{diskHandBacks: 0}); err != nil {
+			return err
+		}
+		job.Metadata[diskHandBacks] = float64(0)
 	}
 	return nil
-}
-
-// fitted remembers that the count of a job's hand-backs was reset in this run.
-func (p *Pipeline) fitted(id jobs.ID) bool {
-	_, done := p.resetHandBacks.LoadOrStore(id, true)
-	return done
 }
 
 func handBacks(job queue.Job) int {
@@ -138,7 +138,6 @@ func (p *Pipeline) outOfSpace(ctx context.Context, job queue.Job, r queue.Report
 }
 
 func (p *Pipeline) unreserve(id jobs.ID) {
-	p.resetHandBacks.Delete(id)
 	p.disk.mu.Lock()
 	defer p.disk.mu.Unlock()
 	delete(p.disk.reserved, id)

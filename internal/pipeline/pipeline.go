@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/runops/runops/internal/ffmpeg"
@@ -56,9 +55,6 @@ type Pipeline struct {
 	sops    SOPLocker
 	cfg     Config
 	disk    disk
-	// resetHandBacks: the jobs of this process whose count of hand-backs
-	// for want of room was reset in their current run.
-	resetHandBacks sync.Map
 }
 
 var _ queue.Handler = (*Pipeline)(nil)

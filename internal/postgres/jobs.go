@@ -140,8 +140,10 @@ func (s *JobStore) UploadOwner(ctx context.Context, id jobs.ID) (string, error) 
 	return owner, wrap("read upload owner", err)
 }
 
+const notify = `SELECT pg_notify($1, $2)`
+
 // Notify sends payload on channel (pg_notify), committed at once.
 func (s *JobStore) Notify(ctx context.Context, channel, payload string) error {
-	_, err := s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, payload)
+	_, err := s.pool.Exec(ctx, notify, channel, payload)
 	return wrap("notify", err)
 }

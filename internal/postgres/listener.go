@@ -172,7 +172,7 @@ func (l *Listener) sendProbe(ctx context.Context) {
 				return err
 			}
 			defer conn.Close(context.WithoutCancel(ctx))
-			_, err = conn.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, payload)
+			_, err = conn.Exec(ctx, notify, channel, payload)
 			return err
 		}
 	}
