@@ -28,9 +28,6 @@ type SOPLocker interface {
 	WithSOPLock(ctx context.Context, id jobs.ID, fn func(context.Context) error) error
 }
 
-// maxSOPBytes bounds what is read back from storage.
-const maxSOPBytes = 10 << 20
-
 const (
 	msgSOPNotFound = "SOP not found"
 	msgSOPBusy     = "The SOP is still being generated; edit it once the job is complete."
@@ -71,7 +68,7 @@ func (s *server) readSOP(ctx context.Context, id jobs.ID) ([]byte, storage.Objec
 		if body, _, err = s.o.Objects.Download(ctx, id.SOPPath()); err == nil {
 			defer body.Close()
 			var raw []byte
-			raw, err = io.ReadAll(io.LimitReader(body, maxSOPBytes))
+			raw, err = io.ReadAll(io.LimitReader(body, sop.MaxDocumentBytes))
 			if err == nil {
 				return raw, info, nil
 			}
@@ -240,10 +237,10 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		if len(b) > maxSOPBytes {
+		if len(b) > sop.MaxDocumentBytes {
 			// Stored, it could never be read again, not even to undo this.
 			return &Error{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf(
-				"This change would make the SOP larger than %d MiB, more than can be read back, so it was not saved.", maxSOPBytes>>20)}
+				"This change would make the SOP larger than %d MiB, more than can be read back, so it was not saved.", sop.MaxDocumentBytes>>20)}
 		}
 		if err := s.o.Objects.Upload(ctx, id.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json"); err != nil {
 			return fromBackend("File storage", err, "Failed to save the SOP")

@@ -14,8 +14,8 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -170,10 +170,49 @@ type SlimOptions struct {
 	// the cost. Set it only for streams with B-frames, where reference frames
 	// are close together; never for streams of unknown structure.
 	SkipNonReference bool
+	// Frames, when set, is a directory the same run fills with one JPEG per
+	// second of the slim copy (FrameFile names them): the very pictures the
+	// slim copy shows, at screenshot size.
+	Frames string
 	// Progress receives out_time / expected duration (0–1); called from the
 	// goroutine that reads ffmpeg's progress pipe.
 	Progress func(done float64)
 	Expected time.Duration // the input's duration, for Progress; 0 = unknown
+}
+
+// Screenshots are at most ScreenshotHeight pixels high (never upscaled) and
+// written as JPEG with the mjpeg encoder's quantiser ScreenshotQuality (2 is
+// the best, 31 the worst): at 3, small text stays sharp; a page of dense text
+// at 1080p measured 551 KB a frame, 1.21× what 5 costs and 0.87× what 2 costs
+// (docs/dependencies.md, ffmpeg).
+const (
+	ScreenshotHeight  = 1080
+	ScreenshotQuality = 3
+)
+
+// FrameBytesPerPixel bounds what one screenshot takes on disk, per pixel
+// of its picture: the dense text page measured 0.27.
+const FrameBytesPerPixel = 0.3
+
+// FrameFile is the name, inside a Frames directory, of the picture of
+// second n: the image2 muxer names each file by its timestamp (-frame_pts),
+// which after fps=1 counts seconds from the start of the slim copy.
+func FrameFile(n int) string { return fmt.Sprintf("%05d.jpg", n) }
+
+// The one filter that picks the frames: fps first, so only kept frames are
+// scaled. slimScale and shotScale size the two outputs: never upscaled, the
+// height rounded down to even (libx264 needs it; a JPEG does not mind).
+const (
+	pickFrames = "fps=1"
+	slimScale  = "scale=-2:'min(720,trunc(ih/2)*2)'"
+	shotScale  = "scale=-2:'min(1080,trunc(ih/2)*2)',format=yuvj420p"
+)
+
+// shotOutput writes the screenshots: one file per frame, named by its
+// second, no metadata.
+func shotOutput(dir string) []string {
+	return []string{"-an", "-sn", "-dn", "-map_metadata", "-1", "-c:v", "mjpeg", "-q:v", strconv.Itoa(ScreenshotQuality),
+		"-f", "image2", "-frame_pts", "1", filepath.Join(dir, "%05d.jpg")}
 }
 
 // SlimArgs is the one ffmpeg command line that makes the slim copy: one
@@ -181,7 +220,9 @@ type SlimOptions struct {
 // height rounded down to even, as libx264 needs), rotation applied by ffmpeg's
 // autorotate (so ih is the displayed height) and no rotation tag written,
 // every global, stream and chapter metadata (location, make, model) dropped,
-// and the input opened only through the demuxer allow-list.
+// and the input opened only through the demuxer allow-list. With
+// opt.Frames, the frames fps=1 keeps are split after it and also written as
+// screenshots: one decode for both.
 // The narration is resampled to 16 kHz (speech needs no more) with the fast
 // AAC coder: at 1 frame per second the default coder cost as much as the video.
 func SlimArgs(in, out string, opt SlimOptions) []string {
@@ -190,19 +231,31 @@ func SlimArgs(in, out string, opt SlimOptions) []string {
 		args = append(args, "-skip_frame", "noref")
 	}
 	args = append(args, inputGuard...)
+	args = append(args, "-i", in)
 	// 0:V (capital): the first video stream that is not an attached picture,
 	// or a recording with cover art first would become a one-frame copy.
-	args = append(args, "-i", in,
-		"-map", "0:V:0", "-map", "0:a:0?",
+	video := []string{"-map", "0:V:0", "-vf", pickFrames + "," + slimScale}
+	if opt.Frames != "" {
+		args = append(args, "-filter_complex",
+			"[0:V:0]"+pickFrames+",split=2[slim][shot];[slim]"+slimScale+"[s];[shot]"+shotScale+"[j]")
+		video = []string{"-map", "[s]"}
+	}
+	var limit []string
+	if opt.MaxDuration > 0 {
+		limit = []string{"-t", strconv.FormatFloat(opt.MaxDuration.Seconds(), 'f', 3, 64)}
+	}
+	args = append(args, "-progress", "pipe:1", "-nostats")
+	args = append(args, video...)
+	args = append(args, "-map", "0:a:0?",
 		"-map_metadata", "-1", "-map_metadata:s", "-1", "-map_chapters", "-1",
-		"-vf", "fps=1,scale=-2:'min(720,trunc(ih/2)*2)'",
 		"-c:v", "libx264", "-crf", "32", "-preset", "veryfast", "-pix_fmt", "yuv420p",
 		"-c:a", "aac", "-aac_coder", "fast", "-ac", "1", "-ar", "16000", "-b:a", "32k",
 		"-movflags", "+faststart")
-	if opt.MaxDuration > 0 {
-		args = append(args, "-t", strconv.FormatFloat(opt.MaxDuration.Seconds(), 'f', 3, 64))
+	args = append(append(args, limit...), out)
+	if opt.Frames != "" {
+		args = append(append(append(args, "-map", "[j]"), limit...), shotOutput(opt.Frames)...)
 	}
-	return append(args, "-progress", "pipe:1", "-nostats", out)
+	return args
 }
 
 // Slim writes the slim copy of in to out.
@@ -218,48 +271,53 @@ func Slim(ctx context.Context, in, out string, opt SlimOptions) error {
 		return fmt.Errorf("start ffmpeg: %w", err)
 	}
 	readProgress(progress, opt)
+	return wait(ctx, cmd, &stderr)
+}
+
+// FramesArgs is the command line that takes again, in one pass over in, the
+// screenshots of the given seconds (sorted, none negative) that a Slim run
+// with Frames would have written, into dir: the same frame picking (pass the
+// same skipNonReference), the other seconds dropped before they are scaled,
+// and the input read only up to the second after the last one.
+func FramesArgs(in, dir string, seconds []int, skipNonReference bool) []string {
+	args := []string{"-hide_banner", "-nostdin", "-v", "error", "-y"}
+	if skipNonReference {
+		args = append(args, "-skip_frame", "noref")
+	}
+	terms := make([]string, len(seconds))
+	for i, s := range seconds {
+		terms[i] = "eq(t\\," + strconv.Itoa(s) + ")"
+	}
+	last := 0
+	if len(seconds) > 0 {
+		last = seconds[len(seconds)-1]
+	}
+	args = append(args, "-t", strconv.Itoa(last+2))
+	args = append(args, inputGuard...)
+	args = append(args, "-i", in, "-map", "0:V:0",
+		"-vf", pickFrames+",select='"+strings.Join(terms, "+")+"',"+shotScale, "-fps_mode", "passthrough")
+	return append(args, shotOutput(dir)...)
+}
+
+// Frames writes the screenshots of seconds into dir (see FramesArgs). A
+// second past the end of the video has no file.
+func Frames(ctx context.Context, in, dir string, seconds []int, skipNonReference bool) error {
+	cmd := command(ctx, "ffmpeg", FramesArgs(in, dir, seconds, skipNonReference)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &limitedBuffer{max: 4096, buf: &stderr}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start ffmpeg: %w", err)
+	}
+	return wait(ctx, cmd, &stderr)
+}
+
+// wait waits for a started ffmpeg and says why it failed.
+func wait(ctx context.Context, cmd *exec.Cmd, stderr *bytes.Buffer) error {
 	if err := cmd.Wait(); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		return &Error{Err: err, Stderr: strings.TrimSpace(stderr.String())}
-	}
-	return nil
-}
-
-// FrameArgs is the command line that writes the picture shown at `at` as
-// one JPEG: input seeking (-ss before -i), which decodes from the keyframe
-// before and drops what comes earlier, so the frame is the one of that
-// moment and not of the nearest keyframe (never -skip_frame or keyframe-only
-// seeking here). At most 720 pixels high, never upscaled, rotation applied,
-// no metadata, and the input opened only through the demuxer allow-list.
-func FrameArgs(in string, at time.Duration, out string) []string {
-	args := []string{"-hide_banner", "-nostdin", "-v", "error", "-y",
-		"-ss", strconv.FormatFloat(at.Seconds(), 'f', 3, 64)}
-	args = append(args, inputGuard...)
-	return append(args, "-i", in,
-		"-map", "0:V:0", "-frames:v", "1", "-an", "-sn", "-dn", "-map_metadata", "-1",
-		"-vf", "scale=-2:'min(720,trunc(ih/2)*2)',format=yuvj420p",
-		"-c:v", "mjpeg", "-q:v", "3", "-f", "mjpeg", out)
-}
-
-// ErrNoFrame means the video has no picture at the time asked for (it ends
-// before it).
-var ErrNoFrame = errors.New("no picture at that time")
-
-// Frame writes the picture shown at `at` in `in` to out as a JPEG.
-func Frame(ctx context.Context, in string, at time.Duration, out string) error {
-	cmd := command(ctx, "ffmpeg", FrameArgs(in, at, out)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &limitedBuffer{max: 4096, buf: &stderr}
-	if err := cmd.Run(); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return &Error{Err: err, Stderr: strings.TrimSpace(stderr.String())}
-	}
-	if st, err := os.Stat(out); err != nil || st.Size() == 0 {
-		return ErrNoFrame
 	}
 	return nil
 }

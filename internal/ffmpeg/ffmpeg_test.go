@@ -9,6 +9,7 @@ import (
 	"math"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -45,10 +46,10 @@ func TestSlimCopies(t *testing.T) {
 			if (spec.Tags || spec.Rotate != 0) && carried(t, in) == "" {
 				t.Fatal("the source carries no tags: the check below would prove nothing")
 			}
-			out := filepath.Join(dir, "slim.mp4")
+			out, shots := filepath.Join(dir, "slim.mp4"), t.TempDir()
 			var last atomic.Value
 			if err := ffmpeg.Slim(context.Background(), in, out, ffmpeg.SlimOptions{MaxDuration: 20 * time.Minute,
-				SkipNonReference: src.BFrames > 0,
+				SkipNonReference: src.BFrames > 0, Frames: shots,
 				Expected:         time.Duration(src.Duration * float64(time.Second)),
 				Progress:         func(f float64) { last.Store(f) }}); err != nil {
 				t.Fatal(err)
@@ -72,6 +73,15 @@ func TestSlimCopies(t *testing.T) {
 			}
 			if math.Abs(float64(got.Frames)-math.Round(got.Duration)) > 1 {
 				t.Errorf("%d frames for %.2f s", got.Frames, got.Duration)
+			}
+			// A screenshot of every frame of the slim copy, as high as the
+			// recording up to 1080 pixels.
+			if files, _ := filepath.Glob(filepath.Join(shots, "*.jpg")); len(files) != got.Frames {
+				t.Errorf("%d screenshots for %d frames", len(files), got.Frames)
+			}
+			if w, h := jpegSize(t, filepath.Join(shots, ffmpeg.FrameFile(got.Frames-1))); h != min(1080, displayedHeight(spec)/2*2) ||
+				math.Abs(float64(w)/float64(h)-float64(got.Width)/float64(got.Height)) > 0.02 {
+				t.Errorf("last screenshot %dx%d, slim copy %dx%d", w, h, got.Width, got.Height)
 			}
 			if got.HasAudio != spec.Audio || (got.HasAudio && got.AudioCodec != "aac") {
 				t.Errorf("audio %v (%s); source had audio: %v", got.HasAudio, got.AudioCodec, spec.Audio)
@@ -148,6 +158,14 @@ func TestSlimArgsUseOneFilterChain(t *testing.T) {
 		}
 	}
 	if vf != 1 || !strings.Contains(strings.Join(args, " "), "-t 1200.000") {
+		t.Fatalf("args %v", args)
+	}
+	// With the screenshots: one graph, fps first and split after it (one
+	// decode, the same frames), both outputs capped.
+	args = ffmpeg.SlimArgs("in", "out", ffmpeg.SlimOptions{MaxDuration: 20 * time.Minute, Frames: "shots"})
+	line := strings.Join(args, " ")
+	if slices.Contains(args, "-vf") || strings.Count(line, "-filter_complex") != 1 ||
+		!strings.Contains(line, "[0:V:0]fps=1,split=2") || strings.Count(line, "-t 1200.000") != 2 {
 		t.Fatalf("args %v", args)
 	}
 }

@@ -137,6 +137,28 @@ func (p *Pipeline) outOfSpace(ctx context.Context, job queue.Job, r queue.Report
 	return p.handBackForRoom(ctx, job, r, need, fmt.Errorf("%w: %w", errDiskFull, err))
 }
 
+// rebook sets the job's booking to what its work directory holds once the
+// raw upload has left it: the slim copy and its screenshots, and some to
+// spare. It never asks for room: it only gives some back.
+func (p *Pipeline) rebook(id jobs.ID, res SlimResult) {
+	need := uint64(64 << 20)
+	if st, err := os.Stat(res.File); err == nil {
+		need += uint64(st.Size())
+	}
+	if files, err := os.ReadDir(res.Shots); err == nil {
+		for _, f := range files {
+			if info, err := f.Info(); err == nil {
+				need += uint64(info.Size())
+			}
+		}
+	}
+	p.disk.mu.Lock()
+	defer p.disk.mu.Unlock()
+	if booked, ok := p.disk.reserved[id]; ok {
+		p.disk.reserved[id] = min(booked, need)
+	}
+}
+
 func (p *Pipeline) unreserve(id jobs.ID) {
 	p.disk.mu.Lock()
 	defer p.disk.mu.Unlock()

@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -218,11 +217,12 @@ func TestGeminiDownKeepsTheFileForARerun(t *testing.T) {
 func TestStorageDownAfterTheAnswerKeepsTheFile(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
-	var once sync.Once
+	var shots atomic.Int32
 	r.fake.OnRequest(func(op supabasetest.Op, path string) {
-		// The last screenshot's upload: every upload after it (the SOP's) fails.
-		if op == supabasetest.OpUpload && strings.HasSuffix(path, "/refund.jpg") {
-			once.Do(func() { r.fake.FailNext(supabasetest.OpUpload, 5, 503) })
+		// Once both screenshots' uploads have arrived (uploaded together),
+		// every upload after them (the SOP's) fails.
+		if op == supabasetest.OpUpload && strings.HasSuffix(path, ".jpg") && shots.Add(1) == 2 {
+			r.fake.FailNext(supabasetest.OpUpload, 5, 503)
 		}
 	})
 	id := r.submit(r.video(), nil)

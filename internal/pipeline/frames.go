@@ -2,10 +2,16 @@ package pipeline
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/runops/runops/internal/ffmpeg"
 	"github.com/runops/runops/internal/jobs"
@@ -13,9 +19,30 @@ import (
 	"github.com/runops/runops/internal/sop"
 )
 
-// frameTimeout bounds one screenshot's ffmpeg run (a seek decodes at most
-// from the keyframe before the moment).
-const frameTimeout = 2 * time.Minute
+// Bounds of the frames stage (docs/lifecycle.md, screenshots).
+const (
+	// MaxScreenshots is how many shown steps of one SOP get a screenshot,
+	// in the order of its nodes; the others are noted in metadata.frames.
+	MaxScreenshots = 100
+	// framesTimeout bounds taking the pictures again (a rerun) and storing
+	// them; steps not stored by then are noted, and the SOP is written.
+	framesTimeout = 5 * time.Minute
+	// Screenshots are stored uploadsAtOnce at a time, in batches of
+	// uploadsPerHold under one hold of the SOP lock and the lease: the lock
+	// is never held while a failed batch waits to be tried again.
+	uploadsAtOnce  = 4
+	uploadsPerHold = 8
+)
+
+// Why a shown step has no screenshot, for metadata.frames.missing.
+const (
+	whyBadID    = "the step's id cannot name a file (letters, digits, - and _ only)"
+	whyTooMany  = "only the first 100 shown steps get a screenshot"
+	whyGone     = "the recording is no longer in storage"
+	whyTooLong  = "taking and storing the screenshots took longer than 5 minutes"
+	whyNoFrame  = "the video has no picture at "
+	whyNotTaken = "the picture could not be taken at "
+)
 
 // missingFrame is an entry of metadata.frames.missing: a shown step without
 // a screenshot, and why, for a person.
@@ -24,106 +51,239 @@ type missingFrame struct {
 	Reason string `json:"reason"`
 }
 
-// frames takes a screenshot of every shown step from the raw upload (raw,
-// or downloaded again when a previous attempt's slim copy was reused), at
-// the step's timestamp, stores it at frames/<jobId>/<nodeId>.jpg and sets
-// the node's screenshot. A step whose picture cannot be taken keeps its
-// place without one, noted in metadata.frames; a storage outage that
-// outlasts the retries ends the job as any storage outage does.
-func (p *Pipeline) frames(ctx context.Context, job queue.Job, r queue.Reporter, doc *sop.Document, raw string) error {
-	var shown []int
-	for i, n := range doc.Public.Nodes {
-		if n.Evidence == sop.EvidenceShown && n.Timestamp != "" {
-			shown = append(shown, i)
-		}
-	}
-	count, missing := 0, []missingFrame{}
-	record := func() error {
-		return r.Merge(ctx, map[string]any{"frames": map[string]any{"count": count, "missing": missing}})
-	}
-	if len(shown) == 0 {
-		return record()
-	}
-	if raw == "" {
-		raw = filepath.Join(job.TempDir, "raw")
-		if err := p.download(ctx, job, r, raw); err != nil {
-			var f *jobs.Failure
-			if !errors.As(err, &f) {
-				return err
-			}
-			reason := "the recording could not be read again"
-			if errors.Is(err, jobs.ErrObjectMissing) {
-				reason = "the recording is no longer in storage"
-			}
-			p.cfg.Logger.WarnContext(ctx, "no screenshots: the raw upload cannot be read", "error", err)
-			for _, i := range shown {
-				missing = append(missing, missingFrame{doc.Public.Nodes[i].ID, reason})
-			}
-			return record()
-		}
+// shot is a shown step that gets a screenshot: the picture of its second.
+type shot struct {
+	node   *sop.Node
+	second int
+}
+
+// frames gives every shown step (at most MaxScreenshots) the picture of its
+// second, stored at frames/<jobId>/<nodeId>.jpg and named in its
+// screenshot. The pictures come from shots, the directory the transcode
+// filled; after a reused slim copy it is "", and one pass over the raw
+// upload takes the seconds needed again. When the raw upload is gone for
+// good, a step unchanged since the previous SOP keeps its screenshot. A step
+// without one keeps its place, noted in metadata.frames; a storage outage
+// is an outage (retried, then the job's error), never a missing picture.
+func (p *Pipeline) frames(ctx context.Context, job queue.Job, r queue.Reporter, doc *sop.Document, shots string) error {
+	if shots != "" {
+		defer os.RemoveAll(shots)
 	}
 	if err := r.Stage(ctx, "frames"); err != nil {
 		return err
 	}
-	for k, i := range shown {
-		n := &doc.Public.Nodes[i]
-		reason, err := p.frame(ctx, job, raw, n)
-		if err != nil {
+	want, missing := pickShots(doc)
+	sctx, cancel := context.WithTimeout(ctx, framesTimeout)
+	defer cancel()
+	count, why, err := p.takeShots(sctx, job, r, shots, want)
+	if err != nil {
+		if sctx.Err() == nil || ctx.Err() != nil {
 			return err
 		}
-		if reason != "" {
-			missing = append(missing, missingFrame{n.ID, reason})
-		} else {
-			count++
-		}
-		_ = r.Progress(ctx, float64(k+1)/float64(len(shown)))
+		p.cfg.Logger.WarnContext(ctx, "the screenshots took too long; the SOP is stored with those that were", "error", err)
+		why = func(shot) string { return whyTooLong }
 	}
-	return record()
+	for _, s := range want {
+		if s.node.Screenshot == "" {
+			missing = append(missing, missingFrame{s.node.ID, why(s)})
+		}
+	}
+	slices.SortStableFunc(missing, func(a, b missingFrame) int { return nodeIndex(doc, a.Node) - nodeIndex(doc, b.Node) })
+	return r.Merge(ctx, map[string]any{"frames": map[string]any{"count": count, "missing": missing}})
 }
 
-// frame takes and stores one step's screenshot. It returns why there is
-// none ("" when there is one), or an error that ends the attempt.
-func (p *Pipeline) frame(ctx context.Context, job queue.Job, raw string, n *sop.Node) (string, error) {
-	if !jobs.SafeNodeID(n.ID) {
-		return "the step's id cannot name a file (letters, digits, - and _ only)", nil
+// takeShots stores the screenshot of every step of want it can, from shots
+// or, when that is "", from a pass over the raw upload or the previous SOP;
+// it returns how many steps have one and why the others have none.
+func (p *Pipeline) takeShots(ctx context.Context, job queue.Job, r queue.Reporter, shots string, want []shot) (int, func(shot) string, error) {
+	why := func(s shot) string { return whyNoFrame + s.node.Timestamp }
+	if len(want) == 0 {
+		return 0, why, nil
 	}
-	at, _ := sop.ParseTimestamp(n.Timestamp) // well formed: the document was validated
-	file := filepath.Join(job.TempDir, "frame-"+n.ID+".jpg")
-	defer os.Remove(file)
-	fctx, cancel := context.WithTimeout(ctx, frameTimeout)
-	err := ffmpeg.Frame(fctx, raw, at, file)
-	cancel()
+	if shots == "" {
+		dir, err := p.retake(ctx, job, r, want)
+		if dir != "" {
+			defer os.RemoveAll(dir)
+		}
+		switch {
+		case errors.Is(err, jobs.ErrObjectMissing):
+			kept, err := p.keepPrevious(ctx, job, want)
+			return kept, func(shot) string { return whyGone }, err
+		case errors.Is(err, errNotTaken):
+			why = func(s shot) string { return whyNotTaken + s.node.Timestamp }
+		case err != nil:
+			return 0, why, err
+		}
+		shots = dir
+	}
+	n, err := p.storeShots(ctx, job, r, shots, want)
+	return n, why, err
+}
+
+// pickShots lists the shown steps that get a screenshot and notes the
+// others: an id that cannot name a file, or past MaxScreenshots.
+func pickShots(doc *sop.Document) ([]shot, []missingFrame) {
+	var want []shot
+	missing := []missingFrame{}
+	for i := range doc.Public.Nodes {
+		n := &doc.Public.Nodes[i]
+		at, ok := sop.ParseTimestamp(n.Timestamp) // well formed: the document was validated
+		switch {
+		case n.Evidence != sop.EvidenceShown || !ok:
+		case !jobs.SafeNodeID(n.ID):
+			missing = append(missing, missingFrame{n.ID, whyBadID})
+		case len(want) == MaxScreenshots:
+			missing = append(missing, missingFrame{n.ID, whyTooMany})
+		default:
+			want = append(want, shot{n, int(at / time.Second)})
+		}
+	}
+	return want, missing
+}
+
+func nodeIndex(doc *sop.Document, id string) int {
+	return slices.IndexFunc(doc.Public.Nodes, func(n sop.Node) bool { return n.ID == id })
+}
+
+// errNotTaken: the pass over the raw upload failed (logged); its steps are
+// noted, and the job goes on.
+var errNotTaken = errors.New("the screenshots could not be taken again")
+
+// retake downloads the raw upload again and takes the pictures of the
+// seconds want needs in one pass over it (the same frames the transcode
+// picked: with the same skip of non-reference frames), into a directory it
+// returns. The raw upload gone for good is jobs.ErrObjectMissing; an outage
+// that outlasts the retries ends the job.
+func (p *Pipeline) retake(ctx context.Context, job queue.Job, r queue.Reporter, want []shot) (string, error) {
+	raw := filepath.Join(job.TempDir, "raw")
+	defer os.Remove(raw)
+	if err := p.fetchRaw(ctx, job, r, raw); err != nil {
+		return "", err
+	}
+	dir := filepath.Join(job.TempDir, "shots")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	var seconds []int
+	for _, s := range want {
+		seconds = append(seconds, s.second)
+	}
+	slices.Sort(seconds)
+	seconds = slices.Compact(seconds)
+	probe, _ := job.Metadata["probe"].(map[string]any)
+	bFrames, _ := probe["b_frames"].(float64)
+	err := ffmpeg.Frames(ctx, raw, dir, seconds, bFrames > 0)
 	switch {
 	case ctx.Err() != nil:
 		return "", ctx.Err()
-	case errors.Is(err, ffmpeg.ErrNoFrame):
-		return "the video has no picture at " + n.Timestamp, nil
+	case noSpace(err):
+		return "", p.outOfSpace(ctx, job, r, err)
 	case err != nil:
-		p.cfg.Logger.WarnContext(ctx, "screenshot failed", "node", n.ID, "at", n.Timestamp, "error", err)
-		return "the picture at " + n.Timestamp + " could not be taken", nil
+		p.cfg.Logger.WarnContext(ctx, "could not take the screenshots again from the raw upload", "error", err)
+		return dir, errNotTaken
 	}
-	st, err := os.Stat(file)
+	return dir, nil
+}
+
+// keepPrevious gives each step of want that the previous SOP had, with the
+// same timestamp and a screenshot still in storage, that screenshot again.
+// It returns how many it kept.
+func (p *Pipeline) keepPrevious(ctx context.Context, job queue.Job, want []shot) (int, error) {
+	var prev struct {
+		Public struct {
+			Nodes []sop.Node `json:"nodes"`
+		} `json:"public"`
+	}
+	err := p.retry(ctx, msgStorageDown, func() error {
+		body, _, err := p.objects.Download(ctx, job.ID.SOPPath())
+		if err != nil {
+			return err
+		}
+		defer body.Close()
+		b, err := io.ReadAll(io.LimitReader(body, sop.MaxDocumentBytes))
+		if err != nil {
+			return fmt.Errorf("%w: %w", jobs.ErrUnavailable, err)
+		}
+		if json.Unmarshal(b, &prev) != nil {
+			p.cfg.Logger.WarnContext(ctx, "the previous SOP cannot be read: no screenshot of it is kept")
+		}
+		return nil
+	})
+	if errors.Is(err, jobs.ErrObjectMissing) || len(prev.Public.Nodes) == 0 {
+		return 0, nil
+	}
 	if err != nil {
-		return "", err
+		return 0, err
 	}
-	path := job.ID.FramePath(n.ID)
-	// Under the lease, as the SOP itself: a worker that lost the job never
-	// writes over a newer run's screenshots.
-	err = p.retry(ctx, msgStorageDown, func() error {
-		return p.sops.WithSOPLease(ctx, job.ID, job.Token, func(ctx context.Context) error {
-			f, err := os.Open(file)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			return p.objects.Upload(ctx, path, f, st.Size(), "image/jpeg")
-		})
+	var names []string
+	err = p.retry(ctx, msgStorageDown, func() (err error) {
+		names, err = p.objects.List(ctx, job.ID.FramesFolder())
+		return err
 	})
 	if err != nil {
-		return "", err
+		return 0, err
 	}
-	n.Screenshot = path
-	return "", nil
+	kept := 0
+	for _, s := range want {
+		path := job.ID.FramePath(s.node.ID)
+		i := slices.IndexFunc(prev.Public.Nodes, func(n sop.Node) bool { return n.ID == s.node.ID })
+		if i >= 0 && prev.Public.Nodes[i].Timestamp == s.node.Timestamp && prev.Public.Nodes[i].Screenshot == path &&
+			slices.Contains(names, s.node.ID+".jpg") {
+			s.node.Screenshot = path
+			kept++
+		}
+	}
+	p.cfg.Logger.InfoContext(ctx, "the raw upload is gone: unchanged steps keep their screenshots", "kept", kept, "shown", len(want))
+	return kept, nil
+}
+
+// storeShots uploads the picture of each step of want found in dir and
+// names it in the step's screenshot; it returns how many it stored. Under
+// the lease, as the SOP itself: a worker that lost the job never writes
+// over a newer run's screenshots.
+func (p *Pipeline) storeShots(ctx context.Context, job queue.Job, r queue.Reporter, dir string, want []shot) (int, error) {
+	var todo []shot
+	for _, s := range want {
+		if _, err := os.Stat(filepath.Join(dir, ffmpeg.FrameFile(s.second))); err == nil {
+			todo = append(todo, s)
+		}
+	}
+	stored := 0
+	for batch := range slices.Chunk(todo, uploadsPerHold) {
+		err := p.retry(ctx, msgStorageDown, func() error {
+			return p.sops.WithSOPLease(ctx, job.ID, job.Token, func(ctx context.Context) error {
+				g, ctx := errgroup.WithContext(ctx)
+				g.SetLimit(uploadsAtOnce)
+				for _, s := range batch {
+					g.Go(func() error { return p.uploadFile(ctx, filepath.Join(dir, ffmpeg.FrameFile(s.second)), job.ID.FramePath(s.node.ID), "image/jpeg") })
+				}
+				return g.Wait()
+			})
+		})
+		if err != nil {
+			return stored, err
+		}
+		for _, s := range batch {
+			s.node.Screenshot = job.ID.FramePath(s.node.ID)
+		}
+		stored += len(batch)
+		_ = r.Progress(ctx, float64(stored)/float64(len(todo)))
+	}
+	return stored, nil
+}
+
+// uploadFile stores the local file at path (upsert, with its length).
+func (p *Pipeline) uploadFile(ctx context.Context, file, path, contentType string) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	return p.objects.Upload(ctx, path, f, st.Size(), contentType)
 }
 
 // dropStaleFrames deletes the screenshots in the job's folder that the SOP

@@ -3,12 +3,18 @@ package pipeline_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"image/jpeg"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/runops/runops/internal/geminitest"
+	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/mediatest"
+	"github.com/runops/runops/internal/pipeline"
 	"github.com/runops/runops/internal/sop"
 	"github.com/runops/runops/internal/supabasetest"
 )
@@ -34,21 +40,62 @@ var clockAnswer = withNodes(`[
   {"id": "say", "type": "task", "label": "Tell the team", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "narrated"},
   {"id": "save", "type": "task", "label": "Save", "intent": "i", "context": "00:00:04", "parent_id": "", "timestamp": "00:00:04", "evidence": "shown"},
   {"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}
-]`, `[
+]`, clockEdges)
+
+const clockEdges = `[
   {"source": "login", "target": "say", "condition": "start"},
   {"source": "say", "target": "save", "condition": ""},
   {"source": "save", "target": "done", "condition": ""}
-]`)
+]`
 
+// Each shown step's screenshot is the picture of its own second, from the
+// frames the transcode decoded anyway, as high as the recording up to 1080
+// pixels; the raw upload has left the work directory before the slim copy
+// is uploaded.
 func TestAScreenshotOfEveryShownStep(t *testing.T) {
 	t.Parallel()
-	r := newRig(t)
-	r.ai.Answer(geminitest.JSON(clockAnswer))
-	id := r.submit(mediatest.Make(t, r.dir, "clock.mp4", mediatest.Spec{Width: 1280, Height: 720, Seconds: 6, Clock: true}), nil)
-	j := r.finished(id)
-	if outcome(j) != done {
-		t.Fatalf("%s", deref(j.Error))
+	kinds := map[string]mediatest.Spec{
+		"one keyframe, 720p":  {Width: 1280, Height: 720, Seconds: 6, Clock: true},
+		"browser webm":        {Width: 640, Height: 480, Seconds: 6, Clock: true, Format: "webm-live"},
+		"b-frames, 1080p obs": {Width: 1920, Height: 1080, Seconds: 6, Clock: true, Preset: "veryfast", FPS: 25},
 	}
+	for name, spec := range kinds {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t)
+			r.ai.Answer(geminitest.JSON(clockAnswer))
+			var rawLeft atomic.Int32 // 1: gone when the slim copy was stored; 2: still there
+			r.fake.OnRequest(func(op supabasetest.Op, path string) {
+				if op == supabasetest.OpUpload && strings.Contains(path, "/slim/") {
+					id := strings.TrimSuffix(path[strings.LastIndex(path, "/")+1:], ".mp4")
+					raws, _ := filepath.Glob(filepath.Join(os.TempDir(), "*"+id+"-*", "raw"))
+					rawLeft.Store(int32(1 + len(raws)))
+				}
+			})
+			id := r.submit(mediatest.Make(t, r.dir, "clock.mp4", spec), nil)
+			j := r.finished(id)
+			if outcome(j) != done {
+				t.Fatalf("%s", deref(j.Error))
+			}
+			if rawLeft.Load() != 1 {
+				t.Errorf("raw upload in the work directory when the slim copy was stored: %v", rawLeft.Load() == 2)
+			}
+			checkScreenshots(t, r, id, map[string]int{"login": 1, "save": 4}, min(spec.Height, 1080))
+			if frames, _ := json.Marshal(j.Metadata["frames"]); string(frames) != `{"count":2,"missing":[]}` {
+				t.Errorf("metadata.frames %s", frames)
+			}
+			if timings, _ := j.Metadata["timings"].(map[string]any); timings["frames_ms"] == nil {
+				t.Errorf("no frames stage in %v", timings)
+			}
+		})
+	}
+}
+
+// checkScreenshots checks the stored SOP of job id: the steps of second
+// (node → second shown) have their screenshot, of that second and height
+// pixels high; no other step has one.
+func checkScreenshots(t *testing.T, r *rig, id jobs.ID, second map[string]int, height int) {
+	t.Helper()
 	stored, ok := r.fake.Object("videos/" + id.SOPPath())
 	if !ok {
 		t.Fatal("no SOP")
@@ -62,14 +109,13 @@ func TestAScreenshotOfEveryShownStep(t *testing.T) {
 	if err := json.Unmarshal(b, &doc); err != nil {
 		t.Fatal(err)
 	}
-	second := map[string]int{"login": 1, "save": 4}
 	for _, n := range doc.Public.Nodes {
 		node := n["id"].(string)
 		path := "frames/" + string(id) + "/" + node + ".jpg" // exactly this: no bucket prefix, no URL
 		obj, stored := r.fake.Object("videos/" + path)
 		want, shown := second[node]
 		switch {
-		case !shown && (stored || n["screenshot"] != nil):
+		case !shown && n["screenshot"] != nil:
 			t.Errorf("%s is %s and has a screenshot", node, n["evidence"])
 		case !shown:
 		case n["screenshot"] != path || !stored || obj.ContentType != "image/jpeg":
@@ -78,15 +124,157 @@ func TestAScreenshotOfEveryShownStep(t *testing.T) {
 			if got := mediatest.ClockSecond(t, obj.File); got != want {
 				t.Errorf("%s is shown at second %d; its screenshot is of second %d", node, want, got)
 			}
+			f, _ := os.Open(obj.File)
+			cfg, err := jpeg.DecodeConfig(f)
+			f.Close()
+			if err != nil || cfg.Height != height {
+				t.Errorf("%s: a picture %d pixels high, want %d (%v)", node, cfg.Height, height, err)
+			}
 		}
 	}
+}
+
+// rerun puts a finished job back in the queue, as a person does from the
+// dashboard, and waits for its end.
+func (r *rig) rerun(id jobs.ID) jobs.Job {
+	r.t.Helper()
+	if _, err := r.pool.Exec(context.Background(), `UPDATE jobs SET status = 'queued' WHERE job_id = $1`, string(id)); err != nil {
+		r.t.Fatal(err)
+	}
+	return r.finished(id)
+}
+
+// clockAnswerAt is clockAnswer with its shown steps at other seconds.
+func clockAnswerAt(login, save string) string {
+	a := strings.Replace(clockAnswer, `"00:00:01"`, login, 2)
+	return strings.Replace(a, `"00:00:04"`, save, 2)
+}
+
+// A rerun reuses the slim copy, whose frames are gone: one more download of
+// the raw upload, one pass over it, and each screenshot of its own second.
+func TestARerunTakesTheScreenshotsAgain(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.ai.Answer(geminitest.JSON(clockAnswer))
+	id := r.submit(mediatest.Make(t, r.dir, "clock.webm", mediatest.Spec{Width: 640, Height: 480, Seconds: 6, Clock: true, Format: "webm-live"}), nil)
+	if j := r.finished(id); outcome(j) != done {
+		t.Fatalf("%s", deref(j.Error))
+	}
+	r.ai.Answer(geminitest.JSON(clockAnswerAt(`"00:00:02"`, `"00:00:05"`)))
+	downloads := r.fake.Calls(supabasetest.OpDownload)
+	j := r.rerun(id)
+	if outcome(j) != done {
+		t.Fatalf("rerun: %s", deref(j.Error))
+	}
+	if got := r.fake.Calls(supabasetest.OpDownload) - downloads; got != 2 {
+		t.Errorf("%d downloads on the rerun; want 2 (the slim copy, the raw upload once)", got)
+	}
+	checkScreenshots(t, r, id, map[string]int{"login": 2, "save": 5}, 480)
 	if frames, _ := json.Marshal(j.Metadata["frames"]); string(frames) != `{"count":2,"missing":[]}` {
 		t.Errorf("metadata.frames %s", frames)
 	}
-	if timings, _ := j.Metadata["timings"].(map[string]any); timings["frames_ms"] == nil {
-		t.Errorf("no frames stage in %v", timings)
+}
+
+// An outage while the rerun reads the raw upload again is an outage: the
+// job ends with storage's sentence, and the previous screenshots stay.
+func TestAnOutageOnTheRerunIsNotAMissingPicture(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	id := r.submit(r.video(), nil)
+	if j := r.finished(id); outcome(j) != done {
+		t.Fatalf("%s", deref(j.Error))
+	}
+	r.fake.OnRequest(func(op supabasetest.Op, path string) {
+		if op == supabasetest.OpDownload && strings.Contains(path, "/slim/") {
+			r.fake.FailNext(supabasetest.OpDownload, 10, 503) // every download after the slim copy's
+		}
+	})
+	j := r.rerun(id)
+	if outcome(j) != "File storage could not be reached for too long; please try again in a few minutes." {
+		t.Fatalf("rerun: %s (frames %v)", outcome(j), j.Metadata["frames"])
+	}
+	for _, node := range []string{"open", "refund"} {
+		if _, ok := r.fake.Object("videos/" + id.FramePath(node)); !ok {
+			t.Errorf("the screenshot of %s was deleted", node)
+		}
 	}
 }
+
+// A requeue after the retention deleted the raw upload: a step unchanged
+// since the previous SOP keeps its screenshot; a step moved to another
+// second, or new, has none (noted), and only the moved step's old picture
+// is deleted.
+func TestARerunWithoutTheRecordingKeepsUnchangedScreenshots(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.ai.Answer(geminitest.JSON(clockAnswer))
+	id := r.submit(mediatest.Make(t, r.dir, "clock.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 6, Clock: true}), nil)
+	if j := r.finished(id); outcome(j) != done {
+		t.Fatalf("%s", deref(j.Error))
+	}
+	removeObject(t, r, id.RawPath())
+	// login unchanged; say now shown; save moved from 4 s to 3 s.
+	moved := withNodes(`[
+  {"id": "login", "type": "task", "label": "Log in", "intent": "i", "context": "00:00:01", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown"},
+  {"id": "say", "type": "task", "label": "Tell the team", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:02", "evidence": "shown"},
+  {"id": "save", "type": "task", "label": "Save", "intent": "i", "context": "00:00:03", "parent_id": "", "timestamp": "00:00:03", "evidence": "shown"},
+  {"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}
+]`, clockEdges)
+	r.ai.Answer(geminitest.JSON(moved))
+	j := r.rerun(id)
+	if outcome(j) != done {
+		t.Fatalf("rerun: %s", deref(j.Error))
+	}
+	want := `{"count":1,"missing":[{"node":"say","reason":"the recording is no longer in storage"},` +
+		`{"node":"save","reason":"the recording is no longer in storage"}]}`
+	if frames, _ := json.Marshal(j.Metadata["frames"]); string(frames) != want {
+		t.Errorf("metadata.frames %s; want %s", frames, want)
+	}
+	checkScreenshots(t, r, id, map[string]int{"login": 1}, 240)
+	if _, ok := r.fake.Object("videos/" + id.FramePath("save")); ok {
+		t.Error("the screenshot of save, of a second it is no longer shown at, is still stored")
+	}
+}
+
+// At most MaxScreenshots shown steps get a screenshot; the others are
+// noted, in the order of the nodes.
+func TestScreenshotsAreBounded(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	var nodes, edges []string
+	const steps = pipeline.MaxScreenshots + 3
+	for i := range steps {
+		nodes = append(nodes, fmt.Sprintf(`{"id": "s%d", "type": "task", "label": "Step %d", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:0%d", "evidence": "shown"}`, i, i, i%3))
+		if i > 0 {
+			edges = append(edges, fmt.Sprintf(`{"source": "s%d", "target": "s%d", "condition": ""}`, i-1, i))
+		}
+	}
+	nodes = append(nodes, `{"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}`)
+	edges = append(edges, fmt.Sprintf(`{"source": "s%d", "target": "done", "condition": ""}`, steps-1))
+	r.ai.Answer(geminitest.JSON(withNodes("["+strings.Join(nodes, ",")+"]", "["+strings.Join(edges, ",")+"]")))
+	uploads := r.fake.Calls(supabasetest.OpUpload)
+	id := r.submit(mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 3}), nil)
+	j := r.finished(id)
+	if outcome(j) != done {
+		t.Fatalf("%s", deref(j.Error))
+	}
+	var frames struct {
+		Count   int            `json:"count"`
+		Missing []missingFrame `json:"missing"`
+	}
+	b, _ := json.Marshal(j.Metadata["frames"])
+	_ = json.Unmarshal(b, &frames)
+	if frames.Count != pipeline.MaxScreenshots || len(frames.Missing) != 3 || frames.Missing[0].Node != "s100" ||
+		frames.Missing[0].Reason != "only the first 100 shown steps get a screenshot" {
+		t.Fatalf("metadata.frames %s", b)
+	}
+	// The slim copy, the screenshots, the SOP.
+	if got := r.fake.Calls(supabasetest.OpUpload) - uploads; got != 1+pipeline.MaxScreenshots+1 {
+		t.Errorf("%d uploads", got)
+	}
+}
+
+type missingFrame struct{ Node, Reason string }
 
 func TestATimestampPastTheEndIsAskedAgain(t *testing.T) {
 	t.Parallel()

@@ -103,7 +103,7 @@ func (p *Pipeline) Run(ctx context.Context, job queue.Job, r queue.Reporter) (er
 	if err != nil {
 		return err
 	}
-	if err := p.frames(ctx, job, r, doc, slim.Raw); err != nil {
+	if err := p.frames(ctx, job, r, doc, slim.Shots); err != nil {
 		return err
 	}
 	return p.writeSOP(ctx, job, r, doc)
@@ -112,7 +112,9 @@ func (p *Pipeline) Run(ctx context.Context, job queue.Job, r queue.Reporter) (er
 // SlimResult is the slim copy on local disk, as recorded in metadata.slim.
 type SlimResult struct {
 	File string `json:"-"`
-	Raw  string `json:"-"` // the raw upload on local disk; "" when the slim copy was reused
+	// Shots is the directory of the transcode's screenshots, one per second
+	// (ffmpeg.FrameFile); "" when the slim copy was reused.
+	Shots string `json:"-"`
 
 	Path     string  `json:"path"`
 	Size     int64   `json:"size_bytes"`
@@ -148,13 +150,20 @@ func (p *Pipeline) Slim(ctx context.Context, job queue.Job, r queue.Reporter) (S
 	if err := validate(probe); err != nil {
 		return SlimResult{}, err
 	}
+	// Now that its length is known, the screenshots the transcode writes
+	// are booked too.
+	if err := p.reserve(ctx, job, r, spaceDir(job), rawNeed(probe.Size)+shotsNeed(probe)); err != nil {
+		return SlimResult{}, err
+	}
 	res, err := p.transcode(ctx, job, r, raw, probe)
 	if err != nil {
 		return SlimResult{}, err
 	}
-	// The raw upload stays (the reservation counts it) until the
-	// screenshots are taken from it: the moment matters, not the 1-fps copy.
-	res.Raw = raw
+	// Nothing reads the raw upload again in this run: its room goes back.
+	if err := os.Remove(raw); err != nil {
+		return SlimResult{}, err
+	}
+	p.rebook(job.ID, res)
 	if err := p.uploadSlim(ctx, job, r, res); err != nil {
 		return SlimResult{}, err
 	}

@@ -30,11 +30,18 @@ const (
 	maxSide = 8192
 )
 
-// download streams the raw upload to file, refusing more than the limit.
+// download streams the raw upload to file (stage downloading).
 func (p *Pipeline) download(ctx context.Context, job queue.Job, r queue.Reporter, file string) error {
 	if err := r.Stage(ctx, "downloading"); err != nil {
 		return err
 	}
+	return p.fetchRaw(ctx, job, r, file)
+}
+
+// fetchRaw streams the raw upload to file, refusing more than the limit,
+// with room reserved for it first. An upload no longer in storage is
+// jobs.ErrObjectMissing, with its sentence.
+func (p *Pipeline) fetchRaw(ctx context.Context, job queue.Job, r queue.Reporter, file string) error {
 	expected := int64(0)
 	if up, ok := job.Metadata["upload"].(map[string]any); ok {
 		if s, ok := up["size_bytes"].(float64); ok {
@@ -92,7 +99,24 @@ func spaceDir(job queue.Job) string { return filepath.Dir(job.TempDir) }
 // checkSpace reserves room for the raw file, the slim copy and some to
 // spare, or says the disk is full (the job is handed back).
 func (p *Pipeline) checkSpace(ctx context.Context, job queue.Job, r queue.Reporter, rawSize int64) error {
-	return p.reserve(ctx, job, r, spaceDir(job), uint64(rawSize)*12/10+64<<20)
+	return p.reserve(ctx, job, r, spaceDir(job), rawNeed(rawSize))
+}
+
+// rawNeed is the room for a raw upload of size bytes, its slim copy (a
+// fraction of it) and some to spare.
+func rawNeed(size int64) uint64 { return uint64(max(size, 0))*12/10 + 64<<20 }
+
+// shotsNeed bounds the room the transcode's screenshots take: one per
+// second (of the limit, when the container does not say), at most
+// ffmpeg.ScreenshotHeight pixels high.
+func shotsNeed(probe ffmpeg.Probe) uint64 {
+	seconds := math.Ceil(min(probe.Duration, jobs.MaxDuration.Seconds())) + 1
+	if probe.Duration == 0 {
+		seconds = jobs.MaxDuration.Seconds() + 1
+	}
+	h := float64(min(probe.Height, ffmpeg.ScreenshotHeight))
+	w := float64(probe.Width) * h / float64(max(probe.Height, 1))
+	return uint64(seconds * w * h * ffmpeg.FrameBytesPerPixel)
 }
 
 func freeSpace(dir string) (uint64, error) {
@@ -153,7 +177,10 @@ func (p *Pipeline) transcode(ctx context.Context, job queue.Job, r queue.Reporte
 	if err := r.Stage(ctx, "transcoding"); err != nil {
 		return SlimResult{}, err
 	}
-	out := filepath.Join(job.TempDir, "slim.mp4")
+	out, shots := filepath.Join(job.TempDir, "slim.mp4"), filepath.Join(job.TempDir, "shots")
+	if err := os.MkdirAll(shots, 0o700); err != nil {
+		return SlimResult{}, err
+	}
 	limit := jobs.MaxDuration
 	if probe.Duration == 0 {
 		// The container does not say how long it is (browser WebM): one more
@@ -166,6 +193,7 @@ func (p *Pipeline) transcode(ctx context.Context, job queue.Job, r queue.Reporte
 		MaxDuration:      limit,
 		SkipNonReference: probe.BFrames > 0,
 		Expected:         time.Duration(probe.Duration * float64(time.Second)),
+		Frames:           shots,
 		Progress:         func(f float64) { _ = r.Progress(ctx, f) },
 	})
 	switch {
@@ -191,7 +219,7 @@ func (p *Pipeline) transcode(ctx context.Context, job queue.Job, r queue.Reporte
 	if err != nil {
 		return SlimResult{}, err
 	}
-	return SlimResult{File: out, Path: job.ID.SlimPath(), Size: size, Duration: slim.Duration, Frames: slim.Frames, SHA256: sum}, nil
+	return SlimResult{File: out, Shots: shots, Path: job.ID.SlimPath(), Size: size, Duration: slim.Duration, Frames: slim.Frames, SHA256: sum}, nil
 }
 
 // uploadSlim stores the slim copy (upsert, with a Content-Length) and records it.

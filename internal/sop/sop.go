@@ -127,6 +127,10 @@ var (
 // EvidenceShown marks a step seen on screen: it has a timestamp, and a screenshot.
 const EvidenceShown = "shown"
 
+// MaxDocumentBytes bounds a stored SOP document: what is read back from
+// storage, and so what an edit may make of it.
+const MaxDocumentBytes = 10 << 20
+
 // ParseTimestamp reads HH:MM:SS (minutes and seconds below 60).
 func ParseTimestamp(s string) (time.Duration, bool) {
 	if len(s) != 8 || s[2] != ':' || s[5] != ':' {
