@@ -50,8 +50,8 @@ func TestSlimCopies(t *testing.T) {
 			var last atomic.Value
 			if err := ffmpeg.Slim(context.Background(), in, out, ffmpeg.SlimOptions{MaxDuration: 20 * time.Minute,
 				SkipNonReference: src.BFrames > 0, Frames: shots,
-				Expected:         time.Duration(src.Duration * float64(time.Second)),
-				Progress:         func(f float64) { last.Store(f) }}); err != nil {
+				Expected: time.Duration(src.Duration * float64(time.Second)),
+				Progress: func(f float64) { last.Store(f) }}); err != nil {
 				t.Fatal(err)
 			}
 			got, err := ffmpeg.ProbeFile(context.Background(), out)

@@ -255,7 +255,9 @@ func (p *Pipeline) storeShots(ctx context.Context, job queue.Job, r queue.Report
 				g, ctx := errgroup.WithContext(ctx)
 				g.SetLimit(uploadsAtOnce)
 				for _, s := range batch {
-					g.Go(func() error { return p.uploadFile(ctx, filepath.Join(dir, ffmpeg.FrameFile(s.second)), job.ID.FramePath(s.node.ID), "image/jpeg") })
+					g.Go(func() error {
+						return p.uploadFile(ctx, filepath.Join(dir, ffmpeg.FrameFile(s.second)), job.ID.FramePath(s.node.ID), "image/jpeg")
+					})
 				}
 				return g.Wait()
 			})
