@@ -42,9 +42,10 @@ type ObjectStore interface {
 	Download(ctx context.Context, path string) (io.ReadCloser, int64, error)
 	Upload(ctx context.Context, path string, r io.Reader, size int64, contentType string) error
 	Remove(ctx context.Context, paths ...string) error
-	// SignPublicDownload is a URL a person's browser reads the object at,
-	// without credentials, for ttl.
-	SignPublicDownload(ctx context.Context, path string, ttl time.Duration) (string, error)
+	// SignPublicDownloads signs many objects in one request: a URL per
+	// path, which a person's browser reads the object at for ttl; a path
+	// with no object is left out.
+	SignPublicDownloads(ctx context.Context, paths []string, ttl time.Duration) (map[string]string, error)
 }
 
 // Authenticator tells who an access token belongs to.

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/runops/runops/internal/supabasetest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files from what the code makes")
@@ -121,8 +123,13 @@ func TestMarkdownExport(t *testing.T) {
 	if a := e.do("GET", "/api/sop/"+sampleID, "", "Accept", "text/markdown, */*;q=0.1"); a.raw != r.raw {
 		t.Fatalf("with Accept: text/markdown: %d %s", a.status, a.raw)
 	}
-	// Signed image links work without credentials, from the public URL, for 7 days.
+	// Signed image links work without credentials, from the public URL, for
+	// 7 days; all of them signed in one request.
+	one, many := e.fake.Calls(supabasetest.OpSignDownload), e.fake.Calls(supabasetest.OpSignDownloads)
 	s := e.do("GET", "/api/sop/"+sampleID+"?format=md&images=signed", "")
+	if got := [2]int{e.fake.Calls(supabasetest.OpSignDownload) - one, e.fake.Calls(supabasetest.OpSignDownloads) - many}; got != [2]int{0, 1} {
+		t.Errorf("signing the links took %d single and %d many-path requests; want one many-path request", got[0], got[1])
+	}
 	prefix := "](" + publicBase + "/storage/v1/object/sign/videos/frames/" + sampleID + "/"
 	if s.status != 200 || strings.Count(s.raw, "![Screenshot of step ") != 4 || strings.Contains(s.raw, "/api/sop/") ||
 		strings.Count(s.raw, prefix) != 4 {
@@ -148,6 +155,12 @@ func TestMarkdownExport(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || string(body) != frames["refund"] {
 		t.Errorf("signed link: %d %q", resp.StatusCode, body)
+	}
+	// A screenshot storage no longer has is left out; the others stay.
+	e.fake.Delete("videos/frames/" + sampleID + "/check.jpg")
+	if s := e.do("GET", "/api/sop/"+sampleID+"?format=md&images=signed", ""); s.status != 200 ||
+		strings.Count(s.raw, prefix) != 3 || strings.Contains(s.raw, prefix+"check.jpg") {
+		t.Errorf("with one screenshot gone: %d\n%s", s.status, s.raw)
 	}
 	for _, bad := range []string{"?format=xml", "?format=md&images=public", "?images=signed"} {
 		r := e.do("GET", "/api/sop/"+sampleID+bad, "")

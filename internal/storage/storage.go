@@ -9,6 +9,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -263,18 +264,39 @@ func (c *Client) SignDownload(ctx context.Context, path string, ttl time.Duratio
 	return res.SignedURL, err
 }
 
-// SignPublicDownload is SignDownload for a link a person opens (in a wiki
-// page, a browser): on the public URL rather than the server-side one.
-func (c *Client) SignPublicDownload(ctx context.Context, path string, ttl time.Duration) (string, error) {
-	u, err := c.SignDownload(ctx, path, ttl)
-	if err != nil {
-		return "", err
+// SignPublicDownloads signs many objects in one request (storage's
+// POST /object/sign/{bucket} with the paths), for links a person opens (in
+// a wiki page, a browser): each URL is on the public base and reads its
+// object for ttl without credentials. A path storage does not sign (no
+// such object) is left out of the answer.
+func (c *Client) SignPublicDownloads(ctx context.Context, paths []string, ttl time.Duration) (map[string]string, error) {
+	signed := map[string]string{}
+	if len(paths) == 0 {
+		return signed, nil // the server wants at least one path
 	}
-	rest, ok := strings.CutPrefix(u, c.base)
-	if !ok || !strings.HasPrefix(rest, "/object/sign/") {
-		return "", &Error{Op: "sign download", Message: "unexpected signed url " + strconv.Quote(u)}
+	req := struct {
+		ExpiresIn int      `json:"expiresIn"`
+		Paths     []string `json:"paths"`
+	}{int(max(ttl.Seconds(), 1)), paths}
+	var res []struct {
+		Path      string  `json:"path"`
+		SignedURL *string `json:"signedURL"`
+		Error     *string `json:"error"`
 	}
-	return c.publicBase + rest, nil
+	if err := c.doJSON(ctx, "sign downloads", http.MethodPost, "/object/sign/"+c.bucket, req, &res); err != nil {
+		return nil, err
+	}
+	for _, r := range res {
+		if r.SignedURL == nil || r.Error != nil {
+			continue
+		}
+		// Relative to the storage base, as the single-path answer is.
+		if !strings.HasPrefix(*r.SignedURL, "/object/sign/") {
+			return nil, &Error{Op: "sign downloads", Message: "unexpected signed url " + strconv.Quote(*r.SignedURL)}
+		}
+		signed[r.Path] = c.publicBase + *r.SignedURL
+	}
+	return signed, nil
 }
 
 // ObjectInfo is what the server knows of an object.
@@ -289,7 +311,7 @@ type ObjectInfo struct {
 // Stat returns the object's size and content type, or ErrNotFound.
 func (c *Client) Stat(ctx context.Context, path string) (ObjectInfo, error) {
 	var info ObjectInfo
-	err := c.doJSON(ctx, "info", http.MethodGet, "/object/info/"+c.bucket+"/"+path, &info)
+	err := c.doJSON(ctx, "info", http.MethodGet, "/object/info/"+c.bucket+"/"+path, nil, &info)
 	return info, err
 }
 
@@ -298,7 +320,7 @@ func (c *Client) Ping(ctx context.Context) error {
 	var b struct {
 		ID string `json:"id"`
 	}
-	return c.doJSON(ctx, "bucket", http.MethodGet, "/bucket/"+c.bucket, &b)
+	return c.doJSON(ctx, "bucket", http.MethodGet, "/bucket/"+c.bucket, nil, &b)
 }
 
 // Download streams the object; the caller closes the body. Size is the
@@ -324,10 +346,21 @@ func (c *Client) Upload(ctx context.Context, path string, r io.Reader, size int6
 	return nil
 }
 
-func (c *Client) doJSON(ctx context.Context, op, method, path string, into any) error {
+// doJSON sends one request (with body as JSON, unless nil) and decodes its
+// answer into into, within the client's timeout.
+func (c *Client) doJSON(ctx context.Context, op, method, path string, body, into any) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	resp, err := c.do(ctx, op, method, path, nil, -1, nil)
+	var in io.ReadCloser
+	size, h := int64(-1), http.Header(nil)
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("storage %s: %w", op, err)
+		}
+		in, size, h = io.NopCloser(bytes.NewReader(b)), int64(len(b)), http.Header{"Content-Type": {"application/json"}}
+	}
+	resp, err := c.do(ctx, op, method, path, in, size, h)
 	if err != nil {
 		return err
 	}

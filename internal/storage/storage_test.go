@@ -292,6 +292,40 @@ func TestListAndRemove(t *testing.T) {
 	}
 }
 
+// Many links in one request: one per object that exists, on the public
+// base, each reading its own object without credentials for the time asked.
+func TestSignManyDownloads(t *testing.T) {
+	t.Parallel()
+	fake, c := setup(t)
+	fake.Put("videos/frames/a/one.jpg", []byte("one"), "image/jpeg")
+	fake.Put("videos/frames/a/two.jpg", []byte("two"), "image/jpeg")
+	calls := fake.Calls(supabasetest.OpSignDownloads)
+	got, err := c.SignPublicDownloads(context.Background(), []string{"frames/a/two.jpg", "frames/a/gone.jpg", "frames/a/one.jpg"}, time.Minute)
+	if err != nil || len(got) != 2 || fake.Calls(supabasetest.OpSignDownloads)-calls != 1 {
+		t.Fatalf("%v %v", got, err)
+	}
+	for path, body := range map[string]string{"frames/a/one.jpg": "one", "frames/a/two.jpg": "two"} {
+		u, ok := strings.CutPrefix(got[path], publicBase+"/storage/v1/object/sign/videos/"+path+"?token=")
+		if !ok {
+			t.Fatalf("%s: %q", path, got[path])
+		}
+		resp, err := http.Get(fake.URL + "/storage/v1/object/sign/videos/" + path + "?token=" + u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != body {
+			t.Errorf("%s: %d %q", path, resp.StatusCode, b)
+		}
+	}
+	// Nothing to sign asks nothing (the server wants at least one path).
+	if got, err := c.SignPublicDownloads(context.Background(), nil, time.Minute); err != nil || len(got) != 0 ||
+		fake.Calls(supabasetest.OpSignDownloads)-calls != 1 {
+		t.Fatalf("no paths: %v %v", got, err)
+	}
+}
+
 // Every call builds its own storage-go client, so its shared header map is
 // never written by two goroutines: -race proves it.
 func TestConcurrentCallsAreRaceFree(t *testing.T) {

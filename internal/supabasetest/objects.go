@@ -375,6 +375,39 @@ func (s *Server) signDownload(w http.ResponseWriter, r *http.Request, role, rest
 	writeJSON(w, map[string]string{"signedURL": "/object/sign/" + bucket + "/" + name + "?token=" + tok})
 }
 
+// signDownloads signs many paths at once, as storage v1.70's getSignedURLs
+// does: an answer per path, in the request's order, with an error and a
+// null URL for one that does not exist or that the caller may not read.
+func (s *Server) signDownloads(w http.ResponseWriter, r *http.Request, role, bucket string) {
+	var body struct {
+		ExpiresIn int      `json:"expiresIn"`
+		Paths     []string `json:"paths"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.ExpiresIn < 1 || len(body.Paths) == 0 {
+		writeError(w, 400, "InvalidRequest", "body must have expiresIn >= 1 and at least one path")
+		return
+	}
+	type signed struct {
+		Error     *string `json:"error"`
+		Path      string  `json:"path"`
+		SignedURL *string `json:"signedURL"`
+	}
+	out := make([]signed, len(body.Paths))
+	for i, name := range body.Paths {
+		out[i].Path = name
+		if s.lookup(bucket+"/"+name) == nil || !canRead(role, bucket) {
+			msg := "Either the object does not exist or you do not have access to it"
+			out[i].Error = &msg
+			continue
+		}
+		tok := s.sign(jwt.MapClaims{"url": bucket + "/" + name, "iat": time.Now().Unix(),
+			"exp": time.Now().Add(time.Duration(body.ExpiresIn) * time.Second).Unix()})
+		u := "/object/sign/" + bucket + "/" + name + "?token=" + tok
+		out[i].SignedURL = &u
+	}
+	writeJSON(w, out)
+}
+
 func (s *Server) signedDownload(w http.ResponseWriter, r *http.Request, rest string) {
 	bucket, name, ok := splitKey(rest)
 	if !ok {

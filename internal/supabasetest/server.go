@@ -36,6 +36,7 @@ const (
 	OpUpload         Op = "upload"          // POST|PUT /object/{bucket}/{path}
 	OpDelete         Op = "delete"          // DELETE /object/{bucket}[/{path}]
 	OpSignDownload   Op = "sign-download"   // POST /object/sign/{bucket}/{path}
+	OpSignDownloads  Op = "sign-downloads"  // POST /object/sign/{bucket} {"expiresIn","paths"}
 	OpSignedDownload Op = "signed-download" // GET  /object/sign/{bucket}/{path}?token=
 	OpBucket         Op = "bucket"          // GET  /bucket/{id}
 	OpAuthUser       Op = "auth-user"       // GET  /auth/v1/user
@@ -265,6 +266,9 @@ func (s *Server) route(r *http.Request) (Op, http.HandlerFunc) {
 		case http.MethodGet:
 			return OpSignedDownload, func(w http.ResponseWriter, r *http.Request) { s.signedDownload(w, r, rest) }
 		case http.MethodPost:
+			if !strings.Contains(rest, "/") {
+				return OpSignDownloads, s.authed(func(w http.ResponseWriter, r *http.Request, role string) { s.signDownloads(w, r, role, rest) })
+			}
 			return OpSignDownload, s.authed(func(w http.ResponseWriter, r *http.Request, role string) { s.signDownload(w, r, role, rest) })
 		}
 	case strings.HasPrefix(p, "/object/info/") && m == http.MethodGet:
