@@ -121,11 +121,6 @@ func summarize(w io.Writer, res local.Result) {
 	for _, m := range frames.Missing {
 		fmt.Fprintf(w, "  no screenshot of %s: %s\n", m.Node, m.Reason)
 	}
-	fmt.Fprintln(w, "stages:")
-	for _, s := range res.Stages {
-		fmt.Fprintf(w, "  %-18s %8s\n", s.Name, s.Duration.Round(time.Millisecond))
-	}
-	fmt.Fprintf(w, "  %-18s %8s\n", "total", res.Total.Round(time.Millisecond))
 	g, _ := md["gemini"].(map[string]any)
 	usage, _ := g["usage"].(map[string]any)
 	keys := make([]string, 0, len(usage))
@@ -138,6 +133,13 @@ func summarize(w io.Writer, res local.Result) {
 		parts[i] = fmt.Sprintf("%s %v", strings.TrimSuffix(k, "_tokens"), usage[k])
 	}
 	fmt.Fprintf(w, "gemini: %v, prompt %v, %v call(s); tokens: %s\n", g["model"], g["prompt_version"], g["calls"], strings.Join(parts, ", "))
+	fmt.Fprintf(w, "total: %s\n", res.Total.Round(time.Millisecond))
+	// Last, in the format scripts read (docs/operations.md): a line per
+	// stage that ran, its name as in metadata.stage, then its duration.
+	fmt.Fprintln(w, "stages:")
+	for _, s := range res.Stages {
+		fmt.Fprintf(w, "  %-18s %s\n", s.Name, s.Duration.Round(time.Millisecond))
+	}
 }
 
 func megabytes(v any) string {

@@ -73,10 +73,27 @@ func TestProcessMakesTheSOPLocally(t *testing.T) {
 			t.Errorf("%s: mode %v %v; want 0644", filepath.Base(f), st.Mode().Perm(), err)
 		}
 	}
-	for _, want := range []string{"rec.sop.json  (5 nodes", "(2 screenshots", "transcoding", "frames", "total", "prompt sop-v3", "video 774"} {
+	for _, want := range []string{"rec.sop.json  (5 nodes", "(2 screenshots", "\ntotal: ", "prompt sop-v3", "video 774"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, stdout.String())
 		}
+	}
+	// It ends with the stages, as scripts read them (../shared/DESIGN.md):
+	// "stages:", then per stage two spaces, its name, spaces, a Go duration.
+	_, tail, _ := strings.Cut(stdout.String(), "\nstages:\n")
+	var ran []string
+	for _, line := range strings.Split(strings.TrimSuffix(tail, "\n"), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) != 2 || !strings.HasPrefix(line, "  "+fields[0]+" ") {
+			t.Fatalf("stage line %q in:\n%s", line, stdout.String())
+		}
+		if _, err := time.ParseDuration(fields[1]); err != nil {
+			t.Errorf("stage line %q: %v", line, err)
+		}
+		ran = append(ran, fields[0])
+	}
+	if want := "downloading probing transcoding uploading_slim gemini_upload gemini_processing extracting validating frames uploading_sop"; strings.Join(ran, " ") != want {
+		t.Errorf("stages %q; want %q", ran, want)
 	}
 	if !strings.Contains(stderr.String(), `"stage":"transcoding"`) {
 		t.Errorf("no log lines of the stages (stderr is not a terminal):\n%s", stderr.String())
