@@ -19,7 +19,7 @@ import (
 var clockCases = map[string]mediatest.Spec{
 	"one keyframe":        {Width: 320, Height: 240, Seconds: 6, Clock: true},
 	"b-frames, 1080p":     {Width: 1920, Height: 1080, Seconds: 5, Clock: true, Preset: "veryfast", FPS: 25},
-	"webm, one keyframe":  {Width: 320, Height: 240, Seconds: 5, Clock: true, Format: "webm-live"},
+	"webm, one keyframe":  {Width: 320, Height: 240, Seconds: 5, Clock: true, Format: "webm-live", OneKeyframe: true},
 	"rotated, odd height": {Width: 641, Height: 479, Seconds: 4, Clock: true, Rotate: 90},
 	"1440p, downscaled":   {Width: 2560, Height: 1440, Seconds: 3, Clock: true, FPS: 10},
 }

@@ -29,6 +29,7 @@ type Spec struct {
 	Tags          bool   // location, make and model, as phones write them
 	Codec         string // video encoder; default libx264 (or libvpx for webm)
 	Preset        string // libx264 preset; default ultrafast (veryfast: B-frames, as OBS records)
+	OneKeyframe   bool   // a single keyframe, at the start, as browsers' MediaRecorder writes
 }
 
 // Make writes the recording to dir/name and returns its path. It fails the
@@ -63,13 +64,16 @@ func Make(t testing.TB, dir, name string, s Spec) string {
 		args = append(args, "-metadata", "location=+48.8577+002.2950/", "-metadata", "make=Apple",
 			"-metadata", "model=iPhone 12", "-metadata", "com.apple.quicktime.location.ISO6709=+48.8577+002.2950/")
 	}
+	if s.OneKeyframe {
+		args = append(args, "-g", "1000000", "-sc_threshold", "0")
+	}
 	switch s.Format {
 	case "webm", "webm-live":
 		codec := s.Codec
 		if codec == "" {
 			codec = "libvpx"
 		}
-		args = append(args, "-c:v", codec, "-deadline", "realtime", "-cpu-used", "8", "-b:v", "1M")
+		args = append(args, "-c:v", codec, "-deadline", "realtime", "-cpu-used", "8", "-b:v", "1M", "-pix_fmt", "yuv420p")
 		if s.Audio {
 			args = append(args, "-c:a", "libopus")
 		}

@@ -2,13 +2,20 @@ package pipeline_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/runops/runops/internal/ffmpeg"
+	"github.com/runops/runops/internal/gemini"
+	"github.com/runops/runops/internal/geminitest"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/mediatest"
 	"github.com/runops/runops/internal/pipeline"
@@ -117,3 +124,203 @@ type nopReporter struct{}
 func (nopReporter) Stage(context.Context, string) error         { return nil }
 func (nopReporter) Progress(context.Context, float64) error     { return nil }
 func (nopReporter) Merge(context.Context, map[string]any) error { return nil }
+
+// BenchmarkScreenshots times, in one run per kind of recording (3 minutes;
+// 20 s with -short), the screenshots of 12 shown steps spread over it:
+//
+//	transcode   the slim copy alone (ffmpeg.Slim without Frames)
+//	capture     the slim copy and a JPEG per second in the same run
+//	            (each of these two: the fastest of three, taking turns)
+//	frames      the pipeline's frames stage, in a whole run (fake Gemini),
+//	            against that run's own transcoding stage
+//	retake      the frames stage of a rerun that reuses the slim copy: the
+//	            raw upload downloaded again and one pass over it
+//	seek        the old way: one ffmpeg run per step, seeking in the raw
+//	            upload (decoding from the keyframe before each moment)
+//
+// for a browser WebM with one keyframe and an OBS-like MP4 (x264
+// veryfast: B-frames, a keyframe every 250 frames).
+//
+//	go test -run '^$' -bench Screenshots -benchtime 1x ./internal/pipeline/
+func BenchmarkScreenshots(b *testing.B) {
+	seconds := 180.0
+	if testing.Short() {
+		seconds = 20
+	}
+	kinds := []struct {
+		name string
+		spec mediatest.Spec
+	}{
+		{"webm-one-keyframe", mediatest.Spec{Width: 1280, Height: 720, FPS: 30, Seconds: seconds, Audio: true, ScreenLike: true,
+			Format: "webm-live", OneKeyframe: true}},
+		{"obs-mp4", mediatest.Spec{Width: 1920, Height: 1080, FPS: 30, Seconds: seconds, Audio: true, ScreenLike: true, Preset: "veryfast"}},
+	}
+	for _, k := range kinds {
+		b.Run(k.name, func(b *testing.B) {
+			dir := b.TempDir()
+			in := mediatest.Make(b, dir, "in.mp4", k.spec)
+			var m screenshotTimes
+			for range b.N {
+				m = measureScreenshots(b, dir, in, int(seconds))
+			}
+			ratio := func(a, base time.Duration) float64 { return float64(a) / float64(base) }
+			b.ReportMetric(m.transcode.Seconds(), "transcode-s")
+			b.ReportMetric(ratio(m.capture, m.transcode), "capture/transcode")
+			b.ReportMetric(ratio(m.frames, m.runTranscode), "frames/transcode")
+			b.ReportMetric(ratio(m.retake, m.runTranscode), "retake/transcode")
+			b.ReportMetric(ratio(m.seek, m.runTranscode), "seek/transcode")
+			b.ReportMetric(float64(m.shotBytes)/float64(m.shots), "bytes/screenshot")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+type screenshotTimes struct {
+	transcode, capture   time.Duration // ffmpeg alone
+	runTranscode, frames time.Duration // stages of one pipeline run
+	retake, seek         time.Duration
+	shots                int
+	shotBytes            int64
+}
+
+func measureScreenshots(b *testing.B, dir, in string, seconds int) screenshotTimes {
+	ctx := context.Background()
+	var m screenshotTimes
+	probe, err := ffmpeg.ProbeFile(ctx, in)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Each of the two three times, taking turns, and the fastest of each:
+	// the machine is shared, and a run can only be slowed down by it.
+	opt := ffmpeg.SlimOptions{MaxDuration: jobs.MaxDuration, SkipNonReference: probe.BFrames > 0}
+	capture := opt
+	capture.Frames = filepath.Join(dir, "shots")
+	for i := range 3 {
+		alone := timed(b, func() error { return ffmpeg.Slim(ctx, in, filepath.Join(dir, "alone.mp4"), opt) })
+		os.RemoveAll(capture.Frames)
+		if err := os.Mkdir(capture.Frames, 0o700); err != nil {
+			b.Fatal(err)
+		}
+		with := timed(b, func() error { return ffmpeg.Slim(ctx, in, filepath.Join(dir, "with.mp4"), capture) })
+		if i == 0 || alone < m.transcode {
+			m.transcode = alone
+		}
+		if i == 0 || with < m.capture {
+			m.capture = with
+		}
+	}
+	shots := capture.Frames
+	files, _ := filepath.Glob(filepath.Join(shots, "*.jpg"))
+	for _, f := range files {
+		if st, err := os.Stat(f); err == nil {
+			m.shots++
+			m.shotBytes += st.Size()
+		}
+	}
+
+	// Twelve shown steps, spread over the recording.
+	var nodes, edges []string
+	var at []int
+	for i := range 12 {
+		s := (i*seconds + seconds/2) / 12
+		at = append(at, s)
+		ts := fmt.Sprintf("%02d:%02d:%02d", s/3600, s/60%60, s%60)
+		nodes = append(nodes, fmt.Sprintf(`{"id": "s%d", "type": "task", "label": "Step %d", "intent": "i", "context": "", "parent_id": "", "timestamp": %q, "evidence": "shown"}`, i, i, ts))
+		if i > 0 {
+			edges = append(edges, fmt.Sprintf(`{"source": "s%d", "target": "s%d", "condition": ""}`, i-1, i))
+		}
+	}
+	answer := withNodes("["+strings.Join(nodes, ",")+"]", "["+strings.Join(edges, ",")+"]")
+	fake := supabasetest.New(b, jobs.MaxUploadBytes)
+	objects, err := storage.New(storage.Config{URL: fake.URL, ServiceKey: fake.ServiceRoleKey(), Bucket: jobs.Bucket})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ai := geminitest.New(b, "test-key")
+	ai.Answer(geminitest.JSON(answer))
+	model, err := gemini.New(ctx, gemini.Config{APIKey: "test-key", Model: "gemini-test", BaseURL: ai.URL})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := pipeline.New(objects, model, benchLock{}, pipeline.Config{Logger: quiet})
+	id := jobs.ID("00000000-0000-4000-8000-00000000b002")
+	fake.PutFile("videos/"+id.RawPath(), in, "video/mp4")
+	run := func(md map[string]any) *stageClock {
+		clock := &stageClock{md: map[string]any{}}
+		work := filepath.Join(dir, "work")
+		os.RemoveAll(work)
+		if err := p.Run(ctx, queue.Job{Job: jobs.Job{ID: id, Metadata: md}, TempDir: work, Token: "t"}, clock); err != nil {
+			b.Fatal(err)
+		}
+		clock.Stage(ctx, "")
+		if f, _ := json.Marshal(clock.md["frames"]); !strings.Contains(string(f), `"count":12`) {
+			b.Fatalf("frames %s", f)
+		}
+		return clock
+	}
+	first := run(map[string]any{})
+	m.runTranscode, m.frames = first.took["transcoding"], first.took["frames"]
+	// The rerun: the slim copy of the first run is reused, its frames are not.
+	second := run(map[string]any{"slim": first.md["slim"], "probe": first.md["probe"]})
+	m.retake = second.took["frames"]
+	if second.took["transcoding"] != 0 {
+		b.Fatal("the rerun transcoded again")
+	}
+
+	// The old way: one seeking ffmpeg run per step.
+	m.seek = timed(b, func() error {
+		for i, s := range at {
+			out, err := exec.Command("ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y", "-ss", strconv.Itoa(s),
+				"-i", in, "-map", "0:V:0", "-frames:v", "1", "-an", "-vf", "scale=-2:'min(720,trunc(ih/2)*2)',format=yuvj420p",
+				"-c:v", "mjpeg", "-q:v", "3", "-f", "mjpeg", filepath.Join(dir, fmt.Sprintf("seek-%d.jpg", i))).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+		}
+		return nil
+	})
+	return m
+}
+
+func timed(b *testing.B, run func() error) time.Duration {
+	b.Helper()
+	start := time.Now()
+	if err := run(); err != nil {
+		b.Fatal(err)
+	}
+	return time.Since(start)
+}
+
+// stageClock is a Reporter that times each stage and keeps the merges.
+type stageClock struct {
+	md    map[string]any
+	took  map[string]time.Duration
+	stage string
+	since time.Time
+}
+
+func (c *stageClock) Stage(_ context.Context, name string) error {
+	if c.took == nil {
+		c.took = map[string]time.Duration{}
+	}
+	if c.stage != "" {
+		c.took[c.stage] += time.Since(c.since)
+	}
+	c.stage, c.since = name, time.Now()
+	return nil
+}
+func (c *stageClock) Progress(context.Context, float64) error { return nil }
+func (c *stageClock) Merge(_ context.Context, patch map[string]any) error {
+	b, _ := json.Marshal(patch) // as the database would store it
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	maps.Copy(c.md, m)
+	return nil
+}
+
+// benchLock holds the only lease there is.
+type benchLock struct{}
+
+func (benchLock) WithSOPLease(ctx context.Context, _ jobs.ID, _ string, fn func(context.Context) error) error {
+	return fn(ctx)
+}

@@ -56,7 +56,7 @@ func TestAScreenshotOfEveryShownStep(t *testing.T) {
 	t.Parallel()
 	kinds := map[string]mediatest.Spec{
 		"one keyframe, 720p":  {Width: 1280, Height: 720, Seconds: 6, Clock: true},
-		"browser webm":        {Width: 640, Height: 480, Seconds: 6, Clock: true, Format: "webm-live"},
+		"browser webm":        {Width: 640, Height: 480, Seconds: 6, Clock: true, Format: "webm-live", OneKeyframe: true},
 		"b-frames, 1080p obs": {Width: 1920, Height: 1080, Seconds: 6, Clock: true, Preset: "veryfast", FPS: 25},
 	}
 	for name, spec := range kinds {
@@ -156,7 +156,7 @@ func TestARerunTakesTheScreenshotsAgain(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
 	r.ai.Answer(geminitest.JSON(clockAnswer))
-	id := r.submit(mediatest.Make(t, r.dir, "clock.webm", mediatest.Spec{Width: 640, Height: 480, Seconds: 6, Clock: true, Format: "webm-live"}), nil)
+	id := r.submit(mediatest.Make(t, r.dir, "clock.webm", mediatest.Spec{Width: 640, Height: 480, Seconds: 6, Clock: true, Format: "webm-live", OneKeyframe: true}), nil)
 	if j := r.finished(id); outcome(j) != done {
 		t.Fatalf("%s", deref(j.Error))
 	}
