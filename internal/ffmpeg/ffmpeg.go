@@ -205,7 +205,7 @@ func FrameFile(n int) string { return fmt.Sprintf("%05d.jpg", n) }
 const (
 	pickFrames = "fps=1"
 	slimScale  = "scale=-2:'min(720,trunc(ih/2)*2)'"
-	shotScale  = "scale=-2:'min(1080,trunc(ih/2)*2)',format=yuvj420p"
+	shotScale  = "zscale=w=-2:h='min(1080,trunc(ih/2)*2)':filter=bicubic:range=full,format=yuvj420p"
 )
 
 // shotOutput writes the screenshots: one file per frame, named by its

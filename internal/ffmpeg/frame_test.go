@@ -3,6 +3,7 @@ package ffmpeg_test
 import (
 	"context"
 	"image/jpeg"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,6 +23,7 @@ var clockCases = map[string]mediatest.Spec{
 	"webm, one keyframe":  {Width: 320, Height: 240, Seconds: 5, Clock: true, Format: "webm-live", OneKeyframe: true},
 	"rotated, odd height": {Width: 641, Height: 479, Seconds: 4, Clock: true, Rotate: 90},
 	"1440p, downscaled":   {Width: 2560, Height: 1440, Seconds: 3, Clock: true, FPS: 10},
+	"full range":          {Width: 640, Height: 360, Seconds: 3, Clock: true, FullRange: true},
 }
 
 // The transcode's screenshot of second N shows second N, at most 1080
@@ -84,6 +86,10 @@ func checkShot(t *testing.T, path string, s int, spec mediatest.Spec) {
 	t.Helper()
 	if got := mediatest.ClockSecond(t, path); got != s {
 		t.Errorf("the screenshot of second %d shows second %d", s, got)
+	}
+	// The recording's own brightness: its range converted once, to JPEG's.
+	if got, want := mediatest.MeanLuma(t, path), mediatest.ClockLuma(s); math.Abs(got-want) > 3 {
+		t.Errorf("second %d: mean luma %.1f, want %.1f", s, got, want)
 	}
 	w, h := jpegSize(t, path)
 	wantW, wantH := spec.Width, displayedHeight(spec)

@@ -30,6 +30,7 @@ type Spec struct {
 	Codec         string // video encoder; default libx264 (or libvpx for webm)
 	Preset        string // libx264 preset; default ultrafast (veryfast: B-frames, as OBS records)
 	OneKeyframe   bool   // a single keyframe, at the start, as browsers' MediaRecorder writes
+	FullRange     bool   // full-range ("PC") luma, as some screen recorders write (libx264 only)
 }
 
 // Make writes the recording to dir/name and returns its path. It fails the
@@ -92,7 +93,11 @@ func Make(t testing.TB, dir, name string, s Spec) string {
 			if preset == "" {
 				preset = "ultrafast"
 			}
-			args = append(args, "-preset", preset, "-pix_fmt", "yuv420p")
+			pix := "yuv420p"
+			if s.FullRange {
+				pix = "yuvj420p"
+			}
+			args = append(args, "-preset", preset, "-pix_fmt", pix)
 		}
 		if s.Audio {
 			args = append(args, "-c:a", "aac")
@@ -259,6 +264,17 @@ const clockStep = 30
 // tells which second of the recording it shows.
 func ClockSecond(t testing.TB, path string) int {
 	t.Helper()
+	return int(math.Round(MeanLuma(t, path) / ClockLuma(1)))
+}
+
+// ClockLuma is the mean luma a faithful JPEG of second n of a Clock
+// recording has: JPEG luma is full range, so the recording's steps of
+// clockStep become clockStep*255/219.
+func ClockLuma(n int) float64 { return float64(n) * clockStep * 255.0 / 219.0 }
+
+// MeanLuma is the mean luma of the JPEG at path.
+func MeanLuma(t testing.TB, path string) float64 {
+	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -276,8 +292,5 @@ func ClockSecond(t testing.TB, path string) int {
 	for _, y := range ycc.Y {
 		sum += int(y)
 	}
-	// JPEG luma is full range: the recording's steps of clockStep become
-	// clockStep*255/219.
-	mean := float64(sum) / float64(len(ycc.Y))
-	return int(math.Round(mean / (clockStep * 255.0 / 219.0)))
+	return float64(sum) / float64(len(ycc.Y))
 }

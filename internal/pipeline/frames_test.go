@@ -361,3 +361,27 @@ func TestARerunLeavesNoStaleScreenshot(t *testing.T) {
 		}
 	}
 }
+
+// The screenshots the transcode writes are booked in the work directory
+// with the rest: room for the upload and its slim copy only is not enough,
+// and the job is handed back once its length is known.
+func TestScreenshotsAreBookedOnDisk(t *testing.T) {
+	t.Parallel()
+	var free atomic.Uint64
+	r := newRig(t, func(c *pipeline.Config) {
+		c.FreeSpace = func(string) (uint64, error) { return free.Load(), nil }
+	})
+	video := mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 1920, Height: 1080, Seconds: 20, FPS: 5})
+	st, err := os.Stat(video)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The upload, its slim copy and the 64 MiB to spare, plus 2 MiB: 21
+	// screenshots of 1080p need about 13 MB.
+	free.Store(uint64(st.Size())*12/10 + 64<<20 + 2<<20)
+	id := r.submit(video, nil)
+	r.waitFor("the hand-back", func() bool { return r.job(id).Metadata["disk_handbacks"] == float64(1) })
+	if j := r.job(id); j.Metadata["probe"] == nil {
+		t.Fatalf("handed back before the probe: %v", j.Metadata)
+	}
+}
