@@ -24,9 +24,6 @@ const (
 	// MaxScreenshots is how many shown steps of one SOP get a screenshot,
 	// in the order of its nodes; the others are noted in metadata.frames.
 	MaxScreenshots = 100
-	// framesTimeout bounds taking the pictures again (a rerun) and storing
-	// them; steps not stored by then are noted, and the SOP is written.
-	framesTimeout = 5 * time.Minute
 	// Screenshots are stored uploadsAtOnce at a time, in batches of
 	// uploadsPerHold under one hold of the SOP lock and the lease: the lock
 	// is never held while a failed batch waits to be tried again.
@@ -73,7 +70,7 @@ func (p *Pipeline) frames(ctx context.Context, job queue.Job, r queue.Reporter, 
 		return err
 	}
 	want, missing := pickShots(doc)
-	sctx, cancel := context.WithTimeout(ctx, framesTimeout)
+	sctx, cancel := context.WithTimeout(ctx, p.cfg.FramesTimeout)
 	defer cancel()
 	count, why, err := p.takeShots(sctx, job, r, shots, want)
 	if err != nil {

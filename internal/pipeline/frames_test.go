@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/runops/runops/internal/geminitest"
 	"github.com/runops/runops/internal/jobs"
@@ -383,5 +384,29 @@ func TestScreenshotsAreBookedOnDisk(t *testing.T) {
 	r.waitFor("the hand-back", func() bool { return r.job(id).Metadata["disk_handbacks"] == float64(1) })
 	if j := r.job(id); j.Metadata["probe"] == nil {
 		t.Fatalf("handed back before the probe: %v", j.Metadata)
+	}
+}
+
+// Storing the screenshots is bounded in time: past it, the steps not yet
+// stored are noted and the SOP is written.
+func TestScreenshotsWithinTheirTimeLimit(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, func(c *pipeline.Config) { c.FramesTimeout = 500 * time.Millisecond })
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	r.fake.OnRequest(func(op supabasetest.Op, path string) {
+		if op == supabasetest.OpUpload && strings.HasSuffix(path, ".jpg") {
+			<-release // storage takes the screenshots' uploads in and never answers
+		}
+	})
+	id := r.submit(r.video(), nil)
+	j := r.finished(id)
+	if outcome(j) != done {
+		t.Fatalf("%s", deref(j.Error))
+	}
+	want := `{"count":0,"missing":[{"node":"open","reason":"taking and storing the screenshots took longer than 5 minutes"},` +
+		`{"node":"refund","reason":"taking and storing the screenshots took longer than 5 minutes"}]}`
+	if frames, _ := json.Marshal(j.Metadata["frames"]); string(frames) != want {
+		t.Fatalf("metadata.frames %s", frames)
 	}
 }

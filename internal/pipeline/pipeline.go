@@ -38,6 +38,10 @@ type Config struct {
 	MaxRetryWait      time.Duration // GEMINI_MAX_RETRY_WAIT: total wait between tries of one step
 	FileActiveTimeout time.Duration // GEMINI_FILE_ACTIVE_TIMEOUT
 	GenerateTimeout   time.Duration // one generateContent call (default 5m); past it the call is retried
+	// FramesTimeout bounds taking the screenshots again (a rerun) and
+	// storing them (default 5m); steps not stored by then are noted, and
+	// the SOP is written.
+	FramesTimeout time.Duration
 	// Sleep waits between tries (tests inject their own); default honours ctx.
 	Sleep  func(ctx context.Context, d time.Duration) error
 	Logger *slog.Logger
@@ -72,6 +76,9 @@ func New(objects Objects, model Model, sops SOPLocker, cfg Config) *Pipeline {
 	}
 	if cfg.GenerateTimeout <= 0 {
 		cfg.GenerateTimeout = 5 * time.Minute
+	}
+	if cfg.FramesTimeout <= 0 {
+		cfg.FramesTimeout = 5 * time.Minute
 	}
 	if cfg.Sleep == nil {
 		cfg.Sleep = sleep
