@@ -78,7 +78,7 @@ func TestProcessMakesTheSOPLocally(t *testing.T) {
 			t.Errorf("summary lacks %q:\n%s", want, stdout.String())
 		}
 	}
-	// It ends with the stages, as scripts read them (../shared/DESIGN.md):
+	// It ends with the stages, as scripts read them (docs/operations.md):
 	// "stages:", then per stage two spaces, its name, spaces, a Go duration.
 	_, tail, _ := strings.Cut(stdout.String(), "\nstages:\n")
 	var ran []string
