@@ -221,13 +221,21 @@ claiming:
 			continue
 		}
 		backoff = 0
-		if ctx.Err() != nil {
-			// Shutdown began while the claim was on its way: give them straight back.
+		// The gate was asked before the claim; a job that ran meanwhile may
+		// have closed it (a full disk), and handed its job back for this
+		// very claim to take.
+		gate := w.gateErr()
+		if ctx.Err() != nil || gate != nil {
+			// Shutdown began, or the gate closed, while the claim was on its
+			// way: give them straight back (not counted).
 			for _, job := range claimed {
 				w.finishWrite("hand back", func(c context.Context) (bool, error) { return w.store.HandBack(c, job.ID, job.Token) })
 				<-slots
 			}
-			break claiming
+			if ctx.Err() != nil {
+				break claiming
+			}
+			continue
 		}
 		for _, job := range claimed {
 			wg.Go(func() {
