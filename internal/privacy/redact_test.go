@@ -1,0 +1,102 @@
+package privacy_test
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/runops/runops/internal/privacy"
+	"github.com/runops/runops/internal/sop"
+	"github.com/runops/runops/internal/sop/soptest"
+)
+
+const sampleID = "00000000-0000-4000-8000-000000000000"
+
+// The sample SOP with secrets written into the fields a model fills.
+func leakySOP(t *testing.T) *sop.Document {
+	t.Helper()
+	b, err := os.ReadFile("../../docs/sample-sop.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := sop.Load(b, sampleID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc.Meta.Title = "Refunds for jane.doe@acme-corp.com"
+	n := &doc.Public.Nodes[0]
+	n.Label = "Sign in as Jane.Doe@acme-corp.com"
+	n.Context = "Jane Doe pastes sk_live_51HxYzAbCdEfGhIjKlMn0123 and charges 4242 4242 4242 4242"
+	doc.Public.Nodes[1].Intent = "Check card 4242424242424242 for Jane Doe (password=hunter2)"
+	doc.Public.Variables["amount"] = "The amount, e.g. what jane.doe@acme-corp.com paid"
+	doc.Public.ClarificationRequests = append(doc.Public.ClarificationRequests,
+		sop.Clarification{ID: "q9", Question: "Is sk_live_51HxYzAbCdEfGhIjKlMn0123 the right key?", Importance: "high"})
+	doc.Private.Artifacts = []any{map[string]any{"note": "IBAN DE89 3704 0044 0532 0130 00", "n": 3.0}}
+	return doc
+}
+
+var leaked = []string{"jane.doe", "acme-corp", "sk_live", "51HxYz", "4242", "hunter2", "Jane Doe", "DE89", "0130"}
+
+// Every value leaves every text of the SOP, each distinct one for a named
+// variable described without any part of it; the same value is the same
+// variable wherever it is, however it is spelled; the SOP still validates.
+func TestDocumentKeepsNoValue(t *testing.T) {
+	t.Parallel()
+	doc := leakySOP(t)
+	d, _ := privacy.NewDetector(nil)
+	r := privacy.NewRedactor(d, []privacy.Mark{{Value: "Jane Doe", Kind: privacy.Name}, {Value: "Al", Kind: privacy.Name}})
+	r.Document(doc)
+	b, err := sop.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range leaked {
+		if strings.Contains(strings.ToLower(string(b)), strings.ToLower(v)) {
+			t.Errorf("%q is still in the SOP", v)
+		}
+	}
+	soptest.Check(t, "the redacted SOP", b)
+	wantVars := map[string]bool{"EMAIL_1": true, "API_KEY_1": true, "CARD_NUMBER_1": true, "NAME_1": true, "PASSWORD_1": true, "IBAN_1": true}
+	for name := range wantVars {
+		desc, ok := doc.Public.Variables[name]
+		if !ok || desc == "" {
+			t.Errorf("no variable %s in %v", name, doc.Public.Variables)
+		}
+	}
+	if len(doc.Public.Variables) != len(wantVars)+2 { // and the sample's own two
+		t.Errorf("variables %v", doc.Public.Variables)
+	}
+	if n := doc.Public.Nodes[0]; n.Label != "Sign in as {{EMAIL_1}}" ||
+		n.Context != "{{NAME_1}} pastes {{API_KEY_1}} and charges {{CARD_NUMBER_1}}" {
+		t.Errorf("node 0: %q / %q", n.Label, n.Context)
+	}
+	if got := doc.Public.Nodes[1].Intent; got != "Check card {{CARD_NUMBER_1}} for {{NAME_1}} (password={{PASSWORD_1}})" {
+		t.Errorf("node 1: %q", got)
+	}
+	report, _ := json.Marshal(r.Report())
+	if string(report) != `{"counts":{"api_key":1,"card_number":1,"email":1,"iban":1,"name":1,"password":1},"sources":{"model":1,"text":5}}` {
+		t.Errorf("report %s", report)
+	}
+}
+
+// Marked values go only as whole words, and none shorter than 3 characters.
+func TestMarksAreWholeWords(t *testing.T) {
+	t.Parallel()
+	d, _ := privacy.NewDetector(nil)
+	r := privacy.NewRedactor(d, []privacy.Mark{{Value: "Jan", Kind: privacy.Name}, {Value: "Bo", Kind: privacy.Name}})
+	if got := r.Text("In January, Jan asked Bo."); got != "In January, {{NAME_1}} asked Bo." {
+		t.Fatalf("%q", got)
+	}
+}
+
+// A variable never takes a name the document already uses.
+func TestVariablesKeepTheDocumentsNames(t *testing.T) {
+	t.Parallel()
+	d, _ := privacy.NewDetector(nil)
+	r := privacy.NewRedactor(d, nil)
+	r.Reserve("EMAIL_1")
+	if got := r.Text("mail a@example.com"); got != "mail {{EMAIL_2}}" {
+		t.Fatalf("%q", got)
+	}
+}
