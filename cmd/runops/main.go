@@ -32,6 +32,7 @@ import (
 	"github.com/runops/runops/internal/metrics"
 	"github.com/runops/runops/internal/pipeline"
 	"github.com/runops/runops/internal/postgres"
+	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/queue"
 	"github.com/runops/runops/internal/retention"
 	"github.com/runops/runops/internal/storage"
@@ -346,10 +347,13 @@ func apiHandler(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, stor
 		RequireAuth: cfg.RequireAuth, RateLimit: cfg.RateLimit.Requests, RateWindow: cfg.RateLimit.Window,
 		TrustedProxies: cfg.TrustedProxies, CORSOrigins: cfg.CORSOrigins,
 	}
+	var err error
+	if opts.Privacy, err = privacyDetector(cfg); err != nil {
+		return nil, err
+	}
 	// A token a request carries is always checked: locally when the project's
 	// JWT secret or JWKS is configured (no call per request), else by the
 	// auth server (answers cached for a minute).
-	var err error
 	if cfg.JWTSecret != "" || cfg.JWKSURL != "" {
 		opts.Auth, err = auth.NewLocal(ctx, cfg.JWTSecret, cfg.JWKSURL)
 	} else {
@@ -402,9 +406,32 @@ var pipelineHandler = func(ctx context.Context, d handlerDeps) (queue.Handler, e
 	if err != nil {
 		return nil, err
 	}
-	return pipeline.New(d.objects, model, postgres.NewSOPLocker(d.pool), pipeline.Config{
-		FFmpegTimeout: d.cfg.FFmpegTimeout, MaxRetryWait: d.cfg.GeminiMaxRetryWait,
-		FileActiveTimeout: d.cfg.GeminiFileActiveTimeout, Logger: d.log}), nil
+	pc, err := pipelineConfig(d.cfg, d.log)
+	if err != nil {
+		return nil, err
+	}
+	return pipeline.New(d.objects, model, postgres.NewSOPLocker(d.pool), pc), nil
+}
+
+// pipelineConfig is the pipeline's share of the configuration, for the
+// worker and for runops process alike.
+func pipelineConfig(cfg config.Config, log *slog.Logger) (pipeline.Config, error) {
+	det, err := privacyDetector(cfg)
+	return pipeline.Config{FFmpegTimeout: cfg.FFmpegTimeout, MaxRetryWait: cfg.GeminiMaxRetryWait,
+		FileActiveTimeout: cfg.GeminiFileActiveTimeout, Logger: log, Privacy: det}, err
+}
+
+// privacyDetector finds what RUNOPS_REDACT keeps out of SOPs (nil when it
+// is off), for the worker and the API's edits alike.
+func privacyDetector(cfg config.Config) (*privacy.Detector, error) {
+	if !cfg.Redact {
+		return nil, nil
+	}
+	det, err := privacy.NewDetector(cfg.RedactPatterns)
+	if err != nil {
+		return nil, fmt.Errorf("RUNOPS_REDACT_PATTERNS: %w", err)
+	}
+	return det, nil
 }
 
 // healthcheck asks the process listening on addr for /healthz, for the

@@ -17,7 +17,6 @@ import (
 	"github.com/runops/runops/internal/config"
 	"github.com/runops/runops/internal/gemini"
 	"github.com/runops/runops/internal/local"
-	"github.com/runops/runops/internal/pipeline"
 )
 
 // refusedError is a recording the pipeline refused: its sentence goes to
@@ -86,8 +85,11 @@ func process(ctx context.Context, cfg config.Config, args []string, stdout, stde
 	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		show = local.Bar(stderr)
 	}
-	res, err := local.Run(ctx, model, pipeline.Config{FFmpegTimeout: cfg.FFmpegTimeout, MaxRetryWait: cfg.GeminiMaxRetryWait,
-		FileActiveTimeout: cfg.GeminiFileActiveTimeout, Logger: log}, positional[0], *out, show)
+	pc, err := pipelineConfig(cfg, log)
+	if err != nil {
+		return err
+	}
+	res, err := local.Run(ctx, model, pc, positional[0], *out, show)
 	if sentence, refused := local.Refused(err); refused {
 		return refusedError(sentence)
 	}

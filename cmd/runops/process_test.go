@@ -73,7 +73,7 @@ func TestProcessMakesTheSOPLocally(t *testing.T) {
 			t.Errorf("%s: mode %v %v; want 0644", filepath.Base(f), st.Mode().Perm(), err)
 		}
 	}
-	for _, want := range []string{"rec.sop.json  (5 nodes", "(2 screenshots", "\ntotal: ", "prompt sop-v3", "video 774"} {
+	for _, want := range []string{"rec.sop.json  (5 nodes", "(2 screenshots", "\ntotal: ", "prompt sop-v4", "video 774"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, stdout.String())
 		}
@@ -92,7 +92,7 @@ func TestProcessMakesTheSOPLocally(t *testing.T) {
 		}
 		ran = append(ran, fields[0])
 	}
-	if want := "downloading probing transcoding uploading_slim gemini_upload gemini_processing extracting validating frames uploading_sop"; strings.Join(ran, " ") != want {
+	if want := "downloading probing transcoding uploading_slim gemini_upload gemini_processing extracting validating frames redacting uploading_sop"; strings.Join(ran, " ") != want {
 		t.Errorf("stages %q; want %q", ran, want)
 	}
 	if !strings.Contains(stderr.String(), `"stage":"transcoding"`) {

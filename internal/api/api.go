@@ -22,6 +22,7 @@ import (
 
 	"github.com/runops/runops/internal/auth"
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/storage"
 )
 
@@ -70,6 +71,10 @@ type Options struct {
 
 	MaxBodyBytes   int64         // default 64 KiB
 	RequestTimeout time.Duration // default 30s
+
+	// Privacy finds the sensitive values an edit must not store, as the
+	// worker's does; nil when RUNOPS_REDACT is off.
+	Privacy *privacy.Detector
 }
 
 // Handler returns the whole HTTP surface but health checks: /api/* and, with

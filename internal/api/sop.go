@@ -18,6 +18,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/sop"
 	"github.com/runops/runops/internal/storage"
 )
@@ -229,6 +230,11 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 		}
 		if err := apply(doc, patch); err != nil {
 			return err
+		}
+		if s.o.Privacy != nil {
+			// What a person types is kept to the worker's rules: a value it
+			// finds becomes a variable, described in public.variables.
+			privacy.NewRedactor(s.o.Privacy, nil).Document(doc)
 		}
 		if err := sop.Validate(doc); err != nil {
 			return &Error{Status: http.StatusConflict, Message: "This change would leave the SOP broken, so it was not saved: " + err.Error()}

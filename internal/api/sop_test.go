@@ -12,6 +12,8 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/runops/runops/internal/api"
+	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/sop"
 	"github.com/runops/runops/internal/sop/soptest"
 )
@@ -306,4 +308,40 @@ func stored(t *testing.T, e *env, id string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// What a person types goes through the worker's detectors: stored as a
+// described variable, never as typed.
+func TestEditsAreRedacted(t *testing.T) {
+	t.Parallel()
+	det, err := privacy.NewDetector([]string{`CUST-\d{6}`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := setup(t, func(o *api.Options) { o.Privacy = det })
+	id := uuid.NewString()
+	e.withSOPOf(id, "completed")
+	r := e.do("PATCH", "/api/sop/"+id, `{"type":"update","nodeId":"open","updates":{"label":"Mail jane@acme.io about CUST-004211","context":"pay with 4242 4242 4242 4242"}}`)
+	r.expect(t, 200, nil)
+	obj, _ := e.fake.Object("videos/sops/" + id + ".json")
+	stored, _ := os.ReadFile(obj.File)
+	for _, v := range []string{"jane@acme.io", "acme.io", "CUST-004211", "4242"} {
+		if bytes.Contains(stored, []byte(v)) || strings.Contains(r.raw, v) {
+			t.Errorf("%q was stored or answered", v)
+		}
+	}
+	d, err := sop.Load(stored, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range d.Public.Nodes {
+		if n.ID == "open" && (n.Label != "Mail {{EMAIL_1}} about {{VALUE_1}}" || n.Context != "pay with {{CARD_NUMBER_1}}") {
+			t.Errorf("open: %q / %q", n.Label, n.Context)
+		}
+	}
+	for _, name := range []string{"EMAIL_1", "VALUE_1", "CARD_NUMBER_1"} {
+		if d.Public.Variables[name] == "" {
+			t.Errorf("no variable %s in %v", name, d.Public.Variables)
+		}
+	}
 }

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/runops/runops/internal/privacy"
 )
 
 // Config is every setting of every process.
@@ -42,6 +44,8 @@ type Config struct {
 	FFmpegTimeout     time.Duration // RUNOPS_FFMPEG_TIMEOUT
 	RawRetention      time.Duration // RUNOPS_RAW_RETENTION: uploads deleted this long after their job ended
 	SlimRetention     time.Duration // RUNOPS_SLIM_RETENTION: slim copies likewise; 0 = kept
+	Redact            bool          // RUNOPS_REDACT (on|off): sensitive values kept out of SOPs and screenshots
+	RedactPatterns    []string      // RUNOPS_REDACT_PATTERNS: an operator's own regular expressions, ;-separated
 
 	WebhookURLs   []string // RUNOPS_WEBHOOK_URLS, comma-separated: completion webhooks
 	WebhookSecret string   // RUNOPS_WEBHOOK_SECRET: signs them
@@ -94,6 +98,7 @@ func Load(getenv func(string) string) (Config, error) {
 		FFmpegTimeout:     r.duration("RUNOPS_FFMPEG_TIMEOUT", 15*time.Minute),
 		RawRetention:      r.duration("RUNOPS_RAW_RETENTION", 24*time.Hour),
 		SlimRetention:     r.duration("RUNOPS_SLIM_RETENTION", 0),
+		Redact:            r.onOff("RUNOPS_REDACT", true),
 
 		WebhookURLs:             list(r.first("", "RUNOPS_WEBHOOK_URLS")),
 		WebhookSecret:           r.first("", "RUNOPS_WEBHOOK_SECRET"),
@@ -115,12 +120,13 @@ func Load(getenv func(string) string) (Config, error) {
 			c.Addr = ":" + p
 		}
 	}
-	switch v := strings.ToLower(r.first("on", "RUNOPS_LISTEN")); v {
-	case "on", "true", "1":
-		c.Listen = true
-	case "off", "false", "0":
-	default:
-		r.fail("RUNOPS_LISTEN", "must be on or off, not %q", v)
+	c.Listen = r.onOff("RUNOPS_LISTEN", true)
+	if p := r.first("", "RUNOPS_REDACT_PATTERNS"); p != "" {
+		patterns, err := privacy.ParsePatterns(p)
+		if err != nil {
+			r.fail("RUNOPS_REDACT_PATTERNS", "has a bad regular expression (RE2 syntax, ;-separated): %v", err)
+		}
+		c.RedactPatterns = patterns
 	}
 	c.RateLimit = r.rateLimit("RUNOPS_RATE_LIMIT", "60/min")
 	for _, p := range list(r.first("", "RUNOPS_TRUSTED_PROXIES")) {
@@ -185,6 +191,21 @@ func (c Config) RequireGemini(purpose string) error {
 			"(https://aistudio.google.com/apikey); GOOGLE_API_KEY or GOOGLE_GEMINI_API_KEY work too")
 	}
 	return nil
+}
+
+// onOff reads a switch: on, true or 1; off, false or 0.
+func (r *reader) onOff(name string, def bool) bool {
+	v := strings.ToLower(r.first("", name))
+	switch v {
+	case "":
+		return def
+	case "on", "true", "1":
+		return true
+	case "off", "false", "0":
+		return false
+	}
+	r.fail(name, "must be on or off, not %q", v)
+	return def
 }
 
 type reader struct {

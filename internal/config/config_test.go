@@ -17,7 +17,8 @@ func TestDefaults(t *testing.T) {
 		c.SupabaseURL != DefaultSupabaseURL || c.SupabasePublicURL != DefaultSupabaseURL ||
 		c.Addr != ":8080" || !c.Listen || c.RequireAuth || c.MaxAttempts != 3 ||
 		c.LeaseTTL != 30*time.Second || c.Heartbeat != 10*time.Second || c.Sweep != 15*time.Second ||
-		c.RateLimit != (RateLimit{60, time.Minute}) || c.WorkerConcurrency < 1 || c.ReadTimeout != 10*time.Second {
+		c.RateLimit != (RateLimit{60, time.Minute}) || c.WorkerConcurrency < 1 || c.ReadTimeout != 10*time.Second ||
+		!c.Redact || c.RedactPatterns != nil {
 		t.Fatalf("%+v", c)
 	}
 	if err := c.RequireServiceKey(); err == nil || !strings.Contains(err.Error(), "SUPABASE_SERVICE_ROLE_KEY") {
@@ -52,12 +53,14 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		"DATABASE_URL": "mysql://x", "SUPABASE_URL": "localhost:54321", "RUNOPS_RATE_LIMIT": "lots",
 		"RUNOPS_LEASE_TTL": "soon", "RUNOPS_MAX_ATTEMPTS": "0", "RUNOPS_TRUSTED_PROXIES": "10.0.0.0/8,nope",
 		"RUNOPS_REQUIRE_AUTH": "maybe", "RUNOPS_LISTEN": "sometimes", "RUNOPS_FRONTEND_URL": "ftp://x",
+		"RUNOPS_REDACT": "partly", "RUNOPS_REDACT_PATTERNS": `CUST-\d{6};(unclosed`,
 	}))
 	if err == nil {
 		t.Fatal("accepted")
 	}
 	for _, name := range []string{"DATABASE_URL", "SUPABASE_URL", "RUNOPS_RATE_LIMIT", "RUNOPS_LEASE_TTL",
-		"RUNOPS_MAX_ATTEMPTS", "RUNOPS_TRUSTED_PROXIES", "RUNOPS_REQUIRE_AUTH", "RUNOPS_LISTEN", "RUNOPS_FRONTEND_URL"} {
+		"RUNOPS_MAX_ATTEMPTS", "RUNOPS_TRUSTED_PROXIES", "RUNOPS_REQUIRE_AUTH", "RUNOPS_LISTEN", "RUNOPS_FRONTEND_URL",
+		"RUNOPS_REDACT", "RUNOPS_REDACT_PATTERNS"} {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error does not name %s:\n%v", name, err)
 		}
@@ -70,6 +73,10 @@ func TestErrorsNameTheVariable(t *testing.T) {
 	}
 	if c, err := Load(env(map[string]string{"RUNOPS_READ_TIMEOUT": "15s"})); err != nil || c.ReadTimeout != 15*time.Second {
 		t.Fatalf("read timeout of 15 s: %v", err)
+	}
+	c, err := Load(env(map[string]string{"RUNOPS_REDACT": "off", "RUNOPS_REDACT_PATTERNS": `CUST-\d{6}; [a-z]+\.corp\.internal`}))
+	if err != nil || c.Redact || strings.Join(c.RedactPatterns, "|") != `CUST-\d{6}|[a-z]+\.corp\.internal` {
+		t.Fatalf("redaction off, two patterns: %+v %v", c.RedactPatterns, err)
 	}
 }
 

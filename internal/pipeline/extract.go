@@ -13,14 +13,15 @@ import (
 	"github.com/runops/runops/internal/gemini"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/metrics"
+	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/queue"
 	"github.com/runops/runops/internal/sop"
 )
 
 // PromptVersion names the embedded prompt; it is recorded with every SOP.
-const PromptVersion = "sop-v3"
+const PromptVersion = "sop-v4"
 
-//go:embed prompt_sop_v3.md
+//go:embed prompt_sop_v4.md
 var prompt string
 
 const systemInstruction = "You write Standard Operating Procedures from narrated screen recordings. " +
@@ -75,22 +76,29 @@ func (p *Pipeline) settleFile(ctx context.Context, name string, err error) {
 	}
 }
 
+// answer is the model's SOP, checked, and the values it marked as
+// personal or secret (never stored).
+type answer struct {
+	doc   *sop.Document
+	marks []privacy.Mark
+}
+
 // extract turns the slim copy into the job's SOP document, checked. It
 // returns the Gemini file's name whenever there is one (also with an error),
 // for settleFile.
-func (p *Pipeline) extract(ctx context.Context, job queue.Job, r queue.Reporter, slim SlimResult) (*sop.Document, string, error) {
+func (p *Pipeline) extract(ctx context.Context, job queue.Job, r queue.Reporter, slim SlimResult) (answer, string, error) {
 	file, err := p.geminiFile(ctx, job, r, slim)
 	if err != nil || file.Name == "" {
-		return nil, file.Name, err
+		return answer{}, file.Name, err
 	}
-	doc, err := p.describe(ctx, job, r, slim, file)
-	return doc, file.Name, err
+	a, err := p.describe(ctx, job, r, slim, file)
+	return a, file.Name, err
 }
 
 // describe asks the model for the SOP until an answer passes the checks.
-func (p *Pipeline) describe(ctx context.Context, job queue.Job, r queue.Reporter, slim SlimResult, file gemini.File) (*sop.Document, error) {
+func (p *Pipeline) describe(ctx context.Context, job queue.Job, r queue.Reporter, slim SlimResult, file gemini.File) (answer, error) {
 	if err := r.Stage(ctx, "extracting"); err != nil {
-		return nil, err
+		return answer{}, err
 	}
 	duration := time.Duration(slim.Duration * float64(time.Second))
 	var (
@@ -99,6 +107,7 @@ func (p *Pipeline) describe(ctx context.Context, job queue.Job, r queue.Reporter
 		problems string
 		cutOff   bool
 		doc      *sop.Document
+		marks    []privacy.Mark
 	)
 	for calls < maxCalls && doc == nil {
 		req := gemini.Request{System: systemInstruction, Prompt: prompt, FileURI: file.URI, MIMEType: "video/mp4", Schema: schema}
@@ -114,7 +123,7 @@ func (p *Pipeline) describe(ctx context.Context, job queue.Job, r queue.Reporter
 			return err
 		})
 		if err != nil {
-			return nil, p.geminiFailure(ctx, err)
+			return answer{}, p.geminiFailure(ctx, err)
 		}
 		calls++
 		usage = usage.Add(resp.Usage)
@@ -123,15 +132,16 @@ func (p *Pipeline) describe(ctx context.Context, job queue.Job, r queue.Reporter
 		metrics.GeminiTokens.WithLabelValues("output").Add(float64(resp.Usage.OutputTokens))
 		switch {
 		case resp.BlockReason != "":
-			return nil, jobs.Fail(msgSafety, fmt.Errorf("prompt blocked: %s", resp.BlockReason))
+			return answer{}, jobs.Fail(msgSafety, fmt.Errorf("prompt blocked: %s", resp.BlockReason))
 		case resp.FinishReason == "SAFETY" || resp.FinishReason == "PROHIBITED_CONTENT" || resp.FinishReason == "SPII" || resp.FinishReason == "BLOCKLIST":
-			return nil, jobs.Fail(msgSafety, fmt.Errorf("answer blocked: %s", resp.FinishReason))
+			return answer{}, jobs.Fail(msgSafety, fmt.Errorf("answer blocked: %s", resp.FinishReason))
 		}
 		if err := r.Stage(ctx, "validating"); err != nil {
-			return nil, err
+			return answer{}, err
 		}
 		cutOff = resp.FinishReason == "MAX_TOKENS"
-		doc, problems = toDocument(resp.Text, job.ID, duration)
+		doc, marks, problems = toDocument(resp.Text, job.ID, duration)
+		problems = p.cfg.Privacy.Scrub(problems) // they are logged, and kept in metadata.attempts
 		if doc == nil && cutOff {
 			problems = "- the answer was cut off before its end: describe the procedure more briefly\n" + problems
 		}
@@ -139,7 +149,7 @@ func (p *Pipeline) describe(ctx context.Context, job queue.Job, r queue.Reporter
 			p.cfg.Logger.InfoContext(ctx, "SOP rejected; asking again", "call", calls, "problems", problems)
 			if calls < maxCalls {
 				if err := r.Stage(ctx, "extracting"); err != nil {
-					return nil, err
+					return answer{}, err
 				}
 			}
 		}
@@ -148,15 +158,15 @@ func (p *Pipeline) describe(ctx context.Context, job queue.Job, r queue.Reporter
 	// model, prompt, calls and tokens are recorded now.
 	record := map[string]any{"model": p.model.Model(), "prompt_version": PromptVersion, "calls": calls, "usage": usage}
 	if err := r.Merge(ctx, map[string]any{"gemini": record}); err != nil {
-		return nil, err
+		return answer{}, err
 	}
 	if doc == nil {
 		if cutOff {
-			return nil, jobs.Fail(msgTooLong, errors.New(problems))
+			return answer{}, jobs.Fail(msgTooLong, errors.New(problems))
 		}
-		return nil, jobs.Fail(fmt.Sprintf(msgInvalid, maxCalls), errors.New(problems))
+		return answer{}, jobs.Fail(fmt.Sprintf(msgInvalid, maxCalls), errors.New(problems))
 	}
-	return doc, nil
+	return answer{doc, marks}, nil
 }
 
 // writeSOP stores the document (under the SOP lock the API's edits take) and
@@ -269,11 +279,17 @@ func hashBytes(b []byte) (string, int64, error) { return hashReader(bytes.NewRea
 
 // toDocument converts and checks an answer about a recording of the given
 // duration: the document, or nil and the problems to send back to the model.
-func toDocument(text string, id jobs.ID, duration time.Duration) (*sop.Document, string) {
+func toDocument(text string, id jobs.ID, duration time.Duration) (*sop.Document, []privacy.Mark, string) {
 	var m modelSOP
 	dec := json.NewDecoder(strings.NewReader(text))
 	if err := dec.Decode(&m); err != nil {
-		return nil, "- the answer is not the JSON the schema asks for: " + err.Error() + "\n"
+		return nil, nil, "- the answer is not the JSON the schema asks for: " + err.Error() + "\n"
+	}
+	var marks []privacy.Mark
+	for _, n := range m.Nodes {
+		for _, v := range n.Sensitive {
+			marks = append(marks, privacy.Mark{Value: v.Value, Kind: privacy.Kind(v.Kind)})
+		}
 	}
 	d := &sop.Document{
 		Meta:    &sop.Meta{Title: m.Title, Goal: m.Goal, Purpose: m.Purpose, Owner: m.Owners},
@@ -319,7 +335,7 @@ func toDocument(text string, id jobs.ID, duration time.Duration) (*sop.Document,
 		problems = append(problems, "- "+p.String())
 	}
 	if len(problems) > 0 {
-		return nil, strings.Join(problems, "\n") + "\n"
+		return nil, nil, strings.Join(problems, "\n") + "\n"
 	}
-	return d, ""
+	return d, marks, ""
 }

@@ -47,7 +47,7 @@ func TestWholePathToTheSOPAPI(t *testing.T) {
 	usage, _ := g["usage"].(map[string]any)
 	sopMeta, _ := j.Metadata["sop"].(map[string]any)
 	slimSHA := j.Metadata["slim"].(map[string]any)["sha256"]
-	if g["model"] != "gemini-test" || g["prompt_version"] != "sop-v3" || g["calls"] != float64(1) ||
+	if g["model"] != "gemini-test" || g["prompt_version"] != "sop-v4" || g["calls"] != float64(1) ||
 		g["file_name"] == nil || g["file_expires_at"] == nil || g["slim_sha256"] != slimSHA || usage["video_tokens"] != float64(774) ||
 		usage["total_tokens"] != float64(1200) || sopMeta["nodes"] != float64(5) || sopMeta["path"] != id.SOPPath() {
 		t.Fatalf("metadata %v", j.Metadata)

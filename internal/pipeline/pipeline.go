@@ -20,6 +20,7 @@ import (
 
 	"github.com/runops/runops/internal/ffmpeg"
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/queue"
 )
 
@@ -50,6 +51,9 @@ type Config struct {
 	// DiskSize reports the size of the file system that holds a directory:
 	// a job that needs more than that can never run here.
 	DiskSize func(dir string) (uint64, error)
+	// Privacy finds the sensitive values the SOP must not keep
+	// (RUNOPS_REDACT_PATTERNS included); nil when RUNOPS_REDACT is off.
+	Privacy *privacy.Detector
 }
 
 // Pipeline runs jobs.
@@ -103,17 +107,20 @@ func (p *Pipeline) Run(ctx context.Context, job queue.Job, r queue.Reporter) (er
 	if err != nil {
 		return err
 	}
-	doc, file, err := p.extract(ctx, job, r, slim)
+	ans, file, err := p.extract(ctx, job, r, slim)
 	if file != "" {
 		defer func() { p.settleFile(ctx, file, err) }() // with the run's outcome
 	}
 	if err != nil {
 		return err
 	}
-	if err := p.frames(ctx, job, r, doc, slim.Shots); err != nil {
+	if err := p.frames(ctx, job, r, ans.doc, slim.Shots); err != nil {
 		return err
 	}
-	return p.writeSOP(ctx, job, r, doc)
+	if err := p.redact(ctx, r, ans); err != nil {
+		return err
+	}
+	return p.writeSOP(ctx, job, r, ans.doc)
 }
 
 // SlimResult is the slim copy on local disk, as recorded in metadata.slim.

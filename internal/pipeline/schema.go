@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 
+	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/sop"
 )
 
@@ -44,6 +45,14 @@ type modelNode struct {
 	Evidence      string `json:"evidence" schema:"enum=evidence"`
 	Iterator      string `json:"iterator" schema:"optional"`
 	ExitCondition string `json:"exit_condition" schema:"optional"`
+	// Sensitive lists the personal or secret values the step shows or
+	// says: hidden before anything is stored (internal/privacy).
+	Sensitive []modelSensitive `json:"sensitive" schema:"optional"`
+}
+
+type modelSensitive struct {
+	Value string `json:"value"`
+	Kind  string `json:"kind" schema:"enum=sensitive"`
 }
 
 type modelEdge struct {
@@ -82,6 +91,15 @@ var enums = map[string][]string{
 	"importance": sop.Importances,
 	"method":     {"ui", "api"},
 	"evidence":   sop.Evidences,
+	"sensitive":  sensitiveKinds(),
+}
+
+func sensitiveKinds() []string {
+	var out []string
+	for _, k := range privacy.ModelKinds {
+		out = append(out, string(k))
+	}
+	return out
 }
 
 // schema is the JSON Schema of modelSOP, sent as responseJsonSchema.

@@ -155,6 +155,24 @@ func (d *Detector) Find(text string) []Match {
 	return out
 }
 
+// Scrub returns text with each sensitive value replaced by its kind in
+// brackets ("[email]"): for logs and error causes, which name no variable.
+// A nil detector (redaction off) returns text as it is.
+func (d *Detector) Scrub(text string) string {
+	if d == nil {
+		return text
+	}
+	var b strings.Builder
+	last := 0
+	for _, m := range d.Find(text) {
+		b.WriteString(text[last:m.Start])
+		b.WriteString("[" + string(m.Kind) + "]")
+		last = m.End
+	}
+	b.WriteString(text[last:])
+	return b.String()
+}
+
 func hasDigitAndLetter(s string) bool {
 	return strings.IndexFunc(s, unicode.IsDigit) >= 0 && strings.IndexFunc(s[3:], unicode.IsLetter) >= 0
 }

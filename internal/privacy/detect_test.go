@@ -99,3 +99,16 @@ func TestOperatorPatterns(t *testing.T) {
 		}
 	}
 }
+
+// Logs name the kind, not the value; with redaction off, nothing changes.
+func TestScrub(t *testing.T) {
+	t.Parallel()
+	d, _ := privacy.NewDetector(nil)
+	if got := d.Scrub(`node "ask-jane@acme.io" names no node`); got != `node "[email]" names no node` {
+		t.Fatalf("%q", got)
+	}
+	var off *privacy.Detector
+	if got := off.Scrub("jane@acme.io"); got != "jane@acme.io" {
+		t.Fatalf("off: %q", got)
+	}
+}
