@@ -6,11 +6,11 @@ RUN go mod download
 COPY . .
 RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/runops ./cmd/runops
 
-# Run: ffmpeg/ffprobe for the worker, CA certificates for Supabase and Gemini,
+# Run: ffmpeg/ffprobe and Tesseract for the worker, CA certificates for Supabase and Gemini,
 # a non-root user.
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ffmpeg ca-certificates \
+ && apt-get install -y --no-install-recommends ffmpeg tesseract-ocr tesseract-ocr-eng ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin runops
 COPY --from=build /out/runops /usr/local/bin/runops

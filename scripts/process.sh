@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Turns one recording into an SOP on this machine: installs ffmpeg/ffprobe
-# from Debian packages when missing, then runs `runops process` (no Supabase,
+# Turns one recording into an SOP on this machine: installs ffmpeg/ffprobe and
+# Tesseract (the screenshots' privacy pass) from Debian packages when missing, then runs `runops process` (no Supabase,
 # no PostgreSQL; GEMINI_API_KEY must be set).
 #   GEMINI_API_KEY=... ./scripts/process.sh recording.mp4 [--out DIR]
 set -euo pipefail
@@ -8,6 +8,8 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 . "$here/scripts/install.sh"
 need ffmpeg ffmpeg
 need ffprobe ffmpeg
+need tesseract tesseract-ocr
+need /usr/share/tesseract-ocr/5/tessdata/eng.traineddata tesseract-ocr-eng
 install_needed
 command -v go >/dev/null || { echo "Go is not installed (https://go.dev/dl); this script installs everything else" >&2; exit 1; }
 # go run would add its own "exit status 1" to a refusal: build, then run.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: installs what is
-# missing (PostgreSQL server binaries, ffmpeg/ffprobe, gcc for -race) from
+# missing (PostgreSQL server binaries, ffmpeg/ffprobe, Tesseract OCR with its English data, gcc for -race) from
 # Debian packages (and PgBouncer, which the pooler tests run in transaction
 # mode), then runs every test with the race detector. Tests start
 # their own throwaway PostgreSQL cluster (or use TEST_DATABASE_URL). A missing
@@ -14,6 +14,8 @@ need '/usr/lib/postgresql/*/bin/postgres' postgresql
 need /usr/sbin/pgbouncer pgbouncer
 need ffmpeg ffmpeg
 need ffprobe ffmpeg
+need tesseract tesseract-ocr
+need /usr/share/tesseract-ocr/5/tessdata/eng.traineddata tesseract-ocr-eng
 need gcc gcc
 need gcc libc6-dev
 install_needed

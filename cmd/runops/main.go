@@ -30,6 +30,7 @@ import (
 	"github.com/runops/runops/internal/httpserver"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/metrics"
+	"github.com/runops/runops/internal/ocr"
 	"github.com/runops/runops/internal/pipeline"
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/privacy"
@@ -228,6 +229,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, wi
 		if err := cfg.RequireWorker(); err != nil {
 			return err
 		}
+		if err := requireOCR(ctx, cfg); err != nil {
+			return err
+		}
 	}
 	// The API and the worker each get a pool of their own: requests (an SOP
 	// edit holds a connection while it waits for the SOP lock) can never take
@@ -419,6 +423,19 @@ func pipelineConfig(cfg config.Config, log *slog.Logger) (pipeline.Config, error
 	det, err := privacyDetector(cfg)
 	return pipeline.Config{FFmpegTimeout: cfg.FFmpegTimeout, MaxRetryWait: cfg.GeminiMaxRetryWait,
 		FileActiveTimeout: cfg.GeminiFileActiveTimeout, Logger: log, Privacy: det}, err
+}
+
+// requireOCR refuses to run the pipeline with RUNOPS_REDACT on and no
+// tesseract: its screenshots would be stored with what they show.
+func requireOCR(ctx context.Context, cfg config.Config) error {
+	if !cfg.Redact {
+		return nil
+	}
+	if err := ocr.Check(ctx); err != nil {
+		return fmt.Errorf("RUNOPS_REDACT is on (the default), and the screenshots' privacy pass needs Tesseract OCR: "+
+			"install the Debian packages tesseract-ocr and tesseract-ocr-eng (the scripts and the image do), or set RUNOPS_REDACT=off (%w)", err)
+	}
+	return nil
 }
 
 // privacyDetector finds what RUNOPS_REDACT keeps out of SOPs (nil when it

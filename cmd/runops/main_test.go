@@ -204,6 +204,30 @@ func TestHelpAndFirstSteps(t *testing.T) {
 		strings.Contains(string(out), "worker") {
 		t.Errorf("process without a key: %v\n%s", err, out)
 	}
+	// Redaction on (the default) and no tesseract on the PATH: the worker and
+	// runops process refuse to start, saying what to install.
+	noOCR := t.TempDir()
+	for _, tool := range []string{"ffmpeg", "ffprobe"} {
+		if p, err := exec.LookPath(tool); err == nil {
+			if err := os.Symlink(p, filepath.Join(noOCR, tool)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, args := range [][]string{{"worker"}, {"process", "rec.mp4"}} {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = []string{"PATH=" + noOCR, "GEMINI_API_KEY=k", "SUPABASE_SERVICE_ROLE_KEY=k"}
+		out, err := cmd.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "tesseract-ocr and tesseract-ocr-eng") {
+			t.Errorf("runops %s without tesseract: %v\n%s", args[0], err, out)
+		}
+	}
+	// With it off, runops process goes on (to find no such recording).
+	off := exec.Command(bin, "process", "no-such-recording.mp4")
+	off.Env = []string{"PATH=" + noOCR, "GEMINI_API_KEY=k", "RUNOPS_REDACT=off"}
+	if out, err := off.CombinedOutput(); err == nil || strings.Contains(string(out), "tesseract") || !strings.Contains(string(out), "no-such-recording") {
+		t.Errorf("runops process with RUNOPS_REDACT=off: %v\n%s", err, out)
+	}
 }
 
 // waitReady polls /readyz until the process says it is ready (its listener

@@ -76,6 +76,9 @@ func process(ctx context.Context, cfg config.Config, args []string, stdout, stde
 	if err := cfg.RequireGemini("to turn a recording into an SOP (runops process sends it to Gemini)"); err != nil {
 		return refusedError(err.Error())
 	}
+	if err := requireOCR(ctx, cfg); err != nil {
+		return refusedError(err.Error())
+	}
 	model, err := gemini.New(ctx, gemini.Config{APIKey: cfg.GeminiAPIKey, Model: cfg.GeminiModel,
 		MediaResolution: cfg.GeminiMediaResolution, BaseURL: cfg.GeminiBaseURL})
 	if err != nil {

@@ -31,6 +31,14 @@ type Spec struct {
 	Preset        string // libx264 preset; default ultrafast (veryfast: B-frames, as OBS records)
 	OneKeyframe   bool   // a single keyframe, at the start, as browsers' MediaRecorder writes
 	FullRange     bool   // full-range ("PC") luma, as some screen recorders write (libx264 only)
+	Texts         []Text // drawn, dark on a light page, the whole recording long
+}
+
+// Text is a line of text drawn on the recording, its top left at X, Y
+// pixels, Size pixels high.
+type Text struct {
+	Text       string
+	X, Y, Size int
 }
 
 // Make writes the recording to dir/name and returns its path. It fails the
@@ -52,6 +60,17 @@ func Make(t testing.TB, dir, name string, s Spec) string {
 	if s.Clock {
 		video = "color=c=black:size=" + size + ":rate=" + strconv.Itoa(s.FPS) +
 			",format=yuv420p,geq=lum='16+" + strconv.Itoa(clockStep) + "*floor(T)':cb=128:cr=128"
+	}
+	if len(s.Texts) > 0 {
+		video = "color=c=0xf4f4f4:size=" + size + ":rate=" + strconv.Itoa(s.FPS)
+		for i, tx := range s.Texts {
+			file := filepath.Join(dir, name+".text"+strconv.Itoa(i))
+			if err := os.WriteFile(file, []byte(tx.Text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			video += ",drawtext=textfile='" + file + "':fontcolor=0x1e1e1e:fontsize=" + strconv.Itoa(tx.Size) +
+				":x=" + strconv.Itoa(tx.X) + ":y=" + strconv.Itoa(tx.Y)
+		}
 	}
 	args = append(args, "-f", "lavfi", "-i", video)
 	if s.Audio {

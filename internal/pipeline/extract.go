@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"image"
 	"strings"
 	"time"
 
@@ -77,10 +78,35 @@ func (p *Pipeline) settleFile(ctx context.Context, name string, err error) {
 }
 
 // answer is the model's SOP, checked, and the values it marked as
-// personal or secret (never stored).
+// personal or secret (never stored), with where each shows on its step's
+// screenshot.
 type answer struct {
 	doc   *sop.Document
 	marks []privacy.Mark
+	boxes map[string][]box2d // node id → boxes to destroy on its screenshot
+}
+
+// box2d is a box in Gemini's convention: [ymin, xmin, ymax, xmax], 0–1000.
+type box2d [4]int
+
+// parseBox keeps a box that is inside the picture and not empty.
+func parseBox(v []int) (box2d, bool) {
+	if len(v) != 4 {
+		return box2d{}, false
+	}
+	b := box2d(v)
+	for _, c := range b {
+		if c < 0 || c > 1000 {
+			return b, false
+		}
+	}
+	return b, b[0] < b[2] && b[1] < b[3]
+}
+
+// pixels is the box on a picture of bounds r.
+func (b box2d) pixels(r image.Rectangle) image.Rectangle {
+	w, h := r.Dx(), r.Dy()
+	return image.Rect(r.Min.X+b[1]*w/1000, r.Min.Y+b[0]*h/1000, r.Min.X+(b[3]*w+999)/1000, r.Min.Y+(b[2]*h+999)/1000)
 }
 
 // extract turns the slim copy into the job's SOP document, checked. It
@@ -106,10 +132,9 @@ func (p *Pipeline) describe(ctx context.Context, job queue.Job, r queue.Reporter
 		calls    int
 		problems string
 		cutOff   bool
-		doc      *sop.Document
-		marks    []privacy.Mark
+		ans      answer
 	)
-	for calls < maxCalls && doc == nil {
+	for calls < maxCalls && ans.doc == nil {
 		req := gemini.Request{System: systemInstruction, Prompt: prompt, FileURI: file.URI, MIMEType: "video/mp4", Schema: schema}
 		if problems != "" {
 			req.Prompt += "\n\nYour previous answer was rejected for these reasons; answer again, fixing them:\n" + problems
@@ -140,12 +165,12 @@ func (p *Pipeline) describe(ctx context.Context, job queue.Job, r queue.Reporter
 			return answer{}, err
 		}
 		cutOff = resp.FinishReason == "MAX_TOKENS"
-		doc, marks, problems = toDocument(resp.Text, job.ID, duration)
+		ans, problems = toDocument(resp.Text, job.ID, duration)
 		problems = p.cfg.Privacy.Scrub(problems) // they are logged, and kept in metadata.attempts
-		if doc == nil && cutOff {
+		if ans.doc == nil && cutOff {
 			problems = "- the answer was cut off before its end: describe the procedure more briefly\n" + problems
 		}
-		if doc == nil {
+		if ans.doc == nil {
 			p.cfg.Logger.InfoContext(ctx, "SOP rejected; asking again", "call", calls, "problems", problems)
 			if calls < maxCalls {
 				if err := r.Stage(ctx, "extracting"); err != nil {
@@ -160,19 +185,23 @@ func (p *Pipeline) describe(ctx context.Context, job queue.Job, r queue.Reporter
 	if err := r.Merge(ctx, map[string]any{"gemini": record}); err != nil {
 		return answer{}, err
 	}
-	if doc == nil {
+	if ans.doc == nil {
 		if cutOff {
 			return answer{}, jobs.Fail(msgTooLong, errors.New(problems))
 		}
 		return answer{}, jobs.Fail(fmt.Sprintf(msgInvalid, maxCalls), errors.New(problems))
 	}
-	return answer{doc, marks}, nil
+	return ans, nil
 }
 
-// writeSOP stores the document (under the SOP lock the API's edits take) and
-// records it; the engine marks the job completed only after this returns.
-func (p *Pipeline) writeSOP(ctx context.Context, job queue.Job, r queue.Reporter, doc *sop.Document) error {
+// writeSOP stores the screenshots, then the document that names them (under
+// the SOP lock the API's edits take), and records it; the engine marks the
+// job completed only after this returns.
+func (p *Pipeline) writeSOP(ctx context.Context, job queue.Job, r queue.Reporter, doc *sop.Document, shots *shotSet) error {
 	if err := r.Stage(ctx, "uploading_sop"); err != nil {
+		return err
+	}
+	if err := p.storeShots(ctx, job, r, doc, shots); err != nil {
 		return err
 	}
 	b, err := sop.Marshal(doc)
@@ -279,16 +308,20 @@ func hashBytes(b []byte) (string, int64, error) { return hashReader(bytes.NewRea
 
 // toDocument converts and checks an answer about a recording of the given
 // duration: the document, or nil and the problems to send back to the model.
-func toDocument(text string, id jobs.ID, duration time.Duration) (*sop.Document, []privacy.Mark, string) {
+func toDocument(text string, id jobs.ID, duration time.Duration) (answer, string) {
 	var m modelSOP
 	dec := json.NewDecoder(strings.NewReader(text))
 	if err := dec.Decode(&m); err != nil {
-		return nil, nil, "- the answer is not the JSON the schema asks for: " + err.Error() + "\n"
+		return answer{}, "- the answer is not the JSON the schema asks for: " + err.Error() + "\n"
 	}
 	var marks []privacy.Mark
+	boxes := map[string][]box2d{}
 	for _, n := range m.Nodes {
 		for _, v := range n.Sensitive {
 			marks = append(marks, privacy.Mark{Value: v.Value, Kind: privacy.Kind(v.Kind)})
+			if b, ok := parseBox(v.Box); ok {
+				boxes[n.ID] = append(boxes[n.ID], b)
+			}
 		}
 	}
 	d := &sop.Document{
@@ -335,7 +368,7 @@ func toDocument(text string, id jobs.ID, duration time.Duration) (*sop.Document,
 		problems = append(problems, "- "+p.String())
 	}
 	if len(problems) > 0 {
-		return nil, nil, strings.Join(problems, "\n") + "\n"
+		return answer{}, strings.Join(problems, "\n") + "\n"
 	}
-	return d, marks, ""
+	return answer{d, marks, boxes}, ""
 }

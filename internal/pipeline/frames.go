@@ -54,48 +54,64 @@ type shot struct {
 	second int
 }
 
-// frames gives every shown step (at most MaxScreenshots) the picture of its
-// second, stored at frames/<jobId>/<nodeId>.jpg and named in its
-// screenshot. The pictures come from shots, the directory the transcode
-// filled; after a reused slim copy it is "", and one pass over the raw
-// upload takes the seconds needed again. When the raw upload is gone for
-// good, a step unchanged since the previous SOP keeps its screenshot. A step
-// without one keeps its place, noted in metadata.frames; a storage outage
-// is an outage (retried, then the job's error), never a missing picture.
-func (p *Pipeline) frames(ctx context.Context, job queue.Job, r queue.Reporter, doc *sop.Document, shots string) error {
+// shotSet is what the frames stage leaves for the stages after it: a
+// picture on local disk per step that gets one (to redact, then store),
+// the steps that keep a screenshot already stored, and those without one.
+type shotSet struct {
+	pending []pendingShot
+	kept    int
+	missing []missingFrame
+}
+
+// pendingShot is a step's screenshot, on local disk until it is stored.
+type pendingShot struct {
+	node *sop.Node
+	file string
+}
+
+// frames picks the picture of every shown step's second (at most
+// MaxScreenshots steps) from shots, the directory the transcode filled;
+// after a reused slim copy it is "", and one pass over the raw upload takes
+// the seconds needed again. When the raw upload is gone for good, a step
+// unchanged since the previous SOP keeps its screenshot. Each step gets a
+// file of its own in the work directory: nothing leaves the worker's disk
+// before the privacy pass (redact); store uploads them. A step without a
+// picture keeps its place, noted; a storage outage is an outage (retried,
+// then the job's error), never a missing picture.
+func (p *Pipeline) frames(ctx context.Context, job queue.Job, r queue.Reporter, doc *sop.Document, shots string) (*shotSet, error) {
 	if shots != "" {
 		defer os.RemoveAll(shots)
 	}
 	if err := r.Stage(ctx, "frames"); err != nil {
-		return err
+		return nil, err
 	}
 	want, missing := pickShots(doc)
+	set := &shotSet{missing: missing}
 	sctx, cancel := context.WithTimeout(ctx, p.cfg.FramesTimeout)
 	defer cancel()
-	count, why, err := p.takeShots(sctx, job, r, shots, want)
+	why, err := p.takeShots(sctx, job, r, shots, want, set)
 	if err != nil {
 		if sctx.Err() == nil || ctx.Err() != nil {
-			return err
+			return nil, err
 		}
-		p.cfg.Logger.WarnContext(ctx, "the screenshots took too long; the SOP is stored with those that were", "error", err)
+		p.cfg.Logger.WarnContext(ctx, "taking the screenshots again took too long; the SOP is stored without them", "error", err)
 		why = func(shot) string { return whyTooLong }
 	}
 	for _, s := range want {
-		if s.node.Screenshot == "" {
-			missing = append(missing, missingFrame{s.node.ID, why(s)})
+		if s.node.Screenshot == "" && !slices.ContainsFunc(set.pending, func(ps pendingShot) bool { return ps.node == s.node }) {
+			set.missing = append(set.missing, missingFrame{s.node.ID, why(s)})
 		}
 	}
-	slices.SortStableFunc(missing, func(a, b missingFrame) int { return nodeIndex(doc, a.Node) - nodeIndex(doc, b.Node) })
-	return r.Merge(ctx, map[string]any{"frames": map[string]any{"count": count, "missing": missing}})
+	return set, nil
 }
 
-// takeShots stores the screenshot of every step of want it can, from shots
-// or, when that is "", from a pass over the raw upload or the previous SOP;
-// it returns how many steps have one and why the others have none.
-func (p *Pipeline) takeShots(ctx context.Context, job queue.Job, r queue.Reporter, shots string, want []shot) (int, func(shot) string, error) {
+// takeShots gives each step of want its picture in set, from shots or,
+// when that is "", from a pass over the raw upload or the previous SOP; it
+// returns why the steps left without one have none.
+func (p *Pipeline) takeShots(ctx context.Context, job queue.Job, r queue.Reporter, shots string, want []shot, set *shotSet) (func(shot) string, error) {
 	why := func(s shot) string { return whyNoFrame + s.node.Timestamp }
 	if len(want) == 0 {
-		return 0, why, nil
+		return why, nil
 	}
 	if shots == "" {
 		dir, err := p.retake(ctx, job, r, want)
@@ -105,16 +121,69 @@ func (p *Pipeline) takeShots(ctx context.Context, job queue.Job, r queue.Reporte
 		switch {
 		case errors.Is(err, jobs.ErrObjectMissing):
 			kept, err := p.keepPrevious(ctx, job, want)
-			return kept, func(shot) string { return whyGone }, err
+			set.kept = kept
+			return func(shot) string { return whyGone }, err
 		case errors.Is(err, errNotTaken):
 			why = func(s shot) string { return whyNotTaken + s.node.Timestamp }
 		case err != nil:
-			return 0, why, err
+			return why, err
 		}
 		shots = dir
 	}
-	n, err := p.storeShots(ctx, job, r, shots, want)
-	return n, why, err
+	for _, s := range want {
+		// A file per step: two steps of one second are redacted (and
+		// pointed at) each on its own copy.
+		file := filepath.Join(job.TempDir, "shot-"+s.node.ID+".jpg")
+		if err := copyFile(filepath.Join(shots, ffmpeg.FrameFile(s.second)), file); errors.Is(err, os.ErrNotExist) {
+			continue
+		} else if err != nil {
+			return why, err
+		}
+		set.pending = append(set.pending, pendingShot{s.node, file})
+	}
+	return why, nil
+}
+
+// copyFile copies the file at from to to.
+func copyFile(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(to)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// storeShots uploads the pending screenshots (stage uploading_sop, before
+// the SOP that names them) and records metadata.frames: steps whose
+// upload did not end within FramesTimeout are noted, and the SOP is stored
+// without them.
+func (p *Pipeline) storeShots(ctx context.Context, job queue.Job, r queue.Reporter, doc *sop.Document, set *shotSet) error {
+	sctx, cancel := context.WithTimeout(ctx, p.cfg.FramesTimeout)
+	defer cancel()
+	stored, err := p.uploadShots(sctx, job, r, set.pending)
+	if err != nil {
+		if sctx.Err() == nil || ctx.Err() != nil {
+			return err
+		}
+		p.cfg.Logger.WarnContext(ctx, "storing the screenshots took too long; the SOP is stored with those that were", "error", err)
+	}
+	missing := set.missing
+	for _, ps := range set.pending {
+		if ps.node.Screenshot == "" {
+			missing = append(missing, missingFrame{ps.node.ID, whyTooLong})
+		}
+	}
+	slices.SortStableFunc(missing, func(a, b missingFrame) int { return nodeIndex(doc, a.Node) - nodeIndex(doc, b.Node) })
+	return r.Merge(ctx, map[string]any{"frames": map[string]any{"count": set.kept + stored, "missing": missing}})
 }
 
 // pickShots lists the shown steps that get a screenshot and notes the
@@ -234,27 +303,19 @@ func (p *Pipeline) keepPrevious(ctx context.Context, job queue.Job, want []shot)
 	return kept, nil
 }
 
-// storeShots uploads the picture of each step of want found in dir and
-// names it in the step's screenshot; it returns how many it stored. Under
-// the lease, as the SOP itself: a worker that lost the job never writes
-// over a newer run's screenshots.
-func (p *Pipeline) storeShots(ctx context.Context, job queue.Job, r queue.Reporter, dir string, want []shot) (int, error) {
-	var todo []shot
-	for _, s := range want {
-		if _, err := os.Stat(filepath.Join(dir, ffmpeg.FrameFile(s.second))); err == nil {
-			todo = append(todo, s)
-		}
-	}
+// uploadShots uploads the pending screenshots and names each in its
+// step's screenshot; it returns how many it stored. Under the lease, as
+// the SOP itself: a worker that lost the job never writes over a newer
+// run's screenshots.
+func (p *Pipeline) uploadShots(ctx context.Context, job queue.Job, r queue.Reporter, pending []pendingShot) (int, error) {
 	stored := 0
-	for batch := range slices.Chunk(todo, uploadsPerHold) {
+	for batch := range slices.Chunk(pending, uploadsPerHold) {
 		err := p.retry(ctx, msgStorageDown, func() error {
 			return p.sops.WithSOPLease(ctx, job.ID, job.Token, func(ctx context.Context) error {
 				g, ctx := errgroup.WithContext(ctx)
 				g.SetLimit(uploadsAtOnce)
-				for _, s := range batch {
-					g.Go(func() error {
-						return p.uploadFile(ctx, filepath.Join(dir, ffmpeg.FrameFile(s.second)), job.ID.FramePath(s.node.ID), "image/jpeg")
-					})
+				for _, ps := range batch {
+					g.Go(func() error { return p.uploadFile(ctx, ps.file, job.ID.FramePath(ps.node.ID), "image/jpeg") })
 				}
 				return g.Wait()
 			})
@@ -262,11 +323,11 @@ func (p *Pipeline) storeShots(ctx context.Context, job queue.Job, r queue.Report
 		if err != nil {
 			return stored, err
 		}
-		for _, s := range batch {
-			s.node.Screenshot = job.ID.FramePath(s.node.ID)
+		for _, ps := range batch {
+			ps.node.Screenshot = job.ID.FramePath(ps.node.ID)
 		}
 		stored += len(batch)
-		_ = r.Progress(ctx, float64(stored)/float64(len(todo)))
+		_ = r.Progress(ctx, float64(stored)/float64(len(pending)))
 	}
 	return stored, nil
 }

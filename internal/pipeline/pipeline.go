@@ -100,7 +100,8 @@ func New(objects Objects, model Model, sops SOPLocker, cfg Config) *Pipeline {
 }
 
 // Run processes one job: the slim copy, the SOP from it, a screenshot of
-// every step it shows, then the SOP stored.
+// every step it shows, the privacy pass over both, then the screenshots and
+// the SOP stored.
 func (p *Pipeline) Run(ctx context.Context, job queue.Job, r queue.Reporter) (err error) {
 	defer p.unreserve(job.ID)
 	slim, err := p.Slim(ctx, job, r)
@@ -114,13 +115,14 @@ func (p *Pipeline) Run(ctx context.Context, job queue.Job, r queue.Reporter) (er
 	if err != nil {
 		return err
 	}
-	if err := p.frames(ctx, job, r, ans.doc, slim.Shots); err != nil {
+	shots, err := p.frames(ctx, job, r, ans.doc, slim.Shots)
+	if err != nil {
 		return err
 	}
-	if err := p.redact(ctx, r, ans); err != nil {
+	if err := p.redact(ctx, r, ans, shots); err != nil {
 		return err
 	}
-	return p.writeSOP(ctx, job, r, ans.doc)
+	return p.writeSOP(ctx, job, r, ans.doc, shots)
 }
 
 // SlimResult is the slim copy on local disk, as recorded in metadata.slim.

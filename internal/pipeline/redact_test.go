@@ -1,12 +1,20 @@
 package pipeline_test
 
 import (
+	"context"
 	"encoding/json"
+	"image"
+	"image/color"
+	"image/jpeg"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/runops/runops/internal/geminitest"
+	"github.com/runops/runops/internal/mediatest"
+	"github.com/runops/runops/internal/ocr"
 	"github.com/runops/runops/internal/pipeline"
 	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/sop"
@@ -89,4 +97,111 @@ func TestRedactionOff(t *testing.T) {
 	if outcome(j) != done || !strings.Contains(string(stored), "jane.doe@acme-corp.com") || j.Metadata["privacy"] != nil {
 		t.Fatalf("%s; privacy %v", outcome(j), j.Metadata["privacy"])
 	}
+}
+
+// A screen showing an e-mail address, a live-looking key, a card number, a
+// name the model marks and a PIN it gives the box of: OCR reads none of
+// them from the stored screenshot, and still reads the rest of the screen.
+func TestScreenshotsKeepNoSecret(t *testing.T) {
+	t.Parallel()
+	det, err := privacy.NewDetector(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, func(c *pipeline.Config) { c.Privacy = det })
+	screen := mediatest.Spec{Width: 1280, Height: 720, Seconds: 3, FPS: 5, Texts: []mediatest.Text{
+		{Text: "Account settings", X: 60, Y: 60, Size: 34},
+		{Text: "Signed in as jane.doe@acme-corp.com", X: 60, Y: 130, Size: 30},
+		{Text: "API key sk_live_51HxYzAbCdEfGhIjKlMn0123", X: 60, Y: 200, Size: 30},
+		{Text: "Card on file 4242 4242 4242 4242", X: 60, Y: 270, Size: 30},
+		{Text: "Customer Jane Doe", X: 60, Y: 340, Size: 30},
+		{Text: "Billing Invoices Export Reports", X: 60, Y: 410, Size: 30},
+		{Text: "PIN 8812", X: 900, Y: 600, Size: 40},
+	}}
+	video := mediatest.Make(t, r.dir, "screen.mp4", screen)
+	secrets := []string{"jane", "acme", "sk_live", "51HxYz", "4242", "Doe", "8812"}
+	// Read from the recording itself, they are all there: the test can fail.
+	raw := filepath.Join(r.dir, "raw.jpg")
+	if out, err := exec.Command("ffmpeg", "-v", "error", "-y", "-ss", "1", "-i", video, "-frames:v", "1", raw).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	if seen := screenText(t, raw); !containsAll(seen, secrets) {
+		t.Fatalf("OCR does not read every value from the recording itself:\n%s", seen)
+	}
+	r.ai.Answer(geminitest.JSON(withNodes(`[
+  {"id": "open", "type": "task", "label": "Open the settings of jane.doe@acme-corp.com", "intent": "i", "context": "00:00:01", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown",
+   "sensitive": [{"value": "Jane Doe", "kind": "name"}, {"value": "8812", "kind": "password", "box_2d": [820, 690, 930, 900]}]},
+  {"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}
+]`, `[{"source": "open", "target": "done", "condition": "start"}]`)))
+	id := r.submit(video, nil)
+	j := r.finished(id)
+	if outcome(j) != done {
+		t.Fatalf("%s", deref(j.Error))
+	}
+	obj, ok := r.fake.Object("videos/" + id.FramePath("open"))
+	if !ok {
+		t.Fatalf("no screenshot; frames %v", j.Metadata["frames"])
+	}
+	seen := screenText(t, obj.File)
+	for _, v := range secrets {
+		if strings.Contains(strings.ToLower(seen), strings.ToLower(v)) {
+			t.Errorf("OCR reads %q from the stored screenshot:\n%s", v, seen)
+		}
+	}
+	if !containsAll(seen, []string{"Account", "settings", "Billing", "Invoices", "Reports", "Customer"}) {
+		t.Errorf("the rest of the screen is no longer legible:\n%s", seen)
+	}
+	// The model's box, [820, 690, 930, 900] of 1280×720, is filled whole.
+	if mean := meanLuma(t, obj.File, image.Rect(690*1280/1000, 820*720/1000, 900*1280/1000, 930*720/1000)); mean > 8 {
+		t.Errorf("the box the model gave has a mean luma of %.1f: not filled", mean)
+	}
+	privacyMD, _ := json.Marshal(j.Metadata["privacy"])
+	if !strings.Contains(string(privacyMD), `"ocr":`) {
+		t.Errorf("metadata.privacy %s: the key and the card, read only on screen, are not counted", privacyMD)
+	}
+}
+
+// screenText is what OCR reads on the picture at path, word by word.
+func screenText(t *testing.T, path string) string {
+	t.Helper()
+	lines, err := ocr.Read(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range lines {
+		out = append(out, l.Text)
+	}
+	return strings.Join(out, "\n")
+}
+
+func containsAll(text string, words []string) bool {
+	for _, w := range words {
+		if !strings.Contains(strings.ToLower(text), strings.ToLower(w)) {
+			return false
+		}
+	}
+	return true
+}
+
+// meanLuma is the mean brightness (0–255) of the JPEG at path inside r.
+func meanLuma(t *testing.T, path string, r image.Rectangle) float64 {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := jpeg.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, n := 0.0, 0
+	for y := r.Min.Y; y < r.Max.Y; y++ {
+		for x := r.Min.X; x < r.Max.X; x++ {
+			sum += float64(color.GrayModel.Convert(img.At(x, y)).(color.Gray).Y)
+			n++
+		}
+	}
+	return sum / float64(n)
 }

@@ -53,6 +53,9 @@ type modelNode struct {
 type modelSensitive struct {
 	Value string `json:"value"`
 	Kind  string `json:"kind" schema:"enum=sensitive"`
+	// Box is where the value shows on the step's screenshot, in Gemini's
+	// convention: [ymin, xmin, ymax, xmax], each 0–1000.
+	Box []int `json:"box_2d" schema:"optional"`
 }
 
 type modelEdge struct {
@@ -105,8 +108,8 @@ func sensitiveKinds() []string {
 // schema is the JSON Schema of modelSOP, sent as responseJsonSchema.
 var schema = jsonSchema(reflect.TypeFor[modelSOP](), "")
 
-// jsonSchema describes t (strings, slices and structs of them: all that
-// modelSOP uses); tag is the field's schema tag.
+// jsonSchema describes t (strings, integers, slices and structs of them:
+// all that modelSOP uses); tag is the field's schema tag.
 func jsonSchema(t reflect.Type, tag string) map[string]any {
 	switch t.Kind() {
 	case reflect.String:
@@ -121,6 +124,8 @@ func jsonSchema(t reflect.Type, tag string) map[string]any {
 			}
 		}
 		return s
+	case reflect.Int:
+		return map[string]any{"type": "integer"}
 	case reflect.Slice:
 		return map[string]any{"type": "array", "items": jsonSchema(t.Elem(), tag)}
 	case reflect.Struct:

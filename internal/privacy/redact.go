@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/runops/runops/internal/sop"
 )
@@ -58,7 +59,7 @@ const minMarked = 3
 
 // Redactor replaces the sensitive values of one SOP with variables: each
 // distinct value gets one name, used wherever it appears. Not safe for
-// concurrent use.
+// concurrent use but for Boxes.
 type Redactor struct {
 	det      *Detector
 	marks    []Mark
@@ -69,14 +70,16 @@ type Redactor struct {
 	taken    map[string]bool   // names in use, ours and the document's
 	counts   map[Kind]int
 	sources  map[Source]int
-	values   []string // the values replaced, for the screenshots' OCR
+	values   []string        // the values replaced, for the screenshots' OCR
+	seen     map[string]bool // values found only on screenshots, counted once
 	replaced int
+	mu       sync.Mutex // Boxes may be called from several goroutines
 }
 
 // NewRedactor returns a redactor over det that also replaces marks.
 func NewRedactor(det *Detector, marks []Mark) *Redactor {
 	r := &Redactor{det: det, vars: map[string]string{}, kinds: map[string]Kind{}, taken: map[string]bool{},
-		counts: map[Kind]int{}, sources: map[Source]int{}}
+		counts: map[Kind]int{}, sources: map[Source]int{}, seen: map[string]bool{}}
 	for _, m := range marks {
 		v := strings.TrimSpace(m.Value)
 		if len([]rune(v)) < minMarked || !slices.Contains(ModelKinds, m.Kind) {
