@@ -334,8 +334,14 @@ func toDocument(text string, id jobs.ID, duration time.Duration) (answer, string
 		d.Public.Triggers = append(d.Public.Triggers, sop.Trigger{Type: t.Type, Config: t.Config, Description: t.Description})
 	}
 	for _, n := range m.Nodes {
-		d.Public.Nodes = append(d.Public.Nodes, sop.Node{ID: n.ID, Type: n.Type, Label: n.Label, Intent: n.Intent, Context: n.Context,
-			ParentID: n.ParentID, Iterator: n.Iterator, ExitCondition: n.ExitCondition, Timestamp: n.Timestamp, Evidence: n.Evidence})
+		node := sop.Node{ID: n.ID, Type: n.Type, Label: n.Label, Intent: n.Intent, Context: n.Context,
+			ParentID: n.ParentID, Iterator: n.Iterator, ExitCondition: n.ExitCondition, Timestamp: n.Timestamp, Evidence: n.Evidence}
+		// A box outside the picture, empty or inverted is dropped, not drawn.
+		if b, ok := parseBox(n.Box); ok && n.Evidence == sop.EvidenceShown {
+			node.Highlight = &sop.Highlight{X: float64(b[1]) / 1000, Y: float64(b[0]) / 1000,
+				W: float64(b[3]-b[1]) / 1000, H: float64(b[2]-b[0]) / 1000}
+		}
+		d.Public.Nodes = append(d.Public.Nodes, node)
 	}
 	for _, e := range m.Edges {
 		d.Public.Edges = append(d.Public.Edges, sop.Edge{Source: e.Source, Target: e.Target, Condition: e.Condition})

@@ -102,6 +102,15 @@ func (p *Pipeline) frames(ctx context.Context, job queue.Job, r queue.Reporter, 
 			set.missing = append(set.missing, missingFrame{s.node.ID, why(s)})
 		}
 	}
+	if p.cfg.Privacy == nil {
+		// No privacy pass to edit the pictures: the highlights are drawn now
+		// (with one, in the same edit).
+		for _, ps := range set.pending {
+			if err := editPicture(ps.file, nil, nil, ps.node.Highlight); err != nil {
+				return nil, err
+			}
+		}
+	}
 	return set, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/runops/runops/internal/ocr"
 	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/queue"
+	"github.com/runops/runops/internal/sop"
 )
 
 // redact is the privacy pass (stage redacting). Every text of the SOP has
@@ -44,7 +45,7 @@ func (p *Pipeline) redact(ctx context.Context, r queue.Reporter, a answer, shots
 			if err != nil {
 				return fmt.Errorf("read the screenshot of %s: %w", ps.node.ID, err)
 			}
-			return coverPicture(ps.file, red.Boxes(lines), a.boxes[ps.node.ID])
+			return editPicture(ps.file, red.Boxes(lines), a.boxes[ps.node.ID], ps.node.Highlight)
 		})
 	}
 	if err := g.Wait(); err != nil {
@@ -57,10 +58,11 @@ func (p *Pipeline) redact(ctx context.Context, r queue.Reporter, a answer, shots
 // the anti-aliased edge of a glyph must go too.
 const boxPadding = 3
 
-// coverPicture rewrites the JPEG at file with boxes (in pixels) and
-// model's boxes filled solid black: destroyed, not blurred.
-func coverPicture(file string, boxes []image.Rectangle, model []box2d) error {
-	if len(boxes) == 0 && len(model) == 0 {
+// editPicture rewrites the JPEG at file with boxes (in pixels) and the
+// model's boxes filled solid black — destroyed, not blurred — then, when
+// the step has a highlight, an outline around it. One decode, one encode.
+func editPicture(file string, boxes []image.Rectangle, model []box2d, highlight *sop.Highlight) error {
+	if len(boxes) == 0 && len(model) == 0 && highlight == nil {
 		return nil
 	}
 	f, err := os.Open(file)
@@ -81,7 +83,53 @@ func coverPicture(file string, boxes []image.Rectangle, model []box2d) error {
 	for _, b := range boxes {
 		draw.Draw(img, b.Inset(-boxPadding).Intersect(img.Bounds()), black, image.Point{}, draw.Src)
 	}
+	if highlight != nil {
+		outline(img, *highlight)
+	}
 	return writeJPEG(file, img)
+}
+
+// The outline's rings, from the outside in: dark, bright, light, so that
+// it reads on light and dark interfaces alike.
+var outlineRings = []struct {
+	c     color.Color
+	units int
+}{{color.RGBA{0x11, 0x11, 0x11, 0xff}, 1}, {color.RGBA{0xff, 0x5a, 0x00, 0xff}, 2}, {color.White, 1}}
+
+// outlineUnit is how thick a unit of the rings is: 3 pixels at 1080p, at
+// least 2 (thinner, JPEG's halved colour resolution washes the bright ring
+// out).
+func outlineUnit(height int) int { return max(2, height/360) }
+
+// outline draws rings around h, outside it: the element itself stays as
+// the recording shows it.
+func outline(img *image.RGBA, h sop.Highlight) {
+	b := img.Bounds()
+	box := image.Rect(b.Min.X+int(h.X*float64(b.Dx())), b.Min.Y+int(h.Y*float64(b.Dy())),
+		b.Min.X+int((h.X+h.W)*float64(b.Dx())+0.5), b.Min.Y+int((h.Y+h.H)*float64(b.Dy())+0.5))
+	u := outlineUnit(b.Dy())
+	total := 0
+	for _, r := range outlineRings {
+		total += r.units * u
+	}
+	outer := total
+	for _, r := range outlineRings {
+		inner := outer - r.units*u
+		ring(img, box.Inset(-outer), box.Inset(-inner), image.NewUniform(r.c))
+		outer = inner
+	}
+}
+
+// ring fills what is inside out and not inside in.
+func ring(img *image.RGBA, out, in image.Rectangle, c image.Image) {
+	for _, part := range []image.Rectangle{
+		image.Rect(out.Min.X, out.Min.Y, out.Max.X, in.Min.Y), // top
+		image.Rect(out.Min.X, in.Max.Y, out.Max.X, out.Max.Y), // bottom
+		image.Rect(out.Min.X, in.Min.Y, in.Min.X, in.Max.Y),   // left
+		image.Rect(in.Max.X, in.Min.Y, out.Max.X, in.Max.Y),   // right
+	} {
+		draw.Draw(img, part.Intersect(img.Bounds()), c, image.Point{}, draw.Src)
+	}
 }
 
 // writeJPEG replaces file with img, at a quality that keeps text sharp.

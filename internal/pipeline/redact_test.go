@@ -205,3 +205,73 @@ func meanLuma(t *testing.T, path string, r image.Rectangle) float64 {
 	}
 	return sum / float64(n)
 }
+
+// Pointing: the box the model gives for a shown step becomes the node's
+// highlight, outlined on its screenshot (dark, bright and light rings
+// outside the box, the element itself untouched); an inverted box is
+// dropped, not drawn. With the privacy pass on or off.
+func TestTheScreenshotShowsWhereToClick(t *testing.T) {
+	t.Parallel()
+	det, _ := privacy.NewDetector(nil)
+	for name, d := range map[string]*privacy.Detector{"redaction on": det, "redaction off": nil} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t, func(c *pipeline.Config) { c.Privacy = d })
+			page := mediatest.Make(t, r.dir, "page.mp4", mediatest.Spec{Width: 1280, Height: 720, Seconds: 3, FPS: 5,
+				Texts: []mediatest.Text{{Text: "Settings", X: 40, Y: 20, Size: 30}}})
+			r.ai.Answer(geminitest.JSON(withNodes(`[
+  {"id": "save", "type": "task", "label": "Click Save", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown", "box_2d": [400, 300, 500, 600]},
+  {"id": "check", "type": "task", "label": "Check", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:02", "evidence": "shown", "box_2d": [500, 600, 400, 300]},
+  {"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}
+]`, `[{"source": "save", "target": "check", "condition": "start"}, {"source": "check", "target": "done", "condition": ""}]`)))
+			id := r.submit(page, nil)
+			j := r.finished(id)
+			if outcome(j) != done {
+				t.Fatalf("%s", deref(j.Error))
+			}
+			obj, _ := r.fake.Object("videos/" + id.SOPPath())
+			stored, _ := os.ReadFile(obj.File)
+			doc, err := sop.Load(stored, string(id))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h := doc.Public.Nodes[0].Highlight; h == nil || *h != (sop.Highlight{X: 0.3, Y: 0.4, W: 0.3, H: 0.1}) {
+				t.Errorf("save's highlight %+v", h)
+			}
+			if h := doc.Public.Nodes[1].Highlight; h != nil {
+				t.Errorf("an inverted box became a highlight: %+v", h)
+			}
+			save, _ := r.fake.Object("videos/" + id.FramePath("save"))
+			check, _ := r.fake.Object("videos/" + id.FramePath("check"))
+			// The box is x 384–768, y 288–360 of 1280×720; the bright ring
+			// lies 3 to 6 pixels outside it (a unit is 2 pixels at 720p).
+			if c := pixel(t, save.File, 576, 283); c.R < 200 || c.G > 140 || c.B > 80 {
+				t.Errorf("no bright ring above the box: %v", c)
+			}
+			if c := pixel(t, save.File, 772, 324); c.R < 200 || c.G > 140 || c.B > 80 {
+				t.Errorf("no bright ring right of the box: %v", c)
+			}
+			if mean := meanLuma(t, save.File, image.Rect(392, 296, 760, 352)); mean < 230 {
+				t.Errorf("inside the box, mean luma %.1f: the element is covered", mean)
+			}
+			if mean := meanLuma(t, check.File, image.Rect(370, 270, 780, 380)); mean < 230 {
+				t.Errorf("the inverted box was drawn: mean luma %.1f", mean)
+			}
+		})
+	}
+}
+
+// pixel is the colour of the JPEG at path at x, y.
+func pixel(t *testing.T, path string, x, y int) color.RGBA {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := jpeg.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return color.RGBAModel.Convert(img.At(x, y)).(color.RGBA)
+}

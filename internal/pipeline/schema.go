@@ -48,6 +48,9 @@ type modelNode struct {
 	// Sensitive lists the personal or secret values the step shows or
 	// says: hidden before anything is stored (internal/privacy).
 	Sensitive []modelSensitive `json:"sensitive" schema:"optional"`
+	// Box is, for a shown step, the element it acts on, on the frame of its
+	// second: [ymin, xmin, ymax, xmax], each 0–1000.
+	Box []int `json:"box_2d" schema:"optional"`
 }
 
 type modelSensitive struct {

@@ -67,6 +67,24 @@ type Node struct {
 	Timestamp  string `json:"timestamp,omitempty"`
 	Evidence   string `json:"evidence,omitempty"`
 	Screenshot string `json:"screenshot,omitempty"`
+	// Highlight is where the step acts on its screenshot (the element
+	// clicked or typed into), outlined on the picture.
+	Highlight *Highlight `json:"highlight,omitempty"`
+}
+
+// Highlight is a box on a step's screenshot, in fractions of the picture
+// (0–1 from its top left corner).
+type Highlight struct {
+	X float64 `json:"x"`
+	Y float64 `json:"y"`
+	W float64 `json:"w"`
+	H float64 `json:"h"`
+}
+
+// Valid tells whether the box is inside the picture and not empty.
+func (h Highlight) Valid() bool {
+	const slack = 1e-9
+	return h.X >= 0 && h.Y >= 0 && h.W > 0 && h.H > 0 && h.X+h.W <= 1+slack && h.Y+h.H <= 1+slack
 }
 
 // Position places a node in the flow view.

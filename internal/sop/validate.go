@@ -238,6 +238,9 @@ func (v *validator) check(d *Document) {
 		if n.Screenshot != "" && (d.Meta == nil || n.Screenshot != framePath(d.Meta.ID, n.ID)) {
 			v.add(at+".screenshot", "must be this job's frames/<jobId>/<nodeId>.jpg, not %q", n.Screenshot)
 		}
+		if n.Highlight != nil && !n.Highlight.Valid() {
+			v.add(at+".highlight", "must be a box inside the picture: x, y, w, h fractions of it, w and h above 0")
+		}
 	}
 	for i, n := range p.Nodes {
 		at := fmt.Sprintf("public.nodes[%d]", i)

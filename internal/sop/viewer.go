@@ -139,9 +139,10 @@ func decodeTree(data []byte) (any, error) {
 // before triggers were typed as the viewer types them: a config that is not
 // text becomes "" (a number or boolean its text), and a type the viewer does
 // not know becomes the nearest one it does.
-// ourExtras are the node fields we add and the viewer ignores: a value
-// that is not text there (someone else's extension, a hand edit) is dropped
-// rather than making the whole document unreadable.
+// ourExtras are the text fields we add to nodes, which the viewer ignores
+// (as it does highlight, a box): a value that is not text there (someone
+// else's extension, a hand edit) is dropped, as is a highlight that is not
+// one, rather than making the whole document unreadable.
 var ourExtras = []string{"timestamp", "evidence", "screenshot"}
 
 func dropForeignExtras(tree any) {
@@ -152,7 +153,32 @@ func dropForeignExtras(tree any) {
 				delete(n, k)
 			}
 		}
+		if h, ok := n["highlight"]; ok && !highlightShape(h) {
+			delete(n, "highlight")
+		}
 	})
+}
+
+// highlightShape tells whether v is a highlight as we write them: an
+// object of four numbers x, y, w, h, a box inside the picture.
+func highlightShape(v any) bool {
+	m, ok := v.(map[string]any)
+	if !ok || len(m) != 4 {
+		return false
+	}
+	var f [4]float64
+	for i, k := range []string{"x", "y", "w", "h"} {
+		num, ok := m[k].(json.Number)
+		if !ok {
+			return false
+		}
+		x, err := num.Float64()
+		if err != nil {
+			return false
+		}
+		f[i] = x
+	}
+	return Highlight{f[0], f[1], f[2], f[3]}.Valid()
 }
 
 func repairTriggers(tree any) {

@@ -168,3 +168,40 @@ func TestLoadIsLenientWhereTheViewerIs(t *testing.T) {
 		}
 	}
 }
+
+// A node's highlight — an object, which the viewer ignores — survives a
+// load and a write; one that is not a box inside the picture is dropped,
+// not a reason to refuse the document.
+func TestLoadKeepsTheHighlight(t *testing.T) {
+	raw, _ := os.ReadFile("../../docs/sample-sop.json")
+	var tree map[string]any
+	_ = json.Unmarshal(raw, &tree)
+	nodes := tree["public"].(map[string]any)["nodes"].([]any)
+	nodes[0].(map[string]any)["highlight"] = map[string]any{"x": 0.25, "y": 0.5, "w": 0.125, "h": 0.0625}
+	for i, bad := range []any{"a string", map[string]any{"x": 0.9, "y": 0.1, "w": 0.2, "h": 0.1},
+		map[string]any{"x": 0.1, "y": 0.1, "w": 0, "h": 0.1}, map[string]any{"x": "0.1", "y": 0.1, "w": 0.1, "h": 0.1}} {
+		nodes[1+i%3].(map[string]any)["highlight"] = bad
+	}
+	doc, _ := json.Marshal(tree)
+	d, err := sop.Load(doc, jobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := d.Public.Nodes[0].Highlight; h == nil || *h != (sop.Highlight{X: 0.25, Y: 0.5, W: 0.125, H: 0.0625}) {
+		t.Fatalf("highlight %+v", h)
+	}
+	for _, n := range d.Public.Nodes[1:] {
+		if n.Highlight != nil {
+			t.Errorf("%s keeps a highlight that is not one: %+v", n.ID, n.Highlight)
+		}
+	}
+	out, err := sop.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := sop.Load(out, jobID); err != nil || again.Public.Nodes[0].Highlight == nil ||
+		*again.Public.Nodes[0].Highlight != *d.Public.Nodes[0].Highlight {
+		t.Fatalf("written and read again: %v\n%s", err, out)
+	}
+	soptest.Check(t, "an SOP with a highlight", out)
+}
