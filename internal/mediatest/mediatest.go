@@ -34,11 +34,12 @@ type Spec struct {
 	Texts         []Text // drawn, dark on a light page, the whole recording long
 }
 
-// Text is a line of text drawn on the recording, its top left at X, Y
-// pixels, Size pixels high.
+// Text is text drawn on the recording (lines split at \n), its top left
+// at X, Y pixels, Size pixels high; Scroll moves it up that many pixels a
+// second, back down every 100 pixels (a page being read).
 type Text struct {
-	Text       string
-	X, Y, Size int
+	Text               string
+	X, Y, Size, Scroll int
 }
 
 // Make writes the recording to dir/name and returns its path. It fails the
@@ -70,6 +71,9 @@ func Make(t testing.TB, dir, name string, s Spec) string {
 			}
 			video += ",drawtext=textfile='" + file + "':fontcolor=0x1e1e1e:fontsize=" + strconv.Itoa(tx.Size) +
 				":x=" + strconv.Itoa(tx.X) + ":y=" + strconv.Itoa(tx.Y)
+			if tx.Scroll > 0 {
+				video += "-mod(t*" + strconv.Itoa(tx.Scroll) + "\\,100)"
+			}
 		}
 	}
 	args = append(args, "-f", "lavfi", "-i", video)

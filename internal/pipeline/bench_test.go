@@ -19,6 +19,7 @@ import (
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/mediatest"
 	"github.com/runops/runops/internal/pipeline"
+	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/queue"
 	"github.com/runops/runops/internal/storage"
 	"github.com/runops/runops/internal/supabasetest"
@@ -323,4 +324,76 @@ type benchLock struct{}
 
 func (benchLock) WithSOPLease(ctx context.Context, _ jobs.ID, _ string, fn func(context.Context) error) error {
 	return fn(ctx)
+}
+
+// BenchmarkRedaction times the redacting stage — OCR of every screenshot,
+// the fills, the text pass — against the transcoding stage of the same
+// pipeline run, on a 1080p recording of a settings page dense with small UI
+// text (two columns of 36 lines, 20-pixel text, scrolling slowly), 3
+// minutes long (20 s with -short), with 12 shown steps; and the stage's
+// cost per screenshot.
+//
+//	go test -run '^$' -bench Redaction -benchtime 1x ./internal/pipeline/
+func BenchmarkRedaction(b *testing.B) {
+	seconds := 180
+	if testing.Short() {
+		seconds = 20
+	}
+	dir := b.TempDir()
+	labels := []string{"Display name: Jane Doe", "Notification e-mail: ops-team@example.com", "Time zone: Europe/Paris (UTC+01:00)",
+		"Language: English (United Kingdom)", "Two-factor authentication: enabled", "Session timeout: 30 minutes",
+		"Default workspace: Support operations", "Billing plan: Business, yearly", "Invoices sent to: finance@example.com",
+		"API access: 2 active keys", "Webhook endpoint: https://hooks.example.com/runops", "Data retention: 90 days"}
+	var left, right []string
+	for i := range 36 {
+		left = append(left, fmt.Sprintf("%d. %s", i+1, labels[i%len(labels)]))
+		right = append(right, fmt.Sprintf("%d. %s", i+37, labels[(i+5)%len(labels)]))
+	}
+	in := mediatest.Make(b, dir, "settings.mp4", mediatest.Spec{Width: 1920, Height: 1080, FPS: 30, Seconds: float64(seconds),
+		Texts: []mediatest.Text{
+			{Text: strings.Join(left, "\n"), X: 40, Y: 40, Size: 20, Scroll: 4},
+			{Text: strings.Join(right, "\n"), X: 980, Y: 40, Size: 20, Scroll: 4},
+		}})
+	var nodes, edges []string
+	for i := range 12 {
+		s := (i*seconds + seconds/2) / 12
+		nodes = append(nodes, fmt.Sprintf(`{"id": "s%d", "type": "task", "label": "Step %d", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:%02d:%02d", "evidence": "shown", "sensitive": [{"value": "Jane Doe", "kind": "name"}]}`, i, i, s/60, s%60))
+		if i > 0 {
+			edges = append(edges, fmt.Sprintf(`{"source": "s%d", "target": "s%d", "condition": ""}`, i-1, i))
+		}
+	}
+	ctx := context.Background()
+	fake := supabasetest.New(b, jobs.MaxUploadBytes)
+	objects, err := storage.New(storage.Config{URL: fake.URL, ServiceKey: fake.ServiceRoleKey(), Bucket: jobs.Bucket})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ai := geminitest.New(b, "test-key")
+	ai.Answer(geminitest.JSON(withNodes("["+strings.Join(nodes, ",")+"]", "["+strings.Join(edges, ",")+"]")))
+	model, err := gemini.New(ctx, gemini.Config{APIKey: "test-key", Model: "gemini-test", BaseURL: ai.URL})
+	if err != nil {
+		b.Fatal(err)
+	}
+	det, _ := privacy.NewDetector(nil)
+	p := pipeline.New(objects, model, benchLock{}, pipeline.Config{Logger: quiet, Privacy: det})
+	id := jobs.ID("00000000-0000-4000-8000-00000000b003")
+	fake.PutFile("videos/"+id.RawPath(), in, "video/mp4")
+	var clock *stageClock
+	for range b.N {
+		clock = &stageClock{md: map[string]any{}}
+		work := filepath.Join(dir, "work")
+		os.RemoveAll(work)
+		if err := p.Run(ctx, queue.Job{Job: jobs.Job{ID: id, Metadata: map[string]any{}}, TempDir: work, Token: "t"}, clock); err != nil {
+			b.Fatal(err)
+		}
+		clock.Stage(ctx, "")
+	}
+	if f, _ := json.Marshal(clock.md["frames"]); !strings.Contains(string(f), `"count":12`) {
+		b.Fatalf("frames %s", f)
+	}
+	redacting, transcoding := clock.took["redacting"], clock.took["transcoding"]
+	b.ReportMetric(redacting.Seconds()*1000/12, "redact-ms/screenshot")
+	b.ReportMetric(float64(redacting)/float64(transcoding), "redacting/transcode")
+	b.ReportMetric(transcoding.Seconds(), "transcode-s")
+	b.ReportMetric(0, "ns/op")
 }
