@@ -48,8 +48,8 @@ func Check(ctx context.Context) error {
 	return nil
 }
 
-// Read returns the lines of words tesseract reads on the picture at path.
-// It runs one thread: callers read several pictures at once.
+// Read returns the lines of words tesseract reads on the picture file at
+// path. It runs one thread: callers read several pictures at once.
 func Read(ctx context.Context, path string) ([]Line, error) {
 	cmd := command(ctx, "tesseract", path, "-", "-l", "eng", "tsv")
 	cmd.Env = append(cmd.Environ(), "OMP_THREAD_LIMIT=1")

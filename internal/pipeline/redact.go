@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"image"
@@ -11,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
 
 	"golang.org/x/sync/errgroup"
 
@@ -38,25 +39,95 @@ func (p *Pipeline) redact(ctx context.Context, r queue.Reporter, a answer, shots
 	}
 	red := privacy.NewRedactor(p.cfg.Privacy, a.marks)
 	red.Document(a.doc)
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(runtime.NumCPU())
-	for _, ps := range shots.pending {
-		g.Go(func() error {
-			img, err := readJPEG(ps.file)
-			if err != nil {
-				return err
-			}
-			lines, err := readText(gctx, img, ps.file+".pgm")
-			if err != nil {
-				return fmt.Errorf("read the screenshot of %s: %w", ps.node.ID, err)
-			}
-			return writeJPEG(ps.file, paint(img, red.Boxes(lines), a.boxes[ps.node.ID], ps.node.Highlight))
-		})
-	}
-	if err := g.Wait(); err != nil {
+	if err := p.redactPictures(ctx, red, a, shots.pending); err != nil {
 		return err
 	}
 	return r.Merge(ctx, map[string]any{"privacy": red.Report()})
+}
+
+// picture is a pending screenshot being redacted.
+type picture struct {
+	shot pendingShot
+	page *ocr.Page // what OCR read on it, before it was painted
+}
+
+// redactPictures reads every pending screenshot with OCR, as many at once
+// as there are cores, and covers what red finds on it. The earliest and
+// the latest are read whole; each other one is read against whichever of
+// them it shares most rows with, so that the parts of a screen that stayed
+// as they were are not read again (ocr.ReadAgainst).
+func (p *Pipeline) redactPictures(ctx context.Context, red *privacy.Redactor, a answer, pending []pendingShot) error {
+	pics := make([]*picture, len(pending))
+	for i, ps := range pending {
+		pics[i] = &picture{shot: ps}
+	}
+	slices.SortStableFunc(pics, func(x, y *picture) int { return strings.Compare(x.shot.node.Timestamp, y.shot.node.Timestamp) })
+	var refs []*picture
+	for i, pic := range pics {
+		if i == 0 || i == len(pics)-1 {
+			refs = append(refs, pic)
+		}
+	}
+	run := func(batch []*picture, against []*picture) error {
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(runtime.NumCPU())
+		for _, pic := range batch {
+			g.Go(func() error { return p.redactPicture(gctx, red, a, pic, against) })
+		}
+		return g.Wait()
+	}
+	if err := run(refs, nil); err != nil {
+		return err
+	}
+	var rest []*picture
+	for _, pic := range pics {
+		if !slices.Contains(refs, pic) {
+			rest = append(rest, pic)
+		}
+	}
+	return run(rest, refs)
+}
+
+// redactPicture reads one screenshot (against the best of refs, if any)
+// and rewrites it with what red finds covered, the model's boxes too, and
+// its step's highlight outlined.
+func (p *Pipeline) redactPicture(ctx context.Context, red *privacy.Redactor, a answer, pic *picture, refs []*picture) error {
+	img, err := readJPEG(pic.shot.file)
+	if err != nil {
+		return err
+	}
+	gray := luma(img)
+	var ref *ocr.Page
+	best := -1
+	for _, r := range refs {
+		if n := ocr.Unchanged(gray, r.page.Gray); n > best {
+			ref, best = r.page, n
+		}
+	}
+	page, reused, err := ocr.ReadAgainst(ctx, gray, ref, filepath.Dir(pic.shot.file))
+	if err != nil {
+		return fmt.Errorf("read the screenshot of %s: %w", pic.shot.node.ID, err)
+	}
+	if reused > 0 {
+		p.cfg.Logger.DebugContext(ctx, "screenshot read against another", "node", pic.shot.node.ID, "lines_reused", reused)
+	}
+	pic.page = page
+	return writeJPEG(pic.shot.file, paint(img, red.Boxes(page.Lines), a.boxes[pic.shot.node.ID], pic.shot.node.Highlight))
+}
+
+// luma is the picture's brightness alone, what OCR reads: a sixth less
+// work for tesseract than the colour JPEG, and the same words.
+func luma(img image.Image) *image.Gray {
+	b := img.Bounds()
+	g := image.NewGray(b)
+	if ycc, ok := img.(*image.YCbCr); ok {
+		for y := b.Min.Y; y < b.Max.Y; y++ {
+			copy(g.Pix[g.PixOffset(b.Min.X, y):][:b.Dx()], ycc.Y[ycc.YOffset(b.Min.X, y):])
+		}
+		return g
+	}
+	draw.Draw(g, b, img, b.Min, draw.Src)
+	return g
 }
 
 // boxPadding widens each covered box: OCR's boxes hug the letters, and
@@ -87,32 +158,6 @@ func readJPEG(file string) (image.Image, error) {
 		return nil, fmt.Errorf("decode %s: %w", filepath.Base(file), err)
 	}
 	return img, nil
-}
-
-// readText is what OCR reads on img, given to tesseract as its luma alone
-// (a PGM file at tmp, removed after): a sixth less work than the colour
-// JPEG, and the same words.
-func readText(ctx context.Context, img image.Image, tmp string) ([]ocr.Line, error) {
-	b := img.Bounds()
-	var buf bytes.Buffer
-	fmt.Fprintf(&buf, "P5\n%d %d\n255\n", b.Dx(), b.Dy())
-	if ycc, ok := img.(*image.YCbCr); ok {
-		for y := b.Min.Y; y < b.Max.Y; y++ {
-			i := ycc.YOffset(b.Min.X, y)
-			buf.Write(ycc.Y[i : i+b.Dx()])
-		}
-	} else {
-		for y := b.Min.Y; y < b.Max.Y; y++ {
-			for x := b.Min.X; x < b.Max.X; x++ {
-				buf.WriteByte(color.GrayModel.Convert(img.At(x, y)).(color.Gray).Y)
-			}
-		}
-	}
-	if err := os.WriteFile(tmp, buf.Bytes(), 0o600); err != nil {
-		return nil, err
-	}
-	defer os.Remove(tmp)
-	return ocr.Read(ctx, tmp)
 }
 
 // paint returns img with boxes (in pixels) and the model's boxes filled

@@ -1,0 +1,177 @@
+package ocr
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"image"
+	"os"
+	"path/filepath"
+	"slices"
+)
+
+// Page is a picture's luma and the lines OCR read on it.
+type Page struct {
+	Gray  *image.Gray
+	Lines []Line
+}
+
+// ReadPage reads every line of text on gray (written as a PGM file in
+// tmpDir for tesseract, and removed).
+func ReadPage(ctx context.Context, gray *image.Gray, tmpDir string) (*Page, error) {
+	lines, err := readGray(ctx, gray, tmpDir)
+	if err != nil {
+		return nil, err
+	}
+	return &Page{Gray: gray, Lines: lines}, nil
+}
+
+// Tolerance is how far (in luma levels) a pixel may be from the reference's
+// for its row to count as unchanged: the re-encoding of a video at a
+// keyframe moves pixels by a few levels, while a glyph that appears or goes
+// moves them by a hundred and more.
+const Tolerance = 32
+
+// margin widens the rows read again: a glyph's anti-aliased edge, or a
+// descender, can reach a row that compares as unchanged.
+const margin = 6
+
+// ReadAgainst reads gray as ReadPage does, reusing what ref read where the
+// two pictures are the same: only the rows that changed (with a margin,
+// and widened to whole lines of ref's that they touch) are given to
+// tesseract, the rest blanked; ref's lines entirely outside them are taken
+// as they are — the same pixels, to within Tolerance, read the same. It
+// returns the page and how many of ref's lines it reused.
+func ReadAgainst(ctx context.Context, gray *image.Gray, ref *Page, tmpDir string) (*Page, int, error) {
+	b := gray.Bounds()
+	if ref == nil || ref.Gray.Bounds() != b {
+		p, err := ReadPage(ctx, gray, tmpDir)
+		return p, 0, err
+	}
+	read := make([]bool, b.Dy()) // rows given to tesseract
+	for y := range b.Dy() {
+		if !sameRow(gray, ref.Gray, b.Min.Y+y) {
+			for d := max(0, y-margin); d <= min(b.Dy()-1, y+margin); d++ {
+				read[d] = true
+			}
+		}
+	}
+	// A line of ref that touches a changed row is read again whole; one
+	// that does not is reused (when it overlaps a line read again, the new
+	// reading may see it too: its boxes come twice, which covers no less).
+	changed := slices.Clone(read)
+	var reused []Line
+	for _, l := range ref.Lines {
+		box := lineBox(l).Inset(-2).Intersect(b)
+		touched := false
+		for y := box.Min.Y; y < box.Max.Y; y++ {
+			touched = touched || changed[y-b.Min.Y]
+		}
+		if !touched {
+			reused = append(reused, l)
+			continue
+		}
+		for y := box.Min.Y; y < box.Max.Y; y++ {
+			read[y-b.Min.Y] = true
+		}
+	}
+	some := false
+	for _, r := range read {
+		some = some || r
+	}
+	if !some {
+		return &Page{Gray: gray, Lines: reused}, len(reused), nil
+	}
+	blank := image.NewGray(b)
+	copy(blank.Pix, gray.Pix)
+	bg := background(gray)
+	for y := range b.Dy() {
+		if !read[y] {
+			row := blank.Pix[y*blank.Stride : y*blank.Stride+b.Dx()]
+			for i := range row {
+				row[i] = bg
+			}
+		}
+	}
+	lines, err := readGray(ctx, blank, tmpDir)
+	if err != nil {
+		return nil, 0, err
+	}
+	return &Page{Gray: gray, Lines: append(reused, lines...)}, len(reused), nil
+}
+
+// Unchanged counts the rows of a that are the same in b (to within
+// Tolerance): how much a ReadAgainst b would reuse, at most.
+func Unchanged(a, b *image.Gray) int {
+	if a.Bounds() != b.Bounds() {
+		return 0
+	}
+	n := 0
+	for y := a.Rect.Min.Y; y < a.Rect.Max.Y; y++ {
+		if sameRow(a, b, y) {
+			n++
+		}
+	}
+	return n
+}
+
+// sameRow tells whether row y of a and b is the same to within Tolerance.
+func sameRow(a, b *image.Gray, y int) bool {
+	ra := a.Pix[a.PixOffset(a.Rect.Min.X, y):][:a.Rect.Dx()]
+	rb := b.Pix[b.PixOffset(b.Rect.Min.X, y):][:b.Rect.Dx()]
+	for i, v := range ra {
+		d := int(v) - int(rb[i])
+		if d > Tolerance || d < -Tolerance {
+			return false
+		}
+	}
+	return true
+}
+
+func lineBox(l Line) image.Rectangle {
+	var r image.Rectangle
+	for _, w := range l.Words {
+		r = r.Union(w.Box)
+	}
+	return r
+}
+
+// background is the picture's most common luma: what blanked rows are
+// painted with, so that they read as empty page.
+func background(g *image.Gray) uint8 {
+	var hist [256]int
+	for _, v := range g.Pix {
+		hist[v]++
+	}
+	best := 0
+	for v, n := range hist {
+		if n > hist[best] {
+			best = v
+		}
+	}
+	return uint8(best)
+}
+
+// readGray writes gray as a PGM file in dir, has tesseract read it, and
+// removes it.
+func readGray(ctx context.Context, gray *image.Gray, dir string) ([]Line, error) {
+	b := gray.Bounds()
+	var buf bytes.Buffer
+	fmt.Fprintf(&buf, "P5\n%d %d\n255\n", b.Dx(), b.Dy())
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		buf.Write(gray.Pix[gray.PixOffset(b.Min.X, y):][:b.Dx()])
+	}
+	f, err := os.CreateTemp(dir, "ocr-*.pgm")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(buf.Bytes()); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	return Read(ctx, filepath.Clean(f.Name()))
+}
