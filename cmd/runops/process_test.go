@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"image/jpeg"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/runops/runops/internal/ffmpeg"
 	"github.com/runops/runops/internal/geminitest"
 	"github.com/runops/runops/internal/mediatest"
+	"github.com/runops/runops/internal/ocr"
 	"github.com/runops/runops/internal/sop/soptest"
 )
 
@@ -235,4 +237,71 @@ func openFile(t *testing.T, path string) *os.File {
 	}
 	t.Cleanup(func() { f.Close() })
 	return f
+}
+
+// The case that opened the privacy work, through runops process: a screen
+// showing an e-mail address, a live-looking key and a card number, and an
+// answer that repeats them. Nothing of the three in --out: not in the SOP,
+// not in its Markdown, not on the screenshot (Tesseract reads none back,
+// and still reads the rest), not on stdout.
+func TestProcessSharesNoSecret(t *testing.T) {
+	ai := geminitest.New(t, "test-key")
+	var answer map[string]any
+	if err := json.Unmarshal([]byte(geminitest.SampleSOP), &answer); err != nil {
+		t.Fatal(err)
+	}
+	answer["nodes"] = []any{
+		map[string]any{"id": "open", "type": "task", "label": "Sign in as jane.doe@acme-corp.com", "intent": "Use sk_live_51HxYzAbCdEfGhIjKlMn0123",
+			"context": "00:00:01 the card 4242 4242 4242 4242 is on file", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown"},
+		map[string]any{"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"},
+	}
+	answer["edges"] = []any{map[string]any{"source": "open", "target": "done", "condition": "start"}}
+	answer["steps"] = []any{}
+	b, _ := json.Marshal(answer)
+	ai.Answer(geminitest.JSON(string(b)))
+	dir := t.TempDir()
+	rec := mediatest.Make(t, dir, "rec.mp4", mediatest.Spec{Width: 1280, Height: 720, Seconds: 3, FPS: 5, Texts: []mediatest.Text{
+		{Text: "Signed in as jane.doe@acme-corp.com", X: 60, Y: 60, Size: 30},
+		{Text: "API key sk_live_51HxYzAbCdEfGhIjKlMn0123", X: 60, Y: 130, Size: 30},
+		{Text: "Card on file 4242 4242 4242 4242", X: 60, Y: 200, Size: 30},
+		{Text: "Billing Invoices Reports", X: 60, Y: 270, Size: 30},
+	}})
+	out := filepath.Join(dir, "out")
+	var stdout, stderr bytes.Buffer
+	cmd := processCmd(t, ai, rec, "--out", out)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	secrets := []string{"jane.doe", "acme-corp", "sk_live", "51HxYz", "4242"}
+	shot := filepath.Join(out, "rec.open.jpg")
+	lines, err := ocr.Read(context.Background(), shot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var read []string
+	for _, l := range lines {
+		read = append(read, l.Text)
+	}
+	texts := map[string]string{"stdout": stdout.String(), "the screenshot": strings.Join(read, "\n")}
+	for _, f := range []string{"rec.sop.json", "rec.sop.md"} {
+		b, err := os.ReadFile(filepath.Join(out, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		texts[f] = string(b)
+	}
+	for what, text := range texts {
+		for _, v := range secrets {
+			if strings.Contains(strings.ToLower(text), strings.ToLower(v)) {
+				t.Errorf("%q is in %s", v, what)
+			}
+		}
+	}
+	if !strings.Contains(texts["the screenshot"], "Billing") || !strings.Contains(texts["rec.sop.md"], `{{EMAIL\_1}}`) {
+		t.Errorf("the screenshot reads:\n%s\nthe Markdown:\n%s", texts["the screenshot"], texts["rec.sop.md"])
+	}
+	if jpgs, _ := filepath.Glob(filepath.Join(out, "*.jpg")); len(jpgs) != 1 {
+		t.Errorf("pictures in --out: %v", jpgs)
+	}
 }
