@@ -16,7 +16,6 @@ import (
 	"github.com/runops/runops/internal/ffmpeg"
 	"github.com/runops/runops/internal/geminitest"
 	"github.com/runops/runops/internal/mediatest"
-	"github.com/runops/runops/internal/ocr"
 	"github.com/runops/runops/internal/sop/soptest"
 )
 
@@ -28,6 +27,19 @@ func processCmd(t *testing.T, ai *geminitest.Server, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// runProcess runs `runops process` with args to its end, failing the test
+// if it fails, and returns what it printed.
+func runProcess(t *testing.T, ai *geminitest.Server, args ...string) (stdout, stderr *bytes.Buffer) {
+	t.Helper()
+	stdout, stderr = &bytes.Buffer{}, &bytes.Buffer{}
+	cmd := processCmd(t, ai, args...)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	return stdout, stderr
+}
+
 // One recording in, the slim copy, the SOP and its Markdown out, with no
 // Supabase and no PostgreSQL; flags may follow the recording.
 func TestProcessMakesTheSOPLocally(t *testing.T) {
@@ -37,12 +49,7 @@ func TestProcessMakesTheSOPLocally(t *testing.T) {
 	dir := t.TempDir()
 	rec := mediatest.Make(t, dir, "rec.mp4", mediatest.Spec{Width: 640, Height: 360, Seconds: 4, Audio: true})
 	out := filepath.Join(dir, "out")
-	var stdout, stderr bytes.Buffer
-	cmd := processCmd(t, ai, rec, "--out", out)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("%v\n%s", err, stderr.String())
-	}
+	stdout, stderr := runProcess(t, ai, rec, "--out", out)
 	slim, err := ffmpeg.ProbeFile(context.Background(), filepath.Join(out, "rec.slim.mp4"))
 	if err != nil || slim.FPS != 1 || slim.Height != 360 || !slim.HasAudio {
 		t.Fatalf("slim copy %+v %v", slim, err)
@@ -267,23 +274,9 @@ func TestProcessSharesNoSecret(t *testing.T) {
 		{Text: "Billing Invoices Reports", X: 60, Y: 270, Size: 30},
 	}})
 	out := filepath.Join(dir, "out")
-	var stdout, stderr bytes.Buffer
-	cmd := processCmd(t, ai, rec, "--out", out)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("%v\n%s", err, stderr.String())
-	}
+	stdout, _ := runProcess(t, ai, rec, "--out", out)
 	secrets := []string{"jane.doe", "acme-corp", "sk_live", "51HxYz", "4242"}
-	shot := filepath.Join(out, "rec.open.jpg")
-	lines, err := ocr.Read(context.Background(), shot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var read []string
-	for _, l := range lines {
-		read = append(read, l.Text)
-	}
-	texts := map[string]string{"stdout": stdout.String(), "the screenshot": strings.Join(read, "\n")}
+	texts := map[string]string{"stdout": stdout.String(), "the screenshot": mediatest.ScreenText(t, filepath.Join(out, "rec.open.jpg"))}
 	for _, f := range []string{"rec.sop.json", "rec.sop.md"} {
 		b, err := os.ReadFile(filepath.Join(out, f))
 		if err != nil {

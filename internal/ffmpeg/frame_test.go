@@ -2,7 +2,6 @@ package ffmpeg_test
 
 import (
 	"context"
-	"image/jpeg"
 	"math"
 	"os"
 	"path/filepath"
@@ -110,16 +109,8 @@ func displayedHeight(spec mediatest.Spec) int {
 
 func jpegSize(t *testing.T, path string) (int, int) {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	cfg, err := jpeg.DecodeConfig(f)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return cfg.Width, cfg.Height
+	b := mediatest.DecodeJPEG(t, path).Bounds()
+	return b.Dx(), b.Dy()
 }
 
 // A second past the end has no file; the pass still writes the others.

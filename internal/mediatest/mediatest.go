@@ -4,6 +4,7 @@
 package mediatest
 
 import (
+	"context"
 	"encoding/binary"
 	"image"
 	"image/jpeg"
@@ -12,7 +13,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
+
+	"github.com/runops/runops/internal/ocr"
 )
 
 // Spec describes a recording to generate.
@@ -295,8 +299,8 @@ func ClockSecond(t testing.TB, path string) int {
 // clockStep become clockStep*255/219.
 func ClockLuma(n int) float64 { return float64(n) * clockStep * 255.0 / 219.0 }
 
-// MeanLuma is the mean luma of the JPEG at path.
-func MeanLuma(t testing.TB, path string) float64 {
+// DecodeJPEG reads the JPEG at path, failing the test if it is not one.
+func DecodeJPEG(t testing.TB, path string) image.Image {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -307,6 +311,28 @@ func MeanLuma(t testing.TB, path string) float64 {
 	if err != nil {
 		t.Fatalf("%s is not a JPEG: %v", path, err)
 	}
+	return img
+}
+
+// ScreenText is what OCR reads on the picture at path, a line of text per
+// line read.
+func ScreenText(t testing.TB, path string) string {
+	t.Helper()
+	lines, err := ocr.Read(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range lines {
+		out = append(out, l.Text)
+	}
+	return strings.Join(out, "\n")
+}
+
+// MeanLuma is the mean luma of the JPEG at path.
+func MeanLuma(t testing.TB, path string) float64 {
+	t.Helper()
+	img := DecodeJPEG(t, path)
 	ycc, ok := img.(*image.YCbCr)
 	if !ok {
 		t.Fatalf("%s: a %T, not a YCbCr JPEG", path, img)

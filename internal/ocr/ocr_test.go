@@ -4,13 +4,13 @@ import (
 	"context"
 	"image"
 	"image/draw"
-	"image/png"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/runops/runops/internal/mediatest"
 	"github.com/runops/runops/internal/ocr"
 )
 
@@ -30,19 +30,11 @@ func screen(t *testing.T, lines ...string) *image.Gray {
 		}
 		graph += ",drawtext=textfile='" + file + "':fontcolor=0x1e1e1e:fontsize=28:x=60:y=" + itoa(40+i*60)
 	}
-	out := filepath.Join(dir, "screen.png")
-	if b, err := exec.Command("ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", graph, "-frames:v", "1", out).CombinedOutput(); err != nil {
+	out := filepath.Join(dir, "screen.jpg")
+	if b, err := exec.Command("ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", graph, "-frames:v", "1", "-q:v", "2", out).CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, b)
 	}
-	f, err := os.Open(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	img, err := png.Decode(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := mediatest.DecodeJPEG(t, out)
 	g := image.NewGray(img.Bounds())
 	draw.Draw(g, g.Bounds(), img, img.Bounds().Min, draw.Src)
 	return g

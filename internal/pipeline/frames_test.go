@@ -82,7 +82,7 @@ func TestAScreenshotOfEveryShownStep(t *testing.T) {
 				t.Errorf("raw upload in the work directory when the slim copy was stored: %v", rawLeft.Load() == 2)
 			}
 			checkScreenshots(t, r, id, map[string]int{"login": 1, "save": 4}, min(spec.Height, 1080))
-			if frames, _ := json.Marshal(j.Metadata["frames"]); string(frames) != `{"count":2,"missing":[]}` {
+			if frames := framesOf(j); frames != `{"count":2,"missing":[]}` {
 				t.Errorf("metadata.frames %s", frames)
 			}
 			if timings, _ := j.Metadata["timings"].(map[string]any); timings["frames_ms"] == nil {
@@ -171,7 +171,7 @@ func TestARerunTakesTheScreenshotsAgain(t *testing.T) {
 		t.Errorf("%d downloads on the rerun; want 2 (the slim copy, the raw upload once)", got)
 	}
 	checkScreenshots(t, r, id, map[string]int{"login": 2, "save": 5}, 480)
-	if frames, _ := json.Marshal(j.Metadata["frames"]); string(frames) != `{"count":2,"missing":[]}` {
+	if frames := framesOf(j); frames != `{"count":2,"missing":[]}` {
 		t.Errorf("metadata.frames %s", frames)
 	}
 }
@@ -228,7 +228,7 @@ func TestARerunWithoutTheRecordingKeepsUnchangedScreenshots(t *testing.T) {
 	}
 	want := `{"count":1,"missing":[{"node":"say","reason":"the recording is no longer in storage"},` +
 		`{"node":"save","reason":"the recording is no longer in storage"}]}`
-	if frames, _ := json.Marshal(j.Metadata["frames"]); string(frames) != want {
+	if frames := framesOf(j); frames != want {
 		t.Errorf("metadata.frames %s; want %s", frames, want)
 	}
 	checkScreenshots(t, r, id, map[string]int{"login": 1}, 240)
@@ -406,7 +406,13 @@ func TestScreenshotsWithinTheirTimeLimit(t *testing.T) {
 	}
 	want := `{"count":0,"missing":[{"node":"open","reason":"taking and storing the screenshots took longer than 5 minutes"},` +
 		`{"node":"refund","reason":"taking and storing the screenshots took longer than 5 minutes"}]}`
-	if frames, _ := json.Marshal(j.Metadata["frames"]); string(frames) != want {
+	if frames := framesOf(j); frames != want {
 		t.Fatalf("metadata.frames %s", frames)
 	}
+}
+
+// framesOf is the job's metadata.frames, as JSON.
+func framesOf(j jobs.Job) string {
+	b, _ := json.Marshal(j.Metadata["frames"])
+	return string(b)
 }

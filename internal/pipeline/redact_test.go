@@ -1,11 +1,9 @@
 package pipeline_test
 
 import (
-	"context"
 	"encoding/json"
 	"image"
 	"image/color"
-	"image/jpeg"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,7 +12,6 @@ import (
 
 	"github.com/runops/runops/internal/geminitest"
 	"github.com/runops/runops/internal/mediatest"
-	"github.com/runops/runops/internal/ocr"
 	"github.com/runops/runops/internal/pipeline"
 	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/sop"
@@ -32,6 +29,15 @@ var leakyAnswer = withNodes(`[
   {"source": "key", "target": "done", "condition": ""}
 ]`)
 
+// withPrivacy turns the privacy pass on, with the built-in detectors.
+func withPrivacy(c *pipeline.Config) {
+	det, err := privacy.NewDetector(nil)
+	if err != nil {
+		panic(err)
+	}
+	c.Privacy = det
+}
+
 var leakedValues = []string{"jane.doe", "acme-corp", "Jane Doe", "sk_live", "51HxYz", "4242"}
 
 // Nothing of the four values is stored: not in the SOP, not in its
@@ -39,11 +45,7 @@ var leakedValues = []string{"jane.doe", "acme-corp", "Jane Doe", "sk_live", "51H
 // still validates (the stand-in's OnStore checks every stored SOP).
 func TestNoValueIsStored(t *testing.T) {
 	t.Parallel()
-	det, err := privacy.NewDetector(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := newRig(t, func(c *pipeline.Config) { c.Privacy = det })
+	r := newRig(t, withPrivacy)
 	r.ai.Answer(geminitest.JSON(leakyAnswer))
 	id := r.submit(r.video(), nil)
 	j := r.finished(id)
@@ -104,11 +106,7 @@ func TestRedactionOff(t *testing.T) {
 // them from the stored screenshot, and still reads the rest of the screen.
 func TestScreenshotsKeepNoSecret(t *testing.T) {
 	t.Parallel()
-	det, err := privacy.NewDetector(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := newRig(t, func(c *pipeline.Config) { c.Privacy = det })
+	r := newRig(t, withPrivacy)
 	screen := mediatest.Spec{Width: 1280, Height: 720, Seconds: 3, FPS: 5, Texts: []mediatest.Text{
 		{Text: "Account settings", X: 60, Y: 60, Size: 34},
 		{Text: "Signed in as jane.doe@acme-corp.com", X: 60, Y: 130, Size: 30},
@@ -125,7 +123,7 @@ func TestScreenshotsKeepNoSecret(t *testing.T) {
 	if out, err := exec.Command("ffmpeg", "-v", "error", "-y", "-ss", "1", "-i", video, "-frames:v", "1", raw).CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
-	if seen := screenText(t, raw); !containsAll(seen, secrets) {
+	if seen := mediatest.ScreenText(t, raw); !containsAll(seen, secrets) {
 		t.Fatalf("OCR does not read every value from the recording itself:\n%s", seen)
 	}
 	r.ai.Answer(geminitest.JSON(withNodes(`[
@@ -142,7 +140,7 @@ func TestScreenshotsKeepNoSecret(t *testing.T) {
 	if !ok {
 		t.Fatalf("no screenshot; frames %v", j.Metadata["frames"])
 	}
-	seen := screenText(t, obj.File)
+	seen := mediatest.ScreenText(t, obj.File)
 	for _, v := range secrets {
 		if strings.Contains(strings.ToLower(seen), strings.ToLower(v)) {
 			t.Errorf("OCR reads %q from the stored screenshot:\n%s", v, seen)
@@ -161,20 +159,6 @@ func TestScreenshotsKeepNoSecret(t *testing.T) {
 	}
 }
 
-// screenText is what OCR reads on the picture at path, word by word.
-func screenText(t *testing.T, path string) string {
-	t.Helper()
-	lines, err := ocr.Read(context.Background(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, l := range lines {
-		out = append(out, l.Text)
-	}
-	return strings.Join(out, "\n")
-}
-
 func containsAll(text string, words []string) bool {
 	for _, w := range words {
 		if !strings.Contains(strings.ToLower(text), strings.ToLower(w)) {
@@ -187,15 +171,7 @@ func containsAll(text string, words []string) bool {
 // meanLuma is the mean brightness (0–255) of the JPEG at path inside r.
 func meanLuma(t *testing.T, path string, r image.Rectangle) float64 {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	img, err := jpeg.Decode(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := mediatest.DecodeJPEG(t, path)
 	sum, n := 0.0, 0
 	for y := r.Min.Y; y < r.Max.Y; y++ {
 		for x := r.Min.X; x < r.Max.X; x++ {
@@ -264,14 +240,5 @@ func TestTheScreenshotShowsWhereToClick(t *testing.T) {
 // pixel is the colour of the JPEG at path at x, y.
 func pixel(t *testing.T, path string, x, y int) color.RGBA {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	img, err := jpeg.Decode(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return color.RGBAModel.Convert(img.At(x, y)).(color.RGBA)
+	return color.RGBAModel.Convert(mediatest.DecodeJPEG(t, path).At(x, y)).(color.RGBA)
 }
