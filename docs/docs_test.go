@@ -178,3 +178,40 @@ func TestTheChecksCanFail(t *testing.T) {
 		t.Error("the outside-citation pattern is wrong")
 	}
 }
+
+// The README's layout names every Go package under cmd/ and internal/ by
+// its full path, and nothing that is not one.
+func TestLayoutNamesEveryPackage(t *testing.T) {
+	root := ".."
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(readme), "\n## Layout\n\n```\n")
+	block, _, ok2 := strings.Cut(block, "\n```")
+	if !ok || !ok2 {
+		t.Fatal("README.md has no layout block under ## Layout")
+	}
+	listed := map[string]bool{}
+	for _, line := range strings.Split(block, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && (strings.HasPrefix(f[0], "cmd/") || strings.HasPrefix(f[0], "internal/")) {
+			listed[f[0]] = true
+		}
+	}
+	packages := map[string]bool{}
+	for _, f := range repoFiles(t, root) {
+		if (strings.HasPrefix(f, "cmd/") || strings.HasPrefix(f, "internal/")) && strings.HasSuffix(f, ".go") {
+			packages[filepath.ToSlash(filepath.Dir(f))] = true
+		}
+	}
+	for p := range packages {
+		if !listed[p] {
+			t.Errorf("README.md's layout does not name %s", p)
+		}
+	}
+	for p := range listed {
+		if !packages[p] {
+			t.Errorf("README.md's layout names %s, which holds no Go package", p)
+		}
+	}
+}
