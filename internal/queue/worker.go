@@ -153,104 +153,22 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer stopJobs(nil)
 	var wg sync.WaitGroup
 	wg.Go(func() { w.rescueLoop(ctx) })
-
 	w.sweepWorkDirs(ctx)
-	slots := make(chan struct{}, w.cfg.Concurrency)
 	w.log.Info("worker started", "worker", w.cfg.Name, "concurrency", w.cfg.Concurrency)
-	backoff := time.Duration(0)
-	paused := false
-claiming:
-	for {
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-			break claiming
-		}
-		if ctx.Err() != nil { // both were ready: shutting down wins
-			break claiming
-		}
-		if err := w.gateErr(); err != nil {
-			if !paused {
-				w.log.Error("not claiming jobs until this clears", "worker", w.cfg.Name, "reason", err)
-			}
-			paused = true
-			<-slots
-			select {
-			case <-w.wake:
-			case <-time.After(jitter(w.cfg.Sweep)):
-			case <-ctx.Done():
-				break claiming
-			}
-			continue
-		}
-		if paused {
-			w.log.Info("claiming jobs again", "worker", w.cfg.Name)
-			paused = false
-		}
-		// One statement claims a job for every slot free now.
-		free := 1
-	more:
-		for free < w.cfg.Concurrency {
-			select {
-			case slots <- struct{}{}:
-				free++
-			default:
-				break more
-			}
-		}
-		claimed, err := w.claim(ctx, free)
-		for range free - len(claimed) {
-			<-slots
-		}
-		if len(claimed) == 0 {
-			if ctx.Err() != nil {
-				break claiming
-			}
-			wait := jitter(w.cfg.Sweep)
-			if err != nil {
-				w.log.Warn("claim failed", "worker", w.cfg.Name, "error", err)
-				backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
-				wait = min(wait, backoff)
-			}
-			select {
-			case <-w.wake:
-			case <-time.After(wait):
-			case <-ctx.Done():
-				break claiming
-			}
-			continue
-		}
-		backoff = 0
-		// The gate was asked before the claim; a job that ran meanwhile may
-		// have closed it (a full disk), and handed its job back for this
-		// very claim to take.
-		gate := w.gateErr()
-		if ctx.Err() != nil || gate != nil {
-			// Shutdown began, or the gate closed, while the claim was on its
-			// way: give them straight back (not counted).
-			for _, job := range claimed {
-				w.finishWrite("hand back", func(c context.Context) (bool, error) { return w.store.HandBack(c, job.ID, job.Token) })
-				<-slots
-			}
-			if ctx.Err() != nil {
-				break claiming
-			}
-			continue
-		}
-		for _, job := range claimed {
-			wg.Go(func() {
-				defer func() { <-slots }()
-				w.execute(jobsCtx, job)
-			})
-		}
-	}
+	w.claimLoop(ctx, jobsCtx, &wg)
+	w.drain(&wg, stopJobs)
+	return nil
+}
 
+// drain waits for the running jobs to finish within the shutdown grace;
+// then it stops them, and hands back those that ignore it.
+func (w *Worker) drain(wg *sync.WaitGroup, stopJobs context.CancelCauseFunc) {
 	w.log.Info("worker stopping: no new claims", "worker", w.cfg.Name, "running", len(w.Held()), "grace", w.cfg.ShutdownGrace)
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
-		return nil
+		return
 	case <-time.After(w.cfg.ShutdownGrace):
 	}
 	stopJobs(errShutdown)
@@ -270,7 +188,6 @@ claiming:
 			}
 		}
 	}
-	return nil
 }
 
 // gateErr is the handler's Gate verdict: nil when it can take work.

@@ -1,0 +1,111 @@
+package queue
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// claimLoop claims jobs while a slot is free and the handler's gate is
+// open, and runs each (with jobsCtx, which outlives ctx by the shutdown
+// grace) on wg. It waits for a notification, a free slot or the sweep, and
+// backs off while claims fail. It returns once ctx is done; a claim that
+// was on its way then is handed straight back.
+func (w *Worker) claimLoop(ctx, jobsCtx context.Context, wg *sync.WaitGroup) {
+	slots := make(chan struct{}, w.cfg.Concurrency)
+	backoff := time.Duration(0)
+	paused := false
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		if ctx.Err() != nil { // both were ready: shutting down wins
+			return
+		}
+		if err := w.gateErr(); err != nil {
+			if !paused {
+				w.log.Error("not claiming jobs until this clears", "worker", w.cfg.Name, "reason", err)
+			}
+			paused = true
+			<-slots
+			if !w.wait(ctx, jitter(w.cfg.Sweep)) {
+				return
+			}
+			continue
+		}
+		if paused {
+			w.log.Info("claiming jobs again", "worker", w.cfg.Name)
+			paused = false
+		}
+		// One statement claims a job for every slot free now.
+		free := 1 + takeFree(slots)
+		claimed, err := w.claim(ctx, free)
+		for range free - len(claimed) {
+			<-slots
+		}
+		if len(claimed) == 0 {
+			if ctx.Err() != nil {
+				return
+			}
+			wait := jitter(w.cfg.Sweep)
+			if err != nil {
+				w.log.Warn("claim failed", "worker", w.cfg.Name, "error", err)
+				backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
+				wait = min(wait, backoff)
+			}
+			if !w.wait(ctx, wait) {
+				return
+			}
+			continue
+		}
+		backoff = 0
+		// The gate was asked before the claim; a job that ran meanwhile may
+		// have closed it (a full disk), and handed its job back for this
+		// very claim to take. Shutdown may have begun too. Either way the
+		// claimed jobs go straight back (not counted).
+		if ctx.Err() != nil || w.gateErr() != nil {
+			for _, job := range claimed {
+				w.finishWrite("hand back", func(c context.Context) (bool, error) { return w.store.HandBack(c, job.ID, job.Token) })
+				<-slots
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			continue
+		}
+		for _, job := range claimed {
+			wg.Go(func() {
+				defer func() { <-slots }()
+				w.execute(jobsCtx, job)
+			})
+		}
+	}
+}
+
+// takeFree takes every slot free now, without waiting, and says how many.
+func takeFree(slots chan struct{}) int {
+	n := 0
+	for len(slots) < cap(slots) {
+		select {
+		case slots <- struct{}{}:
+			n++
+		default:
+			return n
+		}
+	}
+	return n
+}
+
+// wait waits for a wake-up (a notification, a reconnect) or d; false once
+// ctx is done.
+func (w *Worker) wait(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-w.wake:
+	case <-time.After(d):
+	case <-ctx.Done():
+		return false
+	}
+	return true
+}
