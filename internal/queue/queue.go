@@ -110,17 +110,15 @@ type Reporter interface {
 // retryEvery paces writes retried while the database is unreachable.
 const retryEvery = time.Second
 
-// ErrLeaseLost is returned by Reporter writes once the job is no longer held.
-var ErrLeaseLost = errors.New("lease lost")
-
-// Why a run's context was cancelled (context.Cause tells a handler).
+// Losing the job. ErrLeaseLost is both why a run's context is cancelled
+// (context.Cause) and what its Reporter's writes return, once the job is no
+// longer this run's: another worker was given it, its lease could not be
+// kept, or a person edited it — ErrEdited, which is ErrLeaseLost too, and
+// the one distinction a handler branches on (the work is abandoned for
+// good: it may clean up remote state). Shutdown is not losing the job: the
+// run's context ends with errShutdown, and the job is handed back.
 var (
-	errLeaseGone = errors.New("lease gone: rescued elsewhere or the row was edited")
+	ErrLeaseLost = errors.New("lease lost: the job is no longer this run's")
+	ErrEdited    = fmt.Errorf("stopped by a person editing the job: %w", ErrLeaseLost)
 	errShutdown  = errors.New("shutdown grace period over")
-	// errLeaseExpiring: renewals failed for so long that the lease is about
-	// to expire; the run stops before anyone else can be given the job.
-	errLeaseExpiring = fmt.Errorf("lease about to expire, the database unreachable: %w", errLeaseGone)
-	// ErrEdited: a person changed the job's status or deleted its row; the
-	// work is abandoned for good (a handler may clean up remote state).
-	ErrEdited = fmt.Errorf("stopped by a person editing the job: %w", errLeaseGone)
 )

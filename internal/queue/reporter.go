@@ -43,7 +43,7 @@ type reporter struct {
 }
 
 func newReporter(store Store, job Job, runCtx context.Context, cancel context.CancelCauseFunc, delay time.Duration) *reporter {
-	gone := func() bool { return errors.Is(context.Cause(runCtx), errLeaseGone) }
+	gone := func() bool { return errors.Is(context.Cause(runCtx), ErrLeaseLost) }
 	return &reporter{store: store, job: job, runCtx: runCtx, cancel: cancel, delay: delay, gone: gone}
 }
 
@@ -140,7 +140,7 @@ func (r *reporter) write(ctx context.Context, patch map[string]any) error {
 		case err == nil && ok:
 			return nil
 		case err == nil:
-			r.cancel(errLeaseGone)
+			r.cancel(ErrLeaseLost)
 			return ErrLeaseLost
 		case !errors.Is(err, jobs.ErrUnavailable) || ctx.Err() != nil:
 			return err
@@ -212,7 +212,7 @@ func (r *reporter) Progress(ctx context.Context, p float64) error {
 	ok, err := r.store.Merge(ctx, r.job.ID, r.job.Token, patch)
 	switch {
 	case err == nil && !ok:
-		r.cancel(errLeaseGone)
+		r.cancel(ErrLeaseLost)
 		return ErrLeaseLost
 	case err != nil:
 		r.keep(pending) // the stage is still to be written

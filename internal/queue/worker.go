@@ -315,7 +315,7 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 	<-hbDone
 
 	switch {
-	case errors.Is(cancelled, errLeaseGone), errors.Is(err, ErrLeaseLost):
+	case errors.Is(cancelled, ErrLeaseLost), errors.Is(err, ErrLeaseLost):
 		// Someone else holds it, or a person changed it: write nothing, but
 		// give the lease up if the job was re-queued.
 		log.Info("job stopped: lease gone or job edited", "error", err)
@@ -409,7 +409,7 @@ func (w *Worker) heartbeat(ctx context.Context, r *run, log *slog.Logger) {
 			return
 		case <-expiring.C:
 			log.Error("lease not renewed in time (database unreachable): stopping the job before the lease expires")
-			r.cancel(errLeaseExpiring)
+			r.cancel(ErrLeaseLost)
 			return
 		case <-next.C:
 		case <-r.check:
@@ -444,7 +444,7 @@ func (w *Worker) whyGone(id jobs.ID) error {
 	if err == nil && (!found || status != jobs.StatusProcessing) {
 		return ErrEdited
 	}
-	return errLeaseGone
+	return ErrLeaseLost
 }
 
 func (w *Worker) safeRun(ctx context.Context, job Job, rep Reporter) (err error) {
