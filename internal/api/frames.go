@@ -14,7 +14,6 @@ import (
 
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/sop"
-	"github.com/runops/runops/internal/storage"
 )
 
 const (
@@ -51,7 +50,7 @@ func (s *server) getFrame(w http.ResponseWriter, r *http.Request) error {
 	}
 	body, size, err := s.o.Objects.Download(r.Context(), id.FramePath(node))
 	switch {
-	case errors.Is(err, storage.ErrNotFound):
+	case errors.Is(err, jobs.ErrObjectMissing):
 		return &Error{Status: http.StatusNotFound, Message: msgFrameNotFound}
 	case err != nil:
 		return fromBackend("File storage", err, "Failed to read the screenshot")

@@ -129,7 +129,7 @@ func (s *server) queueJob(w http.ResponseWriter, r *http.Request) error {
 	}
 	info, err := s.o.Objects.Stat(r.Context(), id.RawPath())
 	switch {
-	case errors.Is(err, storage.ErrNotFound):
+	case errors.Is(err, jobs.ErrObjectMissing):
 		return &Error{Status: http.StatusNotFound, Message: msgFileNotFound}
 	case err != nil:
 		return fromBackend("File storage", err, msgQueueFailed)
@@ -239,7 +239,7 @@ func (s *server) jobStatus(w http.ResponseWriter, r *http.Request) error {
 	}
 	_, err = s.o.Objects.Stat(r.Context(), id.RawPath())
 	switch {
-	case errors.Is(err, storage.ErrNotFound):
+	case errors.Is(err, jobs.ErrObjectMissing):
 		return &Error{Status: http.StatusNotFound, Message: msgJobNotFound}
 	case err != nil:
 		return fromBackend("File storage", err, "Failed to read job status")

@@ -76,7 +76,7 @@ func (s *server) readSOP(ctx context.Context, id jobs.ID) ([]byte, storage.Objec
 			err = errors.Join(jobs.ErrUnavailable, err)
 		}
 	}
-	if errors.Is(err, storage.ErrNotFound) {
+	if errors.Is(err, jobs.ErrObjectMissing) {
 		return nil, info, &Error{Status: http.StatusNotFound, Message: msgSOPNotFound}
 	}
 	return nil, info, fromBackend("File storage", err, "Failed to read the SOP")

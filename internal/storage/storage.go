@@ -28,9 +28,6 @@ import (
 	"github.com/runops/runops/internal/jobs"
 )
 
-// ErrNotFound is returned when the object (or bucket) does not exist.
-var ErrNotFound = jobs.ErrObjectMissing
-
 // Error is an error answer of the storage server. Status is the real status,
 // which the server sends as a string in the body of an HTTP 400; it is 0 when
 // only the message is known (errors that came through storage-go).
@@ -48,11 +45,12 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("storage %s: %d %s: %s", e.Op, e.Status, e.Code, e.Message)
 }
 
-// Is lets callers branch with errors.Is on ErrNotFound, jobs.ErrRefusedKey
+// Is lets callers branch with errors.Is on jobs.ErrObjectMissing (the
+// object, or its bucket, does not exist), jobs.ErrRefusedKey
 // and jobs.ErrUnavailable.
 func (e *Error) Is(target error) bool {
 	switch target {
-	case ErrNotFound:
+	case jobs.ErrObjectMissing:
 		return e.Status == http.StatusNotFound
 	case jobs.ErrRefusedKey:
 		return e.refusedKey()
@@ -308,7 +306,7 @@ type ObjectInfo struct {
 	Updated     time.Time `json:"last_modified"`
 }
 
-// Stat returns the object's size and content type, or ErrNotFound.
+// Stat returns the object's size and content type, or jobs.ErrObjectMissing.
 func (c *Client) Stat(ctx context.Context, path string) (ObjectInfo, error) {
 	var info ObjectInfo
 	err := c.doJSON(ctx, "info", http.MethodGet, "/object/info/"+c.bucket+"/"+path, nil, &info)

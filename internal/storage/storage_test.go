@@ -137,7 +137,7 @@ func TestStatErrors(t *testing.T) {
 	t.Parallel()
 	fake, c := setup(t)
 	ctx := context.Background()
-	if _, err := c.Stat(ctx, "raw/missing.mp4"); !errors.Is(err, storage.ErrNotFound) || errors.Is(err, jobs.ErrUnavailable) {
+	if _, err := c.Stat(ctx, "raw/missing.mp4"); !errors.Is(err, jobs.ErrObjectMissing) || errors.Is(err, jobs.ErrUnavailable) {
 		t.Fatalf("missing: %v", err)
 	}
 	fake.Put("videos/raw/x.mp4", []byte("abc"), "video/mp4")
@@ -208,7 +208,7 @@ func TestDownloadStreamsWithRange(t *testing.T) {
 	if size != 1000 || !bytes.Equal(got, data) {
 		t.Fatalf("download: size %d, %d bytes", size, len(got))
 	}
-	if _, _, err := c.Download(context.Background(), "raw/none.mp4"); !errors.Is(err, storage.ErrNotFound) {
+	if _, _, err := c.Download(context.Background(), "raw/none.mp4"); !errors.Is(err, jobs.ErrObjectMissing) {
 		t.Fatalf("missing: %v", err)
 	}
 	// Range and 416 on the wire, and a signed download URL from storage-go.
