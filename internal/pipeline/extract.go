@@ -37,10 +37,11 @@ type Model interface {
 	Generate(ctx context.Context, req gemini.Request) (gemini.Response, error)
 }
 
-// SOPLocker serialises writes of one job's SOP with the API's edits, and
-// runs them only while this claim (its lease token) still holds the job;
+// Fence is what every write of a job's outputs (screenshots, the SOP) goes
+// through: under the SOP lock, which serialises it with the API's edits,
+// and only while this claim (its lease token) still holds the job;
 // otherwise it returns queue.ErrLeaseLost.
-type SOPLocker interface {
+type Fence interface {
 	WithSOPLease(ctx context.Context, id jobs.ID, token string, fn func(context.Context) error) error
 }
 
@@ -211,7 +212,7 @@ func (p *Pipeline) writeSOP(ctx context.Context, job queue.Job, r queue.Reporter
 	// Each try takes the lock and checks the lease anew: no lock is held
 	// through the waits between tries.
 	err = p.retry(ctx, msgStorageDown, func() error {
-		return p.sops.WithSOPLease(ctx, job.ID, job.Token, func(ctx context.Context) error {
+		return p.fence.WithSOPLease(ctx, job.ID, job.Token, func(ctx context.Context) error {
 			if err := p.objects.Upload(ctx, job.ID.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json"); err != nil {
 				return err
 			}

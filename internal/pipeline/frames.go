@@ -320,7 +320,7 @@ func (p *Pipeline) uploadShots(ctx context.Context, job queue.Job, r queue.Repor
 	stored := 0
 	for batch := range slices.Chunk(pending, uploadsPerHold) {
 		err := p.retry(ctx, msgStorageDown, func() error {
-			return p.sops.WithSOPLease(ctx, job.ID, job.Token, func(ctx context.Context) error {
+			return p.fence.WithSOPLease(ctx, job.ID, job.Token, func(ctx context.Context) error {
 				g, ctx := errgroup.WithContext(ctx)
 				g.SetLimit(uploadsAtOnce)
 				for _, ps := range batch {

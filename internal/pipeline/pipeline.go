@@ -60,15 +60,15 @@ type Config struct {
 type Pipeline struct {
 	objects Objects
 	model   Model
-	sops    SOPLocker
+	fence   Fence
 	cfg     Config
 	disk    disk
 }
 
 var _ queue.Handler = (*Pipeline)(nil)
 
-// New returns a pipeline over storage, Gemini and the SOP lock.
-func New(objects Objects, model Model, sops SOPLocker, cfg Config) *Pipeline {
+// New returns a pipeline over storage, Gemini and the fence its writes go through.
+func New(objects Objects, model Model, fence Fence, cfg Config) *Pipeline {
 	if cfg.FFmpegTimeout <= 0 {
 		cfg.FFmpegTimeout = 15 * time.Minute
 	}
@@ -96,7 +96,7 @@ func New(objects Objects, model Model, sops SOPLocker, cfg Config) *Pipeline {
 	if cfg.DiskSize == nil {
 		cfg.DiskSize = diskSize
 	}
-	return &Pipeline{objects: objects, model: model, sops: sops, cfg: cfg}
+	return &Pipeline{objects: objects, model: model, fence: fence, cfg: cfg}
 }
 
 // Run processes one job: the slim copy, the SOP from it, a screenshot of
