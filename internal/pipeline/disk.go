@@ -92,24 +92,12 @@ func handBacks(job queue.Job) int {
 func (p *Pipeline) handBackForRoom(ctx context.Context, job queue.Job, r queue.Reporter, need uint64, err error) error {
 	n := handBacks(job) + 1
 	if n > maxDiskHandBacks {
-		return jobs.Fail(fmt.Sprintf("The worker's disk has not had room for this recording (about %s of working space) "+
-			"%d times in a row; please try again later, or ask your administrator for more disk space.",
-			gigabytes(need), maxDiskHandBacks), errors.New(err.Error())) // the cause, no longer a hand-back
+		return jobs.Fail(msgNoRoom(need), errors.New(err.Error())) // the cause, no longer a hand-back
 	}
 	if werr := r.Merge(ctx, map[string]any{diskHandBacks: n}); werr != nil {
 		return werr
 	}
 	return err
-}
-
-// tooBig is the sentence for a recording the work directory can never hold.
-func tooBig(need, size uint64) string {
-	return fmt.Sprintf("This recording needs about %s of working space, more than the worker's disk holds (%s): "+
-		"please upload a shorter or smaller recording, or ask your administrator for a larger disk.", gigabytes(need), gigabytes(size))
-}
-
-func gigabytes(n uint64) string {
-	return fmt.Sprintf("%.1f GB", float64(n)/1e9)
 }
 
 // bookedExcept sums the reservations of the other jobs; the caller holds mu.

@@ -45,20 +45,12 @@ type Fence interface {
 	WithSOPLease(ctx context.Context, id jobs.ID, token string, fn func(context.Context) error) error
 }
 
-// Sentences for the person.
+// Extraction's bounds.
 const (
-	msgBadKey     = "The AI service refused our credentials; the operators have been told. Please try again later."
-	msgSafety     = "The AI service declined to process this video (its safety filter blocked it). If it shows an ordinary work procedure, please contact support."
-	msgFileFailed = "The AI service could not process the video file. Please upload the recording again."
-	msgFileSlow   = "The AI service took too long to prepare the video; please try again later."
-	msgQuota      = "Gemini quota exhausted; try again later."
-	msgAIDown     = "The AI service is unavailable right now; please try again in a few minutes."
-	msgInvalid    = "The AI could not describe this video as a valid SOP after %d tries. Please try again, or record the procedure again with more narration."
-	msgTooLong    = "The procedure in this video is too long to describe in one SOP; please split the recording into shorter parts."
-	maxCalls      = 3
-	pollFirst     = 250 * time.Millisecond // a small file is often ACTIVE within a second
-	pollMax       = 2 * time.Second
-	reuseMinLife  = time.Hour
+	maxCalls     = 3
+	pollFirst    = 250 * time.Millisecond // a small file is often ACTIVE within a second
+	pollMax      = 2 * time.Second
+	reuseMinLife = time.Hour
 )
 
 // settleFile decides the Gemini file's fate once the run's outcome (err)
@@ -141,7 +133,7 @@ func (p *Pipeline) describe(ctx context.Context, job queue.Job, r queue.Reporter
 			req.Prompt += "\n\nYour previous answer was rejected for these reasons; answer again, fixing them:\n" + problems
 		}
 		var resp gemini.Response
-		err := p.retry(ctx, msgAIDown, func() error {
+		err := p.retry(ctx, viaGemini, func() error {
 			gctx, cancel := context.WithTimeout(ctx, p.cfg.GenerateTimeout)
 			defer cancel()
 			var err error
@@ -211,7 +203,7 @@ func (p *Pipeline) writeSOP(ctx context.Context, job queue.Job, r queue.Reporter
 	}
 	// Each try takes the lock and checks the lease anew: no lock is held
 	// through the waits between tries.
-	err = p.retry(ctx, msgStorageDown, func() error {
+	err = p.retry(ctx, viaStorage, func() error {
 		return p.fence.WithSOPLease(ctx, job.ID, job.Token, func(ctx context.Context) error {
 			if err := p.objects.Upload(ctx, job.ID.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json"); err != nil {
 				return err
@@ -248,7 +240,7 @@ func (p *Pipeline) geminiFile(ctx context.Context, job queue.Job, r queue.Report
 		}
 	}
 	var f gemini.File
-	err := p.retry(ctx, msgAIDown, func() error {
+	err := p.retry(ctx, viaGemini, func() error {
 		var err error
 		f, err = p.model.Upload(ctx, slim.File, "video/mp4", "runops-"+string(job.ID))
 		return err
@@ -277,7 +269,7 @@ func (p *Pipeline) geminiFile(ctx context.Context, job queue.Job, r queue.Report
 		}
 		waited += wait
 		wait = min(2*wait, pollMax)
-		err := p.retry(ctx, msgAIDown, func() error {
+		err := p.retry(ctx, viaGemini, func() error {
 			got, err := p.model.File(ctx, f.Name)
 			if err == nil {
 				f = got

@@ -31,16 +31,6 @@ const (
 	uploadsPerHold = 8
 )
 
-// Why a shown step has no screenshot, for metadata.frames.missing.
-const (
-	whyBadID    = "the step's id cannot name a file (letters, digits, - and _ only)"
-	whyTooMany  = "only the first 100 shown steps get a screenshot"
-	whyGone     = "the recording is no longer in storage"
-	whyTooLong  = "taking and storing the screenshots took longer than 5 minutes"
-	whyNoFrame  = "the video has no picture at "
-	whyNotTaken = "the picture could not be taken at "
-)
-
 // missingFrame is an entry of metadata.frames.missing: a shown step without
 // a screenshot, and why, for a person.
 type missingFrame struct {
@@ -269,7 +259,7 @@ func (p *Pipeline) keepPrevious(ctx context.Context, job queue.Job, want []shot)
 			Nodes []sop.Node `json:"nodes"`
 		} `json:"public"`
 	}
-	err := p.retry(ctx, msgStorageDown, func() error {
+	err := p.retry(ctx, viaStorage, func() error {
 		body, _, err := p.objects.Download(ctx, job.ID.SOPPath())
 		if err != nil {
 			return err
@@ -291,7 +281,7 @@ func (p *Pipeline) keepPrevious(ctx context.Context, job queue.Job, want []shot)
 		return 0, err
 	}
 	var names []string
-	err = p.retry(ctx, msgStorageDown, func() (err error) {
+	err = p.retry(ctx, viaStorage, func() (err error) {
 		names, err = p.objects.List(ctx, job.ID.FramesFolder())
 		return err
 	})
@@ -319,7 +309,7 @@ func (p *Pipeline) keepPrevious(ctx context.Context, job queue.Job, want []shot)
 func (p *Pipeline) uploadShots(ctx context.Context, job queue.Job, r queue.Reporter, pending []pendingShot) (int, error) {
 	stored := 0
 	for batch := range slices.Chunk(pending, uploadsPerHold) {
-		err := p.retry(ctx, msgStorageDown, func() error {
+		err := p.retry(ctx, viaStorage, func() error {
 			return p.fence.WithSOPLease(ctx, job.ID, job.Token, func(ctx context.Context) error {
 				g, ctx := errgroup.WithContext(ctx)
 				g.SetLimit(uploadsAtOnce)

@@ -200,7 +200,7 @@ func (p *Pipeline) reuseSlim(ctx context.Context, job queue.Job) (SlimResult, bo
 	}
 	var got string
 	var size int64
-	err := p.retry(ctx, msgStorageDown, func() error {
+	err := p.retry(ctx, viaStorage, func() error {
 		body, _, err := p.objects.Download(ctx, job.ID.SlimPath())
 		if err != nil {
 			return err

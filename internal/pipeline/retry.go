@@ -10,8 +10,9 @@ import (
 	"github.com/runops/runops/internal/metrics"
 )
 
-// maxTries bounds the tries of one step (docs/lifecycle.md: at most 5 tries and
-// MaxRetryWait of waiting, the lease renewed meanwhile by the engine).
+// maxTries bounds the tries of one step (docs/lifecycle.md: at most 5 tries
+// and the service's budget of waiting, the lease renewed meanwhile by the
+// engine).
 const maxTries = 5
 
 // RetryAfter is implemented by errors whose server said how long to wait.
@@ -20,20 +21,36 @@ type RetryAfter interface{ RetryAfter() time.Duration }
 // quotaError is implemented by errors that mean "over quota" (HTTP 429).
 type quotaError interface{ QuotaExhausted() bool }
 
-const (
-	msgStorageDown = "File storage could not be reached for too long; please try again in a few minutes."
-	msgStorageKey  = "File storage refused our credentials; the operators have been told. Please try again later."
-)
-
 // errExhausted marks a job that ended because a service stayed unavailable:
 // the failure is the job's, not the input's (a Gemini file is kept for a rerun).
 var errExhausted = errors.New("transient failures outlasted the retries")
 
+// service is what a retried step waits for: its name in
+// runops_retries_total, how long its tries may wait in all, and the job's
+// sentence when the retries run out.
+type service struct {
+	name   string
+	giveUp string
+	budget func(*Pipeline) time.Duration
+}
+
+// storageRetryBudget is the waiting a storage step may spend on tries
+// (docs/lifecycle.md: 2 minutes).
+const storageRetryBudget = 2 * time.Minute
+
+var (
+	viaStorage = service{name: "storage", giveUp: msgStorageDown,
+		budget: func(*Pipeline) time.Duration { return storageRetryBudget }}
+	viaGemini = service{name: "gemini", giveUp: msgAIDown,
+		budget: func(p *Pipeline) time.Duration { return p.cfg.MaxRetryWait }} // GEMINI_MAX_RETRY_WAIT
+)
+
 // retry runs step until it succeeds, fails permanently, or the tries or the
-// waiting budget run out; then the job ends with giveUp (or, when the server
-// kept saying it is over quota, msgQuota). Only errors wrapping
-// jobs.ErrUnavailable are retried; a wait the server asked for is honoured.
-func (p *Pipeline) retry(ctx context.Context, giveUp string, step func() error) error {
+// service's waiting budget run out; then the job ends with the service's
+// sentence (or, when the server kept saying it is over quota, msgQuota).
+// Only errors wrapping jobs.ErrUnavailable are retried; a wait the server
+// asked for is honoured.
+func (p *Pipeline) retry(ctx context.Context, via service, step func() error) error {
 	var waited time.Duration
 	for try := 1; ; try++ {
 		err := step()
@@ -49,15 +66,16 @@ func (p *Pipeline) retry(ctx context.Context, giveUp string, step func() error) 
 		if errors.As(err, &ra) && ra.RetryAfter() > 0 {
 			wait = ra.RetryAfter()
 		}
-		if try == maxTries || waited+wait > p.cfg.MaxRetryWait {
+		if try == maxTries || waited+wait > via.budget(p) {
+			giveUp := via.giveUp
 			var q quotaError
 			if errors.As(err, &q) && q.QuotaExhausted() {
 				giveUp = msgQuota
 			}
 			return jobs.Fail(giveUp, fmt.Errorf("%w: gave up after %d tries: %w", errExhausted, try, err))
 		}
-		metrics.Retries.WithLabelValues(stepOf(giveUp)).Inc()
-		p.cfg.Logger.WarnContext(ctx, "transient failure; trying again", "try", try, "wait", wait, "error", err)
+		metrics.Retries.WithLabelValues(via.name).Inc()
+		p.cfg.Logger.WarnContext(ctx, "transient failure; trying again", "service", via.name, "try", try, "wait", wait, "error", err)
 		if err := p.cfg.Sleep(ctx, wait); err != nil {
 			return err
 		}
@@ -74,12 +92,4 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
-}
-
-// stepOf names, for runops_retries_total, the service a step waits for.
-func stepOf(giveUp string) string {
-	if giveUp == msgStorageDown {
-		return "storage"
-	}
-	return "gemini"
 }

@@ -3,7 +3,6 @@ package pipeline
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"math"
 	"os"
@@ -14,14 +13,6 @@ import (
 	"github.com/runops/runops/internal/ffmpeg"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/queue"
-)
-
-// Sentences for the person who uploaded (the job's error column).
-const (
-	msgUnreadable = "The file could not be read as a video; it may be damaged, incomplete or not a video at all. Please upload the screen recording again (MP4, MOV or WebM)."
-	msgNoVideo    = "The file has no picture (it may be audio only). Please upload a screen recording."
-	msgDamaged    = "The video could not be converted; it may be damaged or incomplete. Please upload the recording again."
-	msgNoUpload   = "The uploaded video is no longer in storage. Please upload it again."
 )
 
 // Picture sizes outside these bounds are refused.
@@ -51,7 +42,7 @@ func (p *Pipeline) fetchRaw(ctx context.Context, job queue.Job, r queue.Reporter
 	if err := p.checkSpace(ctx, job, r, expected); err != nil {
 		return err
 	}
-	err := p.retry(ctx, msgStorageDown, func() error {
+	err := p.retry(ctx, viaStorage, func() error {
 		body, size, err := p.objects.Download(ctx, job.ID.RawPath())
 		if errors.Is(err, jobs.ErrObjectMissing) {
 			return jobs.Fail(msgNoUpload, err)
@@ -144,32 +135,11 @@ func validate(p ffmpeg.Probe) error {
 	case !p.HasVideo:
 		return jobs.Fail(msgNoVideo, nil)
 	case p.Duration > jobs.MaxDuration.Seconds():
-		return jobs.Fail(fmt.Sprintf("The video is %s long; the limit is %s. Please upload a shorter recording.",
-			minutes(p.Duration), minutes(jobs.MaxDuration.Seconds())), nil)
+		return jobs.Fail(msgVideoTooLong(p.Duration), nil)
 	case p.Width < minSide || p.Height < minSide || p.Width > maxSide || p.Height > maxSide:
-		return jobs.Fail(fmt.Sprintf("The video's picture size (%d×%d pixels) is not supported; please record at a usual screen resolution.",
-			p.Width, p.Height), nil)
+		return jobs.Fail(msgPictureSize(p.Width, p.Height), nil)
 	}
 	return nil
-}
-
-// minutes says a duration as a person would: "24 minutes", "20 minutes 30 seconds".
-func minutes(seconds float64) string {
-	s := int(math.Round(seconds))
-	m, rest := s/60, s%60
-	unit := func(n int, one string) string {
-		if n == 1 {
-			return "1 " + one
-		}
-		return fmt.Sprintf("%d %ss", n, one)
-	}
-	switch {
-	case m == 0:
-		return unit(rest, "second")
-	case rest == 0:
-		return unit(m, "minute")
-	}
-	return unit(m, "minute") + " " + unit(rest, "second")
 }
 
 // transcode makes the slim copy with one ffmpeg run.
@@ -202,8 +172,7 @@ func (p *Pipeline) transcode(ctx context.Context, job queue.Job, r queue.Reporte
 	case noSpace(err):
 		return SlimResult{}, p.outOfSpace(ctx, job, r, err)
 	case errors.Is(err, context.DeadlineExceeded):
-		return SlimResult{}, jobs.Fail(fmt.Sprintf("Converting the video took longer than %s; please upload a shorter recording or try again later.",
-			minutes(p.cfg.FFmpegTimeout.Seconds())), err)
+		return SlimResult{}, jobs.Fail(msgConvertTooSlow(p.cfg.FFmpegTimeout), err)
 	case err != nil:
 		return SlimResult{}, jobs.Fail(msgDamaged, err)
 	}
@@ -212,8 +181,7 @@ func (p *Pipeline) transcode(ctx context.Context, job queue.Job, r queue.Reporte
 		return SlimResult{}, jobs.Fail(msgDamaged, err)
 	}
 	if probe.Duration == 0 && slim.Duration > jobs.MaxDuration.Seconds()+0.5 {
-		return SlimResult{}, jobs.Fail(fmt.Sprintf("The video is longer than %s (the limit). Please upload a shorter recording.",
-			minutes(jobs.MaxDuration.Seconds())), nil)
+		return SlimResult{}, jobs.Fail(msgVideoOverLimit(), nil)
 	}
 	sum, size, err := hashFile(out)
 	if err != nil {
@@ -227,7 +195,7 @@ func (p *Pipeline) uploadSlim(ctx context.Context, job queue.Job, r queue.Report
 	if err := r.Stage(ctx, "uploading_slim"); err != nil {
 		return err
 	}
-	err := p.retry(ctx, msgStorageDown, func() error {
+	err := p.retry(ctx, viaStorage, func() error {
 		f, err := os.Open(res.File)
 		if err != nil {
 			return err
