@@ -1,7 +1,7 @@
 package ocr
 
 import (
-	"bytes"
+	"bufio"
 	"context"
 	"fmt"
 	"image"
@@ -156,17 +156,17 @@ func background(g *image.Gray) uint8 {
 // removes it.
 func readGray(ctx context.Context, gray *image.Gray, dir string) ([]Line, error) {
 	b := gray.Bounds()
-	var buf bytes.Buffer
-	fmt.Fprintf(&buf, "P5\n%d %d\n255\n", b.Dx(), b.Dy())
-	for y := b.Min.Y; y < b.Max.Y; y++ {
-		buf.Write(gray.Pix[gray.PixOffset(b.Min.X, y):][:b.Dx()])
-	}
 	f, err := os.CreateTemp(dir, "ocr-*.pgm")
 	if err != nil {
 		return nil, err
 	}
 	defer os.Remove(f.Name())
-	if _, err := f.Write(buf.Bytes()); err != nil {
+	w := bufio.NewWriter(f)
+	fmt.Fprintf(w, "P5\n%d %d\n255\n", b.Dx(), b.Dy())
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		_, _ = w.Write(gray.Pix[gray.PixOffset(b.Min.X, y):][:b.Dx()])
+	}
+	if err := w.Flush(); err != nil {
 		f.Close()
 		return nil, err
 	}

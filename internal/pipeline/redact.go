@@ -111,7 +111,9 @@ func (p *Pipeline) redactPicture(ctx context.Context, red *privacy.Redactor, a a
 	if reused > 0 {
 		p.cfg.Logger.DebugContext(ctx, "screenshot read against another", "node", pic.shot.node.ID, "lines_reused", reused)
 	}
-	pic.page = page
+	if slices.Contains(refs, pic) || refs == nil {
+		pic.page = page // a reference for the others
+	}
 	return writeJPEG(pic.shot.file, paint(img, red.Boxes(page.Lines), a.boxes[pic.shot.node.ID], pic.shot.node.Highlight))
 }
 
@@ -162,21 +164,47 @@ func readJPEG(file string) (image.Image, error) {
 
 // paint returns img with boxes (in pixels) and the model's boxes filled
 // solid black — destroyed, not blurred — then, when the step has a
-// highlight, an outline around it.
-func paint(src image.Image, boxes []image.Rectangle, model []box2d, highlight *sop.Highlight) *image.RGBA {
-	img := image.NewRGBA(src.Bounds())
-	draw.Draw(img, img.Bounds(), src, src.Bounds().Min, draw.Src)
-	black := image.NewUniform(color.Black)
+// highlight, an outline around it. A decoded JPEG (YCbCr) is painted in
+// place: no RGBA copy, four times its size, is made.
+func paint(img image.Image, boxes []image.Rectangle, model []box2d, highlight *sop.Highlight) image.Image {
+	fill := canvas(&img)
 	for _, b := range model {
 		boxes = append(boxes, b.pixels(img.Bounds()))
 	}
 	for _, b := range boxes {
-		draw.Draw(img, b.Inset(-boxPadding).Intersect(img.Bounds()), black, image.Point{}, draw.Src)
+		fill(b.Inset(-boxPadding), color.Black)
 	}
 	if highlight != nil {
-		outline(img, *highlight)
+		outline(img.Bounds(), fill, *highlight)
 	}
 	return img
+}
+
+// canvas returns what fills a rectangle of *img with a colour: in place on
+// a YCbCr picture (its chroma samples, shared by 2×2 pixels, take the
+// colour where the rectangle touches them), or on an RGBA copy that
+// replaces *img.
+func canvas(img *image.Image) func(image.Rectangle, color.Color) {
+	if ycc, ok := (*img).(*image.YCbCr); ok {
+		return func(r image.Rectangle, c color.Color) {
+			r8, g8, b8, _ := c.RGBA()
+			yy, cb, cr := color.RGBToYCbCr(uint8(r8>>8), uint8(g8>>8), uint8(b8>>8))
+			r = r.Intersect(ycc.Rect)
+			for y := r.Min.Y; y < r.Max.Y; y++ {
+				for x := r.Min.X; x < r.Max.X; x++ {
+					ycc.Y[ycc.YOffset(x, y)] = yy
+					ci := ycc.COffset(x, y)
+					ycc.Cb[ci], ycc.Cr[ci] = cb, cr
+				}
+			}
+		}
+	}
+	rgba := image.NewRGBA((*img).Bounds())
+	draw.Draw(rgba, rgba.Bounds(), *img, (*img).Bounds().Min, draw.Src)
+	*img = rgba
+	return func(r image.Rectangle, c color.Color) {
+		draw.Draw(rgba, r.Intersect(rgba.Bounds()), image.NewUniform(c), image.Point{}, draw.Src)
+	}
 }
 
 // The outline's rings, from the outside in: dark, bright, light, so that
@@ -191,10 +219,9 @@ var outlineRings = []struct {
 // out).
 func outlineUnit(height int) int { return max(2, height/360) }
 
-// outline draws rings around h, outside it: the element itself stays as
-// the recording shows it.
-func outline(img *image.RGBA, h sop.Highlight) {
-	b := img.Bounds()
+// outline draws rings around h on a picture of bounds b, outside it: the
+// element itself stays as the recording shows it.
+func outline(b image.Rectangle, fill func(image.Rectangle, color.Color), h sop.Highlight) {
 	box := image.Rect(b.Min.X+int(h.X*float64(b.Dx())), b.Min.Y+int(h.Y*float64(b.Dy())),
 		b.Min.X+int((h.X+h.W)*float64(b.Dx())+0.5), b.Min.Y+int((h.Y+h.H)*float64(b.Dy())+0.5))
 	u := outlineUnit(b.Dy())
@@ -205,20 +232,16 @@ func outline(img *image.RGBA, h sop.Highlight) {
 	outer := total
 	for _, r := range outlineRings {
 		inner := outer - r.units*u
-		ring(img, box.Inset(-outer), box.Inset(-inner), image.NewUniform(r.c))
+		out, in := box.Inset(-outer), box.Inset(-inner)
+		for _, part := range []image.Rectangle{
+			image.Rect(out.Min.X, out.Min.Y, out.Max.X, in.Min.Y), // top
+			image.Rect(out.Min.X, in.Max.Y, out.Max.X, out.Max.Y), // bottom
+			image.Rect(out.Min.X, in.Min.Y, in.Min.X, in.Max.Y),   // left
+			image.Rect(in.Max.X, in.Min.Y, out.Max.X, in.Max.Y),   // right
+		} {
+			fill(part, r.c)
+		}
 		outer = inner
-	}
-}
-
-// ring fills what is inside out and not inside in.
-func ring(img *image.RGBA, out, in image.Rectangle, c image.Image) {
-	for _, part := range []image.Rectangle{
-		image.Rect(out.Min.X, out.Min.Y, out.Max.X, in.Min.Y), // top
-		image.Rect(out.Min.X, in.Max.Y, out.Max.X, out.Max.Y), // bottom
-		image.Rect(out.Min.X, in.Min.Y, in.Min.X, in.Max.Y),   // left
-		image.Rect(in.Max.X, in.Min.Y, out.Max.X, in.Max.Y),   // right
-	} {
-		draw.Draw(img, part.Intersect(img.Bounds()), c, image.Point{}, draw.Src)
 	}
 }
 
