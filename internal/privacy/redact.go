@@ -61,19 +61,18 @@ const minMarked = 3
 // distinct value gets one name, used wherever it appears. Not safe for
 // concurrent use but for Boxes.
 type Redactor struct {
-	det      *Detector
-	marks    []Mark
-	markRe   *regexp.Regexp
-	vars     map[string]string // normalised value → variable name
-	kinds    map[string]Kind   // variable name → kind
-	order    []string          // variable names, as assigned
-	taken    map[string]bool   // names in use, ours and the document's
-	counts   map[Kind]int
-	sources  map[Source]int
-	values   []string        // the values replaced, for the screenshots' OCR
-	seen     map[string]bool // values found only on screenshots, counted once
-	replaced int
-	mu       sync.Mutex // Boxes may be called from several goroutines
+	det     *Detector
+	marks   []Mark
+	markRe  *regexp.Regexp
+	vars    map[string]string // normalised value → variable name
+	kinds   map[string]Kind   // variable name → kind
+	order   []string          // variable names, as assigned
+	taken   map[string]bool   // names in use, ours and the document's
+	counts  map[Kind]int
+	sources map[Source]int
+	values  []string        // the values found, for the screenshots' OCR
+	seen    map[string]bool // values found only on screenshots, counted once
+	mu      sync.Mutex      // Boxes may be called from several goroutines
 }
 
 // NewRedactor returns a redactor over det that also replaces marks.
@@ -158,7 +157,6 @@ func (r *Redactor) text(s string, src Source) string {
 // variable returns "{{NAME_n}}" for value, naming it the first time.
 func (r *Redactor) variable(value string, kind Kind, src Source) string {
 	key := normalise(value, kind)
-	r.replaced++
 	if name, ok := r.vars[key]; ok {
 		return "{{" + name + "}}"
 	}
@@ -191,13 +189,6 @@ func normalise(v string, kind Kind) string {
 	}
 	return string(kind) + ":" + v
 }
-
-// Values are the distinct values replaced so far (for the screenshots:
-// the words OCR reads close to one of them are covered too).
-func (r *Redactor) Values() []string { return slices.Clone(r.values) }
-
-// Found tells whether anything was replaced.
-func (r *Redactor) Found() bool { return r.replaced > 0 }
 
 // Report is metadata.privacy: distinct values per kind and per source,
 // never a value.

@@ -2,10 +2,12 @@ package privacy_test
 
 import (
 	"encoding/json"
+	"image"
 	"os"
 	"strings"
 	"testing"
 
+	"github.com/runops/runops/internal/ocr"
 	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/sop"
 	"github.com/runops/runops/internal/sop/soptest"
@@ -98,5 +100,34 @@ func TestVariablesKeepTheDocumentsNames(t *testing.T) {
 	r.Reserve("EMAIL_1")
 	if got := r.Text("mail a@example.com"); got != "mail {{EMAIL_2}}" {
 		t.Fatalf("%q", got)
+	}
+}
+
+// A value read only on one screenshot is looked for on the next ones too,
+// where OCR may misread it past the detectors (here "l" read as "I").
+func TestAValueOnOneScreenshotIsFoundMisreadOnTheNext(t *testing.T) {
+	t.Parallel()
+	d, _ := privacy.NewDetector(nil)
+	r := privacy.NewRedactor(d, nil)
+	line := func(words ...string) []ocr.Line {
+		l := ocr.Line{}
+		for i, w := range words {
+			if i > 0 {
+				l.Text += " "
+			}
+			l.Starts = append(l.Starts, len(l.Text))
+			l.Text += w
+			l.Words = append(l.Words, ocr.Word{Text: w, Box: image.Rect(i*100, 0, i*100+90, 20)})
+		}
+		return []ocr.Line{l}
+	}
+	if boxes := r.Boxes(line("key", "sk_live_51HxYzAbCdEfGhIjKlMn0123")); len(boxes) != 1 || boxes[0].Min.X != 100 {
+		t.Fatalf("first screenshot: %v", boxes)
+	}
+	if boxes := r.Boxes(line("key", "sk_Iive_51HxYzAbCdEfGhIjKlMn0123", "Settings")); len(boxes) != 1 || boxes[0].Min.X != 100 {
+		t.Fatalf("second screenshot, misread: %v", boxes)
+	}
+	if report, _ := json.Marshal(r.Report()); string(report) != `{"counts":{"api_key":1},"sources":{"ocr":1}}` {
+		t.Fatalf("counted %s", report)
 	}
 }

@@ -13,7 +13,8 @@ import (
 // operator's patterns or the model's marks find in a line, and every word
 // that comes close to a value this redactor has replaced (OCR misreads a
 // character or two that a person still reads). A value found only on the
-// screenshot is counted (source ocr).
+// screenshot is counted (source ocr), and its words are compared with
+// those of the screenshots read after it.
 func (r *Redactor) Boxes(lines []ocr.Line) []image.Rectangle {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -36,7 +37,10 @@ func (r *Redactor) Boxes(lines []ocr.Line) []image.Rectangle {
 		for _, m := range r.det.Find(l.Text) {
 			cover(l, m.Start, m.End)
 			if v := l.Text[m.Start:m.End]; !r.known(v, m.Kind) {
+				// Counted once, and looked for on the screenshots read after
+				// this one, where OCR may misread it.
 				r.seen[normalise(v, m.Kind)] = true
+				r.values = append(r.values, v)
 				r.CountOCR(m.Kind)
 			}
 		}
