@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 
+	"github.com/runops/runops/internal/ffmpeg"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/queue"
 )
@@ -197,4 +200,47 @@ func (w *fileWriter) Write(b []byte) (int, error) {
 		w.err = err
 	}
 	return n, err
+}
+
+// spaceDir is where free space is measured: the work directories' parent,
+// which outlives every claim (the Gate asks it again after the job is gone).
+func spaceDir(job queue.Job) string { return filepath.Dir(job.TempDir) }
+
+// checkSpace reserves room for the raw file, the slim copy and some to
+// spare, or says the disk is full (the job is handed back).
+func (p *Pipeline) checkSpace(ctx context.Context, job queue.Job, r queue.Reporter, rawSize int64) error {
+	return p.reserve(ctx, job, r, spaceDir(job), rawNeed(rawSize))
+}
+
+// rawNeed is the room for a raw upload of size bytes, its slim copy (a
+// fraction of it) and some to spare.
+func rawNeed(size int64) uint64 { return uint64(max(size, 0))*12/10 + 64<<20 }
+
+// shotsNeed bounds the room the transcode's screenshots take: one per
+// second (of the limit, when the container does not say), at most
+// ffmpeg.ScreenshotHeight pixels high.
+func shotsNeed(probe ffmpeg.Probe) uint64 {
+	seconds := math.Ceil(min(probe.Duration, jobs.MaxDuration.Seconds())) + 1
+	if probe.Duration == 0 {
+		seconds = jobs.MaxDuration.Seconds() + 1
+	}
+	h := float64(min(probe.Height, ffmpeg.ScreenshotHeight))
+	w := float64(probe.Width) * h / float64(max(probe.Height, 1))
+	return uint64(seconds * w * h * ffmpeg.FrameBytesPerPixel)
+}
+
+func freeSpace(dir string) (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
+
+func diskSize(dir string) (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return st.Blocks * uint64(st.Bsize), nil
 }

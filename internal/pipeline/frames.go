@@ -11,8 +11,6 @@ import (
 	"slices"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/runops/runops/internal/ffmpeg"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/queue"
@@ -161,30 +159,6 @@ func copyFile(from, to string) error {
 	return out.Close()
 }
 
-// storeShots uploads the pending screenshots (stage uploading_sop, before
-// the SOP that names them) and records metadata.frames: steps whose
-// upload did not end within FramesTimeout are noted, and the SOP is stored
-// without them.
-func (p *Pipeline) storeShots(ctx context.Context, job queue.Job, r queue.Reporter, doc *sop.Document, set *shotSet) error {
-	sctx, cancel := context.WithTimeout(ctx, p.cfg.FramesTimeout)
-	defer cancel()
-	stored, err := p.uploadShots(sctx, job, r, set.pending)
-	if err != nil {
-		if sctx.Err() == nil || ctx.Err() != nil {
-			return err
-		}
-		p.cfg.Logger.WarnContext(ctx, "storing the screenshots took too long; the SOP is stored with those that were", "error", err)
-	}
-	missing := set.missing
-	for _, ps := range set.pending {
-		if ps.node.Screenshot == "" {
-			missing = append(missing, missingFrame{ps.node.ID, whyTooLong})
-		}
-	}
-	slices.SortStableFunc(missing, func(a, b missingFrame) int { return nodeIndex(doc, a.Node) - nodeIndex(doc, b.Node) })
-	return r.Merge(ctx, map[string]any{"frames": map[string]any{"count": set.kept + stored, "missing": missing}})
-}
-
 // pickShots lists the shown steps that get a screenshot and notes the
 // others: an id that cannot name a file, or past MaxScreenshots.
 func pickShots(doc *sop.Document) ([]shot, []missingFrame) {
@@ -300,82 +274,4 @@ func (p *Pipeline) keepPrevious(ctx context.Context, job queue.Job, want []shot)
 	}
 	p.cfg.Logger.InfoContext(ctx, "the raw upload is gone: unchanged steps keep their screenshots", "kept", kept, "shown", len(want))
 	return kept, nil
-}
-
-// uploadShots uploads the pending screenshots and names each in its
-// step's screenshot; it returns how many it stored. Under the lease, as
-// the SOP itself: a worker that lost the job never writes over a newer
-// run's screenshots.
-func (p *Pipeline) uploadShots(ctx context.Context, job queue.Job, r queue.Reporter, pending []pendingShot) (int, error) {
-	stored := 0
-	for batch := range slices.Chunk(pending, uploadsPerHold) {
-		err := p.retry(ctx, viaStorage, func() error {
-			return p.fence.WithSOPLease(ctx, job.ID, job.Token, func(ctx context.Context) error {
-				g, ctx := errgroup.WithContext(ctx)
-				g.SetLimit(uploadsAtOnce)
-				for _, ps := range batch {
-					g.Go(func() error { return p.uploadFile(ctx, ps.file, job.ID.FramePath(ps.node.ID), "image/jpeg") })
-				}
-				return g.Wait()
-			})
-		})
-		if err != nil {
-			return stored, err
-		}
-		for _, ps := range batch {
-			ps.node.Screenshot = job.ID.FramePath(ps.node.ID)
-		}
-		stored += len(batch)
-		_ = r.Progress(ctx, float64(stored)/float64(len(pending)))
-	}
-	return stored, nil
-}
-
-// uploadFile stores the local file at path (upsert, with its length).
-func (p *Pipeline) uploadFile(ctx context.Context, file, path, contentType string) error {
-	f, err := os.Open(file)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	return p.objects.Upload(ctx, path, f, st.Size(), contentType)
-}
-
-// dropStaleFrames deletes the screenshots in the job's folder that the SOP
-// just stored does not name: those of an earlier run, or attempt, whose
-// steps this one does not have. A job's first claim has no earlier one, and
-// asks storage nothing. It runs under the lease, with the SOP's write (no
-// newer run can have begun), and only tidies: a failure is logged, and the
-// job goes on.
-func (p *Pipeline) dropStaleFrames(ctx context.Context, job queue.Job, doc *sop.Document) {
-	if claims, _ := job.Metadata["attempts"].([]any); len(claims) <= 1 {
-		return
-	}
-	names, err := p.objects.List(ctx, job.ID.FramesFolder())
-	if err != nil {
-		p.cfg.Logger.WarnContext(ctx, "could not list the job's screenshots", "error", err)
-		return
-	}
-	keep := map[string]bool{}
-	for _, n := range doc.Public.Nodes {
-		keep[n.Screenshot] = n.Screenshot != ""
-	}
-	var stale []string
-	for _, name := range names {
-		if path := job.ID.FramesFolder() + "/" + name; !keep[path] {
-			stale = append(stale, path)
-		}
-	}
-	if len(stale) == 0 {
-		return
-	}
-	if err := p.objects.Remove(ctx, stale...); err != nil {
-		p.cfg.Logger.WarnContext(ctx, "could not delete the screenshots of steps the SOP no longer has", "paths", stale, "error", err)
-		return
-	}
-	p.cfg.Logger.InfoContext(ctx, "removed the screenshots of steps the SOP no longer has", "paths", stale)
 }

@@ -1,24 +1,24 @@
 // Package pipeline is the work of one job, plugged into the queue engine as
-// its Handler: the raw upload streamed to disk, probed and refused with a
-// sentence when it cannot be processed, down-sampled by one ffmpeg run, and
-// the slim copy uploaded (reused when a previous attempt already did). Every
-// stage reports progress through the engine's fenced Reporter. It must not
-// know SQL or HTTP details: storage comes in through the Objects interface.
+// its Handler. Its files follow the stages, in the order they run:
+// media.go (the raw upload downloaded, probed — refused with a sentence when
+// it cannot be processed —, one ffmpeg run for the slim copy and the
+// screenshots, the slim copy uploaded or reused), gemini.go (the Gemini
+// file, the SOP asked for), answer.go and schema.go (the answer checked and
+// turned into the viewer's document), frames.go (a picture per shown
+// step), redact.go (the privacy pass and the highlights), store.go (the
+// screenshots and the SOP stored); beside them sentences.go (every sentence
+// a person reads), retry.go and disk.go. Every stage reports progress through
+// the engine's fenced Reporter. It must not know SQL or HTTP details:
+// storage comes in through the Objects interface, writes through a Fence.
 package pipeline
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
-	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"time"
 
-	"github.com/runops/runops/internal/ffmpeg"
+	"github.com/runops/runops/internal/gemini"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/queue"
@@ -125,144 +125,19 @@ func (p *Pipeline) Run(ctx context.Context, job queue.Job, r queue.Reporter) (er
 	return p.writeSOP(ctx, job, r, ans.doc, shots)
 }
 
-// SlimResult is the slim copy on local disk, as recorded in metadata.slim.
-type SlimResult struct {
-	File string `json:"-"`
-	// Shots is the directory of the transcode's screenshots, one per second
-	// (ffmpeg.FrameFile); "" when the slim copy was reused.
-	Shots string `json:"-"`
-
-	Path     string  `json:"path"`
-	Size     int64   `json:"size_bytes"`
-	Duration float64 `json:"duration_s"`
-	Frames   int     `json:"frames"`
-	SHA256   string  `json:"sha256"`
+// Model is what extraction needs of Gemini.
+type Model interface {
+	Model() string
+	Upload(ctx context.Context, path, mimeType, displayName string) (gemini.File, error)
+	File(ctx context.Context, name string) (gemini.File, error)
+	Delete(ctx context.Context, name string) error
+	Generate(ctx context.Context, req gemini.Request) (gemini.Response, error)
 }
 
-// Slim makes sure videos/slim/<jobId>.mp4 exists and is on local disk:
-// reused from a previous attempt when its checksum still matches, otherwise
-// made from the raw upload.
-func (p *Pipeline) Slim(ctx context.Context, job queue.Job, r queue.Reporter) (SlimResult, error) {
-	if res, ok := p.reuseSlim(ctx, job); ok {
-		return res, nil
-	}
-	raw := filepath.Join(job.TempDir, "raw")
-	if err := p.download(ctx, job, r, raw); err != nil {
-		return SlimResult{}, err
-	}
-	if err := r.Stage(ctx, "probing"); err != nil {
-		return SlimResult{}, err
-	}
-	probe, err := ffmpeg.ProbeFile(ctx, raw)
-	if err != nil {
-		if errors.Is(err, ffmpeg.ErrUnreadable) {
-			return SlimResult{}, jobs.Fail(msgUnreadable, err)
-		}
-		return SlimResult{}, err
-	}
-	if err := r.Merge(ctx, map[string]any{"probe": probe}); err != nil {
-		return SlimResult{}, err
-	}
-	if err := validate(probe); err != nil {
-		return SlimResult{}, err
-	}
-	// Now that its length is known, the screenshots the transcode writes
-	// are booked too.
-	if err := p.reserve(ctx, job, r, spaceDir(job), rawNeed(probe.Size)+shotsNeed(probe)); err != nil {
-		return SlimResult{}, err
-	}
-	res, err := p.transcode(ctx, job, r, raw, probe)
-	if err != nil {
-		return SlimResult{}, err
-	}
-	// Nothing reads the raw upload again in this run: its room goes back.
-	if err := os.Remove(raw); err != nil {
-		return SlimResult{}, err
-	}
-	p.rebook(job.ID, res)
-	if err := p.uploadSlim(ctx, job, r, res); err != nil {
-		return SlimResult{}, err
-	}
-	return res, nil
-}
-
-// reuseSlim downloads the slim copy a previous attempt recorded and keeps it
-// if its sha256 still matches.
-func (p *Pipeline) reuseSlim(ctx context.Context, job queue.Job) (SlimResult, bool) {
-	rec, _ := job.Metadata["slim"].(map[string]any)
-	want, _ := rec["sha256"].(string)
-	if want == "" {
-		return SlimResult{}, false
-	}
-	file := filepath.Join(job.TempDir, "slim.mp4")
-	if err := workDir(job); err != nil {
-		return SlimResult{}, false
-	}
-	var got string
-	var size int64
-	err := p.retry(ctx, viaStorage, func() error {
-		body, _, err := p.objects.Download(ctx, job.ID.SlimPath())
-		if err != nil {
-			return err
-		}
-		defer body.Close()
-		got, size, err = saveHashed(body, file, -1)
-		return err
-	})
-	if err != nil || got != want {
-		p.cfg.Logger.InfoContext(ctx, "slim copy of a previous attempt not reusable", "error", err, "sha256_match", got == want)
-		os.Remove(file)
-		return SlimResult{}, false
-	}
-	res := SlimResult{File: file, Path: job.ID.SlimPath(), Size: size, SHA256: got}
-	res.Duration, _ = rec["duration_s"].(float64)
-	if frames, ok := rec["frames"].(float64); ok {
-		res.Frames = int(frames)
-	}
-	p.cfg.Logger.InfoContext(ctx, "reusing the slim copy of a previous attempt", "sha256", got)
-	return res, true
-}
-
-// saveHashed copies r into file (at most limit bytes, -1 = no limit; one
-// byte more is reported as too large) and returns its sha256 and size.
-func saveHashed(r io.Reader, file string, limit int64) (string, int64, error) {
-	f, err := os.Create(file)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	src := r
-	if limit >= 0 {
-		src = io.LimitReader(r, limit+1)
-	}
-	fw := &fileWriter{f: f}
-	n, err := io.Copy(io.MultiWriter(fw, h), src)
-	switch {
-	case fw.err != nil:
-		return "", n, fmt.Errorf("write %s: %w", file, fw.err) // the local disk's failure
-	case err != nil:
-		return "", n, fmt.Errorf("%w: %w", jobs.ErrUnavailable, err) // the stream broke: try again
-	}
-	if limit >= 0 && n > limit {
-		return "", n, errTooLarge
-	}
-	return hex.EncodeToString(h.Sum(nil)), n, f.Close()
-}
-
-var errTooLarge = errors.New("larger than the limit")
-
-func hashFile(path string) (string, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	return hashReader(f)
-}
-
-func hashReader(r io.Reader) (string, int64, error) {
-	h := sha256.New()
-	n, err := io.Copy(h, r)
-	return hex.EncodeToString(h.Sum(nil)), n, err
+// Fence is what every write of a job's outputs (screenshots, the SOP) goes
+// through: under the SOP lock, which serialises it with the API's edits,
+// and only while this claim (its lease token) still holds the job;
+// otherwise it returns queue.ErrLeaseLost.
+type Fence interface {
+	WithSOPLease(ctx context.Context, id jobs.ID, token string, fn func(context.Context) error) error
 }

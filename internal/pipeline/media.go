@@ -2,12 +2,13 @@ package pipeline
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/runops/runops/internal/ffmpeg"
@@ -15,11 +16,103 @@ import (
 	"github.com/runops/runops/internal/queue"
 )
 
-// Picture sizes outside these bounds are refused.
-const (
-	minSide = 16
-	maxSide = 8192
-)
+// SlimResult is the slim copy on local disk, as recorded in metadata.slim.
+type SlimResult struct {
+	File string `json:"-"`
+	// Shots is the directory of the transcode's screenshots, one per second
+	// (ffmpeg.FrameFile); "" when the slim copy was reused.
+	Shots string `json:"-"`
+
+	Path     string  `json:"path"`
+	Size     int64   `json:"size_bytes"`
+	Duration float64 `json:"duration_s"`
+	Frames   int     `json:"frames"`
+	SHA256   string  `json:"sha256"`
+}
+
+// Slim makes sure videos/slim/<jobId>.mp4 exists and is on local disk:
+// reused from a previous attempt when its checksum still matches, otherwise
+// made from the raw upload.
+func (p *Pipeline) Slim(ctx context.Context, job queue.Job, r queue.Reporter) (SlimResult, error) {
+	if res, ok := p.reuseSlim(ctx, job); ok {
+		return res, nil
+	}
+	raw := filepath.Join(job.TempDir, "raw")
+	if err := p.download(ctx, job, r, raw); err != nil {
+		return SlimResult{}, err
+	}
+	if err := r.Stage(ctx, "probing"); err != nil {
+		return SlimResult{}, err
+	}
+	probe, err := ffmpeg.ProbeFile(ctx, raw)
+	if err != nil {
+		if errors.Is(err, ffmpeg.ErrUnreadable) {
+			return SlimResult{}, jobs.Fail(msgUnreadable, err)
+		}
+		return SlimResult{}, err
+	}
+	if err := r.Merge(ctx, map[string]any{"probe": probe}); err != nil {
+		return SlimResult{}, err
+	}
+	if err := validate(probe); err != nil {
+		return SlimResult{}, err
+	}
+	// Now that its length is known, the screenshots the transcode writes
+	// are booked too.
+	if err := p.reserve(ctx, job, r, spaceDir(job), rawNeed(probe.Size)+shotsNeed(probe)); err != nil {
+		return SlimResult{}, err
+	}
+	res, err := p.transcode(ctx, job, r, raw, probe)
+	if err != nil {
+		return SlimResult{}, err
+	}
+	// Nothing reads the raw upload again in this run: its room goes back.
+	if err := os.Remove(raw); err != nil {
+		return SlimResult{}, err
+	}
+	p.rebook(job.ID, res)
+	if err := p.uploadSlim(ctx, job, r, res); err != nil {
+		return SlimResult{}, err
+	}
+	return res, nil
+}
+
+// reuseSlim downloads the slim copy a previous attempt recorded and keeps it
+// if its sha256 still matches.
+func (p *Pipeline) reuseSlim(ctx context.Context, job queue.Job) (SlimResult, bool) {
+	rec, _ := job.Metadata["slim"].(map[string]any)
+	want, _ := rec["sha256"].(string)
+	if want == "" {
+		return SlimResult{}, false
+	}
+	file := filepath.Join(job.TempDir, "slim.mp4")
+	if err := workDir(job); err != nil {
+		return SlimResult{}, false
+	}
+	var got string
+	var size int64
+	err := p.retry(ctx, viaStorage, func() error {
+		body, _, err := p.objects.Download(ctx, job.ID.SlimPath())
+		if err != nil {
+			return err
+		}
+		defer body.Close()
+		got, size, err = saveHashed(body, file, -1)
+		return err
+	})
+	if err != nil || got != want {
+		p.cfg.Logger.InfoContext(ctx, "slim copy of a previous attempt not reusable", "error", err, "sha256_match", got == want)
+		os.Remove(file)
+		return SlimResult{}, false
+	}
+	res := SlimResult{File: file, Path: job.ID.SlimPath(), Size: size, SHA256: got}
+	res.Duration, _ = rec["duration_s"].(float64)
+	if frames, ok := rec["frames"].(float64); ok {
+		res.Frames = int(frames)
+	}
+	p.cfg.Logger.InfoContext(ctx, "reusing the slim copy of a previous attempt", "sha256", got)
+	return res, true
+}
 
 // download streams the raw upload to file (stage downloading).
 func (p *Pipeline) download(ctx context.Context, job queue.Job, r queue.Reporter, file string) error {
@@ -83,48 +176,11 @@ func (p *Pipeline) fetchRaw(ctx context.Context, job queue.Job, r queue.Reporter
 // touches no disk. Many at once in one parent directory contend for its lock.
 func workDir(job queue.Job) error { return os.MkdirAll(job.TempDir, 0o700) }
 
-// spaceDir is where free space is measured: the work directories' parent,
-// which outlives every claim (the Gate asks it again after the job is gone).
-func spaceDir(job queue.Job) string { return filepath.Dir(job.TempDir) }
-
-// checkSpace reserves room for the raw file, the slim copy and some to
-// spare, or says the disk is full (the job is handed back).
-func (p *Pipeline) checkSpace(ctx context.Context, job queue.Job, r queue.Reporter, rawSize int64) error {
-	return p.reserve(ctx, job, r, spaceDir(job), rawNeed(rawSize))
-}
-
-// rawNeed is the room for a raw upload of size bytes, its slim copy (a
-// fraction of it) and some to spare.
-func rawNeed(size int64) uint64 { return uint64(max(size, 0))*12/10 + 64<<20 }
-
-// shotsNeed bounds the room the transcode's screenshots take: one per
-// second (of the limit, when the container does not say), at most
-// ffmpeg.ScreenshotHeight pixels high.
-func shotsNeed(probe ffmpeg.Probe) uint64 {
-	seconds := math.Ceil(min(probe.Duration, jobs.MaxDuration.Seconds())) + 1
-	if probe.Duration == 0 {
-		seconds = jobs.MaxDuration.Seconds() + 1
-	}
-	h := float64(min(probe.Height, ffmpeg.ScreenshotHeight))
-	w := float64(probe.Width) * h / float64(max(probe.Height, 1))
-	return uint64(seconds * w * h * ffmpeg.FrameBytesPerPixel)
-}
-
-func freeSpace(dir string) (uint64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, err
-	}
-	return st.Bavail * uint64(st.Bsize), nil
-}
-
-func diskSize(dir string) (uint64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, err
-	}
-	return st.Blocks * uint64(st.Bsize), nil
-}
+// Picture sizes outside these bounds are refused.
+const (
+	minSide = 16
+	maxSide = 8192
+)
 
 // validate refuses what cannot become an SOP, with the reason.
 func validate(p ffmpeg.Probe) error {
@@ -222,4 +278,48 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	p.read += int64(n)
 	p.report(float64(p.read) / float64(p.total))
 	return n, err
+}
+
+// saveHashed copies r into file (at most limit bytes, -1 = no limit; one
+// byte more is reported as too large) and returns its sha256 and size.
+func saveHashed(r io.Reader, file string, limit int64) (string, int64, error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	src := r
+	if limit >= 0 {
+		src = io.LimitReader(r, limit+1)
+	}
+	fw := &fileWriter{f: f}
+	n, err := io.Copy(io.MultiWriter(fw, h), src)
+	switch {
+	case fw.err != nil:
+		return "", n, fmt.Errorf("write %s: %w", file, fw.err) // the local disk's failure
+	case err != nil:
+		return "", n, fmt.Errorf("%w: %w", jobs.ErrUnavailable, err) // the stream broke: try again
+	}
+	if limit >= 0 && n > limit {
+		return "", n, errTooLarge
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, f.Close()
+}
+
+var errTooLarge = errors.New("larger than the limit")
+
+func hashFile(path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	return hashReader(f)
+}
+
+func hashReader(r io.Reader) (string, int64, error) {
+	h := sha256.New()
+	n, err := io.Copy(h, r)
+	return hex.EncodeToString(h.Sum(nil)), n, err
 }

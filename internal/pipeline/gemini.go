@@ -1,0 +1,213 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/runops/runops/internal/gemini"
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/metrics"
+	"github.com/runops/runops/internal/queue"
+)
+
+// PromptVersion names the embedded prompt; it is recorded with every SOP.
+const PromptVersion = "sop-v4"
+
+//go:embed prompt_sop_v4.md
+var prompt string
+
+const systemInstruction = "You write Standard Operating Procedures from narrated screen recordings. " +
+	"You answer with JSON that matches the response schema, and nothing else."
+
+// Extraction's bounds.
+const (
+	maxCalls     = 3
+	pollFirst    = 250 * time.Millisecond // a small file is often ACTIVE within a second
+	pollMax      = 2 * time.Second
+	reuseMinLife = time.Hour
+)
+
+// extract turns the slim copy into the job's SOP document, checked. It
+// returns the Gemini file's name whenever there is one (also with an error),
+// for settleFile.
+func (p *Pipeline) extract(ctx context.Context, job queue.Job, r queue.Reporter, slim SlimResult) (answer, string, error) {
+	file, err := p.geminiFile(ctx, job, r, slim)
+	if err != nil || file.Name == "" {
+		return answer{}, file.Name, err
+	}
+	a, err := p.describe(ctx, job, r, slim, file)
+	return a, file.Name, err
+}
+
+// geminiFile returns an ACTIVE Gemini file of the slim copy: the previous
+// attempt's when it is still there, made from the same bytes, and has more
+// than an hour left; otherwise a new upload. On an error after the upload the
+// file is returned too, so that the caller can decide its fate.
+func (p *Pipeline) geminiFile(ctx context.Context, job queue.Job, r queue.Reporter, slim SlimResult) (gemini.File, error) {
+	if err := r.Stage(ctx, "gemini_upload"); err != nil {
+		return gemini.File{}, err
+	}
+	if prev, ok := job.Metadata["gemini"].(map[string]any); ok {
+		name, _ := prev["file_name"].(string)
+		sha, _ := prev["slim_sha256"].(string)
+		exp, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(prev["file_expires_at"]))
+		if name != "" && sha == slim.SHA256 && time.Until(exp) > reuseMinLife {
+			if f, err := p.model.File(ctx, name); err == nil && f.State == "ACTIVE" && time.Until(f.ExpiresAt) > reuseMinLife {
+				p.cfg.Logger.InfoContext(ctx, "reusing the Gemini file of a previous attempt", "file", name)
+				return f, nil
+			}
+		}
+	}
+	var f gemini.File
+	err := p.retry(ctx, viaGemini, func() error {
+		var err error
+		f, err = p.model.Upload(ctx, slim.File, "video/mp4", "runops-"+string(job.ID))
+		return err
+	})
+	if err != nil {
+		return gemini.File{}, p.geminiFailure(ctx, err)
+	}
+	if err := r.Merge(ctx, map[string]any{"gemini": map[string]any{
+		"file_name": f.Name, "file_expires_at": f.ExpiresAt, "slim_sha256": slim.SHA256}}); err != nil {
+		return f, err
+	}
+	if err := r.Stage(ctx, "gemini_processing"); err != nil {
+		return f, err
+	}
+	var waited time.Duration
+	wait := pollFirst
+	for f.State != "ACTIVE" {
+		if f.State == "FAILED" {
+			return f, jobs.Fail(msgFileFailed, errors.New(f.Error))
+		}
+		if waited >= p.cfg.FileActiveTimeout {
+			return f, jobs.Fail(msgFileSlow, fmt.Errorf("file %s still %s after %s", f.Name, f.State, waited))
+		}
+		if err := p.cfg.Sleep(ctx, wait); err != nil {
+			return f, err
+		}
+		waited += wait
+		wait = min(2*wait, pollMax)
+		err := p.retry(ctx, viaGemini, func() error {
+			got, err := p.model.File(ctx, f.Name)
+			if err == nil {
+				f = got
+			}
+			return err
+		})
+		if err != nil {
+			return f, p.geminiFailure(ctx, err)
+		}
+	}
+	return f, nil
+}
+
+// describe asks the model for the SOP until an answer passes the checks.
+func (p *Pipeline) describe(ctx context.Context, job queue.Job, r queue.Reporter, slim SlimResult, file gemini.File) (answer, error) {
+	if err := r.Stage(ctx, "extracting"); err != nil {
+		return answer{}, err
+	}
+	duration := time.Duration(slim.Duration * float64(time.Second))
+	var (
+		usage    gemini.Usage
+		calls    int
+		problems string
+		cutOff   bool
+		ans      answer
+	)
+	for calls < maxCalls && ans.doc == nil {
+		req := gemini.Request{System: systemInstruction, Prompt: prompt, FileURI: file.URI, MIMEType: "video/mp4", Schema: schema}
+		if problems != "" {
+			req.Prompt += "\n\nYour previous answer was rejected for these reasons; answer again, fixing them:\n" + problems
+		}
+		var resp gemini.Response
+		err := p.retry(ctx, viaGemini, func() error {
+			gctx, cancel := context.WithTimeout(ctx, p.cfg.GenerateTimeout)
+			defer cancel()
+			var err error
+			resp, err = p.model.Generate(gctx, req)
+			return err
+		})
+		if err != nil {
+			return answer{}, p.geminiFailure(ctx, err)
+		}
+		calls++
+		usage = usage.Add(resp.Usage)
+		metrics.GeminiTokens.WithLabelValues("prompt").Add(float64(resp.Usage.PromptTokens))
+		metrics.GeminiTokens.WithLabelValues("video").Add(float64(resp.Usage.VideoTokens))
+		metrics.GeminiTokens.WithLabelValues("output").Add(float64(resp.Usage.OutputTokens))
+		switch {
+		case resp.BlockReason != "":
+			return answer{}, jobs.Fail(msgSafety, fmt.Errorf("prompt blocked: %s", resp.BlockReason))
+		case resp.FinishReason == "SAFETY" || resp.FinishReason == "PROHIBITED_CONTENT" || resp.FinishReason == "SPII" || resp.FinishReason == "BLOCKLIST":
+			return answer{}, jobs.Fail(msgSafety, fmt.Errorf("answer blocked: %s", resp.FinishReason))
+		}
+		if err := r.Stage(ctx, "validating"); err != nil {
+			return answer{}, err
+		}
+		cutOff = resp.FinishReason == "MAX_TOKENS"
+		ans, problems = toDocument(resp.Text, job.ID, duration)
+		problems = p.cfg.Privacy.Scrub(problems) // they are logged, and kept in metadata.attempts
+		if ans.doc == nil && cutOff {
+			problems = "- the answer was cut off before its end: describe the procedure more briefly\n" + problems
+		}
+		if ans.doc == nil {
+			p.cfg.Logger.InfoContext(ctx, "SOP rejected; asking again", "call", calls, "problems", problems)
+			if calls < maxCalls {
+				if err := r.Stage(ctx, "extracting"); err != nil {
+					return answer{}, err
+				}
+			}
+		}
+	}
+	// The file was recorded when it was uploaded (geminiFile); this attempt's
+	// model, prompt, calls and tokens are recorded now.
+	record := map[string]any{"model": p.model.Model(), "prompt_version": PromptVersion, "calls": calls, "usage": usage}
+	if err := r.Merge(ctx, map[string]any{"gemini": record}); err != nil {
+		return answer{}, err
+	}
+	if ans.doc == nil {
+		if cutOff {
+			return answer{}, jobs.Fail(msgTooLong, errors.New(problems))
+		}
+		return answer{}, jobs.Fail(fmt.Sprintf(msgInvalid, maxCalls), errors.New(problems))
+	}
+	return ans, nil
+}
+
+// geminiFailure turns what is left of a Gemini error into the job's end.
+func (p *Pipeline) geminiFailure(ctx context.Context, err error) error {
+	var f *jobs.Failure
+	switch {
+	case errors.As(err, &f), errors.Is(err, context.Canceled), errors.Is(err, queue.ErrLeaseLost):
+		return err
+	case errors.Is(err, gemini.ErrBadKey):
+		p.cfg.Logger.ErrorContext(ctx, "Gemini refused GEMINI_API_KEY", "error", err)
+		return jobs.Fail(msgBadKey, err)
+	}
+	return jobs.Fail(msgAIDown, err)
+}
+
+// settleFile decides the Gemini file's fate once the run's outcome (err)
+// is known: kept for the next attempt after a transient failure — of any
+// later stage too (the screenshots, the SOP's upload) —, a lost lease or a
+// shutdown; deleted once the job is over for good, or a person stopped it.
+func (p *Pipeline) settleFile(ctx context.Context, name string, err error) {
+	var f *jobs.Failure
+	permanent := errors.As(err, &f) && !errors.Is(err, errExhausted)
+	if err != nil && !permanent && !errors.Is(context.Cause(ctx), queue.ErrEdited) {
+		return
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	if derr := p.model.Delete(dctx, name); derr != nil {
+		p.cfg.Logger.WarnContext(ctx, "could not delete the Gemini file", "file", name, "error", derr)
+	}
+}
+
+// hashBytes is hashFile for bytes in memory.
+func hashBytes(b []byte) (string, int64, error) { return hashReader(bytes.NewReader(b)) }
