@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/runops/runops/internal/privacy"
+	"github.com/runops/runops/internal/queue"
 )
 
 // Config is every setting of every process.
@@ -88,11 +89,10 @@ func Load(getenv func(string) string) (Config, error) {
 		CORSOrigins:       list(r.first("", "RUNOPS_CORS_ORIGINS")),
 		RequireAuth:       r.boolean("RUNOPS_REQUIRE_AUTH", false),
 		WorkerConcurrency: r.integer("RUNOPS_WORKER_CONCURRENCY", max(1, runtime.NumCPU()/2), 1),
-		LeaseTTL:          r.duration("RUNOPS_LEASE_TTL", 30*time.Second),
-		Heartbeat:         r.duration("RUNOPS_HEARTBEAT", 10*time.Second),
-		Sweep:             r.duration("RUNOPS_SWEEP", 15*time.Second),
-		MaxAttempts:       r.integer("RUNOPS_MAX_ATTEMPTS", 3, 1),
-		ShutdownGrace:     r.duration("RUNOPS_SHUTDOWN_GRACE", 30*time.Second),
+		LeaseTTL:          r.duration("RUNOPS_LEASE_TTL", queue.DefaultLeaseTTL),
+		Sweep:             r.duration("RUNOPS_SWEEP", queue.DefaultSweep),
+		MaxAttempts:       r.integer("RUNOPS_MAX_ATTEMPTS", queue.DefaultMaxAttempts, 1),
+		ShutdownGrace:     r.duration("RUNOPS_SHUTDOWN_GRACE", queue.DefaultShutdownGrace),
 		ReadTimeout:       r.duration("RUNOPS_READ_TIMEOUT", 10*time.Second),
 		TmpDir:            r.first("", "RUNOPS_TMPDIR"),
 		FFmpegTimeout:     r.duration("RUNOPS_FFMPEG_TIMEOUT", 15*time.Minute),
@@ -111,6 +111,7 @@ func Load(getenv func(string) string) (Config, error) {
 		GeminiMaxRetryWait:      r.duration("GEMINI_MAX_RETRY_WAIT", 2*time.Minute),
 		GeminiBaseURL:           r.first("", "GOOGLE_GEMINI_BASE_URL"),
 	}
+	c.Heartbeat = r.duration("RUNOPS_HEARTBEAT", queue.DefaultHeartbeat(c.LeaseTTL))
 	c.ListenDatabaseURL = r.first(c.DatabaseURL, "RUNOPS_LISTEN_DATABASE_URL")
 	c.SupabasePublicURL = r.first(c.SupabaseURL, "SUPABASE_PUBLIC_URL", "NEXT_PUBLIC_SUPABASE_URL")
 	c.Addr = r.first("", "RUNOPS_ADDR")

@@ -74,6 +74,10 @@ func TestErrorsNameTheVariable(t *testing.T) {
 	if c, err := Load(env(map[string]string{"RUNOPS_READ_TIMEOUT": "15s"})); err != nil || c.ReadTimeout != 15*time.Second {
 		t.Fatalf("read timeout of 15 s: %v", err)
 	}
+	// The heartbeat's default follows the lease: a third of it.
+	if c, err := Load(env(map[string]string{"RUNOPS_LEASE_TTL": "90s"})); err != nil || c.Heartbeat != 30*time.Second {
+		t.Fatalf("heartbeat of a 90 s lease: %v %v", c.Heartbeat, err)
+	}
 	c, err := Load(env(map[string]string{"RUNOPS_REDACT": "off", "RUNOPS_REDACT_PATTERNS": `CUST-\d{6}; [a-z]+\.corp\.internal`}))
 	if err != nil || c.Redact || strings.Join(c.RedactPatterns, "|") != `CUST-\d{6}|[a-z]+\.corp\.internal` {
 		t.Fatalf("redaction off, two patterns: %+v %v", c.RedactPatterns, err)

@@ -595,3 +595,22 @@ func TestQuickStagesAreWrittenWithTheNextWrite(t *testing.T) {
 		})
 	}
 }
+
+// A heartbeat that is not shorter than the lease is refused, not quietly
+// turned into another one; an unset one is a third of the lease.
+func TestHeartbeatMustBeShorterThanTheLease(t *testing.T) {
+	t.Parallel()
+	h := queue.HandlerFunc(func(context.Context, queue.Job, queue.Reporter) error { return nil })
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("a heartbeat as long as the lease was accepted")
+			}
+		}()
+		queue.New(nil, h, queue.Config{LeaseTTL: time.Second, Heartbeat: time.Second})
+	}()
+	if got := queue.DefaultHeartbeat(queue.DefaultLeaseTTL); got != 10*time.Second {
+		t.Errorf("default heartbeat %s", got)
+	}
+	queue.New(nil, h, queue.Config{LeaseTTL: time.Second})
+}

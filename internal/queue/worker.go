@@ -37,6 +37,21 @@ type Config struct {
 	StageDelay time.Duration
 }
 
+// The engine's defaults, which the configuration (RUNOPS_LEASE_TTL and the
+// rest, docs/operations.md) uses too: each is written here only.
+const (
+	DefaultLeaseTTL      = 30 * time.Second
+	DefaultSweep         = 15 * time.Second
+	DefaultMaxAttempts   = 3
+	DefaultShutdownGrace = 30 * time.Second
+)
+
+// DefaultHeartbeat renews a lease of ttl three times before it expires.
+func DefaultHeartbeat(ttl time.Duration) time.Duration { return ttl / 3 }
+
+// defaults fills what is unset. A heartbeat that is not shorter than the
+// lease is a caller's mistake (the configuration refuses it with a
+// sentence): it is never quietly changed into another one.
 func (c *Config) defaults() {
 	if c.Name == "" {
 		host, _ := os.Hostname()
@@ -46,22 +61,25 @@ func (c *Config) defaults() {
 		c.Concurrency = 1
 	}
 	if c.LeaseTTL <= 0 {
-		c.LeaseTTL = 30 * time.Second
+		c.LeaseTTL = DefaultLeaseTTL
 	}
-	if c.Heartbeat <= 0 || c.Heartbeat >= c.LeaseTTL {
-		c.Heartbeat = c.LeaseTTL / 3
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = DefaultHeartbeat(c.LeaseTTL)
+	}
+	if c.Heartbeat >= c.LeaseTTL {
+		panic(fmt.Sprintf("queue: the heartbeat (%s) must be shorter than the lease (%s)", c.Heartbeat, c.LeaseTTL))
 	}
 	if c.Sweep <= 0 {
-		c.Sweep = 15 * time.Second
+		c.Sweep = DefaultSweep
 	}
 	if c.MaxAttempts < 1 {
-		c.MaxAttempts = 3
+		c.MaxAttempts = DefaultMaxAttempts
 	}
 	if c.StageDelay <= 0 {
 		c.StageDelay = defaultStageDelay
 	}
 	if c.ShutdownGrace <= 0 {
-		c.ShutdownGrace = 30 * time.Second
+		c.ShutdownGrace = DefaultShutdownGrace
 	}
 	if c.TempDir == "" {
 		c.TempDir = os.TempDir()
