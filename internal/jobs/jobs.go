@@ -186,3 +186,22 @@ func (f *Failure) Unwrap() error { return f.Err }
 
 // Fail returns a permanent failure with message for a person.
 func Fail(message string, cause error) error { return &Failure{Message: message, Err: cause} }
+
+// MergeMetadata returns a copy of a with b deep-merged into it, as every
+// write of metadata merges in the database (runops_jsonb_merge): objects
+// into objects, anything else replaces. Neither a nor b is changed.
+func MergeMetadata(a, b map[string]any) map[string]any {
+	out := make(map[string]any, len(a)+len(b))
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		if bm, ok := v.(map[string]any); ok {
+			if am, ok := out[k].(map[string]any); ok {
+				v = MergeMetadata(am, bm)
+			}
+		}
+		out[k] = v
+	}
+	return out
+}

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"encoding/json"
 	"errors"
 	"testing"
 )
@@ -57,5 +58,19 @@ func TestCheckUploadSize(t *testing.T) {
 		if !errors.As(err, &f) || !errors.Is(err, want) || f.Message == "" {
 			t.Errorf("size %d: %v", size, err)
 		}
+	}
+}
+
+// Metadata merges as the database merges it: objects into objects, anything
+// else replaces; neither side changes.
+func TestMergeMetadata(t *testing.T) {
+	a := map[string]any{"timings": map[string]any{"probing_ms": 1.0}, "stage": "probing", "keep": "person's"}
+	b := map[string]any{"timings": map[string]any{"transcoding_ms": 2.0}, "stage": "transcoding", "probe": []any{1.0}}
+	got, _ := json.Marshal(MergeMetadata(a, b))
+	if string(got) != `{"keep":"person's","probe":[1],"stage":"transcoding","timings":{"probing_ms":1,"transcoding_ms":2}}` {
+		t.Fatalf("%s", got)
+	}
+	if before, _ := json.Marshal(a); string(before) != `{"keep":"person's","stage":"probing","timings":{"probing_ms":1}}` {
+		t.Fatalf("a changed: %s", before)
 	}
 }

@@ -241,22 +241,8 @@ func (r *reporter) Merge(ctx context.Context, patch map[string]any) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.metadata = merge(r.metadata, plain)
+	r.metadata = jobs.MergeMetadata(r.metadata, plain)
 	return ctx.Err()
-}
-
-// merge deep-merges src into dst, as every metadata write in the database
-// does (objects into objects; anything else replaces).
-func merge(dst, src map[string]any) map[string]any {
-	for k, v := range src {
-		sm, ok := v.(map[string]any)
-		if dm, isMap := dst[k].(map[string]any); ok && isMap {
-			dst[k] = merge(dm, sm)
-			continue
-		}
-		dst[k] = v
-	}
-	return dst
 }
 
 // closeStage records the stage that ends; the caller holds mu.

@@ -50,28 +50,11 @@ func newReporter(store Store, job Job, runCtx context.Context, cancel context.Ca
 // takePending returns the patch not written yet merged with patch, and
 // disarms the flush. The caller holds r.mu.
 func (r *reporter) takePending(patch map[string]any) map[string]any {
-	out := mergePatch(r.pending, patch)
+	out := jobs.MergeMetadata(r.pending, patch)
 	r.pending = nil
 	if r.flush != nil {
 		r.flush.Stop()
 		r.flush = nil
-	}
-	return out
-}
-
-// mergePatch deep-merges b into a copy of a, as the database merges metadata.
-func mergePatch(a, b map[string]any) map[string]any {
-	out := make(map[string]any, len(a)+len(b))
-	for k, v := range a {
-		out[k] = v
-	}
-	for k, v := range b {
-		if bm, ok := v.(map[string]any); ok {
-			if am, ok := out[k].(map[string]any); ok {
-				v = mergePatch(am, bm)
-			}
-		}
-		out[k] = v
 	}
 	return out
 }
@@ -113,7 +96,7 @@ func (r *reporter) keep(pending map[string]any) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.pending = mergePatch(pending, r.pending)
+	r.pending = jobs.MergeMetadata(pending, r.pending)
 	r.arm()
 }
 
@@ -180,7 +163,7 @@ func (r *reporter) Stage(ctx context.Context, name string) error {
 		patch["timings"] = t
 	}
 	r.stage, r.stageStarted, r.lastProgress = name, now, time.Time{}
-	r.pending = mergePatch(r.pending, patch)
+	r.pending = jobs.MergeMetadata(r.pending, patch)
 	r.arm()
 	return nil
 }
