@@ -36,21 +36,34 @@ const Tolerance = 32
 // descender, can reach a row that compares as unchanged.
 const margin = 6
 
-// ReadAgainst reads gray as ReadPage does, reusing what ref read where the
-// two pictures are the same: only the rows that changed (with a margin,
-// and widened to whole lines of ref's that they touch) are given to
-// tesseract, the rest blanked; ref's lines entirely outside them are taken
-// as they are — the same pixels, to within Tolerance, read the same. It
-// returns the page and how many of ref's lines it reused.
-func ReadAgainst(ctx context.Context, gray *image.Gray, ref *Page, tmpDir string) (*Page, int, error) {
+// ReadAgainst reads gray as ReadPage does, reusing what the one of refs it
+// shares most rows with read where the two pictures are the same: only the
+// rows that changed (with a margin, and widened to whole lines of the
+// reference's that they touch) are given to tesseract, the rest blanked;
+// the reference's lines entirely outside them are taken as they are — the
+// same pixels, to within Tolerance, read the same. It returns the page and
+// how many lines it reused. With no refs it reads the whole picture.
+func ReadAgainst(ctx context.Context, gray *image.Gray, refs []*Page, tmpDir string) (*Page, int, error) {
 	b := gray.Bounds()
-	if ref == nil || ref.Gray.Bounds() != b {
+	var ref *Page
+	var same []bool // rows of gray that are the same in ref
+	best := -1
+	for _, r := range refs {
+		if r.Gray.Bounds() != b {
+			continue
+		}
+		rows, n := sameRows(gray, r.Gray)
+		if n > best {
+			ref, same, best = r, rows, n
+		}
+	}
+	if ref == nil {
 		p, err := ReadPage(ctx, gray, tmpDir)
 		return p, 0, err
 	}
 	read := make([]bool, b.Dy()) // rows given to tesseract
-	for y := range b.Dy() {
-		if !sameRow(gray, ref.Gray, b.Min.Y+y) {
+	for y, ok := range same {
+		if !ok {
 			for d := max(0, y-margin); d <= min(b.Dy()-1, y+margin); d++ {
 				read[d] = true
 			}
@@ -100,19 +113,18 @@ func ReadAgainst(ctx context.Context, gray *image.Gray, ref *Page, tmpDir string
 	return &Page{Gray: gray, Lines: append(reused, lines...)}, len(reused), nil
 }
 
-// Unchanged counts the rows of a that are the same in b (to within
-// Tolerance): how much a ReadAgainst b would reuse, at most.
-func Unchanged(a, b *image.Gray) int {
-	if a.Bounds() != b.Bounds() {
-		return 0
-	}
+// sameRows tells, row by row, whether a and b (of the same bounds) are the
+// same to within Tolerance, and how many rows are.
+func sameRows(a, b *image.Gray) ([]bool, int) {
+	rows := make([]bool, a.Rect.Dy())
 	n := 0
-	for y := a.Rect.Min.Y; y < a.Rect.Max.Y; y++ {
-		if sameRow(a, b, y) {
+	for y := range rows {
+		if sameRow(a, b, a.Rect.Min.Y+y) {
+			rows[y] = true
 			n++
 		}
 	}
-	return n
+	return rows, n
 }
 
 // sameRow tells whether row y of a and b is the same to within Tolerance.

@@ -45,76 +45,56 @@ func (p *Pipeline) redact(ctx context.Context, r queue.Reporter, a answer, shots
 	return r.Merge(ctx, map[string]any{"privacy": red.Report()})
 }
 
-// picture is a pending screenshot being redacted.
-type picture struct {
-	shot pendingShot
-	page *ocr.Page // what OCR read on it, before it was painted
-}
-
 // redactPictures reads every pending screenshot with OCR, as many at once
 // as there are cores, and covers what red finds on it. The earliest and
 // the latest are read whole; each other one is read against whichever of
 // them it shares most rows with, so that the parts of a screen that stayed
 // as they were are not read again (ocr.ReadAgainst).
 func (p *Pipeline) redactPictures(ctx context.Context, red *privacy.Redactor, a answer, pending []pendingShot) error {
-	pics := make([]*picture, len(pending))
+	pending = slices.Clone(pending)
+	slices.SortStableFunc(pending, func(x, y pendingShot) int { return strings.Compare(x.node.Timestamp, y.node.Timestamp) })
+	var first, rest []pendingShot
 	for i, ps := range pending {
-		pics[i] = &picture{shot: ps}
-	}
-	slices.SortStableFunc(pics, func(x, y *picture) int { return strings.Compare(x.shot.node.Timestamp, y.shot.node.Timestamp) })
-	var refs []*picture
-	for i, pic := range pics {
-		if i == 0 || i == len(pics)-1 {
-			refs = append(refs, pic)
+		if i == 0 || i == len(pending)-1 {
+			first = append(first, ps)
+		} else {
+			rest = append(rest, ps)
 		}
 	}
-	run := func(batch []*picture, against []*picture) error {
+	refs := make([]*ocr.Page, len(first))
+	run := func(batch []pendingShot, read func(context.Context, int, *image.Gray) (*ocr.Page, error)) error {
 		g, gctx := errgroup.WithContext(ctx)
 		g.SetLimit(runtime.NumCPU())
-		for _, pic := range batch {
-			g.Go(func() error { return p.redactPicture(gctx, red, a, pic, against) })
+		for i, ps := range batch {
+			g.Go(func() error {
+				img, err := readJPEG(ps.file)
+				if err != nil {
+					return err
+				}
+				page, err := read(gctx, i, luma(img))
+				if err != nil {
+					return fmt.Errorf("read the screenshot of %s: %w", ps.node.ID, err)
+				}
+				return writeJPEG(ps.file, paint(img, red.Boxes(page.Lines), a.boxes[ps.node.ID], ps.node.Highlight))
+			})
 		}
 		return g.Wait()
 	}
-	if err := run(refs, nil); err != nil {
+	dir := func(ps pendingShot) string { return filepath.Dir(ps.file) }
+	if err := run(first, func(ctx context.Context, i int, gray *image.Gray) (*ocr.Page, error) {
+		page, err := ocr.ReadPage(ctx, gray, dir(first[i]))
+		refs[i] = page // the references for the others
+		return page, err
+	}); err != nil {
 		return err
 	}
-	var rest []*picture
-	for _, pic := range pics {
-		if !slices.Contains(refs, pic) {
-			rest = append(rest, pic)
+	return run(rest, func(ctx context.Context, i int, gray *image.Gray) (*ocr.Page, error) {
+		page, reused, err := ocr.ReadAgainst(ctx, gray, refs, dir(rest[i]))
+		if err == nil && reused > 0 {
+			p.cfg.Logger.DebugContext(ctx, "screenshot read against another", "node", rest[i].node.ID, "lines_reused", reused)
 		}
-	}
-	return run(rest, refs)
-}
-
-// redactPicture reads one screenshot (against the best of refs, if any)
-// and rewrites it with what red finds covered, the model's boxes too, and
-// its step's highlight outlined.
-func (p *Pipeline) redactPicture(ctx context.Context, red *privacy.Redactor, a answer, pic *picture, refs []*picture) error {
-	img, err := readJPEG(pic.shot.file)
-	if err != nil {
-		return err
-	}
-	gray := luma(img)
-	var ref *ocr.Page
-	best := -1
-	for _, r := range refs {
-		if n := ocr.Unchanged(gray, r.page.Gray); n > best {
-			ref, best = r.page, n
-		}
-	}
-	page, reused, err := ocr.ReadAgainst(ctx, gray, ref, filepath.Dir(pic.shot.file))
-	if err != nil {
-		return fmt.Errorf("read the screenshot of %s: %w", pic.shot.node.ID, err)
-	}
-	if reused > 0 {
-		p.cfg.Logger.DebugContext(ctx, "screenshot read against another", "node", pic.shot.node.ID, "lines_reused", reused)
-	}
-	if slices.Contains(refs, pic) || refs == nil {
-		pic.page = page // a reference for the others
-	}
-	return writeJPEG(pic.shot.file, paint(img, red.Boxes(page.Lines), a.boxes[pic.shot.node.ID], pic.shot.node.Highlight))
+		return page, err
+	})
 }
 
 // luma is the picture's brightness alone, what OCR reads: a sixth less
