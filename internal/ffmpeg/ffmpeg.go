@@ -18,8 +18,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/runops/runops/internal/child"
 )
 
 // Probe is what ffprobe tells of a file, in the shape of metadata.probe.
@@ -86,16 +87,17 @@ type probeOutput struct {
 func ProbeFile(ctx context.Context, path string) (Probe, error) {
 	args := append([]string{"-v", "error"}, inputGuard...)
 	args = append(args, "-print_format", "json", "-show_format", "-show_streams", "--", path)
-	cmd := command(ctx, "ffprobe", args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &limitedBuffer{max: 4096, buf: &stderr}
+	cmd := child.Command(ctx, "ffprobe", args...)
+	var stdout bytes.Buffer
+	stderr := &child.Tail{Max: 4096}
+	cmd.Stdout, cmd.Stderr = &stdout, stderr
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
 			return Probe{}, ctx.Err()
 		}
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
-			return Probe{}, fmt.Errorf("%w: %s", ErrUnreadable, strings.TrimSpace(stderr.String()))
+			return Probe{}, fmt.Errorf("%w: %s", ErrUnreadable, stderr)
 		}
 		return Probe{}, fmt.Errorf("run ffprobe: %w", err)
 	}
@@ -260,9 +262,9 @@ func SlimArgs(in, out string, opt SlimOptions) []string {
 
 // Slim writes the slim copy of in to out.
 func Slim(ctx context.Context, in, out string, opt SlimOptions) error {
-	cmd := command(ctx, "ffmpeg", SlimArgs(in, out, opt)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &limitedBuffer{max: 8192, buf: &stderr}
+	cmd := child.Command(ctx, "ffmpeg", SlimArgs(in, out, opt)...)
+	stderr := &child.Tail{Max: 8192}
+	cmd.Stderr = stderr
 	progress, err := cmd.StdoutPipe()
 	if err != nil {
 		return err
@@ -271,7 +273,7 @@ func Slim(ctx context.Context, in, out string, opt SlimOptions) error {
 		return fmt.Errorf("start ffmpeg: %w", err)
 	}
 	readProgress(progress, opt)
-	return wait(ctx, cmd, &stderr)
+	return wait(ctx, cmd, stderr)
 }
 
 // FramesArgs is the command line that takes again, in one pass over in, the
@@ -302,22 +304,22 @@ func FramesArgs(in, dir string, seconds []int, skipNonReference bool) []string {
 // Frames writes the screenshots of seconds into dir (see FramesArgs). A
 // second past the end of the video has no file.
 func Frames(ctx context.Context, in, dir string, seconds []int, skipNonReference bool) error {
-	cmd := command(ctx, "ffmpeg", FramesArgs(in, dir, seconds, skipNonReference)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &limitedBuffer{max: 4096, buf: &stderr}
+	cmd := child.Command(ctx, "ffmpeg", FramesArgs(in, dir, seconds, skipNonReference)...)
+	stderr := &child.Tail{Max: 4096}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start ffmpeg: %w", err)
 	}
-	return wait(ctx, cmd, &stderr)
+	return wait(ctx, cmd, stderr)
 }
 
 // wait waits for a started ffmpeg and says why it failed.
-func wait(ctx context.Context, cmd *exec.Cmd, stderr *bytes.Buffer) error {
+func wait(ctx context.Context, cmd *exec.Cmd, stderr *child.Tail) error {
 	if err := cmd.Wait(); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return &Error{Err: err, Stderr: strings.TrimSpace(stderr.String())}
+		return &Error{Err: err, Stderr: stderr.String()}
 	}
 	return nil
 }
@@ -359,26 +361,4 @@ func readProgress(r io.Reader, opt SlimOptions) {
 		}
 	}
 	_, _ = io.Copy(io.Discard, r)
-}
-
-// command is exec.CommandContext for a child that must not outlive the worker.
-func command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.WaitDelay = 5 * time.Second
-	return cmd
-}
-
-// limitedBuffer keeps the last max bytes written.
-type limitedBuffer struct {
-	max int
-	buf *bytes.Buffer
-}
-
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	l.buf.Write(p)
-	if over := l.buf.Len() - l.max; over > 0 {
-		l.buf.Next(over)
-	}
-	return len(p), nil
 }

@@ -14,8 +14,8 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
+
+	"github.com/runops/runops/internal/child"
 )
 
 // Word is a word read, with its box in the picture's pixels.
@@ -41,7 +41,7 @@ func Check(ctx context.Context) error {
 	if _, err := exec.LookPath("tesseract"); err != nil {
 		return ErrMissing
 	}
-	out, err := command(ctx, "tesseract", "--list-langs").CombinedOutput()
+	out, err := child.Command(ctx, "tesseract", "--list-langs").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "\neng") {
 		return fmt.Errorf("%w: %s", ErrMissing, strings.TrimSpace(string(out)))
 	}
@@ -51,15 +51,16 @@ func Check(ctx context.Context) error {
 // Read returns the lines of words tesseract reads on the picture file at
 // path. It runs one thread: callers read several pictures at once.
 func Read(ctx context.Context, path string) ([]Line, error) {
-	cmd := command(ctx, "tesseract", path, "-", "-l", "eng", "tsv")
+	cmd := child.Command(ctx, "tesseract", path, "-", "-l", "eng", "tsv")
 	cmd.Env = append(cmd.Environ(), "OMP_THREAD_LIMIT=1")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	var stdout bytes.Buffer
+	stderr := &child.Tail{Max: 2048}
+	cmd.Stdout, cmd.Stderr = &stdout, stderr
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("tesseract: %w: %s", err, strings.TrimSpace(tail(stderr.String(), 2048)))
+		return nil, fmt.Errorf("tesseract: %w: %s", err, stderr)
 	}
 	return parseTSV(stdout.Bytes())
 }
@@ -105,19 +106,4 @@ func parseTSV(b []byte) ([]Line, error) {
 		l.Words = append(l.Words, w)
 	}
 	return lines, sc.Err()
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
-}
-
-// command is exec.CommandContext for a child that must not outlive the worker.
-func command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.WaitDelay = 5 * time.Second
-	return cmd
 }
