@@ -86,16 +86,13 @@ func (w *Worker) claimLoop(ctx, jobsCtx context.Context, wg *sync.WaitGroup) {
 
 // takeFree takes every slot free now, without waiting, and says how many.
 func takeFree(slots chan struct{}) int {
-	n := 0
-	for len(slots) < cap(slots) {
+	for n := 0; ; n++ {
 		select {
 		case slots <- struct{}{}:
-			n++
 		default:
 			return n
 		}
 	}
-	return n
 }
 
 // wait waits for a wake-up (a notification, a reconnect) or d; false once

@@ -370,9 +370,15 @@ func (s *Server) signDownload(w http.ResponseWriter, r *http.Request, role, rest
 		writeError(w, 404, "NoSuchKey", "Object not found")
 		return
 	}
+	writeJSON(w, map[string]string{"signedURL": s.signedURL(bucket, name, body.ExpiresIn)})
+}
+
+// signedURL is the download URL, relative to the storage base, that reads
+// bucket/name without credentials for expiresIn seconds.
+func (s *Server) signedURL(bucket, name string, expiresIn int) string {
 	tok := s.sign(jwt.MapClaims{"url": bucket + "/" + name, "iat": time.Now().Unix(),
-		"exp": time.Now().Add(time.Duration(body.ExpiresIn) * time.Second).Unix()})
-	writeJSON(w, map[string]string{"signedURL": "/object/sign/" + bucket + "/" + name + "?token=" + tok})
+		"exp": time.Now().Add(time.Duration(expiresIn) * time.Second).Unix()})
+	return "/object/sign/" + bucket + "/" + name + "?token=" + tok
 }
 
 // signDownloads signs many paths at once, as storage v1.70's getSignedURLs
@@ -400,9 +406,7 @@ func (s *Server) signDownloads(w http.ResponseWriter, r *http.Request, role, buc
 			out[i].Error = &msg
 			continue
 		}
-		tok := s.sign(jwt.MapClaims{"url": bucket + "/" + name, "iat": time.Now().Unix(),
-			"exp": time.Now().Add(time.Duration(body.ExpiresIn) * time.Second).Unix()})
-		u := "/object/sign/" + bucket + "/" + name + "?token=" + tok
+		u := s.signedURL(bucket, name, body.ExpiresIn)
 		out[i].SignedURL = &u
 	}
 	writeJSON(w, out)
