@@ -10,9 +10,10 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/queue"
 )
 
-// Outcomes that are ready while another is being written go to the database
+// Outcomes (queue.Outcome) that are ready while another is being written go to the database
 // together, in one statement (a group commit): a lone outcome waits for
 // nothing, and a worker finishing many jobs at once — a burst of uploads
 // that all fail at the first step — pays one round trip, one statement and
@@ -39,15 +40,25 @@ const maxBatch = 64
 
 // outcome is one job's end, waiting for its statement.
 type outcome struct {
-	JobID  jobs.ID                             `json:"job_id"`
-	Token  string                              `json:"token"`
-	Status string                              `json:"status"`
-	Error  *string                             `json:"error"`
-	Cause  *string                             `json:"cause"`
-	Patch  map[string]any                      `json:"patch"`
-	single func(context.Context) (bool, error) // the same outcome as a statement of its own
+	queue.Outcome
+	deadline time.Time // its caller's, or 10 s from when it was queued
+	done     chan outcomeResult
+}
 
-	done chan outcomeResult
+// MarshalJSON writes the row finishJobs reads.
+func (o *outcome) MarshalJSON() ([]byte, error) {
+	row := struct {
+		JobID  jobs.ID        `json:"job_id"`
+		Token  string         `json:"token"`
+		Status jobs.Status    `json:"status"`
+		Error  *string        `json:"error"`
+		Cause  *string        `json:"cause"`
+		Patch  map[string]any `json:"patch"`
+	}{JobID: o.ID, Token: o.Token, Status: o.Status, Patch: o.Patch}
+	if o.Status == jobs.StatusError {
+		row.Error, row.Cause = &o.Message, &o.Cause
+	}
+	return json.Marshal(row)
 }
 
 type outcomeResult struct {
@@ -63,13 +74,21 @@ type batcher struct {
 	writing bool
 }
 
-// finish writes o (with whatever else is waiting) and tells whether its row
-// matched.
-func (s *QueueStore) finish(o *outcome) (bool, error) {
-	o.done = make(chan outcomeResult, 1)
+// Finish records how a run ended (completed, or error with its sentence and
+// cause), merging o.Patch into metadata, fenced by o.Token: false when the
+// lease is gone. It is written together with the outcomes ready at the same
+// time, before ctx's deadline (10 s without one); once queued it is waited
+// for. An outcome the database refuses for good (text it cannot store) is
+// written again as o.Plainer(), down to the plainest.
+func (s *QueueStore) Finish(ctx context.Context, o queue.Outcome) (bool, error) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(10 * time.Second)
+	}
+	w := &outcome{Outcome: o, deadline: deadline, done: make(chan outcomeResult, 1)}
 	b := &s.outcomes
 	b.mu.Lock()
-	b.queue = append(b.queue, o)
+	b.queue = append(b.queue, w)
 	if !b.writing {
 		b.writing = true
 		b.mu.Unlock()
@@ -77,7 +96,7 @@ func (s *QueueStore) finish(o *outcome) (bool, error) {
 	} else {
 		b.mu.Unlock()
 	}
-	r := <-o.done
+	r := <-w.done
 	return r.ok, r.err
 }
 
@@ -103,36 +122,51 @@ func (s *QueueStore) writeOutcomes() {
 	go s.writeOutcomes()
 }
 
-// writeBatch runs one statement for the batch and answers each outcome. A
-// refusal that is not an outage (a value the database cannot store) is the
-// fault of one row: then each is written on its own, so that only that one
-// sees the refusal.
+// writeBatch runs one statement for the batch, before the earliest deadline
+// in it, and answers each outcome. A refusal that is not an outage is the
+// fault of one row: then each is written on its own, plainer each time it
+// is refused, so that only that one loses what the database cannot store.
 func (s *QueueStore) writeBatch(batch []*outcome) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	deadline := batch[0].deadline
+	for _, o := range batch[1:] {
+		if o.deadline.Before(deadline) {
+			deadline = o.deadline
+		}
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	if len(batch) == 1 {
-		ok, err := batch[0].single(ctx)
-		batch[0].done <- outcomeResult{ok, err}
-		return
-	}
-	rows, err := json.Marshal(batch)
-	var matched map[jobs.ID]bool
-	if err == nil {
-		matched, err = s.finishBatch(ctx, rows)
-	}
+	matched, err := s.finishBatch(ctx, batch)
 	if err != nil && !errors.Is(err, jobs.ErrUnavailable) {
 		for _, o := range batch {
-			ok, err := o.single(ctx)
-			o.done <- outcomeResult{ok, err}
+			o.done <- s.finishAlone(ctx, o)
 		}
 		return
 	}
 	for _, o := range batch {
-		o.done <- outcomeResult{matched[o.JobID], err}
+		o.done <- outcomeResult{matched[o.ID], err}
 	}
 }
 
-func (s *QueueStore) finishBatch(ctx context.Context, rows []byte) (map[jobs.ID]bool, error) {
+// finishAlone writes o in a statement of its own, plainer after each refusal.
+func (s *QueueStore) finishAlone(ctx context.Context, o *outcome) outcomeResult {
+	for {
+		matched, err := s.finishBatch(ctx, []*outcome{o})
+		if err == nil || errors.Is(err, jobs.ErrUnavailable) {
+			return outcomeResult{matched[o.ID], err}
+		}
+		plainer, ok := o.Plainer()
+		if !ok {
+			return outcomeResult{false, err}
+		}
+		o = &outcome{Outcome: plainer}
+	}
+}
+
+func (s *QueueStore) finishBatch(ctx context.Context, batch []*outcome) (map[jobs.ID]bool, error) {
+	rows, err := json.Marshal(batch)
+	if err != nil {
+		return nil, err
+	}
 	res, err := s.pool.Query(ctx, finishJobs, rows, s.hooks)
 	if err != nil {
 		return nil, wrap("finish jobs", err)

@@ -15,6 +15,7 @@ import (
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/pgtest"
 	"github.com/runops/runops/internal/postgres"
+	"github.com/runops/runops/internal/queue"
 	"github.com/runops/runops/supabase"
 )
 
@@ -221,10 +222,14 @@ func TestNotifyTrigger(t *testing.T) {
 	}
 	expect(`INSERT INTO jobs (job_id) VALUES ($1)`, n("INSERT", "queued"))
 	expectDoing("the worker's claim", claim)
-	expectDoing("the worker's completion", fenced("complete", func() (bool, error) { return store.Complete(ctx, jobs.ID(id), token, nil) }))
+	expectDoing("the worker's completion", fenced("complete", func() (bool, error) {
+		return store.Finish(ctx, queue.Outcome{ID: jobs.ID(id), Token: token, Status: jobs.StatusCompleted})
+	}))
 	expect(`UPDATE jobs SET status = 'queued' WHERE job_id=$1`, n("UPDATE", "queued"))
 	expectDoing("the worker's claim", claim)
-	expectDoing("the worker's failure", fenced("fail", func() (bool, error) { return store.Fail(ctx, jobs.ID(id), token, "m", "c", nil) }))
+	expectDoing("the worker's failure", fenced("fail", func() (bool, error) {
+		return store.Finish(ctx, queue.Outcome{ID: jobs.ID(id), Token: token, Status: jobs.StatusError, Message: "m", Cause: "c"})
+	}))
 	expect(`UPDATE jobs SET status = 'queued' WHERE job_id=$1`, n("UPDATE", "queued"))
 	expectDoing("the worker's claim", claim)
 	expectDoing("a hand-back", fenced("hand back", func() (bool, error) { return store.HandBack(ctx, jobs.ID(id), token) }), n("UPDATE", "queued"))

@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"time"
 
@@ -52,26 +51,6 @@ WHERE job_id = $1` + fence
 	mergeMetadata = `UPDATE public.jobs
 SET metadata = public.runops_jsonb_merge(coalesce(metadata, '{}'::jsonb), $3)
 WHERE job_id = $1` + fence + ` AND set_config('synchronous_commit', 'off', true) IS NOT NULL`
-
-	// withEvent finishes the statement of an outcome: it counts the rows
-	// the done CTE finished and records their webhook events (to the URLs
-	// in the last parameter; none when it is empty) in the same statement,
-	// so in the same transaction.
-	withEvent = `)
-SELECT count(*)::int FROM done, LATERAL (SELECT public.runops_record_event(done.job_id, done.status, done.error,
-  done.created_at, done.completed_at, done.metadata->'timings', $%d::text[])) ev`
-
-	completeJob = `WITH done AS (UPDATE public.jobs
-SET status = 'completed', completed_at = now(), error = NULL,
-    metadata = public.runops_jsonb_merge(public.runops_close_attempt(metadata, $2, 'completed', NULL), $3)
-WHERE job_id = $1` + fence + asWorker + `
-RETURNING job_id, status, error, created_at, completed_at, metadata`
-
-	failJob = `WITH done AS (UPDATE public.jobs
-SET status = 'error', error = $3,
-    metadata = public.runops_jsonb_merge(public.runops_close_attempt(metadata, $2, 'error', $4), $5)
-WHERE job_id = $1` + fence + asWorker + `
-RETURNING job_id, status, error, created_at, completed_at, metadata`
 
 	// A shutdown hand-back is not an attempt: the count goes back down.
 	handBackJob = `UPDATE public.jobs
@@ -134,17 +113,6 @@ func (s *QueueStore) SendEvents(urls []string) *QueueStore {
 	return s
 }
 
-// finished runs an outcome statement (withEvent) and tells whether it
-// matched (false: the lease is gone).
-func (s *QueueStore) finished(ctx context.Context, op, sql string, args ...any) (bool, error) {
-	var n int
-	err := s.pool.QueryRow(ctx, sql+fmt.Sprintf(withEvent, len(args)+1), append(args, s.hooks)...).Scan(&n)
-	if err != nil {
-		return false, wrap(op, err)
-	}
-	return n == 1, nil
-}
-
 // Claim takes up to n of the oldest claimable queued jobs for worker, oldest
 // first, each under a new lease token.
 func (s *QueueStore) Claim(ctx context.Context, worker string, n int, ttl time.Duration) ([]queue.Claimed, error) {
@@ -188,31 +156,6 @@ func (s *QueueStore) Renew(ctx context.Context, id jobs.ID, token string, ttl ti
 // Merge deep-merges patch into metadata.
 func (s *QueueStore) Merge(ctx context.Context, id jobs.ID, token string, patch map[string]any) (bool, error) {
 	return s.fenced(ctx, "merge metadata", mergeMetadata, string(id), token, patch)
-}
-
-// Complete marks the job completed, merging patch into metadata. It is
-// written together with the outcomes ready at the same time (outcomes.go),
-// within at most 10 s of its own; ctx is not waited on.
-func (s *QueueStore) Complete(_ context.Context, id jobs.ID, token string, patch map[string]any) (bool, error) {
-	if patch == nil {
-		patch = map[string]any{}
-	}
-	return s.finish(&outcome{JobID: id, Token: token, Status: string(jobs.StatusCompleted), Patch: patch,
-		single: func(ctx context.Context) (bool, error) {
-			return s.finished(ctx, "complete job", completeJob, string(id), token, patch)
-		}})
-}
-
-// Fail ends the job in error with message (for a person) and cause (short,
-// technical), merging patch into metadata; written as Complete is.
-func (s *QueueStore) Fail(_ context.Context, id jobs.ID, token, message, cause string, patch map[string]any) (bool, error) {
-	if patch == nil {
-		patch = map[string]any{}
-	}
-	return s.finish(&outcome{JobID: id, Token: token, Status: string(jobs.StatusError), Error: &message, Cause: &cause, Patch: patch,
-		single: func(ctx context.Context) (bool, error) {
-			return s.finished(ctx, "fail job", failJob, string(id), token, message, cause, patch)
-		}})
 }
 
 // HandBack returns the job to the queue without counting the attempt.

@@ -166,40 +166,6 @@ func deref(s *string) string {
 	return *s
 }
 
-// refusingStore refuses, for good, every Fail that carries a cause.
-type refusingStore struct {
-	queue.Store
-	refused atomic.Int64
-}
-
-func (s *refusingStore) Fail(ctx context.Context, id jobs.ID, token, message, cause string, patch map[string]any) (bool, error) {
-	if cause != "" {
-		s.refused.Add(1)
-		return false, errors.New("ERROR: invalid byte sequence (SQLSTATE 22021)")
-	}
-	return s.Store.Fail(ctx, id, token, message, cause, patch)
-}
-
-// An outcome the database refuses for good is not retried: the plainer
-// write follows at once, and the job ends on its first attempt.
-func TestRefusedOutcomeFallsBackToAPlainOne(t *testing.T) {
-	t.Parallel()
-	b := newBench(t)
-	store := &refusingStore{Store: b.store}
-	cfg := fast()
-	cfg.Logger = quiet
-	queuetest.Start(t, b.dsn, store, queue.HandlerFunc(func(context.Context, queue.Job, queue.Reporter) error {
-		return jobs.Fail("The video could not be converted.", errors.New("boom"))
-	}), cfg, true)
-	id := b.insert(1)[0]
-	b.waitFor("the job failed", func() bool {
-		return b.count(`SELECT count(*) FROM jobs WHERE job_id = $1 AND status = 'error'`, string(id)) == 1
-	})
-	if j := b.job(id); j.Metadata["attempt"] != float64(1) || store.refused.Load() != 1 || deref(j.Error) != "The video could not be converted." {
-		t.Fatalf("attempt %v, refused %d times, error %v", j.Metadata["attempt"], store.refused.Load(), deref(j.Error))
-	}
-}
-
 // gated is a handler that can be unready, and hands a job back once.
 type gated struct {
 	ready    atomic.Bool

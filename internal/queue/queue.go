@@ -24,8 +24,9 @@ type Store interface {
 	Claim(ctx context.Context, worker string, n int, ttl time.Duration) ([]Claimed, error)
 	Renew(ctx context.Context, id jobs.ID, token string, ttl time.Duration) (bool, error)
 	Merge(ctx context.Context, id jobs.ID, token string, patch map[string]any) (bool, error)
-	Complete(ctx context.Context, id jobs.ID, token string, patch map[string]any) (bool, error)
-	Fail(ctx context.Context, id jobs.ID, token, message, cause string, patch map[string]any) (bool, error)
+	// Finish records how a run ended. A store that cannot write an outcome
+	// as it is (text the database refuses) writes o.Plainer() instead.
+	Finish(ctx context.Context, o Outcome) (bool, error)
 	HandBack(ctx context.Context, id jobs.ID, token string) (bool, error)
 	Release(ctx context.Context, id jobs.ID, token string) error
 	Rescue(ctx context.Context, maxAttempts int, message string) (requeued, failed []jobs.ID, err error)
@@ -53,6 +54,34 @@ type Claimed struct {
 	jobs.Job
 	Token    string
 	QueuedAt time.Time // when it last became queued (its updated_at then)
+}
+
+// Outcome is how a run ended, as the store records it.
+type Outcome struct {
+	ID      jobs.ID
+	Token   string         // the lease it was run under: the write is fenced by it
+	Status  jobs.Status    // jobs.StatusCompleted or jobs.StatusError
+	Message string         // an error's sentence for the person
+	Cause   string         // an error's short technical cause, kept in the attempt
+	Patch   map[string]any // merged into metadata (the last stage's timings)
+}
+
+// GenericSentence is the sentence of a failure that carries none.
+const GenericSentence = "Something went wrong while processing the video; please try again, and contact support if it keeps failing."
+
+// Plainer is the outcome with less in it, for a database that refused it
+// for good: first without its patch and cause, then, for an error, with
+// GenericSentence. ok is false when there is nothing plainer to write.
+func (o Outcome) Plainer() (p Outcome, ok bool) {
+	switch {
+	case o.Patch != nil || o.Cause != "":
+		o.Patch, o.Cause = nil, ""
+		return o, true
+	case o.Status == jobs.StatusError && o.Message != GenericSentence:
+		o.Message = GenericSentence
+		return o, true
+	}
+	return o, false
 }
 
 // Job is a claimed job.

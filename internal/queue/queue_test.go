@@ -398,10 +398,14 @@ func TestRescueFencingAndMaxAttempts(t *testing.T) {
 		}
 		// The stale holder's writes are all rejected.
 		for name, write := range map[string]func() (bool, error){
-			"renew":     func() (bool, error) { return b.store.Renew(ctx, id, tok, time.Minute) },
-			"merge":     func() (bool, error) { return b.store.Merge(ctx, id, tok, map[string]any{"stage": "x"}) },
-			"complete":  func() (bool, error) { return b.store.Complete(ctx, id, tok, nil) },
-			"fail":      func() (bool, error) { return b.store.Fail(ctx, id, tok, "m", "c", nil) },
+			"renew": func() (bool, error) { return b.store.Renew(ctx, id, tok, time.Minute) },
+			"merge": func() (bool, error) { return b.store.Merge(ctx, id, tok, map[string]any{"stage": "x"}) },
+			"complete": func() (bool, error) {
+				return b.store.Finish(ctx, queue.Outcome{ID: id, Token: tok, Status: jobs.StatusCompleted})
+			},
+			"fail": func() (bool, error) {
+				return b.store.Finish(ctx, queue.Outcome{ID: id, Token: tok, Status: jobs.StatusError, Message: "m", Cause: "c"})
+			},
 			"hand back": func() (bool, error) { return b.store.HandBack(ctx, id, tok) },
 		} {
 			if ok, err := write(); ok || err != nil {

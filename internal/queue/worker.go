@@ -200,7 +200,7 @@ func (w *Worker) drain(wg *sync.WaitGroup, stopJobs context.CancelCauseFunc) {
 			r := w.held[id]
 			w.mu.Unlock()
 			if r != nil {
-				w.finishWrite("hand back", func(ctx context.Context) (bool, error) {
+				w.record("hand back", func(ctx context.Context) (bool, error) {
 					return w.store.HandBack(ctx, id, r.job.Token)
 				})
 			}
@@ -342,53 +342,42 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 			outcome = "cancelled"
 		}
 		metrics.JobsFinished.WithLabelValues(outcome).Inc()
-		w.finishWrite("release", func(ctx context.Context) (bool, error) {
+		w.record("release", func(ctx context.Context) (bool, error) {
 			return true, w.store.Release(ctx, job.ID, job.Token)
 		})
 	case errors.Is(cancelled, errShutdown) && err != nil, errors.Is(err, ErrHandBack):
 		log.Info("job handed back", "reason", cmp.Or(cancelled, err))
-		if w.finishWrite("hand back", func(ctx context.Context) (bool, error) {
+		if w.record("hand back", func(ctx context.Context) (bool, error) {
 			return w.store.HandBack(ctx, job.ID, job.Token)
 		}) {
 			metrics.JobsFinished.WithLabelValues("handed_back").Inc()
 		}
-	case err == nil:
-		patch := rep.finalTimings()
-		if w.finishWrite("complete", func(ctx context.Context) (bool, error) {
-			return w.store.Complete(ctx, job.ID, job.Token, patch)
-		}, func(ctx context.Context) (bool, error) {
-			return w.store.Complete(ctx, job.ID, job.Token, nil)
-		}) {
-			log.Info("job completed")
-			metrics.JobsFinished.WithLabelValues("completed").Inc()
-		}
 	default:
-		message, cause := describe(err)
-		log.Warn("job failed", "error", err, "message", message)
-		patch := rep.finalTimings()
-		if w.finishWrite("fail", func(ctx context.Context) (bool, error) {
-			return w.store.Fail(ctx, job.ID, job.Token, message, cause, patch)
-		}, func(ctx context.Context) (bool, error) {
-			return w.store.Fail(ctx, job.ID, job.Token, message, "", nil)
-		}, func(ctx context.Context) (bool, error) {
-			return w.store.Fail(ctx, job.ID, job.Token, describeGeneric, "", nil)
-		}) {
-			metrics.JobsFinished.WithLabelValues("error").Inc()
+		o := Outcome{ID: job.ID, Token: job.Token, Status: jobs.StatusCompleted, Patch: rep.finalTimings()}
+		if err != nil {
+			o.Status = jobs.StatusError
+			o.Message, o.Cause = describe(err)
+			log.Warn("job failed", "error", err, "message", o.Message)
+		}
+		if w.record(string(o.Status), func(ctx context.Context) (bool, error) { return w.store.Finish(ctx, o) }) {
+			if err == nil {
+				log.Info("job completed")
+			}
+			metrics.JobsFinished.WithLabelValues(string(o.Status)).Inc()
 		}
 	}
 }
 
-// finishWrite records an outcome, retrying while the database is away (the
-// lease will expire meanwhile and the rescuer stands in if it never comes
-// back). A write the database refuses for good (a value it cannot store) is
-// never retried: the next of writes, a plainer one, is tried instead. It
-// reports whether a write took effect.
-func (w *Worker) finishWrite(what string, writes ...func(context.Context) (bool, error)) bool {
+// record writes an outcome, retrying while the database is away (the lease
+// will expire meanwhile and the rescuer stands in if it never comes back); a
+// write the database refuses for good is not retried. It reports whether
+// the write took effect.
+func (w *Worker) record(what string, write func(context.Context) (bool, error)) bool {
 	deadline := time.Now().Add(w.cfg.LeaseTTL)
 	wait := 100 * time.Millisecond
-	for len(writes) > 0 {
+	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		ok, err := writes[0](ctx)
+		ok, err := write(ctx)
 		cancel()
 		switch {
 		case err == nil:
@@ -398,8 +387,7 @@ func (w *Worker) finishWrite(what string, writes ...func(context.Context) (bool,
 			return ok
 		case !errors.Is(err, jobs.ErrUnavailable):
 			w.log.Error("outcome refused by the database", "write", what, "error", err)
-			writes = writes[1:]
-			continue
+			return false
 		case time.Now().After(deadline):
 			w.log.Error("outcome not recorded: database unavailable", "write", what, "error", err)
 			return false
@@ -407,7 +395,6 @@ func (w *Worker) finishWrite(what string, writes ...func(context.Context) (bool,
 		time.Sleep(wait) // retry pacing, not synchronisation
 		wait = min(2*wait, 2*time.Second)
 	}
-	return false
 }
 
 // heartbeat renews the lease every Heartbeat, at once when asked, and every
@@ -475,13 +462,10 @@ func (w *Worker) safeRun(ctx context.Context, job Job, rep Reporter) (err error)
 	return w.handler.Run(ctx, job, rep)
 }
 
-// describeGeneric is the sentence of a failure that carries none.
-const describeGeneric = "Something went wrong while processing the video; please try again, and contact support if it keeps failing."
-
 // describe returns the sentence for the person and a short technical cause,
 // both storable as text.
 func describe(err error) (message, cause string) {
-	message = describeGeneric
+	message = GenericSentence
 	var f *jobs.Failure
 	if errors.As(err, &f) {
 		message = f.Message

@@ -22,6 +22,7 @@ import (
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/pgtest"
 	"github.com/runops/runops/internal/postgres"
+	"github.com/runops/runops/internal/queue"
 	"github.com/runops/runops/internal/webhook"
 )
 
@@ -91,12 +92,11 @@ func finish(t *testing.T, q *postgres.QueueStore, exec func(string, ...any), fai
 	if err != nil || len(got) != 1 {
 		t.Fatalf("claim: %v %v", got, err)
 	}
-	var ok bool
+	o := queue.Outcome{ID: id, Token: got[0].Token, Status: jobs.StatusCompleted, Patch: map[string]any{"timings": map[string]any{"probing_ms": 5}}}
 	if fail {
-		ok, err = q.Fail(context.Background(), id, got[0].Token, "The video is damaged.", "ffmpeg: exit 1", map[string]any{"timings": map[string]any{"probing_ms": 5}})
-	} else {
-		ok, err = q.Complete(context.Background(), id, got[0].Token, map[string]any{"timings": map[string]any{"probing_ms": 5}})
+		o.Status, o.Message, o.Cause = jobs.StatusError, "The video is damaged.", "ffmpeg: exit 1"
 	}
+	ok, err := q.Finish(context.Background(), o)
 	if err != nil || !ok {
 		t.Fatalf("outcome: %v %v", ok, err)
 	}
