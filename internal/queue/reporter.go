@@ -19,15 +19,10 @@ const defaultStageDelay = 250 * time.Millisecond
 
 // reporter writes a job's progress through fenced merges.
 type reporter struct {
-	store  Store
-	job    Job
-	runCtx context.Context
-	cancel context.CancelCauseFunc
-	delay  time.Duration // Config.StageDelay
-	// gone tells whether the run was stopped because its lease is gone or
-	// about to expire: from then on nothing is written, whatever context a
-	// handler passes.
-	gone func() bool
+	store Store
+	run   *run          // once it has lost the job, nothing is written, whatever context a handler passes
+	delay time.Duration // Config.StageDelay
+	armed chan struct{} // a stage is pending: flushStages writes it after the delay
 
 	// wmu keeps the run's writes one at a time, so that they land in the
 	// order they were made.
@@ -38,24 +33,48 @@ type reporter struct {
 	stageStarted time.Time
 	lastProgress time.Time
 	pending      map[string]any // the stage not written yet, with the timings of the one before
-	flush        *time.Timer    // writes pending after the delay
+	flushing     bool           // armed was told of the pending stage
 	ended        bool           // the outcome took pending: nothing more is written
 }
 
-func newReporter(store Store, job Job, runCtx context.Context, cancel context.CancelCauseFunc, delay time.Duration) *reporter {
-	gone := func() bool { return errors.Is(context.Cause(runCtx), ErrLeaseLost) }
-	return &reporter{store: store, job: job, runCtx: runCtx, cancel: cancel, delay: delay, gone: gone}
+func newReporter(store Store, r *run, delay time.Duration) *reporter {
+	return &reporter{store: store, run: r, delay: delay, armed: make(chan struct{}, 1)}
+}
+
+// gone tells whether the run has lost the job.
+func (r *reporter) gone() bool { return r.run.lost.Load() }
+
+// lose stops the run: its write found the lease gone.
+func (r *reporter) lose() error {
+	r.run.lose(ErrLeaseLost)
+	return ErrLeaseLost
+}
+
+// flushStages writes a pending stage once it has lasted the stage delay,
+// until ctx — the run's — ends (then the outcome takes what is pending).
+// Written from the run's context: a write that meets an outage waits for
+// the database as a handler's own write would.
+func (r *reporter) flushStages(ctx context.Context) {
+	t := time.NewTimer(r.delay)
+	t.Stop()
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.armed:
+			t.Reset(r.delay)
+		case <-t.C:
+			_ = r.writeWithPending(ctx, nil)
+		}
+	}
 }
 
 // takePending returns the patch not written yet merged with patch, and
 // disarms the flush. The caller holds r.mu.
 func (r *reporter) takePending(patch map[string]any) map[string]any {
 	out := jobs.MergeMetadata(r.pending, patch)
-	r.pending = nil
-	if r.flush != nil {
-		r.flush.Stop()
-		r.flush = nil
-	}
+	r.pending, r.flushing = nil, false
 	return out
 }
 
@@ -100,13 +119,15 @@ func (r *reporter) keep(pending map[string]any) {
 	r.arm()
 }
 
-// arm schedules the write of the pending stage, while the run lasts (after
-// it the outcome takes what is pending). The caller holds r.mu.
+// arm has flushStages write the pending stage after the delay. The caller
+// holds r.mu.
 func (r *reporter) arm() {
-	if r.flush == nil && !r.ended && r.pending != nil && r.runCtx.Err() == nil {
-		// Written from the run's context: a write that meets an outage
-		// waits for the database as a handler's own write would.
-		r.flush = time.AfterFunc(r.delay, func() { _ = r.writeWithPending(r.runCtx, nil) })
+	if !r.flushing && !r.ended && r.pending != nil {
+		r.flushing = true
+		select {
+		case r.armed <- struct{}{}:
+		default: // told already
+		}
 	}
 }
 
@@ -118,13 +139,12 @@ func (r *reporter) write(ctx context.Context, patch map[string]any) error {
 		if r.gone() {
 			return ErrLeaseLost
 		}
-		ok, err := r.store.Merge(ctx, r.job.ID, r.job.Token, patch)
+		ok, err := r.store.Merge(ctx, r.run.job.ID, r.run.job.Token, patch)
 		switch {
 		case err == nil && ok:
 			return nil
 		case err == nil:
-			r.cancel(ErrLeaseLost)
-			return ErrLeaseLost
+			return r.lose()
 		case !errors.Is(err, jobs.ErrUnavailable) || ctx.Err() != nil:
 			return err
 		}
@@ -192,11 +212,10 @@ func (r *reporter) Progress(ctx context.Context, p float64) error {
 	if !ok {
 		return nil
 	}
-	ok, err := r.store.Merge(ctx, r.job.ID, r.job.Token, patch)
+	ok, err := r.store.Merge(ctx, r.run.job.ID, r.run.job.Token, patch)
 	switch {
 	case err == nil && !ok:
-		r.cancel(ErrLeaseLost)
-		return ErrLeaseLost
+		return r.lose()
 	case err != nil:
 		r.keep(pending) // the stage is still to be written
 	}

@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -106,6 +107,14 @@ type run struct {
 	job    Job
 	cancel context.CancelCauseFunc
 	check  chan struct{} // ask the heartbeat to check the lease now
+	lost   atomic.Bool   // the job is no longer this run's
+}
+
+// lose stops the run for good: the job is no longer its own (cause is
+// ErrLeaseLost or ErrEdited), and nothing more is written for it.
+func (r *run) lose(cause error) {
+	r.lost.Store(true)
+	r.cancel(cause)
 }
 
 // New returns a worker; nothing runs until Run.
@@ -322,15 +331,15 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 	job.TempDir = filepath.Join(w.cfg.TempDir, workDirPrefix+string(job.ID)+"-"+job.Token)
 	defer os.RemoveAll(job.TempDir)
 
-	hbDone := make(chan struct{})
-	go func() { defer close(hbDone); w.heartbeat(runCtx, r, log) }()
-
-	rep := newReporter(w.store, job, runCtx, cancel, w.cfg.StageDelay)
+	rep := newReporter(w.store, r, w.cfg.StageDelay)
+	var loops sync.WaitGroup // the run's own: its lease and its pending stage, until the run ends
+	loops.Go(func() { w.heartbeat(runCtx, r, log) })
+	loops.Go(func() { rep.flushStages(runCtx) })
 	log.Info("job started")
 	err := w.safeRun(runCtx, job, rep)
 	cancelled := context.Cause(runCtx)
 	cancel(nil)
-	<-hbDone
+	loops.Wait()
 
 	switch {
 	case errors.Is(cancelled, ErrLeaseLost), errors.Is(err, ErrLeaseLost):
@@ -414,7 +423,7 @@ func (w *Worker) heartbeat(ctx context.Context, r *run, log *slog.Logger) {
 			return
 		case <-expiring.C:
 			log.Error("lease not renewed in time (database unreachable): stopping the job before the lease expires")
-			r.cancel(ErrLeaseLost)
+			r.lose(ErrLeaseLost)
 			return
 		case <-next.C:
 		case <-r.check:
@@ -429,7 +438,7 @@ func (w *Worker) heartbeat(ctx context.Context, r *run, log *slog.Logger) {
 			expiring.Reset(margin - time.Since(sent))
 			next.Reset(w.cfg.Heartbeat)
 		case err == nil:
-			r.cancel(w.whyGone(r.job.ID))
+			r.lose(w.whyGone(r.job.ID))
 			return
 		case ctx.Err() != nil:
 			return
