@@ -36,7 +36,7 @@ func BenchmarkWorkerPeakRSS(b *testing.B) {
 	for range b.N {
 		d, dsn := newDB(b)
 		pool := d.pool
-		p := startWorker(b, binary(b), dsn, "RUNOPS_TEST_HANDLER=")
+		p := startWorker(b, binary(b), dsn)
 		idle = vmHWM(b, p.cmd.Process.Pid)
 		id := uuid.NewString()
 		p.fake.PutFile("videos/raw/"+id+".mp4", video, "video/mp4")

@@ -58,28 +58,42 @@ commands:
 Configuration is read from the environment; see the README.
 `
 
-func main() {
+func main() { os.Exit(cli(os.Args[1:], pipelineHandler)) }
+
+// cli runs the command in args with the environment's configuration, a
+// worker's jobs handled by what newHandler builds, and returns the exit code.
+func cli(args []string, newHandler newHandler) int {
 	log := newLogger(os.Getenv("RUNOPS_LOG_FORMAT"), os.Stderr)
-	if len(os.Args) < 2 {
+	if len(args) < 1 {
 		fmt.Fprint(os.Stderr, usage)
-		os.Exit(2)
+		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1], os.Args[2:], os.Getenv, os.Stdout, log); err != nil {
-		var u usageError
-		var refused refusedError
-		switch {
-		case errors.As(err, &refused):
-			fmt.Fprintln(os.Stderr, refused) // the sentence, as the viewer would show it
-			os.Exit(1)
-		case errors.As(err, &u):
-			fmt.Fprintf(os.Stderr, "%s\n%s", u, usage)
-			os.Exit(2)
-		}
-		log.Error("runops failed", "command", os.Args[1], "error", err)
-		os.Exit(1)
+	err := run(ctx, args[0], args[1:], env{getenv: os.Getenv, stdout: os.Stdout, log: log, newHandler: newHandler})
+	if err == nil {
+		return 0
 	}
+	var u usageError
+	var refused refusedError
+	switch {
+	case errors.As(err, &refused):
+		fmt.Fprintln(os.Stderr, refused) // the sentence, as the viewer would show it
+		return 1
+	case errors.As(err, &u):
+		fmt.Fprintf(os.Stderr, "%s\n%s", u, usage)
+		return 2
+	}
+	log.Error("runops failed", "command", args[0], "error", err)
+	return 1
+}
+
+// env is what a command is run with.
+type env struct {
+	getenv     func(string) string
+	stdout     io.Writer
+	log        *slog.Logger
+	newHandler newHandler // a worker's job handler
 }
 
 // newLogger writes JSON lines, or text when stderr is a terminal;
@@ -153,7 +167,8 @@ func wantsHelp(args []string) bool {
 	return false
 }
 
-func run(ctx context.Context, cmd string, args []string, getenv func(string) string, stdout io.Writer, log *slog.Logger) error {
+func run(ctx context.Context, cmd string, args []string, e env) error {
+	stdout, log := e.stdout, e.log
 	if help, ok := commandHelp[cmd]; ok && wantsHelp(args) {
 		fmt.Fprint(stdout, help)
 		return nil
@@ -164,7 +179,7 @@ func run(ctx context.Context, cmd string, args []string, getenv func(string) str
 			return nil
 		}
 	}
-	cfg, err := config.Load(getenv)
+	cfg, err := config.Load(e.getenv)
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
@@ -178,11 +193,11 @@ func run(ctx context.Context, cmd string, args []string, getenv func(string) str
 	case "migrate":
 		return migrate(ctx, cfg, stdout)
 	case "api":
-		return serve(ctx, cfg, log, true, false)
+		return serve(ctx, cfg, roles{api: true}, e)
 	case "worker":
-		return serve(ctx, cfg, log, false, true)
+		return serve(ctx, cfg, roles{worker: true}, e)
 	case "serve":
-		return serve(ctx, cfg, log, true, true)
+		return serve(ctx, cfg, roles{api: true, worker: true}, e)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -219,113 +234,165 @@ const apiPoolSize = 10
 
 func workerPoolSize(concurrency int) int32 { return int32(4 + 3*concurrency) }
 
+// roles are what a process serves: `serve` both.
+type roles struct{ api, worker bool }
+
 // serve runs the API, the worker, or both, with one health endpoint, until
 // ctx is done.
-func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, withWorker bool) error {
-	if err := cfg.RequireServiceKey(); err != nil {
+func serve(ctx context.Context, cfg config.Config, as roles, e env) error {
+	if err := preflight(ctx, cfg, as); err != nil {
 		return err
 	}
-	if withWorker {
-		if err := cfg.RequireWorker(); err != nil {
-			return err
-		}
-		if err := requireOCR(ctx, cfg); err != nil {
-			return err
-		}
+	apiPool, workerPool, err := openPools(ctx, cfg, as)
+	if err != nil {
+		return err
 	}
-	// The API and the worker each get a pool of their own: requests (an SOP
-	// edit holds a connection while it waits for the SOP lock) can never take
-	// the connections that the worker's heartbeats and writes need.
-	var apiPool, workerPool *pgxpool.Pool
-	var err error
-	if withAPI {
-		if apiPool, err = postgres.OpenPool(ctx, postgres.Named(cfg.DatabaseURL, "runops-api"), apiPoolSize); err != nil {
-			return err
+	defer func() {
+		for _, p := range []*pgxpool.Pool{apiPool, workerPool} {
+			if p != nil {
+				p.Close()
+			}
 		}
-		defer apiPool.Close()
-	}
-	if withWorker {
-		if workerPool, err = postgres.OpenPool(ctx, postgres.Named(cfg.DatabaseURL, "runops-worker"), workerPoolSize(cfg.WorkerConcurrency)); err != nil {
-			return err
-		}
-		defer workerPool.Close()
-	}
-	store := postgres.NewJobStore(cmp.Or(apiPool, workerPool))
-	metrics.WatchQueue(store.QueueStats, 5*time.Second)
-	checks := []httpserver.Check{{Name: "database", Fn: store.Ping}, {Name: "shutdown", Fn: func(context.Context) error {
-		// From SIGTERM on, so that a load balancer stops sending work while
-		// the worker drains.
-		if ctx.Err() != nil {
-			return &httpserver.NotReady{Reason: "shutting down"}
-		}
-		return nil
-	}}}
-
+	}()
 	objects, err := storage.New(storage.Config{URL: cfg.SupabaseURL, PublicURL: cfg.SupabasePublicURL,
 		ServiceKey: cfg.ServiceRoleKey, Bucket: jobs.Bucket})
 	if err != nil {
 		return err
 	}
-	checks = append(checks, httpserver.Check{Name: "storage", Fn: func(ctx context.Context) error {
-		err := objects.Ping(ctx)
-		if errors.Is(err, jobs.ErrRefusedKey) {
-			return &httpserver.NotReady{Reason: "Supabase Storage refuses SUPABASE_SERVICE_ROLE_KEY"}
-		}
-		return err
-	}})
+	store := postgres.NewJobStore(cmp.Or(apiPool, workerPool))
+	metrics.WatchQueue(store.QueueStats, 5*time.Second)
+	checks := readiness(ctx, store, objects)
 	var h http.Handler = http.NotFoundHandler()
-	if withAPI {
-		if h, err = apiHandler(ctx, cfg, apiPool, store, objects, log); err != nil {
+	if as.api {
+		if h, err = apiHandler(ctx, cfg, apiPool, store, objects, e.log); err != nil {
 			return err
 		}
 	}
-
-	var g errgroup.Group
 	// The HTTP server and the listener stop with the process, except that a
 	// worker first drains: they keep serving health checks and notifications
 	// until it is done.
 	base := ctx
-	if withWorker {
+	if as.worker {
 		base = context.WithoutCancel(ctx)
 	}
 	runCtx, stop := context.WithCancel(base)
 	defer stop()
-	if withWorker {
-		h, err := pipelineHandler(ctx, handlerDeps{pool: workerPool, objects: objects, cfg: cfg, log: log})
+	var g errgroup.Group
+	if as.worker {
+		more, err := startEngine(ctx, runCtx, stop, &g, cfg, workerPool, objects, e)
 		if err != nil {
 			return err
 		}
-		w, listener := newWorker(cfg, h, workerPool, log)
-		if gate, ok := h.(queue.Gate); ok {
-			checks = append(checks, httpserver.Check{Name: "disk", Fn: func(context.Context) error {
-				if err := gate.Ready(); err != nil {
-					return &httpserver.NotReady{Reason: err.Error()}
-				}
-				return nil
-			}})
-		}
-		checks = append(checks, httpserver.Check{Name: "listener", Fn: func(context.Context) error {
-			if listener != nil && !listener.Connected() {
-				return errors.New(listener.Problem())
-			}
-			return nil // listening, or polling on purpose
-		}})
-		if listener != nil {
-			g.Go(func() error { return listener.Run(runCtx) })
-		}
-		g.Go(func() error {
-			defer stop()
-			return w.Run(ctx)
-		})
-		janitor := &retention.Janitor{Store: postgres.NewJobStore(workerPool), Objects: objects, Raw: cfg.RawRetention,
-			Slim: cfg.SlimRetention, Every: cfg.Sweep, Logger: log}
-		g.Go(func() error { janitor.Run(ctx); return nil })
-		if len(cfg.WebhookURLs) > 0 {
-			d := &webhook.Deliverer{Store: postgres.NewJobStore(workerPool).Webhooks(), Secret: []byte(cfg.WebhookSecret),
-				Client: &http.Client{Timeout: 10 * time.Second}, Every: time.Second, Logger: log}
-			g.Go(func() error { d.Run(ctx); return nil })
+		checks = append(checks, more...)
+	}
+	return serveHTTP(runCtx, stop, &g, cfg, h, checks, e.log)
+}
+
+// preflight refuses, before anything is opened, what cannot work.
+func preflight(ctx context.Context, cfg config.Config, as roles) error {
+	if err := cfg.RequireServiceKey(); err != nil {
+		return err
+	}
+	if !as.worker {
+		return nil
+	}
+	if err := cfg.RequireWorker(); err != nil {
+		return err
+	}
+	return requireOCR(ctx, cfg)
+}
+
+// openPools opens a pool for each role: requests (an SOP edit holds a
+// connection while it waits for the SOP lock) can never take the
+// connections that the worker's heartbeats and writes need.
+func openPools(ctx context.Context, cfg config.Config, as roles) (apiPool, workerPool *pgxpool.Pool, err error) {
+	if as.api {
+		if apiPool, err = postgres.OpenPool(ctx, postgres.Named(cfg.DatabaseURL, "runops-api"), apiPoolSize); err != nil {
+			return nil, nil, err
 		}
 	}
+	if as.worker {
+		workerPool, err = postgres.OpenPool(ctx, postgres.Named(cfg.DatabaseURL, "runops-worker"), workerPoolSize(cfg.WorkerConcurrency))
+		if err != nil {
+			if apiPool != nil {
+				apiPool.Close()
+			}
+			return nil, nil, err
+		}
+	}
+	return apiPool, workerPool, nil
+}
+
+// readiness is what /readyz asks of every process: the database, storage,
+// and not shutting down.
+func readiness(ctx context.Context, store *postgres.JobStore, objects *storage.Client) []httpserver.Check {
+	return []httpserver.Check{
+		{Name: "database", Fn: store.Ping},
+		{Name: "shutdown", Fn: func(context.Context) error {
+			// From SIGTERM on, so that a load balancer stops sending work
+			// while the worker drains.
+			if ctx.Err() != nil {
+				return &httpserver.NotReady{Reason: "shutting down"}
+			}
+			return nil
+		}},
+		{Name: "storage", Fn: func(ctx context.Context) error {
+			err := objects.Ping(ctx)
+			if errors.Is(err, jobs.ErrRefusedKey) {
+				return &httpserver.NotReady{Reason: "Supabase Storage refuses SUPABASE_SERVICE_ROLE_KEY"}
+			}
+			return err
+		}},
+	}
+}
+
+// startEngine starts the worker's loops in g — the engine until ctx is done
+// and it has drained (then it calls stop), the listener, the janitor and
+// the webhook deliverer — and returns its readiness checks.
+func startEngine(ctx, runCtx context.Context, stop func(), g *errgroup.Group, cfg config.Config, pool *pgxpool.Pool,
+	objects *storage.Client, e env) ([]httpserver.Check, error) {
+	h, err := e.newHandler(ctx, handlerDeps{pool: pool, objects: objects, cfg: cfg, log: e.log})
+	if err != nil {
+		return nil, err
+	}
+	w, listener := newWorker(cfg, h, pool, e.log)
+	var checks []httpserver.Check
+	if gate, ok := h.(queue.Gate); ok {
+		checks = append(checks, httpserver.Check{Name: "disk", Fn: func(context.Context) error {
+			if err := gate.Ready(); err != nil {
+				return &httpserver.NotReady{Reason: err.Error()}
+			}
+			return nil
+		}})
+	}
+	checks = append(checks, httpserver.Check{Name: "listener", Fn: func(context.Context) error {
+		if listener != nil && !listener.Connected() {
+			return errors.New(listener.Problem())
+		}
+		return nil // listening, or polling on purpose
+	}})
+	if listener != nil {
+		g.Go(func() error { return listener.Run(runCtx) })
+	}
+	g.Go(func() error {
+		defer stop()
+		return w.Run(ctx)
+	})
+	janitor := &retention.Janitor{Store: postgres.NewJobStore(pool), Objects: objects, Raw: cfg.RawRetention,
+		Slim: cfg.SlimRetention, Every: cfg.Sweep, Logger: e.log}
+	g.Go(func() error { janitor.Run(ctx); return nil })
+	if len(cfg.WebhookURLs) > 0 {
+		d := &webhook.Deliverer{Store: postgres.NewJobStore(pool).Webhooks(), Secret: []byte(cfg.WebhookSecret),
+			Client: &http.Client{Timeout: 10 * time.Second}, Every: time.Second, Logger: e.log}
+		g.Go(func() error { d.Run(ctx); return nil })
+	}
+	return checks, nil
+}
+
+// serveHTTP serves h, /metrics and the health checks on RUNOPS_ADDR until
+// ctx is done, then waits for g.
+func serveHTTP(ctx context.Context, stop func(), g *errgroup.Group, cfg config.Config, h http.Handler,
+	checks []httpserver.Check, log *slog.Logger) error {
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		stop()
@@ -338,7 +405,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, withAPI, wi
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", metrics.Handler())
 		mux.Handle("/", h)
-		err := httpserver.Serve(runCtx, ln, httpserver.WithHealth(mux, log, checks...), cfg.ReadTimeout, cfg.ShutdownGrace, log)
+		err := httpserver.Serve(ctx, ln, httpserver.WithHealth(mux, log, checks...), cfg.ReadTimeout, cfg.ShutdownGrace, log)
 		stop()
 		return err
 	})
@@ -403,8 +470,11 @@ type handlerDeps struct {
 	log     *slog.Logger
 }
 
-// pipelineHandler is what a worker runs for each job (a test build swaps it).
-var pipelineHandler = func(ctx context.Context, d handlerDeps) (queue.Handler, error) {
+// newHandler builds what a worker runs for each job.
+type newHandler func(ctx context.Context, d handlerDeps) (queue.Handler, error)
+
+// pipelineHandler turns each job's recording into an SOP.
+func pipelineHandler(ctx context.Context, d handlerDeps) (queue.Handler, error) {
 	model, err := gemini.New(ctx, gemini.Config{APIKey: d.cfg.GeminiAPIKey, Model: d.cfg.GeminiModel,
 		MediaResolution: d.cfg.GeminiMediaResolution, BaseURL: d.cfg.GeminiBaseURL})
 	if err != nil {

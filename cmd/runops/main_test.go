@@ -17,10 +17,18 @@ import (
 
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/pgtest"
+	"github.com/runops/runops/internal/queue"
+	"github.com/runops/runops/internal/queue/queuetest"
 	"github.com/runops/runops/internal/supabasetest"
 )
 
 func TestMain(m *testing.M) {
+	// The process tests start this very binary as `runops` when they need a
+	// worker whose runs show up (recordingBinary): wired as main wires the
+	// pipeline, with queuetest.Advisory's handler in its place.
+	if os.Getenv(asRecordingRunops) != "" {
+		os.Exit(cli(os.Args[1:], recordingHandler))
+	}
 	code := pgtest.Run(m)
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
@@ -30,31 +38,59 @@ func TestMain(m *testing.M) {
 
 var (
 	buildMu  sync.Mutex
-	builds   = map[string]string{}
+	built    string // the command, once built
 	buildDir string
 )
 
-// binary builds the real command (once per set of build tags).
-func binary(t testing.TB, tags ...string) string {
+// asRecordingRunops, set in a process's environment, makes this test binary
+// runops with recordingHandler.
+const asRecordingRunops = "RUNOPS_TEST_AS_RECORDING_WORKER"
+
+// recordingHandler records every run with queuetest.Advisory, so that
+// overlapping runs show up. A job whose metadata has "test_hold": true holds
+// its first attempt until cancelled.
+func recordingHandler(_ context.Context, d handlerDeps) (queue.Handler, error) {
+	return queuetest.Advisory(d.pool, func(ctx context.Context, j queue.Job) error {
+		if hold, _ := j.Metadata["test_hold"].(bool); hold && j.Attempt == 1 {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return nil
+	}), nil
+}
+
+// recordingBinary is the command to start for a worker that runs
+// recordingHandler: this test binary, told so by its environment (add
+// recordingEnv to it).
+func recordingBinary(t testing.TB) string {
+	t.Helper()
+	bin, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// recordingEnv is what makes recordingBinary runops.
+var recordingEnv = asRecordingRunops + "=1"
+
+// binary builds the real command, once.
+func binary(t testing.TB) string {
 	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	key := strings.Join(tags, ",")
-	if bin, ok := builds[key]; ok {
-		return bin
+	if built != "" {
+		return built
 	}
-	if buildDir == "" {
-		var err error
-		if buildDir, err = os.MkdirTemp("", "runops-bin-"); err != nil {
-			t.Fatal(err)
-		}
+	var err error
+	if buildDir, err = os.MkdirTemp("", "runops-bin-"); err != nil {
+		t.Fatal(err)
 	}
-	bin := filepath.Join(buildDir, "runops"+strings.ReplaceAll(key, ",", "-"))
-	out, err := exec.Command("go", "build", "-tags", key, "-o", bin, ".").CombinedOutput()
-	if err != nil {
+	bin := filepath.Join(buildDir, "runops")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	builds[key] = bin
+	built = bin
 	return bin
 }
 

@@ -20,7 +20,7 @@ import (
 // receiver is down; the worker is stopped; the receiver comes back; a new
 // worker delivers the event, signed, under the id it was recorded with.
 func TestWebhookSurvivesAWorkerRestart(t *testing.T) {
-	bin := binary(t, "runops_testhandler")
+	bin := recordingBinary(t)
 	d, dsn := newDB(t)
 	// The receiver's address is taken now and served only later: until then
 	// every delivery attempt is refused.

@@ -49,7 +49,7 @@ func startWorker(t testing.TB, bin, dsn string, extra ...string) *workerProc {
 	good := geminitest.JSON(geminitest.SampleSOP)
 	ai.Answer(good)
 	cmd := exec.Command(bin, "worker")
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "GEMINI_API_KEY=test-key", "RUNOPS_TEST_HANDLER=advisory",
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "GEMINI_API_KEY=test-key", recordingEnv,
 		"SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ServiceRoleKey(), "GOOGLE_GEMINI_BASE_URL="+ai.URL,
 		"RUNOPS_ADDR="+addr, "RUNOPS_WORKER_CONCURRENCY=2", "RUNOPS_LEASE_TTL=2s", "RUNOPS_HEARTBEAT=300ms",
 		"RUNOPS_SWEEP=500ms", "RUNOPS_SHUTDOWN_GRACE=5s", "RUNOPS_TMPDIR="+t.TempDir())
@@ -115,7 +115,7 @@ func (d *db) waitFor(what string, cond func() bool) {
 }
 
 func TestWorkerProcessesSurviveSIGKILL(t *testing.T) {
-	bin := binary(t, "runops_testhandler")
+	bin := recordingBinary(t)
 	d, dsn := newDB(t)
 	procs := map[int]*workerProc{}
 	for range 3 {
@@ -380,7 +380,7 @@ func TestSOPEditStormDoesNotStarveJobs(t *testing.T) {
 	d, dsn := newDB(t)
 	fake := supabasetest.New(t, jobs.MaxUploadBytes)
 	fake.OnStore(soptest.Inspect(t))
-	_, _, base := startServe(t, binary(t, "runops_testhandler"), dsn, fake, "RUNOPS_TEST_HANDLER=advisory", "RUNOPS_RATE_LIMIT=off",
+	_, _, base := startServe(t, recordingBinary(t), dsn, fake, recordingEnv, "RUNOPS_RATE_LIMIT=off",
 		"RUNOPS_WORKER_CONCURRENCY=2", "RUNOPS_LEASE_TTL=3s", "RUNOPS_HEARTBEAT=300ms", "RUNOPS_SWEEP=500ms")
 
 	sample, err := os.ReadFile("../../docs/sample-sop.json")
@@ -528,7 +528,7 @@ func checkMetrics(t *testing.T, base, id string) {
 func holdThenSIGTERM(t *testing.T, grace string) (*db, *workerProc, string) {
 	t.Helper()
 	d, dsn := newDB(t)
-	p := startWorker(t, binary(t, "runops_testhandler"), dsn, "RUNOPS_SHUTDOWN_GRACE="+grace)
+	p := startWorker(t, recordingBinary(t), dsn, "RUNOPS_SHUTDOWN_GRACE="+grace)
 	id := uuid.NewString()
 	d.exec(`INSERT INTO jobs (job_id, metadata) VALUES ($1, '{"test_hold": true}')`, id)
 	d.waitFor("the job to start", func() bool {
