@@ -20,10 +20,8 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/go-chi/cors"
 
-	"github.com/runops/runops/internal/auth"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/privacy"
-	"github.com/runops/runops/internal/storage"
 )
 
 // JobStore is what the API needs of public.jobs.
@@ -39,7 +37,7 @@ type JobStore interface {
 // ObjectStore is what the API needs of the videos bucket.
 type ObjectStore interface {
 	SignUpload(ctx context.Context, path string) (string, error)
-	Stat(ctx context.Context, path string) (storage.ObjectInfo, error)
+	Stat(ctx context.Context, path string) (jobs.ObjectInfo, error)
 	Download(ctx context.Context, path string) (io.ReadCloser, int64, error)
 	Upload(ctx context.Context, path string, r io.Reader, size int64, contentType string) error
 	Remove(ctx context.Context, paths ...string) error
@@ -51,7 +49,7 @@ type ObjectStore interface {
 
 // Authenticator tells who an access token belongs to.
 type Authenticator interface {
-	Verify(ctx context.Context, token string) (auth.User, error)
+	Verify(ctx context.Context, token string) (userID string, err error)
 }
 
 // Options configure the API.

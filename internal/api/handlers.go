@@ -14,7 +14,6 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/runops/runops/internal/jobs"
-	"github.com/runops/runops/internal/storage"
 )
 
 // Messages the frontend shows as they are (docs/frontend-contract.md).
@@ -35,8 +34,8 @@ func (s *server) getUploadURL(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return &Error{Status: http.StatusInternalServerError, Message: "Failed to create upload URL", Cause: err}
 	}
-	user, _ := userOf(r)
-	if err := s.o.Jobs.RecordUpload(r.Context(), id, user.ID); err != nil {
+	userID, _ := userOf(r)
+	if err := s.o.Jobs.RecordUpload(r.Context(), id, userID); err != nil {
 		return fromBackend("The job database", err, "Failed to create upload URL")
 	}
 	signed, err := s.o.Objects.SignUpload(r.Context(), id.RawPath())
@@ -105,7 +104,7 @@ func (s *server) queueJob(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return &Error{Status: http.StatusBadRequest, Message: err.Error()}
 	}
-	user, authed := userOf(r)
+	userID, authed := userOf(r)
 
 	existing, err := s.o.Jobs.Get(r.Context(), id)
 	switch {
@@ -142,7 +141,7 @@ func (s *server) queueJob(w http.ResponseWriter, r *http.Request) error {
 		"size_bytes": info.Size, "content_type": info.ContentType, "etag": info.ETag,
 	}}
 	if authed {
-		meta["owner"] = user.ID
+		meta["owner"] = userID
 	}
 	job, created, err := s.o.Jobs.Enqueue(r.Context(), id, meta)
 	if err != nil {
@@ -161,7 +160,7 @@ func (s *server) queueJob(w http.ResponseWriter, r *http.Request) error {
 
 // checkUpload refuses what the worker could never process, leaving the object
 // in place.
-func checkUpload(info storage.ObjectInfo) error {
+func checkUpload(info jobs.ObjectInfo) error {
 	var f *jobs.Failure
 	if err := jobs.CheckUploadSize(info.Size); errors.As(err, &f) {
 		status := http.StatusBadRequest
@@ -181,8 +180,8 @@ func checkUpload(info storage.ObjectInfo) error {
 // mayAccess tells whether the request may see what owner owns: anything
 // anonymous, and an owned thing only with its owner's token.
 func mayAccess(owner string, r *http.Request) bool {
-	user, authed := userOf(r)
-	return owner == "" || (authed && owner == user.ID)
+	userID, authed := userOf(r)
+	return owner == "" || (authed && owner == userID)
 }
 
 // checkOwner hides a job owned by someone else (from anonymous requests too).

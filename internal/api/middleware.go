@@ -16,7 +16,6 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/go-chi/httprate"
 
-	"github.com/runops/runops/internal/auth"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/metrics"
 )
@@ -175,7 +174,7 @@ func (s *server) authenticate(next http.Handler) http.Handler {
 		}
 		user, err := s.o.Auth.Verify(r.Context(), token)
 		switch {
-		case errors.Is(err, auth.ErrInvalidToken):
+		case errors.Is(err, jobs.ErrInvalidToken):
 			w.Header().Set("WWW-Authenticate", `Bearer realm="runops", error="invalid_token"`)
 			return &Error{Status: http.StatusUnauthorized, Message: "Your session is invalid or has expired; please sign in again"}
 		case errors.Is(err, jobs.ErrUnavailable):
@@ -195,8 +194,8 @@ func bearer(h string) (string, bool) {
 	return token, ok && strings.EqualFold(scheme, "Bearer") && token != ""
 }
 
-// userOf returns the authenticated user, if the request was authenticated.
-func userOf(r *http.Request) (auth.User, bool) {
-	u, ok := r.Context().Value(userKey{}).(auth.User)
-	return u, ok
+// userOf returns the authenticated user's id, if the request was authenticated.
+func userOf(r *http.Request) (userID string, ok bool) {
+	userID, ok = r.Context().Value(userKey{}).(string)
+	return userID, ok
 }

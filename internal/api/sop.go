@@ -20,7 +20,6 @@ import (
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/sop"
-	"github.com/runops/runops/internal/storage"
 )
 
 // SOPLocker serialises every read-modify-write of one job's SOP, across
@@ -62,7 +61,7 @@ func (s *server) loadSOP(ctx context.Context, id jobs.ID) (sopResponse, *sop.Doc
 }
 
 // readSOP reads the stored bytes and their object info.
-func (s *server) readSOP(ctx context.Context, id jobs.ID) ([]byte, storage.ObjectInfo, error) {
+func (s *server) readSOP(ctx context.Context, id jobs.ID) ([]byte, jobs.ObjectInfo, error) {
 	info, err := s.o.Objects.Stat(ctx, id.SOPPath())
 	if err == nil {
 		var body io.ReadCloser

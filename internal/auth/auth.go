@@ -22,14 +22,6 @@ import (
 	"github.com/runops/runops/internal/jobs"
 )
 
-// ErrInvalidToken means the auth server does not accept the token.
-var ErrInvalidToken = errors.New("invalid or expired access token")
-
-// User is who a token belongs to.
-type User struct {
-	ID string
-}
-
 // Verifier checks tokens. It is safe for concurrent use.
 type Verifier struct {
 	client  *supabase.Client
@@ -42,7 +34,7 @@ type Verifier struct {
 }
 
 type entry struct {
-	user    User
+	user    string // the user id
 	err     error
 	expires time.Time
 }
@@ -60,9 +52,9 @@ func New(supabaseURL, serviceKey string, timeout, ttl time.Duration) (*Verifier,
 	return &Verifier{client: c, timeout: timeout, ttl: ttl, now: time.Now, cache: map[[32]byte]entry{}}, nil
 }
 
-// Verify returns the token's user, ErrInvalidToken, or an error wrapping
+// Verify returns the token's user id, jobs.ErrInvalidToken, or an error wrapping
 // jobs.ErrUnavailable when the auth server cannot answer.
-func (v *Verifier) Verify(ctx context.Context, token string) (User, error) {
+func (v *Verifier) Verify(ctx context.Context, token string) (userID string, err error) {
 	key := sha256.Sum256([]byte(token))
 	now := v.now()
 	v.mu.Lock()
@@ -72,8 +64,8 @@ func (v *Verifier) Verify(ctx context.Context, token string) (User, error) {
 		return e.user, e.err
 	}
 	user, err := v.ask(ctx, token)
-	if err != nil && !errors.Is(err, ErrInvalidToken) {
-		return User{}, err // outages are not cached
+	if err != nil && !errors.Is(err, jobs.ErrInvalidToken) {
+		return "", err // outages are not cached
 	}
 	expires := now.Add(v.ttl)
 	if exp, ok := tokenExpiry(token); ok && exp.Before(expires) {
@@ -95,7 +87,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (User, error) {
 // statusInError reads the status gotrue-go puts only in its error text.
 var statusInError = regexp.MustCompile(`^response status code (\d{3})`)
 
-func (v *Verifier) ask(ctx context.Context, token string) (User, error) {
+func (v *Verifier) ask(ctx context.Context, token string) (userID string, err error) {
 	// gotrue-go takes no context, but it takes an http.Client: its timeout,
 	// never past ctx's deadline, bounds the call. WithClient and WithToken
 	// return copies, so this is safe per request.
@@ -104,21 +96,21 @@ func (v *Verifier) ask(ctx context.Context, token string) (User, error) {
 		timeout = min(timeout, time.Until(dl))
 	}
 	if timeout <= 0 {
-		return User{}, fmt.Errorf("ask auth server: %w: %w", jobs.ErrUnavailable, context.DeadlineExceeded)
+		return "", fmt.Errorf("ask auth server: %w: %w", jobs.ErrUnavailable, context.DeadlineExceeded)
 	}
 	if err := ctx.Err(); err != nil {
-		return User{}, fmt.Errorf("ask auth server: %w: %w", jobs.ErrUnavailable, err)
+		return "", fmt.Errorf("ask auth server: %w: %w", jobs.ErrUnavailable, err)
 	}
 	res, err := v.client.Auth.WithClient(http.Client{Timeout: timeout}).WithToken(token).GetUser()
 	if err == nil {
-		return User{ID: res.ID.String()}, nil
+		return res.ID.String(), nil
 	}
 	if m := statusInError.FindStringSubmatch(err.Error()); m != nil {
 		if code, _ := strconv.Atoi(m[1]); code >= 400 && code < 500 && code != http.StatusTooManyRequests {
-			return User{}, ErrInvalidToken
+			return "", jobs.ErrInvalidToken
 		}
 	}
-	return User{}, fmt.Errorf("ask auth server: %w: %w", jobs.ErrUnavailable, err)
+	return "", fmt.Errorf("ask auth server: %w: %w", jobs.ErrUnavailable, err)
 }
 
 // tokenExpiry reads the exp claim without checking the signature (the auth

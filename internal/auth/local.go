@@ -8,6 +8,7 @@ import (
 
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/runops/runops/internal/jobs"
 )
 
 // Local verifies Supabase user tokens itself, with no call per request: HS256
@@ -53,18 +54,18 @@ func (l *Local) key(t *jwt.Token) (any, error) {
 	return l.jwks.Keyfunc(t)
 }
 
-// Verify returns the token's user or ErrInvalidToken.
-func (l *Local) Verify(_ context.Context, token string) (User, error) {
+// Verify returns the token's user id or jobs.ErrInvalidToken.
+func (l *Local) Verify(_ context.Context, token string) (userID string, err error) {
 	claims := jwt.MapClaims{}
-	_, err := jwt.ParseWithClaims(token, claims, l.key,
+	_, err = jwt.ParseWithClaims(token, claims, l.key,
 		jwt.WithValidMethods([]string{"HS256", "RS256", "ES256", "EdDSA"}),
 		jwt.WithAudience("authenticated"), jwt.WithExpirationRequired(), jwt.WithLeeway(5*time.Second))
 	if err != nil {
-		return User{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+		return "", fmt.Errorf("%w: %w", jobs.ErrInvalidToken, err)
 	}
 	sub, _ := claims.GetSubject()
 	if sub == "" {
-		return User{}, fmt.Errorf("%w: no subject", ErrInvalidToken)
+		return "", fmt.Errorf("%w: no subject", jobs.ErrInvalidToken)
 	}
-	return User{ID: sub}, nil
+	return sub, nil
 }

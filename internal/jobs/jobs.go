@@ -60,6 +60,19 @@ var ErrNotFound = errors.New("job not found")
 // ErrObjectMissing is returned by object stores when an object does not exist.
 var ErrObjectMissing = errors.New("object not found")
 
+// ErrInvalidToken means an access token is not accepted: badly signed,
+// expired, or unknown to the auth server.
+var ErrInvalidToken = errors.New("invalid or expired access token")
+
+// ObjectInfo is what storage says of an object.
+type ObjectInfo struct {
+	Size        int64     `json:"size"`
+	ContentType string    `json:"content_type"`
+	ETag        string    `json:"etag"`
+	Created     time.Time `json:"created_at"`
+	Updated     time.Time `json:"last_modified"`
+}
+
 // ErrInvalidID reports a job id that is not a UUID.
 var ErrInvalidID = errors.New("jobId must be a UUID")
 

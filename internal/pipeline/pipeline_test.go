@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -35,7 +34,7 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+var quiet = slog.New(slog.DiscardHandler)
 
 // rig is the whole worker side: real Postgres, the real queue engine, the
 // pipeline, real ffmpeg, and the storage stand-in behind the real client.

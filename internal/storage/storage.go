@@ -297,18 +297,9 @@ func (c *Client) SignPublicDownloads(ctx context.Context, paths []string, ttl ti
 	return signed, nil
 }
 
-// ObjectInfo is what the server knows of an object.
-type ObjectInfo struct {
-	Size        int64     `json:"size"`
-	ContentType string    `json:"content_type"`
-	ETag        string    `json:"etag"`
-	Created     time.Time `json:"created_at"`
-	Updated     time.Time `json:"last_modified"`
-}
-
 // Stat returns the object's size and content type, or jobs.ErrObjectMissing.
-func (c *Client) Stat(ctx context.Context, path string) (ObjectInfo, error) {
-	var info ObjectInfo
+func (c *Client) Stat(ctx context.Context, path string) (jobs.ObjectInfo, error) {
+	var info jobs.ObjectInfo
 	err := c.doJSON(ctx, "info", http.MethodGet, "/object/info/"+c.bucket+"/"+path, nil, &info)
 	return info, err
 }
