@@ -1,6 +1,7 @@
-// Package gemini is the adapter over google.golang.org/genai for the three
-// things the worker asks of Gemini: upload a video with the Files API, wait
-// for it, and generate structured output from it. It turns every outcome into
+// Package gemini is pipeline.Model over google.golang.org/genai: the three
+// things the worker asks of Gemini — upload a video with the Files API, wait
+// for it, and generate structured output from it — in the pipeline's own
+// types. It turns every outcome into
 // one of three shapes: a result, a *Transient error (retry, perhaps after the
 // wait the server asked for) or a permanent error. It must not know SOPs,
 // jobs or prompts. The SDK's own retries stay off: the caller retries, so that
@@ -19,7 +20,10 @@ import (
 	"google.golang.org/genai"
 
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/pipeline"
 )
+
+var _ pipeline.Model = (*Client)(nil)
 
 // Client talks to the Gemini API.
 type Client struct {
@@ -64,18 +68,8 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 // Model is the model name requests use.
 func (c *Client) Model() string { return c.model }
 
-// File is an uploaded file.
-type File struct {
-	Name      string // files/abc
-	URI       string
-	MIMEType  string
-	State     string // PROCESSING, ACTIVE, FAILED
-	ExpiresAt time.Time
-	Error     string // why processing failed
-}
-
-func fromGenai(f *genai.File) File {
-	out := File{Name: f.Name, URI: f.URI, MIMEType: f.MIMEType, State: string(f.State), ExpiresAt: f.ExpirationTime}
+func fromGenai(f *genai.File) pipeline.ModelFile {
+	out := pipeline.ModelFile{Name: f.Name, URI: f.URI, MIMEType: f.MIMEType, State: string(f.State), ExpiresAt: f.ExpirationTime}
 	if f.Error != nil {
 		out.Error = f.Error.Message
 	}
@@ -83,19 +77,19 @@ func fromGenai(f *genai.File) File {
 }
 
 // Upload sends a local video with the resumable Files API.
-func (c *Client) Upload(ctx context.Context, path, mimeType, displayName string) (File, error) {
+func (c *Client) Upload(ctx context.Context, path, mimeType, displayName string) (pipeline.ModelFile, error) {
 	f, err := c.c.Files.UploadFromPath(ctx, path, &genai.UploadFileConfig{MIMEType: mimeType, DisplayName: displayName})
 	if err != nil {
-		return File{}, classify(ctx, "upload file", err)
+		return pipeline.ModelFile{}, classify(ctx, "upload file", err)
 	}
 	return fromGenai(f), nil
 }
 
 // File returns the file's current state.
-func (c *Client) File(ctx context.Context, name string) (File, error) {
+func (c *Client) File(ctx context.Context, name string) (pipeline.ModelFile, error) {
 	f, err := c.c.Files.Get(ctx, name, nil)
 	if err != nil {
-		return File{}, classify(ctx, "get file", err)
+		return pipeline.ModelFile{}, classify(ctx, "get file", err)
 	}
 	return fromGenai(f), nil
 }
@@ -108,39 +102,8 @@ func (c *Client) Delete(ctx context.Context, name string) error {
 	return nil
 }
 
-// Request is one generateContent call on a video.
-type Request struct {
-	System    string
-	Prompt    string
-	FileURI   string
-	MIMEType  string
-	Schema    any // a JSON Schema (responseJsonSchema)
-	MaxTokens int32
-}
-
-// Usage counts tokens.
-type Usage struct {
-	PromptTokens int `json:"prompt_tokens"`
-	VideoTokens  int `json:"video_tokens"`
-	OutputTokens int `json:"output_tokens"`
-	TotalTokens  int `json:"total_tokens"`
-}
-
-// Add sums usages.
-func (u Usage) Add(o Usage) Usage {
-	return Usage{u.PromptTokens + o.PromptTokens, u.VideoTokens + o.VideoTokens, u.OutputTokens + o.OutputTokens, u.TotalTokens + o.TotalTokens}
-}
-
-// Response is what came back.
-type Response struct {
-	Text         string
-	FinishReason string // STOP, MAX_TOKENS, SAFETY, …
-	BlockReason  string // set when the prompt itself was blocked (no candidates)
-	Usage        Usage
-}
-
 // Generate asks the model for JSON matching req.Schema about the video.
-func (c *Client) Generate(ctx context.Context, req Request) (Response, error) {
+func (c *Client) Generate(ctx context.Context, req pipeline.ModelRequest) (pipeline.ModelResponse, error) {
 	fps := 1.0
 	temp := float32(0.2)
 	video := genai.NewPartFromURI(req.FileURI, req.MIMEType)
@@ -156,9 +119,9 @@ func (c *Client) Generate(ctx context.Context, req Request) (Response, error) {
 	contents := []*genai.Content{genai.NewContentFromParts([]*genai.Part{video, genai.NewPartFromText(req.Prompt)}, genai.RoleUser)}
 	res, err := c.c.Models.GenerateContent(ctx, c.model, contents, cfg)
 	if err != nil {
-		return Response{}, classify(ctx, "generate", err)
+		return pipeline.ModelResponse{}, classify(ctx, "generate", err)
 	}
-	out := Response{Text: res.Text()}
+	out := pipeline.ModelResponse{Text: res.Text()}
 	if res.PromptFeedback != nil {
 		out.BlockReason = string(res.PromptFeedback.BlockReason)
 	}
@@ -166,7 +129,7 @@ func (c *Client) Generate(ctx context.Context, req Request) (Response, error) {
 		out.FinishReason = string(res.Candidates[0].FinishReason)
 	}
 	if u := res.UsageMetadata; u != nil {
-		out.Usage = Usage{PromptTokens: int(u.PromptTokenCount), OutputTokens: int(u.CandidatesTokenCount), TotalTokens: int(u.TotalTokenCount)}
+		out.Usage = pipeline.Usage{PromptTokens: int(u.PromptTokenCount), OutputTokens: int(u.CandidatesTokenCount), TotalTokens: int(u.TotalTokenCount)}
 		for _, d := range u.PromptTokensDetails {
 			if d != nil && d.Modality == genai.MediaModalityVideo {
 				out.Usage.VideoTokens += int(d.TokenCount)
@@ -196,9 +159,6 @@ func (t *Transient) QuotaExhausted() bool { return t.Quota }
 // RetryAfter is the wait the server asked for (0: none).
 func (t *Transient) RetryAfter() time.Duration { return t.Wait }
 
-// ErrBadKey means the API key was refused.
-var ErrBadKey = errors.New("gemini refused the API key")
-
 // classify sorts an SDK error into transient and permanent.
 func classify(ctx context.Context, op string, err error) error {
 	switch {
@@ -218,7 +178,7 @@ func classify(ctx context.Context, op string, err error) error {
 		case apiErr.Code == 408 || apiErr.Code >= 500 || apiErr.Status == "UNAVAILABLE" || apiErr.Status == "INTERNAL":
 			return &Transient{Err: wrapped, Wait: retryDelay(apiErr.Details)}
 		case apiErr.Code == 401 || apiErr.Code == 403 || badKey(apiErr.Message) || hasReason(apiErr.Details, "API_KEY_INVALID"):
-			return fmt.Errorf("%w: %w", ErrBadKey, wrapped)
+			return fmt.Errorf("%w: %w", jobs.ErrRefusedKey, wrapped)
 		}
 		return wrapped
 	}
@@ -230,7 +190,7 @@ func classify(ctx context.Context, op string, err error) error {
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr):
 		return &Transient{Err: wrapped}
 	case badKey(msg) || strings.Contains(msg, "PERMISSION_DENIED") || strings.Contains(msg, "UNAUTHENTICATED"):
-		return fmt.Errorf("%w: %w", ErrBadKey, wrapped)
+		return fmt.Errorf("%w: %w", jobs.ErrRefusedKey, wrapped)
 	case strings.Contains(msg, "RESOURCE_EXHAUSTED") || strings.Contains(msg, "Error 429"):
 		return &Transient{Err: wrapped, Quota: true}
 	case strings.Contains(msg, "UNAVAILABLE") || strings.Contains(msg, "Error 5"), strings.Contains(msg, "connection"):

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/runops/runops/internal/gemini"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/metrics"
 	"github.com/runops/runops/internal/queue"
@@ -47,9 +46,9 @@ func (p *Pipeline) extract(ctx context.Context, job queue.Job, r queue.Reporter,
 // attempt's when it is still there, made from the same bytes, and has more
 // than an hour left; otherwise a new upload. On an error after the upload the
 // file is returned too, so that the caller can decide its fate.
-func (p *Pipeline) geminiFile(ctx context.Context, job queue.Job, r queue.Reporter, slim SlimResult) (gemini.File, error) {
+func (p *Pipeline) geminiFile(ctx context.Context, job queue.Job, r queue.Reporter, slim SlimResult) (ModelFile, error) {
 	if err := r.Stage(ctx, "gemini_upload"); err != nil {
-		return gemini.File{}, err
+		return ModelFile{}, err
 	}
 	if prev, ok := job.Metadata["gemini"].(map[string]any); ok {
 		name, _ := prev["file_name"].(string)
@@ -62,14 +61,14 @@ func (p *Pipeline) geminiFile(ctx context.Context, job queue.Job, r queue.Report
 			}
 		}
 	}
-	var f gemini.File
+	var f ModelFile
 	err := p.retry(ctx, viaGemini, func() error {
 		var err error
 		f, err = p.model.Upload(ctx, slim.File, "video/mp4", "runops-"+string(job.ID))
 		return err
 	})
 	if err != nil {
-		return gemini.File{}, p.geminiFailure(ctx, err)
+		return ModelFile{}, p.geminiFailure(ctx, err)
 	}
 	if err := r.Merge(ctx, map[string]any{"gemini": map[string]any{
 		"file_name": f.Name, "file_expires_at": f.ExpiresAt, "slim_sha256": slim.SHA256}}); err != nil {
@@ -107,24 +106,24 @@ func (p *Pipeline) geminiFile(ctx context.Context, job queue.Job, r queue.Report
 }
 
 // describe asks the model for the SOP until an answer passes the checks.
-func (p *Pipeline) describe(ctx context.Context, job queue.Job, r queue.Reporter, slim SlimResult, file gemini.File) (answer, error) {
+func (p *Pipeline) describe(ctx context.Context, job queue.Job, r queue.Reporter, slim SlimResult, file ModelFile) (answer, error) {
 	if err := r.Stage(ctx, "extracting"); err != nil {
 		return answer{}, err
 	}
 	duration := time.Duration(slim.Duration * float64(time.Second))
 	var (
-		usage    gemini.Usage
+		usage    Usage
 		calls    int
 		problems string
 		cutOff   bool
 		ans      answer
 	)
 	for calls < maxCalls && ans.doc == nil {
-		req := gemini.Request{System: systemInstruction, Prompt: prompt, FileURI: file.URI, MIMEType: "video/mp4", Schema: schema}
+		req := ModelRequest{System: systemInstruction, Prompt: prompt, FileURI: file.URI, MIMEType: "video/mp4", Schema: schema}
 		if problems != "" {
 			req.Prompt += "\n\nYour previous answer was rejected for these reasons; answer again, fixing them:\n" + problems
 		}
-		var resp gemini.Response
+		var resp ModelResponse
 		err := p.retry(ctx, viaGemini, func() error {
 			gctx, cancel := context.WithTimeout(ctx, p.cfg.GenerateTimeout)
 			defer cancel()
@@ -185,9 +184,9 @@ func (p *Pipeline) geminiFailure(ctx context.Context, err error) error {
 	switch {
 	case errors.As(err, &f), errors.Is(err, context.Canceled), errors.Is(err, queue.ErrLeaseLost):
 		return err
-	case errors.Is(err, gemini.ErrBadKey):
-		p.cfg.Logger.ErrorContext(ctx, "Gemini refused GEMINI_API_KEY", "error", err)
-		return jobs.Fail(msgBadKey, err)
+	case errors.Is(err, jobs.ErrRefusedKey):
+		p.cfg.Logger.ErrorContext(ctx, viaGemini.refusedKeyOp, "error", err)
+		return jobs.Fail(viaGemini.refusedKey, err)
 	}
 	return jobs.Fail(msgAIDown, err)
 }

@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/runops/runops/internal/gemini"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/queue"
@@ -123,15 +122,6 @@ func (p *Pipeline) Run(ctx context.Context, job queue.Job, r queue.Reporter) (er
 		return err
 	}
 	return p.writeSOP(ctx, job, r, ans.doc, shots)
-}
-
-// Model is what extraction needs of Gemini.
-type Model interface {
-	Model() string
-	Upload(ctx context.Context, path, mimeType, displayName string) (gemini.File, error)
-	File(ctx context.Context, name string) (gemini.File, error)
-	Delete(ctx context.Context, name string) error
-	Generate(ctx context.Context, req gemini.Request) (gemini.Response, error)
 }
 
 // Fence is what every write of a job's outputs (screenshots, the SOP) goes

@@ -26,12 +26,15 @@ type quotaError interface{ QuotaExhausted() bool }
 var errExhausted = errors.New("transient failures outlasted the retries")
 
 // service is what a retried step waits for: its name in
-// runops_retries_total, how long its tries may wait in all, and the job's
-// sentence when the retries run out.
+// runops_retries_total, how long its tries may wait in all, the job's
+// sentence when the retries run out, and when it refuses our key (with the
+// operator's log line).
 type service struct {
-	name   string
-	giveUp string
-	budget func(*Pipeline) time.Duration
+	name         string
+	giveUp       string
+	budget       func(*Pipeline) time.Duration
+	refusedKey   string
+	refusedKeyOp string
 }
 
 // storageRetryBudget is the waiting a storage step may spend on tries
@@ -40,9 +43,11 @@ const storageRetryBudget = 2 * time.Minute
 
 var (
 	viaStorage = service{name: "storage", giveUp: msgStorageDown,
-		budget: func(*Pipeline) time.Duration { return storageRetryBudget }}
+		budget:     func(*Pipeline) time.Duration { return storageRetryBudget },
+		refusedKey: msgStorageKey, refusedKeyOp: "Supabase Storage refused SUPABASE_SERVICE_ROLE_KEY: set the project's service role key"}
 	viaGemini = service{name: "gemini", giveUp: msgAIDown,
-		budget: func(p *Pipeline) time.Duration { return p.cfg.MaxRetryWait }} // GEMINI_MAX_RETRY_WAIT
+		budget:     func(p *Pipeline) time.Duration { return p.cfg.MaxRetryWait }, // GEMINI_MAX_RETRY_WAIT
+		refusedKey: msgBadKey, refusedKeyOp: "Gemini refused GEMINI_API_KEY"}
 )
 
 // retry runs step until it succeeds, fails permanently, or the tries or the
@@ -55,8 +60,8 @@ func (p *Pipeline) retry(ctx context.Context, via service, step func() error) er
 	for try := 1; ; try++ {
 		err := step()
 		if errors.Is(err, jobs.ErrRefusedKey) {
-			p.cfg.Logger.ErrorContext(ctx, "Supabase Storage refused SUPABASE_SERVICE_ROLE_KEY: set the project's service role key", "error", err)
-			return jobs.Fail(msgStorageKey, err)
+			p.cfg.Logger.ErrorContext(ctx, via.refusedKeyOp, "error", err)
+			return jobs.Fail(via.refusedKey, err)
 		}
 		if err == nil || !errors.Is(err, jobs.ErrUnavailable) || ctx.Err() != nil {
 			return err
