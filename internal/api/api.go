@@ -67,13 +67,20 @@ type Options struct {
 	CORSOrigins    []string
 	FrontendURL    *url.URL // non-/api paths are proxied here when set
 
-	MaxBodyBytes   int64         // default 64 KiB
-	RequestTimeout time.Duration // default 30s
+	MaxBodyBytes   int64         // 0: defaultMaxBodyBytes
+	RequestTimeout time.Duration // 0: defaultRequestTimeout
 
 	// Privacy finds the sensitive values an edit must not store, as the
 	// worker's does; nil when RUNOPS_REDACT is off.
 	Privacy *privacy.Detector
 }
+
+// The API's own limits: a JSON body (an SOP edit is the largest), and a
+// request's time.
+const (
+	defaultMaxBodyBytes   = 64 << 10
+	defaultRequestTimeout = 30 * time.Second
+)
 
 // Handler returns the whole HTTP surface but health checks: /api/* and, with
 // a frontend URL, everything else proxied to the Next.js server.
@@ -82,10 +89,10 @@ func Handler(o Options) http.Handler {
 		o.Logger = slog.Default()
 	}
 	if o.MaxBodyBytes <= 0 {
-		o.MaxBodyBytes = 64 << 10
+		o.MaxBodyBytes = defaultMaxBodyBytes
 	}
 	if o.RequestTimeout <= 0 {
-		o.RequestTimeout = 30 * time.Second
+		o.RequestTimeout = defaultRequestTimeout
 	}
 	s := &server{o: o, log: o.Logger}
 

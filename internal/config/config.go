@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/runops/runops/internal/pipeline"
 	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/queue"
 )
@@ -95,7 +96,7 @@ func Load(getenv func(string) string) (Config, error) {
 		ShutdownGrace:     r.duration("RUNOPS_SHUTDOWN_GRACE", queue.DefaultShutdownGrace),
 		ReadTimeout:       r.duration("RUNOPS_READ_TIMEOUT", 10*time.Second),
 		TmpDir:            r.first("", "RUNOPS_TMPDIR"),
-		FFmpegTimeout:     r.duration("RUNOPS_FFMPEG_TIMEOUT", 15*time.Minute),
+		FFmpegTimeout:     r.duration("RUNOPS_FFMPEG_TIMEOUT", pipeline.DefaultFFmpegTimeout),
 		RawRetention:      r.duration("RUNOPS_RAW_RETENTION", 24*time.Hour),
 		SlimRetention:     r.duration("RUNOPS_SLIM_RETENTION", 0),
 		Redact:            r.onOff("RUNOPS_REDACT", true),
@@ -107,8 +108,8 @@ func Load(getenv func(string) string) (Config, error) {
 		GeminiAPIKey:            r.first("", "GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_API_KEY"),
 		GeminiModel:             r.first(DefaultGeminiModel, "GEMINI_MODEL"),
 		GeminiMediaResolution:   r.first("", "GEMINI_MEDIA_RESOLUTION"),
-		GeminiFileActiveTimeout: r.duration("GEMINI_FILE_ACTIVE_TIMEOUT", 5*time.Minute),
-		GeminiMaxRetryWait:      r.duration("GEMINI_MAX_RETRY_WAIT", 2*time.Minute),
+		GeminiFileActiveTimeout: r.duration("GEMINI_FILE_ACTIVE_TIMEOUT", pipeline.DefaultFileActiveTimeout),
+		GeminiMaxRetryWait:      r.duration("GEMINI_MAX_RETRY_WAIT", pipeline.DefaultMaxRetryWait),
 		GeminiBaseURL:           r.first("", "GOOGLE_GEMINI_BASE_URL"),
 	}
 	c.Heartbeat = r.duration("RUNOPS_HEARTBEAT", queue.DefaultHeartbeat(c.LeaseTTL))

@@ -83,7 +83,7 @@ func (p *Pipeline) frames(ctx context.Context, job queue.Job, r queue.Reporter, 
 			return nil, err
 		}
 		p.cfg.Logger.WarnContext(ctx, "taking the screenshots again took too long; the SOP is stored without them", "error", err)
-		why = func(shot) string { return whyTooLong }
+		why = func(shot) string { return whyTooLong(p.cfg.FramesTimeout) }
 	}
 	for _, s := range want {
 		if s.node.Screenshot == "" && !slices.ContainsFunc(set.pending, func(ps pendingShot) bool { return ps.node == s.node }) {

@@ -404,8 +404,8 @@ func TestScreenshotsWithinTheirTimeLimit(t *testing.T) {
 	if outcome(j) != done {
 		t.Fatalf("%s", deref(j.Error))
 	}
-	want := `{"count":0,"missing":[{"node":"open","reason":"taking and storing the screenshots took longer than 5 minutes"},` +
-		`{"node":"refund","reason":"taking and storing the screenshots took longer than 5 minutes"}]}`
+	want := `{"count":0,"missing":[{"node":"open","reason":"taking and storing the screenshots took longer than 1 second"},` +
+		`{"node":"refund","reason":"taking and storing the screenshots took longer than 1 second"}]}`
 	if frames := framesOf(j); frames != want {
 		t.Fatalf("metadata.frames %s", frames)
 	}

@@ -33,14 +33,15 @@ type Objects interface {
 }
 
 // Config tunes the pipeline.
+// A zero duration is its default.
 type Config struct {
 	FFmpegTimeout     time.Duration // RUNOPS_FFMPEG_TIMEOUT
-	MaxRetryWait      time.Duration // GEMINI_MAX_RETRY_WAIT: total wait between tries of one step
+	MaxRetryWait      time.Duration // GEMINI_MAX_RETRY_WAIT: total wait between tries of one Gemini step
 	FileActiveTimeout time.Duration // GEMINI_FILE_ACTIVE_TIMEOUT
-	GenerateTimeout   time.Duration // one generateContent call (default 5m); past it the call is retried
+	GenerateTimeout   time.Duration // one generateContent call; past it the call is retried
 	// FramesTimeout bounds taking the screenshots again (a rerun) and
-	// storing them (default 5m); steps not stored by then are noted, and
-	// the SOP is written.
+	// storing them; steps not stored by then are noted, and the SOP is
+	// written.
 	FramesTimeout time.Duration
 	// Sleep waits between tries (tests inject their own); default honours ctx.
 	Sleep  func(ctx context.Context, d time.Duration) error
@@ -55,6 +56,15 @@ type Config struct {
 	Privacy *privacy.Detector
 }
 
+// The pipeline's defaults; the configuration's are these.
+const (
+	DefaultFFmpegTimeout     = 15 * time.Minute
+	DefaultMaxRetryWait      = 2 * time.Minute
+	DefaultFileActiveTimeout = 5 * time.Minute
+	defaultGenerateTimeout   = 5 * time.Minute
+	defaultFramesTimeout     = 5 * time.Minute
+)
+
 // Pipeline runs jobs.
 type Pipeline struct {
 	objects Objects
@@ -68,20 +78,17 @@ var _ queue.Handler = (*Pipeline)(nil)
 
 // New returns a pipeline over storage, Gemini and the fence its writes go through.
 func New(objects Objects, model Model, fence Fence, cfg Config) *Pipeline {
-	if cfg.FFmpegTimeout <= 0 {
-		cfg.FFmpegTimeout = 15 * time.Minute
-	}
-	if cfg.MaxRetryWait <= 0 {
-		cfg.MaxRetryWait = 2 * time.Minute
-	}
-	if cfg.FileActiveTimeout <= 0 {
-		cfg.FileActiveTimeout = 5 * time.Minute
-	}
-	if cfg.GenerateTimeout <= 0 {
-		cfg.GenerateTimeout = 5 * time.Minute
-	}
-	if cfg.FramesTimeout <= 0 {
-		cfg.FramesTimeout = 5 * time.Minute
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{
+		{&cfg.FFmpegTimeout, DefaultFFmpegTimeout}, {&cfg.MaxRetryWait, DefaultMaxRetryWait},
+		{&cfg.FileActiveTimeout, DefaultFileActiveTimeout}, {&cfg.GenerateTimeout, defaultGenerateTimeout},
+		{&cfg.FramesTimeout, defaultFramesTimeout},
+	} {
+		if *d.v <= 0 {
+			*d.v = d.def
+		}
 	}
 	if cfg.Sleep == nil {
 		cfg.Sleep = sleep

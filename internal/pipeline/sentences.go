@@ -74,10 +74,15 @@ const (
 	whyBadID    = "the step's id cannot name a file (letters, digits, - and _ only)"
 	whyTooMany  = "only the first 100 shown steps get a screenshot"
 	whyGone     = "the recording is no longer in storage"
-	whyTooLong  = "taking and storing the screenshots took longer than 5 minutes"
 	whyNoFrame  = "the video has no picture at "
 	whyNotTaken = "the picture could not be taken at "
 )
+
+// whyTooLong is why a step has no screenshot when taking and storing them
+// outlasted Config.FramesTimeout.
+func whyTooLong(limit time.Duration) string {
+	return "taking and storing the screenshots took longer than " + minutes(limit.Seconds())
+}
 
 // minutes says a duration as a person would: "24 minutes", "20 minutes 30 seconds".
 func minutes(seconds float64) string {

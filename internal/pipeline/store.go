@@ -61,7 +61,7 @@ func (p *Pipeline) storeShots(ctx context.Context, job queue.Job, r queue.Report
 	missing := set.missing
 	for _, ps := range set.pending {
 		if ps.node.Screenshot == "" {
-			missing = append(missing, missingFrame{ps.node.ID, whyTooLong})
+			missing = append(missing, missingFrame{ps.node.ID, whyTooLong(p.cfg.FramesTimeout)})
 		}
 	}
 	slices.SortStableFunc(missing, func(a, b missingFrame) int { return nodeIndex(doc, a.Node) - nodeIndex(doc, b.Node) })
