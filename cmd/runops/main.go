@@ -1,6 +1,8 @@
 // Command runops is the Runops backend: `serve` (API and worker in one
-// process), `api`, `worker` and `migrate`. Configuration comes from the
-// environment (see internal/config and the README).
+// process), `api`, `worker`, `migrate`, `jobs` (an operator's view of the
+// queue), `process` (one recording on this machine) and `healthcheck`.
+// Configuration comes from the environment (see internal/config and the
+// README); main wires the implementations into each part.
 package main
 
 import (

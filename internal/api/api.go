@@ -1,7 +1,8 @@
 // Package api serves the HTTP API the existing Runops frontend calls
-// (docs/frontend-contract.md): signed upload URLs, queueing, job status. It declares the
-// small interfaces it needs from the job store, object storage and the auth
-// server; cmd wires the implementations. It must not run jobs (that is the
+// (docs/frontend-contract.md): signed upload URLs, queueing, job status, the
+// SOP and its edits. It declares the small interfaces it needs from the job
+// store, object storage and the auth server, in its own and package jobs'
+// types; cmd wires the implementations. It must not run jobs (that is the
 // worker's) nor build SQL or storage requests itself.
 package api
 

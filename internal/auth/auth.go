@@ -1,6 +1,7 @@
-// Package auth checks Supabase user access tokens by asking the project's auth
-// server who they belong to (supabase-go's auth client), with a timeout and a
-// short cache. It must not decide what a user may do: that is the API's job.
+// Package auth checks Supabase user access tokens and answers whose they
+// are: locally against the project's JWT secret or JWKS (Local), or by asking
+// the project's auth server (supabase-go's auth client, Verifier) with a
+// timeout and a short cache. It must not decide what a user may do: that is the API's job.
 package auth
 
 import (

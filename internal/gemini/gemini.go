@@ -1,10 +1,10 @@
 // Package gemini is pipeline.Model over google.golang.org/genai: the three
 // things the worker asks of Gemini — upload a video with the Files API, wait
 // for it, and generate structured output from it — in the pipeline's own
-// types. It turns every outcome into
-// one of three shapes: a result, a *Transient error (retry, perhaps after the
-// wait the server asked for) or a permanent error. It must not know SOPs,
-// jobs or prompts. The SDK's own retries stay off: the caller retries, so that
+// types. It turns every outcome into one of three shapes: a result, a
+// *Transient error (retry, perhaps after the wait the server asked for) or a
+// permanent error (a refused key wraps jobs.ErrRefusedKey). It must not know
+// SOPs or prompts. The SDK's own retries stay off: the caller retries, so that
 // waits are bounded and the lease is renewed meanwhile.
 package gemini
 

@@ -1,6 +1,8 @@
 // Package queuetest holds test support for the queue engine: a handler that
-// proves runs of one job never overlap, and a worker started as the binary
-// wires one. Tests and the test-tagged binary use it; production code must not.
+// proves runs of one job never overlap (Advisory), a worker started as the
+// binary wires one (Start), and the loads and latencies of the queue's
+// benchmarks (load.go). Tests use it, also in the test binary cmd/runops's
+// process tests start as runops; production code must not.
 package queuetest
 
 import (
