@@ -30,6 +30,7 @@ import (
 	"github.com/runops/runops/internal/queue/queuetest"
 	"github.com/runops/runops/internal/sop/soptest"
 	"github.com/runops/runops/internal/supabasetest"
+	"github.com/runops/runops/internal/wait"
 )
 
 // workerEnv is a real worker process against db, running the advisory test handler.
@@ -105,13 +106,7 @@ func (d *db) scalar(sql string, args ...any) (v any) {
 
 func (d *db) waitFor(what string, cond func() bool) {
 	d.t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			d.t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	wait.For(d.t, what, 90*time.Second, cond)
 }
 
 func TestWorkerProcessesSurviveSIGKILL(t *testing.T) {

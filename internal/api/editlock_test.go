@@ -2,12 +2,14 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/wait"
 )
 
 // Edits of one SOP take turns in the process; edits of others do not wait;
@@ -44,19 +46,13 @@ func TestEditLocksTakeTurns(t *testing.T) {
 		})
 	}
 	// Every waiter has queued behind the holder.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	refs := func() int {
 		l.mu.Lock()
-		refs := l.held[a].refs
-		l.mu.Unlock()
-		if refs == n+1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d waiting", refs-1, n)
-		}
-		time.Sleep(time.Millisecond) // poll pacing
+		defer l.mu.Unlock()
+		return l.held[a].refs
 	}
+	wait.For(t, "every waiter queued behind the holder", 30*time.Second, func() bool { return refs() == n+1 },
+		func() string { return fmt.Sprintf("%d of %d waiting", refs()-1, n) })
 	if inside.Load() != 0 {
 		t.Fatal("an edit ran while another held the SOP")
 	}

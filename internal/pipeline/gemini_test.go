@@ -23,6 +23,7 @@ import (
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/storage"
 	"github.com/runops/runops/internal/supabasetest"
+	"github.com/runops/runops/internal/wait"
 )
 
 // goodSOP is a model answer in the flat response schema.
@@ -291,13 +292,7 @@ func TestPersonCancelsDuringTheGeminiCall(t *testing.T) {
 	if _, err := r.pool.Exec(context.Background(), `UPDATE jobs SET status = 'error', error = 'Stopped by hand' WHERE job_id = $1`, string(id)); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(time.Minute)
-	for len(r.ai.Deleted()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the Gemini file was not deleted after the person stopped the job")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.For(t, "the Gemini file deleted after the person stopped the job", time.Minute, func() bool { return len(r.ai.Deleted()) > 0 })
 	j, _ := r.store.Get(context.Background(), id)
 	if deref(j.Error) != "Stopped by hand" || j.Status != jobs.StatusError {
 		t.Fatalf("the worker overwrote the person's edit: %s %s", j.Status, deref(j.Error))

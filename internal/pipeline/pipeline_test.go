@@ -30,6 +30,7 @@ import (
 	"github.com/runops/runops/internal/sop/soptest"
 	"github.com/runops/runops/internal/storage"
 	"github.com/runops/runops/internal/supabasetest"
+	"github.com/runops/runops/internal/wait"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -117,13 +118,7 @@ func (r *rig) job(id jobs.ID) jobs.Job {
 // assertion).
 func (r *rig) waitFor(what string, cond func() bool) {
 	r.t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			r.t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.For(r.t, what, 2*time.Minute, cond)
 }
 
 func (r *rig) finished(id jobs.ID) jobs.Job {

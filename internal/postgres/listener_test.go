@@ -13,6 +13,7 @@ import (
 	"github.com/runops/runops/internal/pgtest"
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/queue"
+	"github.com/runops/runops/internal/wait"
 )
 
 // events records what a listener hands over.
@@ -248,13 +249,8 @@ func TestListenerProvesItself(t *testing.T) {
 	if !good.Connected() || good.Problem() != "" {
 		t.Fatalf("direct listener: connected %v, problem %q", good.Connected(), good.Problem())
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(deaf.Problem(), "hears nothing") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the pooled listener never said it hears nothing: %q", deaf.Problem())
-		}
-		time.Sleep(10 * time.Millisecond) // polling a state, not waiting for time to pass
-	}
+	wait.For(t, "the pooled listener to say it hears nothing", 30*time.Second,
+		func() bool { return strings.Contains(deaf.Problem(), "hears nothing") }, deaf.Problem)
 	select {
 	case <-heardDeaf:
 		t.Fatal("a listener through a transaction pooler counted itself connected")

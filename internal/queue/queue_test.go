@@ -20,6 +20,7 @@ import (
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/queue"
 	"github.com/runops/runops/internal/queue/queuetest"
+	"github.com/runops/runops/internal/wait"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -71,13 +72,7 @@ func (b *bench) job(id jobs.ID) jobs.Job {
 // duration assertion).
 func (b *bench) waitFor(what string, cond func() bool) {
 	b.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			b.t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.For(b.t, what, time.Minute, cond)
 }
 
 func (b *bench) count(sql string, args ...any) int {

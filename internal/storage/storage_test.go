@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"runtime"
@@ -17,6 +18,7 @@ import (
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/storage"
 	"github.com/runops/runops/internal/supabasetest"
+	"github.com/runops/runops/internal/wait"
 )
 
 const publicBase = "https://videos.example.test"
@@ -460,13 +462,8 @@ func TestAbandonedCallsLeakNothing(t *testing.T) {
 		}
 		cancel()
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for n := clientGoroutines(); n > 0; n = clientGoroutines() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d client goroutines (calls, connections) still wait on silent storage after 50 abandoned calls", n)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a count, not waiting for time to pass
-	}
+	wait.For(t, "no client goroutine (call, connection) left waiting on silent storage after 50 abandoned calls", 10*time.Second,
+		func() bool { return clientGoroutines() == 0 }, func() string { return fmt.Sprintf("%d left", clientGoroutines()) })
 }
 
 // clientGoroutines counts the goroutines of storage-go calls and of HTTP
