@@ -68,6 +68,13 @@ func (b *bench) job(id jobs.ID) jobs.Job {
 	return j
 }
 
+// completed waits for the job to complete, and returns it.
+func (b *bench) completed(id jobs.ID) jobs.Job {
+	b.t.Helper()
+	b.waitFor("job "+string(id)+" completed", func() bool { return b.job(id).Status == jobs.StatusCompleted })
+	return b.job(id)
+}
+
 // waitFor polls the database until cond holds (a generous deadline, never a
 // duration assertion).
 func (b *bench) waitFor(what string, cond func() bool) {
@@ -287,7 +294,7 @@ func TestRequeueWhileRunningRunsAgainWithoutOverlap(t *testing.T) {
 	b.exec(`UPDATE jobs SET status = 'queued' WHERE job_id = $1`, string(id))
 	second := recv(t, started, "second run")
 	close(release)
-	b.waitFor("completion", func() bool { return b.job(id).Status == jobs.StatusCompleted })
+	b.completed(id)
 	if first.Token == second.Token || second.Attempt != 1 {
 		t.Fatalf("second run: token reused or attempt %d (want a fresh count)", second.Attempt)
 	}
@@ -316,8 +323,7 @@ func TestRequeueFinishedJobRunsAgain(t *testing.T) {
 		t.Fatalf("error %v", e)
 	}
 	b.exec(`UPDATE jobs SET status = 'queued' WHERE job_id = $1`, string(id))
-	b.waitFor("completed", func() bool { return b.job(id).Status == jobs.StatusCompleted })
-	j := b.job(id)
+	j := b.completed(id)
 	if j.Error != nil || j.Metadata["attempt"] != float64(1) {
 		t.Fatalf("rerun: %+v", j)
 	}
@@ -444,8 +450,7 @@ func TestHeartbeatKeepsTheLease(t *testing.T) {
 	})
 	b.start(h, cfg, true)
 	id := b.insert(1)[0]
-	b.waitFor("completion", func() bool { return b.job(id).Status == jobs.StatusCompleted })
-	if a := b.job(id).Metadata["attempt"]; a != float64(1) {
+	if a := b.completed(id).Metadata["attempt"]; a != float64(1) {
 		t.Fatalf("attempt %v: the lease was lost", a)
 	}
 }
@@ -521,8 +526,7 @@ func TestReporterAndTempDir(t *testing.T) {
 		}
 		return nil
 	}), fast(), true)
-	b.waitFor("completion", func() bool { return b.job(id).Status == jobs.StatusCompleted })
-	m := b.job(id).Metadata
+	m := b.completed(id).Metadata
 	probe, _ := m["probe"].(map[string]any)
 	timings, _ := m["timings"].(map[string]any)
 	if m["note"] != "added by a person" || probe["width"] != float64(1) || probe["height"] != float64(2) ||
@@ -581,7 +585,7 @@ func TestQuickStagesAreWrittenWithTheNextWrite(t *testing.T) {
 				b.waitFor("the lasting stage to be written", func() bool { return b.job(id).Metadata["stage"] == "transcoding" })
 				close(release)
 			}
-			b.waitFor("completion", func() bool { return b.job(id).Status == jobs.StatusCompleted })
+			b.completed(id)
 			if n := counter.merges.Load(); !c.lasts && n != 0 {
 				t.Errorf("%d metadata writes besides the outcome; want none", n)
 			}
