@@ -75,16 +75,12 @@ func TestAScreenshotOfEveryShownStep(t *testing.T) {
 			})
 			id := r.submit(mediatest.Make(t, r.dir, "clock.mp4", spec), nil)
 			j := r.finished(id)
-			if outcome(j) != done {
-				t.Fatalf("%s", deref(j.Error))
-			}
+			mustComplete(t, j)
 			if rawLeft.Load() != 1 {
 				t.Errorf("raw upload in the work directory when the slim copy was stored: %v", rawLeft.Load() == 2)
 			}
 			checkScreenshots(t, r, id, map[string]int{"login": 1, "save": 4}, min(spec.Height, 1080))
-			if frames := framesOf(j); frames != `{"count":2,"missing":[]}` {
-				t.Errorf("metadata.frames %s", frames)
-			}
+			checkFrames(t, j, `{"count":2,"missing":[]}`)
 			if timings, _ := j.Metadata["timings"].(map[string]any); timings["frames_ms"] == nil {
 				t.Errorf("no frames stage in %v", timings)
 			}
@@ -164,16 +160,12 @@ func TestARerunTakesTheScreenshotsAgain(t *testing.T) {
 	r.ai.Answer(geminitest.JSON(clockAnswerAt(`"00:00:02"`, `"00:00:05"`)))
 	downloads := r.fake.Calls(supabasetest.OpDownload)
 	j := r.rerun(id)
-	if outcome(j) != done {
-		t.Fatalf("rerun: %s", deref(j.Error))
-	}
+	mustComplete(t, j)
 	if got := r.fake.Calls(supabasetest.OpDownload) - downloads; got != 2 {
 		t.Errorf("%d downloads on the rerun; want 2 (the slim copy, the raw upload once)", got)
 	}
 	checkScreenshots(t, r, id, map[string]int{"login": 2, "save": 5}, 480)
-	if frames := framesOf(j); frames != `{"count":2,"missing":[]}` {
-		t.Errorf("metadata.frames %s", frames)
-	}
+	checkFrames(t, j, `{"count":2,"missing":[]}`)
 }
 
 // An outage while the rerun reads the raw upload again is an outage: the
@@ -223,14 +215,10 @@ func TestARerunWithoutTheRecordingKeepsUnchangedScreenshots(t *testing.T) {
 ]`, clockEdges)
 	r.ai.Answer(geminitest.JSON(moved))
 	j := r.rerun(id)
-	if outcome(j) != done {
-		t.Fatalf("rerun: %s", deref(j.Error))
-	}
+	mustComplete(t, j)
 	want := `{"count":1,"missing":[{"node":"say","reason":"the recording is no longer in storage"},` +
 		`{"node":"save","reason":"the recording is no longer in storage"}]}`
-	if frames := framesOf(j); frames != want {
-		t.Errorf("metadata.frames %s; want %s", frames, want)
-	}
+	checkFrames(t, j, want)
 	checkScreenshots(t, r, id, map[string]int{"login": 1}, 240)
 	if _, ok := r.fake.Object("videos/" + id.FramePath("save")); ok {
 		t.Error("the screenshot of save, of a second it is no longer shown at, is still stored")
@@ -256,9 +244,7 @@ func TestScreenshotsAreBounded(t *testing.T) {
 	uploads := r.fake.Calls(supabasetest.OpUpload)
 	id := r.submit(mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 3}), nil)
 	j := r.finished(id)
-	if outcome(j) != done {
-		t.Fatalf("%s", deref(j.Error))
-	}
+	mustComplete(t, j)
 	var frames struct {
 		Count   int            `json:"count"`
 		Missing []missingFrame `json:"missing"`
@@ -285,9 +271,7 @@ func TestATimestampPastTheEndIsAskedAgain(t *testing.T) {
 	r.ai.Script(geminitest.JSON(late), geminitest.JSON(unshown), geminitest.JSON(geminitest.SampleSOP))
 	id := r.submit(r.video(), nil) // 2 seconds
 	j := r.finished(id)
-	if outcome(j) != done {
-		t.Fatalf("%s", deref(j.Error))
-	}
+	mustComplete(t, j)
 	reqs := r.ai.Requests()
 	if len(reqs) != 3 || !strings.Contains(reqs[1].Prompt, "00:00:09 is past the end of the video") ||
 		!strings.Contains(reqs[2].Prompt, "a shown step needs the moment it is shown") {
@@ -314,9 +298,7 @@ func TestAStepWithoutAPictureKeepsItsPlace(t *testing.T) {
 	r.ai.Answer(geminitest.JSON(answer))
 	id := r.submit(mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 3}), nil)
 	j := r.finished(id)
-	if outcome(j) != done {
-		t.Fatalf("%s", deref(j.Error))
-	}
+	mustComplete(t, j)
 	frames, _ := json.Marshal(j.Metadata["frames"])
 	if !strings.Contains(string(frames), `"count":1`) || !strings.Contains(string(frames), `{"node":"Weird.id","reason":"the step's id cannot name a file`) {
 		t.Fatalf("frames %s", frames)
@@ -401,18 +383,16 @@ func TestScreenshotsWithinTheirTimeLimit(t *testing.T) {
 	})
 	id := r.submit(r.video(), nil)
 	j := r.finished(id)
-	if outcome(j) != done {
-		t.Fatalf("%s", deref(j.Error))
-	}
+	mustComplete(t, j)
 	want := `{"count":0,"missing":[{"node":"open","reason":"taking and storing the screenshots took longer than 1 second"},` +
 		`{"node":"refund","reason":"taking and storing the screenshots took longer than 1 second"}]}`
-	if frames := framesOf(j); frames != want {
-		t.Fatalf("metadata.frames %s", frames)
-	}
+	checkFrames(t, j, want)
 }
 
-// framesOf is the job's metadata.frames, as JSON.
-func framesOf(j jobs.Job) string {
-	b, _ := json.Marshal(j.Metadata["frames"])
-	return string(b)
+// checkFrames checks the job's metadata.frames, as JSON.
+func checkFrames(t *testing.T, j jobs.Job, want string) {
+	t.Helper()
+	if b, _ := json.Marshal(j.Metadata["frames"]); string(b) != want {
+		t.Errorf("metadata.frames %s; want %s", b, want)
+	}
 }

@@ -41,9 +41,7 @@ func TestWholePathToTheSOPAPI(t *testing.T) {
 	r := newRig(t)
 	id := r.submit(r.video(), nil)
 	j := r.finished(id)
-	if outcome(j) != done {
-		t.Fatalf("%s", deref(j.Error))
-	}
+	mustComplete(t, j)
 	g, _ := j.Metadata["gemini"].(map[string]any)
 	usage, _ := g["usage"].(map[string]any)
 	sopMeta, _ := j.Metadata["sop"].(map[string]any)

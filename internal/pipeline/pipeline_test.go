@@ -141,6 +141,14 @@ func outcome(j jobs.Job) string {
 	return deref(j.Error)
 }
 
+// mustComplete stops the test unless the job completed.
+func mustComplete(t *testing.T, j jobs.Job) {
+	t.Helper()
+	if j.Status != jobs.StatusCompleted {
+		t.Fatalf("the job ended %s: %s", j.Status, deref(j.Error))
+	}
+}
+
 func TestGoodRecordingBecomesASlimCopy(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)

@@ -49,9 +49,7 @@ func TestNoValueIsStored(t *testing.T) {
 	r.ai.Answer(geminitest.JSON(leakyAnswer))
 	id := r.submit(r.video(), nil)
 	j := r.finished(id)
-	if outcome(j) != done {
-		t.Fatalf("%s", deref(j.Error))
-	}
+	mustComplete(t, j)
 	obj, ok := r.fake.Object("videos/" + id.SOPPath())
 	if !ok {
 		t.Fatal("no SOP")
@@ -133,9 +131,7 @@ func TestScreenshotsKeepNoSecret(t *testing.T) {
 ]`, `[{"source": "open", "target": "done", "condition": "start"}]`)))
 	id := r.submit(video, nil)
 	j := r.finished(id)
-	if outcome(j) != done {
-		t.Fatalf("%s", deref(j.Error))
-	}
+	mustComplete(t, j)
 	obj, ok := r.fake.Object("videos/" + id.FramePath("open"))
 	if !ok {
 		t.Fatalf("no screenshot; frames %v", j.Metadata["frames"])
@@ -202,9 +198,7 @@ func TestTheScreenshotShowsWhereToClick(t *testing.T) {
 ]`, `[{"source": "save", "target": "check", "condition": "start"}, {"source": "check", "target": "done", "condition": ""}]`)))
 			id := r.submit(page, nil)
 			j := r.finished(id)
-			if outcome(j) != done {
-				t.Fatalf("%s", deref(j.Error))
-			}
+			mustComplete(t, j)
 			obj, _ := r.fake.Object("videos/" + id.SOPPath())
 			stored, _ := os.ReadFile(obj.File)
 			doc, err := sop.Load(stored, string(id))

@@ -82,24 +82,27 @@ func TestDocumentKeepsNoValue(t *testing.T) {
 	}
 }
 
-// Marked values go only as whole words, and none shorter than 3 characters.
-func TestMarksAreWholeWords(t *testing.T) {
+// Marked values go only as whole words, and none shorter than 3
+// characters; a variable never takes a name the document already uses.
+func TestTextRedaction(t *testing.T) {
 	t.Parallel()
 	d, _ := privacy.NewDetector(nil)
-	r := privacy.NewRedactor(d, []privacy.Mark{{Value: "Jan", Kind: privacy.Name}, {Value: "Bo", Kind: privacy.Name}})
-	if got := r.Text("In January, Jan asked Bo."); got != "In January, {{NAME_1}} asked Bo." {
-		t.Fatalf("%q", got)
-	}
-}
-
-// A variable never takes a name the document already uses.
-func TestVariablesKeepTheDocumentsNames(t *testing.T) {
-	t.Parallel()
-	d, _ := privacy.NewDetector(nil)
-	r := privacy.NewRedactor(d, nil)
-	r.Reserve("EMAIL_1")
-	if got := r.Text("mail a@example.com"); got != "mail {{EMAIL_2}}" {
-		t.Fatalf("%q", got)
+	for name, c := range map[string]struct {
+		marks     []privacy.Mark
+		reserved  string
+		text, out string
+	}{
+		"whole words": {marks: []privacy.Mark{{Value: "Jan", Kind: privacy.Name}, {Value: "Bo", Kind: privacy.Name}},
+			text: "In January, Jan asked Bo.", out: "In January, {{NAME_1}} asked Bo."},
+		"names kept": {reserved: "EMAIL_1", text: "mail a@example.com", out: "mail {{EMAIL_2}}"},
+	} {
+		r := privacy.NewRedactor(d, c.marks)
+		if c.reserved != "" {
+			r.Reserve(c.reserved)
+		}
+		if got := r.Text(c.text); got != c.out {
+			t.Errorf("%s: %q; want %q", name, got, c.out)
+		}
 	}
 }
 
