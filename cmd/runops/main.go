@@ -367,15 +367,23 @@ func startEngine(ctx, runCtx context.Context, stop func(), g *errgroup.Group, cf
 			return nil
 		}})
 	}
+	var slot *postgres.ListenerSlot
+	if listener != nil {
+		slot = &postgres.ListenerSlot{Pool: pool, Holder: w.Name(), Max: cfg.Listeners.Max, Share: cfg.Listeners.Share,
+			TTL: cfg.LeaseTTL, Retry: cfg.Sweep, Logger: e.log}
+		g.Go(func() error { return slot.Run(runCtx, listener.Run) })
+	}
 	checks = append(checks, httpserver.Check{Name: "listener", Fn: func(context.Context) error {
-		if listener != nil && !listener.Connected() {
+		switch {
+		case listener == nil:
+			return nil // polling on purpose
+		case slot.Problem() != "":
+			return &httpserver.Degraded{Reason: slot.Problem()}
+		case !listener.Connected():
 			return errors.New(listener.Problem())
 		}
-		return nil // listening, or polling on purpose
+		return nil
 	}})
-	if listener != nil {
-		g.Go(func() error { return listener.Run(runCtx) })
-	}
 	g.Go(func() error {
 		defer stop()
 		return w.Run(ctx)

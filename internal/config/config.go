@@ -42,6 +42,7 @@ type Config struct {
 	MaxAttempts       int           // RUNOPS_MAX_ATTEMPTS
 	ShutdownGrace     time.Duration // RUNOPS_SHUTDOWN_GRACE
 	Listen            bool          // RUNOPS_LISTEN (on|off)
+	Listeners         Listeners     // RUNOPS_LISTENERS: how many workers may LISTEN at once
 	TmpDir            string        // RUNOPS_TMPDIR
 	FFmpegTimeout     time.Duration // RUNOPS_FFMPEG_TIMEOUT
 	RawRetention      time.Duration // RUNOPS_RAW_RETENTION: uploads deleted this long after their job ended
@@ -62,6 +63,18 @@ type Config struct {
 	GeminiMaxRetryWait      time.Duration // GEMINI_MAX_RETRY_WAIT
 	GeminiBaseURL           string        // GOOGLE_GEMINI_BASE_URL (the SDK's own override)
 }
+
+// Listeners caps the worker processes that hold a direct LISTEN connection
+// at once: Max of them, or, when Max is negative, Share of the connection
+// limit PostgreSQL gives the database role (docs/operations.md).
+type Listeners struct {
+	Max   int
+	Share float64
+}
+
+// DefaultListenerShare leaves at least a third of the role's connections to
+// the pooler and everything else.
+const DefaultListenerShare = 0.66
 
 // RateLimit is N requests per Window per client; zero Requests = off.
 type RateLimit struct {
@@ -123,6 +136,7 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 	}
 	c.Listen = r.onOff("RUNOPS_LISTEN", true)
+	c.Listeners = r.listeners("RUNOPS_LISTENERS")
 	if p := r.first("", "RUNOPS_REDACT_PATTERNS"); p != "" {
 		patterns, err := privacy.ParsePatterns(p)
 		if err != nil {
@@ -253,6 +267,28 @@ func (r *reader) integer(name string, def, minimum int) int {
 		return def
 	}
 	return n
+}
+
+// listeners reads N or P% (of the role's connection limit).
+func (r *reader) listeners(name string) Listeners {
+	v := r.first("", name)
+	if v == "" {
+		return Listeners{Max: -1, Share: DefaultListenerShare}
+	}
+	if p, ok := strings.CutSuffix(v, "%"); ok {
+		pct, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
+		if err != nil || pct < 0 || pct > 100 {
+			r.fail(name, "%q is not a share of the database role's connection limit from 0%% to 100%%", v)
+			return Listeners{Max: -1, Share: DefaultListenerShare}
+		}
+		return Listeners{Max: -1, Share: pct / 100}
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		r.fail(name, "%q is neither a number of worker processes (0 or more) nor a share like 66%%", v)
+		return Listeners{Max: -1, Share: DefaultListenerShare}
+	}
+	return Listeners{Max: n}
 }
 
 func (r *reader) boolean(name string, def bool) bool {

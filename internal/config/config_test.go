@@ -18,7 +18,7 @@ func TestDefaults(t *testing.T) {
 		c.Addr != ":8080" || !c.Listen || c.RequireAuth || c.MaxAttempts != 3 ||
 		c.LeaseTTL != 30*time.Second || c.Heartbeat != 10*time.Second || c.Sweep != 15*time.Second ||
 		c.RateLimit != (RateLimit{60, time.Minute}) || c.WorkerConcurrency < 1 || c.ReadTimeout != 10*time.Second ||
-		!c.Redact || c.RedactPatterns != nil {
+		!c.Redact || c.RedactPatterns != nil || c.Listeners != (Listeners{Max: -1, Share: 0.66}) {
 		t.Fatalf("%+v", c)
 	}
 	if err := c.RequireServiceKey(); err == nil || !strings.Contains(err.Error(), "SUPABASE_SERVICE_ROLE_KEY") {
@@ -53,14 +53,14 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		"DATABASE_URL": "mysql://x", "SUPABASE_URL": "localhost:54321", "RUNOPS_RATE_LIMIT": "lots",
 		"RUNOPS_LEASE_TTL": "soon", "RUNOPS_MAX_ATTEMPTS": "0", "RUNOPS_TRUSTED_PROXIES": "10.0.0.0/8,nope",
 		"RUNOPS_REQUIRE_AUTH": "maybe", "RUNOPS_LISTEN": "sometimes", "RUNOPS_FRONTEND_URL": "ftp://x",
-		"RUNOPS_REDACT": "partly", "RUNOPS_REDACT_PATTERNS": `CUST-\d{6};(unclosed`,
+		"RUNOPS_REDACT": "partly", "RUNOPS_REDACT_PATTERNS": `CUST-\d{6};(unclosed`, "RUNOPS_LISTENERS": "most",
 	}))
 	if err == nil {
 		t.Fatal("accepted")
 	}
 	for _, name := range []string{"DATABASE_URL", "SUPABASE_URL", "RUNOPS_RATE_LIMIT", "RUNOPS_LEASE_TTL",
 		"RUNOPS_MAX_ATTEMPTS", "RUNOPS_TRUSTED_PROXIES", "RUNOPS_REQUIRE_AUTH", "RUNOPS_LISTEN", "RUNOPS_FRONTEND_URL",
-		"RUNOPS_REDACT", "RUNOPS_REDACT_PATTERNS"} {
+		"RUNOPS_REDACT", "RUNOPS_REDACT_PATTERNS", "RUNOPS_LISTENERS"} {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error does not name %s:\n%v", name, err)
 		}
@@ -95,5 +95,19 @@ func TestRateLimitAndProxies(t *testing.T) {
 	c, err := Load(env(map[string]string{"RUNOPS_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1 ,::1", "RUNOPS_CORS_ORIGINS": "https://a.example,http://b:3000"}))
 	if err != nil || len(c.TrustedProxies) != 3 || c.TrustedProxies[1].String() != "127.0.0.1/32" || len(c.CORSOrigins) != 2 {
 		t.Fatalf("%+v %v", c, err)
+	}
+}
+
+func TestListeners(t *testing.T) {
+	for v, want := range map[string]Listeners{"12": {Max: 12}, "0": {Max: 0}, "50%": {Max: -1, Share: 0.5}, "100%": {Max: -1, Share: 1}} {
+		c, err := Load(env(map[string]string{"RUNOPS_LISTENERS": v}))
+		if err != nil || c.Listeners != want {
+			t.Errorf("%s: %+v %v", v, c.Listeners, err)
+		}
+	}
+	for _, v := range []string{"-1", "120%", "half", "1.5"} {
+		if _, err := Load(env(map[string]string{"RUNOPS_LISTENERS": v})); err == nil || !strings.Contains(err.Error(), "RUNOPS_LISTENERS") {
+			t.Errorf("%s accepted: %v", v, err)
+		}
 	}
 }

@@ -27,6 +27,13 @@ type NotReady struct{ Reason string }
 
 func (n *NotReady) Error() string { return n.Reason }
 
+// Degraded is a check's answer when the process works, in a lesser way an
+// operator should know of (polling for jobs instead of listening): /readyz
+// stays ready and shows Reason.
+type Degraded struct{ Reason string }
+
+func (d *Degraded) Error() string { return d.Reason }
+
 // WithHealth serves /healthz (the process is alive) and /readyz (every check
 // passes within 3 s) in front of next.
 func WithHealth(next http.Handler, log *slog.Logger, checks ...Check) http.Handler {
@@ -50,6 +57,11 @@ func WithHealth(next http.Handler, log *slog.Logger, checks ...Check) http.Handl
 		for range checks {
 			res := <-done
 			results[res.name] = "ok"
+			var d *Degraded
+			if errors.As(res.err, &d) {
+				results[res.name] = d.Reason
+				continue
+			}
 			if res.err != nil {
 				results[res.name] = "unavailable"
 				var n *NotReady

@@ -26,8 +26,9 @@ func (b *Bouncer) Log() string {
 	return string(out)
 }
 
-// NewBouncer starts PgBouncer for dsn (a database of New) with poolSize
-// server connections; it stops when the test ends. PgBouncer refuses to run
+// NewBouncer starts PgBouncer for dsn (a database of New, perhaps as a Role)
+// with poolSize server connections, logged in as dsn's user, so that they
+// count against that role's connections; it stops when the test ends. PgBouncer refuses to run
 // as root: like PostgreSQL it runs as the postgres user. A missing pgbouncer
 // fails the test (scripts/test.sh installs it).
 func NewBouncer(t testing.TB, dsn string, poolSize int) *Bouncer {
@@ -43,7 +44,7 @@ func NewBouncer(t testing.TB, dsn string, poolSize int) *Bouncer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db := u.Path[1:]
+	db, user := u.Path[1:], u.User.Username()
 	cred, err := credential()
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +66,7 @@ func NewBouncer(t testing.TB, dsn string, poolSize int) *Bouncer {
 			t.Fatal(err)
 		}
 		ini := fmt.Sprintf(`[databases]
-%s = host=%s port=%s dbname=%s user=postgres
+%s = host=%s port=%s dbname=%s user=%s
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -76,13 +77,13 @@ pool_mode = transaction
 default_pool_size = %d
 min_pool_size = 0
 reserve_pool_size = 0
-max_client_conn = 500
+max_client_conn = 5000
 server_reset_query =
 ignore_startup_parameters = extra_float_digits
 logfile = %s
 pidfile = %s
 admin_users = postgres
-`, db, u.Hostname(), u.Port(), db, port, poolSize, filepath.Join(dir, "pgbouncer.log"), filepath.Join(dir, "pgbouncer.pid"))
+`, db, u.Hostname(), u.Port(), db, user, port, poolSize, filepath.Join(dir, "pgbouncer.log"), filepath.Join(dir, "pgbouncer.pid"))
 		conf := filepath.Join(dir, "pgbouncer.ini")
 		if err := os.WriteFile(conf, []byte(ini), 0o644); err != nil {
 			t.Fatal(err)
@@ -97,7 +98,7 @@ admin_users = postgres
 		}
 		done := make(chan struct{})
 		go func() { _ = cmd.Wait(); close(done) }()
-		b := &Bouncer{URL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", port, db), dir: dir}
+		b := &Bouncer{URL: fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", user, port, db), dir: dir}
 		if lastErr = waitAccepting(b.URL, done, "pgbouncer", filepath.Join(dir, "pgbouncer.log")); lastErr == nil {
 			t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
 			return b

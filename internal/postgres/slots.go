@@ -1,0 +1,159 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// ListenerSlot lets a worker LISTEN only while it holds one of the
+// database's listener slots (migration …_listener_slots.sql): the number of
+// direct connections the fleet's listeners take is decided through the
+// pool, before any of them is opened, so that workers starting together
+// never take the connections the pooler needs. A slot is renewed like a
+// lease; a worker without one polls every Retry (RUNOPS_SWEEP), says so
+// (Problem), and asks again.
+type ListenerSlot struct {
+	Pool   *pgxpool.Pool
+	Holder string  // the worker's name
+	Max    int     // the cap; negative: Share of the role's connection limit
+	Share  float64 // RUNOPS_LISTENERS as a share
+	TTL    time.Duration
+	Retry  time.Duration
+	Logger *slog.Logger
+
+	mu      sync.Mutex
+	problem string // why this worker does not listen; "" while it holds a slot
+}
+
+const (
+	takeSlot    = `SELECT slot, slots FROM public.runops_listener_slot($1, $2, $3, $4)`
+	releaseSlot = `DELETE FROM public.runops_listener_slots WHERE holder = $1`
+)
+
+// Problem says why the worker polls instead of listening ("" while it
+// holds a slot), for /readyz.
+func (s *ListenerSlot) Problem() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.problem
+}
+
+func (s *ListenerSlot) say(problem string) {
+	s.mu.Lock()
+	changed := s.problem != problem
+	s.problem = problem
+	s.mu.Unlock()
+	if changed && problem != "" {
+		s.Logger.Warn("not listening: " + problem)
+	}
+}
+
+// Run calls listen while a slot is held, with a context that ends when the
+// slot is lost (not renewed in time, or the cap lowered) or ctx ends; then
+// it asks for a slot again, until ctx ends, and gives it up.
+func (s *ListenerSlot) Run(ctx context.Context, listen func(context.Context) error) error {
+	s.say("asking the database for a listener slot: polling every RUNOPS_SWEEP until then")
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := s.Pool.Exec(rctx, releaseSlot, s.Holder); err != nil {
+			s.Logger.Warn("listener slot not given up (it expires on its own)", "error", err)
+		}
+	}()
+	for ctx.Err() == nil {
+		if !s.take(ctx) {
+			continue
+		}
+		lctx, lose := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- listen(lctx) }()
+		stopped, err := s.keep(lctx, done)
+		lose()
+		if !stopped {
+			err = <-done
+		}
+		if err != nil && ctx.Err() == nil {
+			s.Logger.Warn("job listener stopped", "error", err)
+		}
+	}
+	return nil
+}
+
+// take asks for a slot until one is held (true) or ctx ends (false), every
+// Retry while all are taken, sooner while the database cannot answer.
+func (s *ListenerSlot) take(ctx context.Context) bool {
+	wait := time.Second
+	for {
+		slot, slots, err := s.ask(ctx)
+		switch {
+		case err == nil && slot > 0:
+			s.say("")
+			s.Logger.Info("listener slot held: listening for jobs", "slot", slot, "slots", slots)
+			return true
+		case err == nil:
+			s.say(fmt.Sprintf("all %d listener slots are taken (RUNOPS_LISTENERS): polling every RUNOPS_SWEEP, asking again then", slots))
+			wait = s.Retry
+		default:
+			s.say(fmt.Sprintf("the database did not answer for a listener slot (%v): polling every RUNOPS_SWEEP", err))
+			wait = min(2*wait, s.Retry)
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+	}
+}
+
+// keep renews the slot every TTL/3 until ctx ends, the slot is lost, or
+// the listener stops on its own (stopped, with its error). A slot not
+// renewed within 0.8 × TTL, or refused, is given up — the caller closes the
+// listener — before another worker could be given it.
+func (s *ListenerSlot) keep(ctx context.Context, listening <-chan error) (stopped bool, err error) {
+	margin := s.TTL * 8 / 10
+	renewed := time.Now()
+	tick := time.NewTicker(s.TTL / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false, nil
+		case err := <-listening:
+			return true, err
+		case <-tick.C:
+		}
+		sent := time.Now()
+		slot, _, err := s.ask(ctx)
+		switch {
+		case err == nil && slot > 0:
+			renewed = sent
+		case err == nil:
+			s.say("the listener slot was lost (RUNOPS_LISTENERS lowered?): polling every RUNOPS_SWEEP")
+			return false, nil
+		case time.Since(renewed) > margin:
+			s.say(fmt.Sprintf("the listener slot could not be renewed in time (%v): polling every RUNOPS_SWEEP", err))
+			return false, nil
+		}
+	}
+}
+
+// ask renews or claims a slot: the slot held (0: none) and the cap.
+func (s *ListenerSlot) ask(ctx context.Context) (slot, slots int, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var held *int32
+	var limit int32
+	err = s.Pool.QueryRow(ctx, takeSlot, s.Holder, s.Max, s.Share, s.TTL.Seconds()).Scan(&held, &limit)
+	if err != nil {
+		return 0, 0, wrap("listener slot", err)
+	}
+	if held != nil {
+		slot = int(*held)
+	}
+	return slot, int(limit), nil
+}

@@ -1,0 +1,108 @@
+package postgres_test
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/runops/runops/internal/pgtest"
+	"github.com/runops/runops/internal/postgres"
+	"github.com/runops/runops/internal/wait"
+)
+
+// No more workers listen than there are slots; one without a slot says so,
+// and takes the slot another gives up.
+func TestListenerSlotsCapTheListeners(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	var listening, most atomic.Int64
+	listen := func(ctx context.Context) error {
+		n := listening.Add(1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		<-ctx.Done()
+		listening.Add(-1)
+		return nil
+	}
+	slots := make([]*postgres.ListenerSlot, 3)
+	stops := make([]context.CancelFunc, 3)
+	var wg sync.WaitGroup
+	for i := range slots {
+		slots[i] = &postgres.ListenerSlot{Pool: pool, Holder: string(rune('a' + i)), Max: 2, TTL: 3 * time.Second,
+			Retry: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)}
+		var ctx context.Context
+		ctx, stops[i] = context.WithCancel(context.Background())
+		wg.Go(func() { _ = slots[i].Run(ctx, listen) })
+	}
+	t.Cleanup(func() {
+		for _, stop := range stops {
+			stop()
+		}
+		wg.Wait()
+	})
+	waiting := func() int {
+		n := 0
+		for _, s := range slots {
+			if strings.Contains(s.Problem(), "all 2 listener slots are taken") {
+				n++
+			}
+		}
+		return n
+	}
+	wait.For(t, "two listening and one polling", 30*time.Second, func() bool { return listening.Load() == 2 && waiting() == 1 })
+	var left int
+	for i, s := range slots {
+		if s.Problem() == "" {
+			left = i
+		}
+	}
+	stops[left]() // a worker stops: it gives its slot up
+	wait.For(t, "the polling worker to take the freed slot", 30*time.Second, func() bool {
+		return listening.Load() == 2 && waiting() == 0
+	})
+	var rows int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM runops_listener_slots WHERE holder = $1`, slots[left].Holder).Scan(&rows); err != nil || rows != 0 {
+		t.Fatalf("the stopped worker's slot: %d rows, %v", rows, err)
+	}
+	if m := most.Load(); m > 2 {
+		t.Fatalf("%d workers listened at once; 2 slots", m)
+	}
+}
+
+// By default the slots are two thirds of the connections PostgreSQL lets the
+// role open (rounded down): max_connections less the superusers' reserve,
+// or the role's own limit.
+func TestListenerSlotsAreAShareOfTheRolesConnections(t *testing.T) {
+	t.Parallel()
+	pool, dsn := pgtest.Pool(t)
+	var maxConn, reserved int
+	if err := pool.QueryRow(context.Background(), `SELECT current_setting('max_connections')::int,
+		current_setting('superuser_reserved_connections')::int`).Scan(&maxConn, &reserved); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		who  string
+		dsn  string
+		want int
+	}{
+		{"the superuser", dsn, int(float64(maxConn) * 0.66)},
+		{"an ordinary role", pgtest.Role(t, dsn, -1), int(float64(maxConn-reserved) * 0.66)},
+		{"a role allowed 27 connections", pgtest.Role(t, dsn, 27), 17},
+	} {
+		conn, err := pgx.Connect(context.Background(), c.dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var slots int
+		err = conn.QueryRow(context.Background(), `SELECT slots FROM runops_listener_slot('probe', -1, 0.66, 30)`).Scan(&slots)
+		conn.Close(context.Background())
+		if err != nil || slots != c.want {
+			t.Errorf("%s: %d slots, %v; want %d", c.who, slots, err, c.want)
+		}
+	}
+}
