@@ -1,0 +1,134 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/pgtest"
+	"github.com/runops/runops/internal/queue/queuetest"
+	"github.com/runops/runops/internal/supabasetest"
+	"github.com/runops/runops/internal/wait"
+)
+
+// fleetProc is one `runops worker` process of a fleet.
+type fleetProc struct {
+	cmd  *exec.Cmd
+	done chan error
+	base string // http://RUNOPS_ADDR
+}
+
+// startFleet starts n real `runops worker` processes together (none waits
+// for another to be ready) against pooled, with LISTEN connections to direct,
+// on storage that has no uploads (every job ends at once), and waits until
+// each answers /readyz. They are killed when the test ends.
+func startFleet(tb testing.TB, n int, pooled, direct string, fake *supabasetest.Server, extra ...string) []*fleetProc {
+	tb.Helper()
+	bin := binary(tb)
+	procs := make([]*fleetProc, n)
+	for i := range procs {
+		addr := freeAddr(tb)
+		cmd := exec.Command(bin, "worker")
+		cmd.Env = append(append(os.Environ(), "DATABASE_URL="+pooled, "RUNOPS_LISTEN_DATABASE_URL="+direct,
+			"SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ServiceRoleKey(), "GEMINI_API_KEY=k",
+			"RUNOPS_ADDR="+addr, "RUNOPS_TMPDIR="+tb.TempDir(), "RUNOPS_REDACT=off", "RUNOPS_WORKER_CONCURRENCY=2",
+			"RUNOPS_LOG_FORMAT=json"), extra...)
+		if err := cmd.Start(); err != nil {
+			tb.Fatal(err)
+		}
+		p := &fleetProc{cmd: cmd, done: make(chan error, 1), base: "http://" + addr}
+		go func() { p.done <- cmd.Wait() }()
+		tb.Cleanup(func() { _ = cmd.Process.Kill(); <-p.done })
+		procs[i] = p
+	}
+	for _, p := range procs {
+		waitReady(tb, p.base)
+	}
+	return procs
+}
+
+// listenerCheck is what the process's /readyz says of its listener.
+func (p *fleetProc) listenerCheck(tb testing.TB) string {
+	tb.Helper()
+	resp, err := http.Get(p.base + "/readyz")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Checks map[string]string `json:"checks"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusOK {
+		tb.Fatalf("/readyz %d: %v %+v", resp.StatusCode, err, body)
+	}
+	return body.Checks["listener"]
+}
+
+// exited tells whether the process has ended.
+func (p *fleetProc) exited() bool {
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return true
+	default:
+		return false
+	}
+}
+
+// refusedLogin is what PgBouncer logs when PostgreSQL refuses one of its
+// server logins (too many connections for the role, or for the server).
+var refusedLogin = regexp.MustCompile(`(?i)login failed|too many (connections|clients)|no more connections`)
+
+// Thirty workers start together on a role PostgreSQL allows 27 connections,
+// behind a transaction-mode PgBouncer with 8 server connections (which come
+// out of the same 27): the listeners take no more than their slots
+// (RUNOPS_LISTENERS, 66% of 27 = 17), so the pooler's logins are never
+// refused; the others poll through it and say so; a burst of 600 jobs is
+// claimed once each, and no worker exits.
+func TestListenersNeverStarveThePool(t *testing.T) {
+	d, admin := newDB(t)
+	role := pgtest.Role(t, admin, 27)
+	pooler := pgtest.NewBouncer(t, role, 8)
+	fake := supabasetest.New(t, jobs.MaxUploadBytes)
+	fleet := startFleet(t, 30, pooler.URL, role, fake, "RUNOPS_SWEEP=1s")
+
+	listening, polling := 0, 0
+	wait.For(t, "every worker to hold a listener slot or to say it has none", time.Minute, func() bool {
+		listening, polling = 0, 0
+		for _, p := range fleet {
+			switch c := p.listenerCheck(t); {
+			case c == "ok":
+				listening++
+			case strings.Contains(c, "all 17 listener slots are taken"):
+				polling++
+			}
+		}
+		return listening+polling == len(fleet)
+	}, func() string { return pooler.Log() })
+	if listening != 17 || polling != 13 {
+		t.Fatalf("%d listening, %d polling; want 17 and 13", listening, polling)
+	}
+
+	queuetest.Burst(t, d.pool, 600)
+	d.waitFor("600 jobs ended", func() bool {
+		return d.scalar(`SELECT count(*) FROM jobs WHERE status IN ('completed', 'error')`).(int64) == 600
+	})
+	if n := d.scalar(`SELECT count(*) FROM jobs WHERE metadata->>'attempt' <> '1'
+		OR jsonb_array_length(metadata->'attempts') <> 1`).(int64); n != 0 {
+		t.Errorf("%d jobs were claimed more than once", n)
+	}
+	if refused := refusedLogin.FindAllString(pooler.Log(), -1); len(refused) > 0 {
+		t.Errorf("PgBouncer's logins were refused %d times:\n%s", len(refused), pooler.Log())
+	}
+	for i, p := range fleet {
+		if p.exited() {
+			t.Errorf("worker %d exited: %v", i, <-p.done)
+		}
+	}
+}
