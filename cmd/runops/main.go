@@ -329,7 +329,13 @@ func openPools(ctx context.Context, cfg config.Config, as roles) (apiPool, worke
 // and not shutting down.
 func readiness(ctx context.Context, store *postgres.JobStore, objects *storage.Client) []httpserver.Check {
 	return []httpserver.Check{
-		{Name: "database", Fn: store.Ping},
+		{Name: "database", Fn: func(ctx context.Context) error {
+			err := store.Ping(ctx)
+			if errors.Is(err, jobs.ErrNoConnections) {
+				return &httpserver.NotReady{Reason: jobs.ErrNoConnections.Error() + ": retrying until connections free up"}
+			}
+			return err
+		}},
 		{Name: "shutdown", Fn: func(context.Context) error {
 			// From SIGTERM on, so that a load balancer stops sending work
 			// while the worker drains.

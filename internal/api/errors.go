@@ -35,6 +35,10 @@ func (e *Error) Unwrap() error { return e.Cause }
 // unavailable is the answer when a backing service is down: the client
 // should retry, and the next call works once it is back.
 func unavailable(what string, cause error) *Error {
+	if errors.Is(cause, jobs.ErrNoConnections) {
+		return &Error{Status: http.StatusServiceUnavailable, RetryAfter: 10, Cause: cause,
+			Message: "The service is at its database connection limit right now; please try again in a few seconds."}
+	}
 	return &Error{Status: http.StatusServiceUnavailable, RetryAfter: 5, Cause: cause,
 		Message: what + " is temporarily unavailable; please try again in a moment."}
 }

@@ -171,6 +171,11 @@ func (j Job) Owner() string {
 // retry, never blame the user.
 var ErrUnavailable = errors.New("service unavailable")
 
+// ErrNoConnections wraps errors of a database that refuses new connections
+// (too many clients, SQLSTATE 53300): an outage too (it wraps
+// ErrUnavailable as well), one that ends when connections free up.
+var ErrNoConnections = errors.New("the database refuses new connections (too many clients, SQLSTATE 53300)")
+
 // ErrBusy wraps errors that mean a lock could not be had in time: someone
 // else is changing the same thing; try again in a moment.
 var ErrBusy = errors.New("busy")

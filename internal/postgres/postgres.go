@@ -126,6 +126,9 @@ func wrap(op string, err error) error {
 	if errors.As(err, &pgErr) && pgErr.Code == "55P03" { // lock_not_available: lock_timeout
 		return fmt.Errorf("%s: %w: %w: %w", op, jobs.ErrBusy, jobs.ErrUnavailable, err)
 	}
+	if errors.As(err, &pgErr) && pgErr.Code == "53300" { // too_many_connections
+		return fmt.Errorf("%s: %w: %w: %w", op, jobs.ErrNoConnections, jobs.ErrUnavailable, err)
+	}
 	if unavailable(err) {
 		return fmt.Errorf("%s: %w: %w", op, jobs.ErrUnavailable, err)
 	}
