@@ -65,16 +65,19 @@ type Config struct {
 }
 
 // Listeners caps the worker processes that hold a direct LISTEN connection
-// at once: Max of them, or, when Max is negative, Share of the connection
-// limit PostgreSQL gives the database role (docs/operations.md).
+// at once: Max of them (negative: no such cap) and Share of the connection
+// limit PostgreSQL gives the database role (0: no such cap), whichever is
+// smaller (docs/operations.md, "Deploying a fleet").
 type Listeners struct {
 	Max   int
 	Share float64
 }
 
-// DefaultListenerShare leaves at least a third of the role's connections to
-// the pooler and everything else.
-const DefaultListenerShare = 0.66
+// DefaultListeners are 16 listening workers, or two thirds of the role's
+// connection limit when that is fewer: more listeners made pickups no
+// faster and every notification costlier (BenchmarkFleet), and the share
+// leaves at least a third of the role's connections to the pooler.
+var DefaultListeners = Listeners{Max: 16, Share: 0.66}
 
 // RateLimit is N requests per Window per client; zero Requests = off.
 type RateLimit struct {
@@ -273,20 +276,20 @@ func (r *reader) integer(name string, def, minimum int) int {
 func (r *reader) listeners(name string) Listeners {
 	v := r.first("", name)
 	if v == "" {
-		return Listeners{Max: -1, Share: DefaultListenerShare}
+		return DefaultListeners
 	}
 	if p, ok := strings.CutSuffix(v, "%"); ok {
 		pct, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
-		if err != nil || pct < 0 || pct > 100 {
-			r.fail(name, "%q is not a share of the database role's connection limit from 0%% to 100%%", v)
-			return Listeners{Max: -1, Share: DefaultListenerShare}
+		if err != nil || pct <= 0 || pct > 100 {
+			r.fail(name, "%q is not a share of the database role's connection limit above 0%% and up to 100%%", v)
+			return DefaultListeners
 		}
 		return Listeners{Max: -1, Share: pct / 100}
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 0 {
 		r.fail(name, "%q is neither a number of worker processes (0 or more) nor a share like 66%%", v)
-		return Listeners{Max: -1, Share: DefaultListenerShare}
+		return DefaultListeners
 	}
 	return Listeners{Max: n}
 }

@@ -18,7 +18,7 @@ func TestDefaults(t *testing.T) {
 		c.Addr != ":8080" || !c.Listen || c.RequireAuth || c.MaxAttempts != 3 ||
 		c.LeaseTTL != 30*time.Second || c.Heartbeat != 10*time.Second || c.Sweep != 15*time.Second ||
 		c.RateLimit != (RateLimit{60, time.Minute}) || c.WorkerConcurrency < 1 || c.ReadTimeout != 10*time.Second ||
-		!c.Redact || c.RedactPatterns != nil || c.Listeners != (Listeners{Max: -1, Share: 0.66}) {
+		!c.Redact || c.RedactPatterns != nil || c.Listeners != (Listeners{Max: 16, Share: 0.66}) {
 		t.Fatalf("%+v", c)
 	}
 	if err := c.RequireServiceKey(); err == nil || !strings.Contains(err.Error(), "SUPABASE_SERVICE_ROLE_KEY") {
@@ -105,7 +105,7 @@ func TestListeners(t *testing.T) {
 			t.Errorf("%s: %+v %v", v, c.Listeners, err)
 		}
 	}
-	for _, v := range []string{"-1", "120%", "half", "1.5"} {
+	for _, v := range []string{"-1", "120%", "0%", "half", "1.5"} {
 		if _, err := Load(env(map[string]string{"RUNOPS_LISTENERS": v})); err == nil || !strings.Contains(err.Error(), "RUNOPS_LISTENERS") {
 			t.Errorf("%s accepted: %v", v, err)
 		}

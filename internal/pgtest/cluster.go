@@ -26,6 +26,7 @@ type cluster struct {
 	cmd  *exec.Cmd
 	url  string
 	done chan struct{}
+	lock *os.File // the owner lock of dir (claimDir)
 }
 
 // binDir finds the newest installed PostgreSQL server binaries.
@@ -62,7 +63,7 @@ func credential() (*syscall.Credential, error) {
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
-func startCluster() (*cluster, error) {
+func startCluster(maxConnections int) (*cluster, error) {
 	removeStaleClusters()
 	bin, err := binDir()
 	if err != nil {
@@ -76,7 +77,8 @@ func startCluster() (*cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := claimDir(dir); err != nil {
+	lock, err := claimDir(dir)
+	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
@@ -96,24 +98,26 @@ func startCluster() (*cluster, error) {
 	}
 	var lastErr error
 	for range 3 { // a free port can be taken between choosing and binding it
-		c, err := startPostgres(bin, dir, data, cred)
+		c, err := startPostgres(bin, dir, data, cred, maxConnections)
 		if err == nil {
+			c.lock = lock
 			return c, nil
 		}
 		lastErr = err
 	}
+	lock.Close()
 	os.RemoveAll(dir)
 	return nil, lastErr
 }
 
-func startPostgres(bin, dir, data string, cred *syscall.Credential) (*cluster, error) {
+func startPostgres(bin, dir, data string, cred *syscall.Credential, maxConnections int) (*cluster, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-p", strconv.Itoa(port), "-k", dir,
 		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-		"-c", "full_page_writes=off", "-c", "max_connections=300", "-c", "shared_buffers=64MB")
+		"-c", "full_page_writes=off", "-c", "max_connections="+strconv.Itoa(maxConnections), "-c", "shared_buffers=64MB")
 	logf, err := os.Create(filepath.Join(dir, "postgres.log"))
 	if err != nil {
 		return nil, err
@@ -178,9 +182,7 @@ func (c *cluster) stopServer() {
 func (c *cluster) stop() {
 	c.stopServer()
 	os.RemoveAll(c.dir)
-	if ownerLock != nil {
-		ownerLock.Close()
-	}
+	c.lock.Close()
 }
 
 func freePort() (int, error) {
@@ -197,19 +199,18 @@ func freePort() (int, error) {
 // the process dies, however it dies.
 const ownerFile = ".owner"
 
-var ownerLock *os.File // kept open (and locked) until the process exits
-
-func claimDir(dir string) error {
+// claimDir takes dir's owner lock, kept open (and locked) until the cluster
+// stops or the process exits.
+func claimDir(dir string) (*os.File, error) {
 	f, err := os.Create(filepath.Join(dir, ownerFile))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
-		return err
+		return nil, err
 	}
-	ownerLock = f
-	return nil
+	return f, nil
 }
 
 // removeStaleClusters deletes the clusters of test binaries that died before

@@ -51,7 +51,7 @@ func Run(m *testing.M) int {
 		adminURL = u
 		return m.Run()
 	}
-	c, err := startCluster()
+	c, err := startCluster(300)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "pgtest: cannot start PostgreSQL: %v\n"+
 			"pgtest: install the server (apt-get install postgresql) or set TEST_DATABASE_URL\n", err)
@@ -108,6 +108,49 @@ func Pool(t testing.TB) (*pgxpool.Pool, string) {
 	return pool, dsn
 }
 
+// Server starts a PostgreSQL server of its own, allowing maxConnections
+// connections (superuser_reserved_connections is 3), with one migrated
+// database, whose URL it returns (as the superuser); it stops when the test
+// ends. For benchmarks of connection budgets: New's server allows 300.
+func Server(tb testing.TB, maxConnections int) string {
+	tb.Helper()
+	c, err := startCluster(maxConnections)
+	if err != nil {
+		tb.Fatalf("pgtest: cannot start PostgreSQL: %v", err)
+	}
+	tb.Cleanup(c.stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pool, err := postgres.OpenPool(ctx, c.url, 2)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(ctx, `CREATE DATABASE runops`); err != nil {
+		tb.Fatal(err)
+	}
+	dsn := withDatabase(c.url, "runops")
+	if err := migrate(ctx, dsn); err != nil {
+		tb.Fatalf("pgtest: migrate: %v", err)
+	}
+	return dsn
+}
+
+// migrate applies every migration to dsn's database.
+func migrate(ctx context.Context, dsn string) error {
+	pool, err := postgres.OpenPool(ctx, dsn, 2)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	ms, err := postgres.LoadMigrations(supabase.Migrations)
+	if err != nil {
+		return err
+	}
+	_, err = postgres.Migrate(ctx, pool, ms)
+	return err
+}
+
 func makeTemplate() (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -118,16 +161,7 @@ func makeTemplate() (string, error) {
 	if err := adminExec(ctx, fmt.Sprintf(`CREATE DATABASE %s`, name)); err != nil {
 		return "", err
 	}
-	pool, err := postgres.OpenPool(ctx, withDatabase(adminURL, name), 2)
-	if err != nil {
-		return "", err
-	}
-	defer pool.Close()
-	ms, err := postgres.LoadMigrations(supabase.Migrations)
-	if err != nil {
-		return "", err
-	}
-	if _, err := postgres.Migrate(ctx, pool, ms); err != nil {
+	if err := migrate(ctx, withDatabase(adminURL, name)); err != nil {
 		return "", err
 	}
 	return name, nil

@@ -20,8 +20,8 @@ import (
 type ListenerSlot struct {
 	Pool   *pgxpool.Pool
 	Holder string  // the worker's name
-	Max    int     // the cap; negative: Share of the role's connection limit
-	Share  float64 // RUNOPS_LISTENERS as a share
+	Max    int     // at most this many listen (negative: no such cap)
+	Share  float64 // and at most this share of the role's connection limit (0: no such cap)
 	TTL    time.Duration
 	Retry  time.Duration
 	Logger *slog.Logger

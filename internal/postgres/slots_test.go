@@ -74,9 +74,9 @@ func TestListenerSlotsCapTheListeners(t *testing.T) {
 	}
 }
 
-// By default the slots are two thirds of the connections PostgreSQL lets the
-// role open (rounded down): max_connections less the superusers' reserve,
-// or the role's own limit.
+// A share of slots is of the connections PostgreSQL lets the role open
+// (rounded down): max_connections less the superusers' reserve, or the
+// role's own limit; the default also caps them at 16.
 func TestListenerSlotsAreAShareOfTheRolesConnections(t *testing.T) {
 	t.Parallel()
 	pool, dsn := pgtest.Pool(t)
@@ -86,23 +86,25 @@ func TestListenerSlotsAreAShareOfTheRolesConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
-		who  string
-		dsn  string
-		want int
+		who             string
+		dsn             string
+		share, andAt16 int // 66%; 66% but at most 16 (the default)
 	}{
-		{"the superuser", dsn, int(float64(maxConn) * 0.66)},
-		{"an ordinary role", pgtest.Role(t, dsn, -1), int(float64(maxConn-reserved) * 0.66)},
-		{"a role allowed 27 connections", pgtest.Role(t, dsn, 27), 17},
+		{"the superuser", dsn, int(float64(maxConn) * 0.66), 16},
+		{"an ordinary role", pgtest.Role(t, dsn, -1), int(float64(maxConn-reserved) * 0.66), 16},
+		{"a role allowed 27 connections", pgtest.Role(t, dsn, 27), 17, 16},
+		{"a role allowed 20 connections", pgtest.Role(t, dsn, 20), 13, 13},
 	} {
 		conn, err := pgx.Connect(context.Background(), c.dsn)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var slots int
-		err = conn.QueryRow(context.Background(), `SELECT slots FROM runops_listener_slot('probe', -1, 0.66, 30)`).Scan(&slots)
+		var share, andAt16 int
+		err = conn.QueryRow(context.Background(), `SELECT (SELECT slots FROM runops_listener_slot('probe', -1, 0.66, 30)),
+			(SELECT slots FROM runops_listener_slot('probe', 16, 0.66, 30))`).Scan(&share, &andAt16)
 		conn.Close(context.Background())
-		if err != nil || slots != c.want {
-			t.Errorf("%s: %d slots, %v; want %d", c.who, slots, err, c.want)
+		if err != nil || share != c.share || andAt16 != c.andAt16 {
+			t.Errorf("%s: %d slots at 66%%, %d at most 16 (%v); want %d and %d", c.who, share, andAt16, err, c.share, c.andAt16)
 		}
 	}
 }

@@ -34,8 +34,9 @@ AS $$
 $$;
 
 -- Renews holder's slot, or claims the lowest free one, for ttl; returns the
--- slot (NULL when all are taken) and the cap: max_slots when it is not
--- negative, else share of the role's connection limit, rounded down. A
+-- slot (NULL when all are taken) and the cap: max_slots (negative: none) and
+-- share of the role's connection limit, rounded down (0: none), whichever is
+-- smaller. A
 -- holder keeps one slot at most, and none above a lowered cap. Claims are
 -- serialised by a transaction-scoped lock (rare: at start, and every sweep
 -- by a worker without a slot).
@@ -48,8 +49,11 @@ DECLARE
   cap integer;
   got integer;
 BEGIN
-  cap := CASE WHEN max_slots >= 0 THEN max_slots
-              ELSE greatest(floor(public.runops_connection_limit() * share)::int, 0) END;
+  cap := CASE WHEN share > 0 THEN greatest(floor(public.runops_connection_limit() * share)::int, 0) END;
+  IF max_slots >= 0 THEN
+    cap := least(coalesce(cap, max_slots), max_slots);
+  END IF;
+  cap := coalesce(cap, 0);
   PERFORM pg_advisory_xact_lock(7305186219453002741); -- 'runops listener slots'
   UPDATE public.runops_listener_slots s SET expires_at = now() + make_interval(secs => ttl_seconds)
   WHERE s.holder = p_holder AND s.expires_at > now() AND s.slot <= cap

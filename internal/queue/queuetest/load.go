@@ -129,6 +129,19 @@ func (p *Picks) Wait(tb testing.TB, n int) {
 	}
 }
 
+// Last is when the latest job was marked.
+func (p *Picks) Last() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var last time.Time
+	for _, at := range p.at {
+		if at.After(last) {
+			last = at
+		}
+	}
+	return last
+}
+
 // Since is Latencies from committed to the marks.
 func (p *Picks) Since(tb testing.TB, committed map[jobs.ID]time.Time) Percentiles {
 	p.mu.Lock()
