@@ -86,8 +86,8 @@ func TestListenerSlotsAreAShareOfTheRolesConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
-		who             string
-		dsn             string
+		who            string
+		dsn            string
 		share, andAt16 int // 66%; 66% but at most 16 (the default)
 	}{
 		{"the superuser", dsn, int(float64(maxConn) * 0.66), 16},
