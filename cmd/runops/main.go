@@ -208,16 +208,7 @@ func run(ctx context.Context, cmd string, args []string, e env) error {
 }
 
 func migrate(ctx context.Context, cfg config.Config, stdout io.Writer) error {
-	pool, err := postgres.OpenPool(ctx, postgres.Named(cfg.DatabaseURL, "runops-migrate"), 2)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	ms, err := postgres.LoadMigrations(supabase.Migrations)
-	if err != nil {
-		return err
-	}
-	applied, err := postgres.Migrate(ctx, pool, ms)
+	applied, err := postgres.MigrateURL(ctx, postgres.Named(cfg.DatabaseURL, "runops-migrate"), supabase.Migrations)
 	for _, v := range applied {
 		fmt.Fprintf(stdout, "applied %s\n", v)
 	}

@@ -130,25 +130,10 @@ func Server(tb testing.TB, maxConnections int) string {
 		tb.Fatal(err)
 	}
 	dsn := withDatabase(c.url, "runops")
-	if err := migrate(ctx, dsn); err != nil {
+	if _, err := postgres.MigrateURL(ctx, dsn, supabase.Migrations); err != nil {
 		tb.Fatalf("pgtest: migrate: %v", err)
 	}
 	return dsn
-}
-
-// migrate applies every migration to dsn's database.
-func migrate(ctx context.Context, dsn string) error {
-	pool, err := postgres.OpenPool(ctx, dsn, 2)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	ms, err := postgres.LoadMigrations(supabase.Migrations)
-	if err != nil {
-		return err
-	}
-	_, err = postgres.Migrate(ctx, pool, ms)
-	return err
 }
 
 func makeTemplate() (string, error) {
@@ -161,7 +146,7 @@ func makeTemplate() (string, error) {
 	if err := adminExec(ctx, fmt.Sprintf(`CREATE DATABASE %s`, name)); err != nil {
 		return "", err
 	}
-	if err := migrate(ctx, withDatabase(adminURL, name)); err != nil {
+	if _, err := postgres.MigrateURL(ctx, withDatabase(adminURL, name), supabase.Migrations); err != nil {
 		return "", err
 	}
 	return name, nil

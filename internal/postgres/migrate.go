@@ -144,3 +144,18 @@ func migrateErr(op string, err error) error {
 	}
 	return wrap(op, err)
 }
+
+// MigrateURL applies the migrations in fsys to the database at dsn, over a
+// pool of its own, and returns the versions it applied.
+func MigrateURL(ctx context.Context, dsn string, fsys fs.FS) ([]string, error) {
+	pool, err := OpenPool(ctx, dsn, 2)
+	if err != nil {
+		return nil, err
+	}
+	defer pool.Close()
+	ms, err := LoadMigrations(fsys)
+	if err != nil {
+		return nil, err
+	}
+	return Migrate(ctx, pool, ms)
+}
