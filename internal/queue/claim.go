@@ -2,8 +2,11 @@ package queue
 
 import (
 	"context"
+	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/runops/runops/internal/metrics"
 )
 
 // claimLoop claims jobs while a slot is free and the handler's gate is
@@ -105,4 +108,30 @@ func (w *Worker) wait(ctx context.Context, d time.Duration) bool {
 		return false
 	}
 	return true
+}
+
+// claim takes up to n jobs.
+func (w *Worker) claim(ctx context.Context, n int) ([]Job, error) {
+	// Not cancelled by shutdown half-way: a claim the server made but we never
+	// heard of would sit until its lease expired, and cost an attempt.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.LeaseTTL/2)
+	defer cancel()
+	sent := time.Now()
+	claimed, err := w.store.Claim(ctx, w.cfg.Name, n, w.cfg.LeaseTTL)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Job, len(claimed))
+	now := time.Now()
+	for i, c := range claimed {
+		metrics.Pickup.Observe(max(now.Sub(c.QueuedAt), 0).Seconds())
+		attempt, _ := c.Metadata["attempt"].(float64)
+		out[i] = Job{Job: c.Job, Token: c.Token, Attempt: int(attempt), claimedAt: sent}
+	}
+	return out, nil
+}
+
+// jitter spreads periodic work of many workers over ±20 %.
+func jitter(d time.Duration) time.Duration {
+	return d*8/10 + time.Duration(rand.Int64N(int64(d)*4/10+1))
 }

@@ -1,0 +1,81 @@
+package queue
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/runops/runops/internal/jobs"
+)
+
+// run is one claimed job while it runs: how to stop it, how to ask its
+// heartbeat for a check, and whether it has lost the job.
+type run struct {
+	job    Job
+	cancel context.CancelCauseFunc
+	check  chan struct{} // ask the heartbeat to check the lease now
+	lost   atomic.Bool   // the job is no longer this run's
+}
+
+// lose stops the run for good: the job is no longer its own (cause is
+// ErrLeaseLost or ErrEdited), and nothing more is written for it.
+func (r *run) lose(cause error) {
+	r.lost.Store(true)
+	r.cancel(cause)
+}
+
+// heartbeat renews the lease every Heartbeat, at once when asked, and every
+// second while renewals fail (a database restart costs nothing). A timer set
+// at 0.8 × LeaseTTL after the last renewal that succeeded cancels the run
+// before its lease can expire: past that point the rescuer may hand the job
+// to another worker, and this one must have stopped writing by then.
+func (w *Worker) heartbeat(ctx context.Context, r *run, log *slog.Logger) {
+	margin := w.cfg.LeaseTTL * 8 / 10
+	expiring := time.NewTimer(margin - time.Since(r.job.claimedAt))
+	defer expiring.Stop()
+	next := time.NewTimer(w.cfg.Heartbeat)
+	defer next.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-expiring.C:
+			log.Error("lease not renewed in time (database unreachable): stopping the job before the lease expires")
+			r.lose(ErrLeaseLost)
+			return
+		case <-next.C:
+		case <-r.check:
+		}
+		sent := time.Now()
+		rctx, cancel := context.WithTimeout(ctx, w.cfg.Heartbeat)
+		ok, err := w.store.Renew(rctx, r.job.ID, r.job.Token, w.cfg.LeaseTTL)
+		cancel()
+		switch {
+		case err == nil && ok:
+			// The lease now runs until at least sent + LeaseTTL.
+			expiring.Reset(margin - time.Since(sent))
+			next.Reset(w.cfg.Heartbeat)
+		case err == nil:
+			r.lose(w.whyGone(r.job.ID))
+			return
+		case ctx.Err() != nil:
+			return
+		default:
+			log.Warn("lease renewal failed; retrying", "error", err)
+			next.Reset(min(retryEvery, w.cfg.Heartbeat))
+		}
+	}
+}
+
+// whyGone tells a person's edit (status changed, row deleted) from a lease
+// lost to the rescuer, for the handler's sake.
+func (w *Worker) whyGone(id jobs.ID) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	status, found, err := w.store.Status(ctx, id)
+	if err == nil && (!found || status != jobs.StatusProcessing) {
+		return ErrEdited
+	}
+	return ErrLeaseLost
+}

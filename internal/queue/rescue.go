@@ -1,0 +1,77 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/metrics"
+)
+
+// rescueLoop returns expired leases to the queue every sweep (jittered, so
+// that many workers spread it), counted as an attempt; a job claimed
+// MaxAttempts times ends in error instead. It stops with ctx.
+func (w *Worker) rescueLoop(ctx context.Context) {
+	msg := fmt.Sprintf("Processing was interrupted %d times; please try again later, and contact support if it keeps happening.", w.cfg.MaxAttempts)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(jitter(w.cfg.Sweep)):
+		}
+		requeued, failed, err := w.store.Rescue(ctx, w.cfg.MaxAttempts, msg)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.log.Warn("rescue failed", "error", err)
+			}
+			continue
+		}
+		metrics.JobsFinished.WithLabelValues("lost").Add(float64(len(requeued) + len(failed)))
+		for _, id := range requeued {
+			w.log.Warn("lease expired: job back in the queue", "job_id", id)
+		}
+		for _, id := range failed {
+			w.log.Error("lease expired too often: job failed", "job_id", id, "max_attempts", w.cfg.MaxAttempts)
+		}
+		if len(requeued) > 0 {
+			w.Wake()
+		}
+	}
+}
+
+// sweepWorkDirs removes, at start, the work directories that claims of a
+// killed worker left behind (each can hold a whole upload). A directory whose
+// claim still holds its job — another worker's on this host, sharing
+// TempDir — is left alone.
+func (w *Worker) sweepWorkDirs(ctx context.Context) {
+	entries, err := os.ReadDir(w.cfg.TempDir)
+	if err != nil {
+		w.log.Warn("cannot list the work directory", "dir", w.cfg.TempDir, "error", err)
+		return
+	}
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), workDirPrefix)
+		if !e.IsDir() || !ok || len(rest) < 38 || rest[36] != '-' {
+			continue
+		}
+		id, err := jobs.ParseID(rest[:36])
+		if err != nil {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		held, err := w.store.Holds(cctx, id, rest[37:])
+		cancel()
+		if err != nil || held {
+			continue // unknown, or live: keep it
+		}
+		if err := os.RemoveAll(filepath.Join(w.cfg.TempDir, e.Name())); err != nil {
+			w.log.Warn("cannot remove a stale work directory", "dir", e.Name(), "error", err)
+			continue
+		}
+		w.log.Info("removed the work directory of an ended claim", "job_id", id, "dir", e.Name())
+	}
+}

@@ -1,0 +1,149 @@
+package queue
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/metrics"
+)
+
+// execute runs one claimed job to its end and records the outcome.
+func (w *Worker) execute(jobsCtx context.Context, job Job) {
+	log := w.log.With("job_id", job.ID, "attempt", job.Attempt, "worker", w.cfg.Name)
+	runCtx, cancel := context.WithCancelCause(withJobAttrs(jobsCtx, job))
+	defer cancel(nil)
+	r := &run{job: job, cancel: cancel, check: make(chan struct{}, 1)}
+	w.mu.Lock()
+	w.held[job.ID] = r
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		delete(w.held, job.ID)
+		w.mu.Unlock()
+	}()
+
+	// Named, not made (queue.Job.TempDir): many claims making and removing
+	// directories in one parent at once contend for its lock, which cost a
+	// burst of short jobs most of the worker's time.
+	job.TempDir = filepath.Join(w.cfg.TempDir, workDirPrefix+string(job.ID)+"-"+job.Token)
+	defer os.RemoveAll(job.TempDir)
+
+	rep := newReporter(w.store, r, w.cfg.StageDelay)
+	var loops sync.WaitGroup // the run's own: its lease and its pending stage, until the run ends
+	loops.Go(func() { w.heartbeat(runCtx, r, log) })
+	loops.Go(func() { rep.flushStages(runCtx) })
+	log.Info("job started")
+	err := w.safeRun(runCtx, job, rep)
+	cancelled := context.Cause(runCtx)
+	cancel(nil)
+	loops.Wait()
+
+	switch {
+	case errors.Is(cancelled, ErrLeaseLost), errors.Is(err, ErrLeaseLost):
+		// Someone else holds it, or a person changed it: write nothing, but
+		// give the lease up if the job was re-queued.
+		log.Info("job stopped: lease gone or job edited", "error", err)
+		outcome := "lost"
+		if errors.Is(cancelled, ErrEdited) {
+			outcome = "cancelled"
+		}
+		metrics.JobsFinished.WithLabelValues(outcome).Inc()
+		w.record("release", func(ctx context.Context) (bool, error) {
+			return true, w.store.Release(ctx, job.ID, job.Token)
+		})
+	case errors.Is(cancelled, errShutdown) && err != nil, errors.Is(err, ErrHandBack):
+		log.Info("job handed back", "reason", cmp.Or(cancelled, err))
+		if w.record("hand back", func(ctx context.Context) (bool, error) {
+			return w.store.HandBack(ctx, job.ID, job.Token)
+		}) {
+			metrics.JobsFinished.WithLabelValues("handed_back").Inc()
+		}
+	default:
+		o := Outcome{ID: job.ID, Token: job.Token, Status: jobs.StatusCompleted, Patch: rep.finalTimings()}
+		if err != nil {
+			o.Status = jobs.StatusError
+			o.Message, o.Cause = describe(err)
+			log.Warn("job failed", "error", err, "message", o.Message)
+		}
+		if w.record(string(o.Status), func(ctx context.Context) (bool, error) { return w.store.Finish(ctx, o) }) {
+			if err == nil {
+				log.Info("job completed")
+			}
+			metrics.JobsFinished.WithLabelValues(string(o.Status)).Inc()
+		}
+	}
+}
+
+// record writes an outcome, retrying while the database is away (the lease
+// will expire meanwhile and the rescuer stands in if it never comes back); a
+// write the database refuses for good is not retried. It reports whether
+// the write took effect.
+func (w *Worker) record(what string, write func(context.Context) (bool, error)) bool {
+	deadline := time.Now().Add(w.cfg.LeaseTTL)
+	wait := 100 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ok, err := write(ctx)
+		cancel()
+		switch {
+		case err == nil:
+			if !ok {
+				w.log.Warn("outcome not recorded: the lease was gone", "write", what)
+			}
+			return ok
+		case !errors.Is(err, jobs.ErrUnavailable):
+			w.log.Error("outcome refused by the database", "write", what, "error", err)
+			return false
+		case time.Now().After(deadline):
+			w.log.Error("outcome not recorded: database unavailable", "write", what, "error", err)
+			return false
+		}
+		time.Sleep(wait) // retry pacing, not synchronisation
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+func (w *Worker) safeRun(ctx context.Context, job Job, rep Reporter) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			w.log.Error("handler panicked", "job_id", job.ID, "panic", v, "stack", string(debug.Stack()))
+			err = fmt.Errorf("handler panicked: %v", v)
+		}
+	}()
+	return w.handler.Run(ctx, job, rep)
+}
+
+// describe returns the sentence for the person and a short technical cause,
+// both storable as text.
+func describe(err error) (message, cause string) {
+	message = GenericSentence
+	var f *jobs.Failure
+	if errors.As(err, &f) {
+		message = f.Message
+	}
+	return storable(message, 1000), storable(err.Error(), 300)
+}
+
+// storable makes s text PostgreSQL accepts (valid UTF-8, no NUL byte) of at
+// most n bytes, cut on a character boundary: a cut through a character, or a
+// NUL from a tool's output, makes the whole write fail.
+func storable(s string, n int) string {
+	s = strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", ""), "\uFFFD")
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
