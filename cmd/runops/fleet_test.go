@@ -55,21 +55,14 @@ func startFleet(tb testing.TB, n int, pooled, direct string, fake *supabasetest.
 	return procs
 }
 
-// listenerCheck is what the process's /readyz says of its listener.
+// listenerCheck is what the process's /readyz says of its listener while
+// it is ready ("" while it is not: a worker given a slot is connecting).
 func (p *fleetProc) listenerCheck(tb testing.TB) string {
 	tb.Helper()
-	resp, err := http.Get(p.base + "/readyz")
-	if err != nil {
-		tb.Fatal(err)
+	if code, checks := readyz(tb, p.base); code == http.StatusOK {
+		return checks["listener"]
 	}
-	defer resp.Body.Close()
-	var body struct {
-		Checks map[string]string `json:"checks"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusOK {
-		tb.Fatalf("/readyz %d: %v %+v", resp.StatusCode, err, body)
-	}
-	return body.Checks["listener"]
+	return ""
 }
 
 // exited tells whether the process has ended.
