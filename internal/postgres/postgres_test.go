@@ -2,9 +2,13 @@ package postgres_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io/fs"
 	"os"
+	"path"
 	"strings"
 	"sync"
 	"testing"
@@ -447,5 +451,40 @@ func TestJSONBMergeIsDeep(t *testing.T) {
 		`SELECT public.runops_jsonb_merge('{"a":1,"t":{"x":1,"y":2},"arr":[1]}', '{"t":{"y":3,"z":4},"arr":[2],"b":true}')::text`).Scan(&got)
 	if err != nil || got != `{"a": 1, "b": true, "t": {"x": 1, "y": 3, "z": 4}, "arr": [2]}` {
 		t.Fatalf("%s %v", got, err)
+	}
+}
+
+// A migration that has shipped is never edited (a database that applied it
+// would never see the change): supabase/migrations.sha256 records each file
+// as it shipped, and a new migration adds its line.
+func TestShippedMigrationsAreUnchanged(t *testing.T) {
+	raw, err := os.ReadFile("../../supabase/migrations.sha256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	recorded := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		sum, name, ok := strings.Cut(line, "  ")
+		if !ok {
+			t.Fatalf("migrations.sha256: %q is not sha256sum's output", line)
+		}
+		recorded[name] = sum
+	}
+	files, err := fs.Glob(supabase.Migrations, "migrations/*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		body, err := fs.ReadFile(supabase.Migrations, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := path.Base(f)
+		want, ok := recorded[name]
+		if got := fmt.Sprintf("%x", sha256.Sum256(body)); !ok {
+			t.Errorf("%s is not in supabase/migrations.sha256: add `%s  %s` once it is final", name, got, name)
+		} else if got != want {
+			t.Errorf("%s was edited after it shipped: put the change in a new migration", name)
+		}
 	}
 }

@@ -6,22 +6,21 @@
 -- every object. Idempotent; the bucket part is skipped where there is no
 -- storage schema (plain PostgreSQL).
 
--- Which job an object belongs to, from its path: the id after raw/, slim/,
--- sops/ or frames/ (raw/<id>.mp4, slim/<id>.mp4, sops/<id>.json,
--- frames/<id>/<node>.jpg); NULL under any other folder. The policy runs this
--- on every object a listing scans, so it is a few plain string functions
--- (a regular expression cost ~6 µs an object, these ~0.3 µs). The id is not checked
--- here: only canonical ids are in runops_uploads, so anything else matches
--- no job, and whatever else the service stored under a job's id is that
--- job's.
+-- Which job an object belongs to, from its path: raw/<id>.mp4, slim/<id>.mp4,
+-- sops/<id>.json or frames/<id>/<node>.jpg; NULL for any other path. Plain
+-- string functions (no regular expression): the policy runs this on every
+-- object a listing scans. The id is not checked here: only canonical ids are
+-- in runops_uploads, so anything else matches no job.
 CREATE OR REPLACE FUNCTION public.runops_object_job(name text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-  SELECT CASE strpos(name, '/')
-    WHEN 4 THEN CASE WHEN left(name, 4) = 'raw/' THEN substr(name, 5, 36) END
-    WHEN 5 THEN CASE WHEN left(name, 5) IN ('slim/', 'sops/') THEN substr(name, 6, 36) END
-    WHEN 7 THEN CASE WHEN left(name, 7) = 'frames/' THEN substr(name, 8, 36) END
+  SELECT CASE
+    WHEN left(name, 4) = 'raw/' AND length(name) = 44 AND right(name, 4) = '.mp4' THEN substr(name, 5, 36)
+    WHEN left(name, 5) = 'slim/' AND length(name) = 45 AND right(name, 4) = '.mp4' THEN substr(name, 6, 36)
+    WHEN left(name, 5) = 'sops/' AND length(name) = 46 AND right(name, 5) = '.json' THEN substr(name, 6, 36)
+    WHEN left(name, 7) = 'frames/' AND length(name) > 44 AND substr(name, 44, 1) = '/'
+      AND strpos(substr(name, 45), '/') = 0 THEN substr(name, 8, 36)
   END
 $$;
 
