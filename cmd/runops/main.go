@@ -371,11 +371,15 @@ func startEngine(ctx, runCtx context.Context, stop func(), g *errgroup.Group, cf
 		g.Go(func() error { return slot.Run(runCtx, listener.Run) })
 	}
 	checks = append(checks, httpserver.Check{Name: "listener", Fn: func(context.Context) error {
-		switch {
-		case listener == nil:
+		if listener == nil {
 			return nil // polling on purpose
-		case slot.Problem() != "":
-			return &httpserver.Degraded{Reason: slot.Problem()}
+		}
+		reason, settled := slot.Problem()
+		switch {
+		case reason != "" && !settled:
+			return &httpserver.NotReady{Reason: reason}
+		case reason != "":
+			return &httpserver.Degraded{Reason: reason}
 		case !listener.Connected():
 			return errors.New(listener.Problem())
 		}

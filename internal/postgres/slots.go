@@ -28,6 +28,7 @@ type ListenerSlot struct {
 
 	mu      sync.Mutex
 	problem string // why this worker does not listen; "" while it holds a slot
+	settled bool   // the database has answered once: this worker listens or polls for good reason
 }
 
 const (
@@ -36,11 +37,13 @@ const (
 )
 
 // Problem says why the worker polls instead of listening ("" while it
-// holds a slot), for /readyz.
-func (s *ListenerSlot) Problem() string {
+// holds a slot), for /readyz; settled is false until the database has first
+// answered, so that a worker starting up is not ready — rather than ready
+// at once, and then not while the listener a slot gave it connects.
+func (s *ListenerSlot) Problem() (reason string, settled bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.problem
+	return s.problem, s.settled
 }
 
 func (s *ListenerSlot) say(problem string) {
@@ -90,6 +93,11 @@ func (s *ListenerSlot) take(ctx context.Context) bool {
 	wait := time.Second
 	for {
 		slot, slots, err := s.ask(ctx)
+		if err == nil {
+			s.mu.Lock()
+			s.settled = true
+			s.mu.Unlock()
+		}
 		switch {
 		case err == nil && slot > 0:
 			s.say("")

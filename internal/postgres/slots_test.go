@@ -48,7 +48,7 @@ func TestListenerSlotsCapTheListeners(t *testing.T) {
 	waiting := func() int {
 		n := 0
 		for _, s := range slots {
-			if strings.Contains(s.Problem(), "all 2 listener slots are taken") {
+			if reason, settled := s.Problem(); settled && strings.Contains(reason, "all 2 listener slots are taken") {
 				n++
 			}
 		}
@@ -57,7 +57,7 @@ func TestListenerSlotsCapTheListeners(t *testing.T) {
 	wait.For(t, "two listening and one polling", 30*time.Second, func() bool { return listening.Load() == 2 && waiting() == 1 })
 	var left int
 	for i, s := range slots {
-		if s.Problem() == "" {
+		if reason, _ := s.Problem(); reason == "" {
 			left = i
 		}
 	}
