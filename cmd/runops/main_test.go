@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"io"
 	"net"
@@ -112,6 +111,8 @@ func TestMigrateCommandIsIdempotent(t *testing.T) {
 	}
 }
 
+// freeAddr is an address nothing listens on (a process under test is given
+// 127.0.0.1:0 instead, and says which port it took: see start).
 func freeAddr(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -125,41 +126,11 @@ func TestServeAnswersAndStopsOnSIGTERM(t *testing.T) {
 	bin := binary(t)
 	dsn := pgtest.New(t)
 	fake := supabasetest.New(t, jobs.MaxUploadBytes)
-	addr := freeAddr(t)
-	cmd := exec.Command(bin, "serve")
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "SUPABASE_URL="+fake.URL, "SERVICE_ROLE_KEY="+fake.ServiceRoleKey(),
-		"RUNOPS_ADDR="+addr, "SUPABASE_PUBLIC_URL=https://public.example", "GEMINI_API_KEY=test-key")
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	logs := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			logs <- sc.Text()
-		}
-		close(logs)
-	}()
-	// Wait for the "listening" log line: an event, not a sleep.
-	deadline := time.After(30 * time.Second)
-	for listening := false; !listening; {
-		select {
-		case l, ok := <-logs:
-			if !ok {
-				t.Fatal("exited before listening")
-			}
-			listening = strings.Contains(l, `"msg":"listening"`)
-		case <-deadline:
-			t.Fatal("not listening after 30s")
-		}
-	}
-	go func() {
-		for range logs { // keep draining
-		}
-	}()
-	base := "http://" + addr
+	// The alias `supabase status` prints for the key; the "listening" log
+	// line (an event, not a sleep) gives the address.
+	p := launch(t, bin, "serve", dsn, fake, "SUPABASE_SERVICE_ROLE_KEY=", "SERVICE_ROLE_KEY="+fake.ServiceRoleKey(),
+		"SUPABASE_PUBLIC_URL=https://public.example")
+	base := p.base
 	waitReady(t, base)
 	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/api/job-status/x": 400} {
 		resp, err := http.Get(base + path)
@@ -181,20 +152,11 @@ func TestServeAnswersAndStopsOnSIGTERM(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(b), `"url":"https://public.example/storage/v1/object/upload/sign/videos/raw/`) {
 		t.Fatalf("get-upload-url: %d %s", resp.StatusCode, b)
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v", err)
-		}
-	case <-ctx.Done():
-		t.Fatal("did not exit after SIGTERM")
+	if err := p.waitExit(t); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
 	}
 }
 
@@ -330,23 +292,17 @@ func TestDockerfileMatchesTheREADME(t *testing.T) {
 	// The health check works against a real process.
 	dsn := pgtest.New(t)
 	fake := supabasetest.New(t, jobs.MaxUploadBytes)
-	addr := freeAddr(t)
-	env := append(os.Environ(), "DATABASE_URL="+dsn, "SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ServiceRoleKey(), "RUNOPS_ADDR="+addr)
-	check := exec.Command(bin, "healthcheck")
-	check.Env = env
-	if err := check.Run(); err == nil {
+	healthcheck := func(addr string) ([]byte, error) {
+		check := exec.Command(bin, "healthcheck")
+		check.Env = append(os.Environ(), "RUNOPS_ADDR="+addr, "SUPABASE_SERVICE_ROLE_KEY=k")
+		return check.CombinedOutput()
+	}
+	if _, err := healthcheck(freeAddr(t)); err == nil {
 		t.Fatal("healthcheck passed with nothing listening")
 	}
-	api := exec.Command(bin, "api")
-	api.Env = env
-	if err := api.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { api.Process.Kill(); _ = api.Wait() })
-	waitReady(t, "http://"+addr)
-	check = exec.Command(bin, "healthcheck")
-	check.Env = env
-	if out, err := check.CombinedOutput(); err != nil {
+	api := launch(t, bin, "api", dsn, fake)
+	waitReady(t, api.base)
+	if out, err := healthcheck(strings.TrimPrefix(api.base, "http://")); err != nil {
 		t.Fatalf("healthcheck: %v %s", err, out)
 	}
 }

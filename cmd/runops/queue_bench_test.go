@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -89,27 +88,16 @@ func pickupByWorkers(b *testing.B, bin string, procs int, mode string, feed func
 	ctx, cancel := context.WithCancel(context.Background())
 	defer queuetest.ListenFloor(ctx, b, dsn, notified)()
 	defer cancel()
+	workerDSN := dsn
+	if mode != "" {
+		sep := "?"
+		if strings.Contains(dsn, "?") {
+			sep = "&"
+		}
+		workerDSN += sep + "default_query_exec_mode=" + mode
+	}
 	for range procs {
-		addr := freeAddr(b)
-		cmd := exec.Command(bin, "worker")
-		workerDSN := dsn
-		if mode != "" {
-			sep := "?"
-			if strings.Contains(dsn, "?") {
-				sep = "&"
-			}
-			workerDSN += sep + "default_query_exec_mode=" + mode
-		}
-		cmd.Env = append(os.Environ(), "DATABASE_URL="+workerDSN, "GEMINI_API_KEY=k", "SUPABASE_URL="+fake.URL,
-			"SUPABASE_SERVICE_ROLE_KEY="+fake.ServiceRoleKey(), "RUNOPS_ADDR="+addr, "RUNOPS_WORKER_CONCURRENCY=8",
-			"RUNOPS_TMPDIR="+b.TempDir())
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		b.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
-		waitReady(b, "http://"+addr)
+		waitReady(b, launch(b, bin, "worker", workerDSN, fake, "RUNOPS_WORKER_CONCURRENCY=8").base)
 	}
 
 	committed := feed(b, pool)

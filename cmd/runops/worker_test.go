@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -23,6 +24,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/runops/runops/internal/child"
 	"github.com/runops/runops/internal/geminitest"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/mediatest"
@@ -33,39 +35,114 @@ import (
 	"github.com/runops/runops/internal/wait"
 )
 
-// workerEnv is a real worker process against db, running the advisory test handler.
-type workerProc struct {
+// proc is a runops process a test started (start, launch), killed when
+// the test ends.
+type proc struct {
 	cmd  *exec.Cmd
-	done chan error
+	done chan error // its exit, once
+	base string     // http://<the address it listens on>, once known (listening)
+
+	addr chan string // the address of its "listening" log line
+	mu   sync.Mutex
+	logs child.Tail // the end of what it logged, for a failure's message
+}
+
+// start starts runops command against the database at dsn and the storage
+// stand-in fake. It listens on a port the kernel chooses (RUNOPS_ADDR
+// 127.0.0.1:0) and says which in its log: a port chosen by the test could
+// be taken by then (many processes, many outgoing connections), and two
+// processes would answer as one.
+func start(t testing.TB, bin, command, dsn string, fake *supabasetest.Server, extra ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, command)
+	cmd.Env = append(append(os.Environ(), "DATABASE_URL="+dsn, "SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ServiceRoleKey(),
+		"GEMINI_API_KEY=test-key", "RUNOPS_ADDR=127.0.0.1:0", "RUNOPS_TMPDIR="+t.TempDir()), extra...)
+	cmd.Env = append(cmd.Env, "RUNOPS_LOG_FORMAT=json") // after extra: the address is read from JSON lines
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, done: make(chan error, 1), addr: make(chan string, 1), logs: child.Tail{Max: 8 << 10}}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(nil, 1<<20)
+		found := false
+		for sc.Scan() {
+			var line struct{ Msg, Addr string }
+			if !found && json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
+				p.addr <- line.Addr
+				found = true
+			}
+			p.mu.Lock()
+			_, _ = p.logs.Write(append(sc.Bytes(), '\n'))
+			p.mu.Unlock()
+		}
+		close(p.addr)
+		p.done <- cmd.Wait()
+	}()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-p.done })
+	return p
+}
+
+// listening waits for the process to say where it listens, and sets base.
+func (p *proc) listening(t testing.TB) {
+	t.Helper()
+	select {
+	case addr, ok := <-p.addr:
+		if !ok {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			t.Fatalf("runops exited before listening:\n%s", p.logs.String())
+		}
+		p.base = "http://" + addr
+	case <-time.After(30 * time.Second):
+		t.Fatal("runops not listening after 30 s")
+	}
+}
+
+// launch is start, once the process listens.
+func launch(t testing.TB, bin, command, dsn string, fake *supabasetest.Server, extra ...string) *proc {
+	t.Helper()
+	p := start(t, bin, command, dsn, fake, extra...)
+	p.listening(t)
+	return p
+}
+
+// exited tells whether the process has ended.
+func (p *proc) exited() bool {
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return true
+	default:
+		return false
+	}
+}
+
+// workerProc is a real worker process running the recording test handler,
+// with a Gemini stand-in that answers once.
+type workerProc struct {
+	*proc
 	fake *supabasetest.Server // the storage it uses
-	base string               // http://RUNOPS_ADDR
 }
 
 func startWorker(t testing.TB, bin, dsn string, extra ...string) *workerProc {
 	t.Helper()
-	addr := freeAddr(t)
 	fake := supabasetest.New(t, jobs.MaxUploadBytes)
 	fake.OnStore(soptest.Inspect(t))
 	ai := geminitest.New(t, "test-key")
-	good := geminitest.JSON(geminitest.SampleSOP)
-	ai.Answer(good)
-	cmd := exec.Command(bin, "worker")
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "GEMINI_API_KEY=test-key", recordingEnv,
-		"SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ServiceRoleKey(), "GOOGLE_GEMINI_BASE_URL="+ai.URL,
-		"RUNOPS_ADDR="+addr, "RUNOPS_WORKER_CONCURRENCY=2", "RUNOPS_LEASE_TTL=2s", "RUNOPS_HEARTBEAT=300ms",
-		"RUNOPS_SWEEP=500ms", "RUNOPS_SHUTDOWN_GRACE=5s", "RUNOPS_TMPDIR="+t.TempDir())
-	cmd.Env = append(cmd.Env, extra...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &workerProc{cmd: cmd, done: make(chan error, 1), fake: fake, base: "http://" + addr}
-	go func() { p.done <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-p.done })
-	waitReady(t, "http://"+addr)
-	return p
+	ai.Answer(geminitest.JSON(geminitest.SampleSOP))
+	p := launch(t, bin, "worker", dsn, fake, append([]string{recordingEnv, "GOOGLE_GEMINI_BASE_URL=" + ai.URL,
+		"RUNOPS_WORKER_CONCURRENCY=2", "RUNOPS_LEASE_TTL=2s", "RUNOPS_HEARTBEAT=300ms", "RUNOPS_SWEEP=500ms",
+		"RUNOPS_SHUTDOWN_GRACE=5s"}, extra...)...)
+	waitReady(t, p.base)
+	return &workerProc{proc: p, fake: fake}
 }
 
-func (p *workerProc) waitExit(t testing.TB) error {
+func (p *proc) waitExit(t testing.TB) error {
 	t.Helper()
 	select {
 	case err := <-p.done:
@@ -340,29 +417,12 @@ func TestReadyzFailsFromSIGTERM(t *testing.T) {
 func TestReadyzNamesARefusedServiceKey(t *testing.T) {
 	_, dsn := newDB(t)
 	fake := supabasetest.New(t, jobs.MaxUploadBytes)
-	addr := freeAddr(t)
-	cmd := exec.Command(binary(t), "api")
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ForeignServiceRoleKey(),
-		"RUNOPS_ADDR="+addr)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); _ = cmd.Wait() })
-	var checks map[string]any
-	deadline := time.Now().Add(30 * time.Second)
-	for checks["storage"] == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("no /readyz answer")
-		}
-		if resp, err := http.Get("http://" + addr + "/readyz"); err == nil {
-			var body map[string]any
-			_ = json.NewDecoder(resp.Body).Decode(&body)
-			resp.Body.Close()
-			checks, _ = body["checks"].(map[string]any)
-		} else {
-			time.Sleep(20 * time.Millisecond) // not listening yet: poll pacing
-		}
-	}
+	p := launch(t, binary(t), "api", dsn, fake, "SUPABASE_SERVICE_ROLE_KEY="+fake.ForeignServiceRoleKey())
+	var checks map[string]string
+	wait.For(t, "a /readyz answer about storage", 30*time.Second, func() bool {
+		_, checks = readyz(t, p.base)
+		return checks["storage"] != ""
+	})
 	if checks["storage"] != "Supabase Storage refuses SUPABASE_SERVICE_ROLE_KEY" || checks["database"] != "ok" {
 		t.Fatalf("checks %v", checks)
 	}
@@ -546,19 +606,9 @@ func startServe(t *testing.T, bin, dsn string, fake *supabasetest.Server, extra 
 // startCommand is startServe for any of serve, api and worker.
 func startCommand(t *testing.T, bin, command, dsn string, fake *supabasetest.Server, extra ...string) (*exec.Cmd, chan error, string) {
 	t.Helper()
-	addr := freeAddr(t)
-	cmd := exec.Command(bin, command)
-	cmd.Env = append(append(os.Environ(), "DATABASE_URL="+dsn, "SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ServiceRoleKey(),
-		"GEMINI_API_KEY=test-key", "RUNOPS_ADDR="+addr, "RUNOPS_TMPDIR="+t.TempDir()), extra...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-done })
-	base := "http://" + addr
-	waitReady(t, base)
-	return cmd, done, base
+	p := launch(t, bin, command, dsn, fake, extra...)
+	waitReady(t, p.base)
+	return p.cmd, p.done, p.base
 }
 
 // apiCaller calls the API at base as the app would and returns the JSON of a
