@@ -77,11 +77,18 @@ func New(t testing.TB) string {
 	if templateErr != nil {
 		t.Fatalf("pgtest: template database: %v", templateErr)
 	}
+	return clone(t, templateName)
+}
+
+// clone returns the URL of a new database made from template, dropped when
+// the test ends.
+func clone(t testing.TB, template string) string {
+	t.Helper()
 	name := fmt.Sprintf("runops_t%d_%d", os.Getpid(), counter.Add(1))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cloneMu.Lock()
-	err := adminExec(ctx, fmt.Sprintf(`CREATE DATABASE %s TEMPLATE %s`, name, templateName))
+	err := adminExec(ctx, fmt.Sprintf(`CREATE DATABASE %s TEMPLATE %s`, name, template))
 	cloneMu.Unlock()
 	if err != nil {
 		t.Fatalf("pgtest: create database: %v", err)

@@ -3,7 +3,10 @@ package pgtest
 import (
 	"context"
 	"fmt"
+	"os"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -14,8 +17,12 @@ import (
 // supabaseSchemas is the part of a Supabase database that the migrations and
 // the storage policies build on, as Supabase defines it (docs/security.md):
 // the API roles (service_role bypasses RLS), auth.uid() reading the claims
-// the storage server sets for every request, and storage.buckets/objects with
-// RLS on and the grants of a hosted project. Roles are cluster-wide: made once.
+// the storage server sets for every request, storage.buckets/objects with
+// RLS on and the grants of a hosted project, and the default privileges that
+// hosted projects and the supabase CLI stack give the role that migrates
+// (postgres there): every table, function and sequence it creates in public
+// is granted to anon, authenticated and service_role. Roles are
+// cluster-wide: made once.
 const supabaseSchemas = `
 DO $$ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN CREATE ROLE anon NOLOGIN NOINHERIT; END IF;
@@ -53,23 +60,75 @@ ALTER TABLE storage.objects ENABLE ROW LEVEL SECURITY;
 ALTER TABLE storage.buckets ENABLE ROW LEVEL SECURITY;
 GRANT ALL ON storage.objects, storage.buckets TO anon, authenticated, service_role;
 GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON FUNCTIONS TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authenticated, service_role;
 `
 
-// SupabasePool is Pool for a database that also has Supabase's roles, auth
-// and storage schemas (created before the migrations run, as on a Supabase
-// project), with the migrations applied once more on top so that they find
-// the storage schema. It is not the shared template: each call builds it.
+// SupabasePool is Pool for a database made as on a Supabase project:
+// Supabase's roles, auth and storage schemas and default privileges first,
+// then every migration from the start, so that each object a migration
+// creates in public is granted as Supabase grants it before any later
+// migration revokes it; then every migration once more (each is idempotent).
+// The databases are clones of a template of their own, made once per test
+// binary; New's template has none of this.
 func SupabasePool(t testing.TB) (*pgxpool.Pool, string) {
 	t.Helper()
-	pool, dsn := Pool(t)
-	ctx := context.Background()
+	if adminURL == "" {
+		t.Fatal("pgtest: no server; call pgtest.Main from TestMain")
+	}
+	supabaseOnce.Do(func() { supabaseTemplate, supabaseErr = makeSupabaseTemplate() })
+	if supabaseErr != nil {
+		t.Fatalf("pgtest: supabase template database: %v", supabaseErr)
+	}
+	dsn := clone(t, supabaseTemplate)
+	pool, err := postgres.OpenPool(context.Background(), dsn, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool, dsn
+}
+
+var (
+	supabaseOnce     sync.Once
+	supabaseTemplate string
+	supabaseErr      error
+)
+
+// makeSupabaseTemplate makes SupabasePool's template: an empty database,
+// Supabase's part, the migrations as `runops migrate` or `supabase db push`
+// applies them, then all of them again.
+func makeSupabaseTemplate() (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	name := fmt.Sprintf("runops_stmpl%d", os.Getpid())
+	if err := adminExec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, name)); err != nil {
+		return "", err
+	}
+	if err := adminExec(ctx, fmt.Sprintf(`CREATE DATABASE %s`, name)); err != nil {
+		return "", err
+	}
+	dsn := withDatabase(adminURL, name)
+	pool, err := postgres.OpenPool(ctx, dsn, 2)
+	if err != nil {
+		return "", err
+	}
+	defer pool.Close()
 	if _, err := pool.Exec(ctx, supabaseSchemas); err != nil {
-		t.Fatalf("pgtest: supabase schemas: %v", err)
+		return "", fmt.Errorf("supabase schemas: %w", err)
+	}
+	ms, err := postgres.LoadMigrations(supabase.Migrations)
+	if err != nil {
+		return "", err
+	}
+	if _, err := postgres.Migrate(ctx, pool, ms); err != nil {
+		return "", err
 	}
 	if err := migrateAgain(ctx, pool); err != nil {
-		t.Fatalf("pgtest: migrations on the supabase schemas: %v", err)
+		return "", fmt.Errorf("migrations applied again: %w", err)
 	}
-	return pool, dsn
+	return name, nil
 }
 
 // migrateAgain applies every migration once more (each is idempotent).

@@ -28,9 +28,18 @@ var (
 	service = caller{"service_role", ""}
 )
 
-// as runs query as c and returns the first column of every row.
+// names runs query as c and returns the first column of every row.
 func (c caller) names(t testing.TB, pool *pgxpool.Pool, query string, args ...any) []string {
 	t.Helper()
+	out, err := c.rows(pool, query, args...)
+	if err != nil {
+		t.Fatalf("as %s %s: %v", c.role, c.sub, err)
+	}
+	return out
+}
+
+// rows is names that returns the query's error.
+func (c caller) rows(pool *pgxpool.Pool, query string, args ...any) ([]string, error) {
 	ctx := context.Background()
 	claims := map[string]string{"role": c.role}
 	if c.sub != "" {
@@ -52,10 +61,7 @@ func (c caller) names(t testing.TB, pool *pgxpool.Pool, query string, args ...an
 		out, err = pgx.CollectRows(rows, pgx.RowTo[string])
 		return err
 	})
-	if err != nil {
-		t.Fatalf("as %s %s: %v", c.role, c.sub, err)
-	}
-	return out
+	return out, err
 }
 
 // objectsOf are the four kinds of object a job has (docs/frontend-contract.md).
