@@ -51,10 +51,14 @@ type shotSet struct {
 	missing []missingFrame
 }
 
-// pendingShot is a step's screenshot, on local disk until it is stored.
+// pendingShot is a step's screenshot, on local disk until it is stored:
+// the picture of its second, or one an earlier run stored (kept: its
+// highlight is drawn on it already).
 type pendingShot struct {
-	node *sop.Node
-	file string
+	node   *sop.Node
+	file   string
+	second int
+	kept   bool
 }
 
 // frames picks the picture of every shown step's second (at most
@@ -117,9 +121,7 @@ func (p *Pipeline) takeShots(ctx context.Context, job queue.Job, r queue.Reporte
 		}
 		switch {
 		case errors.Is(err, jobs.ErrObjectMissing):
-			kept, err := p.keepPrevious(ctx, job, want)
-			set.kept = kept
-			return func(shot) string { return whyGone }, err
+			return func(shot) string { return whyGone }, p.keepPrevious(ctx, job, want, set)
 		case errors.Is(err, errNotTaken):
 			why = func(s shot) string { return whyNotTaken + s.node.Timestamp }
 		case err != nil:
@@ -136,7 +138,7 @@ func (p *Pipeline) takeShots(ctx context.Context, job queue.Job, r queue.Reporte
 		} else if err != nil {
 			return why, err
 		}
-		set.pending = append(set.pending, pendingShot{s.node, file})
+		set.pending = append(set.pending, pendingShot{node: s.node, file: file, second: s.second})
 	}
 	return why, nil
 }
@@ -226,8 +228,11 @@ func (p *Pipeline) retake(ctx context.Context, job queue.Job, r queue.Reporter, 
 
 // keepPrevious gives each step of want that the previous SOP had, with the
 // same timestamp and a screenshot still in storage, that screenshot again.
-// It returns how many it kept.
-func (p *Pipeline) keepPrevious(ctx context.Context, job queue.Job, want []shot) (int, error) {
+// With the privacy pass on, the screenshot is downloaded to go through it
+// again, with this run's values and rules, and be stored anew (pending,
+// kept); one that cannot be downloaded is dropped with its step's reason.
+// With it off, the step points at the stored screenshot as it is.
+func (p *Pipeline) keepPrevious(ctx context.Context, job queue.Job, want []shot, set *shotSet) error {
 	var prev struct {
 		Public struct {
 			Nodes []sop.Node `json:"nodes"`
@@ -249,10 +254,10 @@ func (p *Pipeline) keepPrevious(ctx context.Context, job queue.Job, want []shot)
 		return nil
 	})
 	if errors.Is(err, jobs.ErrObjectMissing) || len(prev.Public.Nodes) == 0 {
-		return 0, nil
+		return nil
 	}
 	if err != nil {
-		return 0, err
+		return err
 	}
 	var names []string
 	err = p.retry(ctx, viaStorage, func() (err error) {
@@ -260,18 +265,55 @@ func (p *Pipeline) keepPrevious(ctx context.Context, job queue.Job, want []shot)
 		return err
 	})
 	if err != nil {
-		return 0, err
+		return err
 	}
 	kept := 0
 	for _, s := range want {
 		path := job.ID.FramePath(s.node.ID)
 		i := slices.IndexFunc(prev.Public.Nodes, func(n sop.Node) bool { return n.ID == s.node.ID })
-		if i >= 0 && prev.Public.Nodes[i].Timestamp == s.node.Timestamp && prev.Public.Nodes[i].Screenshot == path &&
-			slices.Contains(names, s.node.ID+".jpg") {
-			s.node.Screenshot = path
-			kept++
+		if i < 0 || prev.Public.Nodes[i].Timestamp != s.node.Timestamp || prev.Public.Nodes[i].Screenshot != path ||
+			!slices.Contains(names, s.node.ID+".jpg") {
+			continue
 		}
+		if p.cfg.Privacy == nil {
+			s.node.Screenshot = path
+			set.kept++
+			kept++
+			continue
+		}
+		file := filepath.Join(job.TempDir, "shot-"+s.node.ID+".jpg")
+		err := p.retry(ctx, viaStorage, func() error { return p.downloadFile(ctx, path, file) })
+		if errors.Is(err, jobs.ErrObjectMissing) {
+			continue // deleted since the listing: the step has none
+		}
+		if err != nil {
+			return err
+		}
+		set.pending = append(set.pending, pendingShot{node: s.node, file: file, second: s.second, kept: true})
+		kept++
 	}
 	p.cfg.Logger.InfoContext(ctx, "the raw upload is gone: unchanged steps keep their screenshots", "kept", kept, "shown", len(want))
-	return kept, nil
+	return nil
 }
+
+// downloadFile writes the object at path to the local file.
+func (p *Pipeline) downloadFile(ctx context.Context, path, file string) error {
+	body, _, err := p.objects.Download(ctx, path)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	out, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, io.LimitReader(body, maxScreenshotBytes)); err != nil {
+		out.Close()
+		return fmt.Errorf("%w: %w", jobs.ErrUnavailable, err)
+	}
+	return out.Close()
+}
+
+// maxScreenshotBytes bounds a screenshot downloaded again: a 1080p JPEG
+// at the quality we write is a few hundred kilobytes.
+const maxScreenshotBytes = 16 << 20

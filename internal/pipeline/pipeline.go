@@ -125,7 +125,7 @@ func (p *Pipeline) Run(ctx context.Context, job queue.Job, r queue.Reporter) (er
 	if err != nil {
 		return err
 	}
-	if err := p.redact(ctx, r, ans, shots); err != nil {
+	if err := p.redact(ctx, job, r, ans, shots); err != nil {
 		return err
 	}
 	return p.writeSOP(ctx, job, r, ans.doc, shots)

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strings"
 
 	"golang.org/x/sync/errgroup"
 
@@ -21,16 +20,24 @@ import (
 	"github.com/runops/runops/internal/sop"
 )
 
-// redact is the privacy pass (stage redacting). Every text of the SOP has
-// its sensitive values — found by the detectors, the operator's patterns,
-// or marked by the model — replaced by variables, each described in
-// public.variables. Every pending screenshot is read by OCR, as many at
-// once as there are cores; the words of a value found on it, or close to
-// one the text had, are destroyed (filled solid), and so are the boxes the
-// model gave for the values it marked. metadata.privacy counts them per
-// kind and per source, never a value. With RUNOPS_REDACT off it does
-// nothing.
-func (p *Pipeline) redact(ctx context.Context, r queue.Reporter, a answer, shots *shotSet) error {
+// redact is the privacy pass (stage redacting). Every picture the
+// screenshots are taken from is read by OCR once, as many at once as there
+// are cores, and the rules run on what it shows; then every text of the SOP
+// has its sensitive values — found by the rules, the operator's patterns,
+// marked by the model, or read on a screenshot — replaced by variables,
+// each described in public.variables; then each picture has the words of
+// every value found on either side, and the boxes the model gave, filled
+// solid, once, before it is copied to every step shown at that second
+// (each with its own highlight). metadata.privacy counts them per kind and
+// per source, never a value, and describes this run alone. With
+// RUNOPS_REDACT off it does nothing but forget an earlier run's counts.
+func (p *Pipeline) redact(ctx context.Context, job queue.Job, r queue.Reporter, a answer, shots *shotSet) error {
+	if job.Metadata["privacy"] != nil {
+		// Replaced, never merged: an earlier run's counts go first.
+		if err := r.Merge(ctx, map[string]any{"privacy": nil}); err != nil {
+			return err
+		}
+	}
 	if p.cfg.Privacy == nil {
 		return nil
 	}
@@ -38,49 +45,85 @@ func (p *Pipeline) redact(ctx context.Context, r queue.Reporter, a answer, shots
 		return err
 	}
 	red := privacy.NewRedactor(p.cfg.Privacy, a.marks)
+	pics := pictures(shots.pending, a.boxes)
+	if err := p.readPictures(ctx, red, pics); err != nil {
+		return err
+	}
 	red.Document(a.doc)
-	if err := p.redactPictures(ctx, red, a, shots.pending); err != nil {
+	if err := p.paintPictures(ctx, red, pics); err != nil {
 		return err
 	}
 	return r.Merge(ctx, map[string]any{"privacy": red.Report()})
 }
 
-// redactPictures reads every pending screenshot with OCR, as many at once
-// as there are cores, and covers what red finds on it. The earliest and
-// the latest are read whole; each other one is read against whichever of
-// them it shares most rows with, so that the parts of a screen that stayed
-// as they were are not read again (ocr.ReadAgainst).
-func (p *Pipeline) redactPictures(ctx context.Context, red *privacy.Redactor, a answer, pending []pendingShot) error {
+// picture is one picture the screenshots are taken from: the frame of a
+// second, shown by one step or more, or a screenshot kept from an earlier
+// run. It is read, and painted, once.
+type picture struct {
+	shots  []pendingShot // the steps it is the screenshot of; the first's file is read
+	model  []box2d       // the boxes the model gave on it, for any of them
+	screen *privacy.Screen
+}
+
+// pictures groups the pending screenshots by the picture they are copies
+// of, in the order of their seconds.
+func pictures(pending []pendingShot, boxes map[string][]box2d) []*picture {
 	pending = slices.Clone(pending)
-	slices.SortStableFunc(pending, func(x, y pendingShot) int { return strings.Compare(x.node.Timestamp, y.node.Timestamp) })
-	var first, rest []pendingShot
-	for i, ps := range pending {
-		if i == 0 || i == len(pending)-1 {
-			first = append(first, ps)
+	slices.SortStableFunc(pending, func(x, y pendingShot) int { return x.second - y.second })
+	var out []*picture
+	at := map[string]*picture{}
+	for _, ps := range pending {
+		key := fmt.Sprint("second ", ps.second)
+		if ps.kept {
+			key = "kept " + ps.node.ID // each its own picture, its highlight drawn
+		}
+		pic := at[key]
+		if pic == nil {
+			pic = &picture{}
+			at[key] = pic
+			out = append(out, pic)
+		}
+		pic.shots = append(pic.shots, ps)
+		pic.model = append(pic.model, boxes[ps.node.ID]...)
+	}
+	return out
+}
+
+// readPictures reads every picture with OCR, as many at once as there are
+// cores, and has red find the values on it. The earliest and the latest
+// are read whole; each other one is read against whichever of them it
+// shares most rows with, so that the parts of a screen that stayed as they
+// were are not read again (ocr.ReadAgainst).
+func (p *Pipeline) readPictures(ctx context.Context, red *privacy.Redactor, pics []*picture) error {
+	var first, rest []*picture
+	for i, pic := range pics {
+		if i == 0 || i == len(pics)-1 {
+			first = append(first, pic)
 		} else {
-			rest = append(rest, ps)
+			rest = append(rest, pic)
 		}
 	}
 	refs := make([]*ocr.Page, len(first))
-	run := func(batch []pendingShot, read func(context.Context, int, *image.Gray) (*ocr.Page, error)) error {
+	run := func(batch []*picture, read func(context.Context, int, *image.Gray) (*ocr.Page, error)) error {
 		g, gctx := errgroup.WithContext(ctx)
 		g.SetLimit(runtime.NumCPU())
-		for i, ps := range batch {
+		for i, pic := range batch {
 			g.Go(func() error {
-				img, err := readJPEG(ps.file)
+				img, err := readJPEG(pic.shots[0].file)
 				if err != nil {
 					return err
 				}
 				page, err := read(gctx, i, luma(img))
 				if err != nil {
-					return fmt.Errorf("read the screenshot of %s: %w", ps.node.ID, err)
+					return fmt.Errorf("read the screenshot of %s: %w", pic.shots[0].node.ID, err)
 				}
-				return writeJPEG(ps.file, paint(img, red.Boxes(page.Lines), a.boxes[ps.node.ID], ps.node.Highlight))
+				pic.screen = red.ReadScreen(page.Lines)
+				return nil
 			})
 		}
 		return g.Wait()
 	}
-	dir := func(ps pendingShot) string { return filepath.Dir(ps.file) }
+	dir := func(pic *picture) string { return filepath.Dir(pic.shots[0].file) }
 	if err := run(first, func(ctx context.Context, i int, gray *image.Gray) (*ocr.Page, error) {
 		page, err := ocr.ReadPage(ctx, gray, dir(first[i]))
 		refs[i] = page // the references for the others
@@ -91,10 +134,53 @@ func (p *Pipeline) redactPictures(ctx context.Context, red *privacy.Redactor, a 
 	return run(rest, func(ctx context.Context, i int, gray *image.Gray) (*ocr.Page, error) {
 		page, reused, err := ocr.ReadAgainst(ctx, gray, refs, dir(rest[i]))
 		if err == nil && reused > 0 {
-			p.cfg.Logger.DebugContext(ctx, "screenshot read against another", "node", rest[i].node.ID, "lines_reused", reused)
+			p.cfg.Logger.DebugContext(ctx, "screenshot read against another", "node", rest[i].shots[0].node.ID, "lines_reused", reused)
 		}
 		return page, err
 	})
+}
+
+// paintPictures fills, on every picture, the boxes of what red knows now
+// (the text's values too) and the model's, then writes it as the
+// screenshot of each of its steps, with that step's highlight.
+func (p *Pipeline) paintPictures(ctx context.Context, red *privacy.Redactor, pics []*picture) error {
+	g, _ := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.NumCPU())
+	for _, pic := range pics {
+		g.Go(func() error {
+			img, err := readJPEG(pic.shots[0].file)
+			if err != nil {
+				return err
+			}
+			img = paint(img, red.Cover(pic.screen), pic.model, nil)
+			for i, ps := range pic.shots {
+				out := img
+				if ps.node.Highlight != nil && !ps.kept && i < len(pic.shots)-1 {
+					out = clone(img) // the others' copies stay without this outline
+				}
+				if !ps.kept {
+					out = paint(out, nil, nil, ps.node.Highlight)
+				}
+				if err := writeJPEG(ps.file, out); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// clone copies a decoded picture (painted in place: see paint).
+func clone(img image.Image) image.Image {
+	if ycc, ok := img.(*image.YCbCr); ok {
+		c := *ycc
+		c.Y, c.Cb, c.Cr = slices.Clone(ycc.Y), slices.Clone(ycc.Cb), slices.Clone(ycc.Cr)
+		return &c
+	}
+	rgba := image.NewRGBA(img.Bounds())
+	draw.Draw(rgba, rgba.Bounds(), img, img.Bounds().Min, draw.Src)
+	return rgba
 }
 
 // luma is the picture's brightness alone, what OCR reads: a sixth less

@@ -1,16 +1,29 @@
-// Package privacy finds the values in a recording's SOP that must not be
-// shared — e-mail addresses, payment cards, IBANs, secrets of the usual
-// shapes, an operator's own patterns, and what the model marked — and
-// replaces each distinct one with a named variable (docs/security.md,
-// privacy). It must not do I/O.
+// Package privacy finds the values in a recording's SOP and on its
+// screenshots that must not be shared — secrets of every provider
+// (gitleaks' maintained rule set), what a name says is secret, e-mail
+// addresses, payment cards, IBANs, an operator's own patterns, and what
+// the model marked — and replaces each distinct one with a named variable
+// in the text, and with a filled box on the screenshots
+// (docs/security.md, privacy). The text and the screen vouch for each
+// other: a value read on one is looked for on the other. It must not do
+// I/O but run tesseract's output through its rules.
+//
+// Files: detect.go (the detectors and Find), rules.go (gitleaks), view.go
+// (texts with their line breaks joined or spacing collapsed), fold.go (OCR's
+// confusable characters, accents, near matches), redact.go (variables, the
+// text pass), screen.go (what OCR read: values found, boxes to fill),
+// words.go (everyday words).
 package privacy
 
 import (
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"strings"
 	"unicode"
+
+	"golang.org/x/net/publicsuffix"
 )
 
 // Kind is what a sensitive value is. It names its variables ({{EMAIL_1}})
@@ -22,11 +35,11 @@ const (
 	Email      Kind = "email"
 	Card       Kind = "card_number"
 	IBAN       Kind = "iban"
-	APIKey     Kind = "api_key"     // Stripe, Google, OpenAI-style keys
-	AccessKey  Kind = "access_key"  // AWS access key ids
-	Token      Kind = "token"       // GitHub, Slack, JWTs, token= values
-	PrivateKey Kind = "private_key" // PEM private-key blocks
-	Password   Kind = "password"    // password= values, credentials in URLs
+	APIKey     Kind = "api_key"     // providers' API keys
+	AccessKey  Kind = "access_key"  // cloud access key ids
+	Token      Kind = "token"       // access tokens, JWTs, secrets named as such
+	PrivateKey Kind = "private_key" // PEM and OpenSSH private keys
+	Password   Kind = "password"    // passwords: named, in URLs, in forms
 	Custom     Kind = "custom"      // RUNOPS_REDACT_PATTERNS
 )
 
@@ -45,44 +58,83 @@ var ModelKinds = []Kind{Name, Email, Phone, Address, Password, Card, IBAN, APIKe
 type Match struct {
 	Start, End int
 	Kind       Kind
-	rank       int // the detector's place: the first wins a tie
 }
 
-// detector finds one kind: re's match, or its group 1 when it has one (the
-// value after "password="), kept when ok (a checksum) says so.
-type detector struct {
-	kind Kind
-	re   *regexp.Regexp
-	ok   func(string) bool
+// rule finds one kind with a regular expression: its match, or the
+// submatch group when group > 0, kept when ok (a checksum, a shape) says
+// so. A bounded value does not continue a word of any script on either
+// side.
+type rule struct {
+	kind    Kind
+	re      *regexp.Regexp
+	group   int
+	ok      func(string) bool
+	bounded bool
+	// named: the name before the value says its kind (a password's is
+	// Password, any other secret's kind).
+	named bool
+	// prefix, when set, gives the longest valid beginning of a match (0:
+	// none), for values a sentence goes on after without a break ("4242
+	// 4242 4242 4242 12/34", "Password: hunter2.").
+	prefix func(string) int
+	// notAfter lists the characters the value may not follow: the
+	// credentials of a URL are not an e-mail address.
+	notAfter string
 }
 
-var builtins = []detector{
-	{PrivateKey, regexp.MustCompile(`-----BEGIN [A-Z ]*PRIVATE KEY-----(?s:.*?)(?:-----END [A-Z ]*PRIVATE KEY-----|$)`), nil},
-	{Password, regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]+:([^\s@/]+)@`), nil},
-	{Email, regexp.MustCompile(`[A-Za-z0-9][A-Za-z0-9._%+\-]*@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}`), nil},
-	{APIKey, regexp.MustCompile(`\b(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{10,}\b`), nil},
-	{APIKey, regexp.MustCompile(`\bAIza[0-9A-Za-z_\-]{35}`), nil},
-	{APIKey, regexp.MustCompile(`\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}`), hasDigitAndLetter},
-	{AccessKey, regexp.MustCompile(`\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b`), nil},
-	{Token, regexp.MustCompile(`\bgh[pousr]_[A-Za-z0-9]{36,255}\b`), nil},
-	{Token, regexp.MustCompile(`\bgithub_pat_[A-Za-z0-9_]{22,255}\b`), nil},
-	{Token, regexp.MustCompile(`\bxox[abposr]-[A-Za-z0-9\-]{10,}`), nil},
-	{Token, regexp.MustCompile(`\beyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{10,}`), nil},
-	{Password, regexp.MustCompile(`(?i)\b(?:password|passwd|pwd|passphrase)\s*=\s*("[^"]+"|'[^']+'|[^\s&;,"'()\[\]{}<>]+)`), nil},
-	{Token, regexp.MustCompile(`(?i)\b(?:token|secret|api[_\-]?key|access[_\-]?token|client[_\-]?secret|auth)\s*=\s*("[^"]+"|'[^']+'|[^\s&;,"'()\[\]{}<>]+)`), nil},
-	{IBAN, regexp.MustCompile(`\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b`), ibanValid},
-	{Card, regexp.MustCompile(`\b\d(?:[ \-]?\d){12,18}\b`), cardValid},
+// secretName is a name that says its value is secret: password, passwd,
+// pwd, passphrase, secret, token, credential(s), api key, access key,
+// private key, and any *_KEY, *_SECRET or *_TOKEN, in any case.
+const secretName = `(?i:[\p{L}\p{N}_.\-]*?(?:password|passwd|passphrase|pwd|secret|token|credentials?|api[_\-. ]?key|access[_\-. ]?key|private[_\-. ]?key)[\p{L}\p{N}_\-]*|[\p{L}\p{N}_\-]*_key)`
+
+// assignedValue is what follows a name and its operator: quoted, or up to
+// the space or punctuation that ends it in a sentence.
+const assignedValue = `("[^"\n]{4,}"|'[^'\n]{4,}'|[^\s"'` + "`" + `,;()\[\]{}<>]{4,})`
+
+var builtins = []rule{
+	// A PEM or OpenSSH private key, from its BEGIN line to its END line
+	// (OCR misreads the first: BEG1N, PRlVATE).
+	{kind: PrivateKey, re: regexp.MustCompile(`(?i)-{3,}\s*BEG[I1l|]N\s[^\n]{0,40}?KEY[^\n]{0,10}?-{3,}(?s:.*?)(?:-{3,}\s*END\s[^\n]{0,40}?KEY[^\n]{0,10}?-{3,}|\z)`)},
+	// Its body when the BEGIN line is not read: two or more lines of 40
+	// base64 characters and more, and the short last one.
+	{kind: PrivateKey, re: regexp.MustCompile(`(?m)(?:^[ \t]*[A-Za-z0-9+/]{40,}={0,2}[ \t]*\n){2,}(?:[ \t]*[A-Za-z0-9+/]{1,}={0,2}[ \t]*$)?`), ok: mixedAlphabet},
+	// The password in a URL's credentials (a database URL).
+	{kind: Password, re: regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]+:([^\s@/]+)@`), group: 1},
+	// E-mail addresses: RFC 5322's dot-atom or quoted local part, a domain
+	// under a public suffix.
+	{kind: Email, re: regexp.MustCompile(`(?:[\p{L}\p{N}!#$%&*+/=?^_{|}~\-]+(?:\.[\p{L}\p{N}!#$%&'*+/=?^_{|}~\-]+)*|"(?:[^"\\\n]|\\.)+")@(?:[\p{L}\p{N}](?:[\p{L}\p{N}\-]*[\p{L}\p{N}])?\.)+\p{L}{2,}`), ok: emailDomain, bounded: true, notAfter: ":/"},
+	// Authorization headers, with or without their name.
+	{kind: Token, re: regexp.MustCompile(`(?i)(?:bearer|basic)[ \t]+([A-Za-z0-9\-._~+/]{12,}=*)`), group: 1, ok: looksGenerated, bounded: true},
+	// A value assigned to a name that says it is secret: =, :, := or =>,
+	// or a tab, as .env files, configs, forms and tables show them.
+	{kind: Token, re: regexp.MustCompile(secretName + `[ \t]*(?:=>|:=|=|:|\t)[ \t]*` + assignedValue), group: 1, ok: notOrdinary, named: true, prefix: sentenceEnd},
+	// The same name as a label on its own line, its value alone on the
+	// next: a sign-in form.
+	{kind: Token, re: regexp.MustCompile(`(?m)^[ \t]*` + secretName + `[ \t]*:?[ \t]*\n[ \t]*([^\s]{4,})[ \t]*$`), group: 1, ok: notOrdinary, named: true, prefix: sentenceEnd},
+	// A password beside its label with only spaces between (a form read
+	// as one line).
+	{kind: Password, re: regexp.MustCompile(`(?i:password|passwd|passphrase|pwd)[ \t]+([^\s]{6,})`), group: 1, ok: shownPassword, bounded: true, prefix: sentenceEnd},
+	// A high-entropy token beside such a name, with nothing between but
+	// spaces (a table of keys).
+	{kind: Token, re: regexp.MustCompile(secretName + `[ \t]+([A-Za-z0-9_\-+/=.]{20,})`), group: 1, ok: highEntropy, bounded: true, named: true},
+	// A long high-entropy token with no name at all.
+	{kind: Token, re: regexp.MustCompile(`[A-Za-z0-9+/_\-]{40,}={0,2}`), ok: veryHighEntropy, bounded: true},
+	{kind: IBAN, re: regexp.MustCompile(`[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?`), ok: ibanValid, bounded: true},
+	{kind: Card, re: regexp.MustCompile(`\d(?:[ \-]?\d){12,}`), prefix: cardPrefix, bounded: true},
 }
 
-// Detector finds sensitive values in text: the built-in kinds and an
-// operator's own patterns.
+// Detector finds sensitive values in text: gitleaks' rules, the built-in
+// kinds and an operator's own patterns. Safe for concurrent use.
 type Detector struct {
-	custom []*regexp.Regexp
+	custom []rule
 }
 
 // NewDetector returns a detector with the operator's patterns (RE2
-// syntax), each of whose matches is a Custom value.
+// syntax), each of whose matches is a Custom value. It loads the rule set.
 func NewDetector(patterns []string) (*Detector, error) {
+	if _, err := leaks(); err != nil {
+		return nil, err
+	}
 	d := &Detector{}
 	for _, p := range patterns {
 		re, err := regexp.Compile(p)
@@ -92,7 +144,7 @@ func NewDetector(patterns []string) (*Detector, error) {
 		if re.MatchString("") {
 			return nil, fmt.Errorf("pattern %q matches the empty text", p)
 		}
-		d.custom = append(d.custom, re)
+		d.custom = append(d.custom, rule{kind: Custom, re: re})
 	}
 	return d, nil
 }
@@ -112,45 +164,112 @@ func ParsePatterns(s string) ([]string, error) {
 }
 
 // Find returns the sensitive values in text, in order, none overlapping
-// (where two overlap, the one that starts first wins; from one place, the
-// first detector — credentials in a URL before the e-mail they look like —
-// then the longer).
+// (values that overlap are one value, of the kind of the longest). It
+// looks at the text as written, with its line breaks and runs of spaces
+// collapsed, and with them joined where a token was wrapped; in each,
+// trailing punctuation a sentence puts after a value ends it.
 func (d *Detector) Find(text string) []Match {
+	if text == "" {
+		return nil
+	}
+	base := identity(text)
 	var all []Match
-	add := func(rank int, kind Kind, re *regexp.Regexp, ok func(string) bool) {
-		for _, loc := range re.FindAllStringSubmatchIndex(text, -1) {
-			start, end := loc[0], loc[1]
-			if len(loc) >= 4 && loc[2] >= 0 {
-				start, end = loc[2], loc[3]
-			}
-			v := text[start:end]
-			if ok != nil && !ok(v) {
-				continue
-			}
-			all = append(all, Match{start, end, kind, rank})
+	seen := map[string]bool{}
+	for _, v := range []view{base, collapsed(base), joined(base)} {
+		if seen[v.s] {
+			continue
+		}
+		seen[v.s] = true
+		for _, m := range d.findIn(v.s) {
+			start, end := v.span(m.Start, m.End)
+			all = append(all, Match{start, end, m.Kind})
 		}
 	}
-	for i, b := range builtins {
-		add(i, b.kind, b.re, b.ok)
+	return union(all)
+}
+
+// findIn runs every rule on s as it is.
+func (d *Detector) findIn(s string) []Match {
+	var all []Match
+	bare := unpunctuated(s)
+	all = append(all, findLeaks(bare)...)
+	for _, rs := range [][]rule{builtins, d.custom} {
+		for _, r := range rs {
+			for _, loc := range r.re.FindAllStringSubmatchIndex(s, -1) {
+				start, end := loc[0], loc[1]
+				if r.group > 0 && len(loc) > 2*r.group+1 && loc[2*r.group] >= 0 {
+					start, end = loc[2*r.group], loc[2*r.group+1]
+				}
+				v := strings.TrimRight(s[start:end], "\n")
+				end = start + len(v)
+				if r.prefix != nil {
+					end = start + r.prefix(v)
+					v = s[start:end]
+				}
+				if start == end || r.ok != nil && !r.ok(v) || r.bounded && !bounded(s, start, end) ||
+					start > 0 && strings.IndexByte(r.notAfter, s[start-1]) >= 0 {
+					continue
+				}
+				kind := r.kind
+				if r.named && passwordName.MatchString(s[loc[0]:start]) {
+					kind = Password
+				}
+				all = append(all, Match{start, end, kind})
+			}
+		}
 	}
-	for _, re := range d.custom {
-		add(len(builtins), Custom, re, nil)
+	return all
+}
+
+// unpunctuated is s with the punctuation that closes a value in a
+// sentence — ")", "]", "}", ",", ".", "!" and "?" before a space, a quote
+// or the end, and "(" and "[" opening one — written as spaces (one byte
+// for one byte: offsets stay). gitleaks' rules end a secret at a space, a
+// quote or the end of a line only: "(ghp_…)." would pass.
+func unpunctuated(s string) string {
+	b := []byte(s)
+	closing := func(c byte) bool { return strings.IndexByte(")]},.!?", c) >= 0 }
+	for i := len(b) - 1; i >= 0; i-- {
+		next := byte(' ')
+		if i+1 < len(b) {
+			next = b[i+1]
+		}
+		switch {
+		case closing(b[i]) && (next == ' ' || next == '\n' || next == '\t' || next == '\r' || next == '"' || next == '\''):
+			b[i] = ' '
+		case (b[i] == '(' || b[i] == '[') && i+1 < len(b) && b[i+1] != ' ':
+			b[i] = ' '
+		}
+	}
+	return string(b)
+}
+
+// union merges overlapping matches into one value, of the kind of the
+// longest of them (where one value's rules disagree, the longer reading
+// hides more), and sorts them.
+func union(all []Match) []Match {
+	if len(all) == 0 {
+		return nil
 	}
 	slices.SortFunc(all, func(a, b Match) int {
 		if a.Start != b.Start {
 			return a.Start - b.Start
 		}
-		if a.rank != b.rank {
-			return a.rank - b.rank
-		}
 		return (b.End - b.Start) - (a.End - a.Start)
 	})
-	var out []Match
-	for _, m := range all {
-		if n := len(out); n > 0 && m.Start < out[n-1].End {
+	out := []Match{all[0]}
+	longest := all[0].End - all[0].Start
+	for _, m := range all[1:] {
+		last := &out[len(out)-1]
+		if m.Start >= last.End {
+			out = append(out, m)
+			longest = m.End - m.Start
 			continue
 		}
-		out = append(out, m)
+		if n := m.End - m.Start; n > longest {
+			last.Kind, longest = m.Kind, n
+		}
+		last.End = max(last.End, m.End)
 	}
 	return out
 }
@@ -173,8 +292,118 @@ func (d *Detector) Scrub(text string) string {
 	return b.String()
 }
 
-func hasDigitAndLetter(s string) bool {
-	return strings.IndexFunc(s, unicode.IsDigit) >= 0 && strings.IndexFunc(s[3:], unicode.IsLetter) >= 0
+// emailDomain keeps an address whose domain ends in a public suffix
+// (golang.org/x/net/publicsuffix, the maintained list): "icon@2x.png" is a
+// file name.
+func emailDomain(v string) bool {
+	at := strings.LastIndexByte(v, '@')
+	domain := strings.ToLower(v[at+1:])
+	suffix, icann := publicsuffix.PublicSuffix(domain)
+	return (icann || strings.Contains(suffix, ".")) && suffix != domain
+}
+
+// notOrdinary keeps a value assigned to a secret name unless it is an
+// everyday word ("Password: required"), a placeholder ("<your key>",
+// "${TOKEN}", "{{API_KEY_1}}", "****") or a name of its own (an
+// environment variable passed on).
+func notOrdinary(v string) bool {
+	v = strings.Trim(v, `"'`)
+	switch {
+	case len(v) < 4, strings.Trim(v, "*•·x.X-_ ") == "", isEveryday(v):
+		return false
+	case strings.HasPrefix(v, "$"), strings.HasPrefix(v, "%"), strings.HasPrefix(v, "{{"), strings.HasPrefix(v, "<"):
+		return false
+	}
+	return true
+}
+
+// sentenceEnd is the length of v without the one ".", ",", ":" or ";"
+// that ends the sentence it is in.
+func sentenceEnd(v string) int {
+	if strings.ContainsAny(v[len(v)-1:], ".,:;") {
+		return len(v) - 1
+	}
+	return len(v)
+}
+
+// passwordName is a name that says its value is a password.
+var passwordName = regexp.MustCompile(`(?i)pass|pwd`)
+
+// shownPassword keeps a value beside a password's label that is not an
+// everyday word and mixes characters as passwords do.
+func shownPassword(v string) bool {
+	return notOrdinary(v) && (looksGenerated(v) || strings.IndexFunc(v, unicode.IsPunct) >= 0 || strings.IndexFunc(v, unicode.IsSymbol) >= 0)
+}
+
+// looksGenerated keeps a token that mixes letters with digits or cases:
+// "Bearer token" names one, "Bearer eyJhbGci…" is one.
+func looksGenerated(v string) bool {
+	var lower, upper, digit bool
+	for _, r := range v {
+		lower = lower || unicode.IsLower(r)
+		upper = upper || unicode.IsUpper(r)
+		digit = digit || unicode.IsDigit(r)
+	}
+	return digit && (lower || upper) || lower && upper
+}
+
+// mixedAlphabet keeps base64 that has upper- and lower-case letters and
+// digits, as encoded keys do and long words do not.
+func mixedAlphabet(v string) bool {
+	var lower, upper, digit bool
+	for _, r := range v {
+		lower = lower || r >= 'a' && r <= 'z'
+		upper = upper || r >= 'A' && r <= 'Z'
+		digit = digit || r >= '0' && r <= '9'
+	}
+	return lower && upper && digit
+}
+
+// Entropy thresholds, in bits per character (Shannon, over the token's own
+// characters). Random base64 of 20 characters measures about 4.0–4.3, hex
+// about 3.4–3.7; identifiers and words made of English (CamelCase names,
+// snake_case names, file names) stay under 3.6 at those lengths. A git SHA
+// (hex) or a UUID never reaches veryHigh.
+const (
+	highEntropyBits     = 3.5
+	veryHighEntropyBits = 4.5
+)
+
+// highEntropy keeps a token that looks generated and carries more than
+// highEntropyBits a character.
+func highEntropy(v string) bool {
+	return looksGenerated(v) && entropy(v) > highEntropyBits && !isEveryday(v)
+}
+
+// veryHighEntropy keeps a long token with every kind of character and more
+// than veryHighEntropyBits a character: a key with no name beside it.
+func veryHighEntropy(v string) bool { return mixedAlphabet(v) && entropy(v) > veryHighEntropyBits }
+
+// entropy is the Shannon entropy of s, in bits per character.
+func entropy(s string) float64 {
+	counts := map[rune]int{}
+	n := 0
+	for _, r := range s {
+		counts[r]++
+		n++
+	}
+	h := 0.0
+	for _, c := range counts {
+		p := float64(c) / float64(n)
+		h -= p * math.Log2(p)
+	}
+	return h
+}
+
+// cardPrefix is the length of the longest beginning of v, ending where a
+// group of digits ends, that is a card number.
+func cardPrefix(v string) int {
+	for end := len(v); end > 0; end-- {
+		if (end == len(v) || v[end] == ' ' || v[end] == '-') && cardValid(v[:end]) {
+			return end
+		}
+	}
+	return 0
 }
 
 // cardValid: 13–19 digits, grouped as cards print them (none, or groups of

@@ -17,38 +17,83 @@ func found(t *testing.T, d *privacy.Detector, text string) []string {
 	return out
 }
 
-// Each kind, as it appears in a sentence of an SOP or a line of a screen.
-func TestDetectorsFindEachKind(t *testing.T) {
-	t.Parallel()
+func detector(t *testing.T) *privacy.Detector {
+	t.Helper()
 	d, err := privacy.NewDetector(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return d
+}
+
+// Values of the shapes the providers issue (random bodies: the rule set
+// ignores example keys such as AKIA…EXAMPLE on purpose).
+const (
+	ghp       = "ghp_PESr9smeeq0Ivqx10zlp6pF0eU6OKPfN1BXA"
+	glpat     = "glpat-VdQCwa20PEqiN8vNPoT0"
+	stripe    = "sk_live_HjgzWt6VY7cXRHfkDTjqIdl9"
+	google    = "AIzaThFvA_lQRhYRoMGkM67KpcKB9pahVyLme20"
+	awsID     = "AKIA5ALWAMOYMVYEWCLE"
+	awsSecret = "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"
+	anthropic = "sk-ant-api03-4g4gCJzm4UQAYyubSEzPW8RiFjgqg_l5nrN_QWRi-SU9M_yCECSnNLvZ_I1Hdxo7fh5EHmotFM3HJfwh6pkFRtocDdG-RAA"
+	openai    = "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"
+	sendgrid  = "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"
+	npm       = "npm_DmZkieQUYJKTU9oaiMoXr3HONPHX7jmvfgeq"
+	slack     = "xoxb-211228349051-2108230401054-9ZyyjEXxAzr6zOy9pzNUTd1a"
+	twilio    = "SKe87453f52ba0e82e6e797e7747e543d7"
+	jwt       = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZSIsInJlZiI6InF3ZXJ0eXVpb3Bhc2RmZ2hqa2x6Iiwicm9sZSI6InNlcnZpY2Vfcm9sZSIsImlhdCI6MTczMzQwMDAwMCwiZXhwIjoyMDQ4OTc2MDAwfQ.k9crquXAh18LTf2yi8tux5dx4aI3UmxBwlR1K0oFpTE"
+	bearer    = "6BkxF0H53jaabJtekFyUms9Hmt5XtqhzuM5NTK2T"
+	pemBody   = "Zcaet3AODCAvwmCieR9p97KEttf002AFAq/DjUAM2jA9kX2Op/3vWzBFOGFT+uhS\n" +
+		"wR0o4hs5NL01akLSpDhVrLa688ieu0q6BiCefdC2FGbDp2boJDH4C/sFv9kS/aQa\n" +
+		"EWBUHhvVqBNlDpinBrPbxCLM/vqomYO7aDkQUqsfb/EiimekpJNYwxXWvVh+3uHU\n" +
+		"6yu4s5Ciw2/rIl6s6Lm5=="
+)
+
+// Each kind, as it appears in a sentence of an SOP or a line of a screen:
+// the provider rules, what a name says is secret, the checksum kinds.
+func TestDetectorsFindEachKind(t *testing.T) {
+	t.Parallel()
+	d := detector(t)
+	pem := "-----BEGIN RSA PRIVATE KEY-----\n" + pemBody + "\n-----END RSA PRIVATE KEY-----"
 	cases := map[string]string{
-		"Sign in as jane.doe+ops@acme-corp.co.uk and open Settings.":                       "email:jane.doe+ops@acme-corp.co.uk",
-		"Paste sk_live_51HxYzAbCdEfGhIjKlMn0123 into the API key field":                    "api_key:sk_live_51HxYzAbCdEfGhIjKlMn0123",
-		"the test key rk_test_4eC39HqLyjWDarjtT1zdp7dc":                                    "api_key:rk_test_4eC39HqLyjWDarjtT1zdp7dc",
-		"Card 4242 4242 4242 4242, exp 12/34":                                              "card_number:4242 4242 4242 4242",
-		"card 4000-0566-5566-5556":                                                         "card_number:4000-0566-5566-5556",
-		"Amex 3782 822463 10005 on file":                                                   "card_number:3782 822463 10005",
-		"digits only 5555555555554444.":                                                    "card_number:5555555555554444",
-		"IBAN DE89 3704 0044 0532 0130 00 for the refund":                                  "iban:DE89 3704 0044 0532 0130 00",
-		"GB82WEST12345698765432":                                                           "iban:GB82WEST12345698765432",
-		"aws AKIAIOSFODNN7EXAMPLE in the console":                                          "access_key:AKIAIOSFODNN7EXAMPLE",
-		"token ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789 copied":                            "token:ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
-		"github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz":                        "token:github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
-		"slack xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOp":                           "token:xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOp",
-		"key AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW":                                      "api_key:AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW",
-		"OPENAI sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv":                                        "api_key:sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv",
-		"Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTYifQ.dozjgNryP4J3jVmNHl0w5N":        "token:eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTYifQ.dozjgNryP4J3jVmNHl0w5N",
-		"connect to postgres://admin:s3cr3t-Pass@db.internal:5432/app":                     "password:s3cr3t-Pass",
-		"run it with password=hunter2 and retry":                                           "password:hunter2",
-		`set api_key="abc 123" first`:                                                      `token:"abc 123"`,
-		"-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----": "private_key:-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----",
+		// Provider rules (gitleaks), in sentences: the punctuation around
+		// a value ends it.
+		"Sign in as jane.doe+ops@acme-corp.co.uk and open Settings.": "email:jane.doe+ops@acme-corp.co.uk",
+		`mail "jane doe"@example.org today`:                          `email:"jane doe"@example.org`,
+		"Paste " + stripe + " into the API key field":                "api_key:" + stripe,
+		"the token (" + ghp + ").":                                   "token:" + ghp,
+		"GitLab: " + glpat + ", then push":                           "token:" + glpat,
+		"key [" + google + "]":                                       "api_key:" + google,
+		"aws " + awsID + " in the console":                           "access_key:" + awsID,
+		"ANTHROPIC_API_KEY=" + anthropic:                             "api_key:" + anthropic,
+		"the OpenAI key is " + openai + ".":                          "api_key:" + openai,
+		"SENDGRID " + sendgrid:                                       "api_key:" + sendgrid,
+		"//registry.npmjs.org/:_authToken=" + npm:                    "token:" + npm,
+		"slack " + slack:                                             "token:" + slack,
+		"export SUPABASE_SERVICE_ROLE_KEY=" + jwt:                    "token:" + jwt,
+		pem: "private_key:" + pem,
+		// What a name says is secret, with =, :, a tab, any case.
+		"aws_secret_access_key = " + awsSecret: "token:" + awsSecret,
+		"Password: hunter2Xy!":                 "password:hunter2Xy!",
+		"DB_PASSWORD=Tr0ub4dor&3":              "password:Tr0ub4dor&3",
+		"client_secret\tq8Xz2LmN4vB7":          "token:q8Xz2LmN4vB7",
+		"TWILIO_AUTH_TOKEN=" + twilio:          "api_key:" + twilio,
+		"Password\nA76mvWE6afv9Z&":             "password:A76mvWE6afv9Z&",
+		"Production key   " + bearer:           "token:" + bearer,
+		`curl -H "Authorization: Bearer ` + bearer + `" https://api.example.com`: "token:" + bearer,
+		"send it as Basic dXNlcjpwYXNzd29yZDEyMw==":                              "token:dXNlcjpwYXNzd29yZDEyMw==",
+		"connect to postgres://admin:s3cr3t-Pass@db.internal:5432/app":           "password:s3cr3t-Pass",
+		// Checksums.
+		"Card on file 4242 4242 4242 4242 exp 12/34":      "card_number:4242 4242 4242 4242",
+		"card 4000-0566-5566-5556":                        "card_number:4000-0566-5566-5556",
+		"Amex 3782 822463 10005 on file":                  "card_number:3782 822463 10005",
+		"digits only 5555555555554444.":                   "card_number:5555555555554444",
+		"IBAN DE89 3704 0044 0532 0130 00 for the refund": "iban:DE89 3704 0044 0532 0130 00",
+		"GB82WEST12345698765432":                          "iban:GB82WEST12345698765432",
 	}
 	for text, want := range cases {
 		if got := found(t, d, text); len(got) != 1 || got[0] != want {
-			t.Errorf("%q: found %q; want %q", text, got, want)
+			t.Errorf("%q:\n found %q\n want %q", text, got, want)
 		}
 	}
 }
@@ -56,22 +101,53 @@ func TestDetectorsFindEachKind(t *testing.T) {
 // What looks like a value but is not one stays as it is.
 func TestDetectorsLeaveLookalikes(t *testing.T) {
 	t.Parallel()
-	d, _ := privacy.NewDetector(nil)
+	d := detector(t)
 	for _, text := range []string{
 		"At 00:01:23 click Save; it was 2026-12-04 10:15:00 UTC.",
 		"Order 1234567890123 and order #4242424242424241 (not Luhn) shipped.",
 		"ticket 12345678901234567890123 (too long to be a card)",
-		"Version 1.24.3, build 20261204.1, v2.0.0-rc.1",
+		"Version 1.24.3, build 20261204.1, v2.0.0-rc.1, go1.26.8",
 		"job 123e4567-e89b-12d3-a456-426614174000 and 12345678-1234-1234-1234-123456789012",
-		"phone support: +1 415 555 2671",
+		"commit 3f2a9c1e5b7d4f60a8e2c9b1d3f5a7c9e1b3d5f7\nAuthor: dev\n    merge a1b2c3d into main",
 		"Use the sk-learn library and the pk column; xox is a game.",
 		"Type your password into the Password field, then the token field.",
+		"Password: required",
+		"Set the token: you will find it in Settings.",
+		"API key: <your key>, or ${OPENAI_API_KEY}, or {{API_KEY_1}}",
+		"password = ********",
 		"the DE89 line of the report, GB82 WEST 1234",
 		"email the team at support (no address shown)",
+		"retina assets icon@2x.png and logo@3x.webp",
 		"Invoice INV-2026-000123 for 4,242.42 EUR",
+		"Bearer token authentication is described in the docs",
+		"src/internal/privacy/DetectorConfigurationLoader.go",
 	} {
 		if got := found(t, d, text); len(got) != 0 {
 			t.Errorf("%q: found %q", text, got)
+		}
+	}
+}
+
+// Neither a line nor a run of spaces is the unit of a value: a token
+// wrapped by a line break, a card split over two lines, a key with its
+// halves spaced apart, a private key's body without its BEGIN line are
+// each one value.
+func TestValuesAcrossLines(t *testing.T) {
+	t.Parallel()
+	d := detector(t)
+	half := len(jwt) / 2
+	for text, want := range map[string]string{
+		"the service key\n" + jwt[:half] + "\n" + jwt[half:] + "\nthen save": jwt[:half] + "\n" + jwt[half:],
+		"card 4242 4242\n4242 4242 on file":                                  "4242 4242\n4242 4242",
+		"key " + stripe[:16] + "    " + stripe[16:] + " end":                 stripe[:16] + "    " + stripe[16:],
+		"the body:\n" + pemBody + "\nthat is all":                            pemBody,
+	} {
+		var values []string
+		for _, m := range d.Find(text) {
+			values = append(values, text[m.Start:m.End])
+		}
+		if len(values) != 1 || values[0] != want {
+			t.Errorf("%q:\n found %q\n want %q", text, values, want)
 		}
 	}
 }
@@ -103,7 +179,7 @@ func TestOperatorPatterns(t *testing.T) {
 // Logs name the kind, not the value; with redaction off, nothing changes.
 func TestScrub(t *testing.T) {
 	t.Parallel()
-	d, _ := privacy.NewDetector(nil)
+	d := detector(t)
 	if got := d.Scrub(`node "ask-jane@acme.io" names no node`); got != `node "[email]" names no node` {
 		t.Fatalf("%q", got)
 	}

@@ -3,10 +3,10 @@ package privacy
 import (
 	"fmt"
 	"maps"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/runops/runops/internal/sop"
 )
@@ -16,7 +16,7 @@ type Source string
 
 // The sources of redacted values.
 const (
-	FromText    Source = "text"    // the built-in detectors, in the SOP's text
+	FromText    Source = "text"    // the rules, in the SOP's text
 	FromPattern Source = "pattern" // RUNOPS_REDACT_PATTERNS
 	FromModel   Source = "model"   // values the model marked
 	FromOCR     Source = "ocr"     // read on a screenshot
@@ -57,106 +57,247 @@ type Mark struct {
 // "12") would take parts of ordinary words with them.
 const minMarked = 3
 
+// minTokenMatch is the shortest folded value looked for inside other text
+// rather than word by word: shorter ones are compared as whole words.
+const minTokenMatch = 6
+
+// known is a value to look for on the other side — found in the text, on
+// a screenshot, or marked — folded for OCR's way of reading.
+type known struct {
+	value  string
+	kind   Kind
+	key    string // its variable's key (normalise); a part has the whole value's
+	fold   []rune
+	screen bool // read on a screenshot
+	mark   bool
+	words  []string // a mark's folded words, everyday ones left out
+}
+
 // Redactor replaces the sensitive values of one SOP with variables: each
-// distinct value gets one name, used wherever it appears. Not safe for
-// concurrent use but for Boxes.
+// distinct value gets one name, used wherever it appears — found in the
+// text, marked by the model, or read on one of its screenshots. Safe for
+// concurrent use.
 type Redactor struct {
-	det     *Detector
-	marks   []Mark
-	markRe  *regexp.Regexp
-	vars    map[string]string // normalised value → variable name
+	det *Detector
+	mu  sync.Mutex
+	// what is looked for: marks, then the values found, in order
+	known []*known
+	index map[string]*known // key → value
+	// variables
+	vars    map[string]string // key → variable name
 	kinds   map[string]Kind   // variable name → kind
 	order   []string          // variable names, as assigned
 	taken   map[string]bool   // names in use, ours and the document's
 	counts  map[Kind]int
 	sources map[Source]int
-	values  []string        // the values found, for the screenshots' OCR
-	seen    map[string]bool // values found only on screenshots, counted once
-	mu      sync.Mutex      // Boxes may be called from several goroutines
 }
 
 // NewRedactor returns a redactor over det that also replaces marks.
 func NewRedactor(det *Detector, marks []Mark) *Redactor {
-	r := &Redactor{det: det, vars: map[string]string{}, kinds: map[string]Kind{}, taken: map[string]bool{},
-		counts: map[Kind]int{}, sources: map[Source]int{}, seen: map[string]bool{}}
+	r := &Redactor{det: det, index: map[string]*known{}, vars: map[string]string{}, kinds: map[string]Kind{},
+		taken: map[string]bool{}, counts: map[Kind]int{}, sources: map[Source]int{}}
 	for _, m := range marks {
-		v := strings.TrimSpace(m.Value)
-		if len([]rune(v)) < minMarked || !slices.Contains(ModelKinds, m.Kind) {
+		v := strings.Join(strings.Fields(m.Value), " ")
+		if utf8.RuneCountInString(v) < minMarked || !slices.Contains(ModelKinds, m.Kind) {
 			continue
 		}
-		r.marks = append(r.marks, Mark{v, m.Kind})
-	}
-	// Longest first, so "Jane Doe" goes before "Jane"; whole words only
-	// ("Jan" is not taken out of "January").
-	slices.SortStableFunc(r.marks, func(a, b Mark) int { return len(b.Value) - len(a.Value) })
-	var alts []string
-	for _, m := range r.marks {
-		alt := regexp.QuoteMeta(m.Value)
-		if isWord(m.Value[0]) {
-			alt = `\b` + alt
+		k := r.learn(v, m.Kind, false)
+		k.mark = true
+		for _, w := range strings.Fields(v) {
+			if f := fold(w); utf8.RuneCountInString(f) >= minMarked && !isEveryday(strings.Trim(w, ".,;:()'\"")) {
+				k.words = append(k.words, f)
+			}
 		}
-		if isWord(m.Value[len(m.Value)-1]) {
-			alt += `\b`
-		}
-		alts = append(alts, alt)
-	}
-	if len(alts) > 0 {
-		r.markRe = regexp.MustCompile(`(?i)(?:` + strings.Join(alts, "|") + `)`)
 	}
 	return r
 }
 
-func isWord(c byte) bool {
-	return c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
+// learn records v as a value to look for, once per spelling; the caller
+// holds r.mu or owns r alone.
+func (r *Redactor) learn(v string, kind Kind, screen bool) *known {
+	return r.learnPart(v, kind, screen, "")
+}
+
+// learnPart records v, a part of the value whose key is whole ("" when v
+// is whole itself): found in a text, it is replaced by the whole value's
+// variable.
+func (r *Redactor) learnPart(v string, kind Kind, screen bool, whole string) *known {
+	id := normalise(v, kind)
+	key := id
+	if whole != "" {
+		key, id = whole, "part:"+id
+	}
+	if k, ok := r.index[id]; ok {
+		k.screen = k.screen || screen
+		return k
+	}
+	k := &known{value: v, kind: kind, key: key, fold: []rune(fold(v)), screen: screen}
+	r.index[id] = k
+	r.known = append(r.known, k)
+	return k
 }
 
 // Reserve tells the redactor names the document already uses, so that a
 // variable never takes one of them.
 func (r *Redactor) Reserve(names ...string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for _, n := range names {
 		r.taken[n] = true
 	}
 }
 
-// Text returns s with every sensitive value replaced by its variable.
-func (r *Redactor) Text(s string) string { return r.text(s, FromText) }
+// hit is a value's place in a text, what it is and where it was found.
+type hit struct {
+	start, end int
+	kind       Kind
+	src        Source
+	key        string // the value's key when it is a known one
+}
 
-func (r *Redactor) text(s string, src Source) string {
-	if s == "" {
+// Text returns s with every sensitive value replaced by its variable: the
+// values the rules find, the marked ones and those read on the
+// screenshots (however OCR or the model spelled them, whatever the spacing
+// and the line breaks).
+func (r *Redactor) Text(s string) string {
+	if strings.TrimSpace(s) == "" {
 		return s
 	}
-	if r.markRe != nil {
-		s = r.markRe.ReplaceAllStringFunc(s, func(v string) string {
-			for _, m := range r.marks {
-				if strings.EqualFold(m.Value, v) {
-					return r.variable(v, m.Kind, FromModel)
-				}
-			}
-			return v
-		})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var hits []hit
+	for _, m := range r.det.Find(s) {
+		src := FromText
+		if m.Kind == Custom {
+			src = FromPattern
+		}
+		hits = append(hits, hit{m.Start, m.End, m.Kind, src, ""})
 	}
-	matches := r.det.Find(s)
-	if len(matches) == 0 {
+	v := folded(identity(s))
+	text := []rune(v.s)
+	offsets := runeOffsets(v.s)
+	for _, k := range r.known {
+		if !k.mark && !k.screen {
+			continue // found in the text by the rules: Find finds it again
+		}
+		src := FromOCR
+		if k.mark {
+			src = FromModel
+		}
+		for _, sp := range r.occurrences(s, v, text, offsets, k) {
+			hits = append(hits, hit{sp[0], sp[1], k.kind, src, k.key})
+		}
+	}
+	hits = unionHits(hits)
+	if len(hits) == 0 {
 		return s
 	}
 	var b strings.Builder
 	last := 0
-	for _, m := range matches {
-		from := src
-		if m.Kind == Custom {
-			from = FromPattern
-		}
-		b.WriteString(s[last:m.Start])
-		b.WriteString(r.variable(s[m.Start:m.End], m.Kind, from))
-		last = m.End
+	for _, h := range hits {
+		b.WriteString(s[last:h.start])
+		b.WriteString(r.variable(s[h.start:h.end], h.kind, h.src, h.key))
+		last = h.end
 	}
 	b.WriteString(s[last:])
 	return b.String()
 }
 
-// variable returns "{{NAME_n}}" for value, naming it the first time.
-func (r *Redactor) variable(value string, kind Kind, src Source) string {
-	key := normalise(value, kind)
+// occurrences returns the spans of s where k appears: a mark as whole
+// words (folded, any spacing), a value read on a screenshot within OCR's
+// errors, widened to the whole token it is part of.
+func (r *Redactor) occurrences(s string, v view, text []rune, offsets []int, k *known) [][2]int {
+	var out [][2]int
+	edits := 0
+	if !k.mark && len(k.fold) >= minTokenMatch {
+		edits = allowedEdits(len(k.fold))
+	}
+	for _, at := range approx(text, k.fold, edits) {
+		start, end := v.span(offsets[at[0]], offsets[at[1]])
+		if k.mark || len(k.fold) < minTokenMatch {
+			if !bounded(s, start, end) {
+				continue
+			}
+		} else {
+			start, end = widen(s, start, end)
+		}
+		out = append(out, [2]int{start, end})
+	}
+	return out
+}
+
+// runeOffsets maps rune indexes of s to byte offsets (one past the end
+// too).
+func runeOffsets(s string) []int {
+	out := make([]int, 0, len(s)+1)
+	for i := range s {
+		out = append(out, i)
+	}
+	return append(out, len(s))
+}
+
+// widen grows s[start:end] to the whole token it is part of: a value OCR
+// read a character short must not leave that character behind.
+func widen(s string, start, end int) (int, int) {
+	for start > 0 {
+		r, n := utf8.DecodeLastRuneInString(s[:start])
+		if !isTokenRune(r) || r == '.' && (start-n == 0 || s[start-n-1] == ' ') {
+			break
+		}
+		start -= n
+	}
+	for end < len(s) {
+		r, n := utf8.DecodeRuneInString(s[end:])
+		if !isTokenRune(r) || r == '.' && (end+n == len(s) || !isTokenRune(rune(s[end+n]))) {
+			break
+		}
+		end += n
+	}
+	return start, end
+}
+
+// sourceRank orders the sources of one value found twice: the model's
+// mark names it first (it knows what it is), then the rules.
+var sourceRank = map[Source]int{FromModel: 0, FromText: 1, FromPattern: 2, FromOCR: 3}
+
+// unionHits merges overlapping hits (the longest one's kind, source and
+// key; of equally long ones, the first source of sourceRank), sorted.
+func unionHits(hits []hit) []hit {
+	if len(hits) == 0 {
+		return nil
+	}
+	slices.SortFunc(hits, func(a, b hit) int {
+		if a.start != b.start {
+			return a.start - b.start
+		}
+		if n := (b.end - b.start) - (a.end - a.start); n != 0 {
+			return n
+		}
+		return sourceRank[a.src] - sourceRank[b.src]
+	})
+	out := []hit{hits[0]}
+	longest := hits[0].end - hits[0].start
+	for _, h := range hits[1:] {
+		last := &out[len(out)-1]
+		if h.start >= last.end {
+			out = append(out, h)
+			longest = h.end - h.start
+			continue
+		}
+		if n := h.end - h.start; n > longest {
+			last.kind, last.src, last.key, longest = h.kind, h.src, h.key, n
+		}
+		last.end = max(last.end, h.end)
+	}
+	return out
+}
+
+// variable returns "{{NAME_n}}" for value, naming it the first time; key,
+// when set, is the known value it is a spelling of. The caller holds r.mu.
+func (r *Redactor) variable(value string, kind Kind, src Source, key string) string {
+	if key == "" {
+		key = normalise(value, kind)
+	}
 	if name, ok := r.vars[key]; ok {
 		return "{{" + name + "}}"
 	}
@@ -174,25 +315,32 @@ func (r *Redactor) variable(value string, kind Kind, src Source) string {
 	r.order = append(r.order, name)
 	r.counts[kind]++
 	r.sources[src]++
-	r.values = append(r.values, value)
+	r.learn(value, kind, false) // looked for on the screenshots
 	return "{{" + name + "}}"
 }
 
-// normalise makes the spellings of one value one key: a card or IBAN with
-// or without its spaces, an e-mail address in any case.
+// normalise makes the spellings of one value one key: whatever its
+// spacing and line breaks; a card or IBAN with or without separators; an
+// e-mail address, a name or an address in any case.
 func normalise(v string, kind Kind) string {
+	v = strings.Join(strings.Fields(v), " ")
 	switch kind {
 	case Card, IBAN:
 		return string(kind) + ":" + strings.NewReplacer(" ", "", "-", "").Replace(strings.ToUpper(v))
-	case Email, Name, Address:
+	case Email, Name, Address, Phone:
 		return string(kind) + ":" + strings.ToLower(v)
+	case Password, Custom, Secret:
+		return string(kind) + ":" + v
 	}
-	return string(kind) + ":" + v
+	return string(kind) + ":" + strings.ReplaceAll(v, " ", "")
 }
 
 // Report is metadata.privacy: distinct values per kind and per source,
-// never a value.
+// never a value. A value read on a screenshot that the text never had is
+// counted under the source ocr.
 func (r *Redactor) Report() map[string]any {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	counts, sources := map[string]any{}, map[string]any{}
 	for k, n := range r.counts {
 		counts[string(k)] = n
@@ -200,14 +348,19 @@ func (r *Redactor) Report() map[string]any {
 	for s, n := range r.sources {
 		sources[string(s)] = n
 	}
+	onlyOnScreen := map[string]Kind{}
+	for _, k := range r.known {
+		if _, named := r.vars[k.key]; !named && k.screen && !k.mark {
+			onlyOnScreen[k.key] = k.kind
+		}
+	}
+	for _, kind := range onlyOnScreen {
+		n, _ := counts[string(kind)].(int)
+		counts[string(kind)] = n + 1
+		m, _ := sources[string(FromOCR)].(int)
+		sources[string(FromOCR)] = m + 1
+	}
 	return map[string]any{"counts": counts, "sources": sources}
-}
-
-// CountOCR records a value read on a screenshot that the text had not
-// named (its box is covered; it has no variable).
-func (r *Redactor) CountOCR(kind Kind) {
-	r.counts[kind]++
-	r.sources[FromOCR]++
 }
 
 // Document replaces the sensitive values in every text of doc — what the
@@ -255,6 +408,8 @@ func (r *Redactor) Document(doc *sop.Document) {
 			pr.Artifacts[i] = r.any(a)
 		}
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if p := doc.Public; p != nil && len(r.order) > 0 {
 		if p.Variables == nil {
 			p.Variables = map[string]string{}

@@ -8,125 +8,204 @@ import (
 	"github.com/runops/runops/internal/ocr"
 )
 
-// Boxes returns the boxes of the words to destroy on a screenshot whose
-// text OCR read as lines: every word of a value the detectors, the
-// operator's patterns or the model's marks find in a line, and every word
-// that comes close to a value this redactor has replaced (OCR misreads a
-// character or two that a person still reads). A value found only on the
-// screenshot is counted (source ocr), and its words are compared with
-// those of the screenshots read after it.
-func (r *Redactor) Boxes(lines []ocr.Line) []image.Rectangle {
+// Screen is what OCR read on one picture, as one text: its lines joined by
+// line breaks, their words by spaces, each byte knowing its word.
+type Screen struct {
+	lines []ocr.Line
+	text  string
+	word  []int             // word index of each byte of text, -1 between words
+	boxes []image.Rectangle // word index → its box
+	words []string          // word index → its text, folded
+	// views of text: as read, with wrapped lines joined, and with OCR's
+	// spaces beside a token's joining characters dropped too
+	views []view
+	found []Match // spans of text the rules found
+}
+
+// minPart is the shortest piece of a longer value (a line of a wrapped key,
+// of a private key) looked for on its own: a model that repeats one line of
+// it leaks that line.
+const minPart = 12
+
+// ReadScreen prepares the lines OCR read on a picture and finds the values
+// on it: every rule on the lines as read, on lines a terminal or an editor
+// wrapped joined again, and with the spaces OCR puts inside tokens
+// dropped. Each value found (and each line of one that spans lines) is
+// looked for in the SOP's text afterwards and on the other screenshots.
+func (r *Redactor) ReadScreen(lines []ocr.Line) *Screen {
+	s := &Screen{lines: lines}
+	var b strings.Builder
+	for i, l := range lines {
+		if i > 0 {
+			b.WriteByte('\n')
+			s.word = append(s.word, -1)
+		}
+		for j, w := range l.Words {
+			if j > 0 {
+				b.WriteByte(' ')
+				s.word = append(s.word, -1)
+			}
+			b.WriteString(w.Text)
+			for range len(w.Text) {
+				s.word = append(s.word, len(s.boxes))
+			}
+			s.boxes = append(s.boxes, w.Box)
+			s.words = append(s.words, fold(strings.Trim(w.Text, `.,;:()[]{}<>"'`)))
+		}
+	}
+	s.text = b.String()
+	base := identity(s.text)
+	wrapped := unwrap(base, lines)
+	s.views = []view{base, wrapped, despaced(wrapped)}
+	var all []Match
+	seen := map[string]bool{}
+	for _, v := range s.views {
+		if seen[v.s] {
+			continue
+		}
+		seen[v.s] = true
+		for _, m := range r.det.findIn(v.s) {
+			start, end := v.span(m.Start, m.End)
+			all = append(all, Match{start, end, m.Kind})
+		}
+	}
+	s.found = union(all)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var boxes []image.Rectangle
-	cover := func(l ocr.Line, start, end int) {
-		for i, w := range l.Words {
-			ws, we := l.Starts[i], l.Starts[i]+len(w.Text)
-			if ws < end && start < we {
-				boxes = append(boxes, w.Box)
+	for _, m := range s.found {
+		v := s.text[m.Start:m.End]
+		whole := r.learn(v, m.Kind, true)
+		if pieces := strings.Split(v, "\n"); len(pieces) > 1 {
+			for _, p := range pieces {
+				if p = strings.TrimSpace(p); utf8.RuneCountInString(p) >= minPart {
+					r.learnPart(p, m.Kind, true, whole.key)
+				}
 			}
 		}
 	}
-	tokens := r.tokens()
-	for _, l := range lines {
-		if r.markRe != nil {
-			for _, loc := range r.markRe.FindAllStringIndex(l.Text, -1) {
-				cover(l, loc[0], loc[1])
-			}
-		}
-		for _, m := range r.det.Find(l.Text) {
-			cover(l, m.Start, m.End)
-			if v := l.Text[m.Start:m.End]; !r.known(v, m.Kind) {
-				// Counted once, and looked for on the screenshots read after
-				// this one, where OCR may misread it.
-				r.seen[normalise(v, m.Kind)] = true
-				r.values = append(r.values, v)
-				r.CountOCR(m.Kind)
-			}
-		}
-		for i, w := range l.Words {
-			if close(w.Text, tokens) {
-				cover(l, l.Starts[i], l.Starts[i]+len(w.Text))
-			}
-		}
-	}
-	return boxes
+	return s
 }
 
-// known tells whether v was replaced in the text, or already counted on
-// another screenshot.
-func (r *Redactor) known(v string, kind Kind) bool {
-	key := normalise(v, kind)
-	_, named := r.vars[key]
-	return named || r.seen[key]
+// unwrap joins the lines of v (a Screen's text) that a terminal or an
+// editor wrapped: a line that reaches the right edge of its column and
+// ends in a token's alphabet, and the next, just below it, starting at the
+// column's left edge in a token's alphabet. The line break between them
+// goes; nothing else changes.
+func unwrap(v view, lines []ocr.Line) view {
+	type geometry struct{ left, right, top, bottom, height int }
+	g := make([]geometry, len(lines))
+	for i, l := range lines {
+		if len(l.Words) == 0 {
+			continue
+		}
+		first, last := l.Words[0].Box, l.Words[len(l.Words)-1].Box
+		g[i] = geometry{first.Min.X, last.Max.X, first.Min.Y, last.Max.Y, max(first.Dy(), last.Dy(), 1)}
+	}
+	join := make([]bool, len(lines)) // join line i with line i+1
+	for i := 0; i+1 < len(lines); i++ {
+		a, b := g[i], g[i+1]
+		if len(lines[i].Words) == 0 || len(lines[i+1].Words) == 0 {
+			continue
+		}
+		tol := 2 * a.height
+		edge := a.right
+		for j := range lines {
+			if len(lines[j].Words) > 0 && abs(g[j].left-a.left) <= tol {
+				edge = max(edge, g[j].right)
+			}
+		}
+		end, _ := utf8.DecodeLastRuneInString(lines[i].Text)
+		start, _ := utf8.DecodeRuneInString(lines[i+1].Text)
+		join[i] = a.right >= edge-tol && b.left <= a.left+tol && b.top >= a.top && b.top-a.bottom <= 2*a.height &&
+			isTokenRune(end) && isTokenRune(start)
+	}
+	line := 0
+	return respace(v, func(run string, _, _ rune, _, _ int) string {
+		n := strings.Count(run, "\n")
+		if n == 0 {
+			return run
+		}
+		j := n == 1 && line < len(join) && join[line]
+		line += n
+		if j {
+			return ""
+		}
+		return run
+	})
 }
 
-// tokens are the words of the values replaced so far, and of the marked
-// values: what a screenshot's words are compared with.
-func (r *Redactor) tokens() []string {
-	var out []string
-	add := func(v string) {
-		for _, t := range strings.Fields(v) {
-			out = append(out, strings.ToLower(strings.Trim(t, ".,;:()[]{}<>\"'")))
+// Cover returns the boxes of the words to destroy on the screen: those of
+// every value the rules found on it, and of every value known to this
+// redactor — found in the text, read on another screenshot, marked by the
+// model — wherever OCR reads it, within OCR's errors: a token by its
+// folded characters across words and lines, a mark's words one by one
+// (accents folded, one character off from 4 characters on, none of its
+// everyday words alone) and as a phrase.
+func (r *Redactor) Cover(s *Screen) []image.Rectangle {
+	cover := map[int]bool{}
+	spans := func(v view, start, end int) {
+		from, to := v.span(start, end)
+		for i := from; i < to && i < len(s.word); i++ {
+			if s.word[i] >= 0 {
+				cover[s.word[i]] = true
+			}
 		}
 	}
-	for _, v := range r.values {
-		add(v)
+	base := s.views[0]
+	for _, m := range s.found {
+		spans(base, m.Start, m.End)
 	}
-	for _, m := range r.marks {
-		add(m.Value)
+	r.mu.Lock()
+	known := append([]*known(nil), r.known...)
+	r.mu.Unlock()
+	page := folded(s.views[len(s.views)-1])
+	text := []rune(page.s)
+	offsets := runeOffsets(page.s)
+	for _, k := range known {
+		phrase := k.mark && strings.ContainsRune(k.value, ' ')
+		if (len(k.fold) >= minTokenMatch && !k.mark || phrase) && mayContain(page.s, k.fold, allowedEdits(len(k.fold))) {
+			for _, at := range approx(text, k.fold, allowedEdits(len(k.fold))) {
+				from, to := page.span(offsets[at[0]], offsets[at[1]])
+				if !phrase || bounded(s.text, from, to) {
+					spans(base, from, to)
+				}
+			}
+		}
+		var tokens []string
+		switch {
+		case k.mark:
+			tokens = k.words
+		case len(k.fold) < minTokenMatch:
+			tokens = []string{string(k.fold)}
+		}
+		for _, t := range tokens {
+			for i, w := range s.words {
+				if w != "" && near(w, t) {
+					cover[i] = true
+				}
+			}
+		}
+	}
+	var out []image.Rectangle
+	for i := range s.boxes {
+		if cover[i] {
+			out = append(out, s.boxes[i])
+		}
 	}
 	return out
 }
 
-// close tells whether word reads as one of tokens: the same, ignoring case,
-// or, for a long token, a character or two off (1 for 6–7 characters, 2 from
-// 8 on; shorter ones must match exactly, or every short word would).
-func close(word string, tokens []string) bool {
-	w := strings.ToLower(strings.Trim(word, ".,;:()[]{}<>\"'"))
-	if utf8.RuneCountInString(w) < 3 {
-		return false
+// mayContain tells, cheaply, whether text can hold pattern within k edits:
+// cut into k+1 pieces, one of them is in text exactly.
+func mayContain(text string, pattern []rune, k int) bool {
+	n := len(pattern) / (k + 1)
+	if n == 0 {
+		return true
 	}
-	for _, t := range tokens {
-		n := utf8.RuneCountInString(t)
-		switch {
-		case n < 3:
-		case w == t:
-			return true
-		case n >= 8 && abs(utf8.RuneCountInString(w)-n) <= 2 && distance(w, t) <= 2:
-			return true
-		case n >= 6 && abs(utf8.RuneCountInString(w)-n) <= 1 && distance(w, t) <= 1:
+	for i := 0; i <= k; i++ {
+		if strings.Contains(text, string(pattern[i*n:(i+1)*n])) {
 			return true
 		}
 	}
 	return false
-}
-
-func abs(n int) int {
-	if n < 0 {
-		return -n
-	}
-	return n
-}
-
-// distance is the Levenshtein distance between a and b, in runes.
-func distance(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	prev := make([]int, len(rb)+1)
-	cur := make([]int, len(rb)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(ra); i++ {
-		cur[0] = i
-		for j := 1; j <= len(rb); j++ {
-			cost := 1
-			if ra[i-1] == rb[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(rb)]
 }
