@@ -191,8 +191,12 @@ func (d *Detector) Find(text string) []Match {
 // findIn runs every rule on s as it is.
 func (d *Detector) findIn(s string) []Match {
 	var all []Match
-	bare := unpunctuated(s)
-	all = append(all, findLeaks(bare)...)
+	all = append(all, findLeaks(s)...)
+	if bare := unpunctuated(s); bare != s {
+		// Both: the punctuation blanked may be a rule's own (", " between a
+		// name and its value).
+		all = append(all, findLeaks(bare)...)
+	}
 	for _, rs := range [][]rule{builtins, d.custom} {
 		for _, r := range rs {
 			for _, loc := range r.re.FindAllStringSubmatchIndex(s, -1) {

@@ -74,9 +74,10 @@ func folded(v view) view {
 // fold returns s folded, spaces dropped.
 func fold(s string) string { return folded(identity(s)).s }
 
-// digraphs are the pairs OCR reads one letter as, after folding: ñ as fi,
-// m as rn, d as cl, w as vv. A word is compared in both spellings.
-var digraphs = strings.NewReplacer("fi", "n", "rn", "m", "cl", "d", "vv", "w", "ri", "n")
+// digraphs are the pairs OCR reads one letter as, folded (i is l): ñ as
+// fi, n as ri, m as rn, d as cl, w as vv. A word is compared in both
+// spellings.
+var digraphs = strings.NewReplacer("fl", "n", "rl", "n", "rn", "m", "cl", "d", "vv", "w")
 
 // allowedEdits is how many characters a folded value of n characters may
 // be off and still be read as that value: none under 4, one from 4, two

@@ -205,14 +205,20 @@ func (r *Redactor) Text(s string) string {
 
 // occurrences returns the spans of s where k appears: a mark as whole
 // words (folded, any spacing), a value read on a screenshot within OCR's
-// errors, widened to the whole token it is part of.
+// errors — substitutions, and one character more or less, never a word
+// more: "…RAA for Maps" is not "…RAAMaps" — widened to the whole token it
+// is part of. A value read across lines (a wrapped key) must be there
+// whole; its lines are looked for one by one as parts.
 func (r *Redactor) occurrences(s string, v view, text []rune, offsets []int, k *known) [][2]int {
 	var out [][2]int
 	edits := 0
-	if !k.mark && len(k.fold) >= minTokenMatch {
+	if !k.mark && len(k.fold) >= minTokenMatch && !strings.Contains(k.value, "\n") {
 		edits = allowedEdits(len(k.fold))
 	}
 	for _, at := range approx(text, k.fold, edits) {
+		if abs(at[1]-at[0]-len(k.fold)) > 1 {
+			continue
+		}
 		start, end := v.span(offsets[at[0]], offsets[at[1]])
 		if k.mark || len(k.fold) < minTokenMatch {
 			if !bounded(s, start, end) {

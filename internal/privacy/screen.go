@@ -89,8 +89,9 @@ func (r *Redactor) ReadScreen(lines []ocr.Line) *Screen {
 // unwrap joins the lines of v (a Screen's text) that a terminal or an
 // editor wrapped: a line that reaches the right edge of its column and
 // ends in a token's alphabet, and the next, just below it, starting at the
-// column's left edge in a token's alphabet. The line break between them
-// goes; nothing else changes.
+// column's left edge in a token's alphabet, where the two parts may be one
+// token (wrapsAcross). The line break between them goes; nothing else
+// changes.
 func unwrap(v view, lines []ocr.Line) view {
 	type geometry struct{ left, right, top, bottom, height int }
 	g := make([]geometry, len(lines))
@@ -114,10 +115,10 @@ func unwrap(v view, lines []ocr.Line) view {
 				edge = max(edge, g[j].right)
 			}
 		}
-		end, _ := utf8.DecodeLastRuneInString(lines[i].Text)
-		start, _ := utf8.DecodeRuneInString(lines[i+1].Text)
+		left := tokenBefore(lines[i].Text, len(lines[i].Text))
+		right := tokenAfter(lines[i+1].Text, 0)
 		join[i] = a.right >= edge-tol && b.left <= a.left+tol && b.top >= a.top && b.top-a.bottom <= 2*a.height &&
-			isTokenRune(end) && isTokenRune(start)
+			left != "" && right != "" && wrapsAcross(left, right)
 	}
 	line := 0
 	return respace(v, func(run string, _, _ rune, _, _ int) string {

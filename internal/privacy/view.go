@@ -110,12 +110,18 @@ func joined(v view) view {
 		if !(strings.ContainsAny(run, "\n\r") || len(run) > 1) || !isTokenRune(before) || !isTokenRune(after) {
 			return run
 		}
-		left, right := tokenBefore(v.s, i), tokenAfter(v.s, j)
-		if len(left) >= minWrapped && !isEveryday(right) || len(right) >= minWrapped && !isEveryday(left) {
+		if wrapsAcross(tokenBefore(v.s, i), tokenAfter(v.s, j)) {
 			return ""
 		}
 		return run
 	})
+}
+
+// wrapsAcross tells whether the token parts left and right, either side of
+// a line break, may be one token: one is long enough to be a token's
+// (minWrapped characters) and the other is not an everyday word.
+func wrapsAcross(left, right string) bool {
+	return len(left) >= minWrapped && !isEveryday(right) || len(right) >= minWrapped && !isEveryday(left)
 }
 
 // minWrapped is the shortest token part that joins across a line break.
@@ -148,10 +154,9 @@ func tokenAfter(s string, i int) string {
 }
 
 // despaced removes the single spaces OCR puts beside a token's joining
-// characters ("glpat -8xYz", "sk- ant -api03-", "SG. ab12"), and joins as
-// joined does.
+// characters ("glpat -8xYz", "sk- ant -api03-", "SG. ab12").
 func despaced(v view) view {
-	return respace(joined(v), func(run string, before, after rune, _, _ int) string {
+	return respace(v, func(run string, before, after rune, _, _ int) string {
 		if run == " " && (isJoiner(before) && isTokenRune(after) || isTokenRune(before) && isJoiner(after)) {
 			return ""
 		}
@@ -172,7 +177,12 @@ func isJoiner(r rune) bool { return strings.ContainsRune("-_.=/", r) }
 // isWordRune tells whether r is a letter or digit of any script, or a mark
 // on one: what a value may not touch without being part of a longer word.
 // (Go's \b knows ASCII letters only, so "Chloé" would end before "é".)
+// Scripts written without spaces between words (Han, kana, Hangul with
+// its particles) have no such boundary: 山田太郎さん holds the name 山田太郎.
 func isWordRune(r rune) bool {
+	if unicode.In(r, unicode.Han, unicode.Hiragana, unicode.Katakana, unicode.Hangul) {
+		return false
+	}
 	return unicode.IsLetter(r) || unicode.IsDigit(r) || unicode.Is(unicode.Mn, r)
 }
 

@@ -1,0 +1,186 @@
+package privacy_test
+
+import (
+	"image"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/runops/runops/internal/ocr"
+	"github.com/runops/runops/internal/privacy"
+)
+
+// Geometry of the pages these tests read: a monospace screen of cell×line
+// pixels a character.
+const (
+	cell = 10
+	line = 20
+)
+
+// page is what OCR reads on a screen whose rows are given: each row a line
+// of words, at its column (leading spaces) and row, in cells.
+func page(rows ...string) []ocr.Line {
+	var out []ocr.Line
+	for y, row := range rows {
+		l := ocr.Line{}
+		col := 0
+		for _, f := range strings.SplitAfter(row, " ") {
+			w := strings.TrimSpace(f)
+			if w != "" {
+				if l.Text != "" {
+					l.Text += " "
+				}
+				l.Starts = append(l.Starts, len(l.Text))
+				l.Text += w
+				l.Words = append(l.Words, ocr.Word{Text: w, Box: image.Rect(col*cell, y*line, (col+len(w))*cell, y*line+line-4)})
+			}
+			col += len(f)
+		}
+		if len(l.Words) > 0 {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// covered lists the words of lines whose boxes are among boxes.
+func covered(lines []ocr.Line, boxes []image.Rectangle) []string {
+	var out []string
+	for _, l := range lines {
+		for _, w := range l.Words {
+			if slices.Contains(boxes, w.Box) {
+				out = append(out, w.Text)
+			}
+		}
+	}
+	return out
+}
+
+// wrap cuts s into rows of width characters, as a terminal does.
+func wrap(s string, width int) []string {
+	var rows []string
+	for len(s) > width {
+		rows = append(rows, s[:width])
+		s = s[width:]
+	}
+	return append(rows, s)
+}
+
+// A key a terminal wrapped at its right edge is one value: the rules find
+// it joined, every part of it is covered, and a model that repeats only
+// its second line leaks nothing of it.
+func TestAWrappedKeyIsOneValue(t *testing.T) {
+	t.Parallel()
+	rows := append([]string{"$ cat .env.local", "NEXT_PUBLIC_URL=https://app.example.com"},
+		wrap("export SUPABASE_SERVICE_ROLE_KEY="+jwt, 80)...)
+	rows = append(rows, "$ npm run dev")
+	lines := page(rows...)
+	r := privacy.NewRedactor(detector(t), nil)
+	s := r.ReadScreen(lines)
+	got := covered(lines, r.Cover(s))
+	want := strings.Fields(strings.Join(rows[2:len(rows)-1], " "))[1:] // not "export"
+	if !slices.Equal(got, want) {
+		t.Fatalf("covered %q\nwant %q", got, want)
+	}
+	second := rows[3]
+	text := r.Text("It goes on with " + second + " on the next line.")
+	if strings.Contains(text, second[:20]) || !strings.Contains(text, "{{TOKEN_1}}") {
+		t.Fatalf("the second line of the key is in the text: %q", text)
+	}
+}
+
+// A private key whose BEGIN line OCR misread, or which the screen cut off,
+// is covered from its body: runs of long base64 lines.
+func TestAPrivateKeyIsCoveredFromItsBody(t *testing.T) {
+	t.Parallel()
+	body := strings.Split(pemBody, "\n")
+	for name, rows := range map[string][]string{
+		"misread BEGIN": append(append([]string{"-----BEG1N RSA PRlVATE KEY-----"}, body...), "-----END RSA PRIVATE KEY-----"),
+		"no BEGIN":      append([]string{"id_rsa (scrolled)"}, body...),
+	} {
+		lines := page(rows...)
+		r := privacy.NewRedactor(detector(t), nil)
+		got := covered(lines, r.Cover(r.ReadScreen(lines)))
+		for _, b := range body {
+			if !slices.Contains(got, b) {
+				t.Errorf("%s: the body line %q is not covered (covered %q)", name, b, got)
+			}
+		}
+		if slices.Contains(got, "(scrolled)") {
+			t.Errorf("%s: covered %q", name, got)
+		}
+		// The model repeats one line of the body.
+		if text := r.Text("the key starts " + body[1]); strings.Contains(text, body[1][:16]) {
+			t.Errorf("%s: %q", name, text)
+		}
+	}
+}
+
+// A credentials file shows each secret under its name; a model that
+// repeats the secret's value without its name leaks nothing.
+func TestTheScreenVouchesForTheText(t *testing.T) {
+	t.Parallel()
+	lines := page("[default]", "aws_access_key_id = "+awsID, "aws_secret_access_key = "+awsSecret, "region = eu-west-1")
+	r := privacy.NewRedactor(detector(t), nil)
+	got := covered(lines, r.Cover(r.ReadScreen(lines)))
+	if !slices.Equal(got, []string{awsID, awsSecret}) {
+		t.Fatalf("covered %q", got)
+	}
+	// As the model wrote it: the OCR'd spelling differs by a confusable
+	// character (l for I) and the value is split by a space.
+	text := r.Text("Paste kLDr79nDVJd/uN7B3MAtQhDp8kF3 0NfqnZlVAvcx as the second value, region eu-west-1.")
+	if text != "Paste {{TOKEN_1}} as the second value, region eu-west-1." {
+		t.Fatalf("%q", text)
+	}
+}
+
+// OCR puts spaces inside tokens and misreads characters: the rules find
+// the token anyway, and a value the text had is covered where OCR read it
+// a character off.
+func TestOCRSpellingsAreRead(t *testing.T) {
+	t.Parallel()
+	r := privacy.NewRedactor(detector(t), nil)
+	if text := r.Text("Use the key " + google + " for Maps."); text != "Use the key {{API_KEY_1}} for Maps." {
+		t.Fatalf("%q", text)
+	}
+	misread := strings.Replace(google, "e20", "eZ0", 1)
+	lines := page(
+		"GitLab token glpat -"+glpat[len("glpat-"):],
+		"Maps key "+misread,
+		"Claude key sk- ant -api03-"+anthropic[len("sk-ant-api03-"):],
+		"Settings Billing Members",
+	)
+	got := covered(lines, r.Cover(r.ReadScreen(lines)))
+	want := []string{"glpat", "-" + glpat[len("glpat-"):], misread, "sk-", "ant", "-api03-" + anthropic[len("sk-ant-api03-"):]}
+	if !slices.Equal(got, want) {
+		t.Fatalf("covered %q\nwant %q", got, want)
+	}
+}
+
+// Marks use boundaries of every script, any spacing and any case in the
+// text; on a screenshot their words match with accents folded and a
+// character off (OCR's "Nufiez"), never on an everyday word alone.
+func TestMarksInAnyScript(t *testing.T) {
+	t.Parallel()
+	marks := []privacy.Mark{{Value: "Chloé Dupré", Kind: privacy.Name}, {Value: "Zoë", Kind: privacy.Name},
+		{Value: "山田太郎", Kind: privacy.Name}, {Value: "José Núñez", Kind: privacy.Name}, {Value: "Jane Doe", Kind: privacy.Name},
+		{Value: "The Code Shop", Kind: privacy.Name}, {Value: "Jan", Kind: privacy.Name}}
+	r := privacy.NewRedactor(detector(t), marks)
+	for _, c := range [][2]string{
+		{"Chloé Dupré signs, then Zoë.", "{{NAME_1}} signs, then {{NAME_2}}."},
+		{"Send it to 山田太郎さん today", "Send it to {{NAME_3}}さん today"},
+		{"Ask JOSÉ  NÚÑEZ, or Jose Nunez.", "Ask {{NAME_4}}, or {{NAME_4}}."},
+		{"Jane\nDoe and jane doe", "{{NAME_5}} and {{NAME_5}}"},
+		{"In January, Jan asked the code shop team.", "In January, {{NAME_6}} asked {{NAME_7}} team."},
+		{"Zoëlle and Dupréz are someone else.", "Zoëlle and Dupréz are someone else."},
+	} {
+		if got := r.Text(c[0]); got != c[1] {
+			t.Errorf("%q:\n got %q\nwant %q", c[0], got, c[1])
+		}
+	}
+	lines := page("Contact Jose Nufiez", "Owner: Chloe Dupre", "Open the code editor", "The Code Shop Ltd")
+	got := covered(lines, r.Cover(r.ReadScreen(lines)))
+	if !slices.Equal(got, []string{"Jose", "Nufiez", "Chloe", "Dupre", "The", "Code", "Shop"}) {
+		t.Fatalf("covered %q", got)
+	}
+}
