@@ -236,3 +236,89 @@ func pixel(t *testing.T, path string, x, y int) color.RGBA {
 	t.Helper()
 	return color.RGBAModel.Convert(mediatest.DecodeJPEG(t, path).At(x, y)).(color.RGBA)
 }
+
+// Two steps shown at one second are two copies of one picture: what is
+// found on it, and the box the model gives on one step, are covered on
+// both; each copy has its own step's highlight, and only that.
+func TestEveryCopyOfAPictureIsCovered(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, withPrivacy)
+	video := mediatest.Make(t, r.dir, "screen.mp4", mediatest.Spec{Width: 1280, Height: 720, Seconds: 3, FPS: 5, Texts: []mediatest.Text{
+		{Text: "Account settings", X: 60, Y: 60, Size: 34},
+		{Text: "API key sk_live_HjgzWt6VY7cXRHfkDTjqIdl9", X: 60, Y: 200, Size: 30},
+		{Text: "Billing Invoices Export Reports", X: 60, Y: 410, Size: 30},
+		{Text: "PIN 8812", X: 900, Y: 600, Size: 40},
+	}})
+	r.ai.Answer(geminitest.JSON(withNodes(`[
+  {"id": "open", "type": "task", "label": "Open the settings", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown",
+   "sensitive": [{"value": "8812", "kind": "password", "box_2d": [820, 690, 930, 900]}]},
+  {"id": "copy", "type": "task", "label": "Copy the key", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown", "box_2d": [550, 40, 620, 500]},
+  {"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}
+]`, `[{"source": "open", "target": "copy", "condition": "start"}, {"source": "copy", "target": "done", "condition": ""}]`)))
+	id := r.submit(video, nil)
+	j := r.finished(id)
+	mustComplete(t, j)
+	for _, node := range []string{"open", "copy"} {
+		obj, ok := r.fake.Object("videos/" + id.FramePath(node))
+		if !ok {
+			t.Fatalf("no screenshot of %s; frames %v", node, j.Metadata["frames"])
+		}
+		seen := mediatest.ScreenText(t, obj.File)
+		for _, v := range []string{"sk_live", "HjgzWt", "8812"} {
+			if strings.Contains(seen, v) {
+				t.Errorf("%s: OCR reads %q:\n%s", node, v, seen)
+			}
+		}
+		if !containsAll(seen, []string{"Account", "Billing", "Reports"}) {
+			t.Errorf("%s: the rest of the screen is no longer legible:\n%s", node, seen)
+		}
+		if mean := meanLuma(t, obj.File, image.Rect(690*1280/1000, 820*720/1000, 900*1280/1000, 930*720/1000)); mean > 8 {
+			t.Errorf("%s: the box the model gave on open has a mean luma of %.1f: not filled", node, mean)
+		}
+		// copy's highlight: x 51–640, y 396–446; its bright ring 3 to 6
+		// pixels above.
+		c := pixel(t, obj.File, 300, 391)
+		if ring := c.R > 200 && c.G < 140 && c.B < 80; ring != (node == "copy") {
+			t.Errorf("%s: the pixel on copy's outline is %v", node, c)
+		}
+	}
+}
+
+// A requeue after the retention deleted the raw upload keeps the
+// screenshots of unchanged steps, passed through this run's privacy pass:
+// a name the model marks only now is covered on them; metadata.privacy
+// counts this run alone.
+func TestARerunPassesKeptScreenshotsAgain(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, withPrivacy)
+	video := mediatest.Make(t, r.dir, "screen.mp4", mediatest.Spec{Width: 1280, Height: 720, Seconds: 3, FPS: 5, Texts: []mediatest.Text{
+		{Text: "Customer Margarethe Vandersloot", X: 60, Y: 100, Size: 34},
+		{Text: "Billing Invoices Export Reports", X: 60, Y: 300, Size: 30},
+	}})
+	answer := func(context, marks string) string {
+		return withNodes(`[
+  {"id": "open", "type": "task", "label": "Open the customer", "intent": "i", "context": "`+context+`", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown", "sensitive": [`+marks+`]},
+  {"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}
+]`, `[{"source": "open", "target": "done", "condition": "start"}]`)
+	}
+	r.ai.Answer(geminitest.JSON(answer("uses key sk_live_HjgzWt6VY7cXRHfkDTjqIdl9", "")))
+	id := r.submit(video, nil)
+	mustComplete(t, r.finished(id))
+	obj, _ := r.fake.Object("videos/" + id.FramePath("open"))
+	if seen := mediatest.ScreenText(t, obj.File); !strings.Contains(seen, "Vandersloot") {
+		t.Fatalf("the first run's screenshot does not show the name (the test proves nothing):\n%s", seen)
+	}
+	removeObject(t, r, id.RawPath())
+	r.ai.Answer(geminitest.JSON(answer("", `{"value": "Margarethe Vandersloot", "kind": "name"}`)))
+	j := r.rerun(id)
+	mustComplete(t, j)
+	checkFrames(t, j, `{"count":1,"missing":[]}`)
+	obj, _ = r.fake.Object("videos/" + id.FramePath("open"))
+	seen := mediatest.ScreenText(t, obj.File)
+	if strings.Contains(seen, "Vandersloot") || strings.Contains(seen, "Margarethe") || !containsAll(seen, []string{"Customer", "Billing", "Reports"}) {
+		t.Errorf("the kept screenshot after the rerun reads:\n%s", seen)
+	}
+	if b, _ := json.Marshal(j.Metadata["privacy"]); string(b) != `{"counts":{"name":1},"sources":{"model":1}}` {
+		t.Errorf("metadata.privacy %s: want this run's name alone (the first run's key is not this SOP's)", b)
+	}
+}

@@ -70,6 +70,7 @@ type known struct {
 	fold   []rune
 	screen bool // read on a screenshot
 	mark   bool
+	seen   bool     // a mark covered on a screenshot
 	words  []string // a mark's folded words, everyday ones left out
 }
 
@@ -342,8 +343,9 @@ func normalise(v string, kind Kind) string {
 }
 
 // Report is metadata.privacy: distinct values per kind and per source,
-// never a value. A value read on a screenshot that the text never had is
-// counted under the source ocr.
+// never a value. A value the text never had is counted too: read on a
+// screenshot by the rules (source ocr), or marked and covered on one
+// (source model).
 func (r *Redactor) Report() map[string]any {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -354,17 +356,23 @@ func (r *Redactor) Report() map[string]any {
 	for s, n := range r.sources {
 		sources[string(s)] = n
 	}
-	onlyOnScreen := map[string]Kind{}
+	// Values never in the text: read on a screenshot by the rules, or
+	// marked by the model and covered where OCR read them.
+	onlyOnScreen := map[string]known{}
 	for _, k := range r.known {
-		if _, named := r.vars[k.key]; !named && k.screen && !k.mark {
-			onlyOnScreen[k.key] = k.kind
+		if _, named := r.vars[k.key]; !named && (k.screen && !k.mark || k.mark && k.seen) {
+			onlyOnScreen[k.key] = *k
 		}
 	}
-	for _, kind := range onlyOnScreen {
-		n, _ := counts[string(kind)].(int)
-		counts[string(kind)] = n + 1
-		m, _ := sources[string(FromOCR)].(int)
-		sources[string(FromOCR)] = m + 1
+	for _, k := range onlyOnScreen {
+		src := FromOCR
+		if k.mark {
+			src = FromModel
+		}
+		n, _ := counts[string(k.kind)].(int)
+		counts[string(k.kind)] = n + 1
+		m, _ := sources[string(src)].(int)
+		sources[string(src)] = m + 1
 	}
 	return map[string]any{"counts": counts, "sources": sources}
 }

@@ -163,12 +163,14 @@ func (r *Redactor) Cover(s *Screen) []image.Rectangle {
 	text := []rune(page.s)
 	offsets := runeOffsets(page.s)
 	for _, k := range known {
+		hits := 0
 		phrase := k.mark && strings.ContainsRune(k.value, ' ')
 		if (len(k.fold) >= minTokenMatch && !k.mark || phrase) && mayContain(page.s, k.fold, allowedEdits(len(k.fold))) {
 			for _, at := range approx(text, k.fold, allowedEdits(len(k.fold))) {
 				from, to := page.span(offsets[at[0]], offsets[at[1]])
 				if !phrase || bounded(s.text, from, to) {
 					spans(base, from, to)
+					hits++
 				}
 			}
 		}
@@ -183,8 +185,14 @@ func (r *Redactor) Cover(s *Screen) []image.Rectangle {
 			for i, w := range s.words {
 				if w != "" && near(w, t) {
 					cover[i] = true
+					hits++
 				}
 			}
+		}
+		if k.mark && hits > 0 {
+			r.mu.Lock()
+			k.seen = true
+			r.mu.Unlock()
 		}
 	}
 	var out []image.Rectangle
