@@ -55,6 +55,13 @@ type rig struct {
 
 func newRig(t *testing.T, tweak ...func(*pipeline.Config)) *rig {
 	t.Helper()
+	return newRigWith(t, quiet, nil, tweak...)
+}
+
+// newRigWith is newRig with the engine logging to logger and recording a
+// webhook event for each of hooks.
+func newRigWith(t *testing.T, logger *slog.Logger, hooks []string, tweak ...func(*pipeline.Config)) *rig {
+	t.Helper()
 	pool, dsn := pgtest.Pool(t)
 	fake := supabasetest.New(t, jobs.MaxUploadBytes)
 	fake.OnStore(soptest.Inspect(t))
@@ -81,8 +88,8 @@ func newRig(t *testing.T, tweak ...func(*pipeline.Config)) *rig {
 	}
 	r.model = model
 	r.handler = pipeline.New(objects, model, postgres.NewSOPLocker(pool), cfg)
-	queuetest.Start(t, dsn, postgres.NewQueueStore(pool), r.handler,
-		queue.Config{Concurrency: 2, LeaseTTL: 30 * time.Second, Heartbeat: time.Second, Sweep: time.Second, Logger: quiet}, true)
+	queuetest.Start(t, dsn, postgres.NewQueueStore(pool).SendEvents(hooks), r.handler,
+		queue.Config{Concurrency: 2, LeaseTTL: 30 * time.Second, Heartbeat: time.Second, Sweep: time.Second, Logger: logger}, true)
 	return r
 }
 

@@ -1,8 +1,10 @@
 package pipeline_test
 
 import (
+	"context"
 	"encoding/json"
 	"image"
+	"log/slog"
 	"image/color"
 	"os"
 	"os/exec"
@@ -14,6 +16,7 @@ import (
 	"github.com/runops/runops/internal/mediatest"
 	"github.com/runops/runops/internal/pipeline"
 	"github.com/runops/runops/internal/privacy"
+	"github.com/runops/runops/internal/queue"
 	"github.com/runops/runops/internal/sop"
 )
 
@@ -320,5 +323,45 @@ func TestARerunPassesKeptScreenshotsAgain(t *testing.T) {
 	}
 	if b, _ := json.Marshal(j.Metadata["privacy"]); string(b) != `{"counts":{"name":1},"sources":{"model":1}}` {
 		t.Errorf("metadata.privacy %s: want this run's name alone (the first run's key is not this SOP's)", b)
+	}
+}
+
+// No value leaves the worker anywhere else: not in its logs (at debug
+// level, the model's rejected answer included), not in the job's row
+// (error, metadata, every column), not in a webhook event's payload.
+func TestNoValueInLogsRowOrEvents(t *testing.T) {
+	t.Parallel()
+	var logs lockedBuffer
+	logger := slog.New(queue.JobLogs(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	r := newRigWith(t, logger, []string{"https://hooks.example.com/runops"}, withPrivacy, func(c *pipeline.Config) { c.Logger = logger })
+	video := mediatest.Make(t, r.dir, "screen.mp4", mediatest.Spec{Width: 1280, Height: 720, Seconds: 3, FPS: 5, Texts: []mediatest.Text{
+		{Text: "Signed in as jane.doe@acme-corp.com", X: 60, Y: 130, Size: 30},
+		{Text: "API key sk_live_HjgzWt6VY7cXRHfkDTjqIdl9", X: 60, Y: 200, Size: 30},
+	}})
+	// A first answer the validator rejects, naming a value in its problem
+	// (an edge to a node that does not exist), then the leaky one.
+	rejected := strings.Replace(leakyAnswer, `"target":"done"`, `"target":"jane.doe@acme-corp.com"`, 1)
+	r.ai.Script(geminitest.JSON(rejected), geminitest.JSON(leakyAnswer))
+	id := r.submit(video, nil)
+	mustComplete(t, r.finished(id))
+	if len(r.ai.Requests()) != 2 {
+		t.Fatalf("%d requests: the rejected answer was not rejected (the test proves less)", len(r.ai.Requests()))
+	}
+	var row, events string
+	if err := r.pool.QueryRow(context.Background(), `SELECT to_jsonb(j)::text FROM jobs j WHERE job_id = $1`, string(id)).Scan(&row); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.pool.QueryRow(context.Background(), `SELECT coalesce(string_agg(body::text, ' '), '') FROM runops_webhooks WHERE job_id = $1`, string(id)).Scan(&events); err != nil {
+		t.Fatal(err)
+	}
+	if events == "" || !strings.Contains(logs.String(), "[email]") {
+		t.Fatalf("no event (%q) or no scrubbed problem in the logs: the test proves less", events)
+	}
+	for _, v := range append(leakedValues, "HjgzWt6VY7c") {
+		for what, text := range map[string]string{"logs": logs.String(), "job row": row, "webhook events": events} {
+			if strings.Contains(strings.ToLower(text), strings.ToLower(v)) {
+				t.Errorf("%q is in the %s", v, what)
+			}
+		}
 	}
 }
