@@ -16,6 +16,7 @@ need ffmpeg ffmpeg
 need ffprobe ffmpeg
 need tesseract tesseract-ocr
 need /usr/share/tesseract-ocr/5/tessdata/eng.traineddata tesseract-ocr-eng
+need /usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf fonts-dejavu-core
 need gcc gcc
 need gcc libc6-dev
 install_needed
