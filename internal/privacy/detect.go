@@ -109,8 +109,9 @@ var builtins = []rule{
 	// or a tab, as .env files, configs, forms and tables show them.
 	{kind: Token, re: regexp.MustCompile(secretName + `[ \t]*(?:=>|:=|=|:|\t)[ \t]*` + assignedValue), group: 1, ok: notOrdinary, named: true, prefix: sentenceEnd},
 	// The same name as a label on its own line, its value alone on the
-	// next: a sign-in form.
-	{kind: Token, re: regexp.MustCompile(`(?m)^[ \t]*` + secretName + `[ \t]*:?[ \t]*\n[ \t]*([^\s]{4,})[ \t]*$`), group: 1, ok: notOrdinary, named: true, prefix: sentenceEnd},
+	// next, mixing characters as secrets do: a sign-in form (not a menu,
+	// whose next item is a word).
+	{kind: Token, re: regexp.MustCompile(`(?m)^[ \t]*` + secretName + `[ \t]*:?[ \t]*\n[ \t]*([^\s]{4,})[ \t]*$`), group: 1, ok: shownPassword, named: true, prefix: sentenceEnd},
 	// A password beside its label with only spaces between (a form read
 	// as one line).
 	{kind: Password, re: regexp.MustCompile(`(?i:password|passwd|passphrase|pwd)[ \t]+([^\s]{6,})`), group: 1, ok: shownPassword, bounded: true, prefix: sentenceEnd},
@@ -333,7 +334,7 @@ func sentenceEnd(v string) int {
 // passwordName is a name that says its value is a password.
 var passwordName = regexp.MustCompile(`(?i)pass|pwd`)
 
-// shownPassword keeps a value beside a password's label that is not an
+// shownPassword keeps a value beside a secret's label that is not an
 // everyday word and mixes characters as passwords do.
 func shownPassword(v string) bool {
 	return notOrdinary(v) && (looksGenerated(v) || strings.IndexFunc(v, unicode.IsPunct) >= 0 || strings.IndexFunc(v, unicode.IsSymbol) >= 0)
