@@ -80,6 +80,8 @@ type rule struct {
 	// notAfter lists the characters the value may not follow: the
 	// credentials of a URL are not an e-mail address.
 	notAfter string
+	// find, when set, finds the values in place of re.
+	find func(string) [][2]int
 }
 
 // secretName is a name that says its value is secret: password, passwd,
@@ -95,9 +97,8 @@ var builtins = []rule{
 	// A PEM or OpenSSH private key, from its BEGIN line to its END line
 	// (OCR misreads the first: BEG1N, PRlVATE).
 	{kind: PrivateKey, re: regexp.MustCompile(`(?i)-{3,}\s*BEG[I1l|]N\s[^\n]{0,40}?KEY[^\n]{0,10}?-{3,}(?s:.*?)(?:-{3,}\s*END\s[^\n]{0,40}?KEY[^\n]{0,10}?-{3,}|\z)`)},
-	// Its body when the BEGIN line is not read: two or more lines of 40
-	// base64 characters and more, and the short last one.
-	{kind: PrivateKey, re: regexp.MustCompile(`(?m)(?:^[ \t]*[A-Za-z0-9+/]{40,}={0,2}[ \t]*\n){2,}(?:[ \t]*[A-Za-z0-9+/]{1,}={0,2}[ \t]*$)?`), ok: mixedAlphabet},
+	// Its body when the BEGIN line is not read (base64Body).
+	{kind: PrivateKey, find: base64Body},
 	// The password in a URL's credentials (a database URL).
 	{kind: Password, re: regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]+:([^\s@/]+)@`), group: 1},
 	// E-mail addresses: RFC 5322's dot-atom or quoted local part, a domain
@@ -118,6 +119,9 @@ var builtins = []rule{
 	// A high-entropy token beside such a name, with nothing between but
 	// spaces (a table of keys).
 	{kind: Token, re: regexp.MustCompile(secretName + `[ \t]+([A-Za-z0-9_\-+/=.]{20,})`), group: 1, ok: highEntropy, bounded: true, named: true},
+	// A high-entropy token assigned to any upper-case name, as .env files
+	// hold them (an account SID beside its auth token).
+	{kind: Token, re: regexp.MustCompile(`(?m)(?:^|[ \t])(?:export[ \t]+)?[A-Z][A-Z0-9_]*[ \t]*=[ \t]*["']?([A-Za-z0-9_\-+/=.]{24,})`), group: 1, ok: highEntropy, bounded: true},
 	// A long high-entropy token with no name at all.
 	{kind: Token, re: regexp.MustCompile(`[A-Za-z0-9+/_\-]{40,}={0,2}`), ok: veryHighEntropy, bounded: true},
 	{kind: IBAN, re: regexp.MustCompile(`[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?`), ok: ibanValid, bounded: true},
@@ -200,6 +204,12 @@ func (d *Detector) findIn(s string) []Match {
 	}
 	for _, rs := range [][]rule{builtins, d.custom} {
 		for _, r := range rs {
+			if r.find != nil {
+				for _, at := range r.find(s) {
+					all = append(all, Match{at[0], at[1], r.kind})
+				}
+				continue
+			}
 			for _, loc := range r.re.FindAllStringSubmatchIndex(s, -1) {
 				start, end := loc[0], loc[1]
 				if r.group > 0 && len(loc) > 2*r.group+1 && loc[2*r.group] >= 0 {
@@ -320,6 +330,48 @@ func notOrdinary(v string) bool {
 		return false
 	}
 	return true
+}
+
+// base64Body finds the bodies of keys whose BEGIN line is not there (OCR
+// misread it, the screen cut it off): two or more lines in a row that are
+// each 40 base64 characters and more — with the spaces OCR puts inside a
+// long string, at most one every 8 characters — mixing cases and digits,
+// and the shorter last line after them.
+func base64Body(s string) [][2]int {
+	var out [][2]int
+	start, end, n := -1, -1, 0
+	flush := func() {
+		if n >= 2 {
+			out = append(out, [2]int{start, end})
+		}
+		start, end, n = -1, -1, 0
+	}
+	at := 0
+	for _, line := range strings.SplitAfter(s, "\n") {
+		body := strings.TrimRight(line, "\n")
+		from := at + len(body) - len(strings.TrimLeft(body, " \t"))
+		to := at + len(strings.TrimRight(body, " \t"))
+		at += len(line)
+		compact := strings.Join(strings.Fields(body), "")
+		spaces := len(strings.Fields(body)) - 1
+		isBase64 := compact != "" && strings.Trim(compact, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") == "" &&
+			spaces*8 <= len(compact)
+		switch {
+		case isBase64 && len(compact) >= 40 && mixedAlphabet(compact):
+			if n == 0 {
+				start = from
+			}
+			end = to
+			n++
+		case isBase64 && n >= 2:
+			end = to // the last, shorter line
+			flush()
+		default:
+			flush()
+		}
+	}
+	flush()
+	return out
 }
 
 // sentenceEnd is the length of v without the one ".", ",", ":" or ";"

@@ -93,21 +93,26 @@ func allowedEdits(n int) int {
 	return min(1+n/12, 4)
 }
 
-// near tells whether the folded word w reads as the folded token t: the
-// same, or within allowedEdits, in their plain or digraph spelling.
+// near tells whether the folded word w, as OCR read it, reads as the
+// folded token t: the same, or within allowedEdits; from 5 characters on,
+// also with OCR's digraphs in w read as the letter they stand for.
 func near(w, t string) bool {
 	if w == t {
 		return true
 	}
-	k := allowedEdits(utf8.RuneCountInString(t))
+	n := utf8.RuneCountInString(t)
+	k := allowedEdits(n)
 	if k == 0 {
 		return false
 	}
-	if abs(utf8.RuneCountInString(w)-utf8.RuneCountInString(t)) <= k && distance(w, t) <= k {
+	if abs(utf8.RuneCountInString(w)-n) <= k && distance(w, t) <= k {
 		return true
 	}
-	dw, dt := digraphs.Replace(w), digraphs.Replace(t)
-	return (dw != w || dt != t) && abs(utf8.RuneCountInString(dw)-utf8.RuneCountInString(dt)) <= k && distance(dw, dt) <= k
+	if n < 5 {
+		return false
+	}
+	dw := digraphs.Replace(w)
+	return dw != w && abs(utf8.RuneCountInString(dw)-n) <= k && distance(dw, t) <= k
 }
 
 // approx returns the spans [start, end) of text (runes) that are within k

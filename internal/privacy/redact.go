@@ -69,6 +69,7 @@ type known struct {
 	key    string // its variable's key (normalise); a part has the whole value's
 	fold   []rune
 	screen bool // read on a screenshot
+	part   bool // a line of a value that spans lines
 	mark   bool
 	seen   bool     // a mark covered on a screenshot
 	words  []string // a mark's folded words, everyday ones left out
@@ -132,10 +133,23 @@ func (r *Redactor) learnPart(v string, kind Kind, screen bool, whole string) *kn
 		k.screen = k.screen || screen
 		return k
 	}
-	k := &known{value: v, kind: kind, key: key, fold: []rune(fold(v)), screen: screen}
+	k := &known{value: v, kind: kind, key: key, fold: []rune(fold(v)), screen: screen, part: whole != ""}
 	r.index[id] = k
 	r.known = append(r.known, k)
 	return k
+}
+
+// learnLines records v, and each line of it when it spans lines (a
+// wrapped key, a private key), as learn does. The caller holds r.mu.
+func (r *Redactor) learnLines(v string, kind Kind, screen bool) {
+	whole := r.learn(v, kind, screen)
+	if pieces := strings.Split(v, "\n"); len(pieces) > 1 {
+		for _, p := range pieces {
+			if p = strings.TrimSpace(p); utf8.RuneCountInString(p) >= minPart {
+				r.learnPart(p, kind, screen, whole.key)
+			}
+		}
+	}
 }
 
 // Reserve tells the redactor names the document already uses, so that a
@@ -178,7 +192,7 @@ func (r *Redactor) Text(s string) string {
 	text := []rune(v.s)
 	offsets := runeOffsets(v.s)
 	for _, k := range r.known {
-		if !k.mark && !k.screen {
+		if !k.mark && !k.screen && !k.part {
 			continue // found in the text by the rules: Find finds it again
 		}
 		src := FromOCR
@@ -215,6 +229,9 @@ func (r *Redactor) occurrences(s string, v view, text []rune, offsets []int, k *
 	edits := 0
 	if !k.mark && len(k.fold) >= minTokenMatch && !strings.Contains(k.value, "\n") {
 		edits = allowedEdits(len(k.fold))
+	}
+	if !mayContain(v.s, k.fold, edits) {
+		return nil
 	}
 	for _, at := range approx(text, k.fold, edits) {
 		if abs(at[1]-at[0]-len(k.fold)) > 1 {
@@ -322,7 +339,7 @@ func (r *Redactor) variable(value string, kind Kind, src Source, key string) str
 	r.order = append(r.order, name)
 	r.counts[kind]++
 	r.sources[src]++
-	r.learn(value, kind, false) // looked for on the screenshots
+	r.learnLines(value, kind, false) // looked for on the screenshots, and its lines in the texts
 	return "{{" + name + "}}"
 }
 

@@ -3,7 +3,6 @@ package privacy
 import (
 	"image"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/runops/runops/internal/ocr"
 )
@@ -16,6 +15,7 @@ type Screen struct {
 	word  []int             // word index of each byte of text, -1 between words
 	boxes []image.Rectangle // word index → its box
 	words []string          // word index → its text, folded
+	line  []int             // word index → its line
 	// views of text: as read, with wrapped lines joined, and with OCR's
 	// spaces beside a token's joining characters dropped too
 	views []view
@@ -50,13 +50,14 @@ func (r *Redactor) ReadScreen(lines []ocr.Line) *Screen {
 				s.word = append(s.word, len(s.boxes))
 			}
 			s.boxes = append(s.boxes, w.Box)
+			s.line = append(s.line, i)
 			s.words = append(s.words, fold(strings.Trim(w.Text, `.,;:()[]{}<>"'`)))
 		}
 	}
 	s.text = b.String()
 	base := identity(s.text)
-	wrapped := unwrap(base, lines)
-	s.views = []view{base, wrapped, despaced(wrapped)}
+	tight := despaced(base)
+	s.views = []view{base, tight, unwrap(tight, lines)}
 	var all []Match
 	seen := map[string]bool{}
 	for _, v := range s.views {
@@ -73,25 +74,17 @@ func (r *Redactor) ReadScreen(lines []ocr.Line) *Screen {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, m := range s.found {
-		v := s.text[m.Start:m.End]
-		whole := r.learn(v, m.Kind, true)
-		if pieces := strings.Split(v, "\n"); len(pieces) > 1 {
-			for _, p := range pieces {
-				if p = strings.TrimSpace(p); utf8.RuneCountInString(p) >= minPart {
-					r.learnPart(p, m.Kind, true, whole.key)
-				}
-			}
-		}
+		r.learnLines(s.text[m.Start:m.End], m.Kind, true)
 	}
 	return s
 }
 
-// unwrap joins the lines of v (a Screen's text) that a terminal or an
-// editor wrapped: a line that reaches the right edge of its column and
-// ends in a token's alphabet, and the next, just below it, starting at the
-// column's left edge in a token's alphabet, where the two parts may be one
-// token (wrapsAcross). The line break between them goes; nothing else
-// changes.
+// unwrap joins the lines of v (a view of a Screen's text that keeps its
+// line breaks) that a terminal or an editor wrapped: a line that reaches
+// the right edge of its column and ends in a token's alphabet, and the
+// next, just below it, starting at the column's left edge in a token's
+// alphabet, where the two parts may be one token (wrapsAcross). The line
+// break between them goes; nothing else changes.
 func unwrap(v view, lines []ocr.Line) view {
 	type geometry struct{ left, right, top, bottom, height int }
 	g := make([]geometry, len(lines))
@@ -102,12 +95,11 @@ func unwrap(v view, lines []ocr.Line) view {
 		first, last := l.Words[0].Box, l.Words[len(l.Words)-1].Box
 		g[i] = geometry{first.Min.X, last.Max.X, first.Min.Y, last.Max.Y, max(first.Dy(), last.Dy(), 1)}
 	}
-	join := make([]bool, len(lines)) // join line i with line i+1
-	for i := 0; i+1 < len(lines); i++ {
-		a, b := g[i], g[i+1]
-		if len(lines[i].Words) == 0 || len(lines[i+1].Words) == 0 {
-			continue
+	below := func(i int) bool { // line i+1 is where line i would continue
+		if i+1 >= len(lines) || len(lines[i].Words) == 0 || len(lines[i+1].Words) == 0 {
+			return false
 		}
+		a, b := g[i], g[i+1]
 		tol := 2 * a.height
 		edge := a.right
 		for j := range lines {
@@ -115,20 +107,18 @@ func unwrap(v view, lines []ocr.Line) view {
 				edge = max(edge, g[j].right)
 			}
 		}
-		left := tokenBefore(lines[i].Text, len(lines[i].Text))
-		right := tokenAfter(lines[i+1].Text, 0)
-		join[i] = a.right >= edge-tol && b.left <= a.left+tol && b.top >= a.top && b.top-a.bottom <= 2*a.height &&
-			left != "" && right != "" && wrapsAcross(left, right)
+		return a.right >= edge-tol && b.left <= a.left+tol && b.top >= a.top && b.top-a.bottom <= 2*a.height
 	}
 	line := 0
-	return respace(v, func(run string, _, _ rune, _, _ int) string {
+	return respace(v, func(run string, _, _ rune, i, j int) string {
 		n := strings.Count(run, "\n")
 		if n == 0 {
 			return run
 		}
-		j := n == 1 && line < len(join) && join[line]
+		join := n == 1 && below(line)
 		line += n
-		if j {
+		left, right := tokenBefore(v.s, i), tokenAfter(v.s, j)
+		if join && left != "" && right != "" && wrapsAcross(left, right) {
 			return ""
 		}
 		return run
@@ -181,9 +171,25 @@ func (r *Redactor) Cover(s *Screen) []image.Rectangle {
 		case len(k.fold) < minTokenMatch:
 			tokens = []string{string(k.fold)}
 		}
+		// A name's words count alone; the words of an address or a phone
+		// number ("Kingdom", "366") only with another of them on their line.
+		alone := !k.mark || k.kind == Name || len(tokens) == 1
+		matched := map[int][]int{} // line → words
+		tokensOn := map[int]map[string]bool{}
 		for _, t := range tokens {
 			for i, w := range s.words {
 				if w != "" && near(w, t) {
+					matched[s.line[i]] = append(matched[s.line[i]], i)
+					if tokensOn[s.line[i]] == nil {
+						tokensOn[s.line[i]] = map[string]bool{}
+					}
+					tokensOn[s.line[i]][t] = true
+				}
+			}
+		}
+		for l, ws := range matched {
+			if alone || len(tokensOn[l]) > 1 {
+				for _, i := range ws {
 					cover[i] = true
 					hits++
 				}

@@ -118,10 +118,21 @@ func joined(v view) view {
 }
 
 // wrapsAcross tells whether the token parts left and right, either side of
-// a line break, may be one token: one is long enough to be a token's
-// (minWrapped characters) and the other is not an everyday word.
+// a line break, may be one token: right does not begin with an everyday
+// word ("region=eu-west-1" is the next line of a file, not the rest of a
+// key), and one of them is long enough to be a token's (minWrapped
+// characters), the other not ending with an everyday word.
 func wrapsAcross(left, right string) bool {
-	return len(left) >= minWrapped && !isEveryday(right) || len(right) >= minWrapped && !isEveryday(left)
+	alnum := func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) }
+	first := right
+	if i := strings.IndexFunc(right, alnum); i >= 0 {
+		first = right[:i]
+	}
+	last := left[strings.LastIndexFunc(left, alnum)+1:]
+	if isEveryday(first) {
+		return false
+	}
+	return len(left) >= minWrapped || len(right) >= minWrapped && !isEveryday(last)
 }
 
 // minWrapped is the shortest token part that joins across a line break.
@@ -153,15 +164,33 @@ func tokenAfter(s string, i int) string {
 	return s[i:j]
 }
 
-// despaced removes the single spaces OCR puts beside a token's joining
-// characters ("glpat -8xYz", "sk- ant -api03-", "SG. ab12").
+// despaced removes the single spaces OCR puts inside a token: beside its
+// joining characters ("glpat -8xYz", "sk- ant -api03-", "SG. ab12"), and
+// anywhere in a long one ("AC911905f fa65638ea4…"): between two runs of a
+// token's alphabet that, joined, are 16 characters or more, one of them 8
+// or more, mixing letters and digits or cases, neither an everyday word.
 func despaced(v view) view {
-	return respace(v, func(run string, before, after rune, _, _ int) string {
-		if run == " " && (isJoiner(before) && isTokenRune(after) || isTokenRune(before) && isJoiner(after)) {
-			return ""
+	for range 4 { // a token OCR cut in several places joins a cut a pass
+		next := respace(v, func(run string, before, after rune, i, j int) string {
+			if run != " " {
+				return run
+			}
+			if isJoiner(before) && isTokenRune(after) || isTokenRune(before) && isJoiner(after) {
+				return ""
+			}
+			left, right := tokenBefore(v.s, i), tokenAfter(v.s, j)
+			if len(left)+len(right) >= 16 && max(len(left), len(right)) >= 8 && looksGenerated(left+right) &&
+				!isEveryday(left) && !isEveryday(right) {
+				return ""
+			}
+			return run
+		})
+		if next.s == v.s {
+			break
 		}
-		return run
-	})
+		v = next
+	}
+	return v
 }
 
 // isTokenRune tells whether r may be part of a key, token or encoded value.
@@ -172,7 +201,7 @@ func isTokenRune(r rune) bool {
 
 // isJoiner tells whether r joins the parts of a token: OCR often reads a
 // space beside one.
-func isJoiner(r rune) bool { return strings.ContainsRune("-_.=/", r) }
+func isJoiner(r rune) bool { return strings.ContainsRune("-_.=/+", r) }
 
 // isWordRune tells whether r is a letter or digit of any script, or a mark
 // on one: what a value may not touch without being part of a longer word.
