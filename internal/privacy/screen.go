@@ -3,6 +3,8 @@ package privacy
 import (
 	"image"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/runops/runops/internal/ocr"
 )
@@ -118,6 +120,9 @@ func unwrap(v view, lines []ocr.Line) view {
 		join := n == 1 && below(line)
 		line += n
 		left, right := tokenBefore(v.s, i), tokenAfter(v.s, j)
+		if r, n := utf8.DecodeRuneInString(v.s[j:]); right == "" && (unicode.IsSymbol(r) || r == '|') {
+			right = tokenAfter(v.s, j+n) // OCR's "£1PULR…" for "f1PULR…"
+		}
 		if join && left != "" && right != "" && wrapsAcross(left, right) {
 			return ""
 		}
