@@ -20,7 +20,7 @@
 --   the sequence of jobs.id: every privilege revoked from anon and
 --   authenticated. RLS (on, with no policy for them) already hid every row;
 --   it does not cover TRUNCATE, REFERENCES or TRIGGER, and nobody but the
---   service needs them: the app reads jobs through our API only (CONTRACT.md).
+--   service needs them: the app reads jobs through our API only (docs/frontend-contract.md).
 --
 -- The service uses all of these as their owner (the migrating role), so it
 -- keeps every privilege; service_role keeps what Supabase granted it. A later
