@@ -261,12 +261,13 @@ func unpunctuated(s string) string {
 
 // union merges overlapping matches into one value, of the kind of the
 // longest of them (where one value's rules disagree, the longer reading
-// hides more), and sorts them.
+// hides more; of equally long ones, the first found: a provider's rule
+// before ours), and sorts them.
 func union(all []Match) []Match {
 	if len(all) == 0 {
 		return nil
 	}
-	slices.SortFunc(all, func(a, b Match) int {
+	slices.SortStableFunc(all, func(a, b Match) int {
 		if a.Start != b.Start {
 			return a.Start - b.Start
 		}

@@ -290,7 +290,7 @@ func unionHits(hits []hit) []hit {
 	if len(hits) == 0 {
 		return nil
 	}
-	slices.SortFunc(hits, func(a, b hit) int {
+	slices.SortStableFunc(hits, func(a, b hit) int {
 		if a.start != b.start {
 			return a.start - b.start
 		}

@@ -2,14 +2,35 @@ package privacy_test
 
 import (
 	"math/rand/v2"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/lucasjones/reggen"
+	"github.com/zricethezav/gitleaks/v8/config"
 	"github.com/zricethezav/gitleaks/v8/detect"
 
 	"github.com/runops/runops/internal/privacy"
 )
+
+// The rule table is gitleaks' default configuration, byte for byte, of the
+// gitleaks module go.mod requires: upgrading the module and not the table
+// fails here. RUNOPS_UPDATE_RULES=1 writes it anew.
+func TestTheRuleTableIsGitleaksOwn(t *testing.T) {
+	t.Parallel()
+	if os.Getenv("RUNOPS_UPDATE_RULES") != "" {
+		if err := os.WriteFile("gitleaks.toml", []byte(config.DefaultConfig), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile("gitleaks.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != config.DefaultConfig {
+		t.Fatal("internal/privacy/gitleaks.toml is not the gitleaks module's default configuration: RUNOPS_UPDATE_RULES=1 go test -run RuleTable ./internal/privacy/")
+	}
+}
 
 // Our detector loses nothing of the rule set: on strings generated from
 // each of gitleaks' own rules, every secret gitleaks finds is inside a
