@@ -113,7 +113,7 @@ func toDocument(text string, id jobs.ID, duration time.Duration) (answer, string
 		problems = append(problems, "- "+p.String())
 	}
 	if len(problems) > 0 {
-		return answer{}, strings.Join(problems, "\n") + "\n"
+		return answer{marks: marks}, strings.Join(problems, "\n") + "\n" // the marks, to keep them out of the problems
 	}
 	return answer{d, marks, boxes}, ""
 }

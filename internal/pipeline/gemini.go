@@ -10,6 +10,7 @@ import (
 
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/metrics"
+	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/queue"
 )
 
@@ -150,7 +151,11 @@ func (p *Pipeline) describe(ctx context.Context, job queue.Job, r queue.Reporter
 		}
 		cutOff = resp.FinishReason == "MAX_TOKENS"
 		ans, problems = toDocument(resp.Text, job.ID, duration)
-		problems = p.cfg.Privacy.Scrub(problems) // they are logged, and kept in metadata.attempts
+		if p.cfg.Privacy != nil {
+			// They are logged, and kept in metadata.attempts: no value, nor
+			// one the rejected answer marked.
+			problems = privacy.NewRedactor(p.cfg.Privacy, ans.marks).Scrub(problems)
+		}
 		if ans.doc == nil && cutOff {
 			problems = "- the answer was cut off before its end: describe the procedure more briefly\n" + problems
 		}

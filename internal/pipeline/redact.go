@@ -60,31 +60,38 @@ func (p *Pipeline) redact(ctx context.Context, job queue.Job, r queue.Reporter, 
 // second, shown by one step or more, or a screenshot kept from an earlier
 // run. It is read, and painted, once.
 type picture struct {
+	second int
 	shots  []pendingShot // the steps it is the screenshot of; the first's file is read
-	model  []box2d       // the boxes the model gave on it, for any of them
+	model  []box2d       // the boxes the model gave on its second, for any step
 	screen *privacy.Screen
 }
 
 // pictures groups the pending screenshots by the picture they are copies
-// of, in the order of their seconds.
+// of, in the order of their seconds. Every box the model gave for a step
+// shown at a second is painted on every picture of that second: a kept
+// screenshot (its own picture, its highlight drawn) as well as the copies.
 func pictures(pending []pendingShot, boxes map[string][]box2d) []*picture {
 	pending = slices.Clone(pending)
 	slices.SortStableFunc(pending, func(x, y pendingShot) int { return x.second - y.second })
 	var out []*picture
 	at := map[string]*picture{}
+	model := map[int][]box2d{} // second → the boxes of its steps
 	for _, ps := range pending {
+		model[ps.second] = append(model[ps.second], boxes[ps.node.ID]...)
 		key := fmt.Sprint("second ", ps.second)
 		if ps.kept {
-			key = "kept " + ps.node.ID // each its own picture, its highlight drawn
+			key = "kept " + ps.node.ID
 		}
 		pic := at[key]
 		if pic == nil {
-			pic = &picture{}
+			pic = &picture{second: ps.second}
 			at[key] = pic
 			out = append(out, pic)
 		}
 		pic.shots = append(pic.shots, ps)
-		pic.model = append(pic.model, boxes[ps.node.ID]...)
+	}
+	for _, pic := range out {
+		pic.model = model[pic.second]
 	}
 	return out
 }

@@ -354,9 +354,11 @@ func TestNoValueInLogsRowOrEvents(t *testing.T) {
 		{Text: "Signed in as jane.doe@acme-corp.com", X: 60, Y: 130, Size: 30},
 		{Text: "API key sk_live_HjgzWt6VY7cXRHfkDTjqIdl9", X: 60, Y: 200, Size: 30},
 	}})
-	// A first answer the validator rejects, naming a value in its problem
-	// (an edge to a node that does not exist), then the leaky one.
+	// A first answer the validator rejects, naming values in its problems
+	// (edges to nodes that do not exist: an e-mail address, and a name
+	// only that answer marks), then the leaky one.
 	rejected := strings.Replace(leakyAnswer, `"target":"done"`, `"target":"jane.doe@acme-corp.com"`, 1)
+	rejected = strings.Replace(rejected, `"target":"key"`, `"target":"Jane Doe"`, 1)
 	r.ai.Script(geminitest.JSON(rejected), geminitest.JSON(leakyAnswer))
 	id := r.submit(video, nil)
 	mustComplete(t, r.finished(id))
@@ -370,7 +372,7 @@ func TestNoValueInLogsRowOrEvents(t *testing.T) {
 	if err := r.pool.QueryRow(context.Background(), `SELECT coalesce(string_agg(body::text, ' '), '') FROM runops_webhooks WHERE job_id = $1`, string(id)).Scan(&events); err != nil {
 		t.Fatal(err)
 	}
-	if events == "" || !strings.Contains(logs.String(), "[email]") {
+	if events == "" || !strings.Contains(logs.String(), "[email]") || !strings.Contains(logs.String(), "[name]") {
 		t.Fatalf("no event (%q) or no scrubbed problem in the logs: the test proves less", events)
 	}
 	for _, v := range append(leakedValues, "HjgzWt6VY7c") {
@@ -378,6 +380,36 @@ func TestNoValueInLogsRowOrEvents(t *testing.T) {
 			if strings.Contains(strings.ToLower(text), strings.ToLower(v)) {
 				t.Errorf("%q is in the %s", v, what)
 			}
+		}
+	}
+}
+
+// After the retention, two steps of one second keep their screenshots as
+// two pictures: the box the model gives on one step covers both.
+func TestARerunCoversEveryKeptCopy(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, withPrivacy)
+	video := mediatest.Make(t, r.dir, "screen.mp4", mediatest.Spec{Width: 1280, Height: 720, Seconds: 3, FPS: 5, Texts: []mediatest.Text{
+		{Text: "Account settings", X: 60, Y: 60, Size: 34},
+		{Text: "PIN 8812", X: 900, Y: 600, Size: 40},
+	}})
+	answer := func(sensitive string) string {
+		return withNodes(`[
+  {"id": "open", "type": "task", "label": "Open the settings", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown", "sensitive": [`+sensitive+`]},
+  {"id": "copy", "type": "task", "label": "Read the code", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown"},
+  {"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}
+]`, `[{"source": "open", "target": "copy", "condition": "start"}, {"source": "copy", "target": "done", "condition": ""}]`)
+	}
+	r.ai.Answer(geminitest.JSON(answer("")))
+	id := r.submit(video, nil)
+	mustComplete(t, r.finished(id))
+	removeObject(t, r, id.RawPath())
+	r.ai.Answer(geminitest.JSON(answer(`{"value": "the door code", "kind": "password", "box_2d": [820, 690, 930, 900]}`)))
+	mustComplete(t, r.rerun(id))
+	for _, node := range []string{"open", "copy"} {
+		obj, _ := r.fake.Object("videos/" + id.FramePath(node))
+		if seen := mediatest.ScreenText(t, obj.File); strings.Contains(seen, "8812") || !strings.Contains(seen, "Account") {
+			t.Errorf("%s's kept screenshot after the rerun reads:\n%s", node, seen)
 		}
 	}
 }

@@ -19,8 +19,10 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/net/publicsuffix"
 )
@@ -81,6 +83,9 @@ type rule struct {
 	notAfter string
 	// find, when set, finds the values in place of re.
 	find func(string) [][2]int
+	// notInURL: a value inside a URL (after "://" in the same word) is not
+	// this rule's.
+	notInURL bool
 }
 
 // secretName is a name that says its value is secret: password, passwd,
@@ -88,9 +93,20 @@ type rule struct {
 // private key, and any *_KEY, *_SECRET or *_TOKEN, in any case.
 const secretName = `(?i:[\p{L}\p{N}_.\-]*?(?:password|passwd|passphrase|pwd|secret|token|credentials?|api[_\-. ]?key|access[_\-. ]?key|private[_\-. ]?key)[\p{L}\p{N}_\-]*|[\p{L}\p{N}_\-]*_key)`
 
+// passwordName is a name that says its value is a password, in the
+// languages forms are most often in too.
+const passwordName = `(?i:[\p{L}\p{N}_.\-]*?(?:password|passwd|passphrase|pwd)[\p{L}\p{N}_\-]*|[\p{L}\p{N}_\-]*_pass|pass|passwort|kennwort|mot de passe|contraseña|contrasena|senha|wachtwoord|lösenord|losenord|adgangskode|passord|salasana|hasło|haslo|heslo|parola|пароль|パスワード|密码|密碼|비밀번호)`
+
 // assignedValue is what follows a name and its operator: quoted, or up to
 // the space or punctuation that ends it in a sentence.
 const assignedValue = `("[^"\n]{4,}"|'[^'\n]{4,}'|[^\s"'` + "`" + `,;()\[\]{}<>]{4,})`
+
+// Operators: an assignment (=, :=, =>, full-width ＝), or a label's colon
+// or a tab (a form, a table; full-width ：).
+const (
+	assigns = `[ \t]*(?:=>|:=|=|＝)[ \t]*`
+	labels  = `[ \t]*(?::|：|\t)[ \t]*`
+)
 
 var builtins = []rule{
 	// A PEM or OpenSSH private key, from its BEGIN line to its END line
@@ -98,31 +114,42 @@ var builtins = []rule{
 	{kind: PrivateKey, re: regexp.MustCompile(`(?i)-{3,}\s*BEG[I1l|]N\s[^\n]{0,40}?KEY[^\n]{0,10}?-{3,}(?s:.*?)(?:-{3,}\s*END\s[^\n]{0,40}?KEY[^\n]{0,10}?-{3,}|\z)`)},
 	// Its body when the BEGIN line is not read (base64Body).
 	{kind: PrivateKey, find: base64Body},
-	// The password in a URL's credentials (a database URL).
+	// The password in a URL's credentials (a database URL), and a mysql
+	// client's -p.
 	{kind: Password, re: regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]+:([^\s@/]+)@`), group: 1},
+	{kind: Password, re: regexp.MustCompile(`\b(?:mysql|mysqldump|mysqladmin|mariadb)\b[^\n]*?\s-p([^\s-][^\s]{3,})`), group: 1, ok: notOrdinary},
 	// E-mail addresses: RFC 5322's dot-atom or quoted local part, a domain
 	// under a public suffix.
 	{kind: Email, re: regexp.MustCompile(`(?:[\p{L}\p{N}!#$%&*+/=?^_{|}~\-]+(?:\.[\p{L}\p{N}!#$%&'*+/=?^_{|}~\-]+)*|"(?:[^"\\\n]|\\.)+")@(?:[\p{L}\p{N}](?:[\p{L}\p{N}\-]*[\p{L}\p{N}])?\.)+\p{L}{2,}`), ok: emailDomain, bounded: true, notAfter: ":/"},
-	// Authorization headers, with or without their name.
+	// Authorization headers, with or without their name; session cookies.
 	{kind: Token, re: regexp.MustCompile(`(?i)(?:bearer|basic)[ \t]+([A-Za-z0-9\-._~+/]{12,}=*)`), group: 1, ok: looksGenerated, bounded: true},
-	// A value assigned to a name that says it is secret: =, :, := or =>,
-	// or a tab, as .env files, configs, forms and tables show them.
-	{kind: Token, re: regexp.MustCompile(secretName + `[ \t]*(?:=>|:=|=|:|\t)[ \t]*` + assignedValue), group: 1, ok: notOrdinary, named: true, prefix: sentenceEnd},
-	// The same name as a label on its own line, its value alone on the
-	// next, mixing characters as secrets do: a sign-in form (not a menu,
-	// whose next item is a word).
-	{kind: Token, re: regexp.MustCompile(`(?m)^[ \t]*` + secretName + `[ \t]*:?[ \t]*\n[ \t]*([^\s]{4,})[ \t]*$`), group: 1, ok: shownPassword, named: true, prefix: sentenceEnd},
+	{kind: Token, re: regexp.MustCompile(`(?i)\b(?:session(?:[_-]?id)?|sessid|sid|phpsessid|jsessionid|connect\.sid|csrftoken|xsrf-token|auth[_-]?token|remember[_-]?token)=([A-Za-z0-9%._\-+/=]{16,})`), group: 1, ok: looksGenerated},
+	// A value assigned to a name that says it is secret, as .env files and
+	// configs show them: a password's whatever it is, another's unless it
+	// is an identifier (PRIMARY_KEY=customer_id).
+	{kind: Password, re: regexp.MustCompile(passwordName + assigns + assignedValue), group: 1, ok: notOrdinary, prefix: sentenceEnd},
+	{kind: Token, re: regexp.MustCompile(secretName + assigns + assignedValue), group: 1, ok: assignedSecret, prefix: sentenceEnd},
+	// The same names as labels (a colon, a tab: forms, tables), where a
+	// sentence may go on ("Token: Expiration is 30 days"): the value must
+	// mix characters as secrets do.
+	{kind: Password, re: regexp.MustCompile(passwordName + labels + assignedValue), group: 1, ok: shownPassword, prefix: sentenceEnd},
+	{kind: Token, re: regexp.MustCompile(secretName + labels + assignedValue), group: 1, ok: shownPassword, prefix: sentenceEnd},
+	// A label on its own line, its value alone on the next: a sign-in form
+	// (not a menu, whose next item is a word).
+	{kind: Password, re: regexp.MustCompile(`(?m)^[ \t]*` + passwordName + `[ \t]*[:：]?[ \t]*\n[ \t]*([^\s]{4,})[ \t]*$`), group: 1, ok: shownPassword, prefix: sentenceEnd},
+	{kind: Token, re: regexp.MustCompile(`(?m)^[ \t]*` + secretName + `[ \t]*[:：]?[ \t]*\n[ \t]*([^\s]{4,})[ \t]*$`), group: 1, ok: shownPassword, prefix: sentenceEnd},
 	// A password beside its label with only spaces between (a form read
-	// as one line).
-	{kind: Password, re: regexp.MustCompile(`(?i:password|passwd|passphrase|pwd)[ \t]+([^\s]{6,})`), group: 1, ok: shownPassword, bounded: true, prefix: sentenceEnd},
+	// as one line), or in a sentence ("the password is hunter2").
+	{kind: Password, re: regexp.MustCompile(`(?i:password|passwd|passphrase|pwd)(?:[ \t]+(?:is|was))?[ \t]+([^\s]{6,})`), group: 1, ok: shownPassword, bounded: true, prefix: sentenceEnd},
 	// A high-entropy token beside such a name, with nothing between but
 	// spaces (a table of keys).
 	{kind: Token, re: regexp.MustCompile(secretName + `[ \t]+([A-Za-z0-9_\-+/=.]{20,})`), group: 1, ok: highEntropy, bounded: true, named: true},
 	// A high-entropy token assigned to any upper-case name, as .env files
 	// hold them (an account SID beside its auth token).
 	{kind: Token, re: regexp.MustCompile(`(?m)(?:^|[ \t])(?:export[ \t]+)?[A-Z][A-Z0-9_]*[ \t]*=[ \t]*["']?([A-Za-z0-9_\-+/=.]{24,})`), group: 1, ok: highEntropy, bounded: true},
-	// A long high-entropy token with no name at all.
-	{kind: Token, re: regexp.MustCompile(`[A-Za-z0-9+/_\-]{40,}={0,2}`), ok: veryHighEntropy, bounded: true},
+	// A long high-entropy token with no name at all, but not a URL's path
+	// (a document's id in a share link).
+	{kind: Token, re: regexp.MustCompile(`[A-Za-z0-9+_\-]{40,}={0,2}`), ok: veryHighEntropy, bounded: true, notInURL: true},
 	{kind: IBAN, re: regexp.MustCompile(`[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?`), ok: ibanValid, bounded: true},
 	{kind: Card, re: regexp.MustCompile(`\d(?:[ \-]?\d){12,}`), prefix: cardPrefix, bounded: true},
 }
@@ -221,11 +248,11 @@ func (d *Detector) findIn(s string) []Match {
 					v = s[start:end]
 				}
 				if start == end || r.ok != nil && !r.ok(v) || r.bounded && !bounded(s, start, end) ||
-					start > 0 && strings.IndexByte(r.notAfter, s[start-1]) >= 0 {
+					start > 0 && strings.IndexByte(r.notAfter, s[start-1]) >= 0 || r.notInURL && inURL(s, start) {
 					continue
 				}
 				kind := r.kind
-				if r.named && passwordName.MatchString(s[loc[0]:start]) {
+				if r.named && passwordWord.MatchString(s[loc[0]:start]) {
 					kind = Password
 				}
 				all = append(all, Match{start, end, kind})
@@ -383,13 +410,35 @@ func sentenceEnd(v string) int {
 	return len(v)
 }
 
-// passwordName is a name that says its value is a password.
-var passwordName = regexp.MustCompile(`(?i)pass|pwd`)
+// passwordWord is in a name that says its value is a password.
+var passwordWord = regexp.MustCompile(`(?i)pass|pwd`)
 
 // shownPassword keeps a value beside a secret's label that is not an
-// everyday word and mixes characters as passwords do.
+// everyday word and mixes characters as passwords do: letters with digits
+// or cases, or a symbol passwords take (not the punctuation of a sentence:
+// "(twice)", "manager's", "Forgot?").
 func shownPassword(v string) bool {
-	return notOrdinary(v) && (looksGenerated(v) || strings.IndexFunc(v, unicode.IsPunct) >= 0 || strings.IndexFunc(v, unicode.IsSymbol) >= 0)
+	v = strings.Trim(v, `()"'.,:;!?`)
+	return notOrdinary(v) && (looksGenerated(v) && !capitalised(v) || strings.ContainsAny(v, "!@#$%^&*+=~_-"))
+}
+
+// capitalised tells whether v is a word with a capital first letter and
+// the rest lower-case letters, as a sentence begins ("Rotate", "Minimum").
+func capitalised(v string) bool {
+	first, n := utf8.DecodeRuneInString(v)
+	return unicode.IsUpper(first) && strings.IndexFunc(v[n:], func(r rune) bool { return !unicode.IsLower(r) }) < 0
+}
+
+// assignedSecret keeps a value assigned to a secret's name unless it is
+// everyday, a placeholder, or an identifier (customer_id, user.email).
+func assignedSecret(v string) bool {
+	return notOrdinary(v) && !(wordlike(v) && strings.Trim(v, "abcdefghijklmnopqrstuvwxyz0123456789_.") == "")
+}
+
+// inURL tells whether the word s[i] is in holds "://" before i.
+func inURL(s string, i int) bool {
+	start := strings.LastIndexAny(s[:i], " \t\n\"'<>(") + 1
+	return strings.Contains(s[start:i], "://")
 }
 
 // looksGenerated keeps a token that mixes letters with digits or cases:
@@ -485,7 +534,7 @@ func cardValid(s string) bool {
 		sep = "-"
 	}
 	digits := strings.NewReplacer(" ", "", "-", "").Replace(s)
-	if len(digits) < 13 || len(digits) > 19 || digits[0] < '2' || digits[0] > '6' {
+	if len(digits) < 13 || len(digits) > 19 || !cardNetwork(digits) {
 		return false
 	}
 	if sep != "" {
@@ -505,6 +554,23 @@ func cardValid(s string) bool {
 		}
 	}
 	return luhn(digits)
+}
+
+// cardNetwork tells whether digits begin as a card network's numbers do
+// (their issuer identification ranges): Visa 4; Mastercard 51–55 and
+// 2221–2720; American Express 34, 37; Diners 300–305, 36, 38, 39; JCB
+// 3528–3589; Discover 6011, 644–649, 65; UnionPay 62; Maestro 50, 56–69.
+// A run of years (2015 2016 2017 2018) is none.
+func cardNetwork(digits string) bool {
+	p := func(n int) int { v, _ := strconv.Atoi(digits[:n]); return v }
+	switch p2 := p(2); {
+	case digits[0] == '4', p2 >= 51 && p2 <= 55, p2 == 34 || p2 == 37, p2 == 36 || p2 == 38 || p2 == 39,
+		p2 == 50 || p2 >= 56 && p2 <= 69:
+		return true
+	case p(4) >= 2221 && p(4) <= 2720, p(3) >= 300 && p(3) <= 305, p(4) >= 3528 && p(4) <= 3589:
+		return true
+	}
+	return false
 }
 
 func luhn(digits string) bool {

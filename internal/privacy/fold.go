@@ -14,8 +14,9 @@ import (
 // reads as two are spelled out. Folded texts are compared with their
 // spaces dropped: OCR puts spaces inside tokens ("sk- ant -api03").
 
-// foldRune returns r as folded text: "" for a space or a combining mark.
-func foldRune(r rune) string {
+// foldRune returns r as folded text: "" for a space or a combining mark;
+// with ocr, the characters OCR confuses are one.
+func foldRune(r rune, ocr bool) string {
 	if unicode.IsSpace(r) || unicode.Is(unicode.Mn, r) {
 		return ""
 	}
@@ -41,6 +42,9 @@ func foldRune(r rune) string {
 		}
 	}
 	r = unicode.ToLower(r)
+	if !ocr {
+		return string(r)
+	}
 	switch r {
 	case 'i', '1', '|', '!':
 		return "l"
@@ -56,23 +60,40 @@ func foldRune(r rune) string {
 	return string(r)
 }
 
-// folded is a view of v folded rune by rune, spaces dropped.
-func folded(v view) view {
+// folded is a view of v folded rune by rune, spaces dropped; with ocr,
+// OCR's confusable characters are one.
+func folded(v view, ocr bool) view {
 	var w viewBuilder
 	for i, r := range v.s {
 		n := utf8.RuneLen(r)
 		if r == utf8.RuneError {
 			n = 1
 		}
-		if f := foldRune(r); f != "" {
+		if f := foldRune(r, ocr); f != "" {
 			w.add(f, v.from[i], v.to[i+n-1])
 		}
 	}
 	return w.view()
 }
 
-// fold returns s folded, spaces dropped.
-func fold(s string) string { return folded(identity(s)).s }
+// fold returns s as OCR reads it, folded, spaces dropped: for what OCR
+// read, or will read.
+func fold(s string) string { return folded(identity(s), true).s }
+
+// foldText returns s with its case, accents and spacing folded, nothing
+// else: for what a person or the model typed ("Sam" is not "5AM").
+func foldText(s string) string { return folded(identity(s), false).s }
+
+// digitsOf returns the digits of s, and where each comes from.
+func digitsOf(s string) view {
+	var w viewBuilder
+	for i, r := range s {
+		if r >= '0' && r <= '9' {
+			w.add(string(r), i, i+1)
+		}
+	}
+	return w.view()
+}
 
 // digraphs are the pairs OCR reads one letter as, folded (i is l): ñ as
 // fi, n as ri, m as rn, d as cl, w as vv. A word is compared in both

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/runops/runops/internal/sop"
@@ -54,25 +55,48 @@ type Mark struct {
 }
 
 // minMarked is the shortest marked value replaced: shorter ones ("Al",
-// "12") would take parts of ordinary words with them.
-const minMarked = 3
+// "12") would take parts of ordinary words with them. In scripts written
+// without spaces a character is a syllable: two make a name (王伟).
+const (
+	minMarked    = 3
+	minMarkedCJK = 2
+)
 
 // minTokenMatch is the shortest folded value looked for inside other text
 // rather than word by word: shorter ones are compared as whole words.
 const minTokenMatch = 6
 
+// minDigits is the fewest digits a marked phone or card number is looked
+// for by: its digits alone, whatever the format it is written in. A phone
+// number is looked for by its last phoneDigits, the subscriber's number
+// with or without the country's and the area's codes before it.
+const (
+	minDigits   = 7
+	phoneDigits = 9
+)
+
 // known is a value to look for on the other side — found in the text, on
-// a screenshot, or marked — folded for OCR's way of reading.
+// a screenshot, or marked — folded for each way of reading it.
 type known struct {
 	value  string
 	kind   Kind
 	key    string // its variable's key (normalise); a part has the whole value's
-	fold   []rune
-	screen bool // read on a screenshot
-	part   bool // a line of a value that spans lines
+	fold   []rune // as OCR reads it (fold)
+	digram []rune // as OCR reads it with a digraph for a letter ("rn" for m), when it has one
+	text   []rune // as typed (foldText)
+	digits string // a marked phone or card number's digits
+	screen bool   // read on a screenshot
+	part   bool   // a line of a value that spans lines
 	mark   bool
-	seen   bool     // a mark covered on a screenshot
-	words  []string // a mark's folded words, everyday ones left out
+	seen   bool       // a mark covered on a screenshot
+	words  []markWord // a mark's words, everyday ones left out
+}
+
+// markWord is a word of a mark, folded as OCR reads it and as typed; a
+// short one counts only beside another word of its mark.
+type markWord struct {
+	ocr, text string
+	short     bool
 }
 
 // Redactor replaces the sensitive values of one SOP with variables: each
@@ -100,19 +124,37 @@ func NewRedactor(det *Detector, marks []Mark) *Redactor {
 		taken: map[string]bool{}, counts: map[Kind]int{}, sources: map[Source]int{}}
 	for _, m := range marks {
 		v := strings.Join(strings.Fields(m.Value), " ")
-		if utf8.RuneCountInString(v) < minMarked || !slices.Contains(ModelKinds, m.Kind) {
+		least := minMarked
+		if strings.IndexFunc(v, func(r rune) bool { return !isWordRune(r) && unicode.IsLetter(r) }) >= 0 {
+			least = minMarkedCJK
+		}
+		if utf8.RuneCountInString(v) < least || !slices.Contains(ModelKinds, m.Kind) {
 			continue
 		}
 		k := r.learn(v, m.Kind, false)
 		k.mark = true
+		if d := digitsOf(v).s; (m.Kind == Phone || m.Kind == Card) && len(d) >= minDigits {
+			if m.Kind == Phone {
+				d = d[max(0, len(d)-phoneDigits):]
+			}
+			k.digits = d
+		}
 		for _, w := range strings.Fields(v) {
-			if f := fold(w); utf8.RuneCountInString(f) >= minMarked && !isEveryday(strings.Trim(w, ".,;:()'\"")) {
-				k.words = append(k.words, f)
+			w = strings.Trim(w, markTrim)
+			f := fold(w)
+			if n := utf8.RuneCountInString(f); n >= least && !isEveryday(w) {
+				k.words = append(k.words, markWord{f, foldText(w), false})
+			} else if n == 2 && strings.ContainsRune(v, ' ') {
+				// "Wu" of "Wu, Jie": only beside another word of the name.
+				k.words = append(k.words, markWord{f, foldText(w), true})
 			}
 		}
 	}
 	return r
 }
+
+// markTrim is the punctuation around a word that is not part of it.
+const markTrim = `.,;:()[]{}<>"'!?`
 
 // learn records v as a value to look for, once per spelling; the caller
 // holds r.mu or owns r alone.
@@ -133,7 +175,11 @@ func (r *Redactor) learnPart(v string, kind Kind, screen bool, whole string) *kn
 		k.screen = k.screen || screen
 		return k
 	}
-	k := &known{value: v, kind: kind, key: key, fold: []rune(fold(v)), screen: screen, part: whole != ""}
+	f := fold(v)
+	k := &known{value: v, kind: kind, key: key, fold: []rune(f), text: []rune(foldText(v)), screen: screen, part: whole != ""}
+	if d := digraphs.Replace(f); d != f {
+		k.digram = []rune(d)
+	}
 	r.index[id] = k
 	r.known = append(r.known, k)
 	return k
@@ -171,15 +217,49 @@ type hit struct {
 }
 
 // Text returns s with every sensitive value replaced by its variable: the
-// values the rules find, the marked ones and those read on the
-// screenshots (however OCR or the model spelled them, whatever the spacing
-// and the line breaks).
+// values the rules find in it, and every value known so far wherever it
+// appears — found in another text, marked, or read on a screenshot
+// (however OCR spelled it), whatever the spacing and the line breaks.
 func (r *Redactor) Text(s string) string {
 	if strings.TrimSpace(s) == "" {
 		return s
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return replace(s, r.hits(s), func(h hit) string { return r.variable(s[h.start:h.end], h.kind, h.src, h.key) })
+}
+
+// Scrub returns s with every value Text would replace written as its kind
+// in brackets ("[name]"), naming no variable: for logs and the problems of
+// a rejected answer, with that answer's marks.
+func (r *Redactor) Scrub(s string) string {
+	if r == nil || r.det == nil || strings.TrimSpace(s) == "" {
+		return s
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return replace(s, r.hits(s), func(h hit) string { return "[" + string(h.kind) + "]" })
+}
+
+// replace writes s with each hit replaced by with(hit).
+func replace(s string, hits []hit, with func(hit) string) string {
+	if len(hits) == 0 {
+		return s
+	}
+	var b strings.Builder
+	last := 0
+	for _, h := range hits {
+		b.WriteString(s[last:h.start])
+		b.WriteString(with(h))
+		last = h.end
+	}
+	b.WriteString(s[last:])
+	return b.String()
+}
+
+// hits are the values in s: the rules', and every known value's
+// occurrences. The caller holds r.mu.
+func (r *Redactor) hits(s string) []hit {
 	var hits []hit
 	for _, m := range r.det.Find(s) {
 		src := FromText
@@ -188,64 +268,117 @@ func (r *Redactor) Text(s string) string {
 		}
 		hits = append(hits, hit{m.Start, m.End, m.Kind, src, ""})
 	}
-	v := folded(identity(s))
-	text := []rune(v.s)
-	offsets := runeOffsets(v.s)
+	typed, ocr, digits := readings(s), lazyReadings(s, true), lazyDigits(s)
 	for _, k := range r.known {
-		if !k.mark && !k.screen && !k.part {
-			continue // found in the text by the rules: Find finds it again
-		}
-		src := FromOCR
-		if k.mark {
+		src := FromText
+		switch {
+		case k.mark:
 			src = FromModel
+		case k.screen || k.part:
+			src = FromOCR
+		case k.kind == Custom:
+			src = FromPattern
 		}
-		for _, sp := range r.occurrences(s, v, text, offsets, k) {
+		for _, sp := range r.occurrences(s, typed, ocr, digits, k) {
 			hits = append(hits, hit{sp[0], sp[1], k.kind, src, k.key})
 		}
 	}
-	hits = unionHits(hits)
-	if len(hits) == 0 {
-		return s
-	}
-	var b strings.Builder
-	last := 0
-	for _, h := range hits {
-		b.WriteString(s[last:h.start])
-		b.WriteString(r.variable(s[h.start:h.end], h.kind, h.src, h.key))
-		last = h.end
-	}
-	b.WriteString(s[last:])
-	return b.String()
+	return unionHits(hits)
 }
 
-// occurrences returns the spans of s where k appears: a mark as whole
-// words (folded, any spacing), a value read on a screenshot within OCR's
-// errors — substitutions, and one character more or less, never a word
-// more: "…RAA for Maps" is not "…RAAMaps" — widened to the whole token it
-// is part of. A value read across lines (a wrapped key) must be there
-// whole; its lines are looked for one by one as parts.
-func (r *Redactor) occurrences(s string, v view, text []rune, offsets []int, k *known) [][2]int {
+// numberChars are what a phone or card number is written with.
+const numberChars = "0123456789 -.()/+"
+
+// numberStart moves start back over the rest of the number it is in: the
+// country's and the area's codes before a subscriber's number ("+1 (415)
+// 555-0132"), never past two spaces in a row or a line break.
+func numberStart(s string, start int) int {
+	for start > 0 && strings.IndexByte(numberChars, s[start-1]) >= 0 && !strings.HasSuffix(s[:start], "  ") {
+		start--
+	}
+	for start < len(s) && strings.IndexByte("0123456789(+", s[start]) < 0 {
+		start++ // not a space or a dash it began with
+	}
+	return start
+}
+
+// reading is a folded view of a text, as runes, with the byte offset of
+// each rune in the view.
+type reading struct {
+	v       view
+	runes   []rune
+	offsets []int
+}
+
+func readings(s string) *reading { return newReading(folded(identity(s), false)) }
+
+func newReading(v view) *reading { return &reading{v, []rune(v.s), runeOffsets(v.s)} }
+
+// lazyReadings is the OCR reading of s, made the first time it is asked.
+func lazyReadings(s string, ocr bool) func() *reading {
+	return sync.OnceValue(func() *reading { return newReading(folded(identity(s), ocr)) })
+}
+
+// lazyDigits is the digits of s, made the first time they are asked.
+func lazyDigits(s string) func() view { return sync.OnceValue(func() view { return digitsOf(s) }) }
+
+// occurrences returns the spans of s where k appears. A marked phone or
+// card number by its digits, whatever its format; a mark as whole words,
+// as typed (case, accents and spacing folded: "Sam" is not "5AM"); a value
+// read on a screenshot within OCR's errors — substitutions, a digraph for
+// a letter, and one character more or less, never a word more ("…RAA for
+// Maps" is not "…RAAMaps"); a value found in another text as typed. A
+// value found inside a token is widened to the whole token; a short one
+// must be a whole word. A value read across lines (a wrapped key) must be
+// there whole: its lines are looked for one by one, as parts.
+func (r *Redactor) occurrences(s string, typed *reading, ocr func() *reading, digits func() view, k *known) [][2]int {
+	if k.digits != "" {
+		var out [][2]int
+		d := digits()
+		for from := 0; ; {
+			i := strings.Index(d.s[from:], k.digits)
+			if i < 0 {
+				return out
+			}
+			start, end := d.span(from+i, from+i+len(k.digits))
+			start = numberStart(s, start)
+			if bounded(s, start, end) && strings.Trim(s[start:end], numberChars) == "" {
+				out = append(out, [2]int{start, end})
+			}
+			from += i + len(k.digits)
+		}
+	}
+	in, patterns, edits := typed, [][]rune{k.text}, 0
+	if (k.screen || k.part) && !k.mark {
+		in, patterns = ocr(), [][]rune{k.fold}
+		if k.digram != nil {
+			patterns = append(patterns, k.digram)
+		}
+		if len(k.fold) >= minTokenMatch && !strings.Contains(k.value, "\n") {
+			edits = allowedEdits(len(k.fold))
+		}
+	}
 	var out [][2]int
-	edits := 0
-	if !k.mark && len(k.fold) >= minTokenMatch && !strings.Contains(k.value, "\n") {
-		edits = allowedEdits(len(k.fold))
-	}
-	if !mayContain(v.s, k.fold, edits) {
-		return nil
-	}
-	for _, at := range approx(text, k.fold, edits) {
-		if abs(at[1]-at[0]-len(k.fold)) > 1 {
+	for _, pattern := range patterns {
+		if len(pattern) == 0 || !mayContain(in.v.s, pattern, edits) {
 			continue
 		}
-		start, end := v.span(offsets[at[0]], offsets[at[1]])
-		if k.mark || len(k.fold) < minTokenMatch {
-			if !bounded(s, start, end) {
+		for _, at := range approx(in.runes, pattern, edits) {
+			if abs(at[1]-at[0]-len(pattern)) > 1 {
 				continue
 			}
-		} else {
-			start, end = widen(s, start, end)
+			start, end := in.v.span(in.offsets[at[0]], in.offsets[at[1]])
+			if edits == 0 {
+				// As typed: a whole word, or a whole value inside a token
+				// ("password=hunter2" holds hunter2).
+				if !bounded(s, start, end) {
+					continue
+				}
+			} else {
+				start, end = widen(s, start, end)
+			}
+			out = append(out, [2]int{start, end})
 		}
-		out = append(out, [2]int{start, end})
 	}
 	return out
 }
@@ -265,7 +398,8 @@ func runeOffsets(s string) []int {
 func widen(s string, start, end int) (int, int) {
 	for start > 0 {
 		r, n := utf8.DecodeLastRuneInString(s[:start])
-		if !isTokenRune(r) || r == '.' && (start-n == 0 || s[start-n-1] == ' ') {
+		// "=" begins a value ("KEY=…"): the name before it stays.
+		if !isTokenRune(r) || r == '=' || r == '.' && (start-n == 0 || s[start-n-1] == ' ') {
 			break
 		}
 		start -= n
@@ -399,46 +533,20 @@ func (r *Redactor) Report() map[string]any {
 // requests and the private part — and lists each variable it introduced
 // in public.variables with a description of what to fill in. Ids, types,
 // links between nodes, timestamps and screenshot paths are structure, not
-// text, and stay.
+// text, and stay. Two passes: every value the rules find in any text is
+// learned first, so that it is replaced wherever it appears, before or
+// after the text it was found in.
 func (r *Redactor) Document(doc *sop.Document) {
 	if doc.Public != nil {
 		for name := range doc.Public.Variables {
 			r.Reserve(name)
 		}
 	}
-	if m := doc.Meta; m != nil {
-		m.Title, m.Goal, m.Purpose, m.Version = r.Text(m.Title), r.Text(m.Goal), r.Text(m.Purpose), r.Text(m.Version)
-		for i := range m.Owner {
-			m.Owner[i] = r.Text(m.Owner[i])
-		}
-	}
-	if p := doc.Public; p != nil {
-		for i := range p.Triggers {
-			t := &p.Triggers[i]
-			t.Config, t.Description = r.Text(t.Config), r.Text(t.Description)
-		}
-		for i := range p.Nodes {
-			n := &p.Nodes[i]
-			n.Label, n.Intent, n.Context = r.Text(n.Label), r.Text(n.Intent), r.Text(n.Context)
-			n.Iterator, n.ExitCondition = r.Text(n.Iterator), r.Text(n.ExitCondition)
-		}
-		for _, name := range slices.Sorted(maps.Keys(p.Variables)) {
-			p.Variables[name] = r.Text(p.Variables[name])
-		}
-		for i := range p.ClarificationRequests {
-			c := &p.ClarificationRequests[i]
-			c.Question = r.Text(c.Question)
-		}
-	}
-	if pr := doc.Private; pr != nil {
-		for i := range pr.Skills {
-			s := &pr.Skills[i]
-			s.App, s.PerformanceHint = r.Text(s.App), r.Text(s.PerformanceHint)
-		}
-		for i, a := range pr.Artifacts {
-			pr.Artifacts[i] = r.any(a)
-		}
-	}
+	texts(doc, func(s string) string {
+		r.learnFound(s)
+		return s
+	})
+	texts(doc, r.Text)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if p := doc.Public; p != nil && len(r.order) > 0 {
@@ -451,18 +559,69 @@ func (r *Redactor) Document(doc *sop.Document) {
 	}
 }
 
-// any redacts every string inside a decoded JSON value.
-func (r *Redactor) any(v any) any {
+// learnFound learns every value the rules find in s, to look for it in the
+// other texts.
+func (r *Redactor) learnFound(s string) {
+	if strings.TrimSpace(s) == "" {
+		return
+	}
+	found := r.det.Find(s)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range found {
+		r.learnLines(s[m.Start:m.End], m.Kind, false)
+	}
+}
+
+// texts rewrites every text of doc with f (see Document).
+func texts(doc *sop.Document, f func(string) string) {
+	if m := doc.Meta; m != nil {
+		m.Title, m.Goal, m.Purpose, m.Version = f(m.Title), f(m.Goal), f(m.Purpose), f(m.Version)
+		for i := range m.Owner {
+			m.Owner[i] = f(m.Owner[i])
+		}
+	}
+	if p := doc.Public; p != nil {
+		for i := range p.Triggers {
+			t := &p.Triggers[i]
+			t.Config, t.Description = f(t.Config), f(t.Description)
+		}
+		for i := range p.Nodes {
+			n := &p.Nodes[i]
+			n.Label, n.Intent, n.Context = f(n.Label), f(n.Intent), f(n.Context)
+			n.Iterator, n.ExitCondition = f(n.Iterator), f(n.ExitCondition)
+		}
+		for _, name := range slices.Sorted(maps.Keys(p.Variables)) {
+			p.Variables[name] = f(p.Variables[name])
+		}
+		for i := range p.ClarificationRequests {
+			c := &p.ClarificationRequests[i]
+			c.Question = f(c.Question)
+		}
+	}
+	if pr := doc.Private; pr != nil {
+		for i := range pr.Skills {
+			s := &pr.Skills[i]
+			s.App, s.PerformanceHint = f(s.App), f(s.PerformanceHint)
+		}
+		for i, a := range pr.Artifacts {
+			pr.Artifacts[i] = anyText(a, f)
+		}
+	}
+}
+
+// anyText rewrites every string inside a decoded JSON value with f.
+func anyText(v any, f func(string) string) any {
 	switch x := v.(type) {
 	case string:
-		return r.Text(x)
+		return f(x)
 	case []any:
 		for i := range x {
-			x[i] = r.any(x[i])
+			x[i] = anyText(x[i], f)
 		}
 	case map[string]any:
 		for k, e := range x {
-			x[k] = r.any(e)
+			x[k] = anyText(e, f)
 		}
 	}
 	return v

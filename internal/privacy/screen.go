@@ -16,7 +16,8 @@ type Screen struct {
 	text  string
 	word  []int             // word index of each byte of text, -1 between words
 	boxes []image.Rectangle // word index → its box
-	words []string          // word index → its text, folded
+	words []string          // word index → its text, folded as OCR reads
+	raw   []string          // word index → its text, without the punctuation around it
 	line  []int             // word index → its line
 	// views of text: as read, with wrapped lines joined, and with OCR's
 	// spaces beside a token's joining characters dropped too
@@ -53,7 +54,9 @@ func (r *Redactor) ReadScreen(lines []ocr.Line) *Screen {
 			}
 			s.boxes = append(s.boxes, w.Box)
 			s.line = append(s.line, i)
-			s.words = append(s.words, fold(strings.Trim(w.Text, `.,;:()[]{}<>"'`)))
+			raw := strings.Trim(w.Text, markTrim)
+			s.raw = append(s.raw, raw)
+			s.words = append(s.words, fold(raw))
 		}
 	}
 	s.text = b.String()
@@ -139,13 +142,16 @@ func unwrap(v view, lines []ocr.Line) view {
 // everyday words alone) and as a phrase.
 func (r *Redactor) Cover(s *Screen) []image.Rectangle {
 	cover := map[int]bool{}
-	spans := func(v view, start, end int) {
+	spans := func(v view, start, end int) int {
 		from, to := v.span(start, end)
+		n := 0
 		for i := from; i < to && i < len(s.word); i++ {
-			if s.word[i] >= 0 {
+			if s.word[i] >= 0 && !cover[s.word[i]] {
 				cover[s.word[i]] = true
+				n++
 			}
 		}
+		return n
 	}
 	base := s.views[0]
 	for _, m := range s.found {
@@ -154,49 +160,88 @@ func (r *Redactor) Cover(s *Screen) []image.Rectangle {
 	r.mu.Lock()
 	known := append([]*known(nil), r.known...)
 	r.mu.Unlock()
-	page := folded(s.views[len(s.views)-1])
-	text := []rune(page.s)
-	offsets := runeOffsets(page.s)
+	page := newReading(folded(s.views[len(s.views)-1], true))
+	digits := digitsOf(s.text)
 	for _, k := range known {
 		hits := 0
-		phrase := k.mark && strings.ContainsRune(k.value, ' ')
-		if (len(k.fold) >= minTokenMatch && !k.mark || phrase) && mayContain(page.s, k.fold, allowedEdits(len(k.fold))) {
-			for _, at := range approx(text, k.fold, allowedEdits(len(k.fold))) {
-				from, to := page.span(offsets[at[0]], offsets[at[1]])
-				if !phrase || bounded(s.text, from, to) {
-					spans(base, from, to)
-					hits++
+		switch {
+		case k.digits != "":
+			// A marked phone or card number by its digits, in any format.
+			for from := 0; ; {
+				i := strings.Index(digits.s[from:], k.digits)
+				if i < 0 {
+					break
+				}
+				start, end := digits.span(from+i, from+i+len(k.digits))
+				hits += spans(base, numberStart(s.text, start), end)
+				from += i + len(k.digits)
+			}
+		case k.mark && strings.ContainsRune(k.value, ' '):
+			// A phrase: as read, or else within OCR's errors, as whole words.
+			edits := allowedEdits(len(k.fold))
+			for _, e := range []int{0, edits} {
+				for _, at := range approx(page.runes, k.fold, e) {
+					from, to := page.v.span(page.offsets[at[0]], page.offsets[at[1]])
+					if bounded(s.text, from, to) {
+						hits += spans(base, from, to)
+					}
+				}
+				if hits > 0 || !mayContain(page.v.s, k.fold, edits) {
+					break
+				}
+			}
+		case !k.mark && len(k.fold) >= minTokenMatch:
+			edits := allowedEdits(len(k.fold))
+			for _, pattern := range [][]rune{k.fold, k.digram} {
+				if len(pattern) == 0 || !mayContain(page.v.s, pattern, edits) {
+					continue
+				}
+				for _, at := range approx(page.runes, pattern, edits) {
+					hits += spans(page.v, page.offsets[at[0]], page.offsets[at[1]])
 				}
 			}
 		}
-		var tokens []string
+		var tokens []markWord
 		switch {
 		case k.mark:
 			tokens = k.words
 		case len(k.fold) < minTokenMatch:
-			tokens = []string{string(k.fold)}
+			tokens = []markWord{{string(k.fold), string(k.text), false}}
 		}
 		// A name's words count alone; the words of an address or a phone
 		// number ("Kingdom", "366") only with another of them on their line.
 		alone := !k.mark || k.kind == Name || len(tokens) == 1
 		matched := map[int][]int{} // line → words
 		tokensOn := map[int]map[string]bool{}
+		short := map[int]bool{} // word → matched a short token only
 		for _, t := range tokens {
 			for i, w := range s.words {
-				if w != "" && near(w, t) {
-					matched[s.line[i]] = append(matched[s.line[i]], i)
-					if tokensOn[s.line[i]] == nil {
-						tokensOn[s.line[i]] = map[string]bool{}
-					}
-					tokensOn[s.line[i]][t] = true
+				if w == "" || !near(w, t.ocr) {
+					continue
 				}
+				// An everyday word ("all", "Save") is a mark's only as
+				// typed, not one OCR confusion or edit away from it.
+				if isEveryday(s.raw[i]) && foldText(s.raw[i]) != t.text {
+					continue
+				}
+				matched[s.line[i]] = append(matched[s.line[i]], i)
+				short[i] = t.short
+				if tokensOn[s.line[i]] == nil {
+					tokensOn[s.line[i]] = map[string]bool{}
+				}
+				tokensOn[s.line[i]][t.ocr] = true
 			}
 		}
 		for l, ws := range matched {
 			if alone || len(tokensOn[l]) > 1 {
 				for _, i := range ws {
-					cover[i] = true
-					hits++
+					if short[i] && len(tokensOn[l]) < 2 {
+						continue
+					}
+					if !cover[i] {
+						cover[i] = true
+						hits++
+					}
 				}
 			}
 		}
