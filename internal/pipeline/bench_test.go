@@ -319,6 +319,29 @@ func (c *stageClock) Merge(_ context.Context, patch map[string]any) error {
 	return nil
 }
 
+// privatePipeline is the pipeline with the privacy pass on, behind the
+// storage and Gemini stand-ins (the real clients), holding the only lease
+// there is: for the benchmarks and the privacy corpus, which run it
+// without a queue.
+func privatePipeline(tb testing.TB) (*pipeline.Pipeline, *supabasetest.Server, *geminitest.Server) {
+	tb.Helper()
+	fake := supabasetest.New(tb, jobs.MaxUploadBytes)
+	objects, err := storage.New(storage.Config{URL: fake.URL, ServiceKey: fake.ServiceRoleKey(), Bucket: jobs.Bucket})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ai := geminitest.New(tb, "test-key")
+	model, err := gemini.New(context.Background(), gemini.Config{APIKey: "test-key", Model: "gemini-test", BaseURL: ai.URL})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	det, err := privacy.NewDetector(nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return pipeline.New(objects, model, benchLock{}, pipeline.Config{Logger: quiet, Privacy: det}), fake, ai
+}
+
 // benchLock holds the only lease there is.
 type benchLock struct{}
 
@@ -375,19 +398,8 @@ func benchmarkRedaction(b *testing.B, scroll int) {
 		}
 	}
 	ctx := context.Background()
-	fake := supabasetest.New(b, jobs.MaxUploadBytes)
-	objects, err := storage.New(storage.Config{URL: fake.URL, ServiceKey: fake.ServiceRoleKey(), Bucket: jobs.Bucket})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ai := geminitest.New(b, "test-key")
+	p, fake, ai := privatePipeline(b)
 	ai.Answer(geminitest.JSON(withNodes("["+strings.Join(nodes, ",")+"]", "["+strings.Join(edges, ",")+"]")))
-	model, err := gemini.New(ctx, gemini.Config{APIKey: "test-key", Model: "gemini-test", BaseURL: ai.URL})
-	if err != nil {
-		b.Fatal(err)
-	}
-	det, _ := privacy.NewDetector(nil)
-	p := pipeline.New(objects, model, benchLock{}, pipeline.Config{Logger: quiet, Privacy: det})
 	id := jobs.ID("00000000-0000-4000-8000-00000000b003")
 	fake.PutFile("videos/"+id.RawPath(), in, "video/mp4")
 	var clock *stageClock

@@ -13,16 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/runops/runops/internal/gemini"
 	"github.com/runops/runops/internal/geminitest"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/mediatest"
-	"github.com/runops/runops/internal/pipeline"
-	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/privacytest"
 	"github.com/runops/runops/internal/queue"
 	"github.com/runops/runops/internal/sop"
-	"github.com/runops/runops/internal/storage"
 	"github.com/runops/runops/internal/supabasetest"
 )
 
@@ -52,21 +48,7 @@ type corpusResult struct {
 func corpusPass(tb testing.TB, c privacytest.Corpus) corpusResult {
 	ctx := context.Background()
 	dir := tb.TempDir()
-	fake := supabasetest.New(tb, jobs.MaxUploadBytes)
-	objects, err := storage.New(storage.Config{URL: fake.URL, ServiceKey: fake.ServiceRoleKey(), Bucket: jobs.Bucket})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ai := geminitest.New(tb, "test-key")
-	model, err := gemini.New(ctx, gemini.Config{APIKey: "test-key", Model: "gemini-test", BaseURL: ai.URL})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	det, err := privacy.NewDetector(nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	p := pipeline.New(objects, model, benchLock{}, pipeline.Config{Logger: quiet, Privacy: det})
+	p, fake, ai := privatePipeline(tb)
 	res := corpusResult{kinds: map[string]*kindResult{}}
 	for n, rec := range c.Recordings {
 		video := rec.Make(tb, dir)

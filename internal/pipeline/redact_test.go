@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/runops/runops/internal/geminitest"
+	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/mediatest"
 	"github.com/runops/runops/internal/pipeline"
 	"github.com/runops/runops/internal/privacy"
@@ -262,12 +263,12 @@ func pixel(t *testing.T, path string, x, y int) color.RGBA {
 func TestEveryCopyOfAPictureIsCovered(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, withPrivacy)
-	video := mediatest.Make(t, r.dir, "screen.mp4", mediatest.Spec{Width: 1280, Height: 720, Seconds: 3, FPS: 5, Texts: []mediatest.Text{
+	video := r.screen([]mediatest.Text{
 		{Text: "Account settings", X: 60, Y: 60, Size: 34},
 		{Text: "API key sk_live_HjgzWt6VY7cXRHfkDTjqIdl9", X: 60, Y: 200, Size: 30},
 		{Text: "Billing Invoices Export Reports", X: 60, Y: 410, Size: 30},
 		{Text: "PIN 8812", X: 900, Y: 600, Size: 40},
-	}})
+	})
 	r.ai.Answer(geminitest.JSON(withNodes(`[
   {"id": "open", "type": "task", "label": "Open the settings", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown",
    "sensitive": [{"value": "8812", "kind": "password", "box_2d": [820, 690, 930, 900]}]},
@@ -310,29 +311,24 @@ func TestEveryCopyOfAPictureIsCovered(t *testing.T) {
 func TestARerunPassesKeptScreenshotsAgain(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, withPrivacy)
-	video := mediatest.Make(t, r.dir, "screen.mp4", mediatest.Spec{Width: 1280, Height: 720, Seconds: 3, FPS: 5, Texts: []mediatest.Text{
+	video := r.screen([]mediatest.Text{
 		{Text: "Customer Margarethe Vandersloot", X: 60, Y: 100, Size: 34},
 		{Text: "Billing Invoices Export Reports", X: 60, Y: 300, Size: 30},
-	}})
+	})
 	answer := func(context, marks string) string {
 		return withNodes(`[
   {"id": "open", "type": "task", "label": "Open the customer", "intent": "i", "context": "`+context+`", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown", "sensitive": [`+marks+`]},
   {"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}
 ]`, `[{"source": "open", "target": "done", "condition": "start"}]`)
 	}
-	r.ai.Answer(geminitest.JSON(answer("uses key sk_live_HjgzWt6VY7cXRHfkDTjqIdl9", "")))
-	id := r.submit(video, nil)
-	mustComplete(t, r.finished(id))
-	obj, _ := r.fake.Object("videos/" + id.FramePath("open"))
-	if seen := mediatest.ScreenText(t, obj.File); !strings.Contains(seen, "Vandersloot") {
-		t.Fatalf("the first run's screenshot does not show the name (the test proves nothing):\n%s", seen)
-	}
-	removeObject(t, r, id.RawPath())
-	r.ai.Answer(geminitest.JSON(answer("", `{"value": "Margarethe Vandersloot", "kind": "name"}`)))
-	j := r.rerun(id)
-	mustComplete(t, j)
+	id, j := rerunAfterRetention(t, r, video, answer("uses key sk_live_HjgzWt6VY7cXRHfkDTjqIdl9", ""), func(id jobs.ID) {
+		obj, _ := r.fake.Object("videos/" + id.FramePath("open"))
+		if seen := mediatest.ScreenText(t, obj.File); !strings.Contains(seen, "Vandersloot") {
+			t.Fatalf("the first run's screenshot does not show the name (the test proves nothing):\n%s", seen)
+		}
+	}, answer("", `{"value": "Margarethe Vandersloot", "kind": "name"}`))
 	checkFrames(t, j, `{"count":1,"missing":[]}`)
-	obj, _ = r.fake.Object("videos/" + id.FramePath("open"))
+	obj, _ := r.fake.Object("videos/" + id.FramePath("open"))
 	seen := mediatest.ScreenText(t, obj.File)
 	if strings.Contains(seen, "Vandersloot") || strings.Contains(seen, "Margarethe") || !containsAll(seen, []string{"Customer", "Billing", "Reports"}) {
 		t.Errorf("the kept screenshot after the rerun reads:\n%s", seen)
@@ -350,10 +346,10 @@ func TestNoValueInLogsRowOrEvents(t *testing.T) {
 	var logs lockedBuffer
 	logger := slog.New(queue.JobLogs(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	r := newRigWith(t, logger, []string{"https://hooks.example.com/runops"}, withPrivacy, func(c *pipeline.Config) { c.Logger = logger })
-	video := mediatest.Make(t, r.dir, "screen.mp4", mediatest.Spec{Width: 1280, Height: 720, Seconds: 3, FPS: 5, Texts: []mediatest.Text{
+	video := r.screen([]mediatest.Text{
 		{Text: "Signed in as jane.doe@acme-corp.com", X: 60, Y: 130, Size: 30},
 		{Text: "API key sk_live_HjgzWt6VY7cXRHfkDTjqIdl9", X: 60, Y: 200, Size: 30},
-	}})
+	})
 	// A first answer the validator rejects, naming values in its problems
 	// (edges to nodes that do not exist: an e-mail address, and a name
 	// only that answer marks), then the leaky one.
@@ -389,10 +385,10 @@ func TestNoValueInLogsRowOrEvents(t *testing.T) {
 func TestARerunCoversEveryKeptCopy(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, withPrivacy)
-	video := mediatest.Make(t, r.dir, "screen.mp4", mediatest.Spec{Width: 1280, Height: 720, Seconds: 3, FPS: 5, Texts: []mediatest.Text{
+	video := r.screen([]mediatest.Text{
 		{Text: "Account settings", X: 60, Y: 60, Size: 34},
 		{Text: "PIN 8812", X: 900, Y: 600, Size: 40},
-	}})
+	})
 	answer := func(sensitive string) string {
 		return withNodes(`[
   {"id": "open", "type": "task", "label": "Open the settings", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown", "sensitive": [`+sensitive+`]},
@@ -400,16 +396,34 @@ func TestARerunCoversEveryKeptCopy(t *testing.T) {
   {"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}
 ]`, `[{"source": "open", "target": "copy", "condition": "start"}, {"source": "copy", "target": "done", "condition": ""}]`)
 	}
-	r.ai.Answer(geminitest.JSON(answer("")))
-	id := r.submit(video, nil)
-	mustComplete(t, r.finished(id))
-	removeObject(t, r, id.RawPath())
-	r.ai.Answer(geminitest.JSON(answer(`{"value": "the door code", "kind": "password", "box_2d": [820, 690, 930, 900]}`)))
-	mustComplete(t, r.rerun(id))
+	id, _ := rerunAfterRetention(t, r, video, answer(""), func(jobs.ID) {},
+		answer(`{"value": "the door code", "kind": "password", "box_2d": [820, 690, 930, 900]}`))
 	for _, node := range []string{"open", "copy"} {
 		obj, _ := r.fake.Object("videos/" + id.FramePath(node))
 		if seen := mediatest.ScreenText(t, obj.File); strings.Contains(seen, "8812") || !strings.Contains(seen, "Account") {
 			t.Errorf("%s's kept screenshot after the rerun reads:\n%s", node, seen)
 		}
 	}
+}
+
+// rerunAfterRetention runs a job of video with the first answer, has check
+// look at what it stored, deletes the raw upload as the retention does, and
+// runs the job again with the second answer; both runs must complete.
+func rerunAfterRetention(t *testing.T, r *rig, video, first string, check func(jobs.ID), second string) (jobs.ID, jobs.Job) {
+	t.Helper()
+	r.ai.Answer(geminitest.JSON(first))
+	id := r.submit(video, nil)
+	mustComplete(t, r.finished(id))
+	check(id)
+	removeObject(t, r, id.RawPath())
+	r.ai.Answer(geminitest.JSON(second))
+	j := r.rerun(id)
+	mustComplete(t, j)
+	return id, j
+}
+
+// screen makes a 3-second 720p recording of a light page with texts on it.
+func (r *rig) screen(texts []mediatest.Text) string {
+	r.t.Helper()
+	return mediatest.Make(r.t, r.dir, "screen.mp4", mediatest.Spec{Width: 1280, Height: 720, Seconds: 3, FPS: 5, Texts: texts})
 }

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -141,17 +140,7 @@ WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p') AND NO
 func TestReadableJobsAnswersOnlyTheSignedInCaller(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.SupabasePool(t)
-	ctx := context.Background()
-	jobA, jobB, jobU, jobH := uuid.NewString(), uuid.NewString(), uuid.NewString(), uuid.NewString()
-	for id, owner := range map[string]string{jobA: userA.sub, jobB: userB.sub, jobU: ""} {
-		if _, err := pool.Exec(ctx, `INSERT INTO public.runops_uploads (job_id, owner) VALUES ($1, nullif($2, ''))`, id, owner); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// A job row a person added in the dashboard: unowned.
-	if _, err := pool.Exec(ctx, `INSERT INTO public.jobs (job_id) VALUES ($1)`, jobH); err != nil {
-		t.Fatal(err)
-	}
+	jobA, jobB, jobU, jobH := ownedJobs(t, pool) // jobH: a row a person added in the dashboard
 	const readable = `SELECT x FROM public.runops_readable_jobs() x ORDER BY 1`
 
 	_, err := anon.rows(pool, readable)

@@ -86,17 +86,7 @@ SELECT 'videos', n, '{"size": 1000}' FROM unnest($1::text[]) n`, names)
 func TestStoragePolicyScopesObjectsToOwners(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.SupabasePool(t)
-	ctx := context.Background()
-	jobA, jobB, jobU, jobH := uuid.NewString(), uuid.NewString(), uuid.NewString(), uuid.NewString()
-	for id, owner := range map[string]string{jobA: userA.sub, jobB: userB.sub, jobU: ""} {
-		if _, err := pool.Exec(ctx, `INSERT INTO public.runops_uploads (job_id, owner) VALUES ($1, nullif($2, ''))`, id, owner); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// A job row a person added in the dashboard, with no upload issued.
-	if _, err := pool.Exec(ctx, `INSERT INTO public.jobs (job_id) VALUES ($1)`, jobH); err != nil {
-		t.Fatal(err)
-	}
+	jobA, jobB, jobU, jobH := ownedJobs(t, pool)
 	var all []string
 	for _, id := range []string{jobA, jobB, jobU, jobH} {
 		all = append(all, objectsOf(id)...)
@@ -225,4 +215,22 @@ func BenchmarkStoragePolicyList(b *testing.B) {
 	b.ReportMetric(float64(svc.Microseconds())/float64(b.N), "service-µs/list")
 	b.ReportMetric(float64(user.Microseconds())/float64(b.N), "user-µs/list")
 	b.ReportMetric(float64(user)/float64(svc), "user/service")
+}
+
+// ownedJobs issues uploads for a job of user A's, one of user B's and an
+// unowned one, and adds a job row as a person does in the dashboard, with
+// no upload issued (unowned too); it returns their ids.
+func ownedJobs(t *testing.T, pool *pgxpool.Pool) (jobA, jobB, jobU, jobH string) {
+	t.Helper()
+	ctx := context.Background()
+	jobA, jobB, jobU, jobH = uuid.NewString(), uuid.NewString(), uuid.NewString(), uuid.NewString()
+	for id, owner := range map[string]string{jobA: userA.sub, jobB: userB.sub, jobU: ""} {
+		if _, err := pool.Exec(ctx, `INSERT INTO public.runops_uploads (job_id, owner) VALUES ($1, nullif($2, ''))`, id, owner); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO public.jobs (job_id) VALUES ($1)`, jobH); err != nil {
+		t.Fatal(err)
+	}
+	return jobA, jobB, jobU, jobH
 }

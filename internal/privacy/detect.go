@@ -290,28 +290,40 @@ func unpunctuated(s string) string {
 // hides more; of equally long ones, the first found: a provider's rule
 // before ours), and sorts them.
 func union(all []Match) []Match {
-	if len(all) == 0 {
+	return merge(all, func(m *Match) *Match { return m }, func(Match, Match) int { return 0 })
+}
+
+// merge sorts values and merges the ones that overlap into one, spanning
+// them all, that is otherwise the longest of them (of equally long ones,
+// the first by tie, then the first given). at gives a value's span.
+func merge[T any](xs []T, at func(*T) *Match, tie func(a, b T) int) []T {
+	if len(xs) == 0 {
 		return nil
 	}
-	slices.SortStableFunc(all, func(a, b Match) int {
-		if a.Start != b.Start {
-			return a.Start - b.Start
+	slices.SortStableFunc(xs, func(a, b T) int {
+		ma, mb := at(&a), at(&b)
+		if ma.Start != mb.Start {
+			return ma.Start - mb.Start
 		}
-		return (b.End - b.Start) - (a.End - a.Start)
+		if n := (mb.End - mb.Start) - (ma.End - ma.Start); n != 0 {
+			return n
+		}
+		return tie(a, b)
 	})
-	out := []Match{all[0]}
-	longest := all[0].End - all[0].Start
-	for _, m := range all[1:] {
-		last := &out[len(out)-1]
-		if m.Start >= last.End {
-			out = append(out, m)
+	out := []T{xs[0]}
+	longest := at(&xs[0]).End - at(&xs[0]).Start
+	for _, x := range xs[1:] {
+		last, m := &out[len(out)-1], at(&x)
+		if m.Start >= at(last).End {
+			out = append(out, x)
 			longest = m.End - m.Start
 			continue
 		}
+		start, end := at(last).Start, max(at(last).End, m.End)
 		if n := m.End - m.Start; n > longest {
-			last.Kind, longest = m.Kind, n
+			*last, longest = x, n
 		}
-		last.End = max(last.End, m.End)
+		at(last).Start, at(last).End = start, end
 	}
 	return out
 }
@@ -323,15 +335,7 @@ func (d *Detector) Scrub(text string) string {
 	if d == nil {
 		return text
 	}
-	var b strings.Builder
-	last := 0
-	for _, m := range d.Find(text) {
-		b.WriteString(text[last:m.Start])
-		b.WriteString("[" + string(m.Kind) + "]")
-		last = m.End
-	}
-	b.WriteString(text[last:])
-	return b.String()
+	return NewRedactor(d, nil).Scrub(text)
 }
 
 // emailDomain keeps an address whose domain ends in a public suffix

@@ -90,6 +90,20 @@ func TestDetectorsFindEachKind(t *testing.T) {
 		"digits only 5555555555554444.":                   "card_number:5555555555554444",
 		"IBAN DE89 3704 0044 0532 0130 00 for the refund": "iban:DE89 3704 0044 0532 0130 00",
 		"GB82WEST12345698765432":                          "iban:GB82WEST12345698765432",
+		// More forms: names that end in _PASS, a password in a sentence, a
+		// mysql client's -p, a session cookie, labels in other languages and
+		// full-width colons; a repository's gitleaks:allow comment does not
+		// hide a key from a recording.
+		"DB_PASS=Tr0ub4dor&3":                                         "password:Tr0ub4dor&3",
+		"SMTP_PASS=hunter2hunter2":                                    "password:hunter2hunter2",
+		"The password is Xy7kq2Lm9.":                                  "password:Xy7kq2Lm9",
+		"mysql -u root -pXy7kq2Lm9 app":                               "password:Xy7kq2Lm9",
+		"Cookie: sessionid=8h3k2l1m0n9b8v7c6x5z4a3s2d1f0g9h":          "token:8h3k2l1m0n9b8v7c6x5z4a3s2d1f0g9h",
+		"Passwort: Geheim123!":                                        "password:Geheim123!",
+		"Mot de passe : Xy7!kqLm":                                     "password:Xy7!kqLm",
+		"パスワード: Xy7kq2Lm9":                                            "password:Xy7kq2Lm9",
+		"PASSWORD：Xy7kq2Lm9":                                          "password:Xy7kq2Lm9",
+		`Stripe::StripeClient.new("` + stripe + `") # gitleaks:allow`: "api_key:" + stripe,
 	}
 	for text, want := range cases {
 		if got := found(t, d, text); len(got) != 1 || got[0] != want {
@@ -121,6 +135,23 @@ func TestDetectorsLeaveLookalikes(t *testing.T) {
 		"Invoice INV-2026-000123 for 4,242.42 EUR",
 		"Bearer token authentication is described in the docs",
 		"src/internal/privacy/DetectorConfigurationLoader.go",
+		// Sentences that name a secret without showing one; runs of years;
+		// share links.
+		"Enter the password (twice).",
+		"Save it in your password manager's vault.",
+		"Open Settings → API Keys: Generate a new key.",
+		"Password: Minimum eight characters, one digit.",
+		"Token: Expiration is 30 days.",
+		"refresh token: Rotate it monthly.",
+		"Token: Kopieren Sie den Wert.",
+		"PRIMARY_KEY=customer_id",
+		"Password\nForgot?",
+		"Password\n(optional)",
+		"Revenue by year: 2015 2016 2017 2018",
+		"Revenue by year: 2023 2024 2025 2026",
+		"Compare the columns\n2023\n2024\n2025\n2026\nand export.",
+		"Open https://docs.google.com/document/d/1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms/edit to read it.",
+		"https://portal.azure.com/#@acme.onmicrosoft.com/resource/subscriptions/123e4567-e89b-12d3-a456-426614174000/resourceGroups/rg-prod/overview",
 	} {
 		if got := found(t, d, text); len(got) != 0 {
 			t.Errorf("%q: found %q", text, got)

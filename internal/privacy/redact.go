@@ -210,10 +210,9 @@ func (r *Redactor) Reserve(names ...string) {
 
 // hit is a value's place in a text, what it is and where it was found.
 type hit struct {
-	start, end int
-	kind       Kind
-	src        Source
-	key        string // the value's key when it is a known one
+	Match
+	src Source
+	key string // the value's key when it is a known one
 }
 
 // Text returns s with every sensitive value replaced by its variable: the
@@ -226,7 +225,7 @@ func (r *Redactor) Text(s string) string {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return replace(s, r.hits(s), func(h hit) string { return r.variable(s[h.start:h.end], h.kind, h.src, h.key) })
+	return replace(s, r.hits(s), func(h hit) string { return r.variable(s[h.Start:h.End], h.Kind, h.src, h.key) })
 }
 
 // Scrub returns s with every value Text would replace written as its kind
@@ -238,7 +237,7 @@ func (r *Redactor) Scrub(s string) string {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return replace(s, r.hits(s), func(h hit) string { return "[" + string(h.kind) + "]" })
+	return replace(s, r.hits(s), func(h hit) string { return "[" + string(h.Kind) + "]" })
 }
 
 // replace writes s with each hit replaced by with(hit).
@@ -249,9 +248,9 @@ func replace(s string, hits []hit, with func(hit) string) string {
 	var b strings.Builder
 	last := 0
 	for _, h := range hits {
-		b.WriteString(s[last:h.start])
+		b.WriteString(s[last:h.Start])
 		b.WriteString(with(h))
-		last = h.end
+		last = h.End
 	}
 	b.WriteString(s[last:])
 	return b.String()
@@ -266,7 +265,7 @@ func (r *Redactor) hits(s string) []hit {
 		if m.Kind == Custom {
 			src = FromPattern
 		}
-		hits = append(hits, hit{m.Start, m.End, m.Kind, src, ""})
+		hits = append(hits, hit{m, src, ""})
 	}
 	typed, ocr, digits := readings(s), lazyReadings(s, true), lazyDigits(s)
 	for _, k := range r.known {
@@ -280,7 +279,7 @@ func (r *Redactor) hits(s string) []hit {
 			src = FromPattern
 		}
 		for _, sp := range r.occurrences(s, typed, ocr, digits, k) {
-			hits = append(hits, hit{sp[0], sp[1], k.kind, src, k.key})
+			hits = append(hits, hit{Match{sp[0], sp[1], k.kind}, src, k.key})
 		}
 	}
 	return unionHits(hits)
@@ -421,33 +420,7 @@ var sourceRank = map[Source]int{FromModel: 0, FromText: 1, FromPattern: 2, FromO
 // unionHits merges overlapping hits (the longest one's kind, source and
 // key; of equally long ones, the first source of sourceRank), sorted.
 func unionHits(hits []hit) []hit {
-	if len(hits) == 0 {
-		return nil
-	}
-	slices.SortStableFunc(hits, func(a, b hit) int {
-		if a.start != b.start {
-			return a.start - b.start
-		}
-		if n := (b.end - b.start) - (a.end - a.start); n != 0 {
-			return n
-		}
-		return sourceRank[a.src] - sourceRank[b.src]
-	})
-	out := []hit{hits[0]}
-	longest := hits[0].end - hits[0].start
-	for _, h := range hits[1:] {
-		last := &out[len(out)-1]
-		if h.start >= last.end {
-			out = append(out, h)
-			longest = h.end - h.start
-			continue
-		}
-		if n := h.end - h.start; n > longest {
-			last.kind, last.src, last.key, longest = h.kind, h.src, h.key, n
-		}
-		last.end = max(last.end, h.end)
-	}
-	return out
+	return merge(hits, func(h *hit) *Match { return &h.Match }, func(a, b hit) int { return sourceRank[a.src] - sourceRank[b.src] })
 }
 
 // variable returns "{{NAME_n}}" for value, naming it the first time; key,

@@ -135,3 +135,46 @@ func TestAValueOnOneScreenshotIsFoundMisreadOnTheNext(t *testing.T) {
 		t.Fatalf("counted %s", report)
 	}
 }
+
+// A value the rules find in one text is replaced wherever it appears: in
+// the same text, in a text before it, in one after it.
+func TestAValueIsReplacedEverywhere(t *testing.T) {
+	t.Parallel()
+	r := privacy.NewRedactor(detector(t), nil)
+	doc := &sop.Document{Meta: &sop.Meta{}, Public: &sop.Public{Nodes: []sop.Node{
+		{ID: "a", Context: "If it fails, type Xy7kq2Lm9 again; the second line reads qR7vLm2XkP9wZt4N."},
+		{ID: "b", Context: "Sign in with Password: Xy7kq2Lm9 — if it fails, type Xy7kq2Lm9 again."},
+		{ID: "c", Context: "export STRIPE_SECRET_KEY=sk_live_HjgzWt6VY7cXRHfkDT\nqR7vLm2XkP9wZt4N"},
+	}, Variables: map[string]string{}}}
+	r.Document(doc)
+	for _, n := range doc.Public.Nodes {
+		if strings.Contains(n.Context, "Xy7kq2Lm9") || strings.Contains(n.Context, "qR7vLm2XkP9wZt4N") {
+			t.Errorf("%s: %q", n.ID, n.Context)
+		}
+	}
+	if got := doc.Public.Nodes[1].Context; got != "Sign in with Password: {{PASSWORD_1}} — if it fails, type {{PASSWORD_1}} again." {
+		t.Errorf("%q", got)
+	}
+}
+
+// Marks in text are matched as typed: an OCR confusion cannot happen
+// there ("Sam" is not "5AM", "Ali" is not "all"); two characters make a
+// name in scripts without spaces; a phone number is its digits in any
+// format.
+func TestMarksAsTyped(t *testing.T) {
+	t.Parallel()
+	marks := []privacy.Mark{{Value: "Sam", Kind: privacy.Name}, {Value: "Ali", Kind: privacy.Name}, {Value: "Bob", Kind: privacy.Name},
+		{Value: "王伟", Kind: privacy.Name}, {Value: "+1 (415) 555-0132", Kind: privacy.Phone}}
+	r := privacy.NewRedactor(detector(t), marks)
+	for _, c := range [][2]string{
+		{"Sam schedules the backup to run at 5AM every day.", "{{NAME_1}} schedules the backup to run at 5AM every day."},
+		{"Ali selects all rows, then clicks Delete all.", "{{NAME_2}} selects all rows, then clicks Delete all."},
+		{"Bob sets the bitrate to 808 kbps.", "{{NAME_3}} sets the bitrate to 808 kbps."},
+		{"请联系王伟，然后把报告发给他。", "请联系{{NAME_4}}，然后把报告发给他。"},
+		{"Call 415-555-0132 or (415) 555 0132.", "Call {{PHONE_1}} or {{PHONE_1}}."},
+	} {
+		if got := r.Text(c[0]); got != c[1] {
+			t.Errorf("%q:\n got %q\nwant %q", c[0], got, c[1])
+		}
+	}
+}

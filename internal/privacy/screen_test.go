@@ -184,3 +184,32 @@ func TestMarksInAnyScript(t *testing.T) {
 		t.Fatalf("covered %q", got)
 	}
 }
+
+// On a screenshot, a mark's words never cover an everyday word one edit
+// or one OCR confusion away (Dave/Save, Ali/all); a phone number is
+// covered in any format; a surname written with a comma in the mark is
+// found without it.
+func TestMarksOnScreenLeaveEverydayWords(t *testing.T) {
+	t.Parallel()
+	marks := []privacy.Mark{{Value: "Dave Miller", Kind: privacy.Name}, {Value: "Kate Dana", Kind: privacy.Name},
+		{Value: "Ali", Kind: privacy.Name}, {Value: "Wu, Jie", Kind: privacy.Name}, {Value: "+1 (415) 555-0132", Kind: privacy.Phone}}
+	r := privacy.NewRedactor(detector(t), marks)
+	lines := page("Owner: Dave Miller", "Cancel Save", "Start date Export data", "Customer: Ali", "Select all rows",
+		"Assignee: Jie Wu", "Mobile: (415) 555-0132", "Call 415-555-0132 today")
+	got := covered(lines, r.Cover(r.ReadScreen(lines)))
+	want := []string{"Dave", "Miller", "Ali", "Jie", "Wu", "(415)", "555-0132", "415-555-0132"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("covered %q\nwant %q", got, want)
+	}
+}
+
+// A short value OCR read with a digraph for a letter ("rn" for m) is
+// removed from the text as typed.
+func TestAShortValueReadWithADigraph(t *testing.T) {
+	t.Parallel()
+	r := privacy.NewRedactor(detector(t), nil)
+	r.ReadScreen(page("Password: Xy7kq2Lrn9"))
+	if got := r.Text("Type Xy7kq2Lm9 in the field."); got != "Type {{PASSWORD_1}} in the field." {
+		t.Fatalf("%q", got)
+	}
+}
