@@ -1,7 +1,6 @@
 package pgtest
 
 import (
-	"io"
 	"net"
 	"net/url"
 	"sync"
@@ -10,13 +9,15 @@ import (
 
 // Proxy is a TCP relay in front of a server that a test can take down (every
 // connection dropped, new ones refused) and bring back, to prove that callers
-// report an outage and recover from it.
+// report an outage and recover from it; or silence (every connection kept
+// open, nothing relayed: a network that stops answering).
 type Proxy struct {
 	target string
 	ln     net.Listener
 
 	mu      sync.Mutex
 	down    bool
+	silent  chan struct{} // closed while bytes flow; open while silent
 	conns   map[net.Conn]struct{}
 	refused int
 }
@@ -41,7 +42,8 @@ func NewProxy(t testing.TB, dsn string) (*Proxy, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{target: u.Host, ln: ln, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{target: u.Host, ln: ln, conns: map[net.Conn]struct{}{}, silent: make(chan struct{})}
+	close(p.silent)
 	go p.serve()
 	t.Cleanup(func() { ln.Close(); p.SetDown(true) })
 	u.Host = ln.Addr().String()
@@ -58,6 +60,31 @@ func (p *Proxy) SetDown(down bool) {
 			c.Close()
 		}
 	}
+}
+
+// SetSilent stops relaying (silent) — connections stay open, and what is
+// sent on them waits — or relays again.
+func (p *Proxy) SetSilent(silent bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.silent: // flowing
+		if silent {
+			p.silent = make(chan struct{})
+		}
+	default:
+		if !silent {
+			close(p.silent)
+		}
+	}
+}
+
+// flowing waits while the proxy is silent.
+func (p *Proxy) flowing() {
+	p.mu.Lock()
+	gate := p.silent
+	p.mu.Unlock()
+	<-gate
 }
 
 func (p *Proxy) serve() {
@@ -90,7 +117,19 @@ func (p *Proxy) relay(client net.Conn) {
 	wg.Add(2)
 	pipe := func(dst, src net.Conn) {
 		defer wg.Done()
-		_, _ = io.Copy(dst, src)
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				p.flowing()
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
 		dst.Close()
 		src.Close()
 	}

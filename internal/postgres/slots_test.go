@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/runops/runops/internal/pgtest"
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/wait"
@@ -106,5 +107,68 @@ func TestListenerSlotsAreAShareOfTheRolesConnections(t *testing.T) {
 		if err != nil || share != c.share || andAt16 != c.andAt16 {
 			t.Errorf("%s: %d slots at 66%%, %d at most 16 (%v); want %d and %d", c.who, share, andAt16, err, c.share, c.andAt16)
 		}
+	}
+}
+
+// A worker whose slot renewal the database never answers (the network
+// stops answering: its connections stay open, nothing comes back) stops
+// listening before its slot expires, and so before another worker is given
+// it: never two listeners on one slot.
+func TestAListenerSlotIsGivenUpBeforeItExpires(t *testing.T) {
+	t.Parallel()
+	pool, dsn := pgtest.Pool(t)
+	proxy, through := pgtest.NewProxy(t, dsn)
+	hung, err := pgxpool.New(context.Background(), through)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.SetSilent(false); hung.Close() })
+	var mu sync.Mutex
+	listening := map[string]bool{}
+	overlap := false
+	listen := func(holder string) func(context.Context) error {
+		return func(ctx context.Context) error {
+			mu.Lock()
+			for other, on := range listening {
+				overlap = overlap || on && other != holder
+			}
+			listening[holder] = true
+			mu.Unlock()
+			<-ctx.Done()
+			mu.Lock()
+			listening[holder] = false
+			mu.Unlock()
+			return nil
+		}
+	}
+	slot := func(p *pgxpool.Pool, holder string) *postgres.ListenerSlot {
+		return &postgres.ListenerSlot{Pool: p, Holder: holder, Max: 1, TTL: 6 * time.Second,
+			Retry: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)}
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { stop(); proxy.SetSilent(false); wg.Wait() })
+	a := slot(hung, "a")
+	wg.Go(func() { _ = a.Run(ctx, listen("a")) })
+	wait.For(t, "a to listen", 30*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return listening["a"] })
+	b := slot(pool, "b")
+	wg.Go(func() { _ = b.Run(ctx, listen("b")) })
+	wait.For(t, "b to wait for the slot", 30*time.Second, func() bool {
+		reason, settled := b.Problem()
+		return settled && strings.Contains(reason, "all 1 listener slots are taken")
+	})
+	proxy.SetSilent(true) // a's renewals hang from now on
+	wait.For(t, "b to be given the slot a could not renew", 60*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return listening["b"]
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if overlap {
+		t.Fatal("a was still listening when b was given its slot")
+	}
+	if reason, _ := a.Problem(); !strings.Contains(reason, "could not be renewed in time") {
+		t.Errorf("a says %q", reason)
 	}
 }
