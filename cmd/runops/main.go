@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -389,9 +390,21 @@ func startEngine(ctx, runCtx context.Context, stop func(), g *errgroup.Group, cf
 		defer stop()
 		return w.Run(ctx)
 	})
+	// One worker of the fleet rescues expired leases and runs the janitor
+	// for all of them, while it holds the housekeeping duty; when it stops
+	// or dies, another takes the duty (docs/operations.md).
 	janitor := &retention.Janitor{Store: postgres.NewJobStore(pool), Objects: objects, Raw: cfg.RawRetention,
 		Slim: cfg.SlimRetention, Every: cfg.Sweep, Logger: e.log}
-	g.Go(func() error { janitor.Run(ctx); return nil })
+	duty := &postgres.Duty{Pool: pool, Name: "housekeeping", Holder: w.Name(), TTL: cfg.LeaseTTL, Retry: cfg.Sweep, Logger: e.log}
+	g.Go(func() error {
+		duty.Run(ctx, func(ctx context.Context) {
+			var wg sync.WaitGroup
+			wg.Go(func() { w.Rescue(ctx) })
+			janitor.Run(ctx)
+			wg.Wait()
+		})
+		return nil
+	})
 	if len(cfg.WebhookURLs) > 0 {
 		d := &webhook.Deliverer{Store: postgres.NewJobStore(pool).Webhooks(), Secret: []byte(cfg.WebhookSecret),
 			Client: &http.Client{Timeout: 10 * time.Second}, Every: time.Second, Logger: e.log}
@@ -458,6 +471,7 @@ func newWorker(cfg config.Config, h queue.Handler, pool *pgxpool.Pool, log *slog
 	w := queue.New(postgres.NewQueueStore(pool).SendEvents(cfg.WebhookURLs), h, queue.Config{
 		Concurrency: cfg.WorkerConcurrency, LeaseTTL: cfg.LeaseTTL, Heartbeat: cfg.Heartbeat, Sweep: cfg.Sweep,
 		MaxAttempts: cfg.MaxAttempts, ShutdownGrace: cfg.ShutdownGrace, TempDir: cfg.TmpDir, Logger: log,
+		SharedRescue: true, // startEngine's housekeeping duty runs it
 	})
 	if !cfg.Listen {
 		log.Info("RUNOPS_LISTEN=off: picking up jobs by polling every RUNOPS_SWEEP", "sweep", cfg.Sweep)

@@ -145,6 +145,46 @@ func BenchmarkFleet(b *testing.B) {
 	}
 }
 
+// BenchmarkIdleFleet runs idle fleets of real `runops worker` processes (1,
+// 10 and 50; the product's defaults: listener slots, RUNOPS_SWEEP 15 s)
+// against one PostgreSQL through a transaction-mode PgBouncer, as
+// BenchmarkFleet does, and reports the database's transactions per second
+// over a quiet period (two minutes), in all and per worker: what an idle
+// fleet costs. -short runs 2 workers for 3 s.
+//
+//	go test -run '^$' -bench IdleFleet -benchtime 1x -timeout 30m ./cmd/runops/
+func BenchmarkIdleFleet(b *testing.B) {
+	sizes, quiet := []int{1, 10, 50}, 2*time.Minute
+	if testing.Short() {
+		sizes, quiet = []int{2}, 3*time.Second
+	}
+	for _, n := range sizes {
+		b.Run(fmt.Sprintf("workers=%d", n), func(b *testing.B) {
+			for range b.N {
+				admin := pgtest.Server(b, 100)
+				role := pgtest.Role(b, admin, -1)
+				pooler := pgtest.NewBouncer(b, role, 20)
+				pool, err := postgres.OpenPool(context.Background(), admin, 2)
+				if err != nil {
+					b.Fatal(err)
+				}
+				fake, _ := claimingStorage(b)
+				startFleet(b, n, pooler.URL, role, fake)
+				db := &dbWatch{pool: pool, role: role}
+				db.findPostmaster(b)
+				before := db.read(b)
+				time.Sleep(quiet) // the measured period: nothing else happens in it
+				after := db.read(b)
+				pool.Close()
+				perSecond := float64(after.xacts-before.xacts) / after.at.Sub(before.at).Seconds()
+				b.ReportMetric(perSecond, "idle-db-xact/s")
+				b.ReportMetric(perSecond/float64(n), "idle-db-xact/s/worker")
+				b.ReportMetric(0, "ns/op")
+			}
+		})
+	}
+}
+
 func fleetRun(b *testing.B, n int, env []string, quiet time.Duration, steady, burst int) {
 	ctx := context.Background()
 	admin := pgtest.Server(b, 100)

@@ -74,6 +74,12 @@ SELECT pg_notify('runops_jobs', json_build_object('job_id', job_id, 'op', 'UPDAT
 	holdsLease = `SELECT EXISTS (SELECT 1 FROM public.jobs WHERE job_id = $1` + fence + `
   AND NOT public.runops_lease_expired(metadata))`
 
+	// Which of the leases ($1 job ids, $2 their tokens) no longer hold
+	// their job.
+	goneLeases = `SELECT h.id::text FROM unnest($1::uuid[], $2::text[]) AS h(id, token)
+LEFT JOIN public.jobs j ON j.job_id = h.id
+WHERE j.job_id IS NULL OR j.status <> 'processing' OR j.metadata->'lease'->>'token' IS DISTINCT FROM h.token`
+
 	// Expired leases go back to the queue, counted (a notification: idle
 	// workers take it); past the limit the job ends (silently, an outcome).
 	rescueJobs = `
@@ -206,6 +212,20 @@ func (s *QueueStore) Status(ctx context.Context, id jobs.ID) (jobs.Status, bool,
 		return "", false, wrap("read job status", err)
 	}
 	return jobs.Status(status), true, nil
+}
+
+// Gone tells which of the leases (job → token) no longer hold their job.
+func (s *QueueStore) Gone(ctx context.Context, leases map[jobs.ID]string) ([]jobs.ID, error) {
+	ids, tokens := make([]string, 0, len(leases)), make([]string, 0, len(leases))
+	for id, token := range leases {
+		ids, tokens = append(ids, string(id)), append(tokens, token)
+	}
+	rows, err := s.pool.Query(ctx, goneLeases, ids, tokens)
+	if err != nil {
+		return nil, wrap("check leases", err)
+	}
+	gone, err := pgx.CollectRows(rows, pgx.RowTo[jobs.ID])
+	return gone, wrap("check leases", err)
 }
 
 var _ queue.Store = (*QueueStore)(nil)

@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -119,48 +118,22 @@ func (s *ListenerSlot) take(ctx context.Context) bool {
 	}
 }
 
-// keep renews the slot every TTL/3 until ctx ends, the slot is lost, or
-// the listener stops on its own (stopped, with its error). A slot not
-// renewed by 0.8 × TTL after its last renewal was sent, or refused, is given
-// up — the caller closes the listener — before another worker could be
-// given it: a timer, as a job's lease has, so that a renewal the database
-// never answers cannot keep this worker listening past the slot's expiry.
+// keep renews the slot (hold) until ctx ends, the slot is lost, or the
+// listener stops on its own (stopped, with its error). A slot not renewed in
+// time, or refused, is given up — the caller closes the listener — before
+// another worker could be given it.
 func (s *ListenerSlot) keep(ctx context.Context, listening <-chan error) (stopped bool, err error) {
-	margin := s.TTL * 8 / 10
-	deadline := time.Now().Add(margin) // the slot was just taken or renewed
-	expiry := time.NewTimer(margin)
-	defer expiry.Stop()
-	tick := time.NewTicker(s.TTL / 3)
-	defer tick.Stop()
-	lapsed := func(err error) (bool, error) {
-		s.say(fmt.Sprintf("the listener slot could not be renewed in time (%v): polling every RUNOPS_SWEEP", err))
-		return false, nil
+	end := hold(ctx, s.TTL, func(ctx context.Context) (bool, error) {
+		slot, _, err := s.ask(ctx)
+		return slot > 0, err
+	}, listening)
+	switch {
+	case end.lost:
+		s.say("the listener slot was lost (RUNOPS_LISTENERS lowered?): polling every RUNOPS_SWEEP")
+	case end.lapsed != nil:
+		s.say(fmt.Sprintf("the listener slot could not be renewed in time (%v): polling every RUNOPS_SWEEP", end.lapsed))
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			return false, nil
-		case err := <-listening:
-			return true, err
-		case <-expiry.C:
-			return lapsed(errors.New("no answer"))
-		case <-tick.C:
-		}
-		sent := time.Now()
-		actx, cancel := context.WithDeadline(ctx, deadline)
-		slot, _, err := s.ask(actx)
-		cancel()
-		switch {
-		case err == nil && slot > 0:
-			deadline = sent.Add(margin)
-			expiry.Reset(time.Until(deadline))
-		case err == nil:
-			s.say("the listener slot was lost (RUNOPS_LISTENERS lowered?): polling every RUNOPS_SWEEP")
-			return false, nil
-		case ctx.Err() == nil && !time.Now().Before(deadline):
-			return lapsed(err)
-		}
-	}
+	return end.stopped, end.err
 }
 
 // ask renews or claims a slot: the slot held (0: none) and the cap.

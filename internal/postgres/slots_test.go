@@ -116,31 +116,8 @@ func TestListenerSlotsAreAShareOfTheRolesConnections(t *testing.T) {
 // it: never two listeners on one slot.
 func TestAListenerSlotIsGivenUpBeforeItExpires(t *testing.T) {
 	t.Parallel()
-	pool, dsn := pgtest.Pool(t)
-	proxy, through := pgtest.NewProxy(t, dsn)
-	hung, err := pgxpool.New(context.Background(), through)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { proxy.SetSilent(false); hung.Close() })
-	var mu sync.Mutex
-	listening := map[string]bool{}
-	overlap := false
-	listen := func(holder string) func(context.Context) error {
-		return func(ctx context.Context) error {
-			mu.Lock()
-			for other, on := range listening {
-				overlap = overlap || on && other != holder
-			}
-			listening[holder] = true
-			mu.Unlock()
-			<-ctx.Done()
-			mu.Lock()
-			listening[holder] = false
-			mu.Unlock()
-			return nil
-		}
-	}
+	pool, hung, proxy := hangingPool(t)
+	on := &holders{}
 	slot := func(p *pgxpool.Pool, holder string) *postgres.ListenerSlot {
 		return &postgres.ListenerSlot{Pool: p, Holder: holder, Max: 1, TTL: 6 * time.Second,
 			Retry: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)}
@@ -148,9 +125,12 @@ func TestAListenerSlotIsGivenUpBeforeItExpires(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { stop(); proxy.SetSilent(false); wg.Wait() })
+	listen := func(holder string) func(context.Context) error {
+		return func(ctx context.Context) error { on.work(ctx, holder); return nil }
+	}
 	a := slot(hung, "a")
 	wg.Go(func() { _ = a.Run(ctx, listen("a")) })
-	wait.For(t, "a to listen", 30*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return listening["a"] })
+	wait.For(t, "a to listen", 30*time.Second, func() bool { return on.is("a") })
 	b := slot(pool, "b")
 	wg.Go(func() { _ = b.Run(ctx, listen("b")) })
 	wait.For(t, "b to wait for the slot", 30*time.Second, func() bool {
@@ -158,17 +138,62 @@ func TestAListenerSlotIsGivenUpBeforeItExpires(t *testing.T) {
 		return settled && strings.Contains(reason, "all 1 listener slots are taken")
 	})
 	proxy.SetSilent(true) // a's renewals hang from now on
-	wait.For(t, "b to be given the slot a could not renew", 60*time.Second, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return listening["b"]
-	})
-	mu.Lock()
-	defer mu.Unlock()
-	if overlap {
+	wait.For(t, "b to be given the slot a could not renew", 60*time.Second, func() bool { return on.is("b") })
+	if on.overlapped() {
 		t.Fatal("a was still listening when b was given its slot")
 	}
 	if reason, _ := a.Problem(); !strings.Contains(reason, "could not be renewed in time") {
 		t.Errorf("a says %q", reason)
 	}
+}
+
+// hangingPool is a database's pool, and a pool of the same database
+// through a proxy a test can silence.
+func hangingPool(t *testing.T) (pool, hung *pgxpool.Pool, proxy *pgtest.Proxy) {
+	t.Helper()
+	pool, dsn := pgtest.Pool(t)
+	proxy, through := pgtest.NewProxy(t, dsn)
+	hung, err := pgxpool.New(context.Background(), through)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.SetSilent(false); hung.Close() })
+	return pool, hung, proxy
+}
+
+// holders records which holders of something held one at a time (a
+// listener slot, a fleet duty) are at work, and whether two ever were.
+type holders struct {
+	mu      sync.Mutex
+	at      map[string]bool
+	overlap bool
+}
+
+// work marks holder at work until ctx ends.
+func (h *holders) work(ctx context.Context, holder string) {
+	h.mu.Lock()
+	if h.at == nil {
+		h.at = map[string]bool{}
+	}
+	for other, on := range h.at {
+		h.overlap = h.overlap || on && other != holder
+	}
+	h.at[holder] = true
+	h.mu.Unlock()
+	<-ctx.Done()
+	h.mu.Lock()
+	h.at[holder] = false
+	h.mu.Unlock()
+}
+
+func (h *holders) is(holder string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.at[holder]
+}
+
+func (h *holders) overlapped() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.overlap
 }

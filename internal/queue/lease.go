@@ -68,6 +68,44 @@ func (w *Worker) heartbeat(ctx context.Context, r *run, log *slog.Logger) {
 	}
 }
 
+// watchEdits asks, every Sweep (never jittered longer) and in one query for
+// all the leases this worker holds, whether any of its jobs was edited,
+// and stops the runs of those it no longer holds: a polling worker, or a
+// listening one whose notification was lost, learns of a person's edit
+// within a sweep, not at its next heartbeat.
+func (w *Worker) watchEdits(ctx context.Context) {
+	tick := time.NewTicker(w.cfg.Sweep)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		w.mu.Lock()
+		leases := make(map[jobs.ID]string, len(w.held))
+		runs := make(map[jobs.ID]*run, len(w.held))
+		for id, r := range w.held {
+			leases[id], runs[id] = r.job.Token, r
+		}
+		w.mu.Unlock()
+		if len(leases) == 0 {
+			continue
+		}
+		qctx, cancel := context.WithTimeout(ctx, w.cfg.Sweep)
+		gone, err := w.store.Gone(qctx, leases)
+		cancel()
+		if err != nil {
+			continue // the heartbeats ask too, and time the leases out
+		}
+		for _, id := range gone {
+			if r := runs[id]; r != nil && !r.lost.Load() {
+				r.lose(w.whyGone(id))
+			}
+		}
+	}
+}
+
 // whyGone tells a person's edit (status changed, row deleted) from a lease
 // lost to the rescuer, for the handler's sake.
 func (w *Worker) whyGone(id jobs.ID) error {

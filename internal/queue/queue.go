@@ -35,6 +35,10 @@ type Store interface {
 	// Holds tells whether the claim with token still holds the job: it is
 	// processing under that lease, and the lease has not expired.
 	Holds(ctx context.Context, id jobs.ID, token string) (bool, error)
+	// Gone tells, in one statement, which of the leases (job → token) no
+	// longer hold their job: a person changed or deleted it, or it is
+	// another claim's.
+	Gone(ctx context.Context, leases map[jobs.ID]string) ([]jobs.ID, error)
 }
 
 // Events is what a worker hears from the database, and what the listener

@@ -616,3 +616,44 @@ func TestHeartbeatMustBeShorterThanTheLease(t *testing.T) {
 	}
 	queue.New(nil, h, queue.Config{LeaseTTL: time.Second})
 }
+
+// A person's edit stops a run within a sweep whether or not the worker
+// hears of it: a polling worker, and a listening one whose notification was
+// lost (the notifying trigger off for the edit), both with heartbeats far
+// apart so that only their sweep can notice. A re-queue ends the run's
+// attempt as cancelled and runs the job again; a stop ends it the same way.
+func TestEditsStopRunsWithoutANotification(t *testing.T) {
+	t.Parallel()
+	for _, listen := range []bool{false, true} {
+		for name, edit := range map[string]string{
+			"requeue": `UPDATE jobs SET status = 'queued' WHERE job_id = $1`,
+			"stop":    `UPDATE jobs SET status = 'error', error = 'Stopped by a person.' WHERE job_id = $1`,
+		} {
+			t.Run(fmt.Sprintf("%s/listen=%v", name, listen), func(t *testing.T) {
+				t.Parallel()
+				b := newBench(t)
+				h := newBlocking()
+				cfg := fast()
+				cfg.LeaseTTL, cfg.Heartbeat = 10*time.Minute, 5*time.Minute
+				b.start(h, cfg, listen)
+				id := b.insert(1)[0]
+				recv(t, h.started, "start")
+				b.exec(`ALTER TABLE jobs DISABLE TRIGGER jobs_notify_status`) // the notification is lost
+				b.exec(edit, string(id))
+				b.exec(`ALTER TABLE jobs ENABLE TRIGGER jobs_notify_status`)
+				if err := recv(t, h.ended, "cancellation"); !errors.Is(err, context.Canceled) || !errors.Is(context.Cause(h.lastCtx()), queue.ErrEdited) {
+					t.Fatalf("handler ended with %v", err)
+				}
+				if name == "requeue" {
+					again := recv(t, h.started, "the run again")
+					close(h.release)
+					b.completed(id)
+					attempts, _ := b.job(id).Metadata["attempts"].([]any)
+					if again.Attempt != 1 || len(attempts) != 2 || attempts[0].(map[string]any)["outcome"] != "cancelled" {
+						t.Fatalf("attempt %d, attempts %v", again.Attempt, attempts)
+					}
+				}
+			})
+		}
+	}
+}

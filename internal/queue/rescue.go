@@ -12,10 +12,10 @@ import (
 	"github.com/runops/runops/internal/metrics"
 )
 
-// rescueLoop returns expired leases to the queue every sweep (jittered, so
-// that many workers spread it), counted as an attempt; a job claimed
-// MaxAttempts times ends in error instead. It stops with ctx.
-func (w *Worker) rescueLoop(ctx context.Context) {
+// Rescue returns expired leases to the queue every sweep (jittered),
+// counted as an attempt; a job claimed MaxAttempts times ends in error
+// instead. It stops with ctx. Run starts it, unless SharedRescue.
+func (w *Worker) Rescue(ctx context.Context) {
 	msg := fmt.Sprintf("Processing was interrupted %d times; please try again later, and contact support if it keeps happening.", w.cfg.MaxAttempts)
 	for {
 		select {

@@ -61,6 +61,9 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 		w.record("release", func(ctx context.Context) (bool, error) {
 			return true, w.store.Release(ctx, job.ID, job.Token)
 		})
+		if outcome == "cancelled" {
+			w.Wake() // re-queued, it is claimable now: by this worker, whose slot it freed
+		}
 	case errors.Is(cancelled, errShutdown) && err != nil, errors.Is(err, ErrHandBack):
 		log.Info("job handed back", "reason", cmp.Or(cancelled, err))
 		if w.record("hand back", func(ctx context.Context) (bool, error) {

@@ -27,6 +27,11 @@ type Config struct {
 	// StageDelay is how long a new stage may go unwritten (reporter.go);
 	// default 250 ms.
 	StageDelay time.Duration
+	// SharedRescue: the rescue of expired leases is the fleet's duty, which
+	// one worker holds at a time (postgres.Duty): Run does not start it, the
+	// caller runs Rescue while this worker holds the duty. Unset, the worker
+	// rescues on its own every sweep.
+	SharedRescue bool
 }
 
 // The engine's defaults, which the configuration (RUNOPS_LEASE_TTL and the
@@ -151,7 +156,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	jobsCtx, stopJobs := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer stopJobs(nil)
 	var wg sync.WaitGroup
-	wg.Go(func() { w.rescueLoop(ctx) })
+	if !w.cfg.SharedRescue {
+		wg.Go(func() { w.Rescue(ctx) })
+	}
+	wg.Go(func() { w.watchEdits(ctx) })
 	w.sweepWorkDirs(ctx)
 	w.log.Info("worker started", "worker", w.cfg.Name, "concurrency", w.cfg.Concurrency)
 	w.claimLoop(ctx, jobsCtx, &wg)

@@ -1,0 +1,62 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// A tenure is something a worker holds in the database for a while and
+// renews, as a job's lease is: a listener slot (slots.go), a fleet duty
+// (duty.go). What ends one, as hold returns it.
+type tenureEnd struct {
+	stopped bool  // the work stopped on its own, with err
+	err     error // the work's error, when stopped
+	lost    bool  // the database gave it to another (or took it back)
+	lapsed  error // not renewed in time: why the last renewal failed
+}
+
+// errNoAnswer is a renewal the database never answered in time.
+var errNoAnswer = errors.New("no answer")
+
+// hold renews a tenure of ttl every ttl/3, with renew (held: the database
+// kept it this holder's), until ctx ends, the work reports on done, the
+// tenure is refused, or it has not been renewed by 0.8 × ttl after its last
+// renewal was sent. That last is a timer, as a job's lease has, and no
+// renewal is given longer than it: a renewal the database never answers
+// cannot keep this worker holding past the tenure's expiry, after the
+// database gave it to another. The tenure was just taken or renewed.
+func hold(ctx context.Context, ttl time.Duration, renew func(context.Context) (bool, error), done <-chan error) tenureEnd {
+	margin := ttl * 8 / 10
+	deadline := time.Now().Add(margin)
+	expiry := time.NewTimer(margin)
+	defer expiry.Stop()
+	tick := time.NewTicker(ttl / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return tenureEnd{}
+		case err := <-done:
+			return tenureEnd{stopped: true, err: err}
+		case <-expiry.C:
+			return tenureEnd{lapsed: errNoAnswer}
+		case <-tick.C:
+		}
+		sent := time.Now()
+		rctx, cancel := context.WithDeadline(ctx, deadline)
+		held, err := renew(rctx)
+		cancel()
+		switch {
+		case err == nil && held:
+			deadline = sent.Add(margin)
+			expiry.Reset(time.Until(deadline))
+		case err == nil:
+			return tenureEnd{lost: true}
+		case ctx.Err() != nil:
+			return tenureEnd{}
+		case !time.Now().Before(deadline):
+			return tenureEnd{lapsed: err}
+		}
+	}
+}
