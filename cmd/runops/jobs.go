@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -28,6 +29,7 @@ const jobsUsage = `usage: runops jobs <verb>
   show ID [--json]                         the row, stages, attempts, probe, Gemini usage
   requeue ID | --status S [--since D]      run again, with a fresh count of attempts
   cancel ID                                stop a queued or running job ("Stopped by an operator.")
+  priority ID N                            claim it before (N < 0) or after (N > 0) the others: -100 to 100
   complete ID --sop FILE                   store FILE as the job's SOP and mark it completed
 
 Each is a person's edit, like one in the Supabase dashboard: a worker holding
@@ -119,6 +121,19 @@ func jobsCommand(ctx context.Context, cfg config.Config, args []string, stdout i
 			return err
 		}
 		return report(stdout, id, "cancelled", "has ended already, or does not exist")(store.Cancel(ctx, id, msgCancelled))
+	case "priority":
+		if len(positional) != 2 {
+			return usageError("jobs priority takes a job id and a number\n\n" + jobsUsage)
+		}
+		id, err := jobs.ParseID(positional[0])
+		if err != nil {
+			return err
+		}
+		n, err := strconv.Atoi(positional[1])
+		if err != nil || n < jobs.MinPriority || n > jobs.MaxPriority {
+			return usageError(fmt.Sprintf("the priority is an integer from %d (first) to %d (last), not %q", jobs.MinPriority, jobs.MaxPriority, positional[1]))
+		}
+		return report(stdout, id, fmt.Sprintf("given priority %d", n), "does not exist")(store.SetPriority(ctx, id, n))
 	case "complete":
 		id, err := one()
 		if err != nil {
@@ -236,6 +251,12 @@ func printJob(w io.Writer, j jobs.Job) {
 	}
 	if s := j.Stage(); s != "" {
 		fmt.Fprintf(w, "stage     %s\n", s)
+	}
+	if p, ok := j.Priority(); !ok {
+		b, _ := json.Marshal(j.Metadata["priority"])
+		fmt.Fprintf(w, "priority  0 (metadata.priority is %s, not an integer from %d to %d: claims read it as 0)\n", b, jobs.MinPriority, jobs.MaxPriority)
+	} else if p != 0 {
+		fmt.Fprintf(w, "priority  %d\n", p)
 	}
 	if t, ok := j.Metadata["timings"].(map[string]any); ok && len(t) > 0 {
 		fmt.Fprintln(w, "\nstages")

@@ -108,6 +108,27 @@ func TestJobsCLI(t *testing.T) {
 		t.Fatalf("requeueing a queued job succeeded: %s", out)
 	}
 
+	// A priority: set, shown; a bad one a person typed in the dashboard is
+	// read as 0 and show says so; out of range is refused.
+	if out, err = runops("priority", failed, "-20"); err != nil || !strings.Contains(out, "given priority -20") {
+		t.Fatalf("priority: %v\n%s", err, out)
+	}
+	if out, err = runops("show", failed); err != nil || !strings.Contains(out, "priority  -20") {
+		t.Fatalf("show after priority: %v\n%s", err, out)
+	}
+	d.exec(`UPDATE jobs SET metadata = metadata || '{"priority": "urgent"}' WHERE job_id = $1`, failed)
+	if out, err = runops("show", failed); err != nil || !strings.Contains(out, `priority  0 (metadata.priority is "urgent"`) {
+		t.Fatalf("show with a bad priority: %v\n%s", err, out)
+	}
+	for _, bad := range []string{"101", "-3.5", "first"} {
+		if out, err = runops("priority", failed, bad); err == nil {
+			t.Fatalf("priority %s accepted: %s", bad, out)
+		}
+	}
+	if out, err = runops("priority", uuid.NewString(), "1"); err == nil {
+		t.Fatalf("priority of no job succeeded: %s", out)
+	}
+
 	if out, err = runops("complete", fresh, "--sop", "../../docs/sample-sop.json"); err != nil {
 		t.Fatalf("complete: %v\n%s", err, out)
 	}

@@ -395,7 +395,9 @@ func startEngine(ctx, runCtx context.Context, stop func(), g *errgroup.Group, cf
 	// or dies, another takes the duty (docs/operations.md).
 	janitor := &retention.Janitor{Store: postgres.NewJobStore(pool), Objects: objects, Raw: cfg.RawRetention,
 		Slim: cfg.SlimRetention, Every: cfg.Sweep, Logger: e.log}
-	duty := &postgres.Duty{Pool: pool, Name: "housekeeping", Holder: w.Name(), TTL: cfg.LeaseTTL, Retry: cfg.Sweep, Logger: e.log}
+	// The others ask for it every lease TTL: within that of its holder's
+	// stop, and within two of its death (its tenure expires first).
+	duty := &postgres.Duty{Pool: pool, Name: "housekeeping", Holder: w.Name(), TTL: cfg.LeaseTTL, Retry: cfg.LeaseTTL, Logger: e.log}
 	g.Go(func() error {
 		duty.Run(ctx, func(ctx context.Context) {
 			var wg sync.WaitGroup

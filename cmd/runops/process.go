@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,6 +26,12 @@ type refusedError string
 
 func (r refusedError) Error() string { return string(r) }
 
+// isNumber tells whether a is a number (a negative one looks like a flag).
+func isNumber(a string) bool {
+	_, err := strconv.ParseFloat(a, 64)
+	return err == nil
+}
+
 // parseArgs parses flags wherever they stand among the positional arguments
 // ("process rec.mp4 --out DIR" as well as "process --out DIR rec.mp4"); the
 // standard flag package stops at the first positional.
@@ -35,7 +42,7 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 		if a == "--" {
 			return append(positional, args[i+1:]...), nil
 		}
-		if !strings.HasPrefix(a, "-") || a == "-" {
+		if !strings.HasPrefix(a, "-") || a == "-" || isNumber(a) { // a negative number is a value (jobs priority ID -20)
 			positional = append(positional, a)
 			continue
 		}

@@ -160,6 +160,28 @@ func (j Job) Progress() *float64 {
 	return nil
 }
 
+// Priorities: metadata.priority, lower runs sooner (docs/lifecycle.md).
+const (
+	MinPriority = -100
+	MaxPriority = 100
+)
+
+// Priority is metadata.priority as claims read it (the database's
+// runops_priority): an integer from MinPriority to MaxPriority; absent, it
+// is 0, and anything else is read as 0 too, with ok false — a bad edit
+// never breaks claiming, and runops jobs show says so.
+func (j Job) Priority() (priority int, ok bool) {
+	v, present := j.Metadata["priority"]
+	if !present || v == nil {
+		return 0, true
+	}
+	f, isNumber := v.(float64)
+	if !isNumber || f != float64(int(f)) || f < MinPriority || f > MaxPriority {
+		return 0, false
+	}
+	return int(f), true
+}
+
 // Owner is metadata.owner (the user id that queued the job), or "".
 func (j Job) Owner() string {
 	s, _ := j.Metadata["owner"].(string)

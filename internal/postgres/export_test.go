@@ -1,5 +1,12 @@
 package postgres
 
+import (
+	"context"
+	"time"
+
+	"github.com/runops/runops/internal/queue"
+)
+
 // HoldOutcomes makes outcomes queue up as they do behind a write in flight;
 // the returned func writes what has queued, together (tests only).
 func (s *QueueStore) HoldOutcomes() (queued func() int, release func()) {
@@ -13,4 +20,10 @@ func (s *QueueStore) HoldOutcomes() (queued func() int, release func()) {
 		return len(b.queue)
 	}
 	return queued, func() { go s.writeOutcomes() }
+}
+
+// ClaimWith runs a claim statement of a benchmark's own, read as Claim reads
+// its own (tests only).
+func (s *QueueStore) ClaimWith(ctx context.Context, sql, worker string, n int, ttl time.Duration) ([]queue.Claimed, error) {
+	return s.claimWith(ctx, sql, worker, n, ttl)
 }

@@ -26,6 +26,9 @@ LIMIT $2`
 WHERE status = $1 AND $1 <> 'queued' AND ($2 = 0 OR updated_at > now() - make_interval(secs => $2))
 RETURNING job_id::text`
 
+	setPriority = `UPDATE public.jobs SET metadata = jsonb_set(coalesce(metadata, '{}'::jsonb), '{priority}', to_jsonb($2::integer))
+WHERE job_id = $1`
+
 	cancelJob = `UPDATE public.jobs SET status = 'error', error = $2, completed_at = NULL
 WHERE job_id = $1 AND status IN ('queued', 'processing')`
 
@@ -60,6 +63,13 @@ func (s *JobStore) RequeueAll(ctx context.Context, status jobs.Status, since tim
 	}
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[jobs.ID])
 	return ids, wrap("requeue jobs", err)
+}
+
+// SetPriority sets metadata.priority, which the next claim reads; false
+// when there is no such job.
+func (s *JobStore) SetPriority(ctx context.Context, id jobs.ID, priority int) (bool, error) {
+	tag, err := s.pool.Exec(ctx, setPriority, string(id), priority)
+	return tag.RowsAffected() == 1, wrap("set priority", err)
 }
 
 // Cancel ends a queued or processing job in error with message; false when

@@ -25,20 +25,12 @@ const (
 	// triggers fire, which happens at the end of the statement.
 	asWorker = ` AND set_config('runops.writer', 'worker', true) IS NOT NULL`
 
-	// Up to $3 of the oldest claimable jobs, each with a lease token of its own.
-	claimJobs = `
-WITH next AS (
-  SELECT id, updated_at AS queued_at FROM public.jobs
-  WHERE status = 'queued' AND public.runops_lease_expired(metadata)
-  ORDER BY created_at, id
-  LIMIT $3
-  FOR UPDATE SKIP LOCKED
-)
-UPDATE public.jobs j
-SET status = 'processing', error = NULL, completed_at = NULL,
-    metadata = public.runops_begin_attempt(j.metadata, gen_random_uuid()::text, $1, make_interval(secs => $2))
-FROM next WHERE j.id = next.id` + asWorker + `
-RETURNING ` + jobColumns + `, next.queued_at`
+	// Up to $3 claimable jobs, each with a lease token of its own: by
+	// priority (metadata.priority, lower first), then the oldest
+	// (runops_claim, migration …_claim_order.sql; docs/lifecycle.md, "The
+	// order of claims").
+	claimJobs = `SELECT job_id, status, created_at, updated_at, completed_at, error, metadata, queued_at
+FROM public.runops_claim($1, $2, $3)`
 
 	renewLease = `UPDATE public.jobs
 SET metadata = jsonb_set(metadata, '{lease,expires_at}', to_jsonb(now() + make_interval(secs => $3)))
@@ -119,10 +111,16 @@ func (s *QueueStore) SendEvents(urls []string) *QueueStore {
 	return s
 }
 
-// Claim takes up to n of the oldest claimable queued jobs for worker, oldest
-// first, each under a new lease token.
+// Claim takes up to n claimable queued jobs for worker — by priority, then
+// the oldest first — each under a new lease token.
 func (s *QueueStore) Claim(ctx context.Context, worker string, n int, ttl time.Duration) ([]queue.Claimed, error) {
-	rows, err := s.pool.Query(ctx, claimJobs, worker, ttl.Seconds(), n)
+	return s.claimWith(ctx, claimJobs, worker, n, ttl)
+}
+
+// claimWith runs a claim statement (claimJobs; a benchmark's baseline) and
+// reads what it took.
+func (s *QueueStore) claimWith(ctx context.Context, sql, worker string, n int, ttl time.Duration) ([]queue.Claimed, error) {
+	rows, err := s.pool.Query(ctx, sql, worker, ttl.Seconds(), n)
 	if err != nil {
 		return nil, wrap("claim jobs", err)
 	}

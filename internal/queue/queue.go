@@ -19,8 +19,8 @@ import (
 // Claims and outcomes (processing → completed/error) notify nobody; a job
 // going back to the queue does.
 type Store interface {
-	// Claim takes up to n of the oldest claimable queued jobs, each under a
-	// lease token of its own, in one statement.
+	// Claim takes up to n claimable queued jobs — by priority, then the
+	// oldest — each under a lease token of its own, in one statement.
 	Claim(ctx context.Context, worker string, n int, ttl time.Duration) ([]Claimed, error)
 	Renew(ctx context.Context, id jobs.ID, token string, ttl time.Duration) (bool, error)
 	Merge(ctx context.Context, id jobs.ID, token string, patch map[string]any) (bool, error)

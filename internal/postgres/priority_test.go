@@ -1,0 +1,197 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/pgtest"
+	"github.com/runops/runops/internal/postgres"
+	"github.com/runops/runops/internal/queue"
+)
+
+// metadata.priority is read as an integer from -100 to 100, and anything
+// else there — text, a fraction, a number out of range, an array — as 0: a
+// bad edit in the dashboard never breaks claiming.
+func TestPriorityReadsAnything(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	for meta, want := range map[string]int{
+		`{}`: 0, `null`: 0, `{"priority": null}`: 0, `{"priority": 5}`: 5, `{"priority": -100}`: -100, `{"priority": 100}`: 100,
+		`{"priority": 1e2}`: 100, `{"priority": "5"}`: 0, `{"priority": "high"}`: 0, `{"priority": 2.5}`: 0, `{"priority": 101}`: 0,
+		`{"priority": -101}`: 0, `{"priority": 99999999999999999999}`: 0, `{"priority": [1]}`: 0, `{"priority": {"n": 1}}`: 0,
+	} {
+		var got int
+		if err := pool.QueryRow(context.Background(), `SELECT public.runops_priority($1::jsonb)`, meta).Scan(&got); err != nil || got != want {
+			t.Errorf("%s: %d %v; want %d", meta, got, err, want)
+		}
+	}
+}
+
+// Claims take the lowest priority first, then the oldest; a priority a
+// person sets on a queued row (by SQL, as the dashboard does) counts at the
+// next claim; a bad one is 0.
+func TestClaimsFollowPriority(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	ctx := context.Background()
+	store := postgres.NewQueueStore(pool)
+	// Queued one after another: a (oldest) … f (newest).
+	for i, meta := range []string{`{}`, `{"priority": 10}`, `{"priority": "urgent"}`, `{"priority": -5}`, `{}`, `{"priority": 10}`} {
+		if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id, metadata, created_at) VALUES ($1, $2::jsonb, now() - make_interval(secs => $3))`,
+			fmt.Sprintf("00000000-0000-4000-8000-00000000000%c", 'a'+i), meta, 60-i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The dashboard: e, the newest but one, is rushed.
+	if _, err := pool.Exec(ctx, `UPDATE jobs SET metadata = metadata || '{"priority": -50}' WHERE job_id = '00000000-0000-4000-8000-00000000000e'`); err != nil {
+		t.Fatal(err)
+	}
+	var batches []string
+	for {
+		claimed, err := store.Claim(ctx, "w", 2, time.Minute) // batched, as the engine claims
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(claimed) == 0 {
+			break
+		}
+		var batch []string
+		for _, c := range claimed {
+			batch = append(batch, string(c.ID[len(c.ID)-1:]))
+		}
+		slices.Sort(batch) // a batch's jobs start together
+		batches = append(batches, strings.Join(batch, ""))
+	}
+	if got := strings.Join(batches, " "); got != "de ac bf" {
+		t.Fatalf("claimed %s; want de ac bf (e −50 and d −5, then a and c at 0, then b and f at 10)", got)
+	}
+}
+
+// runops_queue is exactly the queued jobs, each with its priority, after
+// whatever happens to them: queued, claimed, finished, rescued, handed back,
+// re-queued, cancelled, deleted by a person, given another priority, another
+// id or another age.
+func TestTheQueueTableFollowsTheJobs(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	ctx := context.Background()
+	store := postgres.NewQueueStore(pool)
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, sql, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		var missing, extra, stale int
+		if err := pool.QueryRow(ctx, `SELECT
+  (SELECT count(*) FROM jobs j WHERE j.status = 'queued' AND NOT EXISTS (SELECT 1 FROM runops_queue q WHERE q.id = j.id)),
+  (SELECT count(*) FROM runops_queue q WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = q.id AND j.status = 'queued')),
+  (SELECT count(*) FROM runops_queue q JOIN jobs j USING (id)
+   WHERE (q.priority, q.created_at) IS DISTINCT FROM (public.runops_priority(j.metadata), j.created_at))`).Scan(&missing, &extra, &stale); err != nil {
+			t.Fatal(err)
+		}
+		if missing+extra+stale != 0 {
+			t.Fatalf("%s: %d queued jobs missing from runops_queue, %d rows too many, %d stale", when, missing, extra, stale)
+		}
+	}
+	for i := range 6 {
+		exec(`INSERT INTO jobs (job_id, metadata) VALUES (gen_random_uuid(), jsonb_build_object('priority', $1::int))`, i%3)
+	}
+	exec(`INSERT INTO jobs (job_id, status) VALUES (gen_random_uuid(), 'completed')`)
+	check("inserted")
+	claimed, err := store.Claim(ctx, "w", 4, time.Minute)
+	if err != nil || len(claimed) != 4 {
+		t.Fatalf("claim: %d %v", len(claimed), err)
+	}
+	check("claimed")
+	if _, err := store.Finish(ctx, queue.Outcome{ID: claimed[0].ID, Token: claimed[0].Token, Status: jobs.StatusCompleted}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.HandBack(ctx, claimed[1].ID, claimed[1].Token); err != nil {
+		t.Fatal(err)
+	}
+	check("finished and handed back")
+	exec(`UPDATE jobs SET metadata = jsonb_set(metadata, '{lease,expires_at}', '"2000-01-01T00:00:00Z"') WHERE job_id = $1`, string(claimed[2].ID))
+	if _, _, err := store.Rescue(ctx, 3, "x"); err != nil {
+		t.Fatal(err)
+	}
+	check("rescued")
+	exec(`UPDATE jobs SET status = 'queued' WHERE status = 'completed'`) // re-queued by a person
+	exec(`UPDATE jobs SET status = 'error', error = 'Stopped.' WHERE job_id = $1`, string(claimed[3].ID))
+	check("re-queued and cancelled")
+	exec(`UPDATE jobs SET metadata = metadata || '{"priority": -7}' WHERE status = 'queued' AND id % 2 = 0`)
+	exec(`UPDATE jobs SET created_at = created_at - interval '1 day' WHERE status = 'queued' AND id % 3 = 0`)
+	exec(`UPDATE jobs SET job_id = gen_random_uuid() WHERE status = 'queued' AND id % 5 = 0`)
+	check("edited")
+	exec(`DELETE FROM jobs WHERE status = 'queued' AND id % 2 = 1`)
+	check("deleted")
+}
+
+// The claim's query reads the queue through runops_queue's index, in its
+// order: no sequential scan and no sort of the queued rows, however many
+// there are. The plan is runops_claim's own statement's, as PostgreSQL runs
+// it (auto_explain, its log sent to this connection), generic plan included.
+func TestClaimsReadAnIndex(t *testing.T) {
+	t.Parallel()
+	pool, dsn := pgtest.Pool(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id, status, metadata)
+SELECT gen_random_uuid(), CASE WHEN i % 10 = 0 THEN 'queued' ELSE 'completed' END, jsonb_build_object('priority', i % 7 - 3)
+FROM generate_series(1, 20000) i`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `ANALYZE jobs; ANALYZE runops_queue`); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var logged []string
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		mu.Lock()
+		logged = append(logged, n.Message)
+		mu.Unlock()
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, set := range []string{`LOAD 'auto_explain'`, `SET auto_explain.log_min_duration = 0`,
+		`SET auto_explain.log_nested_statements = on`, `SET client_min_messages = log`} {
+		if _, err := conn.Exec(ctx, set); err != nil {
+			t.Fatalf("%s: %v", set, err)
+		}
+	}
+	// A session's first five calls plan for their arguments; the sixth on
+	// uses one generic plan: it is the one that counts.
+	for range 7 {
+		if _, err := conn.Exec(ctx, `SELECT * FROM public.runops_claim('w', 60, 8)`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var plan string
+	for _, m := range logged {
+		if strings.Contains(m, "runops_queue") && strings.Contains(m, "Update on jobs") {
+			plan = m
+		}
+	}
+	if plan == "" || !strings.Contains(plan, "runops_queue_order_idx") || strings.Contains(plan, "Seq Scan") || strings.Contains(plan, "Sort") {
+		t.Fatalf("the claim does not read the queue in its index's order:\n%s\n(all logged: %q)", plan, logged)
+	}
+}
