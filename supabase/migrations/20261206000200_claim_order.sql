@@ -76,10 +76,18 @@ CREATE TRIGGER runops_queue_update
 -- its own, by priority then the oldest, read from runops_queue in that order
 -- and taken out of it. A function, so that its plan is made once a session:
 -- the statement planned anew at every claim cost as much as running it.
+--
+-- Its plan is kept for the session, so it must not depend on the queue's
+-- size when it was made: planned while runops_queue looked empty (a new
+-- database, a burst not yet analysed), a scan and sort of the whole queue
+-- would be kept for every claim after. The queue is read through its index,
+-- and only so: no sequential scan, no sort, whatever the statistics say.
 CREATE OR REPLACE FUNCTION public.runops_claim(p_worker TEXT, ttl_seconds FLOAT8, n INTEGER)
 RETURNS TABLE (job_id TEXT, status TEXT, created_at TIMESTAMPTZ, updated_at TIMESTAMPTZ, completed_at TIMESTAMPTZ,
                error TEXT, metadata JSONB, queued_at TIMESTAMPTZ)
 LANGUAGE plpgsql
+SET enable_seqscan = off
+SET enable_sort = off
 AS $$
 #variable_conflict use_column
 BEGIN
