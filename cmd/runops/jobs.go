@@ -133,7 +133,7 @@ func jobsCommand(ctx context.Context, cfg config.Config, args []string, stdout i
 		if err != nil || n < jobs.MinPriority || n > jobs.MaxPriority {
 			return usageError(fmt.Sprintf("the priority is an integer from %d (first) to %d (last), not %q", jobs.MinPriority, jobs.MaxPriority, positional[1]))
 		}
-		return report(stdout, id, fmt.Sprintf("given priority %d", n), "does not exist")(store.SetPriority(ctx, id, n))
+		return report(stdout, id, fmt.Sprintf("given priority %d", n), "does not exist, or its metadata is not a JSON object")(store.SetPriority(ctx, id, n))
 	case "complete":
 		id, err := one()
 		if err != nil {

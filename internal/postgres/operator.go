@@ -26,8 +26,8 @@ LIMIT $2`
 WHERE status = $1 AND $1 <> 'queued' AND ($2 = 0 OR updated_at > now() - make_interval(secs => $2))
 RETURNING job_id::text`
 
-	setPriority = `UPDATE public.jobs SET metadata = jsonb_set(coalesce(metadata, '{}'::jsonb), '{priority}', to_jsonb($2::integer))
-WHERE job_id = $1`
+	setPriority = `UPDATE public.jobs SET metadata = coalesce(metadata, '{}'::jsonb) || jsonb_build_object('priority', $2::integer)
+WHERE job_id = $1 AND (metadata IS NULL OR jsonb_typeof(metadata) = 'object')`
 
 	cancelJob = `UPDATE public.jobs SET status = 'error', error = $2, completed_at = NULL
 WHERE job_id = $1 AND status IN ('queued', 'processing')`
@@ -66,7 +66,8 @@ func (s *JobStore) RequeueAll(ctx context.Context, status jobs.Status, since tim
 }
 
 // SetPriority sets metadata.priority, which the next claim reads; false
-// when there is no such job.
+// when there is no such job, or its metadata is not a JSON object (a
+// person's edit: nothing of it is overwritten).
 func (s *JobStore) SetPriority(ctx context.Context, id jobs.ID, priority int) (bool, error) {
 	tag, err := s.pool.Exec(ctx, setPriority, string(id), priority)
 	return tag.RowsAffected() == 1, wrap("set priority", err)

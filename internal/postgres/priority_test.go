@@ -16,6 +16,7 @@ import (
 	"github.com/runops/runops/internal/pgtest"
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/queue"
+	"github.com/runops/runops/internal/wait"
 )
 
 // metadata.priority is read as an integer from -100 to 100, and anything
@@ -26,7 +27,7 @@ func TestPriorityReadsAnything(t *testing.T) {
 	pool, _ := pgtest.Pool(t)
 	for meta, want := range map[string]int{
 		`{}`: 0, `null`: 0, `{"priority": null}`: 0, `{"priority": 5}`: 5, `{"priority": -100}`: -100, `{"priority": 100}`: 100,
-		`{"priority": 1e2}`: 100, `{"priority": "5"}`: 0, `{"priority": "high"}`: 0, `{"priority": 2.5}`: 0, `{"priority": 101}`: 0,
+		`{"priority": 1e2}`: 100, `{"priority": 5.0}`: 5, `{"priority": -20.00}`: -20, `{"priority": "5"}`: 0, `{"priority": "high"}`: 0, `{"priority": 2.5}`: 0, `{"priority": 101}`: 0,
 		`{"priority": -101}`: 0, `{"priority": 99999999999999999999}`: 0, `{"priority": [1]}`: 0, `{"priority": {"n": 1}}`: 0,
 	} {
 		var got int
@@ -136,6 +137,88 @@ func TestTheQueueTableFollowsTheJobs(t *testing.T) {
 	check("edited")
 	exec(`DELETE FROM jobs WHERE status = 'queued' AND id % 2 = 1`)
 	check("deleted")
+
+	// A claim of an earlier release (during a rolling update) goes through
+	// the trigger; what no trigger sees is repaired (rows written with
+	// triggers off: a restore, a bulk load); a TRUNCATE empties the table.
+	repair := func(wantRemoved, wantAdded int) {
+		t.Helper()
+		removed, added, err := store.Repair(ctx)
+		if err != nil || removed != wantRemoved || added != wantAdded {
+			t.Fatalf("repair: removed %d, added %d, %v; want %d, %d", removed, added, err, wantRemoved, wantAdded)
+		}
+	}
+	repair(0, 0)
+	for range 3 {
+		exec(`INSERT INTO jobs (job_id) VALUES (gen_random_uuid())`)
+	}
+	if old, err := store.ClaimWith(ctx, fifoClaim, "old", 2, time.Minute); err != nil || len(old) != 2 {
+		t.Fatalf("an earlier release's claim: %d %v", len(old), err)
+	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `SET session_replication_role = replica; INSERT INTO jobs (job_id) VALUES (gen_random_uuid()); RESET session_replication_role`); err != nil {
+		t.Fatal(err)
+	}
+	conn.Release()
+	repair(0, 1)
+	check("repaired")
+	exec(`TRUNCATE jobs`)
+	check("truncated")
+}
+
+// A job another worker claimed and handed back while a claim waited for
+// it (its first candidate slow to check) is claimed by the waiting claim,
+// and its new row in runops_queue goes with it: the claim's own snapshot
+// saw only the old one.
+func TestAClaimTakesTheRowOfAJobHandedBackMeanwhile(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	ctx := context.Background()
+	store := postgres.NewQueueStore(pool)
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, sql, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The slow candidate takes a second to check; X is behind it.
+	exec(`CREATE OR REPLACE FUNCTION public.runops_lease_past(meta jsonb) RETURNS boolean LANGUAGE plpgsql STABLE AS $$
+BEGIN
+  IF meta ? 'slow' THEN PERFORM pg_sleep(1); END IF;
+  RETURN coalesce((meta->'lease'->>'expires_at')::timestamptz < now(), true);
+EXCEPTION WHEN others THEN RETURN true;
+END $$`)
+	exec(`INSERT INTO jobs (job_id, metadata) VALUES ('00000000-0000-4000-8000-00000000000a', '{"priority": -1, "slow": 1, "lease": {"expires_at": "2000-01-01T00:00:00Z"}}')`)
+	exec(`INSERT INTO jobs (job_id) VALUES ('00000000-0000-4000-8000-00000000000b')`)
+	slow := make(chan int, 1)
+	go func() {
+		c, err := store.Claim(ctx, "slow", 2, time.Minute)
+		if err != nil {
+			t.Error(err)
+		}
+		slow <- len(c)
+	}()
+	// Meanwhile another worker claims X alone (its own claim skips the
+	// slow row, which the first claim holds) and hands it back.
+	var other []queue.Claimed
+	wait.For(t, "another claim to take X", 10*time.Second, func() bool {
+		var err error
+		other, err = store.Claim(ctx, "other", 1, time.Minute)
+		return err == nil && len(other) == 1
+	})
+	if _, err := store.HandBack(ctx, other[0].ID, other[0].Token); err != nil {
+		t.Fatal(err)
+	}
+	if n := <-slow; n != 2 {
+		t.Fatalf("the slow claim took %d jobs; want the slow one and X", n)
+	}
+	var left int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM runops_queue`).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("%d rows left in runops_queue for claimed jobs (%v)", left, err)
+	}
 }
 
 // The claim's query reads the queue through runops_queue's index, in its

@@ -58,10 +58,15 @@ WHERE job_id = $1` + fence
 WITH r AS (
   UPDATE public.jobs
   SET metadata = public.runops_close_attempt(metadata, $2, 'cancelled', 'stopped by a change to the job')
-  WHERE job_id = $1 AND status = 'queued' AND metadata->'lease'->>'token' = $2
+  WHERE job_id = $1 AND status <> 'processing' AND metadata->'lease'->>'token' = $2
   RETURNING job_id, status
 )
-SELECT pg_notify('runops_jobs', json_build_object('job_id', job_id, 'op', 'UPDATE', 'status', status)::text) FROM r`
+SELECT pg_notify('runops_jobs', json_build_object('job_id', job_id, 'op', 'UPDATE', 'status', status)::text) FROM r
+WHERE status = 'queued'`
+
+	// Puts runops_queue right (rows of jobs no longer queued, queued jobs
+	// written with triggers off): with every rescue.
+	repairQueue = `SELECT removed, added FROM public.runops_queue_repair()`
 
 	holdsLease = `SELECT EXISTS (SELECT 1 FROM public.jobs WHERE job_id = $1` + fence + `
   AND NOT public.runops_lease_expired(metadata))`
@@ -171,6 +176,13 @@ func (s *QueueStore) HandBack(ctx context.Context, id jobs.ID, token string) (bo
 func (s *QueueStore) Release(ctx context.Context, id jobs.ID, token string) error {
 	_, err := s.pool.Exec(ctx, releaseLease, string(id), token)
 	return wrap("release lease", err)
+}
+
+// Repair puts runops_queue right: rows of jobs no longer queued go, queued
+// jobs without one get it.
+func (s *QueueStore) Repair(ctx context.Context) (removed, added int, err error) {
+	err = s.pool.QueryRow(ctx, repairQueue).Scan(&removed, &added)
+	return removed, added, wrap("repair the queue", err)
 }
 
 // Rescue returns expired leases to the queue; a job already claimed

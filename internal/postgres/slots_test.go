@@ -148,12 +148,13 @@ func TestAListenerSlotIsGivenUpBeforeItExpires(t *testing.T) {
 }
 
 // hangingPool is a database's pool, and a pool of the same database
-// through a proxy a test can silence.
+// through a proxy a test can silence, opened as the workers open theirs
+// (its driver takes a while to give up on a silent connection).
 func hangingPool(t *testing.T) (pool, hung *pgxpool.Pool, proxy *pgtest.Proxy) {
 	t.Helper()
 	pool, dsn := pgtest.Pool(t)
 	proxy, through := pgtest.NewProxy(t, dsn)
-	hung, err := pgxpool.New(context.Background(), through)
+	hung, err := postgres.OpenPool(context.Background(), through, 4) // as the workers open theirs
 	if err != nil {
 		t.Fatal(err)
 	}

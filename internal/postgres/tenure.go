@@ -44,19 +44,39 @@ func hold(ctx context.Context, ttl time.Duration, renew func(context.Context) (b
 		case <-tick.C:
 		}
 		sent := time.Now()
+		type answer struct {
+			held bool
+			err  error
+		}
+		answered := make(chan answer, 1)
 		rctx, cancel := context.WithDeadline(ctx, deadline)
-		held, err := renew(rctx)
+		go func() {
+			held, err := renew(rctx)
+			answered <- answer{held, err}
+		}()
+		// The driver may take longer than the deadline to give up on a
+		// connection that stopped answering: the timer does not wait for it.
+		var a answer
+		select {
+		case a = <-answered:
+		case <-expiry.C:
+			cancel()
+			return tenureEnd{lapsed: errNoAnswer}
+		case <-ctx.Done():
+			cancel()
+			return tenureEnd{}
+		}
 		cancel()
 		switch {
-		case err == nil && held:
+		case a.err == nil && a.held:
 			deadline = sent.Add(margin)
 			expiry.Reset(time.Until(deadline))
-		case err == nil:
+		case a.err == nil:
 			return tenureEnd{lost: true}
 		case ctx.Err() != nil:
 			return tenureEnd{}
 		case !time.Now().Before(deadline):
-			return tenureEnd{lapsed: err}
+			return tenureEnd{lapsed: a.err}
 		}
 	}
 }

@@ -30,6 +30,11 @@ type Store interface {
 	HandBack(ctx context.Context, id jobs.ID, token string) (bool, error)
 	Release(ctx context.Context, id jobs.ID, token string) error
 	Rescue(ctx context.Context, maxAttempts int, message string) (requeued, failed []jobs.ID, err error)
+	// Repair puts right what the store keeps of the queue beside the jobs
+	// (the claim order's table: rows of jobs no longer queued, queued jobs
+	// written with its triggers off), and says how many rows it removed and
+	// added. Run with every rescue.
+	Repair(ctx context.Context) (removed, added int, err error)
 	// Status reads the job's status; found is false when the row is gone.
 	Status(ctx context.Context, id jobs.ID) (status jobs.Status, found bool, err error)
 	// Holds tells whether the claim with token still holds the job: it is

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -258,15 +259,21 @@ func TestDashboardEditsWin(t *testing.T) {
 				}
 				return
 			}
-			// Nothing more was written: the person's status stays, and so
-			// does the lease the worker held (a write would have touched it).
+			// The person's edit stays (status, error); the worker only closed
+			// its attempt as cancelled and gave its lease up, so that a
+			// re-queue later need not wait for it to expire.
 			got := b.job(id)
-			if got.Status == jobs.StatusProcessing || got.Status == jobs.StatusQueued {
-				t.Fatalf("status %s", got.Status)
+			want := jobs.StatusCompleted
+			if strings.Contains(edit, "'error'") {
+				want = jobs.StatusError
+				if got.Error == nil || *got.Error != "stopped by hand" {
+					t.Fatalf("the person's error was overwritten: %v", got.Error)
+				}
 			}
-			lease, _ := got.Metadata["lease"].(map[string]any)
-			if lease["token"] != j.Token {
-				t.Fatalf("worker wrote after the edit: %v", got.Metadata)
+			attempts, _ := got.Metadata["attempts"].([]any)
+			if got.Status != want || got.Metadata["lease"] != nil || len(attempts) != 1 ||
+				attempts[0].(map[string]any)["outcome"] != "cancelled" || attempts[0].(map[string]any)["token"] != j.Token {
+				t.Fatalf("after the edit: status %s, metadata %v", got.Status, got.Metadata)
 			}
 		})
 	}
@@ -621,7 +628,8 @@ func TestHeartbeatMustBeShorterThanTheLease(t *testing.T) {
 // hears of it: a polling worker, and a listening one whose notification was
 // lost (the notifying trigger off for the edit), both with heartbeats far
 // apart so that only their sweep can notice. A re-queue ends the run's
-// attempt as cancelled and runs the job again; a stop ends it the same way.
+// attempt as cancelled and runs the job again; a stop ends it the same way,
+// its lease given up.
 func TestEditsStopRunsWithoutANotification(t *testing.T) {
 	t.Parallel()
 	for _, listen := range []bool{false, true} {
@@ -652,6 +660,16 @@ func TestEditsStopRunsWithoutANotification(t *testing.T) {
 					if again.Attempt != 1 || len(attempts) != 2 || attempts[0].(map[string]any)["outcome"] != "cancelled" {
 						t.Fatalf("attempt %d, attempts %v", again.Attempt, attempts)
 					}
+					return
+				}
+				// A stop ends the attempt the same way, and leaves no lease for
+				// a later re-queue to wait out.
+				b.waitFor("the attempt closed", func() bool {
+					attempts, _ := b.job(id).Metadata["attempts"].([]any)
+					return len(attempts) == 1 && attempts[0].(map[string]any)["outcome"] == "cancelled"
+				})
+				if lease := b.job(id).Metadata["lease"]; lease != nil {
+					t.Fatalf("a lease is left after the stop: %v", lease)
 				}
 			})
 		}

@@ -14,7 +14,8 @@ import (
 
 // Rescue returns expired leases to the queue every sweep (jittered),
 // counted as an attempt; a job claimed MaxAttempts times ends in error
-// instead. It stops with ctx. Run starts it, unless SharedRescue.
+// instead; and has the store repair what it keeps of the queue
+// (Store.Repair). It stops with ctx. Run starts it, unless SharedRescue.
 func (w *Worker) Rescue(ctx context.Context) {
 	msg := fmt.Sprintf("Processing was interrupted %d times; please try again later, and contact support if it keeps happening.", w.cfg.MaxAttempts)
 	for {
@@ -37,7 +38,16 @@ func (w *Worker) Rescue(ctx context.Context) {
 		for _, id := range failed {
 			w.log.Error("lease expired too often: job failed", "job_id", id, "max_attempts", w.cfg.MaxAttempts)
 		}
-		if len(requeued) > 0 {
+		removed, added, err := w.store.Repair(ctx)
+		switch {
+		case err != nil:
+			if ctx.Err() == nil {
+				w.log.Warn("queue repair failed", "error", err)
+			}
+		case removed+added > 0:
+			w.log.Warn("the claim order's table was out of step with the jobs: repaired", "removed", removed, "added", added)
+		}
+		if len(requeued) > 0 || added > 0 {
 			w.Wake()
 		}
 	}

@@ -159,11 +159,15 @@ func (w *Worker) Run(ctx context.Context) error {
 	if !w.cfg.SharedRescue {
 		wg.Go(func() { w.Rescue(ctx) })
 	}
-	wg.Go(func() { w.watchEdits(ctx) })
+	// Edits are watched for as long as jobs run: through the shutdown grace.
+	edits := make(chan struct{})
+	go func() { w.watchEdits(jobsCtx); close(edits) }()
 	w.sweepWorkDirs(ctx)
 	w.log.Info("worker started", "worker", w.cfg.Name, "concurrency", w.cfg.Concurrency)
 	w.claimLoop(ctx, jobsCtx, &wg)
 	w.drain(&wg, stopJobs)
+	stopJobs(nil)
+	<-edits
 	return nil
 }
 

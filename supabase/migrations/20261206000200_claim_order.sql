@@ -17,13 +17,11 @@ CREATE OR REPLACE FUNCTION public.runops_priority(meta jsonb)
 RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-  SELECT CASE
-    WHEN jsonb_typeof(meta->'priority') = 'number'
-     AND (meta->>'priority') ~ '^-?[0-9]{1,3}$'
-     AND (meta->>'priority')::integer BETWEEN -100 AND 100
-    THEN (meta->>'priority')::integer
-    ELSE 0
-  END
+  SELECT CASE WHEN jsonb_typeof(meta->'priority') = 'number' THEN
+    CASE WHEN (meta->>'priority')::numeric BETWEEN -100 AND 100
+          AND (meta->>'priority')::numeric = trunc((meta->>'priority')::numeric)
+    THEN (meta->>'priority')::numeric::integer ELSE 0 END
+  ELSE 0 END
 $$;
 
 CREATE TABLE IF NOT EXISTS public.runops_queue (
@@ -61,16 +59,52 @@ CREATE TRIGGER runops_queue_insert_delete
   AFTER INSERT OR DELETE ON public.jobs
   FOR EACH ROW EXECUTE FUNCTION public.runops_queue_sync();
 
--- A worker's claim (queued -> processing, in a transaction that says it is
--- the worker's) takes its rows out of runops_queue itself, in the claim's
--- statement: no trigger call for it.
+-- runops_claim (queued -> processing, in a transaction it marks with
+-- runops.claim) takes its rows out of runops_queue itself: no trigger call
+-- for them. Any other claim — a worker of an earlier release during a
+-- rolling update — goes through the trigger.
 DROP TRIGGER IF EXISTS runops_queue_update ON public.jobs;
 CREATE TRIGGER runops_queue_update
   AFTER UPDATE ON public.jobs
   FOR EACH ROW WHEN ((OLD.status = 'queued' OR NEW.status = 'queued')
     AND NOT (OLD.status = 'queued' AND NEW.status = 'processing' AND OLD.id = NEW.id
-             AND current_setting('runops.writer', true) IS NOT DISTINCT FROM 'worker'))
+             AND current_setting('runops.claim', true) IS NOT DISTINCT FROM 'on'))
   EXECUTE FUNCTION public.runops_queue_sync();
+
+-- TRUNCATE fires no row trigger.
+CREATE OR REPLACE FUNCTION public.runops_queue_truncate()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  TRUNCATE public.runops_queue;
+  RETURN NULL;
+END;
+$$;
+
+DROP TRIGGER IF EXISTS runops_queue_truncate ON public.jobs;
+CREATE TRIGGER runops_queue_truncate
+  AFTER TRUNCATE ON public.jobs
+  FOR EACH STATEMENT EXECUTE FUNCTION public.runops_queue_truncate();
+
+-- Puts runops_queue right: rows of jobs no longer queued go, queued jobs
+-- without one get it (written with triggers off: a restore, a bulk load, a
+-- replica's session_replication_role). The housekeeping duty runs it every
+-- sweep, with the rescue; it returns how many rows it removed and added.
+CREATE OR REPLACE FUNCTION public.runops_queue_repair(OUT removed integer, OUT added integer)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  DELETE FROM public.runops_queue q
+  WHERE NOT EXISTS (SELECT 1 FROM public.jobs j WHERE j.id = q.id AND j.status = 'queued');
+  GET DIAGNOSTICS removed = ROW_COUNT;
+  INSERT INTO public.runops_queue (id, priority, created_at)
+  SELECT j.id, public.runops_priority(j.metadata), j.created_at FROM public.jobs j
+  WHERE j.status = 'queued' AND NOT EXISTS (SELECT 1 FROM public.runops_queue q WHERE q.id = j.id)
+  ON CONFLICT (id) DO NOTHING;
+  GET DIAGNOSTICS added = ROW_COUNT;
+END;
+$$;
 
 -- A claim: up to n claimable jobs for p_worker, each under a lease token of
 -- its own, by priority then the oldest, read from runops_queue in that order
@@ -90,28 +124,42 @@ SET enable_seqscan = off
 SET enable_sort = off
 AS $$
 #variable_conflict use_column
+DECLARE
+  r record;
+  claimed integer[] := '{}';
 BEGIN
   -- The worker's own claim: the notify trigger stays silent for it
   -- (…_quiet_worker_writes.sql), runops_queue's trigger leaves its rows to
-  -- this statement.
+  -- this function.
   PERFORM set_config('runops.writer', 'worker', true);
-  RETURN QUERY
-  WITH next AS (
-    SELECT j.id, j.updated_at AS queued_at FROM public.runops_queue q
-    JOIN public.jobs j ON j.id = q.id
-    WHERE j.status = 'queued' AND public.runops_lease_expired(j.metadata)
-    ORDER BY q.priority, q.created_at, q.id
-    LIMIT n
-    FOR UPDATE OF j SKIP LOCKED
-  ), dequeued AS (
-    DELETE FROM public.runops_queue d WHERE d.id = ANY (ARRAY(SELECT x.id FROM next x))
-  )
-  UPDATE public.jobs j
-  SET status = 'processing', error = NULL, completed_at = NULL,
-      metadata = public.runops_begin_attempt(j.metadata, gen_random_uuid()::text, p_worker, make_interval(secs => ttl_seconds))
-  FROM next WHERE j.id = next.id
-  RETURNING j.job_id::text, j.status::text, j.created_at, j.updated_at, j.completed_at, j.error,
-            coalesce(j.metadata, '{}'::jsonb), next.queued_at;
+  PERFORM set_config('runops.claim', 'on', true);
+  FOR r IN
+    WITH next AS (
+      SELECT j.id, j.updated_at AS queued_at FROM public.runops_queue q
+      JOIN public.jobs j ON j.id = q.id
+      WHERE j.status = 'queued' AND public.runops_lease_expired(j.metadata)
+      ORDER BY q.priority, q.created_at, q.id
+      LIMIT n
+      FOR UPDATE OF j SKIP LOCKED
+    )
+    UPDATE public.jobs j
+    SET status = 'processing', error = NULL, completed_at = NULL,
+        metadata = public.runops_begin_attempt(j.metadata, gen_random_uuid()::text, p_worker, make_interval(secs => ttl_seconds))
+    FROM next WHERE j.id = next.id
+    RETURNING j.id AS claimed_id, j.job_id::text AS c_job_id, j.status::text AS c_status, j.created_at AS c_created_at,
+              j.updated_at AS c_updated_at, j.completed_at AS c_completed_at, j.error AS c_error,
+              coalesce(j.metadata, '{}'::jsonb) AS c_metadata, next.queued_at AS c_queued_at
+  LOOP
+    claimed := claimed || r.claimed_id;
+    job_id := r.c_job_id; status := r.c_status; created_at := r.c_created_at; updated_at := r.c_updated_at;
+    completed_at := r.c_completed_at; error := r.c_error; metadata := r.c_metadata; queued_at := r.c_queued_at;
+    RETURN NEXT;
+  END LOOP;
+  -- Out of the queue, with a snapshot of its own: a job another worker
+  -- claimed and handed back while this claim waited for it has a new row
+  -- there, which the claim's own snapshot does not see.
+  PERFORM set_config('runops.claim', '', true);
+  DELETE FROM public.runops_queue d WHERE d.id = ANY (claimed);
 END;
 $$;
 
@@ -128,12 +176,16 @@ BEGIN
   REVOKE ALL ON FUNCTION public.runops_priority(jsonb) FROM PUBLIC;
   REVOKE ALL ON FUNCTION public.runops_queue_sync() FROM PUBLIC;
   REVOKE ALL ON FUNCTION public.runops_claim(TEXT, FLOAT8, INTEGER) FROM PUBLIC;
+  REVOKE ALL ON FUNCTION public.runops_queue_truncate() FROM PUBLIC;
+  REVOKE ALL ON FUNCTION public.runops_queue_repair() FROM PUBLIC;
   SELECT string_agg(quote_ident(rolname), ', ' ORDER BY rolname) INTO api
   FROM pg_roles WHERE rolname IN ('anon', 'authenticated');
   IF api IS NOT NULL THEN
     EXECUTE format('REVOKE ALL ON FUNCTION public.runops_priority(jsonb) FROM %s', api);
     EXECUTE format('REVOKE ALL ON FUNCTION public.runops_queue_sync() FROM %s', api);
     EXECUTE format('REVOKE ALL ON FUNCTION public.runops_claim(TEXT, FLOAT8, INTEGER) FROM %s', api);
+    EXECUTE format('REVOKE ALL ON FUNCTION public.runops_queue_truncate() FROM %s', api);
+    EXECUTE format('REVOKE ALL ON FUNCTION public.runops_queue_repair() FROM %s', api);
     EXECUTE format('REVOKE ALL ON TABLE public.runops_queue FROM %s', api);
   END IF;
 END $$;
