@@ -440,7 +440,7 @@ func serveHTTP(ctx context.Context, stop func(), g *errgroup.Group, cfg config.C
 
 func apiHandler(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, store *postgres.JobStore, objects *storage.Client, log *slog.Logger) (http.Handler, error) {
 	opts := api.Options{
-		Jobs: store, Objects: objects, SOPs: postgres.NewSOPLocker(pool), Logger: log,
+		Jobs: store, Objects: objects, SOPs: postgres.NewSOPLocker(pool), Logger: log, ServiceRoleKey: cfg.ServiceRoleKey,
 		RequireAuth: cfg.RequireAuth, RateLimit: cfg.RateLimit.Requests, RateWindow: cfg.RateLimit.Window,
 		TrustedProxies: cfg.TrustedProxies, CORSOrigins: cfg.CORSOrigins,
 	}
@@ -470,10 +470,11 @@ func apiHandler(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, stor
 // newWorker wires the queue engine to Postgres; the listener is nil when
 // polling (RUNOPS_LISTEN=off, or a transaction pooler that cannot LISTEN).
 func newWorker(cfg config.Config, h queue.Handler, pool *pgxpool.Pool, log *slog.Logger) (*queue.Worker, *postgres.Listener) {
-	w := queue.New(postgres.NewQueueStore(pool).SendEvents(cfg.WebhookURLs), h, queue.Config{
+	w := queue.New(postgres.NewQueueStore(pool).SendEvents(cfg.WebhookURLs).CapOwners(cfg.OwnerConcurrency), h, queue.Config{
 		Concurrency: cfg.WorkerConcurrency, LeaseTTL: cfg.LeaseTTL, Heartbeat: cfg.Heartbeat, Sweep: cfg.Sweep,
 		MaxAttempts: cfg.MaxAttempts, ShutdownGrace: cfg.ShutdownGrace, TempDir: cfg.TmpDir, Logger: log,
 		SharedRescue: true, // startEngine's housekeeping duty runs it
+		OwnerCap:     cfg.OwnerConcurrency,
 	})
 	if !cfg.Listen {
 		log.Info("RUNOPS_LISTEN=off: picking up jobs by polling every RUNOPS_SWEEP", "sweep", cfg.Sweep)

@@ -60,6 +60,9 @@ type Options struct {
 	SOPs    SOPLocker
 	Auth    Authenticator // checks the tokens requests carry; required when RequireAuth
 	Logger  *slog.Logger
+	// ServiceRoleKey (SUPABASE_SERVICE_ROLE_KEY): a request that carries it
+	// as its bearer token is the service role's (server-side integrations).
+	ServiceRoleKey string
 
 	RequireAuth    bool
 	RateLimit      int           // requests per RateWindow per client on the POSTs; 0 = off

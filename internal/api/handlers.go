@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"mime"
 	"net/http"
 	"net/url"
@@ -25,6 +26,9 @@ const (
 	msgAlreadyQueued = "Video processing job was already queued"
 	msgJobNotFound   = "Job not found"
 	msgUploaded      = "File uploaded but processing not started"
+
+	msgPriorityRole  = "Only the service role may set a job's priority: send the project's service-role key as Authorization: Bearer <key>, or leave priority out"
+	msgPriorityValue = "priority must be a whole number from -100 (sooner) to 100 (later)"
 )
 
 // POST /api/get-upload-url: a new job id and a signed URL to PUT the video to.
@@ -87,9 +91,14 @@ func resumable(signed string, id jobs.ID) *tusUpload {
 // (idempotent: a repeat answers the job's current status).
 func (s *server) queueJob(w http.ResponseWriter, r *http.Request) error {
 	var body struct {
-		JobID json.RawMessage `json:"jobId"`
+		JobID    json.RawMessage `json:"jobId"`
+		Priority json.RawMessage `json:"priority"` // the service role's only
 	}
 	if err := decodeJSON(r, &body); err != nil {
+		return err
+	}
+	priority, hasPriority, err := readPriority(body.Priority, r)
+	if err != nil {
 		return err
 	}
 	raw := strings.TrimSpace(string(body.JobID))
@@ -140,8 +149,14 @@ func (s *server) queueJob(w http.ResponseWriter, r *http.Request) error {
 	meta := map[string]any{"upload": map[string]any{
 		"size_bytes": info.Size, "content_type": info.ContentType, "etag": info.ETag,
 	}}
-	if authed {
+	switch {
+	case owner != "": // its uploader's, whoever queues it (the service role too)
+		meta["owner"] = owner
+	case authed:
 		meta["owner"] = userID
+	}
+	if hasPriority {
+		meta["priority"] = priority
 	}
 	job, created, err := s.o.Jobs.Enqueue(r.Context(), id, meta)
 	if err != nil {
@@ -156,6 +171,24 @@ func (s *server) queueJob(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"jobId": string(id), "status": string(job.Status), "message": msg})
 	return nil
+}
+
+// readPriority reads queue-job's optional priority (docs/lifecycle.md, "The
+// order of claims"): set only by the service role, a whole number from -100
+// to 100 (5.0 is 5).
+func readPriority(raw json.RawMessage, r *http.Request) (priority int, ok bool, err error) {
+	v := strings.TrimSpace(string(raw))
+	if v == "" || v == "null" {
+		return 0, false, nil
+	}
+	if !isServiceRole(r) {
+		return 0, false, &Error{Status: http.StatusForbidden, Message: msgPriorityRole}
+	}
+	var f float64
+	if err := json.Unmarshal(raw, &f); err != nil || f != math.Trunc(f) || f < -100 || f > 100 {
+		return 0, false, &Error{Status: http.StatusBadRequest, Message: msgPriorityValue}
+	}
+	return int(f), true, nil
 }
 
 // checkUpload refuses what the worker could never process, leaving the object
@@ -181,7 +214,7 @@ func checkUpload(info jobs.ObjectInfo) error {
 // anonymous, and an owned thing only with its owner's token.
 func mayAccess(owner string, r *http.Request) bool {
 	userID, authed := userOf(r)
-	return owner == "" || (authed && owner == userID)
+	return owner == "" || (authed && owner == userID) || isServiceRole(r)
 }
 
 // checkOwner hides a job owned by someone else (from anonymous requests too).

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"log/slog"
 	"net"
@@ -172,6 +173,10 @@ func (s *server) authenticate(next http.Handler) http.Handler {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="runops"`)
 			return &Error{Status: http.StatusUnauthorized, Message: "Sign in required: send Authorization: Bearer <access token>"}
 		}
+		if s.serviceRole(token) {
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), serviceKey{}, true)))
+			return nil
+		}
 		user, err := s.o.Auth.Verify(r.Context(), token)
 		switch {
 		case errors.Is(err, jobs.ErrInvalidToken):
@@ -192,6 +197,33 @@ func bearer(h string) (string, bool) {
 	scheme, token, ok := strings.Cut(strings.TrimSpace(h), " ")
 	token = strings.TrimSpace(token)
 	return token, ok && strings.EqualFold(scheme, "Bearer") && token != ""
+}
+
+type serviceKey struct{}
+
+// ServiceRoler recognises the project's service-role tokens that are JWTs
+// (auth.Local, with the project's JWT secret or keys).
+type ServiceRoler interface {
+	ServiceRole(token string) bool
+}
+
+// serviceRole tells whether token is the service role's: the project's
+// service-role key (Options.ServiceRoleKey) or, with a local verifier, a
+// token signed by the project whose role is service_role.
+func (s *server) serviceRole(token string) bool {
+	if k := s.o.ServiceRoleKey; k != "" && subtle.ConstantTimeCompare([]byte(token), []byte(k)) == 1 {
+		return true
+	}
+	sr, ok := s.o.Auth.(ServiceRoler)
+	return ok && sr.ServiceRole(token)
+}
+
+// isServiceRole tells whether the request came with the service role's
+// token: a server-side integration, which sees every job and may set a
+// queued job's priority.
+func isServiceRole(r *http.Request) bool {
+	ok, _ := r.Context().Value(serviceKey{}).(bool)
+	return ok
 }
 
 // userOf returns the authenticated user's id, if the request was authenticated.

@@ -53,7 +53,66 @@ func withLocalAuth(t *testing.T, e *env, secret, jwksURL string, require bool) {
 		t.Fatal(err)
 	}
 	e.srv.Config.Handler = api.Handler(api.Options{Jobs: e.store, Objects: mustStorage(t, e.fake), SOPs: postgres.NewSOPLocker(e.direct),
-		Auth: v, RequireAuth: require, Logger: slog.New(slog.DiscardHandler)})
+		Auth: v, RequireAuth: require, Logger: slog.New(slog.DiscardHandler), ServiceRoleKey: testServiceKey})
+}
+
+// testServiceKey is the project's service-role key in the new format (not a
+// JWT), as SUPABASE_SERVICE_ROLE_KEY holds it.
+const testServiceKey = "sb_secret_a-test-projects-service-role-key"
+
+// A priority in POST /api/queue-job is the service role's alone — its key
+// as configured, or a JWT the project signed with the role service_role — and
+// a whole number from -100 to 100; a user or an anonymous caller that sends
+// one gets 403 with a sentence, and nothing is queued.
+func TestOnlyTheServiceRoleSetsAPriority(t *testing.T) {
+	t.Parallel()
+	e, alice, _, id := aliceUploads(t)
+	e.upload(id, 1000, "video/mp4")
+	withPriority := func(p string) string { return `{"jobId":"` + id + `","priority":` + p + `}` }
+	refused := map[string]any{"error": "Only the service role may set a job's priority: send the project's service-role key as Authorization: Bearer <key>, or leave priority out"}
+	e.do("POST", "/api/queue-job", withPriority("-50"), alice...).expect(t, 403, refused)
+	e.do("POST", "/api/queue-job", withPriority("-50")).expect(t, 403, refused)
+	e.do("GET", "/api/job-status/"+id, "", alice...).expect(t, 200, map[string]any{"status": "uploaded"})
+
+	signed := func(secret string) []string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"iss": "supabase", "role": "service_role", "iat": time.Now().Unix()})
+		s, err := tok.SignedString([]byte(secret))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []string{"Authorization", "Bearer " + s}
+	}
+	service := []string{"Authorization", "Bearer " + testServiceKey}
+	e.do("POST", "/api/queue-job", withPriority("-50"), signed("another project's secret, 32 characters or more")...).expect(t, 401, nil)
+	e.do("POST", "/api/queue-job", withPriority("-50"), "Authorization", "Bearer "+testServiceKey+"x").expect(t, 401, nil)
+	bad := map[string]any{"error": "priority must be a whole number from -100 (sooner) to 100 (later)"}
+	for _, p := range []string{`"high"`, `"5"`, `2.5`, `101`, `-101`, `1e3`, `[1]`, `true`} {
+		e.do("POST", "/api/queue-job", withPriority(p), service...).expect(t, 400, bad)
+	}
+	e.do("GET", "/api/job-status/"+id, "", alice...).expect(t, 200, map[string]any{"status": "uploaded"})
+
+	// The service role queues alice's upload, rushed; it stays alice's.
+	e.do("POST", "/api/queue-job", withPriority("-50"), signed(testSecret)...).expect(t, 200, map[string]any{"status": "queued"})
+	job, err := e.store.Get(t.Context(), jobs.ID(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := job.Priority(); p != -50 || !ok || job.Owner() != "alice" {
+		t.Fatalf("priority %d (%v), owner %q; want -50 and alice", p, ok, job.Owner())
+	}
+	e.do("GET", "/api/job-status/"+id, "", alice...).expect(t, 200, map[string]any{"status": "queued"})
+
+	// Without a priority, the service role queues as anyone would; 5.0 is 5.
+	r := e.do("POST", "/api/get-upload-url", "", alice...)
+	other, _ := r.body["jobId"].(string)
+	e.upload(other, 1000, "video/mp4")
+	e.do("POST", "/api/queue-job", `{"jobId":"`+other+`","priority":5.0}`, service...).expect(t, 200, map[string]any{"status": "queued"})
+	if job, err = e.store.Get(t.Context(), jobs.ID(other)); err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := job.Priority(); p != 5 || !ok {
+		t.Fatalf("priority %d (%v); want 5", p, ok)
+	}
 }
 
 // A job is its owner's from get-upload-url on: nobody else — signed in or

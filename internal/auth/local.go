@@ -69,3 +69,14 @@ func (l *Local) Verify(_ context.Context, token string) (userID string, err erro
 	}
 	return sub, nil
 }
+
+// ServiceRole tells whether token is signed by the project and carries the
+// role service_role (a service-role key that is a JWT): no audience or
+// subject is asked of it, and an expiry only if it has one.
+func (l *Local) ServiceRole(token string) bool {
+	claims := jwt.MapClaims{}
+	_, err := jwt.ParseWithClaims(token, claims, l.key,
+		jwt.WithValidMethods([]string{"HS256", "RS256", "ES256", "EdDSA"}), jwt.WithLeeway(5*time.Second))
+	role, _ := claims["role"].(string)
+	return err == nil && role == "service_role"
+}

@@ -36,6 +36,7 @@ type Config struct {
 	ReadTimeout    time.Duration  // RUNOPS_READ_TIMEOUT: a whole request must arrive within it
 
 	WorkerConcurrency int           // RUNOPS_WORKER_CONCURRENCY
+	OwnerConcurrency  int           // RUNOPS_OWNER_CONCURRENCY: one owner's jobs processing across the fleet; 0 = no cap
 	LeaseTTL          time.Duration // RUNOPS_LEASE_TTL
 	Heartbeat         time.Duration // RUNOPS_HEARTBEAT
 	Sweep             time.Duration // RUNOPS_SWEEP
@@ -106,6 +107,7 @@ func Load(getenv func(string) string) (Config, error) {
 		CORSOrigins:       list(r.first("", "RUNOPS_CORS_ORIGINS")),
 		RequireAuth:       r.boolean("RUNOPS_REQUIRE_AUTH", false),
 		WorkerConcurrency: r.integer("RUNOPS_WORKER_CONCURRENCY", max(1, runtime.NumCPU()/2), 1),
+		OwnerConcurrency:  r.integer("RUNOPS_OWNER_CONCURRENCY", 0, 1),
 		LeaseTTL:          r.duration("RUNOPS_LEASE_TTL", queue.DefaultLeaseTTL),
 		Sweep:             r.duration("RUNOPS_SWEEP", queue.DefaultSweep),
 		MaxAttempts:       r.integer("RUNOPS_MAX_ATTEMPTS", queue.DefaultMaxAttempts, 1),

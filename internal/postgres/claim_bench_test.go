@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -29,7 +30,7 @@ FROM next WHERE j.id = next.id AND set_config('runops.writer', 'worker', true) I
 RETURNING j.job_id::text, j.status, j.created_at, j.updated_at, j.completed_at, j.error, coalesce(j.metadata, '{}'::jsonb), next.queued_at`
 
 // BenchmarkClaimOrder times claims on a queue of 100,000 jobs with mixed
-// priorities (10,000 with -short), 4 claimers at once taking 8 jobs a claim
+// priorities (10,000 with -short) over 1, 100 and 1,000 owners, 4 claimers at once taking 8 jobs a claim
 // until 8,000 are claimed: the claim by priority through runops_queue, and
 // the FIFO claim it replaced on the same data in a database of its own (with
 // runops_queue's triggers off, as it was). It reports claims per second
@@ -45,7 +46,7 @@ func BenchmarkClaimOrder(b *testing.B) {
 		rate     float64
 		p50, p99 time.Duration
 	}
-	measure := func(b *testing.B, fifo bool) result {
+	measure := func(b *testing.B, owners int, fifo bool) result {
 		ctx := context.Background()
 		pool, err := postgres.OpenPool(ctx, pgtest.New(b), 8)
 		if err != nil {
@@ -53,14 +54,14 @@ func BenchmarkClaimOrder(b *testing.B) {
 		}
 		defer pool.Close()
 		if fifo {
-			if _, err := pool.Exec(ctx, `ALTER TABLE jobs DISABLE TRIGGER runops_queue_insert_delete;
-				ALTER TABLE jobs DISABLE TRIGGER runops_queue_update`); err != nil {
+			if _, err := pool.Exec(ctx, `ALTER TABLE jobs DISABLE TRIGGER runops_queue_insert;
+				ALTER TABLE jobs DISABLE TRIGGER runops_queue_update; ALTER TABLE jobs DISABLE TRIGGER runops_queue_delete`); err != nil {
 				b.Fatal(err)
 			}
 		}
 		if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id, created_at, metadata)
-			SELECT gen_random_uuid(), now() - make_interval(secs => $1 - i), jsonb_build_object('priority', i % 5 - 2, 'owner', 'user-' || i % 100)
-			FROM generate_series(1, $1) i`, queued); err != nil {
+			SELECT gen_random_uuid(), now() - make_interval(secs => $1 - i), jsonb_build_object('priority', i % 5 - 2, 'owner', 'user-' || i % $2)
+			FROM generate_series(1, $1) i`, queued, owners); err != nil {
 			b.Fatal(err)
 		}
 		for _, table := range []string{"jobs", "runops_queue"} {
@@ -111,16 +112,20 @@ func BenchmarkClaimOrder(b *testing.B) {
 		slices.Sort(took)
 		return result{rate: float64(8*len(took)) / elapsed.Seconds(), p50: took[len(took)/2], p99: took[len(took)*99/100]}
 	}
-	var fifo, ordered result
-	for range b.N {
-		fifo, ordered = measure(b, true), measure(b, false)
+	for _, owners := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("owners=%d", owners), func(b *testing.B) {
+			var fifo, ordered result
+			for range b.N {
+				fifo, ordered = measure(b, owners, true), measure(b, owners, false)
+			}
+			b.ReportMetric(fifo.rate, "fifo-jobs/s")
+			b.ReportMetric(ordered.rate, "ordered-jobs/s")
+			b.ReportMetric(ordered.rate/fifo.rate, "throughput-ordered/fifo")
+			b.ReportMetric(float64(fifo.p99.Microseconds())/1000, "fifo-p99-ms")
+			b.ReportMetric(float64(ordered.p99.Microseconds())/1000, "ordered-p99-ms")
+			b.ReportMetric(float64(ordered.p50)/float64(fifo.p50), "p50-ordered/fifo")
+			b.ReportMetric(float64(ordered.p99)/float64(fifo.p99), "p99-ordered/fifo")
+			b.ReportMetric(0, "ns/op")
+		})
 	}
-	b.ReportMetric(fifo.rate, "fifo-jobs/s")
-	b.ReportMetric(ordered.rate, "ordered-jobs/s")
-	b.ReportMetric(ordered.rate/fifo.rate, "throughput-ordered/fifo")
-	b.ReportMetric(float64(fifo.p99.Microseconds())/1000, "fifo-p99-ms")
-	b.ReportMetric(float64(ordered.p99.Microseconds())/1000, "ordered-p99-ms")
-	b.ReportMetric(float64(ordered.p50)/float64(fifo.p50), "p50-ordered/fifo")
-	b.ReportMetric(float64(ordered.p99)/float64(fifo.p99), "p99-ordered/fifo")
-	b.ReportMetric(0, "ns/op")
 }

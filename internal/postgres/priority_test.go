@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/pgtest"
@@ -94,17 +96,7 @@ func TestTheQueueTableFollowsTheJobs(t *testing.T) {
 	}
 	check := func(when string) {
 		t.Helper()
-		var missing, extra, stale int
-		if err := pool.QueryRow(ctx, `SELECT
-  (SELECT count(*) FROM jobs j WHERE j.status = 'queued' AND NOT EXISTS (SELECT 1 FROM runops_queue q WHERE q.id = j.id)),
-  (SELECT count(*) FROM runops_queue q WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = q.id AND j.status = 'queued')),
-  (SELECT count(*) FROM runops_queue q JOIN jobs j USING (id)
-   WHERE (q.priority, q.created_at) IS DISTINCT FROM (public.runops_priority(j.metadata), j.created_at))`).Scan(&missing, &extra, &stale); err != nil {
-			t.Fatal(err)
-		}
-		if missing+extra+stale != 0 {
-			t.Fatalf("%s: %d queued jobs missing from runops_queue, %d rows too many, %d stale", when, missing, extra, stale)
-		}
+		checkClaimTables(t, pool, when)
 	}
 	for i := range 6 {
 		exec(`INSERT INTO jobs (job_id, metadata) VALUES (gen_random_uuid(), jsonb_build_object('priority', $1::int))`, i%3)
@@ -141,14 +133,14 @@ func TestTheQueueTableFollowsTheJobs(t *testing.T) {
 	// A claim of an earlier release (during a rolling update) goes through
 	// the trigger; what no trigger sees is repaired (rows written with
 	// triggers off: a restore, a bulk load); a TRUNCATE empties the table.
-	repair := func(wantRemoved, wantAdded int) {
+	repair := func(want queue.Repaired) {
 		t.Helper()
-		removed, added, err := store.Repair(ctx)
-		if err != nil || removed != wantRemoved || added != wantAdded {
-			t.Fatalf("repair: removed %d, added %d, %v; want %d, %d", removed, added, err, wantRemoved, wantAdded)
+		got, err := store.Repair(ctx)
+		if err != nil || got != want {
+			t.Fatalf("repair: %+v, %v; want %+v", got, err, want)
 		}
 	}
-	repair(0, 0)
+	repair(queue.Repaired{})
 	for range 3 {
 		exec(`INSERT INTO jobs (job_id) VALUES (gen_random_uuid())`)
 	}
@@ -163,19 +155,53 @@ func TestTheQueueTableFollowsTheJobs(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn.Release()
-	repair(0, 1)
+	repair(queue.Repaired{Added: 1, Recounted: 1})
 	check("repaired")
 	exec(`TRUNCATE jobs`)
 	check("truncated")
 }
 
-// A job another worker claimed and handed back while a claim waited for
-// it (its first candidate slow to check) is claimed by the waiting claim,
-// and its new row in runops_queue goes with it: the claim's own snapshot
-// saw only the old one.
+// checkClaimTables fails unless the claim's tables agree with the jobs,
+// counted from public.jobs alone: runops_queue is the queued jobs, each with
+// its priority, owner, age and lease; runops_owners has each owner's queued
+// jobs, their best priority, and its processing jobs.
+func checkClaimTables(t *testing.T, pool *pgxpool.Pool, when string) {
+	t.Helper()
+	var missing, extra, stale, counts string
+	if err := pool.QueryRow(context.Background(), `SELECT
+  (SELECT count(*) FROM jobs j WHERE j.status = 'queued' AND NOT EXISTS (SELECT 1 FROM runops_queue q WHERE q.id = j.id))::text,
+  (SELECT count(*) FROM runops_queue q WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = q.id AND j.status = 'queued'))::text,
+  (SELECT count(*) FROM runops_queue q JOIN jobs j USING (id)
+   WHERE (q.priority, q.owner, q.created_at, q.held_until) IS DISTINCT FROM
+         (public.runops_priority(j.metadata), coalesce(j.metadata->>'owner', ''), j.created_at, public.runops_held_until(j.metadata)))::text,
+  (SELECT coalesce(string_agg(format('%s: %s stored, %s counted', coalesce(w.owner, c.owner), row(w.queued, w.best, w.processing), row(c.queued, c.best, c.processing)), '; '), '')
+   FROM (SELECT * FROM runops_owners WHERE queued <> 0 OR processing <> 0 OR best IS NOT NULL) w
+   FULL JOIN (
+     SELECT coalesce(a.owner, b.owner) AS owner, coalesce(a.queued, 0) AS queued, a.best, coalesce(b.processing, 0) AS processing
+     FROM (SELECT coalesce(j.metadata->>'owner', '') AS owner, count(*)::int AS queued, min(public.runops_priority(j.metadata)) AS best
+           FROM jobs j WHERE j.status = 'queued' GROUP BY 1) a
+     FULL JOIN (SELECT coalesce(metadata->>'owner', '') AS owner, count(*)::int AS processing FROM jobs WHERE status = 'processing' GROUP BY 1) b
+     ON b.owner = a.owner) c
+   ON c.owner = w.owner
+   WHERE (w.queued, w.best, w.processing) IS DISTINCT FROM (c.queued, c.best, c.processing))`).Scan(&missing, &extra, &stale, &counts); err != nil {
+		t.Fatal(err)
+	}
+	if missing+extra+stale != "000" || counts != "" {
+		t.Fatalf("%s: %s queued jobs missing from runops_queue, %s rows too many, %s stale; owners' counts (queued, best priority, processing) wrong: %s",
+			when, missing, extra, stale, counts)
+	}
+}
+
+// A job another worker claimed and handed back while a claim was on its
+// way to it (a worker of an earlier release, during a rolling update: its
+// claim reads the jobs in age order and never looks at the first claim's
+// candidate) is claimed by that claim, and the job's new row in
+// runops_queue goes with it: the claim's first snapshot saw only the old
+// one. The first claim is held at its first candidate by an advisory lock
+// the test holds, not by time.
 func TestAClaimTakesTheRowOfAJobHandedBackMeanwhile(t *testing.T) {
 	t.Parallel()
-	pool, _ := pgtest.Pool(t)
+	pool, dsn := pgtest.Pool(t)
 	ctx := context.Background()
 	store := postgres.NewQueueStore(pool)
 	exec := func(sql string, args ...any) {
@@ -184,50 +210,75 @@ func TestAClaimTakesTheRowOfAJobHandedBackMeanwhile(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The slow candidate takes a second to check; X is behind it.
+	// The gate holds only the first claim's sessions.
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.RuntimeParams["runops.gated"] = "on"
+	gatedPool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gatedPool.Close()
 	exec(`CREATE OR REPLACE FUNCTION public.runops_lease_past(meta jsonb) RETURNS boolean LANGUAGE plpgsql STABLE AS $$
 BEGIN
-  IF meta ? 'slow' THEN PERFORM pg_sleep(1); END IF;
+  IF meta ? 'gate' AND current_setting('runops.gated', true) = 'on' THEN PERFORM pg_advisory_lock_shared(2806); PERFORM pg_advisory_unlock_shared(2806); END IF;
   RETURN coalesce((meta->'lease'->>'expires_at')::timestamptz < now(), true);
 EXCEPTION WHEN others THEN RETURN true;
 END $$`)
-	exec(`INSERT INTO jobs (job_id, metadata) VALUES ('00000000-0000-4000-8000-00000000000a', '{"priority": -1, "slow": 1, "lease": {"expires_at": "2000-01-01T00:00:00Z"}}')`)
-	exec(`INSERT INTO jobs (job_id) VALUES ('00000000-0000-4000-8000-00000000000b')`)
-	slow := make(chan int, 1)
+	// X, the oldest, of owner B; the gated job of owner A, rushed, so that
+	// the claim reaches it first.
+	exec(`INSERT INTO jobs (job_id, metadata, created_at) VALUES ('00000000-0000-4000-8000-00000000000b', '{"owner": "B"}', now() - interval '1 minute')`)
+	exec(`INSERT INTO jobs (job_id, metadata) VALUES ('00000000-0000-4000-8000-00000000000a', '{"owner": "A", "priority": -1, "gate": 1, "lease": {"expires_at": "2000-01-01T00:00:00Z"}}')`)
+	gate, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_, _ = gate.Exec(ctx, `SELECT pg_advisory_unlock_all()`)
+		gate.Release()
+	}()
+	if _, err := gate.Exec(ctx, `SELECT pg_advisory_lock(2806)`); err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan int, 1)
 	go func() {
-		c, err := store.Claim(ctx, "slow", 2, time.Minute)
+		c, err := postgres.NewQueueStore(gatedPool).Claim(ctx, "first", 2, time.Minute)
 		if err != nil {
 			t.Error(err)
 		}
-		slow <- len(c)
+		first <- len(c)
 	}()
-	// Meanwhile another worker claims X alone (its own claim skips the
-	// slow row, which the first claim holds) and hands it back.
-	var other []queue.Claimed
-	wait.For(t, "another claim to take X", 10*time.Second, func() bool {
-		var err error
-		other, err = store.Claim(ctx, "other", 1, time.Minute)
-		return err == nil && len(other) == 1
+	wait.For(t, "the first claim to reach its gated candidate", 10*time.Second, func() bool {
+		var waiting bool
+		err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event = 'advisory' AND query LIKE '%runops_claim%')`).Scan(&waiting)
+		return err == nil && waiting
 	})
+	other, err := store.ClaimWith(ctx, fifoClaim, "earlier-release", 1, time.Minute)
+	if err != nil || len(other) != 1 || other[0].ID != "00000000-0000-4000-8000-00000000000b" {
+		t.Fatalf("the earlier release's claim: %v %v; want X", other, err)
+	}
 	if _, err := store.HandBack(ctx, other[0].ID, other[0].Token); err != nil {
 		t.Fatal(err)
 	}
-	if n := <-slow; n != 2 {
-		t.Fatalf("the slow claim took %d jobs; want the slow one and X", n)
+	if _, err := gate.Exec(ctx, `SELECT pg_advisory_unlock(2806)`); err != nil {
+		t.Fatal(err)
 	}
-	var left int
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM runops_queue`).Scan(&left); err != nil || left != 0 {
-		t.Fatalf("%d rows left in runops_queue for claimed jobs (%v)", left, err)
+	if n := <-first; n != 2 {
+		t.Fatalf("the first claim took %d jobs; want the gated one and X", n)
 	}
+	checkClaimTables(t, pool, "after both claims")
 }
 
-// The claim's query reads the queue through runops_queue's index, in its
-// order: no sequential scan and no sort of the queued rows, however many
-// there are — also in a session that made its plan while the queue was
-// empty, before a burst that nothing has analysed yet (a plan kept for the
-// session must not depend on the queue's size then). The plan is
-// runops_claim's own statement's, as PostgreSQL runs it (auto_explain, its
-// log sent to this connection), generic plan included.
+// The claim reads the queue through its indexes, in their order: no
+// sequential scan of the claim's tables or the jobs, no sort but of the few
+// candidates a LIMIT already cut, and a few rows read for each job claimed,
+// however many jobs and owners are queued — also in a session that made its plans while the queue was empty,
+// before a burst that nothing has analysed yet (a plan kept for the session
+// must not depend on the queue's size then). The plans are runops_claim's
+// own statements', as PostgreSQL runs them (auto_explain, its log sent to
+// this connection), generic plans included.
 func TestClaimsReadAnIndex(t *testing.T) {
 	t.Parallel()
 	pool, dsn := pgtest.Pool(t)
@@ -250,7 +301,7 @@ func TestClaimsReadAnIndex(t *testing.T) {
 	defer conn.Close(ctx)
 	claim := func() {
 		t.Helper()
-		if _, err := conn.Exec(ctx, `SELECT * FROM public.runops_claim('w', 60, 8)`); err != nil {
+		if _, err := conn.Exec(ctx, `SELECT * FROM public.runops_claim('w', 60, 8, 3)`); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -258,11 +309,12 @@ func TestClaimsReadAnIndex(t *testing.T) {
 		claim()
 	}
 	if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id, status, metadata)
-SELECT gen_random_uuid(), CASE WHEN i % 10 = 0 THEN 'queued' ELSE 'completed' END, jsonb_build_object('priority', i % 7 - 3)
+SELECT gen_random_uuid(), CASE WHEN i % 2 = 0 THEN 'queued' ELSE 'completed' END,
+       jsonb_build_object('priority', i % 7 - 3, 'owner', 'owner-' || (i % 300))
 FROM generate_series(1, 20000) i`); err != nil {
 		t.Fatal(err)
 	}
-	for _, set := range []string{`LOAD 'auto_explain'`, `SET auto_explain.log_min_duration = 0`,
+	for _, set := range []string{`LOAD 'auto_explain'`, `SET auto_explain.log_min_duration = 0`, `SET auto_explain.log_format = json`, `SET auto_explain.log_analyze = on`,
 		`SET auto_explain.log_nested_statements = on`, `SET client_min_messages = log`} {
 		if _, err := conn.Exec(ctx, set); err != nil {
 			t.Fatalf("%s: %v", set, err)
@@ -271,13 +323,92 @@ FROM generate_series(1, 20000) i`); err != nil {
 	claim()
 	mu.Lock()
 	defer mu.Unlock()
-	var plan string
+	used := map[string]bool{}
 	for _, m := range logged {
-		if strings.Contains(m, "runops_queue") && strings.Contains(m, "Update on jobs") {
-			plan = m
+		_, doc, ok := strings.Cut(m, "plan:\n")
+		if !ok {
+			continue
+		}
+		var plan struct {
+			Text string `json:"Query Text"`
+			Plan planNode
+		}
+		if err := json.Unmarshal([]byte(doc), &plan); err != nil {
+			t.Fatalf("%v in %s", err, m)
+		}
+		for _, bad := range plan.Plan.unboundedWork(false) {
+			t.Errorf("%s in the plan of\n%s\n%s", bad, plan.Text, doc)
+		}
+		if strings.Contains(doc, `"JIT"`) {
+			t.Errorf("the plan of\n%s\nis compiled (JIT) at every claim:\n%s", plan.Text, doc)
+		}
+		// 10,000 jobs queued: a claim of 8 reads a few rows for each.
+		if read := plan.Plan.rowsRead(); read > 500 {
+			t.Errorf("%.0f rows read from the queue's tables by\n%s\n%s", read, plan.Text, doc)
+		}
+		plan.Plan.indexes(used)
+	}
+	for _, idx := range []string{"runops_owners_order_idx", "runops_queue_owner_order_idx"} {
+		if !used[idx] {
+			t.Errorf("no claim statement reads %s (read: %v; logged: %q)", idx, used, logged)
 		}
 	}
-	if plan == "" || !strings.Contains(plan, "runops_queue_order_idx") || strings.Contains(plan, "Seq Scan") || strings.Contains(plan, "Sort") {
-		t.Fatalf("the claim does not read the queue in its index's order:\n%s\n(all logged: %q)", plan, logged)
+}
+
+// planNode is a node of EXPLAIN ANALYZE's JSON plan.
+type planNode struct {
+	Type     string     `json:"Node Type"`
+	Relation string     `json:"Relation Name"`
+	Index    string     `json:"Index Name"`
+	Rows     float64    `json:"Actual Rows"`
+	Loops    float64    `json:"Actual Loops"`
+	Filtered float64    `json:"Rows Removed by Filter"`
+	Plans    []planNode `json:"Plans"`
+}
+
+// rowsRead is how many rows the plan's scans read from the jobs and the
+// claim's tables, kept or filtered out, over all their loops.
+func (p planNode) rowsRead() float64 {
+	n := 0.0
+	if strings.HasPrefix(p.Relation, "runops_") || p.Relation == "jobs" {
+		n = (p.Rows + p.Filtered) * p.Loops
+	}
+	for _, c := range p.Plans {
+		n += c.rowsRead()
+	}
+	return n
+}
+
+// unboundedWork lists what in the plan grows with the queue: a sequential
+// scan of the jobs or of the claim's tables, or a sort of rows read from
+// them that no LIMIT bounded first.
+func (p planNode) unboundedWork(sorting bool) []string {
+	var bad []string
+	queueTable := strings.HasPrefix(p.Relation, "runops_") || p.Relation == "jobs"
+	if p.Type == "Seq Scan" && queueTable {
+		bad = append(bad, "a sequential scan of "+p.Relation)
+	}
+	if sorting && queueTable {
+		bad = append(bad, "a sort of all of "+p.Relation+"'s rows it reads")
+	}
+	switch p.Type {
+	case "Sort", "Incremental Sort":
+		sorting = true
+	case "Limit":
+		sorting = false
+	}
+	for _, c := range p.Plans {
+		bad = append(bad, c.unboundedWork(sorting)...)
+	}
+	return bad
+}
+
+// indexes adds the indexes the plan reads to used.
+func (p planNode) indexes(used map[string]bool) {
+	if p.Index != "" {
+		used[p.Index] = true
+	}
+	for _, c := range p.Plans {
+		c.indexes(used)
 	}
 }

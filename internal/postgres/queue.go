@@ -25,12 +25,14 @@ const (
 	// triggers fire, which happens at the end of the statement.
 	asWorker = ` AND set_config('runops.writer', 'worker', true) IS NOT NULL`
 
-	// Up to $3 claimable jobs, each with a lease token of its own: by
-	// priority (metadata.priority, lower first), then the oldest
-	// (runops_claim, migration …_claim_order.sql; docs/lifecycle.md, "The
-	// order of claims").
+	// Up to $3 claimable jobs, each with a lease token of its own, none of an
+	// owner with $4 jobs processing ($4 NULL: no cap): by priority
+	// (metadata.priority, lower first), then the owner with the fewest jobs
+	// processing, then the owner whose latest claim is oldest, then the
+	// oldest job (runops_claim, migration …_claim_order.sql;
+	// docs/lifecycle.md, "The order of claims").
 	claimJobs = `SELECT job_id, status, created_at, updated_at, completed_at, error, metadata, queued_at
-FROM public.runops_claim($1, $2, $3)`
+FROM public.runops_claim($1, $2, $3, $4)`
 
 	renewLease = `UPDATE public.jobs
 SET metadata = jsonb_set(metadata, '{lease,expires_at}', to_jsonb(now() + make_interval(secs => $3)))
@@ -64,9 +66,9 @@ WITH r AS (
 SELECT pg_notify('runops_jobs', json_build_object('job_id', job_id, 'op', 'UPDATE', 'status', status)::text) FROM r
 WHERE status = 'queued'`
 
-	// Puts runops_queue right (rows of jobs no longer queued, queued jobs
-	// written with triggers off): with every rescue.
-	repairQueue = `SELECT removed, added FROM public.runops_queue_repair()`
+	// Puts the claim's tables right (rows of jobs no longer queued, queued
+	// jobs written with triggers off, owners' counts): with every rescue.
+	repairQueue = `SELECT removed, added, recounted FROM public.runops_claim_repair()`
 
 	holdsLease = `SELECT EXISTS (SELECT 1 FROM public.jobs WHERE job_id = $1` + fence + `
   AND NOT public.runops_lease_expired(metadata))`
@@ -102,6 +104,7 @@ LEFT JOIN LATERAL (SELECT public.runops_record_event(done.job_id, done.status, d
 type QueueStore struct {
 	pool     *pgxpool.Pool
 	hooks    []string // RUNOPS_WEBHOOK_URLS: outcomes record an event for each
+	ownerCap *int     // RUNOPS_OWNER_CONCURRENCY; nil: no cap
 	outcomes batcher  // outcomes.go
 }
 
@@ -116,16 +119,26 @@ func (s *QueueStore) SendEvents(urls []string) *QueueStore {
 	return s
 }
 
-// Claim takes up to n claimable queued jobs for worker — by priority, then
-// the oldest first — each under a new lease token.
+// CapOwners makes every claim leave the jobs of an owner with n jobs
+// processing across the fleet (RUNOPS_OWNER_CONCURRENCY; 0: no cap).
+func (s *QueueStore) CapOwners(n int) *QueueStore {
+	s.ownerCap = nil
+	if n > 0 {
+		s.ownerCap = &n
+	}
+	return s
+}
+
+// Claim takes up to n claimable queued jobs for worker, in claim order
+// (docs/lifecycle.md), each under a new lease token.
 func (s *QueueStore) Claim(ctx context.Context, worker string, n int, ttl time.Duration) ([]queue.Claimed, error) {
-	return s.claimWith(ctx, claimJobs, worker, n, ttl)
+	return s.claimWith(ctx, claimJobs, worker, n, ttl, s.ownerCap)
 }
 
 // claimWith runs a claim statement (claimJobs; a benchmark's baseline) and
 // reads what it took.
-func (s *QueueStore) claimWith(ctx context.Context, sql, worker string, n int, ttl time.Duration) ([]queue.Claimed, error) {
-	rows, err := s.pool.Query(ctx, sql, worker, ttl.Seconds(), n)
+func (s *QueueStore) claimWith(ctx context.Context, sql, worker string, n int, ttl time.Duration, more ...any) ([]queue.Claimed, error) {
+	rows, err := s.pool.Query(ctx, sql, append([]any{worker, ttl.Seconds(), n}, more...)...)
 	if err != nil {
 		return nil, wrap("claim jobs", err)
 	}
@@ -178,11 +191,13 @@ func (s *QueueStore) Release(ctx context.Context, id jobs.ID, token string) erro
 	return wrap("release lease", err)
 }
 
-// Repair puts runops_queue right: rows of jobs no longer queued go, queued
-// jobs without one get it.
-func (s *QueueStore) Repair(ctx context.Context) (removed, added int, err error) {
-	err = s.pool.QueryRow(ctx, repairQueue).Scan(&removed, &added)
-	return removed, added, wrap("repair the queue", err)
+// Repair puts the claim's tables right: rows of jobs no longer queued go,
+// queued jobs without one (or with a stale one) get it, and owners whose
+// counts were wrong are recounted.
+func (s *QueueStore) Repair(ctx context.Context) (queue.Repaired, error) {
+	var r queue.Repaired
+	err := s.pool.QueryRow(ctx, repairQueue).Scan(&r.Removed, &r.Added, &r.Recounted)
+	return r, wrap("repair the queue", err)
 }
 
 // Rescue returns expired leases to the queue; a job already claimed

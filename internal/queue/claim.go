@@ -80,8 +80,11 @@ func (w *Worker) claimLoop(ctx, jobsCtx context.Context, wg *sync.WaitGroup) {
 		}
 		for _, job := range claimed {
 			wg.Go(func() {
-				defer func() { <-slots }()
 				w.execute(jobsCtx, job)
+				<-slots
+				if w.cfg.OwnerCap > 0 {
+					w.Wake() // the job's owner may have a job waiting for the slot it freed
+				}
 			})
 		}
 	}

@@ -19,8 +19,9 @@ import (
 // Claims and outcomes (processing → completed/error) notify nobody; a job
 // going back to the queue does.
 type Store interface {
-	// Claim takes up to n claimable queued jobs — by priority, then the
-	// oldest — each under a lease token of its own, in one statement.
+	// Claim takes up to n claimable queued jobs in claim order (priority,
+	// then fairness between owners, then age; docs/lifecycle.md), each
+	// under a lease token of its own, in one statement.
 	Claim(ctx context.Context, worker string, n int, ttl time.Duration) ([]Claimed, error)
 	Renew(ctx context.Context, id jobs.ID, token string, ttl time.Duration) (bool, error)
 	Merge(ctx context.Context, id jobs.ID, token string, patch map[string]any) (bool, error)
@@ -31,10 +32,10 @@ type Store interface {
 	Release(ctx context.Context, id jobs.ID, token string) error
 	Rescue(ctx context.Context, maxAttempts int, message string) (requeued, failed []jobs.ID, err error)
 	// Repair puts right what the store keeps of the queue beside the jobs
-	// (the claim order's table: rows of jobs no longer queued, queued jobs
-	// written with its triggers off), and says how many rows it removed and
-	// added. Run with every rescue.
-	Repair(ctx context.Context) (removed, added int, err error)
+	// (the claim order's tables: rows of jobs no longer queued, queued jobs
+	// written with its triggers off, owners' counts), and says what it
+	// changed. Run with every rescue.
+	Repair(ctx context.Context) (Repaired, error)
 	// Status reads the job's status; found is false when the row is gone.
 	Status(ctx context.Context, id jobs.ID) (status jobs.Status, found bool, err error)
 	// Holds tells whether the claim with token still holds the job: it is
@@ -45,6 +46,10 @@ type Store interface {
 	// another claim's.
 	Gone(ctx context.Context, leases map[jobs.ID]string) ([]jobs.ID, error)
 }
+
+// Repaired is what a Repair changed: rows of the queue's table removed and
+// added (or rewritten), and owners whose counts were recounted.
+type Repaired struct{ Removed, Added, Recounted int }
 
 // Events is what a worker hears from the database, and what the listener
 // (postgres.Listener) is given: Notify for every notification of a changed,

@@ -38,16 +38,17 @@ func (w *Worker) Rescue(ctx context.Context) {
 		for _, id := range failed {
 			w.log.Error("lease expired too often: job failed", "job_id", id, "max_attempts", w.cfg.MaxAttempts)
 		}
-		removed, added, err := w.store.Repair(ctx)
+		fixed, err := w.store.Repair(ctx)
 		switch {
 		case err != nil:
 			if ctx.Err() == nil {
 				w.log.Warn("queue repair failed", "error", err)
 			}
-		case removed+added > 0:
-			w.log.Warn("the claim order's table was out of step with the jobs: repaired", "removed", removed, "added", added)
+		case fixed != Repaired{}:
+			w.log.Warn("the claim order's tables were out of step with the jobs: repaired",
+				"removed", fixed.Removed, "added", fixed.Added, "owners_recounted", fixed.Recounted)
 		}
-		if len(requeued) > 0 || added > 0 {
+		if len(requeued) > 0 || fixed.Added > 0 || fixed.Recounted > 0 {
 			w.Wake()
 		}
 	}

@@ -1,0 +1,528 @@
+-- The order of claims (docs/lifecycle.md, "The order of claims"): among
+-- queued jobs whose owner is under the owner cap (RUNOPS_OWNER_CONCURRENCY),
+-- the lowest priority; then the owner with the fewest jobs processing; then
+-- the owner whose latest claim is oldest (never claimed first); then the
+-- oldest job. Unowned jobs are one owner ('').
+--
+-- metadata.priority is an integer from -100 to 100, lower runs sooner,
+-- absent = 0; a person sets it on a queued row in the dashboard, and the next
+-- claim takes it into account. Anything else there — text, a fraction, out of
+-- range — is read as 0: a bad edit never breaks claiming (runops jobs show
+-- says so).
+--
+-- Claims read the queue from two tables of their own, kept by triggers on
+-- public.jobs (an index over jobs' metadata would make every heartbeat, a
+-- metadata write on a processing row, a non-HOT update; and public.jobs stays
+-- exactly as the app knows it):
+--   runops_queue   a row per queued job: its owner, priority and age, and
+--                  until when a worker still holds it (a person re-queued it
+--                  while it ran);
+--   runops_owners  a row per owner: jobs queued and the best priority among
+--                  them, jobs processing, latest claim — one index over it
+--                  gives the owners in claim order.
+-- The triggers run for rows that are or become queued and for rows entering
+-- or leaving processing: never for a heartbeat, nor for a claim, which keeps
+-- the tables itself.
+--
+-- Locks, in this order everywhere: jobs rows, then runops_owners rows (by
+-- owner). Whoever changes an owner's jobs in runops_queue, or its counts,
+-- holds its row.
+--
+-- Replaces what 20261206000200_claim_order.sql made (priority alone): its
+-- runops_queue gains the owner and the lease a row is still held by, under
+-- an index by owner; runops_claim_repair, at the end, fills them in.
+-- Idempotent.
+
+CREATE OR REPLACE FUNCTION public.runops_priority(meta jsonb)
+RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT CASE WHEN jsonb_typeof(meta->'priority') = 'number' THEN
+    CASE WHEN (meta->>'priority')::numeric BETWEEN -100 AND 100
+          AND (meta->>'priority')::numeric = trunc((meta->>'priority')::numeric)
+    THEN (meta->>'priority')::numeric::integer ELSE 0 END
+  ELSE 0 END
+$$;
+
+-- The owner a job counts for: metadata.owner, '' for unowned jobs.
+CREATE OR REPLACE FUNCTION public.runops_owner(meta jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT coalesce(meta->>'owner', '')
+$$;
+
+-- Until when a lease on a queued job still holds it (a worker stopping a run
+-- a person re-queued); -infinity when none does. Read as
+-- runops_lease_expired reads it.
+CREATE OR REPLACE FUNCTION public.runops_held_until(meta jsonb)
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+  IF jsonb_typeof(meta->'lease') IS DISTINCT FROM 'object' THEN
+    RETURN '-infinity';
+  END IF;
+  RETURN coalesce((meta->'lease'->>'expires_at')::timestamptz, '-infinity');
+EXCEPTION WHEN others THEN
+  RETURN '-infinity';
+END;
+$$;
+
+CREATE TABLE IF NOT EXISTS public.runops_queue (
+  id         INTEGER PRIMARY KEY, -- public.jobs.id
+  priority   INTEGER NOT NULL,
+  created_at TIMESTAMPTZ NOT NULL
+);
+-- The defaults are for the rows already there, until the repair below.
+ALTER TABLE public.runops_queue ADD COLUMN IF NOT EXISTS owner TEXT NOT NULL DEFAULT '';
+ALTER TABLE public.runops_queue ADD COLUMN IF NOT EXISTS held_until TIMESTAMPTZ NOT NULL DEFAULT '-infinity';
+DROP INDEX IF EXISTS public.runops_queue_order_idx;
+CREATE INDEX IF NOT EXISTS runops_queue_owner_order_idx ON public.runops_queue (owner, priority, created_at, id);
+
+CREATE TABLE IF NOT EXISTS public.runops_owners (
+  owner      TEXT PRIMARY KEY,
+  queued     INTEGER NOT NULL DEFAULT 0,
+  best       INTEGER,          -- the lowest priority among its queued jobs
+  processing INTEGER NOT NULL DEFAULT 0,
+  last_claim TIMESTAMPTZ
+);
+CREATE INDEX IF NOT EXISTS runops_owners_order_idx
+  ON public.runops_owners (best, processing, last_claim NULLS FIRST, owner) WHERE queued > 0;
+
+ALTER TABLE public.runops_queue ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.runops_owners ENABLE ROW LEVEL SECURITY;
+
+-- Makes the rows of owners os that are missing and locks them all, in
+-- order.
+CREATE OR REPLACE FUNCTION public.runops_lock_owners(os text[])
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  INSERT INTO public.runops_owners (owner)
+  SELECT DISTINCT o FROM unnest(os) AS o ORDER BY 1
+  ON CONFLICT (owner) DO NOTHING;
+  PERFORM 1 FROM public.runops_owners w WHERE w.owner = ANY (os) ORDER BY w.owner FOR UPDATE;
+END;
+$$;
+
+-- Carries one statement's changes to public.jobs into runops_queue and the
+-- owners' counts: was, the changed rows as they were (queued or processing
+-- ones), now, as they are. Set-based, one write per owner: a statement that
+-- queues 100,000 jobs of one owner updates its row once (a row updated once
+-- per job, in one transaction, is a chain of 100,000 versions that each
+-- update walks again).
+CREATE OR REPLACE FUNCTION public.runops_queue_apply(was public.jobs[], now_ public.jobs[])
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  os text[];
+  left_ text[];
+  joined text[];
+BEGIN
+  -- Every owner concerned, locked before its jobs in runops_queue change.
+  SELECT coalesce(array_agg(DISTINCT o), '{}') INTO os FROM (
+    SELECT q.owner AS o FROM public.runops_queue q WHERE q.id IN (SELECT r.id FROM unnest(was) r)
+    UNION ALL SELECT public.runops_owner(r.metadata) FROM unnest(was) r WHERE r.status = 'processing'
+    UNION ALL SELECT public.runops_owner(r.metadata) FROM unnest(now_) r
+  ) x;
+  IF cardinality(os) = 0 THEN
+    RETURN;
+  END IF;
+  PERFORM public.runops_lock_owners(os);
+
+  -- Out of the queue, or counted for another owner or priority now.
+  WITH gone AS (
+    DELETE FROM public.runops_queue q
+    WHERE q.id IN (SELECT r.id FROM unnest(was) r)
+      AND NOT EXISTS (SELECT 1 FROM unnest(now_) r WHERE r.id = q.id AND r.status = 'queued'
+                      AND public.runops_owner(r.metadata) = q.owner AND public.runops_priority(r.metadata) = q.priority)
+    RETURNING q.owner
+  )
+  SELECT coalesce(array_agg(g.owner), '{}') INTO left_ FROM gone g;
+  -- Into it, or its age and holder kept up to date.
+  WITH fresh AS (
+    SELECT r.id, public.runops_owner(r.metadata) AS owner, public.runops_priority(r.metadata) AS priority,
+           r.created_at, public.runops_held_until(r.metadata) AS held_until
+    FROM unnest(now_) r WHERE r.status = 'queued'
+  ), kept AS (
+    UPDATE public.runops_queue q SET created_at = f.created_at, held_until = f.held_until
+    FROM fresh f
+    WHERE q.id = f.id AND (q.created_at, q.held_until) IS DISTINCT FROM (f.created_at, f.held_until)
+  ), came AS (
+    INSERT INTO public.runops_queue (id, owner, priority, created_at, held_until)
+    SELECT f.id, f.owner, f.priority, f.created_at, f.held_until FROM fresh f
+    ON CONFLICT (id) DO NOTHING
+    RETURNING owner
+  )
+  SELECT coalesce(array_agg(c.owner), '{}') INTO joined FROM came c;
+
+  WITH counts AS (
+    SELECT d.owner, sum(d.dq)::integer AS dq, sum(d.dp)::integer AS dp FROM (
+      SELECT o AS owner, -1 AS dq, 0 AS dp FROM unnest(left_) o
+      UNION ALL SELECT o, 1, 0 FROM unnest(joined) o
+      UNION ALL SELECT public.runops_owner(r.metadata), 0, -1 FROM unnest(was) r WHERE r.status = 'processing'
+      UNION ALL SELECT public.runops_owner(r.metadata), 0, 1 FROM unnest(now_) r WHERE r.status = 'processing'
+    ) d GROUP BY 1
+  )
+  UPDATE public.runops_owners w
+  SET queued = greatest(w.queued + c.dq, 0), processing = greatest(w.processing + c.dp, 0)
+  FROM counts c
+  WHERE w.owner = c.owner AND (c.dq <> 0 OR c.dp <> 0);
+
+  -- The best priorities, read after the writes above (a statement of its
+  -- own sees them), under the owners' locks.
+  UPDATE public.runops_owners w
+  SET best = (SELECT min(q.priority) FROM public.runops_queue q WHERE q.owner = w.owner)
+  WHERE w.owner = ANY (os)
+    AND w.best IS DISTINCT FROM (SELECT min(q.priority) FROM public.runops_queue q WHERE q.owner = w.owner);
+END;
+$$;
+
+-- The triggers: one statement, one call. runops_claim (queued ->
+-- processing, in a transaction it marks with runops.claim) keeps the tables
+-- for its rows itself; any other claim — a worker of an earlier release
+-- during a rolling update — is carried as any write is. For an update that
+-- changes neither a queued row nor which rows are processing, whose (a
+-- heartbeat, an outcome's metadata), it reads the changed rows once and
+-- stops.
+CREATE OR REPLACE FUNCTION public.runops_queue_sync()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  was public.jobs[] := '{}';
+  now_ public.jobs[] := '{}';
+BEGIN
+  IF TG_OP = 'UPDATE' THEN
+    IF current_setting('runops.claim', true) IS NOT DISTINCT FROM 'on' THEN
+      RETURN NULL;
+    END IF;
+    IF NOT EXISTS (
+      SELECT 1 FROM old_rows o FULL JOIN new_rows n ON n.id = o.id
+      WHERE o.status = 'queued' OR n.status = 'queued' OR o.id IS NULL OR n.id IS NULL
+         OR (o.status = 'processing') <> (n.status = 'processing')
+         OR (o.status = 'processing' AND public.runops_owner(o.metadata) <> public.runops_owner(n.metadata))
+    ) THEN
+      RETURN NULL;
+    END IF;
+  END IF;
+  IF TG_OP IN ('UPDATE', 'DELETE') THEN
+    SELECT coalesce(array_agg(o), '{}') INTO was FROM old_rows o WHERE o.status IN ('queued', 'processing');
+  END IF;
+  IF TG_OP IN ('UPDATE', 'INSERT') THEN
+    SELECT coalesce(array_agg(n), '{}') INTO now_ FROM new_rows n WHERE n.status IN ('queued', 'processing');
+  END IF;
+  PERFORM public.runops_queue_apply(was, now_);
+  RETURN NULL;
+END;
+$$;
+
+DROP TRIGGER IF EXISTS runops_queue_insert_delete ON public.jobs;
+DROP TRIGGER IF EXISTS runops_queue_update ON public.jobs;
+DROP TRIGGER IF EXISTS runops_queue_insert ON public.jobs;
+CREATE TRIGGER runops_queue_insert
+  AFTER INSERT ON public.jobs REFERENCING NEW TABLE AS new_rows
+  FOR EACH STATEMENT EXECUTE FUNCTION public.runops_queue_sync();
+DROP TRIGGER IF EXISTS runops_queue_update ON public.jobs;
+CREATE TRIGGER runops_queue_update
+  AFTER UPDATE ON public.jobs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+  FOR EACH STATEMENT EXECUTE FUNCTION public.runops_queue_sync();
+DROP TRIGGER IF EXISTS runops_queue_delete ON public.jobs;
+CREATE TRIGGER runops_queue_delete
+  AFTER DELETE ON public.jobs REFERENCING OLD TABLE AS old_rows
+  FOR EACH STATEMENT EXECUTE FUNCTION public.runops_queue_sync();
+
+-- TRUNCATE fires no row trigger. The owners' latest claims stay.
+CREATE OR REPLACE FUNCTION public.runops_queue_truncate()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  TRUNCATE public.runops_queue;
+  UPDATE public.runops_owners SET queued = 0, best = NULL, processing = 0
+  WHERE (queued, best, processing) IS DISTINCT FROM (0, NULL::integer, 0);
+  RETURN NULL;
+END;
+$$;
+
+DROP TRIGGER IF EXISTS runops_queue_truncate ON public.jobs;
+CREATE TRIGGER runops_queue_truncate
+  AFTER TRUNCATE ON public.jobs
+  FOR EACH STATEMENT EXECUTE FUNCTION public.runops_queue_truncate();
+
+-- Recounts owner o from the jobs, under its row's lock, with a snapshot
+-- taken after it.
+CREATE OR REPLACE FUNCTION public.runops_recount(o text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  PERFORM public.runops_lock_owners(ARRAY[o]);
+  UPDATE public.runops_owners w
+  SET queued = c.queued, best = c.best, processing = c.processing
+  FROM (SELECT (SELECT count(*)::integer FROM public.runops_queue q WHERE q.owner = o) AS queued,
+               (SELECT min(q.priority) FROM public.runops_queue q WHERE q.owner = o) AS best,
+               (SELECT count(*)::integer FROM public.jobs j
+                WHERE j.status = 'processing' AND public.runops_owner(j.metadata) = o) AS processing) c
+  WHERE w.owner = o AND (w.queued, w.best, w.processing) IS DISTINCT FROM (c.queued, c.best, c.processing);
+END;
+$$;
+
+-- Puts the tables right after writes no trigger saw (triggers off: a
+-- restore, a bulk load, a replica's session_replication_role) or an owner
+-- edited on a processing row: rows of jobs no longer queued go, queued jobs
+-- without one get it, stale rows are rewritten, and owners whose counts are
+-- wrong are recounted. The housekeeping duty runs it every sweep, with the
+-- rescue; it says how many rows of runops_queue it removed and added (or
+-- rewrote), and how many owners it recounted.
+CREATE OR REPLACE FUNCTION public.runops_claim_repair(OUT removed integer, OUT added integer, OUT recounted integer)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  o text;
+  changed integer;
+BEGIN
+  recounted := 0;
+  DELETE FROM public.runops_queue q
+  WHERE NOT EXISTS (SELECT 1 FROM public.jobs j WHERE j.id = q.id AND j.status = 'queued');
+  GET DIAGNOSTICS removed = ROW_COUNT;
+  INSERT INTO public.runops_queue (id, owner, priority, created_at, held_until)
+  SELECT j.id, public.runops_owner(j.metadata), public.runops_priority(j.metadata), j.created_at,
+         public.runops_held_until(j.metadata)
+  FROM public.jobs j
+  WHERE j.status = 'queued' AND NOT EXISTS (SELECT 1 FROM public.runops_queue q WHERE q.id = j.id)
+  ON CONFLICT (id) DO NOTHING;
+  GET DIAGNOSTICS added = ROW_COUNT;
+  UPDATE public.runops_queue q
+  SET owner = public.runops_owner(j.metadata), priority = public.runops_priority(j.metadata),
+      created_at = j.created_at, held_until = public.runops_held_until(j.metadata)
+  FROM public.jobs j
+  WHERE j.id = q.id AND j.status = 'queued'
+    AND (q.owner, q.priority, q.created_at, q.held_until) IS DISTINCT FROM
+        (public.runops_owner(j.metadata), public.runops_priority(j.metadata), j.created_at, public.runops_held_until(j.metadata));
+  GET DIAGNOSTICS changed = ROW_COUNT;
+  added := added + changed;
+
+  FOR o IN
+    WITH waiting AS (
+      SELECT q.owner, count(*)::integer AS queued, min(q.priority) AS best FROM public.runops_queue q GROUP BY 1
+    ), running AS (
+      SELECT public.runops_owner(j.metadata) AS owner, count(*)::integer AS processing
+      FROM public.jobs j WHERE j.status = 'processing' GROUP BY 1
+    ), counted AS (
+      SELECT coalesce(a.owner, b.owner) AS owner, coalesce(a.queued, 0) AS queued, a.best, coalesce(b.processing, 0) AS processing
+      FROM waiting a FULL JOIN running b ON b.owner = a.owner
+    )
+    SELECT coalesce(c.owner, w.owner) FROM counted c
+    FULL JOIN (SELECT * FROM public.runops_owners WHERE queued <> 0 OR processing <> 0 OR best IS NOT NULL) w ON w.owner = c.owner
+    WHERE (c.queued, c.best, c.processing) IS DISTINCT FROM (w.queued, w.best, w.processing)
+    ORDER BY 1
+  LOOP
+    PERFORM public.runops_recount(o);
+    recounted := recounted + 1;
+  END LOOP;
+END;
+$$;
+
+-- What a worker of the earlier release calls (its housekeeping, during a
+-- rolling update): the repair above.
+CREATE OR REPLACE FUNCTION public.runops_queue_repair(OUT removed integer, OUT added integer)
+LANGUAGE sql
+AS $$
+  SELECT r.removed, r.added FROM public.runops_claim_repair() r
+$$;
+
+-- A claim: up to n claimable jobs for p_worker, each under a lease token of
+-- its own, in claim order; with cap, no owner goes over cap jobs
+-- processing. A function, so that its plans are made once a session: the
+-- statement planned anew at every claim cost as much as running it.
+--
+-- Its plans are kept for the session, so they must not depend on the
+-- queue's size when they were made: planned while the tables looked empty
+-- (a new database, a burst not yet analysed), a scan and sort of the whole
+-- queue would be kept for every claim after. The queue is read through its
+-- indexes, and only so: no sequential scan, and no sort but of the n × n
+-- turns, whatever the statistics say. And no JIT: the disabled plans'
+-- made-up costs would have every claim compile its plan (0.7 s).
+--
+-- How: the first n owners in claim order are the only ones n claims can
+-- reach (each owner before another takes at least one job before it); n
+-- turns are dealt among their first jobs as one-at-a-time claims would deal
+-- them (by the job's priority; then an owner's k-th job counts as k more
+-- processing, and goes behind owners of equal count not yet served); each
+-- owner's best jobs are taken, skipping those other claims hold. An owner whose jobs other claims hold got fewer
+-- than its turns: the next pass deals what is left among the owners after
+-- it. Then the owners' rows are locked (in order: claims at the same moment
+-- wait for each other there, never in a circle), the cap checked on their
+-- exact counts, the jobs claimed and the tables kept. Without a cap the
+-- owners' rows are locked only once the jobs are claimed: held for two
+-- short statements and the commit.
+DROP FUNCTION IF EXISTS public.runops_claim(TEXT, FLOAT8, INTEGER);
+CREATE OR REPLACE FUNCTION public.runops_claim(p_worker TEXT, ttl_seconds FLOAT8, n INTEGER, cap INTEGER DEFAULT NULL)
+RETURNS TABLE (job_id TEXT, status TEXT, created_at TIMESTAMPTZ, updated_at TIMESTAMPTZ, completed_at TIMESTAMPTZ,
+               error TEXT, metadata JSONB, queued_at TIMESTAMPTZ)
+LANGUAGE plpgsql
+SET enable_seqscan = off
+SET enable_sort = off
+SET jit = off
+SET plan_cache_mode = force_generic_plan
+AS $$
+#variable_conflict use_column
+DECLARE
+  r record;
+  ids integer[] := '{}';
+  owners text[] := '{}';
+  short boolean;
+  spent text[] := '{}';
+  claimed integer[] := '{}';
+  waited timestamptz[] := '{}'; -- when each of ids was queued (its updated_at)
+  claimed_owners text[] := '{}';
+BEGIN
+  -- The worker's own claim: the notify trigger stays silent for it
+  -- (…_quiet_worker_writes.sql), the queue's triggers leave its rows to
+  -- this function.
+  PERFORM set_config('runops.writer', 'worker', true), set_config('runops.claim', 'on', true);
+  FOR pass IN 1 .. n LOOP
+    short := false;
+    FOR r IN
+      WITH cand AS (
+        SELECT w.owner, w.processing, w.last_claim
+        FROM public.runops_owners w
+        CROSS JOIN LATERAL (
+          SELECT 1 FROM public.runops_queue q WHERE q.owner = w.owner AND q.held_until <= now() LIMIT 1
+        ) ready
+        WHERE w.queued > 0 AND (cap IS NULL OR w.processing < cap) AND w.owner <> ALL (spent)
+        ORDER BY w.best, w.processing, w.last_claim NULLS FIRST, w.owner
+        LIMIT n - cardinality(ids)
+      ), turns AS (
+        SELECT d.owner, count(*)::integer AS take, min(d.turn) AS first
+        FROM (
+          SELECT c.owner,
+                 row_number() OVER (ORDER BY s.priority, c.processing + s.k, s.k > 0, c.last_claim NULLS FIRST, c.owner, s.k) AS turn
+          FROM cand c
+          CROSS JOIN LATERAL (
+            SELECT q.priority, row_number() OVER (ORDER BY q.priority, q.created_at, q.id) - 1 AS k
+            FROM public.runops_queue q
+            WHERE q.owner = c.owner AND q.held_until <= now() AND q.id <> ALL (ids)
+            ORDER BY q.priority, q.created_at, q.id
+            LIMIT least(n - cardinality(ids), coalesce(cap - c.processing, n))
+          ) s
+        ) d
+        WHERE d.turn <= n - cardinality(ids)
+        GROUP BY d.owner
+      )
+      SELECT t.owner, t.take, array_agg(x.id ORDER BY x.priority, x.created_at, x.id) FILTER (WHERE x.id IS NOT NULL) AS got,
+             array_agg(x.updated_at ORDER BY x.priority, x.created_at, x.id) FILTER (WHERE x.id IS NOT NULL) AS got_at
+      FROM (SELECT * FROM turns ORDER BY first) t LEFT JOIN LATERAL (
+        SELECT j.id, j.updated_at, q.priority, q.created_at FROM public.runops_queue q
+        JOIN public.jobs j ON j.id = q.id
+        -- The status is checked in a CASE: written plainly, it would let
+        -- the plan read the job through jobs' index of queued jobs — all of
+        -- them, for each row — instead of its primary key.
+        WHERE q.owner = t.owner AND q.held_until <= now() AND j.id <> ALL (ids)
+          AND CASE WHEN j.status = 'queued' THEN public.runops_lease_expired(j.metadata) ELSE false END
+        ORDER BY q.priority, q.created_at, q.id
+        LIMIT t.take
+        FOR UPDATE OF j SKIP LOCKED
+      ) x ON true
+      GROUP BY t.owner, t.take
+    LOOP
+      ids := ids || coalesce(r.got, '{}');
+      waited := waited || coalesce(r.got_at, '{}');
+      owners := owners || array_fill(r.owner, ARRAY[cardinality(coalesce(r.got, '{}'))]);
+      IF cardinality(coalesce(r.got, '{}')) < r.take THEN
+        short := true;
+        spent := spent || r.owner;
+      END IF;
+    END LOOP;
+    EXIT WHEN NOT short OR cardinality(ids) >= n;
+  END LOOP;
+  IF cardinality(ids) = 0 THEN
+    RETURN;
+  END IF;
+
+  IF cap IS NOT NULL THEN
+    -- Locked, a row is the owner's latest: the cap on exact counts.
+    WITH locked AS (
+      SELECT w.owner, w.processing FROM public.runops_owners w
+      WHERE w.owner = ANY (owners) ORDER BY w.owner FOR UPDATE
+    )
+    SELECT coalesce(array_agg(c.id ORDER BY c.i), '{}'), coalesce(array_agg(c.owner ORDER BY c.i), '{}'),
+           coalesce(array_agg(c.queued_at ORDER BY c.i), '{}') INTO ids, owners, waited
+    FROM (
+      SELECT p.id, p.owner, p.queued_at, p.i, row_number() OVER (PARTITION BY p.owner ORDER BY p.i) AS k
+      FROM unnest(ids, owners, waited) WITH ORDINALITY AS p(id, owner, queued_at, i)
+    ) c JOIN locked l ON l.owner = c.owner
+    WHERE l.processing + c.k <= cap;
+    IF cardinality(ids) = 0 THEN
+      RETURN;
+    END IF;
+  END IF;
+
+  -- Each locked by this claim since its first statement: all are claimed.
+  RETURN QUERY
+    UPDATE public.jobs j
+    SET status = 'processing', error = NULL, completed_at = NULL,
+        metadata = public.runops_begin_attempt(j.metadata, gen_random_uuid()::text, p_worker, make_interval(secs => ttl_seconds))
+    FROM unnest(ids, waited) AS p(id, queued_at)
+    WHERE j.id = p.id
+    RETURNING j.job_id::text, j.status::text, j.created_at, j.updated_at, j.completed_at, j.error,
+              coalesce(j.metadata, '{}'::jsonb), p.queued_at;
+  claimed := ids;
+  claimed_owners := owners;
+
+  IF cap IS NULL THEN
+    PERFORM set_config('runops.claim', '', true), 1 FROM (
+      SELECT 1 FROM public.runops_owners w WHERE w.owner = ANY (claimed_owners) ORDER BY w.owner FOR UPDATE
+    ) locked;
+  ELSE
+    PERFORM set_config('runops.claim', '', true);
+  END IF;
+  -- Out of the queue, with a snapshot taken under the owners' locks: a job
+  -- another worker claimed and handed back while this claim waited for it
+  -- has a new row there, which the claim's first snapshot did not see; and
+  -- the owners' best priorities are read from what is queued now.
+  WITH gone AS (
+    DELETE FROM public.runops_queue d WHERE d.id = ANY (claimed) RETURNING d.owner
+  ), took AS (
+    SELECT p.owner, count(*)::integer AS n FROM unnest(claimed_owners) AS p(owner) GROUP BY 1
+  ), left_ AS (
+    SELECT g.owner, count(*)::integer AS n FROM gone g GROUP BY 1
+  )
+  UPDATE public.runops_owners w
+  SET processing = w.processing + t.n, last_claim = clock_timestamp(),
+      queued = greatest(w.queued - coalesce(l.n, 0), 0),
+      best = (SELECT min(q.priority) FROM public.runops_queue q WHERE q.owner = w.owner AND q.id <> ALL (claimed))
+  FROM took t LEFT JOIN left_ l ON l.owner = t.owner
+  WHERE w.owner = t.owner AND w.owner = ANY (claimed_owners); -- read by its index
+END;
+$$;
+
+-- The queued and processing jobs there are now.
+SELECT public.runops_claim_repair();
+
+-- Not the API roles' (20261206000000_api_role_grants.sql).
+DO $$
+DECLARE
+  api text;
+  f text;
+BEGIN
+  SELECT string_agg(quote_ident(rolname), ', ' ORDER BY rolname) INTO api
+  FROM pg_roles WHERE rolname IN ('anon', 'authenticated');
+  FOREACH f IN ARRAY ARRAY['public.runops_priority(jsonb)', 'public.runops_owner(jsonb)', 'public.runops_held_until(jsonb)',
+    'public.runops_lock_owners(text[])', 'public.runops_queue_apply(public.jobs[], public.jobs[])', 'public.runops_queue_sync()',
+    'public.runops_queue_truncate()', 'public.runops_recount(text)', 'public.runops_claim_repair()', 'public.runops_queue_repair()',
+    'public.runops_claim(text, float8, integer, integer)']
+  LOOP
+    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+    IF api IS NOT NULL THEN
+      EXECUTE format('REVOKE ALL ON FUNCTION %s FROM %s', f, api);
+    END IF;
+  END LOOP;
+  IF api IS NOT NULL THEN
+    EXECUTE format('REVOKE ALL ON TABLE public.runops_queue, public.runops_owners FROM %s', api);
+  END IF;
+END $$;
