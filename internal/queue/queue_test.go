@@ -675,3 +675,28 @@ func TestEditsStopRunsWithoutANotification(t *testing.T) {
 		}
 	}
 }
+
+// With an owner cap, a job left queued because its owner was at the cap is
+// claimed as soon as a job of that owner ends — woken, not left to the next
+// sweep (an hour here, and no notifications: a polling worker).
+func TestAnOwnersNextJobStartsWhenItsSlotFrees(t *testing.T) {
+	t.Parallel()
+	b := newBench(t)
+	b.store.CapOwners(1)
+	for i := range 3 {
+		b.exec(`INSERT INTO jobs (job_id, created_at, metadata) VALUES ($1, now() - make_interval(secs => $2), '{"owner": "alice"}')`,
+			uuid.NewString(), 100-i)
+	}
+	h := newBlocking()
+	cfg := fast()
+	cfg.Sweep, cfg.OwnerCap = time.Hour, 1
+	b.start(h, cfg, false)
+	for i := range 3 {
+		j := recv(t, h.started, fmt.Sprintf("alice's job %d", i+1))
+		if n := b.count(`SELECT count(*) FROM jobs WHERE status = 'processing'`); n != 1 {
+			t.Fatalf("%d of alice's jobs processing with a cap of 1", n)
+		}
+		h.release <- struct{}{}
+		b.waitFor("the job to complete", func() bool { return b.job(j.ID).Status == jobs.StatusCompleted })
+	}
+}

@@ -17,11 +17,12 @@
 --   runops_queue   a row per queued job: its owner, priority and age, and
 --                  until when a worker still holds it (a person re-queued it
 --                  while it ran);
---   runops_owners  a row per owner: jobs queued and the best priority among
---                  them, jobs processing, latest claim — one index over it
---                  gives the owners in claim order.
--- The triggers run for rows that are or become queued and for rows entering
--- or leaving processing: never for a heartbeat, nor for a claim, which keeps
+--   runops_owners  a row per owner: jobs queued and the priority and age
+--                  of the first of them, jobs processing, latest claim —
+--                  one index over it gives the owners in claim order.
+-- The triggers, one call per statement, change them for rows that are or
+-- become queued and for rows entering or leaving processing: never for a
+-- heartbeat (they only look), nor for a claim, which keeps
 -- the tables itself.
 --
 -- Locks, in this order everywhere: jobs rows, then runops_owners rows (by
@@ -83,12 +84,13 @@ CREATE INDEX IF NOT EXISTS runops_queue_owner_order_idx ON public.runops_queue (
 CREATE TABLE IF NOT EXISTS public.runops_owners (
   owner      TEXT PRIMARY KEY,
   queued     INTEGER NOT NULL DEFAULT 0,
-  best       INTEGER,          -- the lowest priority among its queued jobs
+  best       INTEGER,          -- its first queued job in claim order: priority
+  oldest     TIMESTAMPTZ,      -- and age
   processing INTEGER NOT NULL DEFAULT 0,
   last_claim TIMESTAMPTZ
 );
 CREATE INDEX IF NOT EXISTS runops_owners_order_idx
-  ON public.runops_owners (best, processing, last_claim NULLS FIRST, owner) WHERE queued > 0;
+  ON public.runops_owners (best, processing, last_claim NULLS FIRST, oldest, owner) WHERE queued > 0;
 
 ALTER TABLE public.runops_queue ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.runops_owners ENABLE ROW LEVEL SECURITY;
@@ -172,12 +174,15 @@ BEGIN
   FROM counts c
   WHERE w.owner = c.owner AND (c.dq <> 0 OR c.dp <> 0);
 
-  -- The best priorities, read after the writes above (a statement of its
-  -- own sees them), under the owners' locks.
-  UPDATE public.runops_owners w
-  SET best = (SELECT min(q.priority) FROM public.runops_queue q WHERE q.owner = w.owner)
-  WHERE w.owner = ANY (os)
-    AND w.best IS DISTINCT FROM (SELECT min(q.priority) FROM public.runops_queue q WHERE q.owner = w.owner);
+  -- The owners' first jobs, read after the writes above (a statement of
+  -- its own sees them), under the owners' locks.
+  UPDATE public.runops_owners w SET best = h.priority, oldest = h.created_at
+  FROM unnest(os) AS o(owner)
+  LEFT JOIN LATERAL (
+    SELECT q.priority, q.created_at FROM public.runops_queue q WHERE q.owner = o.owner
+    ORDER BY q.priority, q.created_at, q.id LIMIT 1
+  ) h ON true
+  WHERE w.owner = o.owner AND w.owner = ANY (os) AND (w.best, w.oldest) IS DISTINCT FROM (h.priority, h.created_at);
 END;
 $$;
 
@@ -242,8 +247,8 @@ LANGUAGE plpgsql
 AS $$
 BEGIN
   TRUNCATE public.runops_queue;
-  UPDATE public.runops_owners SET queued = 0, best = NULL, processing = 0
-  WHERE (queued, best, processing) IS DISTINCT FROM (0, NULL::integer, 0);
+  UPDATE public.runops_owners SET queued = 0, best = NULL, oldest = NULL, processing = 0
+  WHERE (queued, best, oldest, processing) IS DISTINCT FROM (0, NULL::integer, NULL::timestamptz, 0);
   RETURN NULL;
 END;
 $$;
@@ -262,12 +267,13 @@ AS $$
 BEGIN
   PERFORM public.runops_lock_owners(ARRAY[o]);
   UPDATE public.runops_owners w
-  SET queued = c.queued, best = c.best, processing = c.processing
+  SET queued = c.queued, best = c.best, oldest = c.oldest, processing = c.processing
   FROM (SELECT (SELECT count(*)::integer FROM public.runops_queue q WHERE q.owner = o) AS queued,
-               (SELECT min(q.priority) FROM public.runops_queue q WHERE q.owner = o) AS best,
+               (SELECT q.priority FROM public.runops_queue q WHERE q.owner = o ORDER BY q.priority, q.created_at, q.id LIMIT 1) AS best,
+               (SELECT q.created_at FROM public.runops_queue q WHERE q.owner = o ORDER BY q.priority, q.created_at, q.id LIMIT 1) AS oldest,
                (SELECT count(*)::integer FROM public.jobs j
                 WHERE j.status = 'processing' AND public.runops_owner(j.metadata) = o) AS processing) c
-  WHERE w.owner = o AND (w.queued, w.best, w.processing) IS DISTINCT FROM (c.queued, c.best, c.processing);
+  WHERE w.owner = o AND (w.queued, w.best, w.oldest, w.processing) IS DISTINCT FROM (c.queued, c.best, c.oldest, c.processing);
 END;
 $$;
 
@@ -308,17 +314,20 @@ BEGIN
 
   FOR o IN
     WITH waiting AS (
-      SELECT q.owner, count(*)::integer AS queued, min(q.priority) AS best FROM public.runops_queue q GROUP BY 1
+      SELECT q.owner, count(*)::integer AS queued FROM public.runops_queue q GROUP BY 1
+    ), heads AS (
+      SELECT DISTINCT ON (q.owner) q.owner, q.priority AS best, q.created_at AS oldest
+      FROM public.runops_queue q ORDER BY q.owner, q.priority, q.created_at, q.id
     ), running AS (
       SELECT public.runops_owner(j.metadata) AS owner, count(*)::integer AS processing
       FROM public.jobs j WHERE j.status = 'processing' GROUP BY 1
     ), counted AS (
-      SELECT coalesce(a.owner, b.owner) AS owner, coalesce(a.queued, 0) AS queued, a.best, coalesce(b.processing, 0) AS processing
-      FROM waiting a FULL JOIN running b ON b.owner = a.owner
+      SELECT coalesce(a.owner, b.owner) AS owner, coalesce(a.queued, 0) AS queued, h.best, h.oldest, coalesce(b.processing, 0) AS processing
+      FROM waiting a LEFT JOIN heads h ON h.owner = a.owner FULL JOIN running b ON b.owner = a.owner
     )
     SELECT coalesce(c.owner, w.owner) FROM counted c
     FULL JOIN (SELECT * FROM public.runops_owners WHERE queued <> 0 OR processing <> 0 OR best IS NOT NULL) w ON w.owner = c.owner
-    WHERE (c.queued, c.best, c.processing) IS DISTINCT FROM (w.queued, w.best, w.processing)
+    WHERE (c.queued, c.best, c.oldest, c.processing) IS DISTINCT FROM (w.queued, w.best, w.oldest, w.processing)
     ORDER BY 1
   LOOP
     PERFORM public.runops_recount(o);
@@ -395,16 +404,16 @@ BEGIN
           SELECT 1 FROM public.runops_queue q WHERE q.owner = w.owner AND q.held_until <= now() LIMIT 1
         ) ready
         WHERE w.queued > 0 AND (cap IS NULL OR w.processing < cap) AND w.owner <> ALL (spent)
-        ORDER BY w.best, w.processing, w.last_claim NULLS FIRST, w.owner
+        ORDER BY w.best, w.processing, w.last_claim NULLS FIRST, w.oldest, w.owner
         LIMIT n - cardinality(ids)
       ), turns AS (
         SELECT d.owner, count(*)::integer AS take, min(d.turn) AS first
         FROM (
           SELECT c.owner,
-                 row_number() OVER (ORDER BY s.priority, c.processing + s.k, s.k > 0, c.last_claim NULLS FIRST, c.owner, s.k) AS turn
+                 row_number() OVER (ORDER BY s.priority, c.processing + s.k, s.k > 0, c.last_claim NULLS FIRST, s.created_at, c.owner, s.k) AS turn
           FROM cand c
           CROSS JOIN LATERAL (
-            SELECT q.priority, row_number() OVER (ORDER BY q.priority, q.created_at, q.id) - 1 AS k
+            SELECT q.priority, q.created_at, row_number() OVER (ORDER BY q.priority, q.created_at, q.id) - 1 AS k
             FROM public.runops_queue q
             WHERE q.owner = c.owner AND q.held_until <= now() AND q.id <> ALL (ids)
             ORDER BY q.priority, q.created_at, q.id
@@ -495,7 +504,8 @@ BEGIN
   UPDATE public.runops_owners w
   SET processing = w.processing + t.n, last_claim = clock_timestamp(),
       queued = greatest(w.queued - coalesce(l.n, 0), 0),
-      best = (SELECT min(q.priority) FROM public.runops_queue q WHERE q.owner = w.owner AND q.id <> ALL (claimed))
+      (best, oldest) = (SELECT q.priority, q.created_at FROM public.runops_queue q WHERE q.owner = w.owner AND q.id <> ALL (claimed)
+                        ORDER BY q.priority, q.created_at, q.id LIMIT 1)
   FROM took t LEFT JOIN left_ l ON l.owner = t.owner
   WHERE w.owner = t.owner AND w.owner = ANY (claimed_owners); -- read by its index
 END;
