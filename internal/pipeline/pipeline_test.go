@@ -62,6 +62,20 @@ func newRig(t *testing.T, tweak ...func(*pipeline.Config)) *rig {
 // webhook event for each of hooks.
 func newRigWith(t *testing.T, logger *slog.Logger, hooks []string, tweak ...func(*pipeline.Config)) *rig {
 	t.Helper()
+	return newRigOf(t, rigOptions{logger: logger, hooks: hooks, listen: true}, tweak...)
+}
+
+// rigOptions: how the engine logs, the webhook events it records, whether
+// its worker listens or polls, and what wraps the pipeline it runs.
+type rigOptions struct {
+	logger *slog.Logger
+	hooks  []string
+	listen bool
+	wrap   func(queue.Handler) queue.Handler
+}
+
+func newRigOf(t *testing.T, o rigOptions, tweak ...func(*pipeline.Config)) *rig {
+	t.Helper()
 	pool, dsn := pgtest.Pool(t)
 	fake := supabasetest.New(t, jobs.MaxUploadBytes)
 	fake.OnStore(soptest.Inspect(t))
@@ -88,8 +102,12 @@ func newRigWith(t *testing.T, logger *slog.Logger, hooks []string, tweak ...func
 	}
 	r.model = model
 	r.handler = pipeline.New(objects, model, postgres.NewSOPLocker(pool), cfg)
-	queuetest.Start(t, dsn, postgres.NewQueueStore(pool).SendEvents(hooks), r.handler,
-		queue.Config{Concurrency: 2, LeaseTTL: 30 * time.Second, Heartbeat: time.Second, Sweep: time.Second, Logger: logger}, true)
+	var h queue.Handler = r.handler
+	if o.wrap != nil {
+		h = o.wrap(h)
+	}
+	queuetest.Start(t, dsn, postgres.NewQueueStore(pool).SendEvents(o.hooks), h,
+		queue.Config{Concurrency: 2, LeaseTTL: 30 * time.Second, Heartbeat: time.Second, Sweep: time.Second, Logger: o.logger}, o.listen)
 	return r
 }
 
