@@ -17,7 +17,7 @@ import (
 // lets the stage go on, for the engine to stop it.
 type editAt struct {
 	queue.Handler
-	stage string
+	stage  string
 	edit   func(ctx context.Context, id jobs.ID)
 	once   sync.Once
 	edited atomic.Bool
