@@ -34,16 +34,7 @@
 -- an index by owner; runops_claim_repair, at the end, fills them in.
 -- Idempotent.
 
-CREATE OR REPLACE FUNCTION public.runops_priority(meta jsonb)
-RETURNS integer
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-  SELECT CASE WHEN jsonb_typeof(meta->'priority') = 'number' THEN
-    CASE WHEN (meta->>'priority')::numeric BETWEEN -100 AND 100
-          AND (meta->>'priority')::numeric = trunc((meta->>'priority')::numeric)
-    THEN (meta->>'priority')::numeric::integer ELSE 0 END
-  ELSE 0 END
-$$;
+-- metadata.priority is read by public.runops_priority (…_claim_order.sql).
 
 -- The owner a job counts for: metadata.owner, '' for unowned jobs.
 CREATE OR REPLACE FUNCTION public.runops_owner(meta jsonb)
@@ -70,12 +61,7 @@ EXCEPTION WHEN others THEN
 END;
 $$;
 
-CREATE TABLE IF NOT EXISTS public.runops_queue (
-  id         INTEGER PRIMARY KEY, -- public.jobs.id
-  priority   INTEGER NOT NULL,
-  created_at TIMESTAMPTZ NOT NULL
-);
--- The defaults are for the rows already there, until the repair below.
+-- runops_queue (…_claim_order.sql) gains two columns. The defaults are for the rows already there, until the repair below.
 ALTER TABLE public.runops_queue ADD COLUMN IF NOT EXISTS owner TEXT NOT NULL DEFAULT '';
 ALTER TABLE public.runops_queue ADD COLUMN IF NOT EXISTS held_until TIMESTAMPTZ NOT NULL DEFAULT '-infinity';
 DROP INDEX IF EXISTS public.runops_queue_order_idx;
@@ -191,8 +177,9 @@ $$;
 -- for its rows itself; any other claim — a worker of an earlier release
 -- during a rolling update — is carried as any write is. For an update that
 -- changes neither a queued row nor which rows are processing, whose (a
--- heartbeat, an outcome's metadata), it reads the changed rows once and
--- stops.
+-- heartbeat, an outcome's metadata), it reads the changed rows and stops;
+-- for one that only moves one owner's jobs out of processing (a job
+-- ending), it writes that owner's count.
 CREATE OR REPLACE FUNCTION public.runops_queue_sync()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -200,18 +187,32 @@ AS $$
 DECLARE
   was public.jobs[] := '{}';
   now_ public.jobs[] := '{}';
+  os text[];
+  dps integer[];
 BEGIN
   IF TG_OP = 'UPDATE' THEN
     IF current_setting('runops.claim', true) IS NOT DISTINCT FROM 'on' THEN
       RETURN NULL;
     END IF;
-    IF NOT EXISTS (
-      SELECT 1 FROM old_rows o FULL JOIN new_rows n ON n.id = o.id
-      WHERE o.status = 'queued' OR n.status = 'queued' OR o.id IS NULL OR n.id IS NULL
-         OR (o.status = 'processing') <> (n.status = 'processing')
-         OR (o.status = 'processing' AND public.runops_owner(o.metadata) <> public.runops_owner(n.metadata))
-    ) THEN
-      RETURN NULL;
+    IF NOT EXISTS (SELECT 1 FROM old_rows o WHERE o.status = 'queued')
+       AND NOT EXISTS (SELECT 1 FROM new_rows n WHERE n.status = 'queued') THEN
+      -- No queued row: only processing counts can change.
+      SELECT array_agg(d.owner ORDER BY d.owner), array_agg(d.dp ORDER BY d.owner) INTO os, dps FROM (
+        SELECT x.owner, sum(x.dp)::integer AS dp FROM (
+          SELECT public.runops_owner(o.metadata) AS owner, -1 AS dp FROM old_rows o WHERE o.status = 'processing'
+          UNION ALL SELECT public.runops_owner(n.metadata), 1 FROM new_rows n WHERE n.status = 'processing'
+        ) x GROUP BY 1 HAVING sum(x.dp) <> 0
+      ) d;
+      IF os IS NULL THEN
+        RETURN NULL; -- a heartbeat, an outcome's metadata
+      END IF;
+      IF cardinality(os) = 1 THEN
+        -- A job ending, or started by hand: one owner's row.
+        UPDATE public.runops_owners w SET processing = greatest(w.processing + dps[1], 0) WHERE w.owner = os[1];
+        IF FOUND THEN
+          RETURN NULL;
+        END IF;
+      END IF;
     END IF;
   END IF;
   IF TG_OP IN ('UPDATE', 'DELETE') THEN
@@ -240,7 +241,8 @@ CREATE TRIGGER runops_queue_delete
   AFTER DELETE ON public.jobs REFERENCING OLD TABLE AS old_rows
   FOR EACH STATEMENT EXECUTE FUNCTION public.runops_queue_sync();
 
--- TRUNCATE fires no row trigger. The owners' latest claims stay.
+-- TRUNCATE fires no row trigger (its own, runops_queue_truncate, is
+-- …_claim_order.sql's). The owners' latest claims stay.
 CREATE OR REPLACE FUNCTION public.runops_queue_truncate()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -252,11 +254,6 @@ BEGIN
   RETURN NULL;
 END;
 $$;
-
-DROP TRIGGER IF EXISTS runops_queue_truncate ON public.jobs;
-CREATE TRIGGER runops_queue_truncate
-  AFTER TRUNCATE ON public.jobs
-  FOR EACH STATEMENT EXECUTE FUNCTION public.runops_queue_truncate();
 
 -- Recounts owner o from the jobs, under its row's lock, with a snapshot
 -- taken after it.
@@ -393,7 +390,7 @@ BEGIN
   -- The worker's own claim: the notify trigger stays silent for it
   -- (…_quiet_worker_writes.sql), the queue's triggers leave its rows to
   -- this function.
-  PERFORM set_config('runops.writer', 'worker', true), set_config('runops.claim', 'on', true);
+  PERFORM set_config('runops.writer', 'worker', true);
   FOR pass IN 1 .. n LOOP
     short := false;
     FOR r IN
@@ -472,6 +469,8 @@ BEGIN
   END IF;
 
   -- Each locked by this claim since its first statement: all are claimed.
+  -- runops.claim is on for this statement only.
+  PERFORM set_config('runops.claim', 'on', true);
   RETURN QUERY
     UPDATE public.jobs j
     SET status = 'processing', error = NULL, completed_at = NULL,
@@ -522,7 +521,7 @@ DECLARE
 BEGIN
   SELECT string_agg(quote_ident(rolname), ', ' ORDER BY rolname) INTO api
   FROM pg_roles WHERE rolname IN ('anon', 'authenticated');
-  FOREACH f IN ARRAY ARRAY['public.runops_priority(jsonb)', 'public.runops_owner(jsonb)', 'public.runops_held_until(jsonb)',
+  FOREACH f IN ARRAY ARRAY['public.runops_owner(jsonb)', 'public.runops_held_until(jsonb)',
     'public.runops_lock_owners(text[])', 'public.runops_queue_apply(public.jobs[], public.jobs[])', 'public.runops_queue_sync()',
     'public.runops_queue_truncate()', 'public.runops_recount(text)', 'public.runops_claim_repair()', 'public.runops_queue_repair()',
     'public.runops_claim(text, float8, integer, integer)']
