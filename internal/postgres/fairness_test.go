@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -238,4 +239,81 @@ func TestTheOwnerCapHoldsAcrossWorkers(t *testing.T) {
 		t.Fatalf("claimed %d jobs of %d", len(seen), total)
 	}
 	checkClaimTables(t, direct, "after the claims")
+}
+
+// A person moving a queued job to another owner while claims reach for it
+// leaves the owners' counts true: a claim that waited for the job's row
+// sees the owner it has now, and leaves it to that owner's turn.
+func TestOwnerEditsDuringClaimsKeepTheCounts(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	ctx := context.Background()
+	queueOf(t, pool, "alice", 1500, 2000, 0)
+	store := postgres.NewQueueStore(pool)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 150 {
+				if _, err := store.Claim(ctx, "w", 1, time.Minute); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for range 300 {
+			if _, err := pool.Exec(ctx, `UPDATE jobs SET metadata = jsonb_set(metadata, '{owner}', '"bob"')
+				WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND metadata->>'owner' = 'alice'
+				            ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)`); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	wg.Wait()
+	checkClaimTables(t, pool, "after the claims and edits")
+}
+
+// A claim marks only its own UPDATE as the claim's (the triggers leave
+// that one to it): statements after it in the same transaction are kept in
+// the tables, whether it claimed something or nothing.
+func TestAClaimLeavesTheRestOfItsTransactionToTheTriggers(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	ctx := context.Background()
+	queueOf(t, pool, "alice", 2, 100, 0)
+	for _, n := range []int{1, 0} { // a claim that takes one, then one that finds nothing
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := tx.Query(ctx, `SELECT job_id FROM public.runops_claim('w', 60, 1)`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for rows.Next() {
+			got++
+		}
+		if rows.Close(); got != n {
+			t.Fatalf("claimed %d; want %d", got, n)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE jobs SET status = 'completed' WHERE status = 'queued'`); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE jobs SET status = 'queued' WHERE metadata->>'name' = 'alice2'`); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		checkClaimTables(t, pool, fmt.Sprintf("after a claim of %d and edits in its transaction", n))
+		if n == 1 {
+			finish(t, pool, "alice1")
+			if _, err := pool.Exec(ctx, `UPDATE jobs SET status = 'completed' WHERE status = 'queued'`); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 }

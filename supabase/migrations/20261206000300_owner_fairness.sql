@@ -427,9 +427,13 @@ BEGIN
         JOIN public.jobs j ON j.id = q.id
         -- The status is checked in a CASE: written plainly, it would let
         -- the plan read the job through jobs' index of queued jobs — all of
-        -- them, for each row — instead of its primary key.
+        -- them, for each row — instead of its primary key. The owner is
+        -- the job's own: a job moved to another owner while this claim
+        -- waited for its row (the row's latest version is what is checked
+        -- then) is left to that owner's turn, never counted for this one.
         WHERE q.owner = t.owner AND q.held_until <= now() AND j.id <> ALL (ids)
-          AND CASE WHEN j.status = 'queued' THEN public.runops_lease_expired(j.metadata) ELSE false END
+          AND CASE WHEN j.status = 'queued' AND public.runops_owner(j.metadata) = q.owner
+                   THEN public.runops_lease_expired(j.metadata) ELSE false END
         ORDER BY q.priority, q.created_at, q.id
         LIMIT t.take
         FOR UPDATE OF j SKIP LOCKED
@@ -482,12 +486,9 @@ BEGIN
   claimed := ids;
   claimed_owners := owners;
 
+  PERFORM set_config('runops.claim', '', true);
   IF cap IS NULL THEN
-    PERFORM set_config('runops.claim', '', true), 1 FROM (
-      SELECT 1 FROM public.runops_owners w WHERE w.owner = ANY (claimed_owners) ORDER BY w.owner FOR UPDATE
-    ) locked;
-  ELSE
-    PERFORM set_config('runops.claim', '', true);
+    PERFORM 1 FROM public.runops_owners w WHERE w.owner = ANY (claimed_owners) ORDER BY w.owner FOR UPDATE;
   END IF;
   -- Out of the queue, with a snapshot taken under the owners' locks: a job
   -- another worker claimed and handed back while this claim waited for it
