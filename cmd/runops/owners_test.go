@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/runops/runops/internal/pgtest"
+)
+
+// Three real worker processes (4 slots each) claim through a
+// transaction-mode PgBouncer with RUNOPS_OWNER_CONCURRENCY=3: alice's
+// backlog of 10 long jobs never has more than 3 processing, bob's job,
+// queued after all of them, runs at once on a free slot; when a person
+// stops one of alice's jobs, her next one starts (woken, with the sweep
+// far away), and still no more than 3 run.
+func TestAnOwnerCapAcrossWorkerProcesses(t *testing.T) {
+	bin := recordingBinary(t)
+	d, dsn := newDB(t)
+	pooler := pgtest.NewBouncer(t, dsn, 6)
+	for range 3 {
+		startWorker(t, bin, pooler.URL, "RUNOPS_LISTEN_DATABASE_URL="+dsn, "RUNOPS_OWNER_CONCURRENCY=3",
+			"RUNOPS_WORKER_CONCURRENCY=4", "RUNOPS_SWEEP=10m", "RUNOPS_LEASE_TTL=30s", "RUNOPS_HEARTBEAT=1s")
+	}
+	var done atomic.Bool
+	var worst atomic.Int64
+	var watch sync.WaitGroup
+	watch.Go(func() {
+		for !done.Load() {
+			var n int64
+			if err := d.pool.QueryRow(context.Background(),
+				`SELECT count(*) FROM jobs WHERE status = 'processing' AND metadata->>'owner' = 'alice'`).Scan(&n); err != nil {
+				return // the test is ending
+			}
+			if n > worst.Load() {
+				worst.Store(n)
+			}
+		}
+	})
+	defer func() {
+		done.Store(true)
+		watch.Wait()
+	}()
+
+	d.exec(`INSERT INTO jobs (job_id, created_at, metadata)
+		SELECT gen_random_uuid(), now() - make_interval(secs => 100 - i), '{"owner": "alice", "test_hold": true}' FROM generate_series(1, 10) i`)
+	bob := uuid.NewString()
+	d.exec(`INSERT INTO jobs (job_id, metadata) VALUES ($1, '{"owner": "bob"}')`, bob)
+	d.waitFor("bob's job to complete and 3 of alice's to run", func() bool {
+		return d.scalar(`SELECT status FROM jobs WHERE job_id = $1`, bob).(string) == "completed" &&
+			d.scalar(`SELECT count(*) FROM jobs WHERE status = 'processing' AND metadata->>'owner' = 'alice'`).(int64) == 3
+	})
+	d.exec(`UPDATE jobs SET status = 'error', error = 'Stopped by a person.'
+		WHERE id = (SELECT min(id) FROM jobs WHERE status = 'processing' AND metadata->>'owner' = 'alice')`)
+	d.waitFor("alice's next job to start", func() bool {
+		return d.scalar(`SELECT count(*) FROM jobs WHERE metadata->>'owner' = 'alice' AND metadata ? 'attempts'`).(int64) == 4 &&
+			d.scalar(`SELECT count(*) FROM jobs WHERE status = 'processing' AND metadata->>'owner' = 'alice'`).(int64) == 3
+	})
+	if w := worst.Load(); w > 3 {
+		t.Fatalf("alice had %d jobs processing at once; the cap is 3", w)
+	}
+	if n := d.scalar(`SELECT count(*) FROM jobs WHERE status = 'queued' AND metadata->>'owner' = 'alice'`).(int64); n != 6 {
+		t.Fatalf("%d of alice's jobs queued; want 6", n)
+	}
+}
