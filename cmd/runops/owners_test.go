@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -64,5 +65,50 @@ func TestAnOwnerCapAcrossWorkerProcesses(t *testing.T) {
 	}
 	if n := d.scalar(`SELECT count(*) FROM jobs WHERE status = 'queued' AND metadata->>'owner' = 'alice'`).(int64); n != 6 {
 		t.Fatalf("%d of alice's jobs queued; want 6", n)
+	}
+}
+
+// One real worker process running one job at a time: alice's backlog of 40
+// delays bob's job, queued after all of them, by one claim; dave's job,
+// queued last and rushed by SQL as the dashboard does, goes first.
+func TestABacklogDelaysAnotherOwnerByOneClaim(t *testing.T) {
+	bin := recordingBinary(t)
+	d, dsn := newDB(t)
+	startWorker(t, bin, dsn, "RUNOPS_WORKER_CONCURRENCY=1")
+	tx, err := d.pool.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sql := range []string{
+		`INSERT INTO jobs (job_id, created_at, metadata)
+		 SELECT gen_random_uuid(), now() - make_interval(secs => 200 - i), jsonb_build_object('owner', 'alice', 'name', 'alice' || i) FROM generate_series(1, 40) i`,
+		`INSERT INTO jobs (job_id, created_at, metadata) VALUES (gen_random_uuid(), now() - interval '100 seconds', '{"owner": "bob", "name": "bob"}')`,
+		`INSERT INTO jobs (job_id, metadata) VALUES (gen_random_uuid(), '{"owner": "dave", "name": "dave"}')`,
+		`UPDATE jobs SET metadata = metadata || '{"priority": -5}' WHERE metadata->>'name' = 'dave'`,
+	} {
+		if _, err := tx.Exec(context.Background(), sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	d.waitFor("every job to complete", func() bool {
+		return d.scalar(`SELECT count(*) FROM jobs WHERE status = 'completed'`).(int64) == 42
+	})
+	var order []string
+	rows, err := d.pool.Query(context.Background(), `SELECT metadata->>'name' FROM jobs ORDER BY (metadata->'attempts'->0->>'started_at')::timestamptz LIMIT 4`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			t.Fatal(err)
+		}
+		order = append(order, name)
+	}
+	if got := strings.Join(order, " "); got != "dave alice1 bob alice2" {
+		t.Fatalf("claimed %s first; want dave alice1 bob alice2", got)
 	}
 }
