@@ -286,28 +286,49 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
   o text;
+  os text[];
   changed integer;
 BEGIN
+  removed := 0;
+  added := 0;
   recounted := 0;
-  DELETE FROM public.runops_queue q
-  WHERE NOT EXISTS (SELECT 1 FROM public.jobs j WHERE j.id = q.id AND j.status = 'queued');
-  GET DIAGNOSTICS removed = ROW_COUNT;
-  INSERT INTO public.runops_queue (id, owner, priority, created_at, held_until)
-  SELECT j.id, public.runops_owner(j.metadata), public.runops_priority(j.metadata), j.created_at,
-         public.runops_held_until(j.metadata)
-  FROM public.jobs j
-  WHERE j.status = 'queued' AND NOT EXISTS (SELECT 1 FROM public.runops_queue q WHERE q.id = j.id)
-  ON CONFLICT (id) DO NOTHING;
-  GET DIAGNOSTICS added = ROW_COUNT;
-  UPDATE public.runops_queue q
-  SET owner = public.runops_owner(j.metadata), priority = public.runops_priority(j.metadata),
-      created_at = j.created_at, held_until = public.runops_held_until(j.metadata)
-  FROM public.jobs j
-  WHERE j.id = q.id AND j.status = 'queued'
-    AND (q.owner, q.priority, q.created_at, q.held_until) IS DISTINCT FROM
-        (public.runops_owner(j.metadata), public.runops_priority(j.metadata), j.created_at, public.runops_held_until(j.metadata));
-  GET DIAGNOSTICS changed = ROW_COUNT;
-  added := added + changed;
+  -- The owners whose rows in runops_queue are wrong, read first and locked
+  -- (in order, as everyone locks them) before any is written; nothing is
+  -- written when none is.
+  SELECT coalesce(array_agg(DISTINCT x.owner), '{}') INTO os FROM (
+    SELECT q.owner FROM public.runops_queue q
+    WHERE NOT EXISTS (SELECT 1 FROM public.jobs j WHERE j.id = q.id AND j.status = 'queued')
+    UNION ALL
+    SELECT public.runops_owner(j.metadata) FROM public.jobs j
+    WHERE j.status = 'queued' AND NOT EXISTS (SELECT 1 FROM public.runops_queue q WHERE q.id = j.id)
+    UNION ALL
+    SELECT unnest(ARRAY[q.owner, public.runops_owner(j.metadata)]) FROM public.runops_queue q
+    JOIN public.jobs j ON j.id = q.id AND j.status = 'queued'
+    WHERE (q.owner, q.priority, q.created_at, q.held_until) IS DISTINCT FROM
+          (public.runops_owner(j.metadata), public.runops_priority(j.metadata), j.created_at, public.runops_held_until(j.metadata))
+  ) x;
+  IF cardinality(os) > 0 THEN
+    PERFORM public.runops_lock_owners(os);
+    DELETE FROM public.runops_queue q
+    WHERE NOT EXISTS (SELECT 1 FROM public.jobs j WHERE j.id = q.id AND j.status = 'queued');
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    INSERT INTO public.runops_queue (id, owner, priority, created_at, held_until)
+    SELECT j.id, public.runops_owner(j.metadata), public.runops_priority(j.metadata), j.created_at,
+           public.runops_held_until(j.metadata)
+    FROM public.jobs j
+    WHERE j.status = 'queued' AND NOT EXISTS (SELECT 1 FROM public.runops_queue q WHERE q.id = j.id)
+    ON CONFLICT (id) DO NOTHING;
+    GET DIAGNOSTICS added = ROW_COUNT;
+    UPDATE public.runops_queue q
+    SET owner = public.runops_owner(j.metadata), priority = public.runops_priority(j.metadata),
+        created_at = j.created_at, held_until = public.runops_held_until(j.metadata)
+    FROM public.jobs j
+    WHERE j.id = q.id AND j.status = 'queued'
+      AND (q.owner, q.priority, q.created_at, q.held_until) IS DISTINCT FROM
+          (public.runops_owner(j.metadata), public.runops_priority(j.metadata), j.created_at, public.runops_held_until(j.metadata));
+    GET DIAGNOSTICS changed = ROW_COUNT;
+    added := added + changed;
+  END IF;
 
   FOR o IN
     WITH waiting AS (
