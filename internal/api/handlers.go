@@ -185,7 +185,7 @@ func readPriority(raw json.RawMessage, r *http.Request) (priority int, ok bool, 
 		return 0, false, &Error{Status: http.StatusForbidden, Message: msgPriorityRole}
 	}
 	var f float64
-	if err := json.Unmarshal(raw, &f); err != nil || f != math.Trunc(f) || f < -100 || f > 100 {
+	if err := json.Unmarshal(raw, &f); err != nil || f != math.Trunc(f) || f < jobs.MinPriority || f > jobs.MaxPriority {
 		return 0, false, &Error{Status: http.StatusBadRequest, Message: msgPriorityValue}
 	}
 	return int(f), true, nil

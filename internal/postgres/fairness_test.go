@@ -26,11 +26,9 @@ func queueOf(t *testing.T, pool *pgxpool.Pool, owner string, n, age, priority in
 	if owner == "" {
 		owner, meta = "anonymous", `jsonb_build_object('name', $1::text || i, 'priority', $4::int)`
 	}
-	if _, err := pool.Exec(context.Background(), `INSERT INTO jobs (job_id, created_at, metadata)
+	execOn(t, pool)(`INSERT INTO jobs (job_id, created_at, metadata)
 		SELECT gen_random_uuid(), now() - make_interval(secs => $3 - i), `+meta+` FROM generate_series(1, $2) i`,
-		owner, n, age, priority); err != nil {
-		t.Fatal(err)
-	}
+		owner, n, age, priority)
 }
 
 // claimNames claims up to n jobs and returns their names, sorted (a
@@ -114,9 +112,7 @@ func TestABatchClaimsAsOneAtATime(t *testing.T) {
 	queueOf(t, pool2, "dave", 1, 300, -2)
 	queueOf(t, pool2, "dave", 3, 250, 2)
 	queueOf(t, pool2, "erin", 2, 100, 0)
-	if _, err := pool2.Exec(context.Background(), `UPDATE jobs SET metadata = metadata || '{"name": "dave-rushed"}' WHERE metadata->>'priority' = '-2'`); err != nil {
-		t.Fatal(err)
-	}
+	execOn(t, pool2)(`UPDATE jobs SET metadata = metadata || '{"name": "dave-rushed"}' WHERE metadata->>'priority' = '-2'`)
 	if got, want := strings.Join(claimNames(t, store2, 3), " "), "dave-rushed erin1 erin2"; got != want {
 		t.Fatalf("claimed %s; want %s", got, want)
 	}
@@ -139,9 +135,7 @@ func TestTheOwnerCap(t *testing.T) {
 	}
 	// A job that entered processing by a person's hand counts too.
 	queueOf(t, pool, "carol", 3, 50, 0)
-	if _, err := pool.Exec(context.Background(), `UPDATE jobs SET status = 'processing' WHERE metadata->>'name' = 'carol1'`); err != nil {
-		t.Fatal(err)
-	}
+	execOn(t, pool)(`UPDATE jobs SET status = 'processing' WHERE metadata->>'name' = 'carol1'`)
 	if got, want := strings.Join(claimNames(t, store, 8), " "), "carol2"; got != want {
 		t.Fatalf("claimed %s; want %s", got, want)
 	}

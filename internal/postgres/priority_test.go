@@ -88,12 +88,7 @@ func TestTheQueueTableFollowsTheJobs(t *testing.T) {
 	pool, _ := pgtest.Pool(t)
 	ctx := context.Background()
 	store := postgres.NewQueueStore(pool)
-	exec := func(sql string, args ...any) {
-		t.Helper()
-		if _, err := pool.Exec(ctx, sql, args...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	exec := execOn(t, pool)
 	check := func(when string) {
 		t.Helper()
 		checkClaimTables(t, pool, when)
@@ -205,12 +200,7 @@ func TestAClaimTakesTheRowOfAJobHandedBackMeanwhile(t *testing.T) {
 	pool, dsn := pgtest.Pool(t)
 	ctx := context.Background()
 	store := postgres.NewQueueStore(pool)
-	exec := func(sql string, args ...any) {
-		t.Helper()
-		if _, err := pool.Exec(ctx, sql, args...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	exec := execOn(t, pool)
 	// The gate holds only the first claim's sessions.
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
@@ -411,5 +401,15 @@ func (p planNode) indexes(used map[string]bool) {
 	}
 	for _, c := range p.Plans {
 		c.indexes(used)
+	}
+}
+
+// execOn runs statements on pool, failing t on any error.
+func execOn(t *testing.T, pool *pgxpool.Pool) func(sql string, args ...any) {
+	return func(sql string, args ...any) {
+		t.Helper()
+		if _, err := pool.Exec(context.Background(), sql, args...); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

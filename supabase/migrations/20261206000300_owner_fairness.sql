@@ -404,9 +404,7 @@ DECLARE
   owners text[] := '{}';
   short boolean;
   spent text[] := '{}';
-  claimed integer[] := '{}';
   waited timestamptz[] := '{}'; -- when each of ids was queued (its updated_at)
-  claimed_owners text[] := '{}';
 BEGIN
   -- The worker's own claim: the notify trigger stays silent for it
   -- (…_quiet_worker_writes.sql), the queue's triggers leave its rows to
@@ -504,31 +502,29 @@ BEGIN
     WHERE j.id = p.id
     RETURNING j.job_id::text, j.status::text, j.created_at, j.updated_at, j.completed_at, j.error,
               coalesce(j.metadata, '{}'::jsonb), p.queued_at;
-  claimed := ids;
-  claimed_owners := owners;
 
   PERFORM set_config('runops.claim', '', true);
   IF cap IS NULL THEN
-    PERFORM 1 FROM public.runops_owners w WHERE w.owner = ANY (claimed_owners) ORDER BY w.owner FOR UPDATE;
+    PERFORM 1 FROM public.runops_owners w WHERE w.owner = ANY (owners) ORDER BY w.owner FOR UPDATE;
   END IF;
   -- Out of the queue, with a snapshot taken under the owners' locks: a job
   -- another worker claimed and handed back while this claim waited for it
   -- has a new row there, which the claim's first snapshot did not see; and
   -- the owners' best priorities are read from what is queued now.
   WITH gone AS (
-    DELETE FROM public.runops_queue d WHERE d.id = ANY (claimed) RETURNING d.owner
+    DELETE FROM public.runops_queue d WHERE d.id = ANY (ids) RETURNING d.owner
   ), took AS (
-    SELECT p.owner, count(*)::integer AS n FROM unnest(claimed_owners) AS p(owner) GROUP BY 1
+    SELECT p.owner, count(*)::integer AS n FROM unnest(owners) AS p(owner) GROUP BY 1
   ), left_ AS (
     SELECT g.owner, count(*)::integer AS n FROM gone g GROUP BY 1
   )
   UPDATE public.runops_owners w
   SET processing = w.processing + t.n, last_claim = clock_timestamp(),
       queued = greatest(w.queued - coalesce(l.n, 0), 0),
-      (best, oldest) = (SELECT q.priority, q.created_at FROM public.runops_queue q WHERE q.owner = w.owner AND q.id <> ALL (claimed)
+      (best, oldest) = (SELECT q.priority, q.created_at FROM public.runops_queue q WHERE q.owner = w.owner AND q.id <> ALL (ids)
                         ORDER BY q.priority, q.created_at, q.id LIMIT 1)
   FROM took t LEFT JOIN left_ l ON l.owner = t.owner
-  WHERE w.owner = t.owner AND w.owner = ANY (claimed_owners); -- read by its index
+  WHERE w.owner = t.owner AND w.owner = ANY (owners); -- read by its index
 END;
 $$;
 
