@@ -311,3 +311,48 @@ func TestAClaimLeavesTheRestOfItsTransactionToTheTriggers(t *testing.T) {
 		}
 	}
 }
+
+// An owner whose first job cannot be claimed — another claim holds its row,
+// its lease never expires, its metadata is not a JSON object (a person's
+// edits) — never keeps a claim of one job from the next owner's; a
+// metadata.owner of any length is an owner like another (never a failed
+// edit).
+func TestOneJobClaimsLookPastWhatTheyCannotTake(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	ctx := context.Background()
+	store := postgres.NewQueueStore(pool)
+	exec := execOn(t, pool)
+	queueOf(t, pool, "alice", 1, 300, 0)
+	exec(`INSERT INTO jobs (job_id, created_at, metadata) VALUES
+		(gen_random_uuid(), now() - interval '250 seconds', '{"owner": "carol", "lease": {"expires_at": "now"}}'),
+		(gen_random_uuid(), now() - interval '240 seconds', '"oops"'),
+		(gen_random_uuid(), now() - interval '230 seconds', '[1]'),
+		(gen_random_uuid(), now() - interval '220 seconds', jsonb_build_object('owner', repeat('x', 5000), 'name', 'long'))`)
+	queueOf(t, pool, "bob", 1, 100, 0)
+	checkClaimTables(t, pool, "after the inserts")
+
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM jobs WHERE metadata->>'name' = 'alice1' FOR UPDATE`); err != nil {
+		t.Fatal(err) // as another worker's claim in flight holds it
+	}
+	if got, want := strings.Join(claimNames(t, store, 1), " "), "long"; got != want {
+		t.Fatalf("claimed %q; want %q", got, want)
+	}
+	if got, want := strings.Join(claimNames(t, store, 1), " "), "bob1"; got != want {
+		t.Fatalf("claimed %q; want %q", got, want)
+	}
+	if got := claimNames(t, store, 1); len(got) != 0 {
+		t.Fatalf("claimed %v", got)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(claimNames(t, store, 8), " "), "alice1"; got != want {
+		t.Fatalf("claimed %q; want %q", got, want)
+	}
+}

@@ -168,15 +168,15 @@ func checkClaimTables(t *testing.T, pool *pgxpool.Pool, when string) {
   (SELECT count(*) FROM runops_queue q WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = q.id AND j.status = 'queued'))::text,
   (SELECT count(*) FROM runops_queue q JOIN jobs j USING (id)
    WHERE (q.priority, q.owner, q.created_at, q.held_until) IS DISTINCT FROM
-         (public.runops_priority(j.metadata), coalesce(j.metadata->>'owner', ''), j.created_at, public.runops_held_until(j.metadata)))::text,
+         (public.runops_priority(j.metadata), public.runops_owner(j.metadata), j.created_at, public.runops_held_until(j.metadata)))::text,
   (SELECT coalesce(string_agg(format('%s: %s stored, %s counted', coalesce(w.owner, c.owner), row(w.queued, w.best, w.oldest, w.processing), row(c.queued, c.best, c.oldest, c.processing)), '; '), '')
    FROM (SELECT * FROM runops_owners WHERE queued <> 0 OR processing <> 0 OR best IS NOT NULL) w
    FULL JOIN (
      SELECT coalesce(a.owner, b.owner) AS owner, coalesce(a.queued, 0) AS queued, h.best, h.oldest, coalesce(b.processing, 0) AS processing
-     FROM (SELECT coalesce(j.metadata->>'owner', '') AS owner, count(*)::int AS queued FROM jobs j WHERE j.status = 'queued' GROUP BY 1) a
-     LEFT JOIN (SELECT DISTINCT ON (1) coalesce(j.metadata->>'owner', '') AS owner, public.runops_priority(j.metadata) AS best, j.created_at AS oldest
+     FROM (SELECT public.runops_owner(j.metadata) AS owner, count(*)::int AS queued FROM jobs j WHERE j.status = 'queued' GROUP BY 1) a
+     LEFT JOIN (SELECT DISTINCT ON (1) public.runops_owner(j.metadata) AS owner, public.runops_priority(j.metadata) AS best, j.created_at AS oldest
                 FROM jobs j WHERE j.status = 'queued' ORDER BY 1, 2, 3, j.id) h ON h.owner = a.owner
-     FULL JOIN (SELECT coalesce(metadata->>'owner', '') AS owner, count(*)::int AS processing FROM jobs WHERE status = 'processing' GROUP BY 1) b
+     FULL JOIN (SELECT public.runops_owner(metadata) AS owner, count(*)::int AS processing FROM jobs WHERE status = 'processing' GROUP BY 1) b
      ON b.owner = a.owner) c
    ON c.owner = w.owner
    WHERE (w.queued, w.best, w.oldest, w.processing) IS DISTINCT FROM (c.queued, c.best, c.oldest, c.processing))`).Scan(&missing, &extra, &stale, &counts); err != nil {

@@ -36,23 +36,30 @@
 
 -- metadata.priority is read by public.runops_priority (…_claim_order.sql).
 
--- The owner a job counts for: metadata.owner, '' for unowned jobs.
+-- The owner a job counts for: metadata.owner, '' for unowned jobs. One
+-- longer than 200 characters (a user id is 36; a person may paste anything)
+-- counts by its digest: the owners' indexes take about 2.7 kB a row, and
+-- an edit must never fail for it.
 CREATE OR REPLACE FUNCTION public.runops_owner(meta jsonb)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-  SELECT coalesce(meta->>'owner', '')
+  SELECT CASE WHEN length(o) <= 200 THEN o ELSE 'md5:' || md5(o) END
+  FROM (SELECT coalesce(meta->>'owner', '') AS o) x
 $$;
 
 -- Until when a lease on a queued job still holds it (a worker stopping a run
 -- a person re-queued); -infinity when none does. Read as
--- runops_lease_expired reads it.
+-- runops_lease_expired reads it. Only a written date counts: a word such as
+-- 'now' or 'tomorrow' (a person's edit) would mean another time at every
+-- reading, and the row would never stay right; the claim's own check of
+-- the lease still applies to it.
 CREATE OR REPLACE FUNCTION public.runops_held_until(meta jsonb)
 RETURNS timestamptz
 LANGUAGE plpgsql STABLE
 AS $$
 BEGIN
-  IF jsonb_typeof(meta->'lease') IS DISTINCT FROM 'object' THEN
+  IF jsonb_typeof(meta->'lease') IS DISTINCT FROM 'object' OR (meta->'lease'->>'expires_at') !~ '^\s*\d' THEN
     RETURN '-infinity';
   END IF;
   RETURN coalesce((meta->'lease'->>'expires_at')::timestamptz, '-infinity');
@@ -95,13 +102,24 @@ BEGIN
 END;
 $$;
 
+-- What the queue's tables need of a job row: its owner, priority and
+-- lease read out of metadata once, and nothing more of it (a statement's
+-- rows are carried in arrays, which a whole metadata each would fill).
+DO $$
+BEGIN
+  CREATE TYPE public.runops_queue_row AS (id integer, status text, owner text, priority integer,
+                                          created_at timestamptz, held_until timestamptz);
+EXCEPTION WHEN duplicate_object THEN
+  NULL;
+END $$;
+
 -- Carries one statement's changes to public.jobs into runops_queue and the
 -- owners' counts: was, the changed rows as they were (queued or processing
 -- ones), now, as they are. Set-based, one write per owner: a statement that
 -- queues 100,000 jobs of one owner updates its row once (a row updated once
 -- per job, in one transaction, is a chain of 100,000 versions that each
 -- update walks again).
-CREATE OR REPLACE FUNCTION public.runops_queue_apply(was public.jobs[], now_ public.jobs[])
+CREATE OR REPLACE FUNCTION public.runops_queue_apply(was public.runops_queue_row[], now_ public.runops_queue_row[])
 RETURNS void
 LANGUAGE plpgsql
 AS $$
@@ -113,8 +131,8 @@ BEGIN
   -- Every owner concerned, locked before its jobs in runops_queue change.
   SELECT coalesce(array_agg(DISTINCT o), '{}') INTO os FROM (
     SELECT q.owner AS o FROM public.runops_queue q WHERE q.id IN (SELECT r.id FROM unnest(was) r)
-    UNION ALL SELECT public.runops_owner(r.metadata) FROM unnest(was) r WHERE r.status = 'processing'
-    UNION ALL SELECT public.runops_owner(r.metadata) FROM unnest(now_) r
+    UNION ALL SELECT r.owner FROM unnest(was) r WHERE r.status = 'processing'
+    UNION ALL SELECT r.owner FROM unnest(now_) r
   ) x;
   IF cardinality(os) = 0 THEN
     RETURN;
@@ -126,15 +144,13 @@ BEGIN
     DELETE FROM public.runops_queue q
     WHERE q.id IN (SELECT r.id FROM unnest(was) r)
       AND NOT EXISTS (SELECT 1 FROM unnest(now_) r WHERE r.id = q.id AND r.status = 'queued'
-                      AND public.runops_owner(r.metadata) = q.owner AND public.runops_priority(r.metadata) = q.priority)
+                      AND r.owner = q.owner AND r.priority = q.priority)
     RETURNING q.owner
   )
   SELECT coalesce(array_agg(g.owner), '{}') INTO left_ FROM gone g;
   -- Into it, or its age and holder kept up to date.
   WITH fresh AS (
-    SELECT r.id, public.runops_owner(r.metadata) AS owner, public.runops_priority(r.metadata) AS priority,
-           r.created_at, public.runops_held_until(r.metadata) AS held_until
-    FROM unnest(now_) r WHERE r.status = 'queued'
+    SELECT r.id, r.owner, r.priority, r.created_at, r.held_until FROM unnest(now_) r WHERE r.status = 'queued'
   ), kept AS (
     UPDATE public.runops_queue q SET created_at = f.created_at, held_until = f.held_until
     FROM fresh f
@@ -151,8 +167,8 @@ BEGIN
     SELECT d.owner, sum(d.dq)::integer AS dq, sum(d.dp)::integer AS dp FROM (
       SELECT o AS owner, -1 AS dq, 0 AS dp FROM unnest(left_) o
       UNION ALL SELECT o, 1, 0 FROM unnest(joined) o
-      UNION ALL SELECT public.runops_owner(r.metadata), 0, -1 FROM unnest(was) r WHERE r.status = 'processing'
-      UNION ALL SELECT public.runops_owner(r.metadata), 0, 1 FROM unnest(now_) r WHERE r.status = 'processing'
+      UNION ALL SELECT r.owner, 0, -1 FROM unnest(was) r WHERE r.status = 'processing'
+      UNION ALL SELECT r.owner, 0, 1 FROM unnest(now_) r WHERE r.status = 'processing'
     ) d GROUP BY 1
   )
   UPDATE public.runops_owners w
@@ -185,8 +201,8 @@ RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 DECLARE
-  was public.jobs[] := '{}';
-  now_ public.jobs[] := '{}';
+  was public.runops_queue_row[] := '{}';
+  now_ public.runops_queue_row[] := '{}';
   os text[];
   dps integer[];
 BEGIN
@@ -216,10 +232,14 @@ BEGIN
     END IF;
   END IF;
   IF TG_OP IN ('UPDATE', 'DELETE') THEN
-    SELECT coalesce(array_agg(o), '{}') INTO was FROM old_rows o WHERE o.status IN ('queued', 'processing');
+    SELECT coalesce(array_agg(ROW(o.id, o.status, public.runops_owner(o.metadata), public.runops_priority(o.metadata),
+                                  o.created_at, public.runops_held_until(o.metadata))::public.runops_queue_row), '{}')
+    INTO was FROM old_rows o WHERE o.status IN ('queued', 'processing');
   END IF;
   IF TG_OP IN ('UPDATE', 'INSERT') THEN
-    SELECT coalesce(array_agg(n), '{}') INTO now_ FROM new_rows n WHERE n.status IN ('queued', 'processing');
+    SELECT coalesce(array_agg(ROW(n.id, n.status, public.runops_owner(n.metadata), public.runops_priority(n.metadata),
+                                  n.created_at, public.runops_held_until(n.metadata))::public.runops_queue_row), '{}')
+    INTO now_ FROM new_rows n WHERE n.status IN ('queued', 'processing');
   END IF;
   PERFORM public.runops_queue_apply(was, now_);
   RETURN NULL;
@@ -380,9 +400,10 @@ $$;
 -- turns are dealt among their first jobs as one-at-a-time claims would deal
 -- them (by the job's priority; then an owner's k-th job counts as k more
 -- processing, and goes behind owners of equal count not yet served); each
--- owner's best jobs are taken, skipping those other claims hold. An owner whose jobs other claims hold got fewer
--- than its turns: the next pass deals what is left among the owners after
--- it. Then the owners' rows are locked (in order: claims at the same moment
+-- owner's best jobs are taken, skipping those other claims hold. An owner whose jobs other claims hold (or
+-- none of whose jobs can be claimed) got fewer than its turns: the next
+-- pass deals what is left among the owners after it, until the claim is
+-- full or no owner is left — a claim of one job too. Then the owners' rows are locked (in order: claims at the same moment
 -- wait for each other there, never in a circle), the cap checked on their
 -- exact counts, the jobs claimed and the tables kept. Without a cap the
 -- owners' rows are locked only once the jobs are claimed: held for two
@@ -410,7 +431,7 @@ BEGIN
   -- (…_quiet_worker_writes.sql), the queue's triggers leave its rows to
   -- this function.
   PERFORM set_config('runops.writer', 'worker', true);
-  FOR pass IN 1 .. n LOOP
+  LOOP -- a pass per round of owners; each short one spends at least one
     short := false;
     FOR r IN
       WITH cand AS (
@@ -450,8 +471,11 @@ BEGIN
         -- the job's own: a job moved to another owner while this claim
         -- waited for its row (the row's latest version is what is checked
         -- then) is left to that owner's turn, never counted for this one.
+        -- A job whose metadata is not a JSON object (a person's edit) is
+        -- never claimed: its claim would fail, and every claim with it.
         WHERE q.owner = t.owner AND q.held_until <= now() AND j.id <> ALL (ids)
           AND CASE WHEN j.status = 'queued' AND public.runops_owner(j.metadata) = q.owner
+                        AND (j.metadata IS NULL OR jsonb_typeof(j.metadata) = 'object')
                    THEN public.runops_lease_expired(j.metadata) ELSE false END
         ORDER BY q.priority, q.created_at, q.id
         LIMIT t.take
@@ -540,7 +564,7 @@ BEGIN
   SELECT string_agg(quote_ident(rolname), ', ' ORDER BY rolname) INTO api
   FROM pg_roles WHERE rolname IN ('anon', 'authenticated');
   FOREACH f IN ARRAY ARRAY['public.runops_owner(jsonb)', 'public.runops_held_until(jsonb)',
-    'public.runops_lock_owners(text[])', 'public.runops_queue_apply(public.jobs[], public.jobs[])', 'public.runops_queue_sync()',
+    'public.runops_lock_owners(text[])', 'public.runops_queue_apply(public.runops_queue_row[], public.runops_queue_row[])', 'public.runops_queue_sync()',
     'public.runops_queue_truncate()', 'public.runops_recount(text)', 'public.runops_claim_repair()', 'public.runops_queue_repair()',
     'public.runops_claim(text, float8, integer, integer)']
   LOOP
