@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
+	"math/big"
 	"mime"
 	"net/http"
 	"net/url"
@@ -184,11 +184,17 @@ func readPriority(raw json.RawMessage, r *http.Request) (priority int, ok bool, 
 	if !isServiceRole(r) {
 		return 0, false, &Error{Status: http.StatusForbidden, Message: msgPriorityRole}
 	}
-	var f float64
-	if err := json.Unmarshal(raw, &f); err != nil || f != math.Trunc(f) || f < jobs.MinPriority || f > jobs.MaxPriority {
+	// Read exactly, as the database reads it (1e-400 is not 0, nor
+	// 99.99999999999999999 100): a float64 would round first.
+	var num json.Number
+	r2, ok := new(big.Rat), false
+	if !strings.HasPrefix(v, `"`) && json.Unmarshal(raw, &num) == nil { // json.Number takes "5" too
+		_, ok = r2.SetString(num.String())
+	}
+	if !ok || !r2.IsInt() || !r2.Num().IsInt64() || r2.Num().Int64() < jobs.MinPriority || r2.Num().Int64() > jobs.MaxPriority {
 		return 0, false, &Error{Status: http.StatusBadRequest, Message: msgPriorityValue}
 	}
-	return int(f), true, nil
+	return int(r2.Num().Int64()), true, nil
 }
 
 // checkUpload refuses what the worker could never process, leaving the object

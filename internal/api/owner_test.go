@@ -86,7 +86,7 @@ func TestOnlyTheServiceRoleSetsAPriority(t *testing.T) {
 	e.do("POST", "/api/queue-job", withPriority("-50"), signed("another project's secret, 32 characters or more")...).expect(t, 401, nil)
 	e.do("POST", "/api/queue-job", withPriority("-50"), "Authorization", "Bearer "+testServiceKey+"x").expect(t, 401, nil)
 	bad := map[string]any{"error": "priority must be a whole number from -100 (sooner) to 100 (later)"}
-	for _, p := range []string{`"high"`, `"5"`, `2.5`, `101`, `-101`, `1e3`, `[1]`, `true`} {
+	for _, p := range []string{`"high"`, `"5"`, `2.5`, `101`, `-101`, `1e3`, `[1]`, `true`, `1e-400`, `99.99999999999999999`, `1e400`} {
 		e.do("POST", "/api/queue-job", withPriority(p), service...).expect(t, 400, bad)
 	}
 	e.do("GET", "/api/job-status/"+id, "", alice...).expect(t, 200, map[string]any{"status": "uploaded"})
