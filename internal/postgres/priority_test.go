@@ -269,7 +269,8 @@ END $$`)
 // before a burst that nothing has analysed yet (a plan kept for the session
 // must not depend on the queue's size then). The plans are runops_claim's
 // own statements', as PostgreSQL runs them (auto_explain, its log sent to
-// this connection), generic plans included.
+// this connection), generic plans included; and runops_owner is inlined
+// where the claim reads it.
 func TestClaimsReadAnIndex(t *testing.T) {
 	t.Parallel()
 	pool, dsn := pgtest.Pool(t)
@@ -326,6 +327,10 @@ FROM generate_series(1, 20000) i`); err != nil {
 		}
 		if err := json.Unmarshal([]byte(doc), &plan); err != nil {
 			t.Fatalf("%v in %s", err, m)
+		}
+		// A function call of its own per job read (…_owner_inline.sql).
+		if strings.Contains(plan.Text, "meta->>'owner'") {
+			t.Errorf("runops_owner runs as a call of its own, not inlined where it is used:\n%s", plan.Text)
 		}
 		for _, bad := range plan.Plan.unboundedWork(false) {
 			t.Errorf("%s in the plan of\n%s\n%s", bad, plan.Text, doc)
