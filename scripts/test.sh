@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 . scripts/install.sh
 need '/usr/lib/postgresql/*/bin/postgres' postgresql
 need /usr/sbin/pgbouncer pgbouncer
+need pgbench postgresql-client
 need ffmpeg ffmpeg
 need ffprobe ffmpeg
 need tesseract tesseract-ocr
