@@ -195,7 +195,12 @@ func completeByHand(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, 
 	if _, err := store.Get(ctx, id); err != nil {
 		return describeMissing(id, err)
 	}
-	err = postgres.NewSOPLocker(pool).WithSOPLock(ctx, id, func(ctx context.Context) error {
+	locker := postgres.NewSOPLocker(pool)
+	err = locker.WithSOPLock(ctx, id, func(ctx context.Context) error {
+		// Recorded before it is stored: a tag is never older than the SOP.
+		if err := locker.RecordSOP(ctx, id, jobs.ETag(b), sop.Shown(doc)); err != nil {
+			return err
+		}
 		if err := objects.Upload(ctx, id.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json"); err != nil {
 			return err
 		}

@@ -133,8 +133,17 @@ func TestJobsCLI(t *testing.T) {
 		t.Fatalf("complete: %v\n%s", err, out)
 	}
 	heard(fresh, jobs.StatusCompleted)
-	if _, ok := fake.Object("videos/sops/" + fresh + ".json"); !ok || d.scalar(`SELECT status FROM jobs WHERE job_id = $1`, fresh) != "completed" {
+	stored, ok := fake.Object("videos/sops/" + fresh + ".json")
+	if !ok || d.scalar(`SELECT status FROM jobs WHERE job_id = $1`, fresh) != "completed" {
 		t.Fatal("complete did not store the SOP and mark the job")
+	}
+	// The tag the API revalidates with: that of what was stored.
+	b, err := os.ReadFile(stored.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tag := d.scalar(`SELECT sop FROM runops_stored_tags WHERE job_id = $1`, fresh); tag != jobs.ETag(b) {
+		t.Fatalf("recorded tag %v, want that of the stored SOP %s", tag, jobs.ETag(b))
 	}
 	bad := t.TempDir() + "/bad.json"
 	if err := os.WriteFile(bad, []byte(`{"meta":{"title":"T"},"public":{"nodes":[{"id":"a","type":"step","label":"A"}]}}`), 0o644); err != nil {

@@ -381,6 +381,27 @@ func TestServeRunsTheWholeFlow(t *testing.T) {
 		t.Fatalf("markdown %d:\n%s", resp.StatusCode, md)
 	}
 
+	// Revalidated as a browser does, the SOP and a screenshot the worker
+	// stored are answered 304 from the tags it recorded: storage is not read.
+	for _, path := range []string{"/api/sop/" + id, "/api/sop/" + id + "/frames/refund"} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		tag, reads := resp.Header.Get("ETag"), fake.Calls(supabasetest.OpDownload)
+		req, _ := http.NewRequest("GET", base+path, nil)
+		req.Header.Set("If-None-Match", tag)
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if tag == "" || resp.StatusCode != 304 || fake.Calls(supabasetest.OpDownload) != reads {
+			t.Fatalf("%s revalidated with %q: %d, %d downloads", path, tag, resp.StatusCode, fake.Calls(supabasetest.OpDownload)-reads)
+		}
+	}
+
 	// A job whose upload is gone fails; then every metric has moved.
 	lost := uuid.NewString()
 	d.exec(`INSERT INTO jobs (job_id) VALUES ($1)`, lost)

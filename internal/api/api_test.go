@@ -529,6 +529,8 @@ type panickyStore struct{ api.JobStore }
 
 func (panickyStore) Get(context.Context, jobs.ID) (jobs.Job, error) { panic("boom") }
 
+func (panickyStore) Summary(context.Context, jobs.ID, string) (jobs.Summary, error) { panic("boom") }
+
 func TestPanicBecomesJSON500(t *testing.T) {
 	t.Parallel()
 	e := setup(t)

@@ -38,8 +38,12 @@ func (s *server) getFrame(w http.ResponseWriter, r *http.Request) error {
 	if !jobs.SafeNodeID(node) {
 		return &Error{Status: http.StatusNotFound, Message: msgFrameNotFound}
 	}
-	if _, err := s.sopJob(r, id); err != nil {
+	j, err := s.sopJob(r, id, node)
+	if err != nil {
 		return err
+	}
+	if j.FrameTag != "" && notModified(w, r, j.FrameTag) {
+		return nil // the tag recorded when it was stored: no storage read
 	}
 	_, doc, _, err := s.loadSOP(r.Context(), id)
 	if err != nil {
@@ -48,7 +52,7 @@ func (s *server) getFrame(w http.ResponseWriter, r *http.Request) error {
 	if !hasScreenshot(doc, node, id.FramePath(node)) {
 		return &Error{Status: http.StatusNotFound, Message: msgFrameNotFound}
 	}
-	body, size, err := s.o.Objects.Download(r.Context(), id.FramePath(node))
+	body, _, err := s.o.Objects.Download(r.Context(), id.FramePath(node))
 	switch {
 	case errors.Is(err, jobs.ErrObjectMissing):
 		return &Error{Status: http.StatusNotFound, Message: msgFrameNotFound}
@@ -56,15 +60,24 @@ func (s *server) getFrame(w http.ResponseWriter, r *http.Request) error {
 		return fromBackend("File storage", err, "Failed to read the screenshot")
 	}
 	defer body.Close()
+	// Read whole (a few hundred KB) to be served with the tag of exactly
+	// what is sent.
+	data, err := io.ReadAll(io.LimitReader(body, maxFrameBytes))
+	if err != nil {
+		return fromBackend("File storage", errors.Join(jobs.ErrUnavailable, err), "Failed to read the screenshot")
+	}
+	tag := jobs.ETag(data)
+	if notModified(w, r, tag) {
+		return nil
+	}
 	h := w.Header()
 	h.Set("Content-Type", "image/jpeg")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Disposition", `inline; filename="`+node+`.jpg"`)
-	if size > 0 && size <= maxFrameBytes {
-		h.Set("Content-Length", strconv.FormatInt(size, 10))
-	}
+	h.Set("Content-Length", strconv.Itoa(len(data)))
+	h.Set("ETag", tag)
 	w.WriteHeader(http.StatusOK)
-	if _, err := io.Copy(w, io.LimitReader(body, maxFrameBytes)); err != nil {
+	if _, err := w.Write(data); err != nil {
 		s.log.WarnContext(r.Context(), "screenshot cut off", "job_id", id, "node", node, "error", err)
 	}
 	return nil

@@ -242,38 +242,32 @@ type jobStatus struct {
 	Progress    *float64   `json:"progress"`
 }
 
-// GET /api/job-status/{jobId}: the row, or "uploaded" when only the upload exists.
+// GET /api/job-status/{jobId}: the row, or "uploaded" when only the upload
+// exists; one statement reads the row's answer and its owner.
 func (s *server) jobStatus(w http.ResponseWriter, r *http.Request) error {
 	id, err := jobs.ParseID(chi.URLParam(r, "jobId"))
 	if err != nil {
 		return &Error{Status: http.StatusBadRequest, Message: err.Error()}
 	}
-	j, err := s.o.Jobs.Get(r.Context(), id)
-	switch {
-	case err == nil:
-		if err := checkOwner(j, r); err != nil {
-			return err
-		}
-		out := jobStatus{JobID: string(j.ID), Status: string(j.Status), CreatedAt: j.CreatedAt.UTC(),
-			UpdatedAt: j.UpdatedAt.UTC(), Error: j.Error, Progress: j.Progress()}
+	j, err := s.o.Jobs.Summary(r.Context(), id, "")
+	if err != nil {
+		return fromBackend("The job database", err, "Failed to read job status")
+	}
+	if !mayAccess(j.Owner, r) {
+		return &Error{Status: http.StatusNotFound, Message: msgJobNotFound}
+	}
+	if j.Found {
+		out := jobStatus{JobID: string(id), Status: string(j.Status), CreatedAt: j.CreatedAt.UTC(),
+			UpdatedAt: j.UpdatedAt.UTC(), Error: j.Error, Progress: j.Progress}
 		if j.CompletedAt != nil {
 			t := j.CompletedAt.UTC()
 			out.CompletedAt = &t
 		}
-		if st := j.Stage(); st != "" {
-			out.Stage = &st
+		if j.Stage != "" {
+			out.Stage = &j.Stage
 		}
 		writeJSON(w, http.StatusOK, out)
 		return nil
-	case !errors.Is(err, jobs.ErrNotFound):
-		return fromBackend("The job database", err, "Failed to read job status")
-	}
-	owner, err := s.o.Jobs.UploadOwner(r.Context(), id)
-	if err != nil {
-		return fromBackend("The job database", err, "Failed to read job status")
-	}
-	if !mayAccess(owner, r) {
-		return &Error{Status: http.StatusNotFound, Message: msgJobNotFound}
 	}
 	_, err = s.o.Objects.Stat(r.Context(), id.RawPath())
 	switch {

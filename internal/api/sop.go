@@ -3,8 +3,6 @@ package api
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +24,10 @@ import (
 // processes; the worker's write of the SOP takes the same lock.
 type SOPLocker interface {
 	WithSOPLock(ctx context.Context, id jobs.ID, fn func(context.Context) error) error
+	// RecordSOP records, under the lock and before the SOP is stored, the
+	// ETag it will be served with; of the screenshots' recorded tags, those
+	// of the steps shown stay.
+	RecordSOP(ctx context.Context, id jobs.ID, tag string, shown []string) error
 }
 
 const (
@@ -49,15 +51,12 @@ func (s *server) loadSOP(ctx context.Context, id jobs.ID) (sopResponse, *sop.Doc
 	if err != nil {
 		return sopResponse{}, nil, "", err
 	}
-	doc, err := sop.Load(raw, string(id))
-	if err == nil {
-		raw, err = sop.Marshal(doc)
-	}
+	raw, doc, err := sop.Served(raw, string(id))
 	if err != nil {
 		s.o.Logger.Error("stored SOP is not one the viewer renders", "job_id", id, "error", err)
 		return sopResponse{}, nil, "", &Error{Status: http.StatusConflict, Message: msgSOPDamaged + err.Error()}
 	}
-	return sopResponse{JobID: string(id), Data: raw, CreatedAt: info.Created.UTC(), UpdatedAt: info.Updated.UTC()}, doc, etag(raw), nil
+	return sopResponse{JobID: string(id), Data: raw, CreatedAt: info.Created.UTC(), UpdatedAt: info.Updated.UTC()}, doc, jobs.ETag(raw), nil
 }
 
 // readSOP reads the stored bytes and their object info.
@@ -81,11 +80,6 @@ func (s *server) readSOP(ctx context.Context, id jobs.ID) ([]byte, jobs.ObjectIn
 	return nil, info, fromBackend("File storage", err, "Failed to read the SOP")
 }
 
-func etag(b []byte) string {
-	sum := sha256.Sum256(b)
-	return `"` + hex.EncodeToString(sum[:16]) + `"`
-}
-
 func writeSOP(w http.ResponseWriter, resp sopResponse, tag string) {
 	w.Header().Set("ETag", tag)
 	writeJSON(w, http.StatusOK, resp)
@@ -101,14 +95,23 @@ func (s *server) getSOP(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.sopJob(r, id); err != nil {
+	j, err := s.sopJob(r, id, "")
+	if err != nil {
 		return err
+	}
+	w.Header().Set("Vary", "Accept")
+	// A revalidation of what was served: the tag recorded when the SOP was
+	// stored answers it, without reading storage.
+	if format == "json" && j.SOPTag != "" && notModified(w, r, j.SOPTag) {
+		return nil
 	}
 	resp, doc, tag, err := s.loadSOP(r.Context(), id)
 	if err != nil {
 		return err
 	}
-	w.Header().Set("Vary", "Accept")
+	if format == "json" && notModified(w, r, tag) {
+		return nil
+	}
 	if format == "md" {
 		return s.writeMarkdown(w, r, id, doc)
 	}
@@ -116,29 +119,32 @@ func (s *server) getSOP(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// sopJob reads the job of an SOP (nil when it has no row: an SOP put there
-// by hand, or a row deleted since) and hides the SOP of a job someone else
-// owns. Without a row the owner is the one its upload was issued to: deleting
-// the row makes nothing public.
-func (s *server) sopJob(r *http.Request, id jobs.ID) (*jobs.Job, error) {
-	j, err := s.o.Jobs.Get(r.Context(), id)
-	switch {
-	case errors.Is(err, jobs.ErrNotFound):
-		owner, err := s.o.Jobs.UploadOwner(r.Context(), id)
-		if err != nil {
-			return nil, fromBackend("The job database", err, "Failed to read the SOP")
-		}
-		if !mayAccess(owner, r) {
-			return nil, &Error{Status: http.StatusNotFound, Message: msgSOPNotFound}
-		}
-		return nil, nil
-	case err != nil:
-		return nil, fromBackend("The job database", err, "Failed to read the SOP")
+// sopJob reads the job of an SOP (Found false when it has no row: an SOP
+// put there by hand, or a row deleted since), with the tags recorded for its
+// SOP and step node's screenshot, and hides the SOP of a job someone else
+// owns. Without a row the owner is the one its upload was issued to:
+// deleting the row makes nothing public.
+func (s *server) sopJob(r *http.Request, id jobs.ID, node string) (jobs.Summary, error) {
+	j, err := s.o.Jobs.Summary(r.Context(), id, node)
+	if err != nil {
+		return jobs.Summary{}, fromBackend("The job database", err, "Failed to read the SOP")
 	}
-	if checkOwner(j, r) != nil {
-		return nil, &Error{Status: http.StatusNotFound, Message: msgSOPNotFound}
+	if !mayAccess(j.Owner, r) {
+		return jobs.Summary{}, &Error{Status: http.StatusNotFound, Message: msgSOPNotFound}
 	}
-	return &j, nil
+	return j, nil
+}
+
+// notModified answers 304 when the request's If-None-Match names tag (or
+// is *), with the headers a 200 would have had that say what it is.
+func notModified(w http.ResponseWriter, r *http.Request, tag string) bool {
+	h := r.Header.Get("If-None-Match")
+	if h == "" || (strings.TrimSpace(h) != "*" && !slices.Contains(splitTags(h), tag)) {
+		return false
+	}
+	w.Header().Set("ETag", tag)
+	w.WriteHeader(http.StatusNotModified)
+	return true
 }
 
 type sopPatch struct {
@@ -202,11 +208,11 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 	if err := patch.check(); err != nil {
 		return err
 	}
-	j, err := s.sopJob(r, id)
+	j, err := s.sopJob(r, id, "")
 	if err != nil {
 		return err
 	}
-	if j != nil && (j.Status == jobs.StatusQueued || j.Status == jobs.StatusProcessing) {
+	if j.Found && (j.Status == jobs.StatusQueued || j.Status == jobs.StatusProcessing) {
 		return &Error{Status: http.StatusConflict, Message: msgSOPBusy}
 	}
 
@@ -247,11 +253,15 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 			return &Error{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf(
 				"This change would make the SOP larger than %d MiB, more than can be read back, so it was not saved.", sop.MaxDocumentBytes>>20)}
 		}
+		after := screenshots(doc)
+		// Recorded before it is stored: a tag is never older than the SOP.
+		if err := s.o.SOPs.RecordSOP(ctx, id, jobs.ETag(b), sop.Shown(doc)); err != nil {
+			return err
+		}
 		if err := s.o.Objects.Upload(ctx, id.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json"); err != nil {
 			return fromBackend("File storage", err, "Failed to save the SOP")
 		}
-		out, outTag = sopResponse{JobID: string(id), Data: b, CreatedAt: cur.CreatedAt, UpdatedAt: time.Now().UTC()}, etag(b)
-		after := screenshots(doc)
+		out, outTag = sopResponse{JobID: string(id), Data: b, CreatedAt: cur.CreatedAt, UpdatedAt: time.Now().UTC()}, jobs.ETag(b)
 		for _, path := range before {
 			if !slices.Contains(after, path) {
 				dropped = append(dropped, path)

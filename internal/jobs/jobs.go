@@ -4,6 +4,8 @@
 package jobs
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -160,6 +162,25 @@ func (j Job) Progress() *float64 {
 	return nil
 }
 
+// Summary is what the API answers with of a job, read in one statement
+// without the rest of its metadata: the row's columns, the few metadata keys
+// job-status shows, its owner, and the entity tags recorded when its SOP and
+// screenshots were stored (public.runops_stored_tags). Found is false when
+// the job has no row; Owner is then the one its upload was issued to.
+type Summary struct {
+	Found       bool
+	Status      Status
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	CompletedAt *time.Time
+	Error       *string
+	Stage       string   // metadata.stage when a string, as Job.Stage
+	Progress    *float64 // metadata.progress when a number, as Job.Progress
+	Owner       string   // metadata.owner when a string, as Job.Owner
+	SOPTag      string   // the served SOP's ETag, "" when none is recorded
+	FrameTag    string   // the asked-for step screenshot's ETag, "" when none is recorded
+}
+
 // Priorities: metadata.priority, lower runs sooner (docs/lifecycle.md).
 const (
 	MinPriority = -100
@@ -244,4 +265,11 @@ func MergeMetadata(a, b map[string]any) map[string]any {
 		out[k] = v
 	}
 	return out
+}
+
+// ETag is the entity tag the API serves bytes with (an SOP as served, a
+// step's screenshot): a strong, quoted digest of them.
+func ETag(b []byte) string {
+	sum := sha256.Sum256(b)
+	return `"` + hex.EncodeToString(sum[:16]) + `"`
 }

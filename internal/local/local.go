@@ -114,6 +114,12 @@ func (alone) WithSOPLease(ctx context.Context, _ jobs.ID, _ string, fn func(cont
 	return fn(ctx)
 }
 
+// RecordFrames has no API to serve them: nothing to record.
+func (alone) RecordFrames(context.Context, jobs.ID, map[string]string) error { return nil }
+
+// RecordSOP has no API to serve it: nothing to record.
+func (alone) RecordSOP(context.Context, jobs.ID, string, []string) error { return nil }
+
 // Display shows a run's stages and progress (a progress bar, or log lines).
 type Display interface {
 	Stage(name string)

@@ -349,6 +349,10 @@ func (benchLock) WithSOPLease(ctx context.Context, _ jobs.ID, _ string, fn func(
 	return fn(ctx)
 }
 
+func (benchLock) RecordFrames(context.Context, jobs.ID, map[string]string) error { return nil }
+
+func (benchLock) RecordSOP(context.Context, jobs.ID, string, []string) error { return nil }
+
 // BenchmarkRedaction times the redacting stage — OCR of every screenshot,
 // the fills, the text pass — against the transcoding stage of the same
 // pipeline run, on a 1080p recording of a settings page dense with small UI

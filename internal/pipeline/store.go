@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 
+	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/queue"
 	"github.com/runops/runops/internal/sop"
 	"golang.org/x/sync/errgroup"
@@ -29,6 +30,10 @@ func (p *Pipeline) writeSOP(ctx context.Context, job queue.Job, r queue.Reporter
 	// through the waits between tries.
 	err = p.retry(ctx, viaStorage, func() error {
 		return p.fence.WithSOPLease(ctx, job.ID, job.Token, func(ctx context.Context) error {
+			// Recorded before it is stored: a tag is never older than the SOP.
+			if err := p.fence.RecordSOP(ctx, job.ID, jobs.ETag(b), sop.Shown(doc)); err != nil {
+				return err
+			}
 			if err := p.objects.Upload(ctx, job.ID.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json"); err != nil {
 				return err
 			}
@@ -77,6 +82,9 @@ func (p *Pipeline) uploadShots(ctx context.Context, job queue.Job, r queue.Repor
 	for batch := range slices.Chunk(pending, uploadsPerHold) {
 		err := p.retry(ctx, viaStorage, func() error {
 			return p.fence.WithSOPLease(ctx, job.ID, job.Token, func(ctx context.Context) error {
+				if err := p.recordShots(ctx, job, batch); err != nil {
+					return err
+				}
 				g, ctx := errgroup.WithContext(ctx)
 				g.SetLimit(uploadsAtOnce)
 				for _, ps := range batch {
@@ -95,6 +103,19 @@ func (p *Pipeline) uploadShots(ctx context.Context, job queue.Job, r queue.Repor
 		_ = r.Progress(ctx, float64(stored)/float64(len(pending)))
 	}
 	return stored, nil
+}
+
+// recordShots records the tags of the screenshots about to be stored.
+func (p *Pipeline) recordShots(ctx context.Context, job queue.Job, batch []pendingShot) error {
+	tags := make(map[string]string, len(batch))
+	for _, ps := range batch {
+		b, err := os.ReadFile(ps.file)
+		if err != nil {
+			return err
+		}
+		tags[ps.node.ID] = jobs.ETag(b)
+	}
+	return p.fence.RecordFrames(ctx, job.ID, tags)
 }
 
 // uploadFile stores the local file at path (upsert, with its length).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -41,6 +42,49 @@ func (s *JobStore) Get(ctx context.Context, id jobs.ID) (jobs.Job, error) {
 		return jobs.Job{}, jobs.ErrNotFound
 	}
 	return j, wrap("get job", err)
+}
+
+// summarize reads a jobs.Summary: $1 the job, $2 the step whose screenshot's
+// tag is asked for ("" for none). Of metadata only the keys answered are
+// read, each of the type Job's accessors take (a person may have written
+// anything there); the upload's owner only when the job has no row.
+const summarize = `SELECT j.job_id IS NOT NULL, coalesce(j.status, ''), j.created_at, j.updated_at, j.completed_at, j.error,
+  CASE WHEN jsonb_typeof(j.metadata->'stage') = 'string' THEN j.metadata->>'stage' ELSE '' END,
+  CASE WHEN jsonb_typeof(j.metadata->'progress') = 'number' THEN j.metadata->>'progress' END,
+  CASE WHEN j.job_id IS NULL THEN coalesce((SELECT u.owner FROM public.runops_uploads u WHERE u.job_id = k.id), '')
+       WHEN jsonb_typeof(j.metadata->'owner') = 'string' THEN j.metadata->>'owner' ELSE '' END,
+  coalesce(t.sop, ''),
+  CASE WHEN jsonb_typeof(t.frames->$2) = 'string' THEN t.frames->>$2 ELSE '' END
+FROM (SELECT $1::uuid AS id) k
+LEFT JOIN public.jobs j ON j.job_id = k.id
+LEFT JOIN public.runops_stored_tags t ON t.job_id = k.id`
+
+// Summary reads what the API answers with of job id, and the recorded tag
+// of its step node's screenshot (node "": none), in one statement.
+func (s *JobStore) Summary(ctx context.Context, id jobs.ID, node string) (jobs.Summary, error) {
+	var (
+		sum              jobs.Summary
+		status           string
+		created, updated *time.Time // NULL without a row
+		progress         *string
+	)
+	err := s.pool.QueryRow(ctx, summarize, string(id), node).Scan(&sum.Found, &status, &created, &updated,
+		&sum.CompletedAt, &sum.Error, &sum.Stage, &progress, &sum.Owner, &sum.SOPTag, &sum.FrameTag)
+	if err != nil {
+		return jobs.Summary{}, wrap("read job", err)
+	}
+	sum.Status = jobs.Status(status)
+	if created != nil && updated != nil {
+		sum.CreatedAt, sum.UpdatedAt = *created, *updated
+	}
+	if progress != nil {
+		// As encoding/json reads it for Job.Progress; a number out of
+		// float64's range is left out rather than failing the answer.
+		if f, err := strconv.ParseFloat(*progress, 64); err == nil {
+			sum.Progress = &f
+		}
+	}
+	return sum, nil
 }
 
 // Enqueue inserts a queued job unless one with this id exists. It returns the

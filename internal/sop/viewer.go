@@ -237,3 +237,26 @@ func Load(data []byte, jobID string) (*Document, error) {
 	}
 	return d, nil
 }
+
+// Served is the document GET /api/sop serves for stored bytes: loaded
+// (Load) and written again (Marshal). Its entity tag is what every writer
+// of an SOP records (jobs.ETag of these bytes).
+func Served(stored []byte, jobID string) ([]byte, *Document, error) {
+	d, err := Load(stored, jobID)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := Marshal(d)
+	return b, d, err
+}
+
+// Shown lists the nodes whose screenshot the document names.
+func Shown(d *Document) []string {
+	var out []string
+	for _, n := range d.Public.Nodes {
+		if n.Screenshot != "" {
+			out = append(out, n.ID)
+		}
+	}
+	return out
+}
