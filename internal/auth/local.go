@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/MicahParks/keyfunc/v3"
@@ -17,15 +19,40 @@ import (
 // fetched and refreshed in the background). A token must carry a valid
 // signature, an expiry in the future, the audience "authenticated" and a
 // subject, which is the user; the issuer is not checked.
+//
+// A token is parsed and its signature checked once: what it proved is kept
+// (by the token, at most maxChecked of them) until it expires, so a viewer
+// polling with one token every few seconds costs a map lookup. A token that
+// failed is not kept: nothing a caller sends can fill the cache but valid
+// tokens.
 type Local struct {
 	secret []byte
 	jwks   keyfunc.Keyfunc
+	now    func() time.Time
+
+	mu      sync.Mutex
+	checked map[string]proven
 }
+
+// proven is what a valid token showed, until when it holds.
+type proven struct {
+	user    string // "" unless a user's token (audience, subject, expiry)
+	service bool   // role service_role
+	until   time.Time
+}
+
+const (
+	// maxChecked bounds the tokens kept: a few thousand signed-in viewers.
+	maxChecked = 4096
+	// serviceTokenKept is how long a service-role token with no expiry
+	// is kept.
+	serviceTokenKept = time.Minute
+)
 
 // NewLocal returns a verifier with the secret, the JWKS at jwksURL, or both
 // ("" for neither is an error). The JWKS is refreshed until ctx ends.
 func NewLocal(ctx context.Context, secret, jwksURL string) (*Local, error) {
-	l := &Local{secret: []byte(secret)}
+	l := &Local{secret: []byte(secret), now: time.Now, checked: map[string]proven{}}
 	if jwksURL != "" {
 		k, err := keyfunc.NewDefaultCtx(ctx, []string{jwksURL})
 		if err != nil {
@@ -56,27 +83,63 @@ func (l *Local) key(t *jwt.Token) (any, error) {
 
 // Verify returns the token's user id or jobs.ErrInvalidToken.
 func (l *Local) Verify(_ context.Context, token string) (userID string, err error) {
-	claims := jwt.MapClaims{}
-	_, err = jwt.ParseWithClaims(token, claims, l.key,
-		jwt.WithValidMethods([]string{"HS256", "RS256", "ES256", "EdDSA"}),
-		jwt.WithAudience("authenticated"), jwt.WithExpirationRequired(), jwt.WithLeeway(5*time.Second))
+	p, err := l.check(token)
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", jobs.ErrInvalidToken, err)
 	}
-	sub, _ := claims.GetSubject()
-	if sub == "" {
-		return "", fmt.Errorf("%w: no subject", jobs.ErrInvalidToken)
+	if p.user == "" {
+		return "", fmt.Errorf("%w: not a user's session (audience, subject and expiry)", jobs.ErrInvalidToken)
 	}
-	return sub, nil
+	return p.user, nil
 }
 
 // ServiceRole tells whether token is signed by the project and carries the
 // role service_role (a service-role key that is a JWT): no audience or
 // subject is asked of it, and an expiry only if it has one.
 func (l *Local) ServiceRole(token string) bool {
+	p, err := l.check(token)
+	return err == nil && p.service
+}
+
+// leeway is the clock skew allowed with the auth server.
+const leeway = 5 * time.Second
+
+// check returns what token proves: kept from an earlier check until it
+// expires, or parsed and verified now.
+func (l *Local) check(token string) (proven, error) {
+	now := l.now()
+	l.mu.Lock()
+	p, ok := l.checked[token]
+	l.mu.Unlock()
+	if ok && now.Before(p.until) {
+		return p, nil
+	}
 	claims := jwt.MapClaims{}
 	_, err := jwt.ParseWithClaims(token, claims, l.key,
-		jwt.WithValidMethods([]string{"HS256", "RS256", "ES256", "EdDSA"}), jwt.WithLeeway(5*time.Second))
+		jwt.WithValidMethods([]string{"HS256", "RS256", "ES256", "EdDSA"}), jwt.WithLeeway(leeway),
+		jwt.WithTimeFunc(func() time.Time { return now }))
+	if err != nil {
+		return proven{}, err
+	}
 	role, _ := claims["role"].(string)
-	return err == nil && role == "service_role"
+	p = proven{service: role == "service_role", until: now.Add(serviceTokenKept)}
+	exp, _ := claims.GetExpirationTime()
+	if exp != nil {
+		p.until = exp.Add(leeway)
+	}
+	aud, _ := claims.GetAudience()
+	if sub, _ := claims.GetSubject(); sub != "" && exp != nil && slices.Contains(aud, "authenticated") {
+		p.user = sub
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.checked) >= maxChecked {
+		for k, old := range l.checked {
+			if !now.Before(old.until) || len(l.checked) >= maxChecked {
+				delete(l.checked, k)
+			}
+		}
+	}
+	l.checked[token] = p
+	return p, nil
 }

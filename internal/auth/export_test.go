@@ -1,0 +1,13 @@
+package auth
+
+import "time"
+
+// SetClock makes l read the time from now.
+func (l *Local) SetClock(now func() time.Time) { l.now = now }
+
+// Kept is how many tokens l keeps.
+func (l *Local) Kept() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.checked)
+}
