@@ -32,6 +32,7 @@ import (
 	"github.com/runops/runops/internal/gemini"
 	"github.com/runops/runops/internal/httpserver"
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/logsink"
 	"github.com/runops/runops/internal/metrics"
 	"github.com/runops/runops/internal/ocr"
 	"github.com/runops/runops/internal/pipeline"
@@ -66,7 +67,8 @@ func main() { os.Exit(cli(os.Args[1:], pipelineHandler)) }
 // cli runs the command in args with the environment's configuration, a
 // worker's jobs handled by what newHandler builds, and returns the exit code.
 func cli(args []string, newHandler newHandler) int {
-	log := newLogger(os.Getenv("RUNOPS_LOG_FORMAT"), os.Stderr)
+	log, flush := newLogger(os.Getenv("RUNOPS_LOG_FORMAT"), os.Stderr)
+	defer flush()
 	if len(args) < 1 {
 		fmt.Fprint(os.Stderr, usage)
 		return 2
@@ -100,9 +102,18 @@ type env struct {
 }
 
 // newLogger writes JSON lines, or text when stderr is a terminal;
-// RUNOPS_LOG_FORMAT (json or text) decides instead when set.
-func newLogger(format string, w *os.File) *slog.Logger {
-	text := term.IsTerminal(int(w.Fd()))
+// RUNOPS_LOG_FORMAT (json or text) decides instead when set. Unless f is a
+// terminal (where a person watches, with a progress bar between the lines)
+// lines are written by a logsink, which flush empties: a request's line
+// costs its caller a copy, not a write (docs/operations.md, "Logs").
+func newLogger(format string, f *os.File) (log *slog.Logger, flush func()) {
+	text := term.IsTerminal(int(f.Fd()))
+	var w io.Writer = f
+	flush = func() {}
+	if !text {
+		sink := logsink.New(f)
+		w, flush = sink, func() { _ = sink.Close() }
+	}
 	switch strings.ToLower(format) {
 	case "json":
 		text = false
@@ -113,7 +124,7 @@ func newLogger(format string, w *os.File) *slog.Logger {
 	if text {
 		h = slog.NewTextHandler(w, nil)
 	}
-	return slog.New(queue.JobLogs(h)) // every line about a job names it and its attempt
+	return slog.New(queue.JobLogs(h)), flush // every line about a job names it and its attempt
 }
 
 type usageError string
