@@ -111,7 +111,7 @@ func ParseSecrets(s string) ([][]byte, error) {
 	for i, v := range values {
 		which := "it"
 		if len(values) > 1 {
-			which = fmt.Sprintf("its value number %d", i+1)
+			which = fmt.Sprintf("value %d of %d", i+1, len(values))
 		}
 		b64, ok := strings.CutPrefix(v, secretPrefix)
 		if !ok {
