@@ -34,17 +34,13 @@ func TestThroughATransactionPooler(t *testing.T) {
 	ai.Answer(geminitest.JSON(geminitest.SampleSOP))
 	ai.Answer(geminitest.JSON(geminitest.SampleSOP))
 	var hooks atomic.Int64
-	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost && r.Header.Get("Runops-Signature") != "" {
-			hooks.Add(1)
-		}
-	}))
+	receiver := httptest.NewServer(verifyingWebhook(t, func(string, map[string]any) { hooks.Add(1) }))
 	t.Cleanup(receiver.Close)
 
 	bin := binary(t)
 	_, _, worker := startCommand(t, bin, "worker", pooler.URL, fake, "GOOGLE_GEMINI_BASE_URL="+ai.URL,
 		"RUNOPS_LISTEN_DATABASE_URL="+direct, "RUNOPS_LEASE_TTL=3s", "RUNOPS_HEARTBEAT=200ms", "RUNOPS_SWEEP=500ms",
-		"RUNOPS_RAW_RETENTION=1ms", "RUNOPS_WEBHOOK_URLS="+receiver.URL, "RUNOPS_WEBHOOK_SECRET=s3cret")
+		"RUNOPS_RAW_RETENTION=1ms", "RUNOPS_WEBHOOK_URLS="+receiver.URL, "RUNOPS_WEBHOOK_SECRET="+testWebhookSecret)
 	_, _, api := startCommand(t, bin, "api", pooler.URL+"&pgbouncer=true", fake)
 
 	call := apiCaller(t, api, func() string { return "\npgbouncer:\n" + pooler.Log() })

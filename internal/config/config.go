@@ -16,6 +16,7 @@ import (
 	"github.com/runops/runops/internal/pipeline"
 	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/queue"
+	"github.com/runops/runops/internal/webhook"
 )
 
 // Config is every setting of every process.
@@ -51,8 +52,10 @@ type Config struct {
 	Redact            bool          // RUNOPS_REDACT (on|off): sensitive values kept out of SOPs and screenshots
 	RedactPatterns    []string      // RUNOPS_REDACT_PATTERNS: an operator's own regular expressions, ;-separated
 
-	WebhookURLs   []string // RUNOPS_WEBHOOK_URLS, comma-separated: completion webhooks
-	WebhookSecret string   // RUNOPS_WEBHOOK_SECRET: signs them
+	WebhookURLs []string // RUNOPS_WEBHOOK_URLS, comma-separated: completion webhooks
+	// WebhookKeys sign them: RUNOPS_WEBHOOK_SECRET, whsec_<base64>, two
+	// or more space-separated while rotating, decoded (never logged).
+	WebhookKeys [][]byte
 
 	JWTSecret string // SUPABASE_JWT_SECRET [JWT_SECRET]: verify HS256 user tokens locally
 	JWKSURL   string // SUPABASE_JWKS_URL: verify asymmetric user tokens locally
@@ -120,7 +123,6 @@ func Load(getenv func(string) string) (Config, error) {
 		Redact:            r.onOff("RUNOPS_REDACT", true),
 
 		WebhookURLs:             list(r.first("", "RUNOPS_WEBHOOK_URLS")),
-		WebhookSecret:           r.first("", "RUNOPS_WEBHOOK_SECRET"),
 		JWTSecret:               r.first("", "SUPABASE_JWT_SECRET", "JWT_SECRET"),
 		JWKSURL:                 r.first("", "SUPABASE_JWKS_URL"),
 		GeminiAPIKey:            r.first("", "GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_API_KEY"),
@@ -168,9 +170,7 @@ func Load(getenv func(string) string) (Config, error) {
 	for _, u := range c.WebhookURLs {
 		r.url("RUNOPS_WEBHOOK_URLS", u, "http", "https")
 	}
-	if len(c.WebhookURLs) > 0 && c.WebhookSecret == "" {
-		r.fail("RUNOPS_WEBHOOK_SECRET", "is required with RUNOPS_WEBHOOK_URLS: receivers check the signature")
-	}
+	c.WebhookKeys = r.webhookKeys("RUNOPS_WEBHOOK_SECRET", len(c.WebhookURLs) > 0)
 	if c.JWKSURL != "" {
 		r.url("SUPABASE_JWKS_URL", c.JWKSURL, "http", "https")
 	}
@@ -227,6 +227,29 @@ func (r *reader) onOff(name string, def bool) bool {
 	}
 	r.fail(name, "must be on or off, not %q", v)
 	return def
+}
+
+// makeSecret is how to make a webhook secret, for the sentences of
+// RUNOPS_WEBHOOK_SECRET's errors.
+const makeSecret = "make one with `echo whsec_$(openssl rand -base64 32)` " +
+	"(whsec_ followed by the base64 of 24 to 64 random bytes; two such values, space-separated, while rotating)"
+
+// webhookKeys reads the webhook secrets (required when webhooks are sent)
+// and returns their signing keys.
+func (r *reader) webhookKeys(name string, required bool) [][]byte {
+	v := r.first("", name)
+	if v == "" {
+		if required {
+			r.fail(name, "is required with RUNOPS_WEBHOOK_URLS: receivers check the signature; %s", makeSecret)
+		}
+		return nil
+	}
+	keys, err := webhook.ParseSecrets(v)
+	if err != nil {
+		r.fail(name, "%v; %s", err, makeSecret)
+		return nil
+	}
+	return keys
 }
 
 type reader struct {

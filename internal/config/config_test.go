@@ -111,3 +111,33 @@ func TestListeners(t *testing.T) {
 		}
 	}
 }
+
+// RUNOPS_WEBHOOK_SECRET is whsec_<base64>, two space-separated while
+// rotating; any other shape refuses to start with how to make one, and
+// never repeats the value.
+func TestWebhookSecret(t *testing.T) {
+	const a, b = "whsec_Dn/4azeLajvmbbOiXpCwXowRhY8imR8mP4CDd5Z+BEA=", "whsec_QrLIp9s/4vMQrMVe758REXrj78W3Lv0V27uRT0uboMs="
+	c, err := Load(env(map[string]string{"RUNOPS_WEBHOOK_URLS": "https://hooks.example/runops", "RUNOPS_WEBHOOK_SECRET": a}))
+	if err != nil || len(c.WebhookKeys) != 1 || len(c.WebhookKeys[0]) != 32 {
+		t.Fatalf("one secret: %d keys, %v", len(c.WebhookKeys), err)
+	}
+	c, err = Load(env(map[string]string{"RUNOPS_WEBHOOK_URLS": "https://hooks.example/runops", "RUNOPS_WEBHOOK_SECRET": a + " " + b}))
+	if err != nil || len(c.WebhookKeys) != 2 || string(c.WebhookKeys[0]) == string(c.WebhookKeys[1]) {
+		t.Fatalf("rotating: %d keys, %v", len(c.WebhookKeys), err)
+	}
+	for _, secret := range []string{"s3cret-of-a-dozen-words", "whsec_c2hvcnQ=", a + " s3cret-of-a-dozen-words", ""} {
+		_, err := Load(env(map[string]string{"RUNOPS_WEBHOOK_URLS": "https://hooks.example/runops", "RUNOPS_WEBHOOK_SECRET": secret}))
+		if err == nil || !strings.Contains(err.Error(), "RUNOPS_WEBHOOK_SECRET") || !strings.Contains(err.Error(), "openssl rand -base64 32") ||
+			!strings.Contains(err.Error(), "whsec_") {
+			t.Errorf("%q: %v", secret, err)
+			continue
+		}
+		if secret != "" && strings.Contains(err.Error(), strings.Fields(secret)[len(strings.Fields(secret))-1]) {
+			t.Errorf("the error repeats the secret: %v", err)
+		}
+	}
+	// A secret of the wrong shape refuses to start even without URLs.
+	if _, err := Load(env(map[string]string{"RUNOPS_WEBHOOK_SECRET": "s3cret"})); err == nil || !strings.Contains(err.Error(), "RUNOPS_WEBHOOK_SECRET") {
+		t.Fatalf("a bad secret without URLs: %v", err)
+	}
+}

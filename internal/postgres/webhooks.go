@@ -10,7 +10,10 @@ import (
 	"github.com/runops/runops/internal/webhook"
 )
 
-// The outbox's SQL (the runops_webhooks table).
+// The outbox's SQL (the runops_webhooks table). A row's body is the event's
+// data; the deliverer wraps it with the row's type and created_at
+// (webhook.Delivery.Body), so that rows written before the Standard Webhooks
+// body still go out in it.
 const (
 	dueDeliveries = `UPDATE public.runops_webhooks w
 SET attempts = w.attempts + 1, next_at = now() + make_interval(secs => $2)
@@ -18,7 +21,7 @@ FROM (SELECT event_id, url FROM public.runops_webhooks
       WHERE delivered_at IS NULL AND given_up_at IS NULL AND next_at <= now()
       ORDER BY next_at LIMIT $1 FOR UPDATE SKIP LOCKED) due
 WHERE w.event_id = due.event_id AND w.url = due.url
-RETURNING w.event_id::text, w.url, w.body::text, w.attempts, w.created_at`
+RETURNING w.event_id::text, w.url, w.type, w.body::text, w.attempts, w.created_at`
 
 	markDelivered = `UPDATE public.runops_webhooks SET delivered_at = now(), last_error = NULL WHERE event_id = $1 AND url = $2`
 	markRetry     = `UPDATE public.runops_webhooks SET next_at = $3, last_error = $4 WHERE event_id = $1 AND url = $2`
@@ -47,9 +50,9 @@ func (w *Webhooks) Due(ctx context.Context, n int, lease time.Duration) ([]webho
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (webhook.Delivery, error) {
 		var d webhook.Delivery
-		var body string
-		err := r.Scan(&d.EventID, &d.URL, &body, &d.Attempts, &d.Created)
-		d.Body = []byte(body)
+		var data string
+		err := r.Scan(&d.EventID, &d.URL, &d.Type, &data, &d.Attempts, &d.Created)
+		d.Data = []byte(data)
 		return d, err
 	})
 	return out, wrap("due webhooks", err)

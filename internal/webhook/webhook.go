@@ -1,9 +1,11 @@
 // Package webhook delivers the completion events the worker records (an
 // outbox table written in the same transaction that finishes a job) to the
 // URLs in RUNOPS_WEBHOOK_URLS: each event at least once, under a stable id,
-// signed with RUNOPS_WEBHOOK_SECRET; retried after about a second, doubling
-// with jitter up to an hour, given up 24 hours after the event. Safe with
-// many worker processes: each delivery attempt is taken by one of them.
+// signed with RUNOPS_WEBHOOK_SECRET as Standard Webhooks
+// (https://www.standardwebhooks.com) sign them; retried after about a
+// second, doubling with jitter up to an hour, given up 24 hours after the
+// event. Safe with many worker processes: each delivery attempt is taken by
+// one of them.
 package webhook
 
 import (
@@ -12,13 +14,16 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/hex"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/runops/runops/internal/metrics"
@@ -26,11 +31,22 @@ import (
 
 // Delivery is one event to send to one URL.
 type Delivery struct {
-	EventID  string
+	EventID  string // the webhook-id: the same on every attempt, and at every URL
 	URL      string
-	Body     []byte
-	Attempts int // including this one
+	Type     string // job.completed or job.failed
+	Data     []byte // the event's fields, a JSON object: the body's "data"
+	Attempts int    // including this one
 	Created  time.Time
+}
+
+// Body is what is sent for d, the same bytes on every attempt:
+// {"type": d.Type, "timestamp": d.Created in RFC 3339, "data": d.Data}.
+func (d Delivery) Body() ([]byte, error) {
+	return json.Marshal(struct {
+		Type      string          `json:"type"`
+		Timestamp string          `json:"timestamp"`
+		Data      json.RawMessage `json:"data"`
+	}{d.Type, d.Created.UTC().Format(time.RFC3339Nano), d.Data})
 }
 
 // Store is what delivering needs of the outbox.
@@ -50,8 +66,10 @@ type Store interface {
 
 // Deliverer sends due events.
 type Deliverer struct {
-	Store  Store
-	Secret []byte
+	Store Store
+	// Keys sign every attempt, each its own webhook-signature entry: one
+	// key, or several while a secret is rotated (ParseSecrets).
+	Keys   [][]byte
 	Client *http.Client // its timeout bounds one attempt; redirects are never followed
 	Every  time.Duration
 	// Lease is how long the deliveries of one round are kept from other
@@ -74,14 +92,56 @@ const (
 	roundShare = 0.75
 )
 
-// Sign is the Runops-Signature header of body sent at t:
-// "t=<unix>, v1=<hex HMAC-SHA256(secret, "<unix>.<body>")>".
-func Sign(secret, body []byte, t time.Time) string {
-	ts := strconv.FormatInt(t.Unix(), 10)
-	mac := hmac.New(sha256.New, secret)
-	mac.Write([]byte(ts + "."))
-	mac.Write(body)
-	return "t=" + ts + ", v1=" + hex.EncodeToString(mac.Sum(nil))
+// Secret sizes, in bytes once decoded, as Standard Webhooks asks them.
+const (
+	MinSecretBytes = 24
+	MaxSecretBytes = 64
+	secretPrefix   = "whsec_"
+)
+
+// ParseSecrets reads RUNOPS_WEBHOOK_SECRET: one or more values
+// whsec_<base64 of 24 to 64 bytes>, space-separated, and returns their
+// decoded bytes (the signing keys). Its errors never repeat the value.
+func ParseSecrets(s string) ([][]byte, error) {
+	values := strings.Fields(s)
+	if len(values) == 0 {
+		return nil, errors.New("is empty")
+	}
+	keys := make([][]byte, 0, len(values))
+	for i, v := range values {
+		which := "it"
+		if len(values) > 1 {
+			which = fmt.Sprintf("value %d of %d", i+1, len(values))
+		}
+		b64, ok := strings.CutPrefix(v, secretPrefix)
+		if !ok {
+			return nil, fmt.Errorf("is not in the whsec_<base64> form: %s does not start with whsec_", which)
+		}
+		key, err := base64.StdEncoding.Strict().DecodeString(b64)
+		if err != nil {
+			return nil, fmt.Errorf("is not in the whsec_<base64> form: what follows whsec_ in %s is not standard base64", which)
+		}
+		if len(key) < MinSecretBytes || len(key) > MaxSecretBytes {
+			return nil, fmt.Errorf("is not in the whsec_<base64> form: %s decodes to %d bytes, not %d to %d", which, len(key), MinSecretBytes, MaxSecretBytes)
+		}
+		keys = append(keys, key)
+	}
+	return keys, nil
+}
+
+// Sign is the webhook-signature header of the event id with body, sent at
+// t: for each key, "v1,<base64 HMAC-SHA256(key, "<id>.<unix t>.<body>")>",
+// space-separated.
+func Sign(keys [][]byte, id string, t time.Time, body []byte) string {
+	signed := id + "." + strconv.FormatInt(t.Unix(), 10) + "."
+	sigs := make([]string, len(keys))
+	for i, key := range keys {
+		mac := hmac.New(sha256.New, key)
+		mac.Write([]byte(signed))
+		mac.Write(body)
+		sigs[i] = "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
+	}
+	return strings.Join(sigs, " ")
 }
 
 // Backoff is the wait before try n+1 after n failed tries: about a second
@@ -144,13 +204,19 @@ func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastR
 
 // send POSTs one delivery; "" on a 2xx answer, else why not.
 func (d *Deliverer) send(ctx context.Context, del Delivery, at time.Time) string {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, del.URL, bytes.NewReader(del.Body))
+	body, err := del.Body()
+	if err != nil {
+		return err.Error()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, del.URL, bytes.NewReader(body))
 	if err != nil {
 		return err.Error()
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "runops-webhook/1")
-	req.Header.Set("Runops-Signature", Sign(d.Secret, del.Body, at))
+	req.Header.Set("webhook-id", del.EventID)
+	req.Header.Set("webhook-timestamp", strconv.FormatInt(at.Unix(), 10))
+	req.Header.Set("webhook-signature", Sign(d.Keys, del.EventID, at, body))
 	client := *d.Client
 	client.CheckRedirect = noRedirects
 	resp, err := client.Do(req)

@@ -2,14 +2,13 @@ package webhook_test
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
+	"encoding/base64"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/pgtest"
@@ -27,61 +27,6 @@ import (
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
-
-const secret = "receiver-secret"
-
-// receiver is a real local endpoint that checks every signature and records
-// what it was sent; down makes it drop connections, fail the next answers 500.
-type receiver struct {
-	t    *testing.T
-	srv  *httptest.Server
-	mu   sync.Mutex
-	got  []map[string]any
-	down atomic.Bool
-	fail atomic.Int32
-}
-
-func newReceiver(t *testing.T) *receiver {
-	r := &receiver{t: t}
-	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if r.down.Load() {
-			if hj, ok := w.(http.Hijacker); ok {
-				if c, _, err := hj.Hijack(); err == nil {
-					c.Close()
-					return
-				}
-			}
-		}
-		body, _ := io.ReadAll(req.Body)
-		sig := req.Header.Get("Runops-Signature")
-		ts, v1, _ := strings.Cut(strings.TrimPrefix(sig, "t="), ", v1=")
-		mac := hmac.New(sha256.New, []byte(secret))
-		mac.Write([]byte(ts + "." + string(body)))
-		if want := hex.EncodeToString(mac.Sum(nil)); v1 != want {
-			t.Errorf("bad signature %q", sig)
-		}
-		var ev map[string]any
-		if err := json.Unmarshal(body, &ev); err != nil {
-			t.Errorf("body %s: %v", body, err)
-		}
-		r.mu.Lock()
-		r.got = append(r.got, ev)
-		r.mu.Unlock()
-		if r.fail.Add(-1) >= 0 {
-			w.WriteHeader(http.StatusInternalServerError)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	t.Cleanup(r.srv.Close)
-	return r
-}
-
-func (r *receiver) received() []map[string]any {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]map[string]any(nil), r.got...)
-}
 
 // finish runs one job to the outcome through the worker's own statements.
 func finish(t *testing.T, q *postgres.QueueStore, exec func(string, ...any), fail bool) jobs.ID {
@@ -123,8 +68,15 @@ func database(t *testing.T) (*pgxpool.Pool, func(string, ...any), func(string, .
 	return pool, exec, count
 }
 
-func deliverer(store *postgres.JobStore) *webhook.Deliverer {
-	return &webhook.Deliverer{Store: store.Webhooks(), Secret: []byte(secret), Client: &http.Client{Timeout: 5 * time.Second},
+// deliverer signs with secret, a value of RUNOPS_WEBHOOK_SECRET read as
+// the process reads it.
+func deliverer(t *testing.T, store *postgres.JobStore, secret string) *webhook.Deliverer {
+	t.Helper()
+	keys, err := webhook.ParseSecrets(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &webhook.Deliverer{Store: store.Webhooks(), Keys: keys, Client: &http.Client{Timeout: 5 * time.Second},
 		Every: time.Hour, Logger: slog.New(slog.DiscardHandler)}
 }
 
@@ -145,15 +97,15 @@ func deliverUntil(t *testing.T, d *webhook.Deliverer, what string, cond func() b
 }
 
 // Outcomes the worker records become signed events, written with the
-// outcome and delivered at least once under one id: a 500 is retried, a
-// receiver that is down while the deliverer restarts gets it afterwards; a
-// person's dashboard edit sends nothing.
+// outcome and delivered at least once under one webhook-id: a 500 is
+// retried under the same id, a receiver that is down while the deliverer
+// restarts gets it afterwards; a person's dashboard edit sends nothing.
 func TestEventsAreDeliveredAtLeastOnce(t *testing.T) {
 	pool, exec, count := database(t)
-	flaky, steady := newReceiver(t), newReceiver(t)
-	flaky.fail.Store(1)
+	flaky, steady := webhook.NewReceiver(t, webhook.SecretOld), webhook.NewReceiver(t, webhook.SecretOld)
+	flaky.Fail.Store(1)
 	store := postgres.NewJobStore(pool)
-	q := postgres.NewQueueStore(pool).SendEvents([]string{flaky.srv.URL, steady.srv.URL})
+	q := postgres.NewQueueStore(pool).SendEvents([]string{flaky.URL, steady.URL})
 
 	done := finish(t, q, exec, false)
 	failed := finish(t, q, exec, true)
@@ -168,59 +120,217 @@ func TestEventsAreDeliveredAtLeastOnce(t *testing.T) {
 		t.Fatal("a dashboard edit sent an event")
 	}
 
-	d := deliverer(store)
+	d := deliverer(t, store, webhook.SecretOld)
 	deliverUntil(t, d, "every event delivered", func() bool {
 		return count(`SELECT count(*) FROM runops_webhooks WHERE delivered_at IS NOT NULL`) == 4
 	})
-	got := flaky.received()
+	got := flaky.Verified()
 	if len(got) != 3 { // the 500, its retry, the other event
 		t.Fatalf("flaky receiver got %d requests", len(got))
 	}
-	ids := map[any]int{}
-	for _, ev := range got {
-		ids[ev["id"]]++
+	// The retry of the refused attempt carries its id and body; the other
+	// event has another id; each is the event's id in the outbox and in
+	// its data.
+	byID := map[string][]webhook.Received{}
+	for _, r := range got {
+		byID[r.ID] = append(byID[r.ID], r)
+		if r.Data()["id"] != r.ID {
+			t.Errorf("webhook-id %s, data.id %v", r.ID, r.Data()["id"])
+		}
+		if n := count(`SELECT count(*) FROM runops_webhooks WHERE event_id::text = $1 AND url = $2`, r.ID, flaky.URL); n != 1 {
+			t.Errorf("webhook-id %q is not an event of the outbox", r.ID)
+		}
 	}
-	if len(ids) != 2 {
-		t.Fatalf("event ids %v: a retry must carry the same id", ids)
+	if retried := byID[got[0].ID]; len(byID) != 2 || len(retried) != 2 || string(retried[0].Body) != string(retried[1].Body) {
+		t.Fatalf("webhook-ids %q, %q, %q: the retry must carry its event's id and body, another event another id", got[0].ID, got[1].ID, got[2].ID)
 	}
-	for _, ev := range steady.received() {
-		switch ev["job_id"] {
+	steadyGot := steady.Verified()
+	if len(steadyGot) != 2 {
+		t.Fatalf("steady receiver got %d requests", len(steadyGot))
+	}
+	for _, r := range steadyGot {
+		if byID[r.ID] == nil {
+			t.Errorf("event %s has another id at another URL", r.ID)
+		}
+		ev, data := r.Event, r.Data()
+		if ts, _ := time.Parse(time.RFC3339, ev["timestamp"].(string)); time.Since(ts) > time.Hour || time.Until(ts) > time.Minute {
+			t.Errorf("event timestamp %v is not the event's time", ev["timestamp"])
+		}
+		switch data["job_id"] {
 		case string(done):
-			if ev["type"] != "job.completed" || ev["status"] != "completed" || ev["sop_path"] != "sops/"+string(done)+".json" || ev["completed_at"] == nil {
-				t.Errorf("completed event %v", ev)
+			if ev["type"] != "job.completed" || data["type"] != "job.completed" || data["status"] != "completed" ||
+				data["sop_path"] != "sops/"+string(done)+".json" || data["completed_at"] == nil {
+				t.Errorf("completed event %s", r.Body)
 			}
 		case string(failed):
-			if ev["type"] != "job.failed" || ev["error"] != "The video is damaged." || ev["sop_path"] != nil {
-				t.Errorf("failed event %v", ev)
+			if ev["type"] != "job.failed" || data["type"] != "job.failed" || data["error"] != "The video is damaged." || data["sop_path"] != nil {
+				t.Errorf("failed event %s", r.Body)
 			}
 		default:
-			t.Errorf("event %v", ev)
+			t.Errorf("event %s", r.Body)
 		}
-		if timings, _ := ev["timings"].(map[string]any); timings["probing_ms"] != float64(5) {
-			t.Errorf("timings %v", ev["timings"])
+		if timings, _ := data["timings"].(map[string]any); timings["probing_ms"] != float64(5) {
+			t.Errorf("timings %v", data["timings"])
 		}
 	}
 
 	// The receiver is down while the deliverer "restarts": the event waits.
-	steady.down.Store(true)
+	steady.Down.Store(true)
 	later := finish(t, q, exec, false)
 	deliverUntil(t, d, "a failed attempt", func() bool {
-		return count(`SELECT count(*) FROM runops_webhooks WHERE job_id = $1 AND url = $2 AND attempts > 0 AND last_error IS NOT NULL`, string(later), steady.srv.URL) == 1
+		return count(`SELECT count(*) FROM runops_webhooks WHERE job_id = $1 AND url = $2 AND attempts > 0 AND last_error IS NOT NULL`, string(later), steady.URL) == 1
 	})
-	steady.down.Store(false)
-	restarted := deliverer(store)
+	steady.Down.Store(false)
+	restarted := deliverer(t, store, webhook.SecretOld)
 	deliverUntil(t, restarted, "the event delivered after the restart", func() bool {
 		return count(`SELECT count(*) FROM runops_webhooks WHERE job_id = $1 AND delivered_at IS NOT NULL`, string(later)) == 2
 	})
+	all := steady.Verified()
+	if last := all[len(all)-1]; last.Data()["job_id"] != string(later) || last.ID != all[len(all)-2].ID {
+		t.Fatalf("after the restart: event %s under id %s; the dropped attempt had id %s", last.Body, last.ID, all[len(all)-2].ID)
+	}
+}
+
+// While a secret is rotated (RUNOPS_WEBHOOK_SECRET holds the old and the
+// new), every delivery verifies with either; once the old one is removed,
+// a receiver still holding it refuses what comes.
+func TestRotationSignsWithBothSecrets(t *testing.T) {
+	pool, exec, count := database(t)
+	old, updated := webhook.NewReceiver(t, webhook.SecretOld), webhook.NewReceiver(t, webhook.SecretNew)
+	store := postgres.NewJobStore(pool)
+	q := postgres.NewQueueStore(pool).SendEvents([]string{old.URL, updated.URL})
+	finish(t, q, exec, false)
+	if _, err := deliverer(t, store, webhook.SecretOld+" "+webhook.SecretNew).Once(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(`SELECT count(*) FROM runops_webhooks WHERE delivered_at IS NOT NULL`); n != 2 {
+		t.Fatalf("%d of 2 deliveries accepted while rotating", n)
+	}
+	for _, r := range []*webhook.Receiver{old, updated} {
+		got := r.Verified()
+		if len(got) != 1 || len(strings.Fields(got[0].Signature)) != 2 {
+			t.Fatalf("got %+v; want one delivery with two signatures", got)
+		}
+	}
+
+	// The rotation is over: the old secret signs nothing any more.
+	old.ExpectRefusals()
+	finish(t, q, exec, false)
+	if _, err := deliverer(t, store, webhook.SecretNew).Once(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := updated.Verified(); len(got) != 2 {
+		t.Fatalf("the new secret's receiver verified %d of 2", len(got))
+	}
+	if refused := old.Refused(); len(refused) != 1 || !errors.Is(refused[0], standardwebhooks.ErrNoMatchingSignature) {
+		t.Fatalf("the old secret's receiver refused %v; want one missing signature", refused)
+	}
+	if n := count(`SELECT count(*) FROM runops_webhooks WHERE url = $1 AND delivered_at IS NULL AND last_error = 'answered 401'`, old.URL); n != 1 {
+		t.Fatalf("%d refused deliveries waiting for a retry; want 1", n)
+	}
+}
+
+// A receiver holding another secret refuses every delivery; the deliveries
+// wait for a retry, as after any refusal.
+func TestWrongSecretDoesNotVerify(t *testing.T) {
+	pool, exec, count := database(t)
+	r := webhook.NewReceiver(t, webhook.SecretOther)
+	r.ExpectRefusals()
+	q := postgres.NewQueueStore(pool).SendEvents([]string{r.URL})
+	finish(t, q, exec, false)
+	finish(t, q, exec, true)
+	if _, err := deliverer(t, postgres.NewJobStore(pool), webhook.SecretOld+" "+webhook.SecretNew).Once(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !r.RefusedAll(standardwebhooks.ErrNoMatchingSignature) || len(r.Received()) != 2 {
+		t.Fatalf("received %d, refused %v; want both refused for their signature", len(r.Received()), r.Refused())
+	}
+	if n := count(`SELECT count(*) FROM runops_webhooks WHERE delivered_at IS NULL AND last_error = 'answered 401'`); n != 2 {
+		t.Fatalf("%d of 2 refused deliveries wait for a retry", n)
+	}
+}
+
+// What a receiver gets more than five minutes after it was signed (here: a
+// deliverer whose clock is six minutes behind) does not verify.
+func TestOldTimestampDoesNotVerify(t *testing.T) {
+	pool, exec, _ := database(t)
+	r := webhook.NewReceiver(t, webhook.SecretOld)
+	r.ExpectRefusals()
+	q := postgres.NewQueueStore(pool).SendEvents([]string{r.URL})
+	finish(t, q, exec, false)
+	d := deliverer(t, postgres.NewJobStore(pool), webhook.SecretOld)
+	d.SetClock(func() time.Time { return time.Now().Add(-6 * time.Minute) })
+	if _, err := d.Once(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !r.RefusedAll(standardwebhooks.ErrMessageTooOld) {
+		t.Fatalf("refused %v; want the delivery refused as too old", r.Refused())
+	}
+	if ts, _ := strconv.ParseInt(r.Received()[0].Timestamp, 10, 64); time.Since(time.Unix(ts, 0)) < 5*time.Minute {
+		t.Fatalf("webhook-timestamp %d is not the attempt's (six minutes ago)", ts)
+	}
+}
+
+// The signature covers the body, the id and the timestamp: a delivery
+// changed on its way (by this proxy) does not verify.
+func TestTamperedDeliveryDoesNotVerify(t *testing.T) {
+	for name, tamper := range map[string]func(h http.Header, body []byte) []byte{
+		"body": func(_ http.Header, body []byte) []byte {
+			return []byte(strings.Replace(string(body), `"job.completed"`, `"job.failed"`, 1))
+		},
+		"id": func(h http.Header, body []byte) []byte {
+			h.Set("webhook-id", uuid.NewString())
+			return body
+		},
+		"timestamp": func(h http.Header, body []byte) []byte {
+			ts, _ := strconv.ParseInt(h.Get("webhook-timestamp"), 10, 64)
+			h.Set("webhook-timestamp", strconv.FormatInt(ts-1, 10))
+			return body
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			pool, exec, _ := database(t)
+			r := webhook.NewReceiver(t, webhook.SecretOld)
+			r.ExpectRefusals()
+			var changed atomic.Int64
+			proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				body, _ := io.ReadAll(req.Body)
+				h := req.Header.Clone()
+				if tampered := tamper(h, body); string(tampered) != string(body) || h.Get("webhook-id") != req.Header.Get("webhook-id") ||
+					h.Get("webhook-timestamp") != req.Header.Get("webhook-timestamp") {
+					changed.Add(1)
+					body = tampered
+				}
+				fwd, _ := http.NewRequest(http.MethodPost, r.URL, strings.NewReader(string(body)))
+				fwd.Header = h
+				resp, err := http.DefaultClient.Do(fwd)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				resp.Body.Close()
+				w.WriteHeader(resp.StatusCode)
+			}))
+			t.Cleanup(proxy.Close)
+			q := postgres.NewQueueStore(pool).SendEvents([]string{proxy.URL})
+			finish(t, q, exec, false)
+			if _, err := deliverer(t, postgres.NewJobStore(pool), webhook.SecretOld).Once(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if changed.Load() != 1 || !r.RefusedAll(standardwebhooks.ErrNoMatchingSignature) {
+				t.Fatalf("changed %d deliveries; refused %v; want the changed one refused for its signature", changed.Load(), r.Refused())
+			}
+		})
+	}
 }
 
 // Many deliverers at once: each attempt is made by one of them.
 func TestOneDelivererPerAttempt(t *testing.T) {
 	pool, exec, _ := database(t)
 	ctx := context.Background()
-	r := newReceiver(t)
+	r := webhook.NewReceiver(t, webhook.SecretOld)
 	store := postgres.NewJobStore(pool)
-	q := postgres.NewQueueStore(pool).SendEvents([]string{r.srv.URL})
+	q := postgres.NewQueueStore(pool).SendEvents([]string{r.URL})
 	const n = 30
 	for range n {
 		finish(t, q, exec, false)
@@ -228,7 +338,7 @@ func TestOneDelivererPerAttempt(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
-			if _, err := deliverer(store).Once(ctx); err != nil {
+			if _, err := deliverer(t, store, webhook.SecretOld).Once(ctx); err != nil {
 				t.Error(err)
 			}
 		})
@@ -238,20 +348,58 @@ func TestOneDelivererPerAttempt(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM runops_webhooks WHERE delivered_at IS NOT NULL`).Scan(&delivered); err != nil {
 		t.Fatal(err)
 	}
-	if got := len(r.received()); got != delivered || delivered != n {
+	if got := len(r.Verified()); got != delivered || delivered != n {
 		t.Fatalf("%d requests for %d delivered events of %d", got, delivered, n)
 	}
 }
 
+// Sign agrees with the Standard Webhooks library's own test vector, and
+// signs once per key; the secrets' shape is checked as the process reads them.
 func TestSignAndBackoff(t *testing.T) {
-	at := time.Unix(1700000000, 0)
-	if got := webhook.Sign([]byte("s"), []byte(`{}`), at); !strings.HasPrefix(got, "t=1700000000, v1=") || len(got) != len("t=1700000000, v1=")+64 {
-		t.Fatalf("signature %q", got)
+	keys, err := webhook.ParseSecrets("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+	if got := webhook.Sign(keys, "msg_p5jXN8AQM9LWM0D4loKWxJek", time.Unix(1614265330, 0), []byte(`{"test": 2432232314}`)); got != want {
+		t.Fatalf("signature %q; want %q", got, want)
+	}
+	if got := webhook.Sign(append(keys, keys[0]), "msg_p5jXN8AQM9LWM0D4loKWxJek", time.Unix(1614265330, 0), []byte(`{"test": 2432232314}`)); got != want+" "+want {
+		t.Fatalf("two keys signed %q", got)
 	}
 	for n, want := range map[int][2]time.Duration{1: {800 * time.Millisecond, 1200 * time.Millisecond}, 2: {1600 * time.Millisecond, 2400 * time.Millisecond},
 		30: {48 * time.Minute, 72 * time.Minute}} {
 		if d := webhook.Backoff(n); d < want[0] || d > want[1] {
 			t.Errorf("backoff after %d tries: %s", n, d)
+		}
+	}
+}
+
+// RUNOPS_WEBHOOK_SECRET: whsec_ and the standard base64 of 24 to 64 bytes,
+// one value or several space-separated; nothing else, and no error repeats
+// the value.
+func TestParseSecrets(t *testing.T) {
+	b64 := func(n int) string { return base64.StdEncoding.EncodeToString(make([]byte, n)) }
+	for in, want := range map[string]int{
+		webhook.SecretOld: 1, " " + webhook.SecretOld + "  " + webhook.SecretNew + "\t": 2,
+		"whsec_" + b64(24): 1, "whsec_" + b64(64): 1,
+	} {
+		keys, err := webhook.ParseSecrets(in)
+		if err != nil || len(keys) != want || len(keys[0]) < 24 {
+			t.Errorf("%q: %d keys, %v", in, len(keys), err)
+		}
+	}
+	for _, in := range []string{"", "s3cret", "whsec_", "whsec_" + b64(23), "whsec_" + b64(65),
+		strings.TrimPrefix(webhook.SecretOld, "whsec_"), "whsec_" + strings.TrimRight(b64(32), "="), // unpadded
+		"whsec_" + strings.NewReplacer("+", "-", "/", "_").Replace(base64.StdEncoding.EncodeToString([]byte(strings.Repeat("\xfb\xff", 16)))), // URL alphabet
+		webhook.SecretOld + " s3cret", webhook.SecretOld + ",whsec_" + b64(32)} {
+		keys, err := webhook.ParseSecrets(in)
+		if err == nil {
+			t.Errorf("%q accepted: %d keys", in, len(keys))
+			continue
+		}
+		if f := strings.Fields(in); len(f) > 0 && len(f[len(f)-1]) > len("whsec_") && strings.Contains(err.Error(), f[len(f)-1]) {
+			t.Errorf("the error repeats the secret: %v", err)
 		}
 	}
 }
@@ -274,7 +422,7 @@ func TestRedirectsAreNotDeliveries(t *testing.T) {
 	t.Cleanup(bouncer.Close)
 	q := postgres.NewQueueStore(pool).SendEvents([]string{bouncer.URL + "/302", bouncer.URL + "/307"})
 	id := finish(t, q, exec, false)
-	if _, err := deliverer(postgres.NewJobStore(pool)).Once(context.Background()); err != nil {
+	if _, err := deliverer(t, postgres.NewJobStore(pool), webhook.SecretOld).Once(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if n := count(`SELECT count(*) FROM runops_webhooks WHERE job_id = $1 AND delivered_at IS NULL AND last_error LIKE 'answered 30%'`, string(id)); n != 2 {
@@ -304,7 +452,7 @@ func TestARoundEndsInsideItsLease(t *testing.T) {
 	for range 5 {
 		finish(t, q, exec, false)
 	}
-	d := deliverer(postgres.NewJobStore(pool))
+	d := deliverer(t, postgres.NewJobStore(pool), webhook.SecretOld)
 	d.Client = &http.Client{Timeout: time.Hour}
 	d.Lease = 2 * time.Second
 	if _, err := d.Once(context.Background()); err != nil {
