@@ -27,15 +27,12 @@ import (
 
 // JobStore is what the API needs of public.jobs.
 type JobStore interface {
-	Get(ctx context.Context, id jobs.ID) (jobs.Job, error)
 	// Summary reads what the API answers with of a job in one statement,
 	// with the recorded tag of its step node's screenshot (node "": none).
 	Summary(ctx context.Context, id jobs.ID, node string) (jobs.Summary, error)
 	Enqueue(ctx context.Context, id jobs.ID, metadata map[string]any) (jobs.Job, bool, error)
-	// RecordUpload remembers who an upload URL was issued to ("": anonymous);
-	// UploadOwner tells it ("" when anonymous or unknown).
+	// RecordUpload remembers who an upload URL was issued to ("": anonymous).
 	RecordUpload(ctx context.Context, id jobs.ID, owner string) error
-	UploadOwner(ctx context.Context, id jobs.ID) (string, error)
 }
 
 // ObjectStore is what the API needs of the videos bucket.

@@ -527,8 +527,6 @@ func TestCORS(t *testing.T) {
 
 type panickyStore struct{ api.JobStore }
 
-func (panickyStore) Get(context.Context, jobs.ID) (jobs.Job, error) { panic("boom") }
-
 func (panickyStore) Summary(context.Context, jobs.ID, string) (jobs.Summary, error) { panic("boom") }
 
 func TestPanicBecomesJSON500(t *testing.T) {

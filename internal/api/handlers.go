@@ -115,23 +115,20 @@ func (s *server) queueJob(w http.ResponseWriter, r *http.Request) error {
 	}
 	userID, authed := userOf(r)
 
-	existing, err := s.o.Jobs.Get(r.Context(), id)
-	switch {
-	case err == nil:
-		if err := checkOwner(existing, r); err != nil {
-			return err
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"jobId": string(id), "status": string(existing.Status), "message": msgAlreadyQueued})
-		return nil
-	case !errors.Is(err, jobs.ErrNotFound):
-		return fromBackend("The job database", err, msgQueueFailed)
-	}
-
-	// An upload issued to a signed-in user is that user's to queue.
-	owner, err := s.o.Jobs.UploadOwner(r.Context(), id)
+	// The row's status and owner, or the upload's owner: an upload issued
+	// to a signed-in user is that user's to queue.
+	existing, err := s.o.Jobs.Summary(r.Context(), id, "")
 	if err != nil {
 		return fromBackend("The job database", err, msgQueueFailed)
 	}
+	if existing.Found {
+		if !mayAccess(existing.Owner, r) {
+			return &Error{Status: http.StatusNotFound, Message: msgJobNotFound}
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"jobId": string(id), "status": string(existing.Status), "message": msgAlreadyQueued})
+		return nil
+	}
+	owner := existing.Owner
 	if !mayAccess(owner, r) {
 		return &Error{Status: http.StatusNotFound, Message: msgFileNotFound}
 	}
