@@ -27,9 +27,11 @@ import (
 
 // JobStore is what the API needs of public.jobs.
 type JobStore interface {
-	// Summary reads what the API answers with of a job in one statement,
-	// with the recorded tag of its step node's screenshot (node "": none).
-	Summary(ctx context.Context, id jobs.ID, node string) (jobs.Summary, error)
+	// Summary reads what the API answers with of a job, without the rest
+	// of its metadata; SOPSummary adds the entity tags recorded for its SOP
+	// and its step node's screenshot (node "": none).
+	Summary(ctx context.Context, id jobs.ID) (jobs.Summary, error)
+	SOPSummary(ctx context.Context, id jobs.ID, node string) (jobs.Summary, error)
 	Enqueue(ctx context.Context, id jobs.ID, metadata map[string]any) (jobs.Job, bool, error)
 	// RecordUpload remembers who an upload URL was issued to ("": anonymous).
 	RecordUpload(ctx context.Context, id jobs.ID, owner string) error

@@ -527,7 +527,7 @@ func TestCORS(t *testing.T) {
 
 type panickyStore struct{ api.JobStore }
 
-func (panickyStore) Summary(context.Context, jobs.ID, string) (jobs.Summary, error) { panic("boom") }
+func (panickyStore) Summary(context.Context, jobs.ID) (jobs.Summary, error) { panic("boom") }
 
 func TestPanicBecomesJSON500(t *testing.T) {
 	t.Parallel()

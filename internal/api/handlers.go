@@ -117,7 +117,7 @@ func (s *server) queueJob(w http.ResponseWriter, r *http.Request) error {
 
 	// The row's status and owner, or the upload's owner: an upload issued
 	// to a signed-in user is that user's to queue.
-	existing, err := s.o.Jobs.Summary(r.Context(), id, "")
+	existing, err := s.o.Jobs.Summary(r.Context(), id)
 	if err != nil {
 		return fromBackend("The job database", err, msgQueueFailed)
 	}
@@ -246,7 +246,7 @@ func (s *server) jobStatus(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return &Error{Status: http.StatusBadRequest, Message: err.Error()}
 	}
-	j, err := s.o.Jobs.Summary(r.Context(), id, "")
+	j, err := s.o.Jobs.Summary(r.Context(), id)
 	if err != nil {
 		return fromBackend("The job database", err, "Failed to read job status")
 	}

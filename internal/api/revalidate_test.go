@@ -136,10 +136,12 @@ func TestJobStatusReadsOnlyWhatItAnswers(t *testing.T) {
 	e := setup(t)
 	for meta, want := range map[string]map[string]any{
 		`{"stage": "extracting", "progress": 0.5, "attempts": "anything", "timings": [1e400]}`: {"stage": "extracting", "progress": 0.5},
-		`{"stage": 7, "progress": "half"}`: {"stage": nil, "progress": nil},
-		`{"progress": 1e400}`:              {"stage": nil, "progress": nil},
-		`"not an object"`:                  {"stage": nil, "progress": nil},
-		`{"owner": 42, "stage": "frames"}`: {"stage": "frames"},
+		`{"stage": 7, "progress": "half"}`:  {"stage": nil, "progress": nil},
+		`{"stage": null, "progress": null}`: {"stage": nil, "progress": nil},
+		`{"progress": true}`:                {"stage": nil, "progress": nil},
+		`{"progress": 1e400}`:               {"stage": nil, "progress": nil},
+		`"not an object"`:                   {"stage": nil, "progress": nil},
+		`{"owner": 42, "stage": "frames"}`:  {"stage": "frames"},
 	} {
 		id := uuid.NewString()
 		e.exec(`INSERT INTO jobs (job_id, status, metadata) VALUES ($1, 'processing', $2::jsonb)`, id, meta)

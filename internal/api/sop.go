@@ -125,7 +125,7 @@ func (s *server) getSOP(w http.ResponseWriter, r *http.Request) error {
 // owns. Without a row the owner is the one its upload was issued to:
 // deleting the row makes nothing public.
 func (s *server) sopJob(r *http.Request, id jobs.ID, node string) (jobs.Summary, error) {
-	j, err := s.o.Jobs.Summary(r.Context(), id, node)
+	j, err := s.o.Jobs.SOPSummary(r.Context(), id, node)
 	if err != nil {
 		return jobs.Summary{}, fromBackend("The job database", err, "Failed to read the SOP")
 	}

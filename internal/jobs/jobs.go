@@ -162,8 +162,8 @@ func (j Job) Progress() *float64 {
 	return nil
 }
 
-// Summary is what the API answers with of a job, read in one statement
-// without the rest of its metadata: the row's columns, the few metadata keys
+// Summary is what the API answers with of a job, read without the rest of
+// its metadata: the row's columns, the few metadata keys
 // job-status shows, its owner, and the entity tags recorded when its SOP and
 // screenshots were stored (public.runops_stored_tags). Found is false when
 // the job has no row; Owner is then the one its upload was issued to.

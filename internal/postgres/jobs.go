@@ -3,8 +3,8 @@ package postgres
 import (
 	"context"
 	"errors"
+	"encoding/json"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -44,45 +44,77 @@ func (s *JobStore) Get(ctx context.Context, id jobs.ID) (jobs.Job, error) {
 	return j, wrap("get job", err)
 }
 
-// summarize reads a jobs.Summary: $1 the job, $2 the step whose screenshot's
-// tag is asked for ("" for none). Of metadata only the keys answered are
-// read, each of the type Job's accessors take (a person may have written
-// anything there); the upload's owner only when the job has no row.
-const summarize = `SELECT j.job_id IS NOT NULL, coalesce(j.status, ''), j.created_at, j.updated_at, j.completed_at, j.error,
-  CASE WHEN jsonb_typeof(j.metadata->'stage') = 'string' THEN j.metadata->>'stage' ELSE '' END,
-  CASE WHEN jsonb_typeof(j.metadata->'progress') = 'number' THEN j.metadata->>'progress' END,
-  CASE WHEN j.job_id IS NULL THEN coalesce((SELECT u.owner FROM public.runops_uploads u WHERE u.job_id = k.id), '')
-       WHEN jsonb_typeof(j.metadata->'owner') = 'string' THEN j.metadata->>'owner' ELSE '' END,
-  coalesce(t.sop, ''),
-  CASE WHEN jsonb_typeof(t.frames->$2) = 'string' THEN t.frames->>$2 ELSE '' END
-FROM (SELECT $1::uuid AS id) k
-LEFT JOIN public.jobs j ON j.job_id = k.id
-LEFT JOIN public.runops_stored_tags t ON t.job_id = k.id`
+// summaryColumns are what a jobs.Summary takes of a job's row: its
+// columns, and of metadata the three keys answered, as JSON (decoded by
+// readSummary; a person may have written anything there). A statement this
+// plain is cheap to plan, which every statement is here, at every call
+// (OpenPool: no prepared statements, for the poolers' sake): the same
+// answer in one statement with the upload's owner joined in cost twice as
+// much (docs/operations.md, "The API's pace").
+const summaryColumns = `j.status, j.created_at, j.updated_at, j.completed_at, j.error, j.metadata->'stage',
+  j.metadata->'progress', j.metadata->'owner'`
 
-// Summary reads what the API answers with of job id, and the recorded tag
-// of its step node's screenshot (node "": none), in one statement.
-func (s *JobStore) Summary(ctx context.Context, id jobs.ID, node string) (jobs.Summary, error) {
+const (
+	summarize    = `SELECT ` + summaryColumns + ` FROM public.jobs j WHERE j.job_id = $1`
+	summarizeSOP = `SELECT ` + summaryColumns + `, t.sop, t.frames->$2
+FROM public.jobs j LEFT JOIN public.runops_stored_tags t ON t.job_id = j.job_id WHERE j.job_id = $1`
+	// Without a row: the upload's owner, and the tags.
+	summarizeUpload = `SELECT (SELECT u.owner FROM public.runops_uploads u WHERE u.job_id = $1),
+  (SELECT t.sop FROM public.runops_stored_tags t WHERE t.job_id = $1),
+  (SELECT t.frames->$2 FROM public.runops_stored_tags t WHERE t.job_id = $1)`
+)
+
+// Summary reads what job-status and queue-job answer with of job id: one
+// statement when it has a row, two when not (the upload's owner).
+func (s *JobStore) Summary(ctx context.Context, id jobs.ID) (jobs.Summary, error) {
+	return s.summary(ctx, summarize, id, "")
+}
+
+// SOPSummary is Summary with the entity tags recorded for the job's SOP and
+// its step node's screenshot ("": none).
+func (s *JobStore) SOPSummary(ctx context.Context, id jobs.ID, node string) (jobs.Summary, error) {
+	return s.summary(ctx, summarizeSOP, id, node)
+}
+
+func (s *JobStore) summary(ctx context.Context, query string, id jobs.ID, node string) (jobs.Summary, error) {
 	var (
-		sum              jobs.Summary
-		status           string
-		created, updated *time.Time // NULL without a row
-		progress         *string
+		sum                    jobs.Summary
+		status                 string
+		stage, progress, owner []byte // JSON
+		sopTag                 *string
+		frameTag               []byte // JSON
 	)
-	err := s.pool.QueryRow(ctx, summarize, string(id), node).Scan(&sum.Found, &status, &created, &updated,
-		&sum.CompletedAt, &sum.Error, &sum.Stage, &progress, &sum.Owner, &sum.SOPTag, &sum.FrameTag)
+	dest := []any{&status, &sum.CreatedAt, &sum.UpdatedAt, &sum.CompletedAt, &sum.Error, &stage, &progress, &owner}
+	args := []any{string(id)}
+	if query == summarizeSOP {
+		dest, args = append(dest, &sopTag, &frameTag), append(args, node)
+	}
+	err := s.pool.QueryRow(ctx, query, args...).Scan(dest...)
+	switch {
+	case err == nil:
+		sum.Found, sum.Status = true, jobs.Status(status)
+	case errors.Is(err, pgx.ErrNoRows):
+		var uploader *string
+		err = s.pool.QueryRow(ctx, summarizeUpload, string(id), node).Scan(&uploader, &sopTag, &frameTag)
+		if uploader != nil {
+			owner, _ = json.Marshal(*uploader)
+		}
+	}
 	if err != nil {
 		return jobs.Summary{}, wrap("read job", err)
 	}
-	sum.Status = jobs.Status(status)
-	if created != nil && updated != nil {
-		sum.CreatedAt, sum.UpdatedAt = *created, *updated
+	// Each as Job's accessors read it from decoded metadata: a value of
+	// another type is none; a number out of float64's range is none, where
+	// decoding the whole metadata failed.
+	_ = json.Unmarshal(stage, &sum.Stage)
+	_ = json.Unmarshal(owner, &sum.Owner)
+	_ = json.Unmarshal(frameTag, &sum.FrameTag)
+	var p float64
+	if len(progress) > 0 && (progress[0] == '-' || '0' <= progress[0] && progress[0] <= '9') && json.Unmarshal(progress, &p) == nil {
+		sum.Progress = &p
 	}
-	if progress != nil {
-		// As encoding/json reads it for Job.Progress; a number out of
-		// float64's range is left out rather than failing the answer.
-		if f, err := strconv.ParseFloat(*progress, 64); err == nil {
-			sum.Progress = &f
-		}
+	if sopTag != nil {
+		sum.SOPTag = *sopTag
 	}
 	return sum, nil
 }
