@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 need '/usr/lib/postgresql/*/bin/postgres' postgresql
 need /usr/sbin/pgbouncer pgbouncer
 need pgbench postgresql-client
+need wrk wrk
 need ffmpeg ffmpeg
 need ffprobe ffmpeg
 need tesseract tesseract-ocr
