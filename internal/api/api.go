@@ -86,8 +86,9 @@ const (
 	defaultRequestTimeout = 30 * time.Second
 )
 
-// Handler returns the whole HTTP surface but health checks: /api/* and, with
-// a frontend URL, everything else proxied to the Next.js server.
+// Handler returns the whole HTTP surface but health checks: /api/*, its
+// OpenAPI document at /openapi.json and, with a frontend URL, everything
+// else proxied to the Next.js server.
 func Handler(o Options) http.Handler {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -102,6 +103,7 @@ func Handler(o Options) http.Handler {
 
 	r := chi.NewRouter()
 	r.Use(middleware.RequestID, s.logRequests, s.recoverPanics, s.ownAPIPaths)
+	r.Get("/openapi.json", serveOpenAPI)
 	r.Route("/api", func(r chi.Router) {
 		r.Use(noStore)
 		if len(o.CORSOrigins) > 0 {
