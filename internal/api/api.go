@@ -152,7 +152,7 @@ func (s *server) ownAPIPaths(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := path.Clean("/" + r.URL.Path)
 		if r.URL.RawPath != "" && (p == "/api" || strings.HasPrefix(p, "/api/")) {
-			s.notFound(w, r)
+			noStore(http.HandlerFunc(s.notFound)).ServeHTTP(w, r)
 			return
 		}
 		next.ServeHTTP(w, r)
