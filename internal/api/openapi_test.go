@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
@@ -81,5 +82,46 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("router: %q\ndocument: %q", routed, documented)
+	}
+}
+
+// The webhooks section describes Standard Webhooks deliveries: the
+// document's own examples pass as deliveries, the payload of before
+// (Runops-Signature, the fields at the top) does not.
+func TestOpenAPIWebhooks(t *testing.T) {
+	t.Parallel()
+	doc, err := apitest.Document()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliver := func(body []byte, headers ...string) error {
+		r, _ := http.NewRequest("POST", "https://receiver.example/hook", bytes.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		for i := 0; i+1 < len(headers); i += 2 {
+			r.Header.Set(headers[i], headers[i+1])
+		}
+		return apitest.CheckWebhook(r, body)
+	}
+	standard := []string{"webhook-id", "3d0b1a52-7f7e-4f55-a1a9-5c7c0d2b9e11", "webhook-timestamp", "1796590000",
+		"webhook-signature", "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4= v1,3bJ1hR0dEBqkX3eQy1fG2v6Oj0sKx3pI9c+Q8bZ0vYk="}
+	for _, name := range []string{"JobCompleted", "JobFailed"} {
+		for _, example := range doc.Components.Schemas[name].Value.Examples {
+			body, _ := json.Marshal(example)
+			if err := deliver(body, standard...); err != nil {
+				t.Errorf("%s example: %v", name, err)
+			}
+			if err := deliver(body, standard[:4]...); err == nil {
+				t.Errorf("%s without webhook-signature passed", name)
+			}
+		}
+	}
+	old := []byte(`{"id":"3d0b1a52-7f7e-4f55-a1a9-5c7c0d2b9e11","type":"job.completed","job_id":"6f1c1c3e-2a7b-4c55-9d0e-8a1f3b2c4d5e",` +
+		`"status":"completed","error":null,"sop_path":"sops/6f1c1c3e-2a7b-4c55-9d0e-8a1f3b2c4d5e.json","created_at":"2026-12-06T21:02:41Z",` +
+		`"completed_at":"2026-12-06T21:04:09Z","timings":{}}`)
+	if err := deliver(old, "Runops-Signature", "t=1796590000, v1=00"); err == nil {
+		t.Error("a delivery of before passed as a Standard Webhooks delivery")
+	}
+	if err := deliver(old, standard...); err == nil {
+		t.Error("the payload of before passed under Standard Webhooks headers")
 	}
 }

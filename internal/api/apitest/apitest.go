@@ -247,3 +247,27 @@ func Run(m *testing.M, run func(*testing.M) int) int {
 	}
 	return code
 }
+
+// CheckWebhook holds a completion webhook as a receiver gets it (its
+// headers and body) to the document's webhooks section: the event named by
+// the body's type, its Standard Webhooks headers and its payload.
+func CheckWebhook(r *http.Request, body []byte) error {
+	doc, err := Document()
+	if err != nil {
+		return err
+	}
+	var ev struct{ Type string }
+	if err := json.Unmarshal(body, &ev); err != nil {
+		return fmt.Errorf("webhook body: %w", err)
+	}
+	item := doc.Webhooks[ev.Type]
+	if item == nil || item.Post == nil {
+		return fmt.Errorf("webhook of type %q: the document has no such event", ev.Type)
+	}
+	req := r.Clone(r.Context())
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	route := &routers.Route{Spec: doc, Path: ev.Type, PathItem: item, Method: http.MethodPost, Operation: item.Post}
+	return openapi3filter.ValidateRequest(r.Context(), &openapi3filter.RequestValidationInput{
+		Request: req, Route: route, Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, MultiError: true},
+	})
+}
