@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -123,5 +125,34 @@ func TestOpenAPIWebhooks(t *testing.T) {
 	}
 	if err := deliver(old, standard...); err == nil {
 		t.Error("the payload of before passed under Standard Webhooks headers")
+	}
+}
+
+// The document's SOP examples are the repository's sample and its export,
+// which the SOP tests serve and compare: they cannot drift from a real answer.
+func TestOpenAPIExamplesAreTheSamples(t *testing.T) {
+	t.Parallel()
+	doc, err := apitest.Document()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := doc.Paths.Value("/api/sop/{jobId}").Get.Responses.Status(200).Value.Content
+	sample, err := os.ReadFile("../../docs/sample-sop.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want, got any
+	_ = json.Unmarshal(sample, &want)
+	example, _ := json.Marshal(ok.Get("application/json").Example.(map[string]any)["data"])
+	_ = json.Unmarshal(example, &got)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("the JSON example's data in openapi.json is not docs/sample-sop.json (copy it there):\n%s", example)
+	}
+	md, err := os.ReadFile("testdata/sample-sop.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok.Get("text/markdown").Example != string(md) {
+		t.Error("the Markdown example in openapi.json is not testdata/sample-sop.md (copy it there)")
 	}
 }
