@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -154,5 +156,30 @@ func TestOpenAPIExamplesAreTheSamples(t *testing.T) {
 	}
 	if ok.Get("text/markdown").Example != string(md) {
 		t.Error("the Markdown example in openapi.json is not testdata/sample-sop.md (copy it there)")
+	}
+}
+
+// The tests that call the API (these and cmd/runops') are checked through
+// http.DefaultClient (apitest.Run). A client of their own would leave the
+// check out without a word, so one may exist only on that client's Transport.
+func TestEveryClientIsChecked(t *testing.T) {
+	t.Parallel()
+	own := regexp.MustCompile(`http\.Client\{[^}]*|new\(http\.Client\)|\.Client\(\)|http\.Transport\{`)
+	for _, dir := range []string{".", "../../cmd/runops"} {
+		files, err := filepath.Glob(filepath.Join(dir, "*_test.go"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			src, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range own.FindAllString(string(src), -1) {
+				if !strings.Contains(m, "Transport: http.DefaultClient.Transport") {
+					t.Errorf("%s: %s — give it Transport: http.DefaultClient.Transport, so that its exchanges are checked", f, m)
+				}
+			}
+		}
 	}
 }
