@@ -159,13 +159,13 @@ func TestOpenAPIExamplesAreTheSamples(t *testing.T) {
 	}
 }
 
-// The tests that call the API (these and cmd/runops') are checked through
+// The tests that call the API (these, cmd/runops' and pipeline's) are checked through
 // http.DefaultClient (apitest.Run). A client of their own would leave the
 // check out without a word, so one may exist only on that client's Transport.
 func TestEveryClientIsChecked(t *testing.T) {
 	t.Parallel()
 	own := regexp.MustCompile(`http\.Client\{[^}]*|new\(http\.Client\)|\.Client\(\)|http\.Transport\{`)
-	for _, dir := range []string{".", "../../cmd/runops"} {
+	for _, dir := range []string{".", "../../cmd/runops", "../pipeline"} {
 		files, err := filepath.Glob(filepath.Join(dir, "*_test.go"))
 		if err != nil {
 			t.Fatal(err)
