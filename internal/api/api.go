@@ -88,8 +88,9 @@ const (
 	defaultRequestTimeout = 30 * time.Second
 )
 
-// Handler returns the whole HTTP surface but health checks: /api/* and, with
-// a frontend URL, everything else proxied to the Next.js server.
+// Handler returns the whole HTTP surface but health checks: /api/*, its
+// OpenAPI document at /openapi.json and, with a frontend URL, everything
+// else proxied to the Next.js server.
 func Handler(o Options) http.Handler {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -104,6 +105,7 @@ func Handler(o Options) http.Handler {
 
 	r := chi.NewRouter()
 	r.Use(middleware.RequestID, s.logRequests, s.recoverPanics, s.ownAPIPaths)
+	r.Get("/openapi.json", serveOpenAPI)
 	r.Route("/api", func(r chi.Router) {
 		r.Use(noStore)
 		if len(o.CORSOrigins) > 0 {
@@ -152,7 +154,7 @@ func (s *server) ownAPIPaths(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := path.Clean("/" + r.URL.Path)
 		if r.URL.RawPath != "" && (p == "/api" || strings.HasPrefix(p, "/api/")) {
-			s.notFound(w, r)
+			noStore(http.HandlerFunc(s.notFound)).ServeHTTP(w, r)
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/runops/runops/internal/api"
+	"github.com/runops/runops/internal/api/apitest"
 	"github.com/runops/runops/internal/auth"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/pgtest"
@@ -26,7 +28,9 @@ import (
 	"github.com/runops/runops/internal/supabasetest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+// Every exchange of these tests with /api is held to the OpenAPI document
+// (apitest.Run).
+func TestMain(m *testing.M) { os.Exit(apitest.Run(m, pgtest.Run)) }
 
 const publicBase = "https://project.example.test"
 

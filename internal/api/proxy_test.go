@@ -167,7 +167,7 @@ func TestEncodedAPIPathsAreNeverProxied(t *testing.T) {
 	h := api.Handler(api.Options{Jobs: e.store, Objects: mustStorage(t, e.fake), FrontendURL: target,
 		Logger: slog.New(slog.DiscardHandler)})
 	e.srv.Config.Handler = httpserver.WithHealth(h, slog.New(slog.DiscardHandler))
-	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	noFollow := &http.Client{Transport: http.DefaultClient.Transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	send := func(path string) (*http.Response, string) {
 		t.Helper()
 		req, err := http.NewRequest("POST", e.srv.URL+path, strings.NewReader(`{"jobId":"x"}`))

@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/runops/runops/internal/api/apitest"
 	"github.com/runops/runops/internal/ffmpeg"
 	"github.com/runops/runops/internal/gemini"
 	"github.com/runops/runops/internal/geminitest"
@@ -33,7 +34,9 @@ import (
 	"github.com/runops/runops/internal/wait"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+// The SOP API this package's tests read is held to its OpenAPI document
+// (apitest.Run): a document the pipeline makes is served as the document says.
+func TestMain(m *testing.M) { os.Exit(apitest.Run(m, pgtest.Run)) }
 
 var quiet = slog.New(slog.DiscardHandler)
 
