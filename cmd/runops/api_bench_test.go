@@ -63,14 +63,17 @@ func benchMetadata(owner string) string {
 
 // BenchmarkAPI measures the API at its busiest: every open viewer polls
 // job-status every 3 s and reads the SOP. `runops serve` answers wrk -t2
-// -c32 (32 keep-alive connections at once), for as long as
-// pgbench -M prepared -c 16 -j 2 runs job-status's own statement on the
-// same database, before it, in the same run: the database's pace, which
-// the ratios are taken against. Loads: job-status of an anonymous job, of
-// an owned job with its owner's token, the SOP, and the SOP revalidated
-// with If-None-Match. Each reports requests/s, p50/p99, the ratio to the
-// database's pace and the server's allocations per request (its
-// go_memstats_mallocs_total).
+// -c32 (32 keep-alive connections at once); before each load, in the same
+// run, pgbench -c 16 -j 2 runs job-status's own statement on the same
+// database: -M prepared is the database's pace, which the ratios are taken
+// against, and -M extended parses and plans it at every call, as the
+// service sends every statement (OpenPool, for the poolers' sake). Loads:
+// job-status of an anonymous job, of an owned job with its owner's token,
+// the SOP, and the SOP revalidated with If-None-Match. Each reports
+// requests/s, p50/p99, the ratios and the server's allocations per request
+// (its go_memstats_mallocs_total). RUNOPS_BENCH_BINARY runs another build
+// (an earlier release) instead; RUNOPS_BENCH_EXEC_MODE=cache_statement
+// gives the server named prepared statements (a direct connection).
 //
 //	go test -run '^$' -bench API -benchtime 1x ./cmd/runops/
 func BenchmarkAPI(b *testing.B) {
@@ -94,7 +97,12 @@ func BenchmarkAPI(b *testing.B) {
 		($1, 'completed', now(), $2::jsonb), ($3, 'completed', now(), $4::jsonb)`, anon, benchMetadata(""), owned, benchMetadata(owner))
 	d.exec(`INSERT INTO runops_uploads (job_id, owner) VALUES ($1, $2) ON CONFLICT (job_id) DO UPDATE SET owner = excluded.owner`, owned, owner)
 	// Stored as every writer stores one, with its tag recorded.
-	bin := binary(b)
+	// RUNOPS_BENCH_BINARY: another build of runops (an earlier release), to
+	// compare in the same run; its answers are not held to today's.
+	bin, other := binary(b), os.Getenv("RUNOPS_BENCH_BINARY")
+	if other != "" {
+		bin = other
+	}
 	complete := exec.Command(bin, "jobs", "complete", anon, "--sop", "../../docs/sample-sop.json")
 	complete.Env = append(os.Environ(), "DATABASE_URL="+dsn, "SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ServiceRoleKey())
 	if out, err := complete.CombinedOutput(); err != nil {
@@ -141,18 +149,21 @@ func BenchmarkAPI(b *testing.B) {
 	}
 	for _, load := range loads {
 		b.Run(load.name, func(b *testing.B) {
-			var db float64
+			var db, unprepared float64
 			var r loadResult
-			if got := status(b, client, p.base+load.path, load.header); got != load.status {
+			if got := status(b, client, p.base+load.path, load.header); got != load.status && other == "" {
 				b.Fatalf("GET %s: %d, want %d", load.path, got, load.status)
 			}
 			for range b.N {
-				db = pgbenchRate(b, pgbench, dsn, script, span)
+				db = pgbenchRate(b, pgbench, dsn, script, "prepared", span)
+				unprepared = pgbenchRate(b, pgbench, dsn, script, "extended", span)
 				mallocs := serverMallocs(b, client, p.base)
 				r = hammer(b, wrk, p.base+load.path, load.header, span)
 				r.allocs = (serverMallocs(b, client, p.base) - mallocs) / r.n
 			}
 			b.ReportMetric(db, "db-queries/s")
+			b.ReportMetric(unprepared, "db-unprepared/s")
+			b.ReportMetric(r.rate/unprepared, "ratio-to-unprepared")
 			b.ReportMetric(r.rate, "requests/s")
 			b.ReportMetric(r.rate/db, "ratio-to-db")
 			b.ReportMetric(float64(r.p50.Microseconds())/1000, "p50-ms")
@@ -242,12 +253,12 @@ func hammer(b *testing.B, wrk, url string, header http.Header, span time.Duratio
 
 var tpsLine = regexp.MustCompile(`(?m)^tps = ([0-9.]+)`)
 
-// pgbenchRate runs script with pgbench -M prepared -c 16 -j 2 for span and
+// pgbenchRate runs script with pgbench -M mode -c 16 -j 2 for span and
 // returns its transactions per second.
-func pgbenchRate(b *testing.B, pgbench, dsn, script string, span time.Duration) float64 {
+func pgbenchRate(b *testing.B, pgbench, dsn, script, mode string, span time.Duration) float64 {
 	b.Helper()
 	secs := max(1, int(span.Round(time.Second)/time.Second))
-	out, err := exec.Command(pgbench, "-n", "-M", "prepared", "-c", "16", "-j", "2", "-T", strconv.Itoa(secs), "-f", script, dsn).CombinedOutput()
+	out, err := exec.Command(pgbench, "-n", "-M", mode, "-c", "16", "-j", "2", "-T", strconv.Itoa(secs), "-f", script, dsn).CombinedOutput()
 	if err != nil {
 		b.Fatalf("pgbench: %v\n%s", err, out)
 	}
