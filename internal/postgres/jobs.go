@@ -50,7 +50,7 @@ func (s *JobStore) Get(ctx context.Context, id jobs.ID) (jobs.Job, error) {
 // plain is cheap to plan, which every statement is here, at every call
 // (OpenPool: no prepared statements, for the poolers' sake): the same
 // answer in one statement with the upload's owner joined in cost twice as
-// much (docs/operations.md, "The API's pace").
+// much (README, "The API's pace").
 const summaryColumns = `j.status, j.created_at, j.updated_at, j.completed_at, j.error, j.metadata->'stage',
   j.metadata->'progress', j.metadata->'owner'`
 
