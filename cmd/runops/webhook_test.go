@@ -12,6 +12,8 @@ import (
 
 	"github.com/google/uuid"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/runops/runops/internal/api/apitest"
 )
 
 // testWebhookSecret is a RUNOPS_WEBHOOK_SECRET made as docs/operations.md
@@ -20,7 +22,8 @@ const testWebhookSecret = "whsec_Dn/4azeLajvmbbOiXpCwXowRhY8imR8mP4CDd5Z+BEA="
 
 // verifyingWebhook is a receiver's handler: every request is verified with
 // the Standard Webhooks library (a failure fails the test and is answered
-// 401), then handed to got with its parsed body.
+// 401) and held to the OpenAPI document's webhooks, then handed to got with
+// its parsed body.
 func verifyingWebhook(t *testing.T, got func(id string, event map[string]any)) http.Handler {
 	wh, err := standardwebhooks.NewWebhook(testWebhookSecret)
 	if err != nil {
@@ -32,6 +35,9 @@ func verifyingWebhook(t *testing.T, got func(id string, event map[string]any)) h
 			t.Errorf("a webhook did not verify with the Standard Webhooks library: %v\n%v\n%s", err, r.Header, body)
 			w.WriteHeader(http.StatusUnauthorized)
 			return
+		}
+		if err := apitest.CheckWebhook(r, body); err != nil {
+			t.Errorf("a webhook the OpenAPI document does not describe: %v\n%s", err, body)
 		}
 		var ev map[string]any
 		if err := json.Unmarshal(body, &ev); err != nil {

@@ -39,17 +39,21 @@ func TestGiveUpAfterADay(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
+	// A job.failed event's data as the outbox holds it (docs/operations.md).
+	data := []byte(`{"id": "e", "type": "job.failed", "job_id": "6f1c1c3e-2a7b-4c55-9d0e-8a1f3b2c4d5e", "status": "error",
+		"error": "The video is 23 minutes long; the limit is 20 minutes.", "sop_path": null,
+		"created_at": "2026-12-06T21:02:41Z", "completed_at": "2026-12-06T21:02:44Z", "timings": {}}`)
 	m := &memStore{}
 	d := &Deliverer{Store: m, Keys: keys, Client: &http.Client{}, Logger: slog.New(slog.DiscardHandler), now: func() time.Time { return now }}
 
-	m.due = []Delivery{{EventID: "e", URL: down.URL, Type: "job.failed", Data: []byte(`{"id":"e"}`), Attempts: 3, Created: now.Add(-23 * time.Hour)}}
+	m.due = []Delivery{{EventID: "e", URL: down.URL, Type: "job.failed", Data: data, Attempts: 3, Created: now.Add(-23 * time.Hour)}}
 	if _, err := d.Once(context.Background()); err != nil || m.retried != 1 || m.given != 0 {
 		t.Fatalf("a day not over: retried %d, given up %d, %v", m.retried, m.given, err)
 	}
 	if wait := m.next.Sub(now); wait < 3200*time.Millisecond || wait > 4800*time.Millisecond {
 		t.Fatalf("retry after %s; want about 4 s after 3 tries", wait)
 	}
-	m.due = []Delivery{{EventID: "e", URL: down.URL, Type: "job.failed", Data: []byte(`{"id":"e"}`), Attempts: 20, Created: now.Add(-24 * time.Hour)}}
+	m.due = []Delivery{{EventID: "e", URL: down.URL, Type: "job.failed", Data: data, Attempts: 20, Created: now.Add(-24 * time.Hour)}}
 	if _, err := d.Once(context.Background()); err != nil || m.given != 1 || m.retried != 1 {
 		t.Fatalf("a day over: retried %d, given up %d, %v", m.retried, m.given, err)
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/runops/runops/internal/api/apitest"
 )
 
 // The webhook tests' receivers (this file is shared by this package's tests
@@ -100,6 +102,10 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 		}
 		if req.Header.Get("Content-Type") != "application/json" {
 			r.t.Errorf("content type %q", req.Header.Get("Content-Type"))
+		}
+		// As the OpenAPI document's webhooks section describes it.
+		if err := apitest.CheckWebhook(req, body); err != nil {
+			r.t.Errorf("a delivery the OpenAPI document does not describe: %v\nbody %s", err, body)
 		}
 	}
 	r.mu.Lock()
