@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/runops/runops/internal/backoff"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/metrics"
 )
@@ -14,6 +15,10 @@ import (
 // and the service's budget of waiting, the lease renewed meanwhile by the
 // engine).
 const maxTries = 5
+
+// transientWaits are the waits between tries: 1, 2, 4, 8 s, unless the
+// service asked for another (Retry-After).
+var transientWaits = backoff.Policy{First: time.Second}
 
 // RetryAfter is implemented by errors whose server said how long to wait.
 type RetryAfter interface{ RetryAfter() time.Duration }
@@ -66,7 +71,7 @@ func (p *Pipeline) retry(ctx context.Context, via service, step func() error) er
 		if err == nil || !errors.Is(err, jobs.ErrUnavailable) || ctx.Err() != nil {
 			return err
 		}
-		wait := time.Duration(1<<(try-1)) * time.Second // 1, 2, 4, 8 s
+		wait := transientWaits.Wait(try)
 		var ra RetryAfter
 		if errors.As(err, &ra) && ra.RetryAfter() > 0 {
 			wait = ra.RetryAfter()

@@ -2,10 +2,10 @@ package queue
 
 import (
 	"context"
-	"math/rand/v2"
 	"sync"
 	"time"
 
+	"github.com/runops/runops/internal/backoff"
 	"github.com/runops/runops/internal/metrics"
 )
 
@@ -16,7 +16,7 @@ import (
 // was on its way then is handed straight back.
 func (w *Worker) claimLoop(ctx, jobsCtx context.Context, wg *sync.WaitGroup) {
 	slots := make(chan struct{}, w.cfg.Concurrency)
-	backoff := time.Duration(0)
+	failures := backoff.Backoff{Policy: claimFailures}
 	paused := false
 	for {
 		select {
@@ -33,7 +33,7 @@ func (w *Worker) claimLoop(ctx, jobsCtx context.Context, wg *sync.WaitGroup) {
 			}
 			paused = true
 			<-slots
-			if !w.wait(ctx, jitter(w.cfg.Sweep)) {
+			if !w.wait(ctx, backoff.Spread(w.cfg.Sweep, sweepSpread)) {
 				return
 			}
 			continue
@@ -52,18 +52,17 @@ func (w *Worker) claimLoop(ctx, jobsCtx context.Context, wg *sync.WaitGroup) {
 			if ctx.Err() != nil {
 				return
 			}
-			wait := jitter(w.cfg.Sweep)
+			wait := backoff.Spread(w.cfg.Sweep, sweepSpread)
 			if err != nil {
 				w.log.Warn("claim failed", "worker", w.cfg.Name, "error", err)
-				backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
-				wait = min(wait, backoff)
+				wait = min(wait, failures.Next())
 			}
 			if !w.wait(ctx, wait) {
 				return
 			}
 			continue
 		}
-		backoff = 0
+		failures.Reset()
 		// The gate was asked before the claim; a job that ran meanwhile may
 		// have closed it (a full disk), and handed its job back for this
 		// very claim to take. Shutdown may have begun too. Either way the
@@ -132,9 +131,4 @@ func (w *Worker) claim(ctx context.Context, n int) ([]Job, error) {
 		out[i] = Job{Job: c.Job, Token: c.Token, Attempt: int(attempt), claimedAt: sent}
 	}
 	return out, nil
-}
-
-// jitter spreads periodic work of many workers over ±20 %.
-func jitter(d time.Duration) time.Duration {
-	return d*8/10 + time.Duration(rand.Int64N(int64(d)*4/10+1))
 }

@@ -63,7 +63,7 @@ func (w *Worker) heartbeat(ctx context.Context, r *run, log *slog.Logger) {
 			return
 		default:
 			log.Warn("lease renewal failed; retrying", "error", err)
-			next.Reset(min(retryEvery, w.cfg.Heartbeat))
+			next.Reset(min(whileUnreachable.Wait(1), w.cfg.Heartbeat))
 		}
 	}
 }

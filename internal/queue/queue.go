@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/runops/runops/internal/backoff"
 	"github.com/runops/runops/internal/jobs"
 )
 
@@ -150,8 +151,23 @@ type Reporter interface {
 	Merge(ctx context.Context, patch map[string]any) error
 }
 
-// retryEvery paces writes retried while the database is unreachable.
-const retryEvery = time.Second
+// The waits of the engine's retry loops (internal/backoff).
+var (
+	// whileUnreachable paces writes retried while the database is
+	// unreachable (a stage's write, a lease renewal): every second, for as
+	// long as the lease allows.
+	whileUnreachable = backoff.Policy{First: time.Second, Max: time.Second}
+	// claimFailures paces claims that fail: from 100 ms, doubling, up to
+	// 5 s (the sweep, if shorter, still wins).
+	claimFailures = backoff.Policy{First: 100 * time.Millisecond, Max: 5 * time.Second}
+	// outcomeFailures paces an outcome's write (completed, error, a hand
+	// back): from 100 ms, doubling, up to 2 s, within the lease.
+	outcomeFailures = backoff.Policy{First: 100 * time.Millisecond, Max: 2 * time.Second}
+)
+
+// sweepSpread spreads periodic work of many workers (the sweep's claim,
+// the rescue) over ±20 %.
+const sweepSpread = 0.2
 
 // Losing the job. ErrLeaseLost is both why a run's context is cancelled
 // (context.Cause) and what its Reporter's writes return, once the job is no

@@ -151,7 +151,7 @@ func (r *reporter) write(ctx context.Context, patch map[string]any) error {
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(retryEvery):
+		case <-time.After(whileUnreachable.Wait(1)):
 		}
 	}
 }

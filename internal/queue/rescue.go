@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/runops/runops/internal/backoff"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/metrics"
 )
@@ -22,7 +23,7 @@ func (w *Worker) Rescue(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(jitter(w.cfg.Sweep)):
+		case <-time.After(backoff.Spread(w.cfg.Sweep, sweepSpread)):
 		}
 		requeued, failed, err := w.store.Rescue(ctx, w.cfg.MaxAttempts, msg)
 		if err != nil {

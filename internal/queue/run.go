@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/runops/runops/internal/backoff"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/metrics"
 )
@@ -93,7 +94,7 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 // the write took effect.
 func (w *Worker) record(what string, write func(context.Context) (bool, error)) bool {
 	deadline := time.Now().Add(w.cfg.LeaseTTL)
-	wait := 100 * time.Millisecond
+	failures := backoff.Backoff{Policy: outcomeFailures}
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		ok, err := write(ctx)
@@ -111,8 +112,7 @@ func (w *Worker) record(what string, write func(context.Context) (bool, error)) 
 			w.log.Error("outcome not recorded: database unavailable", "write", what, "error", err)
 			return false
 		}
-		time.Sleep(wait) // retry pacing, not synchronisation
-		wait = min(2*wait, 2*time.Second)
+		time.Sleep(failures.Next()) // retry pacing, not synchronisation
 	}
 }
 

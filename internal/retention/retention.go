@@ -10,9 +10,9 @@ package retention
 import (
 	"context"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
+	"github.com/runops/runops/internal/backoff"
 	"github.com/runops/runops/internal/jobs"
 )
 
@@ -113,7 +113,7 @@ func (j *Janitor) Once(ctx context.Context) (int, error) {
 // each) until ctx is done.
 func (j *Janitor) Run(ctx context.Context) {
 	for {
-		wait := j.Every*8/10 + time.Duration(rand.Int64N(int64(j.Every)*4/10+1))
+		wait := backoff.Spread(j.Every, 0.2)
 		select {
 		case <-ctx.Done():
 			return

@@ -20,12 +20,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/runops/runops/internal/backoff"
 	"github.com/runops/runops/internal/metrics"
 )
 
@@ -147,10 +147,10 @@ func Sign(keys [][]byte, id string, t time.Time, body []byte) string {
 // Backoff is the wait before try n+1 after n failed tries: about a second
 // first, doubling, with ±20 % jitter, at most an hour.
 func Backoff(n int) time.Duration {
-	d := firstRetry << min(max(n-1, 0), 20)
-	d = min(d, maxWait)
-	return d*8/10 + time.Duration(rand.Int64N(int64(d)*4/10+1))
+	return retries.Wait(n)
 }
+
+var retries = backoff.Policy{First: firstRetry, Max: maxWait, Jitter: 0.2}
 
 // Once sends what is due now and returns how many it sent successfully.
 // The round ends inside the lease its deliveries were taken under: each

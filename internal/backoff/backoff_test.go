@@ -1,0 +1,53 @@
+package backoff_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/runops/runops/internal/backoff"
+)
+
+// Waits double from First up to Max, each within its jitter; a Backoff
+// counts failures and starts over after Reset.
+func TestWaitsGrowAndSpread(t *testing.T) {
+	t.Parallel()
+	exact := backoff.Policy{First: 100 * time.Millisecond, Max: 2 * time.Second}
+	var got []time.Duration
+	for n := range 8 {
+		got = append(got, exact.Wait(n))
+	}
+	want := []time.Duration{100, 100, 200, 400, 800, 1600, 2000, 2000}
+	for i := range want {
+		if got[i] != want[i]*time.Millisecond {
+			t.Fatalf("waits %v, want %v ms", got, want)
+		}
+	}
+	if d := (backoff.Policy{First: time.Second}).Wait(1000); d <= 0 {
+		t.Fatalf("no ceiling, 1000 tries: %v", d)
+	}
+
+	spread := backoff.Policy{First: time.Second, Max: time.Hour, Jitter: 0.2}
+	seen := map[time.Duration]bool{}
+	for range 200 {
+		d := spread.Wait(3)
+		if d < 3200*time.Millisecond || d > 4800*time.Millisecond {
+			t.Fatalf("wait after 3 tries %v, want 4 s ± 20 %%", d)
+		}
+		seen[d] = true
+	}
+	if len(seen) < 100 {
+		t.Fatalf("%d distinct waits out of 200: not spread", len(seen))
+	}
+	if d := spread.Wait(40); d < 48*time.Minute || d > 72*time.Minute {
+		t.Fatalf("wait after 40 tries %v, want the hour's ceiling ± 20 %%", d)
+	}
+
+	b := backoff.Backoff{Policy: exact}
+	if b.Next() != 100*time.Millisecond || b.Next() != 200*time.Millisecond || b.Next() != 400*time.Millisecond {
+		t.Fatal("Next does not double")
+	}
+	b.Reset()
+	if b.Next() != 100*time.Millisecond {
+		t.Fatal("Reset does not start over")
+	}
+}
