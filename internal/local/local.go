@@ -107,18 +107,18 @@ func (f *files) List(context.Context, string) ([]string, error) { return nil, ni
 // Remove has nothing to remove (see List).
 func (f *files) Remove(context.Context, ...string) error { return nil }
 
-// alone holds the only lease there is: nobody else writes here.
-type alone struct{}
+// soleWriter holds the only lease there is: nobody else writes here.
+type soleWriter struct{}
 
-func (alone) WithSOPLease(ctx context.Context, _ jobs.ID, _ string, fn func(context.Context) error) error {
+func (soleWriter) WithSOPLease(ctx context.Context, _ jobs.ID, _ string, fn func(context.Context) error) error {
 	return fn(ctx)
 }
 
 // RecordFrames has no API to serve them: nothing to record.
-func (alone) RecordFrames(context.Context, jobs.ID, map[string]string) error { return nil }
+func (soleWriter) RecordFrames(context.Context, jobs.ID, map[string]string) error { return nil }
 
 // RecordSOP has no API to serve it: nothing to record.
-func (alone) RecordSOP(context.Context, jobs.ID, string, []string) error { return nil }
+func (soleWriter) RecordSOP(context.Context, jobs.ID, string, []string) error { return nil }
 
 // Display shows a run's stages and progress (a progress bar, or log lines).
 type Display interface {
@@ -173,11 +173,11 @@ func Run(ctx context.Context, model pipeline.Model, cfg pipeline.Config, input, 
 	// what it made remotely (the Gemini file), as for a dashboard edit.
 	runCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancel(nil)
-	stopAfter := context.AfterFunc(ctx, func() { cancel(queue.ErrEdited) })
+	stopAfter := context.AfterFunc(ctx, func() { cancel(queue.ErrCancelled) })
 	defer stopAfter()
 
 	start := time.Now()
-	err = pipeline.New(&files{input: input, out: out}, model, alone{}, cfg).Run(runCtx, job, rep)
+	err = pipeline.New(&files{input: input, out: out}, model, soleWriter{}, cfg).Run(runCtx, job, rep)
 	stages := rep.finish()
 	show.Done()
 	res := Result{Outputs: out, Stages: stages, Metadata: rep.metadata, Total: time.Since(start)}

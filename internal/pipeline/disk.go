@@ -128,10 +128,10 @@ func (p *Pipeline) outOfSpace(ctx context.Context, job queue.Job, r queue.Report
 	return p.handBackForRoom(ctx, job, r, need, fmt.Errorf("%w: %w", errDiskFull, err))
 }
 
-// rebook sets the job's booking to what its work directory holds once the
+// shrinkBooking sets the job's booking to what its work directory holds once the
 // raw upload has left it: the slim copy and its screenshots, and some to
 // spare. It never asks for room: it only gives some back.
-func (p *Pipeline) rebook(id jobs.ID, res SlimResult) {
+func (p *Pipeline) shrinkBooking(id jobs.ID, res SlimResult) {
 	need := uint64(64 << 20)
 	if st, err := os.Stat(res.File); err == nil {
 		need += uint64(st.Size())

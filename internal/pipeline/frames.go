@@ -121,7 +121,7 @@ func (p *Pipeline) takeShots(ctx context.Context, job queue.Job, r queue.Reporte
 		}
 		switch {
 		case errors.Is(err, jobs.ErrObjectMissing):
-			return func(shot) string { return whyGone }, p.keepPrevious(ctx, job, want, set)
+			return func(shot) string { return reasonRecordingGone }, p.keepPrevious(ctx, job, want, set)
 		case errors.Is(err, errNotTaken):
 			why = func(s shot) string { return whyNotTaken + s.node.Timestamp }
 		case err != nil:
@@ -238,7 +238,7 @@ func (p *Pipeline) keepPrevious(ctx context.Context, job queue.Job, want []shot,
 			Nodes []sop.Node `json:"nodes"`
 		} `json:"public"`
 	}
-	err := p.retry(ctx, viaStorage, func() error {
+	err := p.retry(ctx, storageService, func() error {
 		body, _, err := p.objects.Download(ctx, job.ID.SOPPath())
 		if err != nil {
 			return err
@@ -260,7 +260,7 @@ func (p *Pipeline) keepPrevious(ctx context.Context, job queue.Job, want []shot,
 		return err
 	}
 	var names []string
-	err = p.retry(ctx, viaStorage, func() (err error) {
+	err = p.retry(ctx, storageService, func() (err error) {
 		names, err = p.objects.List(ctx, job.ID.FramesFolder())
 		return err
 	})
@@ -282,7 +282,7 @@ func (p *Pipeline) keepPrevious(ctx context.Context, job queue.Job, want []shot,
 			continue
 		}
 		file := filepath.Join(job.TempDir, "shot-"+s.node.ID+".jpg")
-		err := p.retry(ctx, viaStorage, func() error { return p.downloadFile(ctx, path, file) })
+		err := p.retry(ctx, storageService, func() error { return p.downloadFile(ctx, path, file) })
 		if errors.Is(err, jobs.ErrObjectMissing) {
 			continue // deleted since the listing: the step has none
 		}

@@ -39,7 +39,7 @@ func (p *Pipeline) extract(ctx context.Context, job queue.Job, r queue.Reporter,
 	if err != nil || file.Name == "" {
 		return answer{}, file.Name, err
 	}
-	a, err := p.describe(ctx, job, r, slim, file)
+	a, err := p.askForSOP(ctx, job, r, slim, file)
 	return a, file.Name, err
 }
 
@@ -63,7 +63,7 @@ func (p *Pipeline) geminiFile(ctx context.Context, job queue.Job, r queue.Report
 		}
 	}
 	var f ModelFile
-	err := p.retry(ctx, viaGemini, func() error {
+	err := p.retry(ctx, geminiService, func() error {
 		var err error
 		f, err = p.model.Upload(ctx, slim.File, "video/mp4", "runops-"+string(job.ID))
 		return err
@@ -92,7 +92,7 @@ func (p *Pipeline) geminiFile(ctx context.Context, job queue.Job, r queue.Report
 		}
 		waited += wait
 		wait = min(2*wait, pollMax)
-		err := p.retry(ctx, viaGemini, func() error {
+		err := p.retry(ctx, geminiService, func() error {
 			got, err := p.model.File(ctx, f.Name)
 			if err == nil {
 				f = got
@@ -106,8 +106,8 @@ func (p *Pipeline) geminiFile(ctx context.Context, job queue.Job, r queue.Report
 	return f, nil
 }
 
-// describe asks the model for the SOP until an answer passes the checks.
-func (p *Pipeline) describe(ctx context.Context, job queue.Job, r queue.Reporter, slim SlimResult, file ModelFile) (answer, error) {
+// askForSOP asks the model for the SOP until an answer passes the checks.
+func (p *Pipeline) askForSOP(ctx context.Context, job queue.Job, r queue.Reporter, slim SlimResult, file ModelFile) (answer, error) {
 	if err := r.Stage(ctx, "extracting"); err != nil {
 		return answer{}, err
 	}
@@ -125,7 +125,7 @@ func (p *Pipeline) describe(ctx context.Context, job queue.Job, r queue.Reporter
 			req.Prompt += "\n\nYour previous answer was rejected for these reasons; answer again, fixing them:\n" + problems
 		}
 		var resp ModelResponse
-		err := p.retry(ctx, viaGemini, func() error {
+		err := p.retry(ctx, geminiService, func() error {
 			gctx, cancel := context.WithTimeout(ctx, p.cfg.GenerateTimeout)
 			defer cancel()
 			var err error
@@ -187,23 +187,23 @@ func (p *Pipeline) describe(ctx context.Context, job queue.Job, r queue.Reporter
 func (p *Pipeline) geminiFailure(ctx context.Context, err error) error {
 	var f *jobs.Failure
 	switch {
-	case errors.As(err, &f), errors.Is(err, context.Canceled), errors.Is(err, queue.ErrLeaseLost):
+	case errors.As(err, &f), errors.Is(err, context.Canceled), errors.Is(err, queue.ErrLost):
 		return err
 	case errors.Is(err, jobs.ErrRefusedKey):
-		p.cfg.Logger.ErrorContext(ctx, viaGemini.refusedKeyOp, "error", err)
-		return jobs.Fail(viaGemini.refusedKey, err)
+		p.cfg.Logger.ErrorContext(ctx, geminiService.refusedKeyOp, "error", err)
+		return jobs.Fail(geminiService.refusedKey, err)
 	}
 	return jobs.Fail(msgAIDown, err)
 }
 
-// settleFile decides the Gemini file's fate once the run's outcome (err)
+// keepOrDeleteModelFile decides the Gemini file's fate once the run's outcome (err)
 // is known: kept for the next attempt after a transient failure — of any
 // later stage too (the screenshots, the SOP's upload) —, a lost lease or a
 // shutdown; deleted once the job is over for good, or a person stopped it.
-func (p *Pipeline) settleFile(ctx context.Context, name string, err error) {
+func (p *Pipeline) keepOrDeleteModelFile(ctx context.Context, name string, err error) {
 	var f *jobs.Failure
 	permanent := errors.As(err, &f) && !errors.Is(err, errExhausted)
-	if err != nil && !permanent && !errors.Is(context.Cause(ctx), queue.ErrEdited) {
+	if err != nil && !permanent && !errors.Is(context.Cause(ctx), queue.ErrCancelled) {
 		return
 	}
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)

@@ -70,7 +70,7 @@ func (p *Pipeline) Slim(ctx context.Context, job queue.Job, r queue.Reporter) (S
 	if err := os.Remove(raw); err != nil {
 		return SlimResult{}, err
 	}
-	p.rebook(job.ID, res)
+	p.shrinkBooking(job.ID, res)
 	if err := p.uploadSlim(ctx, job, r, res); err != nil {
 		return SlimResult{}, err
 	}
@@ -91,7 +91,7 @@ func (p *Pipeline) reuseSlim(ctx context.Context, job queue.Job) (SlimResult, bo
 	}
 	var got string
 	var size int64
-	err := p.retry(ctx, viaStorage, func() error {
+	err := p.retry(ctx, storageService, func() error {
 		body, _, err := p.objects.Download(ctx, job.ID.SlimPath())
 		if err != nil {
 			return err
@@ -135,7 +135,7 @@ func (p *Pipeline) fetchRaw(ctx context.Context, job queue.Job, r queue.Reporter
 	if err := p.checkSpace(ctx, job, r, expected); err != nil {
 		return err
 	}
-	err := p.retry(ctx, viaStorage, func() error {
+	err := p.retry(ctx, storageService, func() error {
 		body, size, err := p.objects.Download(ctx, job.ID.RawPath())
 		if errors.Is(err, jobs.ErrObjectMissing) {
 			return jobs.Fail(msgNoUpload, err)
@@ -251,7 +251,7 @@ func (p *Pipeline) uploadSlim(ctx context.Context, job queue.Job, r queue.Report
 	if err := r.Stage(ctx, "uploading_slim"); err != nil {
 		return err
 	}
-	err := p.retry(ctx, viaStorage, func() error {
+	err := p.retry(ctx, storageService, func() error {
 		f, err := os.Open(res.File)
 		if err != nil {
 			return err

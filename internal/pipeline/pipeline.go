@@ -69,7 +69,7 @@ const (
 type Pipeline struct {
 	objects Objects
 	model   Model
-	fence   Fence
+	fence   OutputLock
 	cfg     Config
 	disk    disk
 }
@@ -77,7 +77,7 @@ type Pipeline struct {
 var _ queue.Handler = (*Pipeline)(nil)
 
 // New returns a pipeline over storage, Gemini and the fence its writes go through.
-func New(objects Objects, model Model, fence Fence, cfg Config) *Pipeline {
+func New(objects Objects, model Model, fence OutputLock, cfg Config) *Pipeline {
 	for _, d := range []struct {
 		v   *time.Duration
 		def time.Duration
@@ -116,7 +116,7 @@ func (p *Pipeline) Run(ctx context.Context, job queue.Job, r queue.Reporter) (er
 	}
 	ans, file, err := p.extract(ctx, job, r, slim)
 	if file != "" {
-		defer func() { p.settleFile(ctx, file, err) }() // with the run's outcome
+		defer func() { p.keepOrDeleteModelFile(ctx, file, err) }() // with the run's outcome
 	}
 	if err != nil {
 		return err
@@ -131,11 +131,11 @@ func (p *Pipeline) Run(ctx context.Context, job queue.Job, r queue.Reporter) (er
 	return p.writeSOP(ctx, job, r, ans.doc, shots)
 }
 
-// Fence is what every write of a job's outputs (screenshots, the SOP) goes
+// OutputLock is what every write of a job's outputs (screenshots, the SOP) goes
 // through: under the SOP lock, which serialises it with the API's edits,
 // and only while this claim (its lease token) still holds the job;
-// otherwise it returns queue.ErrLeaseLost.
-type Fence interface {
+// otherwise it returns queue.ErrLost.
+type OutputLock interface {
 	WithSOPLease(ctx context.Context, id jobs.ID, token string, fn func(context.Context) error) error
 	// RecordFrames and RecordSOP record the ETags the API will serve the
 	// screenshots (node → tag) and the SOP with, inside WithSOPLease and

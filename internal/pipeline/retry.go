@@ -47,10 +47,10 @@ type service struct {
 const storageRetryBudget = 2 * time.Minute
 
 var (
-	viaStorage = service{name: "storage", giveUp: msgStorageDown,
+	storageService = service{name: "storage", giveUp: msgStorageDown,
 		budget:     func(*Pipeline) time.Duration { return storageRetryBudget },
 		refusedKey: msgStorageKey, refusedKeyOp: "Supabase Storage refused SUPABASE_SERVICE_ROLE_KEY: set the project's service role key"}
-	viaGemini = service{name: "gemini", giveUp: msgAIDown,
+	geminiService = service{name: "gemini", giveUp: msgAIDown,
 		budget:     func(p *Pipeline) time.Duration { return p.cfg.MaxRetryWait }, // GEMINI_MAX_RETRY_WAIT
 		refusedKey: msgBadKey, refusedKeyOp: "Gemini refused GEMINI_API_KEY"}
 )

@@ -71,11 +71,11 @@ const (
 
 // Why a shown step has no screenshot, for metadata.frames.missing.
 const (
-	whyBadID    = "the step's id cannot name a file (letters, digits, - and _ only)"
-	whyTooMany  = "only the first 100 shown steps get a screenshot"
-	whyGone     = "the recording is no longer in storage"
-	whyNoFrame  = "the video has no picture at "
-	whyNotTaken = "the picture could not be taken at "
+	whyBadID            = "the step's id cannot name a file (letters, digits, - and _ only)"
+	whyTooMany          = "only the first 100 shown steps get a screenshot"
+	reasonRecordingGone = "the recording is no longer in storage"
+	whyNoFrame          = "the video has no picture at "
+	whyNotTaken         = "the picture could not be taken at "
 )
 
 // whyTooLong is why a step has no screenshot when taking and storing them

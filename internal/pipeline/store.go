@@ -28,7 +28,7 @@ func (p *Pipeline) writeSOP(ctx context.Context, job queue.Job, r queue.Reporter
 	}
 	// Each try takes the lock and checks the lease anew: no lock is held
 	// through the waits between tries.
-	err = p.retry(ctx, viaStorage, func() error {
+	err = p.retry(ctx, storageService, func() error {
 		return p.fence.WithSOPLease(ctx, job.ID, job.Token, func(ctx context.Context) error {
 			// Recorded before it is stored: a tag is never older than the SOP.
 			if err := p.fence.RecordSOP(ctx, job.ID, jobs.ETag(b), sop.Shown(doc)); err != nil {
@@ -80,7 +80,7 @@ func (p *Pipeline) storeShots(ctx context.Context, job queue.Job, r queue.Report
 func (p *Pipeline) uploadShots(ctx context.Context, job queue.Job, r queue.Reporter, pending []pendingShot) (int, error) {
 	stored := 0
 	for batch := range slices.Chunk(pending, uploadsPerHold) {
-		err := p.retry(ctx, viaStorage, func() error {
+		err := p.retry(ctx, storageService, func() error {
 			return p.fence.WithSOPLease(ctx, job.ID, job.Token, func(ctx context.Context) error {
 				if err := p.recordShots(ctx, job, batch); err != nil {
 					return err

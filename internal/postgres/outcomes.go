@@ -29,7 +29,7 @@ WITH input AS (
       completed_at = CASE WHEN i.status = 'completed' THEN now() ELSE j.completed_at END,
       metadata = public.runops_jsonb_merge(public.runops_close_attempt(j.metadata, i.token, i.status, i.cause), i.patch)
   FROM input i
-  WHERE j.job_id = i.job_id AND j.status = 'processing' AND j.metadata->'lease'->>'token' = i.token` + asWorker + `
+  WHERE j.job_id = i.job_id AND j.status = 'processing' AND j.metadata->'lease'->>'token' = i.token` + workerMark + `
   RETURNING j.job_id, j.status, j.error, j.created_at, j.completed_at, j.metadata
 )
 SELECT done.job_id::text FROM done, LATERAL (SELECT public.runops_record_event(done.job_id, done.status, done.error,
@@ -79,7 +79,7 @@ type batcher struct {
 // lease is gone. It is written together with the outcomes ready at the same
 // time, before ctx's deadline (10 s without one); once queued it is waited
 // for. An outcome the database refuses for good (text it cannot store) is
-// written again as o.Plainer(), down to the plainest.
+// written again as o.Simplified(), down to the plainest.
 func (s *QueueStore) Finish(ctx context.Context, o queue.Outcome) (bool, error) {
 	deadline, ok := ctx.Deadline()
 	if !ok {
@@ -154,7 +154,7 @@ func (s *QueueStore) finishAlone(ctx context.Context, o *outcome) outcomeResult 
 		if err == nil || errors.Is(err, jobs.ErrUnavailable) {
 			return outcomeResult{matched[o.ID], err}
 		}
-		plainer, ok := o.Plainer()
+		plainer, ok := o.Simplified()
 		if !ok {
 			return outcomeResult{false, err}
 		}
@@ -171,11 +171,11 @@ func (s *QueueStore) finishBatch(ctx context.Context, batch []*outcome) (map[job
 	if err != nil {
 		return nil, wrap("finish jobs", err)
 	}
-	matched := map[jobs.ID]bool{}
+	held := map[jobs.ID]bool{}
 	var id string
 	_, err = pgx.ForEachRow(res, []any{&id}, func() error {
-		matched[jobs.ID(id)] = true
+		held[jobs.ID(id)] = true
 		return nil
 	})
-	return matched, wrap("finish jobs", err)
+	return held, wrap("finish jobs", err)
 }

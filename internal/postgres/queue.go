@@ -19,11 +19,11 @@ import (
 const (
 	fence = ` AND status = 'processing' AND metadata->'lease'->>'token' = $2`
 
-	// asWorker marks the statement's transaction as the worker's, so that the
+	// workerMark marks the statement's transaction as the worker's, so that the
 	// notify trigger stays silent for its claims and outcomes (the
 	// quiet_worker_writes migration). It is evaluated before the row
 	// triggers fire, which happens at the end of the statement.
-	asWorker = ` AND set_config('runops.writer', 'worker', true) IS NOT NULL`
+	workerMark = ` AND set_config('runops.writer', 'worker', true) IS NOT NULL`
 
 	// Up to $3 claimable jobs, each with a lease token of its own, none of an
 	// owner with $4 jobs processing ($4 NULL: no cap): by priority
@@ -92,7 +92,7 @@ SET status = CASE WHEN public.runops_attempt(j.metadata) >= $1 THEN 'error' ELSE
     error = CASE WHEN public.runops_attempt(j.metadata) >= $1 THEN $2 END,
     metadata = public.runops_close_attempt(j.metadata, coalesce(j.metadata->'lease'->>'token', ''), 'lost', 'lease expired')
                - 'lease'
-FROM expired WHERE j.id = expired.id` + asWorker + `
+FROM expired WHERE j.id = expired.id` + workerMark + `
 RETURNING j.job_id, j.status, j.error, j.created_at, j.completed_at, j.metadata
 )
 SELECT done.job_id::text, done.status FROM done
@@ -185,8 +185,8 @@ func (s *QueueStore) HandBack(ctx context.Context, id jobs.ID, token string) (bo
 	return s.fenced(ctx, "hand back job", handBackJob, string(id), token)
 }
 
-// Release gives up the lease of a job a person re-queued (no-op otherwise).
-func (s *QueueStore) Release(ctx context.Context, id jobs.ID, token string) error {
+// DropLease gives up the lease of a job a person re-queued (no-op otherwise).
+func (s *QueueStore) DropLease(ctx context.Context, id jobs.ID, token string) error {
 	_, err := s.pool.Exec(ctx, releaseLease, string(id), token)
 	return wrap("release lease", err)
 }

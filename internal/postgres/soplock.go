@@ -43,7 +43,7 @@ func (l *SOPLocker) WithSOPLock(ctx context.Context, id jobs.ID, fn func(context
 // WithSOPLease runs fn while holding the lock of id's SOP and while the claim
 // with lease token holds the job, so that a worker that lost its lease can
 // never write the SOP over a newer run's or a person's edit. It returns
-// queue.ErrLeaseLost, without calling fn, when the claim no longer holds it.
+// queue.ErrLost, without calling fn, when the claim no longer holds it.
 func (l *SOPLocker) WithSOPLease(ctx context.Context, id jobs.ID, token string, fn func(context.Context) error) error {
 	return l.withLock(ctx, id, token, fn)
 }
@@ -63,7 +63,7 @@ func (l *SOPLocker) withLock(ctx context.Context, id jobs.ID, token string, fn f
 				return err
 			}
 			if tag.RowsAffected() == 0 {
-				fnErr = queue.ErrLeaseLost
+				fnErr = queue.ErrLost
 				return nil
 			}
 		}

@@ -107,8 +107,8 @@ func (w *Webhooks) Events(ctx context.Context, id jobs.ID) ([]Event, error) {
 	return out, wrap("job events", err)
 }
 
-// Release implements webhook.Store.
-func (w *Webhooks) Release(ctx context.Context, ds []webhook.Delivery) error {
+// Return implements webhook.Store.
+func (w *Webhooks) Return(ctx context.Context, ds []webhook.Delivery) error {
 	ids, urls := make([]string, len(ds)), make([]string, len(ds))
 	for i, d := range ds {
 		ids[i], urls[i] = d.EventID, d.URL

@@ -12,14 +12,14 @@ import (
 // run is one claimed job while it runs: how to stop it, how to ask its
 // heartbeat for a check, and whether it has lost the job.
 type run struct {
-	job    Job
-	cancel context.CancelCauseFunc
-	check  chan struct{} // ask the heartbeat to check the lease now
-	lost   atomic.Bool   // the job is no longer this run's
+	job      Job
+	cancel   context.CancelCauseFunc
+	renewNow chan struct{} // ask the heartbeat to check the lease now
+	lost     atomic.Bool   // the job is no longer this run's
 }
 
 // lose stops the run for good: the job is no longer its own (cause is
-// ErrLeaseLost or ErrEdited), and nothing more is written for it.
+// ErrLost or ErrCancelled), and nothing more is written for it.
 func (r *run) lose(cause error) {
 	r.lost.Store(true)
 	r.cancel(cause)
@@ -42,10 +42,10 @@ func (w *Worker) heartbeat(ctx context.Context, r *run, log *slog.Logger) {
 			return
 		case <-expiring.C:
 			log.Error("lease not renewed in time (database unreachable): stopping the job before the lease expires")
-			r.lose(ErrLeaseLost)
+			r.lose(ErrLost)
 			return
 		case <-next.C:
-		case <-r.check:
+		case <-r.renewNow:
 		}
 		sent := time.Now()
 		rctx, cancel := context.WithTimeout(ctx, w.cfg.Heartbeat)
@@ -57,7 +57,7 @@ func (w *Worker) heartbeat(ctx context.Context, r *run, log *slog.Logger) {
 			expiring.Reset(margin - time.Since(sent))
 			next.Reset(w.cfg.Heartbeat)
 		case err == nil:
-			r.lose(w.whyGone(r.job.ID))
+			r.lose(w.lossCause(r.job.ID))
 			return
 		case ctx.Err() != nil:
 			return
@@ -100,20 +100,20 @@ func (w *Worker) watchEdits(ctx context.Context) {
 		}
 		for _, id := range gone {
 			if r := runs[id]; r != nil && !r.lost.Load() {
-				r.lose(w.whyGone(id))
+				r.lose(w.lossCause(id))
 			}
 		}
 	}
 }
 
-// whyGone tells a person's edit (status changed, row deleted) from a lease
+// lossCause tells a person's edit (status changed, row deleted) from a lease
 // lost to the rescuer, for the handler's sake.
-func (w *Worker) whyGone(id jobs.ID) error {
+func (w *Worker) lossCause(id jobs.ID) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	status, found, err := w.store.Status(ctx, id)
 	if err == nil && (!found || status != jobs.StatusProcessing) {
-		return ErrEdited
+		return ErrCancelled
 	}
-	return ErrLeaseLost
+	return ErrLost
 }

@@ -27,10 +27,10 @@ type Store interface {
 	Renew(ctx context.Context, id jobs.ID, token string, ttl time.Duration) (bool, error)
 	Merge(ctx context.Context, id jobs.ID, token string, patch map[string]any) (bool, error)
 	// Finish records how a run ended. A store that cannot write an outcome
-	// as it is (text the database refuses) writes o.Plainer() instead.
+	// as it is (text the database refuses) writes o.Simplified() instead.
 	Finish(ctx context.Context, o Outcome) (bool, error)
 	HandBack(ctx context.Context, id jobs.ID, token string) (bool, error)
-	Release(ctx context.Context, id jobs.ID, token string) error
+	DropLease(ctx context.Context, id jobs.ID, token string) error
 	Rescue(ctx context.Context, maxAttempts int, message string) (requeued, failed []jobs.ID, err error)
 	// Repair puts right what the store keeps of the queue beside the jobs
 	// (the claim order's tables: rows of jobs no longer queued, queued jobs
@@ -84,10 +84,10 @@ type Outcome struct {
 // GenericSentence is the sentence of a failure that carries none.
 const GenericSentence = "Something went wrong while processing the video; please try again, and contact support if it keeps failing."
 
-// Plainer is the outcome with less in it, for a database that refused it
+// Simplified is the outcome with less in it, for a database that refused it
 // for good: first without its patch and cause, then, for an error, with
 // GenericSentence. ok is false when there is nothing plainer to write.
-func (o Outcome) Plainer() (p Outcome, ok bool) {
+func (o Outcome) Simplified() (p Outcome, ok bool) {
 	switch {
 	case o.Patch != nil || o.Cause != "":
 		o.Patch, o.Cause = nil, ""
@@ -140,7 +140,7 @@ type HandlerFunc func(ctx context.Context, job Job, r Reporter) error
 func (f HandlerFunc) Run(ctx context.Context, job Job, r Reporter) error { return f(ctx, job, r) }
 
 // Reporter writes progress into the job's metadata. Every write is fenced:
-// ErrLeaseLost means the job is no longer this worker's (its ctx is cancelled too).
+// ErrLost means the job is no longer this worker's (its ctx is cancelled too).
 type Reporter interface {
 	// Stage starts a named stage (progress back to 0; the previous stage's
 	// duration goes to metadata.timings).
@@ -169,15 +169,15 @@ var (
 // the rescue) over ±20 %.
 const sweepSpread = 0.2
 
-// Losing the job. ErrLeaseLost is both why a run's context is cancelled
+// Losing the job. ErrLost is both why a run's context is cancelled
 // (context.Cause) and what its Reporter's writes return, once the job is no
 // longer this run's: another worker was given it, its lease could not be
-// kept, or a person edited it — ErrEdited, which is ErrLeaseLost too, and
+// kept, or a person edited it — ErrCancelled, which is ErrLost too, and
 // the one distinction a handler branches on (the work is abandoned for
 // good: it may clean up remote state). Shutdown is not losing the job: the
 // run's context ends with errShutdown, and the job is handed back.
 var (
-	ErrLeaseLost = errors.New("lease lost: the job is no longer this run's")
-	ErrEdited    = fmt.Errorf("stopped by a person editing the job: %w", ErrLeaseLost)
+	ErrLost      = errors.New("lease lost: the job is no longer this run's")
+	ErrCancelled = fmt.Errorf("stopped by a person editing the job: %w", ErrLost)
 	errShutdown  = errors.New("shutdown grace period over")
 )

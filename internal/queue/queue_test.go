@@ -248,7 +248,7 @@ func TestDashboardEditsWin(t *testing.T) {
 			id := b.insert(1)[0]
 			j := recv(t, h.started, "start")
 			b.exec(edit, string(id))
-			if err := recv(t, h.ended, "cancellation"); !errors.Is(err, context.Canceled) || !errors.Is(context.Cause(h.lastCtx()), queue.ErrEdited) {
+			if err := recv(t, h.ended, "cancellation"); !errors.Is(err, context.Canceled) || !errors.Is(context.Cause(h.lastCtx()), queue.ErrCancelled) {
 				t.Fatalf("handler ended with %v", err)
 			}
 			b.waitFor("worker let go", func() bool { return len(r.w.Held()) == 0 })
@@ -649,7 +649,7 @@ func TestEditsStopRunsWithoutANotification(t *testing.T) {
 				b.exec(`ALTER TABLE jobs DISABLE TRIGGER jobs_notify_status`) // the notification is lost
 				b.exec(edit, string(id))
 				b.exec(`ALTER TABLE jobs ENABLE TRIGGER jobs_notify_status`)
-				if err := recv(t, h.ended, "cancellation"); !errors.Is(err, context.Canceled) || !errors.Is(context.Cause(h.lastCtx()), queue.ErrEdited) {
+				if err := recv(t, h.ended, "cancellation"); !errors.Is(err, context.Canceled) || !errors.Is(context.Cause(h.lastCtx()), queue.ErrCancelled) {
 					t.Fatalf("handler ended with %v", err)
 				}
 				if name == "requeue" {

@@ -41,13 +41,13 @@ func newReporter(store Store, r *run, delay time.Duration) *reporter {
 	return &reporter{store: store, run: r, delay: delay, armed: make(chan struct{}, 1)}
 }
 
-// gone tells whether the run has lost the job.
-func (r *reporter) gone() bool { return r.run.lost.Load() }
+// lost tells whether the run has lost the job.
+func (r *reporter) lost() bool { return r.run.lost.Load() }
 
 // lose stops the run: its write found the lease gone.
 func (r *reporter) lose() error {
-	r.run.lose(ErrLeaseLost)
-	return ErrLeaseLost
+	r.run.lose(ErrLost)
+	return ErrLost
 }
 
 // flushStages writes a pending stage once it has lasted the stage delay,
@@ -136,8 +136,8 @@ func (r *reporter) arm() {
 // lease could expire, so an outage the lease rides out costs nothing.
 func (r *reporter) write(ctx context.Context, patch map[string]any) error {
 	for {
-		if r.gone() {
-			return ErrLeaseLost
+		if r.lost() {
+			return ErrLost
 		}
 		ok, err := r.store.Merge(ctx, r.run.job.ID, r.run.job.Token, patch)
 		switch {
@@ -169,8 +169,8 @@ func (r *reporter) closeStage(now time.Time) map[string]any {
 
 // Stage starts a stage; it is written within the stage delay (see defaultStageDelay).
 func (r *reporter) Stage(ctx context.Context, name string) error {
-	if r.gone() {
-		return ErrLeaseLost
+	if r.lost() {
+		return ErrLost
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -203,8 +203,8 @@ func (r *reporter) Progress(ctx context.Context, p float64) error {
 	r.mu.Unlock()
 	// Progress is a hint for the status page, written from the goroutine
 	// that reads ffmpeg's output: one try, never a wait for the database.
-	if r.gone() {
-		return ErrLeaseLost
+	if r.lost() {
+		return ErrLost
 	}
 	r.wmu.Lock()
 	defer r.wmu.Unlock()

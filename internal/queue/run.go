@@ -23,7 +23,7 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 	log := w.log.With("job_id", job.ID, "attempt", job.Attempt, "worker", w.cfg.Name)
 	runCtx, cancel := context.WithCancelCause(withJobAttrs(jobsCtx, job))
 	defer cancel(nil)
-	r := &run{job: job, cancel: cancel, check: make(chan struct{}, 1)}
+	r := &run{job: job, cancel: cancel, renewNow: make(chan struct{}, 1)}
 	w.mu.Lock()
 	w.held[job.ID] = r
 	w.mu.Unlock()
@@ -50,24 +50,24 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 	loops.Wait()
 
 	switch {
-	case errors.Is(cancelled, ErrLeaseLost), errors.Is(err, ErrLeaseLost):
+	case errors.Is(cancelled, ErrLost), errors.Is(err, ErrLost):
 		// Someone else holds it, or a person changed it: write nothing, but
 		// give the lease up if the job was re-queued.
 		log.Info("job stopped: lease gone or job edited", "error", err)
 		outcome := "lost"
-		if errors.Is(cancelled, ErrEdited) {
+		if errors.Is(cancelled, ErrCancelled) {
 			outcome = "cancelled"
 		}
 		metrics.JobsFinished.WithLabelValues(outcome).Inc()
-		w.record("release", func(ctx context.Context) (bool, error) {
-			return true, w.store.Release(ctx, job.ID, job.Token)
+		w.writeOutcome("release", func(ctx context.Context) (bool, error) {
+			return true, w.store.DropLease(ctx, job.ID, job.Token)
 		})
 		if outcome == "cancelled" {
 			w.Wake() // re-queued, it is claimable now: by this worker, whose slot it freed
 		}
 	case errors.Is(cancelled, errShutdown) && err != nil, errors.Is(err, ErrHandBack):
 		log.Info("job handed back", "reason", cmp.Or(cancelled, err))
-		if w.record("hand back", func(ctx context.Context) (bool, error) {
+		if w.writeOutcome("hand back", func(ctx context.Context) (bool, error) {
 			return w.store.HandBack(ctx, job.ID, job.Token)
 		}) {
 			metrics.JobsFinished.WithLabelValues("handed_back").Inc()
@@ -76,10 +76,10 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 		o := Outcome{ID: job.ID, Token: job.Token, Status: jobs.StatusCompleted, Patch: rep.finalTimings()}
 		if err != nil {
 			o.Status = jobs.StatusError
-			o.Message, o.Cause = describe(err)
+			o.Message, o.Cause = sentenceAndCause(err)
 			log.Warn("job failed", "error", err, "message", o.Message)
 		}
-		if w.record(string(o.Status), func(ctx context.Context) (bool, error) { return w.store.Finish(ctx, o) }) {
+		if w.writeOutcome(string(o.Status), func(ctx context.Context) (bool, error) { return w.store.Finish(ctx, o) }) {
 			if err == nil {
 				log.Info("job completed")
 			}
@@ -88,11 +88,11 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 	}
 }
 
-// record writes an outcome, retrying while the database is away (the lease
+// writeOutcome writes an outcome, retrying while the database is away (the lease
 // will expire meanwhile and the rescuer stands in if it never comes back); a
 // write the database refuses for good is not retried. It reports whether
 // the write took effect.
-func (w *Worker) record(what string, write func(context.Context) (bool, error)) bool {
+func (w *Worker) writeOutcome(what string, write func(context.Context) (bool, error)) bool {
 	deadline := time.Now().Add(w.cfg.LeaseTTL)
 	failures := backoff.Backoff{Policy: outcomeFailures}
 	for {
@@ -126,9 +126,9 @@ func (w *Worker) safeRun(ctx context.Context, job Job, rep Reporter) (err error)
 	return w.handler.Run(ctx, job, rep)
 }
 
-// describe returns the sentence for the person and a short technical cause,
+// sentenceAndCause returns the sentence for the person and a short technical cause,
 // both storable as text.
-func describe(err error) (message, cause string) {
+func sentenceAndCause(err error) (message, cause string) {
 	message = GenericSentence
 	var f *jobs.Failure
 	if errors.As(err, &f) {

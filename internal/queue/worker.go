@@ -132,7 +132,7 @@ func (w *Worker) Notify(id jobs.ID, status jobs.Status) {
 	w.mu.Unlock()
 	if ok {
 		select {
-		case r.check <- struct{}{}:
+		case r.renewNow <- struct{}{}:
 		default:
 		}
 		return
@@ -198,7 +198,7 @@ func (w *Worker) drain(wg *sync.WaitGroup, stopJobs context.CancelCauseFunc) {
 			r := w.held[id]
 			w.mu.Unlock()
 			if r != nil {
-				w.record("hand back", func(ctx context.Context) (bool, error) {
+				w.writeOutcome("hand back", func(ctx context.Context) (bool, error) {
 					return w.store.HandBack(ctx, id, r.job.Token)
 				})
 			}

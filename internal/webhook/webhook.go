@@ -59,9 +59,9 @@ type Store interface {
 	Delivered(ctx context.Context, d Delivery) error
 	Retry(ctx context.Context, d Delivery, next time.Time, why string) error
 	GiveUp(ctx context.Context, d Delivery, why string) error
-	// Release hands deliveries back untried: due at once, the try that
+	// Return hands deliveries back untried: due at once, the try that
 	// Due counted taken back.
-	Release(ctx context.Context, ds []Delivery) error
+	Return(ctx context.Context, ds []Delivery) error
 }
 
 // Deliverer sends due events.
@@ -173,7 +173,7 @@ func (d *Deliverer) Once(ctx context.Context) (int, error) {
 	for i, del := range due {
 		if roundCtx.Err() != nil {
 			// Out of time: the rest go back, untried, for the next round.
-			return sent, d.Store.Release(ctx, due[i:])
+			return sent, d.Store.Return(ctx, due[i:])
 		}
 		why := d.send(roundCtx, del, now())
 		switch {
