@@ -49,9 +49,10 @@ func TestAScreenshotOfAStepTheSOPNoLongerHasIsNotRevalidated(t *testing.T) {
 	tag := r.header.Get("ETag")
 	e.do("PATCH", "/api/sop/"+id, `{"type":"delete","nodeId":"check"}`).expect(t, 200, nil)
 
-	// A run records and stores the step's screenshot again, then fails
-	// before its SOP is stored.
-	if err := postgres.NewSOPLocker(e.direct).RecordFrames(context.Background(), jobs.ID(id), map[string]string{"check": jobs.ETag(jpeg)}); err != nil {
+	// A run stores the step's screenshot again (its tag forgotten first, to
+	// be recorded with the SOP that shows it), then fails before its SOP is
+	// stored.
+	if err := postgres.NewSOPLocker(e.direct).RecordFrames(context.Background(), jobs.ID(id), map[string]string{"check": ""}); err != nil {
 		t.Fatal(err)
 	}
 	e.fake.Put("videos/frames/"+id+"/check.jpg", jpeg, "image/jpeg")
@@ -68,8 +69,9 @@ func TestAnSOPRecordedButNeverStoredIsNotThere(t *testing.T) {
 	e := setup(t)
 	id := e.withSOP("failed")
 	e.fake.Delete("videos/sops/" + id + ".json")
-	// A worker recorded its SOP's tag, then lost storage before storing it.
-	if err := postgres.NewSOPLocker(e.direct).RecordSOP(context.Background(), jobs.ID(id), `"never-stored"`, nil); err != nil {
+	// A worker forgot the SOP's tag to store its own, then lost storage
+	// before storing it.
+	if err := postgres.NewSOPLocker(e.direct).RecordSOP(context.Background(), jobs.ID(id), "", nil); err != nil {
 		t.Fatal(err)
 	}
 	e.do("GET", "/api/sop/"+id, "", "If-None-Match", "*").expect(t, 404, nil)
