@@ -197,11 +197,15 @@ func completeByHand(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, 
 	}
 	locker := postgres.NewSOPLocker(pool)
 	err = locker.WithSOPLock(ctx, id, func(ctx context.Context) error {
-		// Recorded before it is stored: a tag is never older than the SOP.
-		if err := locker.RecordSOP(ctx, id, jobs.ETag(b), sop.Shown(doc)); err != nil {
+		// Forgotten while it is stored, recorded once it is: a tag recorded
+		// is always the stored SOP's.
+		if err := locker.RecordSOP(ctx, id, "", sop.Shown(doc)); err != nil {
 			return err
 		}
 		if err := objects.Upload(ctx, id.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json"); err != nil {
+			return err
+		}
+		if err := locker.RecordSOP(ctx, id, jobs.ETag(b), sop.Shown(doc)); err != nil {
 			return err
 		}
 		ok, err := store.MarkCompleted(ctx, id, map[string]any{"sop": map[string]any{"path": id.SOPPath(),

@@ -35,7 +35,8 @@ func New(out io.Writer) *Writer {
 }
 
 // Write copies p to be written; it returns at once unless too much is
-// waiting already. After Close, p is written directly.
+// waiting already. After Close, p is written directly, once what was
+// pending has been (a line never jumps those written before it).
 func (w *Writer) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	for len(w.pending) > maxPending && !w.closed {
@@ -43,6 +44,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 	}
 	if w.closed {
 		w.mu.Unlock()
+		<-w.done
 		return w.out.Write(p)
 	}
 	w.pending = append(w.pending, p...)

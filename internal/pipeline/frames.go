@@ -49,6 +49,7 @@ type shotSet struct {
 	pending []pendingShot
 	kept    int
 	missing []missingFrame
+	tags    map[string]string // node → ETag of the screenshot stored for it
 }
 
 // pendingShot is a step's screenshot, on local disk until it is stored:

@@ -137,9 +137,10 @@ func (p *Pipeline) Run(ctx context.Context, job queue.Job, r queue.Reporter) (er
 // otherwise it returns queue.ErrLost.
 type OutputLock interface {
 	WithSOPLease(ctx context.Context, id jobs.ID, token string, fn func(context.Context) error) error
-	// RecordFrames and RecordSOP record the ETags the API will serve the
-	// screenshots (node → tag) and the SOP with, inside WithSOPLease and
-	// before each is stored (docs/frontend-contract.md, "Revalidation").
+	// RecordFrames and RecordSOP record the ETags the API serves the
+	// screenshots (node → tag) and the SOP with, inside WithSOPLease: ""
+	// before each is stored, the tag once it is and the SOP that shows it
+	// is (docs/frontend-contract.md, "Revalidation").
 	RecordFrames(ctx context.Context, id jobs.ID, tags map[string]string) error
 	RecordSOP(ctx context.Context, id jobs.ID, tag string, shown []string) error
 }

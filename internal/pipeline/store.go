@@ -30,11 +30,26 @@ func (p *Pipeline) writeSOP(ctx context.Context, job queue.Job, r queue.Reporter
 	// through the waits between tries.
 	err = p.retry(ctx, storageService, func() error {
 		return p.fence.WithSOPLease(ctx, job.ID, job.Token, func(ctx context.Context) error {
-			// Recorded before it is stored: a tag is never older than the SOP.
-			if err := p.fence.RecordSOP(ctx, job.ID, jobs.ETag(b), sop.Shown(doc)); err != nil {
+			// Forgotten while it is stored, recorded once it is, with the
+			// tags of the screenshots it shows that this run stored: a tag
+			// recorded is always that of what is stored and shown.
+			shown := sop.Shown(doc)
+			if err := p.fence.RecordSOP(ctx, job.ID, "", shown); err != nil {
 				return err
 			}
 			if err := p.objects.Upload(ctx, job.ID.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json"); err != nil {
+				return err
+			}
+			if err := p.fence.RecordSOP(ctx, job.ID, jobs.ETag(b), shown); err != nil {
+				return err
+			}
+			frames := map[string]string{}
+			for _, node := range shown {
+				if tag, ok := shots.tags[node]; ok {
+					frames[node] = tag
+				}
+			}
+			if err := p.fence.RecordFrames(ctx, job.ID, frames); err != nil {
 				return err
 			}
 			p.dropStaleFrames(ctx, job, doc)
@@ -56,7 +71,7 @@ func (p *Pipeline) writeSOP(ctx context.Context, job queue.Job, r queue.Reporter
 func (p *Pipeline) storeShots(ctx context.Context, job queue.Job, r queue.Reporter, doc *sop.Document, set *shotSet) error {
 	sctx, cancel := context.WithTimeout(ctx, p.cfg.FramesTimeout)
 	defer cancel()
-	stored, err := p.uploadShots(sctx, job, r, set.pending)
+	stored, err := p.uploadShots(sctx, job, r, set)
 	if err != nil {
 		if sctx.Err() == nil || ctx.Err() != nil {
 			return err
@@ -77,12 +92,13 @@ func (p *Pipeline) storeShots(ctx context.Context, job queue.Job, r queue.Report
 // step's screenshot; it returns how many it stored. Under the lease, as
 // the SOP itself: a worker that lost the job never writes over a newer
 // run's screenshots.
-func (p *Pipeline) uploadShots(ctx context.Context, job queue.Job, r queue.Reporter, pending []pendingShot) (int, error) {
+func (p *Pipeline) uploadShots(ctx context.Context, job queue.Job, r queue.Reporter, set *shotSet) (int, error) {
+	pending := set.pending
 	stored := 0
 	for batch := range slices.Chunk(pending, uploadsPerHold) {
 		err := p.retry(ctx, storageService, func() error {
 			return p.fence.WithSOPLease(ctx, job.ID, job.Token, func(ctx context.Context) error {
-				if err := p.recordShots(ctx, job, batch); err != nil {
+				if err := p.forgetShots(ctx, job, batch, set); err != nil {
 					return err
 				}
 				g, ctx := errgroup.WithContext(ctx)
@@ -105,17 +121,22 @@ func (p *Pipeline) uploadShots(ctx context.Context, job queue.Job, r queue.Repor
 	return stored, nil
 }
 
-// recordShots records the tags of the screenshots about to be stored.
-func (p *Pipeline) recordShots(ctx context.Context, job queue.Job, batch []pendingShot) error {
-	tags := make(map[string]string, len(batch))
+// forgetShots forgets the recorded tags of the screenshots about to be
+// stored, and keeps their new tags in set, recorded with the SOP that
+// shows them (writeSOP).
+func (p *Pipeline) forgetShots(ctx context.Context, job queue.Job, batch []pendingShot, set *shotSet) error {
+	forget := make(map[string]string, len(batch))
+	if set.tags == nil {
+		set.tags = map[string]string{}
+	}
 	for _, ps := range batch {
 		b, err := os.ReadFile(ps.file)
 		if err != nil {
 			return err
 		}
-		tags[ps.node.ID] = jobs.ETag(b)
+		set.tags[ps.node.ID], forget[ps.node.ID] = jobs.ETag(b), ""
 	}
-	return p.fence.RecordFrames(ctx, job.ID, tags)
+	return p.fence.RecordFrames(ctx, job.ID, forget)
 }
 
 // uploadFile stores the local file at path (upsert, with its length).

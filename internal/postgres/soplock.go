@@ -76,20 +76,23 @@ func (l *SOPLocker) withLock(ctx context.Context, id jobs.ID, token string, fn f
 	return wrap("lock sop", err)
 }
 
-// recordFrames adds the tags of step screenshots about to be stored to the
-// job's recorded ones ($2: {"<nodeId>": "<ETag>"}).
-const recordFrames = `INSERT INTO public.runops_stored_tags AS t (job_id, frames) VALUES ($1, $2)
-ON CONFLICT (job_id) DO UPDATE SET frames = t.frames || excluded.frames, recorded_at = now()`
+// recordFrames sets the tags of step screenshots ($2: {"<nodeId>":
+// "<ETag>"}, "" forgets a node's).
+const recordFrames = `INSERT INTO public.runops_stored_tags AS t (job_id, frames)
+VALUES ($1, (SELECT coalesce(jsonb_object_agg(e.key, e.value), '{}') FROM jsonb_each($2::jsonb) e WHERE e.value <> '""'))
+ON CONFLICT (job_id) DO UPDATE SET recorded_at = now(),
+  frames = (SELECT coalesce(jsonb_object_agg(e.key, e.value), '{}') FROM jsonb_each(t.frames || $2::jsonb) e WHERE e.value <> '""')`
 
-// recordSOP records the tag of the SOP about to be stored ($2) and keeps
-// the screenshots' tags of the steps it names ($3) only.
-const recordSOP = `INSERT INTO public.runops_stored_tags AS t (job_id, sop) VALUES ($1, $2)
+// recordSOP sets the tag of the SOP ($2, "" forgets it) and keeps the
+// screenshots' tags of the steps it names ($3) only.
+const recordSOP = `INSERT INTO public.runops_stored_tags AS t (job_id, sop) VALUES ($1, nullif($2, ''))
 ON CONFLICT (job_id) DO UPDATE SET sop = excluded.sop, recorded_at = now(),
   frames = (SELECT coalesce(jsonb_object_agg(e.key, e.value), '{}') FROM jsonb_each(t.frames) e WHERE e.key = ANY ($3))`
 
-// RecordFrames records the entity tags of id's step screenshots (node →
-// ETag) before they are stored, under the SOP lock
-// (…_stored_tags.sql says why before).
+// RecordFrames sets the entity tags of id's step screenshots (node →
+// ETag; "" forgets one), under the SOP lock: forgotten before a
+// screenshot is stored, recorded once it is and the SOP that shows it is
+// (…_stored_tags.sql says why).
 func (l *SOPLocker) RecordFrames(ctx context.Context, id jobs.ID, tags map[string]string) error {
 	if len(tags) == 0 {
 		return nil
@@ -98,9 +101,10 @@ func (l *SOPLocker) RecordFrames(ctx context.Context, id jobs.ID, tags map[strin
 	return wrap("record screenshot tags", err)
 }
 
-// RecordSOP records the entity tag of id's SOP as it will be served before
-// it is stored, under the SOP lock; of the screenshots' tags, only those of
-// the steps shown, which the SOP names, stay.
+// RecordSOP sets the entity tag of id's SOP as it is served ("" forgets
+// it: before the SOP is stored; the tag once it is), under the SOP lock;
+// of the screenshots' tags, only those of the steps shown, which the SOP
+// names, stay.
 func (l *SOPLocker) RecordSOP(ctx context.Context, id jobs.ID, tag string, shown []string) error {
 	if shown == nil {
 		shown = []string{}
