@@ -43,108 +43,157 @@ func jobsCommand(ctx context.Context, cfg config.Config, args []string, stdout i
 	if len(args) == 0 {
 		return usageError(jobsUsage)
 	}
-	verb, args := args[0], args[1:]
-	fs := flag.NewFlagSet("jobs "+verb, flag.ContinueOnError)
+	c := jobsVerb{name: args[0], cfg: cfg, stdout: stdout}
+	fs := flag.NewFlagSet("jobs "+c.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	status := fs.String("status", "", "a job status")
-	limit := fs.Int("limit", 50, "how many jobs")
-	asJSON := fs.Bool("json", false, "JSON instead of a table")
-	since := fs.Duration("since", 0, "only jobs changed this recently (e.g. 2h)")
-	sopFile := fs.String("sop", "", "the SOP document to store")
-	positional, err := parseArgs(fs, args)
+	fs.StringVar(&c.status, "status", "", "a job status")
+	fs.IntVar(&c.limit, "limit", 50, "how many jobs")
+	fs.BoolVar(&c.asJSON, "json", false, "JSON instead of a table")
+	fs.DurationVar(&c.since, "since", 0, "only jobs changed this recently (e.g. 2h)")
+	fs.StringVar(&c.sopFile, "sop", "", "the SOP document to store")
+	positional, err := parseArgs(fs, args[1:])
 	if err != nil {
 		return err
 	}
+	c.positional = positional
 	pool, err := postgres.OpenPool(ctx, postgres.Named(cfg.DatabaseURL, "runops-jobs"), 2)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	store := postgres.NewJobStore(pool)
-	one := func() (jobs.ID, error) {
-		if len(positional) != 1 {
-			return "", usageError(fmt.Sprintf("jobs %s takes one job id\n\n%s", verb, jobsUsage))
-		}
-		return jobs.ParseID(positional[0])
-	}
+	c.pool, c.store = pool, postgres.NewJobStore(pool)
 
-	switch verb {
+	switch c.name {
 	case "list":
-		list, err := store.List(ctx, jobs.Status(*status), *limit)
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			return writeJSONTo(stdout, list)
-		}
-		printJobs(stdout, list, time.Now())
-		return nil
+		return c.list(ctx)
 	case "show":
-		id, err := one()
-		if err != nil {
-			return err
-		}
-		j, err := store.Get(ctx, id)
-		if err != nil {
-			return describeMissing(id, err)
-		}
-		events, err := store.Webhooks().Events(ctx, id)
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			return writeJSONTo(stdout, map[string]any{"job": j, "events": events})
-		}
-		printJob(stdout, j)
-		printEvents(stdout, events)
-		return nil
+		return c.show(ctx)
 	case "requeue":
-		if *status != "" {
-			ids, err := store.RequeueAll(ctx, jobs.Status(*status), *since)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(stdout, "requeued %d jobs\n", len(ids))
-			for _, id := range ids {
-				fmt.Fprintln(stdout, id)
-			}
-			return nil
-		}
-		id, err := one()
-		if err != nil {
-			return err
-		}
-		return report(stdout, id, "requeued", "is queued already, or does not exist")(store.Requeue(ctx, id))
+		return c.requeue(ctx)
 	case "cancel":
-		id, err := one()
-		if err != nil {
-			return err
-		}
-		return report(stdout, id, "cancelled", "has ended already, or does not exist")(store.Cancel(ctx, id, msgCancelled))
+		return c.cancel(ctx)
 	case "priority":
-		if len(positional) != 2 {
-			return usageError("jobs priority takes a job id and a number\n\n" + jobsUsage)
-		}
-		id, err := jobs.ParseID(positional[0])
-		if err != nil {
-			return err
-		}
-		n, err := strconv.Atoi(positional[1])
-		if err != nil || n < jobs.MinPriority || n > jobs.MaxPriority {
-			return usageError(fmt.Sprintf("the priority is an integer from %d (first) to %d (last), not %q", jobs.MinPriority, jobs.MaxPriority, positional[1]))
-		}
-		return report(stdout, id, fmt.Sprintf("given priority %d", n), "does not exist, or its metadata is not a JSON object")(store.SetPriority(ctx, id, n))
+		return c.priority(ctx)
 	case "complete":
-		id, err := one()
+		return c.complete(ctx)
+	}
+	return usageError(fmt.Sprintf("unknown verb %q\n\n%s", c.name, jobsUsage))
+}
+
+// jobsVerb is one `runops jobs` verb as called: its flags, its positional
+// arguments, and the store it edits.
+type jobsVerb struct {
+	name       string
+	cfg        config.Config
+	stdout     io.Writer
+	status     string
+	limit      int
+	asJSON     bool
+	since      time.Duration
+	sopFile    string
+	positional []string
+	pool       *pgxpool.Pool
+	store      *postgres.JobStore
+}
+
+// oneID is the verb's only positional argument, a job id.
+func (c *jobsVerb) oneID() (jobs.ID, error) {
+	if len(c.positional) != 1 {
+		return "", usageError(fmt.Sprintf("jobs %s takes one job id\n\n%s", c.name, jobsUsage))
+	}
+	return jobs.ParseID(c.positional[0])
+}
+
+// list prints the newest jobs, of one status if --status says so.
+func (c *jobsVerb) list(ctx context.Context) error {
+	list, err := c.store.List(ctx, jobs.Status(c.status), c.limit)
+	if err != nil {
+		return err
+	}
+	if c.asJSON {
+		return writeJSONTo(c.stdout, list)
+	}
+	printJobs(c.stdout, list, time.Now())
+	return nil
+}
+
+// show prints one job and its webhook events.
+func (c *jobsVerb) show(ctx context.Context) error {
+	id, err := c.oneID()
+	if err != nil {
+		return err
+	}
+	j, err := c.store.Get(ctx, id)
+	if err != nil {
+		return describeMissing(id, err)
+	}
+	events, err := c.store.Webhooks().Events(ctx, id)
+	if err != nil {
+		return err
+	}
+	if c.asJSON {
+		return writeJSONTo(c.stdout, map[string]any{"job": j, "events": events})
+	}
+	printJob(c.stdout, j)
+	printEvents(c.stdout, events)
+	return nil
+}
+
+// requeue runs one job again, or every job of a status (--status, --since).
+func (c *jobsVerb) requeue(ctx context.Context) error {
+	if c.status != "" {
+		ids, err := c.store.RequeueAll(ctx, jobs.Status(c.status), c.since)
 		if err != nil {
 			return err
 		}
-		if *sopFile == "" {
-			return usageError("jobs complete takes --sop FILE\n\n" + jobsUsage)
+		fmt.Fprintf(c.stdout, "requeued %d jobs\n", len(ids))
+		for _, id := range ids {
+			fmt.Fprintln(c.stdout, id)
 		}
-		return completeByHand(ctx, cfg, pool, store, id, *sopFile, stdout)
+		return nil
 	}
-	return usageError(fmt.Sprintf("unknown verb %q\n\n%s", verb, jobsUsage))
+	id, err := c.oneID()
+	if err != nil {
+		return err
+	}
+	return report(c.stdout, id, "requeued", "is queued already, or does not exist")(c.store.Requeue(ctx, id))
+}
+
+// cancel stops a queued or running job.
+func (c *jobsVerb) cancel(ctx context.Context) error {
+	id, err := c.oneID()
+	if err != nil {
+		return err
+	}
+	return report(c.stdout, id, "cancelled", "has ended already, or does not exist")(c.store.Cancel(ctx, id, msgCancelled))
+}
+
+// priority sets the order in which a job is claimed.
+func (c *jobsVerb) priority(ctx context.Context) error {
+	if len(c.positional) != 2 {
+		return usageError("jobs priority takes a job id and a number\n\n" + jobsUsage)
+	}
+	id, err := jobs.ParseID(c.positional[0])
+	if err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(c.positional[1])
+	if err != nil || n < jobs.MinPriority || n > jobs.MaxPriority {
+		return usageError(fmt.Sprintf("the priority is an integer from %d (first) to %d (last), not %q", jobs.MinPriority, jobs.MaxPriority, c.positional[1]))
+	}
+	return report(c.stdout, id, fmt.Sprintf("given priority %d", n), "does not exist, or its metadata is not a JSON object")(c.store.SetPriority(ctx, id, n))
+}
+
+// complete stores --sop as the job's SOP and marks the job completed.
+func (c *jobsVerb) complete(ctx context.Context) error {
+	id, err := c.oneID()
+	if err != nil {
+		return err
+	}
+	if c.sopFile == "" {
+		return usageError("jobs complete takes --sop FILE\n\n" + jobsUsage)
+	}
+	return completeByHand(ctx, c.cfg, c.pool, c.store, id, c.sopFile, c.stdout)
 }
 
 // report prints what an edit did, or why it did nothing (an error: exit 1).

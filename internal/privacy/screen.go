@@ -141,21 +141,10 @@ func unwrap(v view, lines []ocr.Line) view {
 // (accents folded, one character off from 4 characters on, none of its
 // everyday words alone) and as a phrase.
 func (r *Redactor) Cover(s *Screen) []image.Rectangle {
-	cover := map[int]bool{}
-	spans := func(v view, start, end int) int {
-		from, to := v.span(start, end)
-		n := 0
-		for i := from; i < to && i < len(s.word); i++ {
-			if s.word[i] >= 0 && !cover[s.word[i]] {
-				cover[s.word[i]] = true
-				n++
-			}
-		}
-		return n
-	}
+	c := coverage{s: s, words: map[int]bool{}}
 	base := s.views[0]
 	for _, m := range s.found {
-		spans(base, m.Start, m.End)
+		c.span(base, m.Start, m.End)
 	}
 	r.mu.Lock()
 	known := append([]*known(nil), r.known...)
@@ -163,88 +152,16 @@ func (r *Redactor) Cover(s *Screen) []image.Rectangle {
 	page := newReading(folded(s.views[len(s.views)-1], true))
 	digits := digitsOf(s.text)
 	for _, k := range known {
-		hits := 0
+		var hits int
 		switch {
 		case k.digits != "":
-			// A marked phone or card number by its digits, in any format.
-			for from := 0; ; {
-				i := strings.Index(digits.s[from:], k.digits)
-				if i < 0 {
-					break
-				}
-				start, end := digits.span(from+i, from+i+len(k.digits))
-				hits += spans(base, numberStart(s.text, start), end)
-				from += i + len(k.digits)
-			}
+			hits = c.number(k, base, digits)
 		case k.mark && strings.ContainsRune(k.value, ' '):
-			// A phrase: as read, or else within OCR's errors, as whole words.
-			edits := allowedEdits(len(k.fold))
-			for _, e := range []int{0, edits} {
-				for _, at := range approx(page.runes, k.fold, e) {
-					from, to := page.v.span(page.offsets[at[0]], page.offsets[at[1]])
-					if bounded(s.text, from, to) {
-						hits += spans(base, from, to)
-					}
-				}
-				if hits > 0 || !mayContain(page.v.s, k.fold, edits) {
-					break
-				}
-			}
+			hits = c.phrase(k, base, page)
 		case !k.mark && len(k.fold) >= minTokenMatch:
-			edits := allowedEdits(len(k.fold))
-			for _, pattern := range [][]rune{k.fold, k.digram} {
-				if len(pattern) == 0 || !mayContain(page.v.s, pattern, edits) {
-					continue
-				}
-				for _, at := range approx(page.runes, pattern, edits) {
-					hits += spans(page.v, page.offsets[at[0]], page.offsets[at[1]])
-				}
-			}
+			hits = c.token(k, page)
 		}
-		var tokens []markWord
-		switch {
-		case k.mark:
-			tokens = k.words
-		case len(k.fold) < minTokenMatch:
-			tokens = []markWord{{string(k.fold), string(k.text), false}}
-		}
-		// A name's words count alone; the words of an address or a phone
-		// number ("Kingdom", "366") only with another of them on their line.
-		alone := !k.mark || k.kind == Name || len(tokens) == 1
-		matched := map[int][]int{} // line → words
-		tokensOn := map[int]map[string]bool{}
-		short := map[int]bool{} // word → matched a short token only
-		for _, t := range tokens {
-			for i, w := range s.words {
-				if w == "" || !near(w, t.ocr) {
-					continue
-				}
-				// An everyday word ("all", "Save") is a mark's only as
-				// typed, not one OCR confusion or edit away from it.
-				if isEveryday(s.raw[i]) && foldText(s.raw[i]) != t.text {
-					continue
-				}
-				matched[s.line[i]] = append(matched[s.line[i]], i)
-				short[i] = t.short
-				if tokensOn[s.line[i]] == nil {
-					tokensOn[s.line[i]] = map[string]bool{}
-				}
-				tokensOn[s.line[i]][t.ocr] = true
-			}
-		}
-		for l, ws := range matched {
-			if alone || len(tokensOn[l]) > 1 {
-				for _, i := range ws {
-					if short[i] && len(tokensOn[l]) < 2 {
-						continue
-					}
-					if !cover[i] {
-						cover[i] = true
-						hits++
-					}
-				}
-			}
-		}
+		hits += c.wordByWord(k)
 		if k.mark && hits > 0 {
 			r.mu.Lock()
 			k.seen = true
@@ -253,11 +170,135 @@ func (r *Redactor) Cover(s *Screen) []image.Rectangle {
 	}
 	var out []image.Rectangle
 	for i := range s.boxes {
-		if cover[i] {
+		if c.words[i] {
 			out = append(out, s.boxes[i])
 		}
 	}
 	return out
+}
+
+// coverage is the words of one screen that Cover has chosen so far.
+type coverage struct {
+	s     *Screen
+	words map[int]bool // word index → covered
+}
+
+// span covers the words under v's text from start to end, and returns how
+// many were not covered already.
+func (c coverage) span(v view, start, end int) int {
+	from, to := v.span(start, end)
+	n := 0
+	for i := from; i < to && i < len(c.s.word); i++ {
+		if c.s.word[i] >= 0 && !c.words[c.s.word[i]] {
+			c.words[c.s.word[i]] = true
+			n++
+		}
+	}
+	return n
+}
+
+// number covers a marked phone or card number by its digits, in any format.
+func (c coverage) number(k *known, base, digits view) int {
+	hits := 0
+	for from := 0; ; {
+		i := strings.Index(digits.s[from:], k.digits)
+		if i < 0 {
+			break
+		}
+		start, end := digits.span(from+i, from+i+len(k.digits))
+		hits += c.span(base, numberStart(c.s.text, start), end)
+		from += i + len(k.digits)
+	}
+	return hits
+}
+
+// phrase covers a marked phrase as read, or else within OCR's errors, as
+// whole words.
+func (c coverage) phrase(k *known, base view, page *reading) int {
+	hits := 0
+	edits := allowedEdits(len(k.fold))
+	for _, e := range []int{0, edits} {
+		for _, at := range approx(page.runes, k.fold, e) {
+			from, to := page.v.span(page.offsets[at[0]], page.offsets[at[1]])
+			if bounded(c.s.text, from, to) {
+				hits += c.span(base, from, to)
+			}
+		}
+		if hits > 0 || !mayContain(page.v.s, k.fold, edits) {
+			break
+		}
+	}
+	return hits
+}
+
+// token covers a value the rules found by its folded characters, or by its
+// spelling with a digraph, within OCR's errors, across words and lines.
+func (c coverage) token(k *known, page *reading) int {
+	hits := 0
+	edits := allowedEdits(len(k.fold))
+	for _, pattern := range [][]rune{k.fold, k.digram} {
+		if len(pattern) == 0 || !mayContain(page.v.s, pattern, edits) {
+			continue
+		}
+		for _, at := range approx(page.runes, pattern, edits) {
+			hits += c.span(page.v, page.offsets[at[0]], page.offsets[at[1]])
+		}
+	}
+	return hits
+}
+
+// wordByWord covers a mark's words, and a value too short to match as a
+// token, one word at a time: accents folded, one character off from 4
+// characters on, never an everyday word unless as typed. It returns how
+// many words were not covered already.
+func (c coverage) wordByWord(k *known) int {
+	var tokens []markWord
+	switch {
+	case k.mark:
+		tokens = k.words
+	case len(k.fold) < minTokenMatch:
+		tokens = []markWord{{string(k.fold), string(k.text), false}}
+	}
+	// A name's words count alone; the words of an address or a phone
+	// number ("Kingdom", "366") only with another of them on their line.
+	alone := !k.mark || k.kind == Name || len(tokens) == 1
+	matched := map[int][]int{} // line → words
+	tokensOn := map[int]map[string]bool{}
+	short := map[int]bool{} // word → matched a short token only
+	s := c.s
+	for _, t := range tokens {
+		for i, w := range s.words {
+			if w == "" || !near(w, t.ocr) {
+				continue
+			}
+			// An everyday word ("all", "Save") is a mark's only as
+			// typed, not one OCR confusion or edit away from it.
+			if isEveryday(s.raw[i]) && foldText(s.raw[i]) != t.text {
+				continue
+			}
+			matched[s.line[i]] = append(matched[s.line[i]], i)
+			short[i] = t.short
+			if tokensOn[s.line[i]] == nil {
+				tokensOn[s.line[i]] = map[string]bool{}
+			}
+			tokensOn[s.line[i]][t.ocr] = true
+		}
+	}
+	hits := 0
+	for l, ws := range matched {
+		if alone || len(tokensOn[l]) > 1 {
+			for _, i := range ws {
+				if short[i] && len(tokensOn[l]) < 2 {
+					continue
+				}
+				if !c.words[i] {
+					c.words[i] = true
+					hits++
+				}
+			}
+		}
+	}
+	return hits
 }
 
 // mayContain tells, cheaply, whether text can hold pattern within k edits:

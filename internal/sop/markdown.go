@@ -15,138 +15,205 @@ import (
 // the open questions. image gives the URL of a node's screenshot ("" for
 // none); it is called only for nodes that have one.
 func Markdown(d *Document, image func(n Node) string) []byte {
-	var b bytes.Buffer
-	line := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
-	para := func(format string, args ...any) { line(format, args...); line("") }
-	title := "Untitled procedure"
-	if d.Meta != nil && strings.TrimSpace(d.Meta.Title) != "" {
-		title = d.Meta.Title
-	}
-	para("# %s", inline(title))
-	if m := d.Meta; m != nil {
-		if m.Goal != "" {
-			para("**Goal:** %s", inline(m.Goal))
-		}
-		if m.Purpose != "" {
-			para("**Purpose:** %s", inline(m.Purpose))
-		}
-		if len(m.Owner) > 0 {
-			owners := make([]string, len(m.Owner))
-			for i, o := range m.Owner {
-				owners[i] = inline(o)
-			}
-			para("**Owners:** %s", strings.Join(owners, ", "))
-		}
-	}
+	var b markdown
+	b.writeHeader(d.Meta)
 	if d.Public == nil {
 		return b.Bytes()
 	}
 	p := d.Public
-	if len(p.Triggers) > 0 {
-		para("## Triggers")
-		for _, t := range p.Triggers {
-			what := triggerNames[t.Type]
-			if what == "" {
-				what = inline(t.Type)
-			}
-			if t.Config != "" {
-				what += " " + code(t.Config)
-			}
-			if t.Description != "" {
-				what += ": " + inline(t.Description)
-			}
-			line("- %s", what)
-		}
-		line("")
-	}
+	b.writeTriggers(p.Triggers)
+	b.writeSteps(p, image)
+	b.writeVariables(p.Variables)
+	b.writeOpenQuestions(p.ClarificationRequests)
+	return append(bytes.TrimRight(b.Bytes(), "\n"), '\n')
+}
 
-	byID := map[string]Node{}
-	for _, n := range p.Nodes {
-		if _, dup := byID[n.ID]; !dup {
-			byID[n.ID] = n
+// markdown is the text being written, a line or a paragraph at a time.
+type markdown struct{ bytes.Buffer }
+
+// line writes one line.
+func (b *markdown) line(format string, args ...any) { fmt.Fprintf(&b.Buffer, format+"\n", args...) }
+
+// para writes one line and the blank line that ends its paragraph.
+func (b *markdown) para(format string, args ...any) { b.line(format, args...); b.line("") }
+
+// writeHeader writes the title, even without meta, then the goal, the
+// purpose and the owners.
+func (b *markdown) writeHeader(m *Meta) {
+	title := "Untitled procedure"
+	if m != nil && strings.TrimSpace(m.Title) != "" {
+		title = m.Title
+	}
+	b.para("# %s", inline(title))
+	if m == nil {
+		return
+	}
+	if m.Goal != "" {
+		b.para("**Goal:** %s", inline(m.Goal))
+	}
+	if m.Purpose != "" {
+		b.para("**Purpose:** %s", inline(m.Purpose))
+	}
+	if len(m.Owner) > 0 {
+		owners := make([]string, len(m.Owner))
+		for i, o := range m.Owner {
+			owners[i] = inline(o)
 		}
+		b.para("**Owners:** %s", strings.Join(owners, ", "))
 	}
-	ref := func(id string) string {
-		n, ok := byID[id]
-		if !ok {
-			return inline(id)
+}
+
+// writeTriggers lists the triggers, each with its config and description.
+func (b *markdown) writeTriggers(triggers []Trigger) {
+	if len(triggers) == 0 {
+		return
+	}
+	b.para("## Triggers")
+	for _, t := range triggers {
+		what := triggerNames[t.Type]
+		if what == "" {
+			what = inline(t.Type)
 		}
-		return "**" + inline(n.IDPath) + "** " + inline(n.Label)
+		if t.Config != "" {
+			what += " " + code(t.Config)
+		}
+		if t.Description != "" {
+			what += ": " + inline(t.Description)
+		}
+		b.line("- %s", what)
 	}
-	out := map[string][]Edge{}
-	for _, e := range p.Edges {
-		out[e.Source] = append(out[e.Source], e)
-	}
-	para("## Steps")
+	b.line("")
+}
+
+// writeSteps writes every node under its visible number, in that number's
+// order.
+func (b *markdown) writeSteps(p *Public, image func(n Node) string) {
+	refs := newStepRefs(p)
+	b.para("## Steps")
 	nodes := slices.Clone(p.Nodes)
 	slices.SortStableFunc(nodes, func(a, b Node) int { return comparePaths(a.IDPath, b.IDPath) })
 	for _, n := range nodes {
-		level := "###"
-		if n.ParentID != "" {
-			level = "####"
-		}
-		para("%s %s %s%s", level, inline(n.IDPath), inline(n.Label), kindNote(n.Type))
-		if seen := evidenceNote(n); seen != "" {
-			para("_%s_", seen)
-		}
-		if n.Intent != "" {
-			para("%s", block(n.Intent))
-		}
-		if n.Context != "" {
-			para("> %s", block(n.Context))
-		}
-		switch n.Type {
-		case "decision":
-			for _, e := range out[n.ID] {
-				switch e.Condition {
-				case "yes":
-					line("- **Yes** → %s", ref(e.Target))
-				case "no":
-					line("- **No** → %s", ref(e.Target))
-				}
-			}
-			line("")
-		case "loop":
-			if n.Iterator != "" {
-				para("**For each:** %s", inline(n.Iterator))
-			}
-			if len(n.Children) > 0 {
-				steps := make([]string, 0, len(n.Children))
-				for _, c := range n.Children {
-					steps = append(steps, ref(c))
-				}
-				para("**Steps:** %s", strings.Join(steps, ", "))
-			}
-			if n.ExitCondition != "" {
-				para("**Until:** %s", inline(n.ExitCondition))
-			}
-		}
-		if n.Screenshot != "" && image != nil {
-			if url := image(n); url != "" {
-				para("![Screenshot of step %s](%s)", inline(n.IDPath), url)
-			}
+		b.writeStep(n, refs, image)
+	}
+}
+
+// writeStep writes one node: its heading, how it is known, its intent and
+// context, a decision's branches or a loop's steps, and its screenshot.
+func (b *markdown) writeStep(n Node, refs stepRefs, image func(n Node) string) {
+	level := "###"
+	if n.ParentID != "" {
+		level = "####"
+	}
+	b.para("%s %s %s%s", level, inline(n.IDPath), inline(n.Label), kindNote(n.Type))
+	if seen := evidenceNote(n); seen != "" {
+		b.para("_%s_", seen)
+	}
+	if n.Intent != "" {
+		b.para("%s", block(n.Intent))
+	}
+	if n.Context != "" {
+		b.para("> %s", block(n.Context))
+	}
+	switch n.Type {
+	case "decision":
+		b.writeBranches(refs.out[n.ID], refs)
+	case "loop":
+		b.writeLoop(n, refs)
+	}
+	if n.Screenshot != "" && image != nil {
+		if url := image(n); url != "" {
+			b.para("![Screenshot of step %s](%s)", inline(n.IDPath), url)
 		}
 	}
-	if len(p.Variables) > 0 {
-		para("## Variables")
-		names := make([]string, 0, len(p.Variables))
-		for k := range p.Variables {
-			names = append(names, k)
+}
+
+// writeBranches lists a decision's yes and no edges.
+func (b *markdown) writeBranches(edges []Edge, refs stepRefs) {
+	for _, e := range edges {
+		switch e.Condition {
+		case "yes":
+			b.line("- **Yes** → %s", refs.ref(e.Target))
+		case "no":
+			b.line("- **No** → %s", refs.ref(e.Target))
 		}
-		slices.Sort(names)
-		for _, k := range names {
-			line("- %s: %s", code(k), inline(p.Variables[k]))
-		}
-		line("")
 	}
-	if len(p.ClarificationRequests) > 0 {
-		para("## Open questions")
-		for _, c := range p.ClarificationRequests {
-			line("- %s _(importance: %s)_", block(c.Question), inline(c.Importance))
-		}
-		line("")
+	b.line("")
+}
+
+// writeLoop writes what a loop goes over, its steps and its exit condition.
+func (b *markdown) writeLoop(n Node, refs stepRefs) {
+	if n.Iterator != "" {
+		b.para("**For each:** %s", inline(n.Iterator))
 	}
-	return append(bytes.TrimRight(b.Bytes(), "\n"), '\n')
+	if len(n.Children) > 0 {
+		steps := make([]string, 0, len(n.Children))
+		for _, c := range n.Children {
+			steps = append(steps, refs.ref(c))
+		}
+		b.para("**Steps:** %s", strings.Join(steps, ", "))
+	}
+	if n.ExitCondition != "" {
+		b.para("**Until:** %s", inline(n.ExitCondition))
+	}
+}
+
+// writeVariables lists the variables by name.
+func (b *markdown) writeVariables(vars map[string]string) {
+	if len(vars) == 0 {
+		return
+	}
+	b.para("## Variables")
+	names := make([]string, 0, len(vars))
+	for k := range vars {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		b.line("- %s: %s", code(k), inline(vars[k]))
+	}
+	b.line("")
+}
+
+// writeOpenQuestions lists the clarification requests with their importance.
+func (b *markdown) writeOpenQuestions(list []Clarification) {
+	if len(list) == 0 {
+		return
+	}
+	b.para("## Open questions")
+	for _, c := range list {
+		b.line("- %s _(importance: %s)_", block(c.Question), inline(c.Importance))
+	}
+	b.line("")
+}
+
+// stepRefs is what a step's text needs to name other steps: the nodes by
+// id (the first of each id) and each node's outgoing edges.
+type stepRefs struct {
+	byID map[string]Node
+	out  map[string][]Edge
+}
+
+func newStepRefs(p *Public) stepRefs {
+	r := stepRefs{byID: map[string]Node{}, out: map[string][]Edge{}}
+	for _, n := range p.Nodes {
+		if _, dup := r.byID[n.ID]; !dup {
+			r.byID[n.ID] = n
+		}
+	}
+	for _, e := range p.Edges {
+		r.out[e.Source] = append(r.out[e.Source], e)
+	}
+	return r
+}
+
+// ref names a step by its visible number and label, or by the id as written
+// when no node has it.
+func (r stepRefs) ref(id string) string {
+	n, ok := r.byID[id]
+	if !ok {
+		return inline(id)
+	}
+	return "**" + inline(n.IDPath) + "** " + inline(n.Label)
 }
 
 var triggerNames = map[string]string{"cron": "**Schedule**", "manual": "**Manually**", "webhook": "**Webhook**", "event": "**Event**"}

@@ -166,25 +166,48 @@ func (v *validator) add(path, format string, args ...any) {
 	v.problems = append(v.problems, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
 }
 
+// check runs the rules in the order their problems are reported: the
+// document's sections, then the triggers, the printed fields, the nodes,
+// their relations, the edges, the questions and the private section.
 func (v *validator) check(d *Document) {
-	if d.Meta == nil {
-		v.add("meta", "is missing")
-	} else {
-		if strings.TrimSpace(d.Meta.Title) == "" {
-			v.add("meta.title", "is missing")
-		}
-		if !semver.MatchString(d.Meta.Version) {
-			v.add("meta.version", "must be a SemVer version such as 1.0.0, not %q", d.Meta.Version)
-		}
-		if d.Meta.Owner == nil {
-			v.add("meta.owner", "must be an array")
-		}
-	}
+	v.checkMeta(d.Meta)
 	if d.Public == nil {
 		v.add("public", "is missing")
 		return
 	}
 	p := d.Public
+	v.checkSections(p, d.Private)
+	v.checkTriggers(p.Triggers)
+	v.checkPrinted(d)
+	nodes := v.checkNodes(p.Nodes, d.Meta)
+	v.checkRelations(p.Nodes, nodes)
+	v.checkCycles(p.Nodes, nodes)
+	outgoing := v.checkEdges(p.Edges, nodes)
+	v.checkExits(p.Nodes, outgoing)
+	v.checkClarifications(p.ClarificationRequests)
+	v.checkPrivate(d.Private, nodes)
+}
+
+// checkMeta checks the title, the version and the owners.
+func (v *validator) checkMeta(m *Meta) {
+	if m == nil {
+		v.add("meta", "is missing")
+		return
+	}
+	if strings.TrimSpace(m.Title) == "" {
+		v.add("meta.title", "is missing")
+	}
+	if !semver.MatchString(m.Version) {
+		v.add("meta.version", "must be a SemVer version such as 1.0.0, not %q", m.Version)
+	}
+	if m.Owner == nil {
+		v.add("meta.owner", "must be an array")
+	}
+}
+
+// checkSections checks that the public arrays and maps and the private
+// section are there: the viewer iterates over them without looking.
+func (v *validator) checkSections(p *Public, private *Private) {
 	for name, missing := range map[string]bool{"public.triggers": p.Triggers == nil, "public.nodes": p.Nodes == nil,
 		"public.edges": p.Edges == nil, "public.clarification_requests": p.ClarificationRequests == nil,
 		"public.variables": p.Variables == nil} {
@@ -192,22 +215,28 @@ func (v *validator) check(d *Document) {
 			v.add(name, "must be present")
 		}
 	}
-	if d.Private == nil {
+	if private == nil {
 		v.add("private", "is missing")
-	} else if d.Private.Skills == nil || d.Private.Steps == nil || d.Private.Artifacts == nil {
+	} else if private.Skills == nil || private.Steps == nil || private.Artifacts == nil {
 		v.add("private", "skills, steps and artifacts must be arrays")
 	}
+}
 
-	for i, t := range p.Triggers {
+// checkTriggers checks that each trigger has a type the viewer knows.
+func (v *validator) checkTriggers(triggers []Trigger) {
+	for i, t := range triggers {
 		if !slices.Contains(TriggerTypes, t.Type) {
 			v.add(fmt.Sprintf("public.triggers[%d].type", i), "must be one of %s, not %q", strings.Join(TriggerTypes, ", "), t.Type)
 		}
 	}
-	v.checkPrinted(d)
+}
 
+// checkNodes checks each node's id and fields, and returns the nodes by id:
+// the first node of each id, none with an empty one.
+func (v *validator) checkNodes(list []Node, meta *Meta) map[string]*Node {
 	nodes := map[string]*Node{}
-	for i := range p.Nodes {
-		n := &p.Nodes[i]
+	for i := range list {
+		n := &list[i]
 		at := fmt.Sprintf("public.nodes[%d]", i)
 		switch {
 		case strings.TrimSpace(n.ID) == "":
@@ -217,32 +246,43 @@ func (v *validator) check(d *Document) {
 		default:
 			nodes[n.ID] = n
 		}
-		if !slices.Contains(NodeTypes, n.Type) {
-			v.add(at+".type", "must be one of %s, not %q", strings.Join(NodeTypes, ", "), n.Type)
-		}
-		if strings.TrimSpace(n.Label) == "" {
-			v.add(at+".label", "is missing")
-		}
-		if n.IDPath == "" {
-			v.add(at+".id_path", "is missing")
-		}
-		if n.Children == nil {
-			v.add(at+".children", "must be an array")
-		}
-		if _, ok := ParseTimestamp(n.Timestamp); n.Timestamp != "" && !ok {
-			v.add(at+".timestamp", "must be HH:MM:SS (such as 00:01:23) or empty, not %q", n.Timestamp)
-		}
-		if n.Evidence != "" && !slices.Contains(Evidences, n.Evidence) {
-			v.add(at+".evidence", "must be one of %s, not %q", strings.Join(Evidences, ", "), n.Evidence)
-		}
-		if n.Screenshot != "" && (d.Meta == nil || n.Screenshot != framePath(d.Meta.ID, n.ID)) {
-			v.add(at+".screenshot", "must be this job's frames/<jobId>/<nodeId>.jpg, not %q", n.Screenshot)
-		}
-		if n.Highlight != nil && !n.Highlight.Valid() {
-			v.add(at+".highlight", "must be a box inside the picture: x, y, w, h fractions of it, w and h above 0")
-		}
+		v.checkNodeFields(at, n, meta)
 	}
-	for i, n := range p.Nodes {
+	return nodes
+}
+
+// checkNodeFields checks a node's fields other than its id and relations.
+func (v *validator) checkNodeFields(at string, n *Node, meta *Meta) {
+	if !slices.Contains(NodeTypes, n.Type) {
+		v.add(at+".type", "must be one of %s, not %q", strings.Join(NodeTypes, ", "), n.Type)
+	}
+	if strings.TrimSpace(n.Label) == "" {
+		v.add(at+".label", "is missing")
+	}
+	if n.IDPath == "" {
+		v.add(at+".id_path", "is missing")
+	}
+	if n.Children == nil {
+		v.add(at+".children", "must be an array")
+	}
+	if _, ok := ParseTimestamp(n.Timestamp); n.Timestamp != "" && !ok {
+		v.add(at+".timestamp", "must be HH:MM:SS (such as 00:01:23) or empty, not %q", n.Timestamp)
+	}
+	if n.Evidence != "" && !slices.Contains(Evidences, n.Evidence) {
+		v.add(at+".evidence", "must be one of %s, not %q", strings.Join(Evidences, ", "), n.Evidence)
+	}
+	if n.Screenshot != "" && (meta == nil || n.Screenshot != framePath(meta.ID, n.ID)) {
+		v.add(at+".screenshot", "must be this job's frames/<jobId>/<nodeId>.jpg, not %q", n.Screenshot)
+	}
+	if n.Highlight != nil && !n.Highlight.Valid() {
+		v.add(at+".highlight", "must be a box inside the picture: x, y, w, h fractions of it, w and h above 0")
+	}
+}
+
+// checkRelations checks that parent and children name each other, and that
+// no loop is inside another.
+func (v *validator) checkRelations(list []Node, nodes map[string]*Node) {
+	for i, n := range list {
 		at := fmt.Sprintf("public.nodes[%d]", i)
 		if n.ParentID != "" {
 			parent := nodes[n.ParentID]
@@ -263,22 +303,30 @@ func (v *validator) check(d *Document) {
 			}
 		}
 		if n.Type == "loop" {
-			// Bounded: a cycle among the ancestors is reported by checkCycles.
-			a := nodes[n.ParentID]
-			for steps := 0; a != nil && steps < len(p.Nodes); steps++ {
-				if a.Type == "loop" {
-					v.add(at, "loop %q is inside loop %q: keep loops one level deep", n.ID, a.ID)
-					break
-				}
-				a = nodes[a.ParentID]
-			}
+			v.checkLoopDepth(at, n, nodes, len(list))
 		}
 	}
-	v.checkCycles(p.Nodes, nodes)
+}
 
+// checkLoopDepth reports a loop inside another loop. It climbs at most
+// limit ancestors: a cycle among them is reported by checkCycles.
+func (v *validator) checkLoopDepth(at string, loop Node, nodes map[string]*Node, limit int) {
+	a := nodes[loop.ParentID]
+	for steps := 0; a != nil && steps < limit; steps++ {
+		if a.Type == "loop" {
+			v.add(at, "loop %q is inside loop %q: keep loops one level deep", loop.ID, a.ID)
+			return
+		}
+		a = nodes[a.ParentID]
+	}
+}
+
+// checkEdges checks each edge's ends and condition and that at most one edge
+// starts the procedure, and returns each source's outgoing conditions.
+func (v *validator) checkEdges(edges []Edge, nodes map[string]*Node) map[string][]string {
 	outgoing := map[string][]string{}
 	starts := 0
-	for i, e := range p.Edges {
+	for i, e := range edges {
 		at := fmt.Sprintf("public.edges[%d]", i)
 		src, dst := nodes[e.Source], nodes[e.Target]
 		if src == nil {
@@ -301,7 +349,13 @@ func (v *validator) check(d *Document) {
 	if starts > 1 {
 		v.add("public.edges", "has %d start edges; at most one", starts)
 	}
-	for i, n := range p.Nodes {
+	return outgoing
+}
+
+// checkExits checks the edges that leave decisions and loops: a decision
+// has a yes and a no edge; a loop that has edges leaves by all_processed.
+func (v *validator) checkExits(list []Node, outgoing map[string][]string) {
+	for i, n := range list {
 		at := fmt.Sprintf("public.nodes[%d]", i)
 		out := outgoing[n.ID]
 		switch n.Type {
@@ -315,21 +369,30 @@ func (v *validator) check(d *Document) {
 			}
 		}
 	}
-	for i, c := range p.ClarificationRequests {
+}
+
+// checkClarifications checks each open question's importance.
+func (v *validator) checkClarifications(list []Clarification) {
+	for i, c := range list {
 		if !slices.Contains(Importances, c.Importance) {
 			v.add(fmt.Sprintf("public.clarification_requests[%d].importance", i), "must be high, medium or low, not %q", c.Importance)
 		}
 	}
-	if d.Private != nil {
-		for i, s := range d.Private.Skills {
-			if s.MethodType != "ui" && s.MethodType != "api" {
-				v.add(fmt.Sprintf("private.skills[%d].method_type", i), "must be ui or api, not %q", s.MethodType)
-			}
+}
+
+// checkPrivate checks each skill's method and that each step names a node.
+func (v *validator) checkPrivate(private *Private, nodes map[string]*Node) {
+	if private == nil {
+		return
+	}
+	for i, s := range private.Skills {
+		if s.MethodType != "ui" && s.MethodType != "api" {
+			v.add(fmt.Sprintf("private.skills[%d].method_type", i), "must be ui or api, not %q", s.MethodType)
 		}
-		for i, s := range d.Private.Steps {
-			if nodes[s.NodeID] == nil {
-				v.add(fmt.Sprintf("private.steps[%d].node_id", i), "names no node (%q)", s.NodeID)
-			}
+	}
+	for i, s := range private.Steps {
+		if nodes[s.NodeID] == nil {
+			v.add(fmt.Sprintf("private.steps[%d].node_id", i), "names no node (%q)", s.NodeID)
 		}
 	}
 }
