@@ -1,16 +1,24 @@
-// Package docs_test keeps the repository's documentation reachable: every
-// relative link in a Markdown file, and every docs/… file a comment names,
-// must exist, and nothing may cite a document that lives outside the
-// repository.
+// Package docs_test keeps the repository's documentation reachable and
+// true: every relative link in a Markdown file, and every docs/… file a
+// comment names, must exist, nothing may cite a document that lives outside
+// the repository, and what README.md and docs/*.md quote of the product — a
+// sentence a person reads, a RUNOPS_ variable, a metric — must be in the code.
 package docs_test
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 )
 
 var (
@@ -45,18 +53,21 @@ func repoFiles(t *testing.T, root string) []string {
 	return out
 }
 
-// withoutFences drops fenced code blocks, whose brackets are code, not links.
+// withoutFences blanks fenced code blocks, whose brackets are code, not
+// links, and whose quotes are examples; every other line keeps its number.
 func withoutFences(md string) string {
 	var b strings.Builder
 	in := false
 	for line := range strings.SplitSeq(md, "\n") {
 		if strings.HasPrefix(strings.TrimSpace(line), "```") {
 			in = !in
+			b.WriteString("\n")
 			continue
 		}
 		if !in {
-			b.WriteString(line + "\n")
+			b.WriteString(line)
 		}
+		b.WriteString("\n")
 	}
 	return b.String()
 }
@@ -212,6 +223,633 @@ func TestLayoutNamesEveryPackage(t *testing.T) {
 	for p := range listed {
 		if !packages[p] {
 			t.Errorf("README.md's layout names %s, which holds no Go package", p)
+		}
+	}
+}
+
+// What the documents quote of the product.
+//
+// A sentence a person reads — a job's error, an API answer, a log line, a
+// /readyz reason — is quoted as it is, so each quote below must be a whole
+// string of the product's Go code (tests and test helpers left out): "…" in
+// a quote stands for text left out; a format verb or a value the code
+// computes (a number, a duration) stands for some text, but at least half of
+// the quote must be the code's own letters; a named constant or error in a
+// sum of strings counts as its text. Which quotes are the product's:
+//   - prose between double quotes that reads as a sentence: it starts with a
+//     capital letter or "…", has more than one word, and ends with "." or "…";
+//   - a code span that reads as a sentence (a capital letter, more than one
+//     word, a final "."): `Video file not found. Please upload again.`;
+//   - a code span right after an HTTP status, as an API answer is quoted:
+//     404 `Job not found`;
+//   - the "error" and "message" of a JSON answer in a code span:
+//     `{"error":"Method not allowed"}`, and every value of one that follows
+//     `/readyz`: `"disk": "disk full"`;
+//   - prose between double quotes inside "(log: …)", up to its ";" or ")".
+//
+// docs/dependencies.md is left out of the sentences: it quotes other
+// systems (Supabase's answers), never ours. Every document is held to the
+// names: each RUNOPS_ variable is one the code reads, each runops_ name with
+// a metric's shape (labels, or a _total, _seconds, _bytes, _bucket, _count or
+// _sum suffix) is a metric of internal/metrics with those labels, and every
+// other runops_ name is in the migrations or the code.
+
+// wild stands for any text in a pattern: an elision in a quote, a format verb
+// or a computed value in the code.
+const wild = '\x00'
+
+var (
+	formatVerb = regexp.MustCompile(`%%|%[-+# 0]*(\[\d+\])?(\d+|\*)?(\.(\d+|\*)?)?[a-zA-Z]`)
+	httpStatus = regexp.MustCompile(`(^|[\s(])[1-5]\d\d $`)
+	jsonAnswer = regexp.MustCompile(`"(?:error|message)"\s*:\s*"([^"]*)"`)
+	jsonValue  = regexp.MustCompile(`"[\w-]+"\s*:\s*"([^"]*)"`)
+	readyz     = regexp.MustCompile("`/readyz`:? \\(?$")
+	envName    = regexp.MustCompile(`\bRUNOPS_[A-Z0-9_]*[A-Z0-9]\b`)
+	runopsName = regexp.MustCompile(`\brunops_[a-z0-9_]*[a-z0-9](\{[^}\n]*\})?`)
+	metricName = regexp.MustCompile(`_(total|seconds|bytes|bucket|count|sum)$`)
+	blankLine  = regexp.MustCompile(`\n[ \t]*\n`)
+)
+
+// fold collapses every run of white space into one space: Markdown wraps its
+// lines, and code writes a sentence over several lines or literals.
+func fold(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// A quote is a double-quoted text or a code span of a Markdown document.
+type quote struct {
+	line   int
+	text   string // folded
+	code   bool   // a code span
+	before string // the paragraph up to the quote
+}
+
+// quotes finds the quotes of md outside fenced blocks, paragraph by
+// paragraph (neither kind of quote crosses a blank line).
+func quotes(md string) []quote {
+	md = withoutFences(md)
+	var out []quote
+	for start := 0; start < len(md); {
+		end := len(md)
+		if loc := blankLine.FindStringIndex(md[start:]); loc != nil {
+			end = start + loc[0]
+		}
+		p := md[start:end]
+		lineAt := func(i int) int { return strings.Count(md[:start+i], "\n") + 1 }
+		for i := 0; i < len(p); {
+			switch p[i] {
+			case '`':
+				ticks := codeSpanTicks(p[i:])
+				body, ok := codeSpan(p[i:])
+				if !ok {
+					i += ticks
+					continue
+				}
+				out = append(out, quote{line: lineAt(i), text: fold(body), code: true, before: p[:i]})
+				i += 2*ticks + len(body)
+			case '"':
+				j := closingQuote(p, i+1)
+				if j < 0 {
+					i++
+					continue
+				}
+				out = append(out, quote{line: lineAt(i), text: fold(strings.ReplaceAll(p[i+1:j], "`", "")), before: p[:i]})
+				i = j + 1
+			default:
+				i++
+			}
+		}
+		if end == len(md) {
+			break
+		}
+		start = end + 1
+	}
+	return out
+}
+
+func codeSpanTicks(s string) int { return len(s) - len(strings.TrimLeft(s, "`")) }
+
+// codeSpan is the text of the code span s starts with.
+func codeSpan(s string) (string, bool) {
+	n := codeSpanTicks(s)
+	fence := s[:n]
+	for i := n; i < len(s); {
+		k := strings.Index(s[i:], fence)
+		if k < 0 {
+			return "", false
+		}
+		if codeSpanTicks(s[i+k:]) == n {
+			return s[n : i+k], true
+		}
+		i += k + codeSpanTicks(s[i+k:])
+	}
+	return "", false
+}
+
+// closingQuote is the index of the double quote that closes the one before
+// from, outside code spans, or -1.
+func closingQuote(p string, from int) int {
+	for i := from; i < len(p); {
+		switch p[i] {
+		case '"':
+			return i
+		case '`':
+			body, ok := codeSpan(p[i:])
+			if !ok {
+				return -1
+			}
+			i += 2*codeSpanTicks(p[i:]) + len(body)
+		default:
+			i++
+		}
+	}
+	return -1
+}
+
+// readsAsSentence: a capital letter (or an elision) first, more than one
+// word, and one of ends last.
+func readsAsSentence(s, ends string) bool {
+	first, _ := utf8.DecodeRuneInString(s)
+	last, _ := utf8.DecodeLastRuneInString(s)
+	return (unicode.IsUpper(first) || first == '…') && strings.Contains(s, " ") && strings.ContainsRune(ends, last)
+}
+
+// productSentences are the sentences of the product q quotes (see above).
+func productSentences(q quote) []string {
+	if q.code {
+		var out []string
+		answer := jsonAnswer
+		if readyz.MatchString(q.before) {
+			answer = jsonValue
+		}
+		for _, m := range answer.FindAllStringSubmatch(q.text, -1) {
+			if !strings.HasPrefix(m[1], "<") {
+				out = append(out, fold(m[1]))
+			}
+		}
+		if !strings.HasPrefix(q.text, "{") && (readsAsSentence(q.text, ".") || httpStatus.MatchString(q.before)) {
+			out = append(out, q.text)
+		}
+		return out
+	}
+	if readsAsSentence(q.text, ".…") {
+		return []string{q.text}
+	}
+	if open := strings.LastIndex(q.before, "("); open >= 0 {
+		inside := q.before[open+1:]
+		if strings.HasPrefix(inside, "log:") && !strings.ContainsAny(inside, ";)") {
+			return []string{q.text}
+		}
+	}
+	return nil
+}
+
+// quotePattern is a quote with its elisions made wild.
+func quotePattern(q string) string {
+	parts := strings.Split(q, "…")
+	for i := range parts {
+		parts[i] = strings.TrimSpace(parts[i])
+	}
+	return strings.Join(parts, string(wild))
+}
+
+// says tells whether the code's pattern c can say the quote's pattern q, in
+// words mostly its own. An elision of the quote stands for any text of the
+// code; a value of the code (a format verb, a variable) stands for some of
+// the quote's text, but at least half of the quote must be the code's own
+// letters: "%s: %v" can say anything, and is held to nothing.
+func says(c, q string) bool {
+	x, y := []rune(q), []rune(c)
+	if len(x) > 0 && len(y) > 0 && x[0] != wild && y[0] != wild && x[0] != y[0] {
+		return false
+	}
+	// own(i, j): the most letters of x[i:] that y[j:]'s own letters say, or
+	// -1 when y[j:] cannot say x[i:].
+	memo := map[[2]int]int{}
+	var own func(i, j int) int
+	own = func(i, j int) int {
+		key := [2]int{i, j}
+		if v, ok := memo[key]; ok {
+			return v
+		}
+		v := -1
+		switch {
+		case i == len(x) && j == len(y):
+			v = 0
+		case i < len(x) && x[i] == wild: // the elision ends, or covers y[j]
+			v = own(i+1, j)
+			if j < len(y) {
+				v = max(v, own(i, j+1))
+			}
+		case j < len(y) && y[j] == wild: // the value ends, or says x[i]
+			v = own(i, j+1)
+			if i < len(x) {
+				v = max(v, own(i+1, j))
+			}
+		case i < len(x) && j < len(y) && x[i] == y[j]:
+			if w := own(i+1, j+1); w >= 0 {
+				v = w + 1
+			}
+		}
+		memo[key] = v
+		return v
+	}
+	letters := len(x) - strings.Count(q, string(wild))
+	return 2*own(0, 0) >= letters && own(0, 0) >= 0
+}
+
+// productGo tells the product's Go files: not tests, nor test helpers.
+func productGo(rel string) bool {
+	rel = filepath.ToSlash(rel)
+	dir := filepath.Base(filepath.Dir(rel))
+	return strings.HasSuffix(rel, ".go") && !strings.HasSuffix(rel, "_test.go") &&
+		(strings.HasPrefix(rel, "cmd/") || strings.HasPrefix(rel, "internal/")) &&
+		!strings.HasSuffix(dir, "test") && filepath.Dir(rel) != "internal/wait"
+}
+
+// goFiles parses the repository's Go files that keep accepts.
+func goFiles(t *testing.T, root string, keep func(rel string) bool) map[string]*ast.File {
+	t.Helper()
+	out := map[string]*ast.File{}
+	fset := token.NewFileSet()
+	for _, rel := range repoFiles(t, root) {
+		if !strings.HasSuffix(rel, ".go") || !keep(rel) {
+			continue
+		}
+		f, err := parser.ParseFile(fset, filepath.Join(root, rel), nil, parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[filepath.ToSlash(rel)] = f
+	}
+	return out
+}
+
+func stringLit(e ast.Expr) (string, bool) {
+	lit, ok := e.(*ast.BasicLit)
+	if !ok || lit.Kind != token.STRING {
+		return "", false
+	}
+	s, err := strconv.Unquote(lit.Value)
+	return s, err == nil
+}
+
+// summands are the operands of a sum, in order.
+func summands(e ast.Expr) []ast.Expr {
+	switch e := e.(type) {
+	case *ast.ParenExpr:
+		return summands(e.X)
+	case *ast.BinaryExpr:
+		if e.Op == token.ADD {
+			return append(summands(e.X), summands(e.Y)...)
+		}
+	}
+	return []ast.Expr{e}
+}
+
+// literalPattern is a string literal with its format verbs made wild.
+func literalPattern(s string) string {
+	return formatVerb.ReplaceAllStringFunc(s, func(v string) string {
+		if v == "%%" {
+			return "%"
+		}
+		return string(wild)
+	})
+}
+
+// named maps "package.Name" to the pattern of each package-level string
+// constant, and of each error made by errors.New or fmt.Errorf, so that a
+// sentence made of them is known whole.
+func named(files map[string]*ast.File) map[string]string {
+	out := map[string]string{}
+	for _, f := range files {
+		for _, decl := range f.Decls {
+			gen, ok := decl.(*ast.GenDecl)
+			if !ok || gen.Tok != token.CONST && gen.Tok != token.VAR {
+				continue
+			}
+			for _, spec := range gen.Specs {
+				vs := spec.(*ast.ValueSpec)
+				for i, v := range vs.Values {
+					if call, ok := v.(*ast.CallExpr); ok && len(call.Args) > 0 {
+						if fn := callee(call); fn == "errors.New" || fn == "fmt.Errorf" {
+							v = call.Args[0]
+						}
+					}
+					if s, ok := stringLit(v); ok && i < len(vs.Names) {
+						out[f.Name.Name+"."+vs.Names[i].Name] = fold(literalPattern(s))
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// callee is "x.F" for a call of x.F, or "".
+func callee(call *ast.CallExpr) string {
+	if sel, ok := call.Fun.(*ast.SelectorExpr); ok {
+		if x, ok := sel.X.(*ast.Ident); ok {
+			return x.Name + "." + sel.Sel.Name
+		}
+	}
+	return ""
+}
+
+// resolve is the pattern of a named constant or error (its Error()) that
+// e names in package pkg.
+func resolve(e ast.Expr, pkg string, names map[string]string) (string, bool) {
+	if call, ok := e.(*ast.CallExpr); ok && len(call.Args) == 0 {
+		if sel, ok := call.Fun.(*ast.SelectorExpr); ok && sel.Sel.Name == "Error" {
+			e = sel.X
+		}
+	}
+	var key string
+	switch e := e.(type) {
+	case *ast.Ident:
+		key = pkg + "." + e.Name
+	case *ast.SelectorExpr:
+		if x, ok := e.X.(*ast.Ident); ok {
+			key = x.Name + "." + e.Sel.Name
+		}
+	}
+	p, ok := names[key]
+	return p, ok
+}
+
+// stringPatterns are the strings f can make: each literal, and each sum of
+// literals, named constants and other values, with format verbs and the
+// other values made wild.
+func stringPatterns(f *ast.File, names map[string]string) []string {
+	var out []string
+	var visit func(ast.Node) bool
+	visit = func(n ast.Node) bool {
+		switch e := n.(type) {
+		case *ast.BinaryExpr:
+			if e.Op != token.ADD {
+				return true
+			}
+			var b strings.Builder
+			strs := false
+			for _, part := range summands(e) {
+				if s, ok := stringLit(part); ok {
+					b.WriteString(literalPattern(s))
+					strs = true
+					continue
+				}
+				if s, ok := resolve(part, f.Name.Name, names); ok {
+					b.WriteString(s)
+					continue
+				}
+				b.WriteRune(wild)
+				ast.Inspect(part, visit)
+			}
+			if strs {
+				out = append(out, fold(b.String()))
+			}
+			return false
+		case *ast.BasicLit:
+			if s, ok := stringLit(e); ok {
+				out = append(out, fold(literalPattern(s)))
+			}
+		}
+		return true
+	}
+	ast.Inspect(f, visit)
+	return out
+}
+
+// documents are README.md and docs/*.md, by name.
+func documents(t *testing.T, root string) map[string]string {
+	t.Helper()
+	names, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, name := range append([]string{filepath.Join(root, "README.md")}, names...) {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rel, _ := filepath.Rel(root, name)
+		out[filepath.ToSlash(rel)] = string(b)
+	}
+	return out
+}
+
+func TestQuotedSentencesAreTheCodes(t *testing.T) {
+	root := ".."
+	var code []string
+	files := goFiles(t, root, productGo)
+	names := named(files)
+	for _, f := range files {
+		code = append(code, stringPatterns(f, names)...)
+	}
+	slices.Sort(code)
+	code = slices.Compact(code)
+	checked := 0
+	for name, md := range documents(t, root) {
+		if name == "docs/dependencies.md" {
+			continue
+		}
+		for _, q := range quotes(md) {
+			for _, s := range productSentences(q) {
+				checked++
+				p := quotePattern(s)
+				if !slices.ContainsFunc(code, func(c string) bool { return says(c, p) }) {
+					t.Errorf("%s:%d quotes %q, which no string of the code says", name, q.line, s)
+				}
+			}
+		}
+	}
+	if checked < 20 {
+		t.Errorf("only %d quoted sentences found: the rules no longer see the documents' quotes", checked)
+	}
+}
+
+// envRead are the RUNOPS_ variables the code reads: a literal of the name in
+// internal/config or cmd/, or os.Getenv / os.LookupEnv of it anywhere (a
+// benchmark's own variable included).
+func envRead(t *testing.T, root string) map[string]bool {
+	read := map[string]bool{}
+	all := goFiles(t, root, func(rel string) bool {
+		return strings.HasPrefix(filepath.ToSlash(rel), "cmd/") || strings.HasPrefix(filepath.ToSlash(rel), "internal/")
+	})
+	for rel, f := range all {
+		reader := productGo(rel) && (strings.HasPrefix(rel, "cmd/") || strings.HasPrefix(rel, "internal/config/"))
+		ast.Inspect(f, func(n ast.Node) bool {
+			switch n := n.(type) {
+			case *ast.BasicLit:
+				if s, ok := stringLit(n); ok && reader && envName.FindString(s) == s {
+					read[s] = true
+				}
+			case *ast.CallExpr:
+				sel, ok := n.Fun.(*ast.SelectorExpr)
+				if !ok || len(n.Args) != 1 || sel.Sel.Name != "Getenv" && sel.Sel.Name != "LookupEnv" {
+					return true
+				}
+				if pkg, _ := sel.X.(*ast.Ident); pkg != nil && pkg.Name == "os" {
+					if s, ok := stringLit(n.Args[0]); ok {
+						read[s] = true
+					}
+				}
+			}
+			return true
+		})
+	}
+	return read
+}
+
+// metrics are the metrics internal/metrics makes, with their labels.
+func metrics(t *testing.T, root string) map[string][]string {
+	out := map[string][]string{}
+	files := goFiles(t, root, func(rel string) bool {
+		return productGo(rel) && filepath.Dir(filepath.ToSlash(rel)) == "internal/metrics"
+	})
+	for _, f := range files {
+		ast.Inspect(f, func(n ast.Node) bool {
+			call, ok := n.(*ast.CallExpr)
+			if !ok {
+				return true
+			}
+			var name string
+			var labels []string
+			for _, arg := range call.Args {
+				if s, ok := stringLit(arg); ok && name == "" && strings.HasPrefix(s, "runops_") {
+					name = s
+				}
+				lit, ok := arg.(*ast.CompositeLit)
+				if !ok {
+					continue
+				}
+				for _, el := range lit.Elts {
+					switch el := el.(type) {
+					case *ast.KeyValueExpr:
+						if key, _ := el.Key.(*ast.Ident); key != nil && key.Name == "Name" {
+							if s, ok := stringLit(el.Value); ok {
+								name = s
+							}
+						}
+					default:
+						if s, ok := stringLit(el); ok {
+							labels = append(labels, s)
+						}
+					}
+				}
+			}
+			if name != "" {
+				out[name] = labels
+			}
+			return true
+		})
+	}
+	return out
+}
+
+func TestQuotedNamesAreTheCodes(t *testing.T) {
+	root := ".."
+	read, known := envRead(t, root), metrics(t, root)
+	if len(known) < 8 {
+		t.Fatalf("internal/metrics makes %d metrics: the test no longer finds them", len(known))
+	}
+	// Every other runops_ name: a table, a function, a channel, a setting.
+	var elsewhere strings.Builder
+	for _, rel := range repoFiles(t, root) {
+		if rel = filepath.ToSlash(rel); productGo(rel) || strings.HasPrefix(rel, "supabase/migrations/") && strings.HasSuffix(rel, ".sql") {
+			b, err := os.ReadFile(filepath.Join(root, rel))
+			if err != nil {
+				t.Fatal(err)
+			}
+			elsewhere.Write(b)
+		}
+	}
+	defined := regexp.MustCompile(`\brunops_[a-z0-9_]*[a-z0-9]\b`).FindAllString(elsewhere.String(), -1)
+	docs := documents(t, root)
+	for name, md := range docs {
+		lineOf := func(i int) int { return strings.Count(md[:i], "\n") + 1 }
+		for _, m := range envName.FindAllStringIndex(md, -1) {
+			if v := md[m[0]:m[1]]; !read[v] {
+				t.Errorf("%s:%d names %s, which the code does not read", name, lineOf(m[0]), v)
+			}
+		}
+		for _, m := range runopsName.FindAllStringSubmatchIndex(md, -1) {
+			full, base := md[m[0]:m[1]], md[m[0]:m[1]]
+			braces := ""
+			if m[2] >= 0 {
+				base, braces = md[m[0]:m[2]], md[m[2]+1:m[3]-1]
+			}
+			if braces == "" && !metricName.MatchString(base) {
+				if !slices.Contains(defined, base) {
+					t.Errorf("%s:%d names %s, which neither the migrations nor the code define", name, lineOf(m[0]), base)
+				}
+				continue
+			}
+			labels, ok := known[base]
+			if !ok {
+				labels, ok = known[metricName.ReplaceAllString(base, "")]
+			}
+			if !ok {
+				t.Errorf("%s:%d names the metric %s, which internal/metrics does not make", name, lineOf(m[0]), full)
+				continue
+			}
+			for l := range strings.SplitSeq(braces, ",") {
+				l, _, _ = strings.Cut(l, "=")
+				if l = strings.TrimSpace(l); l != "" && l != "…" && !slices.Contains(labels, l) {
+					t.Errorf("%s:%d names %s, whose metric has no label %q (it has %v)", name, lineOf(m[0]), full, l, labels)
+				}
+			}
+		}
+	}
+	for m := range known {
+		if !strings.Contains(docs["docs/operations.md"], "`"+m) {
+			t.Errorf("docs/operations.md does not list the metric %s", m)
+		}
+	}
+}
+
+// The quote checks find what they must, and nothing else.
+func TestTheQuoteChecksCanFail(t *testing.T) {
+	md := "The job ends with \"Gemini quota exhausted; try again later.\" or\n\"Processing was interrupted 3\ntimes; …\" (log: \"lease renewal failed\" or \"… ran out of space …\"; `/readyz`: \"disk full\").\n" +
+		"A 404 `Job not found`, a 405 `{\"error\":\"Method not allowed\"}`, `The file. Please.` and `x = \"A b.\"`.\n\n" +
+		"\"Deploying a fleet\", \"Read\", `Runops-Signature: t=…, v1=…`, \"the password is …\" and `{\"error\": \"<sentence>\"}`.\n" +
+		"```\n\"Inside a fence.\"\n```\n\"An unclosed quote.\n\nA \"last one.\""
+	var got []string
+	for _, q := range quotes(md) {
+		for _, s := range productSentences(q) {
+			got = append(got, strconv.Itoa(q.line)+":"+s)
+		}
+	}
+	want := []string{"1:Gemini quota exhausted; try again later.", "2:Processing was interrupted 3 times; …",
+		"3:lease renewal failed", "3:… ran out of space …", "4:Job not found", "4:Method not allowed", "4:The file. Please.",
+	} // not "last one.", which starts with a small letter
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("sentences\n got %q\nwant %q", got, want)
+	}
+	code := func(s string) string {
+		f, err := parser.ParseFile(token.NewFileSet(), "", "package p\nvar _ = "+s+"\nvar errGone = errors.New(\"it is gone\")", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return stringPatterns(f, named(map[string]*ast.File{"": f}))[0]
+	}
+	for _, c := range []struct {
+		quote, code string
+		match       bool
+	}{
+		{"Processing was interrupted 3 times; …", `fmt.Sprintf("Processing was interrupted %d times; please try again.", n)`, true},
+		{"The video is 21 minutes long; the limit is 20 minutes.", `"The video is %s long; the limit is %s."`, true},
+		{"… too long to describe in one SOP …", `"The procedure is too long to describe in one SOP; split it."`, true},
+		{"Storage is temporarily unavailable; please try again in a moment.", `what + " is temporarily unavailable; please try again in a moment."`, true},
+		{"Gemini quota exhausted; try again later.", `"Gemini quota exhausted;" +` + "\n" + `" try again later."`, true},
+		{"Gemini quota exhausted.", `"Gemini quota exhausted; try again later."`, false},
+		{"lease renewal failed", `"lease renewal failed; retrying"`, false},
+		{"LISTEN succeeded but hears nothing …", `"job listener: LISTEN succeeded but hears nothing"`, false},
+		{"100% done.", `"100%% done."`, true},
+		{"Storage failed: the bucket is gone.", `fmt.Sprintf("%s: %v", what, err)`, false},
+		{"Stopped: it is gone; try again.", `"Stopped: " + errGone.Error() + "; try again."`, true},
+		{"File storage could not be reached …", `a + " " + b + " is not an absolute URL"`, false},
+	} {
+		if got := says(code(c.code), quotePattern(c.quote)); got != c.match {
+			t.Errorf("%q against %s: %v", c.quote, c.code, got)
 		}
 	}
 }

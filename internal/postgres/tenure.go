@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/runops/runops/internal/queue"
 )
 
 // A tenure is something a worker holds in the database for a while and
@@ -19,19 +21,19 @@ type tenureEnd struct {
 // errNoAnswer is a renewal the database never answered in time.
 var errNoAnswer = errors.New("no answer")
 
-// hold renews a tenure of ttl every ttl/3, with renew (held: the database
-// kept it this holder's), until ctx ends, the work reports on done, the
-// tenure is refused, or it has not been renewed by 0.8 × ttl after its last
-// renewal was sent. That last is a timer, as a job's lease has, and no
+// hold renews a tenure of ttl every ttl/3 (queue.DefaultHeartbeat), with
+// renew (held: the database kept it this holder's), until ctx ends, the work
+// reports on done, the tenure is refused, or it has not been renewed by
+// 0.8 × ttl (queue.StopMargin) after its last renewal was sent. That last is a timer, as a job's lease has, and no
 // renewal is given longer than it: a renewal the database never answers
 // cannot keep this worker holding past the tenure's expiry, after the
 // database gave it to another. The tenure was just taken or renewed.
 func hold(ctx context.Context, ttl time.Duration, renew func(context.Context) (bool, error), done <-chan error) tenureEnd {
-	margin := ttl * 8 / 10
+	margin := queue.StopMargin(ttl)
 	deadline := time.Now().Add(margin)
 	expiry := time.NewTimer(margin)
 	defer expiry.Stop()
-	tick := time.NewTicker(ttl / 3)
+	tick := time.NewTicker(queue.DefaultHeartbeat(ttl))
 	defer tick.Stop()
 	for {
 		select {

@@ -31,7 +31,7 @@ func (r *run) lose(cause error) {
 // before its lease can expire: past that point the rescuer may hand the job
 // to another worker, and this one must have stopped writing by then.
 func (w *Worker) heartbeat(ctx context.Context, r *run, log *slog.Logger) {
-	margin := w.cfg.LeaseTTL * 8 / 10
+	margin := StopMargin(w.cfg.LeaseTTL)
 	expiring := time.NewTimer(margin - time.Since(r.job.claimedAt))
 	defer expiring.Stop()
 	next := time.NewTimer(w.cfg.Heartbeat)

@@ -40,7 +40,8 @@ type Config struct {
 }
 
 // The engine's defaults, which the configuration (RUNOPS_LEASE_TTL and the
-// rest, docs/operations.md) uses too: each is written here only.
+// rest, docs/operations.md) and the tenures of internal/postgres (a listener
+// slot, the housekeeping duty) use too: each is written here only.
 const (
 	DefaultLeaseTTL      = 30 * time.Second
 	DefaultSweep         = 15 * time.Second
@@ -50,6 +51,11 @@ const (
 
 // DefaultHeartbeat renews a lease of ttl three times before it expires.
 func DefaultHeartbeat(ttl time.Duration) time.Duration { return ttl / 3 }
+
+// StopMargin is how long after its last renewal a holder may go on using
+// what it holds for ttl (0.8 × ttl): then it stops, before the database can
+// give it to another.
+func StopMargin(ttl time.Duration) time.Duration { return ttl * 8 / 10 }
 
 // defaults fills what is unset. A heartbeat that is not shorter than the
 // lease is a caller's mistake (the configuration refuses it with a
