@@ -33,7 +33,7 @@ const (
 
 // extract turns the slim copy into the job's SOP document, checked. It
 // returns the Gemini file's name whenever there is one (also with an error),
-// for settleFile.
+// for keepOrDeleteModelFile.
 func (p *Pipeline) extract(ctx context.Context, job queue.Job, r queue.Reporter, slim SlimResult) (answer, string, error) {
 	file, err := p.geminiFile(ctx, job, r, slim)
 	if err != nil || file.Name == "" {

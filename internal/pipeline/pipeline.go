@@ -9,7 +9,7 @@
 // screenshots and the SOP stored); beside them sentences.go (every sentence
 // a person reads), retry.go and disk.go. Every stage reports progress through
 // the engine's fenced Reporter. It must not know SQL or HTTP details:
-// storage comes in through the Objects interface, writes through a Fence.
+// storage comes in through the Objects interface, writes through an OutputLock.
 package pipeline
 
 import (

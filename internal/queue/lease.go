@@ -14,15 +14,25 @@ import (
 type run struct {
 	job      Job
 	cancel   context.CancelCauseFunc
-	renewNow chan struct{} // ask the heartbeat to check the lease now
-	lost     atomic.Bool   // the job is no longer this run's
+	renewNow chan struct{}         // ask the heartbeat to check the lease now
+	lost     atomic.Bool           // the job is no longer this run's
+	why      atomic.Pointer[error] // why it was lost (ErrLost or ErrCancelled), once it is
 }
 
 // lose stops the run for good: the job is no longer its own (cause is
 // ErrLost or ErrCancelled), and nothing more is written for it.
 func (r *run) lose(cause error) {
+	r.why.CompareAndSwap(nil, &cause)
 	r.lost.Store(true)
 	r.cancel(cause)
+}
+
+// lossCause is why the run lost the job (ErrLost until it is known).
+func (r *run) lossCause() error {
+	if why := r.why.Load(); why != nil {
+		return *why
+	}
+	return ErrLost
 }
 
 // heartbeat renews the lease every Heartbeat, at once when asked, and every

@@ -676,6 +676,53 @@ func TestEditsStopRunsWithoutANotification(t *testing.T) {
 	}
 }
 
+// A person's edit that the run's own write meets first (no notification,
+// heartbeat and sweep far off) stops the run as the heartbeat would:
+// ErrCancelled, to the write and as the run's cause, the attempt cancelled,
+// and the re-queued job claimed again at once (woken: no sweep comes).
+func TestAnEditTheRunsOwnWriteMeetsIsACancellation(t *testing.T) {
+	t.Parallel()
+	b := newBench(t)
+	type step struct {
+		err   error
+		cause error
+	}
+	write, wrote := make(chan struct{}), make(chan step, 2)
+	starts := make(chan queue.Job, 2)
+	var runs atomic.Int32
+	h := queue.HandlerFunc(func(ctx context.Context, j queue.Job, rep queue.Reporter) error {
+		starts <- j
+		if runs.Add(1) > 1 {
+			return nil
+		}
+		<-write
+		err := rep.Progress(ctx, 0.5)
+		wrote <- step{err, context.Cause(ctx)}
+		return err
+	})
+	cfg := fast()
+	cfg.LeaseTTL, cfg.Heartbeat, cfg.Sweep = 10*time.Minute, 5*time.Minute, time.Hour
+	id := b.insert(1)[0] // before the worker: its first claim finds it
+	b.start(h, cfg, false)
+	recv(t, starts, "start")
+	b.exec(`ALTER TABLE jobs DISABLE TRIGGER jobs_notify_status`) // the notification is lost
+	b.exec(`UPDATE jobs SET status = 'queued' WHERE job_id = $1`, string(id))
+	b.exec(`ALTER TABLE jobs ENABLE TRIGGER jobs_notify_status`)
+	close(write)
+	got := recv(t, wrote, "the write")
+	if !errors.Is(got.err, queue.ErrCancelled) || !errors.Is(got.cause, queue.ErrCancelled) {
+		t.Fatalf("the write met the edit with %v (the run's cause: %v)", got.err, got.cause)
+	}
+	if again := recv(t, starts, "the job again, woken"); again.ID != id {
+		t.Fatalf("started %s", again.ID)
+	}
+	b.completed(id)
+	attempts, _ := b.job(id).Metadata["attempts"].([]any)
+	if len(attempts) != 2 || attempts[0].(map[string]any)["outcome"] != "cancelled" {
+		t.Fatalf("attempts %v", attempts)
+	}
+}
+
 // With an owner cap, a job left queued because its owner was at the cap is
 // claimed as soon as a job of that owner ends — woken, not left to the next
 // sweep (an hour here, and no notifications: a polling worker).

@@ -23,6 +23,9 @@ type reporter struct {
 	run   *run          // once it has lost the job, nothing is written, whatever context a handler passes
 	delay time.Duration // Config.StageDelay
 	armed chan struct{} // a stage is pending: flushStages writes it after the delay
+	// lossCause tells why the run lost the job: ErrCancelled (a person's
+	// edit) or ErrLost (Worker.lossCause).
+	lossCause func() error
 
 	// wmu keeps the run's writes one at a time, so that they land in the
 	// order they were made.
@@ -37,17 +40,20 @@ type reporter struct {
 	ended        bool           // the outcome took pending: nothing more is written
 }
 
-func newReporter(store Store, r *run, delay time.Duration) *reporter {
-	return &reporter{store: store, run: r, delay: delay, armed: make(chan struct{}, 1)}
+func newReporter(store Store, r *run, delay time.Duration, lossCause func() error) *reporter {
+	return &reporter{store: store, run: r, delay: delay, armed: make(chan struct{}, 1), lossCause: lossCause}
 }
 
 // lost tells whether the run has lost the job.
 func (r *reporter) lost() bool { return r.run.lost.Load() }
 
-// lose stops the run: its write found the lease gone.
+// lose stops the run: its write found the lease gone. Why is asked as the
+// heartbeat asks it (lossCause): a person's edit is ErrCancelled whichever
+// of the run's statements meets it first.
 func (r *reporter) lose() error {
-	r.run.lose(ErrLost)
-	return ErrLost
+	cause := r.lossCause()
+	r.run.lose(cause)
+	return cause
 }
 
 // flushStages writes a pending stage once it has lasted the stage delay,
@@ -137,7 +143,7 @@ func (r *reporter) arm() {
 func (r *reporter) write(ctx context.Context, patch map[string]any) error {
 	for {
 		if r.lost() {
-			return ErrLost
+			return r.run.lossCause()
 		}
 		ok, err := r.store.Merge(ctx, r.run.job.ID, r.run.job.Token, patch)
 		switch {
@@ -170,7 +176,7 @@ func (r *reporter) closeStage(now time.Time) map[string]any {
 // Stage starts a stage; it is written within the stage delay (see defaultStageDelay).
 func (r *reporter) Stage(ctx context.Context, name string) error {
 	if r.lost() {
-		return ErrLost
+		return r.run.lossCause()
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -204,7 +210,7 @@ func (r *reporter) Progress(ctx context.Context, p float64) error {
 	// Progress is a hint for the status page, written from the goroutine
 	// that reads ffmpeg's output: one try, never a wait for the database.
 	if r.lost() {
-		return ErrLost
+		return r.run.lossCause()
 	}
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
