@@ -14,8 +14,8 @@ import (
 // database's listener slots (migration …_listener_slots.sql): the number of
 // direct connections the fleet's listeners take is decided through the
 // pool, before any of them is opened, so that workers starting together
-// never take the connections the pooler needs. A slot is renewed like a
-// lease; a worker without one polls every Retry (RUNOPS_SWEEP), says so
+// never take the connections the pooler needs. A slot is held for a tenure,
+// renewed as a job's lease is; a worker without one polls every Retry (RUNOPS_SWEEP), says so
 // (Problem), and asks again.
 type ListenerSlot struct {
 	Pool   *pgxpool.Pool

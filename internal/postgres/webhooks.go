@@ -26,7 +26,7 @@ RETURNING w.event_id::text, w.url, w.type, w.body::text, w.attempts, w.created_a
 	markDelivered = `UPDATE public.runops_webhooks SET delivered_at = now(), last_error = NULL WHERE event_id = $1 AND url = $2`
 	markRetry     = `UPDATE public.runops_webhooks SET next_at = $3, last_error = $4 WHERE event_id = $1 AND url = $2`
 	markGivenUp   = `UPDATE public.runops_webhooks SET given_up_at = now(), last_error = $3 WHERE event_id = $1 AND url = $2`
-	release       = `UPDATE public.runops_webhooks w SET next_at = now(), attempts = greatest(w.attempts - 1, 0)
+	returnUntried = `UPDATE public.runops_webhooks w SET next_at = now(), attempts = greatest(w.attempts - 1, 0)
 FROM unnest($1::uuid[], $2::text[]) AS r(event_id, url)
 WHERE w.event_id = r.event_id AND w.url = r.url AND w.delivered_at IS NULL AND w.given_up_at IS NULL`
 
@@ -43,8 +43,8 @@ func (s *JobStore) Webhooks() *Webhooks { return &Webhooks{s} }
 var _ webhook.Store = (*Webhooks)(nil)
 
 // Due implements webhook.Store.
-func (w *Webhooks) Due(ctx context.Context, n int, lease time.Duration) ([]webhook.Delivery, error) {
-	rows, err := w.s.pool.Query(ctx, dueDeliveries, n, lease.Seconds())
+func (w *Webhooks) Due(ctx context.Context, n int, hold time.Duration) ([]webhook.Delivery, error) {
+	rows, err := w.s.pool.Query(ctx, dueDeliveries, n, hold.Seconds())
 	if err != nil {
 		return nil, wrap("due webhooks", err)
 	}
@@ -113,5 +113,5 @@ func (w *Webhooks) Return(ctx context.Context, ds []webhook.Delivery) error {
 	for i, d := range ds {
 		ids[i], urls[i] = d.EventID, d.URL
 	}
-	return w.exec(ctx, "release webhooks", release, ids, urls)
+	return w.exec(ctx, "return webhooks", returnUntried, ids, urls)
 }

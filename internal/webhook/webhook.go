@@ -51,9 +51,9 @@ func (d Delivery) Body() ([]byte, error) {
 
 // Store is what delivering needs of the outbox.
 type Store interface {
-	// Due takes up to n deliveries whose time has come, keeping them from
-	// other deliverers for lease (an attempt each).
-	Due(ctx context.Context, n int, lease time.Duration) ([]Delivery, error)
+	// Due takes up to n deliveries whose time has come, holding them from
+	// other deliverers for hold (an attempt each).
+	Due(ctx context.Context, n int, hold time.Duration) ([]Delivery, error)
 	// Delivered records a success; Retry the next try at next, with why it
 	// failed; GiveUp the end of trying.
 	Delivered(ctx context.Context, d Delivery) error
@@ -72,10 +72,10 @@ type Deliverer struct {
 	Keys   [][]byte
 	Client *http.Client // its timeout bounds one attempt; redirects are never followed
 	Every  time.Duration
-	// Lease is how long the deliveries of one round are kept from other
+	// Hold is how long the deliveries of one round are kept from other
 	// deliverers (default a minute): the round ends well inside it, however
 	// slow the receivers, so that no other worker sends them meanwhile.
-	Lease  time.Duration
+	Hold   time.Duration
 	Logger *slog.Logger
 	now    func() time.Time
 }
@@ -85,10 +85,10 @@ const (
 	firstRetry = time.Second
 	maxWait    = time.Hour
 	giveUpAt   = 24 * time.Hour
-	lease      = time.Minute
+	holdFor    = time.Minute
 	perRound   = 20
 	// A round stops starting attempts, and cuts the one under way, at this
-	// share of the lease: what is left is for recording the outcomes.
+	// share of the hold: what is left is for recording the outcomes.
 	roundShare = 0.75
 )
 
@@ -153,7 +153,7 @@ func Backoff(n int) time.Duration {
 var retries = backoff.Policy{First: firstRetry, Max: maxWait, Jitter: 0.2}
 
 // Once sends what is due now and returns how many it sent successfully.
-// The round ends inside the lease its deliveries were taken under: each
+// The round ends inside the hold its deliveries were taken under: each
 // attempt is cut at the round's deadline, and the deliveries not tried by
 // then are handed back as they were (not counted as tries).
 func (d *Deliverer) Once(ctx context.Context) (int, error) {
@@ -161,13 +161,13 @@ func (d *Deliverer) Once(ctx context.Context) (int, error) {
 	if d.now != nil {
 		now = d.now
 	}
-	leaseFor := cmp.Or(d.Lease, lease)
+	heldFor := cmp.Or(d.Hold, holdFor)
 	start := time.Now()
-	due, err := d.Store.Due(ctx, perRound, leaseFor)
+	due, err := d.Store.Due(ctx, perRound, heldFor)
 	if err != nil {
 		return 0, err
 	}
-	roundCtx, cancel := context.WithDeadline(ctx, start.Add(time.Duration(float64(leaseFor)*roundShare)))
+	roundCtx, cancel := context.WithDeadline(ctx, start.Add(time.Duration(float64(heldFor)*roundShare)))
 	defer cancel()
 	sent := 0
 	for i, del := range due {

@@ -433,10 +433,10 @@ func TestRedirectsAreNotDeliveries(t *testing.T) {
 	}
 }
 
-// A round ends inside the lease it took its deliveries under, whatever the
+// A round ends inside the hold it took its deliveries under, whatever the
 // receivers do (here: never answer, with a client timeout far beyond the
-// lease); what it did not try goes back untried, due at once.
-func TestARoundEndsInsideItsLease(t *testing.T) {
+// hold); what it did not try goes back untried, due at once.
+func TestARoundEndsInsideItsHold(t *testing.T) {
 	pool, exec, count := database(t)
 	hang := make(chan struct{})
 	var requests atomic.Int64
@@ -454,7 +454,7 @@ func TestARoundEndsInsideItsLease(t *testing.T) {
 	}
 	d := deliverer(t, postgres.NewJobStore(pool), webhook.SecretOld)
 	d.Client = &http.Client{Timeout: time.Hour}
-	d.Lease = 2 * time.Second
+	d.Hold = 2 * time.Second
 	if _, err := d.Once(context.Background()); err != nil {
 		t.Fatal(err)
 	}
