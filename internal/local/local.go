@@ -169,11 +169,12 @@ func Run(ctx context.Context, model pipeline.Model, cfg pipeline.Config, input, 
 		Token: "local", Attempt: 1, TempDir: tmp}
 	rep := &reporter{show: show, metadata: map[string]any{}}
 
-	// A Ctrl-C is a person stopping the job: the pipeline then cleans up
-	// what it made remotely (the Gemini file), as for a dashboard edit.
+	// A Ctrl-C is a person stopping the job, a cancellation (errInterrupted
+	// is queue.ErrCancelled too): the pipeline then cleans up what it made
+	// remotely (the Gemini file), as for a dashboard edit.
 	runCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancel(nil)
-	stopAfter := context.AfterFunc(ctx, func() { cancel(queue.ErrCancelled) })
+	stopAfter := context.AfterFunc(ctx, func() { cancel(errInterrupted) })
 	defer stopAfter()
 
 	start := time.Now()
@@ -192,6 +193,9 @@ func Run(ctx context.Context, model pipeline.Model, cfg pipeline.Config, input, 
 	}
 	return res, nil
 }
+
+// errInterrupted is why a local run stops on Ctrl-C (or SIGTERM).
+var errInterrupted = fmt.Errorf("interrupted: %w", queue.ErrCancelled)
 
 func writeMarkdown(out Outputs) error {
 	b, err := os.ReadFile(out.SOP)
