@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -170,33 +172,50 @@ func classify(ctx context.Context, op string, err error) error {
 		return fmt.Errorf("%s: %w", op, ctx.Err()) // the job was stopped: not the server's doing
 	}
 	wrapped := fmt.Errorf("gemini %s: %w", op, err)
-	var apiErr genai.APIError
-	if errors.As(err, &apiErr) {
-		switch {
-		case apiErr.Code == 429 || apiErr.Status == "RESOURCE_EXHAUSTED":
-			return &Transient{Err: wrapped, Wait: retryDelay(apiErr.Details), Quota: true}
-		case apiErr.Code == 408 || apiErr.Code >= 500 || apiErr.Status == "UNAVAILABLE" || apiErr.Status == "INTERNAL":
-			return &Transient{Err: wrapped, Wait: retryDelay(apiErr.Details)}
-		case apiErr.Code == 401 || apiErr.Code == 403 || badKey(apiErr.Message) || hasReason(apiErr.Details, "API_KEY_INVALID"):
-			return fmt.Errorf("%w: %w", jobs.ErrRefusedKey, wrapped)
-		}
-		return wrapped
-	}
-	// Errors without an APIError: deadlines, the network, and the upload's
-	// start request, whose error the SDK formats with %s (text only).
 	var netErr net.Error
-	msg := err.Error()
+	apiErr, ok := apiError(err)
 	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr):
+	case !ok && (errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) || strings.Contains(err.Error(), "connection")):
 		return &Transient{Err: wrapped}
-	case badKey(msg) || strings.Contains(msg, "PERMISSION_DENIED") || strings.Contains(msg, "UNAUTHENTICATED"):
+	case !ok:
+		return wrapped
+	case apiErr.Code == 429 || apiErr.Status == "RESOURCE_EXHAUSTED":
+		return &Transient{Err: wrapped, Wait: retryDelay(apiErr.Details), Quota: true}
+	case apiErr.Code == 408 || apiErr.Code >= 500 || apiErr.Status == "UNAVAILABLE" || apiErr.Status == "INTERNAL":
+		return &Transient{Err: wrapped, Wait: retryDelay(apiErr.Details)}
+	case apiErr.Code == 401 || apiErr.Code == 403 || apiErr.Status == "PERMISSION_DENIED" || apiErr.Status == "UNAUTHENTICATED" ||
+		badKey(apiErr.Message) || hasReason(apiErr.Details, "API_KEY_INVALID"):
 		return fmt.Errorf("%w: %w", jobs.ErrRefusedKey, wrapped)
-	case strings.Contains(msg, "RESOURCE_EXHAUSTED") || strings.Contains(msg, "Error 429"):
-		return &Transient{Err: wrapped, Quota: true}
-	case strings.Contains(msg, "UNAVAILABLE") || strings.Contains(msg, "Error 5"), strings.Contains(msg, "connection"):
-		return &Transient{Err: wrapped}
 	}
 	return wrapped
+}
+
+// apiStatuses are the statuses of Google's APIs that classify reads.
+var apiStatuses = []string{"RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL", "PERMISSION_DENIED", "UNAUTHENTICATED"}
+
+// apiCode finds the HTTP status in an error's text ("Error 429, …").
+var apiCode = regexp.MustCompile(`\bError (\d{3})\b`)
+
+// apiError is the API's error: genai.APIError, or, for the upload's start
+// request (whose error the SDK formats with %s, text only: PROTOCOLS.md),
+// the same read from its text — so that one switch classifies both.
+func apiError(err error) (genai.APIError, bool) {
+	var apiErr genai.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr, true
+	}
+	msg := err.Error()
+	apiErr.Message = msg
+	if m := apiCode.FindStringSubmatch(msg); m != nil {
+		apiErr.Code, _ = strconv.Atoi(m[1])
+	}
+	for _, st := range apiStatuses {
+		if strings.Contains(msg, st) {
+			apiErr.Status = st
+			break
+		}
+	}
+	return apiErr, apiErr.Code != 0 || apiErr.Status != "" || badKey(msg)
 }
 
 func badKey(msg string) bool {
