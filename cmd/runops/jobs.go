@@ -63,21 +63,16 @@ func jobsCommand(ctx context.Context, cfg config.Config, args []string, stdout i
 	defer pool.Close()
 	c.pool, c.store = pool, postgres.NewJobStore(pool)
 
-	switch c.name {
-	case "list":
-		return c.list(ctx)
-	case "show":
-		return c.show(ctx)
-	case "requeue":
-		return c.requeue(ctx)
-	case "cancel":
-		return c.cancel(ctx)
-	case "priority":
-		return c.priority(ctx)
-	case "complete":
-		return c.complete(ctx)
+	if verb, ok := jobsVerbs[c.name]; ok {
+		return verb(&c, ctx)
 	}
 	return usageError(fmt.Sprintf("unknown verb %q\n\n%s", c.name, jobsUsage))
+}
+
+// jobsVerbs are runops jobs' verbs.
+var jobsVerbs = map[string]func(*jobsVerb, context.Context) error{
+	"list": (*jobsVerb).list, "show": (*jobsVerb).show, "requeue": (*jobsVerb).requeue,
+	"cancel": (*jobsVerb).cancel, "priority": (*jobsVerb).priority, "complete": (*jobsVerb).complete,
 }
 
 // jobsVerb is one `runops jobs` verb as called: its flags, its positional
