@@ -208,7 +208,8 @@ func (r *reporter) Progress(ctx context.Context, p float64) error {
 	r.lastProgress = now
 	r.mu.Unlock()
 	// Progress is a hint for the status page, written from the goroutine
-	// that reads ffmpeg's output: one try, never a wait for the database.
+	// that reads ffmpeg's output: one try, never a wait for the database
+	// (but for lossCause's read, once, should the try find the job lost).
 	if r.lost() {
 		return r.run.lossCause()
 	}
