@@ -6,6 +6,7 @@
 package backoff
 
 import (
+	"math"
 	"math/rand/v2"
 	"time"
 )
@@ -19,11 +20,13 @@ type Policy struct {
 	Jitter float64
 }
 
-// Wait is the wait after n failed tries (n ≥ 1; less counts as 1).
+// Wait is the wait after n failed tries (n ≥ 1; less counts as 1). Past
+// what a Duration holds, the wait stays at the longest one.
 func (p Policy) Wait(n int) time.Duration {
-	d := p.First << min(max(n-1, 0), 30)
-	if d < p.First { // overflowed
-		d = p.Max
+	shift := min(max(n, 1)-1, 62)
+	d := time.Duration(math.MaxInt64)
+	if p.First <= d>>shift {
+		d = p.First << shift
 	}
 	if p.Max > 0 {
 		d = min(d, p.Max)
@@ -31,14 +34,26 @@ func (p Policy) Wait(n int) time.Duration {
 	return Spread(d, p.Jitter)
 }
 
-// Spread returns d moved by a random amount of at most ±frac of it, so that
-// many workers doing the same thing every d do not do it at once.
+// Spread returns d moved by a random amount of at most ±frac of it (frac
+// at most 1), so that many workers doing the same thing every d do not do
+// it at once. The result stays within what a Duration holds.
 func Spread(d time.Duration, frac float64) time.Duration {
 	if frac <= 0 || d <= 0 {
 		return d
 	}
-	span := time.Duration(float64(d) * frac)
-	return d - span + time.Duration(rand.Int64N(int64(2*span)+1))
+	span := d
+	if frac < 1 {
+		span = time.Duration(float64(d) * frac)
+	}
+	lo, hi := d-span, time.Duration(math.MaxInt64)
+	if d <= hi-span {
+		hi = d + span
+	}
+	n := int64(hi - lo)
+	if n < math.MaxInt64 {
+		n++
+	}
+	return lo + time.Duration(rand.Int64N(n))
 }
 
 // Backoff counts a loop's failed tries and gives the wait after each.

@@ -51,3 +51,23 @@ func TestWaitsGrowAndSpread(t *testing.T) {
 		t.Fatal("Reset does not start over")
 	}
 }
+
+// A policy without a ceiling never waits less than its first wait, however
+// many tries and whatever its first wait: past what a Duration holds, the
+// waits stay at the longest one (not 0, a loop without a pause; not
+// negative, a wrapped sum).
+func TestWaitsWithoutACeilingNeverWrap(t *testing.T) {
+	t.Parallel()
+	for _, p := range []backoff.Policy{
+		{First: 10 * time.Second},
+		{First: 20 * time.Second},
+		{First: 8 * time.Second, Jitter: 0.2},
+		{First: time.Hour, Jitter: 0.5},
+	} {
+		for n := 1; n <= 100; n++ {
+			if d := p.Wait(n); d < p.First-time.Duration(float64(p.First)*p.Jitter) {
+				t.Fatalf("%+v: the wait after %d tries is %v", p, n, d)
+			}
+		}
+	}
+}

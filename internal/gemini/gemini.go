@@ -197,7 +197,7 @@ var apiStatuses = []string{"RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL", "PER
 var apiCode = regexp.MustCompile(`\bError (\d{3})\b`)
 
 // apiError is the API's error: genai.APIError, or, for the upload's start
-// request (whose error the SDK formats with %s, text only: PROTOCOLS.md),
+// request (whose error the SDK formats with %s, text only: docs/dependencies.md),
 // the same read from its text — so that one switch classifies both.
 func apiError(err error) (genai.APIError, bool) {
 	var apiErr genai.APIError

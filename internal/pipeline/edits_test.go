@@ -111,3 +111,51 @@ func TestEditsStopEveryStage(t *testing.T) {
 		}
 	}
 }
+
+// stopAfterFrames is a reporter that, once the run's record of its
+// screenshots is written (storeShots' merge, the last write before the
+// SOP's), stops the job as a person would, quietly (a polling worker).
+type stopAfterFrames struct {
+	queue.Reporter
+	stop func()
+}
+
+func (r *stopAfterFrames) Merge(ctx context.Context, patch map[string]any) error {
+	err := r.Reporter.Merge(ctx, patch)
+	if _, ok := patch["frames"]; ok && err == nil {
+		r.stop()
+	}
+	return err
+}
+
+// A person's stop that the SOP's own write meets first (WithSOPLease, not
+// the Reporter) is a cancellation too, as issue 31 has it "whichever of the
+// run's statements meets it first": the Gemini file is deleted, as after a
+// stop the Reporter or the heartbeat meets (TestPersonCancelsDuringTheGeminiCall).
+func TestAStopTheSOPsWriteMeetsIsACancellation(t *testing.T) {
+	t.Parallel()
+	var r *rig
+	var once sync.Once
+	r = newRigOf(t, rigOptions{logger: quiet, listen: false, wrap: func(p queue.Handler) queue.Handler {
+		return queue.HandlerFunc(func(ctx context.Context, j queue.Job, rep queue.Reporter) error {
+			return p.Run(ctx, j, &stopAfterFrames{Reporter: rep, stop: func() {
+				once.Do(func() {
+					if _, err := r.pool.Exec(context.WithoutCancel(ctx), `UPDATE jobs SET status = 'error', error = 'Stopped by a person.' WHERE job_id = $1`, string(j.ID)); err != nil {
+						t.Error(err)
+					}
+				})
+			}})
+		})
+	}})
+	id := r.submit(r.video(), nil)
+	r.waitFor("the attempt closed", func() bool {
+		attempts, _ := r.job(id).Metadata["attempts"].([]any)
+		return len(attempts) == 1 && attempts[0].(map[string]any)["outcome"] == "cancelled"
+	})
+	if _, ok := r.fake.Object("videos/" + id.SOPPath()); ok {
+		t.Fatal("an SOP was written after the stop")
+	}
+	if len(r.ai.Deleted()) == 0 {
+		t.Fatalf("the Gemini file was kept after the person stopped the job: %v", r.ai.Files())
+	}
+}

@@ -203,7 +203,8 @@ func (p *Pipeline) geminiFailure(ctx context.Context, err error) error {
 func (p *Pipeline) keepOrDeleteModelFile(ctx context.Context, name string, err error) {
 	var f *jobs.Failure
 	permanent := errors.As(err, &f) && !errors.Is(err, errExhausted)
-	if err != nil && !permanent && !errors.Is(context.Cause(ctx), queue.ErrCancelled) {
+	stopped := errors.Is(context.Cause(ctx), queue.ErrCancelled) || errors.Is(err, queue.ErrCancelled) // the SOP's write (OutputLock) may meet the edit first
+	if err != nil && !permanent && !stopped {
 		return
 	}
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)

@@ -134,7 +134,7 @@ func (p *Pipeline) Run(ctx context.Context, job queue.Job, r queue.Reporter) (er
 // OutputLock is what every write of a job's outputs (screenshots, the SOP) goes
 // through: under the SOP lock, which serialises it with the API's edits,
 // and only while this claim (its lease token) still holds the job;
-// otherwise it returns queue.ErrLost.
+// otherwise it returns queue.ErrCancelled (a person's edit) or queue.ErrLost.
 type OutputLock interface {
 	WithSOPLease(ctx context.Context, id jobs.ID, token string, fn func(context.Context) error) error
 	// RecordFrames and RecordSOP record the ETags the API serves the

@@ -108,14 +108,14 @@ func TestSOPWriteNeedsTheLease(t *testing.T) {
 	if _, err := pool.Exec(ctx, `UPDATE jobs SET metadata = jsonb_set(metadata, '{lease,expires_at}', to_jsonb(now() - interval '1 second')) WHERE job_id = $1`, string(id)); err != nil {
 		t.Fatal(err)
 	}
-	if err := locker.WithSOPLease(ctx, id, tok, write); !errors.Is(err, queue.ErrLost) || ran != 1 {
+	if err := locker.WithSOPLease(ctx, id, tok, write); !errors.Is(err, queue.ErrLost) || errors.Is(err, queue.ErrCancelled) || ran != 1 {
 		t.Fatalf("expired lease: %v, ran %d", err, ran)
 	}
 	// A person's edit of the row ends it too.
 	if _, err := pool.Exec(ctx, `UPDATE jobs SET status = 'error', metadata = jsonb_set(metadata, '{lease,expires_at}', to_jsonb(now() + interval '1 minute')) WHERE job_id = $1`, string(id)); err != nil {
 		t.Fatal(err)
 	}
-	if err := locker.WithSOPLease(ctx, id, tok, write); !errors.Is(err, queue.ErrLost) || ran != 1 {
+	if err := locker.WithSOPLease(ctx, id, tok, write); !errors.Is(err, queue.ErrCancelled) || ran != 1 {
 		t.Fatalf("edited row: %v, ran %d", err, ran)
 	}
 }

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -42,8 +43,10 @@ func (l *SOPLocker) WithSOPLock(ctx context.Context, id jobs.ID, fn func(context
 
 // WithSOPLease runs fn while holding the lock of id's SOP and while the claim
 // with lease token holds the job, so that a worker that lost its lease can
-// never write the SOP over a newer run's or a person's edit. It returns
-// queue.ErrLost, without calling fn, when the claim no longer holds it.
+// never write the SOP over a newer run's or a person's edit. It returns,
+// without calling fn, queue.ErrCancelled when a person's edit took the job
+// (status changed, row deleted) and queue.ErrLost otherwise (the lease
+// expired or rescued), as the engine's lossCause tells them.
 func (l *SOPLocker) WithSOPLease(ctx context.Context, id jobs.ID, token string, fn func(context.Context) error) error {
 	return l.withLock(ctx, id, token, fn)
 }
@@ -63,7 +66,7 @@ func (l *SOPLocker) withLock(ctx context.Context, id jobs.ID, token string, fn f
 				return err
 			}
 			if tag.RowsAffected() == 0 {
-				fnErr = queue.ErrLost
+				fnErr = lossCause(ctx, tx, id)
 				return nil
 			}
 		}
@@ -74,6 +77,18 @@ func (l *SOPLocker) withLock(ctx context.Context, id jobs.ID, token string, fn f
 		return fnErr
 	}
 	return wrap("lock sop", err)
+}
+
+// lossCause tells, in the lock's transaction, a person's edit of the job
+// (status changed, row deleted: queue.ErrCancelled) from a lease lost to
+// the rescuer or expired (queue.ErrLost), as queue's Worker.lossCause does.
+func lossCause(ctx context.Context, tx pgx.Tx, id jobs.ID) error {
+	var status string
+	err := tx.QueryRow(ctx, `SELECT status FROM public.jobs WHERE job_id = $1`, string(id)).Scan(&status)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && status != string(jobs.StatusProcessing)) {
+		return queue.ErrCancelled
+	}
+	return queue.ErrLost
 }
 
 // recordFrames sets the tags of step screenshots ($2: {"<nodeId>":

@@ -24,7 +24,7 @@ type run struct {
 func (r *run) lose(cause error) {
 	r.why.CompareAndSwap(nil, &cause)
 	r.lost.Store(true)
-	r.cancel(cause)
+	r.cancel(r.lossCause()) // the first cause, whichever lose cancels first
 }
 
 // lossCause is why the run lost the job (ErrLost until it is known).

@@ -747,3 +747,75 @@ func TestAnOwnersNextJobStartsWhenItsSlotFrees(t *testing.T) {
 		b.waitFor("the job to complete", func() bool { return b.job(j.ID).Status == jobs.StatusCompleted })
 	}
 }
+
+// heldStore is the engine's store, held at two points once held is set: a
+// renewal's answer waits for renew, and the first lossCause read (Status),
+// its answer read, waits for answer.
+type heldStore struct {
+	*postgres.QueueStore
+	held          atomic.Bool
+	first         atomic.Bool
+	renew, answer chan struct{}
+	read          chan struct{}
+}
+
+func (s *heldStore) Renew(ctx context.Context, id jobs.ID, token string, ttl time.Duration) (bool, error) {
+	ok, err := s.QueueStore.Renew(ctx, id, token, ttl)
+	if s.held.Load() {
+		<-s.renew
+	}
+	return ok, err
+}
+
+func (s *heldStore) Status(ctx context.Context, id jobs.ID) (jobs.Status, bool, error) {
+	st, found, err := s.QueueStore.Status(ctx, id)
+	if s.held.Load() && s.first.CompareAndSwap(false, true) {
+		close(s.read)
+		<-s.answer
+	}
+	return st, found, err
+}
+
+// A run lost once has one cause: its write that met the loss returns the
+// cause the run's context ended with, even when the heartbeat lost the run
+// while the write was asking why (the write read a person's re-queue, the
+// heartbeat a moment later another worker's claim of the re-queued job).
+func TestARunLostTwiceAtOnceHasOneCause(t *testing.T) {
+	t.Parallel()
+	b := newBench(t)
+	store := &heldStore{QueueStore: b.store, renew: make(chan struct{}), answer: make(chan struct{}), read: make(chan struct{})}
+	type step struct {
+		err   error
+		cause error
+	}
+	write, wrote := make(chan struct{}), make(chan step, 1)
+	started := make(chan context.Context, 1)
+	h := queue.HandlerFunc(func(ctx context.Context, j queue.Job, rep queue.Reporter) error {
+		started <- ctx
+		<-write
+		err := rep.Progress(ctx, 0.5)
+		wrote <- step{err, context.Cause(ctx)}
+		return err
+	})
+	cfg := fast()
+	cfg.LeaseTTL, cfg.Heartbeat, cfg.Sweep = 10*time.Minute, 200*time.Millisecond, time.Hour
+	id := b.insert(1)[0]
+	queuetest.Start(t, b.dsn, store, h, cfg, false)
+	runCtx := recv(t, started, "start")
+	store.held.Store(true)
+	b.exec(`ALTER TABLE jobs DISABLE TRIGGER jobs_notify_status`)
+	b.exec(`UPDATE jobs SET status = 'queued' WHERE job_id = $1`, string(id))
+	b.exec(`ALTER TABLE jobs ENABLE TRIGGER jobs_notify_status`)
+	close(write)
+	recv(t, store.read, "the write asking why") // it read 'queued'
+	// Another worker's claim of the re-queued job (as runops_claim leaves it,
+	// once the dropped or expired lease lets it).
+	b.exec(`UPDATE jobs SET status = 'processing', metadata = jsonb_set(metadata, '{lease,token}', '"another"') WHERE job_id = $1`, string(id))
+	close(store.renew) // the heartbeat's renewal fails, and it asks why: 'processing'
+	recv(t, runCtx.Done(), "the heartbeat losing the run")
+	close(store.answer)
+	got := recv(t, wrote, "the write")
+	if !errors.Is(got.err, queue.ErrLost) || errors.Is(got.err, queue.ErrCancelled) != errors.Is(got.cause, queue.ErrCancelled) {
+		t.Fatalf("the write returned %v, the run's context ended with %v", got.err, got.cause)
+	}
+}

@@ -49,11 +49,11 @@ func (r *reporter) lost() bool { return r.run.lost.Load() }
 
 // lose stops the run: its write found the lease gone. Why is asked as the
 // heartbeat asks it (lossCause): a person's edit is ErrCancelled whichever
-// of the run's statements meets it first.
+// of the run's statements meets it first. What it returns is the run's
+// cause, which the heartbeat may have set while the question was asked.
 func (r *reporter) lose() error {
-	cause := r.lossCause()
-	r.run.lose(cause)
-	return cause
+	r.run.lose(r.lossCause())
+	return r.run.lossCause()
 }
 
 // flushStages writes a pending stage once it has lasted the stage delay,
@@ -208,7 +208,8 @@ func (r *reporter) Progress(ctx context.Context, p float64) error {
 	r.lastProgress = now
 	r.mu.Unlock()
 	// Progress is a hint for the status page, written from the goroutine
-	// that reads ffmpeg's output: one try, never a wait for the database.
+	// that reads ffmpeg's output: one try, never a wait for the database
+	// (but for lossCause's read, once, should the try find the job lost).
 	if r.lost() {
 		return r.run.lossCause()
 	}

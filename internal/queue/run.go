@@ -54,8 +54,14 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 		// Someone else holds it, or a person changed it: write nothing, but
 		// give the lease up if the job was re-queued.
 		log.Info("job stopped: lease gone or job edited", "error", err)
+		// Why: the run's cause, or, when the run was not stopped for it, the
+		// handler's own statement that met the loss first (an OutputLock's).
+		why := cancelled
+		if !errors.Is(why, ErrLost) {
+			why = err
+		}
 		outcome := "lost"
-		if errors.Is(cancelled, ErrCancelled) {
+		if errors.Is(why, ErrCancelled) {
 			outcome = "cancelled"
 		}
 		metrics.JobsFinished.WithLabelValues(outcome).Inc()
