@@ -24,7 +24,9 @@ import (
 // (by the token, at most maxChecked of them) until it expires, so a viewer
 // polling with one token every few seconds costs a map lookup. A token that
 // failed is not kept: nothing a caller sends can fill the cache but valid
-// tokens.
+// tokens. One signed with a JWKS key is kept only while the JWKS the
+// verifier last fetched still lists that key (a withdrawn key's tokens are
+// refused once keyfunc has fetched the JWKS again, as before the cache).
 type Local struct {
 	secret []byte
 	jwks   keyfunc.Keyfunc
@@ -39,6 +41,7 @@ type proven struct {
 	user    string // "" unless a user's token (audience, subject, expiry)
 	service bool   // role service_role
 	until   time.Time
+	kid     string // the JWKS key that signed it ("" for the secret's HS256)
 }
 
 const (
@@ -111,11 +114,11 @@ func (l *Local) check(token string) (proven, error) {
 	l.mu.Lock()
 	p, ok := l.checked[token]
 	l.mu.Unlock()
-	if ok && now.Before(p.until) {
+	if ok && now.Before(p.until) && (p.kid == "" || l.keyKnown(p.kid)) {
 		return p, nil
 	}
 	claims := jwt.MapClaims{}
-	_, err := jwt.ParseWithClaims(token, claims, l.key,
+	tok, err := jwt.ParseWithClaims(token, claims, l.key,
 		jwt.WithValidMethods([]string{"HS256", "RS256", "ES256", "EdDSA"}), jwt.WithLeeway(leeway),
 		jwt.WithTimeFunc(func() time.Time { return now }))
 	if err != nil {
@@ -123,6 +126,9 @@ func (l *Local) check(token string) (proven, error) {
 	}
 	role, _ := claims["role"].(string)
 	p = proven{service: role == "service_role", until: now.Add(serviceTokenKept)}
+	if tok.Method.Alg() != jwt.SigningMethodHS256.Alg() {
+		p.kid, _ = tok.Header["kid"].(string)
+	}
 	exp, _ := claims.GetExpirationTime()
 	if exp != nil {
 		p.until = exp.Add(leeway)
@@ -142,4 +148,24 @@ func (l *Local) check(token string) (proven, error) {
 	}
 	l.checked[token] = p
 	return p, nil
+}
+
+// keyKnown tells whether the JWKS, as last fetched, still has the key kid:
+// a token kept from before a key was withdrawn is checked again (and
+// refused) once the JWKS no longer lists it, as it would have been
+// without the cache. It reads what keyfunc holds, without a fetch.
+func (l *Local) keyKnown(kid string) bool {
+	if l.jwks == nil {
+		return false
+	}
+	keys, err := l.jwks.Storage().KeyReadAll(context.Background())
+	if err != nil {
+		return false
+	}
+	for _, k := range keys {
+		if k.Marshal().KID == kid {
+			return true
+		}
+	}
+	return false
 }

@@ -2,8 +2,16 @@ package auth_test
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -134,5 +142,62 @@ func BenchmarkLocal(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// A token kept from before its signing key was withdrawn from the JWKS is
+// refused once the JWKS the verifier holds no longer lists the key — as it
+// was when every request was verified from scratch.
+func TestAKeptTokenOfAWithdrawnKeyIsRefused(t *testing.T) {
+	t.Parallel()
+	keyA, errA := rsa.GenerateKey(rand.Reader, 2048)
+	keyB, errB := rsa.GenerateKey(rand.Reader, 2048)
+	if errA != nil || errB != nil {
+		t.Fatal(errA, errB)
+	}
+	var mu sync.Mutex
+	listed := map[string]*rsa.PrivateKey{"key-a": keyA}
+	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		var keys []any
+		for kid, k := range listed {
+			keys = append(keys, map[string]any{"kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig",
+				"n": base64.RawURLEncoding.EncodeToString(k.N.Bytes()),
+				"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(k.E)).Bytes())})
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"keys": keys})
+	}))
+	t.Cleanup(jwks.Close)
+	l, err := auth.NewLocal(t.Context(), "", jwks.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signRS := func(kid string, key *rsa.PrivateKey, sub string) string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{"sub": sub, "aud": "authenticated", "exp": time.Now().Add(time.Hour).Unix()})
+		tok.Header["kid"] = kid
+		s, err := tok.SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	ctx := context.Background()
+	old := signRS("key-a", keyA, "u-a")
+	for range 2 { // verified, then kept
+		if u, err := l.Verify(ctx, old); err != nil || u != "u-a" {
+			t.Fatalf("a token of a listed key: %q %v", u, err)
+		}
+	}
+	// The project rotates: key-a is withdrawn, key-b listed. A token of
+	// key-b (unknown to the verifier) makes it fetch the JWKS again.
+	mu.Lock()
+	listed = map[string]*rsa.PrivateKey{"key-b": keyB}
+	mu.Unlock()
+	if u, err := l.Verify(ctx, signRS("key-b", keyB, "u-b")); err != nil || u != "u-b" {
+		t.Fatalf("a token of the new key: %q %v", u, err)
+	}
+	if _, err := l.Verify(ctx, old); !errors.Is(err, jobs.ErrInvalidToken) {
+		t.Fatalf("a kept token of the withdrawn key: %v", err)
 	}
 }
