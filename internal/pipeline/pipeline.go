@@ -67,17 +67,17 @@ const (
 
 // Pipeline runs jobs.
 type Pipeline struct {
-	objects Objects
-	model   Model
-	fence   OutputLock
-	cfg     Config
-	disk    disk
+	objects    Objects
+	model      Model
+	outputLock OutputLock
+	cfg        Config
+	disk       disk
 }
 
 var _ queue.Handler = (*Pipeline)(nil)
 
-// New returns a pipeline over storage, Gemini and the fence its writes go through.
-func New(objects Objects, model Model, fence OutputLock, cfg Config) *Pipeline {
+// New returns a pipeline over storage, Gemini and the lock its outputs are written under.
+func New(objects Objects, model Model, lock OutputLock, cfg Config) *Pipeline {
 	for _, d := range []struct {
 		v   *time.Duration
 		def time.Duration
@@ -102,7 +102,7 @@ func New(objects Objects, model Model, fence OutputLock, cfg Config) *Pipeline {
 	if cfg.DiskSize == nil {
 		cfg.DiskSize = diskSize
 	}
-	return &Pipeline{objects: objects, model: model, fence: fence, cfg: cfg}
+	return &Pipeline{objects: objects, model: model, outputLock: lock, cfg: cfg}
 }
 
 // Run processes one job: the slim copy, the SOP from it, a screenshot of

@@ -29,18 +29,18 @@ func (p *Pipeline) writeSOP(ctx context.Context, job queue.Job, r queue.Reporter
 	// Each try takes the lock and checks the lease anew: no lock is held
 	// through the waits between tries.
 	err = p.retry(ctx, storageService, func() error {
-		return p.fence.WithSOPLease(ctx, job.ID, job.Token, func(ctx context.Context) error {
+		return p.outputLock.WithSOPLease(ctx, job.ID, job.Token, func(ctx context.Context) error {
 			// Forgotten while it is stored, recorded once it is, with the
 			// tags of the screenshots it shows that this run stored: a tag
 			// recorded is always that of what is stored and shown.
 			shown := sop.Shown(doc)
-			if err := p.fence.RecordSOP(ctx, job.ID, "", shown); err != nil {
+			if err := p.outputLock.RecordSOP(ctx, job.ID, "", shown); err != nil {
 				return err
 			}
 			if err := p.objects.Upload(ctx, job.ID.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json"); err != nil {
 				return err
 			}
-			if err := p.fence.RecordSOP(ctx, job.ID, jobs.ETag(b), shown); err != nil {
+			if err := p.outputLock.RecordSOP(ctx, job.ID, jobs.ETag(b), shown); err != nil {
 				return err
 			}
 			frames := map[string]string{}
@@ -49,7 +49,7 @@ func (p *Pipeline) writeSOP(ctx context.Context, job queue.Job, r queue.Reporter
 					frames[node] = tag
 				}
 			}
-			if err := p.fence.RecordFrames(ctx, job.ID, frames); err != nil {
+			if err := p.outputLock.RecordFrames(ctx, job.ID, frames); err != nil {
 				return err
 			}
 			p.dropStaleFrames(ctx, job, doc)
@@ -97,7 +97,7 @@ func (p *Pipeline) uploadShots(ctx context.Context, job queue.Job, r queue.Repor
 	stored := 0
 	for batch := range slices.Chunk(pending, uploadsPerHold) {
 		err := p.retry(ctx, storageService, func() error {
-			return p.fence.WithSOPLease(ctx, job.ID, job.Token, func(ctx context.Context) error {
+			return p.outputLock.WithSOPLease(ctx, job.ID, job.Token, func(ctx context.Context) error {
 				if err := p.forgetShots(ctx, job, batch, set); err != nil {
 					return err
 				}
@@ -136,7 +136,7 @@ func (p *Pipeline) forgetShots(ctx context.Context, job queue.Job, batch []pendi
 		}
 		set.tags[ps.node.ID], forget[ps.node.ID] = jobs.ETag(b), ""
 	}
-	return p.fence.RecordFrames(ctx, job.ID, forget)
+	return p.outputLock.RecordFrames(ctx, job.ID, forget)
 }
 
 // uploadFile stores the local file at path (upsert, with its length).
