@@ -6,6 +6,7 @@
 package docs_test
 
 import (
+	"encoding/json"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -851,5 +852,54 @@ func TestTheQuoteChecksCanFail(t *testing.T) {
 		if got := says(code(c.code), quotePattern(c.quote)); got != c.match {
 			t.Errorf("%q against %s: %v", c.quote, c.code, got)
 		}
+	}
+}
+
+// The OpenAPI document's examples answer what the code answers: each
+// "error" and "message" sentence in them is a string of the product's code,
+// as the quotes of the prose are (TestQuotedSentencesAreTheCodes).
+func TestTheOpenAPIExamplesAreTheCodesSentences(t *testing.T) {
+	root := ".."
+	var code []string
+	files := goFiles(t, root, productGo)
+	names := named(files)
+	for _, f := range files {
+		code = append(code, stringPatterns(f, names)...)
+	}
+	raw, err := os.ReadFile(filepath.Join(root, "internal/api/openapi.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc any
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, x := range v {
+				if s, ok := x.(string); ok && (k == "error" || k == "message") && strings.ContainsRune(s, ' ') {
+					checked++
+					p := quotePattern(s)
+					// Or a sentence the code ends with a detail it computes
+					// ("… Details: " + the error).
+					completes := func(c string) bool { return strings.HasSuffix(c, ":") && strings.HasPrefix(s, c) }
+					if !slices.ContainsFunc(code, func(c string) bool { return says(c, p) || completes(c) }) {
+						t.Errorf("internal/api/openapi.json answers %q in an example, which no string of the code says", s)
+					}
+				}
+				walk(x)
+			}
+		case []any:
+			for _, x := range v {
+				walk(x)
+			}
+		}
+	}
+	walk(doc)
+	if checked < 10 {
+		t.Errorf("only %d example sentences found in the OpenAPI document", checked)
 	}
 }
