@@ -637,8 +637,8 @@ func documents(t *testing.T, root string) map[string]string {
 	return out
 }
 
-func TestQuotedSentencesAreTheCodes(t *testing.T) {
-	root := ".."
+// codeStrings are the patterns of every string the product's code says.
+func codeStrings(t *testing.T, root string) []string {
 	var code []string
 	files := goFiles(t, root, productGo)
 	names := named(files)
@@ -646,7 +646,12 @@ func TestQuotedSentencesAreTheCodes(t *testing.T) {
 		code = append(code, stringPatterns(f, names)...)
 	}
 	slices.Sort(code)
-	code = slices.Compact(code)
+	return slices.Compact(code)
+}
+
+func TestQuotedSentencesAreTheCodes(t *testing.T) {
+	root := ".."
+	code := codeStrings(t, root)
 	checked := 0
 	for name, md := range documents(t, root) {
 		if name == "docs/dependencies.md" {
@@ -860,12 +865,7 @@ func TestTheQuoteChecksCanFail(t *testing.T) {
 // as the quotes of the prose are (TestQuotedSentencesAreTheCodes).
 func TestTheOpenAPIExamplesAreTheCodesSentences(t *testing.T) {
 	root := ".."
-	var code []string
-	files := goFiles(t, root, productGo)
-	names := named(files)
-	for _, f := range files {
-		code = append(code, stringPatterns(f, names)...)
-	}
+	code := codeStrings(t, root)
 	raw, err := os.ReadFile(filepath.Join(root, "internal/api/openapi.json"))
 	if err != nil {
 		t.Fatal(err)
