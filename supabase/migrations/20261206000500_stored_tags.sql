@@ -1,10 +1,10 @@
 -- The entity tags of what a job has in storage, recorded when it is written
 -- (docs/frontend-contract.md, "Revalidation"): the SOP's as GET /api/sop serves it, and
 -- each step's screenshot's. A revalidation (If-None-Match) is then one
--- query, not a download. Written by the worker, PATCH /api/sop and
--- runops jobs complete before the object they describe, so a tag recorded
--- is never older than the object: at worst it names a write that did not
--- happen, which nobody was served and so nobody revalidates. A job
+-- query, not a download. The worker, PATCH /api/sop and runops jobs
+-- complete forget an object's tag before they store it and record the new
+-- one after, so a tag recorded is always that of what is stored: a write
+-- that fails leaves none, and revalidations read storage. A job
 -- without a row here (an SOP placed by hand) is read from storage, as
 -- before. Kept apart from public.jobs: recording never touches the job's
 -- row (its updated_at, the queue's triggers). Idempotent.
