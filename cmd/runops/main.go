@@ -485,7 +485,6 @@ func newWorker(cfg config.Config, h queue.Handler, pool *pgxpool.Pool, log *slog
 		Concurrency: cfg.WorkerConcurrency, LeaseTTL: cfg.LeaseTTL, Heartbeat: cfg.Heartbeat, Sweep: cfg.Sweep,
 		MaxAttempts: cfg.MaxAttempts, ShutdownGrace: cfg.ShutdownGrace, TempDir: cfg.TmpDir, Logger: log,
 		SharedRescue: true, // startEngine's housekeeping duty runs it
-		OwnerCap:     cfg.OwnerConcurrency,
 	})
 	if !cfg.Listen {
 		log.Info("RUNOPS_LISTEN=off: picking up jobs by polling every RUNOPS_SWEEP", "sweep", cfg.Sweep)

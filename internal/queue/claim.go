@@ -81,9 +81,10 @@ func (w *Worker) claimLoop(ctx, jobsCtx context.Context, wg *sync.WaitGroup) {
 			wg.Go(func() {
 				w.execute(jobsCtx, job)
 				<-slots
-				if w.cfg.OwnerCap > 0 {
-					w.Wake() // the job's owner may have a job waiting for the slot it freed
-				}
+				// A job left queued while slots were free was held back by
+				// the store's claim (its owner at RUNOPS_OWNER_CONCURRENCY):
+				// the slot this job frees may be the one it waits for.
+				w.Wake()
 			})
 		}
 	}

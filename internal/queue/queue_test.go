@@ -736,7 +736,7 @@ func TestAnOwnersNextJobStartsWhenItsSlotFrees(t *testing.T) {
 	}
 	h := newBlocking()
 	cfg := fast()
-	cfg.Sweep, cfg.OwnerCap = time.Hour, 1
+	cfg.Sweep = time.Hour
 	b.start(h, cfg, false)
 	for i := range 3 {
 		j := recv(t, h.started, fmt.Sprintf("alice's job %d", i+1))

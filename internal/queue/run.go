@@ -68,9 +68,6 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 		w.writeOutcome("release", func(ctx context.Context) (bool, error) {
 			return true, w.store.DropLease(ctx, job.ID, job.Token)
 		})
-		if outcome == "cancelled" {
-			w.Wake() // re-queued, it is claimable now: by this worker, whose slot it freed
-		}
 	case errors.Is(cancelled, errShutdown) && err != nil, errors.Is(err, ErrHandBack):
 		log.Info("job handed back", "reason", cmp.Or(cancelled, err))
 		if w.writeOutcome("hand back", func(ctx context.Context) (bool, error) {

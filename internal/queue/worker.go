@@ -32,11 +32,6 @@ type Config struct {
 	// caller runs Rescue while this worker holds the duty. Unset, the worker
 	// rescues on its own every sweep.
 	SharedRescue bool
-	// OwnerCap is RUNOPS_OWNER_CONCURRENCY (0: none), which the store's
-	// claims enforce; the worker only looks for work again each time one of
-	// its jobs ends, as that may have freed an owner's slot that a queued
-	// job waits for.
-	OwnerCap int
 }
 
 // The engine's defaults, which the configuration (RUNOPS_LEASE_TTL and the
