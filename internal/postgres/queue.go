@@ -229,7 +229,7 @@ func (s *QueueStore) Holds(ctx context.Context, id jobs.ID, token string) (bool,
 // Status reads the job's status; found is false when the row is gone.
 func (s *QueueStore) Status(ctx context.Context, id jobs.ID) (jobs.Status, bool, error) {
 	var status string
-	err := s.pool.QueryRow(ctx, `SELECT status FROM public.jobs WHERE job_id = $1`, string(id)).Scan(&status)
+	err := s.pool.QueryRow(ctx, selectStatus, string(id)).Scan(&status)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", false, nil
 	}

@@ -79,16 +79,21 @@ func (l *SOPLocker) withLock(ctx context.Context, id jobs.ID, token string, fn f
 	return wrap("lock sop", err)
 }
 
-// lossCause tells, in the lock's transaction, a person's edit of the job
-// (status changed, row deleted: queue.ErrCancelled) from a lease lost to
-// the rescuer or expired (queue.ErrLost), as queue's Worker.lossCause does.
+// selectStatus reads a job's status (QueueStore.Status, lossCause).
+const selectStatus = `SELECT status FROM public.jobs WHERE job_id = $1`
+
+// lossCause tells, in the lock's transaction, why the claim no longer holds
+// the job (queue.LossCause); queue.ErrLost when the row cannot be read.
 func lossCause(ctx context.Context, tx pgx.Tx, id jobs.ID) error {
 	var status string
-	err := tx.QueryRow(ctx, `SELECT status FROM public.jobs WHERE job_id = $1`, string(id)).Scan(&status)
-	if errors.Is(err, pgx.ErrNoRows) || (err == nil && status != string(jobs.StatusProcessing)) {
-		return queue.ErrCancelled
+	err := tx.QueryRow(ctx, selectStatus, string(id)).Scan(&status)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return queue.LossCause("", false)
+	case err != nil:
+		return queue.ErrLost
 	}
-	return queue.ErrLost
+	return queue.LossCause(jobs.Status(status), true)
 }
 
 // recordFrames sets the tags of step screenshots ($2: {"<nodeId>":

@@ -67,7 +67,7 @@ func (w *Worker) heartbeat(ctx context.Context, r *run, log *slog.Logger) {
 			expiring.Reset(margin - time.Since(sent))
 			next.Reset(w.cfg.Heartbeat)
 		case err == nil:
-			r.lose(w.lossCause(r.job.ID))
+			r.lose(lossCause(w.store, r.job.ID))
 			return
 		case ctx.Err() != nil:
 			return
@@ -110,20 +110,31 @@ func (w *Worker) watchEdits(ctx context.Context) {
 		}
 		for _, id := range gone {
 			if r := runs[id]; r != nil && !r.lost.Load() {
-				r.lose(w.lossCause(id))
+				r.lose(lossCause(w.store, id))
 			}
 		}
 	}
 }
 
-// lossCause tells a person's edit (status changed, row deleted) from a lease
-// lost to the rescuer, for the handler's sake.
-func (w *Worker) lossCause(id jobs.ID) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	status, found, err := w.store.Status(ctx, id)
-	if err == nil && (!found || status != jobs.StatusProcessing) {
+// LossCause is why a run lost its job, from the job's status as it is now
+// (found false: the row is gone): a person's edit — the status changed, the
+// row deleted — is ErrCancelled; anything else (the lease expired, the job
+// rescued) is ErrLost.
+func LossCause(status jobs.Status, found bool) error {
+	if !found || status != jobs.StatusProcessing {
 		return ErrCancelled
 	}
 	return ErrLost
+}
+
+// lossCause reads the job's status and tells why the run lost it
+// (LossCause); ErrLost when the database cannot say.
+func lossCause(store Store, id jobs.ID) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	status, found, err := store.Status(ctx, id)
+	if err != nil {
+		return ErrLost
+	}
+	return LossCause(status, found)
 }

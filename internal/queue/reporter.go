@@ -23,9 +23,6 @@ type reporter struct {
 	run   *run          // once it has lost the job, nothing is written, whatever context a handler passes
 	delay time.Duration // Config.StageDelay
 	armed chan struct{} // a stage is pending: flushStages writes it after the delay
-	// lossCause tells why the run lost the job: ErrCancelled (a person's
-	// edit) or ErrLost (Worker.lossCause).
-	lossCause func() error
 
 	// wmu keeps the run's writes one at a time, so that they land in the
 	// order they were made.
@@ -40,8 +37,8 @@ type reporter struct {
 	ended        bool           // the outcome took pending: nothing more is written
 }
 
-func newReporter(store Store, r *run, delay time.Duration, lossCause func() error) *reporter {
-	return &reporter{store: store, run: r, delay: delay, armed: make(chan struct{}, 1), lossCause: lossCause}
+func newReporter(store Store, r *run, delay time.Duration) *reporter {
+	return &reporter{store: store, run: r, delay: delay, armed: make(chan struct{}, 1)}
 }
 
 // lost tells whether the run has lost the job.
@@ -52,7 +49,7 @@ func (r *reporter) lost() bool { return r.run.lost.Load() }
 // of the run's statements meets it first. What it returns is the run's
 // cause, which the heartbeat may have set while the question was asked.
 func (r *reporter) lose() error {
-	r.run.lose(r.lossCause())
+	r.run.lose(lossCause(r.store, r.run.job.ID))
 	return r.run.lossCause()
 }
 

@@ -39,7 +39,7 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 	job.TempDir = filepath.Join(w.cfg.TempDir, workDirPrefix+string(job.ID)+"-"+job.Token)
 	defer os.RemoveAll(job.TempDir)
 
-	rep := newReporter(w.store, r, w.cfg.StageDelay, func() error { return w.lossCause(job.ID) })
+	rep := newReporter(w.store, r, w.cfg.StageDelay)
 	var loops sync.WaitGroup // the run's own: its lease and its pending stage, until the run ends
 	loops.Go(func() { w.heartbeat(runCtx, r, log) })
 	loops.Go(func() { rep.flushStages(runCtx) })
