@@ -241,15 +241,9 @@ func completeByHand(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, 
 	}
 	locker := postgres.NewSOPLocker(pool)
 	err = locker.WithSOPLock(ctx, id, func(ctx context.Context) error {
-		// Forgotten while it is stored, recorded once it is: a tag recorded
-		// is always the stored SOP's.
-		if err := locker.RecordSOP(ctx, id, "", sop.Shown(doc)); err != nil {
-			return err
-		}
-		if err := objects.Upload(ctx, id.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json"); err != nil {
-			return err
-		}
-		if err := locker.RecordSOP(ctx, id, jobs.ETag(b), sop.Shown(doc)); err != nil {
+		if _, err := locker.StoreTagged(ctx, id, jobs.ETag(b), sop.Shown(doc), func() error {
+			return objects.Upload(ctx, id.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json")
+		}); err != nil {
 			return err
 		}
 		ok, err := store.MarkCompleted(ctx, id, map[string]any{"sop": map[string]any{"path": id.SOPPath(),

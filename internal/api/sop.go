@@ -24,10 +24,9 @@ import (
 // processes; the worker's write of the SOP takes the same lock.
 type SOPLocker interface {
 	WithSOPLock(ctx context.Context, id jobs.ID, fn func(context.Context) error) error
-	// RecordSOP records, under the lock, the ETag the stored SOP is served
-	// with ("" forgets it, before the SOP is stored); of the screenshots'
-	// recorded tags, those of the steps shown stay.
-	RecordSOP(ctx context.Context, id jobs.ID, tag string, shown []string) error
+	// StoreTagged stores the SOP with store, under the lock, keeping the
+	// ETag recorded for it true (postgres.SOPLocker.StoreTagged).
+	StoreTagged(ctx context.Context, id jobs.ID, tag string, shown []string, store func() error) (stored bool, err error)
 }
 
 const (
@@ -253,19 +252,19 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 			return &Error{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf(
 				"This change would make the SOP larger than %d MiB, more than can be read back, so it was not saved.", sop.MaxDocumentBytes>>20)}
 		}
-		after, shown := screenshots(doc), sop.Shown(doc)
-		// The recorded tag is forgotten while the SOP is stored, and recorded
-		// once it is: a tag recorded is always the stored SOP's.
-		if err := s.o.SOPs.RecordSOP(ctx, id, "", shown); err != nil {
+		stored, err := s.o.SOPs.StoreTagged(ctx, id, jobs.ETag(b), sop.Shown(doc), func() error {
+			if err := s.o.Objects.Upload(ctx, id.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json"); err != nil {
+				return fromBackend("File storage", err, "Failed to save the SOP")
+			}
+			return nil
+		})
+		switch {
+		case err != nil && !stored:
 			return err
-		}
-		if err := s.o.Objects.Upload(ctx, id.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json"); err != nil {
-			return fromBackend("File storage", err, "Failed to save the SOP")
-		}
-		if err := s.o.SOPs.RecordSOP(ctx, id, jobs.ETag(b), shown); err != nil {
-			// Stored: the edit is made; revalidations read storage.
+		case err != nil: // stored: the edit is made; revalidations read storage
 			s.log.WarnContext(ctx, "could not record the edited SOP's tag", "job_id", id, "error", err)
 		}
+		after := screenshots(doc)
 		out, outTag = sopResponse{JobID: string(id), Data: b, CreatedAt: cur.CreatedAt, UpdatedAt: time.Now().UTC()}, jobs.ETag(b)
 		for _, path := range before {
 			if !slices.Contains(after, path) {

@@ -117,8 +117,11 @@ func (soleWriter) WithSOPLease(ctx context.Context, _ jobs.ID, _ string, fn func
 // RecordFrames has no API to serve them: nothing to record.
 func (soleWriter) RecordFrames(context.Context, jobs.ID, map[string]string) error { return nil }
 
-// RecordSOP has no API to serve it: nothing to record.
-func (soleWriter) RecordSOP(context.Context, jobs.ID, string, []string) error { return nil }
+// StoreTagged stores the SOP: with no API to serve it, no tag is recorded.
+func (soleWriter) StoreTagged(_ context.Context, _ jobs.ID, _ string, _ []string, store func() error) (bool, error) {
+	err := store()
+	return err == nil, err
+}
 
 // Display shows a run's stages and progress (a progress bar, or log lines).
 type Display interface {

@@ -351,7 +351,10 @@ func (benchLock) WithSOPLease(ctx context.Context, _ jobs.ID, _ string, fn func(
 
 func (benchLock) RecordFrames(context.Context, jobs.ID, map[string]string) error { return nil }
 
-func (benchLock) RecordSOP(context.Context, jobs.ID, string, []string) error { return nil }
+func (benchLock) StoreTagged(_ context.Context, _ jobs.ID, _ string, _ []string, store func() error) (bool, error) {
+	err := store()
+	return err == nil, err
+}
 
 // BenchmarkRedaction times the redacting stage — OCR of every screenshot,
 // the fills, the text pass — against the transcoding stage of the same

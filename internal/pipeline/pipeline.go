@@ -137,10 +137,10 @@ func (p *Pipeline) Run(ctx context.Context, job queue.Job, r queue.Reporter) (er
 // otherwise it returns queue.ErrCancelled (a person's edit) or queue.ErrLost.
 type OutputLock interface {
 	WithSOPLease(ctx context.Context, id jobs.ID, token string, fn func(context.Context) error) error
-	// RecordFrames and RecordSOP record the ETags the API serves the
-	// screenshots (node → tag) and the SOP with, inside WithSOPLease: ""
-	// before each is stored, the tag once it is and the SOP that shows it
-	// is (docs/frontend-contract.md, "Revalidation").
+	// StoreTagged stores the SOP with store and RecordFrames records the
+	// screenshots' ETags (node → tag; "" forgets one), inside WithSOPLease,
+	// so that a tag recorded is always that of what is stored and shown
+	// (docs/frontend-contract.md, "Revalidation").
+	StoreTagged(ctx context.Context, id jobs.ID, tag string, shown []string, store func() error) (stored bool, err error)
 	RecordFrames(ctx context.Context, id jobs.ID, tags map[string]string) error
-	RecordSOP(ctx context.Context, id jobs.ID, tag string, shown []string) error
 }

@@ -34,13 +34,9 @@ func (p *Pipeline) writeSOP(ctx context.Context, job queue.Job, r queue.Reporter
 			// tags of the screenshots it shows that this run stored: a tag
 			// recorded is always that of what is stored and shown.
 			shown := sop.Shown(doc)
-			if err := p.outputLock.RecordSOP(ctx, job.ID, "", shown); err != nil {
-				return err
-			}
-			if err := p.objects.Upload(ctx, job.ID.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json"); err != nil {
-				return err
-			}
-			if err := p.outputLock.RecordSOP(ctx, job.ID, jobs.ETag(b), shown); err != nil {
+			if _, err := p.outputLock.StoreTagged(ctx, job.ID, jobs.ETag(b), shown, func() error {
+				return p.objects.Upload(ctx, job.ID.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json")
+			}); err != nil {
 				return err
 			}
 			frames := map[string]string{}

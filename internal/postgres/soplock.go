@@ -121,6 +121,22 @@ func (l *SOPLocker) RecordFrames(ctx context.Context, id jobs.ID, tags map[strin
 	return wrap("record screenshot tags", err)
 }
 
+// StoreTagged stores id's SOP with store and keeps its recorded tag true,
+// under the SOP lock: the tag is forgotten first and recorded as tag once
+// store has succeeded, so a recorded tag is always that of the stored SOP
+// (…_stored_tags.sql); of the screenshots' tags, those of the steps shown
+// stay. stored tells whether store succeeded: an error with stored true is
+// the record's, and the SOP is stored all the same.
+func (l *SOPLocker) StoreTagged(ctx context.Context, id jobs.ID, tag string, shown []string, store func() error) (stored bool, err error) {
+	if err := l.RecordSOP(ctx, id, "", shown); err != nil {
+		return false, err
+	}
+	if err := store(); err != nil {
+		return false, err
+	}
+	return true, l.RecordSOP(ctx, id, tag, shown)
+}
+
 // RecordSOP sets the entity tag of id's SOP as it is served ("" forgets
 // it: before the SOP is stored; the tag once it is), under the SOP lock;
 // of the screenshots' tags, only those of the steps shown, which the SOP
