@@ -46,7 +46,7 @@ func (s *JobStore) Get(ctx context.Context, id jobs.ID) (jobs.Job, error) {
 
 // summaryColumns are what a jobs.Summary takes of a job's row: its
 // columns, and of metadata the three keys answered, as JSON (decoded by
-// readSummary; a person may have written anything there). A statement this
+// summary; a person may have written anything there). A statement this
 // plain is cheap to plan, which every statement is here, at every call
 // (OpenPool: no prepared statements, for the poolers' sake): the same
 // answer in one statement with the upload's owner joined in cost twice as
@@ -67,16 +67,18 @@ FROM public.jobs j LEFT JOIN public.runops_stored_tags t ON t.job_id = j.job_id 
 // Summary reads what job-status and queue-job answer with of job id: one
 // statement when it has a row, two when not (the upload's owner).
 func (s *JobStore) Summary(ctx context.Context, id jobs.ID) (jobs.Summary, error) {
-	return s.summary(ctx, summarize, id, "")
+	return s.summary(ctx, id, false, "")
 }
 
 // SOPSummary is Summary with the entity tags recorded for the job's SOP and
 // its step node's screenshot ("": none).
 func (s *JobStore) SOPSummary(ctx context.Context, id jobs.ID, node string) (jobs.Summary, error) {
-	return s.summary(ctx, summarizeSOP, id, node)
+	return s.summary(ctx, id, true, node)
 }
 
-func (s *JobStore) summary(ctx context.Context, query string, id jobs.ID, node string) (jobs.Summary, error) {
+// summary reads a jobs.Summary; with tags, those recorded for the SOP and
+// node's screenshot too.
+func (s *JobStore) summary(ctx context.Context, id jobs.ID, tags bool, node string) (jobs.Summary, error) {
 	var (
 		sum                    jobs.Summary
 		status                 string
@@ -85,9 +87,9 @@ func (s *JobStore) summary(ctx context.Context, query string, id jobs.ID, node s
 		frameTag               []byte // JSON
 	)
 	dest := []any{&status, &sum.CreatedAt, &sum.UpdatedAt, &sum.CompletedAt, &sum.Error, &stage, &progress, &owner}
-	args := []any{string(id)}
-	if query == summarizeSOP {
-		dest, args = append(dest, &sopTag, &frameTag), append(args, node)
+	query, args := summarize, []any{string(id)}
+	if tags {
+		query, dest, args = summarizeSOP, append(dest, &sopTag, &frameTag), append(args, node)
 	}
 	err := s.pool.QueryRow(ctx, query, args...).Scan(dest...)
 	switch {
