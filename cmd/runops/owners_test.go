@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/google/uuid"
@@ -26,25 +24,7 @@ func TestAnOwnerCapAcrossWorkerProcesses(t *testing.T) {
 		startWorker(t, bin, pooler.URL, "RUNOPS_LISTEN_DATABASE_URL="+dsn, "RUNOPS_OWNER_CONCURRENCY=3",
 			"RUNOPS_WORKER_CONCURRENCY=4", "RUNOPS_SWEEP=10m", "RUNOPS_LEASE_TTL=30s", "RUNOPS_HEARTBEAT=1s")
 	}
-	var done atomic.Bool
-	var worst atomic.Int64
-	var watch sync.WaitGroup
-	watch.Go(func() {
-		for !done.Load() {
-			var n int64
-			if err := d.pool.QueryRow(context.Background(),
-				`SELECT count(*) FROM jobs WHERE status = 'processing' AND metadata->>'owner' = 'alice'`).Scan(&n); err != nil {
-				return // the test is ending
-			}
-			if n > worst.Load() {
-				worst.Store(n)
-			}
-		}
-	})
-	defer func() {
-		done.Store(true)
-		watch.Wait()
-	}()
+	worst := pgtest.WatchMax(t, d.pool, `SELECT count(*) FROM jobs WHERE status = 'processing' AND metadata->>'owner' = 'alice'`)
 
 	d.exec(`INSERT INTO jobs (job_id, created_at, metadata)
 		SELECT gen_random_uuid(), now() - make_interval(secs => 100 - i), '{"owner": "alice", "test_hold": true}' FROM generate_series(1, 10) i`)
@@ -60,7 +40,7 @@ func TestAnOwnerCapAcrossWorkerProcesses(t *testing.T) {
 		return d.scalar(`SELECT count(*) FROM jobs WHERE metadata->>'owner' = 'alice' AND metadata ? 'attempts'`).(int64) == 4 &&
 			d.scalar(`SELECT count(*) FROM jobs WHERE status = 'processing' AND metadata->>'owner' = 'alice'`).(int64) == 3
 	})
-	if w := worst.Load(); w > 3 {
+	if w := worst(); w > 3 {
 		t.Fatalf("alice had %d jobs processing at once; the cap is 3", w)
 	}
 	if n := d.scalar(`SELECT count(*) FROM jobs WHERE status = 'queued' AND metadata->>'owner' = 'alice'`).(int64); n != 6 {

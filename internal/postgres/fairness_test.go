@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -167,21 +166,8 @@ func TestTheOwnerCapHoldsAcrossWorkers(t *testing.T) {
 	queueOf(t, direct, "bob", 20, 100, 0)
 	const cap, workers, total = 3, 8, 80
 
-	var done atomic.Bool
-	var worst atomic.Int64
-	var watch sync.WaitGroup
-	watch.Go(func() {
-		for !done.Load() {
-			var most int64
-			if err := direct.QueryRow(ctx, `SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM jobs WHERE status = 'processing' GROUP BY metadata->>'owner') c`).Scan(&most); err != nil {
-				t.Error(err)
-				return
-			}
-			if most > worst.Load() {
-				worst.Store(most)
-			}
-		}
-	})
+	worst := pgtest.WatchMax(t, direct,
+		`SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM jobs WHERE status = 'processing' GROUP BY metadata->>'owner') c`)
 	var mu sync.Mutex
 	seen := map[string]int{}
 	var wg sync.WaitGroup
@@ -219,9 +205,7 @@ func TestTheOwnerCapHoldsAcrossWorkers(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	done.Store(true)
-	watch.Wait()
-	if w := worst.Load(); w > cap {
+	if w := worst(); w > cap {
 		t.Fatalf("an owner had %d jobs processing at once; the cap is %d", w, cap)
 	}
 	for name, n := range seen {
