@@ -193,29 +193,14 @@ func scanJob(row pgx.Row, extra ...any) (jobs.Job, error) {
 	return j, nil
 }
 
-const (
-	recordUpload = `INSERT INTO public.runops_uploads (job_id, owner) VALUES ($1, nullif($2, ''))
+const recordUpload = `INSERT INTO public.runops_uploads (job_id, owner) VALUES ($1, nullif($2, ''))
 ON CONFLICT (job_id) DO NOTHING`
-
-	uploadOwner = `SELECT coalesce(owner, '') FROM public.runops_uploads WHERE job_id = $1`
-)
 
 // RecordUpload remembers that an upload URL for id was issued to owner ("":
 // anonymous).
 func (s *JobStore) RecordUpload(ctx context.Context, id jobs.ID, owner string) error {
 	_, err := s.pool.Exec(ctx, recordUpload, string(id), owner)
 	return wrap("record upload", err)
-}
-
-// UploadOwner is the user an upload URL for id was issued to; "" when it was
-// anonymous or is unknown.
-func (s *JobStore) UploadOwner(ctx context.Context, id jobs.ID) (string, error) {
-	var owner string
-	err := s.pool.QueryRow(ctx, uploadOwner, string(id)).Scan(&owner)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", nil
-	}
-	return owner, wrap("read upload owner", err)
 }
 
 const notify = `SELECT pg_notify($1, $2)`
