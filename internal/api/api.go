@@ -106,6 +106,7 @@ func Handler(o Options) http.Handler {
 	r := chi.NewRouter()
 	r.Use(middleware.RequestID, s.logRequests, s.recoverPanics, s.ownAPIPaths)
 	r.Get("/openapi.json", serveOpenAPI)
+	r.Head("/openapi.json", serveOpenAPI) // GET without the body (the server drops it)
 	r.Route("/api", func(r chi.Router) {
 		r.Use(noStore)
 		if len(o.CORSOrigins) > 0 {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -278,8 +279,16 @@ func (s *server) jobStatus(w http.ResponseWriter, r *http.Request) error {
 }
 
 // decodeJSON reads a small JSON object body. An empty body decodes as {}.
+// The body is one JSON value: anything after it but white space is refused
+// (`{…} trailing`, two objects back to back), not ignored.
 func decodeJSON(r *http.Request, into any) error {
-	err := json.NewDecoder(r.Body).Decode(into)
+	dec := json.NewDecoder(r.Body)
+	err := dec.Decode(into)
+	if err == nil {
+		if _, next := dec.Token(); next != io.EOF {
+			err = cmp.Or(next, errTrailingData)
+		}
+	}
 	var tooBig *http.MaxBytesError
 	switch {
 	case err == nil, errors.Is(err, io.EOF):
@@ -290,3 +299,5 @@ func decodeJSON(r *http.Request, into any) error {
 		return &Error{Status: http.StatusBadRequest, Message: "Request body must be a JSON object", Cause: err}
 	}
 }
+
+var errTrailingData = errors.New("data after the JSON value")

@@ -367,6 +367,11 @@ func (r *reader) rateLimit(name, def string) RateLimit {
 			return RateLimit{}
 		}
 	}
+	if w < time.Second || w%time.Second != 0 {
+		// A 429's Retry-After is the window in whole seconds.
+		r.fail(name, "has a period of %v; it must be whole seconds (such as 10s, 1min)", w)
+		return RateLimit{}
+	}
 	return RateLimit{Requests: count, Window: w}
 }
 

@@ -141,3 +141,19 @@ func TestWebhookSecret(t *testing.T) {
 		t.Fatalf("a bad secret without URLs: %v", err)
 	}
 }
+
+// A 429 tells the client its Retry-After in whole seconds, the window's
+// length (at least 1, as openapi.json says): a window under a second would
+// say "Retry-After: 0" (retry at once, and be refused again), one of
+// 1500ms would say 1. So the period is whole seconds.
+func TestRateLimitWindowIsWholeSeconds(t *testing.T) {
+	for _, in := range []string{"5/500ms", "5/1500ms", "1/1ns"} {
+		c, err := Load(env(map[string]string{"RUNOPS_RATE_LIMIT": in}))
+		if err == nil || !strings.Contains(err.Error(), "RUNOPS_RATE_LIMIT") {
+			t.Errorf("%q accepted: %+v", in, c.RateLimit)
+		}
+	}
+	if c, err := Load(env(map[string]string{"RUNOPS_RATE_LIMIT": "5/2s"})); err != nil || c.RateLimit != (RateLimit{5, 2 * time.Second}) {
+		t.Errorf("5/2s → %+v %v", c.RateLimit, err)
+	}
+}

@@ -31,10 +31,20 @@ const holdLease = `SELECT 1 FROM public.jobs WHERE job_id = $1` + fence + `
 FOR KEY SHARE`
 
 // SOPLocker runs functions under a job's SOP lock.
-type SOPLocker struct{ pool *pgxpool.Pool }
+type SOPLocker struct {
+	pool *pgxpool.Pool
+	// slots bound the holders of a lock at once to half the pool: each
+	// holds a connection for the lock's transaction and, to record tags
+	// (RecordSOP, RecordFrames, StoreTagged), needs another at the same
+	// time. With every connection held by a lock, every holder would wait
+	// for a second one until its deadline.
+	slots chan struct{}
+}
 
 // NewSOPLocker returns a locker over pool.
-func NewSOPLocker(pool *pgxpool.Pool) *SOPLocker { return &SOPLocker{pool: pool} }
+func NewSOPLocker(pool *pgxpool.Pool) *SOPLocker {
+	return &SOPLocker{pool: pool, slots: make(chan struct{}, max(1, pool.Config().MaxConns/2))}
+}
 
 // WithSOPLock runs fn while holding the lock of id's SOP.
 func (l *SOPLocker) WithSOPLock(ctx context.Context, id jobs.ID, fn func(context.Context) error) error {
@@ -52,6 +62,10 @@ func (l *SOPLocker) WithSOPLease(ctx context.Context, id jobs.ID, token string, 
 }
 
 func (l *SOPLocker) withLock(ctx context.Context, id jobs.ID, token string, fn func(context.Context) error) error {
+	if err := l.waitTurn(ctx); err != nil {
+		return wrap("lock sop", err)
+	}
+	defer func() { <-l.slots }()
 	var fnErr error
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, sopLockWait); err != nil {
@@ -77,6 +91,16 @@ func (l *SOPLocker) withLock(ctx context.Context, id jobs.ID, token string, fn f
 		return fnErr
 	}
 	return wrap("lock sop", err)
+}
+
+// waitTurn takes one of the slots (SOPLocker.slots).
+func (l *SOPLocker) waitTurn(ctx context.Context) error {
+	select {
+	case l.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // selectStatus reads a job's status (QueueStore.Status, lossCause).
