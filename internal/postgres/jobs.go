@@ -29,11 +29,16 @@ ON CONFLICT (job_id) DO NOTHING RETURNING ` + jobColumns
 
 // JobStore reads and writes public.jobs.
 type JobStore struct {
-	pool *pgxpool.Pool
+	pool                  *pgxpool.Pool
+	statusReads, sopReads *rounds[summaryKey, summaryRow]
 }
 
 // NewJobStore returns a store over pool.
-func NewJobStore(pool *pgxpool.Pool) *JobStore { return &JobStore{pool: pool} }
+func NewJobStore(pool *pgxpool.Pool) *JobStore {
+	s := &JobStore{pool: pool}
+	s.statusReads, s.sopReads = s.summaryReads(summarize), s.summaryReads(summarizeSOP)
+	return s
+}
 
 // Get returns the job, or jobs.ErrNotFound.
 func (s *JobStore) Get(ctx context.Context, id jobs.ID) (jobs.Job, error) {
@@ -46,79 +51,124 @@ func (s *JobStore) Get(ctx context.Context, id jobs.ID) (jobs.Job, error) {
 
 // summaryColumns are what a jobs.Summary takes of a job's row: its
 // columns, and of metadata the three keys answered, as JSON (decoded by
-// summary; a person may have written anything there). A statement this
-// plain is cheap to plan, which every statement is here, at every call
-// (OpenPool: no prepared statements, for the poolers' sake): the same
-// answer in one statement with the upload's owner joined in cost twice as
-// much (README, "The API's pace").
+// summaryRow.summary; a person may have written anything there). A
+// statement this plain is cheap to plan, which every statement is here, at
+// every call (OpenPool: no prepared statements, for the poolers' sake): the
+// same answer in one statement with the upload's owner joined in cost twice
+// as much (README, "The API's pace").
 const summaryColumns = `j.status, j.created_at, j.updated_at, j.completed_at, j.error, j.metadata->'stage',
   j.metadata->'progress', j.metadata->'owner'`
 
 const (
-	summarize    = `SELECT ` + summaryColumns + ` FROM public.jobs j WHERE j.job_id = $1`
-	summarizeSOP = `SELECT ` + summaryColumns + `, t.sop, t.frames->$2
-FROM public.jobs j LEFT JOIN public.runops_stored_tags t ON t.job_id = j.job_id WHERE j.job_id = $1`
+	// The rows of a round of reads (rounds): each asked-for id (and step
+	// node) with its row, if it has one.
+	summarize = `SELECT k.id, k.node, ` + summaryColumns + `, NULL::text, NULL::jsonb
+FROM unnest($1::text[], $2::text[]) AS k(id, node) JOIN public.jobs j ON j.job_id = k.id::uuid`
+	summarizeSOP = `SELECT k.id, k.node, ` + summaryColumns + `, t.sop, t.frames->k.node
+FROM unnest($1::text[], $2::text[]) AS k(id, node) JOIN public.jobs j ON j.job_id = k.id::uuid
+LEFT JOIN public.runops_stored_tags t ON t.job_id = j.job_id`
 	// Without a row: the upload's owner, and the tags.
 	summarizeUpload = `SELECT (SELECT u.owner FROM public.runops_uploads u WHERE u.job_id = $1),
   (SELECT t.sop FROM public.runops_stored_tags t WHERE t.job_id = $1),
   (SELECT t.frames->$2 FROM public.runops_stored_tags t WHERE t.job_id = $1)`
 )
 
+// readsAtOnce is how many of job-status's statements (and as many of the
+// SOP reads') run at once; the reads that arrive meanwhile share the next.
+// Two keep one statement in flight while another's answer travels.
+const readsAtOnce = 2
+
+// summaryKey is what a summary is read for: a job, and the step node whose
+// screenshot's tag is asked for ("": none).
+type summaryKey struct{ id, node string }
+
+// summaryRow is a job's row as summarize reads it.
+type summaryRow struct {
+	status                 string
+	createdAt, updatedAt   time.Time
+	completedAt            *time.Time
+	errorText              *string
+	stage, progress, owner []byte // JSON
+	sopTag                 *string
+	frameTag               []byte // JSON
+}
+
+// summaryReads reads the rows of a round of keys with one statement.
+func (s *JobStore) summaryReads(query string) *rounds[summaryKey, summaryRow] {
+	return &rounds[summaryKey, summaryRow]{limit: readsAtOnce, read: func(ctx context.Context, keys []summaryKey) (map[summaryKey]summaryRow, error) {
+		ids, nodes := make([]string, 0, len(keys)), make([]string, 0, len(keys))
+		seen := make(map[summaryKey]bool, len(keys))
+		for _, k := range keys {
+			if !seen[k] { // many viewers poll one job
+				seen[k] = true
+				ids, nodes = append(ids, k.id), append(nodes, k.node)
+			}
+		}
+		rows, _ := s.pool.Query(ctx, query, ids, nodes)
+		out := make(map[summaryKey]summaryRow, len(keys))
+		var k summaryKey
+		var r summaryRow
+		_, err := pgx.ForEachRow(rows, []any{&k.id, &k.node, &r.status, &r.createdAt, &r.updatedAt, &r.completedAt,
+			&r.errorText, &r.stage, &r.progress, &r.owner, &r.sopTag, &r.frameTag}, func() error {
+			out[k] = r
+			return nil
+		})
+		return out, err
+	}}
+}
+
 // Summary reads what job-status and queue-job answer with of job id: one
-// statement when it has a row, two when not (the upload's owner).
+// statement when it has a row — shared with the reads of other jobs that
+// arrive meanwhile — and one more when not (the upload's owner).
 func (s *JobStore) Summary(ctx context.Context, id jobs.ID) (jobs.Summary, error) {
-	return s.summary(ctx, id, false, "")
+	return s.summary(ctx, s.statusReads, id, "")
 }
 
 // SOPSummary is Summary with the entity tags recorded for the job's SOP and
 // its step node's screenshot ("": none).
 func (s *JobStore) SOPSummary(ctx context.Context, id jobs.ID, node string) (jobs.Summary, error) {
-	return s.summary(ctx, id, true, node)
+	return s.summary(ctx, s.sopReads, id, node)
 }
 
-// summary reads a jobs.Summary; with tags, those recorded for the SOP and
-// node's screenshot too.
-func (s *JobStore) summary(ctx context.Context, id jobs.ID, tags bool, node string) (jobs.Summary, error) {
-	var (
-		sum                    jobs.Summary
-		status                 string
-		stage, progress, owner []byte // JSON
-		sopTag                 *string
-		frameTag               []byte // JSON
-	)
-	dest := []any{&status, &sum.CreatedAt, &sum.UpdatedAt, &sum.CompletedAt, &sum.Error, &stage, &progress, &owner}
-	query, args := summarize, []any{string(id)}
-	if tags {
-		query, dest, args = summarizeSOP, append(dest, &sopTag, &frameTag), append(args, node)
+// summary reads a jobs.Summary of id through reads.
+func (s *JobStore) summary(ctx context.Context, reads *rounds[summaryKey, summaryRow], id jobs.ID, node string) (jobs.Summary, error) {
+	// In its canonical form, as a round's keys are matched: one the
+	// statement's cast refused would fail every read of the round.
+	id, err := jobs.ParseID(string(id))
+	if err != nil {
+		return jobs.Summary{}, wrap("read job", err)
 	}
-	err := s.pool.QueryRow(ctx, query, args...).Scan(dest...)
-	switch {
-	case err == nil:
-		sum.Found, sum.Status = true, jobs.Status(status)
-	case errors.Is(err, pgx.ErrNoRows):
+	r, found, err := reads.get(ctx, summaryKey{string(id), node})
+	if err == nil && !found {
 		var uploader *string
-		err = s.pool.QueryRow(ctx, summarizeUpload, string(id), node).Scan(&uploader, &sopTag, &frameTag)
+		err = s.pool.QueryRow(ctx, summarizeUpload, string(id), node).Scan(&uploader, &r.sopTag, &r.frameTag)
 		if uploader != nil {
-			owner, _ = json.Marshal(*uploader)
+			r.owner, _ = json.Marshal(*uploader)
 		}
 	}
 	if err != nil {
 		return jobs.Summary{}, wrap("read job", err)
 	}
-	// Each as Job's accessors read it from decoded metadata: a value of
-	// another type is none; a number out of float64's range is none, where
-	// decoding the whole metadata failed.
-	_ = json.Unmarshal(stage, &sum.Stage)
-	_ = json.Unmarshal(owner, &sum.Owner)
-	_ = json.Unmarshal(frameTag, &sum.FrameTag)
+	return r.summary(found), nil
+}
+
+// summary decodes the row: metadata's keys each as Job's accessors read
+// them from decoded metadata — a value of another type is none; a number
+// out of float64's range is none, where decoding the whole metadata failed.
+func (r summaryRow) summary(found bool) jobs.Summary {
+	sum := jobs.Summary{Found: found, Status: jobs.Status(r.status), CreatedAt: r.createdAt, UpdatedAt: r.updatedAt,
+		CompletedAt: r.completedAt, Error: r.errorText}
+	_ = json.Unmarshal(r.stage, &sum.Stage)
+	_ = json.Unmarshal(r.owner, &sum.Owner)
+	_ = json.Unmarshal(r.frameTag, &sum.FrameTag)
 	var p float64
-	if len(progress) > 0 && (progress[0] == '-' || '0' <= progress[0] && progress[0] <= '9') && json.Unmarshal(progress, &p) == nil {
+	if len(r.progress) > 0 && (r.progress[0] == '-' || '0' <= r.progress[0] && r.progress[0] <= '9') && json.Unmarshal(r.progress, &p) == nil {
 		sum.Progress = &p
 	}
-	if sopTag != nil {
-		sum.SOPTag = *sopTag
+	if r.sopTag != nil {
+		sum.SOPTag = *r.sopTag
 	}
-	return sum, nil
+	return sum
 }
 
 // Enqueue inserts a queued job unless one with this id exists. It returns the

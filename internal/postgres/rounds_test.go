@@ -1,0 +1,184 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"sync"
+	"testing"
+)
+
+// gate is a round's read that waits to be let through, one statement at a
+// time, answering each key with the statement's number.
+type gate struct {
+	mu       sync.Mutex
+	calls    int
+	running  int
+	most     int
+	began    chan int
+	let      chan error
+	leaderOK bool // the round's ctx was live when it read
+}
+
+func newGate() *gate { return &gate{began: make(chan int, 100), let: make(chan error)} }
+
+func (g *gate) read(ctx context.Context, keys []string) (map[string]int, error) {
+	g.mu.Lock()
+	g.calls++
+	n := g.calls
+	g.running++
+	g.most = max(g.most, g.running)
+	g.mu.Unlock()
+	g.began <- n
+	err := <-g.let
+	g.mu.Lock()
+	g.running--
+	g.leaderOK = ctx.Err() == nil
+	g.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int{}
+	for _, k := range keys {
+		if k != "none" {
+			out[k] = n
+		}
+	}
+	return out, nil
+}
+
+// waiting is how many reads have joined the round not yet started.
+func waiting[K comparable, V any](s *rounds[K, V]) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.next == nil {
+		return 0
+	}
+	return len(s.next.keys)
+}
+
+// untilWaiting yields until n reads have joined the next round.
+func untilWaiting[K comparable, V any](s *rounds[K, V], n int) {
+	for waiting(s) < n {
+		runtime.Gosched()
+	}
+}
+
+type answer struct {
+	v     int
+	found bool
+	err   error
+}
+
+func TestRoundsNeverAnswerFromAStatementBegunBefore(t *testing.T) {
+	g := newGate()
+	s := &rounds[string, int]{limit: 1, read: g.read}
+	first, second := make(chan answer), make(chan answer)
+	ask := func(key string, to chan answer) {
+		v, ok, err := s.get(context.Background(), key)
+		to <- answer{v, ok, err}
+	}
+	go ask("job", first)
+	if n := <-g.began; n != 1 {
+		t.Fatalf("statement %d began first", n)
+	}
+	// The same key, asked while statement 1 runs: it waits for the next.
+	go ask("job", second)
+	untilWaiting(s, 1)
+	g.let <- nil
+	if a := <-first; a != (answer{1, true, nil}) {
+		t.Fatalf("the first read got %+v, want statement 1's row", a)
+	}
+	if n := <-g.began; n != 2 {
+		t.Fatalf("statement %d began second", n)
+	}
+	g.let <- nil
+	if a := <-second; a != (answer{2, true, nil}) {
+		t.Fatalf("the read asked during statement 1 got %+v, want statement 2's row", a)
+	}
+}
+
+func TestRoundsShareAStatementAndKeepToTheLimit(t *testing.T) {
+	g := newGate()
+	s := &rounds[string, int]{limit: 2, read: g.read}
+	answers := make(chan answer, 10)
+	ask := func(key string) {
+		v, ok, err := s.get(context.Background(), key)
+		answers <- answer{v, ok, err}
+	}
+	go ask("a")
+	go ask("b")
+	<-g.began
+	<-g.began
+	// Two statements run: eight more reads wait for one round.
+	for _, k := range []string{"c", "d", "e", "f", "g", "h", "i", "none"} {
+		go ask(k)
+	}
+	untilWaiting(s, 8)
+	g.let <- nil // statement 1 or 2 ends; the round of eight begins
+	if n := <-g.began; n != 3 {
+		t.Fatalf("statement %d began third", n)
+	}
+	g.let <- nil
+	g.let <- nil
+	counts := map[int]int{}
+	for range 10 {
+		a := <-answers
+		if a.err != nil {
+			t.Fatal(a.err)
+		}
+		counts[a.v]++
+	}
+	// "none" has no row: answered, not found, counted as 0.
+	if counts[3] != 7 || counts[0] != 1 || g.calls != 3 || g.most > 2 {
+		t.Fatalf("answers by statement %v, %d statements, %d at most at once; want 7 from the third, 3 statements, at most 2",
+			counts, g.calls, g.most)
+	}
+}
+
+func TestRoundsFailTogetherAndLetAReaderLeave(t *testing.T) {
+	g := newGate()
+	s := &rounds[string, int]{limit: 1, read: g.read}
+	ctx, cancel := context.WithCancel(context.Background())
+	leader, other := make(chan answer, 1), make(chan answer, 1)
+	go func() {
+		v, ok, err := s.get(ctx, "a")
+		leader <- answer{v, ok, err}
+	}()
+	<-g.began
+	// The reader that began the statement leaves; its statement goes on.
+	cancel()
+	go func() {
+		v, ok, err := s.get(context.Background(), "b")
+		other <- answer{v, ok, err}
+	}()
+	untilWaiting(s, 1)
+	g.let <- nil
+	<-leader
+	if !g.leaderOK {
+		t.Fatal("the statement was cancelled with the request that began it")
+	}
+	<-g.began
+	outage := errors.New("connection refused")
+	g.let <- outage
+	if a := <-other; !errors.Is(a.err, outage) || a.found {
+		t.Fatalf("a read of a failed statement got %+v", a)
+	}
+	// A reader whose request ends while it waits leaves at once.
+	go s.get(context.Background(), "c")
+	<-g.began
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	left := make(chan error, 1)
+	go func() {
+		_, _, err := s.get(ctx2, "d")
+		left <- err
+	}()
+	untilWaiting(s, 1)
+	cancel2()
+	if err := <-left; !errors.Is(err, context.Canceled) {
+		t.Fatalf("a reader whose request ended got %v", err)
+	}
+	g.let <- nil
+	<-g.began // the round it left still runs
+	g.let <- nil
+}
