@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -158,9 +159,7 @@ func (s *JobStore) summary(ctx context.Context, reads *rounds[summaryKey, summar
 func (r summaryRow) summary(found bool) jobs.Summary {
 	sum := jobs.Summary{Found: found, Status: jobs.Status(r.status), CreatedAt: r.createdAt, UpdatedAt: r.updatedAt,
 		CompletedAt: r.completedAt, Error: r.errorText}
-	_ = json.Unmarshal(r.stage, &sum.Stage)
-	_ = json.Unmarshal(r.owner, &sum.Owner)
-	_ = json.Unmarshal(r.frameTag, &sum.FrameTag)
+	sum.Stage, sum.Owner, sum.FrameTag = jsonString(r.stage), jsonString(r.owner), jsonString(r.frameTag)
 	var p float64
 	if len(r.progress) > 0 && (r.progress[0] == '-' || '0' <= r.progress[0] && r.progress[0] <= '9') && json.Unmarshal(r.progress, &p) == nil {
 		sum.Progress = &p
@@ -169,6 +168,21 @@ func (r summaryRow) summary(found bool) jobs.Summary {
 		sum.SOPTag = *r.sopTag
 	}
 	return sum
+}
+
+// jsonString is raw's string when raw is a JSON string, "" for any other
+// value. PostgreSQL writes a string's every escape (a control character
+// too): one without a backslash is its text between the quotes.
+func jsonString(raw []byte) string {
+	if len(raw) < 2 || raw[0] != '"' {
+		return ""
+	}
+	if inner := raw[1 : len(raw)-1]; raw[len(raw)-1] == '"' && !bytes.ContainsRune(inner, '\\') {
+		return string(inner)
+	}
+	var out string
+	_ = json.Unmarshal(raw, &out)
+	return out
 }
 
 // Enqueue inserts a queued job unless one with this id exists. It returns the

@@ -78,6 +78,16 @@ func TestSummariesReadTogether(t *testing.T) {
 		}
 		return nil
 	}
+	// Metadata a person wrote: a string with every kind of escape, values
+	// of other types (none, as Job's accessors read them).
+	odd, oddOwner := jobs.ID(uuid.NewString()), "a \"quoted\" \\ back\\slash\n\té 😀 \x01"
+	if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id, status, metadata) VALUES ($1, 'queued',
+		jsonb_build_object('owner', $2::text, 'stage', 7, 'progress', 'half'))`, odd, oddOwner); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := store.Summary(ctx, odd); err != nil || got.Owner != oddOwner || got.Stage != "" || got.Progress != nil {
+		t.Fatalf("owner %q, stage %q, progress %v (%v); want %q, none, none", got.Owner, got.Stage, got.Progress, err, oddOwner)
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, len(ids)*4)
 	for reader := range 4 {
