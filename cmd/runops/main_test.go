@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net"
@@ -15,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/runops/runops/internal/api"
 	"github.com/runops/runops/internal/api/apitest"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/pgtest"
@@ -148,7 +146,7 @@ func TestServeAnswersAndStopsOnSIGTERM(t *testing.T) {
 			t.Fatalf("%s: %d, want %d: %s", path, resp.StatusCode, want, b)
 		}
 	}
-	servesOpenAPI(t, base)
+	apitest.ServesDocument(t, base)
 	resp, err := http.Post(base+"/api/get-upload-url", "application/json", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -308,26 +306,8 @@ func TestDockerfileMatchesTheREADME(t *testing.T) {
 	}
 	api := launch(t, bin, "api", dsn, fake)
 	waitReady(t, api.base)
-	servesOpenAPI(t, api.base)
+	apitest.ServesDocument(t, api.base)
 	if out, err := healthcheck(strings.TrimPrefix(api.base, "http://")); err != nil {
 		t.Fatalf("healthcheck: %v %s", err, out)
-	}
-}
-
-// servesOpenAPI checks that the process at base answers GET /openapi.json
-// with the embedded document, and that it validates.
-func servesOpenAPI(t *testing.T, base string) {
-	t.Helper()
-	resp, err := http.Get(base + "/openapi.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" || !bytes.Equal(b, api.OpenAPI) {
-		t.Fatalf("GET /openapi.json: %d %q, %d bytes; want the embedded document", resp.StatusCode, resp.Header.Get("Content-Type"), len(b))
-	}
-	if _, err := apitest.Load(b); err != nil {
-		t.Fatal(err)
 	}
 }

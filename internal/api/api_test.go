@@ -211,6 +211,27 @@ func TestQueueJobBadInput(t *testing.T) {
 	e.do("GET", "/api/queue-job", "").expect(t, 405, map[string]any{"error": "Method not allowed"})
 }
 
+// A body is one JSON value: `{…} trailing` or two objects back to back are
+// not the application/json the document describes, and an edit or a queueing
+// made of one must be refused, not read up to its first value.
+func TestBodyWithTrailingDataIsRefused(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	id := e.withSOP("completed")
+	edit := `{"type":"update","nodeId":"refund","updates":{"label":"Refund it"}}`
+	for _, body := range []string{edit + ` trailing`, edit + `{"type":"delete","nodeId":"refund"}`, edit + `]`} {
+		e.do("PATCH", "/api/sop/"+id, body).expect(t, 400, map[string]any{"error": "Request body must be a JSON object"})
+	}
+	queued := e.withSOP("error")
+	e.upload(queued, 1<<20, "video/mp4")
+	e.do("POST", "/api/queue-job", `{"jobId":"`+queued+`"} {"jobId":"`+id+`"}`).
+		expect(t, 400, map[string]any{"error": "Request body must be a JSON object"})
+	e.do("GET", "/api/sop/"+id, "").expect(t, 200, nil)
+	if n := nodeOf(t, e.do("GET", "/api/sop/"+id, ""), "refund"); n == nil || n["label"] == "Refund it" {
+		t.Fatalf("the edit with trailing data was applied: %v", n)
+	}
+}
+
 func TestQueueJobChecksTheUpload(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
@@ -392,6 +413,28 @@ func TestJobStatus(t *testing.T) {
 		t.Fatalf("completedAt: %s", r.raw)
 	}
 	e.do("POST", "/api/job-status/"+unknown, "").expect(t, 405, map[string]any{"error": "Method not allowed"})
+}
+
+// job-status reads what it answers and nothing else of metadata: what a
+// person wrote there that job-status does not show cannot break it, and
+// what it shows is read as before (a non-number progress is null).
+func TestJobStatusReadsOnlyWhatItAnswers(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	for meta, want := range map[string]map[string]any{
+		`{"stage": "extracting", "progress": 0.5, "attempts": "anything", "timings": [1e400]}`: {"stage": "extracting", "progress": 0.5},
+		`{"stage": 7, "progress": "half"}`:  {"stage": nil, "progress": nil},
+		`{"stage": null, "progress": null}`: {"stage": nil, "progress": nil},
+		`{"progress": true}`:                {"stage": nil, "progress": nil},
+		`{"progress": 1e400}`:               {"stage": nil, "progress": nil},
+		`"not an object"`:                   {"stage": nil, "progress": nil},
+		`{"owner": 42, "stage": "frames"}`:  {"stage": "frames"},
+	} {
+		id := uuid.NewString()
+		e.exec(`INSERT INTO jobs (job_id, status, metadata) VALUES ($1, 'processing', $2::jsonb)`, id, meta)
+		want["status"], want["jobId"], want["error"], want["completedAt"] = "processing", id, nil, nil
+		e.do("GET", "/api/job-status/"+id, "").expect(t, 200, want)
+	}
 }
 
 func TestUnknownAPIPaths(t *testing.T) {

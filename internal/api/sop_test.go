@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -16,6 +19,7 @@ import (
 	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/sop"
 	"github.com/runops/runops/internal/sop/soptest"
+	"github.com/runops/runops/internal/supabasetest"
 )
 
 // sampleID is the job id docs/sample-sop.json is written for.
@@ -172,6 +176,65 @@ func TestConcurrentPatchesAllSurvive(t *testing.T) {
 			t.Errorf("%s: intent %v (an edit was lost)", n, got)
 		}
 	}
+}
+
+// As many edits of different SOPs at once as the API's pool has connections:
+// each holds one for the SOP lock's transaction and must still be able to
+// record the stored SOP's tag, which takes another. None may wait for a
+// connection that only another waiting edit can give back (every one of
+// them would end at the request's deadline, and the whole API with them).
+// Each edit is held as it reads its SOP, inside the lock, until all have
+// either reached that point or been kept from the lock by the locker (the
+// Go stacks say which): with every connection a lock's, the edits could
+// only wait for one another.
+func TestConcurrentEditsDoNotExhaustThePool(t *testing.T) {
+	t.Parallel()
+	const n = 10 // setup's pool
+	e := setup(t, func(o *api.Options) { o.RequestTimeout = 20 * time.Second })
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = e.withSOP("completed")
+	}
+	var entered atomic.Int32
+	e.fake.OnRequest(func(op supabasetest.Op, _ string) {
+		if op == supabasetest.OpDownload {
+			entered.Add(1)
+		}
+	})
+	_, release := e.fake.Block(supabasetest.OpDownload)
+	got := make([]response, n)
+	var done sync.WaitGroup
+	for i, id := range ids {
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			got[i] = e.do("PATCH", "/api/sop/"+id, `{"type":"update","nodeId":"refund","updates":{"label":"Refund it"}}`)
+		}()
+	}
+	for int(entered.Load())+waitingForLock() < n {
+		runtime.Gosched()
+	}
+	release()
+	done.Wait()
+	for i, r := range got {
+		if r.status != 200 {
+			t.Errorf("edit %d: %d %s", i, r.status, r.raw)
+		}
+	}
+}
+
+// waitingForLock counts the goroutines the SOP locker keeps waiting for
+// their turn at the lock (before they take a connection).
+func waitingForLock() int {
+	buf := make([]byte, 1<<22)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "[select") && strings.Contains(g, "postgres.(*SOPLocker).waitTurn") {
+			n++
+		}
+	}
+	return n
 }
 
 // A document stored by an earlier version, with triggers the viewer cannot

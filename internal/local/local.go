@@ -107,22 +107,6 @@ func (f *files) List(context.Context, string) ([]string, error) { return nil, ni
 // Remove has nothing to remove (see List).
 func (f *files) Remove(context.Context, ...string) error { return nil }
 
-// soleWriter holds the only lease there is: nobody else writes here.
-type soleWriter struct{}
-
-func (soleWriter) WithSOPLease(ctx context.Context, _ jobs.ID, _ string, fn func(context.Context) error) error {
-	return fn(ctx)
-}
-
-// RecordFrames has no API to serve them: nothing to record.
-func (soleWriter) RecordFrames(context.Context, jobs.ID, map[string]string) error { return nil }
-
-// StoreTagged stores the SOP: with no API to serve it, no tag is recorded.
-func (soleWriter) StoreTagged(_ context.Context, _ jobs.ID, _ string, _ []string, store func() error) (bool, error) {
-	err := store()
-	return err == nil, err
-}
-
 // Display shows a run's stages and progress (a progress bar, or log lines).
 type Display interface {
 	Stage(name string)
@@ -181,7 +165,7 @@ func Run(ctx context.Context, model pipeline.Model, cfg pipeline.Config, input, 
 	defer stopAfter()
 
 	start := time.Now()
-	err = pipeline.New(&files{input: input, out: out}, model, soleWriter{}, cfg).Run(runCtx, job, rep)
+	err = pipeline.New(&files{input: input, out: out}, model, pipeline.SoleWriter{}, cfg).Run(runCtx, job, rep)
 	stages := rep.finish()
 	show.Done()
 	res := Result{Outputs: out, Stages: stages, Metadata: rep.metadata, Total: time.Since(start)}

@@ -143,17 +143,29 @@ func Server(tb testing.TB, maxConnections int) string {
 	return dsn
 }
 
+// makeTemplate makes New's template: the migrations applied to an empty
+// database.
 func makeTemplate() (string, error) {
+	return makeTemplateOf("runops_tmpl", func(ctx context.Context, dsn string) error {
+		_, err := postgres.MigrateURL(ctx, dsn, supabase.Migrations)
+		return err
+	})
+}
+
+// makeTemplateOf makes a template database, named prefix and the process's
+// id, and fills it: an earlier process of the same id left its template
+// behind at most, which is dropped first.
+func makeTemplateOf(prefix string, fill func(ctx context.Context, dsn string) error) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	name := fmt.Sprintf("runops_tmpl%d", os.Getpid())
+	name := fmt.Sprintf("%s%d", prefix, os.Getpid())
 	if err := adminExec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, name)); err != nil {
 		return "", err
 	}
 	if err := adminExec(ctx, fmt.Sprintf(`CREATE DATABASE %s`, name)); err != nil {
 		return "", err
 	}
-	if _, err := postgres.MigrateURL(ctx, withDatabase(adminURL, name), supabase.Migrations); err != nil {
+	if err := fill(ctx, withDatabase(adminURL, name)); err != nil {
 		return "", err
 	}
 	return name, nil

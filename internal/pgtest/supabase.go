@@ -3,10 +3,8 @@ package pgtest
 import (
 	"context"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -100,35 +98,27 @@ var (
 // Supabase's part, the migrations as `runops migrate` or `supabase db push`
 // applies them, then all of them again.
 func makeSupabaseTemplate() (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	name := fmt.Sprintf("runops_stmpl%d", os.Getpid())
-	if err := adminExec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, name)); err != nil {
-		return "", err
-	}
-	if err := adminExec(ctx, fmt.Sprintf(`CREATE DATABASE %s`, name)); err != nil {
-		return "", err
-	}
-	dsn := withDatabase(adminURL, name)
-	pool, err := postgres.OpenPool(ctx, dsn, 2)
-	if err != nil {
-		return "", err
-	}
-	defer pool.Close()
-	if _, err := pool.Exec(ctx, supabaseSchemas); err != nil {
-		return "", fmt.Errorf("supabase schemas: %w", err)
-	}
-	ms, err := postgres.LoadMigrations(supabase.Migrations)
-	if err != nil {
-		return "", err
-	}
-	if _, err := postgres.Migrate(ctx, pool, ms); err != nil {
-		return "", err
-	}
-	if err := migrateAgain(ctx, pool); err != nil {
-		return "", fmt.Errorf("migrations applied again: %w", err)
-	}
-	return name, nil
+	return makeTemplateOf("runops_stmpl", func(ctx context.Context, dsn string) error {
+		pool, err := postgres.OpenPool(ctx, dsn, 2)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		if _, err := pool.Exec(ctx, supabaseSchemas); err != nil {
+			return fmt.Errorf("supabase schemas: %w", err)
+		}
+		ms, err := postgres.LoadMigrations(supabase.Migrations)
+		if err != nil {
+			return err
+		}
+		if _, err := postgres.Migrate(ctx, pool, ms); err != nil {
+			return err
+		}
+		if err := migrateAgain(ctx, pool); err != nil {
+			return fmt.Errorf("migrations applied again: %w", err)
+		}
+		return nil
+	})
 }
 
 // migrateAgain applies every migration once more (each is idempotent).

@@ -243,7 +243,7 @@ func measureScreenshots(b *testing.B, dir, in string, seconds int) screenshotTim
 	if err != nil {
 		b.Fatal(err)
 	}
-	p := pipeline.New(objects, model, benchLock{}, pipeline.Config{Logger: quiet})
+	p := pipeline.New(objects, model, pipeline.SoleWriter{}, pipeline.Config{Logger: quiet})
 	id := jobs.ID("00000000-0000-4000-8000-00000000b002")
 	fake.PutFile("videos/"+id.RawPath(), in, "video/mp4")
 	run := func(md map[string]any) *stageClock {
@@ -339,21 +339,7 @@ func privatePipeline(tb testing.TB) (*pipeline.Pipeline, *supabasetest.Server, *
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return pipeline.New(objects, model, benchLock{}, pipeline.Config{Logger: quiet, Privacy: det}), fake, ai
-}
-
-// benchLock holds the only lease there is.
-type benchLock struct{}
-
-func (benchLock) WithSOPLease(ctx context.Context, _ jobs.ID, _ string, fn func(context.Context) error) error {
-	return fn(ctx)
-}
-
-func (benchLock) RecordFrames(context.Context, jobs.ID, map[string]string) error { return nil }
-
-func (benchLock) StoreTagged(_ context.Context, _ jobs.ID, _ string, _ []string, store func() error) (bool, error) {
-	err := store()
-	return err == nil, err
+	return pipeline.New(objects, model, pipeline.SoleWriter{}, pipeline.Config{Logger: quiet, Privacy: det}), fake, ai
 }
 
 // BenchmarkRedaction times the redacting stage — OCR of every screenshot,

@@ -295,10 +295,7 @@ func TestAStepWithoutAPictureKeepsItsPlace(t *testing.T) {
 	// 00:00:02 is inside it.
 	answer := strings.ReplaceAll(geminitest.SampleSOP, `"refund"`, `"Weird.id"`)
 	answer = strings.Replace(answer, `"timestamp": "00:00:01"`, `"timestamp": "00:00:02"`, 1)
-	r.ai.Answer(geminitest.JSON(answer))
-	id := r.submit(mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 3}), nil)
-	j := r.finished(id)
-	mustComplete(t, j)
+	id, j := r.complete(mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 3}), answer)
 	frames, _ := json.Marshal(j.Metadata["frames"])
 	if !strings.Contains(string(frames), `"count":1`) || !strings.Contains(string(frames), `{"node":"Weird.id","reason":"the step's id cannot name a file`) {
 		t.Fatalf("frames %s", frames)

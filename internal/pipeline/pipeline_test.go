@@ -133,6 +133,17 @@ func (r *rig) submit(file string, metadata map[string]any) jobs.ID {
 	return id
 }
 
+// complete runs a job of file whose model answers answer; the job must
+// complete.
+func (r *rig) complete(file, answer string) (jobs.ID, jobs.Job) {
+	r.t.Helper()
+	r.ai.Answer(geminitest.JSON(answer))
+	id := r.submit(file, nil)
+	j := r.finished(id)
+	mustComplete(r.t, j)
+	return id, j
+}
+
 func (r *rig) job(id jobs.ID) jobs.Job {
 	r.t.Helper()
 	j, err := r.store.Get(context.Background(), id)

@@ -50,10 +50,7 @@ var leakedValues = []string{"jane.doe", "acme-corp", "Jane Doe", "sk_live", "51H
 func TestNoValueIsStored(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, withPrivacy)
-	r.ai.Answer(geminitest.JSON(leakyAnswer))
-	id := r.submit(r.video(), nil)
-	j := r.finished(id)
-	mustComplete(t, j)
+	id, j := r.complete(r.video(), leakyAnswer)
 	obj, ok := r.fake.Object("videos/" + id.SOPPath())
 	if !ok {
 		t.Fatal("no SOP")
@@ -128,14 +125,11 @@ func TestScreenshotsKeepNoSecret(t *testing.T) {
 	if seen := mediatest.ScreenText(t, raw); !containsAll(seen, secrets) {
 		t.Fatalf("OCR does not read every value from the recording itself:\n%s", seen)
 	}
-	r.ai.Answer(geminitest.JSON(withNodes(`[
+	id, j := r.complete(video, withNodes(`[
   {"id": "open", "type": "task", "label": "Open the settings of jane.doe@acme-corp.com", "intent": "i", "context": "00:00:01", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown",
    "sensitive": [{"value": "Jane Doe", "kind": "name"}, {"value": "8812", "kind": "password", "box_2d": [820, 690, 930, 900]}]},
   {"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}
-]`, `[{"source": "open", "target": "done", "condition": "start"}]`)))
-	id := r.submit(video, nil)
-	j := r.finished(id)
-	mustComplete(t, j)
+]`, `[{"source": "open", "target": "done", "condition": "start"}]`))
 	obj, ok := r.fake.Object("videos/" + id.FramePath("open"))
 	if !ok {
 		t.Fatalf("no screenshot; frames %v", j.Metadata["frames"])
@@ -149,8 +143,8 @@ func TestScreenshotsKeepNoSecret(t *testing.T) {
 	if !containsAll(seen, []string{"Account", "settings", "Billing", "Invoices", "Reports", "Customer"}) {
 		t.Errorf("the rest of the screen is no longer legible:\n%s", seen)
 	}
-	// The model's box, [820, 690, 930, 900] of 1280×720, is filled whole.
-	if spread := lumaSpread(t, obj.File, image.Rect(690*1280/1000, 820*720/1000, 900*1280/1000, 930*720/1000)); spread > 24 {
+	// The model's box is filled whole.
+	if spread := lumaSpread(t, obj.File, pinBox); spread > 24 {
 		t.Errorf("the box the model gave has luma from darkest to brightest %d apart: something is drawn in it", spread)
 	}
 	privacyMD, _ := json.Marshal(j.Metadata["privacy"])
@@ -158,6 +152,10 @@ func TestScreenshotsKeepNoSecret(t *testing.T) {
 		t.Errorf("metadata.privacy %s: the key and the card, read only on screen, are not counted", privacyMD)
 	}
 }
+
+// pinBox is where the screens' PIN is, in pixels: the box the model gives
+// for it, [820, 690, 930, 900] of 1280×720.
+var pinBox = image.Rect(690*1280/1000, 820*720/1000, 900*1280/1000, 930*720/1000)
 
 func containsAll(text string, words []string) bool {
 	for _, w := range words {
@@ -211,14 +209,11 @@ func TestTheScreenshotShowsWhereToClick(t *testing.T) {
 			r := newRig(t, func(c *pipeline.Config) { c.Privacy = d })
 			page := mediatest.Make(t, r.dir, "page.mp4", mediatest.Spec{Width: 1280, Height: 720, Seconds: 3, FPS: 5,
 				Texts: []mediatest.Text{{Text: "Settings", X: 40, Y: 20, Size: 30}}})
-			r.ai.Answer(geminitest.JSON(withNodes(`[
+			id, _ := r.complete(page, withNodes(`[
   {"id": "save", "type": "task", "label": "Click Save", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown", "box_2d": [400, 300, 500, 600]},
   {"id": "check", "type": "task", "label": "Check", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:02", "evidence": "shown", "box_2d": [500, 600, 400, 300]},
   {"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}
-]`, `[{"source": "save", "target": "check", "condition": "start"}, {"source": "check", "target": "done", "condition": ""}]`)))
-			id := r.submit(page, nil)
-			j := r.finished(id)
-			mustComplete(t, j)
+]`, `[{"source": "save", "target": "check", "condition": "start"}, {"source": "check", "target": "done", "condition": ""}]`))
 			obj, _ := r.fake.Object("videos/" + id.SOPPath())
 			stored, _ := os.ReadFile(obj.File)
 			doc, err := sop.Load(stored, string(id))
@@ -269,15 +264,12 @@ func TestEveryCopyOfAPictureIsCovered(t *testing.T) {
 		{Text: "Billing Invoices Export Reports", X: 60, Y: 410, Size: 30},
 		{Text: "PIN 8812", X: 900, Y: 600, Size: 40},
 	})
-	r.ai.Answer(geminitest.JSON(withNodes(`[
+	id, j := r.complete(video, withNodes(`[
   {"id": "open", "type": "task", "label": "Open the settings", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown",
    "sensitive": [{"value": "8812", "kind": "password", "box_2d": [820, 690, 930, 900]}]},
   {"id": "copy", "type": "task", "label": "Copy the key", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown", "box_2d": [550, 40, 620, 500]},
   {"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}
-]`, `[{"source": "open", "target": "copy", "condition": "start"}, {"source": "copy", "target": "done", "condition": ""}]`)))
-	id := r.submit(video, nil)
-	j := r.finished(id)
-	mustComplete(t, j)
+]`, `[{"source": "open", "target": "copy", "condition": "start"}, {"source": "copy", "target": "done", "condition": ""}]`))
 	for _, node := range []string{"open", "copy"} {
 		obj, ok := r.fake.Object("videos/" + id.FramePath(node))
 		if !ok {
@@ -292,7 +284,7 @@ func TestEveryCopyOfAPictureIsCovered(t *testing.T) {
 		if !containsAll(seen, []string{"Account", "Billing", "Reports"}) {
 			t.Errorf("%s: the rest of the screen is no longer legible:\n%s", node, seen)
 		}
-		if spread := lumaSpread(t, obj.File, image.Rect(690*1280/1000, 820*720/1000, 900*1280/1000, 930*720/1000)); spread > 24 {
+		if spread := lumaSpread(t, obj.File, pinBox); spread > 24 {
 			t.Errorf("%s: the box the model gave on open has luma %d apart: something is drawn in it", node, spread)
 		}
 		// copy's highlight: x 51–640, y 396–446; its bright ring 3 to 6
@@ -411,9 +403,7 @@ func TestARerunCoversEveryKeptCopy(t *testing.T) {
 // runs the job again with the second answer; both runs must complete.
 func rerunAfterRetention(t *testing.T, r *rig, video, first string, check func(jobs.ID), second string) (jobs.ID, jobs.Job) {
 	t.Helper()
-	r.ai.Answer(geminitest.JSON(first))
-	id := r.submit(video, nil)
-	mustComplete(t, r.finished(id))
+	id, _ := r.complete(video, first)
 	check(id)
 	removeObject(t, r, id.RawPath())
 	r.ai.Answer(geminitest.JSON(second))

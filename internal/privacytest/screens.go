@@ -56,6 +56,23 @@ func columns(width, size int) int {
 	return width / mediatest.TextWidth(mediatest.Mono, size, "M")
 }
 
+// terminal returns a function that draws its parts on the next rows of a
+// terminal as wide as the page, in Mono at 22 pixels, 24 in from the edges.
+func (p *page) terminal() func(parts ...any) {
+	size, x, y := 22, 24, 24
+	cols := columns(p.s.Width-2*x, size)
+	return func(parts ...any) { y += p.term(x, y, size, cols, parts...) * lineHeight(size) }
+}
+
+// form returns a function that draws a form's row at y: its label at
+// labelX and its value at valueX, in the page's font at size.
+func (p *page) form(labelX, valueX, size int) func(y int, label string, value ...any) {
+	return func(y int, label string, value ...any) {
+		p.line(labelX, y, size, label)
+		p.line(valueX, y, size, value...)
+	}
+}
+
 // prompt is a shell's prompt on the terminal screens.
 const prompt = "ops@build-01:~/runops$ "
 
@@ -188,14 +205,11 @@ func apiClient(g *gen, name string) *page {
 	p.line(40, 80, 20, "GET      https://api.northwind.io/v2/customers/cus_8842")
 	p.line(40, 128, 20, "Params      Authorization      Headers (3)      Body      Scripts      Settings")
 	p.rule(40, 164, 1200, 1)
-	p.line(40, 180, 20, "Key")
-	p.line(330, 180, 20, "Value")
-	p.line(40, 218, 20, "Authorization")
-	p.line(330, 218, 20, "Bearer ", val("bearer", g.bearer()))
-	p.line(40, 256, 20, "Accept")
-	p.line(330, 256, 20, "application/json")
-	p.line(40, 294, 20, "Cache-Control")
-	p.line(330, 294, 20, "no-cache")
+	row := p.form(40, 330, 20)
+	row(180, "Key", "Value")
+	row(218, "Authorization", "Bearer ", val("bearer", g.bearer()))
+	row(256, "Accept", "application/json")
+	row(294, "Cache-Control", "no-cache")
 	p.rule(40, 338, 1200, 1)
 	p.line(40, 356, 20, "Response      200 OK      142 ms      1.2 KB")
 	body := [][]any{
@@ -219,10 +233,7 @@ func apiClient(g *gen, name string) *page {
 // URL and its password.
 func terminal(g *gen, ref string) *page {
 	p := newPage("terminal", "Connect to the production database", 1920, 1080, mediatest.Dark, mediatest.Mono)
-	size, x := 22, 24
-	cols := columns(1920-2*x, size)
-	y := 24
-	term := func(parts ...any) { y += p.term(x, y, size, cols, parts...) * lineHeight(size) }
+	term := p.terminal()
 	term(prompt, "export SUPABASE_SERVICE_ROLE_KEY=", val("supabase_jwt", g.supabaseServiceKey(ref, g.str(base64ch, 40))))
 	term(prompt, `curl -s -H "Authorization: Bearer `, val("bearer", g.bearer()), `" https://api.acme-corp.com/v1/orders?limit=5`)
 	term(`{"object":"list","data":[],"has_more":false,"url":"/v1/orders"}`)
@@ -252,10 +263,7 @@ func terminal(g *gen, ref string) *page {
 // longer than the terminal is wide.
 func dotenv(g *gen, ref string) *page {
 	p := newPage("dotenv", "Check the environment file", 1920, 1080, mediatest.Dark, mediatest.Mono)
-	size, x := 22, 24
-	cols := columns(1920-2*x, size)
-	y := 24
-	term := func(parts ...any) { y += p.term(x, y, size, cols, parts...) * lineHeight(size) }
+	term := p.terminal()
 	term(prompt, "cat .env")
 	term("# Production settings for the orders service. Do not commit this file.")
 	term("NODE_ENV=production")
@@ -290,18 +298,14 @@ func settings(g *gen, name, colleague string) *page {
 	p.line(60, 184, 24, "Profile       Team       Notifications       Security       Integrations")
 	p.rule(60, 226, 1800, 1)
 	p.line(60, 256, 30, "Profile")
-	p.line(60, 320, 26, "Full name")
-	p.line(360, 320, 26, val("name", name))
-	p.line(60, 372, 26, "Email")
-	p.line(360, 372, 26, val("email", email(name, "", "northwind.io")))
-	p.line(60, 424, 26, "Phone")
-	p.line(360, 424, 26, val("phone", g.phone("ES")))
+	row := p.form(60, 360, 26)
+	row(320, "Full name", val("name", name))
+	row(372, "Email", val("email", email(name, "", "northwind.io")))
+	row(424, "Phone", val("phone", g.phone("ES")))
 	p.line(60, 476, 26, "Office address")
 	p.block(360, 476, 26, addressOf(g.address("ES")), 0, 0, street)
-	p.line(60, 620, 26, "Language")
-	p.line(360, 620, 26, "English (United Kingdom)")
-	p.line(60, 672, 26, "Time zone")
-	p.line(360, 672, 26, "Europe/Madrid (UTC+01:00)")
+	row(620, "Language", "English (United Kingdom)")
+	row(672, "Time zone", "Europe/Madrid (UTC+01:00)")
 	p.line(1100, 256, 30, "Team members")
 	p.line(1100, 320, 26, val("name", colleague))
 	p.line(1100, 364, 26, val("email", email(colleague, "", "northwind.io")))
@@ -342,20 +346,16 @@ func customer(g *gen, name string) *page {
 	p.line(60, 150, 40, val("name", name))
 	p.line(60, 214, 24, "Customer since March 2021, Enterprise plan")
 	p.line(60, 290, 30, "Contact")
-	p.line(60, 350, 26, "Email")
-	p.line(300, 350, 26, val("email", email(name, "", "harbourline.co.uk")))
-	p.line(60, 402, 26, "Phone")
-	p.line(300, 402, 26, val("phone", g.phone("GB")))
+	row := p.form(60, 300, 26)
+	row(350, "Email", val("email", email(name, "", "harbourline.co.uk")))
+	row(402, "Phone", val("phone", g.phone("GB")))
 	p.line(60, 454, 26, "Address")
 	p.block(300, 454, 26, addressOf(g.address("GB")), 0, 0, street)
 	p.rule(60, 600, 1800, 1)
 	p.line(60, 630, 30, "Payment methods")
-	p.line(60, 690, 26, "Mastercard")
-	p.line(300, 690, 26, val("card", g.card('5')), "      Expires 11/27")
-	p.line(60, 742, 26, "Bank account")
-	p.line(300, 742, 26, val("iban", g.iban("GB")))
-	p.line(60, 794, 26, "Bank account")
-	p.line(300, 794, 26, val("iban", g.iban("FR")))
+	row(690, "Mastercard", val("card", g.card('5')), "      Expires 11/27")
+	row(742, "Bank account", val("iban", g.iban("GB")))
+	row(794, "Bank account", val("iban", g.iban("FR")))
 	p.rule(60, 860, 1800, 1)
 	p.line(60, 890, 30, "Notes")
 	p.line(60, 950, 26, "Prefers email over phone calls. Invoices are sent on the first working day of the month.")

@@ -50,6 +50,15 @@ func (b *bench) exec(sql string, args ...any) {
 	}
 }
 
+// unannounced runs an edit of jobs with the notifying trigger off: no
+// worker hears of it but by its own reads.
+func (b *bench) unannounced(sql string, args ...any) {
+	b.t.Helper()
+	b.exec(`ALTER TABLE jobs DISABLE TRIGGER jobs_notify_status`)
+	b.exec(sql, args...)
+	b.exec(`ALTER TABLE jobs ENABLE TRIGGER jobs_notify_status`)
+}
+
 func (b *bench) insert(n int) []jobs.ID {
 	b.t.Helper()
 	ids := make([]jobs.ID, n)
@@ -658,9 +667,7 @@ func TestEditsStopRunsWithoutANotification(t *testing.T) {
 				b.start(h, cfg, listen)
 				id := b.insert(1)[0]
 				recv(t, h.started, "start")
-				b.exec(`ALTER TABLE jobs DISABLE TRIGGER jobs_notify_status`) // the notification is lost
-				b.exec(edit, string(id))
-				b.exec(`ALTER TABLE jobs ENABLE TRIGGER jobs_notify_status`)
+				b.unannounced(edit, string(id))
 				if err := recv(t, h.ended, "cancellation"); !errors.Is(err, context.Canceled) || !errors.Is(context.Cause(h.lastCtx()), queue.ErrCancelled) {
 					t.Fatalf("handler ended with %v", err)
 				}
@@ -686,6 +693,22 @@ func TestEditsStopRunsWithoutANotification(t *testing.T) {
 	}
 }
 
+// writeStep is what a run's write returned, and the cause its context
+// ended with by then.
+type writeStep struct {
+	err   error
+	cause error
+}
+
+// heldWrite is a run that writes its progress once write is closed, and
+// sends wrote what the write returned.
+func heldWrite(ctx context.Context, rep queue.Reporter, write <-chan struct{}, wrote chan<- writeStep) error {
+	<-write
+	err := rep.Progress(ctx, 0.5)
+	wrote <- writeStep{err, context.Cause(ctx)}
+	return err
+}
+
 // A person's edit that the run's own write meets first (no notification,
 // heartbeat and sweep far off) stops the run as the heartbeat would:
 // ErrCancelled, to the write and as the run's cause, the attempt cancelled,
@@ -693,11 +716,7 @@ func TestEditsStopRunsWithoutANotification(t *testing.T) {
 func TestAnEditTheRunsOwnWriteMeetsIsACancellation(t *testing.T) {
 	t.Parallel()
 	b := newBench(t)
-	type step struct {
-		err   error
-		cause error
-	}
-	write, wrote := make(chan struct{}), make(chan step, 2)
+	write, wrote := make(chan struct{}), make(chan writeStep, 2)
 	starts := make(chan queue.Job, 2)
 	var runs atomic.Int32
 	h := queue.HandlerFunc(func(ctx context.Context, j queue.Job, rep queue.Reporter) error {
@@ -705,19 +724,14 @@ func TestAnEditTheRunsOwnWriteMeetsIsACancellation(t *testing.T) {
 		if runs.Add(1) > 1 {
 			return nil
 		}
-		<-write
-		err := rep.Progress(ctx, 0.5)
-		wrote <- step{err, context.Cause(ctx)}
-		return err
+		return heldWrite(ctx, rep, write, wrote)
 	})
 	cfg := fast()
 	cfg.LeaseTTL, cfg.Heartbeat, cfg.Sweep = 10*time.Minute, 5*time.Minute, time.Hour
 	id := b.insert(1)[0] // before the worker: its first claim finds it
 	b.start(h, cfg, false)
 	recv(t, starts, "start")
-	b.exec(`ALTER TABLE jobs DISABLE TRIGGER jobs_notify_status`) // the notification is lost
-	b.exec(`UPDATE jobs SET status = 'queued' WHERE job_id = $1`, string(id))
-	b.exec(`ALTER TABLE jobs ENABLE TRIGGER jobs_notify_status`)
+	b.unannounced(`UPDATE jobs SET status = 'queued' WHERE job_id = $1`, string(id))
 	close(write)
 	got := recv(t, wrote, "the write")
 	if !errors.Is(got.err, queue.ErrCancelled) || !errors.Is(got.cause, queue.ErrCancelled) {
@@ -793,18 +807,11 @@ func TestARunLostTwiceAtOnceHasOneCause(t *testing.T) {
 	t.Parallel()
 	b := newBench(t)
 	store := &heldStore{QueueStore: b.store, renew: make(chan struct{}), answer: make(chan struct{}), read: make(chan struct{})}
-	type step struct {
-		err   error
-		cause error
-	}
-	write, wrote := make(chan struct{}), make(chan step, 1)
+	write, wrote := make(chan struct{}), make(chan writeStep, 1)
 	started := make(chan context.Context, 1)
 	h := queue.HandlerFunc(func(ctx context.Context, j queue.Job, rep queue.Reporter) error {
 		started <- ctx
-		<-write
-		err := rep.Progress(ctx, 0.5)
-		wrote <- step{err, context.Cause(ctx)}
-		return err
+		return heldWrite(ctx, rep, write, wrote)
 	})
 	cfg := fast()
 	cfg.LeaseTTL, cfg.Heartbeat, cfg.Sweep = 10*time.Minute, 200*time.Millisecond, time.Hour
@@ -812,9 +819,7 @@ func TestARunLostTwiceAtOnceHasOneCause(t *testing.T) {
 	queuetest.Start(t, b.dsn, store, h, cfg, false)
 	runCtx := recv(t, started, "start")
 	store.held.Store(true)
-	b.exec(`ALTER TABLE jobs DISABLE TRIGGER jobs_notify_status`)
-	b.exec(`UPDATE jobs SET status = 'queued' WHERE job_id = $1`, string(id))
-	b.exec(`ALTER TABLE jobs ENABLE TRIGGER jobs_notify_status`)
+	b.unannounced(`UPDATE jobs SET status = 'queued' WHERE job_id = $1`, string(id))
 	close(write)
 	recv(t, store.read, "the write asking why") // it read 'queued'
 	// Another worker's claim of the re-queued job (as runops_claim leaves it,

@@ -258,7 +258,7 @@ func (s *Server) route(r *http.Request) (Op, http.HandlerFunc) {
 		case http.MethodPut:
 			return OpSignedUpload, func(w http.ResponseWriter, r *http.Request) { s.signedUpload(w, r, rest) }
 		case http.MethodPost:
-			return OpSignUpload, s.authed(func(w http.ResponseWriter, r *http.Request, role string) { s.signUpload(w, r, role, rest) })
+			return OpSignUpload, s.authedAt(rest, s.signUpload)
 		}
 	case strings.HasPrefix(p, "/object/sign/"):
 		rest := strings.TrimPrefix(p, "/object/sign/")
@@ -267,35 +267,41 @@ func (s *Server) route(r *http.Request) (Op, http.HandlerFunc) {
 			return OpSignedDownload, func(w http.ResponseWriter, r *http.Request) { s.signedDownload(w, r, rest) }
 		case http.MethodPost:
 			if !strings.Contains(rest, "/") {
-				return OpSignDownloads, s.authed(func(w http.ResponseWriter, r *http.Request, role string) { s.signDownloads(w, r, role, rest) })
+				return OpSignDownloads, s.authedAt(rest, s.signDownloads)
 			}
-			return OpSignDownload, s.authed(func(w http.ResponseWriter, r *http.Request, role string) { s.signDownload(w, r, role, rest) })
+			return OpSignDownload, s.authedAt(rest, s.signDownload)
 		}
 	case strings.HasPrefix(p, "/object/info/") && m == http.MethodGet:
 		rest := strings.TrimPrefix(strings.TrimPrefix(p, "/object/info/"), "authenticated/")
-		return OpInfo, s.authed(func(w http.ResponseWriter, r *http.Request, role string) { s.info(w, r, role, rest) })
+		return OpInfo, s.authedAt(rest, s.info)
 	case strings.HasPrefix(p, "/object/list/") && m == http.MethodPost:
 		bucket := strings.TrimPrefix(p, "/object/list/")
-		return OpList, s.authed(func(w http.ResponseWriter, r *http.Request, role string) { s.list(w, r, role, bucket) })
+		return OpList, s.authedAt(bucket, s.list)
 	case strings.HasPrefix(p, "/object/"):
 		rest := strings.TrimPrefix(p, "/object/")
 		authenticated := strings.HasPrefix(rest, "authenticated/")
 		rest = strings.TrimPrefix(rest, "authenticated/")
 		switch {
 		case m == http.MethodHead:
-			return OpHead, s.authed(func(w http.ResponseWriter, r *http.Request, role string) { s.download(w, r, role, rest) })
+			return OpHead, s.authedAt(rest, s.download)
 		case m == http.MethodGet:
-			return OpDownload, s.authed(func(w http.ResponseWriter, r *http.Request, role string) { s.download(w, r, role, rest) })
+			return OpDownload, s.authedAt(rest, s.download)
 		case (m == http.MethodPost || m == http.MethodPut) && !authenticated:
-			return OpUpload, s.authed(func(w http.ResponseWriter, r *http.Request, role string) { s.upload(w, r, role, rest) })
+			return OpUpload, s.authedAt(rest, s.upload)
 		case m == http.MethodDelete && !authenticated:
-			return OpDelete, s.authed(func(w http.ResponseWriter, r *http.Request, role string) { s.remove(w, r, role, rest) })
+			return OpDelete, s.authedAt(rest, s.remove)
 		}
 	case strings.HasPrefix(p, "/bucket/") && m == http.MethodGet:
 		id := strings.TrimPrefix(p, "/bucket/")
-		return OpBucket, s.authed(func(w http.ResponseWriter, r *http.Request, role string) { s.bucketInfo(w, r, role, id) })
+		return OpBucket, s.authedAt(id, s.bucketInfo)
 	}
 	return "", nil
+}
+
+// authedAt is authed for a handler that also takes what the request's path
+// names (an object, a bucket), cut from it by the route.
+func (s *Server) authedAt(rest string, h func(http.ResponseWriter, *http.Request, string, string)) http.HandlerFunc {
+	return s.authed(func(w http.ResponseWriter, r *http.Request, role string) { h(w, r, role, rest) })
 }
 
 // authed reads the caller's role from the Bearer JWT, as the storage server

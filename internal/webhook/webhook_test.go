@@ -68,6 +68,14 @@ func database(t *testing.T) (*pgxpool.Pool, func(string, ...any), func(string, .
 	return pool, exec, count
 }
 
+// refusing is a receiver holding secret that expects to refuse what it
+// gets, and a queue store sending it the events of the jobs it ends.
+func refusing(t *testing.T, pool *pgxpool.Pool, secret string) (*webhook.Receiver, *postgres.QueueStore) {
+	r := webhook.NewReceiver(t, secret)
+	r.ExpectRefusals()
+	return r, postgres.NewQueueStore(pool).SendEvents([]string{r.URL})
+}
+
 // deliverer signs with secret, a value of RUNOPS_WEBHOOK_SECRET read as
 // the process reads it.
 func deliverer(t *testing.T, store *postgres.JobStore, secret string) *webhook.Deliverer {
@@ -234,9 +242,7 @@ func TestRotationSignsWithBothSecrets(t *testing.T) {
 // wait for a retry, as after any refusal.
 func TestWrongSecretDoesNotVerify(t *testing.T) {
 	pool, exec, count := database(t)
-	r := webhook.NewReceiver(t, webhook.SecretOther)
-	r.ExpectRefusals()
-	q := postgres.NewQueueStore(pool).SendEvents([]string{r.URL})
+	r, q := refusing(t, pool, webhook.SecretOther)
 	finish(t, q, exec, false)
 	finish(t, q, exec, true)
 	if _, err := deliverer(t, postgres.NewJobStore(pool), webhook.SecretOld+" "+webhook.SecretNew).Once(context.Background()); err != nil {
@@ -254,9 +260,7 @@ func TestWrongSecretDoesNotVerify(t *testing.T) {
 // deliverer whose clock is six minutes behind) does not verify.
 func TestOldTimestampDoesNotVerify(t *testing.T) {
 	pool, exec, _ := database(t)
-	r := webhook.NewReceiver(t, webhook.SecretOld)
-	r.ExpectRefusals()
-	q := postgres.NewQueueStore(pool).SendEvents([]string{r.URL})
+	r, q := refusing(t, pool, webhook.SecretOld)
 	finish(t, q, exec, false)
 	d := deliverer(t, postgres.NewJobStore(pool), webhook.SecretOld)
 	d.SetClock(func() time.Time { return time.Now().Add(-6 * time.Minute) })

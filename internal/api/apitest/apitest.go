@@ -49,6 +49,24 @@ func Load(data []byte) (*openapi3.T, error) {
 	return doc, nil
 }
 
+// ServesDocument checks that the process at base answers GET /openapi.json
+// with the embedded document, and that it validates.
+func ServesDocument(t testing.TB, base string) {
+	t.Helper()
+	resp, err := http.Get(base + "/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" || !bytes.Equal(b, api.OpenAPI) {
+		t.Fatalf("GET /openapi.json: %d %q, %d bytes; want the embedded document", resp.StatusCode, resp.Header.Get("Content-Type"), len(b))
+	}
+	if _, err := Load(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
 var (
 	loadOnce sync.Once
 	document *openapi3.T
