@@ -32,6 +32,10 @@ type Notification struct {
 // ProbeChannel carries the listener's proof of itself (ProbeTimeout).
 const ProbeChannel = "runops_listener_probe"
 
+// listenChannels is how many channels a Listener LISTENs on: Channel and
+// ProbeChannel (Run).
+const listenChannels = 2
+
 // ProbeTimeout is how long a listener waits for its own probe.
 const ProbeTimeout = time.Second
 
@@ -62,6 +66,7 @@ type Listener struct {
 	connected atomic.Bool
 	probe     atomic.Pointer[string] // the token of the probe in flight
 	deaf      atomic.Bool            // the last probe was not heard in time
+	listened  atomic.Int32           // channels LISTENed on the connection in use
 }
 
 // Connected tells whether the listener is LISTENing now, proven by its probe.
@@ -88,6 +93,7 @@ func (l *Listener) Run(ctx context.Context) error {
 	log := l.log()
 	pl := &pgxlisten.Listener{
 		Connect: func(ctx context.Context) (*pgx.Conn, error) {
+			l.listened.Store(0)
 			return pgx.Connect(ctx, l.DSN) // a new connection every time
 		},
 		// pgxlisten reports here what broke the connection (dial, LISTEN,
@@ -146,17 +152,30 @@ func (h *listenHandler) HandleNotification(_ context.Context, n *pgconn.Notifica
 
 // HandleBacklog runs right after LISTEN on every (re)connect: the scan for
 // what was queued meanwhile.
-func (h *listenHandler) HandleBacklog(context.Context, string, *pgx.Conn) error {
+func (h *listenHandler) HandleBacklog(ctx context.Context, _ string, _ *pgx.Conn) error {
 	h.Events.Wake()
+	(*Listener)(h).probeOnceListening(ctx)
 	return nil
 }
 
 // HandleBacklog runs right after LISTEN on the probe channel on every
-// (re)connect (pgxlisten LISTENs its channels in no set order; notifications
-// are read only once all are LISTENed).
+// (re)connect.
 func (h *probeHandler) HandleBacklog(ctx context.Context, _ string, _ *pgx.Conn) error {
-	(*Listener)(h).sendProbe(ctx)
+	(*Listener)(h).probeOnceListening(ctx)
 	return nil
+}
+
+// probeOnceListening sends the probe once both channels are LISTENed on the
+// connection (pgxlisten LISTENs them in no set order, one statement each, and
+// reads notifications only once all are). Never before the last LISTEN: a
+// transaction pooler hands a server connection's notification to whichever
+// client runs a statement on it, so the other channel's LISTEN could carry
+// the probe back, and a listener that hears nothing would count itself
+// heard.
+func (l *Listener) probeOnceListening(ctx context.Context) {
+	if l.listened.Add(1) == listenChannels {
+		l.sendProbe(ctx)
+	}
 }
 
 // sendProbe notifies ProbeChannel with a new token and, unless the listener
