@@ -53,10 +53,10 @@ SET status = 'queued',
                || jsonb_build_object('attempt', greatest(public.runops_attempt(metadata) - 1, 0))
 WHERE job_id = $1` + fence
 
-	// After a person re-queued a job its holder gives its lease up, so that
+	// After a person re-queued a job its holder drops its lease, so that
 	// the next claim need not wait for it to expire, and says so: the
 	// metadata-only update sends no notification of its own.
-	releaseLease = `
+	dropLease = `
 WITH r AS (
   UPDATE public.jobs
   SET metadata = public.runops_close_attempt(metadata, $2, 'cancelled', 'stopped by a change to the job')
@@ -185,10 +185,10 @@ func (s *QueueStore) HandBack(ctx context.Context, id jobs.ID, token string) (bo
 	return s.fenced(ctx, "hand back job", handBackJob, string(id), token)
 }
 
-// DropLease gives up the lease of a job a person re-queued (no-op otherwise).
+// DropLease drops the lease of a job a person re-queued (no-op otherwise).
 func (s *QueueStore) DropLease(ctx context.Context, id jobs.ID, token string) error {
-	_, err := s.pool.Exec(ctx, releaseLease, string(id), token)
-	return wrap("release lease", err)
+	_, err := s.pool.Exec(ctx, dropLease, string(id), token)
+	return wrap("drop lease", err)
 }
 
 // Repair puts the claim's tables right: rows of jobs no longer queued go,

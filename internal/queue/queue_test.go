@@ -282,7 +282,7 @@ func TestDashboardEditsWin(t *testing.T) {
 				return
 			}
 			// The person's edit stays (status, error); the worker only closed
-			// its attempt as cancelled and gave its lease up, so that a
+			// its attempt as cancelled and dropped its lease, so that a
 			// re-queue later need not wait for it to expire.
 			got := b.job(id)
 			want := jobs.StatusCompleted
