@@ -73,9 +73,9 @@ WHERE status = 'queued'`
 	holdsLease = `SELECT EXISTS (SELECT 1 FROM public.jobs WHERE job_id = $1` + fence + `
   AND NOT public.runops_lease_expired(metadata))`
 
-	// Which of the leases ($1 job ids, $2 their tokens) no longer hold
-	// their job.
-	goneLeases = `SELECT h.id::text FROM unnest($1::uuid[], $2::text[]) AS h(id, token)
+	// Which of the jobs held under leases ($1 job ids, $2 their tokens)
+	// are lost (QueueStore.Lost).
+	lostLeases = `SELECT h.id::text FROM unnest($1::uuid[], $2::text[]) AS h(id, token)
 LEFT JOIN public.jobs j ON j.job_id = h.id
 WHERE j.job_id IS NULL OR j.status <> 'processing' OR j.metadata->'lease'->>'token' IS DISTINCT FROM h.token`
 
@@ -161,7 +161,7 @@ func (s *QueueStore) claimWith(ctx context.Context, sql, worker string, n int, t
 	return out, nil
 }
 
-// fenced runs a fenced write and tells whether it matched (false: the lease is gone).
+// fenced runs a fenced write and tells whether it matched (false: the job is lost).
 func (s *QueueStore) fenced(ctx context.Context, op, sql string, args ...any) (bool, error) {
 	tag, err := s.pool.Exec(ctx, sql, args...)
 	if err != nil {
@@ -239,18 +239,18 @@ func (s *QueueStore) Status(ctx context.Context, id jobs.ID) (jobs.Status, bool,
 	return jobs.Status(status), true, nil
 }
 
-// Gone tells which of the leases (job → token) no longer hold their job.
-func (s *QueueStore) Gone(ctx context.Context, leases map[jobs.ID]string) ([]jobs.ID, error) {
+// Lost tells which of the jobs held under leases (job → token) are lost.
+func (s *QueueStore) Lost(ctx context.Context, leases map[jobs.ID]string) ([]jobs.ID, error) {
 	ids, tokens := make([]string, 0, len(leases)), make([]string, 0, len(leases))
 	for id, token := range leases {
 		ids, tokens = append(ids, string(id)), append(tokens, token)
 	}
-	rows, err := s.pool.Query(ctx, goneLeases, ids, tokens)
+	rows, err := s.pool.Query(ctx, lostLeases, ids, tokens)
 	if err != nil {
 		return nil, wrap("check leases", err)
 	}
-	gone, err := pgx.CollectRows(rows, pgx.RowTo[jobs.ID])
-	return gone, wrap("check leases", err)
+	lost, err := pgx.CollectRows(rows, pgx.RowTo[jobs.ID])
+	return lost, wrap("check leases", err)
 }
 
 var _ queue.Store = (*QueueStore)(nil)

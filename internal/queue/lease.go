@@ -103,12 +103,12 @@ func (w *Worker) watchEdits(ctx context.Context) {
 			continue
 		}
 		qctx, cancel := context.WithTimeout(ctx, w.cfg.Sweep)
-		gone, err := w.store.Gone(qctx, leases)
+		lost, err := w.store.Lost(qctx, leases)
 		cancel()
 		if err != nil {
 			continue // the heartbeats ask too, and time the leases out
 		}
-		for _, id := range gone {
+		for _, id := range lost {
 			if r := runs[id]; r != nil && !r.lost.Load() {
 				r.lose(lossCause(w.store, id))
 			}

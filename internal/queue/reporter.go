@@ -44,7 +44,7 @@ func newReporter(store Store, r *run, delay time.Duration) *reporter {
 // lost tells whether the run has lost the job.
 func (r *reporter) lost() bool { return r.run.lost.Load() }
 
-// lose stops the run: its write found the lease gone. Why is asked as the
+// lose stops the run: its write found the job lost. Why is asked as the
 // heartbeat asks it (lossCause): a person's edit is ErrCancelled whichever
 // of the run's statements meets it first. What it returns is the run's
 // cause, which the heartbeat may have set while the question was asked.

@@ -53,7 +53,7 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 	case errors.Is(cancelled, ErrLost), errors.Is(err, ErrLost):
 		// Someone else holds it, or a person changed it: write nothing, but
 		// drop the lease if the job was re-queued.
-		log.Info("job stopped: lease gone or job edited", "error", err)
+		log.Info("job stopped: lost or cancelled", "error", err)
 		// Why: the run's cause, or, when the run was not stopped for it, the
 		// handler's own statement that met the loss first (an OutputLock's).
 		why := cancelled
@@ -105,7 +105,7 @@ func (w *Worker) writeOutcome(what string, write func(context.Context) (bool, er
 		switch {
 		case err == nil:
 			if !ok {
-				w.log.Warn("outcome not recorded: the lease was gone", "write", what)
+				w.log.Warn("outcome not recorded: the job was lost", "write", what)
 			}
 			return ok
 		case !errors.Is(err, jobs.ErrUnavailable):
