@@ -56,7 +56,7 @@ func (l *SOPLocker) WithSOPLock(ctx context.Context, id jobs.ID, fn func(context
 // never write the SOP over a newer run's or a person's edit. It returns,
 // without calling fn, queue.ErrCancelled when a person's edit took the job
 // (status changed, row deleted) and queue.ErrLost otherwise (the lease
-// expired or rescued), as the engine's lossCause tells them.
+// expired or rescued), as queue.LossCause tells them.
 func (l *SOPLocker) WithSOPLease(ctx context.Context, id jobs.ID, token string, fn func(context.Context) error) error {
 	return l.withLock(ctx, id, token, fn)
 }
@@ -80,7 +80,7 @@ func (l *SOPLocker) withLock(ctx context.Context, id jobs.ID, token string, fn f
 				return err
 			}
 			if tag.RowsAffected() == 0 {
-				fnErr = lossCause(ctx, tx, id)
+				fnErr = readLossCauseInTx(ctx, tx, id)
 				return nil
 			}
 		}
@@ -103,12 +103,13 @@ func (l *SOPLocker) waitTurn(ctx context.Context) error {
 	}
 }
 
-// selectStatus reads a job's status (QueueStore.Status, lossCause).
+// selectStatus reads a job's status (QueueStore.Status, readLossCauseInTx).
 const selectStatus = `SELECT status FROM public.jobs WHERE job_id = $1`
 
-// lossCause tells, in the lock's transaction, why the claim no longer holds
-// the job (queue.LossCause); queue.ErrLost when the row cannot be read.
-func lossCause(ctx context.Context, tx pgx.Tx, id jobs.ID) error {
+// readLossCauseInTx reads the job's status in the lock's transaction and
+// tells why the claim no longer holds the job (queue.LossCause);
+// queue.ErrLost when the row cannot be read.
+func readLossCauseInTx(ctx context.Context, tx pgx.Tx, id jobs.ID) error {
 	var status string
 	err := tx.QueryRow(ctx, selectStatus, string(id)).Scan(&status)
 	switch {

@@ -772,7 +772,7 @@ func TestAnOwnersNextJobStartsWhenItsSlotFrees(t *testing.T) {
 }
 
 // heldStore is the engine's store, held at two points once held is set: a
-// renewal's answer waits for renew, and the first lossCause read (Status),
+// renewal's answer waits for renew, and the first readLossCause read (Status),
 // its answer read, waits for answer.
 type heldStore struct {
 	*postgres.QueueStore
