@@ -70,7 +70,9 @@ WHERE status = 'queued'`
 	// jobs written with triggers off, owners' counts): with every rescue.
 	repairQueue = `SELECT removed, added, recounted FROM public.runops_claim_repair()`
 
-	holdsLease = `SELECT EXISTS (SELECT 1 FROM public.jobs WHERE job_id = $1` + fence + `
+	// Whether the claim ($2) still holds the job (QueueStore.Holds): a
+	// read, no lock (lockHeldJob, soplock.go, also locks the row).
+	selectHolds = `SELECT EXISTS (SELECT 1 FROM public.jobs WHERE job_id = $1` + fence + `
   AND NOT public.runops_lease_expired(metadata))`
 
 	// Which of the jobs held under leases ($1 job ids, $2 their tokens)
@@ -222,7 +224,7 @@ func (s *QueueStore) Rescue(ctx context.Context, maxAttempts int, message string
 // Holds tells whether the claim with token still holds the job.
 func (s *QueueStore) Holds(ctx context.Context, id jobs.ID, token string) (bool, error) {
 	var held bool
-	err := s.pool.QueryRow(ctx, holdsLease, string(id), token).Scan(&held)
+	err := s.pool.QueryRow(ctx, selectHolds, string(id), token).Scan(&held)
 	return held, wrap("check lease", err)
 }
 

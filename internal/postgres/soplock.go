@@ -21,12 +21,13 @@ const lockSOP = `SELECT pg_advisory_xact_lock(hashtextextended('runops-sop:' || 
 // the holder takes.
 const sopLockWait = `SET LOCAL lock_timeout = '5s'`
 
-// holdLease checks, inside the SOP lock's transaction, that a claim still
-// holds the job: processing under its token, the lease not expired. The
-// KEY SHARE row lock it takes keeps the row from being claimed or rescued
-// (both lock FOR UPDATE SKIP LOCKED) until the transaction ends, while the
-// claim's own heartbeats and a person's status edits go through.
-const holdLease = `SELECT 1 FROM public.jobs WHERE job_id = $1` + fence + `
+// lockHeldJob checks, inside the SOP lock's transaction, that a claim still
+// holds the job (as selectHolds does: processing under its token, the lease
+// not expired), and locks the row. The KEY SHARE row lock it takes keeps
+// the row from being claimed or rescued (both lock FOR UPDATE SKIP LOCKED)
+// until the transaction ends, while the claim's own heartbeats and a
+// person's status edits go through.
+const lockHeldJob = `SELECT 1 FROM public.jobs WHERE job_id = $1` + fence + `
   AND NOT public.runops_lease_expired(metadata)
 FOR KEY SHARE`
 
@@ -75,7 +76,7 @@ func (l *SOPLocker) withLock(ctx context.Context, id jobs.ID, token string, fn f
 			return err
 		}
 		if token != "" {
-			tag, err := tx.Exec(ctx, holdLease, string(id), token)
+			tag, err := tx.Exec(ctx, lockHeldJob, string(id), token)
 			if err != nil {
 				return err
 			}
