@@ -26,9 +26,10 @@ import (
 // has its sensitive values — found by the rules, the operator's patterns,
 // marked by the model, or read on a screenshot — replaced by variables,
 // each described in public.variables; then each picture has the words of
-// every value found on either side, and the boxes the model gave, filled
-// solid, once, before it is copied to every step shown at that second
-// (each with its own highlight). metadata.privacy counts them per kind and
+// every value found on either side, and the boxes the model gave, covered
+// once — filled with the colour around them and outlined (paint) — before
+// it is copied to every step shown at that second (each with its own
+// highlight). metadata.privacy counts them per kind and
 // per source, never a value, and describes this run alone. With
 // RUNOPS_REDACT off it does nothing but forget an earlier run's counts.
 func (p *Pipeline) redact(ctx context.Context, job queue.Job, r queue.Reporter, a answer, shots *shotSet) error {
@@ -147,9 +148,10 @@ func (p *Pipeline) readPictures(ctx context.Context, red *privacy.Redactor, pics
 	})
 }
 
-// paintPictures fills, on every picture, the boxes of what red knows now
-// (the text's values too) and the model's, then writes it as the
-// screenshot of each of its steps, with that step's highlight.
+// paintPictures covers (paint), on every picture, the boxes of what red
+// knows now (the text's values too) and the model's, then writes it as the
+// screenshot of each of its steps, with that step's highlight (none on a
+// kept screenshot, which has it already).
 func (p *Pipeline) paintPictures(ctx context.Context, red *privacy.Redactor, pics []*picture) error {
 	g, _ := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.NumCPU())
@@ -236,10 +238,10 @@ func readJPEG(file string) (image.Image, error) {
 }
 
 // paint returns img with boxes (in pixels) and the model's boxes covered —
-// destroyed, not blurred: boxes that touch are one, filled solid with the
-// colour around it and outlined (cover) — then, when the step has a
-// highlight, an outline around it. A decoded JPEG (YCbCr) is painted in
-// place: no RGBA copy, four times its size, is made.
+// destroyed, not blurred: boxes that touch are one, filled with the
+// commonest colour just around it (around) and outlined (cover) — then,
+// when the step has a highlight, an outline around it. A decoded JPEG
+// (YCbCr) is painted in place: no RGBA copy, four times its size, is made.
 func paint(img image.Image, boxes []image.Rectangle, model []box2d, highlight *sop.Highlight) image.Image {
 	for _, b := range model {
 		boxes = append(boxes, b.pixels(img.Bounds()))

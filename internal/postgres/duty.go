@@ -10,7 +10,7 @@ import (
 )
 
 // Duty is work one worker of a fleet does for all of them, held in the
-// database like a lease (migration …_fleet_duties.sql): the rescue of
+// database for a tenure (tenure.go; migration …_fleet_duties.sql): the rescue of
 // expired leases and the retention janitor, which every worker used to run
 // every sweep. A worker takes the duty when nobody holds it, or its holder's
 // tenure expired (it died); renews it every TTL/3; gives it up when it stops,
@@ -28,21 +28,21 @@ type Duty struct {
 }
 
 const (
-	takeDuty    = `SELECT public.runops_duty($1, $2, $3)`
-	releaseDuty = `DELETE FROM public.runops_duties WHERE duty = $1 AND holder = $2`
+	takeDuty   = `SELECT public.runops_duty($1, $2, $3)`
+	giveUpDuty = `DELETE FROM public.runops_duties WHERE duty = $1 AND holder = $2`
 )
 
 // Held tells whether this worker holds the duty now.
 func (d *Duty) Held() bool { return d.held.Load() }
 
-// Run calls work while the duty is held, with a context that ends when it
-// is lost (not renewed in time, or taken back) or ctx ends; then it asks
+// Run calls work while the duty is held, with a context that ends when its
+// tenure ends (not renewed in time, or refused: taken back) or ctx ends; then it asks
 // for the duty again, until ctx ends, and gives it up.
 func (d *Duty) Run(ctx context.Context, work func(context.Context)) {
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if _, err := d.Pool.Exec(rctx, releaseDuty, d.Name, d.Holder); err != nil {
+		if _, err := d.Pool.Exec(rctx, giveUpDuty, d.Name, d.Holder); err != nil {
 			d.Logger.Warn("duty not given up (it expires on its own)", "duty", d.Name, "error", err)
 		}
 	}()
@@ -67,7 +67,7 @@ func (d *Duty) Run(ctx context.Context, work func(context.Context)) {
 		}
 		d.held.Store(false)
 		switch {
-		case end.lost:
+		case end.refused:
 			d.Logger.Warn("fleet duty taken by another worker", "duty", d.Name)
 		case end.lapsed != nil:
 			d.Logger.Warn("fleet duty given up: not renewed in time", "duty", d.Name, "error", end.lapsed)

@@ -76,7 +76,7 @@ type batcher struct {
 
 // Finish records how a run ended (completed, or error with its sentence and
 // cause), merging o.Patch into metadata, fenced by o.Token: false when the
-// lease is gone. It is written together with the outcomes ready at the same
+// job is lost. It is written together with the outcomes ready at the same
 // time, before ctx's deadline (10 s without one); once queued it is waited
 // for. An outcome the database refuses for good (text it cannot store) is
 // written again as o.Simplified(), down to the plainest.

@@ -53,10 +53,10 @@ SET status = 'queued',
                || jsonb_build_object('attempt', greatest(public.runops_attempt(metadata) - 1, 0))
 WHERE job_id = $1` + fence
 
-	// After a person re-queued a job its holder gives its lease up, so that
+	// After a person re-queued a job its holder drops its lease, so that
 	// the next claim need not wait for it to expire, and says so: the
 	// metadata-only update sends no notification of its own.
-	releaseLease = `
+	dropLease = `
 WITH r AS (
   UPDATE public.jobs
   SET metadata = public.runops_close_attempt(metadata, $2, 'cancelled', 'stopped by a change to the job')
@@ -70,12 +70,14 @@ WHERE status = 'queued'`
 	// jobs written with triggers off, owners' counts): with every rescue.
 	repairQueue = `SELECT removed, added, recounted FROM public.runops_claim_repair()`
 
-	holdsLease = `SELECT EXISTS (SELECT 1 FROM public.jobs WHERE job_id = $1` + fence + `
+	// Whether the claim ($2) still holds the job (QueueStore.Holds): a
+	// read, no lock (lockHeldJob, soplock.go, also locks the row).
+	selectHolds = `SELECT EXISTS (SELECT 1 FROM public.jobs WHERE job_id = $1` + fence + `
   AND NOT public.runops_lease_expired(metadata))`
 
-	// Which of the leases ($1 job ids, $2 their tokens) no longer hold
-	// their job.
-	goneLeases = `SELECT h.id::text FROM unnest($1::uuid[], $2::text[]) AS h(id, token)
+	// Which of the jobs held under leases ($1 job ids, $2 their tokens)
+	// are lost (QueueStore.Lost).
+	lostLeases = `SELECT h.id::text FROM unnest($1::uuid[], $2::text[]) AS h(id, token)
 LEFT JOIN public.jobs j ON j.job_id = h.id
 WHERE j.job_id IS NULL OR j.status <> 'processing' OR j.metadata->'lease'->>'token' IS DISTINCT FROM h.token`
 
@@ -161,7 +163,7 @@ func (s *QueueStore) claimWith(ctx context.Context, sql, worker string, n int, t
 	return out, nil
 }
 
-// fenced runs a fenced write and tells whether it matched (false: the lease is gone).
+// fenced runs a fenced write and tells whether it matched (false: the job is lost).
 func (s *QueueStore) fenced(ctx context.Context, op, sql string, args ...any) (bool, error) {
 	tag, err := s.pool.Exec(ctx, sql, args...)
 	if err != nil {
@@ -185,10 +187,10 @@ func (s *QueueStore) HandBack(ctx context.Context, id jobs.ID, token string) (bo
 	return s.fenced(ctx, "hand back job", handBackJob, string(id), token)
 }
 
-// DropLease gives up the lease of a job a person re-queued (no-op otherwise).
+// DropLease drops the lease of a job a person re-queued (no-op otherwise).
 func (s *QueueStore) DropLease(ctx context.Context, id jobs.ID, token string) error {
-	_, err := s.pool.Exec(ctx, releaseLease, string(id), token)
-	return wrap("release lease", err)
+	_, err := s.pool.Exec(ctx, dropLease, string(id), token)
+	return wrap("drop lease", err)
 }
 
 // Repair puts the claim's tables right: rows of jobs no longer queued go,
@@ -222,7 +224,7 @@ func (s *QueueStore) Rescue(ctx context.Context, maxAttempts int, message string
 // Holds tells whether the claim with token still holds the job.
 func (s *QueueStore) Holds(ctx context.Context, id jobs.ID, token string) (bool, error) {
 	var held bool
-	err := s.pool.QueryRow(ctx, holdsLease, string(id), token).Scan(&held)
+	err := s.pool.QueryRow(ctx, selectHolds, string(id), token).Scan(&held)
 	return held, wrap("check lease", err)
 }
 
@@ -239,18 +241,18 @@ func (s *QueueStore) Status(ctx context.Context, id jobs.ID) (jobs.Status, bool,
 	return jobs.Status(status), true, nil
 }
 
-// Gone tells which of the leases (job → token) no longer hold their job.
-func (s *QueueStore) Gone(ctx context.Context, leases map[jobs.ID]string) ([]jobs.ID, error) {
+// Lost tells which of the jobs held under leases (job → token) are lost.
+func (s *QueueStore) Lost(ctx context.Context, leases map[jobs.ID]string) ([]jobs.ID, error) {
 	ids, tokens := make([]string, 0, len(leases)), make([]string, 0, len(leases))
 	for id, token := range leases {
 		ids, tokens = append(ids, string(id)), append(tokens, token)
 	}
-	rows, err := s.pool.Query(ctx, goneLeases, ids, tokens)
+	rows, err := s.pool.Query(ctx, lostLeases, ids, tokens)
 	if err != nil {
 		return nil, wrap("check leases", err)
 	}
-	gone, err := pgx.CollectRows(rows, pgx.RowTo[jobs.ID])
-	return gone, wrap("check leases", err)
+	lost, err := pgx.CollectRows(rows, pgx.RowTo[jobs.ID])
+	return lost, wrap("check leases", err)
 }
 
 var _ queue.Store = (*QueueStore)(nil)

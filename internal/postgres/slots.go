@@ -32,8 +32,8 @@ type ListenerSlot struct {
 }
 
 const (
-	takeSlot    = `SELECT slot, slots FROM public.runops_listener_slot($1, $2, $3, $4)`
-	releaseSlot = `DELETE FROM public.runops_listener_slots WHERE holder = $1`
+	takeSlot   = `SELECT slot, slots FROM public.runops_listener_slot($1, $2, $3, $4)`
+	giveUpSlot = `DELETE FROM public.runops_listener_slots WHERE holder = $1`
 )
 
 // Problem says why the worker polls instead of listening ("" while it
@@ -57,14 +57,14 @@ func (s *ListenerSlot) say(problem string) {
 }
 
 // Run calls listen while a slot is held, with a context that ends when the
-// slot is lost (not renewed in time, or the cap lowered) or ctx ends; then
+// slot's tenure ends (not renewed in time, or refused: the cap lowered) or ctx ends; then
 // it asks for a slot again, until ctx ends, and gives it up.
 func (s *ListenerSlot) Run(ctx context.Context, listen func(context.Context) error) error {
 	s.say("asking the database for a listener slot: polling every RUNOPS_SWEEP until then")
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if _, err := s.Pool.Exec(rctx, releaseSlot, s.Holder); err != nil {
+		if _, err := s.Pool.Exec(rctx, giveUpSlot, s.Holder); err != nil {
 			s.Logger.Warn("listener slot not given up (it expires on its own)", "error", err)
 		}
 	}()
@@ -72,11 +72,11 @@ func (s *ListenerSlot) Run(ctx context.Context, listen func(context.Context) err
 		if !s.take(ctx) {
 			continue
 		}
-		lctx, lose := context.WithCancel(ctx)
+		lctx, stop := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- listen(lctx) }()
 		stopped, err := s.keep(lctx, done)
-		lose()
+		stop()
 		if !stopped {
 			err = <-done
 		}
@@ -118,7 +118,7 @@ func (s *ListenerSlot) take(ctx context.Context) bool {
 	}
 }
 
-// keep renews the slot (hold) until ctx ends, the slot is lost, or the
+// keep renews the slot (hold) until ctx ends, its tenure ends, or the
 // listener stops on its own (stopped, with its error). A slot not renewed in
 // time, or refused, is given up — the caller closes the listener — before
 // another worker could be given it.
@@ -128,8 +128,8 @@ func (s *ListenerSlot) keep(ctx context.Context, listening <-chan error) (stoppe
 		return slot > 0, err
 	}, listening)
 	switch {
-	case end.lost:
-		s.say("the listener slot was lost (RUNOPS_LISTENERS lowered?): polling every RUNOPS_SWEEP")
+	case end.refused:
+		s.say("the database refused to renew the listener slot (RUNOPS_LISTENERS lowered?): polling every RUNOPS_SWEEP")
 	case end.lapsed != nil:
 		s.say(fmt.Sprintf("the listener slot could not be renewed in time (%v): polling every RUNOPS_SWEEP", end.lapsed))
 	}

@@ -21,12 +21,13 @@ const lockSOP = `SELECT pg_advisory_xact_lock(hashtextextended('runops-sop:' || 
 // the holder takes.
 const sopLockWait = `SET LOCAL lock_timeout = '5s'`
 
-// holdLease checks, inside the SOP lock's transaction, that a claim still
-// holds the job: processing under its token, the lease not expired. The
-// KEY SHARE row lock it takes keeps the row from being claimed or rescued
-// (both lock FOR UPDATE SKIP LOCKED) until the transaction ends, while the
-// claim's own heartbeats and a person's status edits go through.
-const holdLease = `SELECT 1 FROM public.jobs WHERE job_id = $1` + fence + `
+// lockHeldJob checks, inside the SOP lock's transaction, that a claim still
+// holds the job (as selectHolds does: processing under its token, the lease
+// not expired), and locks the row. The KEY SHARE row lock it takes keeps
+// the row from being claimed or rescued (both lock FOR UPDATE SKIP LOCKED)
+// until the transaction ends, while the claim's own heartbeats and a
+// person's status edits go through.
+const lockHeldJob = `SELECT 1 FROM public.jobs WHERE job_id = $1` + fence + `
   AND NOT public.runops_lease_expired(metadata)
 FOR KEY SHARE`
 
@@ -56,7 +57,7 @@ func (l *SOPLocker) WithSOPLock(ctx context.Context, id jobs.ID, fn func(context
 // never write the SOP over a newer run's or a person's edit. It returns,
 // without calling fn, queue.ErrCancelled when a person's edit took the job
 // (status changed, row deleted) and queue.ErrLost otherwise (the lease
-// expired or rescued), as the engine's lossCause tells them.
+// expired or rescued), as queue.LossCause tells them.
 func (l *SOPLocker) WithSOPLease(ctx context.Context, id jobs.ID, token string, fn func(context.Context) error) error {
 	return l.withLock(ctx, id, token, fn)
 }
@@ -75,12 +76,12 @@ func (l *SOPLocker) withLock(ctx context.Context, id jobs.ID, token string, fn f
 			return err
 		}
 		if token != "" {
-			tag, err := tx.Exec(ctx, holdLease, string(id), token)
+			tag, err := tx.Exec(ctx, lockHeldJob, string(id), token)
 			if err != nil {
 				return err
 			}
 			if tag.RowsAffected() == 0 {
-				fnErr = lossCause(ctx, tx, id)
+				fnErr = readLossCauseInTx(ctx, tx, id)
 				return nil
 			}
 		}
@@ -103,12 +104,13 @@ func (l *SOPLocker) waitTurn(ctx context.Context) error {
 	}
 }
 
-// selectStatus reads a job's status (QueueStore.Status, lossCause).
+// selectStatus reads a job's status (QueueStore.Status, readLossCauseInTx).
 const selectStatus = `SELECT status FROM public.jobs WHERE job_id = $1`
 
-// lossCause tells, in the lock's transaction, why the claim no longer holds
-// the job (queue.LossCause); queue.ErrLost when the row cannot be read.
-func lossCause(ctx context.Context, tx pgx.Tx, id jobs.ID) error {
+// readLossCauseInTx reads the job's status in the lock's transaction and
+// tells why the claim no longer holds the job (queue.LossCause);
+// queue.ErrLost when the row cannot be read.
+func readLossCauseInTx(ctx context.Context, tx pgx.Tx, id jobs.ID) error {
 	var status string
 	err := tx.QueryRow(ctx, selectStatus, string(id)).Scan(&status)
 	switch {

@@ -9,12 +9,14 @@ import (
 )
 
 // A tenure is something a worker holds in the database for a while and
-// renews, as a job's lease is: a listener slot (slots.go), a fleet duty
-// (duty.go). What ends one, as hold returns it.
+// renews, as a job's lease is, but not a lease: a listener slot (slots.go),
+// a fleet duty (duty.go). A tenure is never lost: it ends — the work
+// stopped, the database refused a renewal, or it lapsed (not renewed in
+// time). What ended one, as hold returns it.
 type tenureEnd struct {
 	stopped bool  // the work stopped on its own, with err
 	err     error // the work's error, when stopped
-	lost    bool  // the database gave it to another (or took it back)
+	refused bool  // the database refused a renewal: gave it to another (or took it back)
 	lapsed  error // not renewed in time: why the last renewal failed
 }
 
@@ -74,7 +76,7 @@ func hold(ctx context.Context, ttl time.Duration, renew func(context.Context) (b
 			deadline = sent.Add(margin)
 			expiry.Reset(time.Until(deadline))
 		case a.err == nil:
-			return tenureEnd{lost: true}
+			return tenureEnd{refused: true}
 		case ctx.Err() != nil:
 			return tenureEnd{}
 		case !time.Now().Before(deadline):

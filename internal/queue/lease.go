@@ -24,11 +24,12 @@ type run struct {
 func (r *run) lose(cause error) {
 	r.why.CompareAndSwap(nil, &cause)
 	r.lost.Store(true)
-	r.cancel(r.lossCause()) // the first cause, whichever lose cancels first
+	r.cancel(r.whyLost()) // the first cause, whichever lose cancels first
 }
 
-// lossCause is why the run lost the job (ErrLost until it is known).
-func (r *run) lossCause() error {
+// whyLost is the cause lose recorded first: why the run lost the job
+// (ErrLost until it is known).
+func (r *run) whyLost() error {
 	if why := r.why.Load(); why != nil {
 		return *why
 	}
@@ -67,7 +68,7 @@ func (w *Worker) heartbeat(ctx context.Context, r *run, log *slog.Logger) {
 			expiring.Reset(margin - time.Since(sent))
 			next.Reset(w.cfg.Heartbeat)
 		case err == nil:
-			r.lose(lossCause(w.store, r.job.ID))
+			r.lose(readLossCause(w.store, r.job.ID))
 			return
 		case ctx.Err() != nil:
 			return
@@ -103,14 +104,14 @@ func (w *Worker) watchEdits(ctx context.Context) {
 			continue
 		}
 		qctx, cancel := context.WithTimeout(ctx, w.cfg.Sweep)
-		gone, err := w.store.Gone(qctx, leases)
+		lost, err := w.store.Lost(qctx, leases)
 		cancel()
 		if err != nil {
 			continue // the heartbeats ask too, and time the leases out
 		}
-		for _, id := range gone {
+		for _, id := range lost {
 			if r := runs[id]; r != nil && !r.lost.Load() {
-				r.lose(lossCause(w.store, id))
+				r.lose(readLossCause(w.store, id))
 			}
 		}
 	}
@@ -127,9 +128,9 @@ func LossCause(status jobs.Status, found bool) error {
 	return ErrLost
 }
 
-// lossCause reads the job's status and tells why the run lost it
+// readLossCause reads the job's status and tells why the run lost it
 // (LossCause); ErrLost when the database cannot say.
-func lossCause(store Store, id jobs.ID) error {
+func readLossCause(store Store, id jobs.ID) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	status, found, err := store.Status(ctx, id)

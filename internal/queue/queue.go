@@ -16,7 +16,7 @@ import (
 )
 
 // Store is what the engine needs of the jobs table. Every write but Claim and
-// Rescue is fenced by the lease token and reports false when the lease is gone.
+// Rescue is fenced by the lease token and reports false when the job is lost.
 // Claims and outcomes (processing → completed/error) notify nobody; a job
 // going back to the queue does.
 type Store interface {
@@ -42,10 +42,10 @@ type Store interface {
 	// Holds tells whether the claim with token still holds the job: it is
 	// processing under that lease, and the lease has not expired.
 	Holds(ctx context.Context, id jobs.ID, token string) (bool, error)
-	// Gone tells, in one statement, which of the leases (job → token) no
-	// longer hold their job: a person changed or deleted it, or it is
-	// another claim's.
-	Gone(ctx context.Context, leases map[jobs.ID]string) ([]jobs.ID, error)
+	// Lost tells, in one statement, which of the jobs held under leases
+	// (job → token) are lost: a person changed or deleted it (cancelled),
+	// or it is another claim's.
+	Lost(ctx context.Context, leases map[jobs.ID]string) ([]jobs.ID, error)
 }
 
 // Repaired is what a Repair changed: rows of the queue's table removed and

@@ -282,7 +282,7 @@ func TestDashboardEditsWin(t *testing.T) {
 				return
 			}
 			// The person's edit stays (status, error); the worker only closed
-			// its attempt as cancelled and gave its lease up, so that a
+			// its attempt as cancelled and dropped its lease, so that a
 			// re-queue later need not wait for it to expire.
 			got := b.job(id)
 			want := jobs.StatusCompleted
@@ -772,7 +772,7 @@ func TestAnOwnersNextJobStartsWhenItsSlotFrees(t *testing.T) {
 }
 
 // heldStore is the engine's store, held at two points once held is set: a
-// renewal's answer waits for renew, and the first lossCause read (Status),
+// renewal's answer waits for renew, and the first readLossCause read (Status),
 // its answer read, waits for answer.
 type heldStore struct {
 	*postgres.QueueStore

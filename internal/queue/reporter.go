@@ -44,13 +44,13 @@ func newReporter(store Store, r *run, delay time.Duration) *reporter {
 // lost tells whether the run has lost the job.
 func (r *reporter) lost() bool { return r.run.lost.Load() }
 
-// lose stops the run: its write found the lease gone. Why is asked as the
-// heartbeat asks it (lossCause): a person's edit is ErrCancelled whichever
+// lose stops the run: its write found the job lost. Why is asked as the
+// heartbeat asks it (readLossCause): a person's edit is ErrCancelled whichever
 // of the run's statements meets it first. What it returns is the run's
 // cause, which the heartbeat may have set while the question was asked.
 func (r *reporter) lose() error {
-	r.run.lose(lossCause(r.store, r.run.job.ID))
-	return r.run.lossCause()
+	r.run.lose(readLossCause(r.store, r.run.job.ID))
+	return r.run.whyLost()
 }
 
 // flushStages writes a pending stage once it has lasted the stage delay,
@@ -140,7 +140,7 @@ func (r *reporter) arm() {
 func (r *reporter) write(ctx context.Context, patch map[string]any) error {
 	for {
 		if r.lost() {
-			return r.run.lossCause()
+			return r.run.whyLost()
 		}
 		ok, err := r.store.Merge(ctx, r.run.job.ID, r.run.job.Token, patch)
 		switch {
@@ -173,7 +173,7 @@ func (r *reporter) closeStage(now time.Time) map[string]any {
 // Stage starts a stage; it is written within the stage delay (see defaultStageDelay).
 func (r *reporter) Stage(ctx context.Context, name string) error {
 	if r.lost() {
-		return r.run.lossCause()
+		return r.run.whyLost()
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -206,9 +206,9 @@ func (r *reporter) Progress(ctx context.Context, p float64) error {
 	r.mu.Unlock()
 	// Progress is a hint for the status page, written from the goroutine
 	// that reads ffmpeg's output: one try, never a wait for the database
-	// (but for lossCause's read, once, should the try find the job lost).
+	// (but for readLossCause's read, once, should the try find the job lost).
 	if r.lost() {
-		return r.run.lossCause()
+		return r.run.whyLost()
 	}
 	r.wmu.Lock()
 	defer r.wmu.Unlock()

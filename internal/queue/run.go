@@ -52,8 +52,8 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 	switch {
 	case errors.Is(cancelled, ErrLost), errors.Is(err, ErrLost):
 		// Someone else holds it, or a person changed it: write nothing, but
-		// give the lease up if the job was re-queued.
-		log.Info("job stopped: lease gone or job edited", "error", err)
+		// drop the lease if the job was re-queued.
+		log.Info("job stopped: lost or cancelled", "error", err)
 		// Why: the run's cause, or, when the run was not stopped for it, the
 		// handler's own statement that met the loss first (an OutputLock's).
 		why := cancelled
@@ -65,7 +65,7 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 			outcome = "cancelled"
 		}
 		metrics.JobsFinished.WithLabelValues(outcome).Inc()
-		w.writeOutcome("release", func(ctx context.Context) (bool, error) {
+		w.writeOutcome("drop", func(ctx context.Context) (bool, error) {
 			return true, w.store.DropLease(ctx, job.ID, job.Token)
 		})
 	case errors.Is(cancelled, errShutdown) && err != nil, errors.Is(err, ErrHandBack):
@@ -105,7 +105,7 @@ func (w *Worker) writeOutcome(what string, write func(context.Context) (bool, er
 		switch {
 		case err == nil:
 			if !ok {
-				w.log.Warn("outcome not recorded: the lease was gone", "write", what)
+				w.log.Warn("outcome not recorded: the job was lost", "write", what)
 			}
 			return ok
 		case !errors.Is(err, jobs.ErrUnavailable):

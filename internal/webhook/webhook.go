@@ -59,7 +59,7 @@ type Store interface {
 	Delivered(ctx context.Context, d Delivery) error
 	Retry(ctx context.Context, d Delivery, next time.Time, why string) error
 	GiveUp(ctx context.Context, d Delivery, why string) error
-	// Return hands deliveries back untried: due at once, the try that
+	// Return returns deliveries untried: due at once, the try that
 	// Due counted taken back.
 	Return(ctx context.Context, ds []Delivery) error
 }
@@ -155,7 +155,7 @@ var retries = backoff.Policy{First: firstRetry, Max: maxWait, Jitter: 0.2}
 // Once sends what is due now and returns how many it sent successfully.
 // The round ends inside the hold its deliveries were taken under: each
 // attempt is cut at the round's deadline, and the deliveries not tried by
-// then are handed back as they were (not counted as tries).
+// then are returned as they were (not counted as tries).
 func (d *Deliverer) Once(ctx context.Context) (int, error) {
 	now := time.Now
 	if d.now != nil {

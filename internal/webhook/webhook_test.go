@@ -469,6 +469,6 @@ func TestARoundEndsInsideItsHold(t *testing.T) {
 		t.Fatalf("%d deliveries counted as tried; want the one that was cut", n)
 	}
 	if n := count(`SELECT count(*) FROM runops_webhooks WHERE attempts = 0 AND next_at <= now()`); n != 4 {
-		t.Fatalf("%d deliveries handed back untried; want 4", n)
+		t.Fatalf("%d deliveries returned untried; want 4", n)
 	}
 }
