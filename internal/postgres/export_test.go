@@ -27,3 +27,15 @@ func (s *QueueStore) HoldOutcomes() (queued func() int, release func()) {
 func (s *QueueStore) ClaimWith(ctx context.Context, sql, worker string, n int, ttl time.Duration) ([]queue.Claimed, error) {
 	return s.claimWith(ctx, sql, worker, n, ttl)
 }
+
+// StatusReads says how many of job-status's shared statements run and how
+// many reads wait for the next one (tests only).
+func (s *JobStore) StatusReads() (running, waiting int) {
+	r := s.statusReads
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.next != nil {
+		waiting = len(r.next.keys)
+	}
+	return r.running, waiting
+}
