@@ -137,7 +137,7 @@ func (s *JobStore) summary(ctx context.Context, reads *rounds[summaryKey, summar
 	// statement's cast refused would fail every read of the round.
 	id, err := jobs.ParseID(string(id))
 	if err != nil {
-		return jobs.Summary{}, wrap("read job", err)
+		return jobs.Summary{}, fmt.Errorf("read job: %w", err) // not an outage
 	}
 	r, found, err := reads.get(ctx, summaryKey{string(id), node})
 	if err == nil && !found {

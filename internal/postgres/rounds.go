@@ -9,10 +9,11 @@ import (
 // "The API's pace"). While fewer than limit statements run, a read starts
 // one at once, for itself and every read waiting; past that it joins the
 // next round, which starts as soon as a running one ends, and reads every
-// key that joined it. A read is never
-// answered from a statement that began before it arrived: it joins only a
-// round not yet started, so its answer is the row as it was at the
-// earliest when the request came — what a statement of its own would say.
+// key that joined it. A read is never answered from a statement that began
+// before it arrived: it joins only a round not yet started, so its answer
+// is the row as it was at the earliest when the request came — what a
+// statement of its own would say. Statements run in goroutines of their
+// own, so every read can stop waiting when its request ends.
 type rounds[K comparable, V any] struct {
 	limit int
 	// read answers a round's keys; a key it leaves out has no row.
@@ -25,23 +26,31 @@ type rounds[K comparable, V any] struct {
 
 // round is one statement's keys and, once done is closed, its answer.
 type round[K comparable, V any] struct {
-	ctx  context.Context // the first read's, without its cancellation
-	keys []K
-	done chan struct{}
-	got  map[K]V
-	err  error
+	// ctx is the first read's, without its cancellation or deadline: no
+	// one request's end may fail the others' reads. It is cancelled once
+	// no read waits for the answer.
+	ctx     context.Context
+	cancel  context.CancelFunc
+	keys    []K
+	readers int // reads still waiting for it
+	done    chan struct{}
+	got     map[K]V
+	err     error
 }
 
 // get returns key's row and whether it has one. A read whose ctx ends
-// first stops waiting; the round still answers the others.
+// first stops waiting; the round goes on for the others, and its statement
+// is cancelled when none is left.
 func (s *rounds[K, V]) get(ctx context.Context, key K) (V, bool, error) {
 	s.mu.Lock()
 	r := s.next
 	if r == nil {
-		r = &round[K, V]{ctx: ctx, done: make(chan struct{})}
+		rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		r = &round[K, V]{ctx: rctx, cancel: cancel, done: make(chan struct{})}
 		s.next = r
 	}
 	r.keys = append(r.keys, key)
+	r.readers++
 	start := s.running < s.limit
 	if start {
 		s.running++
@@ -49,38 +58,47 @@ func (s *rounds[K, V]) get(ctx context.Context, key K) (V, bool, error) {
 	}
 	s.mu.Unlock()
 	if start {
-		s.run(r)
+		go s.run(r)
 	}
 	select {
 	case <-r.done:
 		v, ok := r.got[key]
 		return v, ok, r.err
 	case <-ctx.Done():
+		s.leave(r)
 		var zero V
 		return zero, false, ctx.Err()
 	}
 }
 
-// run answers r, then starts the round that gathered meanwhile, if any,
-// in a goroutine of its own: the read that started r answers its request
-// without waiting for it.
-func (s *rounds[K, V]) run(r *round[K, V]) {
-	ctx, cancel := context.WithoutCancel(r.ctx), context.CancelFunc(func() {})
-	if d, ok := r.ctx.Deadline(); ok {
-		ctx, cancel = context.WithDeadline(ctx, d)
-	}
-	r.got, r.err = s.read(ctx, r.keys)
-	cancel()
-	close(r.done)
+// leave counts a read out of r. The last one out cancels r's statement,
+// or, when r has not started, takes r out of line: it never runs.
+func (s *rounds[K, V]) leave(r *round[K, V]) {
 	s.mu.Lock()
-	next := s.next
-	if next == nil {
-		s.running--
-	} else {
+	defer s.mu.Unlock()
+	r.readers--
+	if r.readers > 0 {
+		return
+	}
+	if s.next == r {
 		s.next = nil
 	}
-	s.mu.Unlock()
-	if next != nil {
-		go s.run(next)
+	r.cancel()
+}
+
+// run answers r, then each round that gathered meanwhile, until none has.
+func (s *rounds[K, V]) run(r *round[K, V]) {
+	for r != nil {
+		r.got, r.err = s.read(r.ctx, r.keys)
+		r.cancel()
+		close(r.done)
+		s.mu.Lock()
+		r = s.next
+		if r == nil {
+			s.running--
+		} else {
+			s.next = nil
+		}
+		s.mu.Unlock()
 	}
 }

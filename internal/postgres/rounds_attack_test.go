@@ -82,20 +82,26 @@ func TestRoundsAReadFailsWithTheDeadlineOfAnotherRequest(t *testing.T) {
 	go ask(bg)
 	until(func() bool { running, _ := store.StatusReads(); return running == 2 })
 
-	// A request whose deadline has passed asks, and leaves at once: it
-	// opened the next round.
-	expired, cancel := context.WithDeadline(bg, time.Now().Add(-time.Second))
+	// A request with a near deadline opens the next round; another, with
+	// no deadline at all, joins it; then the first one's deadline passes
+	// while both wait, and it leaves.
+	near, cancel := context.WithTimeout(bg, 2*time.Second)
 	defer cancel()
-	if _, err := store.Summary(expired, id); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("a read past its deadline got %v", err)
-	}
-	// Another request, with no deadline at all, joins that round.
+	left := make(chan error, 1)
+	go func() {
+		_, err := store.Summary(near, id)
+		left <- err
+	}()
+	until(func() bool { _, waiting := store.StatusReads(); return waiting == 1 })
 	mine := make(chan summaryAnswer, 1)
 	go func() {
 		sum, err := store.Summary(bg, id)
 		mine <- summaryAnswer{sum, err}
 	}()
 	until(func() bool { _, waiting := store.StatusReads(); return waiting == 2 })
+	if err := <-left; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a read past its deadline got %v", err)
+	}
 	release()
 	for range 2 {
 		if a := <-answers; a.err != nil || !a.sum.Found {

@@ -11,16 +11,18 @@ import (
 // gate is a round's read that waits to be let through, one statement at a
 // time, answering each key with the statement's number.
 type gate struct {
-	mu       sync.Mutex
-	calls    int
-	running  int
-	most     int
-	began    chan int
-	let      chan error
-	leaderOK bool // the round's ctx was live when it read
+	mu      sync.Mutex
+	calls   int
+	running int
+	most    int
+	began   chan int
+	let     chan error
+	ended   chan bool // each statement's end: whether its context was live then
 }
 
-func newGate() *gate { return &gate{began: make(chan int, 100), let: make(chan error)} }
+func newGate() *gate {
+	return &gate{began: make(chan int, 100), let: make(chan error), ended: make(chan bool, 100)}
+}
 
 func (g *gate) read(ctx context.Context, keys []string) (map[string]int, error) {
 	g.mu.Lock()
@@ -33,8 +35,8 @@ func (g *gate) read(ctx context.Context, keys []string) (map[string]int, error) 
 	err := <-g.let
 	g.mu.Lock()
 	g.running--
-	g.leaderOK = ctx.Err() == nil
 	g.mu.Unlock()
+	g.ended <- ctx.Err() == nil
 	if err != nil {
 		return nil, err
 	}
@@ -136,49 +138,72 @@ func TestRoundsShareAStatementAndKeepToTheLimit(t *testing.T) {
 	}
 }
 
-func TestRoundsFailTogetherAndLetAReaderLeave(t *testing.T) {
+func TestRoundsFailTogetherAndLetReadersLeave(t *testing.T) {
 	g := newGate()
 	s := &rounds[string, int]{limit: 1, read: g.read}
-	ctx, cancel := context.WithCancel(context.Background())
-	leader, other := make(chan answer, 1), make(chan answer, 1)
-	go func() {
-		v, ok, err := s.get(ctx, "a")
-		leader <- answer{v, ok, err}
-	}()
-	<-g.began
-	// The reader that began the statement leaves; its statement goes on.
-	cancel()
-	go func() {
-		v, ok, err := s.get(context.Background(), "b")
-		other <- answer{v, ok, err}
-	}()
-	untilWaiting(s, 1)
-	g.let <- nil
-	<-leader
-	if !g.leaderOK {
-		t.Fatal("the statement was cancelled with the request that began it")
+	bg := context.Background()
+	answers := make(chan answer, 3)
+	ask := func(ctx context.Context, key string) {
+		v, ok, err := s.get(ctx, key)
+		answers <- answer{v, ok, err}
 	}
+	go ask(bg, "a")
+	<-g.began
+	// Two reads wait for the next round; the first of them, which opens
+	// it, leaves: the round still answers the other, its statement alive.
+	first, leaveFirst := context.WithCancel(bg)
+	go ask(first, "b")
+	untilWaiting(s, 1)
+	go ask(bg, "c")
+	untilWaiting(s, 2)
+	leaveFirst()
+	if a := <-answers; !errors.Is(a.err, context.Canceled) {
+		t.Fatalf("a read whose request ended got %+v", a)
+	}
+	g.let <- nil
+	<-g.ended
+	<-answers // "a"
 	<-g.began
 	outage := errors.New("connection refused")
 	g.let <- outage
-	if a := <-other; !errors.Is(a.err, outage) || a.found {
+	if a := <-answers; !errors.Is(a.err, outage) || a.found {
 		t.Fatalf("a read of a failed statement got %+v", a)
 	}
-	// A reader whose request ends while it waits leaves at once.
-	go s.get(context.Background(), "c")
+	if live := <-g.ended; !live {
+		t.Fatal("the statement was cancelled when the read that opened its round left")
+	}
+
+	// Every read of a running statement leaves: the statement is cancelled.
+	gone, leaveGone := context.WithCancel(bg)
+	go ask(gone, "d")
 	<-g.began
-	ctx2, cancel2 := context.WithCancel(context.Background())
-	left := make(chan error, 1)
-	go func() {
-		_, _, err := s.get(ctx2, "d")
-		left <- err
-	}()
-	untilWaiting(s, 1)
-	cancel2()
-	if err := <-left; !errors.Is(err, context.Canceled) {
-		t.Fatalf("a reader whose request ended got %v", err)
+	leaveGone()
+	if a := <-answers; !errors.Is(a.err, context.Canceled) {
+		t.Fatalf("a read whose request ended got %+v", a)
 	}
 	g.let <- nil
-	<-g.began // the round it left still runs
+	if live := <-g.ended; live {
+		t.Fatal("a statement no read waits for was not cancelled")
+	}
+
+	// Every read of a round not begun leaves: it never runs.
+	go ask(bg, "e")
+	<-g.began
+	waitingCtx, leaveWaiting := context.WithCancel(bg)
+	go ask(waitingCtx, "f")
+	untilWaiting(s, 1)
+	leaveWaiting()
+	if a := <-answers; !errors.Is(a.err, context.Canceled) {
+		t.Fatalf("a read whose request ended got %+v", a)
+	}
 	g.let <- nil
+	if a := <-answers; a != (answer{4, true, nil}) {
+		t.Fatalf("the running statement's read got %+v", a)
+	}
+	s.mu.Lock()
+	running, next := s.running, s.next
+	s.mu.Unlock()
+	if g.calls != 4 || running != 0 || next != nil {
+		t.Fatalf("%d statements, %d running, a round waiting: %v; want the left round never run", g.calls, running, next != nil)
+	}
 }
