@@ -147,6 +147,14 @@ func TestRoundsFailTogetherAndLetReadersLeave(t *testing.T) {
 		v, ok, err := s.get(ctx, key)
 		answers <- answer{v, ok, err}
 	}
+	// leave ends a read's request: it stops waiting at once.
+	leave := func(end context.CancelFunc) {
+		t.Helper()
+		end()
+		if a := <-answers; !errors.Is(a.err, context.Canceled) {
+			t.Fatalf("a read whose request ended got %+v", a)
+		}
+	}
 	go ask(bg, "a")
 	<-g.began
 	// Two reads wait for the next round; the first of them, which opens
@@ -156,10 +164,7 @@ func TestRoundsFailTogetherAndLetReadersLeave(t *testing.T) {
 	untilWaiting(s, 1)
 	go ask(bg, "c")
 	untilWaiting(s, 2)
-	leaveFirst()
-	if a := <-answers; !errors.Is(a.err, context.Canceled) {
-		t.Fatalf("a read whose request ended got %+v", a)
-	}
+	leave(leaveFirst)
 	g.let <- nil
 	<-g.ended
 	<-answers // "a"
@@ -177,10 +182,7 @@ func TestRoundsFailTogetherAndLetReadersLeave(t *testing.T) {
 	gone, leaveGone := context.WithCancel(bg)
 	go ask(gone, "d")
 	<-g.began
-	leaveGone()
-	if a := <-answers; !errors.Is(a.err, context.Canceled) {
-		t.Fatalf("a read whose request ended got %+v", a)
-	}
+	leave(leaveGone)
 	g.let <- nil
 	if live := <-g.ended; live {
 		t.Fatal("a statement no read waits for was not cancelled")
@@ -192,10 +194,7 @@ func TestRoundsFailTogetherAndLetReadersLeave(t *testing.T) {
 	waitingCtx, leaveWaiting := context.WithCancel(bg)
 	go ask(waitingCtx, "f")
 	untilWaiting(s, 1)
-	leaveWaiting()
-	if a := <-answers; !errors.Is(a.err, context.Canceled) {
-		t.Fatalf("a read whose request ended got %+v", a)
-	}
+	leave(leaveWaiting)
 	g.let <- nil
 	if a := <-answers; a != (answer{4, true, nil}) {
 		t.Fatalf("the running statement's read got %+v", a)
