@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/pgtest"
@@ -23,12 +24,7 @@ import (
 func TestSummariesReadTogether(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool, err := postgres.OpenPool(ctx, pgtest.New(t), 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	store := postgres.NewJobStore(pool)
+	pool, store := jobStore(t, 4)
 	const rows, uploads, unknown = 30, 5, 5
 	ids := make([]jobs.ID, rows+uploads+unknown)
 	for i := range ids {
@@ -129,17 +125,25 @@ func TestSummariesReadTogether(t *testing.T) {
 	}
 }
 
+// jobStore is a JobStore over a pool of conns connections to a fresh
+// database.
+func jobStore(t *testing.T, conns int32) (*pgxpool.Pool, *postgres.JobStore) {
+	t.Helper()
+	pool, err := postgres.OpenPool(context.Background(), pgtest.New(t), conns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool, postgres.NewJobStore(pool)
+}
+
 // lockedJobs opens a store over a fresh database with one queued job, and
 // takes an ACCESS EXCLUSIVE lock on public.jobs, so that every statement
 // reading it waits until release is called.
 func lockedJobs(t *testing.T) (store *postgres.JobStore, id jobs.ID, release func()) {
 	t.Helper()
 	ctx := context.Background()
-	pool, err := postgres.OpenPool(ctx, pgtest.New(t), 8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool, store := jobStore(t, 8)
 	id = jobs.ID(uuid.NewString())
 	if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id, status, metadata) VALUES ($1, 'queued', '{"owner": "alice"}')`, id); err != nil {
 		t.Fatal(err)
@@ -159,7 +163,7 @@ func lockedJobs(t *testing.T) (store *postgres.JobStore, id jobs.ID, release fun
 		}
 	}
 	t.Cleanup(release)
-	return postgres.NewJobStore(pool), id, release
+	return store, id, release
 }
 
 // until yields until cond holds.
@@ -264,12 +268,7 @@ func TestRoundsTheReadThatBeginsAStatementStopsWaitingWhenItsRequestEnds(t *test
 func TestSummaryOfAMalformedIDIsNotAnOutage(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool, err := postgres.OpenPool(ctx, pgtest.New(t), 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	store := postgres.NewJobStore(pool)
+	_, store := jobStore(t, 2)
 	for _, read := range []func() error{
 		func() error { _, err := store.Summary(ctx, "not-a-uuid"); return err },
 		func() error { _, err := store.SOPSummary(ctx, "not-a-uuid", "n1"); return err },
