@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -146,6 +148,9 @@ func (s *JobStore) summary(ctx context.Context, reads *rounds[summaryKey, summar
 	id, err := jobs.ParseID(string(id))
 	if err != nil {
 		return jobs.Summary{}, fmt.Errorf("read job: %w", err) // not an outage
+	}
+	if strings.ContainsRune(node, 0) || !utf8.ValidString(node) {
+		return jobs.Summary{}, fmt.Errorf("read job: step node %q is not text", node) // it would fail its round
 	}
 	r, found, err := reads.get(ctx, summaryKey{string(id), node})
 	if err == nil && !found {

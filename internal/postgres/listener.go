@@ -102,6 +102,9 @@ func (l *Listener) Run(ctx context.Context) error {
 			if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 				return // shutting down
 			}
+			// A probe sent on a connection that broke can no longer be
+			// heard: its timer must not call this listener deaf.
+			l.probe.Store(nil)
 			if l.connected.Swap(false) && l.OnDisconnect != nil {
 				l.OnDisconnect(err)
 			}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/runops/runops/internal/jobs"
@@ -261,20 +262,26 @@ func TestRoundsTheReadThatBeginsAStatementStopsWaitingWhenItsRequestEnds(t *test
 	}
 }
 
-// Summary refuses a malformed id before any statement (which it would fail
-// for every read of its round) as the caller's mistake, not as an outage
+// Summary refuses a malformed id, and SOPSummary a step node PostgreSQL
+// cannot take as text, before any statement (which they would fail for
+// every read of their round), as the caller's mistake, not as an outage
 // (ErrUnavailable: a 503 with Retry-After, which a client retries for
 // ever).
-func TestSummaryOfAMalformedIDIsNotAnOutage(t *testing.T) {
+func TestSummaryOfMalformedKeysIsNoOutage(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	_, store := jobStore(t, 2)
 	for _, read := range []func() error{
 		func() error { _, err := store.Summary(ctx, "not-a-uuid"); return err },
 		func() error { _, err := store.SOPSummary(ctx, "not-a-uuid", "n1"); return err },
+		// A step node PostgreSQL cannot take as text: refused alone, not
+		// in a statement whose every read it would fail.
+		func() error { _, err := store.SOPSummary(ctx, jobs.ID(uuid.NewString()), "n\x00"); return err },
+		func() error { _, err := store.SOPSummary(ctx, jobs.ID(uuid.NewString()), "n\xff"); return err },
 	} {
-		if err := read(); err == nil || errors.Is(err, jobs.ErrUnavailable) {
-			t.Errorf("a malformed id: %v; ErrUnavailable: %v; want an error that is not an outage", err, errors.Is(err, jobs.ErrUnavailable))
+		var pgErr *pgconn.PgError
+		if err := read(); err == nil || errors.Is(err, jobs.ErrUnavailable) || errors.As(err, &pgErr) {
+			t.Errorf("%v; ErrUnavailable: %v; want an error that is not an outage, before any statement", err, errors.Is(err, jobs.ErrUnavailable))
 		}
 	}
 }
