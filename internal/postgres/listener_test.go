@@ -1,11 +1,13 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +17,27 @@ import (
 	"github.com/runops/runops/internal/queue"
 	"github.com/runops/runops/internal/wait"
 )
+
+// runListener runs l until the test ends.
+func runListener(t *testing.T, l *postgres.Listener) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// awaitEvent waits for what to arrive on ch; the bound only keeps a broken
+// listener from hanging the test.
+func awaitEvent[T any](t *testing.T, what string, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no %s", what)
+		panic("unreachable")
+	}
+}
 
 // events records what a listener hands over.
 type events struct {
@@ -36,18 +59,8 @@ func TestForeignPayloadsDoNotDisconnect(t *testing.T) {
 	heard := make(chan struct{}, 10)
 	l := &postgres.Listener{DSN: dsn, Events: ev, ReconnectDelay: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
 		OnDisconnect: func(err error) { lost <- err }, OnConnect: func() { heard <- struct{}{} }}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- l.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	wait := func(what string, ch <-chan struct{}) {
-		t.Helper()
-		select {
-		case <-ch:
-		case <-time.After(30 * time.Second):
-			t.Fatalf("no %s", what)
-		}
-	}
+	runListener(t, l)
+	wait := func(what string, ch <-chan struct{}) { awaitEvent(t, what, ch) }
 	wait("connect", ev.woken)
 	wait("its probe heard", heard)
 
@@ -233,10 +246,7 @@ func TestListenerProvesItself(t *testing.T) {
 		ev := &events{notified: make(chan jobs.ID, 10), woken: make(chan struct{}, 10)}
 		l := &postgres.Listener{DSN: dsn, Events: ev, Send: store.Notify, ReconnectDelay: 100 * time.Millisecond,
 			Logger: slog.New(slog.DiscardHandler), OnConnect: func() { heard <- struct{}{} }}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- l.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done })
+		runListener(t, l)
 		return l, heard
 	}
 	deaf, heardDeaf := run(pooler.URL)
@@ -258,5 +268,57 @@ func TestListenerProvesItself(t *testing.T) {
 	}
 	if deaf.Connected() {
 		t.Fatal("a listener through a transaction pooler counts itself connected")
+	}
+}
+
+// lockedBuffer is a log destination the listener's goroutines and its
+// probe timer write to at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// A direct listener that heard its own probe and then lost its connection
+// (within ProbeTimeout of the probe) did not "hear nothing": while it
+// reconnects it is connecting, and it must never say (Problem, log) that its
+// URL goes through a transaction pooler. The probe's timer only looks at
+// Connected, which the disconnect reset, and at the token, which is replaced
+// only once both channels are LISTENed again on the next connection.
+func TestHeardListenerThatReconnectsIsNotCalledDeaf(t *testing.T) {
+	t.Parallel()
+	pool, direct := pgtest.Pool(t)
+	proxy, dsn := pgtest.NewProxy(t, direct)
+	store := postgres.NewJobStore(pool)
+	var logs lockedBuffer
+	heard := make(chan struct{}, 10)
+	lost := make(chan error, 10)
+	ev := &events{notified: make(chan jobs.ID, 10), woken: make(chan struct{}, 10)}
+	l := &postgres.Listener{DSN: dsn, Events: ev, Send: store.Notify,
+		// The reconnect comes well after the first probe's timer: the
+		// listener is between connections when it fires.
+		ReconnectDelay: 3 * postgres.ProbeTimeout,
+		Logger:         slog.New(slog.NewTextHandler(&logs, nil)),
+		OnConnect:      func() { heard <- struct{}{} },
+		OnDisconnect:   func(err error) { lost <- err }}
+	runListener(t, l)
+	awaitEvent(t, "probe heard", heard)
+	proxy.SetDown(true) // the connection drops right after its probe was heard
+	awaitEvent(t, "disconnect", lost)
+	proxy.SetDown(false)
+	awaitEvent(t, "probe heard after the reconnect", heard)
+	if s := logs.String(); strings.Contains(s, "hears nothing") || strings.Contains(s, "hears notifications again") {
+		t.Fatalf("a listener that heard its probe was called deaf while it reconnected:\n%s", s)
 	}
 }
