@@ -11,7 +11,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/pgtest"
@@ -25,7 +24,8 @@ import (
 func TestSummariesReadTogether(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool, store := jobStore(t, 4)
+	pool, _ := pgtest.Pool(t)
+	store := postgres.NewJobStore(pool)
 	const rows, uploads, unknown = 30, 5, 5
 	ids := make([]jobs.ID, rows+uploads+unknown)
 	for i := range ids {
@@ -126,25 +126,14 @@ func TestSummariesReadTogether(t *testing.T) {
 	}
 }
 
-// jobStore is a JobStore over a pool of conns connections to a fresh
-// database.
-func jobStore(t *testing.T, conns int32) (*pgxpool.Pool, *postgres.JobStore) {
-	t.Helper()
-	pool, err := postgres.OpenPool(context.Background(), pgtest.New(t), conns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return pool, postgres.NewJobStore(pool)
-}
-
 // lockedJobs opens a store over a fresh database with one queued job, and
 // takes an ACCESS EXCLUSIVE lock on public.jobs, so that every statement
 // reading it waits until release is called.
 func lockedJobs(t *testing.T) (store *postgres.JobStore, id jobs.ID, release func()) {
 	t.Helper()
 	ctx := context.Background()
-	pool, store := jobStore(t, 8)
+	pool, _ := pgtest.Pool(t)
+	store = postgres.NewJobStore(pool)
 	id = jobs.ID(uuid.NewString())
 	if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id, status, metadata) VALUES ($1, 'queued', '{"owner": "alice"}')`, id); err != nil {
 		t.Fatal(err)
@@ -270,7 +259,8 @@ func TestRoundsTheReadThatBeginsAStatementStopsWaitingWhenItsRequestEnds(t *test
 func TestSummaryOfMalformedKeysIsNoOutage(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	_, store := jobStore(t, 2)
+	pool, _ := pgtest.Pool(t)
+	store := postgres.NewJobStore(pool)
 	for _, read := range []func() error{
 		func() error { _, err := store.Summary(ctx, "not-a-uuid"); return err },
 		func() error { _, err := store.SOPSummary(ctx, "not-a-uuid", "n1"); return err },
