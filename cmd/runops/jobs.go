@@ -56,17 +56,17 @@ func jobsCommand(ctx context.Context, cfg config.Config, args []string, stdout i
 		return err
 	}
 	c.positional = positional
+	verb, ok := jobsVerbs[c.name]
+	if !ok { // before a pool is made for it
+		return usageError(fmt.Sprintf("unknown verb %q\n\n%s", c.name, jobsUsage))
+	}
 	pool, err := postgres.OpenPool(ctx, postgres.Named(cfg.DatabaseURL, "runops-jobs"), 2)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
 	c.pool, c.store = pool, postgres.NewJobStore(pool)
-
-	if verb, ok := jobsVerbs[c.name]; ok {
-		return verb(&c, ctx)
-	}
-	return usageError(fmt.Sprintf("unknown verb %q\n\n%s", c.name, jobsUsage))
+	return verb(&c, ctx)
 }
 
 // jobsVerbs are runops jobs' verbs.
@@ -220,13 +220,9 @@ func completeByHand(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, 
 	if err != nil {
 		return err
 	}
-	doc, err := sop.Load(raw, string(id))
+	b, doc, err := sop.Served(raw, string(id)) // as the API serves it, and its tag is recorded
 	if err != nil {
 		return fmt.Errorf("%s is not an SOP the viewer can show: %w", file, err)
-	}
-	b, err := sop.Marshal(doc)
-	if err != nil {
-		return err
 	}
 	if err := cfg.RequireServiceKey(); err != nil {
 		return err
@@ -241,7 +237,7 @@ func completeByHand(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, 
 	}
 	locker := postgres.NewSOPLocker(pool)
 	err = locker.WithSOPLock(ctx, id, func(ctx context.Context) error {
-		if _, err := locker.StoreTagged(ctx, id, jobs.ETag(b), sop.Shown(doc), func() error {
+		if err := locker.StoreTagged(ctx, id, b, sop.Shown(doc), func() error {
 			return objects.Upload(ctx, id.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json")
 		}); err != nil {
 			return err

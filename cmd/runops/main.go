@@ -450,8 +450,10 @@ func serveHTTP(ctx context.Context, stop func(), g *errgroup.Group, cfg config.C
 }
 
 func apiHandler(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, store *postgres.JobStore, objects *storage.Client, log *slog.Logger) (http.Handler, error) {
+	sops := postgres.NewSOPLocker(pool)
+	sops.Log = log
 	opts := api.Options{
-		Jobs: store, Objects: objects, SOPs: postgres.NewSOPLocker(pool), Logger: log, ServiceRoleKey: cfg.ServiceRoleKey,
+		Jobs: store, Objects: objects, SOPs: sops, Logger: log, ServiceRoleKey: cfg.ServiceRoleKey,
 		RequireAuth: cfg.RequireAuth, RateLimit: cfg.RateLimit.Requests, RateWindow: cfg.RateLimit.Window,
 		TrustedProxies: cfg.TrustedProxies, CORSOrigins: cfg.CORSOrigins,
 	}
@@ -522,7 +524,9 @@ func pipelineHandler(ctx context.Context, d handlerDeps) (queue.Handler, error) 
 	if err != nil {
 		return nil, err
 	}
-	return pipeline.New(d.objects, model, postgres.NewSOPLocker(d.pool), pc), nil
+	sops := postgres.NewSOPLocker(d.pool)
+	sops.Log = d.log
+	return pipeline.New(d.objects, model, sops, pc), nil
 }
 
 // pipelineConfig is the pipeline's share of the configuration, for the

@@ -26,7 +26,7 @@ type SOPLocker interface {
 	WithSOPLock(ctx context.Context, id jobs.ID, fn func(context.Context) error) error
 	// StoreTagged stores the SOP with store, under the lock, keeping the
 	// ETag recorded for it true (postgres.SOPLocker.StoreTagged).
-	StoreTagged(ctx context.Context, id jobs.ID, tag string, shown []string, store func() error) (stored bool, err error)
+	StoreTagged(ctx context.Context, id jobs.ID, served []byte, shown []string, store func() error) error
 }
 
 const (
@@ -252,17 +252,13 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 			return &Error{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf(
 				"This change would make the SOP larger than %d MiB, more than can be read back, so it was not saved.", sop.MaxDocumentBytes>>20)}
 		}
-		stored, err := s.o.SOPs.StoreTagged(ctx, id, jobs.ETag(b), sop.Shown(doc), func() error {
+		if err := s.o.SOPs.StoreTagged(ctx, id, b, sop.Shown(doc), func() error {
 			if err := s.o.Objects.Upload(ctx, id.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json"); err != nil {
 				return fromBackend("File storage", err, "Failed to save the SOP")
 			}
 			return nil
-		})
-		switch {
-		case err != nil && !stored:
+		}); err != nil {
 			return err
-		case err != nil: // stored: the edit is made; revalidations read storage
-			s.log.WarnContext(ctx, "could not record the edited SOP's tag", "job_id", id, "error", err)
 		}
 		after := screenshots(doc)
 		out, outTag = sopResponse{JobID: string(id), Data: b, CreatedAt: cur.CreatedAt, UpdatedAt: time.Now().UTC()}, jobs.ETag(b)

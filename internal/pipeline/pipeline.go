@@ -141,7 +141,7 @@ type OutputLock interface {
 	// screenshots' ETags (node → tag; "" forgets one), inside WithSOPLease,
 	// so that a tag recorded is always that of what is stored and shown
 	// (docs/frontend-contract.md, "Revalidation").
-	StoreTagged(ctx context.Context, id jobs.ID, tag string, shown []string, store func() error) (stored bool, err error)
+	StoreTagged(ctx context.Context, id jobs.ID, served []byte, shown []string, store func() error) error
 	RecordFrames(ctx context.Context, id jobs.ID, tags map[string]string) error
 }
 
@@ -156,7 +156,6 @@ func (SoleWriter) WithSOPLease(ctx context.Context, _ jobs.ID, _ string, fn func
 
 func (SoleWriter) RecordFrames(context.Context, jobs.ID, map[string]string) error { return nil }
 
-func (SoleWriter) StoreTagged(_ context.Context, _ jobs.ID, _ string, _ []string, store func() error) (bool, error) {
-	err := store()
-	return err == nil, err
+func (SoleWriter) StoreTagged(_ context.Context, _ jobs.ID, _ []byte, _ []string, store func() error) error {
+	return store()
 }

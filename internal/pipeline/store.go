@@ -34,7 +34,7 @@ func (p *Pipeline) writeSOP(ctx context.Context, job queue.Job, r queue.Reporter
 			// tags of the screenshots it shows that this run stored: a tag
 			// recorded is always that of what is stored and shown.
 			shown := sop.Shown(doc)
-			if _, err := p.outputLock.StoreTagged(ctx, job.ID, jobs.ETag(b), shown, func() error {
+			if err := p.outputLock.StoreTagged(ctx, job.ID, b, shown, func() error {
 				return p.objects.Upload(ctx, job.ID.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json")
 			}); err != nil {
 				return err
@@ -87,20 +87,27 @@ func (p *Pipeline) storeShots(ctx context.Context, job queue.Job, r queue.Report
 // uploadShots uploads the pending screenshots and names each in its
 // step's screenshot; it returns how many it stored. Under the lease, as
 // the SOP itself: a worker that lost the job never writes over a newer
-// run's screenshots.
+// run's screenshots. Each batch is read once, before the lock: a retry
+// holds the lock only to forget the tags and upload.
 func (p *Pipeline) uploadShots(ctx context.Context, job queue.Job, r queue.Reporter, set *shotSet) (int, error) {
 	pending := set.pending
 	stored := 0
 	for batch := range slices.Chunk(pending, uploadsPerHold) {
-		err := p.retry(ctx, storageService, func() error {
+		shots, forget, err := readShots(batch, set)
+		if err != nil {
+			return stored, err
+		}
+		err = p.retry(ctx, storageService, func() error {
 			return p.outputLock.WithSOPLease(ctx, job.ID, job.Token, func(ctx context.Context) error {
-				if err := p.forgetShots(ctx, job, batch, set); err != nil {
+				if err := p.outputLock.RecordFrames(ctx, job.ID, forget); err != nil {
 					return err
 				}
 				g, ctx := errgroup.WithContext(ctx)
 				g.SetLimit(uploadsAtOnce)
-				for _, ps := range batch {
-					g.Go(func() error { return p.uploadFile(ctx, ps.file, job.ID.FramePath(ps.node.ID), "image/jpeg") })
+				for i, ps := range batch {
+					g.Go(func() error {
+						return p.objects.Upload(ctx, job.ID.FramePath(ps.node.ID), bytes.NewReader(shots[i]), int64(len(shots[i])), "image/jpeg")
+					})
 				}
 				return g.Wait()
 			})
@@ -117,36 +124,21 @@ func (p *Pipeline) uploadShots(ctx context.Context, job queue.Job, r queue.Repor
 	return stored, nil
 }
 
-// forgetShots forgets the recorded tags of the screenshots about to be
-// stored, and keeps their new tags in set, recorded with the SOP that
-// shows them (writeSOP).
-func (p *Pipeline) forgetShots(ctx context.Context, job queue.Job, batch []pendingShot, set *shotSet) error {
-	forget := make(map[string]string, len(batch))
+// readShots reads a batch of screenshots about to be stored. Their new tags
+// are kept in set, recorded with the SOP that shows them (writeSOP); forget
+// forgets their recorded ones while they are stored.
+func readShots(batch []pendingShot, set *shotSet) (shots [][]byte, forget map[string]string, err error) {
 	if set.tags == nil {
 		set.tags = map[string]string{}
 	}
-	for _, ps := range batch {
-		b, err := os.ReadFile(ps.file)
-		if err != nil {
-			return err
+	shots, forget = make([][]byte, len(batch)), make(map[string]string, len(batch))
+	for i, ps := range batch {
+		if shots[i], err = os.ReadFile(ps.file); err != nil {
+			return nil, nil, err
 		}
-		set.tags[ps.node.ID], forget[ps.node.ID] = jobs.ETag(b), ""
+		set.tags[ps.node.ID], forget[ps.node.ID] = jobs.ETag(shots[i]), ""
 	}
-	return p.outputLock.RecordFrames(ctx, job.ID, forget)
-}
-
-// uploadFile stores the local file at path (upsert, with its length).
-func (p *Pipeline) uploadFile(ctx context.Context, file, path, contentType string) error {
-	f, err := os.Open(file)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	return p.objects.Upload(ctx, path, f, st.Size(), contentType)
+	return shots, forget, nil
 }
 
 // dropStaleFrames deletes the screenshots in the job's folder that the SOP

@@ -1,8 +1,10 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"log/slog"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -40,6 +42,8 @@ type SOPLocker struct {
 	// time. With every connection held by a lock, every holder would wait
 	// for a second one until its deadline.
 	slots chan struct{}
+	// Log hears of a tag that could not be recorded (nil: slog.Default).
+	Log *slog.Logger
 }
 
 // NewSOPLocker returns a locker over pool.
@@ -147,20 +151,25 @@ func (l *SOPLocker) RecordFrames(ctx context.Context, id jobs.ID, tags map[strin
 	return wrap("record screenshot tags", err)
 }
 
-// StoreTagged stores id's SOP with store and keeps its recorded tag true,
-// under the SOP lock: the tag is forgotten first and recorded as tag once
-// store has succeeded, so a recorded tag is always that of the stored SOP
-// (…_stored_tags.sql); of the screenshots' tags, those of the steps shown
-// stay. stored tells whether store succeeded: an error with stored true is
-// the record's, and the SOP is stored all the same.
-func (l *SOPLocker) StoreTagged(ctx context.Context, id jobs.ID, tag string, shown []string, store func() error) (stored bool, err error) {
+// StoreTagged stores id's SOP, the bytes served, with store and keeps its
+// recorded tag true, under the SOP lock: the tag is forgotten first and
+// recorded as served's (jobs.ETag) once store has succeeded, so a recorded
+// tag is always that of the stored SOP (…_stored_tags.sql); of the
+// screenshots' tags, those of the steps shown stay. Once the SOP is stored,
+// a tag that cannot be recorded costs nothing but revalidations reading
+// storage: it is logged, and the store is a success.
+func (l *SOPLocker) StoreTagged(ctx context.Context, id jobs.ID, served []byte, shown []string, store func() error) error {
 	if err := l.RecordSOP(ctx, id, "", shown); err != nil {
-		return false, err
+		return err
 	}
 	if err := store(); err != nil {
-		return false, err
+		return err
 	}
-	return true, l.RecordSOP(ctx, id, tag, shown)
+	if err := l.RecordSOP(ctx, id, jobs.ETag(served), shown); err != nil {
+		cmp.Or(l.Log, slog.Default()).WarnContext(ctx, "SOP stored; its tag not recorded, so revalidations read storage",
+			"job_id", id, "error", err)
+	}
+	return nil
 }
 
 // RecordSOP sets the entity tag of id's SOP as it is served ("" forgets
