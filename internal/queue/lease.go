@@ -15,15 +15,16 @@ type run struct {
 	job      Job
 	cancel   context.CancelCauseFunc
 	renewNow chan struct{}         // ask the heartbeat to check the lease now
-	lost     atomic.Bool           // the job is no longer this run's
-	why      atomic.Pointer[error] // why it was lost (ErrLost or ErrCancelled), once it is
+	why      atomic.Pointer[error] // why it lost the job (ErrLost or ErrCancelled), once it has
 }
+
+// lost tells whether the job is no longer this run's.
+func (r *run) lost() bool { return r.why.Load() != nil }
 
 // lose stops the run for good: the job is no longer its own (cause is
 // ErrLost or ErrCancelled), and nothing more is written for it.
 func (r *run) lose(cause error) {
 	r.why.CompareAndSwap(nil, &cause)
-	r.lost.Store(true)
 	r.cancel(r.whyLost()) // the first cause, whichever lose cancels first
 }
 
@@ -110,7 +111,7 @@ func (w *Worker) watchEdits(ctx context.Context) {
 			continue // the heartbeats ask too, and time the leases out
 		}
 		for _, id := range lost {
-			if r := runs[id]; r != nil && !r.lost.Load() {
+			if r := runs[id]; r != nil && !r.lost() {
 				r.lose(readLossCause(w.store, id))
 			}
 		}
