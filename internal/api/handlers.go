@@ -123,8 +123,8 @@ func (s *server) queueJob(w http.ResponseWriter, r *http.Request) error {
 		return fromBackend("The job database", err, msgQueueFailed)
 	}
 	if existing.Found {
-		if !mayAccess(existing.Owner, r) {
-			return &Error{Status: http.StatusNotFound, Message: msgJobNotFound}
+		if err := checkOwner(existing.Owner, r); err != nil {
+			return err
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"jobId": string(id), "status": string(existing.Status), "message": msgAlreadyQueued})
 		return nil
@@ -162,7 +162,7 @@ func (s *server) queueJob(w http.ResponseWriter, r *http.Request) error {
 	}
 	msg := msgQueued
 	if !created {
-		if err := checkOwner(job, r); err != nil {
+		if err := checkOwner(job.Owner(), r); err != nil {
 			return err
 		}
 		msg = msgAlreadyQueued
@@ -222,8 +222,8 @@ func mayAccess(owner string, r *http.Request) bool {
 }
 
 // checkOwner hides a job owned by someone else (from anonymous requests too).
-func checkOwner(j jobs.Job, r *http.Request) error {
-	if !mayAccess(j.Owner(), r) {
+func checkOwner(owner string, r *http.Request) error {
+	if !mayAccess(owner, r) {
 		return &Error{Status: http.StatusNotFound, Message: msgJobNotFound}
 	}
 	return nil
@@ -251,8 +251,8 @@ func (s *server) jobStatus(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fromBackend("The job database", err, "Failed to read job status")
 	}
-	if !mayAccess(j.Owner, r) {
-		return &Error{Status: http.StatusNotFound, Message: msgJobNotFound}
+	if err := checkOwner(j.Owner, r); err != nil {
+		return err
 	}
 	if j.Found {
 		out := jobStatus{JobID: string(id), Status: string(j.Status), CreatedAt: j.CreatedAt.UTC(),
