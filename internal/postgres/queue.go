@@ -72,8 +72,10 @@ WHERE status = 'queued'`
 
 	// Whether the claim ($2) still holds the job (QueueStore.Holds): a
 	// read, no lock (lockHeldJob, soplock.go, also locks the row).
-	selectHolds = `SELECT EXISTS (SELECT 1 FROM public.jobs WHERE job_id = $1` + fence + `
-  AND NOT public.runops_lease_expired(metadata))`
+	selectHolds = `SELECT EXISTS (SELECT 1 FROM public.jobs` + heldJob + `)`
+
+	// The job ($1) processing under the claim's lease ($2), not expired.
+	heldJob = ` WHERE job_id = $1` + fence + ` AND NOT public.runops_lease_expired(metadata)`
 
 	// Which of the jobs held under leases ($1 job ids, $2 their tokens)
 	// are lost (QueueStore.Lost).

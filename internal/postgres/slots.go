@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/runops/runops/internal/backoff"
 )
 
 // ListenerSlot lets a worker LISTEN only while it holds one of the
@@ -90,8 +92,9 @@ func (s *ListenerSlot) Run(ctx context.Context, listen func(context.Context) err
 // take asks for a slot until one is held (true) or ctx ends (false), every
 // Retry while all are taken, sooner while the database cannot answer.
 func (s *ListenerSlot) take(ctx context.Context) bool {
-	wait := time.Second
+	failures := backoff.Backoff{Policy: backoff.Policy{First: 2 * time.Second, Max: s.Retry}}
 	for {
+		var wait time.Duration
 		slot, slots, err := s.ask(ctx)
 		if err == nil {
 			s.mu.Lock()
@@ -106,9 +109,10 @@ func (s *ListenerSlot) take(ctx context.Context) bool {
 		case err == nil:
 			s.say(fmt.Sprintf("all %d listener slots are taken (RUNOPS_LISTENERS): polling every RUNOPS_SWEEP, asking again then", slots))
 			wait = s.Retry
+			failures.Reset()
 		default:
 			s.say(fmt.Sprintf("the database did not answer for a listener slot (%v): polling every RUNOPS_SWEEP", err))
-			wait = min(2*wait, s.Retry)
+			wait = failures.Next()
 		}
 		select {
 		case <-ctx.Done():

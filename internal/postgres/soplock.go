@@ -29,9 +29,7 @@ const sopLockWait = `SET LOCAL lock_timeout = '5s'`
 // the row from being claimed or rescued (both lock FOR UPDATE SKIP LOCKED)
 // until the transaction ends, while the claim's own heartbeats and a
 // person's status edits go through.
-const lockHeldJob = `SELECT 1 FROM public.jobs WHERE job_id = $1` + fence + `
-  AND NOT public.runops_lease_expired(metadata)
-FOR KEY SHARE`
+const lockHeldJob = `SELECT 1 FROM public.jobs` + heldJob + ` FOR KEY SHARE`
 
 // SOPLocker runs functions under a job's SOP lock.
 type SOPLocker struct {
