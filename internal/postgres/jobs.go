@@ -72,9 +72,8 @@ FROM public.jobs j WHERE j.job_id = ANY($1::uuid[])`
 FROM unnest($1::text[], $2::text[]) AS k(id, node) JOIN public.jobs j ON j.job_id = k.id::uuid
 LEFT JOIN public.runops_stored_tags t ON t.job_id = j.job_id`
 	// Without a row: the upload's owner, and the tags.
-	summarizeUpload = `SELECT (SELECT u.owner FROM public.runops_uploads u WHERE u.job_id = $1),
-  (SELECT t.sop FROM public.runops_stored_tags t WHERE t.job_id = $1),
-  (SELECT t.frames->$2 FROM public.runops_stored_tags t WHERE t.job_id = $1)`
+	summarizeUpload = `SELECT (SELECT u.owner FROM public.runops_uploads u WHERE u.job_id = $1), t.sop, t.frames->$2
+FROM (SELECT 1) one LEFT JOIN public.runops_stored_tags t ON t.job_id = $1`
 )
 
 // readsAtOnce is how many of job-status's statements (and as many of the
@@ -153,17 +152,18 @@ func (s *JobStore) summary(ctx context.Context, reads *rounds[summaryKey, summar
 		return jobs.Summary{}, fmt.Errorf("read job: %q is not a step node id", node)
 	}
 	r, found, err := reads.get(ctx, summaryKey{string(id), node})
+	var uploader *string
 	if err == nil && !found {
-		var uploader *string
 		err = s.pool.QueryRow(ctx, summarizeUpload, string(id), node).Scan(&uploader, &r.sopTag, &r.frameTag)
-		if uploader != nil {
-			r.owner, _ = json.Marshal(*uploader)
-		}
 	}
 	if err != nil {
 		return jobs.Summary{}, wrap("read job", err)
 	}
-	return r.summary(found), nil
+	sum := r.summary(found)
+	if uploader != nil {
+		sum.Owner = *uploader
+	}
+	return sum, nil
 }
 
 // summary decodes the row: metadata's keys each as Job's accessors read
