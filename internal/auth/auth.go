@@ -15,7 +15,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/supabase-community/supabase-go"
@@ -29,15 +28,12 @@ type Verifier struct {
 	timeout time.Duration
 	ttl     time.Duration
 	now     func() time.Time
-
-	mu    sync.Mutex
-	cache map[[32]byte]entry
+	cache   kept[[32]byte, entry]
 }
 
 type entry struct {
-	user    string // the user id
-	err     error
-	expires time.Time
+	user string // the user id
+	err  error
 }
 
 // maxCache bounds memory under a flood of distinct bad tokens.
@@ -50,7 +46,7 @@ func New(supabaseURL, serviceKey string, timeout, ttl time.Duration) (*Verifier,
 	if err != nil {
 		return nil, fmt.Errorf("auth client: %w", err)
 	}
-	return &Verifier{client: c, timeout: timeout, ttl: ttl, now: time.Now, cache: map[[32]byte]entry{}}, nil
+	return &Verifier{client: c, timeout: timeout, ttl: ttl, now: time.Now, cache: kept[[32]byte, entry]{max: maxCache}}, nil
 }
 
 // Verify returns the token's user id, jobs.ErrInvalidToken, or an error wrapping
@@ -58,10 +54,7 @@ func New(supabaseURL, serviceKey string, timeout, ttl time.Duration) (*Verifier,
 func (v *Verifier) Verify(ctx context.Context, token string) (userID string, err error) {
 	key := sha256.Sum256([]byte(token))
 	now := v.now()
-	v.mu.Lock()
-	e, ok := v.cache[key]
-	v.mu.Unlock()
-	if ok && now.Before(e.expires) {
+	if e, ok := v.cache.get(key, now); ok {
 		return e.user, e.err
 	}
 	user, err := v.ask(ctx, token)
@@ -72,16 +65,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (userID string, err
 	if exp, ok := tokenExpiry(token); ok && exp.Before(expires) {
 		expires = exp
 	}
-	v.mu.Lock()
-	if len(v.cache) >= maxCache {
-		for k, old := range v.cache {
-			if !now.Before(old.expires) || len(v.cache) >= maxCache {
-				delete(v.cache, k)
-			}
-		}
-	}
-	v.cache[key] = entry{user: user, err: err, expires: expires}
-	v.mu.Unlock()
+	v.cache.put(key, entry{user: user, err: err}, expires, now)
 	return user, err
 }
 

@@ -7,7 +7,7 @@ func (l *Local) SetClock(now func() time.Time) { l.now = now }
 
 // Kept is how many tokens l keeps.
 func (l *Local) Kept() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.checked)
+	l.checked.mu.Lock()
+	defer l.checked.mu.Unlock()
+	return len(l.checked.m)
 }

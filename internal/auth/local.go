@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/MicahParks/keyfunc/v3"
@@ -28,19 +27,16 @@ import (
 // verifier last fetched still lists that key (a withdrawn key's tokens are
 // refused once keyfunc has fetched the JWKS again, as before the cache).
 type Local struct {
-	secret []byte
-	jwks   keyfunc.Keyfunc
-	now    func() time.Time
-
-	mu      sync.Mutex
-	checked map[string]proven
+	secret  []byte
+	jwks    keyfunc.Keyfunc
+	now     func() time.Time
+	checked kept[string, proven]
 }
 
-// proven is what a valid token showed, until when it holds.
+// proven is what a valid token showed.
 type proven struct {
 	user    string // "" unless a user's token (audience, subject, expiry)
 	service bool   // role service_role
-	until   time.Time
 	kid     string // the JWKS key that signed it ("" for the secret's HS256)
 }
 
@@ -55,7 +51,7 @@ const (
 // NewLocal returns a verifier with the secret, the JWKS at jwksURL, or both
 // ("" for neither is an error). The JWKS is refreshed until ctx ends.
 func NewLocal(ctx context.Context, secret, jwksURL string) (*Local, error) {
-	l := &Local{secret: []byte(secret), now: time.Now, checked: map[string]proven{}}
+	l := &Local{secret: []byte(secret), now: time.Now, checked: kept[string, proven]{max: maxChecked}}
 	if jwksURL != "" {
 		k, err := keyfunc.NewDefaultCtx(ctx, []string{jwksURL})
 		if err != nil {
@@ -111,10 +107,7 @@ const leeway = 5 * time.Second
 // expires, or parsed and verified now.
 func (l *Local) check(token string) (proven, error) {
 	now := l.now()
-	l.mu.Lock()
-	p, ok := l.checked[token]
-	l.mu.Unlock()
-	if ok && now.Before(p.until) && (p.kid == "" || l.keyKnown(p.kid)) {
+	if p, ok := l.checked.get(token, now); ok && (p.kid == "" || l.keyKnown(p.kid)) {
 		return p, nil
 	}
 	claims := jwt.MapClaims{}
@@ -125,28 +118,19 @@ func (l *Local) check(token string) (proven, error) {
 		return proven{}, err
 	}
 	role, _ := claims["role"].(string)
-	p = proven{service: role == "service_role", until: now.Add(serviceTokenKept)}
+	p, until := proven{service: role == "service_role"}, now.Add(serviceTokenKept)
 	if tok.Method.Alg() != jwt.SigningMethodHS256.Alg() {
 		p.kid, _ = tok.Header["kid"].(string)
 	}
 	exp, _ := claims.GetExpirationTime()
 	if exp != nil {
-		p.until = exp.Add(leeway)
+		until = exp.Add(leeway)
 	}
 	aud, _ := claims.GetAudience()
 	if sub, _ := claims.GetSubject(); sub != "" && exp != nil && slices.Contains(aud, "authenticated") {
 		p.user = sub
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.checked) >= maxChecked {
-		for k, old := range l.checked {
-			if !now.Before(old.until) || len(l.checked) >= maxChecked {
-				delete(l.checked, k)
-			}
-		}
-	}
-	l.checked[token] = p
+	l.checked.put(token, p, until, now)
 	return p, nil
 }
 
