@@ -62,9 +62,7 @@ func ServesDocument(t testing.TB, base string) {
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" || !bytes.Equal(b, api.OpenAPI) {
 		t.Fatalf("GET /openapi.json: %d %q, %d bytes; want the embedded document", resp.StatusCode, resp.Header.Get("Content-Type"), len(b))
 	}
-	if _, err := Load(b); err != nil {
-		t.Fatal(err)
-	}
+	// The embedded document itself is validated once per test binary (Run).
 }
 
 var (
