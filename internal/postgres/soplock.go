@@ -35,9 +35,9 @@ const lockHeldJob = `SELECT 1 FROM public.jobs` + heldJob + ` FOR KEY SHARE`
 type SOPLocker struct {
 	pool *pgxpool.Pool
 	// slots bound the holders of a lock at once to half the pool: each
-	// holds a connection for the lock's transaction and, to record tags
-	// (RecordSOP, RecordFrames, StoreTagged), needs another at the same
-	// time. With every connection held by a lock, every holder would wait
+	// holds a connection for the lock's transaction and, to forget tags
+	// (RecordSOP, RecordFrames, StoreTagged) where readers see it at once,
+	// needs another at the same time. With every connection held by a lock, every holder would wait
 	// for a second one until its deadline.
 	slots chan struct{}
 	// Log hears of a tag that could not be recorded (nil: slog.Default).
@@ -87,13 +87,35 @@ func (l *SOPLocker) withLock(ctx context.Context, id jobs.ID, token string, fn f
 				return nil
 			}
 		}
-		fnErr = fn(ctx)
+		fnErr = fn(context.WithValue(ctx, lockTxKey{}, tx))
 		return nil
 	})
 	if fnErr != nil {
 		return fnErr
 	}
 	return wrap("lock sop", err)
+}
+
+// lockTxKey carries, in the context withLock gives fn, the transaction that
+// holds the lock.
+type lockTxKey struct{}
+
+// recordTags writes tags that name what is stored (never a forget) in the
+// lock's transaction, in a savepoint of their own: they commit only if the
+// lock was held to the end — a writer whose lock connection died while it
+// stored, and which another writer may have followed, records nothing —
+// and a record that fails leaves the transaction usable. Without a lock's
+// transaction in ctx, on the pool.
+func (l *SOPLocker) recordTags(ctx context.Context, sql string, args ...any) error {
+	tx, _ := ctx.Value(lockTxKey{}).(pgx.Tx)
+	if tx == nil {
+		_, err := l.pool.Exec(ctx, sql, args...)
+		return err
+	}
+	return pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
+		_, err := sp.Exec(ctx, sql, args...)
+		return err
+	})
 }
 
 // waitTurn takes one of the slots (SOPLocker.slots).
@@ -139,14 +161,27 @@ ON CONFLICT (job_id) DO UPDATE SET sop = excluded.sop, recorded_at = now(),
 
 // RecordFrames sets the entity tags of id's step screenshots (node →
 // ETag; "" forgets one), under the SOP lock: forgotten before a
-// screenshot is stored, recorded once it is and the SOP that shows it is
-// (…_stored_tags.sql says why).
+// screenshot is stored — at once, on a connection of their own, so that no
+// reader meets the old tag meanwhile — and recorded once it is and the SOP
+// that shows it is, with the lock (recordTags; …_stored_tags.sql says why).
 func (l *SOPLocker) RecordFrames(ctx context.Context, id jobs.ID, tags map[string]string) error {
-	if len(tags) == 0 {
-		return nil
+	forget, record := map[string]string{}, map[string]string{}
+	for node, tag := range tags {
+		if tag == "" {
+			forget[node] = ""
+		} else {
+			record[node] = tag
+		}
 	}
-	_, err := l.pool.Exec(ctx, recordFrames, string(id), tags)
-	return wrap("record screenshot tags", err)
+	if len(forget) > 0 {
+		if _, err := l.pool.Exec(ctx, recordFrames, string(id), forget); err != nil {
+			return wrap("forget screenshot tags", err)
+		}
+	}
+	if len(record) > 0 {
+		return wrap("record screenshot tags", l.recordTags(ctx, recordFrames, string(id), record))
+	}
+	return nil
 }
 
 // StoreTagged stores id's SOP, the bytes served, with store and keeps its
@@ -178,6 +213,9 @@ func (l *SOPLocker) RecordSOP(ctx context.Context, id jobs.ID, tag string, shown
 	if shown == nil {
 		shown = []string{}
 	}
-	_, err := l.pool.Exec(ctx, recordSOP, string(id), tag, shown)
-	return wrap("record SOP tag", err)
+	if tag == "" { // at once, on a connection of its own (RecordFrames)
+		_, err := l.pool.Exec(ctx, recordSOP, string(id), tag, shown)
+		return wrap("forget SOP tag", err)
+	}
+	return wrap("record SOP tag", l.recordTags(ctx, recordSOP, string(id), tag, shown))
 }

@@ -12,17 +12,15 @@ import (
 	"github.com/runops/runops/internal/postgres"
 )
 
-// StoreTagged records the SOP's tag on a connection of its own, after the
-// store, and never asks whether the SOP lock is still held. The lock is
-// the lock transaction's connection's: when that connection dies during
-// the store (a pooler restart, a network cut), the lock is gone while the
-// writer goes on. Another writer then takes the lock, stores its SOP and
-// records its tag; the first writer's record comes after and names bytes
-// that are no longer stored. A revalidation with that tag is then
-// answered 304 (GET /api/sop reads the recorded tag first) while storage
-// holds another document. Whatever the writers' errors, a recorded tag
-// must be that of what is stored.
-func TestAttack6ATagRecordedAfterTheLockWasLostIsNotStale(t *testing.T) {
+// A recorded tag is always that of what is stored, whatever the writers'
+// errors: the SOP lock is its transaction's connection's, and when that
+// connection dies while a writer stores (a pooler restart, a network cut),
+// another writer may take the lock, store and record before the first one
+// goes on. The first one's record commits with its lock, so it records
+// nothing; recorded on a connection of its own, it named bytes no longer
+// stored, and a revalidation with it was answered 304 (GET /api/sop reads
+// the recorded tag first) while storage held another document.
+func TestATagRecordedAfterTheLockWasLostIsNotStale(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	direct, dsn := pgtest.Pool(t)
