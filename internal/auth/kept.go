@@ -41,9 +41,15 @@ func (c *kept[K, V]) put(k K, v V, until, now time.Time) {
 	}
 	if len(c.m) >= c.max {
 		for old, a := range c.m {
-			if !now.Before(a.until) || len(c.m) >= c.max {
+			if !now.Before(a.until) {
 				delete(c.m, old)
 			}
+		}
+		for old := range c.m {
+			if len(c.m) < c.max {
+				break
+			}
+			delete(c.m, old)
 		}
 	}
 	c.m[k] = keptAnswer[V]{v, until}
