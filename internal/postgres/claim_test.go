@@ -188,14 +188,15 @@ func checkClaimTables(t *testing.T, pool *pgxpool.Pool, when string) {
 	}
 }
 
-// A job another worker claimed and handed back while a claim was on its
-// way to it (a worker of an earlier release, during a rolling update: its
-// claim reads the jobs in age order and never looks at the first claim's
-// candidate) is claimed by that claim, and the job's new row in
-// runops_queue goes with it: the claim's first snapshot saw only the old
-// one. The first claim is held at its first candidate by an advisory lock
-// the test holds, not by time.
-func TestAClaimTakesTheRowOfAJobHandedBackMeanwhile(t *testing.T) {
+// A claim holds the rows of the owners it deals turns to from before it
+// reads their jobs until it commits: a worker of an earlier release (during
+// a rolling update: its claim reads the jobs in age order and never looks at
+// runops_queue, whose triggers then keep the tables) that takes a job of
+// such an owner and hands it back waits for the claim, which skips the job
+// that worker holds and takes the rest; the tables follow both. The first
+// claim is held at its first candidate by an advisory lock the test holds,
+// not by time.
+func TestAClaimHoldsItsOwnersUntilItCommits(t *testing.T) {
 	t.Parallel()
 	pool, dsn := pgtest.Pool(t)
 	ctx := context.Background()
@@ -218,10 +219,11 @@ BEGIN
   RETURN coalesce((meta->'lease'->>'expires_at')::timestamptz < now(), true);
 EXCEPTION WHEN others THEN RETURN true;
 END $$`)
-	// X, the oldest, of owner B; the gated job of owner A, rushed, so that
-	// the claim reaches it first.
-	exec(`INSERT INTO jobs (job_id, metadata, created_at) VALUES ('00000000-0000-4000-8000-00000000000b', '{"owner": "B"}', now() - interval '1 minute')`)
-	exec(`INSERT INTO jobs (job_id, metadata) VALUES ('00000000-0000-4000-8000-00000000000a', '{"owner": "A", "priority": -1, "gate": 1, "lease": {"expires_at": "2000-01-01T00:00:00Z"}}')`)
+	// Two jobs of owner B: X, the oldest, and the gated job, rushed, so
+	// that the claim reaches it first.
+	const x = "00000000-0000-4000-8000-00000000000b"
+	exec(`INSERT INTO jobs (job_id, metadata, created_at) VALUES ($1, '{"owner": "B"}', now() - interval '1 minute')`, x)
+	exec(`INSERT INTO jobs (job_id, metadata) VALUES ('00000000-0000-4000-8000-00000000000a', '{"owner": "B", "priority": -1, "gate": 1, "lease": {"expires_at": "2000-01-01T00:00:00Z"}}')`)
 	gate, err := pool.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -233,33 +235,54 @@ END $$`)
 	if _, err := gate.Exec(ctx, `SELECT pg_advisory_lock(2806)`); err != nil {
 		t.Fatal(err)
 	}
-	first := make(chan int, 1)
+	first := make(chan []queue.Claimed, 1)
 	go func() {
 		c, err := postgres.NewQueueStore(gatedPool).Claim(ctx, "first", 2, time.Minute)
 		if err != nil {
 			t.Error(err)
 		}
-		first <- len(c)
+		first <- c
 	}()
 	wait.For(t, "the first claim to reach its gated candidate", 10*time.Second, func() bool {
 		var waiting bool
 		err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event = 'advisory' AND query LIKE '%runops_claim%')`).Scan(&waiting)
 		return err == nil && waiting
 	})
-	other, err := store.ClaimWith(ctx, fifoClaim, "earlier-release", 1, time.Minute)
-	if err != nil || len(other) != 1 || other[0].ID != "00000000-0000-4000-8000-00000000000b" {
-		t.Fatalf("the earlier release's claim: %v %v; want X", other, err)
-	}
-	if _, err := store.HandBack(ctx, other[0].ID, other[0].Token); err != nil {
-		t.Fatal(err)
+	other := make(chan error, 1)
+	go func() {
+		c, err := store.ClaimWith(ctx, fifoClaim, "earlier-release", 1, time.Minute)
+		if err == nil && (len(c) != 1 || c[0].ID != x) {
+			err = fmt.Errorf("took %v; want X", c)
+		}
+		if err == nil {
+			_, err = store.HandBack(ctx, c[0].ID, c[0].Token)
+		}
+		other <- err
+	}()
+	wait.For(t, "the earlier release's claim to wait for owner B's row", 10*time.Second, func() bool {
+		var waiting bool
+		err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%ORDER BY created_at, id%')`).Scan(&waiting)
+		return err == nil && waiting
+	})
+	select {
+	case err := <-other:
+		t.Fatalf("the earlier release's claim ended (%v) while the first claim held its job's owner", err)
+	default:
 	}
 	if _, err := gate.Exec(ctx, `SELECT pg_advisory_unlock(2806)`); err != nil {
 		t.Fatal(err)
 	}
-	if n := <-first; n != 2 {
-		t.Fatalf("the first claim took %d jobs; want the gated one and X", n)
+	if c := <-first; len(c) != 1 || c[0].ID != "00000000-0000-4000-8000-00000000000a" {
+		t.Fatalf("the first claim took %v; want the gated job alone (X was the other worker's)", c)
 	}
-	checkClaimTables(t, pool, "after both claims")
+	if err := <-other; err != nil {
+		t.Fatalf("the earlier release's claim and hand-back: %v", err)
+	}
+	checkClaimTables(t, pool, "after both claims and the hand-back")
+	if c, err := store.Claim(ctx, "next", 2, time.Minute); err != nil || len(c) != 1 || c[0].ID != x {
+		t.Fatalf("the next claim took %v (%v); want X, handed back", c, err)
+	}
+	checkClaimTables(t, pool, "after X is claimed again")
 }
 
 // The claim reads the queue through its indexes, in their order: no

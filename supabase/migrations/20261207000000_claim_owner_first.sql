@@ -1,0 +1,206 @@
+-- runops_claim (…_owner_fairness.sql) in fewer, cheaper steps: the same
+-- order of claims (docs/lifecycle.md, "The order of claims"), about a third
+-- less work a claim of 8 over 100 or 1,000 owners (BenchmarkClaimOrder).
+--
+-- A round:
+--   1. locks the first owners in claim order FOR UPDATE SKIP LOCKED, as many
+--      as jobs are wanted (no other owner can be reached by that many
+--      claims): claims at the same moment take different owners instead of
+--      computing the same turns and queuing on the same rows. Their counts
+--      are read locked, so the cap is checked on exact counts (an owner
+--      that reached its cap or emptied meanwhile gives nothing);
+--   2. one statement, whose snapshot is taken under those locks (a job
+--      another worker claimed and handed back meanwhile has its new row
+--      there), deals the turns among the owners' first jobs, locks the jobs
+--      FOR UPDATE SKIP LOCKED, claims them, takes them out of runops_queue and
+--      counts them on the owners.
+-- A round that takes fewer than it wanted spends its owners (each gave what
+-- it could: its queue, its cap, rows a re-queued job's old lease still
+-- holds) and the next deals among the owners after them, until no owner is
+-- left or the claim is full.
+--
+-- When every owner with a turn is locked by other claims (one owner's
+-- backlog, many workers) and this one holds nothing yet, it claims as
+-- …_owner_fairness.sql did, kept as runops_claim_jobs_first: jobs first,
+-- FOR UPDATE SKIP LOCKED, then the owners' rows in owner order, as every
+-- other writer of jobs takes them, waiting for them only to count its jobs;
+-- claims of one owner then run side by side but for that count. A claim
+-- that holds an owner's row never waits for another row, so it meets no
+-- other transaction in a deadlock.
+--
+-- When the owners are at least as many as the jobs wanted, share one
+-- priority and their processing counts are within one of each other, each
+-- owner's first job has a turn and nothing else does: the round reads one
+-- job an owner.
+--
+-- Replaces the function in place: its grants (none to the API roles) stay.
+-- Idempotent.
+-- The claim as …_owner_fairness.sql made it, kept under a name of its own
+-- for the claims that find every owner taken.
+DO $$
+BEGIN
+  IF to_regprocedure('public.runops_claim_jobs_first(text, float8, integer, integer)') IS NULL THEN
+    ALTER FUNCTION public.runops_claim(text, float8, integer, integer) RENAME TO runops_claim_jobs_first;
+  END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION public.runops_claim(p_worker TEXT, ttl_seconds FLOAT8, n INTEGER, cap INTEGER DEFAULT NULL)
+RETURNS TABLE (job_id TEXT, status TEXT, created_at TIMESTAMPTZ, updated_at TIMESTAMPTZ, completed_at TIMESTAMPTZ,
+               error TEXT, metadata JSONB, queued_at TIMESTAMPTZ)
+LANGUAGE plpgsql
+SET enable_seqscan = off
+SET enable_sort = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET jit = off
+SET plan_cache_mode = force_generic_plan
+AS $$
+#variable_conflict use_column
+DECLARE
+  got integer := 0;  -- jobs claimed so far
+  took integer;      -- by this round
+  want integer;      -- by this round, at most
+  one_each boolean;  -- each owner's first job has a turn, and nothing else
+  owners text[];     -- this round's, locked
+  procs integer[];
+  lasts timestamptz[];
+  bests integer[];
+  spent text[] := '{}';
+BEGIN
+  -- The worker's own claim: the notify trigger stays silent for it
+  -- (…_quiet_worker_writes.sql).
+  PERFORM set_config('runops.writer', 'worker', true);
+  LOOP
+    want := n - got;
+    -- The first owners in claim order that no other claim holds, read from
+    -- a few times as many candidates as jobs wanted (so that claims at the
+    -- same moment each find owners of their own). Locked by owner alone, a
+    -- row is never locked and then left out: a lock re-checks its
+    -- condition on the row's latest version, and this one cannot fail.
+    SELECT coalesce(array_agg(x.owner), '{}'), array_agg(x.processing), array_agg(x.last_claim), array_agg(x.best)
+    INTO owners, procs, lasts, bests
+    FROM (
+      SELECT w.owner, w.processing, w.last_claim, w.best
+      FROM unnest(ARRAY(
+        SELECT c.owner FROM public.runops_owners c
+        WHERE c.queued > 0 AND (cap IS NULL OR c.processing < cap) AND c.owner <> ALL (spent)
+        ORDER BY c.best, c.processing, c.last_claim NULLS FIRST, c.oldest, c.owner
+        LIMIT want * 4)) WITH ORDINALITY AS c(owner, i)
+      JOIN public.runops_owners w ON w.owner = c.owner
+      ORDER BY c.i
+      LIMIT want
+      FOR UPDATE OF w SKIP LOCKED
+    ) x;
+    IF cardinality(owners) = 0 THEN
+      IF cardinality(spent) = 0 THEN
+        -- Every owner with a turn is another claim's (one owner's backlog,
+        -- many workers): this claim holds nothing yet, and claims as those
+        -- did before (…_owner_fairness.sql), jobs first, waiting for the
+        -- owners' rows only to count them.
+        RETURN QUERY SELECT * FROM public.runops_claim_jobs_first(p_worker, ttl_seconds, n, cap);
+      END IF;
+      EXIT;
+    END IF;
+
+    one_each := false;
+    IF cardinality(owners) = want THEN
+      SELECT count(u.b) = count(*) AND min(u.b) = max(u.b) AND max(u.p) - min(u.p) <= 1 AND (cap IS NULL OR max(u.p) < cap)
+      INTO one_each FROM unnest(bests, procs) AS u(b, p);
+    END IF;
+
+    -- runops.claim is on for this statement only: the queue's triggers
+    -- leave its rows to it.
+    PERFORM set_config('runops.claim', 'on', true);
+    RETURN QUERY
+      WITH turns AS (
+        -- An owner's k-th job counts as k more jobs processing.
+        SELECT c.owner,
+               row_number() OVER (ORDER BY q.priority, c.processing + q.k, q.k > 0, c.last_claim NULLS FIRST,
+                                           q.created_at, c.owner, q.k) AS turn
+        FROM unnest(owners, procs, lasts) AS c(owner, processing, last_claim)
+        CROSS JOIN LATERAL (
+          SELECT q.priority, q.created_at, row_number() OVER (ORDER BY q.priority, q.created_at, q.id) - 1 AS k
+          FROM public.runops_queue q
+          WHERE q.owner = c.owner AND q.held_until <= now()
+          ORDER BY q.priority, q.created_at, q.id
+          LIMIT greatest(least(want, coalesce(cap - c.processing, want)), 0)
+        ) q
+        WHERE NOT one_each
+      ), takes AS (
+        SELECT c.owner, 1 AS take FROM unnest(owners) AS c(owner) WHERE one_each
+        UNION ALL
+        SELECT t.owner, count(*) FROM turns t WHERE t.turn <= want GROUP BY t.owner
+      ), picked AS (
+        -- Each owner's first jobs, as many as its turns, past any another
+        -- transaction holds. The status is checked in a CASE: written
+        -- plainly, it would let the plan read the job through jobs' index
+        -- of queued jobs. The owner is the job's own: a job moved to
+        -- another owner by an edit not yet committed is left to that
+        -- owner's turn. A job whose metadata is not a JSON object (a
+        -- person's edit) is never claimed: its claim would fail, and every
+        -- claim with it.
+        SELECT x.id, x.updated_at, t.owner FROM takes t CROSS JOIN LATERAL (
+          SELECT j.id, j.updated_at FROM public.runops_queue q JOIN public.jobs j ON j.id = q.id
+          WHERE q.owner = t.owner AND q.held_until <= now()
+            AND CASE WHEN j.status = 'queued' AND public.runops_owner(j.metadata) = t.owner
+                          AND (j.metadata IS NULL OR jsonb_typeof(j.metadata) = 'object')
+                     THEN public.runops_lease_expired(j.metadata) ELSE false END
+          ORDER BY q.priority, q.created_at, q.id
+          LIMIT t.take
+          FOR UPDATE OF j SKIP LOCKED
+        ) x
+      ), claimed AS (
+        UPDATE public.jobs j
+        SET status = 'processing', error = NULL, completed_at = NULL,
+            metadata = public.runops_begin_attempt(j.metadata, gen_random_uuid()::text, p_worker, make_interval(secs => ttl_seconds))
+        FROM picked p
+        WHERE j.id = p.id
+        RETURNING j.job_id::text, j.status::text, j.created_at, j.updated_at, j.completed_at, j.error,
+                  coalesce(j.metadata, '{}'::jsonb), p.updated_at
+      ), ids AS (
+        SELECT array_agg(p.id) AS a FROM picked p
+      ), gone AS (
+        DELETE FROM public.runops_queue d WHERE d.id = ANY ((SELECT i.a FROM ids i)::integer[])
+      ), counts AS (
+        SELECT p.owner, count(*)::integer AS took FROM picked p GROUP BY p.owner
+      ), kept AS (
+        -- This statement's own deletes are not in its snapshot: the next
+        -- job is the first one it did not take.
+        UPDATE public.runops_owners w
+        SET processing = w.processing + c.took, last_claim = clock_timestamp(),
+            queued = greatest(w.queued - c.took, 0),
+            (best, oldest) = (SELECT q.priority, q.created_at FROM public.runops_queue q
+                              WHERE q.owner = w.owner AND q.id <> ALL ((SELECT i.a FROM ids i)::integer[])
+                              ORDER BY q.priority, q.created_at, q.id LIMIT 1)
+        FROM counts c
+        WHERE w.owner = c.owner AND w.owner = ANY (owners) -- read by its index
+      )
+      SELECT * FROM claimed;
+    GET DIAGNOSTICS took = ROW_COUNT;
+    PERFORM set_config('runops.claim', '', true);
+    got := got + took;
+    EXIT WHEN got >= n;
+    spent := spent || owners;
+  END LOOP;
+END;
+$$;
+
+-- Not the API roles' (20261206000000_api_role_grants.sql): a function
+-- replaced or renamed keeps its grants; said again for a database where
+-- they differ.
+DO $$
+DECLARE
+  api text;
+  f text;
+BEGIN
+  SELECT string_agg(quote_ident(rolname), ', ' ORDER BY rolname) INTO api
+  FROM pg_roles WHERE rolname IN ('anon', 'authenticated');
+  FOREACH f IN ARRAY ARRAY['public.runops_claim(text, float8, integer, integer)',
+                           'public.runops_claim_jobs_first(text, float8, integer, integer)']
+  LOOP
+    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+    IF api IS NOT NULL THEN
+      EXECUTE format('REVOKE ALL ON FUNCTION %s FROM %s', f, api);
+    END IF;
+  END LOOP;
+END $$;
