@@ -190,21 +190,13 @@ func TestHeartbeatsAreHOTUpdates(t *testing.T) {
 		t.Fatalf("%d of %d renewals were HOT updates", hot-hot0, upd-upd0)
 	}
 	var indexed []string
-	rows, err := pool.Query(ctx, `SELECT a.attname FROM pg_index i
+	if err := pool.QueryRow(ctx, `SELECT array_agg(a.attname::text) FROM pg_index i
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-WHERE i.indrelid = 'public.jobs'::regclass`)
-	if err != nil {
+WHERE i.indrelid = 'public.jobs'::regclass`).Scan(&indexed); err != nil {
 		t.Fatal(err)
 	}
-	for rows.Next() {
-		var col string
-		if err := rows.Scan(&col); err != nil {
-			t.Fatal(err)
-		}
-		indexed = append(indexed, col)
-	}
-	if rows.Err() != nil || slices.Contains(indexed, "updated_at") || slices.Contains(indexed, "metadata") {
-		t.Fatalf("indexed columns %v include one every heartbeat writes (%v)", indexed, rows.Err())
+	if slices.Contains(indexed, "updated_at") || slices.Contains(indexed, "metadata") {
+		t.Fatalf("indexed columns %v include one every heartbeat writes", indexed)
 	}
 }
 
