@@ -18,7 +18,6 @@ import (
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/mediatest"
 	"github.com/runops/runops/internal/pipeline"
-	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/queue"
 	"github.com/runops/runops/internal/storage"
 	"github.com/runops/runops/internal/supabasetest"
@@ -318,11 +317,9 @@ func privatePipeline(tb testing.TB) (*pipeline.Pipeline, *supabasetest.Server, *
 	if err != nil {
 		tb.Fatal(err)
 	}
-	det, err := privacy.NewDetector(nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return pipeline.New(objects, model, pipeline.SoleWriter{}, pipeline.Config{Logger: quiet, Privacy: det}), fake, ai
+	cfg := pipeline.Config{Logger: quiet}
+	withPrivacy(&cfg)
+	return pipeline.New(objects, model, pipeline.SoleWriter{}, cfg), fake, ai
 }
 
 // BenchmarkRedaction times the redacting stage — OCR of every screenshot,
