@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net/http"
@@ -276,22 +275,9 @@ func pgbenchRate(b *testing.B, pgbench, dsn, script, mode string, span time.Dura
 // serverMallocs is the server's go_memstats_mallocs_total.
 func serverMallocs(b *testing.B, client *http.Client, base string) float64 {
 	b.Helper()
-	resp, err := client.Get(base + "/metrics")
-	if err != nil {
-		b.Fatal(err)
+	f := scrape(b, client, base)["go_memstats_mallocs_total"]
+	if f == nil {
+		b.Fatalf("no go_memstats_mallocs_total at %s/metrics", base)
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_memstats_mallocs_total "); ok {
-			n, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return n
-		}
-	}
-	b.Fatalf("no go_memstats_mallocs_total at %s/metrics", base)
-	return 0
+	return f.GetMetric()[0].GetCounter().GetValue()
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"strings"
 	"testing"
 
 	"github.com/google/uuid"
@@ -76,19 +75,9 @@ func TestABacklogDelaysAnotherOwnerByOneClaim(t *testing.T) {
 	d.waitFor("every job to complete", func() bool {
 		return d.scalar(`SELECT count(*) FROM jobs WHERE status = 'completed'`).(int64) == 42
 	})
-	var order []string
-	rows, err := d.pool.Query(context.Background(), `SELECT metadata->>'name' FROM jobs ORDER BY (metadata->'attempts'->0->>'started_at')::timestamptz LIMIT 4`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			t.Fatal(err)
-		}
-		order = append(order, name)
-	}
-	if got := strings.Join(order, " "); got != "dave alice1 bob alice2" {
+	if got := d.scalar(`SELECT string_agg(name, ' ' ORDER BY started) FROM (
+	SELECT metadata->>'name' AS name, (metadata->'attempts'->0->>'started_at')::timestamptz AS started
+	FROM jobs ORDER BY started LIMIT 4) first`).(string); got != "dave alice1 bob alice2" {
 		t.Fatalf("claimed %s first; want dave alice1 bob alice2", got)
 	}
 }

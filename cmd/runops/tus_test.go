@@ -8,14 +8,13 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/runops/runops/internal/geminitest"
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/mediatest"
 	"github.com/runops/runops/internal/sop/soptest"
 	"github.com/runops/runops/internal/supabasetest"
 )
@@ -54,11 +53,7 @@ func TestResumableUploadThroughTUS(t *testing.T) {
 	_, _, base := startServe(t, binary(t), dsn, fake, "GOOGLE_GEMINI_BASE_URL="+ai.URL)
 
 	// A recording of a little over 6 MiB (uncompressed picture): two chunks.
-	video := filepath.Join(t.TempDir(), "rec.mkv")
-	if out, err := exec.Command("ffmpeg", "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=2",
-		"-t", "3", "-c:v", "rawvideo", "-pix_fmt", "yuv420p", "-f", "matroska", video).CombinedOutput(); err != nil {
-		t.Fatalf("%v %s", err, out)
-	}
+	video := mediatest.Make(t, t.TempDir(), "rec.mkv", mediatest.Spec{Width: 1280, Height: 720, FPS: 2, Seconds: 3, Codec: "rawvideo", Format: "mkv"})
 	data, err := os.ReadFile(video)
 	if err != nil || len(data) <= supabasetest.TusChunk {
 		t.Fatalf("recording of %d bytes: %v", len(data), err)

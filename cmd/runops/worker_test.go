@@ -524,25 +524,27 @@ func TestSOPEditStormDoesNotStarveJobs(t *testing.T) {
 	}
 }
 
+// scrape reads the server's /metrics with the Prometheus parser.
+func scrape(tb testing.TB, client *http.Client, base string) map[string]*dto.MetricFamily {
+	tb.Helper()
+	resp, err := client.Get(base + "/metrics")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		tb.Fatalf("parse /metrics: %v", err)
+	}
+	return families
+}
+
 // checkMetrics scrapes /metrics with the Prometheus parser after one job
 // completed (id) and one failed, and checks that each metric moved as it
 // should; the table's gauges are cached, so it polls for them.
 func checkMetrics(t *testing.T, base, id string) {
 	t.Helper()
-	scrape := func() map[string]*dto.MetricFamily {
-		t.Helper()
-		resp, err := http.Get(base + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		parser := expfmt.NewTextParser(model.UTF8Validation)
-		families, err := parser.TextToMetricFamilies(resp.Body)
-		if err != nil {
-			t.Fatalf("parse /metrics: %v", err)
-		}
-		return families
-	}
 	value := func(f map[string]*dto.MetricFamily, name string, labels ...string) float64 {
 		fam := f[name]
 		if fam == nil {
@@ -573,7 +575,7 @@ func checkMetrics(t *testing.T, base, id string) {
 	var f map[string]*dto.MetricFamily
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		f = scrape()
+		f = scrape(t, http.DefaultClient, base)
 		if value(f, "runops_jobs", "status", "completed") == 1 && value(f, "runops_jobs", "status", "error") == 1 {
 			break
 		}

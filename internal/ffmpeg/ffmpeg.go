@@ -7,7 +7,6 @@ package ffmpeg
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -88,10 +87,10 @@ func ProbeFile(ctx context.Context, path string) (Probe, error) {
 	args := append([]string{"-v", "error"}, inputGuard...)
 	args = append(args, "-print_format", "json", "-show_format", "-show_streams", "--", path)
 	cmd := child.Command(ctx, "ffprobe", args...)
-	var stdout bytes.Buffer
 	stderr := &child.Tail{Max: 4096}
-	cmd.Stdout, cmd.Stderr = &stdout, stderr
-	if err := cmd.Run(); err != nil {
+	cmd.Stderr = stderr
+	stdout, err := cmd.Output()
+	if err != nil {
 		if ctx.Err() != nil {
 			return Probe{}, ctx.Err()
 		}
@@ -102,7 +101,7 @@ func ProbeFile(ctx context.Context, path string) (Probe, error) {
 		return Probe{}, fmt.Errorf("run ffprobe: %w", err)
 	}
 	var out probeOutput
-	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
+	if err := json.Unmarshal(stdout, &out); err != nil {
 		return Probe{}, fmt.Errorf("%w: ffprobe output: %v", ErrUnreadable, err)
 	}
 	if len(out.Streams) == 0 {

@@ -6,6 +6,7 @@ package mediatest
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"image"
 	"image/jpeg"
 	"math"
@@ -25,13 +26,13 @@ type Spec struct {
 	FPS           int
 	Seconds       float64
 	Audio         bool
-	Format        string // mp4 (default), mov, webm, webm-live (no duration, as browsers write it)
+	Format        string // mp4 (default), mov, mkv, webm, webm-live (no duration, as browsers write it)
 	Rotate        int    // display rotation tag (90, 180, 270)
 	VFR           bool   // irregular frame timing
 	ScreenLike    bool   // a static page with a small moving part, as screen recordings are
 	Clock         bool   // a flat grey a step brighter every second (up to 7 s): ClockSecond tells the second of a picture
 	Tags          bool   // location, make and model, as phones write them
-	Codec         string // video encoder; default libx264 (or libvpx for webm)
+	Codec         string // video encoder; default libx264 (or libvpx for webm); rawvideo for an uncompressed picture
 	Preset        string // libx264 preset; default ultrafast (veryfast: B-frames, as OBS records)
 	OneKeyframe   bool   // a single keyframe, at the start, as browsers' MediaRecorder writes
 	FullRange     bool   // full-range ("PC") luma, as some screen recorders write (libx264 only)
@@ -120,20 +121,17 @@ func Make(t testing.TB, dir, name string, s Spec) string {
 			if preset == "" {
 				preset = "ultrafast"
 			}
-			pix := "yuv420p"
-			if s.FullRange {
-				pix = "yuvj420p"
-			}
-			args = append(args, "-preset", preset, "-pix_fmt", pix)
+			args = append(args, "-preset", preset)
 		}
+		pix := "yuv420p"
+		if s.FullRange {
+			pix = "yuvj420p"
+		}
+		args = append(args, "-pix_fmt", pix)
 		if s.Audio {
 			args = append(args, "-c:a", "aac")
 		}
-		if s.Format == "mov" {
-			args = append(args, "-f", "mov")
-		} else {
-			args = append(args, "-f", "mp4")
-		}
+		args = append(args, "-f", formatOf(s))
 	}
 	run(t, append(args, out+".tmp")...)
 	if s.Rotate != 0 {
@@ -153,6 +151,8 @@ func formatOf(s Spec) string {
 	switch s.Format {
 	case "mov":
 		return "mov"
+	case "mkv":
+		return "matroska"
 	case "webm", "webm-live":
 		return "webm"
 	}
@@ -196,10 +196,18 @@ func File(t testing.TB, dir, name string, content []byte) string {
 
 func run(t testing.TB, args ...string) {
 	t.Helper()
+	if err := FFmpeg(args...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// FFmpeg runs ffmpeg with args; its error says what ffmpeg printed.
+func FFmpeg(args ...string) error {
 	out, err := exec.Command("ffmpeg", args...).CombinedOutput()
 	if err != nil {
-		t.Fatalf("ffmpeg %v: %v\n%s", args, err, out)
+		return fmt.Errorf("ffmpeg %v: %v\n%s", args, err, out)
 	}
+	return nil
 }
 
 // CoverFirst writes an MP4 recording whose first video stream is cover art

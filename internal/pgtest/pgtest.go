@@ -32,9 +32,7 @@ import (
 var (
 	adminURL string // the server's maintenance database, as a URL
 
-	templateOnce sync.Once
-	templateName string
-	templateErr  error
+	migrated = &templateDB{what: "template database", make: makeTemplate}
 
 	cloneMu sync.Mutex
 	counter atomic.Int64
@@ -70,14 +68,31 @@ func AdminURL() string { return adminURL }
 // dropped when the test ends.
 func New(t testing.TB) string {
 	t.Helper()
+	return migrated.clone(t)
+}
+
+// templateDB is a template database, made on its first use, once per test
+// binary.
+type templateDB struct {
+	what string // what the error says could not be made
+	make func() (string, error)
+	once sync.Once
+	name string
+	err  error
+}
+
+// clone returns the URL of a new database made from the template, dropped
+// when the test ends.
+func (db *templateDB) clone(t testing.TB) string {
+	t.Helper()
 	if adminURL == "" {
 		t.Fatal("pgtest: no server; call pgtest.Main from TestMain")
 	}
-	templateOnce.Do(func() { templateName, templateErr = makeTemplate() })
-	if templateErr != nil {
-		t.Fatalf("pgtest: template database: %v", templateErr)
+	db.once.Do(func() { db.name, db.err = db.make() })
+	if db.err != nil {
+		t.Fatalf("pgtest: %s: %v", db.what, db.err)
 	}
-	return clone(t, templateName)
+	return clone(t, db.name)
 }
 
 // clone returns the URL of a new database made from template, dropped when
@@ -106,7 +121,12 @@ func clone(t testing.TB, template string) string {
 // Pool returns a pool on a new database (see New), closed when the test ends.
 func Pool(t testing.TB) (*pgxpool.Pool, string) {
 	t.Helper()
-	dsn := New(t)
+	return openPool(t, New(t))
+}
+
+// openPool opens a pool on the database at dsn, closed when the test ends.
+func openPool(t testing.TB, dsn string) (*pgxpool.Pool, string) {
+	t.Helper()
 	pool, err := postgres.OpenPool(context.Background(), dsn, 10)
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package pgtest
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -72,27 +71,10 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authen
 // binary; New's template has none of this.
 func SupabasePool(t testing.TB) (*pgxpool.Pool, string) {
 	t.Helper()
-	if adminURL == "" {
-		t.Fatal("pgtest: no server; call pgtest.Main from TestMain")
-	}
-	supabaseOnce.Do(func() { supabaseTemplate, supabaseErr = makeSupabaseTemplate() })
-	if supabaseErr != nil {
-		t.Fatalf("pgtest: supabase template database: %v", supabaseErr)
-	}
-	dsn := clone(t, supabaseTemplate)
-	pool, err := postgres.OpenPool(context.Background(), dsn, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return pool, dsn
+	return openPool(t, supabaseTemplate.clone(t))
 }
 
-var (
-	supabaseOnce     sync.Once
-	supabaseTemplate string
-	supabaseErr      error
-)
+var supabaseTemplate = &templateDB{what: "supabase template database", make: makeSupabaseTemplate}
 
 // makeSupabaseTemplate makes SupabasePool's template: an empty database,
 // Supabase's part, the migrations as `runops migrate` or `supabase db push`

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,7 +18,6 @@ import (
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/mediatest"
 	"github.com/runops/runops/internal/pipeline"
-	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/queue"
 	"github.com/runops/runops/internal/storage"
 	"github.com/runops/runops/internal/supabasetest"
@@ -56,34 +54,19 @@ func BenchmarkMedia(b *testing.B) {
 	p := pipeline.New(objects, nil, nil, pipeline.Config{Logger: quiet}) // the media stages only
 	ctx := context.Background()
 
-	timed := func(run func() error) time.Duration {
-		start := time.Now()
-		if err := run(); err != nil {
-			b.Fatal(err)
-		}
-		return time.Since(start)
-	}
-	ffmpegRun := func(args ...string) func() error {
-		return func() error {
-			out, err := exec.Command("ffmpeg", args...).CombinedOutput()
-			if err != nil {
-				b.Logf("%s", out)
-			}
-			return err
-		}
-	}
+	ffmpegRun := func(args ...string) func() error { return func() error { return mediatest.FFmpeg(args...) } }
 	var decode, original, transcode, stage, fromURL time.Duration
 	for range b.N {
-		decode = timed(ffmpegRun("-v", "error", "-nostdin", "-i", in, "-f", "null", "-"))
-		original = timed(ffmpegRun("-v", "error", "-nostdin", "-y", "-i", in, "-vf", "fps=1", "-vf", "scale=-2:720", "-crf", "32",
+		decode = timed(b, ffmpegRun("-v", "error", "-nostdin", "-i", in, "-f", "null", "-"))
+		original = timed(b, ffmpegRun("-v", "error", "-nostdin", "-y", "-i", in, "-vf", "fps=1", "-vf", "scale=-2:720", "-crf", "32",
 			filepath.Join(dir, "original.mp4")))
 		probe, err := ffmpeg.ProbeFile(ctx, in)
 		if err != nil {
 			b.Fatal(err)
 		}
 		opt := ffmpeg.SlimOptions{MaxDuration: jobs.MaxDuration, SkipNonReference: probe.BFrames > 0}
-		transcode = timed(func() error { return ffmpeg.Slim(ctx, in, filepath.Join(dir, "slim.mp4"), opt) })
-		stage = timed(func() error {
+		transcode = timed(b, func() error { return ffmpeg.Slim(ctx, in, filepath.Join(dir, "slim.mp4"), opt) })
+		stage = timed(b, func() error {
 			work := filepath.Join(dir, "work")
 			os.RemoveAll(work)
 			if err := os.Mkdir(work, 0o700); err != nil {
@@ -104,7 +87,7 @@ func BenchmarkMedia(b *testing.B) {
 				args[i+1] = "file,http,https,tcp,tls"
 			}
 		}
-		fromURL = timed(ffmpegRun(args...))
+		fromURL = timed(b, ffmpegRun(args...))
 	}
 	ratio := func(a, base time.Duration) float64 { return float64(a) / float64(base) }
 	b.ReportMetric(decode.Seconds(), "decode-s")
@@ -271,11 +254,10 @@ func measureScreenshots(b *testing.B, dir, in string, seconds int) screenshotTim
 	// The old way: one seeking ffmpeg run per step.
 	m.seek = timed(b, func() error {
 		for i, s := range at {
-			out, err := exec.Command("ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y", "-ss", strconv.Itoa(s),
+			if err := mediatest.FFmpeg("-hide_banner", "-nostdin", "-v", "error", "-y", "-ss", strconv.Itoa(s),
 				"-i", in, "-map", "0:V:0", "-frames:v", "1", "-an", "-vf", "scale=-2:'min(720,trunc(ih/2)*2)',format=yuvj420p",
-				"-c:v", "mjpeg", "-q:v", "3", "-f", "mjpeg", filepath.Join(dir, fmt.Sprintf("seek-%d.jpg", i))).CombinedOutput()
-			if err != nil {
-				return fmt.Errorf("%v: %s", err, out)
+				"-c:v", "mjpeg", "-q:v", "3", "-f", "mjpeg", filepath.Join(dir, fmt.Sprintf("seek-%d.jpg", i))); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -335,11 +317,9 @@ func privatePipeline(tb testing.TB) (*pipeline.Pipeline, *supabasetest.Server, *
 	if err != nil {
 		tb.Fatal(err)
 	}
-	det, err := privacy.NewDetector(nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return pipeline.New(objects, model, pipeline.SoleWriter{}, pipeline.Config{Logger: quiet, Privacy: det}), fake, ai
+	cfg := pipeline.Config{Logger: quiet}
+	withPrivacy(&cfg)
+	return pipeline.New(objects, model, pipeline.SoleWriter{}, cfg), fake, ai
 }
 
 // BenchmarkRedaction times the redacting stage — OCR of every screenshot,

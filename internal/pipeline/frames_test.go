@@ -152,11 +152,7 @@ func clockAnswerAt(login, save string) string {
 func TestARerunTakesTheScreenshotsAgain(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
-	r.ai.Answer(geminitest.JSON(clockAnswer))
-	id := r.submit(mediatest.Make(t, r.dir, "clock.webm", mediatest.Spec{Width: 640, Height: 480, Seconds: 6, Clock: true, Format: "webm-live", OneKeyframe: true}), nil)
-	if j := r.finished(id); outcome(j) != done {
-		t.Fatalf("%s", deref(j.Error))
-	}
+	id, _ := r.complete(mediatest.Make(t, r.dir, "clock.webm", mediatest.Spec{Width: 640, Height: 480, Seconds: 6, Clock: true, Format: "webm-live", OneKeyframe: true}), clockAnswer)
 	r.ai.Answer(geminitest.JSON(clockAnswerAt(`"00:00:02"`, `"00:00:05"`)))
 	downloads := r.fake.Calls(supabasetest.OpDownload)
 	j := r.rerun(id)
@@ -173,10 +169,7 @@ func TestARerunTakesTheScreenshotsAgain(t *testing.T) {
 func TestAnOutageOnTheRerunIsNotAMissingPicture(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
-	id := r.submit(r.video(), nil)
-	if j := r.finished(id); outcome(j) != done {
-		t.Fatalf("%s", deref(j.Error))
-	}
+	id, _ := r.completed(r.video())
 	r.fake.OnRequest(func(op supabasetest.Op, path string) {
 		if op == supabasetest.OpDownload && strings.Contains(path, "/slim/") {
 			r.fake.FailNext(supabasetest.OpDownload, 10, 503) // every download after the slim copy's
@@ -200,11 +193,7 @@ func TestAnOutageOnTheRerunIsNotAMissingPicture(t *testing.T) {
 func TestARerunWithoutTheRecordingKeepsUnchangedScreenshots(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
-	r.ai.Answer(geminitest.JSON(clockAnswer))
-	id := r.submit(mediatest.Make(t, r.dir, "clock.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 6, Clock: true}), nil)
-	if j := r.finished(id); outcome(j) != done {
-		t.Fatalf("%s", deref(j.Error))
-	}
+	id, _ := r.complete(mediatest.Make(t, r.dir, "clock.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 6, Clock: true}), clockAnswer)
 	removeObject(t, r, id.RawPath())
 	// login unchanged; say now shown; save moved from 4 s to 3 s.
 	moved := withNodes(`[
@@ -318,10 +307,7 @@ func TestAStepWithoutAPictureKeepsItsPlace(t *testing.T) {
 func TestARerunLeavesNoStaleScreenshot(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
-	id := r.submit(r.video(), nil)
-	if j := r.finished(id); outcome(j) != done {
-		t.Fatalf("%s", deref(j.Error))
-	}
+	id, _ := r.completed(r.video())
 	if _, ok := r.fake.Object("videos/" + id.FramePath("refund")); !ok {
 		t.Fatal("no screenshot of refund after the first run")
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -94,7 +93,7 @@ func TestWholePathToTheSOPAPI(t *testing.T) {
 	// What the viewer then loads.
 	objects, _ := storage.New(storage.Config{URL: r.fake.URL, ServiceKey: r.fake.ServiceRoleKey(), Bucket: jobs.Bucket})
 	srv := httptest.NewServer(api.Handler(api.Options{Jobs: r.store, Objects: objects, SOPs: postgres.NewSOPLocker(r.pool),
-		Logger: slog.New(slog.DiscardHandler)}))
+		Logger: quiet}))
 	defer srv.Close()
 	for path, want := range map[string]string{"/api/job-status/" + string(id): `"status":"completed"`, "/api/sop/" + string(id): `"title": "Refund a duplicate charge"`} {
 		resp, err := http.Get(srv.URL + path)

@@ -138,6 +138,13 @@ func (r *rig) submit(file string, metadata map[string]any) jobs.ID {
 func (r *rig) complete(file, answer string) (jobs.ID, jobs.Job) {
 	r.t.Helper()
 	r.ai.Answer(geminitest.JSON(answer))
+	return r.completed(file)
+}
+
+// completed runs a job of file with the model's answer as it stands; the
+// job must complete.
+func (r *rig) completed(file string) (jobs.ID, jobs.Job) {
+	r.t.Helper()
 	id := r.submit(file, nil)
 	j := r.finished(id)
 	mustComplete(r.t, j)
@@ -296,10 +303,7 @@ func TestTransientStorageFailuresAreRetried(t *testing.T) {
 	r := newRig(t)
 	r.fake.FailNext(supabasetest.OpDownload, 2, 503)
 	r.fake.FailNext(supabasetest.OpUpload, 1, 500)
-	id := r.submit(mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2, Audio: true}), nil)
-	if j := r.finished(id); outcome(j) != done {
-		t.Fatalf("%s", deref(j.Error))
-	}
+	r.completed(mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2, Audio: true}))
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	// Then 2 s: polling the Gemini file.
@@ -493,10 +497,7 @@ func TestJobLogLinesCarryTheJob(t *testing.T) {
 	var logs lockedBuffer
 	r := newRig(t, func(c *pipeline.Config) { c.Logger = slog.New(queue.JobLogs(slog.NewJSONHandler(&logs, nil))) })
 	r.fake.FailNext(supabasetest.OpDownload, 1, 503)
-	id := r.submit(mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2}), nil)
-	if j := r.finished(id); outcome(j) != done {
-		t.Fatal(outcome(j))
-	}
+	id, _ := r.completed(mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2}))
 	var retry map[string]any
 	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
 		var m map[string]any

@@ -9,9 +9,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/runops/runops/internal/geminitest"
 	"github.com/runops/runops/internal/jobs"
@@ -68,29 +69,26 @@ func corpusPass(tb testing.TB, c privacytest.Corpus) corpusResult {
 		// read two at a time.
 		before := make([]string, len(rec.Screens))
 		after := make([]string, len(rec.Screens))
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, 2)
+		var g errgroup.Group
+		g.SetLimit(2)
 		for i, s := range rec.Screens {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				sem <- struct{}{}
-				defer func() { <-sem }()
+			g.Go(func() error {
 				frame := mediatest.Frame(tb, video, float64(s.Second)+0.5, filepath.Join(dir, rec.Name+"-"+s.Name+".jpg"))
 				before[i] = privacytest.Read(tb, frame)
 				obj, ok := fake.Object("videos/" + id.FramePath(s.Name))
 				if !ok {
 					tb.Errorf("%s: no screenshot stored; frames %v", s.Name, clock.md["frames"])
-					return
+					return nil
 				}
 				after[i] = privacytest.Read(tb, obj.File)
 				if os.Getenv("PRIVACY_DEBUG") != "" {
 					b, _ := os.ReadFile(obj.File)
 					_ = os.WriteFile(filepath.Join(os.TempDir(), "privacy-"+s.Name+".jpg"), b, 0o644)
 				}
-			}()
+				return nil
+			})
 		}
-		wg.Wait()
+		_ = g.Wait()
 		for i, s := range rec.Screens {
 			for _, v := range s.Values {
 				k := res.kinds[v.Kind]

@@ -113,23 +113,14 @@ func (p *Pipeline) readPictures(ctx context.Context, red *privacy.Redactor, pics
 	}
 	refs := make([]*ocr.Page, len(first))
 	run := func(batch []*picture, read func(context.Context, int, *image.Gray) (*ocr.Page, error)) error {
-		g, gctx := errgroup.WithContext(ctx)
-		g.SetLimit(runtime.NumCPU())
-		for i, pic := range batch {
-			g.Go(func() error {
-				img, err := readJPEG(pic.shots[0].file)
-				if err != nil {
-					return err
-				}
-				page, err := read(gctx, i, luma(img))
-				if err != nil {
-					return fmt.Errorf("read the screenshot of %s: %w", pic.shots[0].node.ID, err)
-				}
-				pic.screen = red.ReadScreen(page.Lines)
-				return nil
-			})
-		}
-		return g.Wait()
+		return eachPicture(ctx, batch, func(ctx context.Context, i int, pic *picture, img image.Image) error {
+			page, err := read(ctx, i, luma(img))
+			if err != nil {
+				return fmt.Errorf("read the screenshot of %s: %w", pic.shots[0].node.ID, err)
+			}
+			pic.screen = red.ReadScreen(page.Lines)
+			return nil
+		})
 	}
 	dir := func(pic *picture) string { return filepath.Dir(pic.shots[0].file) }
 	if err := run(first, func(ctx context.Context, i int, gray *image.Gray) (*ocr.Page, error) {
@@ -153,28 +144,37 @@ func (p *Pipeline) readPictures(ctx context.Context, red *privacy.Redactor, pics
 // screenshot of each of its steps, with that step's highlight (none on a
 // kept screenshot, which has it already).
 func (p *Pipeline) paintPictures(ctx context.Context, red *privacy.Redactor, pics []*picture) error {
-	g, _ := errgroup.WithContext(ctx)
+	return eachPicture(ctx, pics, func(_ context.Context, _ int, pic *picture, img image.Image) error {
+		img = paint(img, red.Cover(pic.screen), pic.model, nil)
+		for i, ps := range pic.shots {
+			out := img
+			if ps.node.Highlight != nil && !ps.kept && i < len(pic.shots)-1 {
+				out = clone(img) // the others' copies stay without this outline
+			}
+			if !ps.kept {
+				out = paint(out, nil, nil, ps.node.Highlight)
+			}
+			if err := writeJPEG(ps.file, out); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// eachPicture decodes each picture and hands it to do (with its index in
+// pics), as many at once as there are cores; the first error cancels the
+// context the others are given.
+func eachPicture(ctx context.Context, pics []*picture, do func(ctx context.Context, i int, pic *picture, img image.Image) error) error {
+	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.NumCPU())
-	for _, pic := range pics {
+	for i, pic := range pics {
 		g.Go(func() error {
 			img, err := readJPEG(pic.shots[0].file)
 			if err != nil {
 				return err
 			}
-			img = paint(img, red.Cover(pic.screen), pic.model, nil)
-			for i, ps := range pic.shots {
-				out := img
-				if ps.node.Highlight != nil && !ps.kept && i < len(pic.shots)-1 {
-					out = clone(img) // the others' copies stay without this outline
-				}
-				if !ps.kept {
-					out = paint(out, nil, nil, ps.node.Highlight)
-				}
-				if err := writeJPEG(ps.file, out); err != nil {
-					return err
-				}
-			}
-			return nil
+			return do(gctx, i, pic, img)
 		})
 	}
 	return g.Wait()

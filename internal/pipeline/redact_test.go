@@ -7,7 +7,6 @@ import (
 	"image/color"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -118,10 +117,7 @@ func TestScreenshotsKeepNoSecret(t *testing.T) {
 	video := mediatest.Make(t, r.dir, "screen.mp4", screen)
 	secrets := []string{"jane", "acme", "sk_live", "51HxYz", "4242", "Doe", "8812"}
 	// Read from the recording itself, they are all there: the test can fail.
-	raw := filepath.Join(r.dir, "raw.jpg")
-	if out, err := exec.Command("ffmpeg", "-v", "error", "-y", "-ss", "1", "-i", video, "-frames:v", "1", raw).CombinedOutput(); err != nil {
-		t.Fatalf("%v %s", err, out)
-	}
+	raw := mediatest.Frame(t, video, 1, filepath.Join(r.dir, "raw.jpg"))
 	if seen := mediatest.ScreenText(t, raw); !containsAll(seen, secrets) {
 		t.Fatalf("OCR does not read every value from the recording itself:\n%s", seen)
 	}

@@ -26,19 +26,6 @@ func runListener(t *testing.T, l *postgres.Listener) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-// awaitEvent waits for what to arrive on ch; the bound only keeps a broken
-// listener from hanging the test.
-func awaitEvent[T any](t *testing.T, what string, ch <-chan T) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(30 * time.Second):
-		t.Fatalf("no %s", what)
-		panic("unreachable")
-	}
-}
-
 // events records what a listener hands over.
 type events struct {
 	notified chan jobs.ID
@@ -60,9 +47,8 @@ func TestForeignPayloadsDoNotDisconnect(t *testing.T) {
 	l := &postgres.Listener{DSN: dsn, Events: ev, ReconnectDelay: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
 		OnDisconnect: func(err error) { lost <- err }, OnConnect: func() { heard <- struct{}{} }}
 	runListener(t, l)
-	wait := func(what string, ch <-chan struct{}) { awaitEvent(t, what, ch) }
-	wait("connect", ev.woken)
-	wait("its probe heard", heard)
+	wait.Recv(t, ev.woken, "connect")
+	wait.Recv(t, heard, "its probe heard")
 
 	for _, payload := range []string{`not json`, `{"x":1}`, `"a string"`, `{"job_id":`} {
 		if _, err := pool.Exec(context.Background(), `SELECT pg_notify('runops_jobs', $1)`, payload); err != nil {
@@ -190,21 +176,13 @@ func TestHeartbeatsAreHOTUpdates(t *testing.T) {
 		t.Fatalf("%d of %d renewals were HOT updates", hot-hot0, upd-upd0)
 	}
 	var indexed []string
-	rows, err := pool.Query(ctx, `SELECT a.attname FROM pg_index i
+	if err := pool.QueryRow(ctx, `SELECT array_agg(a.attname::text) FROM pg_index i
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-WHERE i.indrelid = 'public.jobs'::regclass`)
-	if err != nil {
+WHERE i.indrelid = 'public.jobs'::regclass`).Scan(&indexed); err != nil {
 		t.Fatal(err)
 	}
-	for rows.Next() {
-		var col string
-		if err := rows.Scan(&col); err != nil {
-			t.Fatal(err)
-		}
-		indexed = append(indexed, col)
-	}
-	if rows.Err() != nil || slices.Contains(indexed, "updated_at") || slices.Contains(indexed, "metadata") {
-		t.Fatalf("indexed columns %v include one every heartbeat writes (%v)", indexed, rows.Err())
+	if slices.Contains(indexed, "updated_at") || slices.Contains(indexed, "metadata") {
+		t.Fatalf("indexed columns %v include one every heartbeat writes", indexed)
 	}
 }
 
@@ -299,11 +277,11 @@ func TestHeardListenerThatReconnectsIsNotCalledDeaf(t *testing.T) {
 		OnConnect:      func() { heard <- struct{}{} },
 		OnDisconnect:   func(err error) { lost <- err }}
 	runListener(t, l)
-	awaitEvent(t, "probe heard", heard)
+	wait.Recv(t, heard, "probe heard")
 	proxy.SetDown(true) // the connection drops right after its probe was heard
-	awaitEvent(t, "disconnect", lost)
+	wait.Recv(t, lost, "disconnect")
 	proxy.SetDown(false)
-	awaitEvent(t, "probe heard after the reconnect", heard)
+	wait.Recv(t, heard, "probe heard after the reconnect")
 	written, err := os.ReadFile(logs.Name())
 	if err != nil {
 		t.Fatal(err)

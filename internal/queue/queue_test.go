@@ -240,17 +240,6 @@ func (h *blocking) Run(ctx context.Context, j queue.Job, _ queue.Reporter) error
 	return err
 }
 
-func recv[T any](t *testing.T, ch <-chan T, what string) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(30 * time.Second):
-		t.Fatalf("timed out waiting for %s", what)
-	}
-	panic("unreachable")
-}
-
 func TestDashboardEditsWin(t *testing.T) {
 	t.Parallel()
 	for _, edit := range []string{
@@ -268,9 +257,9 @@ func TestDashboardEditsWin(t *testing.T) {
 			cfg.LeaseTTL, cfg.Heartbeat = 10*time.Minute, 5*time.Minute
 			r := b.start(h, cfg, true)
 			id := b.insert(1)[0]
-			j := recv(t, h.started, "start")
+			j := wait.Recv(t, h.started, "start")
 			b.exec(edit, string(id))
-			if err := recv(t, h.ended, "cancellation"); !errors.Is(err, context.Canceled) || !errors.Is(context.Cause(h.lastCtx()), queue.ErrCancelled) {
+			if err := wait.Recv(t, h.ended, "cancellation"); !errors.Is(err, context.Canceled) || !errors.Is(context.Cause(h.lastCtx()), queue.ErrCancelled) {
 				t.Fatalf("handler ended with %v", err)
 			}
 			b.waitFor("worker let go", func() bool { return len(r.w.Held()) == 0 })
@@ -319,9 +308,9 @@ func TestRequeueWhileRunningRunsAgainWithoutOverlap(t *testing.T) {
 	b.start(h, fast(), true)
 	b.start(h, fast(), true)
 	id := b.insert(1)[0]
-	first := recv(t, started, "first run")
+	first := wait.Recv(t, started, "first run")
 	b.exec(`UPDATE jobs SET status = 'queued' WHERE job_id = $1`, string(id))
-	second := recv(t, started, "second run")
+	second := wait.Recv(t, started, "second run")
 	close(release)
 	b.completed(id)
 	if first.Token == second.Token || second.Attempt != 1 {
@@ -365,7 +354,7 @@ func TestShutdownHandsBackUnfinishedJobs(t *testing.T) {
 	cfg.ShutdownGrace = 200 * time.Millisecond
 	r := b.start(h, cfg, true)
 	id := b.insert(1)[0]
-	recv(t, h.started, "start")
+	wait.Recv(t, h.started, "start")
 	r.stop()
 	j := b.job(id)
 	attempts, _ := j.Metadata["attempts"].([]any)
@@ -381,7 +370,7 @@ func TestShutdownLetsRunningJobsFinish(t *testing.T) {
 	h := newBlocking()
 	r := b.start(h, fast(), true)
 	id := b.insert(1)[0]
-	recv(t, h.started, "start")
+	wait.Recv(t, h.started, "start")
 	r.cancel()  // SIGTERM
 	b.insert(1) // not claimed any more
 	close(h.release)
@@ -666,13 +655,13 @@ func TestEditsStopRunsWithoutANotification(t *testing.T) {
 				cfg.LeaseTTL, cfg.Heartbeat = 10*time.Minute, 5*time.Minute
 				b.start(h, cfg, listen)
 				id := b.insert(1)[0]
-				recv(t, h.started, "start")
+				wait.Recv(t, h.started, "start")
 				b.unannounced(edit, string(id))
-				if err := recv(t, h.ended, "cancellation"); !errors.Is(err, context.Canceled) || !errors.Is(context.Cause(h.lastCtx()), queue.ErrCancelled) {
+				if err := wait.Recv(t, h.ended, "cancellation"); !errors.Is(err, context.Canceled) || !errors.Is(context.Cause(h.lastCtx()), queue.ErrCancelled) {
 					t.Fatalf("handler ended with %v", err)
 				}
 				if name == "requeue" {
-					again := recv(t, h.started, "the run again")
+					again := wait.Recv(t, h.started, "the run again")
 					close(h.release)
 					b.completed(id)
 					if o := b.outcomes(id); again.Attempt != 1 || o != "cancelled,completed" {
@@ -730,14 +719,14 @@ func TestAnEditTheRunsOwnWriteMeetsIsACancellation(t *testing.T) {
 	cfg.LeaseTTL, cfg.Heartbeat, cfg.Sweep = 10*time.Minute, 5*time.Minute, time.Hour
 	id := b.insert(1)[0] // before the worker: its first claim finds it
 	b.start(h, cfg, false)
-	recv(t, starts, "start")
+	wait.Recv(t, starts, "start")
 	b.unannounced(`UPDATE jobs SET status = 'queued' WHERE job_id = $1`, string(id))
 	close(write)
-	got := recv(t, wrote, "the write")
+	got := wait.Recv(t, wrote, "the write")
 	if !errors.Is(got.err, queue.ErrCancelled) || !errors.Is(got.cause, queue.ErrCancelled) {
 		t.Fatalf("the write met the edit with %v (the run's cause: %v)", got.err, got.cause)
 	}
-	if again := recv(t, starts, "the job again, woken"); again.ID != id {
+	if again := wait.Recv(t, starts, "the job again, woken"); again.ID != id {
 		t.Fatalf("started %s", again.ID)
 	}
 	b.completed(id)
@@ -762,7 +751,7 @@ func TestAnOwnersNextJobStartsWhenItsSlotFrees(t *testing.T) {
 	cfg.Sweep = time.Hour
 	b.start(h, cfg, false)
 	for i := range 3 {
-		j := recv(t, h.started, fmt.Sprintf("alice's job %d", i+1))
+		j := wait.Recv(t, h.started, fmt.Sprintf("alice's job %d", i+1))
 		if n := b.count(`SELECT count(*) FROM jobs WHERE status = 'processing'`); n != 1 {
 			t.Fatalf("%d of alice's jobs processing with a cap of 1", n)
 		}
@@ -817,18 +806,18 @@ func TestARunLostTwiceAtOnceHasOneCause(t *testing.T) {
 	cfg.LeaseTTL, cfg.Heartbeat, cfg.Sweep = 10*time.Minute, 200*time.Millisecond, time.Hour
 	id := b.insert(1)[0]
 	queuetest.Start(t, b.dsn, store, h, cfg, false)
-	runCtx := recv(t, started, "start")
+	runCtx := wait.Recv(t, started, "start")
 	store.held.Store(true)
 	b.unannounced(`UPDATE jobs SET status = 'queued' WHERE job_id = $1`, string(id))
 	close(write)
-	recv(t, store.read, "the write asking why") // it read 'queued'
+	wait.Recv(t, store.read, "the write asking why") // it read 'queued'
 	// Another worker's claim of the re-queued job (as runops_claim leaves it,
 	// once the dropped or expired lease lets it).
 	b.exec(`UPDATE jobs SET status = 'processing', metadata = jsonb_set(metadata, '{lease,token}', '"another"') WHERE job_id = $1`, string(id))
 	close(store.renew) // the heartbeat's renewal fails, and it asks why: 'processing'
-	recv(t, runCtx.Done(), "the heartbeat losing the run")
+	wait.Recv(t, runCtx.Done(), "the heartbeat losing the run")
 	close(store.answer)
-	got := recv(t, wrote, "the write")
+	got := wait.Recv(t, wrote, "the write")
 	if !errors.Is(got.err, queue.ErrLost) || errors.Is(got.err, queue.ErrCancelled) != errors.Is(got.cause, queue.ErrCancelled) {
 		t.Fatalf("the write returned %v, the run's context ended with %v", got.err, got.cause)
 	}

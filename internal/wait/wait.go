@@ -27,3 +27,16 @@ func For(tb testing.TB, what string, within time.Duration, cond func() bool, las
 		time.Sleep(every) // poll pacing, not synchronisation
 	}
 }
+
+// Recv waits for a value on ch and returns it; past 30 s, the test fails
+// with "timed out waiting for <what>".
+func Recv[T any](tb testing.TB, ch <-chan T, what string) T {
+	tb.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(30 * time.Second):
+		tb.Fatalf("timed out waiting for %s", what)
+	}
+	panic("unreachable")
+}
