@@ -66,26 +66,36 @@ DECLARE
   lasts timestamptz[];
   bests integer[];
   spent text[] := '{}';
+  cands text[];
 BEGIN
   -- The worker's own claim: the notify trigger stays silent for it
   -- (…_quiet_worker_writes.sql).
   PERFORM set_config('runops.writer', 'worker', true);
   LOOP
     want := n - got;
-    -- The first owners in claim order that no other claim holds, read from
-    -- a few times as many candidates as jobs wanted (so that claims at the
-    -- same moment each find owners of their own). Locked by owner alone, a
+    -- The candidates: a few times as many owners as jobs wanted, so that
+    -- claims at the same moment each find owners of their own.
+    cands := ARRAY(
+      SELECT c.owner FROM public.runops_owners c
+      WHERE c.queued > 0 AND (cap IS NULL OR c.processing < cap) AND c.owner <> ALL (spent)
+      ORDER BY c.best, c.processing, c.last_claim NULLS FIRST, c.oldest, c.owner
+      LIMIT want * 4);
+    IF cardinality(spent) = 0 AND cardinality(cands) < want THEN
+      -- Fewer owners than jobs wanted (one owner's backlog): claims that
+      -- locked them first would run one at a time. This one claims jobs
+      -- first, as claims did before (…_owner_fairness.sql), and waits for
+      -- the owners' rows only to count them, holding nothing else then.
+      RETURN QUERY SELECT * FROM public.runops_claim_jobs_first(p_worker, ttl_seconds, n, cap);
+      RETURN;
+    END IF;
+    -- The first of them that no other claim holds. Locked by owner alone, a
     -- row is never locked and then left out: a lock re-checks its
     -- condition on the row's latest version, and this one cannot fail.
     SELECT coalesce(array_agg(x.owner), '{}'), array_agg(x.processing), array_agg(x.last_claim), array_agg(x.best)
     INTO owners, procs, lasts, bests
     FROM (
       SELECT w.owner, w.processing, w.last_claim, w.best
-      FROM unnest(ARRAY(
-        SELECT c.owner FROM public.runops_owners c
-        WHERE c.queued > 0 AND (cap IS NULL OR c.processing < cap) AND c.owner <> ALL (spent)
-        ORDER BY c.best, c.processing, c.last_claim NULLS FIRST, c.oldest, c.owner
-        LIMIT want * 4)) WITH ORDINALITY AS c(owner, i)
+      FROM unnest(cands) WITH ORDINALITY AS c(owner, i)
       JOIN public.runops_owners w ON w.owner = c.owner
       ORDER BY c.i
       LIMIT want
@@ -93,10 +103,8 @@ BEGIN
     ) x;
     IF cardinality(owners) = 0 THEN
       IF cardinality(spent) = 0 THEN
-        -- Every owner with a turn is another claim's (one owner's backlog,
-        -- many workers): this claim holds nothing yet, and claims as those
-        -- did before (…_owner_fairness.sql), jobs first, waiting for the
-        -- owners' rows only to count them.
+        -- Every candidate is another claim's, and this claim holds nothing
+        -- yet: it claims jobs first too.
         RETURN QUERY SELECT * FROM public.runops_claim_jobs_first(p_worker, ttl_seconds, n, cap);
       END IF;
       EXIT;
