@@ -1,6 +1,7 @@
 -- runops_claim (…_owner_fairness.sql) in fewer, cheaper steps: the same
--- order of claims (docs/lifecycle.md, "The order of claims"), about a third
--- less work a claim of 8 over 100 or 1,000 owners (BenchmarkClaimOrder).
+-- order of claims (docs/lifecycle.md, "The order of claims"), about a
+-- quarter less work for a claim of 8 over 100 or 1,000 owners
+-- (BenchmarkClaimOrder).
 --
 -- A round:
 --   1. locks the first owners in claim order FOR UPDATE SKIP LOCKED, as many
@@ -19,24 +20,24 @@
 -- holds) and the next deals among the owners after them, until no owner is
 -- left or the claim is full.
 --
--- When every owner with a turn is locked by other claims (one owner's
--- backlog, many workers) and this one holds nothing yet, it claims as
--- …_owner_fairness.sql did, kept as runops_claim_jobs_first: jobs first,
--- FOR UPDATE SKIP LOCKED, then the owners' rows in owner order, as every
--- other writer of jobs takes them, waiting for them only to count its jobs;
--- claims of one owner then run side by side but for that count. A claim
--- that holds an owner's row never waits for another row, so it meets no
--- other transaction in a deadlock.
+-- A claim that holds nothing yet and finds fewer owners than jobs it wants
+-- (one owner's backlog, many workers), or every one of them locked by other
+-- claims, claims as …_owner_fairness.sql did, kept as
+-- runops_claim_jobs_first: jobs first, FOR UPDATE SKIP LOCKED, then the
+-- owners' rows in owner order, as every other writer of jobs takes them,
+-- waiting for them only to count its jobs; claims of one owner that locked
+-- it first would run one at a time. A claim that holds an owner's row never
+-- waits for another row, so it meets no other transaction in a deadlock.
 --
 -- When the owners are at least as many as the jobs wanted, share one
 -- priority and their processing counts are within one of each other, each
 -- owner's first job has a turn and nothing else does: the round reads one
 -- job an owner.
 --
--- Replaces the function in place: its grants (none to the API roles) stay.
 -- Idempotent.
+
 -- The claim as …_owner_fairness.sql made it, kept under a name of its own
--- for the claims that find every owner taken.
+-- (with its grants: none to the API roles).
 DO $$
 BEGIN
   IF to_regprocedure('public.runops_claim_jobs_first(text, float8, integer, integer)') IS NULL THEN
