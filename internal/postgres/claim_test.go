@@ -766,3 +766,83 @@ func TestOneJobClaimsLookPastWhatTheyCannotTake(t *testing.T) {
 		t.Fatalf("claimed %q; want %q", got, want)
 	}
 }
+
+// A batch claim whose first round deals every turn to jobs that cannot be
+// claimed (a lease a person set to a word, at a better priority) still
+// reaches the next owner's job, as a one-job claim does: a round spends the
+// owners that gave fewer jobs than their turns, not the one that had none
+// (found by a review: the claim returned nothing).
+func TestABatchLooksPastAnOwnerWhoseTurnsGaveNothing(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	store := postgres.NewQueueStore(pool)
+	exec := execOn(t, pool)
+	exec(`INSERT INTO jobs (job_id, created_at, metadata) VALUES
+		(gen_random_uuid(), now() - interval '300 seconds', '{"owner": "alice", "name": "stuck1", "priority": -1, "lease": {"expires_at": "now"}}'),
+		(gen_random_uuid(), now() - interval '290 seconds', '{"owner": "alice", "name": "stuck2", "priority": -1, "lease": {"expires_at": "now"}}')`)
+	queueOf(t, pool, "bob", 1, 100, 0)
+	checkClaimTables(t, pool, "after the inserts")
+	if got, want := strings.Join(claimNames(t, store, 2), " "), "bob1"; got != want {
+		t.Fatalf("a claim of 2 took %q; want %q (a claim of 1 takes it)", got, want)
+	}
+}
+
+// A batch takes what one-job claims in a row would: an owner that gave its
+// one turn in a round whose other owner gave nothing (its only job is held
+// by a lease that has not run out: re-queued while it ran) still has a turn
+// before an owner with more jobs processing (found by a review).
+func TestABatchKeepsOwnersThatGaveTheirTurns(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	store := postgres.NewQueueStore(pool)
+	exec := execOn(t, pool)
+	// carol: two jobs processing, and one queued (the newest).
+	queueOf(t, pool, "carol", 3, 50, 0)
+	exec(`UPDATE jobs SET status = 'processing' WHERE metadata->>'name' IN ('carol1', 'carol2')`)
+	// alice: two queued. held: one job, re-queued while its lease runs.
+	queueOf(t, pool, "alice", 2, 300, 0)
+	exec(`INSERT INTO jobs (job_id, created_at, metadata) VALUES
+		(gen_random_uuid(), now() - interval '200 seconds', jsonb_build_object('owner', 'held', 'name', 'held1', 'lease', jsonb_build_object('expires_at', now() + interval '1 hour')))`)
+	checkClaimTables(t, pool, "after the inserts")
+	// One at a time: alice1 (alice 0 processing, the oldest); then alice2
+	// (alice 1, carol 2; held's job cannot be taken).
+	if got, want := strings.Join(claimNames(t, store, 2), " "), "alice1 alice2"; got != want {
+		t.Fatalf("a claim of 2 took %q; want %q, as two claims of 1 take", got, want)
+	}
+}
+
+// Jobs re-queued while their leases run (a person re-queued the running
+// jobs of many owners) are no claim's for a while: a claim of 8 walks past
+// their owners in a few statements, as the claim before did, and holds no
+// more owners' rows than one round's candidates. After its first round a
+// claim reads only owners with a job no lease holds (found by a review: it
+// locked every such owner, a round of 8 at a time, 7 s for 3,000 of them).
+func TestHeldOwnersAreNotWalkedOneRoundAtATime(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	ctx := context.Background()
+	exec := execOn(t, pool)
+	exec(`INSERT INTO jobs (job_id, created_at, metadata)
+		SELECT gen_random_uuid(), now() - interval '1 hour' + make_interval(secs => i),
+		       jsonb_build_object('owner', 'held-' || i, 'lease', jsonb_build_object('expires_at', now() + interval '1 hour'))
+		FROM generate_series(1, 1000) i`)
+	queueOf(t, pool, "bob", 20, 100, 0)
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	start := time.Now()
+	var n int
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM public.runops_claim('w', 60, 8)`).Scan(&n); err != nil || n != 8 {
+		t.Fatalf("claimed %d (%v); want 8 of bob's", n, err)
+	}
+	took := time.Since(start)
+	var locked int
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM runops_owners) - (SELECT count(*) FROM (SELECT 1 FROM runops_owners FOR UPDATE SKIP LOCKED) x)`).Scan(&locked); err != nil {
+		t.Fatal(err)
+	}
+	if locked > 4*8 {
+		t.Fatalf("a claim of 8 holds %d owners' rows (it took %v); want at most the 32 candidates of one round", locked, took)
+	}
+}

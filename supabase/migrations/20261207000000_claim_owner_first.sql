@@ -15,10 +15,14 @@
 --      there), deals the turns among the owners' first jobs, locks the jobs
 --      FOR UPDATE SKIP LOCKED, claims them, takes them out of runops_queue and
 --      counts them on the owners.
--- A round that takes fewer than it wanted spends its owners (each gave what
--- it could: its queue, its cap, rows a re-queued job's old lease still
--- holds) and the next deals among the owners after them, until no owner is
--- left or the claim is full.
+-- A round that takes fewer than it wanted spends the owners that gave fewer
+-- jobs than their turns (each gave what it could: its queue, its cap, jobs
+-- a re-queued job's old lease or another transaction still holds), and the
+-- next deals again among the rest, reading only owners with a job no lease
+-- holds, until no owner is left or the claim is full. A claim that holds
+-- owners' rows never waits for another's: when every owner left is held by
+-- other transactions, it ends with what it has (nothing, at worst: the
+-- worker claims again when woken or at its next sweep).
 --
 -- A claim that holds nothing yet and finds fewer owners than jobs it wants
 -- (one owner's backlog, many workers), or every one of them locked by other
@@ -58,36 +62,52 @@ SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE
+  round integer := 0;
   got integer := 0;  -- jobs claimed so far
   took integer;      -- by this round
   want integer;      -- by this round, at most
-  one_each boolean;  -- each owner's first job has a turn, and nothing else
-  owners text[];     -- this round's, locked
-  procs integer[];
+  cands text[];      -- this round's candidates, in claim order
+  owners text[];     -- those of them this round locked
+  procs integer[];   -- their jobs processing, before this round
   lasts timestamptz[];
   bests integer[];
+  tos text[];        -- the owners with turns
+  tcs integer[];     -- and how many
   spent text[] := '{}';
-  cands text[];
 BEGIN
   -- The worker's own claim: the notify trigger stays silent for it
   -- (…_quiet_worker_writes.sql).
   PERFORM set_config('runops.writer', 'worker', true);
   LOOP
+    round := round + 1;
     want := n - got;
     -- The candidates: a few times as many owners as jobs wanted, so that
-    -- claims at the same moment each find owners of their own.
-    cands := ARRAY(
-      SELECT c.owner FROM public.runops_owners c
-      WHERE c.queued > 0 AND (cap IS NULL OR c.processing < cap) AND c.owner <> ALL (spent)
-      ORDER BY c.best, c.processing, c.last_claim NULLS FIRST, c.oldest, c.owner
-      LIMIT want * 4);
-    IF cardinality(spent) = 0 AND cardinality(cands) < want THEN
-      -- Fewer owners than jobs wanted (one owner's backlog): claims that
-      -- locked them first would run one at a time. This one claims jobs
-      -- first, as claims did before (…_owner_fairness.sql), and waits for
-      -- the owners' rows only to count them, holding nothing else then.
-      RETURN QUERY SELECT * FROM public.runops_claim_jobs_first(p_worker, ttl_seconds, n, cap);
-      RETURN;
+    -- claims at the same moment each find owners of their own. After the
+    -- first round, only owners with a job no lease holds: an owner whose
+    -- jobs are all held is not locked round after round.
+    IF round = 1 THEN
+      cands := ARRAY(
+        SELECT c.owner FROM public.runops_owners c
+        WHERE c.queued > 0 AND (cap IS NULL OR c.processing < cap)
+        ORDER BY c.best, c.processing, c.last_claim NULLS FIRST, c.oldest, c.owner
+        LIMIT want * 4);
+      IF cardinality(cands) < want THEN
+        -- Fewer owners than jobs wanted (one owner's backlog): claims that
+        -- locked them first would run one at a time. This one claims jobs
+        -- first, as claims did before (…_owner_fairness.sql), and waits for
+        -- the owners' rows only to count them, holding nothing else then.
+        RETURN QUERY SELECT * FROM public.runops_claim_jobs_first(p_worker, ttl_seconds, n, cap);
+        RETURN;
+      END IF;
+    ELSE
+      cands := ARRAY(
+        SELECT c.owner FROM public.runops_owners c
+        CROSS JOIN LATERAL (
+          SELECT 1 FROM public.runops_queue q WHERE q.owner = c.owner AND q.held_until <= now() LIMIT 1
+        ) ready
+        WHERE c.queued > 0 AND (cap IS NULL OR c.processing < cap) AND c.owner <> ALL (spent)
+        ORDER BY c.best, c.processing, c.last_claim NULLS FIRST, c.oldest, c.owner
+        LIMIT want * 4);
     END IF;
     -- The first of them that no other claim holds. Locked by owner alone, a
     -- row is never locked and then left out: a lock re-checks its
@@ -103,43 +123,51 @@ BEGIN
       FOR UPDATE OF w SKIP LOCKED
     ) x;
     IF cardinality(owners) = 0 THEN
-      IF cardinality(spent) = 0 THEN
-        -- Every candidate is another claim's, and this claim holds nothing
-        -- yet: it claims jobs first too.
+      IF round = 1 THEN
+        -- Every candidate is another transaction's, and this claim holds
+        -- nothing yet: it claims jobs first too. After the first round it
+        -- holds owners' rows, and ends with what it has: waiting then could
+        -- close a circle with a writer that waits for one of them.
         RETURN QUERY SELECT * FROM public.runops_claim_jobs_first(p_worker, ttl_seconds, n, cap);
       END IF;
       EXIT;
     END IF;
 
-    one_each := false;
-    IF cardinality(owners) = want THEN
-      SELECT count(u.b) = count(*) AND min(u.b) = max(u.b) AND max(u.p) - min(u.p) <= 1 AND (cap IS NULL OR max(u.p) < cap)
-      INTO one_each FROM unnest(bests, procs) AS u(b, p);
+    -- The turns. When the owners are as many as the jobs wanted, share one
+    -- priority and their processing counts are within one of each other,
+    -- each owner's first job has a turn, and nothing else does.
+    IF cardinality(owners) = want AND (
+         SELECT count(u.b) = count(*) AND min(u.b) = max(u.b) AND max(u.p) - min(u.p) <= 1 AND (cap IS NULL OR max(u.p) < cap)
+         FROM unnest(bests, procs) AS u(b, p)) THEN
+      tos := owners;
+      tcs := array_fill(1, ARRAY[want]);
+    ELSE
+      -- An owner's k-th job counts as k more jobs processing.
+      SELECT coalesce(array_agg(t.owner), '{}'), coalesce(array_agg(t.take), '{}') INTO tos, tcs
+      FROM (
+        SELECT d.owner, count(*)::integer AS take FROM (
+          SELECT c.owner,
+                 row_number() OVER (ORDER BY q.priority, c.processing + q.k, q.k > 0, c.last_claim NULLS FIRST,
+                                             q.created_at, c.owner, q.k) AS turn
+          FROM unnest(owners, procs, lasts) AS c(owner, processing, last_claim)
+          CROSS JOIN LATERAL (
+            SELECT q.priority, q.created_at, row_number() OVER (ORDER BY q.priority, q.created_at, q.id) - 1 AS k
+            FROM public.runops_queue q
+            WHERE q.owner = c.owner AND q.held_until <= now()
+            ORDER BY q.priority, q.created_at, q.id
+            LIMIT greatest(least(want, coalesce(cap - c.processing, want)), 0)
+          ) q
+        ) d
+        WHERE d.turn <= want
+        GROUP BY d.owner
+      ) t;
     END IF;
 
     -- runops.claim is on for this statement only: the queue's triggers
     -- leave its rows to it.
     PERFORM set_config('runops.claim', 'on', true);
     RETURN QUERY
-      WITH turns AS (
-        -- An owner's k-th job counts as k more jobs processing.
-        SELECT c.owner,
-               row_number() OVER (ORDER BY q.priority, c.processing + q.k, q.k > 0, c.last_claim NULLS FIRST,
-                                           q.created_at, c.owner, q.k) AS turn
-        FROM unnest(owners, procs, lasts) AS c(owner, processing, last_claim)
-        CROSS JOIN LATERAL (
-          SELECT q.priority, q.created_at, row_number() OVER (ORDER BY q.priority, q.created_at, q.id) - 1 AS k
-          FROM public.runops_queue q
-          WHERE q.owner = c.owner AND q.held_until <= now()
-          ORDER BY q.priority, q.created_at, q.id
-          LIMIT greatest(least(want, coalesce(cap - c.processing, want)), 0)
-        ) q
-        WHERE NOT one_each
-      ), takes AS (
-        SELECT c.owner, 1 AS take FROM unnest(owners) AS c(owner) WHERE one_each
-        UNION ALL
-        SELECT t.owner, count(*) FROM turns t WHERE t.turn <= want GROUP BY t.owner
-      ), picked AS (
+      WITH picked AS (
         -- Each owner's first jobs, as many as its turns, past any another
         -- transaction holds. The status is checked in a CASE: written
         -- plainly, it would let the plan read the job through jobs' index
@@ -148,7 +176,7 @@ BEGIN
         -- owner's turn. A job whose metadata is not a JSON object (a
         -- person's edit) is never claimed: its claim would fail, and every
         -- claim with it.
-        SELECT x.id, x.updated_at, t.owner FROM takes t CROSS JOIN LATERAL (
+        SELECT x.id, x.updated_at, t.owner FROM unnest(tos, tcs) AS t(owner, take) CROSS JOIN LATERAL (
           SELECT j.id, j.updated_at FROM public.runops_queue q JOIN public.jobs j ON j.id = q.id
           WHERE q.owner = t.owner AND q.held_until <= now()
             AND CASE WHEN j.status = 'queued' AND public.runops_owner(j.metadata) = t.owner
@@ -189,7 +217,19 @@ BEGIN
     PERFORM set_config('runops.claim', '', true);
     got := got + took;
     EXIT WHEN got >= n;
-    spent := spent || owners;
+    -- Short: the owners that gave fewer jobs than their turns are spent
+    -- (each gave what it could: its queue, its cap, jobs other transactions
+    -- hold); those with turns left keep them for the next round; and when
+    -- no owner had a turn, all of this round's are spent.
+    IF cardinality(tos) = 0 THEN
+      spent := spent || owners;
+    ELSIF took < (SELECT sum(c) FROM unnest(tcs) AS c) THEN
+      spent := spent || ARRAY(
+        SELECT t.owner FROM unnest(tos, tcs) AS t(owner, take)
+        JOIN unnest(owners, procs) AS o(owner, processing) ON o.owner = t.owner
+        JOIN public.runops_owners w ON w.owner = t.owner
+        WHERE w.processing - o.processing < t.take);
+    END IF;
   END LOOP;
 END;
 $$;
