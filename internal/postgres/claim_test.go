@@ -473,6 +473,15 @@ func claimNames(t *testing.T, store *postgres.QueueStore, n int) []string {
 	return names
 }
 
+// wantClaimed claims n jobs and requires their names, sorted and joined by
+// spaces, to be want.
+func wantClaimed(t *testing.T, store *postgres.QueueStore, n int, want string) {
+	t.Helper()
+	if got := strings.Join(claimNames(t, store, n), " "); got != want {
+		t.Fatalf("a claim of %d took %q; want %q", n, got, want)
+	}
+}
+
 func finish(t *testing.T, pool *pgxpool.Pool, names ...string) {
 	t.Helper()
 	for _, name := range names {
@@ -521,14 +530,10 @@ func TestABatchClaimsAsOneAtATime(t *testing.T) {
 	queueOf(t, pool, "alice", 40, 200, 0)
 	queueOf(t, pool, "bob", 1, 100, 0)
 	queueOf(t, pool, "", 2, 95, 0) // the anonymous uploads: one owner
-	if got, want := strings.Join(claimNames(t, store, 4), " "), "alice1 alice2 anonymous1 bob1"; got != want {
-		t.Fatalf("claimed %s; want %s", got, want)
-	}
+	wantClaimed(t, store, 4, "alice1 alice2 anonymous1 bob1")
 	// Two processing for alice, one for bob (none queued) and one for the
 	// anonymous owner: the anonymous job left goes before alice's next two.
-	if got, want := strings.Join(claimNames(t, store, 2), " "), "alice3 anonymous2"; got != want {
-		t.Fatalf("claimed %s; want %s", got, want)
-	}
+	wantClaimed(t, store, 2, "alice3 anonymous2")
 
 	// Priorities first: dave's -2 job, then erin's two at 0 before dave's
 	// at 2, though dave's come first by age and by claims.
@@ -538,9 +543,7 @@ func TestABatchClaimsAsOneAtATime(t *testing.T) {
 	queueOf(t, pool2, "dave", 3, 250, 2)
 	queueOf(t, pool2, "erin", 2, 100, 0)
 	execOn(t, pool2)(`UPDATE jobs SET metadata = metadata || '{"name": "dave-rushed"}' WHERE metadata->>'priority' = '-2'`)
-	if got, want := strings.Join(claimNames(t, store2, 3), " "), "dave-rushed erin1 erin2"; got != want {
-		t.Fatalf("claimed %s; want %s", got, want)
-	}
+	wantClaimed(t, store2, 3, "dave-rushed erin1 erin2")
 	checkClaimTables(t, pool2, "after the claims")
 }
 
@@ -552,22 +555,16 @@ func TestTheOwnerCap(t *testing.T) {
 	store := postgres.NewQueueStore(pool).CapOwners(2)
 	queueOf(t, pool, "alice", 5, 200, 0)
 	queueOf(t, pool, "bob", 1, 100, 0)
-	if got, want := strings.Join(claimNames(t, store, 8), " "), "alice1 alice2 bob1"; got != want {
-		t.Fatalf("claimed %s; want %s", got, want)
-	}
+	wantClaimed(t, store, 8, "alice1 alice2 bob1")
 	if got := claimNames(t, store, 8); len(got) != 0 {
 		t.Fatalf("claimed %v past the cap", got)
 	}
 	// A job that entered processing by a person's hand counts too.
 	queueOf(t, pool, "carol", 3, 50, 0)
 	execOn(t, pool)(`UPDATE jobs SET status = 'processing' WHERE metadata->>'name' = 'carol1'`)
-	if got, want := strings.Join(claimNames(t, store, 8), " "), "carol2"; got != want {
-		t.Fatalf("claimed %s; want %s", got, want)
-	}
+	wantClaimed(t, store, 8, "carol2")
 	finish(t, pool, "alice1")
-	if got, want := strings.Join(claimNames(t, store, 8), " "), "alice3"; got != want {
-		t.Fatalf("claimed %s; want %s", got, want)
-	}
+	wantClaimed(t, store, 8, "alice3")
 	checkClaimTables(t, pool, "after the claims")
 	if got := claimNames(t, postgres.NewQueueStore(pool), 8); len(got) != 3 {
 		t.Fatalf("without the cap claimed %v; want the 3 left", got)
@@ -750,21 +747,15 @@ func TestOneJobClaimsLookPastWhatTheyCannotTake(t *testing.T) {
 	if _, err := tx.Exec(ctx, `SELECT 1 FROM jobs WHERE metadata->>'name' = 'alice1' FOR UPDATE`); err != nil {
 		t.Fatal(err) // as another worker's claim in flight holds it
 	}
-	if got, want := strings.Join(claimNames(t, store, 1), " "), "long"; got != want {
-		t.Fatalf("claimed %q; want %q", got, want)
-	}
-	if got, want := strings.Join(claimNames(t, store, 1), " "), "bob1"; got != want {
-		t.Fatalf("claimed %q; want %q", got, want)
-	}
+	wantClaimed(t, store, 1, "long")
+	wantClaimed(t, store, 1, "bob1")
 	if got := claimNames(t, store, 1); len(got) != 0 {
 		t.Fatalf("claimed %v", got)
 	}
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := strings.Join(claimNames(t, store, 8), " "), "alice1"; got != want {
-		t.Fatalf("claimed %q; want %q", got, want)
-	}
+	wantClaimed(t, store, 8, "alice1")
 }
 
 // A batch claim whose first round deals every turn to jobs that cannot be
@@ -782,9 +773,7 @@ func TestABatchLooksPastAnOwnerWhoseTurnsGaveNothing(t *testing.T) {
 		(gen_random_uuid(), now() - interval '290 seconds', '{"owner": "alice", "name": "stuck2", "priority": -1, "lease": {"expires_at": "now"}}')`)
 	queueOf(t, pool, "bob", 1, 100, 0)
 	checkClaimTables(t, pool, "after the inserts")
-	if got, want := strings.Join(claimNames(t, store, 2), " "), "bob1"; got != want {
-		t.Fatalf("a claim of 2 took %q; want %q (a claim of 1 takes it)", got, want)
-	}
+	wantClaimed(t, store, 2, "bob1")
 }
 
 // A batch takes what one-job claims in a row would: an owner that gave its
@@ -806,9 +795,7 @@ func TestABatchKeepsOwnersThatGaveTheirTurns(t *testing.T) {
 	checkClaimTables(t, pool, "after the inserts")
 	// One at a time: alice1 (alice 0 processing, the oldest); then alice2
 	// (alice 1, carol 2; held's job cannot be taken).
-	if got, want := strings.Join(claimNames(t, store, 2), " "), "alice1 alice2"; got != want {
-		t.Fatalf("a claim of 2 took %q; want %q, as two claims of 1 take", got, want)
-	}
+	wantClaimed(t, store, 2, "alice1 alice2")
 }
 
 // Jobs re-queued while their leases run (a person re-queued the running
