@@ -19,19 +19,26 @@
 -- jobs than their turns (each gave what it could: its queue, its cap, jobs
 -- a re-queued job's old lease or another transaction still holds), and the
 -- next deals again among the rest, reading only owners with a job no lease
--- holds, until no owner is left or the claim is full. A claim that holds
--- owners' rows never waits for another's: when every owner left is held by
--- other transactions, it ends with what it has (nothing, at worst: the
--- worker claims again when woken or at its next sweep).
+-- holds; four rounds at most (a worker whose claim comes back short claims
+-- again at once). A round whose owners were as many as the jobs wanted,
+-- some with no job to deal, deals again without those.
 --
 -- A claim that holds nothing yet and finds fewer owners than jobs it wants
--- (one owner's backlog, many workers), or every one of them locked by other
+-- (one owner's backlog, many workers), or every one of them held by other
 -- claims, claims as …_owner_fairness.sql did, kept as
--- runops_claim_jobs_first: jobs first, FOR UPDATE SKIP LOCKED, then the
--- owners' rows in owner order, as every other writer of jobs takes them,
--- waiting for them only to count its jobs; claims of one owner that locked
--- it first would run one at a time. A claim that holds an owner's row never
--- waits for another row, so it meets no other transaction in a deadlock.
+-- runops_claim_jobs_first: it reads past owners without locking them,
+-- locks jobs FOR UPDATE SKIP LOCKED, then the owners' rows in owner order,
+-- as every other writer of jobs takes them, waiting for them only to count
+-- its jobs; claims of one owner that locked it first would run one at a
+-- time. A claim that holds owners' rows never goes jobs first: claims doing
+-- so while each held owners the others wait for would wait for one another.
+--
+-- A claim gives way: it waits for no lock longer than lock_timeout, 500 ms,
+-- under PostgreSQL's deadlock_timeout (1 s by default), so that when it
+-- meets a writer of jobs in a circle of waits (SKIP LOCKED still waits for
+-- the holder of a row's newer version, while the claim holds owners' rows),
+-- the claim fails, and the worker retries it after a backoff, rather than a
+-- person's edit or an outcome.
 --
 -- When the owners are at least as many as the jobs wanted, share one
 -- priority and their processing counts are within one of each other, each
@@ -59,6 +66,7 @@ SET enable_hashjoin = off
 SET enable_mergejoin = off
 SET jit = off
 SET plan_cache_mode = force_generic_plan
+SET lock_timeout = '500ms'
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -73,13 +81,18 @@ DECLARE
   bests integer[];
   tos text[];        -- the owners with turns
   tcs integer[];     -- and how many
+  dealt text[];      -- the owners with a job to deal
   spent text[] := '{}';
+  holding boolean := false; -- owners' rows locked by this claim
 BEGIN
   -- The worker's own claim: the notify trigger stays silent for it
   -- (…_quiet_worker_writes.sql).
   PERFORM set_config('runops.writer', 'worker', true);
   LOOP
     round := round + 1;
+    -- Four rounds at most: a worker whose claim comes back short claims
+    -- again at once.
+    EXIT WHEN round > 4;
     want := n - got;
     -- The candidates: a few times as many owners as jobs wanted, so that
     -- claims at the same moment each find owners of their own. After the
@@ -123,15 +136,16 @@ BEGIN
       FOR UPDATE OF w SKIP LOCKED
     ) x;
     IF cardinality(owners) = 0 THEN
-      IF round = 1 THEN
+      IF NOT holding THEN
         -- Every candidate is another transaction's, and this claim holds
-        -- nothing yet: it claims jobs first too. After the first round it
-        -- holds owners' rows, and ends with what it has: waiting then could
-        -- close a circle with a writer that waits for one of them.
+        -- nothing yet: it claims jobs first too. A claim that holds owners'
+        -- rows ends with what it has: claims going jobs first while each
+        -- held owners the others wait for would wait for one another.
         RETURN QUERY SELECT * FROM public.runops_claim_jobs_first(p_worker, ttl_seconds, n, cap);
       END IF;
       EXIT;
     END IF;
+    holding := true;
 
     -- The turns. When the owners are as many as the jobs wanted, share one
     -- priority and their processing counts are within one of each other,
@@ -143,9 +157,11 @@ BEGIN
       tcs := array_fill(1, ARRAY[want]);
     ELSE
       -- An owner's k-th job counts as k more jobs processing.
-      SELECT coalesce(array_agg(t.owner), '{}'), coalesce(array_agg(t.take), '{}') INTO tos, tcs
+      SELECT coalesce(array_agg(t.owner) FILTER (WHERE t.take > 0), '{}'), coalesce(array_agg(t.take) FILTER (WHERE t.take > 0), '{}'),
+             coalesce(array_agg(t.owner), '{}')
+      INTO tos, tcs, dealt
       FROM (
-        SELECT d.owner, count(*)::integer AS take FROM (
+        SELECT d.owner, (count(*) FILTER (WHERE d.turn <= want))::integer AS take FROM (
           SELECT c.owner,
                  row_number() OVER (ORDER BY q.priority, c.processing + q.k, q.k > 0, c.last_claim NULLS FIRST,
                                              q.created_at, c.owner, q.k) AS turn
@@ -158,9 +174,14 @@ BEGIN
             LIMIT greatest(least(want, coalesce(cap - c.processing, want)), 0)
           ) q
         ) d
-        WHERE d.turn <= want
         GROUP BY d.owner
       ) t;
+      IF cardinality(owners) = want AND cardinality(dealt) < want THEN
+        -- Owners with no job to deal (all held by leases) took places an
+        -- owner after them would have had: deal again without them.
+        spent := spent || ARRAY(SELECT unnest(owners) EXCEPT SELECT unnest(dealt));
+        CONTINUE;
+      END IF;
     END IF;
 
     -- runops.claim is on for this statement only: the queue's triggers
