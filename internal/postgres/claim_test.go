@@ -616,6 +616,9 @@ func TestTheOwnerCapHoldsAcrossWorkers(t *testing.T) {
 					return
 				}
 				claimed, err := store.Claim(ctx, "w", 2, time.Minute)
+				if errors.Is(err, jobs.ErrBusy) {
+					continue // the claim gave way (lock_timeout): the worker retries it
+				}
 				if err != nil {
 					t.Error(err)
 					return
@@ -661,7 +664,7 @@ func TestOwnerEditsDuringClaimsKeepTheCounts(t *testing.T) {
 	for range 4 {
 		wg.Go(func() {
 			for range 150 {
-				if _, err := store.Claim(ctx, "w", 1, time.Minute); err != nil {
+				if _, err := store.Claim(ctx, "w", 1, time.Minute); err != nil && !errors.Is(err, jobs.ErrBusy) { // a claim that gave way is retried
 					t.Error(err)
 					return
 				}
@@ -835,8 +838,8 @@ func TestHeldOwnersAreNotWalkedOneRoundAtATime(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM runops_owners) - (SELECT count(*) FROM (SELECT 1 FROM runops_owners FOR UPDATE SKIP LOCKED) x)`).Scan(&locked); err != nil {
 		t.Fatal(err)
 	}
-	if locked > 4*8 {
-		t.Fatalf("a claim of 8 holds %d owners' rows (it took %v); want at most the 32 candidates of one round", locked, took)
+	if locked > 8+1 {
+		t.Fatalf("a claim of 8 holds %d owners' rows (it took %v); want one round's 8 and bob's", locked, took)
 	}
 }
 
@@ -918,8 +921,7 @@ func TestClaimsUnderMixedLoad(t *testing.T) {
 					var mine []queue.Claimed
 					for range 80 {
 						c, err := store.Claim(ctx, fmt.Sprintf("w%d", w), []int{1, 2, 3, 4, 8}[r.IntN(5)], time.Minute)
-						var pe *pgconn.PgError
-						if errors.As(err, &pe) && pe.Code == "55P03" {
+						if errors.Is(err, jobs.ErrBusy) {
 							gaveWay.Add(1) // the claim gave way (lock_timeout): the worker retries it
 							continue
 						}

@@ -4,46 +4,51 @@
 -- (BenchmarkClaimOrder).
 --
 -- A round:
---   1. locks the first owners in claim order FOR UPDATE SKIP LOCKED, as many
---      as jobs are wanted (no other owner can be reached by that many
---      claims): claims at the same moment take different owners instead of
---      computing the same turns and queuing on the same rows. Their counts
---      are read locked, so the cap is checked on exact counts (an owner
---      that reached its cap or emptied meanwhile gives nothing);
---   2. one statement, whose snapshot is taken under those locks (a job
---      another worker claimed and handed back meanwhile has its new row
---      there), deals the turns among the owners' first jobs, locks the jobs
---      FOR UPDATE SKIP LOCKED, claims them, takes them out of runops_queue and
---      counts them on the owners.
+--   1. locks the first owners in claim order that no other transaction
+--      holds, FOR UPDATE SKIP LOCKED, as many as jobs it still wants (no
+--      other owner can be reached by that many claims): claims at the same
+--      moment take different owners instead of computing the same turns and
+--      queuing on the same rows. Their counts are read locked, so the cap is
+--      checked on exact counts (an owner that reached its cap or emptied
+--      meanwhile gives nothing);
+--   2. deals the turns among those owners' first jobs (one statement), then
+--      locks each owner's first jobs FOR UPDATE SKIP LOCKED, as many as its
+--      turns, claims them, takes them out of runops_queue and counts them on
+--      the owners (a second). Both take their snapshots under the owners'
+--      locks: a job another worker claimed and handed back meanwhile has its
+--      new row there.
+-- When the owners are as many as the jobs wanted, share one priority, are
+-- all under the cap and their processing counts are within one of each
+-- other, each owner's first job has a turn and nothing else does: no deal,
+-- and one job read an owner.
+--
 -- A round that takes fewer than it wanted spends the owners that gave fewer
 -- jobs than their turns (each gave what it could: its queue, its cap, jobs
--- a re-queued job's old lease or another transaction still holds), and the
--- next deals again among the rest, reading only owners with a job no lease
--- holds; four rounds at most (a worker whose claim comes back short claims
--- again at once). A round whose owners were as many as the jobs wanted,
--- some with no job to deal, deals again without those.
+-- a re-queued job's old lease or another transaction still holds), or all
+-- of them when none had a turn; the next deals again among the rest,
+-- reading only owners with a job no lease holds. A full deal among as many
+-- owners as jobs wanted, some with no job to deal, is dealt again without
+-- them. Four rounds at most: a worker whose claim comes back short, with at
+-- least one job, claims again at once.
 --
 -- A claim that holds nothing yet and finds fewer owners than jobs it wants
 -- (one owner's backlog, many workers), or every one of them held by other
--- claims, claims as …_owner_fairness.sql did, kept as
+-- transactions, claims as …_owner_fairness.sql did, kept as
 -- runops_claim_jobs_first: it reads past owners without locking them,
--- locks jobs FOR UPDATE SKIP LOCKED, then the owners' rows in owner order,
--- as every other writer of jobs takes them, waiting for them only to count
--- its jobs; claims of one owner that locked it first would run one at a
--- time. A claim that holds owners' rows never goes jobs first: claims doing
--- so while each held owners the others wait for would wait for one another.
+-- locks jobs FOR UPDATE SKIP LOCKED, claims them (with a cap, it locks the
+-- owners' rows first, in owner order, and trims to it) and then locks the
+-- owners' rows in owner order, as every other writer of jobs takes them, to
+-- count its jobs; claims of one owner that locked it first would run one at
+-- a time. A claim that holds owners' rows never goes jobs first: claims
+-- doing so while each held owners the others wait for would wait for one
+-- another.
 --
 -- A claim gives way: it waits for no lock longer than lock_timeout, 500 ms,
 -- under PostgreSQL's deadlock_timeout (1 s by default), so that when it
 -- meets a writer of jobs in a circle of waits (SKIP LOCKED still waits for
 -- the holder of a row's newer version, while the claim holds owners' rows),
--- the claim fails, and the worker retries it after a backoff, rather than a
--- person's edit or an outcome.
---
--- When the owners are at least as many as the jobs wanted, share one
--- priority and their processing counts are within one of each other, each
--- owner's first job has a turn and nothing else does: the round reads one
--- job an owner.
+-- the claim's wait normally ends first: the claim fails, and the worker
+-- retries it after a backoff, rather than a person's edit or an outcome.
 --
 -- Idempotent.
 
@@ -148,8 +153,9 @@ BEGIN
     holding := true;
 
     -- The turns. When the owners are as many as the jobs wanted, share one
-    -- priority and their processing counts are within one of each other,
-    -- each owner's first job has a turn, and nothing else does.
+    -- priority, are all under the cap and their processing counts are
+    -- within one of each other, each owner's first job has a turn, and
+    -- nothing else does.
     IF cardinality(owners) = want AND (
          SELECT count(u.b) = count(*) AND min(u.b) = max(u.b) AND max(u.p) - min(u.p) <= 1 AND (cap IS NULL OR max(u.p) < cap)
          FROM unnest(bests, procs) AS u(b, p)) THEN
