@@ -488,6 +488,30 @@ func wantClaimed(t *testing.T, store *postgres.QueueStore, n int, want string) {
 	}
 }
 
+// wantBatchAsSingles fills two databases alike (setup), claims n jobs one
+// at a time in the first and n at once in the second, and requires both to
+// take want (names sorted, joined by spaces): a batch takes what one-job
+// claims in a row take. The claim's tables must follow the jobs in both.
+func wantBatchAsSingles(t *testing.T, n int, want string, setup func(pool *pgxpool.Pool)) {
+	t.Helper()
+	one, _ := pgtest.Pool(t)
+	setup(one)
+	checkClaimTables(t, one, "after the setup")
+	var singles []string
+	for range n {
+		singles = append(singles, claimNames(t, postgres.NewQueueStore(one), 1)...)
+	}
+	slices.Sort(singles)
+	if got := strings.Join(singles, " "); got != want {
+		t.Fatalf("%d claims of one took %q; want %q", n, got, want)
+	}
+	checkClaimTables(t, one, "after the claims of one")
+	batch, _ := pgtest.Pool(t)
+	setup(batch)
+	wantClaimed(t, postgres.NewQueueStore(batch), n, want)
+	checkClaimTables(t, batch, "after the batch")
+}
+
 func finish(t *testing.T, pool *pgxpool.Pool, names ...string) {
 	t.Helper()
 	for _, name := range names {
@@ -774,15 +798,12 @@ func TestOneJobClaimsLookPastWhatTheyCannotTake(t *testing.T) {
 // (found by a review: the claim returned nothing).
 func TestABatchLooksPastAnOwnerWhoseTurnsGaveNothing(t *testing.T) {
 	t.Parallel()
-	pool, _ := pgtest.Pool(t)
-	store := postgres.NewQueueStore(pool)
-	exec := execOn(t, pool)
-	exec(`INSERT INTO jobs (job_id, created_at, metadata) VALUES
-		(gen_random_uuid(), now() - interval '300 seconds', '{"owner": "alice", "name": "stuck1", "priority": -1, "lease": {"expires_at": "now"}}'),
-		(gen_random_uuid(), now() - interval '290 seconds', '{"owner": "alice", "name": "stuck2", "priority": -1, "lease": {"expires_at": "now"}}')`)
-	queueOf(t, pool, "bob", 1, 100, 0)
-	checkClaimTables(t, pool, "after the inserts")
-	wantClaimed(t, store, 2, "bob1")
+	wantBatchAsSingles(t, 2, "bob1", func(pool *pgxpool.Pool) {
+		execOn(t, pool)(`INSERT INTO jobs (job_id, created_at, metadata) VALUES
+			(gen_random_uuid(), now() - interval '300 seconds', '{"owner": "alice", "name": "stuck1", "priority": -1, "lease": {"expires_at": "now"}}'),
+			(gen_random_uuid(), now() - interval '290 seconds', '{"owner": "alice", "name": "stuck2", "priority": -1, "lease": {"expires_at": "now"}}')`)
+		queueOf(t, pool, "bob", 1, 100, 0)
+	})
 }
 
 // A batch takes what one-job claims in a row would: an owner that gave its
@@ -791,26 +812,24 @@ func TestABatchLooksPastAnOwnerWhoseTurnsGaveNothing(t *testing.T) {
 // before an owner with more jobs processing (found by a review).
 func TestABatchKeepsOwnersThatGaveTheirTurns(t *testing.T) {
 	t.Parallel()
-	pool, _ := pgtest.Pool(t)
-	store := postgres.NewQueueStore(pool)
-	exec := execOn(t, pool)
-	// carol: two jobs processing, and one queued (the newest).
-	queueOf(t, pool, "carol", 3, 50, 0)
-	exec(`UPDATE jobs SET status = 'processing' WHERE metadata->>'name' IN ('carol1', 'carol2')`)
-	// alice: two queued. held: one job, re-queued while its lease runs.
-	queueOf(t, pool, "alice", 2, 300, 0)
-	exec(`INSERT INTO jobs (job_id, created_at, metadata) VALUES
-		(gen_random_uuid(), now() - interval '200 seconds', jsonb_build_object('owner', 'held', 'name', 'held1', 'lease', jsonb_build_object('expires_at', now() + interval '1 hour')))`)
-	checkClaimTables(t, pool, "after the inserts")
 	// One at a time: alice1 (alice 0 processing, the oldest); then alice2
 	// (alice 1, carol 2; held's job cannot be taken).
-	wantClaimed(t, store, 2, "alice1 alice2")
+	wantBatchAsSingles(t, 2, "alice1 alice2", func(pool *pgxpool.Pool) {
+		// carol: two jobs processing, and one queued (the newest).
+		queueOf(t, pool, "carol", 3, 50, 0)
+		execOn(t, pool)(`UPDATE jobs SET status = 'processing' WHERE metadata->>'name' IN ('carol1', 'carol2')`)
+		// alice: two queued. held: one job, re-queued while its lease runs.
+		queueOf(t, pool, "alice", 2, 300, 0)
+		execOn(t, pool)(`INSERT INTO jobs (job_id, created_at, metadata) VALUES
+			(gen_random_uuid(), now() - interval '200 seconds', jsonb_build_object('owner', 'held', 'name', 'held1', 'lease', jsonb_build_object('expires_at', now() + interval '1 hour')))`)
+	})
 }
 
 // Jobs re-queued while their leases run (a person re-queued the running
 // jobs of many owners) are no claim's for a while: a claim of 8 walks past
 // their owners in a few statements, as the claim before did, and holds no
-// more owners' rows than one round's candidates. After its first round a
+// more owners' rows than its first round's and those it takes jobs of.
+// After its first round a
 // claim reads only owners with a job no lease holds (found by a review: it
 // locked every such owner, a round of 8 at a time, 7 s for 3,000 of them).
 func TestHeldOwnersAreNotWalkedOneRoundAtATime(t *testing.T) {
@@ -853,30 +872,13 @@ func TestHeldOwnersAreNotWalkedOneRoundAtATime(t *testing.T) {
 // never looked at bob).
 func TestARoundCountsOnlyOwnersWithAJobToDeal(t *testing.T) {
 	t.Parallel()
-	setup := func() (*pgxpool.Pool, *postgres.QueueStore) {
-		pool, _ := pgtest.Pool(t)
+	wantBatchAsSingles(t, 2, "alice1 bob1", func(pool *pgxpool.Pool) {
 		execOn(t, pool)(`INSERT INTO jobs (job_id, created_at, metadata) VALUES
 			(gen_random_uuid(), now() - interval '500 seconds', jsonb_build_object('owner', 'held', 'name', 'held1', 'priority', -1,
 			 'lease', jsonb_build_object('expires_at', now() + interval '1 hour')))`)
 		queueOf(t, pool, "alice", 3, 300, 0)
 		queueOf(t, pool, "bob", 1, 100, 0)
-		checkClaimTables(t, pool, "after the inserts")
-		return pool, postgres.NewQueueStore(pool)
-	}
-	_, one := setup()
-	var singles []string
-	for range 2 {
-		singles = append(singles, claimNames(t, one, 1)...)
-	}
-	slices.Sort(singles)
-	if want := "alice1 bob1"; strings.Join(singles, " ") != want {
-		t.Fatalf("two claims of one took %v; want %s", singles, want)
-	}
-	pool, batch := setup()
-	if got := claimNames(t, batch, 2); strings.Join(got, " ") != strings.Join(singles, " ") {
-		t.Fatalf("a claim of 2 took %v; two claims of 1 take %v", got, singles)
-	}
-	checkClaimTables(t, pool, "after the claims")
+	})
 }
 
 // Many workers claiming batches at once, with and without an owner cap,
