@@ -237,7 +237,7 @@ func completeByHand(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, 
 	}
 	locker := postgres.NewSOPLocker(pool)
 	err = locker.WithSOPLock(ctx, id, func(ctx context.Context) error {
-		if err := locker.StoreTagged(ctx, id, b, sop.Shown(doc), func() error {
+		if _, err := locker.StoreTagged(ctx, id, b, sop.Shown(doc), nil, func() error {
 			return objects.Upload(ctx, id.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json")
 		}); err != nil {
 			return err

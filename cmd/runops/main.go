@@ -451,7 +451,7 @@ func serveHTTP(ctx context.Context, stop func(), g *errgroup.Group, cfg config.C
 
 func apiHandler(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, store *postgres.JobStore, objects *storage.Client, log *slog.Logger) (http.Handler, error) {
 	sops := postgres.NewSOPLocker(pool)
-	sops.Log = log
+	sops.Logger = log
 	opts := api.Options{
 		Jobs: store, Objects: objects, SOPs: sops, Logger: log, ServiceRoleKey: cfg.ServiceRoleKey,
 		RequireAuth: cfg.RequireAuth, RateLimit: cfg.RateLimit.Requests, RateWindow: cfg.RateLimit.Window,
@@ -525,7 +525,7 @@ func pipelineHandler(ctx context.Context, d handlerDeps) (queue.Handler, error) 
 		return nil, err
 	}
 	sops := postgres.NewSOPLocker(d.pool)
-	sops.Log = d.log
+	sops.Logger = d.log
 	return pipeline.New(d.objects, model, sops, pc), nil
 }
 

@@ -25,8 +25,9 @@ import (
 type SOPLocker interface {
 	WithSOPLock(ctx context.Context, id jobs.ID, fn func(context.Context) error) error
 	// StoreTagged stores the SOP with store, under the lock, keeping the
-	// ETag recorded for it true (postgres.SOPLocker.StoreTagged).
-	StoreTagged(ctx context.Context, id jobs.ID, served []byte, shown []string, store func() error) error
+	// ETag recorded for it true, and returns that ETag
+	// (postgres.SOPLocker.StoreTagged).
+	StoreTagged(ctx context.Context, id jobs.ID, served []byte, shown []string, frames map[string]string, store func() error) (string, error)
 }
 
 const (
@@ -252,16 +253,17 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 			return &Error{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf(
 				"This change would make the SOP larger than %d MiB, more than can be read back, so it was not saved.", sop.MaxDocumentBytes>>20)}
 		}
-		if err := s.o.SOPs.StoreTagged(ctx, id, b, sop.Shown(doc), func() error {
+		storedTag, err := s.o.SOPs.StoreTagged(ctx, id, b, sop.Shown(doc), nil, func() error {
 			if err := s.o.Objects.Upload(ctx, id.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json"); err != nil {
 				return fromBackend("File storage", err, "Failed to save the SOP")
 			}
 			return nil
-		}); err != nil {
+		})
+		if err != nil {
 			return err
 		}
 		after := screenshots(doc)
-		out, outTag = sopResponse{JobID: string(id), Data: b, CreatedAt: cur.CreatedAt, UpdatedAt: time.Now().UTC()}, jobs.ETag(b)
+		out, outTag = sopResponse{JobID: string(id), Data: b, CreatedAt: cur.CreatedAt, UpdatedAt: time.Now().UTC()}, storedTag
 		for _, path := range before {
 			if !slices.Contains(after, path) {
 				dropped = append(dropped, path)

@@ -137,11 +137,12 @@ func (p *Pipeline) Run(ctx context.Context, job queue.Job, r queue.Reporter) (er
 // otherwise it returns queue.ErrCancelled (a person's edit) or queue.ErrLost.
 type OutputLock interface {
 	WithSOPLease(ctx context.Context, id jobs.ID, token string, fn func(context.Context) error) error
-	// StoreTagged stores the SOP with store and RecordFrames records the
-	// screenshots' ETags (node → tag; "" forgets one), inside WithSOPLease,
-	// so that a tag recorded is always that of what is stored and shown
+	// StoreTagged stores the SOP with store and records its ETag and the
+	// screenshots' (frames: node → tag), and RecordFrames records or ("")
+	// forgets screenshots' ETags, inside WithSOPLease, so that a tag
+	// recorded is always that of what is stored and shown
 	// (docs/frontend-contract.md, "Revalidation").
-	StoreTagged(ctx context.Context, id jobs.ID, served []byte, shown []string, store func() error) error
+	StoreTagged(ctx context.Context, id jobs.ID, served []byte, shown []string, frames map[string]string, store func() error) (string, error)
 	RecordFrames(ctx context.Context, id jobs.ID, tags map[string]string) error
 }
 
@@ -156,6 +157,6 @@ func (SoleWriter) WithSOPLease(ctx context.Context, _ jobs.ID, _ string, fn func
 
 func (SoleWriter) RecordFrames(context.Context, jobs.ID, map[string]string) error { return nil }
 
-func (SoleWriter) StoreTagged(_ context.Context, _ jobs.ID, _ []byte, _ []string, store func() error) error {
-	return store()
+func (SoleWriter) StoreTagged(_ context.Context, _ jobs.ID, _ []byte, _ []string, _ map[string]string, store func() error) (string, error) {
+	return "", store()
 }

@@ -34,18 +34,15 @@ func (p *Pipeline) writeSOP(ctx context.Context, job queue.Job, r queue.Reporter
 			// tags of the screenshots it shows that this run stored: a tag
 			// recorded is always that of what is stored and shown.
 			shown := sop.Shown(doc)
-			if err := p.outputLock.StoreTagged(ctx, job.ID, b, shown, func() error {
-				return p.objects.Upload(ctx, job.ID.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json")
-			}); err != nil {
-				return err
-			}
 			frames := map[string]string{}
 			for _, node := range shown {
 				if tag, ok := shots.tags[node]; ok {
 					frames[node] = tag
 				}
 			}
-			if err := p.outputLock.RecordFrames(ctx, job.ID, frames); err != nil {
+			if _, err := p.outputLock.StoreTagged(ctx, job.ID, b, shown, frames, func() error {
+				return p.objects.Upload(ctx, job.ID.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json")
+			}); err != nil {
 				return err
 			}
 			p.dropStaleFrames(ctx, job, doc)

@@ -41,7 +41,7 @@ type SOPLocker struct {
 	// for a second one until its deadline.
 	slots chan struct{}
 	// Log hears of a tag that could not be recorded (nil: slog.Default).
-	Log *slog.Logger
+	Logger *slog.Logger
 }
 
 // NewSOPLocker returns a locker over pool.
@@ -186,23 +186,30 @@ func (l *SOPLocker) RecordFrames(ctx context.Context, id jobs.ID, tags map[strin
 
 // StoreTagged stores id's SOP, the bytes served, with store and keeps its
 // recorded tag true, under the SOP lock: the tag is forgotten first and
-// recorded as served's (jobs.ETag) once store has succeeded, so a recorded
-// tag is always that of the stored SOP (…_stored_tags.sql); of the
-// screenshots' tags, those of the steps shown stay. Once the SOP is stored,
-// a tag that cannot be recorded costs nothing but revalidations reading
-// storage: it is logged, and the store is a success.
-func (l *SOPLocker) StoreTagged(ctx context.Context, id jobs.ID, served []byte, shown []string, store func() error) error {
+// recorded as served's (jobs.ETag, which it returns) once store has
+// succeeded, so a recorded tag is always that of the stored SOP
+// (…_stored_tags.sql); of the screenshots' tags, those of the steps shown
+// stay, and frames (node → tag, stored before the SOP) are recorded with
+// it. Once the SOP is stored, a tag that cannot be recorded costs nothing
+// but revalidations reading storage: it is logged, and the store is a
+// success.
+func (l *SOPLocker) StoreTagged(ctx context.Context, id jobs.ID, served []byte, shown []string, frames map[string]string, store func() error) (string, error) {
 	if err := l.RecordSOP(ctx, id, "", shown); err != nil {
-		return err
+		return "", err
 	}
 	if err := store(); err != nil {
-		return err
+		return "", err
 	}
-	if err := l.RecordSOP(ctx, id, jobs.ETag(served), shown); err != nil {
-		cmp.Or(l.Log, slog.Default()).WarnContext(ctx, "SOP stored; its tag not recorded, so revalidations read storage",
+	tag := jobs.ETag(served)
+	err := l.RecordSOP(ctx, id, tag, shown)
+	if err == nil && len(frames) > 0 {
+		err = l.RecordFrames(ctx, id, frames)
+	}
+	if err != nil {
+		cmp.Or(l.Logger, slog.Default()).WarnContext(ctx, "SOP stored; its tags not recorded, so revalidations read storage",
 			"job_id", id, "error", err)
 	}
-	return nil
+	return tag, nil
 }
 
 // RecordSOP sets the entity tag of id's SOP as it is served ("" forgets
