@@ -29,7 +29,7 @@ const (
 	// owner with $4 jobs processing ($4 NULL: no cap): by priority
 	// (metadata.priority, lower first), then the owner with the fewest jobs
 	// processing, then the owner whose latest claim is oldest, then the
-	// oldest job (runops_claim, migration …_claim_order.sql;
+	// oldest job (runops_claim, migration …_claim_owner_first.sql;
 	// docs/lifecycle.md, "The order of claims").
 	claimJobs = `SELECT job_id, status, created_at, updated_at, completed_at, error, metadata, queued_at
 FROM public.runops_claim($1, $2, $3, $4)`

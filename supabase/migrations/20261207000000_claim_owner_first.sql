@@ -88,7 +88,6 @@ DECLARE
   tcs integer[];     -- and how many
   dealt text[];      -- the owners with a job to deal
   spent text[] := '{}';
-  holding boolean := false; -- owners' rows locked by this claim
 BEGIN
   -- The worker's own claim: the notify trigger stays silent for it
   -- (…_quiet_worker_writes.sql).
@@ -141,16 +140,16 @@ BEGIN
       FOR UPDATE OF w SKIP LOCKED
     ) x;
     IF cardinality(owners) = 0 THEN
-      IF NOT holding THEN
+      IF round = 1 THEN
         -- Every candidate is another transaction's, and this claim holds
-        -- nothing yet: it claims jobs first too. A claim that holds owners'
+        -- nothing yet (after its first round it always holds owners'
+        -- rows): it claims jobs first too. A claim that holds owners'
         -- rows ends with what it has: claims going jobs first while each
         -- held owners the others wait for would wait for one another.
         RETURN QUERY SELECT * FROM public.runops_claim_jobs_first(p_worker, ttl_seconds, n, cap);
       END IF;
       EXIT;
     END IF;
-    holding := true;
 
     -- The turns. When the owners are as many as the jobs wanted, share one
     -- priority, are all under the cap and their processing counts are
@@ -190,6 +189,11 @@ BEGIN
       END IF;
     END IF;
 
+    IF cardinality(tos) = 0 THEN
+      -- No owner of this round had a turn: all are spent.
+      spent := spent || owners;
+      CONTINUE;
+    END IF;
     -- runops.claim is on for this statement only: the queue's triggers
     -- leave its rows to it.
     PERFORM set_config('runops.claim', 'on', true);
@@ -246,11 +250,8 @@ BEGIN
     EXIT WHEN got >= n;
     -- Short: the owners that gave fewer jobs than their turns are spent
     -- (each gave what it could: its queue, its cap, jobs other transactions
-    -- hold); those with turns left keep them for the next round; and when
-    -- no owner had a turn, all of this round's are spent.
-    IF cardinality(tos) = 0 THEN
-      spent := spent || owners;
-    ELSIF took < (SELECT sum(c) FROM unnest(tcs) AS c) THEN
+    -- hold); those with turns left keep them for the next round.
+    IF took < (SELECT sum(c) FROM unnest(tcs) AS c) THEN
       spent := spent || ARRAY(
         SELECT t.owner FROM unnest(tos, tcs) AS t(owner, take)
         JOIN unnest(owners, procs) AS o(owner, processing) ON o.owner = t.owner
