@@ -35,7 +35,7 @@ func (s *JobStore) StatusReads() (running, waiting int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.next != nil {
-		waiting = len(r.next.keys)
+		waiting = r.next.readers
 	}
 	return r.running, waiting
 }

@@ -100,17 +100,17 @@ type summaryRow struct {
 // takes the ids, and withNodes, their step nodes too.
 func (s *JobStore) summaryReads(query string, withNodes bool) *rounds[summaryKey, summaryRow] {
 	return &rounds[summaryKey, summaryRow]{limit: readsAtOnce, read: func(ctx context.Context, keys []summaryKey) (map[summaryKey]summaryRow, error) {
-		ids, nodes := make([]string, 0, len(keys)), make([]string, 0, len(keys))
-		seen := make(map[summaryKey]bool, len(keys))
-		for _, k := range keys {
-			if !seen[k] { // many viewers poll one job
-				seen[k] = true
-				ids, nodes = append(ids, k.id), append(nodes, k.node)
-			}
+		ids := make([]string, len(keys))
+		for i, k := range keys {
+			ids[i] = k.id
 		}
-		args := []any{ids, nodes}
-		if !withNodes {
-			args = args[:1]
+		args := []any{ids}
+		if withNodes {
+			nodes := make([]string, len(keys))
+			for i, k := range keys {
+				nodes[i] = k.node
+			}
+			args = append(args, nodes)
 		}
 		rows, _ := s.pool.Query(ctx, query, args...)
 		out := make(map[summaryKey]summaryRow, len(keys))

@@ -31,8 +31,9 @@ type round[K comparable, V any] struct {
 	// no read waits for the answer.
 	ctx     context.Context
 	cancel  context.CancelFunc
-	keys    []K
-	readers int // reads still waiting for it
+	keys    []K            // each once, however many reads ask for it
+	asked   map[K]struct{} // keys' set
+	readers int            // reads still waiting for it
 	done    chan struct{}
 	got     map[K]V
 	err     error
@@ -46,10 +47,13 @@ func (s *rounds[K, V]) get(ctx context.Context, key K) (V, bool, error) {
 	r := s.next
 	if r == nil {
 		rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		r = &round[K, V]{ctx: rctx, cancel: cancel, done: make(chan struct{})}
+		r = &round[K, V]{ctx: rctx, cancel: cancel, done: make(chan struct{}), asked: map[K]struct{}{}}
 		s.next = r
 	}
-	r.keys = append(r.keys, key)
+	if _, ok := r.asked[key]; !ok { // many viewers poll one job
+		r.asked[key] = struct{}{}
+		r.keys = append(r.keys, key)
+	}
 	r.readers++
 	start := s.running < s.limit
 	if start {
