@@ -28,6 +28,17 @@ func (r *run) lose(cause error) {
 	r.cancel(r.whyLost()) // the first cause, whichever lose cancels first
 }
 
+// loseReading stops the run, asking the row why (readLossCause: a person's
+// edit is ErrCancelled whichever statement of the run meets it first),
+// unless it is stopped already: then it keeps its cause and the row is not
+// read again. It returns the run's cause.
+func (r *run) loseReading(store Store) error {
+	if !r.lost() {
+		r.lose(readLossCause(store, r.job.ID))
+	}
+	return r.whyLost()
+}
+
 // whyLost is the cause lose recorded first: why the run lost the job
 // (ErrLost until it is known).
 func (r *run) whyLost() error {
@@ -69,7 +80,7 @@ func (w *Worker) heartbeat(ctx context.Context, r *run, log *slog.Logger) {
 			expiring.Reset(margin - time.Since(sent))
 			next.Reset(w.cfg.Heartbeat)
 		case err == nil:
-			r.lose(readLossCause(w.store, r.job.ID))
+			r.loseReading(w.store)
 			return
 		case ctx.Err() != nil:
 			return
@@ -111,8 +122,8 @@ func (w *Worker) watchEdits(ctx context.Context) {
 			continue // the heartbeats ask too, and time the leases out
 		}
 		for _, id := range lost {
-			if r := runs[id]; r != nil && !r.lost() {
-				r.lose(readLossCause(w.store, id))
+			if r := runs[id]; r != nil {
+				r.loseReading(w.store)
 			}
 		}
 	}

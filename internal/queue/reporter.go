@@ -44,17 +44,10 @@ func newReporter(store Store, r *run, delay time.Duration) *reporter {
 // lost tells whether the run has lost the job.
 func (r *reporter) lost() bool { return r.run.lost() }
 
-// lose stops the run: its write found the job lost. Why is asked as the
-// heartbeat asks it (readLossCause): a person's edit is ErrCancelled whichever
-// of the run's statements meets it first. A run already stopped keeps its
-// cause, and the row is not read again for it. What it returns is the run's
-// cause, which the heartbeat may have set while the question was asked.
-func (r *reporter) lose() error {
-	if !r.run.lost() {
-		r.run.lose(readLossCause(r.store, r.run.job.ID))
-	}
-	return r.run.whyLost()
-}
+// lose stops the run: its write found the job lost (run.loseReading). What
+// it returns is the run's cause, which the heartbeat may have set while the
+// question was asked.
+func (r *reporter) lose() error { return r.run.loseReading(r.store) }
 
 // flushStages writes a pending stage once it has lasted the stage delay,
 // until ctx — the run's — ends (then the outcome takes what is pending).
