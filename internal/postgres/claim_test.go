@@ -277,10 +277,10 @@ END $$`)
 	if _, err := gate.Exec(ctx, `SELECT pg_advisory_unlock(2806)`); err != nil {
 		t.Fatal(err)
 	}
-	if c := <-first; len(c) != 1 || c[0].ID != "00000000-0000-4000-8000-00000000000a" {
+	if c := wait.Recv(t, first, "the first claim"); len(c) != 1 || c[0].ID != "00000000-0000-4000-8000-00000000000a" {
 		t.Fatalf("the first claim took %v; want the gated job", c)
 	}
-	if err := <-other; err != nil {
+	if err := wait.Recv(t, other, "the earlier release's claim"); err != nil {
 		t.Fatalf("the earlier release's claim and hand-back: %v", err)
 	}
 	checkClaimTables(t, pool, "after both claims and the hand-back")
@@ -909,7 +909,7 @@ func TestClaimsUnderMixedLoad(t *testing.T) {
 			}
 			worst := pgtest.WatchMax(t, pool, `SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM jobs WHERE status = 'processing' GROUP BY coalesce(metadata->>'owner', '')) c`)
 			var mu sync.Mutex
-			var gaveWay atomic.Int64
+			var gaveWay, claimed atomic.Int64
 			held := map[jobs.ID]string{}
 			var wg sync.WaitGroup
 			stop := make(chan struct{})
@@ -931,6 +931,7 @@ func TestClaimsUnderMixedLoad(t *testing.T) {
 							t.Errorf("claim: %v", err)
 							return
 						}
+						claimed.Add(int64(len(c)))
 						mu.Lock()
 						for _, j := range c {
 							if tok, ok := held[j.ID]; ok {
@@ -1012,7 +1013,10 @@ func TestClaimsUnderMixedLoad(t *testing.T) {
 				t.Errorf("an owner had %d jobs processing at once; the cap is %d", w, capN)
 			}
 			checkClaimTables(t, pool, "after the load")
-			t.Logf("claims that gave way: %d", gaveWay.Load())
+			if claimed.Load() == 0 {
+				t.Fatalf("no claim took a job (%d gave way)", gaveWay.Load())
+			}
+			t.Logf("jobs claimed: %d; claims that gave way: %d", claimed.Load(), gaveWay.Load())
 		})
 	}
 }

@@ -3,9 +3,12 @@ package postgres
 import (
 	"context"
 	"errors"
-	"runtime"
+	"fmt"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/runops/runops/internal/wait"
 )
 
 // gate is a round's read that waits to be let through, one statement at a
@@ -56,14 +59,13 @@ func waiting[K comparable, V any](s *rounds[K, V]) int {
 	if s.next == nil {
 		return 0
 	}
-	return len(s.next.keys)
+	return s.next.readers
 }
 
 // untilWaiting yields until n reads have joined the next round.
-func untilWaiting[K comparable, V any](s *rounds[K, V], n int) {
-	for waiting(s) < n {
-		runtime.Gosched()
-	}
+func untilWaiting[K comparable, V any](t *testing.T, s *rounds[K, V], n int) {
+	t.Helper()
+	wait.For(t, fmt.Sprintf("%d reads to wait for the next round", n), 30*time.Second, func() bool { return waiting(s) >= n })
 }
 
 type answer struct {
@@ -86,7 +88,7 @@ func TestRoundsNeverAnswerFromAStatementBegunBefore(t *testing.T) {
 	}
 	// The same key, asked while statement 1 runs: it waits for the next.
 	go ask("job", second)
-	untilWaiting(s, 1)
+	untilWaiting(t, s, 1)
 	g.let <- nil
 	if a := <-first; a != (answer{1, true, nil}) {
 		t.Fatalf("the first read got %+v, want statement 1's row", a)
@@ -116,7 +118,7 @@ func TestRoundsShareAStatementAndKeepToTheLimit(t *testing.T) {
 	for _, k := range []string{"c", "d", "e", "f", "g", "h", "i", "none"} {
 		go ask(k)
 	}
-	untilWaiting(s, 8)
+	untilWaiting(t, s, 8)
 	g.let <- nil // statement 1 or 2 ends; the round of eight begins
 	if n := <-g.began; n != 3 {
 		t.Fatalf("statement %d began third", n)
@@ -161,9 +163,9 @@ func TestRoundsFailTogetherAndLetReadersLeave(t *testing.T) {
 	// it, leaves: the round still answers the other, its statement alive.
 	first, leaveFirst := context.WithCancel(bg)
 	go ask(first, "b")
-	untilWaiting(s, 1)
+	untilWaiting(t, s, 1)
 	go ask(bg, "c")
-	untilWaiting(s, 2)
+	untilWaiting(t, s, 2)
 	leave(leaveFirst)
 	g.let <- nil
 	<-g.ended
@@ -193,7 +195,7 @@ func TestRoundsFailTogetherAndLetReadersLeave(t *testing.T) {
 	<-g.began
 	waitingCtx, leaveWaiting := context.WithCancel(bg)
 	go ask(waitingCtx, "f")
-	untilWaiting(s, 1)
+	untilWaiting(t, s, 1)
 	leave(leaveWaiting)
 	g.let <- nil
 	if a := <-answers; a != (answer{4, true, nil}) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/pgtest"
 	"github.com/runops/runops/internal/postgres"
+	"github.com/runops/runops/internal/wait"
 )
 
 // Reads of many jobs at once share statements (rounds): each still gets
@@ -158,10 +158,9 @@ func lockedJobs(t *testing.T) (store *postgres.JobStore, id jobs.ID, release fun
 }
 
 // until yields until cond holds.
-func until(cond func() bool) {
-	for !cond() {
-		runtime.Gosched()
-	}
+func until(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	wait.For(t, what, 30*time.Second, cond)
 }
 
 type summaryAnswer struct {
@@ -187,27 +186,29 @@ func TestRoundsAReadFailsWithTheDeadlineOfAnotherRequest(t *testing.T) {
 	// Two statements run (behind the lock).
 	go ask(bg)
 	go ask(bg)
-	until(func() bool { running, _ := store.StatusReads(); return running == 2 })
+	until(t, "two statements to run", func() bool { running, _ := store.StatusReads(); return running == 2 })
 
-	// A request with a near deadline opens the next round; another, with
-	// no deadline at all, joins it; then the first one's deadline passes
-	// while both wait, and it leaves.
-	near, cancel := context.WithTimeout(bg, 2*time.Second)
+	// A request that will end early opens the next round; another, with no
+	// deadline at all, joins it; then the first one ends (its client gone,
+	// its deadline passed: the same to the round) while both wait, and it
+	// leaves.
+	near, cancel := context.WithCancel(bg)
 	defer cancel()
 	left := make(chan error, 1)
 	go func() {
 		_, err := store.Summary(near, id)
 		left <- err
 	}()
-	until(func() bool { _, waiting := store.StatusReads(); return waiting == 1 })
+	until(t, "the first read to wait", func() bool { _, waiting := store.StatusReads(); return waiting == 1 })
 	mine := make(chan summaryAnswer, 1)
 	go func() {
 		sum, err := store.Summary(bg, id)
 		mine <- summaryAnswer{sum, err}
 	}()
-	until(func() bool { _, waiting := store.StatusReads(); return waiting == 2 })
-	if err := <-left; !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("a read past its deadline got %v", err)
+	until(t, "both reads to wait", func() bool { _, waiting := store.StatusReads(); return waiting == 2 })
+	cancel()
+	if err := wait.Recv(t, left, "the read that ended"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a read that ended got %v", err)
 	}
 	release()
 	for range 2 {
@@ -235,7 +236,7 @@ func TestRoundsTheReadThatBeginsAStatementStopsWaitingWhenItsRequestEnds(t *test
 		sum, err := store.Summary(ctx, id)
 		got <- summaryAnswer{sum, err}
 	}()
-	until(func() bool { running, _ := store.StatusReads(); return running == 1 })
+	until(t, "the statement to run", func() bool { running, _ := store.StatusReads(); return running == 1 })
 	cancel()
 	// A guard against waiting for ever, not a timing assertion: the lock
 	// is held until the read returns, or until the guard gives up.
@@ -297,12 +298,12 @@ func TestATagRecordedAfterTheLockWasLostIsNotStale(t *testing.T) {
 	id := jobs.ID(uuid.NewString())
 	quiet := slog.New(slog.DiscardHandler)
 	a, b := postgres.NewSOPLocker(poolA), postgres.NewSOPLocker(direct)
-	a.Log, b.Log = quiet, quiet
+	a.Logger, b.Logger = quiet, quiet
 	docA, docB := []byte(`{"writer":"A"}`), []byte(`{"writer":"B"}`)
 	var stored []byte // the bucket's SOP object
 
 	errA := a.WithSOPLock(ctx, id, func(ctx context.Context) error {
-		return a.StoreTagged(ctx, id, docA, nil, func() error {
+		_, err := a.StoreTagged(ctx, id, docA, nil, nil, func() error {
 			stored = docA // A's upload has landed
 			// A's lock connection dies: its backend is gone, and the lock with it.
 			var ended bool
@@ -313,12 +314,14 @@ FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid(
 			}
 			// B (another API process, the worker) now has the lock, and writes.
 			if err := b.WithSOPLock(ctx, id, func(ctx context.Context) error {
-				return b.StoreTagged(ctx, id, docB, nil, func() error { stored = docB; return nil })
+				_, err := b.StoreTagged(ctx, id, docB, nil, nil, func() error { stored = docB; return nil })
+				return err
 			}); err != nil {
 				t.Fatalf("B's write: %v", err)
 			}
 			return nil // A's upload request returns
 		})
+		return err
 	})
 	t.Logf("A's write answered %v", errA)
 
@@ -326,7 +329,10 @@ FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid(
 	if err := direct.QueryRow(ctx, `SELECT sop FROM runops_stored_tags WHERE job_id = $1`, string(id)).Scan(&tag); err != nil {
 		t.Fatal(err)
 	}
-	if tag != nil && *tag != jobs.ETag(stored) {
+	if tag == nil {
+		t.Fatalf("no SOP tag recorded; B's write, which storage holds (%s), recorded its own", stored)
+	}
+	if *tag != jobs.ETag(stored) {
 		t.Fatalf("recorded SOP tag %s is %s's (ETag %s); storage holds %s (ETag %s): a revalidation with the recorded tag is answered 304 with a document no longer stored",
 			*tag, docA, jobs.ETag(docA), stored, jobs.ETag(stored))
 	}

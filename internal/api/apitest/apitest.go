@@ -50,7 +50,7 @@ func Load(data []byte) (*openapi3.T, error) {
 }
 
 // ServesDocument checks that the process at base answers GET /openapi.json
-// with the embedded document, and that it validates.
+// with the embedded document (which Run validates, once per test binary).
 func ServesDocument(t testing.TB, base string) {
 	t.Helper()
 	resp, err := http.Get(base + "/openapi.json")
