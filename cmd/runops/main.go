@@ -439,10 +439,9 @@ func serveHTTP(ctx context.Context, stop func(), g *errgroup.Group, cfg config.C
 	g.Go(func() error {
 		// /metrics, like the health checks, is the process's own: never
 		// proxied, never rate-limited.
-		mux := http.NewServeMux()
+		mux := httpserver.WithHealth(h, log, checks...)
 		mux.Handle("GET /metrics", metrics.Handler())
-		mux.Handle("/", h)
-		err := httpserver.Serve(ctx, ln, httpserver.WithHealth(mux, log, checks...), cfg.ReadTimeout, cfg.ShutdownGrace, log)
+		err := httpserver.Serve(ctx, ln, mux, cfg.ReadTimeout, cfg.ShutdownGrace, log)
 		stop()
 		return err
 	})

@@ -153,10 +153,12 @@ func Handler(o Options) http.Handler {
 // the health mux in front (httpserver.WithHealth) before they get here.
 func (s *server) ownAPIPaths(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := path.Clean("/" + r.URL.Path)
-		if r.URL.RawPath != "" && (p == "/api" || strings.HasPrefix(p, "/api/")) {
-			noStore(http.HandlerFunc(s.notFound)).ServeHTTP(w, r)
-			return
+		// A path spelled as it decodes has no RawPath: nothing to clean.
+		if r.URL.RawPath != "" {
+			if p := path.Clean("/" + r.URL.Path); p == "/api" || strings.HasPrefix(p, "/api/") {
+				noStore(http.HandlerFunc(s.notFound)).ServeHTTP(w, r)
+				return
+			}
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -170,7 +172,8 @@ func (s *server) notFound(w http.ResponseWriter, r *http.Request) {
 }
 
 type server struct {
-	o     Options
-	log   *slog.Logger
-	edits editLocks
+	o      Options
+	log    *slog.Logger
+	edits  editLocks
+	routes routePatterns
 }

@@ -16,11 +16,13 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/runops/runops/internal/api"
 	"github.com/runops/runops/internal/api/apitest"
 	"github.com/runops/runops/internal/auth"
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/metrics"
 	"github.com/runops/runops/internal/pgtest"
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/sop/soptest"
@@ -591,4 +593,27 @@ func mustStorage(t *testing.T, fake *supabasetest.Server) *storage.Client {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// TestRouteLabels: requests are counted by route pattern (docs/operations.md,
+// "Metrics"), the same on every request of a route, however often its
+// pattern was seen before; "unmatched" for a path no route serves. Not
+// parallel: the counters are the process's.
+func TestRouteLabels(t *testing.T) {
+	e := setup(t)
+	for _, c := range []struct{ path, route, code string }{
+		{"/api/job-status/not-a-job", "/api/job-status/{jobId}", "400"},
+		{"/api/sop/not-a-job", "/api/sop/{jobId}", "400"},
+		{"/api/sop/not-a-job/frames/n1", "/api/sop/{jobId}/frames/{nodeId}", "400"},
+		{"/elsewhere", "unmatched", "404"},
+	} {
+		counter := metrics.HTTPRequests.WithLabelValues(c.route, c.code)
+		before := testutil.ToFloat64(counter)
+		for range 3 {
+			e.do("GET", c.path, "")
+		}
+		if got := testutil.ToFloat64(counter) - before; got != 3 {
+			t.Errorf("GET %s three times: runops_http_requests_total{route=%q,code=%q} rose by %v", c.path, c.route, c.code, got)
+		}
+	}
 }

@@ -5,12 +5,15 @@ import (
 	"crypto/subtle"
 	"errors"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -30,10 +33,7 @@ func (s *server) logRequests(next http.Handler) http.Handler {
 		ww.Header().Set("X-Request-Id", id)
 		next.ServeHTTP(ww, r)
 		// The route's pattern, never the raw path: one series per route.
-		route := "unmatched"
-		if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
-			route = rc.RoutePattern()
-		}
+		route := s.routes.pattern(chi.RouteContext(r.Context()))
 		metrics.HTTPRequests.WithLabelValues(route, strconv.Itoa(ww.Status())).Inc()
 		metrics.HTTPSeconds.WithLabelValues(route).Observe(time.Since(start).Seconds())
 		s.log.LogAttrs(r.Context(), slog.LevelInfo, "http request",
@@ -41,6 +41,44 @@ func (s *server) logRequests(next http.Handler) http.Handler {
 			slog.Int("status", ww.Status()), slog.Int("bytes", ww.BytesWritten()),
 			slog.Duration("duration", time.Since(start)), slog.String("client", s.clientIP(r)))
 	})
+}
+
+// routePatterns remembers chi's route patterns (RoutePattern joins and
+// trims its parts anew at every call, six allocations a request) by the
+// parts matched, which are the routes' own strings: as many as the routes.
+type routePatterns struct {
+	known atomic.Pointer[map[[4]string]string] // replaced whole, never changed
+	mu    sync.Mutex                           // for a writer
+}
+
+// pattern is rc's route pattern, or "unmatched".
+func (p *routePatterns) pattern(rc *chi.Context) string {
+	if rc == nil || len(rc.RoutePatterns) > 4 {
+		return patternOf(rc)
+	}
+	var key [4]string
+	copy(key[:], rc.RoutePatterns)
+	if known := p.known.Load(); known != nil {
+		if v, ok := (*known)[key]; ok {
+			return v
+		}
+	}
+	v := patternOf(rc)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	next := map[[4]string]string{key: v}
+	if known := p.known.Load(); known != nil {
+		maps.Copy(next, *known)
+	}
+	p.known.Store(&next)
+	return v
+}
+
+func patternOf(rc *chi.Context) string {
+	if v := rc.RoutePattern(); v != "" {
+		return v
+	}
+	return "unmatched"
 }
 
 // recoverPanics turns a panic into a logged 500 instead of a dropped connection.

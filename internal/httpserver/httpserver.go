@@ -35,8 +35,9 @@ type Degraded struct{ Reason string }
 func (d *Degraded) Error() string { return d.Reason }
 
 // WithHealth serves /healthz (the process is alive) and /readyz (every check
-// passes within 3 s) in front of next.
-func WithHealth(next http.Handler, log *slog.Logger, checks ...Check) http.Handler {
+// passes within 3 s) in front of next. The process's other routes of its
+// own (/metrics) go on the mux it returns: one mux a request goes through.
+func WithHealth(next http.Handler, log *slog.Logger, checks ...Check) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
