@@ -264,7 +264,7 @@ func (s *server) jobStatus(w http.ResponseWriter, r *http.Request) error {
 		if j.Stage != "" {
 			out.Stage = &j.Stage
 		}
-		writeJSON(w, http.StatusOK, out)
+		writeStatus(w, &out)
 		return nil
 	}
 	_, err = s.o.Objects.Stat(r.Context(), id.RawPath())

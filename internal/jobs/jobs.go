@@ -94,6 +94,9 @@ func ParseID(s string) (ID, error) {
 	if err != nil {
 		return "", ErrInvalidID
 	}
+	if len(s) == 36 && strings.IndexAny(s, "ABCDEF") < 0 {
+		return ID(s), nil // canonical already (the hyphens are where Parse checked them)
+	}
 	return ID(u.String()), nil
 }
 

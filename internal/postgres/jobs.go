@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -183,9 +184,12 @@ func (r summaryRow) summary(found bool) jobs.Summary {
 	sum := jobs.Summary{Found: found, Status: jobs.Status(r.status), CreatedAt: r.createdAt, UpdatedAt: r.updatedAt,
 		CompletedAt: r.completedAt, Error: r.errorText}
 	sum.Stage, sum.Owner, sum.FrameTag = jsonString(r.stage), jsonString(r.owner), jsonString(r.frameTag)
-	var p float64
-	if len(r.progress) > 0 && (r.progress[0] == '-' || '0' <= r.progress[0] && r.progress[0] <= '9') && json.Unmarshal(r.progress, &p) == nil {
-		sum.Progress = &p
+	// A JSON number as PostgreSQL prints one (never NaN, Infinity or hex),
+	// read as json.Unmarshal reads it, without its decoder.
+	if len(r.progress) > 0 && (r.progress[0] == '-' || '0' <= r.progress[0] && r.progress[0] <= '9') {
+		if p, err := strconv.ParseFloat(string(r.progress), 64); err == nil {
+			sum.Progress = &p
+		}
 	}
 	if r.sopTag != nil {
 		sum.SOPTag = *r.sopTag

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -336,4 +337,42 @@ FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid(
 		t.Fatalf("recorded SOP tag %s is %s's (ETag %s); storage holds %s (ETag %s): a revalidation with the recorded tag is answered 304 with a document no longer stored",
 			*tag, docA, jobs.ETag(docA), stored, jobs.ETag(stored))
 	}
+}
+
+// A job's progress, whatever a person wrote there, is read as Job.Progress
+// reads it from the whole decoded metadata (JobStore.Get; a number beyond
+// float64 is none): job-status must answer the same number, or none.
+func TestSummaryReadsProgressAsJobDoes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, _ := pgtest.Pool(t)
+	store := postgres.NewJobStore(pool)
+	for _, v := range []string{`0`, `-0`, `0.5`, `-0.25`, `1`, `100`, `1e2`, `1.5E-3`, `1e400`, `-1e400`, `1e-400`,
+		`12345678901234567890.123456789`, `0.1000000000000000055511151231257827`, `"0.5"`, `true`, `null`, `[1]`, `{"a": 1}`} {
+		id := jobs.ID(uuid.NewString())
+		if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id, metadata) VALUES ($1, jsonb_build_object('progress', $2::jsonb))`, id, v); err != nil {
+			t.Fatalf("%s: %v", v, err)
+		}
+		got, err := store.Summary(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A number beyond float64 fails the whole decode: none.
+		var want *float64
+		if j, err := store.Get(ctx, id); err == nil {
+			want = j.Progress()
+		} else if !strings.Contains(v, "e400") {
+			t.Fatal(err)
+		}
+		if (got.Progress == nil) != (want == nil) || got.Progress != nil && *got.Progress != *want {
+			t.Errorf("progress %s: job-status reads %v, the job %v", v, deref(got.Progress), deref(want))
+		}
+	}
+}
+
+func deref(p *float64) any {
+	if p == nil {
+		return "none"
+	}
+	return *p
 }
