@@ -4,6 +4,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -23,12 +24,47 @@ func writeStatus(w http.ResponseWriter, out *jobStatus) {
 	b, ok := out.appendJSON((*bp)[:0])
 	*bp = b
 	if !ok {
-		writeJSON(w, http.StatusOK, out)
+		writeJSON(w, http.StatusOK, out.detached())
 		return
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b)
+}
+
+// detached is a deep copy of j that shares no memory with it: what j
+// points to can then stay on its caller's stack (escape analysis sees no
+// path from j to encoding/json's interface).
+func (j *jobStatus) detached() *jobStatus {
+	c := &jobStatus{JobID: strings.Clone(j.JobID), Status: strings.Clone(j.Status),
+		CreatedAt: detachedTime(j.CreatedAt), UpdatedAt: detachedTime(j.UpdatedAt)}
+	if j.CompletedAt != nil {
+		t := detachedTime(*j.CompletedAt)
+		c.CompletedAt = &t
+	}
+	if j.Error != nil {
+		s := strings.Clone(*j.Error)
+		c.Error = &s
+	}
+	if j.Stage != nil {
+		s := strings.Clone(*j.Stage)
+		c.Stage = &s
+	}
+	if j.Progress != nil {
+		p := *j.Progress
+		c.Progress = &p
+	}
+	return c
+}
+
+// detachedTime is t, in a zone of t's name and offset (all that RFC 3339
+// shows of a zone).
+func detachedTime(t time.Time) time.Time {
+	name, offset := t.Zone()
+	if t.Location() == time.UTC {
+		return time.Unix(t.Unix(), int64(t.Nanosecond())).UTC()
+	}
+	return time.Unix(t.Unix(), int64(t.Nanosecond())).In(time.FixedZone(strings.Clone(name), offset))
 }
 
 // appendJSON appends what json.Encoder.Encode writes of j (a newline

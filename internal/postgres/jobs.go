@@ -165,7 +165,7 @@ func (s *JobStore) summary(ctx context.Context, reads *rounds[summaryKey, summar
 	r, found, err := reads.get(ctx, summaryKey{string(id), node})
 	var uploader *string
 	if err == nil && !found {
-		err = s.pool.QueryRow(ctx, summarizeUpload, string(id), node).Scan(&uploader, &r.sopTag, &r.frameTag)
+		uploader, r.sopTag, r.frameTag, err = s.summarizeUpload(ctx, id, node)
 	}
 	if err != nil {
 		return jobs.Summary{}, wrap("read job", err)
@@ -175,6 +175,14 @@ func (s *JobStore) summary(ctx context.Context, reads *rounds[summaryKey, summar
 		sum.Owner = *uploader
 	}
 	return sum, nil
+}
+
+// summarizeUpload reads what summary answers of a job without a row. Its
+// own function: the scan's pointers would move a summary's row to the heap
+// on every read.
+func (s *JobStore) summarizeUpload(ctx context.Context, id jobs.ID, node string) (uploader, sopTag *string, frameTag []byte, err error) {
+	err = s.pool.QueryRow(ctx, summarizeUpload, string(id), node).Scan(&uploader, &sopTag, &frameTag)
+	return uploader, sopTag, frameTag, err
 }
 
 // summary decodes the row: metadata's keys each as Job's accessors read
