@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/go-chi/chi/v5/middleware"
 	"github.com/go-chi/cors"
 
 	"github.com/runops/runops/internal/jobs"
@@ -104,7 +103,7 @@ func Handler(o Options) http.Handler {
 	s := &server{o: o, log: o.Logger}
 
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID, s.logRequests, s.recoverPanics, s.ownAPIPaths)
+	r.Use(s.logRequests, s.recoverPanics, s.ownAPIPaths)
 	r.Get("/openapi.json", serveOpenAPI)
 	r.Head("/openapi.json", serveOpenAPI) // GET without the body (the server drops it)
 	r.Route("/api", func(r chi.Router) {

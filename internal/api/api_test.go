@@ -617,3 +617,22 @@ func TestRouteLabels(t *testing.T) {
 		}
 	}
 }
+
+// Every answer carries its request's id (docs/frontend-contract.md): the
+// one the request brought in X-Request-Id, else one of its own, never
+// another request's.
+func TestRequestIDs(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	seen := map[string]bool{}
+	for range 20 {
+		id := e.do("GET", "/api/job-status/not-a-job", "").header.Get("X-Request-Id")
+		if id == "" || seen[id] {
+			t.Fatalf("request id %q (seen before: %v)", id, seen[id])
+		}
+		seen[id] = true
+	}
+	if got := e.do("GET", "/api/nope", "", "X-Request-Id", "from-the-proxy-42").header.Get("X-Request-Id"); got != "from-the-proxy-42" {
+		t.Errorf("a request that brought its id got %q back", got)
+	}
+}

@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/go-chi/chi/v5/middleware"
-
 	"github.com/runops/runops/internal/jobs"
 )
 
@@ -78,7 +76,7 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		level = slog.LevelError
 	}
 	if e.Cause != nil || e.Status >= 500 {
-		s.log.Log(r.Context(), level, "request failed", "request_id", middleware.GetReqID(r.Context()),
+		s.log.Log(r.Context(), level, "request failed", "request_id", requestOf(r).id,
 			"method", r.Method, "path", r.URL.Path, "status", e.Status, "error", err)
 	}
 	if e.RetryAfter > 0 {
@@ -87,8 +85,17 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	writeJSON(w, e.Status, map[string]string{"error": e.Message})
 }
 
+// Header values the API sends on most answers, made once: Header.Set
+// allocates its value's slice at every call. Set as a whole, never changed
+// in place (Header.Add copies a full slice before it appends; the server
+// copies the header when it writes it).
+var (
+	jsonType     = []string{"application/json; charset=utf-8"}
+	noStoreValue = []string{"no-store"}
+)
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header()["Content-Type"] = jsonType
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
 }

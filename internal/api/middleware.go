@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
 	"errors"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -24,20 +26,73 @@ import (
 	"github.com/runops/runops/internal/metrics"
 )
 
-// logRequests writes one structured line per request, with its id.
+// request is what the API learns of a request on its way through: its id
+// (logRequests) and who sent it (authenticate), one context value set once
+// (a context value and a request copy each would cost three allocations).
+type request struct {
+	id      string
+	user    string // a user's token's: the user's id
+	service bool   // the service role's token
+}
+
+type requestKey struct{}
+
+// requestOf is what the middleware learned of r (nothing outside it).
+func requestOf(r *http.Request) *request {
+	if q, ok := r.Context().Value(requestKey{}).(*request); ok {
+		return q
+	}
+	return &request{}
+}
+
+// requestIDs makes the ids of requests that bring none (X-Request-Id):
+// the host, a random part that tells this process from others, a count.
+var requestIDs = struct {
+	prefix string
+	count  atomic.Uint64
+}{prefix: requestIDPrefix()}
+
+func requestIDPrefix() string {
+	host, err := os.Hostname()
+	if host == "" || err != nil {
+		host = "localhost"
+	}
+	return host + "/" + rand.Text()[:10] + "-"
+}
+
+// newRequestID is the next id: the prefix, then the count in at least six
+// digits.
+func newRequestID() string {
+	var digits [20]byte
+	n := strconv.AppendUint(digits[:0], requestIDs.count.Add(1), 10)
+	b := make([]byte, 0, len(requestIDs.prefix)+max(6, len(n)))
+	b = append(b, requestIDs.prefix...)
+	for range 6 - len(n) {
+		b = append(b, '0')
+	}
+	return string(append(b, n...))
+}
+
+// logRequests gives a request its id (the one it brings in X-Request-Id,
+// or a new one), sends it back, and writes one structured line per
+// request with it.
 func (s *server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		q := &request{id: r.Header.Get("X-Request-Id")}
+		if q.id == "" {
+			q.id = newRequestID()
+		}
+		r = r.WithContext(context.WithValue(r.Context(), requestKey{}, q))
 		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
-		id := middleware.GetReqID(r.Context())
-		ww.Header().Set("X-Request-Id", id)
+		ww.Header().Set("X-Request-Id", q.id)
 		next.ServeHTTP(ww, r)
 		// The route's pattern, never the raw path: one series per route.
 		route := s.routes.pattern(chi.RouteContext(r.Context()))
 		metrics.HTTPRequests.WithLabelValues(route, strconv.Itoa(ww.Status())).Inc()
 		metrics.HTTPSeconds.WithLabelValues(route).Observe(time.Since(start).Seconds())
 		s.log.LogAttrs(r.Context(), slog.LevelInfo, "http request",
-			slog.String("request_id", id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.String("request_id", q.id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
 			slog.Int("status", ww.Status()), slog.Int("bytes", ww.BytesWritten()),
 			slog.Duration("duration", time.Since(start)), slog.String("client", s.clientIP(r)))
 	})
@@ -89,7 +144,7 @@ func (s *server) recoverPanics(next http.Handler) http.Handler {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				s.log.Error("panic", "request_id", middleware.GetReqID(r.Context()), "panic", v, "stack", string(debug.Stack()))
+				s.log.Error("panic", "request_id", requestOf(r).id, "panic", v, "stack", string(debug.Stack()))
 				s.writeError(w, r, &Error{Status: http.StatusInternalServerError, Message: "Internal server error"})
 			}
 		}()
@@ -100,7 +155,7 @@ func (s *server) recoverPanics(next http.Handler) http.Handler {
 // noStore: job state changes every few seconds; no cache may keep it.
 func noStore(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "no-store")
+		w.Header()["Cache-Control"] = noStoreValue
 		next.ServeHTTP(w, r)
 	})
 }
@@ -195,8 +250,6 @@ func (s *server) trusted(a netip.Addr) bool {
 	return false
 }
 
-type userKey struct{}
-
 // authenticate checks the Supabase user token a request carries: a valid one
 // makes the request that user's, an invalid one is refused (401). Without a
 // token the request is anonymous, unless RUNOPS_REQUIRE_AUTH requires one.
@@ -212,7 +265,8 @@ func (s *server) authenticate(next http.Handler) http.Handler {
 			return &Error{Status: http.StatusUnauthorized, Message: "Sign in required: send Authorization: Bearer <access token>"}
 		}
 		if s.serviceRole(token) {
-			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), serviceKey{}, true)))
+			requestOf(r).service = true
+			next.ServeHTTP(w, r)
 			return nil
 		}
 		user, err := s.o.Auth.Verify(r.Context(), token)
@@ -225,7 +279,8 @@ func (s *server) authenticate(next http.Handler) http.Handler {
 		case err != nil:
 			return &Error{Status: http.StatusInternalServerError, Message: "Could not check your session", Cause: err}
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey{}, user)))
+		requestOf(r).user = user
+		next.ServeHTTP(w, r)
 		return nil
 	})
 }
@@ -236,8 +291,6 @@ func bearer(h string) (string, bool) {
 	token = strings.TrimSpace(token)
 	return token, ok && strings.EqualFold(scheme, "Bearer") && token != ""
 }
-
-type serviceKey struct{}
 
 // ServiceRoler recognises the project's service-role tokens that are JWTs
 // (auth.Local, with the project's JWT secret or keys).
@@ -260,12 +313,11 @@ func (s *server) serviceRole(token string) bool {
 // token: a server-side integration, which sees every job and may set a
 // queued job's priority.
 func isServiceRole(r *http.Request) bool {
-	ok, _ := r.Context().Value(serviceKey{}).(bool)
-	return ok
+	return requestOf(r).service
 }
 
 // userOf returns the authenticated user's id, if the request was authenticated.
 func userOf(r *http.Request) (userID string, ok bool) {
-	userID, ok = r.Context().Value(userKey{}).(string)
-	return userID, ok
+	q := requestOf(r)
+	return q.user, q.user != ""
 }

@@ -27,7 +27,7 @@ func writeStatus(w http.ResponseWriter, out *jobStatus) {
 		writeJSON(w, http.StatusOK, out.detached())
 		return
 	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header()["Content-Type"] = jsonType
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b)
 }

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"slices"
 	"sync"
 )
 
@@ -32,7 +33,7 @@ type round[K comparable, V any] struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	keys    []K            // each once, however many reads ask for it
-	asked   map[K]struct{} // keys' set
+	asked   map[K]struct{} // keys' set, once there are many (a few are looked through)
 	readers int            // reads still waiting for it
 	done    chan struct{}
 	got     map[K]V
@@ -47,13 +48,10 @@ func (s *rounds[K, V]) get(ctx context.Context, key K) (V, bool, error) {
 	r := s.next
 	if r == nil {
 		rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		r = &round[K, V]{ctx: rctx, cancel: cancel, done: make(chan struct{}), asked: map[K]struct{}{}}
+		r = &round[K, V]{ctx: rctx, cancel: cancel, done: make(chan struct{})}
 		s.next = r
 	}
-	if _, ok := r.asked[key]; !ok { // many viewers poll one job
-		r.asked[key] = struct{}{}
-		r.keys = append(r.keys, key)
-	}
+	r.add(key)
 	r.readers++
 	start := s.running < s.limit
 	if start {
@@ -72,6 +70,27 @@ func (s *rounds[K, V]) get(ctx context.Context, key K) (V, bool, error) {
 		s.leave(r)
 		var zero V
 		return zero, false, ctx.Err()
+	}
+}
+
+// add puts key in r's keys unless it is there (many viewers poll one job).
+func (r *round[K, V]) add(key K) {
+	const few = 8
+	if r.asked == nil {
+		if slices.Contains(r.keys, key) {
+			return
+		}
+		if r.keys = append(r.keys, key); len(r.keys) > few {
+			r.asked = make(map[K]struct{}, 2*few)
+			for _, k := range r.keys {
+				r.asked[k] = struct{}{}
+			}
+		}
+		return
+	}
+	if _, ok := r.asked[key]; !ok {
+		r.asked[key] = struct{}{}
+		r.keys = append(r.keys, key)
 	}
 }
 

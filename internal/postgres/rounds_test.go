@@ -208,3 +208,24 @@ func TestRoundsFailTogetherAndLetReadersLeave(t *testing.T) {
 		t.Fatalf("%d statements, %d running, a round waiting: %v; want the left round never run", g.calls, running, next != nil)
 	}
 }
+
+// A round holds each key once, in the order first asked, whether it has a
+// few keys (looked through) or many (a set).
+func TestARoundHoldsEachKeyOnce(t *testing.T) {
+	for _, n := range []int{1, 8, 9, 40} {
+		r := &round[int, int]{}
+		var want []int
+		for i := range n {
+			want = append(want, i)
+			for range 3 { // asked again at once, and again after the others
+				r.add(i)
+			}
+		}
+		for i := range n {
+			r.add(i)
+		}
+		if fmt.Sprint(r.keys) != fmt.Sprint(want) {
+			t.Errorf("%d keys asked for four times each: the round holds %v", n, r.keys)
+		}
+	}
+}
