@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"errors"
+	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -19,7 +20,6 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/go-chi/chi/v5/middleware"
 	"github.com/go-chi/httprate"
 
 	"github.com/runops/runops/internal/jobs"
@@ -33,7 +33,64 @@ type request struct {
 	id      string
 	user    string // a user's token's: the user's id
 	service bool   // the service role's token
+	answer  answer
 }
+
+// answer is the ResponseWriter the handlers write a request's answer to: it
+// counts the status and bytes for the request's log line and metrics, as
+// chi's WrapResponseWriter did, and lets through what the server's writer
+// can do (flush, hijack for a proxied websocket, read from, through Unwrap
+// for http.ResponseController).
+type answer struct {
+	http.ResponseWriter
+	status int // the first final status written; 0 before
+	bytes  int
+}
+
+func (a *answer) WriteHeader(code int) {
+	switch {
+	case code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols:
+		a.ResponseWriter.WriteHeader(code) // informational: more follow
+	case a.status == 0:
+		a.status = code
+		a.ResponseWriter.WriteHeader(code)
+	}
+}
+
+func (a *answer) Write(b []byte) (int, error) {
+	if a.status == 0 {
+		a.WriteHeader(http.StatusOK)
+	}
+	n, err := a.ResponseWriter.Write(b)
+	a.bytes += n
+	return n, err
+}
+
+func (a *answer) ReadFrom(src io.Reader) (int64, error) {
+	if a.status == 0 {
+		a.WriteHeader(http.StatusOK)
+	}
+	var n int64
+	var err error
+	if rf, ok := a.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(src)
+	} else {
+		n, err = io.Copy(a.ResponseWriter, src)
+	}
+	a.bytes += int(n)
+	return n, err
+}
+
+func (a *answer) Flush() {
+	if f, ok := a.ResponseWriter.(http.Flusher); ok {
+		if a.status == 0 {
+			a.WriteHeader(http.StatusOK)
+		}
+		f.Flush()
+	}
+}
+
+func (a *answer) Unwrap() http.ResponseWriter { return a.ResponseWriter }
 
 type requestKey struct{}
 
@@ -79,21 +136,20 @@ func newRequestID() string {
 func (s *server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		q := &request{id: r.Header.Get("X-Request-Id")}
+		q := &request{id: r.Header.Get("X-Request-Id"), answer: answer{ResponseWriter: w}}
 		if q.id == "" {
 			q.id = newRequestID()
 		}
 		r = r.WithContext(context.WithValue(r.Context(), requestKey{}, q))
-		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
-		ww.Header().Set("X-Request-Id", q.id)
-		next.ServeHTTP(ww, r)
+		w.Header().Set("X-Request-Id", q.id)
+		next.ServeHTTP(&q.answer, r)
 		// The route's pattern, never the raw path: one series per route.
 		route := s.routes.pattern(chi.RouteContext(r.Context()))
-		metrics.HTTPRequests.WithLabelValues(route, strconv.Itoa(ww.Status())).Inc()
+		metrics.HTTPRequests.WithLabelValues(route, strconv.Itoa(q.answer.status)).Inc()
 		metrics.HTTPSeconds.WithLabelValues(route).Observe(time.Since(start).Seconds())
 		s.log.LogAttrs(r.Context(), slog.LevelInfo, "http request",
 			slog.String("request_id", q.id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
-			slog.Int("status", ww.Status()), slog.Int("bytes", ww.BytesWritten()),
+			slog.Int("status", q.answer.status), slog.Int("bytes", q.answer.bytes),
 			slog.Duration("duration", time.Since(start)), slog.String("client", s.clientIP(r)))
 	})
 }
