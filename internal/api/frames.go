@@ -122,13 +122,16 @@ func (s *server) removeFrames(ctx context.Context, id jobs.ID, paths []string) {
 // sopFormat is the representation a GET of the SOP asks for: "json" (the
 // viewer's) or "md", from ?format=, else from Accept.
 func sopFormat(r *http.Request) (string, error) {
-	q := r.URL.Query()
+	var q url.Values // none parsed when there is no query (the viewer's reads)
+	if r.URL.RawQuery != "" {
+		q = r.URL.Query()
+	}
 	switch f := q.Get("format"); f {
 	case "md", "markdown":
 		return "md", nil
 	case "json":
 	case "":
-		for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
+		for part := range strings.SplitSeq(r.Header.Get("Accept"), ",") {
 			mt, _, _ := strings.Cut(strings.TrimSpace(part), ";")
 			if strings.EqualFold(strings.TrimSpace(mt), "text/markdown") {
 				return "md", nil

@@ -139,7 +139,7 @@ func (s *server) sopJob(r *http.Request, id jobs.ID, node string) (jobs.Summary,
 // is *), with the headers a 200 would have had that say what it is.
 func notModified(w http.ResponseWriter, r *http.Request, tag string) bool {
 	h := r.Header.Get("If-None-Match")
-	if h == "" || (strings.TrimSpace(h) != "*" && !slices.Contains(splitTags(h), tag)) {
+	if h == "" || (strings.TrimSpace(h) != "*" && !hasTag(h, tag)) {
 		return false
 	}
 	w.Header().Set("ETag", tag)
@@ -230,7 +230,7 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		before := screenshots(doc)
-		if m := r.Header.Get("If-Match"); m != "" && m != "*" && !slices.Contains(splitTags(m), tag) {
+		if m := r.Header.Get("If-Match"); m != "" && m != "*" && !hasTag(m, tag) {
 			return &Error{Status: http.StatusPreconditionFailed, Message: "The SOP changed since you loaded it; reload it and edit again."}
 		}
 		if err := apply(doc, patch); err != nil {
@@ -288,12 +288,15 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func splitTags(h string) []string {
-	var out []string
-	for _, t := range strings.Split(h, ",") {
-		out = append(out, strings.TrimPrefix(strings.TrimSpace(t), "W/"))
+// hasTag tells whether the list of entity tags h (If-Match, If-None-Match)
+// names tag; a weak tag (W/) names it too.
+func hasTag(h, tag string) bool {
+	for t := range strings.SplitSeq(h, ",") {
+		if strings.TrimPrefix(strings.TrimSpace(t), "W/") == tag {
+			return true
+		}
 	}
-	return out
+	return false
 }
 
 // apply changes doc in memory; an unknown node is a 404.
