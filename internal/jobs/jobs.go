@@ -94,7 +94,7 @@ func ParseID(s string) (ID, error) {
 	if err != nil {
 		return "", ErrInvalidID
 	}
-	if len(s) == 36 && strings.IndexAny(s, "ABCDEF") < 0 {
+	if len(s) == 36 && !strings.ContainsAny(s, "ABCDEF") {
 		return ID(s), nil // canonical already (the hyphens are where Parse checked them)
 	}
 	return ID(u.String()), nil
