@@ -141,13 +141,21 @@ func LossCause(status jobs.Status, found bool) error {
 }
 
 // readLossCause reads the job's status and tells why the run lost it
-// (LossCause); ErrLost when the database cannot say.
+// (LossCause). A read that fails is tried again, three tries in all of
+// 2 s each (causeReads): a moment's outage does not make a person's edit
+// a lost lease. ErrLost when the database still cannot say.
 func readLossCause(store Store, id jobs.ID) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	status, found, err := store.Status(ctx, id)
-	if err != nil {
-		return ErrLost
+	const tries = 3
+	for try := 1; ; try++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		status, found, err := store.Status(ctx, id)
+		cancel()
+		if err == nil {
+			return LossCause(status, found)
+		}
+		if try == tries {
+			return ErrLost
+		}
+		time.Sleep(causeReads.Wait(try))
 	}
-	return LossCause(status, found)
 }

@@ -160,6 +160,9 @@ var (
 	// claimFailures paces claims that fail: from 100 ms, doubling, up to
 	// 5 s (the sweep, if shorter, still wins).
 	claimFailures = backoff.Policy{First: 100 * time.Millisecond, Max: 5 * time.Second}
+	// causeReads paces the reads of why a run lost its job that fail:
+	// 200 ms, then 400 ms (readLossCause).
+	causeReads = backoff.Policy{First: 200 * time.Millisecond, Max: time.Second}
 	// outcomeFailures paces an outcome's write (completed, error, a hand
 	// back): from 100 ms, doubling, up to 2 s, within the lease.
 	outcomeFailures = backoff.Policy{First: 100 * time.Millisecond, Max: 2 * time.Second}

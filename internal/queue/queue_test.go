@@ -260,7 +260,7 @@ func TestDashboardEditsWin(t *testing.T) {
 			j := wait.Recv(t, h.started, "start")
 			b.exec(edit, string(id))
 			if err := wait.Recv(t, h.ended, "cancellation"); !errors.Is(err, context.Canceled) || !errors.Is(context.Cause(h.lastCtx()), queue.ErrCancelled) {
-				t.Fatalf("handler ended with %v", err)
+				t.Fatalf("handler ended with %v (cause %v)", err, context.Cause(h.lastCtx()))
 			}
 			b.waitFor("worker let go", func() bool { return len(r.w.Held()) == 0 })
 			r.stop()
@@ -658,7 +658,7 @@ func TestEditsStopRunsWithoutANotification(t *testing.T) {
 				wait.Recv(t, h.started, "start")
 				b.unannounced(edit, string(id))
 				if err := wait.Recv(t, h.ended, "cancellation"); !errors.Is(err, context.Canceled) || !errors.Is(context.Cause(h.lastCtx()), queue.ErrCancelled) {
-					t.Fatalf("handler ended with %v", err)
+					t.Fatalf("handler ended with %v (cause %v)", err, context.Cause(h.lastCtx()))
 				}
 				if name == "requeue" {
 					again := wait.Recv(t, h.started, "the run again")
@@ -820,5 +820,47 @@ func TestARunLostTwiceAtOnceHasOneCause(t *testing.T) {
 	got := wait.Recv(t, wrote, "the write")
 	if !errors.Is(got.err, queue.ErrLost) || errors.Is(got.err, queue.ErrCancelled) != errors.Is(got.cause, queue.ErrCancelled) {
 		t.Fatalf("the write returned %v, the run's context ended with %v", got.err, got.cause)
+	}
+}
+
+// failingStatus is the engine's store whose first read of a job's status
+// fails, as in a moment's outage.
+type failingStatus struct {
+	*postgres.QueueStore
+	failed atomic.Bool
+}
+
+func (s *failingStatus) Status(ctx context.Context, id jobs.ID) (jobs.Status, bool, error) {
+	if s.failed.CompareAndSwap(false, true) {
+		return "", false, errors.New("connection reset by peer")
+	}
+	return s.QueueStore.Status(ctx, id)
+}
+
+// A person's re-queue is a cancellation even when the first read of why
+// the run lost its job fails: the read is tried again, not taken for a
+// lost lease.
+func TestAFailedCauseReadIsTriedAgain(t *testing.T) {
+	t.Parallel()
+	b := newBench(t)
+	store := &failingStatus{QueueStore: b.store}
+	h := newBlocking()
+	cfg := fast()
+	cfg.LeaseTTL, cfg.Heartbeat = 10*time.Minute, 5*time.Minute
+	queuetest.Start(t, b.dsn, store, h, cfg, false)
+	id := b.insert(1)[0]
+	wait.Recv(t, h.started, "start")
+	b.exec(`UPDATE jobs SET status = 'queued' WHERE job_id = $1`, string(id))
+	if err := wait.Recv(t, h.ended, "cancellation"); !errors.Is(context.Cause(h.lastCtx()), queue.ErrCancelled) {
+		t.Fatalf("handler ended with %v (cause %v)", err, context.Cause(h.lastCtx()))
+	}
+	if !store.failed.Load() {
+		t.Fatal("the cause was never read")
+	}
+	wait.Recv(t, h.started, "the run again")
+	close(h.release)
+	b.completed(id)
+	if o := b.outcomes(id); o != "cancelled,completed" {
+		t.Fatalf("attempts %s", o)
 	}
 }
