@@ -141,21 +141,25 @@ func LossCause(status jobs.Status, found bool) error {
 }
 
 // readLossCause reads the job's status and tells why the run lost it
-// (LossCause). A read that fails is tried again, three tries in all of
-// 2 s each (causeReads): a moment's outage does not make a person's edit
-// a lost lease. ErrLost when the database still cannot say.
+// (LossCause). A read that fails is tried again, three tries at most within
+// 5 s in all (causeReads): a moment's outage does not make a person's edit a
+// lost lease, and a slow read has the whole 5 s. ErrLost when the database
+// still cannot say.
 func readLossCause(store Store, id jobs.ID) error {
-	const tries = 3
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	for try := 1; ; try++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		status, found, err := store.Status(ctx, id)
-		cancel()
 		if err == nil {
 			return LossCause(status, found)
 		}
-		if try == tries {
+		if try == 3 {
 			return ErrLost
 		}
-		time.Sleep(causeReads.Wait(try))
+		select {
+		case <-ctx.Done():
+			return ErrLost
+		case <-time.After(causeReads.Wait(try)):
+		}
 	}
 }
