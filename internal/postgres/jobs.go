@@ -281,15 +281,61 @@ func scanJob(row pgx.Row, extra ...any) (jobs.Job, error) {
 		id     string
 		status string
 		done   *time.Time
+		meta   []byte
 	)
-	if err := row.Scan(append([]any{&id, &status, &j.CreatedAt, &j.UpdatedAt, &done, &j.Error, &j.Metadata}, extra...)...); err != nil {
+	if err := row.Scan(append([]any{&id, &status, &j.CreatedAt, &j.UpdatedAt, &done, &j.Error, &meta}, extra...)...); err != nil {
 		return jobs.Job{}, err
 	}
 	j.ID, j.Status, j.CompletedAt = jobs.ID(id), jobs.Status(status), done
-	if j.Metadata == nil {
-		j.Metadata = map[string]any{}
+	var err error
+	if j.Metadata, err = decodeMetadata(meta); err != nil {
+		return jobs.Job{}, fmt.Errorf("job %s's metadata: %w", id, err)
 	}
 	return j, nil
+}
+
+// decodeMetadata decodes a job's metadata as encoding/json would (numbers
+// as float64), but a number float64 cannot hold — which a person can write
+// in the dashboard, and jsonb keeps — stays a json.Number with its digits
+// instead of failing the whole decode: such a job would fail every read of
+// it, and every claim that took it with others. Accessors see a value of
+// another type (none), and the number is written back as it was.
+func decodeMetadata(raw []byte) (map[string]any, error) {
+	m := map[string]any{}
+	if len(raw) == 0 {
+		return m, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&m); err != nil {
+		return nil, err
+	}
+	if m == nil { // JSON null
+		m = map[string]any{}
+	}
+	for k, v := range m {
+		m[k] = withFloats(v)
+	}
+	return m, nil
+}
+
+// withFloats turns each json.Number in v that float64 holds into one.
+func withFloats(v any) any {
+	switch v := v.(type) {
+	case json.Number:
+		if f, err := strconv.ParseFloat(string(v), 64); err == nil {
+			return f
+		}
+	case map[string]any:
+		for k, e := range v {
+			v[k] = withFloats(e)
+		}
+	case []any:
+		for i, e := range v {
+			v[i] = withFloats(e)
+		}
+	}
+	return v
 }
 
 const recordUpload = `INSERT INTO public.runops_uploads (job_id, owner) VALUES ($1, nullif($2, ''))

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/runops/runops/internal/jobs"
@@ -455,6 +456,44 @@ func TestJSONBMergeIsDeep(t *testing.T) {
 		`SELECT public.runops_jsonb_merge('{"a":1,"t":{"x":1,"y":2},"arr":[1]}', '{"t":{"y":3,"z":4},"arr":[2],"b":true}')::text`).Scan(&got)
 	if err != nil || got != `{"a": 1, "b": true, "t": {"x": 1, "y": 3, "z": 4}, "arr": [2]}` {
 		t.Fatalf("%s %v", got, err)
+	}
+}
+
+// Metadata a person wrote with a number float64 cannot hold (jsonb keeps
+// any): the job is still read, by itself and by a claim of several, its
+// other values as before, the number kept with its digits, none to its
+// accessor. Before, the whole decode failed: the job could not be read,
+// and a claim that took it lost every job it took with it.
+func TestMetadataWithHugeNumbersIsRead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, _ := pgtest.Pool(t)
+	huge, plain := jobs.ID(uuid.NewString()), jobs.ID(uuid.NewString())
+	if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id, created_at, metadata) VALUES
+		($1, now() - interval '1 minute', '{"progress": 1e400, "deep": {"list": [-1e400, 2, 1e-400]}, "stage": "queued", "tiny": 0.5}'),
+		($2, now(), '{}')`, string(huge), string(plain)); err != nil {
+		t.Fatal(err)
+	}
+	store := postgres.NewJobStore(pool)
+	j, err := store.Get(ctx, huge)
+	if err != nil {
+		t.Fatalf("get: %v", err)
+	}
+	deep, _ := j.Metadata["deep"].(map[string]any)
+	list, _ := deep["list"].([]any)
+	if j.Progress() != nil || j.Stage() != "queued" || j.Metadata["tiny"] != 0.5 || len(list) != 3 ||
+		list[1] != 2.0 || list[2] != 0.0 || !strings.HasPrefix(fmt.Sprint(list[0]), "-1000000000") {
+		t.Fatalf("metadata read as %v (progress %v)", j.Metadata, j.Progress())
+	}
+	claimed, err := postgres.NewQueueStore(pool).Claim(ctx, "w", 2, time.Minute)
+	if err != nil || len(claimed) != 2 {
+		t.Fatalf("a claim of both: %d jobs, %v", len(claimed), err)
+	}
+	if claimed[0].ID != huge || claimed[0].Metadata["lease"] == nil {
+		t.Fatalf("claimed %s first, metadata %v", claimed[0].ID, claimed[0].Metadata)
+	}
+	if out, err := json.Marshal(claimed[0].Metadata["deep"]); err != nil || !strings.HasPrefix(string(out), `{"list":[-1000000000`) || len(out) != len(`{"list":[-1`)+400+len(`,2,0]}`) {
+		t.Fatalf("the number written back as %.40s… (%d characters), %v", out, len(out), err)
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -340,8 +339,8 @@ FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid(
 }
 
 // A job's progress, whatever a person wrote there, is read as Job.Progress
-// reads it from the whole decoded metadata (JobStore.Get; a number beyond
-// float64 is none): job-status must answer the same number, or none.
+// reads it from the whole decoded metadata (JobStore.Get): job-status must
+// answer the same number, or none.
 func TestSummaryReadsProgressAsJobDoes(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -357,13 +356,11 @@ func TestSummaryReadsProgressAsJobDoes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// A number beyond float64 fails the whole decode: none.
-		var want *float64
-		if j, err := store.Get(ctx, id); err == nil {
-			want = j.Progress()
-		} else if !strings.Contains(v, "e400") {
+		j, err := store.Get(ctx, id)
+		if err != nil {
 			t.Fatal(err)
 		}
+		want := j.Progress()
 		if (got.Progress == nil) != (want == nil) || got.Progress != nil && *got.Progress != *want {
 			t.Errorf("progress %s: job-status reads %v, the job %v", v, deref(got.Progress), deref(want))
 		}
