@@ -497,6 +497,43 @@ func TestMetadataWithHugeNumbersIsRead(t *testing.T) {
 	}
 }
 
+// A count of attempts a person wrote that an integer cannot hold is read as
+// none, as any other unreadable attempt: the job is claimed (its next
+// attempt is the first) and so are the jobs behind it. Before, the claim's
+// count overflowed, and every claim that reached the job failed: one edit
+// stopped the fleet.
+func TestAnAttemptBeyondAnIntegerDoesNotStopClaims(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, _ := pgtest.Pool(t)
+	var edited []jobs.ID
+	for i, attempt := range []string{`2147483647`, `3000000000`, `1e400`, `1000000000`} {
+		id := jobs.ID(uuid.NewString())
+		edited = append(edited, id)
+		if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id, created_at, metadata) VALUES ($1, now() - make_interval(mins => 10 - $2), jsonb_build_object('attempt', $3::jsonb))`,
+			string(id), i, attempt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plain := jobs.ID(uuid.NewString())
+	if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id) VALUES ($1)`, string(plain)); err != nil {
+		t.Fatal(err)
+	}
+	claimed, err := postgres.NewQueueStore(pool).Claim(ctx, "w", 5, time.Minute)
+	if err != nil || len(claimed) != 5 {
+		t.Fatalf("a claim of five: %d jobs, %v", len(claimed), err)
+	}
+	for _, c := range claimed {
+		want := 1.0 // an attempt it cannot read counts as none
+		if c.ID == edited[3] {
+			want = 1e9 + 1 // the most it reads
+		}
+		if c.Metadata["attempt"] != want {
+			t.Errorf("job %s claimed as attempt %v; want %v", c.ID, c.Metadata["attempt"], want)
+		}
+	}
+}
+
 // A migration that has shipped is never edited (a database that applied it
 // would never see the change): supabase/migrations.sha256 records each file
 // as it shipped, and a new migration adds its line.
