@@ -44,3 +44,16 @@ func TestAnswerCountsStatusAndBytes(t *testing.T) {
 		}
 	}
 }
+
+// A request id made here: the process's prefix, then the count in at
+// least six digits, one allocation.
+func TestNewRequestID(t *testing.T) {
+	id := newRequestID()
+	count := strings.TrimPrefix(id, requestIDs.prefix)
+	if !strings.HasPrefix(id, requestIDs.prefix) || len(count) < 6 || strings.Trim(count, "0123456789") != "" {
+		t.Fatalf("request id %q (prefix %q)", id, requestIDs.prefix)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = newRequestID() }); n != 1 {
+		t.Errorf("%v allocations an id", n)
+	}
+}

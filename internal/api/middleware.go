@@ -122,12 +122,14 @@ func requestIDPrefix() string {
 func newRequestID() string {
 	var digits [20]byte
 	n := strconv.AppendUint(digits[:0], requestIDs.count.Add(1), 10)
-	b := make([]byte, 0, len(requestIDs.prefix)+max(6, len(n)))
-	b = append(b, requestIDs.prefix...)
+	var b strings.Builder // one allocation: the id
+	b.Grow(len(requestIDs.prefix) + max(6, len(n)))
+	b.WriteString(requestIDs.prefix)
 	for range 6 - len(n) {
-		b = append(b, '0')
+		b.WriteByte('0')
 	}
-	return string(append(b, n...))
+	b.Write(n)
+	return b.String()
 }
 
 // logRequests gives a request its id (the one it brings in X-Request-Id,
