@@ -90,13 +90,12 @@ type summaryKey struct{ id, node string }
 
 // summaryRow is a job's row as summarize reads it.
 type summaryRow struct {
-	status                 string
-	createdAt, updatedAt   time.Time
-	completedAt            *time.Time
-	errorText              *string
-	stage, progress, owner []byte // JSON
-	sopTag                 *string
-	frameTag               []byte // JSON
+	status                            string
+	createdAt, updatedAt, completedAt pgtype.Timestamptz
+	errorText                         *string
+	stage, progress, owner            []byte // JSON
+	sopTag                            *string
+	frameTag                          []byte // JSON
 }
 
 // summaryReads reads the rows of a round of keys with one statement: query
@@ -189,8 +188,8 @@ func (s *JobStore) summarizeUpload(ctx context.Context, id jobs.ID, node string)
 // them from decoded metadata — a value of another type is none; a number
 // out of float64's range is none, where decoding the whole metadata failed.
 func (r summaryRow) summary(found bool) jobs.Summary {
-	sum := jobs.Summary{Found: found, Status: jobs.Status(r.status), CreatedAt: r.createdAt, UpdatedAt: r.updatedAt,
-		CompletedAt: r.completedAt, Error: r.errorText}
+	sum := jobs.Summary{Found: found, Status: jobs.Status(r.status), CreatedAt: stamp(r.createdAt), UpdatedAt: stamp(r.updatedAt),
+		CompletedAt: stampOrNil(r.completedAt), Error: r.errorText}
 	sum.Stage, sum.Owner, sum.FrameTag = jsonString(r.stage), jsonString(r.owner), jsonString(r.frameTag)
 	// A JSON number as PostgreSQL prints one (never NaN, Infinity or hex),
 	// read as json.Unmarshal reads it, without its decoder.
@@ -277,16 +276,16 @@ func (s *JobStore) Ping(ctx context.Context) error {
 // scanJob reads jobColumns, then any extra columns into extra.
 func scanJob(row pgx.Row, extra ...any) (jobs.Job, error) {
 	var (
-		j      jobs.Job
-		id     string
-		status string
-		done   *time.Time
-		meta   []byte
+		j                      jobs.Job
+		id                     string
+		status                 string
+		created, updated, done pgtype.Timestamptz
+		meta                   []byte
 	)
-	if err := row.Scan(append([]any{&id, &status, &j.CreatedAt, &j.UpdatedAt, &done, &j.Error, &meta}, extra...)...); err != nil {
+	if err := row.Scan(append([]any{&id, &status, &created, &updated, &done, &j.Error, &meta}, extra...)...); err != nil {
 		return jobs.Job{}, err
 	}
-	j.ID, j.Status, j.CompletedAt = jobs.ID(id), jobs.Status(status), done
+	j.ID, j.Status, j.CreatedAt, j.UpdatedAt, j.CompletedAt = jobs.ID(id), jobs.Status(status), stamp(created), stamp(updated), stampOrNil(done)
 	var err error
 	if j.Metadata, err = decodeMetadata(meta); err != nil {
 		return jobs.Job{}, fmt.Errorf("job %s's metadata: %w", id, err)
@@ -294,24 +293,54 @@ func scanJob(row pgx.Row, extra ...any) (jobs.Job, error) {
 	return j, nil
 }
 
+// The times the service answers with, from the earliest to the latest that
+// RFC 3339 and JSON can say.
+var (
+	earliest = time.Date(1, time.January, 1, 0, 0, 0, 0, time.UTC)
+	latest   = time.Date(9999, time.December, 31, 23, 59, 59, 999999999, time.UTC)
+)
+
+// stamp is a timestamptz column as the service answers it: a time a person
+// set beyond what it can say (PostgreSQL's infinity, a year past 9999 or
+// before 1) is the nearest one it can, instead of failing the read — and
+// with it every read that shares its statement, or a claim that took it.
+func stamp(ts pgtype.Timestamptz) time.Time {
+	switch {
+	case ts.InfinityModifier == pgtype.Infinity || ts.Valid && ts.Time.After(latest):
+		return latest
+	case ts.InfinityModifier == pgtype.NegativeInfinity || ts.Valid && ts.Time.Before(earliest):
+		return earliest
+	}
+	return ts.Time
+}
+
+// stampOrNil is stamp, nil for NULL.
+func stampOrNil(ts pgtype.Timestamptz) *time.Time {
+	if !ts.Valid {
+		return nil
+	}
+	t := stamp(ts)
+	return &t
+}
+
 // decodeMetadata decodes a job's metadata as encoding/json would (numbers
-// as float64), but a number float64 cannot hold — which a person can write
+// as float64; metadata that is not an object has no keys), but a number
+// float64 cannot hold — which a person can write
 // in the dashboard, and jsonb keeps — stays a json.Number with its digits
 // instead of failing the whole decode: such a job would fail every read of
 // it, and every claim that took it with others. Accessors see a value of
 // another type (none), and the number is written back as it was.
 func decodeMetadata(raw []byte) (map[string]any, error) {
-	m := map[string]any{}
-	if len(raw) == 0 {
-		return m, nil
+	if len(raw) == 0 || raw[0] != '{' {
+		// Not an object (a person's edit; PostgreSQL prints jsonb without
+		// leading space): none of its keys.
+		return map[string]any{}, nil
 	}
+	m := map[string]any{}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	if err := dec.Decode(&m); err != nil {
 		return nil, err
-	}
-	if m == nil { // JSON null
-		m = map[string]any{}
 	}
 	for k, v := range m {
 		m[k] = withFloats(v)

@@ -534,6 +534,88 @@ func TestAnAttemptBeyondAnIntegerDoesNotStopClaims(t *testing.T) {
 	}
 }
 
+// Metadata a person set to something that is not an object, on a job a
+// worker held: the rescuer still rescues every expired lease, that job's
+// too (its metadata starts over), and a list of jobs reads them all.
+func TestMetadataThatIsNotAnObject(t *testing.T) {
+	t.Parallel()
+	for _, meta := range []string{`"oops"`, `42`, `true`, `null`, `[1, 2]`} {
+		t.Run(meta, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			pool, _ := pgtest.Pool(t)
+			store := postgres.NewQueueStore(pool)
+			other, edited := jobs.ID(uuid.NewString()), jobs.ID(uuid.NewString())
+			if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id) VALUES ($1), ($2)`, string(other), string(edited)); err != nil {
+				t.Fatal(err)
+			}
+			if c, err := store.Claim(ctx, "w", 2, time.Minute); err != nil || len(c) != 2 {
+				t.Fatalf("claim: %d %v", len(c), err)
+			}
+			// The worker died: its leases expired. A person edits one job.
+			if _, err := pool.Exec(ctx, `UPDATE jobs SET metadata = jsonb_set(metadata, '{lease,expires_at}', to_jsonb(now() - interval '1 s'))`); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := pool.Exec(ctx, `UPDATE jobs SET metadata = $2::jsonb WHERE job_id = $1`, string(edited), meta); err != nil {
+				t.Fatal(err)
+			}
+			requeued, failed, err := store.Rescue(ctx, 3, "interrupted")
+			if err != nil || len(requeued) != 2 || len(failed) != 0 {
+				t.Fatalf("rescue: requeued %v, failed %v, %v", requeued, failed, err)
+			}
+			if _, err := pool.Exec(ctx, `UPDATE jobs SET metadata = $2::jsonb WHERE job_id = $1`, string(edited), meta); err != nil {
+				t.Fatal(err)
+			}
+			list, err := postgres.NewJobStore(pool).List(ctx, "", 50)
+			if err != nil || len(list) != 2 {
+				t.Fatalf("list: %d jobs, %v", len(list), err)
+			}
+			for _, j := range list {
+				if j.ID == edited && len(j.Metadata) != 0 {
+					t.Errorf("metadata %s read as %v; want no keys", meta, j.Metadata)
+				}
+			}
+		})
+	}
+}
+
+// Times a person set that no answer can say (PostgreSQL's infinities, a
+// year past 9999): the job is read, alone, by job-status's shared
+// statement and by a claim that takes it with another, its times the
+// nearest the service can say. Before, the scan failed: the job's status,
+// and every status read that shared its statement, answered 503, and a
+// claim that took it stranded every job it took.
+func TestTimesBeyondWhatAnAnswerCanSay(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, _ := pgtest.Pool(t)
+	done, queued, plain := jobs.ID(uuid.NewString()), jobs.ID(uuid.NewString()), jobs.ID(uuid.NewString())
+	if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id, status, created_at, completed_at) VALUES
+		($1, 'completed', '-infinity', 'infinity'), ($2, 'queued', '12000-01-01', NULL), ($3, 'queued', now(), NULL)`,
+		string(done), string(queued), string(plain)); err != nil {
+		t.Fatal(err)
+	}
+	earliest, latest := time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC)
+	js := postgres.NewJobStore(pool)
+	j, err := js.Get(ctx, done)
+	if err != nil || !j.CreatedAt.Equal(earliest) || j.CompletedAt == nil || !j.CompletedAt.Equal(latest) {
+		t.Fatalf("get: %v, %v, %v", j.CreatedAt, j.CompletedAt, err)
+	}
+	sum, err := js.Summary(ctx, done)
+	if err != nil || !sum.CreatedAt.Equal(earliest) || sum.CompletedAt == nil || !sum.CompletedAt.Equal(latest) {
+		t.Fatalf("job-status's read: %v, %v, %v", sum.CreatedAt, sum.CompletedAt, err)
+	}
+	claimed, err := postgres.NewQueueStore(pool).Claim(ctx, "w", 2, time.Minute)
+	if err != nil || len(claimed) != 2 {
+		t.Fatalf("a claim of two: %d jobs, %v", len(claimed), err)
+	}
+	for _, c := range claimed {
+		if c.ID == queued && !c.CreatedAt.Equal(latest) {
+			t.Errorf("the job made in the year 12000 claimed as made %v", c.CreatedAt)
+		}
+	}
+}
+
 // A migration that has shipped is never edited (a database that applied it
 // would never see the change): supabase/migrations.sha256 records each file
 // as it shipped, and a new migration adds its line.

@@ -94,7 +94,10 @@ WITH expired AS (
 UPDATE public.jobs j
 SET status = CASE WHEN public.runops_attempt(j.metadata) >= $1 THEN 'error' ELSE 'queued' END,
     error = CASE WHEN public.runops_attempt(j.metadata) >= $1 THEN $2 END,
-    metadata = public.runops_close_attempt(j.metadata, coalesce(j.metadata->'lease'->>'token', ''), 'lost', 'lease expired')
+    -- Metadata that is not an object (a person's edit) starts over as one:
+    -- the rescue of every other job goes on.
+    metadata = public.runops_close_attempt(CASE WHEN jsonb_typeof(j.metadata) = 'object' THEN j.metadata ELSE '{}'::jsonb END,
+                                           coalesce(j.metadata->'lease'->>'token', ''), 'lost', 'lease expired')
                - 'lease'
 FROM expired WHERE j.id = expired.id` + workerMark + `
 RETURNING j.job_id, j.status, j.error, j.created_at, j.completed_at, j.metadata
