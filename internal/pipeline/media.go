@@ -126,10 +126,13 @@ func (p *Pipeline) download(ctx context.Context, job queue.Job, r queue.Reporter
 // with room reserved for it first. An upload no longer in storage is
 // jobs.ErrObjectMissing, with its sentence.
 func (p *Pipeline) fetchRaw(ctx context.Context, job queue.Job, r queue.Reporter, file string) error {
+	// The size queue-job recorded, at most the limit: a person can write any
+	// number there, and room for more than any upload may have would never
+	// be found (the worker would wait for it for good).
 	expected := int64(0)
 	if up, ok := job.Metadata["upload"].(map[string]any); ok {
-		if s, ok := up["size_bytes"].(float64); ok {
-			expected = int64(s)
+		if s, ok := up["size_bytes"].(float64); ok && s > 0 {
+			expected = int64(min(s, float64(jobs.MaxUploadBytes)))
 		}
 	}
 	if err := p.checkSpace(ctx, job, r, expected); err != nil {

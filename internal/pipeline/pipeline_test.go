@@ -416,6 +416,36 @@ func TestHandedBackForRoomAtMostThreeTimes(t *testing.T) {
 	}
 }
 
+// An upload size a person wrote that no upload may have (50 GB; the limit
+// is 750 MiB) asks for no more room than the largest upload: the job runs
+// on a disk with room for that, and the worker does not wait for 60 GB to
+// free for good.
+func TestAnEditedUploadSizeAsksForNoMoreThanTheLimit(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, func(c *pipeline.Config) {
+		c.DiskSize = func(string) (uint64, error) { return 100 << 30, nil }
+		c.FreeSpace = func(string) (uint64, error) { return 10 << 30, nil }
+	})
+	video := mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2})
+	b, err := os.ReadFile(video)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := jobs.ID(uuid.NewString())
+	r.fake.Put("videos/"+id.RawPath(), b, "video/mp4")
+	// Handed back three times already: one more, and it ends in error.
+	meta := map[string]any{"upload": map[string]any{"size_bytes": 5e10, "content_type": "video/mp4"}, "disk_handbacks": 3}
+	if _, _, err := r.store.Enqueue(context.Background(), id, meta); err != nil {
+		t.Fatal(err)
+	}
+	if j := r.finished(id); outcome(j) != done {
+		t.Fatalf("the job: %s: %s", j.Status, deref(j.Error))
+	}
+	if err := r.handler.Ready(); err != nil {
+		t.Fatalf("the worker is paused after the job: %v", err)
+	}
+}
+
 func TestFFmpegTimeout(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, func(c *pipeline.Config) { c.FFmpegTimeout = 50 * time.Millisecond })
