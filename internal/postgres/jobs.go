@@ -243,9 +243,10 @@ func (s *JobStore) Enqueue(ctx context.Context, id jobs.ID, metadata map[string]
 	return jobs.Job{}, false, fmt.Errorf("insert job %s: row kept disappearing", id)
 }
 
-// queueStats counts the rows by status, with the oldest queued job's age.
+// queueStats counts the rows by status, with the oldest queued job's age
+// (a time a person made infinite left out: PostgreSQL cannot subtract it).
 const queueStats = `SELECT status, count(*)::int,
-  coalesce(extract(epoch FROM now() - min(updated_at) FILTER (WHERE status = 'queued')), 0)::float8
+  coalesce(extract(epoch FROM now() - min(updated_at) FILTER (WHERE status = 'queued' AND isfinite(updated_at))), 0)::float8
 FROM public.jobs GROUP BY status`
 
 // QueueStats reads the numbers the queue gauges show.

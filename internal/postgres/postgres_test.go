@@ -580,9 +580,10 @@ func TestMetadataThatIsNotAnObject(t *testing.T) {
 }
 
 // Times a person set that no answer can say (PostgreSQL's infinities, a
-// year past 9999): the job is read, alone, by job-status's shared
-// statement and by a claim that takes it with another, its times the
-// nearest the service can say. Before, the scan failed: the job's status,
+// year past 9999; an insert's updated_at is not touched): the job is read,
+// alone, by job-status's shared statement and by a claim that takes it with
+// another, its times the nearest the service can say, and the queue's
+// gauges read the table. Before, the scan failed: the job's status,
 // and every status read that shared its statement, answered 503, and a
 // claim that took it stranded every job it took.
 func TestTimesBeyondWhatAnAnswerCanSay(t *testing.T) {
@@ -590,10 +591,15 @@ func TestTimesBeyondWhatAnAnswerCanSay(t *testing.T) {
 	ctx := context.Background()
 	pool, _ := pgtest.Pool(t)
 	done, queued, plain := jobs.ID(uuid.NewString()), jobs.ID(uuid.NewString()), jobs.ID(uuid.NewString())
-	if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id, status, created_at, completed_at) VALUES
-		($1, 'completed', '-infinity', 'infinity'), ($2, 'queued', '12000-01-01', NULL), ($3, 'queued', now(), NULL)`,
+	if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id, status, created_at, updated_at, completed_at) VALUES
+		($1, 'completed', '-infinity', now(), 'infinity'), ($2, 'queued', '12000-01-01', '-infinity', NULL),
+		($3, 'queued', now(), 'infinity', NULL)`,
 		string(done), string(queued), string(plain)); err != nil {
 		t.Fatal(err)
+	}
+	// The queue's gauges read the whole table.
+	if stats, err := postgres.NewJobStore(pool).QueueStats(ctx); err != nil || stats.ByStatus["queued"] != 2 {
+		t.Fatalf("queue stats: %+v, %v", stats, err)
 	}
 	earliest, latest := time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC)
 	js := postgres.NewJobStore(pool)
@@ -610,8 +616,8 @@ func TestTimesBeyondWhatAnAnswerCanSay(t *testing.T) {
 		t.Fatalf("a claim of two: %d jobs, %v", len(claimed), err)
 	}
 	for _, c := range claimed {
-		if c.ID == queued && !c.CreatedAt.Equal(latest) {
-			t.Errorf("the job made in the year 12000 claimed as made %v", c.CreatedAt)
+		if c.ID == queued && (!c.CreatedAt.Equal(latest) || !c.QueuedAt.Equal(earliest)) {
+			t.Errorf("the job made in the year 12000 and queued at -infinity claimed as made %v, queued %v", c.CreatedAt, c.QueuedAt)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/runops/runops/internal/jobs"
@@ -151,7 +152,7 @@ func (s *QueueStore) claimWith(ctx context.Context, sql, worker string, n int, t
 	}
 	var out []queue.Claimed
 	for rows.Next() {
-		var queuedAt time.Time
+		var queuedAt pgtype.Timestamptz
 		j, err := scanJob(rows, &queuedAt)
 		if err != nil {
 			rows.Close()
@@ -159,7 +160,7 @@ func (s *QueueStore) claimWith(ctx context.Context, sql, worker string, n int, t
 		}
 		lease, _ := j.Metadata["lease"].(map[string]any)
 		token, _ := lease["token"].(string)
-		out = append(out, queue.Claimed{Job: j, Token: token, QueuedAt: queuedAt})
+		out = append(out, queue.Claimed{Job: j, Token: token, QueuedAt: stamp(queuedAt)})
 	}
 	if err := rows.Err(); err != nil {
 		return nil, wrap("claim jobs", err)
