@@ -2,18 +2,29 @@ package postgres
 
 import (
 	"context"
+	"testing"
 	"time"
 
 	"github.com/runops/runops/internal/queue"
+	"github.com/runops/runops/internal/wait"
 )
 
 // HoldOutcomes makes outcomes queue up as they do behind a write in flight;
-// the returned func writes what has queued, together (tests only).
-func (s *QueueStore) HoldOutcomes() (queued func() int, release func()) {
+// the returned func writes what has queued, together (tests only). It first
+// waits for the write before it to end: that write answers its outcomes
+// before it marks the batcher idle, and marking it so after this hold
+// would let the next outcome write at once.
+func (s *QueueStore) HoldOutcomes(tb testing.TB) (queued func() int, release func()) {
 	b := &s.outcomes
-	b.mu.Lock()
-	b.writing = true
-	b.mu.Unlock()
+	wait.For(tb, "the previous write of outcomes to end", 30*time.Second, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.writing {
+			return false
+		}
+		b.writing = true
+		return true
+	})
 	queued = func() int {
 		b.mu.Lock()
 		defer b.mu.Unlock()

@@ -13,6 +13,7 @@ import (
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/queue"
 	"github.com/runops/runops/internal/queue/queuetest"
+	"github.com/runops/runops/internal/wait"
 )
 
 // Outcomes written together end each job as it would have ended alone:
@@ -79,7 +80,7 @@ func TestOutcomesWrittenTogether(t *testing.T) {
 	for r, writes := range rounds {
 		batch := claimed[next : next+len(writes)]
 		next += len(writes)
-		queued, release := s.HoldOutcomes()
+		queued, release := s.HoldOutcomes(t)
 		got := make([]result, len(writes))
 		var wg sync.WaitGroup
 		for i, w := range writes {
@@ -88,9 +89,7 @@ func TestOutcomesWrittenTogether(t *testing.T) {
 				got[i] = result{ok: ok, refused: err != nil}
 			})
 		}
-		for queued() < len(writes) {
-			time.Sleep(time.Millisecond) // polling: the writes are queued by their goroutines
-		}
+		wait.For(t, "the writes to queue", 30*time.Second, func() bool { return queued() >= len(writes) })
 		release()
 		wg.Wait()
 		moments := map[string]bool{}
