@@ -42,14 +42,7 @@ func (j *jobStatus) detached() *jobStatus {
 		t := detachedTime(*j.CompletedAt)
 		c.CompletedAt = &t
 	}
-	if j.Error != nil {
-		s := strings.Clone(*j.Error)
-		c.Error = &s
-	}
-	if j.Stage != nil {
-		s := strings.Clone(*j.Stage)
-		c.Stage = &s
-	}
+	c.Error, c.Stage = clonedString(j.Error), clonedString(j.Stage)
 	if j.Progress != nil {
 		p := *j.Progress
 		c.Progress = &p
@@ -57,14 +50,23 @@ func (j *jobStatus) detached() *jobStatus {
 	return c
 }
 
+func clonedString(p *string) *string {
+	if p == nil {
+		return nil
+	}
+	s := strings.Clone(*p)
+	return &s
+}
+
 // detachedTime is t, in a zone of t's name and offset (all that RFC 3339
 // shows of a zone).
 func detachedTime(t time.Time) time.Time {
-	name, offset := t.Zone()
+	d := time.Unix(t.Unix(), int64(t.Nanosecond()))
 	if t.Location() == time.UTC {
-		return time.Unix(t.Unix(), int64(t.Nanosecond())).UTC()
+		return d.UTC()
 	}
-	return time.Unix(t.Unix(), int64(t.Nanosecond())).In(time.FixedZone(strings.Clone(name), offset))
+	name, offset := t.Zone()
+	return d.In(time.FixedZone(strings.Clone(name), offset))
 }
 
 // appendJSON appends what json.Encoder.Encode writes of j (a newline

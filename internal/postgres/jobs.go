@@ -185,8 +185,8 @@ func (s *JobStore) summarizeUpload(ctx context.Context, id jobs.ID, node string)
 }
 
 // summary decodes the row: metadata's keys each as Job's accessors read
-// them from decoded metadata — a value of another type is none; a number
-// out of float64's range is none, where decoding the whole metadata failed.
+// them from decoded metadata (decodeMetadata) — a value of another type, or
+// a number out of float64's range, is none.
 func (r summaryRow) summary(found bool) jobs.Summary {
 	sum := jobs.Summary{Found: found, Status: jobs.Status(r.status), CreatedAt: stamp(r.createdAt), UpdatedAt: stamp(r.updatedAt),
 		CompletedAt: stampOrNil(r.completedAt), Error: r.errorText}
@@ -326,11 +326,11 @@ func stampOrNil(ts pgtype.Timestamptz) *time.Time {
 
 // decodeMetadata decodes a job's metadata as encoding/json would (numbers
 // as float64; metadata that is not an object has no keys), but a number
-// float64 cannot hold — which a person can write
-// in the dashboard, and jsonb keeps — stays a json.Number with its digits
-// instead of failing the whole decode: such a job would fail every read of
-// it, and every claim that took it with others. Accessors see a value of
-// another type (none), and the number is written back as it was.
+// float64 cannot hold — which a person can write in the dashboard, and
+// jsonb keeps — stays a json.Number with its digits instead of failing the
+// whole decode: such a job would fail every read of it, and every claim
+// that took it with others. Accessors see a value of another type (none),
+// and the number is written back as it was.
 func decodeMetadata(raw []byte) (map[string]any, error) {
 	if len(raw) == 0 || raw[0] != '{' {
 		// Not an object (a person's edit; PostgreSQL prints jsonb without
@@ -343,13 +343,12 @@ func decodeMetadata(raw []byte) (map[string]any, error) {
 	if err := dec.Decode(&m); err != nil {
 		return nil, err
 	}
-	for k, v := range m {
-		m[k] = withFloats(v)
-	}
+	withFloats(m)
 	return m, nil
 }
 
-// withFloats turns each json.Number in v that float64 holds into one.
+// withFloats turns each json.Number in v that float64 holds into one (maps
+// and slices in place).
 func withFloats(v any) any {
 	switch v := v.(type) {
 	case json.Number:
