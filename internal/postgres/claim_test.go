@@ -632,11 +632,18 @@ func TestTheOwnerCapHoldsAcrossWorkers(t *testing.T) {
 		defer pool.Close()
 		store := postgres.NewQueueStore(pool).CapOwners(cap)
 		wg.Go(func() {
+			// A generous deadline, not a measure: claims that kept giving
+			// way or coming back empty would otherwise spin for ever.
+			deadline := time.Now().Add(2 * time.Minute)
 			for {
 				mu.Lock()
 				left := total - len(seen)
 				mu.Unlock()
 				if left == 0 {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Errorf("%d jobs never claimed", left)
 					return
 				}
 				claimed, err := store.Claim(ctx, "w", 2, time.Minute)
@@ -688,7 +695,7 @@ func TestOwnerEditsDuringClaimsKeepTheCounts(t *testing.T) {
 	for range 4 {
 		wg.Go(func() {
 			for range 150 {
-				if _, err := store.Claim(ctx, "w", 1, time.Minute); err != nil && !errors.Is(err, jobs.ErrBusy) { // a claim that gave way is retried
+				if _, err := store.Claim(ctx, "w", 1, time.Minute); err != nil && !errors.Is(err, jobs.ErrBusy) { // a claim that gave way (lock_timeout) is one of the tries
 					t.Error(err)
 					return
 				}
