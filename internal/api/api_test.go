@@ -28,6 +28,7 @@ import (
 	"github.com/runops/runops/internal/sop/soptest"
 	"github.com/runops/runops/internal/storage"
 	"github.com/runops/runops/internal/supabasetest"
+	"github.com/runops/runops/internal/wait"
 )
 
 // Every exchange of these tests with /api is held to the OpenAPI document
@@ -612,6 +613,8 @@ func TestRouteLabels(t *testing.T) {
 		for range 3 {
 			e.do("GET", c.path, "")
 		}
+		// Counted once each answer is written: wait for it, then hold it.
+		wait.For(t, "GET "+c.path+" counted under "+c.route, 30*time.Second, func() bool { return testutil.ToFloat64(counter)-before >= 3 })
 		if got := testutil.ToFloat64(counter) - before; got != 3 {
 			t.Errorf("GET %s three times: runops_http_requests_total{route=%q,code=%q} rose by %v", c.path, c.route, c.code, got)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -346,8 +347,10 @@ func TestSummaryReadsProgressAsJobDoes(t *testing.T) {
 	ctx := context.Background()
 	pool, _ := pgtest.Pool(t)
 	store := postgres.NewJobStore(pool)
-	for _, v := range []string{`0`, `-0`, `0.5`, `-0.25`, `1`, `100`, `1e2`, `1.5E-3`, `1e400`, `-1e400`, `1e-400`,
-		`12345678901234567890.123456789`, `0.1000000000000000055511151231257827`, `"0.5"`, `true`, `null`, `[1]`, `{"a": 1}`} {
+	none := math.NaN() // no progress
+	for v, want := range map[string]float64{`0`: 0, `-0`: 0, `0.5`: 0.5, `-0.25`: -0.25, `1`: 1, `100`: 100, `1e2`: 100,
+		`1.5E-3`: 0.0015, `1e400`: none, `-1e400`: none, `1e-400`: 0, `12345678901234567890.123456789`: 12345678901234567890.123456789,
+		`0.1000000000000000055511151231257827`: 0.1, `"0.5"`: none, `true`: none, `null`: none, `[1]`: none, `{"a": 1}`: none} {
 		id := jobs.ID(uuid.NewString())
 		if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id, metadata) VALUES ($1, jsonb_build_object('progress', $2::jsonb))`, id, v); err != nil {
 			t.Fatalf("%s: %v", v, err)
@@ -356,13 +359,15 @@ func TestSummaryReadsProgressAsJobDoes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if (got.Progress == nil) != math.IsNaN(want) || got.Progress != nil && *got.Progress != want {
+			t.Errorf("progress %s: job-status reads %v, want %v", v, deref(got.Progress), want)
+		}
 		j, err := store.Get(ctx, id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := j.Progress()
-		if (got.Progress == nil) != (want == nil) || got.Progress != nil && *got.Progress != *want {
-			t.Errorf("progress %s: job-status reads %v, the job %v", v, deref(got.Progress), deref(want))
+		if jp := j.Progress(); (got.Progress == nil) != (jp == nil) || got.Progress != nil && *got.Progress != *jp {
+			t.Errorf("progress %s: job-status reads %v, the job %v", v, deref(got.Progress), deref(jp))
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/wait"
 )
 
 // statusAfter answers a status read after a delay (the database under
@@ -49,7 +50,9 @@ func TestReadLossCause(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			if got := readLossCause(c.s, id); got != c.want {
+			answer := make(chan error, 1)
+			go func() { answer <- readLossCause(c.s, id) }()
+			if got := wait.Recv(t, answer, "the cause, read within its 5 s"); got != c.want {
 				t.Errorf("%v; want %v", got, c.want)
 			}
 		})
