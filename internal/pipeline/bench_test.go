@@ -203,18 +203,15 @@ func measureScreenshots(b *testing.B, dir, in string, seconds int) screenshotTim
 	}
 
 	// Twelve shown steps, spread over the recording.
-	var nodes, edges []string
+	var nodes []string
 	var at []int
 	for i := range 12 {
 		s := (i*seconds + seconds/2) / 12
 		at = append(at, s)
 		ts := fmt.Sprintf("%02d:%02d:%02d", s/3600, s/60%60, s%60)
 		nodes = append(nodes, fmt.Sprintf(`{"id": "s%d", "type": "task", "label": "Step %d", "intent": "i", "context": "", "parent_id": "", "timestamp": %q, "evidence": "shown"}`, i, i, ts))
-		if i > 0 {
-			edges = append(edges, fmt.Sprintf(`{"source": "s%d", "target": "s%d", "condition": ""}`, i-1, i))
-		}
 	}
-	answer := withNodes("["+strings.Join(nodes, ",")+"]", "["+strings.Join(edges, ",")+"]")
+	answer := chain(nodes...)
 	fake := supabasetest.New(b, jobs.MaxUploadBytes)
 	objects, err := storage.New(storage.Config{URL: fake.URL, ServiceKey: fake.ServiceRoleKey(), Bucket: jobs.Bucket})
 	if err != nil {
@@ -362,17 +359,14 @@ func benchmarkRedaction(b *testing.B, scroll int) {
 			{Text: strings.Join(left, "\n"), X: 40, Y: 40, Size: 20, Scroll: scroll},
 			{Text: strings.Join(right, "\n"), X: 980, Y: 40, Size: 20, Scroll: scroll},
 		}})
-	var nodes, edges []string
+	var nodes []string
 	for i := range 12 {
 		s := (i*seconds + seconds/2) / 12
 		nodes = append(nodes, fmt.Sprintf(`{"id": "s%d", "type": "task", "label": "Step %d", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:%02d:%02d", "evidence": "shown", "sensitive": [{"value": "Jane Doe", "kind": "name"}]}`, i, i, s/60, s%60))
-		if i > 0 {
-			edges = append(edges, fmt.Sprintf(`{"source": "s%d", "target": "s%d", "condition": ""}`, i-1, i))
-		}
 	}
 	ctx := context.Background()
 	p, fake, ai := privatePipeline(b)
-	ai.Answer(geminitest.JSON(withNodes("["+strings.Join(nodes, ",")+"]", "["+strings.Join(edges, ",")+"]")))
+	ai.Answer(geminitest.JSON(chain(nodes...)))
 	id := jobs.ID("00000000-0000-4000-8000-00000000b003")
 	fake.PutFile("videos/"+id.RawPath(), in, "video/mp4")
 	var clock *stageClock

@@ -7,6 +7,7 @@ import (
 	"image/jpeg"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -20,34 +21,40 @@ import (
 	"github.com/runops/runops/internal/supabasetest"
 )
 
-// withNodes is the sample answer with other nodes (and edges to match).
-func withNodes(nodes, edges string) string {
+// chain is the sample answer with other nodes: the tasks given, each a JSON
+// object, one after the other from a "start" edge, then an end node "done".
+func chain(tasks ...string) string {
 	var m map[string]any
 	if err := json.Unmarshal([]byte(geminitest.SampleSOP), &m); err != nil {
 		panic(err)
 	}
-	var n, e any
-	_ = json.Unmarshal([]byte(nodes), &n)
-	_ = json.Unmarshal([]byte(edges), &e)
-	m["nodes"], m["edges"], m["steps"] = n, e, []any{}
+	nodes, edges := []map[string]any{}, []map[string]any{}
+	for i, task := range append(slices.Clip(tasks), `{"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}`) {
+		var n map[string]any
+		if err := json.Unmarshal([]byte(task), &n); err != nil {
+			panic(fmt.Sprintf("task %d: %v", i, err))
+		}
+		if i > 0 {
+			condition := ""
+			if i == 1 {
+				condition = "start"
+			}
+			edges = append(edges, map[string]any{"source": nodes[i-1]["id"], "target": n["id"], "condition": condition})
+		}
+		nodes = append(nodes, n)
+	}
+	m["nodes"], m["edges"], m["steps"] = nodes, edges, []any{}
 	b, _ := json.Marshal(m)
 	return string(b)
 }
 
 // Four steps: two shown (at 1 s and 4 s), one narrated, one inferred; the
 // recording's picture changes every second and has one keyframe.
-var clockAnswer = withNodes(`[
-  {"id": "login", "type": "task", "label": "Log in", "intent": "i", "context": "00:00:01", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown"},
-  {"id": "say", "type": "task", "label": "Tell the team", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "narrated"},
-  {"id": "save", "type": "task", "label": "Save", "intent": "i", "context": "00:00:04", "parent_id": "", "timestamp": "00:00:04", "evidence": "shown"},
-  {"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}
-]`, clockEdges)
-
-const clockEdges = `[
-  {"source": "login", "target": "say", "condition": "start"},
-  {"source": "say", "target": "save", "condition": ""},
-  {"source": "save", "target": "done", "condition": ""}
-]`
+var clockAnswer = chain(
+	`{"id": "login", "type": "task", "label": "Log in", "intent": "i", "context": "00:00:01", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown"}`,
+	`{"id": "say", "type": "task", "label": "Tell the team", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "narrated"}`,
+	`{"id": "save", "type": "task", "label": "Save", "intent": "i", "context": "00:00:04", "parent_id": "", "timestamp": "00:00:04", "evidence": "shown"}`,
+)
 
 // Each shown step's screenshot is the picture of its own second, from the
 // frames the transcode decoded anyway, as high as the recording up to 1080
@@ -196,12 +203,11 @@ func TestARerunWithoutTheRecordingKeepsUnchangedScreenshots(t *testing.T) {
 	id, _ := r.complete(mediatest.Make(t, r.dir, "clock.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 6, Clock: true}), clockAnswer)
 	removeObject(t, r, id.RawPath())
 	// login unchanged; say now shown; save moved from 4 s to 3 s.
-	moved := withNodes(`[
-  {"id": "login", "type": "task", "label": "Log in", "intent": "i", "context": "00:00:01", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown"},
-  {"id": "say", "type": "task", "label": "Tell the team", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:02", "evidence": "shown"},
-  {"id": "save", "type": "task", "label": "Save", "intent": "i", "context": "00:00:03", "parent_id": "", "timestamp": "00:00:03", "evidence": "shown"},
-  {"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}
-]`, clockEdges)
+	moved := chain(
+		`{"id": "login", "type": "task", "label": "Log in", "intent": "i", "context": "00:00:01", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown"}`,
+		`{"id": "say", "type": "task", "label": "Tell the team", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:02", "evidence": "shown"}`,
+		`{"id": "save", "type": "task", "label": "Save", "intent": "i", "context": "00:00:03", "parent_id": "", "timestamp": "00:00:03", "evidence": "shown"}`,
+	)
 	r.ai.Answer(geminitest.JSON(moved))
 	j := r.rerun(id)
 	mustComplete(t, j)
@@ -219,17 +225,12 @@ func TestARerunWithoutTheRecordingKeepsUnchangedScreenshots(t *testing.T) {
 func TestScreenshotsAreBounded(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
-	var nodes, edges []string
+	var nodes []string
 	const steps = pipeline.MaxScreenshots + 3
 	for i := range steps {
 		nodes = append(nodes, fmt.Sprintf(`{"id": "s%d", "type": "task", "label": "Step %d", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:0%d", "evidence": "shown"}`, i, i, i%3))
-		if i > 0 {
-			edges = append(edges, fmt.Sprintf(`{"source": "s%d", "target": "s%d", "condition": ""}`, i-1, i))
-		}
 	}
-	nodes = append(nodes, `{"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}`)
-	edges = append(edges, fmt.Sprintf(`{"source": "s%d", "target": "done", "condition": ""}`, steps-1))
-	r.ai.Answer(geminitest.JSON(withNodes("["+strings.Join(nodes, ",")+"]", "["+strings.Join(edges, ",")+"]")))
+	r.ai.Answer(geminitest.JSON(chain(nodes...)))
 	uploads := r.fake.Calls(supabasetest.OpUpload)
 	id := r.submit(mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 3}), nil)
 	j := r.finished(id)

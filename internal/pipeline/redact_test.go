@@ -22,15 +22,11 @@ import (
 
 // An answer that repeats what the recording showed: an e-mail address, a
 // live-looking key, a card number, and a name the model marks.
-var leakyAnswer = withNodes(`[
-  {"id": "login", "type": "task", "label": "Sign in as jane.doe@acme-corp.com", "intent": "i", "context": "00:00:01 Jane Doe signs in", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown",
-   "sensitive": [{"value": "Jane Doe", "kind": "name"}, {"value": "jane.doe@acme-corp.com", "kind": "email"}]},
-  {"id": "key", "type": "task", "label": "Paste the key", "intent": "Use sk_live_51HxYzAbCdEfGhIjKlMn0123", "context": "card 4242 4242 4242 4242 on file for Jane Doe", "parent_id": "", "timestamp": "", "evidence": "narrated"},
-  {"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}
-]`, `[
-  {"source": "login", "target": "key", "condition": "start"},
-  {"source": "key", "target": "done", "condition": ""}
-]`)
+var leakyAnswer = chain(
+	`{"id": "login", "type": "task", "label": "Sign in as jane.doe@acme-corp.com", "intent": "i", "context": "00:00:01 Jane Doe signs in", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown",
+		"sensitive": [{"value": "Jane Doe", "kind": "name"}, {"value": "jane.doe@acme-corp.com", "kind": "email"}]}`,
+	`{"id": "key", "type": "task", "label": "Paste the key", "intent": "Use sk_live_51HxYzAbCdEfGhIjKlMn0123", "context": "card 4242 4242 4242 4242 on file for Jane Doe", "parent_id": "", "timestamp": "", "evidence": "narrated"}`,
+)
 
 // withPrivacy turns the privacy pass on, with the built-in detectors.
 func withPrivacy(c *pipeline.Config) {
@@ -121,11 +117,10 @@ func TestScreenshotsKeepNoSecret(t *testing.T) {
 	if seen := mediatest.ScreenText(t, raw); !containsAll(seen, secrets) {
 		t.Fatalf("OCR does not read every value from the recording itself:\n%s", seen)
 	}
-	id, j := r.complete(video, withNodes(`[
-  {"id": "open", "type": "task", "label": "Open the settings of jane.doe@acme-corp.com", "intent": "i", "context": "00:00:01", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown",
-   "sensitive": [{"value": "Jane Doe", "kind": "name"}, {"value": "8812", "kind": "password", "box_2d": [820, 690, 930, 900]}]},
-  {"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}
-]`, `[{"source": "open", "target": "done", "condition": "start"}]`))
+	id, j := r.complete(video, chain(
+		`{"id": "open", "type": "task", "label": "Open the settings of jane.doe@acme-corp.com", "intent": "i", "context": "00:00:01", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown",
+		"sensitive": [{"value": "Jane Doe", "kind": "name"}, {"value": "8812", "kind": "password", "box_2d": [820, 690, 930, 900]}]}`,
+	))
 	obj, ok := r.fake.Object("videos/" + id.FramePath("open"))
 	if !ok {
 		t.Fatalf("no screenshot; frames %v", j.Metadata["frames"])
@@ -205,11 +200,10 @@ func TestTheScreenshotShowsWhereToClick(t *testing.T) {
 			r := newRig(t, func(c *pipeline.Config) { c.Privacy = d })
 			page := mediatest.Make(t, r.dir, "page.mp4", mediatest.Spec{Width: 1280, Height: 720, Seconds: 3, FPS: 5,
 				Texts: []mediatest.Text{{Text: "Settings", X: 40, Y: 20, Size: 30}}})
-			id, _ := r.complete(page, withNodes(`[
-  {"id": "save", "type": "task", "label": "Click Save", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown", "box_2d": [400, 300, 500, 600]},
-  {"id": "check", "type": "task", "label": "Check", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:02", "evidence": "shown", "box_2d": [500, 600, 400, 300]},
-  {"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}
-]`, `[{"source": "save", "target": "check", "condition": "start"}, {"source": "check", "target": "done", "condition": ""}]`))
+			id, _ := r.complete(page, chain(
+				`{"id": "save", "type": "task", "label": "Click Save", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown", "box_2d": [400, 300, 500, 600]}`,
+				`{"id": "check", "type": "task", "label": "Check", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:02", "evidence": "shown", "box_2d": [500, 600, 400, 300]}`,
+			))
 			obj, _ := r.fake.Object("videos/" + id.SOPPath())
 			stored, _ := os.ReadFile(obj.File)
 			doc, err := sop.Load(stored, string(id))
@@ -260,12 +254,11 @@ func TestEveryCopyOfAPictureIsCovered(t *testing.T) {
 		{Text: "Billing Invoices Export Reports", X: 60, Y: 410, Size: 30},
 		{Text: "PIN 8812", X: 900, Y: 600, Size: 40},
 	})
-	id, j := r.complete(video, withNodes(`[
-  {"id": "open", "type": "task", "label": "Open the settings", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown",
-   "sensitive": [{"value": "8812", "kind": "password", "box_2d": [820, 690, 930, 900]}]},
-  {"id": "copy", "type": "task", "label": "Copy the key", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown", "box_2d": [550, 40, 620, 500]},
-  {"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}
-]`, `[{"source": "open", "target": "copy", "condition": "start"}, {"source": "copy", "target": "done", "condition": ""}]`))
+	id, j := r.complete(video, chain(
+		`{"id": "open", "type": "task", "label": "Open the settings", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown",
+		"sensitive": [{"value": "8812", "kind": "password", "box_2d": [820, 690, 930, 900]}]}`,
+		`{"id": "copy", "type": "task", "label": "Copy the key", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown", "box_2d": [550, 40, 620, 500]}`,
+	))
 	for _, node := range []string{"open", "copy"} {
 		obj, ok := r.fake.Object("videos/" + id.FramePath(node))
 		if !ok {
@@ -304,10 +297,9 @@ func TestARerunPassesKeptScreenshotsAgain(t *testing.T) {
 		{Text: "Billing Invoices Export Reports", X: 60, Y: 300, Size: 30},
 	})
 	answer := func(context, marks string) string {
-		return withNodes(`[
-  {"id": "open", "type": "task", "label": "Open the customer", "intent": "i", "context": "`+context+`", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown", "sensitive": [`+marks+`]},
-  {"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}
-]`, `[{"source": "open", "target": "done", "condition": "start"}]`)
+		return chain(
+			`{"id": "open", "type": "task", "label": "Open the customer", "intent": "i", "context": "` + context + `", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown", "sensitive": [` + marks + `]}`,
+		)
 	}
 	id, j := rerunAfterRetention(t, r, video, answer("uses key sk_live_HjgzWt6VY7cXRHfkDTjqIdl9", ""), func(id jobs.ID) {
 		obj, _ := r.fake.Object("videos/" + id.FramePath("open"))
@@ -378,11 +370,10 @@ func TestARerunCoversEveryKeptCopy(t *testing.T) {
 		{Text: "PIN 8812", X: 900, Y: 600, Size: 40},
 	})
 	answer := func(sensitive string) string {
-		return withNodes(`[
-  {"id": "open", "type": "task", "label": "Open the settings", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown", "sensitive": [`+sensitive+`]},
-  {"id": "copy", "type": "task", "label": "Read the code", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown"},
-  {"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}
-]`, `[{"source": "open", "target": "copy", "condition": "start"}, {"source": "copy", "target": "done", "condition": ""}]`)
+		return chain(
+			`{"id": "open", "type": "task", "label": "Open the settings", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown", "sensitive": [`+sensitive+`]}`,
+			`{"id": "copy", "type": "task", "label": "Read the code", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown"}`,
+		)
 	}
 	id, _ := rerunAfterRetention(t, r, video, answer(""), func(jobs.ID) {},
 		answer(`{"value": "the door code", "kind": "password", "box_2d": [820, 690, 930, 900]}`))
