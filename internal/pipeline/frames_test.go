@@ -7,7 +7,6 @@ import (
 	"image/jpeg"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -29,7 +28,7 @@ func chain(tasks ...string) string {
 		panic(err)
 	}
 	nodes, edges := []map[string]any{}, []map[string]any{}
-	for i, task := range append(slices.Clip(tasks), `{"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}`) {
+	for i, task := range append(tasks[:len(tasks):len(tasks)], `{"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"}`) {
 		var n map[string]any
 		if err := json.Unmarshal([]byte(task), &n); err != nil {
 			panic(fmt.Sprintf("task %d: %v", i, err))
