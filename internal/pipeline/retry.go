@@ -17,7 +17,8 @@ import (
 const maxTries = 5
 
 // transientWaits are the waits between tries: 1, 2, 4, 8 s, unless the
-// service asked for another (Retry-After).
+// service said how long to wait (Gemini's RetryInfo.retryDelay, through
+// RetryAfter).
 var transientWaits = backoff.Policy{First: time.Second}
 
 // RetryAfter is implemented by errors whose server said how long to wait.

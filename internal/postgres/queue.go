@@ -193,7 +193,9 @@ func (s *QueueStore) HandBack(ctx context.Context, id jobs.ID, token string) (bo
 	return s.fenced(ctx, "hand back job", handBackJob, string(id), token)
 }
 
-// DropLease drops the lease of a job a person re-queued (no-op otherwise).
+// DropLease closes, as cancelled, the attempt of a run whose job a person took
+// out of processing (re-queued, or set to another status) and drops its lease;
+// a re-queued job is announced again. A no-op while the job is processing.
 func (s *QueueStore) DropLease(ctx context.Context, id jobs.ID, token string) error {
 	_, err := s.pool.Exec(ctx, dropLease, string(id), token)
 	return wrap("drop lease", err)

@@ -1,0 +1,150 @@
+package docs_test
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// codeSpans are the `…` spans of a Markdown table cell.
+var codeSpans = regexp.MustCompile("`([^`]+)`")
+
+// declared are the names a Go file declares at its top level: functions,
+// methods as Type.Method, types, constants and variables.
+func declared(file string) (map[string]bool, error) {
+	f, err := parser.ParseFile(token.NewFileSet(), file, nil, parser.SkipObjectResolution)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, d := range f.Decls {
+		switch d := d.(type) {
+		case *ast.FuncDecl:
+			name := d.Name.Name
+			if d.Recv != nil && len(d.Recv.List) == 1 {
+				typ := d.Recv.List[0].Type
+				if star, ok := typ.(*ast.StarExpr); ok {
+					typ = star.X
+				}
+				if generic, ok := typ.(*ast.IndexExpr); ok {
+					typ = generic.X
+				}
+				if id, ok := typ.(*ast.Ident); ok {
+					name = id.Name + "." + name
+				}
+			}
+			out[name] = true
+		case *ast.GenDecl:
+			for _, spec := range d.Specs {
+				switch spec := spec.(type) {
+				case *ast.TypeSpec:
+					out[spec.Name.Name] = true
+				case *ast.ValueSpec:
+					for _, n := range spec.Names {
+						out[n.Name] = true
+					}
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// whereProblems checks the table of README's "Where things happen": each
+// row names, in its second cell, groups "`file`: `name`, `name`" split by
+// ";", and each file must exist and declare each name (Go) or contain it
+// (any other file).
+func whereProblems(root, readme string) []string {
+	_, section, ok := strings.Cut(readme, "\n## Where things happen\n")
+	if !ok {
+		return []string{`README has no section "Where things happen"`}
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	var problems []string
+	rows := 0
+	for line := range strings.SplitSeq(section, "\n") {
+		cells := strings.Split(line, "|")
+		if !strings.HasPrefix(line, "|") || strings.HasPrefix(line, "|---") || strings.TrimSpace(cells[1]) == "question" {
+			continue
+		}
+		if len(cells) != 5 {
+			problems = append(problems, "a row without three cells: "+line)
+			continue
+		}
+		rows++
+		for group := range strings.SplitSeq(cells[2], ";") {
+			file, names, ok := strings.Cut(group, ":")
+			paths := codeSpans.FindAllStringSubmatch(file, -1)
+			spans := codeSpans.FindAllStringSubmatch(names, -1)
+			if !ok || len(paths) != 1 || len(spans) == 0 {
+				problems = append(problems, "a group is not `file`: `name`, …: "+strings.TrimSpace(group))
+				continue
+			}
+			path := paths[0][1]
+			b, err := os.ReadFile(filepath.Join(root, path))
+			if err != nil {
+				problems = append(problems, path+" does not exist")
+				continue
+			}
+			var has func(string) bool
+			if strings.HasSuffix(path, ".go") {
+				decls, err := declared(filepath.Join(root, path))
+				if err != nil {
+					problems = append(problems, path+": "+err.Error())
+					continue
+				}
+				has = func(n string) bool { return decls[n] }
+			} else {
+				has = func(n string) bool { return strings.Contains(string(b), n) }
+			}
+			for _, n := range spans {
+				if !has(n[1]) {
+					problems = append(problems, path+" has no "+n[1])
+				}
+			}
+		}
+	}
+	if rows == 0 {
+		problems = append(problems, `"Where things happen" has no rows`)
+	}
+	return problems
+}
+
+// Every file and function README's "Where things happen" sends a newcomer
+// to exists.
+func TestWhereThingsHappenIsTrue(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range whereProblems("..", string(readme)) {
+		t.Error(p)
+	}
+}
+
+// The check finds a missing file, a missing function, a method named on
+// the wrong type, a name missing from a migration, and rows it cannot read.
+func TestTheWhereCheckCanFail(t *testing.T) {
+	md := "intro\n## Where things happen\n\n| question | where it happens | explained in |\n|---|---|---|\n" +
+		"| a? | `internal/queue/lease.go`: `Worker.heartbeat`, `Worker.noSuchThing`; `internal/queue/gone.go`: `X` | x |\n" +
+		"| b? | `internal/queue/lease.go`: `run.heartbeat`, `readLossCause`; `supabase/migrations/20261207000000_claim_owner_first.sql`: `runops_claim`, `runops_no_such` | x |\n" +
+		"| c? | internal/queue/lease.go heartbeat | x |\n| d? | `a|b` | x |\n" +
+		"## Next\n| d? | `internal/queue/gone2.go`: `X` | x |\n"
+	got := strings.Join(whereProblems("..", md), "\n")
+	want := strings.Join([]string{
+		"internal/queue/lease.go has no Worker.noSuchThing",
+		"internal/queue/gone.go does not exist",
+		"internal/queue/lease.go has no run.heartbeat",
+		"supabase/migrations/20261207000000_claim_owner_first.sql has no runops_no_such",
+		"a group is not `file`: `name`, …: internal/queue/lease.go heartbeat",
+		"a row without three cells: | d? | `a|b` | x |",
+	}, "\n")
+	if got != want {
+		t.Errorf("problems:\n%s\nwant:\n%s", got, want)
+	}
+}
