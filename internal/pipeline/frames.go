@@ -284,8 +284,8 @@ func (p *Pipeline) keepPrevious(ctx context.Context, job queue.Job, want []shot,
 		}
 		file := filepath.Join(job.TempDir, "shot-"+s.node.ID+".jpg")
 		err := p.retry(ctx, storageService, func() error { return p.downloadFile(ctx, path, file) })
-		if errors.Is(err, jobs.ErrObjectMissing) {
-			continue // deleted since the listing: the step has none
+		if errors.Is(err, jobs.ErrObjectMissing) || errors.Is(err, errTooLarge) {
+			continue // deleted since the listing, or not one we wrote: the step has none
 		}
 		if err != nil {
 			return err
@@ -304,17 +304,11 @@ func (p *Pipeline) downloadFile(ctx context.Context, path, file string) error {
 		return err
 	}
 	defer body.Close()
-	out, err := os.Create(file)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, io.LimitReader(body, maxScreenshotBytes)); err != nil {
-		out.Close()
-		return fmt.Errorf("%w: %w", jobs.ErrUnavailable, err)
-	}
-	return out.Close()
+	_, _, err = saveHashed(body, file, maxScreenshotBytes)
+	return err
 }
 
 // maxScreenshotBytes bounds a screenshot downloaded again: a 1080p JPEG
-// at the quality we write is a few hundred kilobytes.
+// at the quality we write is a few hundred kilobytes; a larger object is
+// not one of ours, and its step has none.
 const maxScreenshotBytes = 16 << 20

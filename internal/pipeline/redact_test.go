@@ -1,6 +1,7 @@
 package pipeline_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"image"
@@ -403,4 +404,24 @@ func rerunAfterRetention(t *testing.T, r *rig, video, first string, check func(j
 func (r *rig) screen(texts []mediatest.Text) string {
 	r.t.Helper()
 	return mediatest.Make(r.t, r.dir, "screen.mp4", mediatest.Spec{Width: 1280, Height: 720, Seconds: 3, FPS: 5, Texts: texts})
+}
+
+// A kept screenshot larger than any the worker writes (an object replaced
+// by hand) is left out, not cut short: its step has none after the rerun,
+// and the job completes.
+func TestAnOversizedKeptScreenshotIsLeftOut(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, withPrivacy)
+	video := r.screen([]mediatest.Text{{Text: "Account settings", X: 60, Y: 60, Size: 34}})
+	answer := chain(`{"id": "open", "type": "task", "label": "Open the settings", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown"}`)
+	_, j := rerunAfterRetention(t, r, video, answer, func(id jobs.ID) {
+		obj, ok := r.fake.Object("videos/" + id.FramePath("open"))
+		if !ok {
+			t.Fatal("the first run stored no screenshot (the test proves nothing)")
+		}
+		if err := os.WriteFile(obj.File, bytes.Repeat([]byte{0xff}, 17<<20), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}, answer)
+	checkFrames(t, j, `{"count":0,"missing":[{"node":"open","reason":"the recording is no longer in storage"}]}`)
 }
