@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/runops/runops/internal/httpserver"
+	"github.com/runops/runops/internal/wait"
 )
 
 // A body that stops arriving does not hold its connection: once the read
@@ -51,7 +52,7 @@ func TestStalledBodyIsCut(t *testing.T) {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatal("the connection is still open a minute later")
 	}
-	if err := <-handled; err == nil {
+	if err := wait.Recv(t, handled, "the handler"); err == nil {
 		t.Fatal("the handler read a whole body that never came")
 	}
 }

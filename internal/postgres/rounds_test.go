@@ -83,21 +83,21 @@ func TestRoundsNeverAnswerFromAStatementBegunBefore(t *testing.T) {
 		to <- answer{v, ok, err}
 	}
 	go ask("job", first)
-	if n := <-g.began; n != 1 {
+	if n := wait.Recv(t, g.began, "a read to begin"); n != 1 {
 		t.Fatalf("statement %d began first", n)
 	}
 	// The same key, asked while statement 1 runs: it waits for the next.
 	go ask("job", second)
 	untilWaiting(t, s, 1)
 	g.let <- nil
-	if a := <-first; a != (answer{1, true, nil}) {
+	if a := wait.Recv(t, first, "the first answer"); a != (answer{1, true, nil}) {
 		t.Fatalf("the first read got %+v, want statement 1's row", a)
 	}
-	if n := <-g.began; n != 2 {
+	if n := wait.Recv(t, g.began, "a read to begin"); n != 2 {
 		t.Fatalf("statement %d began second", n)
 	}
 	g.let <- nil
-	if a := <-second; a != (answer{2, true, nil}) {
+	if a := wait.Recv(t, second, "the second answer"); a != (answer{2, true, nil}) {
 		t.Fatalf("the read asked during statement 1 got %+v, want statement 2's row", a)
 	}
 }
@@ -112,22 +112,22 @@ func TestRoundsShareAStatementAndKeepToTheLimit(t *testing.T) {
 	}
 	go ask("a")
 	go ask("b")
-	<-g.began
-	<-g.began
+	wait.Recv(t, g.began, "a read to begin")
+	wait.Recv(t, g.began, "a read to begin")
 	// Two statements run: eight more reads wait for one round.
 	for _, k := range []string{"c", "d", "e", "f", "g", "h", "i", "none"} {
 		go ask(k)
 	}
 	untilWaiting(t, s, 8)
 	g.let <- nil // statement 1 or 2 ends; the round of eight begins
-	if n := <-g.began; n != 3 {
+	if n := wait.Recv(t, g.began, "a read to begin"); n != 3 {
 		t.Fatalf("statement %d began third", n)
 	}
 	g.let <- nil
 	g.let <- nil
 	counts := map[int]int{}
 	for range 10 {
-		a := <-answers
+		a := wait.Recv(t, answers, "an answer")
 		if a.err != nil {
 			t.Fatal(a.err)
 		}
@@ -153,12 +153,12 @@ func TestRoundsFailTogetherAndLetReadersLeave(t *testing.T) {
 	leave := func(end context.CancelFunc) {
 		t.Helper()
 		end()
-		if a := <-answers; !errors.Is(a.err, context.Canceled) {
+		if a := wait.Recv(t, answers, "an answer"); !errors.Is(a.err, context.Canceled) {
 			t.Fatalf("a read whose request ended got %+v", a)
 		}
 	}
 	go ask(bg, "a")
-	<-g.began
+	wait.Recv(t, g.began, "a read to begin")
 	// Two reads wait for the next round; the first of them, which opens
 	// it, leaves: the round still answers the other, its statement alive.
 	first, leaveFirst := context.WithCancel(bg)
@@ -168,37 +168,37 @@ func TestRoundsFailTogetherAndLetReadersLeave(t *testing.T) {
 	untilWaiting(t, s, 2)
 	leave(leaveFirst)
 	g.let <- nil
-	<-g.ended
-	<-answers // "a"
-	<-g.began
+	wait.Recv(t, g.ended, "a read to end")
+	wait.Recv(t, answers, "a's answer")
+	wait.Recv(t, g.began, "a read to begin")
 	outage := errors.New("connection refused")
 	g.let <- outage
-	if a := <-answers; !errors.Is(a.err, outage) || a.found {
+	if a := wait.Recv(t, answers, "an answer"); !errors.Is(a.err, outage) || a.found {
 		t.Fatalf("a read of a failed statement got %+v", a)
 	}
-	if live := <-g.ended; !live {
+	if live := wait.Recv(t, g.ended, "a read to end"); !live {
 		t.Fatal("the statement was cancelled when the read that opened its round left")
 	}
 
 	// Every read of a running statement leaves: the statement is cancelled.
 	gone, leaveGone := context.WithCancel(bg)
 	go ask(gone, "d")
-	<-g.began
+	wait.Recv(t, g.began, "a read to begin")
 	leave(leaveGone)
 	g.let <- nil
-	if live := <-g.ended; live {
+	if live := wait.Recv(t, g.ended, "a read to end"); live {
 		t.Fatal("a statement no read waits for was not cancelled")
 	}
 
 	// Every read of a round not begun leaves: it never runs.
 	go ask(bg, "e")
-	<-g.began
+	wait.Recv(t, g.began, "a read to begin")
 	waitingCtx, leaveWaiting := context.WithCancel(bg)
 	go ask(waitingCtx, "f")
 	untilWaiting(t, s, 1)
 	leave(leaveWaiting)
 	g.let <- nil
-	if a := <-answers; a != (answer{4, true, nil}) {
+	if a := wait.Recv(t, answers, "an answer"); a != (answer{4, true, nil}) {
 		t.Fatalf("the running statement's read got %+v", a)
 	}
 	s.mu.Lock()

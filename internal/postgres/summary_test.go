@@ -169,24 +169,29 @@ type summaryAnswer struct {
 	err error
 }
 
+// summaryOf starts store.Summary(ctx, id) and returns where its answer
+// arrives.
+func summaryOf(ctx context.Context, store *postgres.JobStore, id jobs.ID) <-chan summaryAnswer {
+	got := make(chan summaryAnswer, 1)
+	go func() {
+		sum, err := store.Summary(ctx, id)
+		got <- summaryAnswer{sum, err}
+	}()
+	return got
+}
+
 // A round's statement runs under no one request's deadline: the read that
 // opened the round leaving at its deadline fails none of the others (it
 // did, as an outage — a 503 through job-status — while the database
 // answered; with equal RequestTimeouts, a statement stuck behind a lock
 // made the next round's first reader expire too, and that round failed at
 // once).
-func TestRoundsAReadFailsWithTheDeadlineOfAnotherRequest(t *testing.T) {
+func TestRoundsNoReadFailsWithTheDeadlineOfAnotherRequest(t *testing.T) {
 	t.Parallel()
 	store, id, release := lockedJobs(t)
 	bg := context.Background()
-	answers := make(chan summaryAnswer, 3)
-	ask := func(ctx context.Context) {
-		sum, err := store.Summary(ctx, id)
-		answers <- summaryAnswer{sum, err}
-	}
 	// Two statements run (behind the lock).
-	go ask(bg)
-	go ask(bg)
+	running := []<-chan summaryAnswer{summaryOf(bg, store, id), summaryOf(bg, store, id)}
 	until(t, "two statements to run", func() bool { running, _ := store.StatusReads(); return running == 2 })
 
 	// A request that will end early opens the next round; another, with no
@@ -195,29 +200,21 @@ func TestRoundsAReadFailsWithTheDeadlineOfAnotherRequest(t *testing.T) {
 	// leaves.
 	near, cancel := context.WithCancel(bg)
 	defer cancel()
-	left := make(chan error, 1)
-	go func() {
-		_, err := store.Summary(near, id)
-		left <- err
-	}()
+	left := summaryOf(near, store, id)
 	until(t, "the first read to wait", func() bool { _, waiting := store.StatusReads(); return waiting == 1 })
-	mine := make(chan summaryAnswer, 1)
-	go func() {
-		sum, err := store.Summary(bg, id)
-		mine <- summaryAnswer{sum, err}
-	}()
+	mine := summaryOf(bg, store, id)
 	until(t, "both reads to wait", func() bool { _, waiting := store.StatusReads(); return waiting == 2 })
 	cancel()
-	if err := wait.Recv(t, left, "the read that ended"); !errors.Is(err, context.Canceled) {
-		t.Fatalf("a read that ended got %v", err)
+	if a := wait.Recv(t, left, "the read that ended"); !errors.Is(a.err, context.Canceled) {
+		t.Fatalf("a read that ended got %v", a.err)
 	}
 	release()
-	for range 2 {
-		if a := <-answers; a.err != nil || !a.sum.Found {
+	for _, got := range running {
+		if a := wait.Recv(t, got, "a read of a running statement"); a.err != nil || !a.sum.Found {
 			t.Fatalf("a read of a running statement got %+v", a)
 		}
 	}
-	if a := <-mine; a.err != nil || !a.sum.Found || a.sum.Owner != "alice" {
+	if a := wait.Recv(t, mine, "the read with no deadline"); a.err != nil || !a.sum.Found || a.sum.Owner != "alice" {
 		t.Fatalf("a read with no deadline, of a database that answers, got %+v (%v is %v: 503 through job-status); want its row",
 			a.sum, a.err, errors.Is(a.err, jobs.ErrUnavailable))
 	}
@@ -232,11 +229,7 @@ func TestRoundsTheReadThatBeginsAStatementStopsWaitingWhenItsRequestEnds(t *test
 	store, id, release := lockedJobs(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	got := make(chan summaryAnswer, 1)
-	go func() {
-		sum, err := store.Summary(ctx, id)
-		got <- summaryAnswer{sum, err}
-	}()
+	got := summaryOf(ctx, store, id)
 	until(t, "the statement to run", func() bool { running, _ := store.StatusReads(); return running == 1 })
 	cancel()
 	// A guard against waiting for ever, not a timing assertion: the lock

@@ -178,9 +178,9 @@ func TestBlockedCallIsBoundedByContext(t *testing.T) {
 		_, err := c.SignUpload(ctx, "raw/slow.mp4")
 		errc <- err
 	}()
-	<-entered
+	wait.Recv(t, entered, "the sign request to reach the server")
 	cancel()
-	if err := <-errc; !errors.Is(err, jobs.ErrUnavailable) || !errors.Is(err, context.Canceled) {
+	if err := wait.Recv(t, errc, "the cancelled sign"); !errors.Is(err, jobs.ErrUnavailable) || !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled sign: %v", err)
 	}
 }
