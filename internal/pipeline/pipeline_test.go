@@ -376,10 +376,7 @@ func TestNoDiskSpace(t *testing.T) {
 // that claims it, forever.
 func TestRecordingLargerThanTheDisk(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, func(c *pipeline.Config) {
-		c.DiskSize = func(string) (uint64, error) { return 32 << 20, nil }
-		c.FreeSpace = func(string) (uint64, error) { return 32 << 20, nil }
-	})
+	r := newRig(t, withDisk(32<<20, 32<<20))
 	id := r.submit(mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2}), nil)
 	j := r.finished(id)
 	if j.Status != jobs.StatusError || !strings.Contains(deref(j.Error), "more than the worker's disk holds") {
@@ -396,9 +393,7 @@ func TestRecordingLargerThanTheDisk(t *testing.T) {
 func TestHandedBackForRoomAtMostThreeTimes(t *testing.T) {
 	t.Parallel()
 	run := func(free uint64, before int) jobs.Job {
-		r := newRig(t, func(c *pipeline.Config) {
-			c.FreeSpace = func(string) (uint64, error) { return free, nil }
-		})
+		r := newRig(t, withDisk(0, free))
 		video := mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2})
 		id := r.submit(video, map[string]any{"disk_handbacks": before})
 		if free < 1<<30 && before < 3 {
@@ -424,10 +419,7 @@ func TestHandedBackForRoomAtMostThreeTimes(t *testing.T) {
 // free for good.
 func TestAnEditedUploadSizeAsksForNoMoreThanTheLimit(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, func(c *pipeline.Config) {
-		c.DiskSize = func(string) (uint64, error) { return 100 << 30, nil }
-		c.FreeSpace = func(string) (uint64, error) { return 10 << 30, nil }
-	})
+	r := newRig(t, withDisk(100<<30, 10<<30))
 	video := mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2})
 	// Handed back three times already: one more, and it ends in error.
 	id := r.submit(video, map[string]any{"upload": map[string]any{"size_bytes": 5e10, "content_type": "video/mp4"}, "disk_handbacks": 3})
@@ -436,6 +428,17 @@ func TestAnEditedUploadSizeAsksForNoMoreThanTheLimit(t *testing.T) {
 	}
 	if err := r.handler.Ready(); err != nil {
 		t.Fatalf("the worker is paused after the job: %v", err)
+	}
+}
+
+// withDisk gives the worker a disk of size bytes (0: the real one's) with
+// free bytes free.
+func withDisk(size, free uint64) func(*pipeline.Config) {
+	return func(c *pipeline.Config) {
+		if size > 0 {
+			c.DiskSize = func(string) (uint64, error) { return size, nil }
+		}
+		c.FreeSpace = func(string) (uint64, error) { return free, nil }
 	}
 }
 
