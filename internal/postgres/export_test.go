@@ -50,3 +50,6 @@ func (s *JobStore) StatusReads() (running, waiting int) {
 	}
 	return r.running, waiting
 }
+
+// PruneDeep is pruneDeep (tests only).
+func PruneDeep(raw []byte, limit int) []byte { return pruneDeep(raw, limit) }

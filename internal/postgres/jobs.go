@@ -330,7 +330,10 @@ func stampOrNil(ts pgtype.Timestamptz) *time.Time {
 // jsonb keeps — stays a json.Number with its digits instead of failing the
 // whole decode: such a job would fail every read of it, and every claim
 // that took it with others. Accessors see a value of another type (none),
-// and the number is written back as it was.
+// and the number is written back as it was. Likewise, arrays and objects
+// nested deeper than maxMetadataDepth (jsonb keeps 10,000 levels and more;
+// encoding/json refuses them) are read as null: the rest of the metadata
+// is read, and the value is kept in the row, which writes only merge into.
 func decodeMetadata(raw []byte) (map[string]any, error) {
 	if len(raw) == 0 || raw[0] != '{' {
 		// Not an object (a person's edit; PostgreSQL prints jsonb without
@@ -338,13 +341,59 @@ func decodeMetadata(raw []byte) (map[string]any, error) {
 		return map[string]any{}, nil
 	}
 	m := map[string]any{}
-	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec := json.NewDecoder(bytes.NewReader(pruneDeep(raw, maxMetadataDepth)))
 	dec.UseNumber()
 	if err := dec.Decode(&m); err != nil {
 		return nil, err
 	}
 	withFloats(m)
 	return m, nil
+}
+
+// maxMetadataDepth is the deepest array or object of a job's metadata
+// that is read; the service itself nests five levels at most.
+const maxMetadataDepth = 1000
+
+// pruneDeep is raw, valid JSON text, with every array and object that
+// opens deeper than limit replaced by null; raw itself when it has none.
+func pruneDeep(raw []byte, limit int) []byte {
+	if bytes.Count(raw, []byte{'['})+bytes.Count(raw, []byte{'{'}) <= limit {
+		return raw
+	}
+	out := make([]byte, 0, len(raw))
+	depth, pruned := 0, 0 // pruned > 0: inside a value cut at that depth
+	inString, escaped := false, false
+	for _, c := range raw {
+		keep := pruned == 0
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			depth++
+			if keep && depth > limit {
+				pruned, keep = depth, false
+				out = append(out, "null"...)
+			}
+		case c == ']' || c == '}':
+			if depth == pruned {
+				pruned, keep = 0, false
+			}
+			depth--
+		}
+		if keep {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // withFloats turns each json.Number in v that float64 holds into one (maps

@@ -498,6 +498,64 @@ func TestMetadataWithHugeNumbersIsRead(t *testing.T) {
 	}
 }
 
+// Arrays and objects nested deeper than the service reads are cut at that
+// depth, brackets and quotes inside strings are text, and JSON with none
+// is read as it is.
+func TestPruneDeep(t *testing.T) {
+	for _, c := range []struct {
+		raw   string
+		limit int
+		want  string
+	}{
+		{`{"a": "[[\"]]{", "b": [[1, {"c": [2]}]], "d": 3}`, 2, `{"a": "[[\"]]{", "b": [null], "d": 3}`},
+		{`{"a": "[[\"]]{", "b": [[1, {"c": [2]}]], "d": 3}`, 3, `{"a": "[[\"]]{", "b": [[1, null]], "d": 3}`},
+		{`{"a": "x\\", "b": [[1]], "c": {"d": {}}}`, 2, `{"a": "x\\", "b": [null], "c": {"d": null}}`},
+		{`{"a": [[[]]], "b": [[1]]}`, 2, `{"a": [null], "b": [null]}`},
+		{`{"a": [1, [2]], "b": "]]]"}`, 3, `{"a": [1, [2]], "b": "]]]"}`},
+	} {
+		if got := string(postgres.PruneDeep([]byte(c.raw), c.limit)); got != c.want {
+			t.Errorf("%s at %d: %s; want %s", c.raw, c.limit, got, c.want)
+		}
+	}
+}
+
+// Metadata nested deeper than encoding/json reads (a person can write
+// 10,001 levels; jsonb keeps them) is read with that value cut short:
+// the job can be read and claimed, with the jobs claimed beside it, and
+// the row keeps the value. Before, the claim failed after it had taken
+// both jobs, which stayed processing under leases no run held until the
+// leases expired, again at every claim.
+func TestMetadataNestedDeeperThanGoReads(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, _ := pgtest.Pool(t)
+	deep, plain := jobs.ID(uuid.NewString()), jobs.ID(uuid.NewString())
+	if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id, created_at, metadata) VALUES
+		($1, now() - interval '1 minute', jsonb_build_object('stage', 'queued', 'note', (repeat('[', 10001) || repeat(']', 10001))::jsonb)),
+		($2, now(), '{}')`, string(deep), string(plain)); err != nil {
+		t.Fatal(err)
+	}
+	j, err := postgres.NewJobStore(pool).Get(ctx, deep)
+	if err != nil {
+		t.Fatalf("get: %v", err)
+	}
+	if _, ok := j.Metadata["note"].([]any); !ok || j.Stage() != "queued" {
+		t.Fatalf("metadata read as %.200v", j.Metadata)
+	}
+	claimed, err := postgres.NewQueueStore(pool).Claim(ctx, "w", 2, time.Minute)
+	if err != nil || len(claimed) != 2 {
+		t.Fatalf("a claim of both: %d jobs, %v", len(claimed), err)
+	}
+	var token string
+	var depth int
+	if err := pool.QueryRow(ctx, `SELECT metadata->'lease'->>'token', length(metadata->>'note') FROM jobs WHERE job_id = $1`, string(deep)).Scan(&token, &depth); err != nil {
+		t.Fatal(err)
+	}
+	if claimed[0].ID != deep || claimed[0].Token != token || depth != 2*10001 {
+		t.Fatalf("claimed %s with token %q (the row's %q); the row's value now %d characters", claimed[0].ID, claimed[0].Token, token, depth)
+	}
+}
+
 // A count of attempts a person wrote that an integer cannot hold is read as
 // none, as any other unreadable attempt: the job is claimed (its next
 // attempt is the first) and so are the jobs behind it. Before, the claim's
