@@ -56,9 +56,10 @@ func declared(file string) (map[string]bool, error) {
 }
 
 // whereProblems checks the table of README's "Where things happen": each
-// row names, in its second cell, groups "`file`: `name`, `name`" split by
-// ";", and each file must exist and declare each name (Go) or contain it
-// (any other file).
+// row names, in its third cell, one or two groups "`file`: `name`, `name`"
+// split by ";" (a newcomer opens at most those two files and README), and
+// each file must exist and declare each name (Go) or contain it (any other
+// file).
 func whereProblems(root, readme string) []string {
 	_, section, ok := strings.Cut(readme, "\n## Where things happen\n")
 	if !ok {
@@ -72,12 +73,16 @@ func whereProblems(root, readme string) []string {
 		if !strings.HasPrefix(line, "|") || strings.HasPrefix(line, "|---") || strings.TrimSpace(cells[1]) == "question" {
 			continue
 		}
-		if len(cells) != 5 {
-			problems = append(problems, "a row without three cells: "+line)
+		if len(cells) != 6 {
+			problems = append(problems, "a row without four cells: "+line)
 			continue
 		}
 		rows++
-		for group := range strings.SplitSeq(cells[2], ";") {
+		groups := strings.Split(cells[3], ";")
+		if len(groups) > 2 {
+			problems = append(problems, "a row that sends a newcomer to more than two files: "+strings.TrimSpace(cells[1]))
+		}
+		for _, group := range groups {
 			file, names, ok := strings.Cut(group, ":")
 			paths := codeSpans.FindAllStringSubmatch(file, -1)
 			spans := codeSpans.FindAllStringSubmatch(names, -1)
@@ -128,13 +133,15 @@ func TestWhereThingsHappenIsTrue(t *testing.T) {
 }
 
 // The check finds a missing file, a missing function, a method named on
-// the wrong type, a name missing from a migration, and rows it cannot read.
+// the wrong type, a name missing from a migration, rows it cannot read and
+// a row with three files.
 func TestTheWhereCheckCanFail(t *testing.T) {
-	md := "intro\n## Where things happen\n\n| question | where it happens | explained in |\n|---|---|---|\n" +
-		"| a? | `internal/queue/lease.go`: `Worker.heartbeat`, `Worker.noSuchThing`; `internal/queue/gone.go`: `X` | x |\n" +
-		"| b? | `internal/queue/lease.go`: `run.heartbeat`, `readLossCause`; `supabase/migrations/20261207000000_claim_owner_first.sql`: `runops_claim`, `runops_no_such` | x |\n" +
-		"| c? | internal/queue/lease.go heartbeat | x |\n| d? | `a|b` | x |\n" +
-		"## Next\n| d? | `internal/queue/gone2.go`: `X` | x |\n"
+	md := "intro\n## Where things happen\n\n| question | in short | where it happens | explained in |\n|---|---|---|---|\n" +
+		"| a? | y | `internal/queue/lease.go`: `Worker.heartbeat`, `Worker.noSuchThing`; `internal/queue/gone.go`: `X` | x |\n" +
+		"| b? | y | `internal/queue/lease.go`: `run.heartbeat`, `readLossCause`; `supabase/migrations/20261207000000_claim_owner_first.sql`: `runops_claim`, `runops_no_such` | x |\n" +
+		"| c? | y | internal/queue/lease.go heartbeat | x |\n| d? | y | `a|b` | x |\n" +
+		"| e? | y | `internal/queue/lease.go`: `run.lose`; `internal/queue/run.go`: `Worker.execute`; `internal/queue/worker.go`: `Worker.Notify` | x |\n" +
+		"## Next\n| f? | y | `internal/queue/gone2.go`: `X` | x |\n"
 	got := strings.Join(whereProblems("..", md), "\n")
 	want := strings.Join([]string{
 		"internal/queue/lease.go has no Worker.noSuchThing",
@@ -142,7 +149,8 @@ func TestTheWhereCheckCanFail(t *testing.T) {
 		"internal/queue/lease.go has no run.heartbeat",
 		"supabase/migrations/20261207000000_claim_owner_first.sql has no runops_no_such",
 		"a group is not `file`: `name`, …: internal/queue/lease.go heartbeat",
-		"a row without three cells: | d? | `a|b` | x |",
+		"a row without four cells: | d? | y | `a|b` | x |",
+		"a row that sends a newcomer to more than two files: e?",
 	}, "\n")
 	if got != want {
 		t.Errorf("problems:\n%s\nwant:\n%s", got, want)

@@ -158,8 +158,8 @@ func (t *Transient) Is(target error) bool { return target == jobs.ErrUnavailable
 // QuotaExhausted tells a 429 from other transient failures.
 func (t *Transient) QuotaExhausted() bool { return t.Quota }
 
-// RetryAfter is the wait the server asked for (0: none).
-func (t *Transient) RetryAfter() time.Duration { return t.Wait }
+// RetryDelay is the wait the server asked for (0: none).
+func (t *Transient) RetryDelay() time.Duration { return t.Wait }
 
 // classify sorts an SDK error into transient and permanent.
 func classify(ctx context.Context, op string, err error) error {

@@ -8,7 +8,7 @@ import (
 // Model is what extraction needs of a video model (package gemini is
 // Gemini's). A refused key is an error wrapping jobs.ErrRefusedKey; a failure
 // worth retrying wraps jobs.ErrUnavailable, and may say how long to wait
-// (RetryAfter) and whether a quota ran out (QuotaExhausted).
+// (RetryDelay) and whether a quota ran out (QuotaExhausted).
 type Model interface {
 	Model() string
 	Upload(ctx context.Context, path, mimeType, displayName string) (ModelFile, error)

@@ -17,12 +17,12 @@ import (
 const maxTries = 5
 
 // transientWaits are the waits between tries: 1, 2, 4, 8 s, unless the
-// service said how long to wait (Gemini's RetryInfo.retryDelay, through
-// RetryAfter).
+// service said how long to wait (Gemini's RetryInfo.retryDelay: RetryDelay).
 var transientWaits = backoff.Policy{First: time.Second}
 
-// RetryAfter is implemented by errors whose server said how long to wait.
-type RetryAfter interface{ RetryAfter() time.Duration }
+// RetryDelay is implemented by errors whose server said how long to wait
+// (Gemini's RetryInfo.retryDelay).
+type RetryDelay interface{ RetryDelay() time.Duration }
 
 // quotaError is implemented by errors that mean "over quota" (HTTP 429).
 type quotaError interface{ QuotaExhausted() bool }
@@ -73,9 +73,9 @@ func (p *Pipeline) retry(ctx context.Context, via service, step func() error) er
 			return err
 		}
 		wait := transientWaits.Wait(try)
-		var ra RetryAfter
-		if errors.As(err, &ra) && ra.RetryAfter() > 0 {
-			wait = ra.RetryAfter()
+		var rd RetryDelay
+		if errors.As(err, &rd) && rd.RetryDelay() > 0 {
+			wait = rd.RetryDelay()
 		}
 		if try == maxTries || waited+wait > via.budget(p) {
 			giveUp := via.giveUp

@@ -181,6 +181,6 @@ const sweepSpread = 0.2
 // run's context ends with errShutdown, and the job is handed back.
 var (
 	ErrLost      = errors.New("lease lost: the job is no longer this run's")
-	ErrCancelled = fmt.Errorf("stopped by a person editing the job: %w", ErrLost)
+	ErrCancelled = fmt.Errorf("stopped by a change to the job: %w", ErrLost)
 	errShutdown  = errors.New("shutdown grace period over")
 )

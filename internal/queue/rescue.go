@@ -16,7 +16,9 @@ import (
 // Rescue returns expired leases to the queue every sweep (jittered),
 // counted as an attempt; a job claimed MaxAttempts times ends in error
 // instead; and has the store repair what it keeps of the queue
-// (Store.Repair). It stops with ctx. Run starts it, unless SharedRescue.
+// (Store.Repair). It stops with ctx. In a fleet it is the housekeeping
+// duty's (SharedRescue: the caller runs it while this worker holds the
+// duty); alone, Run starts it.
 func (w *Worker) Rescue(ctx context.Context) {
 	msg := fmt.Sprintf("Processing was interrupted %d times; please try again later, and contact support if it keeps happening.", w.cfg.MaxAttempts)
 	for {
