@@ -14,6 +14,15 @@ import (
 // codeSpans are the `…` spans of a Markdown table cell.
 var codeSpans = regexp.MustCompile("`([^`]+)`")
 
+// sqlCode matches a migration's comments: a name cited there must be in
+// its code.
+var sqlCode = regexp.MustCompile(`--[^\n]*`)
+
+// wholeWord matches n where it is not part of a longer name.
+func wholeWord(n string) *regexp.Regexp {
+	return regexp.MustCompile(`(^|[^\w])` + regexp.QuoteMeta(n) + `($|[^\w])`)
+}
+
 // declared are the names a Go file declares at its top level: functions,
 // methods as Type.Method, types, constants and variables.
 func declared(file string) (map[string]bool, error) {
@@ -105,7 +114,8 @@ func whereProblems(root, readme string) []string {
 				}
 				has = func(n string) bool { return decls[n] }
 			} else {
-				has = func(n string) bool { return strings.Contains(string(b), n) }
+				code := sqlCode.ReplaceAllString(string(b), "")
+				has = func(n string) bool { return wholeWord(n).MatchString(code) }
 			}
 			for _, n := range spans {
 				if !has(n[1]) {
@@ -133,13 +143,15 @@ func TestWhereThingsHappenIsTrue(t *testing.T) {
 }
 
 // The check finds a missing file, a missing function, a method named on
-// the wrong type, a name missing from a migration, rows it cannot read and
-// a row with three files.
+// the wrong type, a name missing from a migration (or only in its comments,
+// or only as part of a longer name), rows it cannot read and a row with
+// three files.
 func TestTheWhereCheckCanFail(t *testing.T) {
 	md := "intro\n## Where things happen\n\n| question | in short | where it happens | explained in |\n|---|---|---|---|\n" +
 		"| a? | y | `internal/queue/lease.go`: `Worker.heartbeat`, `Worker.noSuchThing`; `internal/queue/gone.go`: `X` | x |\n" +
 		"| b? | y | `internal/queue/lease.go`: `run.heartbeat`, `readLossCause`; `supabase/migrations/20261207000000_claim_owner_first.sql`: `runops_claim`, `runops_no_such` | x |\n" +
 		"| c? | y | internal/queue/lease.go heartbeat | x |\n| d? | y | `a|b` | x |\n" +
+		"| g? | y | `supabase/migrations/20261207000000_claim_owner_first.sql`: `BenchmarkClaimOrder`, `runops_cl`, `runops videos read` | x |\n" +
 		"| e? | y | `internal/queue/lease.go`: `run.lose`; `internal/queue/run.go`: `Worker.execute`; `internal/queue/worker.go`: `Worker.Notify` | x |\n" +
 		"## Next\n| f? | y | `internal/queue/gone2.go`: `X` | x |\n"
 	got := strings.Join(whereProblems("..", md), "\n")
@@ -150,6 +162,9 @@ func TestTheWhereCheckCanFail(t *testing.T) {
 		"supabase/migrations/20261207000000_claim_owner_first.sql has no runops_no_such",
 		"a group is not `file`: `name`, …: internal/queue/lease.go heartbeat",
 		"a row without four cells: | d? | y | `a|b` | x |",
+		"supabase/migrations/20261207000000_claim_owner_first.sql has no BenchmarkClaimOrder",
+		"supabase/migrations/20261207000000_claim_owner_first.sql has no runops_cl",
+		"supabase/migrations/20261207000000_claim_owner_first.sql has no runops videos read",
 		"a row that sends a newcomer to more than two files: e?",
 	}, "\n")
 	if got != want {

@@ -83,6 +83,11 @@ func (p *Pipeline) frames(ctx context.Context, job queue.Job, r queue.Reporter, 
 	sctx, cancel := context.WithTimeout(ctx, p.cfg.FramesTimeout)
 	defer cancel()
 	why, err := p.takeShots(sctx, job, r, shots, want, set)
+	if noSpace(err) && !errors.Is(err, errDiskFull) {
+		// A copy, or a kept screenshot's download: the disk's fault, not
+		// the job's (a pass over the raw upload has said so already).
+		return nil, p.outOfSpace(ctx, job, r, err)
+	}
 	if err != nil {
 		if sctx.Err() == nil || ctx.Err() != nil {
 			return nil, err
@@ -299,13 +304,19 @@ func (p *Pipeline) keepPrevious(ctx context.Context, job queue.Job, want []shot,
 
 // downloadFile writes the object at path to the local file.
 func (p *Pipeline) downloadFile(ctx context.Context, path, file string) error {
-	body, _, err := p.objects.Download(ctx, path)
+	body, size, err := p.objects.Download(ctx, path)
 	if err != nil {
 		return err
 	}
 	defer body.Close()
-	_, _, err = saveHashed(body, file, maxScreenshotBytes)
-	return err
+	if size > maxScreenshotBytes {
+		return errTooLarge
+	}
+	if _, _, err := saveHashed(body, file, maxScreenshotBytes); err != nil {
+		os.Remove(file) // what came of it holds no room it was not booked
+		return err
+	}
+	return nil
 }
 
 // maxScreenshotBytes bounds a screenshot downloaded again: a 1080p JPEG

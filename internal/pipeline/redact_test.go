@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/runops/runops/internal/geminitest"
@@ -19,6 +21,7 @@ import (
 	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/queue"
 	"github.com/runops/runops/internal/sop"
+	"github.com/runops/runops/internal/wait"
 )
 
 // An answer that repeats what the recording showed: an e-mail address, a
@@ -407,11 +410,23 @@ func (r *rig) screen(texts []mediatest.Text) string {
 }
 
 // A kept screenshot larger than any the worker writes (an object replaced
-// by hand) is left out, not cut short: its step has none after the rerun,
-// and the job completes.
+// by hand) is left out, not cut short, and not downloaded: its step has
+// none after the rerun, no part of it stays in the work directory, and the
+// job completes.
 func TestAnOversizedKeptScreenshotIsLeftOut(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, withPrivacy)
+	left := make(chan []string, 1)
+	r := newRigOf(t, rigOptions{logger: quiet, wrap: func(p queue.Handler) queue.Handler {
+		return queue.HandlerFunc(func(ctx context.Context, job queue.Job, rep queue.Reporter) error {
+			err := p.Run(ctx, job, rep)
+			shots, _ := filepath.Glob(filepath.Join(job.TempDir, "shot-*"))
+			select {
+			case left <- shots:
+			default:
+			}
+			return err
+		})
+	}}, withPrivacy)
 	video := r.screen([]mediatest.Text{{Text: "Account settings", X: 60, Y: 60, Size: 34}})
 	answer := chain(`{"id": "open", "type": "task", "label": "Open the settings", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown"}`)
 	_, j := rerunAfterRetention(t, r, video, answer, func(id jobs.ID) {
@@ -422,6 +437,47 @@ func TestAnOversizedKeptScreenshotIsLeftOut(t *testing.T) {
 		if err := os.WriteFile(obj.File, bytes.Repeat([]byte{0xff}, 17<<20), 0o600); err != nil {
 			t.Fatal(err)
 		}
+		wait.Recv(t, left, "the first run's end") // it took its screenshot from the recording
 	}, answer)
 	checkFrames(t, j, `{"count":0,"missing":[{"node":"open","reason":"the recording is no longer in storage"}]}`)
+	if shots := wait.Recv(t, left, "the rerun's end"); len(shots) != 0 {
+		t.Errorf("files left in the work directory: %v", shots)
+	}
+}
+
+// A disk that fills while a kept screenshot downloads hands the job back,
+// as a full disk anywhere else does, instead of failing it: the rerun
+// completes once there is room.
+func TestAFullDiskWhileKeepingAScreenshotHandsTheJobBack(t *testing.T) {
+	t.Parallel()
+	var armed atomic.Bool
+	r := newRigOf(t, rigOptions{logger: quiet, wrap: func(p queue.Handler) queue.Handler {
+		return queue.HandlerFunc(func(ctx context.Context, job queue.Job, rep queue.Reporter) error {
+			if armed.CompareAndSwap(true, false) {
+				// Every write to the screenshot's file fails with ENOSPC.
+				if err := os.MkdirAll(job.TempDir, 0o700); err != nil {
+					return err
+				}
+				if err := os.Symlink("/dev/full", filepath.Join(job.TempDir, "shot-open.jpg")); err != nil {
+					return err
+				}
+			}
+			return p.Run(ctx, job, rep)
+		})
+	}}, withPrivacy)
+	video := r.screen([]mediatest.Text{{Text: "Account settings", X: 60, Y: 60, Size: 34}})
+	answer := chain(`{"id": "open", "type": "task", "label": "Open the settings", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown"}`)
+	_, j := rerunAfterRetention(t, r, video, answer, func(jobs.ID) { armed.Store(true) }, answer)
+	if armed.Load() {
+		t.Fatal("the full disk was never met (the test proves nothing)")
+	}
+	if n, _ := j.Metadata["disk_handbacks"].(float64); n != 0 {
+		t.Errorf("disk_handbacks %v after the run that had room", j.Metadata["disk_handbacks"])
+	}
+	attempts, _ := j.Metadata["attempts"].([]any)
+	handedBack := slices.ContainsFunc(attempts, func(a any) bool { m, _ := a.(map[string]any); return m["outcome"] == "handed_back" })
+	if !handedBack {
+		t.Errorf("no attempt was handed back: %v", attempts)
+	}
+	checkFrames(t, j, `{"count":1,"missing":[]}`)
 }
