@@ -355,15 +355,16 @@ func decodeMetadata(raw []byte) (map[string]any, error) {
 const maxMetadataDepth = 1000
 
 // pruneDeep is raw, valid JSON text, with every array and object that
-// opens deeper than limit replaced by null; raw itself when it has none.
+// opens deeper than limit replaced by null; raw itself, not a copy, when
+// it has none.
 func pruneDeep(raw []byte, limit int) []byte {
 	if bytes.Count(raw, []byte{'['})+bytes.Count(raw, []byte{'{'}) <= limit {
 		return raw
 	}
-	out := make([]byte, 0, len(raw))
+	var out []byte        // nil until a value is cut
 	depth, pruned := 0, 0 // pruned > 0: inside a value cut at that depth
 	inString, escaped := false, false
-	for _, c := range raw {
+	for i, c := range raw {
 		keep := pruned == 0
 		switch {
 		case inString:
@@ -380,6 +381,9 @@ func pruneDeep(raw []byte, limit int) []byte {
 		case c == '[' || c == '{':
 			depth++
 			if keep && depth > limit {
+				if out == nil {
+					out = append(make([]byte, 0, len(raw)), raw[:i]...)
+				}
 				pruned, keep = depth, false
 				out = append(out, "null"...)
 			}
@@ -389,9 +393,12 @@ func pruneDeep(raw []byte, limit int) []byte {
 			}
 			depth--
 		}
-		if keep {
+		if keep && out != nil {
 			out = append(out, c)
 		}
+	}
+	if out == nil {
+		return raw
 	}
 	return out
 }

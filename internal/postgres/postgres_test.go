@@ -511,10 +511,16 @@ func TestPruneDeep(t *testing.T) {
 		{`{"a": "[[\"]]{", "b": [[1, {"c": [2]}]], "d": 3}`, 3, `{"a": "[[\"]]{", "b": [[1, null]], "d": 3}`},
 		{`{"a": "x\\", "b": [[1]], "c": {"d": {}}}`, 2, `{"a": "x\\", "b": [null], "c": {"d": null}}`},
 		{`{"a": [[[]]], "b": [[1]]}`, 2, `{"a": [null], "b": [null]}`},
-		{`{"a": [1, [2]], "b": "]]]"}`, 3, `{"a": [1, [2]], "b": "]]]"}`},
+		{`{"a": [1, [2]], "b": "[[[{"}`, 3, `{"a": [1, [2]], "b": "[[[{"}`}, // past the bracket count, nothing cut
+		{`{"a": [1, [2]]}`, 3, `{"a": [1, [2]]}`},
 	} {
-		if got := string(postgres.PruneDeep([]byte(c.raw), c.limit)); got != c.want {
+		raw := []byte(c.raw)
+		got := postgres.PruneDeep(raw, c.limit)
+		if string(got) != c.want {
 			t.Errorf("%s at %d: %s; want %s", c.raw, c.limit, got, c.want)
+		}
+		if c.raw == c.want && &got[0] != &raw[0] {
+			t.Errorf("%s at %d: copied, with nothing cut", c.raw, c.limit)
 		}
 	}
 }
