@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/pgtest"
@@ -459,6 +460,20 @@ func TestJSONBMergeIsDeep(t *testing.T) {
 	}
 }
 
+// oneEditedJob queues a job whose metadata is the SQL expression meta, as a
+// person's edit leaves it, and a minute later one with none; it returns the
+// pool and the edited job's id.
+func oneEditedJob(t *testing.T, meta string) (*pgxpool.Pool, jobs.ID) {
+	t.Helper()
+	pool, _ := pgtest.Pool(t)
+	id := jobs.ID(uuid.NewString())
+	if _, err := pool.Exec(context.Background(), `INSERT INTO jobs (job_id, created_at, metadata) VALUES
+		($1, now() - interval '1 minute', `+meta+`), ($2, now(), '{}')`, string(id), uuid.NewString()); err != nil {
+		t.Fatal(err)
+	}
+	return pool, id
+}
+
 // Metadata a person wrote with a number float64 cannot hold (jsonb keeps
 // any): the job is still read, by itself and by a claim of several, its
 // other values as before, the number kept with its digits, none to its
@@ -467,14 +482,8 @@ func TestJSONBMergeIsDeep(t *testing.T) {
 func TestMetadataWithHugeNumbersIsRead(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool, _ := pgtest.Pool(t)
-	huge, plain := jobs.ID(uuid.NewString()), jobs.ID(uuid.NewString())
-	if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id, created_at, metadata) VALUES
-		-- 1e-400 is 0 to float64, as encoding/json reads it; ±1e400 no float64 at all.
-		($1, now() - interval '1 minute', '{"progress": 1e400, "deep": {"list": [-1e400, 2, 1e-400]}, "stage": "queued", "tiny": 0.5}'),
-		($2, now(), '{}')`, string(huge), string(plain)); err != nil {
-		t.Fatal(err)
-	}
+	// 1e-400 is 0 to float64, as encoding/json reads it; ±1e400 no float64 at all.
+	pool, huge := oneEditedJob(t, `'{"progress": 1e400, "deep": {"list": [-1e400, 2, 1e-400]}, "stage": "queued", "tiny": 0.5}'`)
 	store := postgres.NewJobStore(pool)
 	j, err := store.Get(ctx, huge)
 	if err != nil {
@@ -534,13 +543,7 @@ func TestPruneDeep(t *testing.T) {
 func TestMetadataNestedDeeperThanGoReads(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool, _ := pgtest.Pool(t)
-	deep, plain := jobs.ID(uuid.NewString()), jobs.ID(uuid.NewString())
-	if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id, created_at, metadata) VALUES
-		($1, now() - interval '1 minute', jsonb_build_object('stage', 'queued', 'note', (repeat('[', 10001) || repeat(']', 10001))::jsonb)),
-		($2, now(), '{}')`, string(deep), string(plain)); err != nil {
-		t.Fatal(err)
-	}
+	pool, deep := oneEditedJob(t, `jsonb_build_object('stage', 'queued', 'note', (repeat('[', 10001) || repeat(']', 10001))::jsonb)`)
 	j, err := postgres.NewJobStore(pool).Get(ctx, deep)
 	if err != nil {
 		t.Fatalf("get: %v", err)
