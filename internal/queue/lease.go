@@ -2,11 +2,13 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync/atomic"
 	"time"
 
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/metrics"
 )
 
 // run is one claimed job while it runs: how to stop it, how to ask its
@@ -46,6 +48,29 @@ func (r *run) whyLost() error {
 		return *why
 	}
 	return ErrLost
+}
+
+// endLost ends a run that lost its job — someone else holds it, or a
+// person changed it — given the run's cause and the handler's error: it
+// writes nothing of the run, counts how it ended (lost, or cancelled), and
+// drops its lease, which closes the attempt as cancelled when a person took
+// the job out of processing (Store.DropLease).
+func (w *Worker) endLost(job Job, cancelled, err error, log *slog.Logger) {
+	log.Info("job stopped: lost or cancelled", "error", err)
+	// Why: the run's cause, or, when the run was not stopped for it, the
+	// handler's own statement that met the loss first (an OutputLock's).
+	why := cancelled
+	if !errors.Is(why, ErrLost) {
+		why = err
+	}
+	outcome := "lost"
+	if errors.Is(why, ErrCancelled) {
+		outcome = "cancelled"
+	}
+	metrics.JobsFinished.WithLabelValues(outcome).Inc()
+	w.writeOutcome("drop", func(ctx context.Context) (bool, error) {
+		return true, w.store.DropLease(ctx, job.ID, job.Token)
+	})
 }
 
 // heartbeat renews the lease every Heartbeat, at once when asked, and every

@@ -51,23 +51,7 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 
 	switch {
 	case errors.Is(cancelled, ErrLost), errors.Is(err, ErrLost):
-		// Someone else holds it, or a person changed it: write nothing, but
-		// drop the lease if the job was re-queued.
-		log.Info("job stopped: lost or cancelled", "error", err)
-		// Why: the run's cause, or, when the run was not stopped for it, the
-		// handler's own statement that met the loss first (an OutputLock's).
-		why := cancelled
-		if !errors.Is(why, ErrLost) {
-			why = err
-		}
-		outcome := "lost"
-		if errors.Is(why, ErrCancelled) {
-			outcome = "cancelled"
-		}
-		metrics.JobsFinished.WithLabelValues(outcome).Inc()
-		w.writeOutcome("drop", func(ctx context.Context) (bool, error) {
-			return true, w.store.DropLease(ctx, job.ID, job.Token)
-		})
+		w.endLost(job, cancelled, err, log)
 	case errors.Is(cancelled, errShutdown) && err != nil, errors.Is(err, ErrHandBack):
 		log.Info("job handed back", "reason", cmp.Or(cancelled, err))
 		if w.writeOutcome("hand back", func(ctx context.Context) (bool, error) {
