@@ -14,9 +14,40 @@ import (
 // codeSpans are the `…` spans of a Markdown table cell.
 var codeSpans = regexp.MustCompile("`([^`]+)`")
 
-// sqlCode matches a migration's comments: a name cited there must be in
-// its code.
-var sqlCode = regexp.MustCompile(`--[^\n]*`)
+// sqlCode is a migration without its comments (-- to the end of the line,
+// /* to */), which begin only outside quotes: a name cited there must be in
+// its code. A dollar-quoted body is code too.
+func sqlCode(sql string) string {
+	var b strings.Builder
+	var quote byte // ' or ", while inside
+	for i := 0; i < len(sql); i++ {
+		c := sql[i]
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '\'' || c == '"':
+			quote = c
+		case strings.HasPrefix(sql[i:], "--"):
+			end := strings.IndexByte(sql[i:], '\n')
+			if end < 0 {
+				return b.String()
+			}
+			i += end - 1
+			continue
+		case strings.HasPrefix(sql[i:], "/*"):
+			end := strings.Index(sql[i+2:], "*/")
+			if end < 0 {
+				return b.String()
+			}
+			i += end + 3
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
 
 // wholeWord matches n where it is not part of a longer name.
 func wholeWord(n string) *regexp.Regexp {
@@ -114,7 +145,10 @@ func whereProblems(root, readme string) []string {
 				}
 				has = func(n string) bool { return decls[n] }
 			} else {
-				code := sqlCode.ReplaceAllString(string(b), "")
+				code := string(b)
+				if strings.HasSuffix(path, ".sql") {
+					code = sqlCode(code)
+				}
 				has = func(n string) bool { return wholeWord(n).MatchString(code) }
 			}
 			for _, n := range spans {
@@ -169,5 +203,17 @@ func TestTheWhereCheckCanFail(t *testing.T) {
 	}, "\n")
 	if got != want {
 		t.Errorf("problems:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// A migration's comments go, and only they: quotes may hold "--" and "/*",
+// and a function's dollar-quoted body is code.
+func TestSQLCode(t *testing.T) {
+	sql := "SELECT '--' || runops_real(), \"a--b\" /* runops_x */ FROM t -- runops_y\n" +
+		"CREATE FUNCTION f() AS $$ BEGIN PERFORM runops_body(); -- runops_z\nEND $$; /* unended"
+	want := "SELECT '--' || runops_real(), \"a--b\"  FROM t \n" +
+		"CREATE FUNCTION f() AS $$ BEGIN PERFORM runops_body(); \nEND $$; "
+	if got := sqlCode(sql); got != want {
+		t.Errorf("%q\nwant %q", got, want)
 	}
 }

@@ -12,8 +12,9 @@ import (
 )
 
 // Policy is how the waits between tries grow: First after the first
-// failure, doubling after each one more, never over Max (0: no ceiling),
-// each spread over ±Jitter of itself (0.2 is ±20 %).
+// failure, doubling after each one more up to Max (0: no ceiling), and
+// then each spread over ±Jitter of itself (0.2 is ±20 %), so a wait at the
+// ceiling may be up to Jitter over it.
 type Policy struct {
 	First  time.Duration
 	Max    time.Duration

@@ -40,7 +40,8 @@ type disk struct {
 // not hand it back, and be paused by it, forever.
 const maxDiskHandBacks = 3
 
-// diskHandBacks is the metadata key that counts them (reset once it fits).
+// diskHandBacks is the metadata key that counts them (reset once a run
+// finds room for the job).
 const diskHandBacks = "disk_handbacks"
 
 // reserve books need bytes in dir for the job (replacing what it booked
@@ -74,13 +75,14 @@ func (p *Pipeline) reserve(ctx context.Context, job queue.Job, r queue.Reporter,
 	d.reserved[job.ID] = need
 	d.mu.Unlock()
 	if handBacks(job) > 0 {
-		// It fits: the count of hand-backs in a row starts again, in the
-		// row and in this run's copy of its metadata (a later reservation
-		// or hand-back of the run counts from there).
+		// It fits: the count of hand-backs in a row starts again in the
+		// row. This run's own hand-backs still count from the number it was
+		// claimed with: a disk whose free space says there is room while
+		// writes fail (a quota, no inodes left) hands the job back at most
+		// maxDiskHandBacks times, not for ever.
 		if err := r.Merge(ctx, map[string]any{diskHandBacks: 0}); err != nil {
 			return err
 		}
-		job.Metadata[diskHandBacks] = float64(0)
 	}
 	return nil
 }

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -445,16 +444,13 @@ func TestAnOversizedKeptScreenshotIsLeftOut(t *testing.T) {
 	}
 }
 
-// A disk that fills while a kept screenshot downloads hands the job back,
-// as a full disk anywhere else does, instead of failing it: the rerun
-// completes once there is room.
-func TestAFullDiskWhileKeepingAScreenshotHandsTheJobBack(t *testing.T) {
-	t.Parallel()
-	var armed atomic.Bool
-	r := newRigOf(t, rigOptions{logger: quiet, wrap: func(p queue.Handler) queue.Handler {
+// fullDiskRig is a rig with the privacy pass on whose next runs, as many
+// as full holds, find every write of step "open"'s screenshot failing for
+// want of room (ENOSPC) while the disk's free space says there is room.
+func fullDiskRig(t *testing.T, full *atomic.Int32) *rig {
+	return newRigOf(t, rigOptions{logger: quiet, wrap: func(p queue.Handler) queue.Handler {
 		return queue.HandlerFunc(func(ctx context.Context, job queue.Job, rep queue.Reporter) error {
-			if armed.CompareAndSwap(true, false) {
-				// Every write to the screenshot's file fails with ENOSPC.
+			if full.Add(-1) >= 0 {
 				if err := os.MkdirAll(job.TempDir, 0o700); err != nil {
 					return err
 				}
@@ -465,19 +461,55 @@ func TestAFullDiskWhileKeepingAScreenshotHandsTheJobBack(t *testing.T) {
 			return p.Run(ctx, job, rep)
 		})
 	}}, withPrivacy)
+}
+
+// handedBack counts a job's attempts that were handed back.
+func handedBack(j jobs.Job) int {
+	attempts, _ := j.Metadata["attempts"].([]any)
+	n := 0
+	for _, a := range attempts {
+		if m, _ := a.(map[string]any); m["outcome"] == "handed_back" {
+			n++
+		}
+	}
+	return n
+}
+
+// A disk that fills while a kept screenshot downloads hands the job back,
+// as a full disk anywhere else does, instead of failing it: the rerun
+// completes once there is room.
+func TestAFullDiskWhileKeepingAScreenshotHandsTheJobBack(t *testing.T) {
+	t.Parallel()
+	var full atomic.Int32
+	r := fullDiskRig(t, &full)
 	video := r.screen([]mediatest.Text{{Text: "Account settings", X: 60, Y: 60, Size: 34}})
 	answer := chain(`{"id": "open", "type": "task", "label": "Open the settings", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown"}`)
-	_, j := rerunAfterRetention(t, r, video, answer, func(jobs.ID) { armed.Store(true) }, answer)
-	if armed.Load() {
+	_, j := rerunAfterRetention(t, r, video, answer, func(jobs.ID) { full.Store(1) }, answer)
+	if full.Load() > 0 {
 		t.Fatal("the full disk was never met (the test proves nothing)")
 	}
-	if n, _ := j.Metadata["disk_handbacks"].(float64); n != 0 {
-		t.Errorf("disk_handbacks %v after the run that had room", j.Metadata["disk_handbacks"])
-	}
-	attempts, _ := j.Metadata["attempts"].([]any)
-	handedBack := slices.ContainsFunc(attempts, func(a any) bool { m, _ := a.(map[string]any); return m["outcome"] == "handed_back" })
-	if !handedBack {
-		t.Errorf("no attempt was handed back: %v", attempts)
+	if n, _ := j.Metadata["disk_handbacks"].(float64); n != 0 || handedBack(j) != 1 {
+		t.Errorf("disk_handbacks %v, %d attempts handed back; want 0 after the run that had room, and one", j.Metadata["disk_handbacks"], handedBack(j))
 	}
 	checkFrames(t, j, `{"count":1,"missing":[]}`)
+}
+
+// A disk whose writes fail on every run while its free space says there
+// is room (a quota, no inodes left) hands the job back three times, then
+// ends it with the sentence for a disk without room: each run finds room
+// at first, and that does not start the count of hand-backs again.
+func TestADiskFullOnEveryRunEndsTheJob(t *testing.T) {
+	t.Parallel()
+	var full atomic.Int32
+	r := fullDiskRig(t, &full)
+	video := r.screen([]mediatest.Text{{Text: "Account settings", X: 60, Y: 60, Size: 34}})
+	answer := chain(`{"id": "open", "type": "task", "label": "Open the settings", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown"}`)
+	id, _ := r.complete(video, answer)
+	removeObject(t, r, id.RawPath())
+	r.ai.Answer(geminitest.JSON(answer))
+	full.Store(1000)
+	j := r.rerun(id)
+	if j.Status != jobs.StatusError || !strings.Contains(deref(j.Error), "has not had room") || handedBack(j) != 3 {
+		t.Fatalf("%s %q after %d hand-backs and %d runs", j.Status, deref(j.Error), handedBack(j), 1000-full.Load())
+	}
 }

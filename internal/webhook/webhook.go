@@ -144,8 +144,8 @@ func Sign(keys [][]byte, id string, t time.Time, body []byte) string {
 	return strings.Join(sigs, " ")
 }
 
-// Backoff is the wait before try n+1 after n failed tries: about a second
-// first, doubling, with ±20 % jitter, at most an hour.
+// Backoff is the wait before try n+1 after n failed tries: a second first,
+// doubling up to an hour, each wait ±20 % (at most 72 minutes).
 func Backoff(n int) time.Duration {
 	return retries.Wait(n)
 }
