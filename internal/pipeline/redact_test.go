@@ -426,8 +426,7 @@ func TestAnOversizedKeptScreenshotIsLeftOut(t *testing.T) {
 			return err
 		})
 	}}, withPrivacy)
-	video := r.screen([]mediatest.Text{{Text: "Account settings", X: 60, Y: 60, Size: 34}})
-	answer := chain(`{"id": "open", "type": "task", "label": "Open the settings", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown"}`)
+	video, answer := r.screen(settingsPage), openTheSettings
 	_, j := rerunAfterRetention(t, r, video, answer, func(id jobs.ID) {
 		obj, ok := r.fake.Object("videos/" + id.FramePath("open"))
 		if !ok {
@@ -443,6 +442,13 @@ func TestAnOversizedKeptScreenshotIsLeftOut(t *testing.T) {
 		t.Errorf("files left in the work directory: %v", shots)
 	}
 }
+
+// settingsPage is a page the first second of which openTheSettings shows,
+// as its one step, "open".
+var (
+	settingsPage    = []mediatest.Text{{Text: "Account settings", X: 60, Y: 60, Size: 34}}
+	openTheSettings = chain(`{"id": "open", "type": "task", "label": "Open the settings", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown"}`)
+)
 
 // fullDiskRig is a rig with the privacy pass on whose next runs, as many
 // as full holds, find every write of step "open"'s screenshot failing for
@@ -482,8 +488,7 @@ func TestAFullDiskWhileKeepingAScreenshotHandsTheJobBack(t *testing.T) {
 	t.Parallel()
 	var full atomic.Int32
 	r := fullDiskRig(t, &full)
-	video := r.screen([]mediatest.Text{{Text: "Account settings", X: 60, Y: 60, Size: 34}})
-	answer := chain(`{"id": "open", "type": "task", "label": "Open the settings", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown"}`)
+	video, answer := r.screen(settingsPage), openTheSettings
 	_, j := rerunAfterRetention(t, r, video, answer, func(jobs.ID) { full.Store(1) }, answer)
 	if full.Load() > 0 {
 		t.Fatal("the full disk was never met (the test proves nothing)")
@@ -502,8 +507,7 @@ func TestADiskFullOnEveryRunEndsTheJob(t *testing.T) {
 	t.Parallel()
 	var full atomic.Int32
 	r := fullDiskRig(t, &full)
-	video := r.screen([]mediatest.Text{{Text: "Account settings", X: 60, Y: 60, Size: 34}})
-	answer := chain(`{"id": "open", "type": "task", "label": "Open the settings", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown"}`)
+	video, answer := r.screen(settingsPage), openTheSettings
 	id, _ := r.complete(video, answer)
 	removeObject(t, r, id.RawPath())
 	r.ai.Answer(geminitest.JSON(answer))
