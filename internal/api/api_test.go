@@ -527,7 +527,10 @@ func TestAuthRequired(t *testing.T) {
 		e.do("GET", "/api/job-status/"+uuid.NewString(), "", "Authorization", scheme+fake.UserToken("a11ce000-0000-4000-8000-000000000001", time.Hour)).expect(t, 404, nil)
 	}
 	bob := []string{"Authorization", "Bearer " + fake.UserToken("b0b00000-0000-4000-8000-000000000002", time.Hour)}
-	e.do("POST", "/api/get-upload-url", "", alice...).expect(t, 200, nil)
+	r := e.do("POST", "/api/get-upload-url", "", alice...)
+	r.expect(t, 200, nil)
+	id, _ = r.body["jobId"].(string)
+	e.upload(id, 1000, "video/mp4")
 	e.do("POST", "/api/queue-job", queue(id), alice...).expect(t, 200, map[string]any{"status": "queued"})
 	j, _ := e.store.Get(context.Background(), jobs.ID(id))
 	if j.Owner() != "a11ce000-0000-4000-8000-000000000001" {

@@ -114,8 +114,6 @@ func (s *server) queueJob(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return &Error{Status: http.StatusBadRequest, Message: err.Error()}
 	}
-	userID, authed := userOf(r)
-
 	// The row's status and owner, or the upload's owner: an upload issued
 	// to a signed-in user is that user's to queue.
 	existing, err := s.o.Jobs.Summary(r.Context(), id)
@@ -147,11 +145,12 @@ func (s *server) queueJob(w http.ResponseWriter, r *http.Request) error {
 	meta := map[string]any{"upload": map[string]any{
 		"size_bytes": info.Size, "content_type": info.ContentType, "etag": info.ETag,
 	}}
-	switch {
-	case owner != "": // its uploader's, whoever queues it (the service role too)
+	if owner != "" {
+		// Its uploader's, whoever queues it (the service role too). An
+		// upload asked for without a token stays unowned, whoever queues
+		// it: the owner is who asked for the upload URL (docs/security.md),
+		// as storage's policy reads it too.
 		meta["owner"] = owner
-	case authed:
-		meta["owner"] = userID
 	}
 	if hasPriority {
 		meta["priority"] = priority

@@ -134,13 +134,20 @@ func TestOwnersFromTheUploadURLOn(t *testing.T) {
 	e.do("GET", "/api/job-status/"+id, "", alice...).expect(t, 200, map[string]any{"status": "queued"})
 	e.do("GET", "/api/sop/"+id, "", bob...).expect(t, 404, map[string]any{"error": "SOP not found"})
 
-	// Anonymous jobs stay open to everyone, as the unchanged app needs.
+	// Anonymous jobs stay open to everyone, as the unchanged app needs,
+	// also when a signed-in user queues one: the owner is who asked for
+	// the upload URL, and storage's policy reads it so too. Before, bob
+	// queueing it made it his, and hid it from its uploader.
 	r := e.do("POST", "/api/get-upload-url", "")
 	r.expect(t, 200, nil)
 	open, _ := r.body["jobId"].(string)
 	e.upload(open, 1000, "video/mp4")
-	e.do("POST", "/api/queue-job", queue(open)).expect(t, 200, nil)
-	e.do("GET", "/api/job-status/"+open, "", bob...).expect(t, 200, map[string]any{"status": "queued"})
+	e.do("POST", "/api/queue-job", queue(open), bob...).expect(t, 200, map[string]any{"status": "queued"})
+	e.do("GET", "/api/job-status/"+open, "").expect(t, 200, map[string]any{"status": "queued"})
+	e.do("GET", "/api/job-status/"+open, "", alice...).expect(t, 200, map[string]any{"status": "queued"})
+	if j, _ := e.store.Get(context.Background(), jobs.ID(open)); j.Owner() != "" {
+		t.Fatalf("the anonymous upload queued by bob is owned by %q", j.Owner())
+	}
 
 	// Bad tokens are refused, never taken as anonymous.
 	for name, tok := range map[string]string{
