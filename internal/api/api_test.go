@@ -432,11 +432,34 @@ func TestJobStatusReadsOnlyWhatItAnswers(t *testing.T) {
 		`{"progress": 1e400}`:               {"stage": nil, "progress": nil},
 		`"not an object"`:                   {"stage": nil, "progress": nil},
 		`{"owner": 42, "stage": "frames"}`:  {"stage": "frames"},
+		`{"progress": 5}`:                   {"progress": 1.0},
+		`{"progress": -0.5}`:                {"progress": 0.0},
 	} {
 		id := uuid.NewString()
 		e.exec(`INSERT INTO jobs (job_id, status, metadata) VALUES ($1, 'processing', $2::jsonb)`, id, meta)
 		want["status"], want["jobId"], want["error"], want["completedAt"] = "processing", id, nil, nil
 		e.do("GET", "/api/job-status/"+id, "").expect(t, 200, want)
+	}
+}
+
+// A status a person wrote by hand that is none of the app's four, and that
+// no worker runs, is answered as error, with the row's error or a sentence
+// that says what to do: the app's page stops polling and shows it, instead
+// of spinning for good on a status it does not know (the contract's
+// JobState holds every answer: apitest checks it).
+func TestHandWrittenStatusesAreErrors(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	for _, c := range []struct{ status, errText, want string }{
+		{"cancelled", "", `This job's status was set by hand to 'cancelled', which no worker runs. Set it to queued to process the video again.`},
+		{"QUEUED", "", `This job's status was set by hand to 'QUEUED', which no worker runs. Set it to queued to process the video again.`},
+		{"", "", `This job's status was set by hand to '', which no worker runs. Set it to queued to process the video again.`},
+		{"paused", "Paused by the support team until Monday.", "Paused by the support team until Monday."},
+	} {
+		id := uuid.NewString()
+		e.exec(`INSERT INTO jobs (job_id, status, error) VALUES ($1, $2, nullif($3, ''))`, id, c.status, c.errText)
+		e.do("GET", "/api/job-status/"+id, "").expect(t, 200, map[string]any{"status": "error", "error": c.want})
+		e.do("POST", "/api/queue-job", queue(id)).expect(t, 200, map[string]any{"status": "error", "message": "Video processing job was already queued"})
 	}
 }
 

@@ -27,6 +27,7 @@ const (
 	msgAlreadyQueued = "Video processing job was already queued"
 	msgJobNotFound   = "Job not found"
 	msgUploaded      = "File uploaded but processing not started"
+	msgOtherStatus   = "This job's status was set by hand to '%s', which no worker runs. Set it to queued to process the video again."
 
 	msgPriorityRole  = "Only the service role may set a job's priority: send the project's service-role key as Authorization: Bearer <key>, or leave priority out"
 	msgPriorityValue = "priority must be a whole number from -100 (sooner) to 100 (later)"
@@ -124,7 +125,8 @@ func (s *server) queueJob(w http.ResponseWriter, r *http.Request) error {
 		if err := checkOwner(existing.Owner, r); err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"jobId": string(id), "status": string(existing.Status), "message": msgAlreadyQueued})
+		status, _ := served(existing.Status, nil)
+		writeJSON(w, http.StatusOK, map[string]string{"jobId": string(id), "status": string(status), "message": msgAlreadyQueued})
 		return nil
 	}
 	owner := existing.Owner
@@ -166,7 +168,8 @@ func (s *server) queueJob(w http.ResponseWriter, r *http.Request) error {
 		}
 		msg = msgAlreadyQueued
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"jobId": string(id), "status": string(job.Status), "message": msg})
+	status, _ := served(job.Status, nil)
+	writeJSON(w, http.StatusOK, map[string]string{"jobId": string(id), "status": string(status), "message": msg})
 	return nil
 }
 
@@ -254,8 +257,14 @@ func (s *server) jobStatus(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if j.Found {
-		out := jobStatus{JobID: string(id), Status: string(j.Status), CreatedAt: j.CreatedAt.UTC(),
-			UpdatedAt: j.UpdatedAt.UTC(), Error: j.Error, Progress: j.Progress}
+		status, errText := served(j.Status, j.Error)
+		out := jobStatus{JobID: string(id), Status: string(status), CreatedAt: j.CreatedAt.UTC(),
+			UpdatedAt: j.UpdatedAt.UTC(), Error: errText, Progress: j.Progress}
+		if p := j.Progress; p != nil && (*p < 0 || *p > 1) {
+			// A person's edit out of range: the nearest a progress can say.
+			clamped := min(max(*p, 0), 1)
+			out.Progress = &clamped
+		}
 		if j.CompletedAt != nil {
 			t := j.CompletedAt.UTC()
 			out.CompletedAt = &t
@@ -275,6 +284,23 @@ func (s *server) jobStatus(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"jobId": string(id), "status": "uploaded", "message": msgUploaded})
 	return nil
+}
+
+// served is the status (and error) the app is told of a row: its own, or,
+// for a status a person wrote by hand that is none of the four (cancelled,
+// QUEUED, …) and that no worker runs, error — with the row's error, or a
+// sentence that says what to do — so that the app's page stops polling and
+// shows it, instead of spinning for good on a status it does not know.
+func served(status jobs.Status, errText *string) (jobs.Status, *string) {
+	switch status {
+	case jobs.StatusQueued, jobs.StatusProcessing, jobs.StatusCompleted, jobs.StatusError:
+		return status, errText
+	}
+	if errText == nil || strings.TrimSpace(*errText) == "" {
+		msg := fmt.Sprintf(msgOtherStatus, string(status))
+		errText = &msg
+	}
+	return jobs.StatusError, errText
 }
 
 // decodeJSON reads a small JSON object body. An empty body decodes as {}.
