@@ -112,7 +112,7 @@ func Handler(o Options) http.Handler {
 			r.Use(cors.Handler(cors.Options{
 				AllowedOrigins: o.CORSOrigins,
 				AllowedMethods: []string{http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodOptions},
-				AllowedHeaders: []string{"Content-Type", "Authorization", "If-Match", "X-Request-Id"},
+				AllowedHeaders: []string{"Content-Type", "Authorization", "If-Match", "If-None-Match", "X-Request-Id"},
 				ExposedHeaders: []string{"ETag", "Retry-After", "X-Request-Id"},
 				MaxAge:         600,
 			}))

@@ -590,6 +590,15 @@ func TestCORS(t *testing.T) {
 	if r.status >= 300 || r.header.Get("Access-Control-Allow-Origin") != "https://app.example.com" {
 		t.Fatalf("allowed origin: %d %v", r.status, r.header)
 	}
+	// The revalidation and the edit's condition the contract offers, from
+	// another origin too.
+	for _, h := range []string{"if-none-match", "if-match, content-type", "authorization, if-none-match"} {
+		r := e.do("OPTIONS", "/api/sop/"+uuid.NewString(), "", "Origin", "https://app.example.com", "Access-Control-Request-Method", "GET",
+			"Access-Control-Request-Headers", h)
+		if r.status >= 300 || r.header.Get("Access-Control-Allow-Origin") != "https://app.example.com" {
+			t.Errorf("a preflight asking for %s: %d %v", h, r.status, r.header)
+		}
+	}
 	r = e.do("POST", "/api/get-upload-url", "", "Origin", "https://evil.example.com")
 	if r.header.Get("Access-Control-Allow-Origin") != "" {
 		t.Fatalf("other origin allowed: %v", r.header)

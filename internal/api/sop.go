@@ -200,7 +200,7 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 	var patch sopPatch
 	if err := decodeJSON(r, &patch); err != nil {
 		var ute *json.UnmarshalTypeError
-		if errors.As(err, &ute) {
+		if errors.As(err, &ute) && ute.Field != "" { // a field's; the body's own is decodeJSON's sentence
 			return &Error{Status: http.StatusBadRequest, Message: "Malformed SOP edit: " + ute.Field + " has the wrong type"}
 		}
 		return err

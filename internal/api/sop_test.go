@@ -127,6 +127,13 @@ func TestPatchSOP(t *testing.T) {
 			t.Fatalf("%s: %s", bad, r.raw)
 		}
 	}
+	// A body that is no object says so, not that a field of no name has the
+	// wrong type.
+	for _, bad := range []string{`[1]`, `5`, `"x"`, `true`} {
+		e.do("PATCH", path, bad).expect(t, 400, map[string]any{"error": "Request body must be a JSON object"})
+	}
+	e.do("PATCH", path, `{"type":"update","nodeId":"open","updates":{"label":7}}`).expect(t, 400,
+		map[string]any{"error": "Malformed SOP edit: updates has the wrong type"})
 }
 
 func TestPatchSOPWhileGenerating(t *testing.T) {
