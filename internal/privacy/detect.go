@@ -78,9 +78,6 @@ type rule struct {
 	// none), for values a sentence goes on after without a break ("4242
 	// 4242 4242 4242 12/34", "Password: hunter2.").
 	prefix func(string) int
-	// notAfter lists the characters the value may not follow: the
-	// credentials of a URL are not an e-mail address.
-	notAfter string
 	// find, when set, finds the values in place of re.
 	find func(string) [][2]int
 	// notInURL: a value inside a URL (after "://" in the same word) is not
@@ -97,9 +94,10 @@ const secretName = `(?i:[\p{L}\p{N}_.\-]*?(?:password|passwd|passphrase|pwd|secr
 // languages forms are most often in too.
 const passwordName = `(?i:[\p{L}\p{N}_.\-]*?(?:password|passwd|passphrase|pwd)[\p{L}\p{N}_\-]*|[\p{L}\p{N}_\-]*_pass|pass|passwort|kennwort|mot de passe|contraseña|contrasena|senha|wachtwoord|lösenord|losenord|adgangskode|passord|salasana|hasło|haslo|heslo|parola|пароль|パスワード|密码|密碼|비밀번호)`
 
-// assignedValue is what follows a name and its operator: quoted, or up to
-// the space or punctuation that ends it in a sentence.
-const assignedValue = `("[^"\n]{4,}"|'[^'\n]{4,}'|[^\s"'` + "`" + `,;()\[\]{}<>]{4,})`
+// assignedValue is what follows a name and its operator: quoted (in
+// Markdown's backticks too), or up to the space or punctuation that ends
+// it in a sentence.
+const assignedValue = `("[^"\n]{4,}"|'[^'\n]{4,}'|` + "`[^`\n]{4,}`" + `|[^\s"'` + "`" + `,;()\[\]{}<>]{4,})`
 
 // Operators: an assignment (=, :=, =>, full-width ＝), or a label's colon
 // or a tab (a form, a table; full-width ：).
@@ -118,9 +116,8 @@ var builtins = []rule{
 	// client's -p.
 	{kind: Password, re: regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]+:([^\s@/]+)@`), group: 1},
 	{kind: Password, re: regexp.MustCompile(`\b(?:mysql|mysqldump|mysqladmin|mariadb)\b[^\n]*?\s-p([^\s-][^\s]{3,})`), group: 1, ok: notOrdinary},
-	// E-mail addresses: RFC 5322's dot-atom or quoted local part, a domain
-	// under a public suffix.
-	{kind: Email, re: regexp.MustCompile(`(?:[\p{L}\p{N}!#$%&*+/=?^_{|}~\-]+(?:\.[\p{L}\p{N}!#$%&'*+/=?^_{|}~\-]+)*|"(?:[^"\\\n]|\\.)+")@(?:[\p{L}\p{N}](?:[\p{L}\p{N}\-]*[\p{L}\p{N}])?\.)+\p{L}{2,}`), ok: emailDomain, bounded: true, notAfter: ":/"},
+	// E-mail addresses (emails).
+	{kind: Email, find: emails},
 	// Authorization headers, with or without their name; session cookies.
 	{kind: Token, re: regexp.MustCompile(`(?i)(?:bearer|basic)[ \t]+([A-Za-z0-9\-._~+/]{12,}=*)`), group: 1, ok: looksGenerated, bounded: true},
 	{kind: Token, re: regexp.MustCompile(`(?i)\b(?:session(?:[_-]?id)?|sessid|sid|phpsessid|jsessionid|connect\.sid|csrftoken|xsrf-token|auth[_-]?token|remember[_-]?token)=([A-Za-z0-9%._\-+/=]{16,})`), group: 1, ok: looksGenerated},
@@ -197,16 +194,21 @@ func ParsePatterns(s string) ([]string, error) {
 // Find returns the sensitive values in text, in order, none overlapping
 // (values that overlap are one value, of the kind of the longest). It
 // looks at the text as written, with its line breaks and runs of spaces
-// collapsed, and with them joined where a token was wrapped; in each,
+// collapsed, and with them joined where a token was wrapped — each also
+// without its invisible characters and full-width forms (plain); in each,
 // trailing punctuation a sentence puts after a value ends it.
 func (d *Detector) Find(text string) []Match {
 	if text == "" {
 		return nil
 	}
 	base := identity(text)
+	vs := views(base)
+	if p := plain(base); p.s != base.s {
+		vs = append(vs, views(p)...)
+	}
 	var all []Match
 	seen := map[string]bool{}
-	for _, v := range []view{base, collapsed(base), joined(base)} {
+	for _, v := range vs {
 		if seen[v.s] {
 			continue
 		}
@@ -218,6 +220,10 @@ func (d *Detector) Find(text string) []Match {
 	}
 	return union(all)
 }
+
+// views are the views of a text a value is looked for in: as it is, its
+// spacing collapsed, its wrapped tokens joined.
+func views(v view) []view { return []view{v, collapsed(v), joined(v)} }
 
 // findIn runs every rule on s as it is.
 func (d *Detector) findIn(s string) []Match {
@@ -247,8 +253,7 @@ func (d *Detector) findIn(s string) []Match {
 					end = start + r.prefix(v)
 					v = s[start:end]
 				}
-				if start == end || r.ok != nil && !r.ok(v) || r.bounded && !bounded(s, start, end) ||
-					start > 0 && strings.IndexByte(r.notAfter, s[start-1]) >= 0 || r.notInURL && inURL(s, start) {
+				if start == end || r.ok != nil && !r.ok(v) || r.bounded && !bounded(s, start, end) || r.notInURL && inURL(s, start) {
 					continue
 				}
 				kind := r.kind
@@ -338,6 +343,43 @@ func (d *Detector) Scrub(text string) string {
 	return NewRedactor(d, nil).Scrub(text)
 }
 
+// emailAddress is an RFC 5322 address: a dot-atom or quoted local part, a
+// domain.
+var emailAddress = regexp.MustCompile(`(?:[\p{L}\p{N}!#$%&*+/=?^_{|}~\-]+(?:\.[\p{L}\p{N}!#$%&'*+/=?^_{|}~\-]+)*|"(?:[^"\\\n]|\\.)+")@(?:[\p{L}\p{N}](?:[\p{L}\p{N}\-]*[\p{L}\p{N}])?\.)+\p{L}{2,}`)
+
+// emails finds the e-mail addresses of s whose domain is under a public
+// suffix (emailDomain). RFC 5322 lets a local part hold "/", "?", "=", "&"
+// and "#", which a URL's path, query and fragment use: in a URL
+// ("/users/jane@x.com", "?email=jane@x.com") an address begins after the
+// last of them, with a letter or digit. A URL's own user
+// ("scheme://user:password@host", "ssh://git@host") is none.
+func emails(s string) [][2]int {
+	var out [][2]int
+	for _, loc := range emailAddress.FindAllStringIndex(s, -1) {
+		start, end := loc[0], loc[1]
+		at := start + strings.LastIndexByte(s[start:end], '@')
+		if s[start] != '"' {
+			start += strings.LastIndexAny(s[start:at], "/?=&#") + 1
+			if r, _ := utf8.DecodeRuneInString(s[start:at]); start == at || !unicode.IsLetter(r) && !unicode.IsDigit(r) {
+				continue
+			}
+		}
+		if inAuthority(s, at) || !emailDomain(s[start:end]) || !bounded(s, start, end) {
+			continue
+		}
+		out = append(out, [2]int{start, end})
+	}
+	return out
+}
+
+// inAuthority tells whether the "@" at s[at] is a URL's, between its "://"
+// and its path: its user's.
+func inAuthority(s string, at int) bool {
+	start := strings.LastIndexAny(s[:at], " \t\n\"'<>(") + 1
+	scheme := strings.Index(s[start:at], "://")
+	return scheme >= 0 && !strings.ContainsAny(s[start+scheme+3:at], "/?#")
+}
+
 // emailDomain keeps an address whose domain ends in a public suffix
 // (golang.org/x/net/publicsuffix, the maintained list): "icon@2x.png" is a
 // file name.
@@ -353,7 +395,7 @@ func emailDomain(v string) bool {
 // "${TOKEN}", "{{API_KEY_1}}", "****") or a name of its own (an
 // environment variable passed on).
 func notOrdinary(v string) bool {
-	v = strings.Trim(v, `"'`)
+	v = strings.Trim(v, "\"'`")
 	switch {
 	case len(v) < 4, strings.Trim(v, "*•·x.X-_ ") == "", isEveryday(v):
 		return false
@@ -422,7 +464,7 @@ var passwordWord = regexp.MustCompile(`(?i)pass|pwd`)
 // or cases, or a symbol passwords take (not the punctuation of a sentence:
 // "(twice)", "manager's", "Forgot?").
 func shownPassword(v string) bool {
-	v = strings.Trim(v, `()"'.,:;!?`)
+	v = strings.Trim(v, "()\"'`.,:;!?")
 	return notOrdinary(v) && (looksGenerated(v) && !capitalised(v) || strings.ContainsAny(v, "!@#$%^&*+=~_-"))
 }
 

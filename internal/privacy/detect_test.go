@@ -104,6 +104,17 @@ func TestDetectorsFindEachKind(t *testing.T) {
 		"パスワード: Xy7kq2Lm9":                                            "password:Xy7kq2Lm9",
 		"PASSWORD：Xy7kq2Lm9":                                          "password:Xy7kq2Lm9",
 		`Stripe::StripeClient.new("` + stripe + `") # gitleaks:allow`: "api_key:" + stripe,
+		// An address in a URL's path or query, after mailto: or a label's
+		// colon; a password in Markdown's backticks; a key with an
+		// invisible character inside; a card in full-width digits.
+		"open https://admin.example.com/customers?email=jane.doe@acme-corp.com": "email:jane.doe@acme-corp.com",
+		"https://app.example.com/users/jane.doe@acme-corp.com/edit":             "email:jane.doe@acme-corp.com",
+		"write to mailto:jane.doe@acme-corp.com":                                "email:jane.doe@acme-corp.com",
+		"Email:alice@example.com":                                               "email:alice@example.com",
+		"Password: `Zx9!mQ2@vL`":                                                "password:`Zx9!mQ2@vL`",
+		"DB_PASSWORD=`Zx9!mQ2@vL`":                                              "password:`Zx9!mQ2@vL`",
+		"the token " + ghp[:20] + "\u200b" + ghp[20:] + " expires":              "token:" + ghp[:20] + "\u200b" + ghp[20:],
+		"Card ４２４２ ４２４２ ４２４２ ４２４２ on file":                                      "card_number:４２４２ ４２４２ ４２４２ ４２４２",
 	}
 	for text, want := range cases {
 		if got := found(t, d, text); len(got) != 1 || got[0] != want {
@@ -152,6 +163,9 @@ func TestDetectorsLeaveLookalikes(t *testing.T) {
 		"Compare the columns\n2023\n2024\n2025\n2026\nand export.",
 		"Open https://docs.google.com/document/d/1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms/edit to read it.",
 		"https://portal.azure.com/#@acme.onmicrosoft.com/resource/subscriptions/123e4567-e89b-12d3-a456-426614174000/resourceGroups/rg-prod/overview",
+		// A URL's own user is no address.
+		"clone ssh://git@github.com/acme/app.git",
+		"https://deploy@ci.example.com/builds",
 	} {
 		if got := found(t, d, text); len(got) != 0 {
 			t.Errorf("%q: found %q", text, got)

@@ -561,7 +561,7 @@ func texts(doc *sop.Document, f func(string) string) {
 		}
 		for i := range p.Nodes {
 			n := &p.Nodes[i]
-			n.Label, n.Intent, n.Context = f(n.Label), f(n.Intent), f(n.Context)
+			n.IDPath, n.Label, n.Intent, n.Context = f(n.IDPath), f(n.Label), f(n.Intent), f(n.Context)
 			n.Iterator, n.ExitCondition = f(n.Iterator), f(n.ExitCondition)
 		}
 		for _, name := range slices.Sorted(maps.Keys(p.Variables)) {

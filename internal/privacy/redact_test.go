@@ -31,6 +31,7 @@ func leakySOP(t *testing.T) *sop.Document {
 	n.Label = "Sign in as Jane.Doe@acme-corp.com"
 	n.Context = "Jane Doe pastes sk_live_51HxYzAbCdEfGhIjKlMn0123 and charges 4242 4242 4242 4242"
 	doc.Public.Nodes[1].Intent = "Check card 4242424242424242 for Jane Doe (password=hunter2)"
+	doc.Public.Nodes[2].IDPath = "sk_live_51HxYzAbCdEfGhIjKlMn0123" // a model's own numbering, printed too
 	doc.Public.Variables["amount"] = "The amount, e.g. what jane.doe@acme-corp.com paid"
 	doc.Public.ClarificationRequests = append(doc.Public.ClarificationRequests,
 		sop.Clarification{ID: "q9", Question: "Is sk_live_51HxYzAbCdEfGhIjKlMn0123 the right key?", Importance: "high"})

@@ -29,6 +29,28 @@ func identity(s string) view {
 	return v
 }
 
+// plain is v without its invisible format characters (zero-width spaces
+// and joiners, soft hyphens, word joiners, byte order marks: Unicode's Cf)
+// and with full-width forms as the ASCII letters, digits and signs they
+// show: a key with a zero-width space inside, or a card number typed in
+// full-width digits, is the value it shows.
+func plain(v view) view {
+	var w viewBuilder
+	for i := 0; i < len(v.s); {
+		r, n := utf8.DecodeRuneInString(v.s[i:])
+		from, to := v.from[i], v.to[i+n-1]
+		switch {
+		case unicode.Is(unicode.Cf, r):
+		case r >= 0xFF01 && r <= 0xFF5E:
+			w.add(string(r-0xFEE0), from, to)
+		default:
+			w.add(v.s[i:i+n], from, to)
+		}
+		i += n
+	}
+	return w.view()
+}
+
 // span is the original span of the view's s[start:end] (end > start).
 func (v view) span(start, end int) (int, int) { return v.from[start], v.to[end-1] }
 
