@@ -60,6 +60,13 @@ type Janitor struct {
 	Logger  *slog.Logger
 }
 
+// UploadURLLifetime is how long a signed upload URL works: Supabase
+// Storage's, 2 hours (UPLOAD_SIGNED_URL_EXPIRATION_TIME; the server's
+// setting wins over anything asked per URL). An upload never queued is not
+// deleted, nor its owner forgotten, before its URL has expired, however
+// short RUNOPS_RAW_RETENTION is.
+const UploadURLLifetime = 2 * time.Hour
+
 // batch bounds one round's deletions per kind.
 const batch = 100
 
@@ -82,7 +89,10 @@ func (j *Janitor) Once(ctx context.Context) (int, error) {
 	}
 	if j.Raw > 0 {
 		rounds = append(rounds, func(ctx context.Context, limit int, remove func(context.Context, []jobs.ID) error) (int, error) {
-			return j.Store.ExpireUnqueued(ctx, j.Raw, limit, remove)
+			// Never before its upload URL expires: forgotten sooner, an
+			// upload that came through it later would have no owner, and
+			// its job would be open to all.
+			return j.Store.ExpireUnqueued(ctx, max(j.Raw, UploadURLLifetime), limit, remove)
 		})
 		kinds = append(kinds, Raw)
 	}

@@ -132,3 +132,34 @@ func TestJanitorDeletesWhatIsDueOnce(t *testing.T) {
 		t.Fatalf("third round: %d %v", n, err)
 	}
 }
+
+// An upload never queued is neither deleted nor forgotten before its upload
+// URL expires, however short RUNOPS_RAW_RETENTION is: forgotten sooner, an
+// upload through the URL afterwards had no owner, and its job was open to
+// every signed-in user (storage's policy) and to the API.
+func TestAnUnqueuedUploadOutlivesItsUploadURL(t *testing.T) {
+	pool, _ := pgtest.Pool(t)
+	fake := supabasetest.New(t, jobs.MaxUploadBytes)
+	objects, err := storage.New(storage.Config{URL: fake.URL, ServiceKey: fake.ServiceRoleKey(), Bucket: jobs.Bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	live, expired := uuid.NewString(), uuid.NewString()
+	if _, err := pool.Exec(ctx, `INSERT INTO runops_uploads (job_id, owner, issued_at) VALUES
+		($1, 'alice', now() - interval '1 hour'), ($2, 'alice', now() - interval '2 hours 1 minute')`, live, expired); err != nil {
+		t.Fatal(err)
+	}
+	j := &retention.Janitor{Store: postgres.NewJobStore(pool), Objects: objects, Raw: time.Minute,
+		Every: time.Hour, Logger: slog.New(slog.DiscardHandler)}
+	if n, err := j.Once(ctx); err != nil || n != 1 {
+		t.Fatalf("%d uploads expired, %v; want the one whose URL has expired", n, err)
+	}
+	var owners []string
+	if err := pool.QueryRow(ctx, `SELECT array_agg(job_id::text) FROM runops_uploads WHERE owner = 'alice'`).Scan(&owners); err != nil {
+		t.Fatal(err)
+	}
+	if len(owners) != 1 || owners[0] != live {
+		t.Fatalf("uploads remembered: %v; want only %s, whose URL still works", owners, live)
+	}
+}
