@@ -561,7 +561,10 @@ func texts(doc *sop.Document, f func(string) string) {
 		}
 		for i := range p.Nodes {
 			n := &p.Nodes[i]
-			n.IDPath, n.Label, n.Intent, n.Context = f(n.IDPath), f(n.Label), f(n.Intent), f(n.Context)
+			// Not id_path: the service numbers it (digits and dots; neither
+			// the model nor an edit writes it), and a mark such as "3.1"
+			// would only break the numbering.
+			n.Label, n.Intent, n.Context = f(n.Label), f(n.Intent), f(n.Context)
 			n.Iterator, n.ExitCondition = f(n.Iterator), f(n.ExitCondition)
 		}
 		for _, name := range slices.Sorted(maps.Keys(p.Variables)) {

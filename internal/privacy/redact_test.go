@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"image"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -31,7 +32,6 @@ func leakySOP(t *testing.T) *sop.Document {
 	n.Label = "Sign in as Jane.Doe@acme-corp.com"
 	n.Context = "Jane Doe pastes sk_live_51HxYzAbCdEfGhIjKlMn0123 and charges 4242 4242 4242 4242"
 	doc.Public.Nodes[1].Intent = "Check card 4242424242424242 for Jane Doe (password=hunter2)"
-	doc.Public.Nodes[2].IDPath = "sk_live_51HxYzAbCdEfGhIjKlMn0123" // a model's own numbering, printed too
 	doc.Public.Variables["amount"] = "The amount, e.g. what jane.doe@acme-corp.com paid"
 	doc.Public.ClarificationRequests = append(doc.Public.ClarificationRequests,
 		sop.Clarification{ID: "q9", Question: "Is sk_live_51HxYzAbCdEfGhIjKlMn0123 the right key?", Importance: "high"})
@@ -177,5 +177,22 @@ func TestMarksAsTyped(t *testing.T) {
 		if got := r.Text(c[0]); got != c[1] {
 			t.Errorf("%q:\n got %q\nwant %q", c[0], got, c[1])
 		}
+	}
+}
+
+// A step's number (id_path) is the service's, not a text: a value marked
+// that reads as one ("3.1") does not rewrite the numbering.
+func TestNumbersAreNotTexts(t *testing.T) {
+	t.Parallel()
+	doc := leakySOP(t)
+	i := slices.IndexFunc(doc.Public.Nodes, func(n sop.Node) bool { return len(n.IDPath) >= 3 })
+	if i < 0 {
+		t.Fatal("the sample has no step numbered deeper than one level (the test proves nothing)")
+	}
+	want := doc.Public.Nodes[i].IDPath
+	d, _ := privacy.NewDetector(nil)
+	privacy.NewRedactor(d, []privacy.Mark{{Value: want, Kind: privacy.Password}}).Document(doc)
+	if got := doc.Public.Nodes[i].IDPath; got != want {
+		t.Errorf("id_path %q after a mark of %q", got, want)
 	}
 }
