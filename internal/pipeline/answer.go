@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"io"
 	"strings"
 	"time"
 
@@ -50,7 +51,11 @@ func (b box2d) pixels(r image.Rectangle) image.Rectangle {
 func toDocument(text string, id jobs.ID, duration time.Duration) (answer, string) {
 	var m modelSOP
 	dec := json.NewDecoder(strings.NewReader(text))
-	if err := dec.Decode(&m); err != nil {
+	err := dec.Decode(&m)
+	if _, next := dec.Token(); err == nil && next != io.EOF {
+		err = errors.New("more follows the JSON object; answer with one object only")
+	}
+	if err != nil {
 		return answer{}, "- the answer is not the JSON the schema asks for: " + err.Error() + "\n"
 	}
 	var marks []privacy.Mark
@@ -112,8 +117,19 @@ func toDocument(text string, id jobs.ID, duration time.Duration) (answer, string
 	for _, p := range found {
 		problems = append(problems, "- "+p.String())
 	}
+	if len(problems) == 0 {
+		// Half of what can be read back: the privacy pass may lengthen it.
+		if b, err := sop.Marshal(d); err == nil && len(b) > maxAnswerBytes {
+			problems = append(problems, fmt.Sprintf("- the document is %d bytes long; it must stay under %d: fewer steps, shorter texts",
+				len(b), maxAnswerBytes))
+		}
+	}
 	if len(problems) > 0 {
 		return answer{marks: marks}, strings.Join(problems, "\n") + "\n" // the marks, to keep them out of the problems
 	}
 	return answer{d, marks, boxes}, ""
 }
+
+// maxAnswerBytes bounds the document an answer makes: half of what the API
+// reads back (sop.MaxDocumentBytes), as the privacy pass may lengthen it.
+const maxAnswerBytes = sop.MaxDocumentBytes / 2

@@ -145,6 +145,32 @@ func TestAskAgainUntilValid(t *testing.T) {
 	}
 }
 
+// Answers the job could not store as they are go back to the model with
+// what is wrong: a step id with a control character (the job's metadata
+// names steps by id, and PostgreSQL refuses a NUL: the job failed with the
+// generic sentence), more after the JSON object (it was ignored), and a
+// document too large to read back (it was stored, and could not be read).
+func TestAnswersTheJobCannotStoreAreAskedAgain(t *testing.T) {
+	t.Parallel()
+	for name, c := range map[string]struct{ answer, problem string }{
+		"control character in an id": {chain(`{"id": "a\u0000b", "type": "task", "label": "L", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown"}`),
+			"holds a control character"},
+		"more after the object": {goodSOP + "\n{}", "more follows the JSON object"},
+		"too large":             {chain(`{"id": "a", "type": "task", "label": "L", "intent": "i", "context": "` + strings.Repeat("word ", 1100_000) + `", "parent_id": "", "timestamp": "", "evidence": "narrated"}`), "bytes long; it must stay under"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t)
+			r.ai.Script(geminitest.JSON(c.answer), geminitest.JSON(goodSOP))
+			j := r.finished(r.submit(r.video(), nil))
+			reqs := r.ai.Requests()
+			if outcome(j) != done || len(reqs) != 2 || !strings.Contains(reqs[1].Prompt, c.problem) {
+				t.Fatalf("%s after %d calls; the second prompt says %q: %.300s", outcome(j), len(reqs), c.problem, reqs[len(reqs)-1].Prompt)
+			}
+		})
+	}
+}
+
 func TestThreeBadAnswersEndTheJob(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"slices"
 
@@ -25,6 +26,10 @@ func (p *Pipeline) writeSOP(ctx context.Context, job queue.Job, r queue.Reporter
 	b, err := sop.Marshal(doc)
 	if err != nil {
 		return err
+	}
+	if len(b) > sop.MaxDocumentBytes {
+		// Stored, it could not be read back: the viewer would get a 409.
+		return jobs.Fail(msgTooLong, fmt.Errorf("the SOP is %d bytes; at most %d can be read back", len(b), sop.MaxDocumentBytes))
 	}
 	// Each try takes the lock and checks the lease anew: no lock is held
 	// through the waits between tries.

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/runops/runops/internal/jobs"
 )
@@ -126,8 +127,10 @@ func framePath(job, node string) string {
 
 // CheckRecorded checks what only a fresh answer about a recording of the
 // given duration can be held to: every step says how it is known, a shown
-// step says when, and no timestamp is past the end (duration 0: unknown).
-// Documents read back or edited are held to the format only (Validate).
+// step says when, no timestamp is past the end (duration 0: unknown), and
+// no id holds a control character (the job's metadata names steps by id,
+// and PostgreSQL's jsonb refuses a NUL). Documents read back or edited are
+// held to the format only (Validate).
 func CheckRecorded(d *Document, duration time.Duration) []Problem {
 	var out []Problem
 	if d.Public == nil {
@@ -135,6 +138,9 @@ func CheckRecorded(d *Document, duration time.Duration) []Problem {
 	}
 	for i, n := range d.Public.Nodes {
 		at := fmt.Sprintf("public.nodes[%d]", i)
+		if strings.ContainsFunc(n.ID, unicode.IsControl) {
+			out = append(out, Problem{at + ".id", fmt.Sprintf("%q holds a control character: use letters, digits, - and _", n.ID)})
+		}
 		ts, ok := ParseTimestamp(n.Timestamp)
 		switch {
 		case n.Evidence == "":
