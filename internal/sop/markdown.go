@@ -285,19 +285,47 @@ func code(s string) string {
 }
 
 // comparePaths orders visible numbers as a reader does: 2 < 2.1 < 2.3Y < 10.
+// Each part is compared by its number, then by what follows it; it reads
+// no more of a number than it compares, so that a sort of thousands of
+// steps numbered thousands of levels deep (a chain of steps) stays quick.
 func comparePaths(a, b string) int {
-	as, bs := strings.Split(a, "."), strings.Split(b, ".")
-	for i := 0; i < len(as) && i < len(bs); i++ {
-		var an, bn int
-		var arest, brest string
-		fmt.Sscanf(as[i], "%d%s", &an, &arest)
-		fmt.Sscanf(bs[i], "%d%s", &bn, &brest)
-		if an != bn {
-			return an - bn
-		}
-		if c := strings.Compare(arest, brest); c != 0 {
+	for {
+		ap, arest, amore := strings.Cut(a, ".")
+		bp, brest, bmore := strings.Cut(b, ".")
+		an, asuffix := splitNumber(ap)
+		bn, bsuffix := splitNumber(bp)
+		if c := compareDigits(an, bn); c != 0 {
 			return c
 		}
+		if c := strings.Compare(asuffix, bsuffix); c != 0 {
+			return c
+		}
+		switch {
+		case !amore && !bmore:
+			return 0
+		case !amore:
+			return -1
+		case !bmore:
+			return 1
+		}
+		a, b = arest, brest
 	}
-	return len(as) - len(bs)
+}
+
+// splitNumber splits a part of a visible number into its digits (leading
+// zeros dropped) and what follows them ("3Y": "3", "Y").
+func splitNumber(p string) (digits, suffix string) {
+	i := 0
+	for i < len(p) && p[i] >= '0' && p[i] <= '9' {
+		i++
+	}
+	return strings.TrimLeft(p[:i], "0"), p[i:]
+}
+
+// compareDigits orders two runs of digits without leading zeros by value.
+func compareDigits(a, b string) int {
+	if len(a) != len(b) {
+		return len(a) - len(b)
+	}
+	return strings.Compare(a, b)
 }

@@ -136,3 +136,32 @@ func plain(n ast.Node, src []byte) string {
 	})
 	return b.String()
 }
+
+// Visible numbers sort as a reader reads them, part by part: by number
+// (leading zeros aside, however long), then by what follows it; a number
+// before its own children.
+func TestComparePaths(t *testing.T) {
+	ordered := []string{"1", "1.1", "1.1.1", "1.2", "1.10", "2", "2N", "2Y", "2Y.1", "3", "10", "99999999999999999999", "100000000000000000000"}
+	for i := range ordered {
+		for j := range ordered {
+			got, want := comparePaths(ordered[i], ordered[j]), i-j
+			if got < 0 != (want < 0) || got > 0 != (want > 0) {
+				t.Errorf("comparePaths(%q, %q) = %d; want the sign of %d", ordered[i], ordered[j], got, want)
+			}
+		}
+	}
+	if comparePaths("02.1", "2.01") != 0 {
+		t.Error("leading zeros count")
+	}
+	// A chain 2,000 steps deep, shuffled, sorts back into its order.
+	var chain []string
+	for p := "1"; len(chain) < 2000; p += ".1" {
+		chain = append(chain, p)
+	}
+	shuffled := slices.Clone(chain)
+	rand.New(rand.NewPCG(3, 4)).Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+	slices.SortFunc(shuffled, comparePaths)
+	if !slices.Equal(shuffled, chain) {
+		t.Error("a deep chain does not sort into its order")
+	}
+}
