@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/pgtest"
@@ -19,16 +20,23 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// Uploads of jobs that ended more than the retention ago are deleted, once,
-// by any number of janitors at once, and the deletion is recorded; uploads of
-// recent, queued or running jobs stay; slim copies stay unless asked.
-func TestJanitorDeletesWhatIsDueOnce(t *testing.T) {
+// stores are a test's database, its storage stand-in and a client of it.
+func stores(t *testing.T) (*pgxpool.Pool, *supabasetest.Server, *storage.Client) {
+	t.Helper()
 	pool, _ := pgtest.Pool(t)
 	fake := supabasetest.New(t, jobs.MaxUploadBytes)
 	objects, err := storage.New(storage.Config{URL: fake.URL, ServiceKey: fake.ServiceRoleKey(), Bucket: jobs.Bucket})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return pool, fake, objects
+}
+
+// Uploads of jobs that ended more than the retention ago are deleted, once,
+// by any number of janitors at once, and the deletion is recorded; uploads of
+// recent, queued or running jobs stay; slim copies stay unless asked.
+func TestJanitorDeletesWhatIsDueOnce(t *testing.T) {
+	pool, fake, objects := stores(t)
 	ctx := context.Background()
 	exec := func(sql string, args ...any) {
 		t.Helper()
@@ -138,12 +146,7 @@ func TestJanitorDeletesWhatIsDueOnce(t *testing.T) {
 // upload through the URL afterwards had no owner, and its job was open to
 // every signed-in user (storage's policy) and to the API.
 func TestAnUnqueuedUploadOutlivesItsUploadURL(t *testing.T) {
-	pool, _ := pgtest.Pool(t)
-	fake := supabasetest.New(t, jobs.MaxUploadBytes)
-	objects, err := storage.New(storage.Config{URL: fake.URL, ServiceKey: fake.ServiceRoleKey(), Bucket: jobs.Bucket})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pool, _, objects := stores(t)
 	ctx := context.Background()
 	live, expired := uuid.NewString(), uuid.NewString()
 	if _, err := pool.Exec(ctx, `INSERT INTO runops_uploads (job_id, owner, issued_at) VALUES
