@@ -1,20 +1,25 @@
 package api_test
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/runops/runops/internal/api"
 	"github.com/runops/runops/internal/supabasetest"
+	"github.com/runops/runops/internal/wait"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files from what the code makes")
@@ -168,4 +173,35 @@ func TestMarkdownExport(t *testing.T) {
 			t.Errorf("%s: %d %s", bad, r.status, r.raw)
 		}
 	}
+}
+
+// A client that stops reading an answer larger than the socket's buffers
+// (an 8 MiB screenshot) does not hold its handler, and the answer in
+// memory, past a few request timeouts: it held them for good.
+func TestAClientThatStopsReadingDoesNotHoldItsHandler(t *testing.T) {
+	t.Parallel()
+	e := setup(t, func(o *api.Options) { o.RequestTimeout = 200 * time.Millisecond })
+	id := uuid.NewString()
+	e.withSOPOf(id, "completed")
+	e.fake.Put("videos/frames/"+id+"/refund.jpg", append([]byte("\xff\xd8\xff\xe0"), bytes.Repeat([]byte("j"), 8<<20)...), "image/jpeg")
+	var inFlight atomic.Int32
+	h := e.srv.Config.Handler
+	e.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inFlight.Add(1)
+		defer inFlight.Add(-1)
+		h.ServeHTTP(w, r)
+	})
+	c, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.(*net.TCPConn).SetReadBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "GET /api/sop/"+id+"/frames/refund HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, "the handler to begin", 10*time.Second, func() bool { return inFlight.Load() == 1 })
+	wait.For(t, "the handler to give up on the client", 30*time.Second, func() bool { return inFlight.Load() == 0 })
 }

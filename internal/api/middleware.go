@@ -230,13 +230,22 @@ func (s *server) limitBody(next http.Handler) http.Handler {
 }
 
 // timeout bounds a request's work; backends turn the deadline into a 503.
+// Its answer must be written within writeTimeouts request timeouts of its
+// start: a client that stops reading an answer larger than the socket's
+// buffers (a screenshot, an SOP of megabytes) would hold the handler, and
+// the answer in memory, for good.
 func (s *server) timeout(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), s.o.RequestTimeout)
 		defer cancel()
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(writeTimeouts * s.o.RequestTimeout))
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
+
+// writeTimeouts is how many request timeouts an /api answer has to be
+// written in: 2.5 minutes with the default 30 s, 10 MiB at 600 kbit/s.
+const writeTimeouts = 5
 
 // rateLimiter limits the public POSTs per client IP.
 func (s *server) rateLimiter() func(http.Handler) http.Handler {
