@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"net/url"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -167,8 +168,11 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.FrontendURL != "" {
 		r.url("RUNOPS_FRONTEND_URL", c.FrontendURL, "http", "https")
 	}
-	for _, u := range c.WebhookURLs {
+	for i, u := range c.WebhookURLs {
 		r.url("RUNOPS_WEBHOOK_URLS", u, "http", "https")
+		if slices.Contains(c.WebhookURLs[:i], u) {
+			r.fail("RUNOPS_WEBHOOK_URLS", "lists %s twice: list each receiver once", u)
+		}
 	}
 	c.WebhookKeys = r.webhookKeys("RUNOPS_WEBHOOK_SECRET", len(c.WebhookURLs) > 0)
 	if c.JWKSURL != "" {

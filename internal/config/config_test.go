@@ -115,6 +115,15 @@ func TestListeners(t *testing.T) {
 // RUNOPS_WEBHOOK_SECRET is whsec_<base64>, two space-separated while
 // rotating; any other shape refuses to start with how to make one, and
 // never repeats the value.
+// A receiver listed twice is refused at start, by name.
+func TestAWebhookURLListedTwice(t *testing.T) {
+	_, err := Load(env(map[string]string{"RUNOPS_WEBHOOK_URLS": "https://hooks.example/runops, https://hooks.example/runops",
+		"RUNOPS_WEBHOOK_SECRET": "whsec_Dn/4azeLajvmbbOiXpCwXowRhY8imR8mP4CDd5Z+BEA="}))
+	if err == nil || !strings.Contains(err.Error(), "RUNOPS_WEBHOOK_URLS") || !strings.Contains(err.Error(), "twice") {
+		t.Fatalf("%v", err)
+	}
+}
+
 func TestWebhookSecret(t *testing.T) {
 	const a, b = "whsec_Dn/4azeLajvmbbOiXpCwXowRhY8imR8mP4CDd5Z+BEA=", "whsec_QrLIp9s/4vMQrMVe758REXrj78W3Lv0V27uRT0uboMs="
 	c, err := Load(env(map[string]string{"RUNOPS_WEBHOOK_URLS": "https://hooks.example/runops", "RUNOPS_WEBHOOK_SECRET": a}))

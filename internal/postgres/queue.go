@@ -121,9 +121,16 @@ func NewQueueStore(pool *pgxpool.Pool) *QueueStore { return &QueueStore{pool: po
 
 // SendEvents makes every outcome the worker records (completed, error, and a
 // rescue that ends a job) write a webhook event for each of urls, in the
-// same transaction.
+// same transaction; a URL given twice is sent one event (its row's key is
+// the event and the URL: a second would fail every outcome, and every
+// rescue with it).
 func (s *QueueStore) SendEvents(urls []string) *QueueStore {
-	s.hooks = append([]string{}, urls...)
+	s.hooks = []string{}
+	for _, u := range urls {
+		if !slices.Contains(s.hooks, u) {
+			s.hooks = append(s.hooks, u)
+		}
+	}
 	return s
 }
 

@@ -104,6 +104,18 @@ func deliverUntil(t *testing.T, d *webhook.Deliverer, what string, cond func() b
 	}
 }
 
+// A receiver listed twice gets one event an outcome, and the outcome is
+// written: a second row under the same key failed every outcome (and every
+// rescue) of the fleet.
+func TestAURLListedTwiceGetsOneEvent(t *testing.T) {
+	pool, exec, count := database(t)
+	r := webhook.NewReceiver(t, webhook.SecretOld)
+	finish(t, postgres.NewQueueStore(pool).SendEvents([]string{r.URL, r.URL}), exec, false)
+	if n := count(`SELECT count(*) FROM runops_webhooks`); n != 1 {
+		t.Fatalf("%d events for one outcome to one receiver", n)
+	}
+}
+
 // Outcomes the worker records become signed events, written with the
 // outcome and delivered at least once under one webhook-id: a 500 is
 // retried under the same id, a receiver that is down while the deliverer
