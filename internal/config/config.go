@@ -112,8 +112,8 @@ func Load(getenv func(string) string) (Config, error) {
 		RequireAuth:       r.boolean("RUNOPS_REQUIRE_AUTH", false),
 		WorkerConcurrency: r.integer("RUNOPS_WORKER_CONCURRENCY", max(1, runtime.NumCPU()/2), 1),
 		OwnerConcurrency:  r.integer("RUNOPS_OWNER_CONCURRENCY", 0, 1),
-		LeaseTTL:          r.duration("RUNOPS_LEASE_TTL", queue.DefaultLeaseTTL),
-		Sweep:             r.duration("RUNOPS_SWEEP", queue.DefaultSweep),
+		LeaseTTL:          r.durationAtLeast("RUNOPS_LEASE_TTL", queue.DefaultLeaseTTL, time.Second),
+		Sweep:             r.durationAtLeast("RUNOPS_SWEEP", queue.DefaultSweep, 100*time.Millisecond),
 		MaxAttempts:       r.integer("RUNOPS_MAX_ATTEMPTS", queue.DefaultMaxAttempts, 1),
 		ShutdownGrace:     r.duration("RUNOPS_SHUTDOWN_GRACE", queue.DefaultShutdownGrace),
 		ReadTimeout:       r.duration("RUNOPS_READ_TIMEOUT", 10*time.Second),
@@ -133,7 +133,11 @@ func Load(getenv func(string) string) (Config, error) {
 		GeminiMaxRetryWait:      r.duration("GEMINI_MAX_RETRY_WAIT", pipeline.DefaultMaxRetryWait),
 		GeminiBaseURL:           r.first("", "GOOGLE_GEMINI_BASE_URL"),
 	}
-	c.Heartbeat = r.duration("RUNOPS_HEARTBEAT", queue.DefaultHeartbeat(c.LeaseTTL))
+	if c.WorkerConcurrency > maxWorkerConcurrency {
+		// Each running job takes up to three database connections.
+		r.fail("RUNOPS_WORKER_CONCURRENCY", "is at most %d jobs at once in one process, not %d", maxWorkerConcurrency, c.WorkerConcurrency)
+	}
+	c.Heartbeat = r.durationAtLeast("RUNOPS_HEARTBEAT", queue.DefaultHeartbeat(c.LeaseTTL), 100*time.Millisecond)
 	c.ListenDatabaseURL = r.first(c.DatabaseURL, "RUNOPS_LISTEN_DATABASE_URL")
 	c.SupabasePublicURL = r.first(c.SupabaseURL, "SUPABASE_PUBLIC_URL", "NEXT_PUBLIC_SUPABASE_URL")
 	c.Addr = r.first("", "RUNOPS_ADDR")
@@ -288,6 +292,22 @@ func (r *reader) duration(name string, def time.Duration) time.Duration {
 	return d
 }
 
+// maxWorkerConcurrency bounds the jobs one process runs at once: each takes
+// up to three database connections, a share of the disk and an ffmpeg.
+const maxWorkerConcurrency = 1000
+
+// durationAtLeast is duration, refusing a value under least: the engine's
+// clocks tick at fractions of it (a lease of 1ns made a worker panic; a
+// sweep of 1ns sent the database thousands of statements a second).
+func (r *reader) durationAtLeast(name string, def, least time.Duration) time.Duration {
+	d := r.duration(name, def)
+	if d < least {
+		r.fail(name, "must be at least %s, not %s", least, d)
+		return def
+	}
+	return d
+}
+
 func (r *reader) integer(name string, def, minimum int) int {
 	v := r.first("", name)
 	if v == "" {
@@ -309,7 +329,7 @@ func (r *reader) listeners(name string) Listeners {
 	}
 	if p, ok := strings.CutSuffix(v, "%"); ok {
 		pct, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
-		if err != nil || pct <= 0 || pct > 100 {
+		if err != nil || !(pct > 0 && pct <= 100) { // NaN too
 			r.fail(name, "%q is not a share of the database role's connection limit above 0%% and up to 100%%", v)
 			return DefaultListeners
 		}

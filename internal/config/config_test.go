@@ -115,6 +115,25 @@ func TestListeners(t *testing.T) {
 // RUNOPS_WEBHOOK_SECRET is whsec_<base64>, two space-separated while
 // rotating; any other shape refuses to start with how to make one, and
 // never repeats the value.
+// The engine's clocks refuse values too short to tick by, a share of
+// listeners that is no number, and more jobs at once than a process can
+// hold connections for: each by name.
+func TestTooShortClocks(t *testing.T) {
+	for name, v := range map[string]string{"RUNOPS_LEASE_TTL": "1ns", "RUNOPS_SWEEP": "1ns", "RUNOPS_HEARTBEAT": "10ms"} {
+		if _, err := Load(env(map[string]string{name: v})); err == nil || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), "at least") {
+			t.Errorf("%s=%s: %v", name, v, err)
+		}
+	}
+	for name, v := range map[string]string{"RUNOPS_LISTENERS": "NaN%", "RUNOPS_WORKER_CONCURRENCY": "1000000000"} {
+		if _, err := Load(env(map[string]string{name: v})); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s=%s: %v", name, v, err)
+		}
+	}
+	if _, err := Load(env(map[string]string{"RUNOPS_LEASE_TTL": "2s", "RUNOPS_HEARTBEAT": "300ms", "RUNOPS_SWEEP": "500ms"})); err != nil {
+		t.Errorf("the tests' clocks: %v", err)
+	}
+}
+
 // A receiver listed twice is refused at start, by name.
 func TestAWebhookURLListedTwice(t *testing.T) {
 	_, err := Load(env(map[string]string{"RUNOPS_WEBHOOK_URLS": "https://hooks.example/runops, https://hooks.example/runops",
