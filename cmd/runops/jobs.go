@@ -56,6 +56,9 @@ func jobsCommand(ctx context.Context, cfg config.Config, args []string, stdout i
 		return err
 	}
 	c.positional = positional
+	if err := c.checkFlags(); err != nil {
+		return err
+	}
 	verb, ok := jobsVerbs[c.name]
 	if !ok { // before a pool is made for it
 		return usageError(fmt.Sprintf("unknown verb %q\n\n%s", c.name, jobsUsage))
@@ -91,6 +94,18 @@ type jobsVerb struct {
 	store      *postgres.JobStore
 }
 
+// checkFlags refuses a limit under 1 and a negative --since: each would
+// match nothing, without a word.
+func (c *jobsVerb) checkFlags() error {
+	switch {
+	case c.limit < 1:
+		return usageError(fmt.Sprintf("--limit must be 1 or more, not %d", c.limit))
+	case c.since < 0:
+		return usageError(fmt.Sprintf("--since must be a duration back from now, such as 2h, not %s", c.since))
+	}
+	return nil
+}
+
 // oneID is the verb's only positional argument, a job id.
 func (c *jobsVerb) oneID() (jobs.ID, error) {
 	if len(c.positional) != 1 {
@@ -109,6 +124,9 @@ func (c *jobsVerb) list(ctx context.Context) error {
 		return writeJSONTo(c.stdout, list)
 	}
 	printJobs(c.stdout, list, time.Now())
+	if len(list) == 0 && c.status != "" && !jobs.Status(c.status).Known() {
+		fmt.Fprintf(c.stdout, "(no job has the status %q; the service's are queued, processing, completed and error)\n", c.status)
+	}
 	return nil
 }
 
@@ -137,6 +155,13 @@ func (c *jobsVerb) show(ctx context.Context) error {
 // requeue runs one job again, or every job of a status (--status, --since).
 func (c *jobsVerb) requeue(ctx context.Context) error {
 	if c.status != "" {
+		if len(c.positional) > 0 {
+			return usageError("jobs requeue takes a job id or --status, not both\n\n" + jobsUsage)
+		}
+		if !jobs.Status(c.status).Known() {
+			// Every job of a status is a lot to requeue on a typo.
+			return usageError(fmt.Sprintf("--status %q is none of queued, processing, completed, error", c.status))
+		}
 		ids, err := c.store.RequeueAll(ctx, jobs.Status(c.status), c.since)
 		if err != nil {
 			return err
@@ -212,11 +237,36 @@ func describeMissing(id jobs.ID, err error) error {
 	return err
 }
 
+// readSOPFile reads an SOP document from a file of at most what the API
+// reads back: a pipe, a device or a larger file is refused, not read for
+// ever or into all the memory there is.
+func readSOPFile(file string) ([]byte, error) {
+	st, err := os.Stat(file) // before it is opened: opening a pipe waits for a writer
+	switch {
+	case err != nil:
+		return nil, err
+	case !st.Mode().IsRegular():
+		return nil, fmt.Errorf("%s is not a file (a folder, a pipe or a device?)", file)
+	case st.Size() > sop.MaxDocumentBytes:
+		return nil, fmt.Errorf("%s is %d bytes; an SOP may be at most %d, what the API reads back", file, st.Size(), sop.MaxDocumentBytes)
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	raw, err := io.ReadAll(io.LimitReader(f, sop.MaxDocumentBytes+1))
+	if err == nil && len(raw) > sop.MaxDocumentBytes {
+		err = fmt.Errorf("%s grew past %d bytes while it was read", file, sop.MaxDocumentBytes)
+	}
+	return raw, err
+}
+
 // completeByHand checks the document as the viewer needs it, stores it as the
 // job's SOP and marks the job completed, both under the SOP lock, so that no
 // worker's write can come between them.
 func completeByHand(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, store *postgres.JobStore, id jobs.ID, file string, w io.Writer) error {
-	raw, err := os.ReadFile(file)
+	raw, err := readSOPFile(file)
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -154,5 +156,34 @@ func TestJobsCLI(t *testing.T) {
 	}
 	if out, err = runops("frobnicate"); err == nil || !strings.Contains(out, "usage: runops jobs") {
 		t.Fatalf("unknown verb: %v\n%s", err, out)
+	}
+	// Arguments that matched nothing, or everything, without a word: an id
+	// beside --status (it requeued every job of the status), a status that
+	// is none of the four for a requeue, a limit under 1, a --since in the
+	// future; an SOP file that is a pipe or a device, or larger than the
+	// API reads back (it was read into all the memory there is).
+	fifo := filepath.Join(t.TempDir(), "sop.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	huge := filepath.Join(t.TempDir(), "huge.json")
+	if err := os.WriteFile(huge, nil, 0o600); err != nil || os.Truncate(huge, 11<<20) != nil {
+		t.Fatal("a sparse file of 11 MiB could not be made")
+	}
+	for args, want := range map[string]string{
+		"requeue " + failed + " --status error":   "not both",
+		"requeue --status errors":                 "none of queued",
+		"list --limit -1":                         "--limit must be 1 or more",
+		"list --since -5h":                        "--since must be",
+		"complete " + failed + " --sop " + fifo:   "is not a file",
+		"complete " + failed + " --sop /dev/zero": "is not a file",
+		"complete " + failed + " --sop " + huge:   "an SOP may be at most",
+	} {
+		if out, err := runops(strings.Fields(args)...); err == nil || !strings.Contains(out, want) {
+			t.Errorf("jobs %s: %v\n%s", args, err, out)
+		}
+	}
+	if out, err := runops("list", "--status", "cancelled"); err != nil || !strings.Contains(out, `no job has the status "cancelled"`) {
+		t.Errorf("a list of a status no job has: %v\n%s", err, out)
 	}
 }

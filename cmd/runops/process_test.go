@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -130,6 +131,29 @@ func TestProcessRefusesWithTheSentence(t *testing.T) {
 	}
 	if len(ai.Requests()) != 0 {
 		t.Fatal("Gemini was asked about a refused recording")
+	}
+}
+
+// A pipe or a device given as the recording is refused at once, by name:
+// it was read for ever (a pipe waits for a writer; /dev/zero has no end),
+// past Ctrl-C and SIGTERM.
+func TestProcessRefusesWhatIsNoFile(t *testing.T) {
+	ai := geminitest.New(t, "test-key")
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "recording.mp4")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, input := range []string{fifo, "/dev/zero"} {
+		var stderr bytes.Buffer
+		cmd := processCmd(t, ai, "--out", dir, input)
+		cmd.Stderr = &stderr
+		if err := runWithin(t, cmd, 30*time.Second); err == nil || !strings.Contains(stderr.String(), "is not a file") {
+			t.Errorf("%s: %v\n%s", input, err, stderr.String())
+		}
+	}
+	if len(ai.Requests()) != 0 {
+		t.Fatal("Gemini was asked")
 	}
 }
 
@@ -296,5 +320,25 @@ func TestProcessSharesNoSecret(t *testing.T) {
 	}
 	if jpgs, _ := filepath.Glob(filepath.Join(out, "*.jpg")); len(jpgs) != 1 {
 		t.Errorf("pictures in --out: %v", jpgs)
+	}
+}
+
+// runWithin runs cmd, killing it and failing the test if it has not ended
+// within d (a guard against a hang, not a timing assertion).
+func runWithin(t *testing.T, cmd *exec.Cmd, d time.Duration) error {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("%s still ran after %s", cmd, d)
+		return nil
 	}
 }

@@ -292,8 +292,7 @@ func (s *server) jobStatus(w http.ResponseWriter, r *http.Request) error {
 // sentence that says what to do — so that the app's page stops polling and
 // shows it, instead of spinning for good on a status it does not know.
 func served(status jobs.Status, errText *string) (jobs.Status, *string) {
-	switch status {
-	case jobs.StatusQueued, jobs.StatusProcessing, jobs.StatusCompleted, jobs.StatusError:
+	if status.Known() {
 		return status, errText
 	}
 	if errText == nil || strings.TrimSpace(*errText) == "" {

@@ -25,6 +25,12 @@ const (
 	StatusError      Status = "error"
 )
 
+// Known tells whether s is one of the four statuses above: a person may
+// write any other in the dashboard, which no worker runs.
+func (s Status) Known() bool {
+	return s == StatusQueued || s == StatusProcessing || s == StatusCompleted || s == StatusError
+}
+
 // Limits shared by the bucket, config.toml, queue-job and the worker.
 const (
 	// MaxUploadBytes is the frontend's own 750 * 1024 * 1024.

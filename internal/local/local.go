@@ -139,6 +139,10 @@ func Run(ctx context.Context, model pipeline.Model, cfg pipeline.Config, input, 
 		return Result{}, fmt.Errorf("read the recording: %w", err)
 	case st.IsDir():
 		return Result{}, fmt.Errorf("%s is a folder, not a recording", input)
+	case !st.Mode().IsRegular():
+		// A pipe or a device would be read for ever (and /dev/zero without
+		// end), past Ctrl-C.
+		return Result{}, fmt.Errorf("%s is not a file (a pipe or a device?): give the recording's file", input)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return Result{}, err
