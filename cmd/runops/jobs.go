@@ -21,6 +21,7 @@ import (
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/sop"
 	"github.com/runops/runops/internal/storage"
+	"github.com/runops/runops/internal/webhook"
 )
 
 const jobsUsage = `usage: runops jobs <verb>
@@ -426,7 +427,7 @@ func printEvents(w io.Writer, events []postgres.Event) {
 		case e.GivenUpAt != nil:
 			state = "given up " + e.GivenUpAt.Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", e.ID, e.Type, e.URL, state, e.LastError)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", e.ID, e.Type, webhook.ShownURL(e.URL), state, e.LastError)
 	}
 	tw.Flush()
 }

@@ -21,6 +21,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -183,11 +184,11 @@ func (d *Deliverer) Once(ctx context.Context) (int, error) {
 			err = d.Store.Delivered(ctx, del)
 		case now().Sub(del.Created) >= giveUpAt:
 			metrics.WebhookDeliveries.WithLabelValues("given_up").Inc()
-			d.Logger.Error("webhook: giving up on an event", "event_id", del.EventID, "url", del.URL, "attempts", del.Attempts, "error", why)
+			d.Logger.Error("webhook: giving up on an event", "event_id", del.EventID, "url", ShownURL(del.URL), "attempts", del.Attempts, "error", why)
 			err = d.Store.GiveUp(ctx, del, why)
 		default:
 			metrics.WebhookDeliveries.WithLabelValues("failed").Inc()
-			d.Logger.Warn("webhook: delivery failed; trying again", "event_id", del.EventID, "url", del.URL, "attempts", del.Attempts, "error", why)
+			d.Logger.Warn("webhook: delivery failed; trying again", "event_id", del.EventID, "url", ShownURL(del.URL), "attempts", del.Attempts, "error", why)
 			err = d.Store.Retry(ctx, del, now().Add(Backoff(del.Attempts)), why)
 		}
 		if err != nil {
@@ -221,6 +222,10 @@ func (d *Deliverer) send(ctx context.Context, del Delivery, at time.Time) string
 	client.CheckRedirect = noRedirects
 	resp, err := client.Do(req)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = ShownURL(del.URL) // the error is logged and stored
+		}
 		return err.Error()
 	}
 	defer resp.Body.Close()
@@ -230,6 +235,19 @@ func (d *Deliverer) send(ctx context.Context, del Delivery, at time.Time) string
 		return fmt.Sprintf("answered %d", resp.StatusCode)
 	}
 	return ""
+}
+
+// ShownURL is a receiver's URL as logs, stored errors and the CLI show it:
+// its password and its query, where a token often rides, hidden.
+func ShownURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(a URL that does not parse)"
+	}
+	if u.RawQuery != "" {
+		u.RawQuery = "redacted"
+	}
+	return u.Redacted()
 }
 
 // Run delivers every Every until ctx is done.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -113,6 +114,37 @@ func TestAURLListedTwiceGetsOneEvent(t *testing.T) {
 	finish(t, postgres.NewQueueStore(pool).SendEvents([]string{r.URL, r.URL}), exec, false)
 	if n := count(`SELECT count(*) FROM runops_webhooks`); n != 1 {
 		t.Fatalf("%d events for one outcome to one receiver", n)
+	}
+}
+
+// A receiver's password and query, where a token often rides, stay out of
+// the log lines and the stored errors of its failed deliveries.
+func TestAReceiversSecretsStayOutOfLogsAndErrors(t *testing.T) {
+	pool, exec, count := database(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing answers there: the delivery fails with the URL in its error
+	finish(t, postgres.NewQueueStore(pool).SendEvents([]string{"http://alice:s3cretpw@" + addr + "/hook?token=tok123"}), exec, false)
+	var logs strings.Builder
+	d := deliverer(t, postgres.NewJobStore(pool), webhook.SecretOld)
+	d.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	if _, err := d.Once(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var stored string
+	if err := pool.QueryRow(context.Background(), `SELECT coalesce(last_error, '') FROM runops_webhooks`).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if count(`SELECT count(*) FROM runops_webhooks WHERE last_error IS NOT NULL`) != 1 || !strings.Contains(logs.String(), "delivery failed") {
+		t.Fatalf("the delivery did not fail as the test needs: %q\n%s", stored, logs.String())
+	}
+	for _, secret := range []string{"s3cretpw", "tok123"} {
+		if strings.Contains(logs.String(), secret) || strings.Contains(stored, secret) {
+			t.Errorf("%q is in the log or the stored error:\n%s\n%s", secret, logs.String(), stored)
+		}
 	}
 }
 
