@@ -440,7 +440,7 @@ func serveHTTP(ctx context.Context, stop func(), g *errgroup.Group, cfg config.C
 		// /metrics, like the health checks, is the process's own: never
 		// proxied, never rate-limited.
 		mux := httpserver.WithHealth(h, log, checks...)
-		mux.Handle("GET /metrics", metrics.Handler())
+		httpserver.Own(mux, "/metrics", metrics.Handler())
 		err := httpserver.Serve(ctx, ln, mux, cfg.ReadTimeout, cfg.ShutdownGrace, log)
 		stop()
 		return err

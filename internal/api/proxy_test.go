@@ -97,6 +97,14 @@ func TestFrontendProxy(t *testing.T) {
 	e.do("GET", "/api/job-status/nope", "").expect(t, 400, nil)
 	r := e.do("GET", "/healthz", "")
 	r.expect(t, 200, map[string]any{"status": "ok"})
+	// Whatever the method: the frontend's own /healthz never answers.
+	for _, m := range []string{"POST", "PUT", "DELETE", "OPTIONS"} {
+		for _, p := range []string{"/healthz", "/readyz"} {
+			if r := e.do(m, p, ""); r.status != http.StatusMethodNotAllowed || strings.Contains(r.raw, "frontend") {
+				t.Errorf("%s %s: %d %s", m, p, r.status, r.raw)
+			}
+		}
+	}
 
 	// A websocket (next dev's HMR) is tunnelled.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -39,10 +39,10 @@ func (d *Degraded) Error() string { return d.Reason }
 // own (/metrics) go on the mux it returns: one mux a request goes through.
 func WithHealth(next http.Handler, log *slog.Logger, checks ...Check) *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	Own(mux, "/healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	Own(mux, "/readyz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 		defer cancel()
 		status, code := "ready", http.StatusOK
@@ -76,9 +76,20 @@ func WithHealth(next http.Handler, log *slog.Logger, checks ...Check) *http.Serv
 			}
 		}
 		writeJSON(w, code, map[string]any{"status": status, "checks": results})
-	})
+	}))
 	mux.Handle("/", next)
 	return mux
+}
+
+// Own serves GET (and HEAD) of path with h on mux, and answers any other
+// method with 405: a path of the process's own is never handed to the
+// rest of mux (a proxied frontend) whatever the method.
+func Own(mux *http.ServeMux, path string, h http.Handler) {
+	mux.Handle("GET "+path, h)
+	mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", "GET, HEAD")
+		writeJSON(w, http.StatusMethodNotAllowed, map[string]any{"error": "Method not allowed"})
+	})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
