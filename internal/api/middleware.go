@@ -144,16 +144,24 @@ func (s *server) logRequests(next http.Handler) http.Handler {
 		}
 		r = r.WithContext(context.WithValue(r.Context(), requestKey{}, q))
 		w.Header().Set("X-Request-Id", q.id)
+		// Deferred: a request the server aborts (a proxied body cut off:
+		// http.ErrAbortHandler passes through recoverPanics) is counted
+		// and logged too.
+		defer s.logRequest(r, q, start)
 		next.ServeHTTP(&q.answer, r)
-		// The route's pattern, never the raw path: one series per route.
-		route := s.routes.pattern(chi.RouteContext(r.Context()))
-		metrics.HTTPRequests.WithLabelValues(route, strconv.Itoa(q.answer.status)).Inc()
-		metrics.HTTPSeconds.WithLabelValues(route).Observe(time.Since(start).Seconds())
-		s.log.LogAttrs(r.Context(), slog.LevelInfo, "http request",
-			slog.String("request_id", q.id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
-			slog.Int("status", q.answer.status), slog.Int("bytes", q.answer.bytes),
-			slog.Duration("duration", time.Since(start)), slog.String("client", s.clientIP(r)))
 	})
+}
+
+// logRequest counts and logs one request, with what was answered of it.
+func (s *server) logRequest(r *http.Request, q *request, start time.Time) {
+	// The route's pattern, never the raw path: one series per route.
+	route := s.routes.pattern(chi.RouteContext(r.Context()))
+	metrics.HTTPRequests.WithLabelValues(route, strconv.Itoa(q.answer.status)).Inc()
+	metrics.HTTPSeconds.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "http request",
+		slog.String("request_id", q.id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
+		slog.Int("status", q.answer.status), slog.Int("bytes", q.answer.bytes),
+		slog.Duration("duration", time.Since(start)), slog.String("client", s.clientIP(r)))
 }
 
 // routePatterns remembers chi's route patterns (RoutePattern joins and

@@ -17,6 +17,9 @@ func newFrontendProxy(target *url.URL, log *slog.Logger) http.Handler {
 			pr.SetXForwarded()
 		},
 		FlushInterval: -1,
+		// What it says of a body cut off on the way (a client that left, a
+		// frontend that died) goes to the service's own log, not stderr.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			log.Warn("frontend unreachable", "path", r.URL.Path, "error", err)
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")

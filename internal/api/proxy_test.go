@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/runops/runops/internal/api"
 	"github.com/runops/runops/internal/httpserver"
+	"github.com/runops/runops/internal/wait"
 )
 
 // frontend stands in for the Next.js server.
@@ -210,3 +212,42 @@ func TestEncodedAPIPathsAreNeverProxied(t *testing.T) {
 		t.Fatalf("a frontend page: %d %s", resp.StatusCode, body)
 	}
 }
+
+// A proxied page whose body the frontend cuts off (or its client leaves)
+// is counted and logged like every request, and what the proxy says of it
+// goes to the service's own log: the server aborts such a request, and
+// before, its line was never written and the proxy's went to stderr.
+func TestACutOffProxiedPageIsLogged(t *testing.T) {
+	t.Parallel()
+	fe := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		_, _ = io.WriteString(w, "half")
+		w.(http.Flusher).Flush()
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+	}))
+	t.Cleanup(fe.Close)
+	target, _ := url.Parse(fe.URL)
+	e := setup(t)
+	var mu sync.Mutex
+	var logs strings.Builder
+	logger := slog.New(slog.NewJSONHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), nil))
+	e.srv.Config.Handler = api.Handler(api.Options{Jobs: e.store, Objects: mustStorage(t, e.fake), FrontendURL: target, Logger: logger})
+	if resp, err := http.Get(e.srv.URL + "/page"); err == nil {
+		_, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	seen := func(s string) bool { mu.Lock(); defer mu.Unlock(); return strings.Contains(logs.String(), s) }
+	wait.For(t, "the cut-off page's line", 30*time.Second, func() bool { return seen(`"path":"/page"`) })
+	wait.For(t, "the proxy's own words in the log", 30*time.Second, func() bool { return seen("ReverseProxy") })
+}
+
+// writerFunc is a function as an io.Writer.
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
