@@ -362,6 +362,12 @@ func (r *reader) url(name, v string, schemes ...string) {
 		r.fail(name, "must be an absolute URL (%s://…)", schemes[0])
 		return
 	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			r.fail(name, "names port %s, which no server listens on (1 to 65535)", p)
+			return
+		}
+	}
 	for _, s := range schemes {
 		if u.Scheme == s {
 			return

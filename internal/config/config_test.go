@@ -124,7 +124,7 @@ func TestTooShortClocks(t *testing.T) {
 			t.Errorf("%s=%s: %v", name, v, err)
 		}
 	}
-	for name, v := range map[string]string{"RUNOPS_LISTENERS": "NaN%", "RUNOPS_WORKER_CONCURRENCY": "1000000000"} {
+	for name, v := range map[string]string{"RUNOPS_LISTENERS": "NaN%", "RUNOPS_WORKER_CONCURRENCY": "1000000000", "SUPABASE_URL": "http://127.0.0.1:99999"} {
 		if _, err := Load(env(map[string]string{name: v})); err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("%s=%s: %v", name, v, err)
 		}
