@@ -165,31 +165,8 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 		c.TrustedProxies = append(c.TrustedProxies, prefix)
 	}
-	r.url("DATABASE_URL", c.DatabaseURL, "postgres", "postgresql")
-	r.url("RUNOPS_LISTEN_DATABASE_URL", c.ListenDatabaseURL, "postgres", "postgresql")
-	r.url("SUPABASE_URL", c.SupabaseURL, "http", "https")
-	r.url("SUPABASE_PUBLIC_URL", c.SupabasePublicURL, "http", "https")
-	if c.FrontendURL != "" {
-		r.url("RUNOPS_FRONTEND_URL", c.FrontendURL, "http", "https")
-	}
-	for i, u := range c.WebhookURLs {
-		r.url("RUNOPS_WEBHOOK_URLS", u, "http", "https")
-		if slices.Contains(c.WebhookURLs[:i], u) {
-			r.fail("RUNOPS_WEBHOOK_URLS", "lists %s twice: list each receiver once", u)
-		}
-	}
+	r.urls(&c)
 	c.WebhookKeys = r.webhookKeys("RUNOPS_WEBHOOK_SECRET", len(c.WebhookURLs) > 0)
-	if c.JWKSURL != "" {
-		r.url("SUPABASE_JWKS_URL", c.JWKSURL, "http", "https")
-	}
-	if c.GeminiBaseURL != "" {
-		r.url("GOOGLE_GEMINI_BASE_URL", c.GeminiBaseURL, "http", "https")
-	}
-	for _, o := range c.CORSOrigins {
-		if o != "*" {
-			r.url("RUNOPS_CORS_ORIGINS", o, "http", "https")
-		}
-	}
 	if c.ReadTimeout > MaxReadTimeout {
 		r.fail("RUNOPS_READ_TIMEOUT", "(%s) must be at most %s: API bodies are small, and a slow body holds a connection", c.ReadTimeout, MaxReadTimeout)
 	}
@@ -290,6 +267,31 @@ func (r *reader) duration(name string, def time.Duration) time.Duration {
 		return def
 	}
 	return d
+}
+
+// urls checks every URL of c, each under its variable's name.
+func (r *reader) urls(c *Config) {
+	r.url("DATABASE_URL", c.DatabaseURL, "postgres", "postgresql")
+	r.url("RUNOPS_LISTEN_DATABASE_URL", c.ListenDatabaseURL, "postgres", "postgresql")
+	r.url("SUPABASE_URL", c.SupabaseURL, "http", "https")
+	r.url("SUPABASE_PUBLIC_URL", c.SupabasePublicURL, "http", "https")
+	for _, o := range [][2]string{{"RUNOPS_FRONTEND_URL", c.FrontendURL}, {"SUPABASE_JWKS_URL", c.JWKSURL},
+		{"GOOGLE_GEMINI_BASE_URL", c.GeminiBaseURL}} { // optional
+		if o[1] != "" {
+			r.url(o[0], o[1], "http", "https")
+		}
+	}
+	for i, u := range c.WebhookURLs {
+		r.url("RUNOPS_WEBHOOK_URLS", u, "http", "https")
+		if slices.Contains(c.WebhookURLs[:i], u) {
+			r.fail("RUNOPS_WEBHOOK_URLS", "lists %s twice: list each receiver once", u)
+		}
+	}
+	for _, o := range c.CORSOrigins {
+		if o != "*" {
+			r.url("RUNOPS_CORS_ORIGINS", o, "http", "https")
+		}
+	}
 }
 
 // maxWorkerConcurrency bounds the jobs one process runs at once: each takes
