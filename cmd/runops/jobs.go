@@ -159,15 +159,14 @@ func (c *jobsVerb) requeue(ctx context.Context) error {
 		if len(c.positional) > 0 {
 			return usageError("jobs requeue takes a job id or --status, not both\n\n" + jobsUsage)
 		}
-		if !jobs.Status(c.status).Known() {
-			// Every job of a status is a lot to requeue on a typo.
-			return usageError(fmt.Sprintf("--status %q is none of queued, processing, completed, error", c.status))
-		}
 		ids, err := c.store.RequeueAll(ctx, jobs.Status(c.status), c.since)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(c.stdout, "requeued %d jobs\n", len(ids))
+		if len(ids) == 0 && !jobs.Status(c.status).Known() {
+			fmt.Fprintf(c.stdout, "(no job has the status %q; the service's are queued, processing, completed and error)\n", c.status)
+		}
 		for _, id := range ids {
 			fmt.Fprintln(c.stdout, id)
 		}

@@ -283,8 +283,8 @@ func (r *reader) urls(c *Config) {
 	}
 	for i, u := range c.WebhookURLs {
 		r.url("RUNOPS_WEBHOOK_URLS", u, "http", "https")
-		if slices.Contains(c.WebhookURLs[:i], u) {
-			r.fail("RUNOPS_WEBHOOK_URLS", "lists %s twice: list each receiver once", u)
+		if j := slices.Index(c.WebhookURLs[:i], u); j >= 0 { // by place: a URL may hold a secret
+			r.fail("RUNOPS_WEBHOOK_URLS", "entry %d repeats entry %d: list each receiver once", i+1, j+1)
 		}
 	}
 	for _, o := range c.CORSOrigins {

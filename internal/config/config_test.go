@@ -134,12 +134,17 @@ func TestTooShortClocks(t *testing.T) {
 	}
 }
 
-// A receiver listed twice is refused at start, by name.
+// A receiver listed twice is refused at start, by name and by place, never
+// showing the URL (it may hold a password or a token).
 func TestAWebhookURLListedTwice(t *testing.T) {
-	_, err := Load(env(map[string]string{"RUNOPS_WEBHOOK_URLS": "https://hooks.example/runops, https://hooks.example/runops",
+	const u = "https://ops:s3cretpw@hooks.example/runops?token=tok_live_abc123"
+	_, err := Load(env(map[string]string{"RUNOPS_WEBHOOK_URLS": "https://other.example/x, " + u + ", " + u,
 		"RUNOPS_WEBHOOK_SECRET": "whsec_Dn/4azeLajvmbbOiXpCwXowRhY8imR8mP4CDd5Z+BEA="}))
-	if err == nil || !strings.Contains(err.Error(), "RUNOPS_WEBHOOK_URLS") || !strings.Contains(err.Error(), "twice") {
+	if err == nil || !strings.Contains(err.Error(), "RUNOPS_WEBHOOK_URLS") || !strings.Contains(err.Error(), "entry 3 repeats entry 2") {
 		t.Fatalf("%v", err)
+	}
+	if strings.Contains(err.Error(), "s3cretpw") || strings.Contains(err.Error(), "tok_live") {
+		t.Fatalf("the message shows the URL's secrets: %v", err)
 	}
 }
 

@@ -95,9 +95,10 @@ const secretName = `(?i:[\p{L}\p{N}_.\-]*?(?:password|passwd|passphrase|pwd|secr
 const passwordName = `(?i:[\p{L}\p{N}_.\-]*?(?:password|passwd|passphrase|pwd)[\p{L}\p{N}_\-]*|[\p{L}\p{N}_\-]*_pass|pass|passwort|kennwort|mot de passe|contraseña|contrasena|senha|wachtwoord|lösenord|losenord|adgangskode|passord|salasana|hasło|haslo|heslo|parola|пароль|パスワード|密码|密碼|비밀번호)`
 
 // assignedValue is what follows a name and its operator: quoted (in
-// Markdown's backticks too), or up to the space or punctuation that ends
-// it in a sentence.
-const assignedValue = `("[^"\n]{4,}"|'[^'\n]{4,}'|` + "`[^`\n]{4,}`" + `|[^\s"'` + "`" + `,;()\[\]{}<>]{4,})`
+// Markdown's backticks too, a code span that neither begins nor ends with
+// a space: not the prose between two spans), or up to the space or
+// punctuation that ends it in a sentence.
+const assignedValue = `("[^"\n]{4,}"|'[^'\n]{4,}'|` + "`[^`\\s][^`\n]{2,}[^`\\s]`" + `|[^\s"'` + "`" + `,;()\[\]{}<>]{4,})`
 
 // Operators: an assignment (=, :=, =>, full-width ＝), or a label's colon
 // or a tab (a form, a table; full-width ：).
@@ -359,10 +360,15 @@ func emails(s string) [][2]int {
 		start, end := loc[0], loc[1]
 		at := start + strings.LastIndexByte(s[start:end], '@')
 		if s[start] != '"' {
+			// After a URL's last separator, from the first letter or digit:
+			// Markdown's "**", "_" or a table's "|" before an address is
+			// not its own.
 			start += strings.LastIndexAny(s[start:at], "/?=&#") + 1
-			if r, _ := utf8.DecodeRuneInString(s[start:at]); start == at || !unicode.IsLetter(r) && !unicode.IsDigit(r) {
+			i := strings.IndexFunc(s[start:at], func(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) })
+			if i < 0 {
 				continue
 			}
+			start += i
 		}
 		if inAuthority(s, at) || !emailDomain(s[start:end]) || !bounded(s, start, end) {
 			continue

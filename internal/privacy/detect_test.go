@@ -111,6 +111,9 @@ func TestDetectorsFindEachKind(t *testing.T) {
 		"https://app.example.com/users/jane.doe@acme-corp.com/edit":             "email:jane.doe@acme-corp.com",
 		"write to mailto:jane.doe@acme-corp.com":                                "email:jane.doe@acme-corp.com",
 		"Email:alice@example.com":                                               "email:alice@example.com",
+		"Contact **jane.doe@acme-corp.com** today":                              "email:jane.doe@acme-corp.com",
+		"Forward it to _billing@acme-corp.com_.":                                "email:billing@acme-corp.com",
+		"| name | |jane.doe@acme-corp.com| |":                                   "email:jane.doe@acme-corp.com",
 		"Password: `Zx9!mQ2@vL`":                                                "password:`Zx9!mQ2@vL`",
 		"DB_PASSWORD=`Zx9!mQ2@vL`":                                              "password:`Zx9!mQ2@vL`",
 		"the token " + ghp[:20] + "\u200b" + ghp[20:] + " expires":              "token:" + ghp[:20] + "\u200b" + ghp[20:],
@@ -163,6 +166,9 @@ func TestDetectorsLeaveLookalikes(t *testing.T) {
 		"Compare the columns\n2023\n2024\n2025\n2026\nand export.",
 		"Open https://docs.google.com/document/d/1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms/edit to read it.",
 		"https://portal.azure.com/#@acme.onmicrosoft.com/resource/subscriptions/123e4567-e89b-12d3-a456-426614174000/resourceGroups/rg-prod/overview",
+		// The prose between two code spans is no value.
+		"Fill `Password:` with the one from your manager, then click `Sign in`.",
+		"Set `DB_PASSWORD=` and `DB_USER=` in `.env`.",
 		// A URL's own user is no address.
 		"clone ssh://git@github.com/acme/app.git",
 		"https://deploy@ci.example.com/builds",
