@@ -136,7 +136,7 @@ func Handler(o Options) http.Handler {
 		r.With(s.rateLimiter()).Patch("/sop/{jobId}", s.handle(s.patchSOP))
 	})
 	if o.FrontendURL != nil {
-		r.NotFound(newFrontendProxy(o.FrontendURL, o.Logger).ServeHTTP)
+		r.NotFound(newFrontendProxy(o.FrontendURL, s.fromTrustedProxy, o.Logger).ServeHTTP)
 	} else {
 		r.NotFound(s.notFound)
 	}

@@ -298,8 +298,7 @@ func (s *server) clientIP(r *http.Request) string {
 	if err != nil {
 		host = r.RemoteAddr
 	}
-	peer, err := netip.ParseAddr(host)
-	if err != nil || !s.trusted(peer) {
+	if !s.fromTrustedProxy(r) {
 		return host
 	}
 	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
@@ -313,6 +312,17 @@ func (s *server) clientIP(r *http.Request) string {
 		}
 	}
 	return host
+}
+
+// fromTrustedProxy tells whether r came straight from a proxy in
+// RUNOPS_TRUSTED_PROXIES.
+func (s *server) fromTrustedProxy(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	peer, err := netip.ParseAddr(host)
+	return err == nil && s.trusted(peer)
 }
 
 func (s *server) trusted(a netip.Addr) bool {

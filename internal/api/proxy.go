@@ -5,16 +5,32 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 )
 
 // newFrontendProxy forwards every non-API request to the Next.js server as it
 // is: bodies streamed both ways, its status codes and bodies unchanged (its
 // /sop/* page answers 500 by design), websocket upgrades tunnelled (next dev).
-func newFrontendProxy(target *url.URL, log *slog.Logger) http.Handler {
+// It says who the client is in X-Forwarded-For, -Host and -Proto; from a
+// proxy it trusts (RUNOPS_TRUSTED_PROXIES), what that proxy said comes
+// first: the frontend sees the browser's address and scheme (https behind
+// a load balancer that ends TLS), not the proxy's.
+func newFrontendProxy(target *url.URL, trusted func(*http.Request) bool, log *slog.Logger) http.Handler {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.SetXForwarded()
+			if trusted(pr.In) {
+				in := pr.In.Header
+				if v := in.Values("X-Forwarded-For"); len(v) > 0 {
+					pr.Out.Header.Set("X-Forwarded-For", strings.Join(v, ", ")+", "+pr.Out.Header.Get("X-Forwarded-For"))
+				}
+				for _, h := range []string{"X-Forwarded-Host", "X-Forwarded-Proto"} {
+					if v := in.Get(h); v != "" {
+						pr.Out.Header.Set(h, v)
+					}
+				}
+			}
 		},
 		FlushInterval: -1,
 		// What it says of a body cut off on the way (a client that left, a

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -251,3 +252,40 @@ func TestACutOffProxiedPageIsLogged(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// Behind a proxy it trusts (RUNOPS_TRUSTED_PROXIES), the frontend learns
+// the browser's address and scheme from what that proxy said (https behind
+// a load balancer that ends TLS); from anyone else, only runops' own view.
+func TestTheFrontendSeesTheClientBehindATrustedProxy(t *testing.T) {
+	t.Parallel()
+	seen := make(chan http.Header, 2)
+	fe := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Clone()
+	}))
+	t.Cleanup(fe.Close)
+	target, _ := url.Parse(fe.URL)
+	for _, c := range []struct {
+		trusted         []netip.Prefix
+		wantFor, wantPr string
+	}{
+		{[]netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, "203.0.113.7, 127.0.0.1", "https"},
+		{nil, "127.0.0.1", "http"},
+	} {
+		e := setup(t)
+		e.srv.Config.Handler = api.Handler(api.Options{Jobs: e.store, Objects: mustStorage(t, e.fake), FrontendURL: target,
+			TrustedProxies: c.trusted, Logger: slog.New(slog.DiscardHandler)})
+		req, _ := http.NewRequest("GET", e.srv.URL+"/page", nil)
+		req.Header.Set("X-Forwarded-For", "203.0.113.7")
+		req.Header.Set("X-Forwarded-Proto", "https")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		h := wait.Recv(t, seen, "the frontend's request")
+		if h.Get("X-Forwarded-For") != c.wantFor || h.Get("X-Forwarded-Proto") != c.wantPr {
+			t.Errorf("trusted %v: the frontend saw X-Forwarded-For %q, -Proto %q; want %q, %q",
+				c.trusted, h.Get("X-Forwarded-For"), h.Get("X-Forwarded-Proto"), c.wantFor, c.wantPr)
+		}
+	}
+}
