@@ -107,6 +107,14 @@ func (c *jobsVerb) checkFlags() error {
 	return nil
 }
 
+// noteUnknownStatus says, when --status is none of the service's four and
+// nothing matched it, that no job has it: a typo is not silent.
+func (c *jobsVerb) noteUnknownStatus() {
+	if c.status != "" && !jobs.Status(c.status).Known() {
+		fmt.Fprintf(c.stdout, "(no job has the status %q; the service's are queued, processing, completed and error)\n", c.status)
+	}
+}
+
 // oneID is the verb's only positional argument, a job id.
 func (c *jobsVerb) oneID() (jobs.ID, error) {
 	if len(c.positional) != 1 {
@@ -125,8 +133,8 @@ func (c *jobsVerb) list(ctx context.Context) error {
 		return writeJSONTo(c.stdout, list)
 	}
 	printJobs(c.stdout, list, time.Now())
-	if len(list) == 0 && c.status != "" && !jobs.Status(c.status).Known() {
-		fmt.Fprintf(c.stdout, "(no job has the status %q; the service's are queued, processing, completed and error)\n", c.status)
+	if len(list) == 0 {
+		c.noteUnknownStatus()
 	}
 	return nil
 }
@@ -164,8 +172,8 @@ func (c *jobsVerb) requeue(ctx context.Context) error {
 			return err
 		}
 		fmt.Fprintf(c.stdout, "requeued %d jobs\n", len(ids))
-		if len(ids) == 0 && !jobs.Status(c.status).Known() {
-			fmt.Fprintf(c.stdout, "(no job has the status %q; the service's are queued, processing, completed and error)\n", c.status)
+		if len(ids) == 0 {
+			c.noteUnknownStatus()
 		}
 		for _, id := range ids {
 			fmt.Fprintln(c.stdout, id)

@@ -30,7 +30,11 @@ func TestJobsCLI(t *testing.T) {
 	bin := binary(t)
 	runops := func(args ...string) (string, error) {
 		t.Helper()
-		cmd := exec.Command(bin, append([]string{"jobs"}, args...)...)
+		// A guard against a hang (a pipe read for ever), not a timing assertion.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, append([]string{"jobs"}, args...)...)
+		cmd.WaitDelay = time.Second
 		cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ServiceRoleKey())
 		out, err := cmd.CombinedOutput()
 		return string(out), err
@@ -158,9 +162,8 @@ func TestJobsCLI(t *testing.T) {
 		t.Fatalf("unknown verb: %v\n%s", err, out)
 	}
 	// Arguments that matched nothing, or everything, without a word: an id
-	// beside --status (it requeued every job of the status), a status that
-	// is none of the four for a requeue, a limit under 1, a --since in the
-	// future; an SOP file that is a pipe or a device, or larger than the
+	// beside --status (it requeued every job of the status), a limit under
+	// 1, a --since in the future; an SOP file that is a pipe or a device, or larger than the
 	// API reads back (it was read into all the memory there is).
 	fifo := filepath.Join(t.TempDir(), "sop.fifo")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {

@@ -110,11 +110,11 @@ func Load(getenv func(string) string) (Config, error) {
 		FrontendURL:       r.first("", "RUNOPS_FRONTEND_URL"),
 		CORSOrigins:       list(r.first("", "RUNOPS_CORS_ORIGINS")),
 		RequireAuth:       r.boolean("RUNOPS_REQUIRE_AUTH", false),
-		WorkerConcurrency: r.integer("RUNOPS_WORKER_CONCURRENCY", max(1, runtime.NumCPU()/2), 1),
-		OwnerConcurrency:  r.integer("RUNOPS_OWNER_CONCURRENCY", 0, 1),
+		WorkerConcurrency: r.integer("RUNOPS_WORKER_CONCURRENCY", max(1, runtime.NumCPU()/2), 1, maxWorkerConcurrency),
+		OwnerConcurrency:  r.integer("RUNOPS_OWNER_CONCURRENCY", 0, 1, 0),
 		LeaseTTL:          r.durationAtLeast("RUNOPS_LEASE_TTL", queue.DefaultLeaseTTL, time.Second),
 		Sweep:             r.durationAtLeast("RUNOPS_SWEEP", queue.DefaultSweep, 100*time.Millisecond),
-		MaxAttempts:       r.integer("RUNOPS_MAX_ATTEMPTS", queue.DefaultMaxAttempts, 1),
+		MaxAttempts:       r.integer("RUNOPS_MAX_ATTEMPTS", queue.DefaultMaxAttempts, 1, 0),
 		ShutdownGrace:     r.duration("RUNOPS_SHUTDOWN_GRACE", queue.DefaultShutdownGrace),
 		ReadTimeout:       r.duration("RUNOPS_READ_TIMEOUT", 10*time.Second),
 		TmpDir:            r.first("", "RUNOPS_TMPDIR"),
@@ -132,10 +132,6 @@ func Load(getenv func(string) string) (Config, error) {
 		GeminiFileActiveTimeout: r.duration("GEMINI_FILE_ACTIVE_TIMEOUT", pipeline.DefaultFileActiveTimeout),
 		GeminiMaxRetryWait:      r.duration("GEMINI_MAX_RETRY_WAIT", pipeline.DefaultMaxRetryWait),
 		GeminiBaseURL:           r.first("", "GOOGLE_GEMINI_BASE_URL"),
-	}
-	if c.WorkerConcurrency > maxWorkerConcurrency {
-		// Each running job takes up to three database connections.
-		r.fail("RUNOPS_WORKER_CONCURRENCY", "is at most %d jobs at once in one process, not %d", maxWorkerConcurrency, c.WorkerConcurrency)
 	}
 	c.Heartbeat = r.durationAtLeast("RUNOPS_HEARTBEAT", queue.DefaultHeartbeat(c.LeaseTTL), 100*time.Millisecond)
 	c.ListenDatabaseURL = r.first(c.DatabaseURL, "RUNOPS_LISTEN_DATABASE_URL")
@@ -310,14 +306,19 @@ func (r *reader) durationAtLeast(name string, def, least time.Duration) time.Dur
 	return d
 }
 
-func (r *reader) integer(name string, def, minimum int) int {
+// integer reads a whole number from minimum to maximum (0: no maximum).
+func (r *reader) integer(name string, def, minimum, maximum int) int {
 	v := r.first("", name)
 	if v == "" {
 		return def
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || n < minimum {
+	switch {
+	case err != nil || n < minimum:
 		r.fail(name, "must be a whole number ≥ %d, not %q", minimum, v)
+		return def
+	case maximum > 0 && n > maximum:
+		r.fail(name, "must be at most %d, not %d", maximum, n)
 		return def
 	}
 	return n

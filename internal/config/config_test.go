@@ -112,13 +112,10 @@ func TestListeners(t *testing.T) {
 	}
 }
 
-// RUNOPS_WEBHOOK_SECRET is whsec_<base64>, two space-separated while
-// rotating; any other shape refuses to start with how to make one, and
-// never repeats the value.
 // The engine's clocks refuse values too short to tick by, a share of
 // listeners that is no number, and more jobs at once than a process can
 // hold connections for: each by name.
-func TestTooShortClocks(t *testing.T) {
+func TestValuesItCannotRunWith(t *testing.T) {
 	for name, v := range map[string]string{"RUNOPS_LEASE_TTL": "1ns", "RUNOPS_SWEEP": "1ns", "RUNOPS_HEARTBEAT": "10ms"} {
 		if _, err := Load(env(map[string]string{name: v})); err == nil || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), "at least") {
 			t.Errorf("%s=%s: %v", name, v, err)
@@ -148,6 +145,9 @@ func TestAWebhookURLListedTwice(t *testing.T) {
 	}
 }
 
+// RUNOPS_WEBHOOK_SECRET is whsec_<base64>, two space-separated while
+// rotating; any other shape refuses to start with how to make one, and
+// never repeats the value.
 func TestWebhookSecret(t *testing.T) {
 	const a, b = "whsec_Dn/4azeLajvmbbOiXpCwXowRhY8imR8mP4CDd5Z+BEA=", "whsec_QrLIp9s/4vMQrMVe758REXrj78W3Lv0V27uRT0uboMs="
 	c, err := Load(env(map[string]string{"RUNOPS_WEBHOOK_URLS": "https://hooks.example/runops", "RUNOPS_WEBHOOK_SECRET": a}))

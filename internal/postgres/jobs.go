@@ -195,7 +195,7 @@ func (r summaryRow) summary(found bool) jobs.Summary {
 	// read as json.Unmarshal reads it, without its decoder.
 	if len(r.progress) > 0 && (r.progress[0] == '-' || '0' <= r.progress[0] && r.progress[0] <= '9') {
 		if p, err := strconv.ParseFloat(string(r.progress), 64); err == nil {
-			sum.Progress = &p
+			sum.Progress = jobs.ClampProgress(p)
 		}
 	}
 	if r.sopTag != nil {
@@ -341,6 +341,10 @@ func decodeMetadata(raw []byte) (map[string]any, error) {
 		return map[string]any{}, nil
 	}
 	m := map[string]any{}
+	if json.Unmarshal(raw, &m) == nil {
+		return m, nil // as nearly every row is
+	}
+	m = map[string]any{}
 	dec := json.NewDecoder(bytes.NewReader(pruneDeep(raw, maxMetadataDepth)))
 	dec.UseNumber()
 	if err := dec.Decode(&m); err != nil {

@@ -171,6 +171,7 @@ func LossCause(status jobs.Status, found bool) error {
 // lost lease, and a slow read has the whole 5 s. ErrLost when the database
 // still cannot say.
 func readLossCause(store Store, id jobs.ID) error {
+	const causeTries = 3
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for try := 1; ; try++ {
@@ -178,7 +179,7 @@ func readLossCause(store Store, id jobs.ID) error {
 		if err == nil {
 			return LossCause(status, found)
 		}
-		if try == 3 {
+		if try == causeTries {
 			return ErrLost
 		}
 		select {

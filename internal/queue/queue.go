@@ -161,8 +161,8 @@ var (
 	// 5 s (the sweep, if shorter, still wins).
 	claimFailures = backoff.Policy{First: 100 * time.Millisecond, Max: 5 * time.Second}
 	// causeReads paces the reads of why a run lost its job that fail:
-	// 200 ms, then 400 ms, within readLossCause's 5 s.
-	causeReads = backoff.Policy{First: 200 * time.Millisecond, Max: time.Second}
+	// 200 ms, then 400 ms (causeTries in all), within readLossCause's 5 s.
+	causeReads = backoff.Policy{First: 200 * time.Millisecond}
 	// outcomeFailures paces an outcome's write (completed, error, a hand
 	// back): from 100 ms, doubling, up to 2 s, within the lease.
 	outcomeFailures = backoff.Policy{First: 100 * time.Millisecond, Max: 2 * time.Second}

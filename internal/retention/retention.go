@@ -60,12 +60,12 @@ type Janitor struct {
 	Logger  *slog.Logger
 }
 
-// UploadURLLifetime is how long a signed upload URL works: Supabase
+// uploadURLLifetime is how long a signed upload URL works: Supabase
 // Storage's, 2 hours (UPLOAD_SIGNED_URL_EXPIRATION_TIME; the server's
 // setting wins over anything asked per URL). An upload never queued is not
 // deleted, nor its owner forgotten, before its URL has expired, however
 // short RUNOPS_RAW_RETENTION is.
-const UploadURLLifetime = 2 * time.Hour
+const uploadURLLifetime = 2 * time.Hour
 
 // batch bounds one round's deletions per kind.
 const batch = 100
@@ -92,7 +92,7 @@ func (j *Janitor) Once(ctx context.Context) (int, error) {
 			// Never before its upload URL expires: forgotten sooner, an
 			// upload that came through it later would have no owner, and
 			// its job would be open to all.
-			return j.Store.ExpireUnqueued(ctx, max(j.Raw, UploadURLLifetime), limit, remove)
+			return j.Store.ExpireUnqueued(ctx, max(j.Raw, uploadURLLifetime), limit, remove)
 		})
 		kinds = append(kinds, Raw)
 	}
