@@ -52,8 +52,10 @@ func toDocument(text string, id jobs.ID, duration time.Duration) (answer, string
 	var m modelSOP
 	dec := json.NewDecoder(strings.NewReader(text))
 	err := dec.Decode(&m)
-	if _, next := dec.Token(); err == nil && next != io.EOF {
-		err = errors.New("more follows the JSON object; answer with one object only")
+	if err == nil {
+		if _, next := dec.Token(); next != io.EOF {
+			err = errors.New("more follows the JSON object; answer with one object only")
+		}
 	}
 	if err != nil {
 		return answer{}, "- the answer is not the JSON the schema asks for: " + err.Error() + "\n"
@@ -118,6 +120,8 @@ func toDocument(text string, id jobs.ID, duration time.Duration) (answer, string
 		problems = append(problems, "- "+p.String())
 	}
 	if len(problems) == 0 {
+		// Measured on the document, not the answer: the numbers Repair
+		// gives a deep chain of steps grow with the square of its depth.
 		// Half of what can be read back: the privacy pass may lengthen it.
 		if b, err := sop.Marshal(d); err == nil && len(b) > maxAnswerBytes {
 			problems = append(problems, fmt.Sprintf("- the document is %d bytes long; it must stay under %d: fewer steps, shorter texts",

@@ -182,8 +182,12 @@ func (p *Pipeline) Ready() error {
 var _ queue.Gate = (*Pipeline)(nil)
 
 // noSpace tells a write that failed because the disk is full: the error of
-// a write (ENOSPC, EDQUOT), or ffmpeg saying so.
+// a write (ENOSPC, EDQUOT), or ffmpeg saying so; not one already handed
+// back for it (errDiskFull, which wraps the write's error).
 func noSpace(err error) bool {
+	if errors.Is(err, errDiskFull) {
+		return false
+	}
 	var fe interface{ FFmpegOutput() string }
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) ||
 		(errors.As(err, &fe) && strings.Contains(fe.FFmpegOutput(), "No space left on device"))

@@ -83,9 +83,9 @@ func (p *Pipeline) frames(ctx context.Context, job queue.Job, r queue.Reporter, 
 	sctx, cancel := context.WithTimeout(ctx, p.cfg.FramesTimeout)
 	defer cancel()
 	why, err := p.takeShots(sctx, job, r, shots, want, set)
-	if noSpace(err) && !errors.Is(err, errDiskFull) {
+	if noSpace(err) {
 		// A copy, or a kept screenshot's download: the disk's fault, not
-		// the job's (a pass over the raw upload has said so already).
+		// the job's.
 		return nil, p.outOfSpace(ctx, job, r, err)
 	}
 	if err != nil {

@@ -409,9 +409,8 @@ func (r *rig) screen(texts []mediatest.Text) string {
 }
 
 // A kept screenshot larger than any the worker writes (an object replaced
-// by hand) is left out, not cut short, and not downloaded: its step has
-// none after the rerun, no part of it stays in the work directory, and the
-// job completes.
+// by hand) is left out, not cut short: its step has none after the rerun,
+// no part of it stays in the work directory, and the job completes.
 func TestAnOversizedKeptScreenshotIsLeftOut(t *testing.T) {
 	t.Parallel()
 	left := make(chan []string, 1)

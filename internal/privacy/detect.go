@@ -204,8 +204,8 @@ func (d *Detector) Find(text string) []Match {
 	}
 	base := identity(text)
 	vs := views(base)
-	if p := plain(base); p.s != base.s {
-		vs = append(vs, views(p)...)
+	if strings.ContainsFunc(text, hidesShape) {
+		vs = append(vs, views(plain(base))...)
 	}
 	var all []Match
 	seen := map[string]bool{}
@@ -381,7 +381,7 @@ func emails(s string) [][2]int {
 // inAuthority tells whether the "@" at s[at] is a URL's, between its "://"
 // and its path: its user's.
 func inAuthority(s string, at int) bool {
-	start := strings.LastIndexAny(s[:at], " \t\n\"'<>(") + 1
+	start := wordStart(s, at)
 	scheme := strings.Index(s[start:at], "://")
 	return scheme >= 0 && !strings.ContainsAny(s[start+scheme+3:at], "/?#")
 }
@@ -489,9 +489,11 @@ func assignedSecret(v string) bool {
 
 // inURL tells whether the word s[i] is in holds "://" before i.
 func inURL(s string, i int) bool {
-	start := strings.LastIndexAny(s[:i], " \t\n\"'<>(") + 1
-	return strings.Contains(s[start:i], "://")
+	return strings.Contains(s[wordStart(s, i):i], "://")
 }
+
+// wordStart is where the word s[i] is in begins, as a URL is one word.
+func wordStart(s string, i int) int { return strings.LastIndexAny(s[:i], " \t\n\"'<>(") + 1 }
 
 // looksGenerated keeps a token that mixes letters with digits or cases:
 // "Bearer token" names one, "Bearer eyJhbGci…" is one.

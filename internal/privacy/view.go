@@ -29,6 +29,9 @@ func identity(s string) view {
 	return v
 }
 
+// hidesShape tells a rune plain takes out or reads as another.
+func hidesShape(r rune) bool { return r >= 0xFF01 && r <= 0xFF5E || unicode.Is(unicode.Cf, r) }
+
 // plain is v without its invisible format characters (zero-width spaces
 // and joiners, soft hyphens, word joiners, byte order marks: Unicode's Cf)
 // and with full-width forms as the ASCII letters, digits and signs they
