@@ -125,8 +125,7 @@ func (s *server) queueJob(w http.ResponseWriter, r *http.Request) error {
 		if err := checkOwner(existing.Owner, r); err != nil {
 			return err
 		}
-		status, _ := served(existing.Status, nil)
-		writeJSON(w, http.StatusOK, map[string]string{"jobId": string(id), "status": string(status), "message": msgAlreadyQueued})
+		writeJSON(w, http.StatusOK, map[string]string{"jobId": string(id), "status": string(shown(existing.Status)), "message": msgAlreadyQueued})
 		return nil
 	}
 	owner := existing.Owner
@@ -168,8 +167,7 @@ func (s *server) queueJob(w http.ResponseWriter, r *http.Request) error {
 		}
 		msg = msgAlreadyQueued
 	}
-	status, _ := served(job.Status, nil)
-	writeJSON(w, http.StatusOK, map[string]string{"jobId": string(id), "status": string(status), "message": msg})
+	writeJSON(w, http.StatusOK, map[string]string{"jobId": string(id), "status": string(shown(job.Status)), "message": msg})
 	return nil
 }
 
@@ -260,11 +258,6 @@ func (s *server) jobStatus(w http.ResponseWriter, r *http.Request) error {
 		status, errText := served(j.Status, j.Error)
 		out := jobStatus{JobID: string(id), Status: string(status), CreatedAt: j.CreatedAt.UTC(),
 			UpdatedAt: j.UpdatedAt.UTC(), Error: errText, Progress: j.Progress}
-		if p := j.Progress; p != nil && (*p < 0 || *p > 1) {
-			// A person's edit out of range: the nearest a progress can say.
-			clamped := min(max(*p, 0), 1)
-			out.Progress = &clamped
-		}
 		if j.CompletedAt != nil {
 			t := j.CompletedAt.UTC()
 			out.CompletedAt = &t
@@ -300,6 +293,14 @@ func served(status jobs.Status, errText *string) (jobs.Status, *string) {
 		errText = &msg
 	}
 	return jobs.StatusError, errText
+}
+
+// shown is the status the app is told of a row (see served).
+func shown(s jobs.Status) jobs.Status {
+	if s.Known() {
+		return s
+	}
+	return jobs.StatusError
 }
 
 // decodeJSON reads a small JSON object body. An empty body decodes as {}.

@@ -92,6 +92,15 @@ func (a *answer) Flush() {
 
 func (a *answer) Unwrap() http.ResponseWriter { return a.ResponseWriter }
 
+// SetWriteDeadline passes the deadline to the connection's writer, without
+// an http.ResponseController (one allocation a request).
+func (a *answer) SetWriteDeadline(t time.Time) error {
+	if d, ok := a.ResponseWriter.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		return d.SetWriteDeadline(t)
+	}
+	return http.ErrNotSupported
+}
+
 type requestKey struct{}
 
 // requestOf is what the middleware learned of r (nothing outside it).
@@ -246,7 +255,9 @@ func (s *server) timeout(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), s.o.RequestTimeout)
 		defer cancel()
-		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(writeTimeouts * s.o.RequestTimeout))
+		if d, ok := w.(interface{ SetWriteDeadline(time.Time) error }); ok {
+			_ = d.SetWriteDeadline(time.Now().Add(writeTimeouts * s.o.RequestTimeout))
+		}
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
@@ -294,11 +305,8 @@ func parseHop(s string) (netip.Addr, error) {
 // clientIP is the peer address, or, when the peer is a trusted proxy, the
 // right-most X-Forwarded-For entry that is not itself a trusted proxy.
 func (s *server) clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	if !s.fromTrustedProxy(r) {
+	host, trusted := s.peer(r)
+	if !trusted {
 		return host
 	}
 	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
@@ -314,15 +322,22 @@ func (s *server) clientIP(r *http.Request) string {
 	return host
 }
 
-// fromTrustedProxy tells whether r came straight from a proxy in
+// peer is the address r came from, and whether it is a proxy in
 // RUNOPS_TRUSTED_PROXIES.
-func (s *server) fromTrustedProxy(r *http.Request) bool {
+func (s *server) peer(r *http.Request) (host string, trusted bool) {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
 	}
-	peer, err := netip.ParseAddr(host)
-	return err == nil && s.trusted(peer)
+	a, err := netip.ParseAddr(host)
+	return host, err == nil && s.trusted(a)
+}
+
+// fromTrustedProxy tells whether r came straight from a proxy in
+// RUNOPS_TRUSTED_PROXIES.
+func (s *server) fromTrustedProxy(r *http.Request) bool {
+	_, trusted := s.peer(r)
+	return trusted
 }
 
 func (s *server) trusted(a netip.Addr) bool {

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"strings"
 )
 
 // newFrontendProxy forwards every non-API request to the Next.js server as it
@@ -19,14 +18,15 @@ func newFrontendProxy(target *url.URL, trusted func(*http.Request) bool, log *sl
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
+			trust := trusted(pr.In)
+			if trust {
+				// SetXForwarded appends the client to what the proxy said.
+				pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+			}
 			pr.SetXForwarded()
-			if trusted(pr.In) {
-				in := pr.In.Header
-				if v := in.Values("X-Forwarded-For"); len(v) > 0 {
-					pr.Out.Header.Set("X-Forwarded-For", strings.Join(v, ", ")+", "+pr.Out.Header.Get("X-Forwarded-For"))
-				}
+			if trust {
 				for _, h := range []string{"X-Forwarded-Host", "X-Forwarded-Proto"} {
-					if v := in.Get(h); v != "" {
+					if v := pr.In.Header.Get(h); v != "" {
 						pr.Out.Header.Set(h, v)
 					}
 				}

@@ -264,28 +264,29 @@ func TestTheFrontendSeesTheClientBehindATrustedProxy(t *testing.T) {
 	}))
 	t.Cleanup(fe.Close)
 	target, _ := url.Parse(fe.URL)
+	e := setup(t)
 	for _, c := range []struct {
-		trusted         []netip.Prefix
-		wantFor, wantPr string
+		trusted                  []netip.Prefix
+		wantFor, wantPr, wantHst string
 	}{
-		{[]netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, "203.0.113.7, 127.0.0.1", "https"},
-		{nil, "127.0.0.1", "http"},
+		{[]netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, "203.0.113.7, 127.0.0.1", "https", "app.example.com"},
+		{nil, "127.0.0.1", "http", strings.TrimPrefix(e.srv.URL, "http://")},
 	} {
-		e := setup(t)
 		e.srv.Config.Handler = api.Handler(api.Options{Jobs: e.store, Objects: mustStorage(t, e.fake), FrontendURL: target,
 			TrustedProxies: c.trusted, Logger: slog.New(slog.DiscardHandler)})
 		req, _ := http.NewRequest("GET", e.srv.URL+"/page", nil)
 		req.Header.Set("X-Forwarded-For", "203.0.113.7")
 		req.Header.Set("X-Forwarded-Proto", "https")
+		req.Header.Set("X-Forwarded-Host", "app.example.com")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
 		h := wait.Recv(t, seen, "the frontend's request")
-		if h.Get("X-Forwarded-For") != c.wantFor || h.Get("X-Forwarded-Proto") != c.wantPr {
-			t.Errorf("trusted %v: the frontend saw X-Forwarded-For %q, -Proto %q; want %q, %q",
-				c.trusted, h.Get("X-Forwarded-For"), h.Get("X-Forwarded-Proto"), c.wantFor, c.wantPr)
+		if h.Get("X-Forwarded-For") != c.wantFor || h.Get("X-Forwarded-Proto") != c.wantPr || h.Get("X-Forwarded-Host") != c.wantHst {
+			t.Errorf("trusted %v: the frontend saw X-Forwarded-For %q, -Proto %q, -Host %q; want %q, %q, %q", c.trusted,
+				h.Get("X-Forwarded-For"), h.Get("X-Forwarded-Proto"), h.Get("X-Forwarded-Host"), c.wantFor, c.wantPr, c.wantHst)
 		}
 	}
 }

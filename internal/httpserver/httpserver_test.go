@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"testing"
 	"time"
@@ -54,5 +55,23 @@ func TestStalledBodyIsCut(t *testing.T) {
 	}
 	if err := wait.Recv(t, handled, "the handler"); err == nil {
 		t.Fatal("the handler read a whole body that never came")
+	}
+}
+
+// A path the process owns (Own: /metrics as main.go mounts it) answers GET
+// itself and any other method with 405, never handing it to the rest.
+func TestOwnPathsAreNeverHandedOn(t *testing.T) {
+	passed := false
+	mux := httpserver.WithHealth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { passed = true }), slog.New(slog.DiscardHandler))
+	httpserver.Own(mux, "/metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "metrics") }))
+	for _, c := range []struct {
+		method, path string
+		status       int
+	}{{"GET", "/metrics", 200}, {"HEAD", "/metrics", 200}, {"POST", "/metrics", 405}, {"DELETE", "/healthz", 405}, {"OPTIONS", "/readyz", 405}} {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest(c.method, c.path, nil))
+		if rec.Code != c.status || passed {
+			t.Errorf("%s %s: %d (handed on: %v); want %d", c.method, c.path, rec.Code, passed, c.status)
+		}
 	}
 }

@@ -163,12 +163,19 @@ func (j Job) Stage() string {
 	return s
 }
 
-// Progress is metadata.progress (0–1), or nil when absent.
+// Progress is metadata.progress, or nil when absent; a value a person wrote
+// outside 0–1 is its nearest end.
 func (j Job) Progress() *float64 {
 	if p, ok := j.Metadata["progress"].(float64); ok {
-		return &p
+		return ClampProgress(p)
 	}
 	return nil
+}
+
+// ClampProgress is p within 0–1, as a progress can say.
+func ClampProgress(p float64) *float64 {
+	p = min(max(p, 0), 1)
+	return &p
 }
 
 // Summary is what the API answers with of a job, read without the rest of

@@ -109,13 +109,13 @@ func TestSummariesReadTogether(t *testing.T) {
 	}
 	wg.Go(func() {
 		for step := range 50 {
-			if _, err := pool.Exec(ctx, `UPDATE jobs SET metadata = jsonb_set(metadata, '{progress}', to_jsonb($2::int)) WHERE job_id = $1`,
+			if _, err := pool.Exec(ctx, `UPDATE jobs SET metadata = jsonb_set(metadata, '{progress}', to_jsonb($2::int / 100.0)) WHERE job_id = $1`,
 				moving, step); err != nil {
 				errs <- err
 				return
 			}
 			got, err := store.Summary(ctx, moving)
-			if err != nil || got.Progress == nil || *got.Progress != float64(step) {
+			if err != nil || got.Progress == nil || *got.Progress != float64(step)/100 {
 				errs <- fmt.Errorf("after progress %d was written, a read answered %+v (%v)", step, got, err)
 				return
 			}
@@ -341,8 +341,9 @@ func TestSummaryReadsProgressAsJobDoes(t *testing.T) {
 	pool, _ := pgtest.Pool(t)
 	store := postgres.NewJobStore(pool)
 	none := math.NaN() // no progress
-	for v, want := range map[string]float64{`0`: 0, `-0`: 0, `0.5`: 0.5, `-0.25`: -0.25, `1`: 1, `100`: 100, `1e2`: 100,
-		`1.5E-3`: 0.0015, `1e400`: none, `-1e400`: none, `1e-400`: 0, `12345678901234567890.123456789`: 12345678901234567890.123456789,
+	// Outside 0–1, the nearest end: the contract's progress is 0 to 1.
+	for v, want := range map[string]float64{`0`: 0, `-0`: 0, `0.5`: 0.5, `-0.25`: 0, `1`: 1, `100`: 1, `1e2`: 1,
+		`1.5E-3`: 0.0015, `1e400`: none, `-1e400`: none, `1e-400`: 0, `12345678901234567890.123456789`: 1,
 		`0.1000000000000000055511151231257827`: 0.1, `"0.5"`: none, `true`: none, `null`: none, `[1]`: none, `{"a": 1}`: none} {
 		id := jobs.ID(uuid.NewString())
 		if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id, metadata) VALUES ($1, jsonb_build_object('progress', $2::jsonb))`, id, v); err != nil {
