@@ -80,15 +80,7 @@ var supabaseTemplate = &templateDB{what: "supabase template database", make: mak
 // Supabase's part, the migrations as `runops migrate` or `supabase db push`
 // applies them, then all of them again.
 func makeSupabaseTemplate() (string, error) {
-	return makeTemplateOf("runops_stmpl", func(ctx context.Context, dsn string) error {
-		pool, err := postgres.OpenPool(ctx, dsn, 2)
-		if err != nil {
-			return err
-		}
-		defer pool.Close()
-		if _, err := pool.Exec(ctx, supabaseSchemas); err != nil {
-			return fmt.Errorf("supabase schemas: %w", err)
-		}
+	return makeSupabaseTemplateOf("runops_stmpl", func(ctx context.Context, pool *pgxpool.Pool) error {
 		ms, err := postgres.LoadMigrations(supabase.Migrations)
 		if err != nil {
 			return err
@@ -100,6 +92,22 @@ func makeSupabaseTemplate() (string, error) {
 			return fmt.Errorf("migrations applied again: %w", err)
 		}
 		return nil
+	})
+}
+
+// makeSupabaseTemplateOf makes a template database of Supabase's part, then
+// fills it.
+func makeSupabaseTemplateOf(prefix string, fill func(ctx context.Context, pool *pgxpool.Pool) error) (string, error) {
+	return makeTemplateOf(prefix, func(ctx context.Context, dsn string) error {
+		pool, err := postgres.OpenPool(ctx, dsn, 2)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		if _, err := pool.Exec(ctx, supabaseSchemas); err != nil {
+			return fmt.Errorf("supabase schemas: %w", err)
+		}
+		return fill(ctx, pool)
 	})
 }
 
@@ -116,3 +124,15 @@ func migrateAgain(ctx context.Context, pool *pgxpool.Pool) error {
 	}
 	return nil
 }
+
+// SupabaseBare is SupabasePool before any migration: Supabase's roles, auth
+// and storage schemas and default privileges only, for a test that applies
+// the migrations itself.
+func SupabaseBare(t testing.TB) (*pgxpool.Pool, string) {
+	t.Helper()
+	return openPool(t, bareTemplate.clone(t))
+}
+
+var bareTemplate = &templateDB{what: "bare supabase template database", make: func() (string, error) {
+	return makeSupabaseTemplateOf("runops_sbare", func(context.Context, *pgxpool.Pool) error { return nil })
+}}
