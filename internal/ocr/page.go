@@ -110,7 +110,61 @@ func ReadAgainst(ctx context.Context, gray *image.Gray, refs []*Page, tmpDir str
 	if err != nil {
 		return nil, 0, err
 	}
-	return &Page{Gray: gray, Lines: append(reused, lines...)}, len(reused), nil
+	return &Page{Gray: gray, Lines: interleave(reused, lines)}, len(reused), nil
+}
+
+// interleave puts the lines read again among the reused ones where a whole
+// reading would have them, so that a label stays just above its value (the
+// form rules read a line and the next): each new line goes after the last
+// reused line above it in its column (a reused line it overlaps across),
+// or, with none, before the first one below it in its column, or, with no
+// line in its column, among all by its top. New lines keep their order.
+func interleave(reused, fresh []Line) []Line {
+	if len(reused) == 0 {
+		return fresh
+	}
+	boxes := make([]image.Rectangle, len(reused))
+	for i, l := range reused {
+		boxes[i] = lineBox(l)
+	}
+	// after[i]: the new lines that go after reused line i; after[-1 → 0]
+	// are those before every reused line.
+	after := make([][]Line, len(reused)+1)
+	for _, l := range fresh {
+		nb := lineBox(l)
+		above, below := -1, -1
+		for i, rb := range boxes {
+			if rb.Max.X <= nb.Min.X || nb.Max.X <= rb.Min.X {
+				continue // another column
+			}
+			if rb.Min.Y <= nb.Min.Y {
+				above = i
+			} else if below < 0 {
+				below = i
+			}
+		}
+		at := above // after this reused line; -1: before the first
+		switch {
+		case above >= 0:
+		case below >= 0:
+			at = below - 1
+		default:
+			at = -1
+			for i, rb := range boxes {
+				if rb.Min.Y <= nb.Min.Y {
+					at = i
+				}
+			}
+		}
+		after[at+1] = append(after[at+1], l)
+	}
+	out := make([]Line, 0, len(reused)+len(fresh))
+	out = append(out, after[0]...)
+	for i, l := range reused {
+		out = append(out, l)
+		out = append(out, after[i+1]...)
+	}
+	return out
 }
 
 // sameRows tells, row by row, whether a and b (of the same bounds) are the

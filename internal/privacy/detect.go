@@ -107,6 +107,10 @@ const (
 	labels  = `[ \t]*(?::|：|\t)[ \t]*`
 )
 
+// fieldButton ends a form field's line: nothing, or the field's own button
+// ("Show", "Hide", "Copy"; a word of letters) or its icon (a sign or two).
+const fieldButton = `(?:[ \t]+(?:\p{L}{2,10}|[^\s\p{L}\p{N}]{1,2}))?[ \t]*$`
+
 var builtins = []rule{
 	// A PEM or OpenSSH private key, from its BEGIN line to its END line
 	// (OCR misreads the first: BEG1N, PRlVATE).
@@ -132,10 +136,11 @@ var builtins = []rule{
 	// mix characters as secrets do.
 	{kind: Password, re: regexp.MustCompile(passwordName + labels + assignedValue), group: 1, ok: shownPassword, prefix: sentenceEnd},
 	{kind: Token, re: regexp.MustCompile(secretName + labels + assignedValue), group: 1, ok: shownPassword, prefix: sentenceEnd},
-	// A label on its own line, its value alone on the next: a sign-in form
-	// (not a menu, whose next item is a word).
-	{kind: Password, re: regexp.MustCompile(`(?m)^[ \t]*` + passwordName + `[ \t]*[:：]?[ \t]*\n[ \t]*([^\s]{4,})[ \t]*$`), group: 1, ok: shownPassword, prefix: sentenceEnd},
-	{kind: Token, re: regexp.MustCompile(`(?m)^[ \t]*` + secretName + `[ \t]*[:：]?[ \t]*\n[ \t]*([^\s]{4,})[ \t]*$`), group: 1, ok: shownPassword, prefix: sentenceEnd},
+	// A label on its own line, its value alone on the next (but for the
+	// field's button, "Hide", "Copy", or an icon read as a sign or two): a
+	// sign-in form (not a menu, whose next item is a word).
+	{kind: Password, re: regexp.MustCompile(`(?m)^[ \t]*` + passwordName + `[ \t]*[:：]?[ \t]*\n[ \t]*([^\s]{4,})` + fieldButton), group: 1, ok: shownPassword, prefix: sentenceEnd},
+	{kind: Token, re: regexp.MustCompile(`(?m)^[ \t]*` + secretName + `[ \t]*[:：]?[ \t]*\n[ \t]*([^\s]{4,})` + fieldButton), group: 1, ok: shownPassword, prefix: sentenceEnd},
 	// A password beside its label with only spaces between (a form read
 	// as one line), or in a sentence ("the password is hunter2").
 	{kind: Password, re: regexp.MustCompile(`(?i:password|passwd|passphrase|pwd)(?:[ \t]+(?:is|was))?[ \t]+([^\s]{6,})`), group: 1, ok: shownPassword, bounded: true, prefix: sentenceEnd},

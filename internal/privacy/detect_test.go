@@ -79,6 +79,8 @@ func TestDetectorsFindEachKind(t *testing.T) {
 		"client_secret\tq8Xz2LmN4vB7":          "token:q8Xz2LmN4vB7",
 		"TWILIO_AUTH_TOKEN=" + twilio:          "api_key:" + twilio,
 		"Password\nA76mvWE6afv9Z&":             "password:A76mvWE6afv9Z&",
+		"Password\nVq7#kP2m!xL9wR4z Hide":      "password:Vq7#kP2m!xL9wR4z", // the field's button on its line
+		"API key\nq8Xz2LmN4vB7wE5r ©":          "token:q8Xz2LmN4vB7wE5r",    // its copy icon, read as a sign
 		"Production key   " + bearer:           "token:" + bearer,
 		`curl -H "Authorization: Bearer ` + bearer + `" https://api.example.com`: "token:" + bearer,
 		"send it as Basic dXNlcjpwYXNzd29yZDEyMw==":                              "token:dXNlcjpwYXNzd29yZDEyMw==",
@@ -161,6 +163,8 @@ func TestDetectorsLeaveLookalikes(t *testing.T) {
 		"PRIMARY_KEY=customer_id",
 		"Password\nForgot?",
 		"Password\n(optional)",
+		"Password\nForgot password?",
+		"Password\nChange password",
 		"Revenue by year: 2015 2016 2017 2018",
 		"Revenue by year: 2023 2024 2025 2026",
 		"Compare the columns\n2023\n2024\n2025\n2026\nand export.",

@@ -1,0 +1,122 @@
+package pipeline_test
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/runops/runops/internal/geminitest"
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/mediatest"
+	"github.com/runops/runops/internal/privacytest"
+	"github.com/runops/runops/internal/queue"
+)
+
+// formPassword is the password the sign-in forms below show.
+const formPassword = "Vq7#kP2m!xL9wR4z"
+
+// signInForm is a sign-in form, light, 720p (the corpus's signin screen),
+// its password field holding field (the dots, or the password shown) and,
+// when toggle is not empty, the field's Show/Hide button saying it.
+func signInForm(field, toggle string) mediatest.Screen {
+	return mediatest.Screen{Theme: mediatest.Light, Font: mediatest.Sans,
+		Boxes: []mediatest.Box{{X: 420, Y: 214, W: 460, H: 52, Thick: 2}, {X: 420, Y: 326, W: 460, H: 52, Thick: 2}, {X: 420, Y: 452, W: 460, H: 52, Fill: true}},
+		Lines: []mediatest.Line{
+			{Text: "Sign in to Acme Console", X: 430, Y: 60, Size: 32},
+			{Text: "Welcome back. Use your work account to continue.", X: 430, Y: 120, Size: 20},
+			{Text: "Email", X: 430, Y: 180, Size: 20},
+			{Text: "ops@acme-corp.com", X: 436, Y: 228, Size: 22},
+			{Text: "Password", X: 430, Y: 292, Size: 20},
+			{Text: field, X: 436, Y: 340, Size: 22},
+			{Text: toggle, X: 810, Y: 342, Size: 20}, // not drawn when empty
+			{Text: "Keep me signed in on this device", X: 430, Y: 404, Size: 20},
+			{Text: "Sign in", X: 608, Y: 466, Size: 22},
+			{Text: "Forgot your password?", X: 430, Y: 540, Size: 20},
+		}}
+}
+
+var consolePage = mediatest.Screen{Theme: mediatest.Light, Font: mediatest.Sans, Lines: []mediatest.Line{
+	{Text: "Acme Console      Dashboard      Billing      Team      Settings", X: 40, Y: 22, Size: 20},
+	{Text: "Welcome back", X: 40, Y: 100, Size: 34},
+	{Text: "Orders today 1284      Refunds 12      Open tickets 3", X: 40, Y: 180, Size: 22},
+}}
+
+// runForms runs a recording of screens (3 s each) through the pipeline
+// with the privacy pass on; the model's steps are shown at seconds 1, 4,
+// 7…, named by names, and neither repeat nor mark any value (a careful
+// model, or one that missed the password). It returns what OCR reads on
+// the stored screenshot of step check, having checked that it reads the
+// password on the recording at that second.
+func runForms(t *testing.T, screens []mediatest.Screen, names []string, check string) string {
+	t.Helper()
+	dir := t.TempDir()
+	video := mediatest.MakeScreens(t, dir, "forms.mp4", mediatest.Screens{Width: 1280, Height: 720, Seconds: 3, Screens: screens})
+	var steps []privacytest.Screen
+	second := 0
+	for i, n := range names {
+		steps = append(steps, privacytest.Screen{Name: n, Title: "Step " + n, Second: 3*i + 1})
+		if n == check {
+			second = 3*i + 1
+		}
+	}
+	raw := mediatest.Frame(t, video, float64(second), filepath.Join(dir, "raw.jpg"))
+	if seen := privacytest.Read(t, raw); !privacytest.Reads(seen, privacytest.Value{Text: formPassword}) {
+		t.Fatalf("OCR does not read the password on the recording (the test proves nothing):\n%s", seen)
+	}
+	p, fake, ai := privatePipeline(t)
+	id := jobs.ID("00000000-0000-4000-8000-0000000f0001")
+	fake.PutFile("videos/"+id.RawPath(), video, "video/mp4")
+	ai.Answer(geminitest.JSON(privacytest.ModelAnswer(steps)))
+	clock := &stageClock{md: map[string]any{}}
+	if err := p.Run(context.Background(), queue.Job{Job: jobs.Job{ID: id, Metadata: map[string]any{}}, TempDir: filepath.Join(dir, "work"), Token: "t"}, clock); err != nil {
+		t.Fatal(err)
+	}
+	obj, ok := fake.Object("videos/" + id.FramePath(check))
+	if !ok {
+		t.Fatalf("no screenshot of %s; frames %v", check, clock.md["frames"])
+	}
+	t.Logf("metadata.privacy %v", clock.md["privacy"])
+	return privacytest.Read(t, obj.File)
+}
+
+// A sign-in form with the password shown and its field's Hide button
+// beside it (the corpus's own signin screen): OCR reads the button on the
+// password's line ("Vq7#kP2m!xL9wR4z Hide"), so the rule for a label on
+// its own line with its value alone on the next never matches, and no
+// other rule knows a 16-character password with no name on its line.
+func TestAShownPasswordBesideItsHideButtonIsCovered(t *testing.T) {
+	t.Parallel()
+	seen := runForms(t, []mediatest.Screen{signInForm(formPassword, "Hide"), consolePage}, []string{"show", "console"}, "show")
+	if privacytest.Reads(seen, privacytest.Value{Text: formPassword}) {
+		t.Errorf("OCR reads the password on the stored screenshot:\n%s", seen)
+	}
+}
+
+// The same form without the button is covered when it is the first or the
+// last picture; here it is the middle one of three (typed as dots, shown,
+// then the console), read against the first (ocr.ReadAgainst): the label
+// "Password" did not change and is reused, the field's line is read again
+// and appended after every reused line, so the label and its value are no
+// longer one line above the other and the form's rule never sees them.
+func TestAPasswordShownAfterTheFirstPictureIsCovered(t *testing.T) {
+	t.Parallel()
+	seen := runForms(t, []mediatest.Screen{
+		signInForm(strings.Repeat("•", len(formPassword)), ""),
+		signInForm(formPassword, ""),
+		consolePage,
+	}, []string{"type", "show", "console"}, "show")
+	if privacytest.Reads(seen, privacytest.Value{Text: formPassword}) {
+		t.Errorf("OCR reads the password on the stored screenshot:\n%s", seen)
+	}
+}
+
+// Control for the test above: the same form, shown as the first of two
+// pictures (read whole), is covered. It passes.
+func TestAShownPasswordReadWholeIsCovered(t *testing.T) {
+	t.Parallel()
+	seen := runForms(t, []mediatest.Screen{signInForm(formPassword, ""), consolePage}, []string{"show", "console"}, "show")
+	if privacytest.Reads(seen, privacytest.Value{Text: formPassword}) {
+		t.Errorf("OCR reads the password on the stored screenshot:\n%s", seen)
+	}
+}
