@@ -615,19 +615,23 @@ func TestQuickStagesAreWrittenWithTheNextWrite(t *testing.T) {
 	}
 }
 
-// A heartbeat that is not shorter than the lease is refused, not quietly
+// A heartbeat longer than two fifths of the lease is refused (two renewals
+// must go out before the run stops itself at 0.8 × the lease), not quietly
 // turned into another one; an unset one is a third of the lease.
-func TestHeartbeatMustBeShorterThanTheLease(t *testing.T) {
+func TestHeartbeatMustFitTwiceInTheStopMargin(t *testing.T) {
 	t.Parallel()
 	h := queue.HandlerFunc(func(context.Context, queue.Job, queue.Reporter) error { return nil })
-	func() {
-		defer func() {
-			if recover() == nil {
-				t.Error("a heartbeat as long as the lease was accepted")
-			}
+	for _, hb := range []time.Duration{time.Second, 850 * time.Millisecond, 401 * time.Millisecond} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("a heartbeat of %s for a lease of 1s was accepted", hb)
+				}
+			}()
+			queue.New(nil, h, queue.Config{LeaseTTL: time.Second, Heartbeat: hb})
 		}()
-		queue.New(nil, h, queue.Config{LeaseTTL: time.Second, Heartbeat: time.Second})
-	}()
+	}
+	queue.New(nil, h, queue.Config{LeaseTTL: time.Second, Heartbeat: 400 * time.Millisecond})
 	if got := queue.DefaultHeartbeat(queue.DefaultLeaseTTL); got != 10*time.Second {
 		t.Errorf("default heartbeat %s", got)
 	}
@@ -863,4 +867,46 @@ func TestAFailedCauseReadIsTriedAgain(t *testing.T) {
 	if o := b.outcomes(id); o != "cancelled,completed" {
 		t.Fatalf("attempts %s", o)
 	}
+}
+
+// The longest heartbeat a lease allows renews it before the run stops
+// itself (0.8 × the lease after the claim): a run that outlasts that
+// margin sees its lease's expiry move. A heartbeat of 1.7 s for a lease of
+// 2 s was accepted before, and every such run stopped before its first
+// renewal (TestHeartbeatMustFitTwiceInTheStopMargin refuses it now).
+func TestTheLongestHeartbeatKeepsTheLease(t *testing.T) {
+	t.Parallel()
+	b := newBench(t)
+	cfg := queue.Config{Concurrency: 1, LeaseTTL: 2 * time.Second, Heartbeat: queue.MaxHeartbeat(2 * time.Second),
+		Sweep: 500 * time.Millisecond, MaxAttempts: 3, ShutdownGrace: time.Second}
+	renewed := make(chan bool, 8)
+	h := b.advisory(func(ctx context.Context, j queue.Job) error {
+		lease, _ := j.Metadata["lease"].(map[string]any)
+		claimed, _ := lease["expires_at"].(string)
+		// Done once the lease has been renewed (its expiry moved), or
+		// when the run is stopped.
+		for {
+			var now string
+			if err := b.pool.QueryRow(context.WithoutCancel(ctx), `SELECT coalesce(metadata->'lease'->>'expires_at', '') FROM jobs WHERE job_id = $1`,
+				string(j.ID)).Scan(&now); err != nil {
+				return err
+			}
+			if now != claimed && now != "" {
+				renewed <- true
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				renewed <- false
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond): // polling the row
+			}
+		}
+	})
+	b.start(h, cfg, true)
+	id := b.insert(1)[0]
+	if !wait.Recv(t, renewed, "the first run's end") {
+		t.Fatalf("the run was stopped before its lease was ever renewed (heartbeat %s, lease %s)", cfg.Heartbeat, cfg.LeaseTTL)
+	}
+	b.completed(id)
 }

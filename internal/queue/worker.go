@@ -52,8 +52,14 @@ func DefaultHeartbeat(ttl time.Duration) time.Duration { return ttl / 3 }
 // give it to another.
 func StopMargin(ttl time.Duration) time.Duration { return ttl * 8 / 10 }
 
-// defaults fills what is unset. A heartbeat that is not shorter than the
-// lease is a caller's mistake (the configuration refuses it with a
+// MaxHeartbeat is the longest heartbeat a lease of ttl may have: half the
+// stop margin (0.4 × ttl), so that two renewals are sent before the holder
+// stops itself, and one that fails or is slow costs nothing. A longer one
+// sends its first renewal so late that every long run stops itself.
+func MaxHeartbeat(ttl time.Duration) time.Duration { return StopMargin(ttl) / 2 }
+
+// defaults fills what is unset. A heartbeat longer than MaxHeartbeat is a
+// caller's mistake (the configuration refuses it with a
 // sentence): it is never quietly changed into another one.
 func (c *Config) defaults() {
 	if c.Name == "" {
@@ -69,8 +75,8 @@ func (c *Config) defaults() {
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = DefaultHeartbeat(c.LeaseTTL)
 	}
-	if c.Heartbeat >= c.LeaseTTL {
-		panic(fmt.Sprintf("queue: the heartbeat (%s) must be shorter than the lease (%s)", c.Heartbeat, c.LeaseTTL))
+	if c.Heartbeat > MaxHeartbeat(c.LeaseTTL) {
+		panic(fmt.Sprintf("queue: the heartbeat (%s) must be at most %s for a lease of %s", c.Heartbeat, MaxHeartbeat(c.LeaseTTL), c.LeaseTTL))
 	}
 	if c.Sweep <= 0 {
 		c.Sweep = DefaultSweep
