@@ -51,16 +51,26 @@ func (e *Error) Error() string {
 func (e *Error) Is(target error) bool {
 	switch target {
 	case jobs.ErrObjectMissing:
-		return e.Status == http.StatusNotFound
+		return e.missing()
 	case jobs.ErrRefusedKey:
 		return e.refusedKey()
 	case jobs.ErrUnavailable:
 		// Status 0: storage-go kept only the message; a server that refuses a
 		// well-formed request from the service role is treated as an outage,
 		// unless what it says is that our key is wrong.
-		return !e.refusedKey() && (e.Status == 0 || e.Status == http.StatusTooManyRequests || e.Status >= 500)
+		return !e.refusedKey() && (e.Status == 0 || e.Status == http.StatusTooManyRequests || e.Status >= 500 ||
+			e.Status == http.StatusNotFound && !e.missing())
 	}
 	return false
+}
+
+// missing: the storage server says the object or its bucket does not exist
+// ("404" NoSuchKey, NoSuchBucket). A 404 without that code comes from
+// something in front of it — a gateway with no route while it reloads
+// (Kong's "no Route matched with those values") — and is an outage: taken
+// for a missing object, it failed a job for good with "no upload".
+func (e *Error) missing() bool {
+	return e.Status == http.StatusNotFound && (e.Code == "NoSuchKey" || e.Code == "NoSuchBucket")
 }
 
 // refusedKey: the server refused the service key itself ("403" InvalidJWT,

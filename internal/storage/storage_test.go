@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
@@ -443,6 +444,31 @@ func TestRefusedKeyIsNotAnOutage(t *testing.T) {
 	for op, err := range calls(good) {
 		if !errors.Is(err, jobs.ErrUnavailable) || errors.Is(err, jobs.ErrRefusedKey) {
 			t.Errorf("%s with storage down: %v", op, err)
+		}
+	}
+}
+
+// A 404 that is not the storage server's "object not found" — a gateway
+// with no route while it reloads — is an outage, retried; before, it was
+// taken for a missing upload and failed the job for good.
+func TestAGatewaysNotFoundIsAnOutage(t *testing.T) {
+	t.Parallel()
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = w.Write([]byte(`{"message":"no Route matched with those values"}`))
+	}))
+	t.Cleanup(gw.Close)
+	c, err := storage.New(storage.Config{URL: gw.URL, ServiceKey: "k", Bucket: "videos", Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	_, _, dlErr := c.Download(ctx, "raw/00000000-0000-0000-0000-000000000001.mp4")
+	_, statErr := c.Stat(ctx, "raw/00000000-0000-0000-0000-000000000001.mp4")
+	for op, err := range map[string]error{"download": dlErr, "stat": statErr} {
+		if errors.Is(err, jobs.ErrObjectMissing) || !errors.Is(err, jobs.ErrUnavailable) {
+			t.Errorf("%s through a gateway's 404: %v (missing: %v)", op, err, errors.Is(err, jobs.ErrObjectMissing))
 		}
 	}
 }
