@@ -53,3 +53,6 @@ func (s *JobStore) StatusReads() (running, waiting int) {
 
 // PruneDeep is pruneDeep (tests only).
 func PruneDeep(raw []byte, limit int) []byte { return pruneDeep(raw, limit) }
+
+// Wrap is wrap, for the tests of the errors it tells apart.
+var Wrap = wrap

@@ -106,16 +106,20 @@ func redactErr(err error) error {
 }
 
 // unavailable tells whether err means "the database cannot answer now"
-// (connection refused or lost, shutdown, too many connections, timeouts) as
-// opposed to an error in the SQL or the data.
+// (connection refused or lost, shutdown, out of connections, memory or
+// disk, timeouts, and a transaction PostgreSQL rolled back for another's
+// sake, which the same statement again gets through) as opposed to an error
+// in the SQL or the data.
 func unavailable(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch {
 		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
 			strings.HasPrefix(pgErr.Code, "57P"), // admin shutdown, cannot connect now
-			pgErr.Code == "53300",                // too many connections
-			pgErr.Code == "57014":                // query cancelled (statement timeout)
+			strings.HasPrefix(pgErr.Code, "53"),  // insufficient resources: connections, memory, disk
+			pgErr.Code == "57014",                // query cancelled (statement timeout)
+			pgErr.Code == "40001",                // serialization failure
+			pgErr.Code == "40P01":                // deadlock detected
 			return true
 		}
 		return false

@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/runops/runops/internal/jobs"
@@ -355,6 +356,52 @@ func TestUnavailableDatabase(t *testing.T) {
 	proxy.SetDown(false)
 	if _, err := store.Get(ctx, "0b9c2f0e-4b7a-4c55-9a51-3c1f7e0e7a04"); !errors.Is(err, jobs.ErrNotFound) {
 		t.Fatalf("database back: got %v; want ErrNotFound", err)
+	}
+}
+
+// A transaction PostgreSQL rolls back for another's sake (a deadlock) is an
+// outage of a moment, retried like one: before, a stage write that hit one
+// failed its job for good.
+func TestADeadlockIsPassing(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	ctx := context.Background()
+	errs := make(chan error, 2)
+	locked := make(chan struct{}, 2)
+	both := make(chan struct{})
+	for _, order := range [][2]int{{1, 2}, {2, 1}} {
+		go func() {
+			errs <- pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, `SET LOCAL deadlock_timeout = '50ms'`); err != nil {
+					return err
+				}
+				if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, order[0]); err != nil {
+					return err
+				}
+				locked <- struct{}{}
+				<-both
+				_, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, order[1])
+				return err
+			})
+		}()
+	}
+	<-locked
+	<-locked
+	close(both)
+	var deadlocked error
+	for range 2 {
+		if err := <-errs; err != nil {
+			deadlocked = err
+		}
+	}
+	if deadlocked == nil {
+		t.Fatal("no deadlock: the test proves nothing")
+	}
+	if err := postgres.Wrap("write", deadlocked); !errors.Is(err, jobs.ErrUnavailable) {
+		t.Fatalf("a deadlock: %v, not an outage", err)
+	}
+	if err := postgres.Wrap("write", &pgconn.PgError{Code: "23505"}); errors.Is(err, jobs.ErrUnavailable) {
+		t.Fatalf("a unique violation: %v, an outage", err)
 	}
 }
 
