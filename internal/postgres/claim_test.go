@@ -113,7 +113,7 @@ func TestTheQueueTableFollowsTheJobs(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("finished and handed back")
-	exec(`UPDATE jobs SET metadata = jsonb_set(metadata, '{lease,expires_at}', '"2000-01-01T00:00:00Z"') WHERE job_id = $1`, string(claimed[2].ID))
+	pgtest.ExpireLeases(t, pool, string(claimed[2].ID))
 	if _, _, err := store.Rescue(ctx, 3, "x"); err != nil {
 		t.Fatal(err)
 	}

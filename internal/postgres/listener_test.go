@@ -104,9 +104,7 @@ func TestSOPWriteNeedsTheLease(t *testing.T) {
 		t.Fatalf("another token: %v, ran %d", err, ran)
 	}
 	// Expired but not yet rescued: no longer the holder's to write.
-	if _, err := pool.Exec(ctx, `UPDATE jobs SET metadata = jsonb_set(metadata, '{lease,expires_at}', to_jsonb(now() - interval '1 second')) WHERE job_id = $1`, string(id)); err != nil {
-		t.Fatal(err)
-	}
+	pgtest.ExpireLeases(t, pool, string(id))
 	if err := locker.WithSOPLease(ctx, id, tok, write); !errors.Is(err, queue.ErrLost) || errors.Is(err, queue.ErrCancelled) || ran != 1 {
 		t.Fatalf("expired lease: %v, ran %d", err, ran)
 	}

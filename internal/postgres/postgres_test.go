@@ -228,9 +228,7 @@ func TestNotifyTrigger(t *testing.T) {
 			}
 		}
 	}
-	expireLease := func() {
-		exec(`UPDATE jobs SET metadata = jsonb_set(metadata, '{lease,expires_at}', to_jsonb(now() - interval '1 s')) WHERE job_id=$1`)
-	}
+	expireLease := func() { pgtest.ExpireLeases(t, pool, id) }
 	expect(`INSERT INTO jobs (job_id) VALUES ($1)`, n("INSERT", "queued"))
 	expectDoing("the worker's claim", claim)
 	expectDoing("the worker's completion", fenced("complete", func() (bool, error) {
@@ -668,9 +666,7 @@ func TestMetadataThatIsNotAnObject(t *testing.T) {
 				t.Fatalf("claim: %d %v", len(c), err)
 			}
 			// The worker died: its leases expired. A person edits one job.
-			if _, err := pool.Exec(ctx, `UPDATE jobs SET metadata = jsonb_set(metadata, '{lease,expires_at}', to_jsonb(now() - interval '1 s'))`); err != nil {
-				t.Fatal(err)
-			}
+			pgtest.ExpireLeases(t, pool)
 			if _, err := pool.Exec(ctx, `UPDATE jobs SET metadata = $2::jsonb WHERE job_id = $1`, string(edited), meta); err != nil {
 				t.Fatal(err)
 			}

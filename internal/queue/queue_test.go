@@ -254,7 +254,7 @@ func TestDashboardEditsWin(t *testing.T) {
 			cfg := fast()
 			// Heartbeats far apart (and the self-stop timer with them): only
 			// the notification can stop the run within the test.
-			cfg.LeaseTTL, cfg.Heartbeat = 10*time.Minute, 5*time.Minute
+			cfg.LeaseTTL, cfg.Heartbeat = 10*time.Minute, 4*time.Minute
 			r := b.start(h, cfg, true)
 			id := b.insert(1)[0]
 			j := wait.Recv(t, h.started, "start")
@@ -389,7 +389,7 @@ func TestRescueFencingAndMaxAttempts(t *testing.T) {
 	ctx := context.Background()
 	id := b.insert(1)[0]
 	expire := func() {
-		b.exec(`UPDATE jobs SET metadata = jsonb_set(metadata, '{lease,expires_at}', to_jsonb(now() - interval '1 s')) WHERE job_id=$1`, string(id))
+		pgtest.ExpireLeases(t, b.pool, string(id))
 	}
 	msg := "Processing was interrupted 3 times."
 	for attempt := 1; attempt <= 3; attempt++ {
@@ -656,7 +656,7 @@ func TestEditsStopRunsWithoutANotification(t *testing.T) {
 				b := newBench(t)
 				h := newBlocking()
 				cfg := fast()
-				cfg.LeaseTTL, cfg.Heartbeat = 10*time.Minute, 5*time.Minute
+				cfg.LeaseTTL, cfg.Heartbeat = 10*time.Minute, 4*time.Minute
 				b.start(h, cfg, listen)
 				id := b.insert(1)[0]
 				wait.Recv(t, h.started, "start")
@@ -720,7 +720,7 @@ func TestAnEditTheRunsOwnWriteMeetsIsACancellation(t *testing.T) {
 		return heldWrite(ctx, rep, write, wrote)
 	})
 	cfg := fast()
-	cfg.LeaseTTL, cfg.Heartbeat, cfg.Sweep = 10*time.Minute, 5*time.Minute, time.Hour
+	cfg.LeaseTTL, cfg.Heartbeat, cfg.Sweep = 10*time.Minute, 4*time.Minute, time.Hour
 	id := b.insert(1)[0] // before the worker: its first claim finds it
 	b.start(h, cfg, false)
 	wait.Recv(t, starts, "start")
@@ -816,8 +816,10 @@ func TestARunLostTwiceAtOnceHasOneCause(t *testing.T) {
 	close(write)
 	wait.Recv(t, store.read, "the write asking why") // it read 'queued'
 	// Another worker's claim of the re-queued job (as runops_claim leaves it,
-	// once the dropped or expired lease lets it).
-	b.exec(`UPDATE jobs SET status = 'processing', metadata = jsonb_set(metadata, '{lease,token}', '"another"') WHERE job_id = $1`, string(id))
+	// once the dropped or expired lease lets it): the engine's write, marked
+	// as one (a person's edit cannot change a live lease).
+	b.exec(`UPDATE jobs SET status = 'processing', metadata = jsonb_set(metadata, '{lease,token}', '"another"')
+		WHERE job_id = $1 AND set_config('runops.writer', 'worker', true) IS NOT NULL`, string(id))
 	close(store.renew) // the heartbeat's renewal fails, and it asks why: 'processing'
 	wait.Recv(t, runCtx.Done(), "the heartbeat losing the run")
 	close(store.answer)
@@ -850,7 +852,7 @@ func TestAFailedCauseReadIsTriedAgain(t *testing.T) {
 	store := &failingStatus{QueueStore: b.store}
 	h := newBlocking()
 	cfg := fast()
-	cfg.LeaseTTL, cfg.Heartbeat = 10*time.Minute, 5*time.Minute
+	cfg.LeaseTTL, cfg.Heartbeat = 10*time.Minute, 4*time.Minute
 	queuetest.Start(t, b.dsn, store, h, cfg, false)
 	id := b.insert(1)[0]
 	wait.Recv(t, h.started, "start")
@@ -909,4 +911,79 @@ func TestTheLongestHeartbeatKeepsTheLease(t *testing.T) {
 		t.Fatalf("the run was stopped before its lease was ever renewed (heartbeat %s, lease %s)", cfg.Heartbeat, cfg.LeaseTTL)
 	}
 	b.completed(id)
+}
+
+// A person who re-queues a running job and, in the same edit, replaces its
+// metadata (here with a priority alone) does not run it twice: the lease
+// stays as it was until its holder drops it. Before, the edit dropped the
+// lease with the metadata, and another worker claimed the job at once while
+// its holder still ran. The holder polls, so it learns of the edit at its
+// next heartbeat; the other worker claims at once.
+func TestAnEditThatDropsALiveLeaseDoesNotRunTheJobTwice(t *testing.T) {
+	t.Parallel()
+	b := newBench(t)
+	started := make(chan queue.Job, 4)
+	h := b.advisory(func(ctx context.Context, j queue.Job) error {
+		started <- j
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	cfg := queue.Config{Concurrency: 1, LeaseTTL: 30 * time.Second, Heartbeat: 2 * time.Second,
+		Sweep: 10 * time.Second, MaxAttempts: 3, ShutdownGrace: 500 * time.Millisecond}
+	id := b.insert(1)[0]
+	b.start(h, cfg, false)
+	first := wait.Recv(t, started, "first run")
+	b.exec(`UPDATE jobs SET status = 'queued', metadata = '{"priority": 5}' WHERE job_id = $1`, string(id))
+	if tok := b.job(id).Metadata["lease"]; tok == nil {
+		t.Fatal("the edit dropped the live lease")
+	}
+	b.start(h, cfg, false)
+	second := wait.Recv(t, started, "second run")
+	if first.Token == second.Token {
+		t.Fatal("the second run has the first one's lease")
+	}
+	if o := b.count(`SELECT count(*) FROM test_runs WHERE overlapped`); o != 0 {
+		t.Fatalf("the second run started while the first still ran (%d overlapping runs)", o)
+	}
+	if got := b.job(id).Metadata["priority"]; got != float64(5) {
+		t.Errorf("the person's priority: %v", got)
+	}
+}
+
+// A person who replaces the metadata of a running job without changing its
+// status (a note, a null, a list) leaves its lease with it: the rescue does
+// not take the job for expired, and its holder's next renewal still holds
+// it. Before, the lease went with the metadata, and the next rescue
+// re-queued the job under its running holder.
+func TestAMetadataEditKeepsTheRunningJobsLease(t *testing.T) {
+	t.Parallel()
+	for _, meta := range []string{`{"note": "checked by hand"}`, `null`, `[1, 2]`} {
+		t.Run(meta, func(t *testing.T) {
+			t.Parallel()
+			b := newBench(t)
+			started := make(chan queue.Job, 1)
+			h := b.advisory(func(ctx context.Context, j queue.Job) error {
+				started <- j
+				<-ctx.Done()
+				return ctx.Err()
+			})
+			cfg := queue.Config{Concurrency: 1, LeaseTTL: 30 * time.Second, Heartbeat: 300 * time.Millisecond,
+				Sweep: time.Hour, MaxAttempts: 3, ShutdownGrace: 500 * time.Millisecond}
+			id := b.insert(1)[0]
+			b.start(h, cfg, false)
+			run := wait.Recv(t, started, "the run")
+			b.exec(`UPDATE jobs SET metadata = $2::jsonb WHERE job_id = $1`, string(id), meta)
+			if requeued, failed, err := b.store.Rescue(context.Background(), 3, "interrupted"); err != nil || len(requeued)+len(failed) != 0 {
+				t.Fatalf("the rescue took the running job: requeued %v, failed %v, %v", requeued, failed, err)
+			}
+			edited := b.job(id).Metadata["lease"].(map[string]any)["expires_at"]
+			b.waitFor("a renewal by the holder", func() bool {
+				lease, _ := b.job(id).Metadata["lease"].(map[string]any)
+				return lease["token"] == run.Token && lease["expires_at"] != edited
+			})
+			if j := b.job(id); j.Status != jobs.StatusProcessing {
+				t.Errorf("status %s", j.Status)
+			}
+		})
+	}
 }
