@@ -44,7 +44,7 @@ func TestFramesAreServedUnderTheSOPsRules(t *testing.T) {
 	bob := []string{"Authorization", "Bearer " + token(t, []byte(testSecret), "bob", "authenticated", time.Hour)}
 	id := uuid.NewString()
 	e.withSOPOf(id, "completed")
-	e.exec(`UPDATE jobs SET metadata = '{"owner": "alice"}' WHERE job_id = $1`, id)
+	e.exec(`UPDATE runops_uploads SET owner = 'alice' WHERE job_id = $1`, id)
 	frames := e.withFrames(id)
 
 	r := e.do("GET", "/api/sop/"+id+"/frames/refund", "", alice...)

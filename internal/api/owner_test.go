@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
 
 	"github.com/runops/runops/internal/api"
 	"github.com/runops/runops/internal/auth"
@@ -162,6 +163,62 @@ func TestOwnersFromTheUploadURLOn(t *testing.T) {
 			t.Errorf("%s token: %d %s", name, r.status, r.raw)
 		}
 	}
+}
+
+// A job has one owner, its upload's, which storage's policy reads too,
+// whatever a person does in the dashboard: metadata replaced without its
+// owner, an owner written there by hand, metadata that is no object, a row
+// inserted by hand with an owner, an owner changed in runops_uploads. Before,
+// the API read the owner from metadata alone: the first opened alice's job
+// to everyone through the API while storage still held it closed.
+func TestOneOwnerWhateverTheDashboardDoes(t *testing.T) {
+	t.Parallel()
+	e, alice, bob, id := aliceUploads(t)
+	e.upload(id, 1000, "video/mp4")
+	e.do("POST", "/api/queue-job", queue(id), alice...).expect(t, 200, nil)
+	owner := func(id string) (copy, upload any) {
+		t.Helper()
+		if err := e.direct.QueryRow(context.Background(), `SELECT j.metadata->'owner', to_jsonb(u.owner)
+			FROM jobs j LEFT JOIN runops_uploads u USING (job_id) WHERE j.job_id = $1`, id).Scan(&copy, &upload); err != nil {
+			t.Fatal(err)
+		}
+		return copy, upload
+	}
+	only := func(what, id string, who []string, others ...[]string) {
+		t.Helper()
+		if r := e.do("GET", "/api/job-status/"+id, "", who...); r.status != 200 {
+			t.Errorf("%s: its owner gets %d %s", what, r.status, r.raw)
+		}
+		for _, o := range append(others, nil) {
+			if r := e.do("GET", "/api/job-status/"+id, "", o...); r.status != 404 {
+				t.Errorf("%s: another caller (%v) gets %d %s", what, o, r.status, r.raw)
+			}
+		}
+	}
+	for _, edit := range []string{`'{"priority": 1}'`, `metadata || '{"owner": "bob"}'`, `metadata - 'owner'`, `'[1, 2]'`, `NULL`} {
+		e.exec(`UPDATE jobs SET metadata = `+edit+` WHERE job_id = $1`, id)
+		only("metadata = "+edit, id, alice, bob)
+		if copy, _ := owner(id); copy != nil && copy != "alice" {
+			t.Errorf("metadata = %s: metadata.owner %v", edit, copy)
+		}
+	}
+	e.exec(`UPDATE jobs SET metadata = '{}' WHERE job_id = $1`, id)
+	if copy, _ := owner(id); copy != "alice" {
+		t.Errorf("metadata.owner %v after metadata became an object again; want alice", copy)
+	}
+	// The upload's owner changed by hand: the row follows, and the API.
+	e.exec(`UPDATE runops_uploads SET owner = 'bob' WHERE job_id = $1`, id)
+	if copy, upload := owner(id); copy != "bob" || upload != "bob" {
+		t.Errorf("after the upload's owner changed: metadata.owner %v, upload's %v", copy, upload)
+	}
+	only("the upload's owner changed", id, bob, alice)
+	// A row inserted by hand with an owner: storage reads it as its upload's.
+	carol := uuid.NewString()
+	e.exec(`INSERT INTO jobs (job_id, metadata) VALUES ($1, '{"owner": "carol"}')`, carol)
+	if copy, upload := owner(carol); copy != "carol" || upload != "carol" {
+		t.Errorf("a row inserted by hand: metadata.owner %v, upload's %v; want carol for both", copy, upload)
+	}
+	only("a row inserted by hand", carol, bearer(t, "carol"), alice, bob)
 }
 
 // RUNOPS_REQUIRE_AUTH makes a token mandatory; a JWKS (asymmetric keys)

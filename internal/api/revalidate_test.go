@@ -68,7 +68,7 @@ func TestARevalidatedSOPIsNotReadFromStorage(t *testing.T) {
 	e.do("GET", "/api/sop/"+id+"?format=md", "", "If-None-Match", newTag).expect(t, 200, nil)
 	// A revalidation never shows a job to someone who may not see it.
 	owned := e.withSOP("completed")
-	e.exec(`UPDATE jobs SET metadata = jsonb_build_object('owner', $2::text) WHERE job_id = $1`, owned, uuid.NewString())
+	e.exec(`UPDATE runops_uploads SET owner = $2 WHERE job_id = $1`, owned, uuid.NewString())
 	e.do("GET", "/api/sop/"+owned, "", "If-None-Match", "*").expect(t, 404, map[string]any{"error": "SOP not found"})
 }
 

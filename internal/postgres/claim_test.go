@@ -983,10 +983,10 @@ func TestClaimsUnderMixedLoad(t *testing.T) {
 				`WITH l AS (SELECT id FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' ORDER BY random() LIMIT 6) ORDER BY id FOR UPDATE)
 				 UPDATE jobs SET metadata = metadata || jsonb_build_object('priority', (random() * 4)::int - 2)
 				 WHERE id IN (SELECT id FROM l) AND status = 'queued'`,
-				// an owner move of queued jobs
-				`WITH l AS (SELECT id FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' ORDER BY random() LIMIT 3) ORDER BY id FOR UPDATE)
-				 UPDATE jobs SET metadata = metadata || jsonb_build_object('owner', 'small' || (random() * 29)::int)
-				 WHERE id IN (SELECT id FROM l) AND status = 'queued'`,
+				// an owner move of queued jobs (their uploads', which their rows copy)
+				`WITH l AS (SELECT id, job_id, status FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' ORDER BY random() LIMIT 3) ORDER BY id FOR UPDATE)
+				 UPDATE runops_uploads SET owner = 'small' || (random() * 29)::int
+				 WHERE job_id IN (SELECT job_id FROM l WHERE status = 'queued')`,
 				// a person re-queues finished jobs
 				`WITH l AS (SELECT id FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status = 'completed' ORDER BY random() LIMIT 2) ORDER BY id FOR UPDATE)
 				 UPDATE jobs SET status = 'queued' WHERE id IN (SELECT id FROM l) AND status = 'completed'`,

@@ -60,8 +60,10 @@ func (s *JobStore) Get(ctx context.Context, id jobs.ID) (jobs.Job, error) {
 // every call (OpenPool: no prepared statements, for the poolers' sake): the
 // same answer in one statement with the upload's owner joined in cost twice
 // as much (README, "The API's pace").
+// The owner is its upload's, which metadata.owner copies (the one_owner
+// migration) unless metadata is no object: then it is read from the upload.
 const summaryColumns = `j.status, j.created_at, j.updated_at, j.completed_at, j.error, j.metadata->'stage',
-  j.metadata->'progress', j.metadata->'owner'`
+  j.metadata->'progress', j.metadata->'owner', jsonb_typeof(j.metadata) IS DISTINCT FROM 'object'`
 
 const (
 	// The rows of a round of reads (rounds): each asked-for id with its
@@ -94,6 +96,7 @@ type summaryRow struct {
 	createdAt, updatedAt, completedAt pgtype.Timestamptz
 	errorText                         *string
 	stage, progress, owner            []byte // JSON
+	ownerElsewhere                    bool   // metadata holds no owner: the upload's is read
 	sopTag                            *string
 	frameTag                          []byte // JSON
 }
@@ -127,7 +130,7 @@ func (s *JobStore) summaryReads(query string, withNodes bool) *rounds[summaryKey
 		var k summaryKey
 		var r summaryRow
 		_, err := pgx.ForEachRow(rows, []any{&k.id, &k.node, &r.status, &r.createdAt, &r.updatedAt, &r.completedAt,
-			&r.errorText, &r.stage, &r.progress, &r.owner, &r.sopTag, &r.frameTag}, func() error {
+			&r.errorText, &r.stage, &r.progress, &r.owner, &r.ownerElsewhere, &r.sopTag, &r.frameTag}, func() error {
 			out[k] = r
 			return nil
 		})
@@ -163,8 +166,11 @@ func (s *JobStore) summary(ctx context.Context, reads *rounds[summaryKey, summar
 	}
 	r, found, err := reads.get(ctx, summaryKey{string(id), node})
 	var uploader *string
-	if err == nil && !found {
+	switch {
+	case err == nil && !found:
 		uploader, r.sopTag, r.frameTag, err = s.summarizeUpload(ctx, id, node)
+	case err == nil && r.ownerElsewhere:
+		uploader, _, _, err = s.summarizeUpload(ctx, id, node)
 	}
 	if err != nil {
 		return jobs.Summary{}, wrap("read job", err)

@@ -155,9 +155,13 @@ func (w *Worker) watchEdits(ctx context.Context) {
 }
 
 // LossCause is why a run lost its job, from the job's status as it is now
-// (found false: the row is gone): a person's edit — the status changed, the
-// row deleted — is ErrCancelled; anything else (the lease expired, the job
-// rescued) is ErrLost.
+// (found false: the row is gone): no longer processing — a person changed
+// the status or deleted the row — is ErrCancelled; still processing (the
+// lease expired and another run claimed the job) is ErrLost. The status
+// alone cannot tell a rescue from a person's re-queue: a job the rescue put
+// back to queued or ended reads as ErrCancelled here, a log word only (the
+// rescue itself closed the attempt as lost, and the run's drop of its lease
+// then matches nothing).
 func LossCause(status jobs.Status, found bool) error {
 	if !found || status != jobs.StatusProcessing {
 		return ErrCancelled
