@@ -987,3 +987,35 @@ func TestAMetadataEditKeepsTheRunningJobsLease(t *testing.T) {
 		})
 	}
 }
+
+// A person who re-queues a job between its handler's end and its outcome's
+// write (the write matches nothing) has it claimed again at once: the run
+// drops its lease and closes its attempt as cancelled, as a run stopped by
+// the edit does. Before, the lease stayed until it expired (here in ten
+// minutes), and the attempt was closed as lost by the next claim.
+func TestARequeueBeforeTheOutcomeDropsTheLease(t *testing.T) {
+	t.Parallel()
+	b := newBench(t)
+	starts := make(chan queue.Job, 2)
+	var runs atomic.Int32
+	h := queue.HandlerFunc(func(ctx context.Context, j queue.Job, rep queue.Reporter) error {
+		starts <- j
+		if runs.Add(1) == 1 {
+			b.unannounced(`UPDATE jobs SET status = 'queued' WHERE job_id = $1`, string(j.ID))
+		}
+		return nil
+	})
+	cfg := fast()
+	cfg.LeaseTTL, cfg.Heartbeat, cfg.Sweep = 10*time.Minute, 4*time.Minute, time.Hour
+	id := b.insert(1)[0]
+	b.start(h, cfg, true)
+	first := wait.Recv(t, starts, "the first run")
+	second := wait.Recv(t, starts, "the second run, at once")
+	if first.Token == second.Token {
+		t.Fatal("one claim ran twice")
+	}
+	b.completed(id)
+	if got := b.outcomes(id); got != "cancelled,completed" {
+		t.Errorf("attempts' outcomes %q; want cancelled,completed", got)
+	}
+}

@@ -49,14 +49,21 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 	cancel(nil)
 	loops.Wait()
 
+	// An outcome that is not recorded (the job lost between the handler's
+	// end and its write: a person's re-queue) ends as a lost run does, so
+	// that a re-queued job need not wait out the lease.
 	switch {
 	case errors.Is(cancelled, ErrLost), errors.Is(err, ErrLost):
 		w.endLost(job, cancelled, err, log)
 	case errors.Is(cancelled, errShutdown) && err != nil, errors.Is(err, ErrHandBack):
 		log.Info("job handed back", "reason", cmp.Or(cancelled, err))
-		if w.writeOutcome("hand back", func(ctx context.Context) (bool, error) {
+		ok, lost := w.writeOutcome("hand back", func(ctx context.Context) (bool, error) {
 			return w.store.HandBack(ctx, job.ID, job.Token)
-		}) {
+		})
+		if lost {
+			w.endLost(job, nil, readLossCause(w.store, job.ID), log)
+		}
+		if ok {
 			metrics.JobsFinished.WithLabelValues("handed_back").Inc()
 		}
 	default:
@@ -66,7 +73,11 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 			o.Message, o.Cause = sentenceAndCause(err)
 			log.Warn("job failed", "error", err, "message", o.Message)
 		}
-		if w.writeOutcome(string(o.Status), func(ctx context.Context) (bool, error) { return w.store.Finish(ctx, o) }) {
+		ok, lost := w.writeOutcome(string(o.Status), func(ctx context.Context) (bool, error) { return w.store.Finish(ctx, o) })
+		if lost {
+			w.endLost(job, nil, readLossCause(w.store, job.ID), log)
+		}
+		if ok {
 			if err == nil {
 				log.Info("job completed")
 			}
@@ -78,8 +89,8 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 // writeOutcome writes an outcome, retrying while the database is away (the lease
 // will expire meanwhile and the rescuer stands in if it never comes back); a
 // write the database refuses for good is not retried. It reports whether
-// the write took effect.
-func (w *Worker) writeOutcome(what string, write func(context.Context) (bool, error)) bool {
+// the write took effect, and whether it matched nothing: the job was lost.
+func (w *Worker) writeOutcome(what string, write func(context.Context) (bool, error)) (ok, lost bool) {
 	deadline := time.Now().Add(w.cfg.LeaseTTL)
 	failures := backoff.Backoff{Policy: outcomeFailures}
 	for {
@@ -91,13 +102,13 @@ func (w *Worker) writeOutcome(what string, write func(context.Context) (bool, er
 			if !ok {
 				w.log.Warn("outcome not recorded: the job was lost", "write", what)
 			}
-			return ok
+			return ok, !ok
 		case !errors.Is(err, jobs.ErrUnavailable):
 			w.log.Error("outcome refused by the database", "write", what, "error", err)
-			return false
+			return false, false
 		case time.Now().After(deadline):
 			w.log.Error("outcome not recorded: database unavailable", "write", what, "error", err)
-			return false
+			return false, false
 		}
 		time.Sleep(failures.Next()) // retry pacing, not synchronisation
 	}
