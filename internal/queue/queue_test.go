@@ -118,6 +118,17 @@ func (b *bench) advisory(work func(ctx context.Context, j queue.Job) error) queu
 	return queuetest.Advisory(b.pool, work)
 }
 
+// untilStopped is a handler (under the advisory check of overlapping runs)
+// that tells each run's start and runs until it is stopped.
+func (b *bench) untilStopped() (queue.Handler, <-chan queue.Job) {
+	started := make(chan queue.Job, 4)
+	return b.advisory(func(ctx context.Context, j queue.Job) error {
+		started <- j
+		<-ctx.Done()
+		return ctx.Err()
+	}), started
+}
+
 // running is a started worker, with the names the tests below use.
 type running struct {
 	w      *queue.Worker
@@ -922,12 +933,7 @@ func TestTheLongestHeartbeatKeepsTheLease(t *testing.T) {
 func TestAnEditThatDropsALiveLeaseDoesNotRunTheJobTwice(t *testing.T) {
 	t.Parallel()
 	b := newBench(t)
-	started := make(chan queue.Job, 4)
-	h := b.advisory(func(ctx context.Context, j queue.Job) error {
-		started <- j
-		<-ctx.Done()
-		return ctx.Err()
-	})
+	h, started := b.untilStopped()
 	cfg := queue.Config{Concurrency: 1, LeaseTTL: 30 * time.Second, Heartbeat: 2 * time.Second,
 		Sweep: 10 * time.Second, MaxAttempts: 3, ShutdownGrace: 500 * time.Millisecond}
 	id := b.insert(1)[0]
@@ -961,12 +967,7 @@ func TestAMetadataEditKeepsTheRunningJobsLease(t *testing.T) {
 		t.Run(meta, func(t *testing.T) {
 			t.Parallel()
 			b := newBench(t)
-			started := make(chan queue.Job, 1)
-			h := b.advisory(func(ctx context.Context, j queue.Job) error {
-				started <- j
-				<-ctx.Done()
-				return ctx.Err()
-			})
+			h, started := b.untilStopped()
 			cfg := queue.Config{Concurrency: 1, LeaseTTL: 30 * time.Second, Heartbeat: 300 * time.Millisecond,
 				Sweep: time.Hour, MaxAttempts: 3, ShutdownGrace: 500 * time.Millisecond}
 			id := b.insert(1)[0]
