@@ -91,6 +91,16 @@ func (b *bench) job(id jobs.ID) jobs.Job {
 	return j
 }
 
+// cancelledThenCompleted waits for the job to complete, and checks that
+// it did at its second attempt, the first cancelled.
+func (b *bench) cancelledThenCompleted(id jobs.ID) {
+	b.t.Helper()
+	b.completed(id)
+	if o := b.outcomes(id); o != "cancelled,completed" {
+		b.t.Fatalf("attempts' outcomes %q; want cancelled,completed", o)
+	}
+}
+
 // completed waits for the job to complete, and returns it.
 func (b *bench) completed(id jobs.ID) jobs.Job {
 	b.t.Helper()
@@ -744,10 +754,7 @@ func TestAnEditTheRunsOwnWriteMeetsIsACancellation(t *testing.T) {
 	if again := wait.Recv(t, starts, "the job again, woken"); again.ID != id {
 		t.Fatalf("started %s", again.ID)
 	}
-	b.completed(id)
-	if o := b.outcomes(id); o != "cancelled,completed" {
-		t.Fatalf("attempts %s", o)
-	}
+	b.cancelledThenCompleted(id)
 }
 
 // With an owner cap, a job left queued because its owner was at the cap is
@@ -876,10 +883,7 @@ func TestAFailedCauseReadIsTriedAgain(t *testing.T) {
 	}
 	wait.Recv(t, h.started, "the run again")
 	close(h.release)
-	b.completed(id)
-	if o := b.outcomes(id); o != "cancelled,completed" {
-		t.Fatalf("attempts %s", o)
-	}
+	b.cancelledThenCompleted(id)
 }
 
 // The longest heartbeat a lease allows renews it before the run stops
@@ -1015,8 +1019,5 @@ func TestARequeueBeforeTheOutcomeDropsTheLease(t *testing.T) {
 	if first.Token == second.Token {
 		t.Fatal("one claim ran twice")
 	}
-	b.completed(id)
-	if got := b.outcomes(id); got != "cancelled,completed" {
-		t.Errorf("attempts' outcomes %q; want cancelled,completed", got)
-	}
+	b.cancelledThenCompleted(id)
 }
