@@ -16,7 +16,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/runops/runops/internal/jobs"
@@ -398,7 +397,9 @@ func TestADeadlockIsPassing(t *testing.T) {
 	if err := postgres.Wrap("write", deadlocked); !errors.Is(err, jobs.ErrUnavailable) {
 		t.Fatalf("a deadlock: %v, not an outage", err)
 	}
-	if err := postgres.Wrap("write", &pgconn.PgError{Code: "23505"}); errors.Is(err, jobs.ErrUnavailable) {
+	id := uuid.NewString()
+	_, err := pool.Exec(ctx, `INSERT INTO jobs (job_id) VALUES ($1), ($1)`, id)
+	if err := postgres.Wrap("write", err); err == nil || errors.Is(err, jobs.ErrUnavailable) {
 		t.Fatalf("a unique violation: %v, an outage", err)
 	}
 }
