@@ -8,7 +8,8 @@
 -- expired. The engine's own writes change leases (claims, renewals,
 -- hand-backs, outcomes, the rescue, the drop of a cancelled run's lease):
 -- they are marked runops.writer = 'worker' for their transaction
--- (internal/postgres/queue.go, workerMark). Metadata that is no object
+-- (internal/postgres/queue.go, workerMark), which the trigger's WHEN reads,
+-- so that a renewal calls no function. Metadata that is no object
 -- cannot hold the lease: it becomes an object holding only the lease, as
 -- the rescue starts such metadata over. Named to run before jobs_requeued,
 -- which tells a person's re-queue by the lease it finds unchanged.
@@ -18,7 +19,7 @@ RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
-  IF current_setting('runops.writer', true) = 'worker' OR public.runops_held_until(OLD.metadata) <= now() THEN
+  IF public.runops_held_until(OLD.metadata) <= now() THEN
     RETURN NEW;
   END IF;
   IF jsonb_typeof(NEW.metadata) = 'object' THEN
@@ -34,7 +35,8 @@ DROP TRIGGER IF EXISTS jobs_keep_lease ON public.jobs;
 CREATE TRIGGER jobs_keep_lease
   BEFORE UPDATE ON public.jobs
   FOR EACH ROW
-  WHEN (OLD.metadata->'lease' IS DISTINCT FROM NEW.metadata->'lease')
+  WHEN (OLD.metadata->'lease' IS DISTINCT FROM NEW.metadata->'lease'
+        AND current_setting('runops.writer', true) IS DISTINCT FROM 'worker')
   EXECUTE FUNCTION public.runops_jobs_keep_lease();
 
 -- Not the API roles' (20261206000000_api_role_grants.sql).
