@@ -59,6 +59,7 @@ func (e *Error) Is(target error) bool {
 		// well-formed request from the service role is treated as an outage,
 		// unless what it says is that our key is wrong.
 		return !e.refusedKey() && (e.Status == 0 || e.Status == http.StatusTooManyRequests || e.Status >= 500 ||
+			e.Status == http.StatusRequestTimeout || e.Status == http.StatusLocked || // a slow request; an object another upload holds
 			e.Status == http.StatusNotFound && !e.missing())
 	}
 	return false

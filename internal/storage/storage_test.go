@@ -144,7 +144,7 @@ func TestStatErrors(t *testing.T) {
 		t.Fatalf("missing: %v", err)
 	}
 	fake.Put("videos/raw/x.mp4", []byte("abc"), "video/mp4")
-	for _, status := range []int{500, 429, 544, 503} {
+	for _, status := range []int{500, 429, 544, 503, 408, 423} {
 		fake.FailNext(supabasetest.OpInfo, 1, status)
 		if _, err := c.Stat(ctx, "raw/x.mp4"); !errors.Is(err, jobs.ErrUnavailable) {
 			t.Fatalf("status %d: %v", status, err)
