@@ -221,6 +221,66 @@ func TestOneOwnerWhateverTheDashboardDoes(t *testing.T) {
 	only("a row inserted by hand", carol, bearer(t, "carol"), alice, bob)
 }
 
+// A person clears an owned job's metadata (NULL) and re-queues it, in one
+// edit or two (as `runops jobs requeue` does): jobs_requeued turns the NULL
+// into {"attempt": 0}, an object, which gets the owner too. Before, the
+// owner's trigger ran before jobs_requeued, and the API opened alice's job
+// to everyone while storage still held it closed.
+func TestARequeueOfNullMetadataKeepsTheOwner(t *testing.T) {
+	t.Parallel()
+	for name, edits := range map[string][]string{
+		"one edit":  {`UPDATE jobs SET status = 'queued', metadata = NULL WHERE job_id = $1`},
+		"two edits": {`UPDATE jobs SET metadata = NULL WHERE job_id = $1`, `UPDATE jobs SET status = 'queued' WHERE job_id = $1`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e, alice, bob, id := aliceUploads(t)
+			e.upload(id, 1000, "video/mp4")
+			e.do("POST", "/api/queue-job", queue(id), alice...).expect(t, 200, nil)
+			e.exec(`UPDATE jobs SET status = 'error', error = 'x' WHERE job_id = $1`, id)
+			for _, sql := range edits {
+				e.exec(sql, id)
+			}
+			var meta, upload any
+			if err := e.direct.QueryRow(context.Background(), `SELECT j.metadata, u.owner FROM jobs j
+				JOIN runops_uploads u USING (job_id) WHERE j.job_id = $1`, id).Scan(&meta, &upload); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("metadata %v, upload's owner %v", meta, upload)
+			if r := e.do("GET", "/api/job-status/"+id, "", bob...); r.status != 404 {
+				t.Errorf("bob reads alice's job: %d %s", r.status, r.raw)
+			}
+			if r := e.do("GET", "/api/job-status/"+id, ""); r.status != 404 {
+				t.Errorf("an anonymous caller reads alice's job: %d %s", r.status, r.raw)
+			}
+		})
+	}
+}
+
+// An owner blanked by hand in runops_uploads ('' rather than NULL: what a
+// cleared text cell holds) is no owner, for storage as for the API. Before,
+// "" was copied to metadata.owner, which the API read as no owner: the job
+// opened to everyone through the API, while storage's policy (owner IS
+// NULL, or = auth.uid()) held it closed to all.
+func TestABlankUploadOwnerIsNone(t *testing.T) {
+	t.Parallel()
+	e, alice, bob, id := aliceUploads(t)
+	e.upload(id, 1000, "video/mp4")
+	e.do("POST", "/api/queue-job", queue(id), alice...).expect(t, 200, nil)
+	e.exec(`UPDATE runops_uploads SET owner = '' WHERE job_id = $1`, id)
+	var copy any
+	var readable bool
+	if err := e.direct.QueryRow(context.Background(), `SELECT j.metadata->'owner', u.owner IS NULL FROM jobs j
+		JOIN runops_uploads u USING (job_id) WHERE j.job_id = $1`, id).Scan(&copy, &readable); err != nil {
+		t.Fatal(err)
+	}
+	if copy != nil || !readable {
+		t.Errorf("metadata.owner %#v, the upload's owner NULL: %v; want both none", copy, readable)
+	}
+	if r := e.do("GET", "/api/job-status/"+id, "", bob...); r.status != 200 {
+		t.Errorf("bob reads the unowned job: %d %s", r.status, r.raw)
+	}
+}
+
 // RUNOPS_REQUIRE_AUTH makes a token mandatory; a JWKS (asymmetric keys)
 // verifies tokens as well as the secret does.
 func TestRequiredTokensAgainstAJWKS(t *testing.T) {

@@ -108,23 +108,22 @@ func redactErr(err error) error {
 // unavailable tells whether err means "the database cannot answer now"
 // (connection refused or lost, shutdown, out of connections, memory or
 // disk, timeouts, and a transaction PostgreSQL rolled back for another's
-// sake, which the same statement again gets through) as opposed to an error
-// in the SQL or the data.
+// sake, which the same statement gets through again) as opposed to an error
+// in the SQL or the data. A configured limit (53400, temp_file_limit) is
+// not one: the same statement meets it again.
 func unavailable(err error) bool {
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch {
-		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
-			strings.HasPrefix(pgErr.Code, "57P"), // admin shutdown, cannot connect now
-			strings.HasPrefix(pgErr.Code, "53"),  // insufficient resources: connections, memory, disk
-			pgErr.Code == "57014",                // query cancelled (statement timeout)
-			pgErr.Code == "40001",                // serialization failure
-			pgErr.Code == "40P01":                // deadlock detected
-			return true
-		}
-		return false
+	if !errors.As(err, &pgErr) {
+		return err != nil
 	}
-	return err != nil
+	switch pgErr.Code {
+	case "53000", "53100", "53200", "53300", // insufficient resources, disk full, out of memory, too many connections
+		"57014",          // query cancelled (statement timeout)
+		"40001", "40P01": // serialization failure, deadlock detected
+		return true
+	}
+	return strings.HasPrefix(pgErr.Code, "08") || // connection exception
+		strings.HasPrefix(pgErr.Code, "57P") // admin shutdown, cannot connect now
 }
 
 // wrap turns a driver error into one callers can branch on.

@@ -372,3 +372,83 @@ func deref(p *float64) any {
 	}
 	return *p
 }
+
+// An owner changed by hand in runops_uploads while queue-job inserts the
+// row is copied to it: the insert's trigger waits for the edit (it reads
+// the upload's owner under a share lock) and copies the new owner. Before,
+// it read the owner as committed before the edit (alice), and the edit's
+// own copy could not see the row not yet committed: the API showed the job
+// to alice, storage to bob, for good.
+func TestAnOwnerEditDuringAnEnqueueIsCopied(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, _ := pgtest.Pool(t)
+	store := postgres.NewJobStore(pool)
+	id := jobs.ID(uuid.NewString())
+	if err := store.RecordUpload(ctx, id, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	person, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer person.Rollback(ctx)
+	if _, err := person.Exec(ctx, `UPDATE runops_uploads SET owner = 'bob' WHERE job_id = $1`, string(id)); err != nil {
+		t.Fatal(err)
+	}
+	var enqueuePID int
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if err := conn.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&enqueuePID); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		// queue-job's insert, as JobStore.Enqueue sends it (the API read alice as the owner).
+		_, err := conn.Exec(ctx, `INSERT INTO public.jobs (job_id, status, metadata) VALUES ($1, 'queued', '{"owner": "alice"}')
+ON CONFLICT (job_id) DO NOTHING`, string(id))
+		done <- err
+	}()
+	// Until the insert waits for the person's row lock (a condition, polled).
+	wait.For(t, "the insert waiting for the edit", time.Minute, func() bool {
+		var waiting bool
+		if err := pool.QueryRow(ctx, `SELECT coalesce((SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1), false)`, enqueuePID).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the insert did not wait for the edit: %v", err)
+		default:
+		}
+		return waiting
+	})
+	if err := person.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var copy, upload *string
+	if err := pool.QueryRow(ctx, `SELECT j.metadata->>'owner', u.owner FROM jobs j JOIN runops_uploads u USING (job_id)
+		WHERE j.job_id = $1`, string(id)).Scan(&copy, &upload); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := store.Summary(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if copy == nil || upload == nil || *copy != *upload || sum.Owner != *upload {
+		t.Errorf("metadata.owner %v, runops_uploads.owner %v, the API's owner %q: two owners", orNone(copy), orNone(upload), sum.Owner)
+	}
+}
+
+// orNone is *s, or "<none>".
+func orNone(s *string) string {
+	if s == nil {
+		return "<none>"
+	}
+	return *s
+}

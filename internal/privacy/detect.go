@@ -108,8 +108,10 @@ const (
 )
 
 // fieldButton ends a form field's line: nothing, or the field's own button
-// ("Show", "Hide", "Copy"; a word of letters) or its icon (a sign or two).
-const fieldButton = `(?:[ \t]+(?:\p{L}{2,10}|[^\s\p{L}\p{N}]{1,2}))?[ \t]*$`
+// ("Show", "Hide", "Copy", …) or its icon, read as a sign or two. Not any
+// word: "Password" above "8-16 characters", "API keys" above "Read-only
+// access", are a hint and a menu.
+const fieldButton = `(?:[ \t]+(?:(?i:show|hide|copy|copied|reveal|view|edit|change|rotate|regenerate|revoke)|[^\s\p{L}\p{N}]{1,2}))?[ \t]*$`
 
 var builtins = []rule{
 	// A PEM or OpenSSH private key, from its BEGIN line to its END line

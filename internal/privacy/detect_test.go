@@ -165,6 +165,11 @@ func TestDetectorsLeaveLookalikes(t *testing.T) {
 		"Password\n(optional)",
 		"Password\nForgot password?",
 		"Password\nChange password",
+		// Not a field's button: a hint, a menu's items.
+		"Password\n8-16 characters",
+		"Passwords\nAuto-fill settings",
+		"API keys\nRead-only access",
+		"Tokens\nNon-expiring tokens",
 		"Revenue by year: 2015 2016 2017 2018",
 		"Revenue by year: 2023 2024 2025 2026",
 		"Compare the columns\n2023\n2024\n2025\n2026\nand export.",

@@ -11,9 +11,14 @@
 -- - a row inserted by hand, with no upload recorded, records its own owner
 --   as its upload's (jobs_record_upload);
 -- - an owner changed in runops_uploads by hand is copied to the row.
+-- - an owner blanked by hand ('', what a cleared cell holds) is no owner
+--   (NULL), as storage's policy reads it.
 -- Metadata that is no object holds no owner: the API reads the upload's
--- then (postgres.JobStore.Summary). Rows that differ now are put right.
--- Idempotent.
+-- then (postgres.JobStore.Summary). The row's triggers are named to run
+-- after every other BEFORE trigger of jobs: jobs_requeued makes NULL
+-- metadata an object, which must get the owner too. The upload's owner is
+-- read under a share lock, so that an owner edited meanwhile is waited for
+-- and copied, not missed. Rows that differ now are put right. Idempotent.
 CREATE OR REPLACE FUNCTION public.runops_jobs_keep_owner()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -25,7 +30,7 @@ BEGIN
   IF jsonb_typeof(NEW.metadata) IS DISTINCT FROM 'object' THEN
     RETURN NEW;
   END IF;
-  SELECT true, u.owner INTO recorded, o FROM public.runops_uploads u WHERE u.job_id = NEW.job_id;
+  SELECT true, u.owner INTO recorded, o FROM public.runops_uploads u WHERE u.job_id = NEW.job_id FOR SHARE;
   IF recorded IS NULL THEN
     RETURN NEW; -- no upload: a row made by hand, whose owner jobs_record_upload records
   END IF;
@@ -40,19 +45,39 @@ BEGIN
 END;
 $$;
 
-DROP TRIGGER IF EXISTS jobs_keep_owner_insert ON public.jobs;
-CREATE TRIGGER jobs_keep_owner_insert
+DROP TRIGGER IF EXISTS runops_keep_owner_insert ON public.jobs;
+CREATE TRIGGER runops_keep_owner_insert
   BEFORE INSERT ON public.jobs
   FOR EACH ROW
   EXECUTE FUNCTION public.runops_jobs_keep_owner();
 
-DROP TRIGGER IF EXISTS jobs_keep_owner_update ON public.jobs;
-CREATE TRIGGER jobs_keep_owner_update
+DROP TRIGGER IF EXISTS runops_keep_owner_update ON public.jobs;
+CREATE TRIGGER runops_keep_owner_update
   BEFORE UPDATE ON public.jobs
   FOR EACH ROW
   WHEN (OLD.metadata->'owner' IS DISTINCT FROM NEW.metadata->'owner'
         OR jsonb_typeof(OLD.metadata) IS DISTINCT FROM jsonb_typeof(NEW.metadata))
   EXECUTE FUNCTION public.runops_jobs_keep_owner();
+
+-- An owner blanked by hand is none.
+CREATE OR REPLACE FUNCTION public.runops_uploads_blank_owner()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  NEW.owner := nullif(NEW.owner, '');
+  RETURN NEW;
+END;
+$$;
+
+DROP TRIGGER IF EXISTS runops_uploads_blank_owner ON public.runops_uploads;
+CREATE TRIGGER runops_uploads_blank_owner
+  BEFORE INSERT OR UPDATE OF owner ON public.runops_uploads
+  FOR EACH ROW
+  WHEN (NEW.owner = '')
+  EXECUTE FUNCTION public.runops_uploads_blank_owner();
+
+UPDATE public.runops_uploads SET owner = NULL WHERE owner = '';
 
 -- A row inserted with no upload recorded (by hand) records one, owned by the
 -- owner its metadata names, if any.
@@ -115,7 +140,7 @@ BEGIN
   SELECT string_agg(quote_ident(rolname), ', ' ORDER BY rolname) INTO api
   FROM pg_roles WHERE rolname IN ('anon', 'authenticated');
   FOREACH f IN ARRAY ARRAY['public.runops_jobs_keep_owner()', 'public.runops_jobs_record_upload()',
-                           'public.runops_uploads_owner_changed()'] LOOP
+                           'public.runops_uploads_owner_changed()', 'public.runops_uploads_blank_owner()'] LOOP
     EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
     IF api IS NOT NULL THEN
       EXECUTE format('REVOKE ALL ON FUNCTION %s FROM %s', f, api);
