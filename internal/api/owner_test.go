@@ -256,8 +256,8 @@ func TestARequeueOfNullMetadataKeepsTheOwner(t *testing.T) {
 	}
 }
 
-// An owner blanked by hand in runops_uploads (” rather than NULL: what a
-// cleared text cell holds) is no owner, for storage as for the API. Before,
+// An owner blanked by hand in runops_uploads (an empty string rather than
+// NULL: what a cleared text cell holds) is no owner, for storage as for the API. Before,
 // "" was copied to metadata.owner, which the API read as no owner: the job
 // opened to everyone through the API, while storage's policy (owner IS
 // NULL, or = auth.uid()) held it closed to all.
