@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -49,21 +50,14 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 	cancel(nil)
 	loops.Wait()
 
-	// An outcome that is not recorded (the job lost between the handler's
-	// end and its write: a person's re-queue) ends as a lost run does, so
-	// that a re-queued job need not wait out the lease.
 	switch {
 	case errors.Is(cancelled, ErrLost), errors.Is(err, ErrLost):
 		w.endLost(job, cancelled, err, log)
 	case errors.Is(cancelled, errShutdown) && err != nil, errors.Is(err, ErrHandBack):
 		log.Info("job handed back", "reason", cmp.Or(cancelled, err))
-		ok, lost := w.writeOutcome("hand back", func(ctx context.Context) (bool, error) {
+		if w.endRun(job, "hand back", func(ctx context.Context) (bool, error) {
 			return w.store.HandBack(ctx, job.ID, job.Token)
-		})
-		if lost {
-			w.endLost(job, nil, readLossCause(w.store, job.ID), log)
-		}
-		if ok {
+		}, log) {
 			metrics.JobsFinished.WithLabelValues("handed_back").Inc()
 		}
 	default:
@@ -73,17 +67,25 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 			o.Message, o.Cause = sentenceAndCause(err)
 			log.Warn("job failed", "error", err, "message", o.Message)
 		}
-		ok, lost := w.writeOutcome(string(o.Status), func(ctx context.Context) (bool, error) { return w.store.Finish(ctx, o) })
-		if lost {
-			w.endLost(job, nil, readLossCause(w.store, job.ID), log)
-		}
-		if ok {
+		if w.endRun(job, string(o.Status), func(ctx context.Context) (bool, error) { return w.store.Finish(ctx, o) }, log) {
 			if err == nil {
 				log.Info("job completed")
 			}
 			metrics.JobsFinished.WithLabelValues(string(o.Status)).Inc()
 		}
 	}
+}
+
+// endRun writes the run's outcome (writeOutcome) and reports whether it
+// was recorded. One that matches nothing (the job lost between the
+// handler's end and its write: a person's re-queue) ends the run as a lost
+// run does, so that a re-queued job need not wait out the lease.
+func (w *Worker) endRun(job Job, what string, write func(context.Context) (bool, error), log *slog.Logger) bool {
+	ok, lost := w.writeOutcome(what, write)
+	if lost {
+		w.endLost(job, nil, readLossCause(w.store, job.ID), log)
+	}
+	return ok
 }
 
 // writeOutcome writes an outcome, retrying while the database is away (the lease
