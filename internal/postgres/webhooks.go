@@ -15,11 +15,17 @@ import (
 // (webhook.Delivery.Body), so that rows written before the Standard Webhooks
 // body still go out in it.
 const (
+	// At most $1 of each receiver (URL), its oldest due: a receiver with a
+	// backlog takes no other's turn.
 	dueDeliveries = `UPDATE public.runops_webhooks w
 SET attempts = w.attempts + 1, next_at = now() + make_interval(secs => $2)
-FROM (SELECT event_id, url FROM public.runops_webhooks
-      WHERE delivered_at IS NULL AND given_up_at IS NULL AND next_at <= now()
-      ORDER BY next_at LIMIT $1 FOR UPDATE SKIP LOCKED) due
+FROM (SELECT l.event_id, l.url FROM public.runops_webhooks l
+      JOIN (SELECT event_id, url, row_number() OVER (PARTITION BY url ORDER BY next_at) AS k
+            FROM public.runops_webhooks
+            WHERE delivered_at IS NULL AND given_up_at IS NULL AND next_at <= now()) d
+        ON d.event_id = l.event_id AND d.url = l.url AND d.k <= $1
+      WHERE l.delivered_at IS NULL AND l.given_up_at IS NULL AND l.next_at <= now()
+      FOR UPDATE OF l SKIP LOCKED) due
 WHERE w.event_id = due.event_id AND w.url = due.url
 RETURNING w.event_id::text, w.url, w.type, w.body::text, w.attempts, w.created_at`
 

@@ -22,8 +22,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/runops/runops/internal/backoff"
@@ -52,8 +55,9 @@ func (d Delivery) Body() ([]byte, error) {
 
 // Store is what delivering needs of the outbox.
 type Store interface {
-	// Due takes up to n deliveries whose time has come, holding them from
-	// other deliverers for hold (an attempt each).
+	// Due takes up to n deliveries of each receiver whose time has come,
+	// oldest first, holding them from other deliverers for hold (an attempt
+	// each).
 	Due(ctx context.Context, n int, hold time.Duration) ([]Delivery, error)
 	// Delivered records a success; Retry the next try at next, with why it
 	// failed; GiveUp the end of trying.
@@ -154,14 +158,13 @@ func Backoff(n int) time.Duration {
 var retries = backoff.Policy{First: firstRetry, Max: maxWait, Jitter: 0.2}
 
 // Once sends what is due now and returns how many it sent successfully.
-// The round ends inside the hold its deliveries were taken under: each
-// attempt is cut at the round's deadline, and the deliveries not tried by
-// then are returned as they were (not counted as tries).
+// Each receiver's deliveries go in order, and receivers at once: one that
+// hangs costs the others nothing. A receiver that fails one delivery is
+// not tried again this round: its others go back untried, for the next. The
+// round ends inside the hold its deliveries were taken under: each attempt
+// is cut at the round's deadline, and the deliveries not tried by then are
+// returned as they were (not counted as tries).
 func (d *Deliverer) Once(ctx context.Context) (int, error) {
-	now := time.Now
-	if d.now != nil {
-		now = d.now
-	}
 	heldFor := cmp.Or(d.Hold, holdFor)
 	start := time.Now()
 	due, err := d.Store.Due(ctx, perRound, heldFor)
@@ -170,13 +173,44 @@ func (d *Deliverer) Once(ctx context.Context) (int, error) {
 	}
 	roundCtx, cancel := context.WithDeadline(ctx, start.Add(time.Duration(float64(heldFor)*roundShare)))
 	defer cancel()
+	byURL := map[string][]Delivery{}
+	for _, del := range due {
+		byURL[del.URL] = append(byURL[del.URL], del)
+	}
+	var (
+		wg   sync.WaitGroup
+		sent atomic.Int64
+		mu   sync.Mutex
+		errs []error
+	)
+	for _, dels := range byURL {
+		slices.SortStableFunc(dels, func(a, b Delivery) int { return a.Created.Compare(b.Created) })
+		wg.Go(func() {
+			n, err := d.deliver(ctx, roundCtx, dels)
+			sent.Add(int64(n))
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return int(sent.Load()), errors.Join(errs...)
+}
+
+// deliver sends one receiver's deliveries in order until one fails or the
+// round's time is up; the rest go back untried. It returns how many it sent.
+func (d *Deliverer) deliver(ctx, roundCtx context.Context, dels []Delivery) (int, error) {
+	now := time.Now
+	if d.now != nil {
+		now = d.now
+	}
 	sent := 0
-	for i, del := range due {
+	for i, del := range dels {
 		if roundCtx.Err() != nil {
-			// Out of time: the rest go back, untried, for the next round.
-			return sent, d.Store.Return(ctx, due[i:])
+			return sent, d.Store.Return(ctx, dels[i:]) // out of time
 		}
 		why := d.send(roundCtx, del, now())
+		var err error
 		switch {
 		case why == "":
 			sent++
@@ -193,6 +227,9 @@ func (d *Deliverer) Once(ctx context.Context) (int, error) {
 		}
 		if err != nil {
 			return sent, err
+		}
+		if why != "" && i+1 < len(dels) {
+			return sent, d.Store.Return(ctx, dels[i+1:]) // the receiver failed: the rest wait for the next round
 		}
 	}
 	return sent, nil

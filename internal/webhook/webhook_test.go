@@ -289,8 +289,13 @@ func TestWrongSecretDoesNotVerify(t *testing.T) {
 	r, q := refusing(t, pool, webhook.SecretOther)
 	finish(t, q, exec, false)
 	finish(t, q, exec, true)
-	if _, err := deliverer(t, postgres.NewJobStore(pool), webhook.SecretOld+" "+webhook.SecretNew).Once(context.Background()); err != nil {
-		t.Fatal(err)
+	// A receiver that refuses one delivery is not tried again that round:
+	// the other goes in the next.
+	d := deliverer(t, postgres.NewJobStore(pool), webhook.SecretOld+" "+webhook.SecretNew)
+	for range 2 {
+		if _, err := d.Once(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if !r.RefusedAll(standardwebhooks.ErrNoMatchingSignature) || len(r.Received()) != 2 {
 		t.Fatalf("received %d, refused %v; want both refused for their signature", len(r.Received()), r.Refused())

@@ -1,0 +1,46 @@
+package webhook_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/runops/runops/internal/postgres"
+	"github.com/runops/runops/internal/webhook"
+)
+
+// One receiver that never answers (a firewall dropping packets, a hung
+// process) must not hold up the events of the receivers that answer at once:
+// their events are due, and answered in milliseconds.
+func TestAHangingReceiverDoesNotHoldUpTheOthers(t *testing.T) {
+	pool, exec, _ := database(t)
+	hang := make(chan struct{})
+	silent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-hang:
+		}
+	}))
+	t.Cleanup(func() { close(hang); silent.Close() })
+	healthy := webhook.NewReceiver(t, webhook.SecretOld)
+	q := postgres.NewQueueStore(pool).SendEvents([]string{silent.URL, healthy.URL})
+	const n = 20
+	for range n {
+		finish(t, q, exec, false)
+	}
+	d := deliverer(t, postgres.NewJobStore(pool), webhook.SecretOld)
+	// The production settings scaled down 20 times: a 10 s client timeout
+	// and a minute's hold become 500 ms and 3 s.
+	d.Client = &http.Client{Timeout: 500 * time.Millisecond}
+	d.Hold = 3 * time.Second
+	for range 3 {
+		if _, err := d.Once(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := len(healthy.Verified()); got != n {
+		t.Fatalf("after 3 rounds the healthy receiver got %d of its %d due events: each attempt at the hanging one costs the whole client timeout, one after another", got, n)
+	}
+}
