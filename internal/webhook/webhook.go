@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -44,13 +45,71 @@ type Delivery struct {
 }
 
 // Body is what is sent for d, the same bytes on every attempt:
-// {"type": d.Type, "timestamp": d.Created in RFC 3339, "data": d.Data}.
+// {"type": d.Type, "timestamp": d.Created in RFC 3339, "data": d.Data},
+// with data as the document describes it (dataAsDescribed).
 func (d Delivery) Body() ([]byte, error) {
 	return json.Marshal(struct {
 		Type      string          `json:"type"`
 		Timestamp string          `json:"timestamp"`
 		Data      json.RawMessage `json:"data"`
-	}{d.Type, d.Created.UTC().Format(time.RFC3339Nano), d.Data})
+	}{d.Type, d.Created.UTC().Format(time.RFC3339Nano), dataAsDescribed(d.Data)})
+}
+
+// The times an event can say (RFC 3339 has four-digit years), as the API's
+// answers clamp a time a person wrote by hand.
+var (
+	earliest = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC).Format(time.RFC3339Nano)
+	latest   = time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC).Format(time.RFC3339Nano)
+)
+
+// dataAsDescribed is an event's data as the OpenAPI document's
+// JobEventData describes it, whatever a person wrote into the job before
+// it ended: a time PostgreSQL printed beyond RFC 3339 ("infinity", a year
+// past 9999, a date BC) as the nearest one it can say, and timings that are
+// not an object of whole numbers without what is not. Data that needs
+// nothing is sent as it was recorded.
+func dataAsDescribed(data json.RawMessage) json.RawMessage {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(data, &fields) != nil {
+		return data
+	}
+	changed := false
+	for _, k := range []string{"created_at", "completed_at"} {
+		var v string
+		if json.Unmarshal(fields[k], &v) != nil {
+			continue // null, or absent
+		}
+		if _, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			continue
+		}
+		at := latest
+		if strings.HasPrefix(v, "-") || strings.HasSuffix(v, " BC") {
+			at = earliest
+		}
+		fields[k], _ = json.Marshal(at)
+		changed = true
+	}
+	var timings map[string]any
+	if raw, ok := fields["timings"]; ok && (json.Unmarshal(raw, &timings) != nil || timings == nil) {
+		timings, changed = map[string]any{}, true // not an object, or null
+	}
+	for k, v := range timings {
+		if f, ok := v.(float64); !ok || f != math.Trunc(f) {
+			delete(timings, k)
+			changed = true
+		}
+	}
+	if !changed {
+		return data
+	}
+	if timings != nil {
+		fields["timings"], _ = json.Marshal(timings)
+	}
+	out, err := json.Marshal(fields)
+	if err != nil {
+		return data
+	}
+	return out
 }
 
 // Store is what delivering needs of the outbox.

@@ -521,3 +521,46 @@ func TestARoundEndsInsideItsHold(t *testing.T) {
 		t.Fatalf("%d deliveries returned untried; want 4", n)
 	}
 }
+
+// A job whose created_at a person set by hand (a time job-status clamps),
+// or whose timings they filled with what is not a whole number, still ends
+// in an event as the OpenAPI document's JobEventData describes it: an RFC
+// 3339 data.created_at (the nearest time it can say), timings of whole
+// numbers. Before, "infinity", a five-digit year or a date BC went out as
+// PostgreSQL printed them.
+func TestEventsAreAsDescribedWhateverThePersonWrote(t *testing.T) {
+	for _, created := range []string{"infinity", "10000-01-01 00:00:00+00", "0001-01-01 00:00:00+00 BC", "-infinity"} {
+		t.Run(created, func(t *testing.T) {
+			pool, exec, _ := database(t)
+			r := webhook.NewReceiver(t, webhook.SecretOld)
+			q := postgres.NewQueueStore(pool).SendEvents([]string{r.URL})
+			id := jobs.ID(uuid.NewString())
+			exec(`INSERT INTO jobs (job_id) VALUES ($1)`, string(id))
+			got, err := q.Claim(context.Background(), "w", 1, time.Minute)
+			if err != nil || len(got) != 1 {
+				t.Fatalf("claim: %v %v", got, err)
+			}
+			exec(`UPDATE jobs SET created_at = $2::timestamptz, metadata = metadata || '{"timings": {"probing_ms": 5, "odd_ms": "x", "half_ms": 1.5}}' WHERE job_id = $1`, string(id), created)
+			ok, err := q.Finish(context.Background(), queue.Outcome{ID: id, Token: got[0].Token, Status: jobs.StatusCompleted,
+				Patch: map[string]any{"timings": map[string]any{"extracting_ms": 7}}})
+			if err != nil || !ok {
+				t.Fatalf("outcome: %v %v", ok, err)
+			}
+			d := deliverer(t, postgres.NewJobStore(pool), webhook.SecretOld)
+			if _, err := d.Once(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			v := r.Verified()
+			if len(v) != 1 {
+				t.Fatalf("%d deliveries verified", len(v))
+			}
+			ts, _ := v[0].Data()["created_at"].(string)
+			if _, err := time.Parse(time.RFC3339, ts); err != nil {
+				t.Fatalf("data.created_at %q is not an RFC 3339 date-time (%v): body %s", ts, err, v[0].Body)
+			}
+			if timings, _ := v[0].Data()["timings"].(map[string]any); len(timings) != 2 || timings["probing_ms"] != float64(5) || timings["extracting_ms"] != float64(7) {
+				t.Errorf("data.timings %v; want the whole numbers alone", v[0].Data()["timings"])
+			}
+		})
+	}
+}
