@@ -415,3 +415,17 @@ func TestEditsAreRedacted(t *testing.T) {
 		}
 	}
 }
+
+// A body is read as JSON whatever its Content-Type, as the OpenAPI
+// document says: a browser's fetch with a string body and no header sends
+// text/plain. (Every exchange of a test is held to the document.)
+func TestABodySentAsTextIsReadAsJSON(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	id := uuid.NewString()
+	e.upload(id, 1<<20, "video/mp4")
+	e.do("POST", "/api/queue-job", `{"jobId":"`+id+`"}`, "Content-Type", "text/plain;charset=UTF-8").expect(t, 200, map[string]any{"status": "queued"})
+	sopID := e.withSOP("completed")
+	e.do("PATCH", "/api/sop/"+sopID, `{"type":"update","nodeId":"refund","updates":{"label":"Refund it"}}`,
+		"Content-Type", "text/plain").expect(t, 200, nil)
+}
