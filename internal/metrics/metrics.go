@@ -71,7 +71,8 @@ type QueueStats struct {
 }
 
 // WatchQueue publishes runops_jobs{status} and runops_queue_oldest_seconds
-// from read, called at most once per ttl however often Prometheus scrapes.
+// from read, called at most once per ttl however often Prometheus scrapes;
+// while the last read failed, neither is shown.
 func WatchQueue(read func(context.Context) (QueueStats, error), ttl time.Duration) {
 	Registry.MustRegister(&queueCollector{read: read, ttl: ttl})
 }
@@ -101,9 +102,9 @@ func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
 		stats, err := c.read(ctx)
 		cancel()
 		c.at = time.Now() // a failed read is not retried on every scrape either
-		if err == nil {
-			c.stats, c.ok = stats, true
-		}
+		// A failed read shows nothing until one succeeds: the last numbers,
+		// shown as current, would hold a scaler to a queue that has moved.
+		c.stats, c.ok = stats, err == nil
 	}
 	if !c.ok {
 		return
