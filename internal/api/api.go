@@ -119,7 +119,8 @@ func Handler(o Options) http.Handler {
 		}
 		r.Use(s.limitBody, s.timeout)
 		r.NotFound(s.notFound)
-		r.MethodNotAllowed(s.handle(func(http.ResponseWriter, *http.Request) error {
+		r.MethodNotAllowed(s.handle(func(_ http.ResponseWriter, r *http.Request) error {
+			requestOf(r).unmatched = true
 			return &Error{Status: http.StatusMethodNotAllowed, Message: "Method not allowed"}
 		}))
 		limited := r.With(s.rateLimiter())
@@ -165,6 +166,7 @@ func (s *server) ownAPIPaths(next http.Handler) http.Handler {
 
 // notFound is the JSON 404 of every path nobody serves.
 func (s *server) notFound(w http.ResponseWriter, r *http.Request) {
+	requestOf(r).unmatched = true
 	s.handle(func(http.ResponseWriter, *http.Request) error {
 		return &Error{Status: http.StatusNotFound, Message: "Not found"}
 	})(w, r)

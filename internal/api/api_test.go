@@ -637,21 +637,26 @@ func mustStorage(t *testing.T, fake *supabasetest.Server) *storage.Client {
 // parallel: the counters are the process's.
 func TestRouteLabels(t *testing.T) {
 	e := setup(t)
-	for _, c := range []struct{ path, route, code string }{
-		{"/api/job-status/not-a-job", "/api/job-status/{jobId}", "400"},
-		{"/api/sop/not-a-job", "/api/sop/{jobId}", "400"},
-		{"/api/sop/not-a-job/frames/n1", "/api/sop/{jobId}/frames/{nodeId}", "400"},
-		{"/elsewhere", "unmatched", "404"},
+	for _, c := range []struct{ method, path, route, code string }{
+		{"GET", "/api/job-status/not-a-job", "/api/job-status/{jobId}", "400"},
+		{"GET", "/api/sop/not-a-job", "/api/sop/{jobId}", "400"},
+		{"GET", "/api/sop/not-a-job/frames/n1", "/api/sop/{jobId}/frames/{nodeId}", "400"},
+		{"GET", "/elsewhere", "unmatched", "404"},
+		// Paths and methods under /api that no route serves (they were
+		// counted under the mount's pattern, /api/* or /api).
+		{"GET", "/api/nope", "unmatched", "404"},
+		{"GET", "/api", "unmatched", "404"},
+		{"DELETE", "/api/job-status/not-a-job", "unmatched", "405"},
 	} {
 		counter := metrics.HTTPRequests.WithLabelValues(c.route, c.code)
 		before := testutil.ToFloat64(counter)
 		for range 3 {
-			e.do("GET", c.path, "")
+			e.do(c.method, c.path, "")
 		}
 		// Counted once each answer is written: wait for it, then hold it.
-		wait.For(t, "GET "+c.path+" counted under "+c.route, 30*time.Second, func() bool { return testutil.ToFloat64(counter)-before >= 3 })
+		wait.For(t, c.method+" "+c.path+" counted under "+c.route, 30*time.Second, func() bool { return testutil.ToFloat64(counter)-before >= 3 })
 		if got := testutil.ToFloat64(counter) - before; got != 3 {
-			t.Errorf("GET %s three times: runops_http_requests_total{route=%q,code=%q} rose by %v", c.path, c.route, c.code, got)
+			t.Errorf("%s %s three times: runops_http_requests_total{route=%q,code=%q} rose by %v", c.method, c.path, c.route, c.code, got)
 		}
 	}
 }

@@ -30,10 +30,11 @@ import (
 // (logRequests) and who sent it (authenticate), one context value set once
 // (a context value and a request copy each would cost three allocations).
 type request struct {
-	id      string
-	user    string // a user's token's: the user's id
-	service bool   // the service role's token
-	answer  answer
+	id        string
+	user      string // a user's token's: the user's id
+	service   bool   // the service role's token
+	unmatched bool   // answered by no route: a path or method none serves
+	answer    answer
 }
 
 // answer is the ResponseWriter the handlers write a request's answer to: it
@@ -164,7 +165,10 @@ func (s *server) logRequests(next http.Handler) http.Handler {
 // logRequest counts and logs one request, with what was answered of it.
 func (s *server) logRequest(r *http.Request, q *request, start time.Time) {
 	// The route's pattern, never the raw path: one series per route.
-	route := s.routes.pattern(chi.RouteContext(r.Context()))
+	route := "unmatched"
+	if !q.unmatched {
+		route = s.routes.pattern(chi.RouteContext(r.Context()))
+	}
 	metrics.HTTPRequests.WithLabelValues(route, strconv.Itoa(q.answer.status)).Inc()
 	metrics.HTTPSeconds.WithLabelValues(route).Observe(time.Since(start).Seconds())
 	s.log.LogAttrs(r.Context(), slog.LevelInfo, "http request",
