@@ -334,16 +334,24 @@ func (d *Deliverer) send(ctx context.Context, del Delivery, at time.Time) string
 }
 
 // ShownURL is a receiver's URL as logs, stored errors and the CLI show it:
-// its password and its query, where a token often rides, hidden.
+// its password, its query and its path past the first folder hidden, where
+// a token rides (Slack's and Discord's webhook URLs carry theirs in the
+// path: https://hooks.slack.com/services/…).
 func ShownURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(a URL that does not parse)"
 	}
-	if u.RawQuery != "" {
-		u.RawQuery = "redacted"
+	shown := url.URL{Scheme: u.Scheme, User: u.User, Host: u.Host, Path: u.Path}
+	rest := ""
+	if first, more, ok := strings.Cut(strings.TrimPrefix(u.Path, "/"), "/"); ok && more != "" {
+		shown.Path, rest = "/"+first, "/…"
 	}
-	return u.Redacted()
+	s := shown.Redacted() + rest
+	if u.RawQuery != "" {
+		s += "?redacted"
+	}
+	return s
 }
 
 // Run delivers every Every until ctx is done.

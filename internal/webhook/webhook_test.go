@@ -564,3 +564,22 @@ func TestEventsAreAsDescribedWhateverThePersonWrote(t *testing.T) {
 		})
 	}
 }
+
+// A receiver's URL as logs, stored errors and the CLI show it: no password,
+// no query, no path past its first folder, where Slack and Discord keep
+// their webhooks' tokens.
+func TestShownURLHidesWhereTokensRide(t *testing.T) {
+	for raw, want := range map[string]string{
+		"https://hooks.example.com/runops":                                      "https://hooks.example.com/runops",
+		"https://hooks.slack.com/services/T0001/B0002/XXXXXXXXXXXXXXXXXXXXXXXX": "https://hooks.slack.com/services/…",
+		"https://discord.com/api/webhooks/1234/secret-token":                    "https://discord.com/api/…",
+		"https://user:pa55word@example.com/hook?token=abc#frag":                 "https://user:xxxxx@example.com/hook?redacted",
+		"http://example.com":     "http://example.com",
+		"https://example.com/a/": "https://example.com/a/",
+		"::not a url":            "(a URL that does not parse)",
+	} {
+		if got := webhook.ShownURL(raw); got != want {
+			t.Errorf("ShownURL(%q) = %q; want %q", raw, got, want)
+		}
+	}
+}
