@@ -35,7 +35,16 @@ type Probe struct {
 	Size       int64   `json:"size_bytes"`
 	HasAudio   bool    `json:"has_audio"`
 	HasVideo   bool    `json:"-"`
-	Frames     int     `json:"-"` // video frames, when the container says
+	// UnknownVideo: a picture no decoder of this ffmpeg knows, and no other
+	// (HasVideo false).
+	UnknownVideo bool `json:"-"`
+	// VideoStream and AudioStream are the streams the slim copy takes: the
+	// first picture (not an attached one) and the first narration whose
+	// codec ffmpeg knows, counted among the file's pictures (0:V:n) and
+	// sounds (0:a:n).
+	VideoStream int `json:"-"`
+	AudioStream int `json:"-"`
+	Frames      int `json:"-"` // video frames, when the container says
 	// BFrames is the video's B-frame reorder depth (has_b_frames): when
 	// positive, reference frames come at least every BFrames+1 frames.
 	BFrames int `json:"b_frames"`
@@ -110,10 +119,17 @@ func ProbeFile(ctx context.Context, path string) (Probe, error) {
 	p := Probe{Container: out.Format.FormatName}
 	p.Size, _ = strconv.ParseInt(out.Format.Size, 10, 64)
 	p.Duration = parseFloat(out.Format.Duration)
+	pictures, sounds := 0, 0 // streams seen of each kind, as 0:V:n and 0:a:n count them
 	for _, s := range out.Streams {
+		// A codec ffprobe has no name for is one no decoder here reads
+		// ("Decoder (codec none) not found"): never the stream to take.
+		known := s.CodecName != "" && s.CodecName != "none"
+		picture := s.CodecType == "video" && s.Disposition.AttachedPic == 0
 		switch {
-		case s.CodecType == "video" && s.Disposition.AttachedPic == 0 && !p.HasVideo:
-			p.HasVideo, p.VideoCodec = true, s.CodecName
+		case picture && !known:
+			p.UnknownVideo = p.UnknownVideo || !p.HasVideo
+		case picture && !p.HasVideo:
+			p.HasVideo, p.VideoCodec, p.VideoStream, p.UnknownVideo = true, s.CodecName, pictures, false
 			p.Width, p.Height = s.Width, s.Height
 			p.FPS = parseRate(s.AvgFrameRate)
 			if p.FPS == 0 {
@@ -135,8 +151,14 @@ func ProbeFile(ctx context.Context, path string) (Probe, error) {
 			if p.Duration == 0 {
 				p.Duration = parseFloat(s.Duration)
 			}
-		case s.CodecType == "audio" && !p.HasAudio:
-			p.HasAudio, p.AudioCodec = true, s.CodecName
+		case s.CodecType == "audio" && known && !p.HasAudio:
+			p.HasAudio, p.AudioCodec, p.AudioStream = true, s.CodecName, sounds
+		}
+		if picture {
+			pictures++
+		}
+		if s.CodecType == "audio" {
+			sounds++
 		}
 	}
 	return p, nil
@@ -173,8 +195,15 @@ type SlimOptions struct {
 	SkipNonReference bool
 	// Frames, when set, is a directory the same run fills with one JPEG per
 	// second of the slim copy (FrameFile names them): the very pictures the
-	// slim copy shows, at screenshot size.
-	Frames string
+	// slim copy shows, at screenshot size; at most MaxFrames of them (0: no
+	// cap), the first.
+	Frames    string
+	MaxFrames int
+	// VideoStream and AudioStream are the streams taken (Probe's); NoAudio
+	// takes none (the file has no narration ffmpeg can decode). Without
+	// them, the first picture and the first sound, if any.
+	VideoStream, AudioStream int
+	NoAudio                  bool
 	// Progress receives out_time / expected duration (0–1); called from the
 	// goroutine that reads ffmpeg's progress pipe.
 	Progress func(done float64)
@@ -235,11 +264,16 @@ func SlimArgs(in, out string, opt SlimOptions) []string {
 	args = append(args, "-i", in)
 	// 0:V (capital): the first video stream that is not an attached picture,
 	// or a recording with cover art first would become a one-frame copy.
-	video := []string{"-map", "0:V:0", "-vf", pickFrames + "," + slimScale}
+	picture := "0:V:" + strconv.Itoa(opt.VideoStream)
+	video := []string{"-map", picture, "-vf", pickFrames + "," + slimScale}
 	if opt.Frames != "" {
 		args = append(args, "-filter_complex",
-			"[0:V:0]"+pickFrames+",split=2[slim][shot];[slim]"+slimScale+"[s];[shot]"+shotScale+"[j]")
+			"["+picture+"]"+pickFrames+",split=2[slim][shot];[slim]"+slimScale+"[s];[shot]"+shotScale+"[j]")
 		video = []string{"-map", "[s]"}
+	}
+	sound := []string{"-map", "0:a:" + strconv.Itoa(opt.AudioStream) + "?"}
+	if opt.NoAudio {
+		sound = nil
 	}
 	var limit []string
 	if opt.MaxDuration > 0 {
@@ -247,7 +281,8 @@ func SlimArgs(in, out string, opt SlimOptions) []string {
 	}
 	args = append(args, "-progress", "pipe:1", "-nostats")
 	args = append(args, video...)
-	args = append(args, "-map", "0:a:0?",
+	args = append(args, sound...)
+	args = append(args,
 		"-map_metadata", "-1", "-map_metadata:s", "-1", "-map_chapters", "-1",
 		"-c:v", "libx264", "-crf", "32", "-preset", "veryfast", "-pix_fmt", "yuv420p",
 		"-c:a", "aac", "-aac_coder", "fast", "-ac", "1", "-ar", "16000", "-b:a", "32k",
@@ -255,6 +290,11 @@ func SlimArgs(in, out string, opt SlimOptions) []string {
 	args = append(append(args, limit...), out)
 	if opt.Frames != "" {
 		args = append(append(append(args, "-map", "[j]"), limit...), shotOutput(opt.Frames)...)
+		if opt.MaxFrames > 0 {
+			// Before the output's name, with its other options.
+			last := len(args) - 1
+			args = append(args[:last:last], "-frames:v", strconv.Itoa(opt.MaxFrames), args[last])
+		}
 	}
 	return args
 }

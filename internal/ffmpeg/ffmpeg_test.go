@@ -1,12 +1,14 @@
 package ffmpeg_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -264,5 +266,59 @@ func TestCoverArtIsNotTheVideo(t *testing.T) {
 	got, err := ffmpeg.ProbeFile(context.Background(), out)
 	if err != nil || got.Frames < 3 || got.Height != 360 {
 		t.Fatalf("slim copy %+v %v: want the 4-second recording at 1 fps", got, err)
+	}
+}
+
+// MaxFrames caps the screenshots the transcode writes, not the slim copy:
+// the first ones, as many as were booked.
+func TestMaxFramesCapsTheScreenshotsOnly(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	in := mediatest.Make(t, dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 8})
+	out, shots := filepath.Join(dir, "slim.mp4"), t.TempDir()
+	if err := ffmpeg.Slim(context.Background(), in, out, ffmpeg.SlimOptions{MaxDuration: time.Minute, Frames: shots, MaxFrames: 3}); err != nil {
+		t.Fatal(err)
+	}
+	files, err := filepath.Glob(filepath.Join(shots, "*.jpg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(files)
+	want := []string{filepath.Join(shots, ffmpeg.FrameFile(0)), filepath.Join(shots, ffmpeg.FrameFile(1)), filepath.Join(shots, ffmpeg.FrameFile(2))}
+	if !slices.Equal(files, want) {
+		t.Errorf("screenshots %v; want the first three", files)
+	}
+	if got, err := ffmpeg.ProbeFile(context.Background(), out); err != nil || got.Frames < 8 {
+		t.Errorf("the slim copy: %d frames, %v; want all 8 seconds", got.Frames, err)
+	}
+}
+
+// A stream whose codec ffprobe cannot name (no decoder here reads it) is
+// never the one taken: a narration in an unknown codec leaves the file
+// without narration, a picture in one without a picture it can read.
+func TestStreamsNoDecoderReadsAreNotTaken(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	good := mediatest.Make(t, dir, "good.mkv", mediatest.Spec{Width: 320, Height: 240, Seconds: 3, Audio: true, Format: "mkv"})
+	b, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		old, new       string
+		audio, video   bool
+		unknownPicture bool
+	}{
+		"narration": {"A_AAC", "A_QQQ", false, true, false},
+		"picture":   {"V_MPEG4/ISO/AVC", "V_QQQQQQQQQQQQQ", true, false, true},
+	} {
+		if bytes.Count(b, []byte(c.old)) != 1 {
+			t.Fatalf("%s: %q is not once in the file", name, c.old)
+		}
+		f := mediatest.File(t, dir, name+".mkv", bytes.Replace(b, []byte(c.old), []byte(c.new), 1))
+		p, err := ffmpeg.ProbeFile(context.Background(), f)
+		if err != nil || p.HasAudio != c.audio || p.HasVideo != c.video || p.UnknownVideo != c.unknownPicture {
+			t.Errorf("%s: audio %v, video %v, unknown picture %v, %v", name, p.HasAudio, p.HasVideo, p.UnknownVideo, err)
+		}
 	}
 }

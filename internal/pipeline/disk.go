@@ -226,13 +226,20 @@ func rawNeed(size int64) uint64 { return uint64(max(size, 0))*12/10 + 64<<20 }
 // second (of the limit, when the container does not say), at most
 // ffmpeg.ScreenshotHeight pixels high.
 func shotsNeed(probe ffmpeg.Probe) uint64 {
-	seconds := math.Ceil(min(probe.Duration, jobs.MaxDuration.Seconds())) + 1
-	if probe.Duration == 0 {
-		seconds = jobs.MaxDuration.Seconds() + 1
-	}
 	h := float64(min(probe.Height, ffmpeg.ScreenshotHeight))
 	w := float64(probe.Width) * h / float64(max(probe.Height, 1))
-	return uint64(seconds * w * h * ffmpeg.FrameBytesPerPixel)
+	return uint64(float64(shotsBooked(probe)) * w * h * ffmpeg.FrameBytesPerPixel)
+}
+
+// shotsBooked is how many screenshots the transcode may write: one a second
+// of the length the container says, and one more; a second past the limit
+// when it does not say (browser WebM), or says only the span of its
+// timestamps.
+func shotsBooked(probe ffmpeg.Probe) int {
+	if probe.Duration == 0 || spanOfTimestamps(probe) {
+		return int(jobs.MaxDuration.Seconds()) + 2
+	}
+	return int(math.Ceil(min(probe.Duration, jobs.MaxDuration.Seconds()))) + 1
 }
 
 func freeSpace(dir string) (uint64, error) {

@@ -58,7 +58,7 @@ func (p *Pipeline) Slim(ctx context.Context, job queue.Job, r queue.Reporter) (S
 		return SlimResult{}, err
 	}
 	// Now that its length is known, the screenshots the transcode writes
-	// are booked too.
+	// are booked too (and it writes no more than were booked).
 	if err := p.reserve(ctx, job, r, spaceDir(job), rawNeed(probe.Size)+shotsNeed(probe)); err != nil {
 		return SlimResult{}, err
 	}
@@ -191,9 +191,11 @@ func validate(p ffmpeg.Probe) error {
 		return err
 	}
 	switch {
+	case p.UnknownVideo:
+		return jobs.Fail(msgUnreadable, errors.New("no decoder for the picture's codec"))
 	case !p.HasVideo:
 		return jobs.Fail(msgNoVideo, nil)
-	case p.Duration > jobs.MaxDuration.Seconds():
+	case p.Duration > jobs.MaxDuration.Seconds() && !spanOfTimestamps(p):
 		return jobs.Fail(msgVideoTooLong(p.Duration), nil)
 	case p.Width < minSide || p.Height < minSide || p.Width > maxSide || p.Height > maxSide:
 		return jobs.Fail(msgPictureSize(p.Width, p.Height), nil)
@@ -201,7 +203,18 @@ func validate(p ffmpeg.Probe) error {
 	return nil
 }
 
-// transcode makes the slim copy with one ffmpeg run.
+// spanOfTimestamps tells a container whose length is the span of its
+// timestamps (MPEG-TS: a recorder restarted mid-file makes it go back, and
+// the span hours long), not a length it states: only the transcode tells
+// how long it plays.
+func spanOfTimestamps(p ffmpeg.Probe) bool { return p.Container == "mpegts" }
+
+// transcode makes the slim copy with one ffmpeg run. It plays at most a
+// second past the limit, whatever the container says: a slim copy longer
+// than the limit is refused then (a container can understate its length).
+// It writes at most the screenshots booked (shotsNeed); when it plays
+// longer than that, the screenshots the SOP's steps need are taken again
+// from the upload (takeShots), not all of them.
 func (p *Pipeline) transcode(ctx context.Context, job queue.Job, r queue.Reporter, raw string, probe ffmpeg.Probe) (SlimResult, error) {
 	if err := r.Stage(ctx, "transcoding"); err != nil {
 		return SlimResult{}, err
@@ -210,19 +223,21 @@ func (p *Pipeline) transcode(ctx context.Context, job queue.Job, r queue.Reporte
 	if err := os.MkdirAll(shots, 0o700); err != nil {
 		return SlimResult{}, err
 	}
-	limit := jobs.MaxDuration
-	if probe.Duration == 0 {
-		// The container does not say how long it is (browser WebM): one more
-		// second tells a recording that is too long from one at the limit.
-		limit += time.Second
-	}
+	// One second past the limit tells a recording that is too long from one
+	// at the limit.
+	limit := jobs.MaxDuration + time.Second
 	tctx, cancel := context.WithTimeout(ctx, p.cfg.FFmpegTimeout)
 	defer cancel()
+	booked := shotsBooked(probe)
 	err := ffmpeg.Slim(tctx, raw, out, ffmpeg.SlimOptions{
 		MaxDuration:      limit,
 		SkipNonReference: probe.BFrames > 0,
-		Expected:         time.Duration(probe.Duration * float64(time.Second)),
+		Expected:         time.Duration(min(probe.Duration, limit.Seconds()) * float64(time.Second)),
 		Frames:           shots,
+		MaxFrames:        booked,
+		VideoStream:      probe.VideoStream,
+		AudioStream:      probe.AudioStream,
+		NoAudio:          !probe.HasAudio,
 		Progress:         func(f float64) { _ = r.Progress(ctx, f) },
 	})
 	switch {
@@ -236,11 +251,24 @@ func (p *Pipeline) transcode(ctx context.Context, job queue.Job, r queue.Reporte
 		return SlimResult{}, jobs.Fail(msgDamaged, err)
 	}
 	slim, err := ffmpeg.ProbeFile(ctx, out)
-	if err != nil {
+	switch {
+	case err != nil:
 		return SlimResult{}, jobs.Fail(msgDamaged, err)
-	}
-	if probe.Duration == 0 && slim.Duration > jobs.MaxDuration.Seconds()+0.5 {
+	case !slim.HasVideo || slim.Frames == 0:
+		// A picture shorter than fps=1 keeps (a recorder that lost the
+		// screen and kept the microphone): there is nothing to show.
+		return SlimResult{}, jobs.Fail(msgNoVideo, errors.New("the slim copy has no picture"))
+	case slim.Duration > jobs.MaxDuration.Seconds()+0.5:
 		return SlimResult{}, jobs.Fail(msgVideoOverLimit(), nil)
+	case slim.Frames > booked:
+		// It plays longer than its container said: the screenshots past
+		// the booking were not written; the steps' are taken again.
+		p.cfg.Logger.InfoContext(ctx, "the recording plays longer than its container says; its steps' screenshots will be taken again",
+			"container_s", probe.Duration, "slim_s", slim.Duration)
+		if err := os.RemoveAll(shots); err != nil {
+			return SlimResult{}, err
+		}
+		shots = ""
 	}
 	sum, size, err := hashFile(out)
 	if err != nil {

@@ -24,8 +24,8 @@ func msgVideoTooLong(seconds float64) string {
 		minutes(seconds), minutes(jobs.MaxDuration.Seconds()))
 }
 
-// msgVideoOverLimit: a recording whose container did not say its length
-// turned out longer than the limit.
+// msgVideoOverLimit: a recording whose container did not say its length,
+// or said less, turned out longer than the limit.
 func msgVideoOverLimit() string {
 	return fmt.Sprintf("The video is longer than %s (the limit). Please upload a shorter recording.",
 		minutes(jobs.MaxDuration.Seconds()))
