@@ -320,7 +320,7 @@ func Slim(ctx context.Context, in, out string, opt SlimOptions) error {
 // with Frames would have written, into dir: the same frame picking (pass the
 // same skipNonReference), the other seconds dropped before they are scaled,
 // and the input read only up to the second after the last one.
-func FramesArgs(in, dir string, seconds []int, skipNonReference bool) []string {
+func FramesArgs(in, dir string, seconds []int, stream int, skipNonReference bool) []string {
 	args := []string{"-hide_banner", "-nostdin", "-v", "error", "-y"}
 	if skipNonReference {
 		args = append(args, "-skip_frame", "noref")
@@ -335,15 +335,15 @@ func FramesArgs(in, dir string, seconds []int, skipNonReference bool) []string {
 	}
 	args = append(args, "-t", strconv.Itoa(last+2))
 	args = append(args, inputGuard...)
-	args = append(args, "-i", in, "-map", "0:V:0",
+	args = append(args, "-i", in, "-map", "0:V:"+strconv.Itoa(stream),
 		"-vf", pickFrames+",select='"+strings.Join(terms, "+")+"',"+shotScale, "-fps_mode", "passthrough")
 	return append(args, shotOutput(dir)...)
 }
 
 // Frames writes the screenshots of seconds into dir (see FramesArgs). A
 // second past the end of the video has no file.
-func Frames(ctx context.Context, in, dir string, seconds []int, skipNonReference bool) error {
-	cmd := child.Command(ctx, "ffmpeg", FramesArgs(in, dir, seconds, skipNonReference)...)
+func Frames(ctx context.Context, in, dir string, seconds []int, stream int, skipNonReference bool) error {
+	cmd := child.Command(ctx, "ffmpeg", FramesArgs(in, dir, seconds, stream, skipNonReference)...)
 	stderr := &child.Tail{Max: 4096}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {

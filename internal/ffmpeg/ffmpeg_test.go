@@ -322,3 +322,44 @@ func TestStreamsNoDecoderReadsAreNotTaken(t *testing.T) {
 		}
 	}
 }
+
+// A file whose first picture no decoder reads and whose second is fine is
+// accepted now (ProbeFile takes the second: VideoStream 1, and the slim
+// copy maps 0:V:1); the screenshots taken again from the upload (Frames,
+// after a reused slim copy or an understated container) must come from
+// that same picture, not from 0:V:0.
+func TestFramesTakesThePictureTheProbeChose(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	two := filepath.Join(dir, "two.mkv")
+	if err := mediatest.FFmpeg("-v", "error", "-nostdin", "-y",
+		"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=4",
+		"-f", "lavfi", "-i", "testsrc=size=320x240:rate=30:duration=4",
+		"-map", "0", "-map", "1", "-c:v", "libx264", "-preset", "ultrafast", "-f", "matroska", two); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(two)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(b, []byte("V_MPEG4/ISO/AVC")); n != 2 {
+		t.Fatalf("codec id %d times", n)
+	}
+	f := mediatest.File(t, dir, "first-unknown.mkv", bytes.Replace(b, []byte("V_MPEG4/ISO/AVC"), []byte("V_QQQQQQQQQQQQQ"), 1))
+	p, err := ffmpeg.ProbeFile(context.Background(), f)
+	if err != nil || !p.HasVideo || p.UnknownVideo || p.VideoStream != 1 {
+		t.Fatalf("probe %+v, %v: want the second picture taken", p, err)
+	}
+	// The slim copy (what the transcode makes) is fine.
+	if err := ffmpeg.Slim(context.Background(), f, filepath.Join(dir, "slim.mp4"), ffmpeg.SlimOptions{VideoStream: p.VideoStream, AudioStream: p.AudioStream, NoAudio: !p.HasAudio}); err != nil {
+		t.Fatalf("slim: %v", err)
+	}
+	// The retake path.
+	shots := t.TempDir()
+	if err := ffmpeg.Frames(context.Background(), f, shots, []int{2}, p.VideoStream, false); err != nil {
+		t.Fatalf("Frames on the file the probe accepted: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(shots, ffmpeg.FrameFile(2))); err != nil {
+		t.Fatalf("no screenshot of second 2: %v", err)
+	}
+}

@@ -65,7 +65,7 @@ func TestScreenshotsShowTheirOwnSecond(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := []int{1, seconds - 1}
-			if err := ffmpeg.Frames(context.Background(), in, again, want, probe.BFrames > 0); err != nil {
+			if err := ffmpeg.Frames(context.Background(), in, again, want, 0, probe.BFrames > 0); err != nil {
 				t.Fatal(err)
 			}
 			files, _ = filepath.Glob(filepath.Join(again, "*"))
@@ -118,7 +118,7 @@ func TestRetakePastTheEndWritesNothingForIt(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	in := mediatest.Make(t, dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2, Clock: true})
-	if err := ffmpeg.Frames(context.Background(), in, dir, []int{1, 9}, false); err != nil {
+	if err := ffmpeg.Frames(context.Background(), in, dir, []int{1, 9}, 0, false); err != nil {
 		t.Fatal(err)
 	}
 	for s, want := range map[int]bool{1: true, 9: false} {
@@ -132,7 +132,7 @@ func TestRetakePastTheEndWritesNothingForIt(t *testing.T) {
 // frames as the transcode does.
 func TestFramesArgsReadNoFurtherThanNeeded(t *testing.T) {
 	t.Parallel()
-	args := ffmpeg.FramesArgs("in", "dir", []int{3, 83}, true)
+	args := ffmpeg.FramesArgs("in", "dir", []int{3, 83}, 0, true)
 	limit, in := slices.Index(args, "-t"), slices.Index(args, "-i")
 	if limit < 0 || limit > in || args[limit+1] != strconv.Itoa(85) || !slices.Contains(args, "noref") ||
 		slices.Index(args, "-format_whitelist") > in || !slices.Contains(args, "-frame_pts") {

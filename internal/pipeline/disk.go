@@ -232,11 +232,10 @@ func shotsNeed(probe ffmpeg.Probe) uint64 {
 }
 
 // shotsBooked is how many screenshots the transcode may write: one a second
-// of the length the container says, and one more; a second past the limit
-// when it does not say (browser WebM), or says only the span of its
-// timestamps.
+// of the length the container says (at most the limit), and one more; a
+// second past the limit when it does not say (browser WebM).
 func shotsBooked(probe ffmpeg.Probe) int {
-	if probe.Duration == 0 || spanOfTimestamps(probe) {
+	if probe.Duration == 0 {
 		return int(jobs.MaxDuration.Seconds()) + 2
 	}
 	return int(math.Ceil(min(probe.Duration, jobs.MaxDuration.Seconds()))) + 1

@@ -217,9 +217,12 @@ func (p *Pipeline) retake(ctx context.Context, job queue.Job, r queue.Reporter, 
 	}
 	slices.Sort(seconds)
 	seconds = slices.Compact(seconds)
-	probe, _ := job.Metadata["probe"].(map[string]any)
-	bFrames, _ := probe["b_frames"].(float64)
-	err := ffmpeg.Frames(ctx, raw, dir, seconds, bFrames > 0)
+	// Probed again: which picture the slim copy took, and its structure
+	// (this run's probe is not in the claim's metadata).
+	probe, err := ffmpeg.ProbeFile(ctx, raw)
+	if err == nil {
+		err = ffmpeg.Frames(ctx, raw, dir, seconds, probe.VideoStream, probe.BFrames > 0)
+	}
 	switch {
 	case ctx.Err() != nil:
 		return "", ctx.Err()

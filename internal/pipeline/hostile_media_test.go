@@ -149,3 +149,41 @@ func TestAnUnderstatedRecordingKeepsItsLateScreenshots(t *testing.T) {
 	}
 	checkFrames(t, j, `{"count":2,"missing":[]}`)
 }
+
+// A recording whose first picture no decoder reads and whose second is
+// fine is accepted (the slim copy takes 0:V:1). When it plays longer than
+// its container says, the late steps' screenshots are taken again from
+// the upload: from the same picture, not from the unreadable 0:V:0.
+func TestRetakenScreenshotsComeFromThePictureTheSlimCopyTook(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	two := filepath.Join(r.dir, "two.mkv")
+	if err := mediatest.FFmpeg("-v", "error", "-nostdin", "-y",
+		"-f", "lavfi", "-i", "testsrc2=size=64x64:rate=1:duration=60",
+		"-f", "lavfi", "-i", "testsrc=size=64x64:rate=1:duration=60",
+		"-map", "0", "-map", "1", "-c:v", "libx264", "-preset", "ultrafast", "-f", "matroska", two); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(two)
+	if err != nil {
+		t.Fatal(err)
+	}
+	elem := func(ms float64) []byte {
+		return binary.BigEndian.AppendUint64([]byte{0x44, 0x89, 0x88}, math.Float64bits(ms))
+	}
+	if bytes.Count(b, elem(60000)) != 1 || bytes.Count(b, []byte("V_MPEG4/ISO/AVC")) != 2 {
+		t.Fatalf("duration %d, codec ids %d", bytes.Count(b, elem(60000)), bytes.Count(b, []byte("V_MPEG4/ISO/AVC")))
+	}
+	b = bytes.Replace(b, elem(60000), elem(10000), 1)                             // the container says 10 s
+	b = bytes.Replace(b, []byte("V_MPEG4/ISO/AVC"), []byte("V_QQQQQQQQQQQQQ"), 1) // the first picture: no decoder
+	f := mediatest.File(t, r.dir, "liar.mp4", b)
+	r.ai.Script(geminitest.JSON(chain(
+		`{"id": "early", "type": "task", "label": "Open the page", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:02", "evidence": "shown"}`,
+		`{"id": "late", "type": "task", "label": "Save the page", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:45", "evidence": "shown"}`,
+	)))
+	j := r.finished(r.submit(f, nil))
+	if got := outcome(j); got != done {
+		t.Fatalf("ended %q", got)
+	}
+	checkFrames(t, j, `{"count":2,"missing":[]}`)
+}

@@ -56,3 +56,6 @@ func PruneDeep(raw []byte, limit int) []byte { return pruneDeep(raw, limit) }
 
 // Wrap is wrap, for the tests of the errors it tells apart.
 var Wrap = wrap
+
+// DueDeliveriesSQL is the outbox's Due statement, for a test of its plan.
+const DueDeliveriesSQL = dueDeliveries

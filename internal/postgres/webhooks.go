@@ -16,23 +16,33 @@ import (
 // body still go out in it.
 const (
 	// At most $1 of each receiver (URL), its oldest due: a receiver with a
-	// backlog takes no other's turn.
-	dueDeliveries = `UPDATE public.runops_webhooks w
+	// backlog takes no other's turn. The receivers still waited on are read
+	// one index entry each (a loose scan of runops_webhooks_url_due_idx),
+	// then each one's first due rows through the same index: the round
+	// reads what it takes, never the whole backlog.
+	dueDeliveries = `WITH RECURSIVE receivers AS (
+  (SELECT url FROM public.runops_webhooks WHERE delivered_at IS NULL AND given_up_at IS NULL ORDER BY url LIMIT 1)
+  UNION ALL
+  SELECT (SELECT p.url FROM public.runops_webhooks p
+          WHERE p.delivered_at IS NULL AND p.given_up_at IS NULL AND p.url > r.url ORDER BY p.url LIMIT 1)
+  FROM receivers r WHERE r.url IS NOT NULL
+)
+UPDATE public.runops_webhooks w
 SET attempts = w.attempts + 1, next_at = now() + make_interval(secs => $2)
-FROM (SELECT l.event_id, l.url FROM public.runops_webhooks l
-      JOIN (SELECT event_id, url, row_number() OVER (PARTITION BY url ORDER BY next_at) AS k
-            FROM public.runops_webhooks
-            WHERE delivered_at IS NULL AND given_up_at IS NULL AND next_at <= now()) d
-        ON d.event_id = l.event_id AND d.url = l.url AND d.k <= $1
-      WHERE l.delivered_at IS NULL AND l.given_up_at IS NULL AND l.next_at <= now()
-      FOR UPDATE OF l SKIP LOCKED) due
+FROM (SELECT d.event_id, d.url FROM receivers r CROSS JOIN LATERAL (
+        SELECT l.event_id, l.url FROM public.runops_webhooks l
+        WHERE l.url = r.url AND l.delivered_at IS NULL AND l.given_up_at IS NULL AND l.next_at <= now()
+        ORDER BY l.next_at LIMIT $1 FOR UPDATE SKIP LOCKED) d
+      WHERE r.url IS NOT NULL) due
 WHERE w.event_id = due.event_id AND w.url = due.url
 RETURNING w.event_id::text, w.url, w.type, w.body::text, w.attempts, w.created_at`
 
 	markDelivered = `UPDATE public.runops_webhooks SET delivered_at = now(), last_error = NULL WHERE event_id = $1 AND url = $2`
 	markRetry     = `UPDATE public.runops_webhooks SET next_at = $3, last_error = $4 WHERE event_id = $1 AND url = $2`
 	markGivenUp   = `UPDATE public.runops_webhooks SET given_up_at = now(), last_error = $3 WHERE event_id = $1 AND url = $2`
-	returnUntried = `UPDATE public.runops_webhooks w SET next_at = now(), attempts = greatest(w.attempts - 1, 0)
+	// Untried deliveries are due at once, first among the due: their
+	// next_at becomes their event's time (the round ordered them by it).
+	returnUntried = `UPDATE public.runops_webhooks w SET next_at = least(w.created_at, now()), attempts = greatest(w.attempts - 1, 0)
 FROM unnest($1::uuid[], $2::text[]) AS r(event_id, url)
 WHERE w.event_id = r.event_id AND w.url = r.url AND w.delivered_at IS NULL AND w.given_up_at IS NULL`
 

@@ -75,15 +75,15 @@ func dataAsDescribed(data json.RawMessage) json.RawMessage {
 	}
 	changed := false
 	for _, k := range []string{"created_at", "completed_at"} {
-		var v string
-		if json.Unmarshal(fields[k], &v) != nil {
-			continue // null, or absent
+		var v *string
+		if json.Unmarshal(fields[k], &v) != nil || v == nil {
+			continue // null (a failed job never completed), or absent
 		}
-		if _, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		if _, err := time.Parse(time.RFC3339Nano, *v); err == nil {
 			continue
 		}
 		at := latest
-		if strings.HasPrefix(v, "-") || strings.HasSuffix(v, " BC") {
+		if strings.HasPrefix(*v, "-") || strings.HasSuffix(*v, " BC") {
 			at = earliest
 		}
 		fields[k], _ = json.Marshal(at)

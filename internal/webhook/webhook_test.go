@@ -583,3 +583,68 @@ func TestShownURLHidesWhereTokensRide(t *testing.T) {
 		}
 	}
 }
+
+// A job that fails never completed: its job.failed event's completed_at is
+// null (the outbox row says so, and the OpenAPI document allows it), and is
+// sent so. The first dataAsDescribed sent the last time RFC 3339 can say.
+func TestAFailedJobsEventSaysItNeverCompleted(t *testing.T) {
+	pool, exec, count := database(t)
+	r := webhook.NewReceiver(t, webhook.SecretOld)
+	q := postgres.NewQueueStore(pool).SendEvents([]string{r.URL})
+	id := finish(t, q, exec, true)
+	if n := count(`SELECT count(*) FROM runops_webhooks WHERE job_id = $1 AND body->'completed_at' = 'null'::jsonb`, string(id)); n != 1 {
+		t.Fatalf("%d rows whose completed_at is null", n)
+	}
+	d := deliverer(t, postgres.NewJobStore(pool), webhook.SecretOld)
+	if _, err := d.Once(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	v := r.Verified()
+	if len(v) != 1 {
+		t.Fatalf("%d deliveries verified", len(v))
+	}
+	if got, ok := v[0].Data()["completed_at"]; !ok || got != nil {
+		t.Errorf("data.completed_at %v (present %v); want null: body %s", got, ok, v[0].Body)
+	}
+}
+
+// A round takes up to 20 of each receiver, oldest first, and a receiver
+// that fails one has its others go in the next (docs/operations.md). A
+// receiver with 45 events due that fails the first once: the 19 events the
+// round gave back are the oldest due, and the next round sends them first.
+// It sent events 21 to 40 instead, before 2 to 20: the returned rows'
+// next_at became now(), behind the rows never taken.
+func TestEventsGivenBackGoFirstInTheNextRound(t *testing.T) {
+	pool, exec, _ := database(t)
+	r := webhook.NewReceiver(t, webhook.SecretOld)
+	q := postgres.NewQueueStore(pool).SendEvents([]string{r.URL})
+	var ids []jobs.ID
+	for range 45 {
+		ids = append(ids, finish(t, q, exec, false))
+	}
+	d := deliverer(t, postgres.NewJobStore(pool), webhook.SecretOld)
+	r.Fail.Store(1) // one 500: the first event of the first round
+	for range 2 {
+		if _, err := d.Once(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := r.Received()
+	if len(got) < 2 {
+		t.Fatalf("%d requests", len(got))
+	}
+	if first := got[0].Data()["job_id"]; first != string(ids[0]) {
+		t.Fatalf("round 1 began with %v; want event 1", first)
+	}
+	index := map[string]int{}
+	for i, id := range ids {
+		index[string(id)] = i + 1
+	}
+	var order []int
+	for _, g := range got[1:] {
+		order = append(order, index[g.Data()["job_id"].(string)])
+	}
+	if order[0] != 2 {
+		t.Fatalf("after event 1 failed, events went in the order %v; want 2, 3, … (the oldest due first)", order)
+	}
+}
