@@ -153,6 +153,9 @@ func (c *jobsVerb) show(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	for i := range events {
+		events[i].URL = webhook.ShownURL(events[i].URL) // where a receiver's token rides
+	}
 	if c.asJSON {
 		return writeJSONTo(c.stdout, map[string]any{"job": j, "events": events})
 	}
@@ -434,7 +437,7 @@ func printEvents(w io.Writer, events []postgres.Event) {
 		case e.GivenUpAt != nil:
 			state = "given up " + e.GivenUpAt.Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", e.ID, e.Type, webhook.ShownURL(e.URL), state, e.LastError)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", e.ID, e.Type, e.URL, state, e.LastError)
 	}
 	tw.Flush()
 }

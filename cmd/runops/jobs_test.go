@@ -80,15 +80,22 @@ func TestJobsCLI(t *testing.T) {
 	if err != nil || !strings.Contains(out, running) || strings.Contains(out, failed) || !strings.Contains(out, "transcoding") || !strings.Contains(out, "50%") {
 		t.Fatalf("list --status processing: %v\n%s", err, out)
 	}
+	// An event for a receiver whose token rides in its URL's path.
+	d.exec(`INSERT INTO runops_webhooks (event_id, url, job_id, type, body)
+	  VALUES (gen_random_uuid(), 'https://hooks.slack.com/services/T1/B2/SECRETTOKEN', $1, 'job.failed', '{}')`, failed)
 	out, err = runops("show", failed, "--json")
 	var shown struct {
 		Job    jobs.Job
-		Events []any
+		Events []struct{ URL string }
 	}
-	if err != nil || json.Unmarshal([]byte(out), &shown) != nil || shown.Job.Status != jobs.StatusError || shown.Events == nil {
+	if err != nil || json.Unmarshal([]byte(out), &shown) != nil || shown.Job.Status != jobs.StatusError || len(shown.Events) != 1 {
 		t.Fatalf("show --json: %v\n%s", err, out)
 	}
-	if out, err = runops("show", failed); err != nil || !strings.Contains(out, "24 minutes") || !strings.Contains(out, "probing") {
+	if strings.Contains(out, "SECRETTOKEN") || shown.Events[0].URL != "https://hooks.slack.com/…" {
+		t.Errorf("show --json shows the receiver's URL as %q:\n%s", shown.Events[0].URL, out)
+	}
+	if out, err = runops("show", failed); err != nil || !strings.Contains(out, "24 minutes") || !strings.Contains(out, "probing") ||
+		strings.Contains(out, "SECRETTOKEN") {
 		t.Fatalf("show: %v\n%s", err, out)
 	}
 

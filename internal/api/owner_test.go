@@ -245,7 +245,12 @@ func TestARequeueOfNullMetadataKeepsTheOwner(t *testing.T) {
 				JOIN runops_uploads u USING (job_id) WHERE j.job_id = $1`, id).Scan(&meta, &upload); err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("metadata %v, upload's owner %v", meta, upload)
+			if m, _ := meta.(map[string]any); m["owner"] != "alice" || upload != "alice" {
+				t.Errorf("metadata %v, upload's owner %v; want alice for both", meta, upload)
+			}
+			if r := e.do("GET", "/api/job-status/"+id, "", alice...); r.status != 200 {
+				t.Errorf("alice reads her job: %d %s", r.status, r.raw)
+			}
 			if r := e.do("GET", "/api/job-status/"+id, "", bob...); r.status != 404 {
 				t.Errorf("bob reads alice's job: %d %s", r.status, r.raw)
 			}
@@ -268,13 +273,13 @@ func TestABlankUploadOwnerIsNone(t *testing.T) {
 	e.do("POST", "/api/queue-job", queue(id), alice...).expect(t, 200, nil)
 	e.exec(`UPDATE runops_uploads SET owner = '' WHERE job_id = $1`, id)
 	var copy any
-	var readable bool
+	var ownerIsNull bool
 	if err := e.direct.QueryRow(context.Background(), `SELECT j.metadata->'owner', u.owner IS NULL FROM jobs j
-		JOIN runops_uploads u USING (job_id) WHERE j.job_id = $1`, id).Scan(&copy, &readable); err != nil {
+		JOIN runops_uploads u USING (job_id) WHERE j.job_id = $1`, id).Scan(&copy, &ownerIsNull); err != nil {
 		t.Fatal(err)
 	}
-	if copy != nil || !readable {
-		t.Errorf("metadata.owner %#v, the upload's owner NULL: %v; want both none", copy, readable)
+	if copy != nil || !ownerIsNull {
+		t.Errorf("metadata.owner %#v, the upload's owner NULL: %v; want both none", copy, ownerIsNull)
 	}
 	if r := e.do("GET", "/api/job-status/"+id, "", bob...); r.status != 200 {
 		t.Errorf("bob reads the unowned job: %d %s", r.status, r.raw)

@@ -416,9 +416,9 @@ func TestEditsAreRedacted(t *testing.T) {
 	}
 }
 
-// A body is read as JSON whatever its Content-Type, as the OpenAPI
-// document says: a browser's fetch with a string body and no header sends
-// text/plain. (Every exchange of a test is held to the document.)
+// A body sent as text/plain is read as JSON, as the OpenAPI document says:
+// a browser's fetch with a string body and no header sends text/plain.
+// (Every exchange of a test is held to the document.)
 func TestABodySentAsTextIsReadAsJSON(t *testing.T) {
 	t.Parallel()
 	e := setup(t)

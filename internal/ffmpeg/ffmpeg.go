@@ -35,8 +35,9 @@ type Probe struct {
 	Size       int64   `json:"size_bytes"`
 	HasAudio   bool    `json:"has_audio"`
 	HasVideo   bool    `json:"-"`
-	// UnknownVideo: a picture no decoder of this ffmpeg knows, and no other
-	// (HasVideo false).
+	// UnknownVideo: a picture in a codec ffprobe cannot name, and no other
+	// (HasVideo false). A codec it names but this build cannot decode still
+	// fails at the transcode.
 	UnknownVideo bool `json:"-"`
 	// VideoStream and AudioStream are the streams the slim copy takes: the
 	// first picture (not an attached one) and the first narration whose

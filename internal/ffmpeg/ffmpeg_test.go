@@ -331,13 +331,7 @@ func TestStreamsNoDecoderReadsAreNotTaken(t *testing.T) {
 func TestFramesTakesThePictureTheProbeChose(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	two := filepath.Join(dir, "two.mkv")
-	if err := mediatest.FFmpeg("-v", "error", "-nostdin", "-y",
-		"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=4",
-		"-f", "lavfi", "-i", "testsrc=size=320x240:rate=30:duration=4",
-		"-map", "0", "-map", "1", "-c:v", "libx264", "-preset", "ultrafast", "-f", "matroska", two); err != nil {
-		t.Fatal(err)
-	}
+	two := mediatest.TwoPictures(t, dir, "two.mkv", 320, 240, 30, 4)
 	b, err := os.ReadFile(two)
 	if err != nil {
 		t.Fatal(err)

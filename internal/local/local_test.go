@@ -1,12 +1,8 @@
 package local_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"log/slog"
-	"math"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -33,24 +29,8 @@ func (nopShow) Done()            {}
 func TestProcessRefusesWhatTheWorkerShouldRefuse(t *testing.T) {
 	dir := t.TempDir()
 	long := mediatest.Make(t, dir, "long.mkv", mediatest.Spec{Width: 64, Height: 64, FPS: 1, Seconds: 21*60 + 30, Format: "mkv"})
-	b, err := os.ReadFile(long)
-	if err != nil {
-		t.Fatal(err)
-	}
-	elem := func(ms float64) []byte {
-		return binary.BigEndian.AppendUint64([]byte{0x44, 0x89, 0x88}, math.Float64bits(ms))
-	}
-	if bytes.Count(b, elem(1290000)) != 1 {
-		t.Fatal("no Duration element to patch")
-	}
-	liar := mediatest.File(t, dir, "liar.mp4", bytes.Replace(b, elem(1290000), elem(10000), 1))
-	blink := filepath.Join(dir, "blink.mp4")
-	if err := mediatest.FFmpeg("-v", "error", "-nostdin", "-y",
-		"-f", "lavfi", "-i", "testsrc2=size=640x480:rate=30:duration=0.3",
-		"-f", "lavfi", "-i", "sine=sample_rate=44100:duration=30",
-		"-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-f", "mp4", blink); err != nil {
-		t.Fatal(err)
-	}
+	liar := mediatest.Patched(t, long, "liar.mp4", mediatest.MatroskaDuration(21*60+30), mediatest.MatroskaDuration(10))
+	blink := mediatest.Blink(t, dir, "blink.mp4")
 	for in, want := range map[string]string{liar: "20 minutes", blink: "The file has no picture"} {
 		ai := geminitest.New(t, "test-key")
 		ai.Answer(geminitest.JSON(geminitest.SampleSOP))

@@ -4,6 +4,7 @@
 package mediatest
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -350,4 +351,51 @@ func MeanLuma(t testing.TB, path string) float64 {
 		sum += int(y)
 	}
 	return float64(sum) / float64(len(ycc.Y))
+}
+
+// Patched writes the file at path with old, which must occur once in it,
+// replaced by new (of the same length), as name beside it: a container made
+// to say what is not so.
+func Patched(t testing.TB, path, name string, old, new []byte) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(b, old); n != 1 || len(old) != len(new) {
+		t.Fatalf("mediatest: %q is %d times in %s (want once), or not as long as %q", old, n, path, new)
+	}
+	return File(t, filepath.Dir(path), name, bytes.Replace(b, old, new, 1))
+}
+
+// MatroskaDuration is the Duration element ffmpeg writes into a Matroska
+// file's Segment Info (its TimecodeScale 1 ms): its ID, its size (8) and
+// seconds in milliseconds as a big-endian float64. Patched with another,
+// the file says it lasts that long.
+func MatroskaDuration(seconds float64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{0x44, 0x89, 0x88}, math.Float64bits(seconds*1000))
+}
+
+// Blink writes an MP4 whose picture lasts 0.3 s beside 30 s of sound: a
+// recorder that lost the screen and kept the microphone. fps=1 keeps no
+// frame of the picture.
+func Blink(t testing.TB, dir, name string) string {
+	t.Helper()
+	out := filepath.Join(dir, name)
+	run(t, "-v", "error", "-nostdin", "-y",
+		"-f", "lavfi", "-i", "testsrc2=size=640x480:rate=30:duration=0.3",
+		"-f", "lavfi", "-i", "sine=sample_rate=44100:duration=30",
+		"-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-f", "mp4", out)
+	return out
+}
+
+// TwoPictures writes a Matroska file of two H.264 pictures of w×h at fps,
+// seconds long, the first a moving test pattern, the second a still one.
+func TwoPictures(t testing.TB, dir, name string, w, h, fps, seconds int) string {
+	t.Helper()
+	out := filepath.Join(dir, name)
+	size := fmt.Sprintf("size=%dx%d:rate=%d:duration=%d", w, h, fps, seconds)
+	run(t, "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i", "testsrc2="+size, "-f", "lavfi", "-i", "testsrc="+size,
+		"-map", "0", "-map", "1", "-c:v", "libx264", "-preset", "ultrafast", "-f", "matroska", out)
+	return out
 }

@@ -72,9 +72,11 @@ type QueueStats struct {
 
 // WatchQueue publishes runops_jobs{status} and runops_queue_oldest_seconds
 // from read, called at most once per ttl however often Prometheus scrapes;
-// while the last read failed, neither is shown.
-func WatchQueue(read func(context.Context) (QueueStats, error), ttl time.Duration) {
-	Registry.MustRegister(&queueCollector{read: read, ttl: ttl})
+// while the last read failed, neither is shown. stop takes them away.
+func WatchQueue(read func(context.Context) (QueueStats, error), ttl time.Duration) (stop func()) {
+	c := &queueCollector{read: read, ttl: ttl}
+	Registry.MustRegister(c)
+	return func() { Registry.Unregister(c) }
 }
 
 var (

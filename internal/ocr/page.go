@@ -115,10 +115,11 @@ func ReadAgainst(ctx context.Context, gray *image.Gray, refs []*Page, tmpDir str
 
 // interleave puts the lines read again among the reused ones where a whole
 // reading would have them, so that a label stays just above its value (the
-// form rules read a line and the next): each new line goes after the last
-// reused line above it in its column (a reused line it overlaps across),
-// or, with none, before the first one below it in its column, or, with no
-// line in its column, among all by its top. New lines keep their order.
+// form rules read a line and the next): each new line goes after the reused
+// line nearest above it in its column (one it overlaps across: the lowest
+// top not below its own), or, with none, before the highest one below it in
+// its column, or, with no line in its column, after the nearest above it of
+// all. New lines keep their order.
 func interleave(reused, fresh []Line) []Line {
 	if len(reused) == 0 {
 		return fresh
@@ -132,14 +133,20 @@ func interleave(reused, fresh []Line) []Line {
 	after := make([][]Line, len(reused)+1)
 	for _, l := range fresh {
 		nb := lineBox(l)
-		above, below := -1, -1
+		above, below, anyAbove := -1, -1, -1
 		for i, rb := range boxes {
+			if rb.Min.Y <= nb.Min.Y && (anyAbove < 0 || rb.Min.Y >= boxes[anyAbove].Min.Y) {
+				anyAbove = i
+			}
 			if rb.Max.X <= nb.Min.X || nb.Max.X <= rb.Min.X {
 				continue // another column
 			}
-			if rb.Min.Y <= nb.Min.Y {
-				above = i
-			} else if below < 0 {
+			switch {
+			case rb.Min.Y <= nb.Min.Y:
+				if above < 0 || rb.Min.Y >= boxes[above].Min.Y {
+					above = i
+				}
+			case below < 0 || rb.Min.Y < boxes[below].Min.Y:
 				below = i
 			}
 		}
@@ -149,12 +156,7 @@ func interleave(reused, fresh []Line) []Line {
 		case below >= 0:
 			at = below - 1
 		default:
-			at = -1
-			for i, rb := range boxes {
-				if rb.Min.Y <= nb.Min.Y {
-					at = i
-				}
-			}
+			at = anyAbove
 		}
 		after[at+1] = append(after[at+1], l)
 	}

@@ -12,8 +12,9 @@ func line(text string, x, y, w int) Line {
 }
 
 // Lines read again go among the reused ones where a whole reading has
-// them: after the last reused line above them in their column, before the
-// first below when none is above, by their top when their column has none.
+// them: after the nearest reused line above them in their column, before
+// the highest below when none is above, after the nearest above of all when
+// their column has none.
 // Before, they all went after every reused line, and a label reused from
 // the reference was no longer just above the value read again below it.
 func TestLinesReadAgainGoWhereTheyStand(t *testing.T) {
@@ -32,8 +33,22 @@ func TestLinesReadAgainGoWhereTheyStand(t *testing.T) {
 	for _, l := range interleave(reused, fresh) {
 		got = append(got, l.Text)
 	}
-	want := []string{"title", "Email", "Password", "Vq7#kP2m!xL9wR4z", "Hide", "Keep me signed in", "Help", "status", "Contact", "footer"}
+	want := []string{"title", "Email", "Password", "Vq7#kP2m!xL9wR4z", "Hide", "Keep me signed in", "footer", "Help", "status", "Contact"}
 	if !slices.Equal(got, want) {
 		t.Errorf("order %q\nwant  %q", got, want)
+	}
+}
+
+// A wide line above a label that comes later in Tesseract's order (a
+// banner read after the form) is not the line a value goes under: the line
+// nearest above the value is, by height on the picture.
+func TestALineReadAgainGoesUnderTheNearestLineAbove(t *testing.T) {
+	reused := []Line{line("Password", 0, 100, 100), line("Banner", 0, 0, 1000)}
+	var got []string
+	for _, l := range interleave(reused, []Line{line("Vq7#kP2m!xL9wR4z", 0, 150, 200)}) {
+		got = append(got, l.Text)
+	}
+	if want := []string{"Password", "Vq7#kP2m!xL9wR4z", "Banner"}; !slices.Equal(got, want) {
+		t.Errorf("order %q; want %q", got, want)
 	}
 }

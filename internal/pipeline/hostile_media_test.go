@@ -2,8 +2,6 @@ package pipeline_test
 
 import (
 	"bytes"
-	"encoding/binary"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,35 +11,36 @@ import (
 	"github.com/runops/runops/internal/mediatest"
 )
 
-// patchFile rewrites the bytes old (which must occur exactly once) of the
-// file at path with new (same length), into a new file.
-func patchFile(t *testing.T, path, name string, old, new []byte) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := bytes.Count(b, old); n != 1 || len(old) != len(new) {
-		t.Fatalf("%q occurs %d times in %s", old, n, path)
-	}
-	return mediatest.File(t, filepath.Dir(path), name, bytes.Replace(b, old, new, 1))
-}
-
-// mkvDuration makes a Matroska recording of seconds whose Segment Info
-// Duration element says claimed seconds instead.
+// mkvDuration makes a Matroska recording of seconds whose header says it
+// lasts claimed seconds.
 func mkvDuration(t *testing.T, dir, name string, seconds, claimed float64) string {
 	t.Helper()
 	in := mediatest.Make(t, dir, name+".true.mkv", mediatest.Spec{Width: 64, Height: 64, FPS: 1, Seconds: seconds, Format: "mkv"})
-	elem := func(ms float64) []byte { // ID 0x4489, size 8, big-endian float64 (TimecodeScale 1 ms)
-		return binary.BigEndian.AppendUint64([]byte{0x44, 0x89, 0x88}, math.Float64bits(ms))
-	}
-	return patchFile(t, in, name, elem(seconds*1000), elem(claimed*1000))
+	return mediatest.Patched(t, in, name, mediatest.MatroskaDuration(seconds), mediatest.MatroskaDuration(claimed))
 }
 
-// A recording's length is what its container says. A 21½-minute
-// recording whose Matroska header says 10 seconds is not refused: the
-// transcode cuts it at 1,200 s without a word, the job completes, and the
-// screenshots booked on disk were for 11 seconds, not 1,200.
+// earlyAndLate is the model's answer for a recording of a minute: a step
+// at 2 s and one at 45 s.
+var earlyAndLate = chain(
+	`{"id": "early", "type": "task", "label": "Open the page", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:02", "evidence": "shown"}`,
+	`{"id": "late", "type": "task", "label": "Save the page", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:45", "evidence": "shown"}`,
+)
+
+// bothScreenshots runs file with earlyAndLate and checks that it completes
+// with a screenshot for both steps.
+func bothScreenshots(t *testing.T, r *rig, file string) {
+	t.Helper()
+	r.ai.Script(geminitest.JSON(earlyAndLate))
+	j := r.finished(r.submit(file, nil))
+	if got := outcome(j); got != done {
+		t.Fatalf("ended %q", got)
+	}
+	checkFrames(t, j, `{"count":2,"missing":[]}`)
+}
+
+// A 21½-minute recording whose Matroska header says 10 seconds is refused
+// for its length: what the transcode plays decides, not the header. (It was
+// cut at 1,200 s without a word, and completed.)
 func TestAContainerThatUnderstatesItsLengthIsStillRefused(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
@@ -54,21 +53,15 @@ func TestAContainerThatUnderstatesItsLengthIsStillRefused(t *testing.T) {
 	}
 }
 
-// A video track whose picture lasts less than half a second, beside
-// 30 seconds of narration: validate sees a picture, fps=1 keeps no frame
-// of it, and the slim copy, sound only, goes to Gemini; the job completes
-// with no screenshot ("the video has no picture at ...") instead of being
-// refused as audio only.
+// A video track whose picture lasts well under half a second, beside
+// 30 seconds of narration, is refused as having no picture: validate sees
+// a picture, but fps=1 keeps no frame of it, and the slim copy, sound only,
+// is not sent to Gemini. (It was, and the job completed with no
+// screenshot.)
 func TestASlimCopyWithoutAPictureIsRefused(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
-	blink := filepath.Join(r.dir, "blink.mp4")
-	if err := mediatest.FFmpeg("-v", "error", "-nostdin", "-y",
-		"-f", "lavfi", "-i", "testsrc2=size=640x480:rate=30:duration=0.3",
-		"-f", "lavfi", "-i", "sine=sample_rate=44100:duration=30",
-		"-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-f", "mp4", blink); err != nil {
-		t.Fatal(err)
-	}
+	blink := mediatest.Blink(t, r.dir, "blink.mp4")
 	id := r.submit(blink, nil)
 	j := r.finished(id)
 	if got := outcome(j); !strings.Contains(got, "The file has no picture") {
@@ -80,8 +73,8 @@ func TestASlimCopyWithoutAPictureIsRefused(t *testing.T) {
 
 // An MPEG-TS whose timestamps go back (two recordings one after the
 // other, the second starting earlier: a recorder restarted) is 20 s of
-// video, and ffmpeg makes a 20 s slim copy of it; but ffprobe's duration
-// is the span of its timestamps, and the job is refused as 26 hours long.
+// video, and becomes an SOP: ffprobe's duration, the span of its
+// timestamps, is 26 hours, and refused it as that long.
 func TestTimestampsThatGoBackAreNotAnHoursLongVideo(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
@@ -105,12 +98,11 @@ func TestTimestampsThatGoBackAreNotAnHoursLongVideo(t *testing.T) {
 	}
 }
 
-// A recording with a good picture and a narration track in a codec this
-// ffmpeg cannot decode, or a picture it cannot decode: both end with
-// "could not be converted; it may be damaged ... upload the recording
-// again", which the person can only follow to the same failure. The
-// narration is not needed for an SOP's pictures; a picture no decoder reads
-// is "not a video we can read".
+// A narration track in a codec no decoder here reads is left out (the SOP
+// needs the pictures), and a picture in one gets the unreadable-video
+// sentence. Both ended with "could not be converted; it may be damaged ...
+// upload the recording again", which the person could only follow to the
+// same failure.
 func TestUndecodableStreamsEndWithAnActionableSentence(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
@@ -118,8 +110,8 @@ func TestUndecodableStreamsEndWithAnActionableSentence(t *testing.T) {
 	cases := map[string]struct {
 		file, says string
 	}{
-		"narration no decoder reads": {patchFile(t, good, "sound.mp4", []byte("A_AAC"), []byte("A_QQQ")), done},
-		"picture no decoder reads": {patchFile(t, good, "picture.mp4", []byte("V_MPEG4/ISO/AVC"), []byte("V_QQQQQQQQQQQQQ")),
+		"narration no decoder reads": {mediatest.Patched(t, good, "sound.mp4", []byte("A_AAC"), []byte("A_QQQ")), done},
+		"picture no decoder reads": {mediatest.Patched(t, good, "picture.mp4", []byte("V_MPEG4/ISO/AVC"), []byte("V_QQQQQQQQQQQQQ")),
 			"The file could not be read as a video"},
 	}
 	for name, c := range cases {
@@ -132,22 +124,12 @@ func TestUndecodableStreamsEndWithAnActionableSentence(t *testing.T) {
 // A recording that plays longer than its container says, within the
 // limit, completes with a screenshot for its late steps too: the transcode
 // writes no more screenshots than were booked from the container's length
-// (it wrote one a second of all it played: on a real recording, hundreds of
-// megabytes nobody booked), and the steps past them are taken again from
-// the upload.
+// (TestMaxFramesCapsTheScreenshotsOnly), and the steps past them are taken
+// again from the upload.
 func TestAnUnderstatedRecordingKeepsItsLateScreenshots(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
-	liar := mkvDuration(t, r.dir, "liar.mp4", 60, 10)
-	r.ai.Script(geminitest.JSON(chain(
-		`{"id": "early", "type": "task", "label": "Open the page", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:02", "evidence": "shown"}`,
-		`{"id": "late", "type": "task", "label": "Save the page", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:45", "evidence": "shown"}`,
-	)))
-	j := r.finished(r.submit(liar, nil))
-	if got := outcome(j); got != done {
-		t.Fatalf("a 60 s recording whose header says 10 s ended %q", got)
-	}
-	checkFrames(t, j, `{"count":2,"missing":[]}`)
+	bothScreenshots(t, r, mkvDuration(t, r.dir, "liar.mp4", 60, 10))
 }
 
 // A recording whose first picture no decoder reads and whose second is
@@ -157,33 +139,18 @@ func TestAnUnderstatedRecordingKeepsItsLateScreenshots(t *testing.T) {
 func TestRetakenScreenshotsComeFromThePictureTheSlimCopyTook(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
-	two := filepath.Join(r.dir, "two.mkv")
-	if err := mediatest.FFmpeg("-v", "error", "-nostdin", "-y",
-		"-f", "lavfi", "-i", "testsrc2=size=64x64:rate=1:duration=60",
-		"-f", "lavfi", "-i", "testsrc=size=64x64:rate=1:duration=60",
-		"-map", "0", "-map", "1", "-c:v", "libx264", "-preset", "ultrafast", "-f", "matroska", two); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(two)
+	two := mediatest.TwoPictures(t, r.dir, "two.mkv", 64, 64, 1, 60)
+	says10 := mediatest.Patched(t, two, "says10.mkv", mediatest.MatroskaDuration(60), mediatest.MatroskaDuration(10))
+	// The first picture: no decoder (both are H.264: the first codec id is
+	// patched; Patched wants it once, so the second is set apart first).
+	b, err := os.ReadFile(says10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	elem := func(ms float64) []byte {
-		return binary.BigEndian.AppendUint64([]byte{0x44, 0x89, 0x88}, math.Float64bits(ms))
+	first := bytes.Index(b, []byte("V_MPEG4/ISO/AVC"))
+	if first < 0 || bytes.Count(b, []byte("V_MPEG4/ISO/AVC")) != 2 {
+		t.Fatalf("%d codec ids", bytes.Count(b, []byte("V_MPEG4/ISO/AVC")))
 	}
-	if bytes.Count(b, elem(60000)) != 1 || bytes.Count(b, []byte("V_MPEG4/ISO/AVC")) != 2 {
-		t.Fatalf("duration %d, codec ids %d", bytes.Count(b, elem(60000)), bytes.Count(b, []byte("V_MPEG4/ISO/AVC")))
-	}
-	b = bytes.Replace(b, elem(60000), elem(10000), 1)                             // the container says 10 s
-	b = bytes.Replace(b, []byte("V_MPEG4/ISO/AVC"), []byte("V_QQQQQQQQQQQQQ"), 1) // the first picture: no decoder
-	f := mediatest.File(t, r.dir, "liar.mp4", b)
-	r.ai.Script(geminitest.JSON(chain(
-		`{"id": "early", "type": "task", "label": "Open the page", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:02", "evidence": "shown"}`,
-		`{"id": "late", "type": "task", "label": "Save the page", "intent": "i", "context": "", "parent_id": "", "timestamp": "00:00:45", "evidence": "shown"}`,
-	)))
-	j := r.finished(r.submit(f, nil))
-	if got := outcome(j); got != done {
-		t.Fatalf("ended %q", got)
-	}
-	checkFrames(t, j, `{"count":2,"missing":[]}`)
+	copy(b[first:], "V_QQQQQQQQQQQQQ")
+	bothScreenshots(t, r, mediatest.File(t, r.dir, "liar.mp4", b))
 }

@@ -255,8 +255,9 @@ func (p *Pipeline) transcode(ctx context.Context, job queue.Job, r queue.Reporte
 	case err != nil:
 		return SlimResult{}, jobs.Fail(msgDamaged, err)
 	case !slim.HasVideo || slim.Frames == 0:
-		// A picture shorter than fps=1 keeps (a recorder that lost the
-		// screen and kept the microphone): there is nothing to show.
+		// A picture well under half a second long, of which fps=1 keeps no
+		// frame (a recorder that lost the screen and kept the microphone):
+		// there is nothing to show.
 		return SlimResult{}, jobs.Fail(msgNoVideo, errors.New("the slim copy has no picture"))
 	case slim.Duration > jobs.MaxDuration.Seconds()+0.5:
 		return SlimResult{}, jobs.Fail(msgVideoOverLimit(), nil)

@@ -81,10 +81,11 @@ func runForms(t *testing.T, screens []mediatest.Screen, names []string, check st
 }
 
 // A sign-in form with the password shown and its field's Hide button
-// beside it (the corpus's own signin screen): OCR reads the button on the
-// password's line ("Vq7#kP2m!xL9wR4z Hide"), so the rule for a label on
-// its own line with its value alone on the next never matches, and no
-// other rule knows a 16-character password with no name on its line.
+// beside it (the corpus's own signin screen) is covered: OCR reads the
+// button on the password's line ("Vq7#kP2m!xL9wR4z Hide"), which the rule
+// for a label on its own line and its value on the next allows (the
+// field's button); no other rule knows a 16-character password with no
+// name on its line.
 func TestAShownPasswordBesideItsHideButtonIsCovered(t *testing.T) {
 	t.Parallel()
 	seen := runForms(t, []mediatest.Screen{signInForm(formPassword, "Hide"), consolePage}, []string{"show", "console"}, "show")
@@ -93,12 +94,11 @@ func TestAShownPasswordBesideItsHideButtonIsCovered(t *testing.T) {
 	}
 }
 
-// The same form without the button is covered when it is the first or the
-// last picture; here it is the middle one of three (typed as dots, shown,
-// then the console), read against the first (ocr.ReadAgainst): the label
-// "Password" did not change and is reused, the field's line is read again
-// and appended after every reused line, so the label and its value are no
-// longer one line above the other and the form's rule never sees them.
+// The same form without the button is covered as the middle picture of
+// three too (typed as dots, shown, then the console), read against the
+// first (ocr.ReadAgainst): the label "Password" did not change and is
+// reused, the field's line is read again and goes under it, so the form's
+// rule sees the label above its value. (It went after every reused line.)
 func TestAPasswordShownAfterTheFirstPictureIsCovered(t *testing.T) {
 	t.Parallel()
 	seen := runForms(t, []mediatest.Screen{
@@ -111,8 +111,8 @@ func TestAPasswordShownAfterTheFirstPictureIsCovered(t *testing.T) {
 	}
 }
 
-// Control for the test above: the same form, shown as the first of two
-// pictures (read whole), is covered. It passes.
+// The same form, shown as the first of two pictures (read whole), is
+// covered: the case the test above is held to.
 func TestAShownPasswordReadWholeIsCovered(t *testing.T) {
 	t.Parallel()
 	seen := runForms(t, []mediatest.Screen{signInForm(formPassword, ""), consolePage}, []string{"show", "console"}, "show")

@@ -366,13 +366,6 @@ func TestSummaryReadsProgressAsJobDoes(t *testing.T) {
 	}
 }
 
-func deref(p *float64) any {
-	if p == nil {
-		return "none"
-	}
-	return *p
-}
-
 // An owner changed by hand in runops_uploads while queue-job inserts the
 // row is copied to it: the insert's trigger waits for the edit (it reads
 // the upload's owner under a share lock) and copies the new owner. Before,
@@ -431,24 +424,23 @@ ON CONFLICT (job_id) DO NOTHING`, string(id))
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	var copy, upload *string
-	if err := pool.QueryRow(ctx, `SELECT j.metadata->>'owner', u.owner FROM jobs j JOIN runops_uploads u USING (job_id)
-		WHERE j.job_id = $1`, string(id)).Scan(&copy, &upload); err != nil {
+	var copy, upload string
+	if err := pool.QueryRow(ctx, `SELECT coalesce(j.metadata->>'owner', '(none)'), coalesce(u.owner, '(none)')
+		FROM jobs j JOIN runops_uploads u USING (job_id) WHERE j.job_id = $1`, string(id)).Scan(&copy, &upload); err != nil {
 		t.Fatal(err)
 	}
 	sum, err := store.Summary(ctx, id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if copy == nil || upload == nil || *copy != *upload || sum.Owner != *upload {
-		t.Errorf("metadata.owner %v, runops_uploads.owner %v, the API's owner %q: two owners", orNone(copy), orNone(upload), sum.Owner)
+	if copy != "bob" || upload != "bob" || sum.Owner != "bob" {
+		t.Errorf("metadata.owner %s, runops_uploads.owner %s, the API's owner %q: want bob for all", copy, upload, sum.Owner)
 	}
 }
 
-// orNone is *s, or "<none>".
-func orNone(s *string) string {
-	if s == nil {
-		return "<none>"
+func deref(p *float64) any {
+	if p == nil {
+		return "none"
 	}
-	return *s
+	return *p
 }

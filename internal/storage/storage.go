@@ -66,12 +66,13 @@ func (e *Error) Is(target error) bool {
 }
 
 // missing: the storage server says the object or its bucket does not exist
-// ("404" NoSuchKey, NoSuchBucket). A 404 without that code comes from
-// something in front of it — a gateway with no route while it reloads
-// (Kong's "no Route matched with those values") — and is an outage: taken
-// for a missing object, it failed a job for good with "no upload".
+// ("404" NoSuchKey, NoSuchBucket; "not_found" from servers older than the
+// codes). A 404 without one comes from something in front of it — a gateway
+// with no route while it reloads (Kong's "no Route matched with those
+// values") — and is an outage: taken for a missing object, it failed a job
+// for good with "no upload".
 func (e *Error) missing() bool {
-	return e.Status == http.StatusNotFound && (e.Code == "NoSuchKey" || e.Code == "NoSuchBucket")
+	return e.Status == http.StatusNotFound && (e.Code == "NoSuchKey" || e.Code == "NoSuchBucket" || e.Code == "not_found")
 }
 
 // refusedKey: the server refused the service key itself ("403" InvalidJWT,

@@ -471,6 +471,21 @@ func TestAGatewaysNotFoundIsAnOutage(t *testing.T) {
 			t.Errorf("%s through a gateway's 404: %v (missing: %v)", op, err, errors.Is(err, jobs.ErrObjectMissing))
 		}
 	}
+	// A storage server older than the error codes says "not_found" alone:
+	// that is a missing object.
+	old := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write([]byte(`{"statusCode":"404","error":"not_found","message":"Object not found"}`))
+	}))
+	t.Cleanup(old.Close)
+	c, err = storage.New(storage.Config{URL: old.URL, ServiceKey: "k", Bucket: "videos", Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Stat(ctx, "raw/00000000-0000-0000-0000-000000000001.mp4"); !errors.Is(err, jobs.ErrObjectMissing) || errors.Is(err, jobs.ErrUnavailable) {
+		t.Errorf("an older server's not_found: %v", err)
+	}
 }
 
 // A storage-go call given up on is cancelled on the wire: while storage stays

@@ -285,7 +285,7 @@ func (d *Deliverer) deliver(ctx, roundCtx context.Context, dels []Delivery) (int
 			err = d.Store.Retry(ctx, del, now().Add(Backoff(del.Attempts)), why)
 		}
 		if err != nil {
-			return sent, err
+			return sent, errors.Join(err, d.Store.Return(ctx, dels[i+1:]))
 		}
 		if why != "" && i+1 < len(dels) {
 			return sent, d.Store.Return(ctx, dels[i+1:]) // the receiver failed: the rest wait for the next round
@@ -334,22 +334,20 @@ func (d *Deliverer) send(ctx context.Context, del Delivery, at time.Time) string
 }
 
 // ShownURL is a receiver's URL as logs, stored errors and the CLI show it:
-// its password, its query and its path past the first folder hidden, where
-// a token rides (Slack's and Discord's webhook URLs carry theirs in the
-// path: https://hooks.slack.com/services/…).
+// its scheme and host alone, "/…" for a path and "?…" for a query, where
+// tokens ride (Slack's and Discord's webhook URLs, Telegram's bot URLs carry
+// theirs in the path), and no user or password.
 func ShownURL(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil {
+	if err != nil || u.Host == "" {
 		return "(a URL that does not parse)"
 	}
-	shown := url.URL{Scheme: u.Scheme, User: u.User, Host: u.Host, Path: u.Path}
-	rest := ""
-	if first, more, ok := strings.Cut(strings.TrimPrefix(u.Path, "/"), "/"); ok && more != "" {
-		shown.Path, rest = "/"+first, "/…"
+	s := (&url.URL{Scheme: u.Scheme, Host: u.Host}).String()
+	if strings.Trim(u.Path, "/") != "" {
+		s += "/…"
 	}
-	s := shown.Redacted() + rest
 	if u.RawQuery != "" {
-		s += "?redacted"
+		s += "?…"
 	}
 	return s
 }
