@@ -167,7 +167,7 @@ func Load(getenv func(string) string) (Config, error) {
 		r.fail("RUNOPS_READ_TIMEOUT", "(%s) must be at most %s: API bodies are small, and a slow body holds a connection", c.ReadTimeout, MaxReadTimeout)
 	}
 	if c.Heartbeat > queue.MaxHeartbeat(c.LeaseTTL) {
-		r.fail("RUNOPS_HEARTBEAT", "(%s) must be at most %s, two fifths of RUNOPS_LEASE_TTL (%s): a run stops itself %s after its last renewal, and two renewals must fit in that", c.Heartbeat, queue.MaxHeartbeat(c.LeaseTTL), c.LeaseTTL, queue.StopMargin(c.LeaseTTL))
+		r.fail("RUNOPS_HEARTBEAT", "(%s) must be at most %s, two fifths of RUNOPS_LEASE_TTL (%s): a run stops itself %s after its last renewal, and the next renewal, with its retries, must fit well within that", c.Heartbeat, queue.MaxHeartbeat(c.LeaseTTL), c.LeaseTTL, queue.StopMargin(c.LeaseTTL))
 	}
 	return c, errors.Join(r.errs...)
 }

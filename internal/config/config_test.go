@@ -65,9 +65,10 @@ func TestErrorsNameTheVariable(t *testing.T) {
 			t.Errorf("error does not name %s:\n%v", name, err)
 		}
 	}
-	// A heartbeat must let two renewals go out before the run stops itself
-	// (0.8 × the lease): 25 s with a lease of 30 s was accepted, and every
-	// run longer than 24 s then stopped before its first renewal.
+	// A heartbeat must let the next renewal go out well before the run
+	// stops itself (0.8 × the lease): 25 s with a lease of 30 s was
+	// accepted, and every run longer than 24 s stopped before its first
+	// renewal.
 	for _, hb := range []string{"40s", "25s", "12001ms"} {
 		if _, err := Load(env(map[string]string{"RUNOPS_HEARTBEAT": hb})); err == nil || !strings.Contains(err.Error(), "RUNOPS_HEARTBEAT") {
 			t.Fatalf("heartbeat %s with a lease of 30s: %v", hb, err)

@@ -7,15 +7,18 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
+// AsEngine, added to the WHERE of a test's UPDATE of jobs, marks it as the
+// engine's own write (runops.writer), as internal/postgres's workerMark
+// does: a person's edit cannot change a live lease (the leases_outlive_edits
+// migration), and such a test stands in for the engine or for time passing.
+const AsEngine = ` AND set_config('runops.writer', 'worker', true) IS NOT NULL`
+
 // expireLeases is the lease of each job given ($1; none given: of every
-// job) past its expiry, written as the engine's own write (runops.writer):
-// a person's edit cannot change a live lease (the leases_outlive_edits
-// migration), and this stands in for time passing, not for a person.
+// job) past its expiry, as the engine's write.
 const expireLeases = `UPDATE public.jobs
 SET metadata = jsonb_set(metadata, '{lease,expires_at}', to_jsonb(now() - interval '1 s'))
 WHERE (cardinality($1::text[]) = 0 OR job_id::text = ANY($1::text[]))
-  AND jsonb_typeof(metadata->'lease') = 'object'
-  AND set_config('runops.writer', 'worker', true) IS NOT NULL`
+  AND jsonb_typeof(metadata->'lease') = 'object'` + AsEngine
 
 // ExpireLeases makes the leases of the jobs ids (of every job, with none)
 // a second past their expiry, as if their holders had died.

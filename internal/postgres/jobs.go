@@ -140,7 +140,8 @@ func (s *JobStore) summaryReads(query string, withNodes bool) *rounds[summaryKey
 
 // Summary reads what job-status and queue-job answer with of job id: one
 // statement when it has a row — shared with the reads of other jobs that
-// arrive meanwhile — and one more when not (the upload's owner).
+// arrive meanwhile — and one more for the upload's owner when it has none,
+// or when its metadata is no object (which then holds no owner).
 func (s *JobStore) Summary(ctx context.Context, id jobs.ID) (jobs.Summary, error) {
 	return s.summary(ctx, s.statusReads, id, "")
 }

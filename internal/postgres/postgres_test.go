@@ -280,52 +280,68 @@ func TestUpdatedAtTrigger(t *testing.T) {
 	}
 }
 
+// Callers that queue one job at once make one row, all of them answered
+// with it; with its upload recorded (an owner) too, as queue-job always
+// has it, which the owner's trigger reads under a lock: with a share lock,
+// taken by each caller before its row, a fifth of such callers deadlocked.
 func TestEnqueueIsIdempotentUnderConcurrency(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.Pool(t)
 	store := postgres.NewJobStore(pool)
 	ctx := context.Background()
-	id := jobs.ID("0b9c2f0e-4b7a-4c55-9a51-3c1f7e0e7a03")
-	const callers = 16
-	var wg sync.WaitGroup
-	created := make(chan bool, callers)
-	errs := make(chan error, callers)
-	for range callers {
-		wg.Go(func() {
-			j, c, err := store.Enqueue(ctx, id, map[string]any{"upload": map[string]any{"size_bytes": 10}})
-			if err != nil {
-				errs <- err
-				return
+	for round := range 20 {
+		id := jobs.ID(uuid.NewString())
+		uploaded := round > 0
+		if uploaded {
+			if err := store.RecordUpload(ctx, id, "alice"); err != nil {
+				t.Fatal(err)
 			}
-			if j.ID != id || j.Status != jobs.StatusQueued {
-				errs <- errors.New("unexpected job " + string(j.ID) + " " + string(j.Status))
-			}
-			created <- c
-		})
-	}
-	wg.Wait()
-	close(created)
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	n := 0
-	for c := range created {
-		if c {
-			n++
 		}
-	}
-	if n != 1 {
-		t.Fatalf("%d callers created the job; want 1", n)
-	}
-	var rows int
-	_ = pool.QueryRow(ctx, `SELECT count(*) FROM jobs WHERE job_id=$1`, string(id)).Scan(&rows)
-	if rows != 1 {
-		t.Fatalf("%d rows", rows)
-	}
-	j, err := store.Get(ctx, id)
-	if err != nil || j.Metadata["upload"] == nil || j.Stage() != "" {
-		t.Fatalf("get: %+v %v", j, err)
+		const callers = 8
+		var wg sync.WaitGroup
+		created := make(chan bool, callers)
+		errs := make(chan error, callers)
+		for range callers {
+			wg.Go(func() {
+				meta := map[string]any{"upload": map[string]any{"size_bytes": 10}}
+				if uploaded {
+					meta["owner"] = "alice"
+				}
+				j, c, err := store.Enqueue(ctx, id, meta)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if j.ID != id || j.Status != jobs.StatusQueued {
+					errs <- errors.New("unexpected job " + string(j.ID) + " " + string(j.Status))
+				}
+				created <- c
+			})
+		}
+		wg.Wait()
+		close(created)
+		close(errs)
+		for err := range errs {
+			t.Fatalf("round %d (upload recorded: %v): %v", round, uploaded, err)
+		}
+		n := 0
+		for c := range created {
+			if c {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("round %d: %d callers created the job; want 1", round, n)
+		}
+		var rows int
+		_ = pool.QueryRow(ctx, `SELECT count(*) FROM jobs WHERE job_id=$1`, string(id)).Scan(&rows)
+		if rows != 1 {
+			t.Fatalf("round %d: %d rows", round, rows)
+		}
+		j, err := store.Get(ctx, id)
+		if err != nil || j.Metadata["upload"] == nil || j.Stage() != "" {
+			t.Fatalf("get: %+v %v", j, err)
+		}
 	}
 	if _, err := store.Get(ctx, "0b9c2f0e-4b7a-4c55-9a51-3c1f7e0e7aff"); !errors.Is(err, jobs.ErrNotFound) {
 		t.Fatalf("missing job: %v", err)
@@ -368,14 +384,13 @@ func TestADeadlockIsPassing(t *testing.T) {
 	both := make(chan struct{})
 	for _, order := range [][2]int{{1, 2}, {2, 1}} {
 		go func() {
+			signal := sync.OnceFunc(func() { locked <- struct{}{} })
+			defer signal() // also when it failed before: the test waits for both
 			errs <- pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-				if _, err := tx.Exec(ctx, `SET LOCAL deadlock_timeout = '50ms'`); err != nil {
-					return err
-				}
 				if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, order[0]); err != nil {
 					return err
 				}
-				locked <- struct{}{}
+				signal()
 				<-both
 				_, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, order[1])
 				return err

@@ -368,7 +368,7 @@ func TestSummaryReadsProgressAsJobDoes(t *testing.T) {
 
 // An owner changed by hand in runops_uploads while queue-job inserts the
 // row is copied to it: the insert's trigger waits for the edit (it reads
-// the upload's owner under a share lock) and copies the new owner. Before,
+// the upload's owner under a lock) and copies the new owner. Before,
 // it read the owner as committed before the edit (alice), and the edit's
 // own copy could not see the row not yet committed: the API showed the job
 // to alice, storage to bob, for good.

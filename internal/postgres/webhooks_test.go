@@ -11,7 +11,7 @@ import (
 
 // Every worker's deliverer runs Due every second. A receiver down for a
 // few hours leaves a backlog of due events (a round tries one of them and
-// gives the others back, due at once): taking the next 20 of each receiver
+// returns the others, due at once): taking the next 20 of each receiver
 // reads about those, never the whole backlog. The first per-receiver round
 // (a window over every pending row) scanned and sorted all of them.
 func TestDueReadsTheRoundNotTheBacklog(t *testing.T) {

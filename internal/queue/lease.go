@@ -80,7 +80,8 @@ func (w *Worker) endLost(job Job, cancelled, err error, log *slog.Logger) {
 // to another worker, and this one must have stopped writing by then.
 func (w *Worker) heartbeat(ctx context.Context, r *run, log *slog.Logger) {
 	margin := StopMargin(w.cfg.LeaseTTL)
-	expiring := time.NewTimer(margin - time.Since(r.job.claimedAt))
+	stopAt := r.job.claimedAt.Add(margin)
+	expiring := time.NewTimer(time.Until(stopAt))
 	defer expiring.Stop()
 	next := time.NewTimer(w.cfg.Heartbeat)
 	defer next.Stop()
@@ -96,13 +97,16 @@ func (w *Worker) heartbeat(ctx context.Context, r *run, log *slog.Logger) {
 		case <-r.renewNow:
 		}
 		sent := time.Now()
-		rctx, cancel := context.WithTimeout(ctx, w.cfg.Heartbeat)
+		// A renewal that hangs is given up at the stop, not after it: the
+		// timer cannot fire while it waits.
+		rctx, cancel := context.WithTimeout(ctx, min(w.cfg.Heartbeat, time.Until(stopAt)))
 		ok, err := w.store.Renew(rctx, r.job.ID, r.job.Token, w.cfg.LeaseTTL)
 		cancel()
 		switch {
 		case err == nil && ok:
 			// The lease now runs until at least sent + LeaseTTL.
-			expiring.Reset(margin - time.Since(sent))
+			stopAt = sent.Add(margin)
+			expiring.Reset(time.Until(stopAt))
 			next.Reset(w.cfg.Heartbeat)
 		case err == nil:
 			r.loseReading(w.store)
@@ -159,9 +163,10 @@ func (w *Worker) watchEdits(ctx context.Context) {
 // the status or deleted the row — is ErrCancelled; still processing (the
 // lease expired and another run claimed the job) is ErrLost. The status
 // alone cannot tell a rescue from a person's re-queue: a job the rescue put
-// back to queued or ended reads as ErrCancelled here, a log word only (the
-// rescue itself closed the attempt as lost, and the run's drop of its lease
-// then matches nothing).
+// back to queued or ended reads as ErrCancelled here, and the run is logged
+// and counted (runops_jobs_finished_total) as cancelled; the stored attempt,
+// which the rescue closed, says lost, and the run's drop of its lease then
+// matches nothing.
 func LossCause(status jobs.Status, found bool) error {
 	if !found || status != jobs.StatusProcessing {
 		return ErrCancelled

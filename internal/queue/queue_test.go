@@ -636,9 +636,10 @@ func TestQuickStagesAreWrittenWithTheNextWrite(t *testing.T) {
 	}
 }
 
-// A heartbeat longer than two fifths of the lease is refused (two renewals
-// must go out before the run stops itself at 0.8 × the lease), not quietly
-// turned into another one; an unset one is a third of the lease.
+// A heartbeat longer than two fifths of the lease is refused (the next
+// renewal and its retries must go out well before the run stops itself at
+// 0.8 × the lease), not quietly turned into another one; an unset one is a
+// third of the lease.
 func TestHeartbeatMustFitTwiceInTheStopMargin(t *testing.T) {
 	t.Parallel()
 	h := queue.HandlerFunc(func(context.Context, queue.Job, queue.Reporter) error { return nil })
@@ -837,7 +838,7 @@ func TestARunLostTwiceAtOnceHasOneCause(t *testing.T) {
 	// once the dropped or expired lease lets it): the engine's write, marked
 	// as one (a person's edit cannot change a live lease).
 	b.exec(`UPDATE jobs SET status = 'processing', metadata = jsonb_set(metadata, '{lease,token}', '"another"')
-		WHERE job_id = $1 AND set_config('runops.writer', 'worker', true) IS NOT NULL`, string(id))
+		WHERE job_id = $1`+pgtest.AsEngine, string(id))
 	close(store.renew) // the heartbeat's renewal fails, and it asks why: 'processing'
 	wait.Recv(t, runCtx.Done(), "the heartbeat losing the run")
 	close(store.answer)
@@ -981,7 +982,11 @@ func TestAMetadataEditKeepsTheRunningJobsLease(t *testing.T) {
 			if requeued, failed, err := b.store.Rescue(context.Background(), 3, "interrupted"); err != nil || len(requeued)+len(failed) != 0 {
 				t.Fatalf("the rescue took the running job: requeued %v, failed %v, %v", requeued, failed, err)
 			}
-			edited := b.job(id).Metadata["lease"].(map[string]any)["expires_at"]
+			lease, ok := b.job(id).Metadata["lease"].(map[string]any)
+			if !ok {
+				t.Fatalf("the edit (metadata = %s) dropped the lease", meta)
+			}
+			edited := lease["expires_at"]
 			b.waitFor("a renewal by the holder", func() bool {
 				lease, _ := b.job(id).Metadata["lease"].(map[string]any)
 				return lease["token"] == run.Token && lease["expires_at"] != edited

@@ -53,9 +53,10 @@ func DefaultHeartbeat(ttl time.Duration) time.Duration { return ttl / 3 }
 func StopMargin(ttl time.Duration) time.Duration { return ttl * 8 / 10 }
 
 // MaxHeartbeat is the longest heartbeat a lease of ttl may have: half the
-// stop margin (0.4 × ttl), so that two renewals are sent before the holder
-// stops itself, and one that fails or is slow costs nothing. A longer one
-// sends its first renewal so late that every long run stops itself.
+// stop margin (0.4 × ttl), so that after a renewal the next one, and its
+// retries a second apart when it fails, go out well before the holder stops
+// itself. A longer one sends its first renewal so late that every long run
+// stops itself.
 func MaxHeartbeat(ttl time.Duration) time.Duration { return StopMargin(ttl) / 2 }
 
 // defaults fills what is unset. A heartbeat longer than MaxHeartbeat is a

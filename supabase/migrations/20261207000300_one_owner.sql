@@ -16,9 +16,11 @@
 -- Metadata that is no object holds no owner: the API reads the upload's
 -- then (postgres.JobStore.Summary). The row's triggers are named to run
 -- after every other BEFORE trigger of jobs: jobs_requeued makes NULL
--- metadata an object, which must get the owner too. The upload's owner is
--- read under a share lock, so that an owner edited meanwhile is waited for
--- and copied, not missed. Rows that differ now are put right. Idempotent.
+-- metadata an object, which must get the owner too. The upload's row is
+-- locked as it is read, so that an owner edited meanwhile is waited for and
+-- copied, not missed; locked for update (not shared), as jobs_record_upload
+-- then locks it in the same statement: two callers queueing one job at
+-- once, each holding a share, deadlocked. Rows that differ now are put right. Idempotent.
 CREATE OR REPLACE FUNCTION public.runops_jobs_keep_owner()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -30,7 +32,7 @@ BEGIN
   IF jsonb_typeof(NEW.metadata) IS DISTINCT FROM 'object' THEN
     RETURN NEW;
   END IF;
-  SELECT true, u.owner INTO recorded, o FROM public.runops_uploads u WHERE u.job_id = NEW.job_id FOR SHARE;
+  SELECT true, u.owner INTO recorded, o FROM public.runops_uploads u WHERE u.job_id = NEW.job_id FOR NO KEY UPDATE;
   IF recorded IS NULL THEN
     RETURN NEW; -- no upload: a row made by hand, whose owner jobs_record_upload records
   END IF;
