@@ -73,6 +73,18 @@ func (w *Worker) endLost(job Job, cancelled, err error, log *slog.Logger) {
 	})
 }
 
+// endRun writes the run's outcome (writeOutcome) and reports whether it
+// was recorded. One that matches nothing (the job lost between the
+// handler's end and its write: a person's re-queue) ends the run as a lost
+// run does, so that a re-queued job need not wait out the lease.
+func (w *Worker) endRun(job Job, what string, write func(context.Context) (bool, error), log *slog.Logger) bool {
+	ok, lost := w.writeOutcome(what, write)
+	if lost {
+		w.endLost(job, nil, readLossCause(w.store, job.ID), log)
+	}
+	return ok
+}
+
 // heartbeat renews the lease every Heartbeat, at once when asked, and every
 // second while renewals fail (a database restart costs nothing). A timer set
 // at 0.8 × LeaseTTL after the last renewal that succeeded cancels the run

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -74,18 +73,6 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 			metrics.JobsFinished.WithLabelValues(string(o.Status)).Inc()
 		}
 	}
-}
-
-// endRun writes the run's outcome (writeOutcome) and reports whether it
-// was recorded. One that matches nothing (the job lost between the
-// handler's end and its write: a person's re-queue) ends the run as a lost
-// run does, so that a re-queued job need not wait out the lease.
-func (w *Worker) endRun(job Job, what string, write func(context.Context) (bool, error), log *slog.Logger) bool {
-	ok, lost := w.writeOutcome(what, write)
-	if lost {
-		w.endLost(job, nil, readLossCause(w.store, job.ID), log)
-	}
-	return ok
 }
 
 // writeOutcome writes an outcome, retrying while the database is away (the lease
