@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/runops/runops/internal/config"
 	"github.com/runops/runops/internal/gemini"
+	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/local"
 )
 
@@ -100,6 +102,11 @@ func process(ctx context.Context, cfg config.Config, args []string, stdout, stde
 		return err
 	}
 	res, err := local.Run(ctx, model, pc, positional[0], *out, show)
+	if errors.Is(err, jobs.ErrRefusedKey) {
+		// The worker's sentence tells a user to wait for the operators; here
+		// the user is the operator, and the key is theirs.
+		return refusedError("Gemini refused GEMINI_API_KEY: set a valid key of a Gemini API project and run again.")
+	}
 	if sentence, refused := local.Refused(err); refused {
 		return refusedError(sentence)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"image/jpeg"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/yuin/goldmark"
+	"github.com/yuin/goldmark/ast"
+	"github.com/yuin/goldmark/extension"
+	"github.com/yuin/goldmark/text"
 
 	"github.com/runops/runops/internal/ffmpeg"
 	"github.com/runops/runops/internal/geminitest"
@@ -342,5 +348,96 @@ func runWithin(t *testing.T, cmd *exec.Cmd, d time.Duration) error {
 		<-done
 		t.Fatalf("%s still ran after %s", cmd, d)
 		return nil
+	}
+}
+
+// Every screenshot the Markdown shows, read by goldmark with GFM and
+// resolved against the Markdown file's own URL as a browser does, is a
+// file that exists, whatever the recording is called: "demo:v2" made
+// "demo:v2.open.jpg", a URL of the scheme demo:, before the links began
+// with "./".
+func TestMarkdownLinksResolveForAnyName(t *testing.T) {
+	for _, name := range []string{"my rec (1) <a> #b.mp4", "demo:v2.mp4"} {
+		t.Run(name, func(t *testing.T) {
+			ai := geminitest.New(t, "test-key")
+			ai.Answer(geminitest.JSON(geminitest.SampleSOP))
+			dir := t.TempDir()
+			rec := mediatest.Make(t, dir, name, mediatest.Spec{Width: 320, Height: 240, Seconds: 2})
+			out := filepath.Join(dir, "out")
+			runProcess(t, ai, "--out", out, "--", rec)
+			mdPath := filepath.Join(out, strings.TrimSuffix(name, ".mp4")+".sop.md")
+			src, err := os.ReadFile(mdPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			base := &url.URL{Scheme: "file", Path: mdPath}
+			doc := goldmark.New(goldmark.WithExtensions(extension.GFM)).Parser().Parse(text.NewReader(src))
+			images := 0
+			_ = ast.Walk(doc, func(n ast.Node, entering bool) (ast.WalkStatus, error) {
+				img, ok := n.(*ast.Image)
+				if !ok || !entering {
+					return ast.WalkContinue, nil
+				}
+				images++
+				ref, err := url.Parse(string(img.Destination))
+				if err != nil {
+					t.Errorf("link %q: %v", img.Destination, err)
+					return ast.WalkContinue, nil
+				}
+				target := base.ResolveReference(ref)
+				if target.Scheme != "file" {
+					t.Errorf("link %q is read as a %q: URL, not a file beside the Markdown", img.Destination, target.Scheme)
+					return ast.WalkContinue, nil
+				}
+				if _, err := os.Stat(target.Path); err != nil {
+					t.Errorf("link %q resolves to no file: %v", img.Destination, err)
+				}
+				return ast.WalkContinue, nil
+			})
+			if images != 2 {
+				t.Errorf("%d images in the Markdown; want 2", images)
+			}
+		})
+	}
+}
+
+// A recording whose name leaves room for the slim copy and the SOP but not
+// for "<name>.<stepId>.jpg" (255 bytes a name, a step id up to 100) is
+// refused before anything is sent to Gemini, with a sentence. It was paid
+// for, then thrown away on a raw rename error.
+func TestALongNameIsRefusedBeforeGemini(t *testing.T) {
+	ai := geminitest.New(t, "test-key")
+	ai.Answer(geminitest.JSON(geminitest.SampleSOP))
+	name := strings.Repeat("x", 245) // .slim.mp4 and .sop.json: 254 bytes; .refund.jpg: 256
+	rec := mediatest.Make(t, t.TempDir(), name+".mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2})
+	out := t.TempDir()
+	var stderr bytes.Buffer
+	cmd := processCmd(t, ai, rec, "--out", out)
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || ai.Uploads() != 0 || !strings.Contains(lines[len(lines)-1], "name is too long") {
+		t.Fatalf("exit %v after %d upload(s) to Gemini; last line:\n%s", err, ai.Uploads(), lines[len(lines)-1])
+	}
+}
+
+// A GEMINI_API_KEY that Gemini refuses is the local user's own key: the
+// sentence runops process ends with names the key to fix. It was the
+// worker's, which tells a user the operators were told and to wait.
+func TestARefusedKeySentenceFitsTheLocalUser(t *testing.T) {
+	ai := geminitest.New(t, "another-key") // refuses test-key
+	dir := t.TempDir()
+	rec := mediatest.Make(t, dir, "rec.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2})
+	var stderr bytes.Buffer
+	cmd := processCmd(t, ai, rec, "--out", dir)
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("exit %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	last := lines[len(lines)-1]
+	if !strings.Contains(last, "GEMINI_API_KEY") || strings.Contains(last, "operators have been told") {
+		t.Fatalf("last line of stderr: %q", last)
 	}
 }

@@ -144,6 +144,12 @@ func Run(ctx context.Context, model pipeline.Model, cfg pipeline.Config, input, 
 		// end), past Ctrl-C.
 		return Result{}, fmt.Errorf("%s is not a file (a pipe or a device?): give the recording's file", input)
 	}
+	// Every output is named after the recording, a screenshot after it and
+	// its step's id too (up to 100 characters): a name past what a file
+	// name can hold fails here, not after Gemini was paid.
+	if longest := len(filepath.Base(OutputsFor(input, dir).Frame(strings.Repeat("x", maxNodeID)))); longest > maxFileName {
+		return Result{}, fmt.Errorf("the recording's name is too long for the files named after it (a screenshot's name would be %d bytes, %d at most): rename it shorter", longest, maxFileName)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return Result{}, err
 	}
@@ -185,6 +191,13 @@ func Run(ctx context.Context, model pipeline.Model, cfg pipeline.Config, input, 
 	return res, nil
 }
 
+// maxNodeID is the longest step id (jobs.SafeNodeID), maxFileName the
+// longest file name the usual file systems take, in bytes.
+const (
+	maxNodeID   = 100
+	maxFileName = 255
+)
+
 // errInterrupted is why a local run stops on Ctrl-C (or SIGTERM).
 var errInterrupted = fmt.Errorf("interrupted: %w", queue.ErrCancelled)
 
@@ -197,8 +210,10 @@ func writeMarkdown(out Outputs) error {
 	if err != nil {
 		return err
 	}
-	// Links relative to the Markdown file, which sits beside the screenshots.
-	image := func(n sop.Node) string { return url.PathEscape(filepath.Base(out.Frame(n.ID))) }
+	// Links relative to the Markdown file, which sits beside the screenshots;
+	// "./" first, so that a name with a colon ("demo:v2") is not read as a
+	// URL's scheme.
+	image := func(n sop.Node) string { return "./" + url.PathEscape(filepath.Base(out.Frame(n.ID))) }
 	return os.WriteFile(out.Markdown, sop.Markdown(d, image), 0o644)
 }
 

@@ -294,7 +294,10 @@ func (p *Pipeline) uploadSlim(ctx context.Context, job queue.Job, r queue.Report
 	if err != nil {
 		return err
 	}
-	return r.Merge(ctx, map[string]any{"slim": res})
+	// A slim copy the janitor deleted after an earlier run is here again:
+	// it expires in its turn (retention: <kind>_deleted_at marks what the
+	// janitor is done with; JSON null is not done).
+	return r.Merge(ctx, map[string]any{"slim": res, "retention": map[string]any{"slim_deleted_at": nil}})
 }
 
 // progressReader reports how much of total has been read.

@@ -28,6 +28,7 @@ import (
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/queue"
 	"github.com/runops/runops/internal/queue/queuetest"
+	"github.com/runops/runops/internal/retention"
 	"github.com/runops/runops/internal/sop/soptest"
 	"github.com/runops/runops/internal/storage"
 	"github.com/runops/runops/internal/supabasetest"
@@ -533,5 +534,44 @@ func TestJobLogLinesCarryTheJob(t *testing.T) {
 	}
 	if retry == nil || retry["job_id"] != string(id) || retry["attempt"] != float64(1) {
 		t.Fatalf("retry line %v in:\n%s", retry, logs.String())
+	}
+}
+
+// A slim copy the janitor deleted comes back when the job runs again (a
+// re-queue), and expires in its turn: the run that stores it takes the
+// janitor's mark off. Before, slim_deleted_at stayed, and the janitor never
+// looked at the job again: the new copy was kept for good.
+func TestARerunsSlimCopyExpiresInItsTurn(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	video := mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 3})
+	id, _ := r.complete(video, geminitest.SampleSOP)
+	store := postgres.NewJobStore(r.pool)
+	expire := func() int {
+		t.Helper()
+		n, err := store.Expire(context.Background(), retention.Slim, 0, 10, func(_ context.Context, ids []jobs.ID) error {
+			for _, id := range ids {
+				removeObject(t, r, id.SlimPath())
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := expire(); n != 1 {
+		t.Fatalf("the first run's slim copy: %d expired", n)
+	}
+	r.ai.Answer(geminitest.JSON(geminitest.SampleSOP))
+	mustComplete(t, r.rerun(id))
+	if _, ok := r.fake.Object("videos/" + id.SlimPath()); !ok {
+		t.Fatal("the rerun stored no slim copy (the test proves nothing)")
+	}
+	if n := expire(); n != 1 {
+		t.Errorf("the rerun's slim copy: %d expired; want it deleted in its turn", n)
+	}
+	if _, ok := r.fake.Object("videos/" + id.SlimPath()); ok {
+		t.Error("the rerun's slim copy is still in storage")
 	}
 }

@@ -1069,3 +1069,41 @@ FROM generate_series(1, 20000) i`); err != nil {
 		t.Errorf("%.0f rows read from runops_webhooks to take 40 deliveries (%.1f ms)", read, p.Time)
 	}
 }
+
+// A lease a person writes by hand (a dead worker's, extended a year by
+// mistake) can be taken back by hand: an edit of the lease alone stands,
+// and the job re-queued after it is claimed. Only an edit that changes
+// more of the metadata keeps a live lease as it was. Before, the removal
+// was undone, and the job waited for the hand-written date.
+func TestAHandWrittenLeaseCanBeTakenBack(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, _ := pgtest.Pool(t)
+	q := postgres.NewQueueStore(pool)
+	js := postgres.NewJobStore(pool)
+	id := jobs.ID("0b9c2f0e-4b7a-4c55-9a51-3c1f7e0e7b01")
+	if _, _, err := js.Enqueue(ctx, id, nil); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := q.Claim(ctx, "w1", 1, 30*time.Second); err != nil || len(c) != 1 {
+		t.Fatalf("claim: %v %v", c, err)
+	}
+	pgtest.ExpireLeases(t, pool, string(id)) // the worker died
+	for _, edit := range []string{
+		`jsonb_set(metadata, '{lease,expires_at}', '"2099-01-01T00:00:00Z"')`, // the mistake
+		`metadata - 'lease'`, // its fix
+	} {
+		if _, err := pool.Exec(ctx, `UPDATE jobs SET metadata = `+edit+` WHERE job_id = $1`, string(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ok, err := js.Requeue(ctx, id); err != nil || !ok {
+		t.Fatalf("requeue: %v %v", ok, err)
+	}
+	if j, err := js.Get(ctx, id); err != nil || j.Metadata["lease"] != nil {
+		t.Fatalf("the person's removal of the lease was undone: %v %v", j.Metadata["lease"], err)
+	}
+	if c, err := q.Claim(ctx, "w2", 1, 30*time.Second); err != nil || len(c) != 1 {
+		t.Errorf("the re-queued job is not claimed: %v %v", c, err)
+	}
+}

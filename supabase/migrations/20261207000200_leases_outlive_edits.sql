@@ -1,6 +1,7 @@
 -- A live lease is its holder's until the holder drops it or it expires: a
--- person's edit that changes or removes it (the whole metadata replaced in
--- the dashboard, with or without a re-queue) keeps it as it was. Before, a
+-- person's edit that changes or removes it with other keys (the whole
+-- metadata replaced in the dashboard, with or without a re-queue) keeps it
+-- as it was. An edit of the lease alone is deliberate and stands. Before, a
 -- re-queue that also replaced the metadata left the job queued with no
 -- lease, and another worker claimed it at once while its holder still ran
 -- (TestAnEditThatDropsALiveLeaseDoesNotRunTheJobTwice); a metadata edit
@@ -19,7 +20,11 @@ RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
-  IF public.runops_held_until(OLD.metadata) <= now() THEN
+  IF public.runops_held_until(OLD.metadata) <= now()
+     -- An edit of the lease alone is deliberate, a person's to make (a lease
+     -- written by hand, taken back): only one that changes more of the
+     -- metadata, and the lease with it, keeps it.
+     OR jsonb_typeof(NEW.metadata) = 'object' AND NEW.metadata - 'lease' = OLD.metadata - 'lease' THEN
     RETURN NEW;
   END IF;
   IF jsonb_typeof(NEW.metadata) = 'object' THEN
