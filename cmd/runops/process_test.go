@@ -75,7 +75,7 @@ func TestProcessMakesTheSOPLocally(t *testing.T) {
 		if _, err := jpeg.DecodeConfig(openFile(t, filepath.Join(out, "rec."+node+".jpg"))); err != nil {
 			t.Errorf("screenshot of %s: %v", node, err)
 		}
-		if link := "![Screenshot of step " + step + "](rec." + node + ".jpg)"; !strings.Contains(string(md), link) {
+		if link := "![Screenshot of step " + step + "](./rec." + node + ".jpg)"; !strings.Contains(string(md), link) {
 			t.Errorf("markdown lacks %s:\n%s", link, md)
 		}
 	}
