@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -439,5 +440,42 @@ func TestARefusedKeySentenceFitsTheLocalUser(t *testing.T) {
 	last := lines[len(lines)-1]
 	if !strings.Contains(last, "GEMINI_API_KEY") || strings.Contains(last, "operators have been told") {
 		t.Fatalf("last line of stderr: %q", last)
+	}
+}
+
+// A second run of the same recording into the same folder leaves only its
+// own screenshots: a step the new SOP no longer shows keeps no picture of
+// the earlier run beside it, as the worker drops such frames. A file the
+// earlier SOP did not name stays. Before, the earlier run's stayed too.
+func TestARerunLeavesNoStaleScreenshots(t *testing.T) {
+	ai := geminitest.New(t, "test-key")
+	var answer map[string]any
+	if err := json.Unmarshal([]byte(geminitest.SampleSOP), &answer); err != nil {
+		t.Fatal(err)
+	}
+	answer["nodes"] = []any{
+		map[string]any{"id": "open", "type": "task", "label": "Open", "intent": "i", "context": "00:00:01 x", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown"},
+		map[string]any{"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"},
+	}
+	answer["edges"] = []any{map[string]any{"source": "open", "target": "done", "condition": "start"}}
+	answer["steps"] = []any{}
+	second, _ := json.Marshal(answer)
+	ai.Script(geminitest.JSON(geminitest.SampleSOP), geminitest.JSON(string(second)))
+	dir := t.TempDir()
+	rec := mediatest.Make(t, dir, "rec.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2})
+	out := filepath.Join(dir, "out")
+	runProcess(t, ai, rec, "--out", out) // shows open and refund
+	if _, err := os.Stat(filepath.Join(out, "rec.refund.jpg")); err != nil {
+		t.Fatalf("first run: %v", err)
+	}
+	// A person's own file, no step of the earlier SOP.
+	mine := mediatest.File(t, out, "rec.cover.jpg", []byte("a person's own file"))
+	stdout, _ := runProcess(t, ai, rec, "--out", out) // shows only open
+	if !strings.Contains(stdout.String(), "(1 screenshots") {
+		t.Fatalf("second run's summary:\n%s", stdout)
+	}
+	jpgs, _ := filepath.Glob(filepath.Join(out, "rec.*.jpg"))
+	if want := []string{mine, filepath.Join(out, "rec.open.jpg")}; !slices.Equal(jpgs, want) {
+		t.Errorf("pictures in --out after the second run: %v; want %v (the summary says 1 screenshot)", jpgs, want)
 	}
 }

@@ -101,7 +101,7 @@ func (f *files) Upload(_ context.Context, path string, r io.Reader, _ int64, _ s
 }
 
 // List finds nothing: every local run is a job of its own, with no
-// screenshots of an earlier run to tidy.
+// screenshots of an earlier attempt to tidy (Run tidies an earlier run's).
 func (f *files) List(context.Context, string) ([]string, error) { return nil, nil }
 
 // Remove has nothing to remove (see List).
@@ -174,6 +174,7 @@ func Run(ctx context.Context, model pipeline.Model, cfg pipeline.Config, input, 
 	stopAfter := context.AfterFunc(ctx, func() { cancel(errInterrupted) })
 	defer stopAfter()
 
+	earlier := out.frames() // an earlier run's, in the same folder
 	start := time.Now()
 	err = pipeline.New(&files{input: input, out: out}, model, pipeline.SoleWriter{}, cfg).Run(runCtx, job, rep)
 	stages := rep.finish()
@@ -188,7 +189,38 @@ func Run(ctx context.Context, model pipeline.Model, cfg pipeline.Config, input, 
 	if err := writeMarkdown(out); err != nil {
 		return res, err
 	}
+	// The earlier run's screenshots of steps this SOP does not have go: the
+	// folder is shared whole.
+	now := out.frames()
+	for file := range earlier {
+		if !now[file] {
+			if err := os.Remove(file); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return res, err
+			}
+		}
+	}
 	return res, nil
+}
+
+// frames are the screenshot files the SOP in o.SOP shows (none without one):
+// the files a run wrote, never another (a step id that could name another
+// file is none of them).
+func (o Outputs) frames() map[string]bool {
+	b, err := os.ReadFile(o.SOP)
+	if err != nil {
+		return nil
+	}
+	d, err := sop.Parse(b)
+	if err != nil {
+		return nil
+	}
+	files := map[string]bool{}
+	for _, n := range d.Public.Nodes {
+		if n.Screenshot != "" && jobs.SafeNodeID(n.ID) {
+			files[o.Frame(n.ID)] = true
+		}
+	}
+	return files
 }
 
 // maxNodeID is the longest step id (jobs.SafeNodeID), maxFileName the
