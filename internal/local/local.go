@@ -206,11 +206,7 @@ func Run(ctx context.Context, model pipeline.Model, cfg pipeline.Config, input, 
 // the files a run wrote, never another (a step id that could name another
 // file is none of them).
 func (o Outputs) frames() map[string]bool {
-	b, err := os.ReadFile(o.SOP)
-	if err != nil {
-		return nil
-	}
-	d, err := sop.Parse(b)
+	d, err := o.readSOP()
 	if err != nil {
 		return nil
 	}
@@ -233,12 +229,17 @@ const (
 // errInterrupted is why a local run stops on Ctrl-C (or SIGTERM).
 var errInterrupted = fmt.Errorf("interrupted: %w", queue.ErrCancelled)
 
-func writeMarkdown(out Outputs) error {
-	b, err := os.ReadFile(out.SOP)
+// readSOP reads the SOP document written to o.SOP.
+func (o Outputs) readSOP() (*sop.Document, error) {
+	b, err := os.ReadFile(o.SOP)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	d, err := sop.Parse(b)
+	return sop.Parse(b)
+}
+
+func writeMarkdown(out Outputs) error {
+	d, err := out.readSOP()
 	if err != nil {
 		return err
 	}
