@@ -284,10 +284,7 @@ func openFile(t *testing.T, path string) *os.File {
 // and still reads the rest), not on stdout.
 func TestProcessSharesNoSecret(t *testing.T) {
 	ai := geminitest.New(t, "test-key")
-	var answer map[string]any
-	if err := json.Unmarshal([]byte(geminitest.SampleSOP), &answer); err != nil {
-		t.Fatal(err)
-	}
+	answer := sampleAnswer(t)
 	answer["nodes"] = []any{
 		map[string]any{"id": "open", "type": "task", "label": "Sign in as jane.doe@acme-corp.com", "intent": "Use sk_live_51HxYzAbCdEfGhIjKlMn0123",
 			"context": "00:00:01 the card 4242 4242 4242 4242 is on file", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown"},
@@ -449,10 +446,7 @@ func TestARefusedKeySentenceFitsTheLocalUser(t *testing.T) {
 // earlier SOP did not name stays. Before, the earlier run's stayed too.
 func TestARerunLeavesNoStaleScreenshots(t *testing.T) {
 	ai := geminitest.New(t, "test-key")
-	var answer map[string]any
-	if err := json.Unmarshal([]byte(geminitest.SampleSOP), &answer); err != nil {
-		t.Fatal(err)
-	}
+	answer := sampleAnswer(t)
 	answer["nodes"] = []any{
 		map[string]any{"id": "open", "type": "task", "label": "Open", "intent": "i", "context": "00:00:01 x", "parent_id": "", "timestamp": "00:00:01", "evidence": "shown"},
 		map[string]any{"id": "done", "type": "end", "label": "Done", "intent": "i", "context": "", "parent_id": "", "timestamp": "", "evidence": "inferred"},
@@ -478,4 +472,15 @@ func TestARerunLeavesNoStaleScreenshots(t *testing.T) {
 	if want := []string{mine, filepath.Join(out, "rec.open.jpg")}; !slices.Equal(jpgs, want) {
 		t.Errorf("pictures in --out after the second run: %v; want %v (the summary says 1 screenshot)", jpgs, want)
 	}
+}
+
+// sampleAnswer is the stand-in's sample SOP answer, decoded, for a test to
+// change.
+func sampleAnswer(t *testing.T) map[string]any {
+	t.Helper()
+	var answer map[string]any
+	if err := json.Unmarshal([]byte(geminitest.SampleSOP), &answer); err != nil {
+		t.Fatal(err)
+	}
+	return answer
 }
