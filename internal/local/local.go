@@ -174,7 +174,10 @@ func Run(ctx context.Context, model pipeline.Model, cfg pipeline.Config, input, 
 	stopAfter := context.AfterFunc(ctx, func() { cancel(errInterrupted) })
 	defer stopAfter()
 
-	earlier := out.frames() // an earlier run's, in the same folder
+	var earlier map[string]bool // an earlier run's screenshots, in the same folder
+	if d, err := out.readSOP(); err == nil {
+		earlier = out.frames(d)
+	}
 	start := time.Now()
 	err = pipeline.New(&files{input: input, out: out}, model, pipeline.SoleWriter{}, cfg).Run(runCtx, job, rep)
 	stages := rep.finish()
@@ -186,12 +189,16 @@ func Run(ctx context.Context, model pipeline.Model, cfg pipeline.Config, input, 
 		}
 		return res, err
 	}
-	if err := writeMarkdown(out); err != nil {
+	d, err := out.readSOP()
+	if err != nil {
+		return res, err
+	}
+	if err := writeMarkdown(out, d); err != nil {
 		return res, err
 	}
 	// The earlier run's screenshots of steps this SOP does not have go: the
 	// folder is shared whole.
-	now := out.frames()
+	now := out.frames(d)
 	for file := range earlier {
 		if !now[file] {
 			if err := os.Remove(file); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -202,14 +209,9 @@ func Run(ctx context.Context, model pipeline.Model, cfg pipeline.Config, input, 
 	return res, nil
 }
 
-// frames are the screenshot files the SOP in o.SOP shows (none without one):
-// the files a run wrote, never another (a step id that could name another
-// file is none of them).
-func (o Outputs) frames() map[string]bool {
-	d, err := o.readSOP()
-	if err != nil {
-		return nil
-	}
+// frames are the screenshot files d shows: the files a run wrote, never
+// another (a step id that could name another file is none of them).
+func (o Outputs) frames(d *sop.Document) map[string]bool {
 	files := map[string]bool{}
 	for _, n := range d.Public.Nodes {
 		if n.Screenshot != "" && jobs.SafeNodeID(n.ID) {
@@ -238,11 +240,8 @@ func (o Outputs) readSOP() (*sop.Document, error) {
 	return sop.Parse(b)
 }
 
-func writeMarkdown(out Outputs) error {
-	d, err := out.readSOP()
-	if err != nil {
-		return err
-	}
+// writeMarkdown writes d, the SOP just written, as Markdown beside it.
+func writeMarkdown(out Outputs, d *sop.Document) error {
 	// Links relative to the Markdown file, which sits beside the screenshots;
 	// "./" first, so that a name with a colon ("demo:v2") is not read as a
 	// URL's scheme.
