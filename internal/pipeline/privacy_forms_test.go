@@ -76,8 +76,16 @@ func runForms(t *testing.T, screens []mediatest.Screen, names []string, check st
 	if !ok {
 		t.Fatalf("no screenshot of %s; frames %v", check, clock.md["frames"])
 	}
-	t.Logf("metadata.privacy %v", clock.md["privacy"])
-	return privacytest.Read(t, obj.File)
+	seen := privacytest.Read(t, obj.File)
+	// The screenshot is the form, still read: covering all of it, or
+	// storing another second, would hide the password too.
+	if !strings.Contains(seen, "Sign in to Acme Console") {
+		t.Fatalf("OCR does not read the form's title on the stored screenshot:\n%s", seen)
+	}
+	if counts, _ := clock.md["privacy"].(map[string]any)["counts"].(map[string]any); counts["password"] == nil {
+		t.Errorf("metadata.privacy %v counts no password", clock.md["privacy"])
+	}
+	return seen
 }
 
 // A sign-in form with the password shown and its field's Hide button
