@@ -295,12 +295,11 @@ func served(status jobs.Status, errText *string) (jobs.Status, *string) {
 	return jobs.StatusError, errText
 }
 
-// shown is the status the app is told of a row (see served).
+// shown is the status the app is told of a row (served's, without the
+// error).
 func shown(s jobs.Status) jobs.Status {
-	if s.Known() {
-		return s
-	}
-	return jobs.StatusError
+	status, _ := served(s, nil)
+	return status
 }
 
 // decodeJSON reads a small JSON object body. An empty body decodes as {}.

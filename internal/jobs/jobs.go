@@ -133,8 +133,11 @@ func (id ID) FramesFolder() string { return "frames/" + string(id) }
 
 // SafeNodeID tells whether a node id can name an object: letters, digits,
 // dashes and underscores, 1 to 100 of them (no dots, no slashes).
+// MaxNodeID is the longest step id SafeNodeID takes.
+const MaxNodeID = 100
+
 func SafeNodeID(node string) bool {
-	if node == "" || len(node) > 100 {
+	if node == "" || len(node) > MaxNodeID {
 		return false
 	}
 	for _, c := range node {

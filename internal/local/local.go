@@ -147,7 +147,7 @@ func Run(ctx context.Context, model pipeline.Model, cfg pipeline.Config, input, 
 	// Every output is named after the recording, a screenshot after it and
 	// its step's id too (up to 100 characters): a name past what a file
 	// name can hold fails here, not after Gemini was paid.
-	if longest := len(filepath.Base(OutputsFor(input, dir).Frame(strings.Repeat("x", maxNodeID)))); longest > maxFileName {
+	if longest := len(filepath.Base(OutputsFor(input, dir).Frame(strings.Repeat("x", jobs.MaxNodeID)))); longest > maxFileName {
 		return Result{}, fmt.Errorf("the recording's name is too long for the files named after it (a screenshot's name would be %d bytes, %d at most): rename it shorter", longest, maxFileName)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -221,12 +221,9 @@ func (o Outputs) frames(d *sop.Document) map[string]bool {
 	return files
 }
 
-// maxNodeID is the longest step id (jobs.SafeNodeID), maxFileName the
-// longest file name the usual file systems take, in bytes.
-const (
-	maxNodeID   = 100
-	maxFileName = 255
-)
+// maxFileName is the longest file name the usual file systems take, in
+// bytes.
+const maxFileName = 255
 
 // errInterrupted is why a local run stops on Ctrl-C (or SIGTERM).
 var errInterrupted = fmt.Errorf("interrupted: %w", queue.ErrCancelled)

@@ -5,13 +5,15 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/runops/runops/internal/postgres"
 )
 
 // AsEngine, added to the WHERE of a test's UPDATE of jobs, marks it as the
-// engine's own write (runops.writer), as internal/postgres's workerMark
-// does: a person's edit cannot change a live lease (the leases_outlive_edits
-// migration), and such a test stands in for the engine or for time passing.
-const AsEngine = ` AND set_config('runops.writer', 'worker', true) IS NOT NULL`
+// engine's own write (postgres.WorkerMark): a person's edit cannot change a
+// live lease (the leases_outlive_edits migration), and such a test stands in
+// for the engine or for time passing.
+const AsEngine = postgres.WorkerMark
 
 // expireLeases is the lease of each job given ($1; none given: of every
 // job) past its expiry, as the engine's write.

@@ -29,7 +29,7 @@ WITH input AS (
       completed_at = CASE WHEN i.status = 'completed' THEN now() ELSE j.completed_at END,
       metadata = public.runops_jsonb_merge(public.runops_close_attempt(j.metadata, i.token, i.status, i.cause), i.patch)
   FROM input i
-  WHERE j.job_id = i.job_id AND j.status = 'processing' AND j.metadata->'lease'->>'token' = i.token` + workerMark + `
+  WHERE j.job_id = i.job_id AND j.status = 'processing' AND j.metadata->'lease'->>'token' = i.token` + WorkerMark + `
   RETURNING j.job_id, j.status, j.error, j.created_at, j.completed_at, j.metadata
 )
 SELECT done.job_id::text FROM done, LATERAL (SELECT public.runops_record_event(done.job_id, done.status, done.error,

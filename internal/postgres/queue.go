@@ -20,13 +20,13 @@ import (
 const (
 	fence = ` AND status = 'processing' AND metadata->'lease'->>'token' = $2`
 
-	// workerMark marks the statement's transaction as the worker's, so that the
+	// WorkerMark marks the statement's transaction as the worker's, so that the
 	// notify trigger stays silent for its claims and outcomes (the
 	// quiet_worker_writes migration), and so that it may change a live lease,
 	// which a person's edit cannot (the leases_outlive_edits migration). It is
 	// evaluated for a row before that row's BEFORE triggers fire, and before
 	// any AFTER trigger, which fire at the end of the statement.
-	workerMark = ` AND set_config('runops.writer', 'worker', true) IS NOT NULL`
+	WorkerMark = ` AND set_config('runops.writer', 'worker', true) IS NOT NULL`
 
 	// Up to $3 claimable jobs, each with a lease token of its own, none of an
 	// owner with $4 jobs processing ($4 NULL: no cap): by priority
@@ -39,7 +39,7 @@ FROM public.runops_claim($1, $2, $3, $4)`
 
 	renewLease = `UPDATE public.jobs
 SET metadata = jsonb_set(metadata, '{lease,expires_at}', to_jsonb(now() + make_interval(secs => $3)))
-WHERE job_id = $1` + fence + workerMark
+WHERE job_id = $1` + fence + WorkerMark
 
 	// A metadata write (stage, progress, what a stage found) does not wait
 	// for its WAL to reach the disk: lost in a database crash, it is written
@@ -54,7 +54,7 @@ WHERE job_id = $1` + fence + ` AND set_config('synchronous_commit', 'off', true)
 SET status = 'queued',
     metadata = public.runops_close_attempt(metadata, $2, 'handed_back', NULL)
                || jsonb_build_object('attempt', greatest(public.runops_attempt(metadata) - 1, 0))
-WHERE job_id = $1` + fence + workerMark
+WHERE job_id = $1` + fence + WorkerMark
 
 	// After a person re-queued a job its holder drops its lease, so that
 	// the next claim need not wait for it to expire, and says so: the
@@ -63,7 +63,7 @@ WHERE job_id = $1` + fence + workerMark
 WITH r AS (
   UPDATE public.jobs
   SET metadata = public.runops_close_attempt(metadata, $2, 'cancelled', 'stopped by a change to the job')
-  WHERE job_id = $1 AND status <> 'processing' AND metadata->'lease'->>'token' = $2` + workerMark + `
+  WHERE job_id = $1 AND status <> 'processing' AND metadata->'lease'->>'token' = $2` + WorkerMark + `
   RETURNING job_id, status
 )
 SELECT pg_notify('runops_jobs', json_build_object('job_id', job_id, 'op', 'UPDATE', 'status', status)::text) FROM r
@@ -102,7 +102,7 @@ SET status = CASE WHEN public.runops_attempt(j.metadata) >= $1 THEN 'error' ELSE
     metadata = public.runops_close_attempt(CASE WHEN jsonb_typeof(j.metadata) = 'object' THEN j.metadata ELSE '{}'::jsonb END,
                                            coalesce(j.metadata->'lease'->>'token', ''), 'lost', 'lease expired')
                - 'lease'
-FROM expired WHERE j.id = expired.id` + workerMark + `
+FROM expired WHERE j.id = expired.id` + WorkerMark + `
 RETURNING j.job_id, j.status, j.error, j.created_at, j.completed_at, j.metadata
 )
 SELECT done.job_id::text, done.status FROM done

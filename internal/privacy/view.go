@@ -30,7 +30,13 @@ func identity(s string) view {
 }
 
 // hidesShape tells a rune plain takes out or reads as another.
-func hidesShape(r rune) bool { return r >= 0xFF01 && r <= 0xFF5E || unicode.Is(unicode.Cf, r) }
+func hidesShape(r rune) bool { return fullWidth(r) || invisible(r) }
+
+// fullWidth tells a full-width form of an ASCII sign (r - 0xFEE0 is it).
+func fullWidth(r rune) bool { return r >= 0xFF01 && r <= 0xFF5E }
+
+// invisible tells a format character (Unicode's Cf), which shows nothing.
+func invisible(r rune) bool { return unicode.Is(unicode.Cf, r) }
 
 // plain is v without its invisible format characters (zero-width spaces
 // and joiners, soft hyphens, word joiners, byte order marks: Unicode's Cf)
@@ -43,8 +49,8 @@ func plain(v view) view {
 		r, n := utf8.DecodeRuneInString(v.s[i:])
 		from, to := v.from[i], v.to[i+n-1]
 		switch {
-		case unicode.Is(unicode.Cf, r):
-		case r >= 0xFF01 && r <= 0xFF5E:
+		case invisible(r):
+		case fullWidth(r):
 			w.add(string(r-0xFEE0), from, to)
 		default:
 			w.add(v.s[i:i+n], from, to)

@@ -9,7 +9,7 @@
 -- expired. The engine's own writes change leases (claims, renewals,
 -- hand-backs, outcomes, the rescue, the drop of a cancelled run's lease):
 -- they are marked runops.writer = 'worker' for their transaction
--- (internal/postgres/queue.go, workerMark), which the trigger's WHEN reads,
+-- (internal/postgres/queue.go, WorkerMark), which the trigger's WHEN reads,
 -- so that a renewal calls no function. Metadata that is no object
 -- cannot hold the lease: it becomes an object holding only the lease, as
 -- the rescue starts such metadata over. Named to run before jobs_requeued,
