@@ -244,14 +244,15 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 		if err := sop.Validate(doc); err != nil {
 			return &Error{Status: http.StatusConflict, Message: "This change would leave the SOP broken, so it was not saved: " + err.Error()}
 		}
+		var big *sop.TooLarge
 		b, err := sop.Marshal(doc)
-		if err != nil {
-			return err
-		}
-		if len(b) > sop.MaxDocumentBytes {
+		switch {
+		case errors.As(err, &big):
 			// Stored, it could never be read again, not even to undo this.
 			return &Error{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf(
 				"This change would make the SOP larger than %d MiB, more than can be read back, so it was not saved.", sop.MaxDocumentBytes>>20)}
+		case err != nil:
+			return err
 		}
 		storedTag, err := s.o.SOPs.StoreTagged(ctx, id, b, sop.Shown(doc), nil, func() error {
 			if err := s.o.Objects.Upload(ctx, id.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json"); err != nil {

@@ -123,9 +123,9 @@ func toDocument(text string, id jobs.ID, duration time.Duration) (answer, string
 		// Measured on the document, not the answer: the numbers Repair
 		// gives a deep chain of steps grow with the square of its depth.
 		// Half of what can be read back: the privacy pass may lengthen it.
-		if b, err := sop.Marshal(d); err == nil && len(b) > maxAnswerBytes {
+		if size := sop.Size(d); size > maxAnswerBytes {
 			problems = append(problems, fmt.Sprintf("- the document is %d bytes long; it must stay under %d: fewer steps, shorter texts",
-				len(b), maxAnswerBytes))
+				size, maxAnswerBytes))
 		}
 	}
 	if len(problems) > 0 {

@@ -3,7 +3,7 @@ package pipeline
 import (
 	"bytes"
 	"context"
-	"fmt"
+	"errors"
 	"os"
 	"slices"
 
@@ -23,13 +23,14 @@ func (p *Pipeline) writeSOP(ctx context.Context, job queue.Job, r queue.Reporter
 	if err := p.storeShots(ctx, job, r, doc, shots); err != nil {
 		return err
 	}
+	var big *sop.TooLarge
 	b, err := sop.Marshal(doc)
-	if err != nil {
-		return err
-	}
-	if len(b) > sop.MaxDocumentBytes {
+	switch {
+	case errors.As(err, &big):
 		// Stored, it could not be read back: the viewer would get a 409.
-		return jobs.Fail(msgTooLong, fmt.Errorf("the SOP is %d bytes; at most %d can be read back", len(b), sop.MaxDocumentBytes))
+		return jobs.Fail(msgTooLong, err)
+	case err != nil:
+		return err
 	}
 	// Each try takes the lock and checks the lease anew: no lock is held
 	// through the waits between tries.

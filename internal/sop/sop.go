@@ -226,7 +226,29 @@ func kind(k string) string {
 	return "a " + k
 }
 
-// Marshal writes the document as the viewer reads it.
+// Marshal writes the document as the viewer reads it. A document longer
+// than MaxDocumentBytes is a *TooLarge: stored, it could not be read back.
 func Marshal(d *Document) ([]byte, error) {
-	return json.MarshalIndent(d, "", "  ")
+	b, err := json.MarshalIndent(d, "", "  ")
+	if err == nil && len(b) > MaxDocumentBytes {
+		return nil, &TooLarge{Size: len(b)}
+	}
+	return b, err
+}
+
+// TooLarge is a document longer than MaxDocumentBytes, written out.
+type TooLarge struct{ Size int }
+
+func (e *TooLarge) Error() string {
+	return fmt.Sprintf("the SOP is %d bytes; at most %d can be read back", e.Size, MaxDocumentBytes)
+}
+
+// Size is the length of the document as Marshal writes it, however long.
+func Size(d *Document) int {
+	b, err := Marshal(d)
+	var big *TooLarge
+	if errors.As(err, &big) {
+		return big.Size
+	}
+	return len(b)
 }

@@ -1,6 +1,7 @@
 package sop
 
 import (
+	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -30,6 +31,26 @@ func TestSampleIsValid(t *testing.T) {
 	}
 	if d.Meta.ID != jobID {
 		t.Fatal(d.Meta.ID)
+	}
+}
+
+// A document is written only while the API can read it back: one byte
+// more is a *TooLarge that says its size, which Size also says.
+func TestMarshalRefusesWhatCannotBeReadBack(t *testing.T) {
+	d := sample(t)
+	b, err := Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Meta.Purpose += strings.Repeat("p", MaxDocumentBytes-len(b))
+	if b, err := Marshal(d); err != nil || len(b) != MaxDocumentBytes || Size(d) != MaxDocumentBytes {
+		t.Fatalf("a document of the limit: %d bytes, %v, Size %d", len(b), err, Size(d))
+	}
+	d.Meta.Purpose += "p"
+	b, err = Marshal(d)
+	var big *TooLarge
+	if !errors.As(err, &big) || big.Size != MaxDocumentBytes+1 || b != nil || Size(d) != MaxDocumentBytes+1 {
+		t.Fatalf("a byte over the limit: %d bytes, %v, Size %d", len(b), err, Size(d))
 	}
 }
 
