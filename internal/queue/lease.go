@@ -85,8 +85,10 @@ func (w *Worker) endRun(job Job, what string, write func(context.Context) (bool,
 	return ok
 }
 
-// heartbeat renews the lease every Heartbeat, at once when asked, and every
-// second while renewals fail (a database restart costs nothing). A timer set
+// heartbeat renews the lease every Heartbeat, the first a Heartbeat after
+// the claim was sent (a claim that answered late is renewed at once), at
+// once when asked, and every second while renewals fail (a database restart
+// costs nothing). A timer set
 // at 0.8 × LeaseTTL after the last renewal that succeeded cancels the run
 // before its lease can expire: past that point the rescuer may hand the job
 // to another worker, and this one must have stopped writing by then.
@@ -95,7 +97,7 @@ func (w *Worker) heartbeat(ctx context.Context, r *run, log *slog.Logger) {
 	stopAt := r.job.claimedAt.Add(margin)
 	expiring := time.NewTimer(time.Until(stopAt))
 	defer expiring.Stop()
-	next := time.NewTimer(w.cfg.Heartbeat)
+	next := time.NewTimer(time.Until(r.job.claimedAt.Add(w.cfg.Heartbeat)))
 	defer next.Stop()
 	for {
 		select {

@@ -1026,3 +1026,59 @@ func TestARequeueBeforeTheOutcomeDropsTheLease(t *testing.T) {
 	}
 	b.cancelledThenCompleted(id)
 }
+
+// slowClaims is the engine's store whose claims answer late, as a busy
+// database does: a claim that took a job returns delay after it was made.
+type slowClaims struct {
+	*postgres.QueueStore
+	delay   time.Duration
+	renewed chan struct{}
+}
+
+func (s *slowClaims) Claim(ctx context.Context, worker string, n int, ttl time.Duration) ([]queue.Claimed, error) {
+	got, err := s.QueueStore.Claim(ctx, worker, n, ttl)
+	if len(got) > 0 {
+		time.Sleep(s.delay) // the late answer itself, not a wait for anything
+	}
+	return got, err
+}
+
+func (s *slowClaims) Renew(ctx context.Context, id jobs.ID, token string, ttl time.Duration) (bool, error) {
+	ok, err := s.QueueStore.Renew(ctx, id, token, ttl)
+	if ok && err == nil {
+		select {
+		case s.renewed <- struct{}{}:
+		default:
+		}
+	}
+	return ok, err
+}
+
+// A claim that answers late does not cost the run its job: the lease runs
+// from the claim's sending, and so does the first renewal. The claim here
+// answers after 0.48 × TTL; a first renewal a heartbeat after the run's
+// start (0.88 × TTL) would come after the stop (0.8 × TTL).
+func TestASlowClaimKeepsItsRun(t *testing.T) {
+	t.Parallel()
+	b := newBench(t)
+	cfg := fast()
+	cfg.LeaseTTL, cfg.Heartbeat, cfg.Sweep = 5*time.Second, 2*time.Second, time.Hour
+	store := &slowClaims{QueueStore: b.store, delay: 2400 * time.Millisecond, renewed: make(chan struct{}, 1)}
+	kept := make(chan bool, 1)
+	h := queue.HandlerFunc(func(ctx context.Context, j queue.Job, rep queue.Reporter) error {
+		select {
+		case <-store.renewed:
+			kept <- true
+			return nil
+		case <-ctx.Done():
+			kept <- false
+			return ctx.Err()
+		}
+	})
+	id := b.insert(1)[0]
+	queuetest.Start(t, b.dsn, store, h, cfg, false)
+	if !wait.Recv(t, kept, "the run's end") {
+		t.Fatal("the run was stopped before its first renewal")
+	}
+	b.completed(id)
+}
