@@ -154,6 +154,9 @@ const (
 	// A round stops starting attempts, and cuts the one under way, at this
 	// share of the hold: what is left is for recording the outcomes.
 	roundShare = 0.75
+	// What a round records once the process stops: its outcomes so far,
+	// and the deliveries it gives back.
+	recordFor = 5 * time.Second
 )
 
 // Secret sizes, in bytes once decoded, as Standard Webhooks asks them.
@@ -259,16 +262,22 @@ func (d *Deliverer) Once(ctx context.Context) (int, error) {
 // deliver sends one receiver's deliveries in order until one fails or the
 // round's time is up; the rest go back untried. It returns how many it sent.
 func (d *Deliverer) deliver(ctx, roundCtx context.Context, dels []Delivery) (int, error) {
+	stopping := ctx
 	now := time.Now
 	if d.now != nil {
 		now = d.now
 	}
+	ctx, cancel := outliving(ctx, recordFor)
+	defer cancel()
 	sent := 0
 	for i, del := range dels {
 		if roundCtx.Err() != nil {
-			return sent, d.Store.Return(ctx, dels[i:]) // out of time
+			return sent, d.Store.Return(ctx, dels[i:]) // out of time, or stopped
 		}
 		why := d.send(roundCtx, del, now())
+		if why != "" && stopping.Err() != nil {
+			return sent, d.Store.Return(ctx, dels[i:]) // cut by the shutdown: not a try
+		}
 		var err error
 		switch {
 		case why == "":
@@ -292,6 +301,16 @@ func (d *Deliverer) deliver(ctx, roundCtx context.Context, dels []Delivery) (int
 		}
 	}
 	return sent, nil
+}
+
+// outliving is ctx, but ending d after ctx does. What a round writes
+// outlives a shutdown for that moment: a delivery sent is recorded, and
+// the rest are given back for another deliverer at once, not held until
+// the hold ends.
+func outliving(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	out, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(d, cancel) })
+	return out, func() { stop(); cancel() }
 }
 
 // noRedirects makes a client answer a 3xx as it is: a followed redirect

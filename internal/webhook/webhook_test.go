@@ -25,6 +25,7 @@ import (
 	"github.com/runops/runops/internal/pgtest"
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/queue"
+	"github.com/runops/runops/internal/wait"
 	"github.com/runops/runops/internal/webhook"
 )
 
@@ -520,6 +521,37 @@ func TestARoundEndsInsideItsHold(t *testing.T) {
 	}
 	if n := count(`SELECT count(*) FROM runops_webhooks WHERE attempts = 0 AND next_at <= now()`); n != 4 {
 		t.Fatalf("%d deliveries returned untried; want 4", n)
+	}
+}
+
+// A deliverer stopped mid-round (the process shutting down) gives its
+// deliveries back untried, the one whose attempt it cut too: another
+// deliverer sends them at once, not after the round's hold.
+func TestAStoppedRoundGivesItsDeliveriesBack(t *testing.T) {
+	pool, exec, count := database(t)
+	hang, arrived := make(chan struct{}), make(chan struct{}, 1)
+	silent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		select {
+		case <-r.Context().Done():
+		case <-hang:
+		}
+	}))
+	t.Cleanup(func() { close(hang); silent.Close() })
+	q := postgres.NewQueueStore(pool).SendEvents([]string{silent.URL})
+	for range 3 {
+		finish(t, q, exec, false)
+	}
+	d := deliverer(t, postgres.NewJobStore(pool), webhook.SecretOld)
+	d.Client = &http.Client{Timeout: time.Hour}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { _, err := d.Once(ctx); done <- err }()
+	wait.Recv(t, arrived, "the round's first attempt")
+	stop()
+	wait.Recv(t, done, "the stopped round")
+	if n := count(`SELECT count(*) FROM runops_webhooks WHERE attempts = 0 AND next_at <= now() AND delivered_at IS NULL`); n != 3 {
+		t.Fatalf("%d of 3 deliveries given back untried and due now", n)
 	}
 }
 
