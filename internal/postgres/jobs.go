@@ -250,10 +250,13 @@ func (s *JobStore) Enqueue(ctx context.Context, id jobs.ID, metadata map[string]
 	return jobs.Job{}, false, fmt.Errorf("insert job %s: row kept disappearing", id)
 }
 
-// queueStats counts the rows by status, with the oldest queued job's age
-// (a time a person made infinite left out: PostgreSQL cannot subtract it).
+// queueStats counts the rows by status, with the age of the job that has
+// waited longest in the queue: since it entered it (runops_queue.since),
+// whatever a person edited on its row since (…20261208000000_queue_since.sql).
 const queueStats = `SELECT status, count(*)::int,
-  coalesce(extract(epoch FROM now() - min(updated_at) FILTER (WHERE status = 'queued' AND isfinite(updated_at))), 0)::float8
+  CASE WHEN status = 'queued' THEN
+    (SELECT coalesce(extract(epoch FROM now() - min(q.since)), 0) FROM public.runops_queue q)
+  ELSE 0 END::float8
 FROM public.jobs GROUP BY status`
 
 // QueueStats reads the numbers the queue gauges show.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/metrics"
 	"github.com/runops/runops/internal/pgtest"
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/queue"
@@ -184,28 +185,51 @@ WHERE i.indrelid = 'public.jobs'::regclass`).Scan(&indexed); err != nil {
 	}
 }
 
-// The queue gauges come from one query: rows by status and the oldest
-// queued job's age.
+// The queue gauges come from one query: rows by status and how long the
+// job that has waited longest has been in the queue. A person's edits of a
+// queued row do not make it look newly queued (they moved updated_at, which
+// the gauge read: a priority raised on a job that had waited an hour showed
+// it a moment old); a job that leaves the queue and comes back has waited
+// since it came back.
 func TestQueueStats(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.Pool(t)
 	ctx := context.Background()
-	if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id, status) VALUES (gen_random_uuid(), 'completed'), (gen_random_uuid(), 'queued'), (gen_random_uuid(), 'queued')`); err != nil {
-		t.Fatal(err)
+	exec := func(sql string) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
 	}
-	// The updated_at trigger moves it back to now(): backdate without it.
-	if _, err := pool.Exec(ctx, `ALTER TABLE jobs DISABLE TRIGGER jobs_touch_updated_at`); err != nil {
-		t.Fatal(err)
+	exec(`INSERT INTO jobs (job_id, status) VALUES (gen_random_uuid(), 'completed'), (gen_random_uuid(), 'queued'), (gen_random_uuid(), 'queued')`)
+	// Queued an hour ago: as its entry in the queue would say.
+	exec(`UPDATE runops_queue SET since = now() - interval '1 hour'`)
+	store := postgres.NewJobStore(pool)
+	stats := func() metrics.QueueStats {
+		t.Helper()
+		st, err := store.QueueStats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
 	}
-	if _, err := pool.Exec(ctx, `UPDATE jobs SET updated_at = now() - interval '1 hour' WHERE status = 'queued'`); err != nil {
-		t.Fatal(err)
-	}
-	st, err := postgres.NewJobStore(pool).QueueStats(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.ByStatus["queued"] != 2 || st.ByStatus["completed"] != 1 || st.OldestQueued < 59*time.Minute || st.OldestQueued > 2*time.Hour {
+	if st := stats(); st.ByStatus["queued"] != 2 || st.ByStatus["completed"] != 1 || st.OldestQueued < 59*time.Minute || st.OldestQueued > 2*time.Hour {
 		t.Fatalf("%+v", st)
+	}
+	for _, edit := range []string{
+		`UPDATE jobs SET metadata = metadata || '{"priority": -50}' WHERE status = 'queued'`,             // another priority
+		`UPDATE jobs SET metadata = jsonb_set(metadata, '{owner}', '"someone"') WHERE status = 'queued'`, // another owner
+		`UPDATE jobs SET metadata = metadata || '{"note": "rush"}', created_at = now() WHERE status = 'queued'`,
+	} {
+		exec(edit)
+		if st := stats(); st.OldestQueued < 59*time.Minute || st.OldestQueued > 2*time.Hour {
+			t.Fatalf("after %s: %+v", edit, st)
+		}
+	}
+	exec(`UPDATE jobs SET status = 'error' WHERE status = 'queued'`)
+	exec(`UPDATE jobs SET status = 'queued' WHERE status = 'error'`)
+	if st := stats(); st.ByStatus["queued"] != 2 || st.OldestQueued > time.Minute {
+		t.Fatalf("queued again just now: %+v", st)
 	}
 }
 
