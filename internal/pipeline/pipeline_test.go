@@ -499,29 +499,11 @@ func removeObject(t *testing.T, r *rig, path string) {
 	}
 }
 
-// lockedBuffer collects log output written from many goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // Every line the pipeline logs about a job names the job and the attempt,
 // wherever it is logged (here: a retry deep in a stage).
 func TestJobLogLinesCarryTheJob(t *testing.T) {
 	t.Parallel()
-	var logs lockedBuffer
+	var logs queuetest.Logs
 	r := newRig(t, func(c *pipeline.Config) { c.Logger = slog.New(queue.JobLogs(slog.NewJSONHandler(&logs, nil))) })
 	r.fake.FailNext(supabasetest.OpDownload, 1, 503)
 	id, _ := r.completed(mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2}))

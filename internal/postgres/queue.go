@@ -66,8 +66,10 @@ WITH r AS (
   WHERE job_id = $1 AND status <> 'processing' AND metadata->'lease'->>'token' = $2` + WorkerMark + `
   RETURNING job_id, status
 )
-SELECT pg_notify('runops_jobs', json_build_object('job_id', job_id, 'op', 'UPDATE', 'status', status)::text) FROM r
-WHERE status = 'queued'`
+SELECT count(*) > 0 FROM r LEFT JOIN LATERAL (
+  SELECT pg_notify('runops_jobs', json_build_object('job_id', r.job_id, 'op', 'UPDATE', 'status', r.status)::text)
+  WHERE r.status = 'queued'
+) told ON true`
 
 	// Puts the claim's tables right (rows of jobs no longer queued, queued
 	// jobs written with triggers off, owners' counts): with every rescue.
@@ -105,7 +107,7 @@ SET status = CASE WHEN public.runops_attempt(j.metadata) >= $1 THEN 'error' ELSE
 FROM expired WHERE j.id = expired.id` + WorkerMark + `
 RETURNING j.job_id, j.status, j.error, j.created_at, j.completed_at, j.metadata
 )
-SELECT done.job_id::text, done.status FROM done
+SELECT done.job_id::text, done.status, public.runops_attempt(done.metadata) FROM done
 LEFT JOIN LATERAL (SELECT public.runops_record_event(done.job_id, done.status, done.error, done.created_at,
   done.completed_at, done.metadata->'timings', $3::text[]) WHERE done.status = 'error') ev ON true`
 )
@@ -204,10 +206,12 @@ func (s *QueueStore) HandBack(ctx context.Context, id jobs.ID, token string) (bo
 
 // DropLease closes, as cancelled, the attempt of a run whose job a person took
 // out of processing (re-queued, or set to another status) and drops its lease;
-// a re-queued job is announced again. A no-op while the job is processing.
-func (s *QueueStore) DropLease(ctx context.Context, id jobs.ID, token string) error {
-	_, err := s.pool.Exec(ctx, dropLease, string(id), token)
-	return wrap("drop lease", err)
+// a re-queued job is announced again. It reports whether it closed the
+// attempt: a no-op while the job is processing, or once the lease is gone.
+func (s *QueueStore) DropLease(ctx context.Context, id jobs.ID, token string) (bool, error) {
+	var closed bool
+	err := s.pool.QueryRow(ctx, dropLease, string(id), token).Scan(&closed)
+	return closed, wrap("drop lease", err)
 }
 
 // Repair puts the claim's tables right: rows of jobs no longer queued go,
@@ -221,17 +225,19 @@ func (s *QueueStore) Repair(ctx context.Context) (queue.Repaired, error) {
 
 // Rescue returns expired leases to the queue; a job already claimed
 // maxAttempts times ends in error with message instead.
-func (s *QueueStore) Rescue(ctx context.Context, maxAttempts int, message string) (requeued, failed []jobs.ID, err error) {
+func (s *QueueStore) Rescue(ctx context.Context, maxAttempts int, message string) (requeued, failed []queue.Rescued, err error) {
 	rows, err := s.pool.Query(ctx, rescueJobs, maxAttempts, message, s.hooks)
 	if err != nil {
 		return nil, nil, wrap("rescue jobs", err)
 	}
 	var id, status string
-	_, err = pgx.ForEachRow(rows, []any{&id, &status}, func() error {
+	var attempt int
+	_, err = pgx.ForEachRow(rows, []any{&id, &status, &attempt}, func() error {
+		r := queue.Rescued{ID: jobs.ID(id), Attempt: attempt}
 		if jobs.Status(status) == jobs.StatusQueued {
-			requeued = append(requeued, jobs.ID(id))
+			requeued = append(requeued, r)
 		} else {
-			failed = append(failed, jobs.ID(id))
+			failed = append(failed, r)
 		}
 		return nil
 	})

@@ -69,7 +69,7 @@ func (w *Worker) claimLoop(ctx, jobsCtx context.Context, wg *sync.WaitGroup) {
 		// claimed jobs go straight back (not counted).
 		if ctx.Err() != nil || w.gateErr() != nil {
 			for _, job := range claimed {
-				w.writeOutcome("hand back", func(c context.Context) (bool, error) { return w.store.HandBack(c, job.ID, job.Token) })
+				w.writeOutcome(w.jobLog(job), "hand back", func(c context.Context) (bool, error) { return w.store.HandBack(c, job.ID, job.Token) })
 				<-slots
 			}
 			if ctx.Err() != nil {

@@ -52,25 +52,30 @@ func (r *run) whyLost() error {
 
 // endLost ends a run that lost its job — someone else holds it, or a
 // person changed it — given the run's cause and the handler's error: it
-// writes nothing of the run, counts how it ended (lost, or cancelled), and
-// drops its lease, which closes the attempt as cancelled when a person took
-// the job out of processing (Store.DropLease).
+// writes nothing of the run and drops its lease, which closes the attempt
+// as cancelled when a person took the job out of processing
+// (Store.DropLease). An attempt is counted (runops_jobs_finished_total)
+// where its outcome is stored: cancelled here, when the drop closed it;
+// lost by the rescue that closes an expired lease, which every lost run's
+// lease comes to (a run stopped by its timer, or whose job the rescue
+// already gave to another claim).
 func (w *Worker) endLost(job Job, cancelled, err error, log *slog.Logger) {
-	log.Info("job stopped: lost or cancelled", "error", err)
 	// Why: the run's cause, or, when the run was not stopped for it, the
 	// handler's own statement that met the loss first (an OutputLock's).
 	why := cancelled
 	if !errors.Is(why, ErrLost) {
 		why = err
 	}
-	outcome := "lost"
-	if errors.Is(why, ErrCancelled) {
-		outcome = "cancelled"
-	}
-	metrics.JobsFinished.WithLabelValues(outcome).Inc()
-	w.writeOutcome("drop", func(ctx context.Context) (bool, error) {
-		return true, w.store.DropLease(ctx, job.ID, job.Token)
+	log.Info("job stopped: lost or cancelled", "error", why)
+	closed := false
+	w.writeOutcome(log, "drop", func(ctx context.Context) (bool, error) {
+		var err error
+		closed, err = w.store.DropLease(ctx, job.ID, job.Token)
+		return true, err // matching nothing is no loss: the rescue closed it, or will
 	})
+	if closed {
+		metrics.JobsFinished.WithLabelValues("cancelled").Inc()
+	}
 }
 
 // endRun writes the run's outcome (writeOutcome) and reports whether it
@@ -78,7 +83,7 @@ func (w *Worker) endLost(job Job, cancelled, err error, log *slog.Logger) {
 // handler's end and its write: a person's re-queue) ends the run as a lost
 // run does, so that a re-queued job need not wait out the lease.
 func (w *Worker) endRun(job Job, what string, write func(context.Context) (bool, error), log *slog.Logger) bool {
-	ok, lost := w.writeOutcome(what, write)
+	ok, lost := w.writeOutcome(log, what, write)
 	if lost {
 		w.endLost(job, nil, readLossCause(w.store, job.ID), log)
 	}
@@ -178,8 +183,8 @@ func (w *Worker) watchEdits(ctx context.Context) {
 // lease expired and another run claimed the job) is ErrLost. The status
 // alone cannot tell a rescue from a person's re-queue: a job the rescue put
 // back to queued or ended reads as ErrCancelled here, and the run is logged
-// and counted (runops_jobs_finished_total) as cancelled; the stored attempt,
-// which the rescue closed, says lost, and the run's drop of its lease then
+// as cancelled; the stored attempt, which the rescue closed, says lost (and
+// is counted so, by the rescue), and the run's drop of its lease then
 // matches nothing.
 func LossCause(status jobs.Status, found bool) error {
 	if !found || status != jobs.StatusProcessing {

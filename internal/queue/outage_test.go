@@ -2,8 +2,10 @@ package queue_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,11 +14,15 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/metrics"
 	"github.com/runops/runops/internal/pgtest"
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/queue"
 	"github.com/runops/runops/internal/queue/queuetest"
+	"github.com/runops/runops/internal/wait"
 )
 
 // throughProxy is a worker whose every connection (pool and listener) goes
@@ -29,7 +35,9 @@ func (b *bench) throughProxy(h queue.Handler, cfg queue.Config) *pgtest.Proxy {
 		b.t.Fatal(err)
 	}
 	b.t.Cleanup(pool.Close)
-	cfg.Logger = quiet
+	if cfg.Logger == nil {
+		cfg.Logger = quiet
+	}
 	queuetest.Start(b.t, dsn, postgres.NewQueueStore(pool), h, cfg, true)
 	return proxy
 }
@@ -268,6 +276,104 @@ func TestStaleWorkDirectoriesAreSwept(t *testing.T) {
 	for d, keep := range dirs {
 		if _, err := os.Stat(filepath.Join(tmp, d)); keep && err != nil {
 			t.Errorf("%s removed: %v", d, err)
+		}
+	}
+}
+
+// finished reads runops_jobs_finished_total for each outcome.
+func finished() map[string]float64 {
+	out := map[string]float64{}
+	for _, o := range []string{"completed", "error", "lost", "cancelled", "handed_back"} {
+		out[o] = testutil.ToFloat64(metrics.JobsFinished.WithLabelValues(o))
+	}
+	return out
+}
+
+// An attempt is counted once, as it is stored: a run that lost the
+// database (its timer stopped it, and the rescue later closed its lease)
+// is one lost run, not one for the run and one for the rescue. Every line
+// about the job names it and its attempt: the outcome's write that gave up,
+// the rescue's. Not parallel: the counters are the process's.
+func TestALostAttemptIsCountedOnceAndItsLinesNameIt(t *testing.T) {
+	b := newBench(t)
+	entered := make(chan struct{}, 4)
+	var first atomic.Bool
+	h := queue.HandlerFunc(func(ctx context.Context, j queue.Job, r queue.Reporter) error {
+		entered <- struct{}{}
+		if first.CompareAndSwap(false, true) {
+			<-ctx.Done() // the run the outage stops
+			return ctx.Err()
+		}
+		return nil
+	})
+	var logs queuetest.Logs
+	cfg := fast()
+	cfg.Concurrency = 1
+	cfg.LeaseTTL, cfg.Heartbeat = 4*time.Second, 500*time.Millisecond
+	cfg.Logger = slog.New(queue.JobLogs(slog.NewJSONHandler(&logs, nil)))
+	proxy := b.throughProxy(h, cfg)
+	before := finished()
+	id := b.insert(1)[0]
+	wait.Recv(t, entered, "the first run")
+	proxy.SetDown(true)
+	b.waitFor("the lease's drop to give up", func() bool { return strings.Contains(logs.String(), "outcome not recorded") })
+	proxy.SetDown(false)
+	b.completed(id)
+	if o := b.outcomes(id); o != "lost,completed" {
+		t.Fatalf("the attempts' outcomes %q", o)
+	}
+	after := finished()
+	for o, want := range map[string]float64{"lost": 1, "completed": 1, "cancelled": 0, "error": 0, "handed_back": 0} {
+		if d := after[o] - before[o]; d != want {
+			t.Errorf("runops_jobs_finished_total{outcome=%q} went up by %v; want %v", o, d, want)
+		}
+	}
+	lines := 0
+	for line := range strings.Lines(logs.String()) {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatal(err)
+		}
+		msg, _ := m["msg"].(string)
+		if strings.Contains(line, string(id)) || strings.Contains(msg, "outcome") || strings.Contains(msg, "lease") {
+			lines++
+			if m["job_id"] != string(id) || m["attempt"] == nil {
+				t.Errorf("a line about the job without its job_id and attempt: %s", line)
+			}
+		}
+	}
+	if !strings.Contains(logs.String(), "lease expired: job back in the queue") || lines < 4 {
+		t.Fatalf("%d lines about the job, no rescue among them (the test proves less):\n%s", lines, logs.String())
+	}
+}
+
+// A run a person's re-queue stopped is one cancelled attempt, not a lost
+// one too. Not parallel: the counters are the process's.
+func TestACancelledAttemptIsCountedOnce(t *testing.T) {
+	b := newBench(t)
+	started := make(chan struct{}, 2)
+	var first atomic.Bool
+	h := queue.HandlerFunc(func(ctx context.Context, j queue.Job, r queue.Reporter) error {
+		started <- struct{}{}
+		if first.CompareAndSwap(false, true) {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return nil
+	})
+	before := finished()
+	id := b.insert(1)[0]
+	b.start(h, fast(), true)
+	wait.Recv(t, started, "the first run")
+	b.exec(`UPDATE jobs SET status = 'queued' WHERE job_id = $1`, string(id))
+	b.completed(id)
+	if o := b.outcomes(id); o != "cancelled,completed" {
+		t.Fatalf("the attempts' outcomes %q", o)
+	}
+	after := finished()
+	for o, want := range map[string]float64{"lost": 0, "completed": 1, "cancelled": 1} {
+		if d := after[o] - before[o]; d != want {
+			t.Errorf("runops_jobs_finished_total{outcome=%q} went up by %v; want %v", o, d, want)
 		}
 	}
 }

@@ -30,8 +30,8 @@ type Store interface {
 	// as it is (text the database refuses) writes o.Simplified() instead.
 	Finish(ctx context.Context, o Outcome) (bool, error)
 	HandBack(ctx context.Context, id jobs.ID, token string) (bool, error)
-	DropLease(ctx context.Context, id jobs.ID, token string) error
-	Rescue(ctx context.Context, maxAttempts int, message string) (requeued, failed []jobs.ID, err error)
+	DropLease(ctx context.Context, id jobs.ID, token string) (closed bool, err error)
+	Rescue(ctx context.Context, maxAttempts int, message string) (requeued, failed []Rescued, err error)
 	// Repair puts right what the store keeps of the queue beside the jobs
 	// (the claim order's tables: rows of jobs no longer queued, queued jobs
 	// written with its triggers off, owners' counts), and says what it
@@ -46,6 +46,13 @@ type Store interface {
 	// (job → token) are lost: a person changed or deleted it (cancelled),
 	// or it is another claim's.
 	Lost(ctx context.Context, leases map[jobs.ID]string) ([]jobs.ID, error)
+}
+
+// Rescued is a job a rescue took from an expired lease, with the attempt
+// that lease was.
+type Rescued struct {
+	ID      jobs.ID
+	Attempt int
 }
 
 // Repaired is what a Repair changed: rows of the queue's table removed and

@@ -35,11 +35,11 @@ func (w *Worker) Rescue(ctx context.Context) {
 			continue
 		}
 		metrics.JobsFinished.WithLabelValues("lost").Add(float64(len(requeued) + len(failed)))
-		for _, id := range requeued {
-			w.log.Warn("lease expired: job back in the queue", "job_id", id)
+		for _, r := range requeued {
+			w.log.Warn("lease expired: job back in the queue", "job_id", r.ID, "attempt", r.Attempt)
 		}
-		for _, id := range failed {
-			w.log.Error("lease expired too often: job failed", "job_id", id, "max_attempts", w.cfg.MaxAttempts)
+		for _, r := range failed {
+			w.log.Error("lease expired too often: job failed", "job_id", r.ID, "attempt", r.Attempt, "max_attempts", w.cfg.MaxAttempts)
 		}
 		fixed, err := w.store.Repair(ctx)
 		switch {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -20,7 +21,7 @@ import (
 
 // execute runs one claimed job to its end and records the outcome.
 func (w *Worker) execute(jobsCtx context.Context, job Job) {
-	log := w.log.With("job_id", job.ID, "attempt", job.Attempt, "worker", w.cfg.Name)
+	log := w.jobLog(job)
 	runCtx, cancel := context.WithCancelCause(withJobAttrs(jobsCtx, job))
 	defer cancel(nil)
 	r := &run{job: job, cancel: cancel, renewNow: make(chan struct{}, 1)}
@@ -44,7 +45,7 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 	loops.Go(func() { w.heartbeat(runCtx, r, log) })
 	loops.Go(func() { rep.flushStages(runCtx) })
 	log.Info("job started")
-	err := w.safeRun(runCtx, job, rep)
+	err := w.safeRun(runCtx, job, rep, log)
 	cancelled := context.Cause(runCtx)
 	cancel(nil)
 	loops.Wait()
@@ -75,11 +76,17 @@ func (w *Worker) execute(jobsCtx context.Context, job Job) {
 	}
 }
 
+// jobLog is the worker's logger for the lines about one claimed job.
+func (w *Worker) jobLog(job Job) *slog.Logger {
+	return w.log.With("job_id", job.ID, "attempt", job.Attempt, "worker", w.cfg.Name)
+}
+
 // writeOutcome writes an outcome, retrying while the database is away (the lease
 // will expire meanwhile and the rescuer stands in if it never comes back); a
 // write the database refuses for good is not retried. It reports whether
 // the write took effect, and whether it matched nothing: the job was lost.
-func (w *Worker) writeOutcome(what string, write func(context.Context) (bool, error)) (ok, lost bool) {
+// Its lines go to log, the job's.
+func (w *Worker) writeOutcome(log *slog.Logger, what string, write func(context.Context) (bool, error)) (ok, lost bool) {
 	deadline := time.Now().Add(w.cfg.LeaseTTL)
 	failures := backoff.Backoff{Policy: outcomeFailures}
 	for {
@@ -89,24 +96,24 @@ func (w *Worker) writeOutcome(what string, write func(context.Context) (bool, er
 		switch {
 		case err == nil:
 			if !ok {
-				w.log.Warn("outcome not recorded: the job was lost", "write", what)
+				log.Warn("outcome not recorded: the job was lost", "write", what)
 			}
 			return ok, !ok
 		case !errors.Is(err, jobs.ErrUnavailable):
-			w.log.Error("outcome refused by the database", "write", what, "error", err)
+			log.Error("outcome refused by the database", "write", what, "error", err)
 			return false, false
 		case time.Now().After(deadline):
-			w.log.Error("outcome not recorded: database unavailable", "write", what, "error", err)
+			log.Error("outcome not recorded: database unavailable", "write", what, "error", err)
 			return false, false
 		}
 		time.Sleep(failures.Next()) // retry pacing, not synchronisation
 	}
 }
 
-func (w *Worker) safeRun(ctx context.Context, job Job, rep Reporter) (err error) {
+func (w *Worker) safeRun(ctx context.Context, job Job, rep Reporter, log *slog.Logger) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			w.log.Error("handler panicked", "job_id", job.ID, "panic", v, "stack", string(debug.Stack()))
+			log.Error("handler panicked", "panic", v, "stack", string(debug.Stack()))
 			err = fmt.Errorf("handler panicked: %v", v)
 		}
 	}()

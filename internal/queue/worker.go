@@ -206,7 +206,7 @@ func (w *Worker) drain(wg *sync.WaitGroup, stopJobs context.CancelCauseFunc) {
 			r := w.held[id]
 			w.mu.Unlock()
 			if r != nil {
-				w.writeOutcome("hand back", func(ctx context.Context) (bool, error) {
+				w.writeOutcome(w.jobLog(r.job), "hand back", func(ctx context.Context) (bool, error) {
 					return w.store.HandBack(ctx, id, r.job.Token)
 				})
 			}
