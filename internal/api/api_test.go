@@ -675,7 +675,19 @@ func TestRequestIDs(t *testing.T) {
 		}
 		seen[id] = true
 	}
-	if got := e.do("GET", "/api/nope", "", "X-Request-Id", "from-the-proxy-42").header.Get("X-Request-Id"); got != "from-the-proxy-42" {
-		t.Errorf("a request that brought its id got %q back", got)
+	for _, brought := range []string{"from-the-proxy-42", "3f2504e0-4f89-41d3-9a0c-0305e82c3301", "Root=1-67891233-abcdef012345678912345678"} {
+		if got := e.do("GET", "/api/nope", "", "X-Request-Id", brought).header.Get("X-Request-Id"); got != brought {
+			t.Errorf("a request that brought the id %q got %q back", brought, got)
+		}
+	}
+	// An id no proxy makes is not taken: one of 32 KiB would be written
+	// into every line of its request, and one of quotes and spaces forge
+	// fields in a text log.
+	for _, brought := range []string{strings.Repeat("x", 32<<10), strings.Repeat("x", 129), `abc" level=ERROR msg="forged`, "a\tb", "ünïcode"} {
+		got := e.do("GET", "/api/nope", "", "X-Request-Id", brought).header.Get("X-Request-Id")
+		if got == brought || got == "" || seen[got] {
+			t.Errorf("a request that brought %.40q got %.40q back", brought, got)
+		}
+		seen[got] = true
 	}
 }

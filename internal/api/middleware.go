@@ -142,13 +142,30 @@ func newRequestID() string {
 	return b.String()
 }
 
+// broughtID is the id a request brings in X-Request-Id when a proxy could
+// have made it: at most 128 characters of letters, digits and ._~:/@+=-
+// (UUIDs, AWS's Root=1-…). Any other (32 KiB, quotes and spaces that forge
+// a text log's fields) is not taken: "" and the request gets one of ours.
+func broughtID(r *http.Request) string {
+	id := r.Header.Get("X-Request-Id")
+	if len(id) > 128 {
+		return ""
+	}
+	for _, c := range []byte(id) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("._~:/@+=-", c) >= 0) {
+			return ""
+		}
+	}
+	return id
+}
+
 // logRequests gives a request its id (the one it brings in X-Request-Id,
-// or a new one), sends it back, and writes one structured line per
-// request with it.
+// when broughtID takes it, or a new one), sends it back, and writes one
+// structured line per request with it.
 func (s *server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		q := &request{id: r.Header.Get("X-Request-Id"), answer: answer{ResponseWriter: w}}
+		q := &request{id: broughtID(r), answer: answer{ResponseWriter: w}}
 		if q.id == "" {
 			q.id = newRequestID()
 		}
