@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 )
 
@@ -37,48 +38,98 @@ func (d *Degraded) Error() string { return d.Reason }
 // WithHealth serves /healthz (the process is alive) and /readyz (every check
 // passes within 3 s) in front of next. The process's other routes of its
 // own (/metrics) go on the mux it returns: one mux a request goes through.
+//
+// /readyz is public, and a round of checks costs the dependencies (a
+// storage request under the service key, a database ping): requests share
+// one round, and its answer serves for a second (readyFor), however many
+// ask. A check's failure is logged when its answer changes, not at every
+// probe, and so is its return.
 func WithHealth(next http.Handler, log *slog.Logger, checks ...Check) *http.ServeMux {
 	mux := http.NewServeMux()
 	Own(mux, "/healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 	}))
+	rd := &readiness{checks: checks, log: log, said: map[string]string{}}
 	Own(mux, "/readyz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-		defer cancel()
-		status, code := "ready", http.StatusOK
-		results := map[string]string{}
-		type result struct {
-			name string
-			err  error
-		}
-		done := make(chan result, len(checks))
-		for _, c := range checks {
-			go func() { done <- result{c.Name, c.Fn(ctx)} }()
-		}
-		for range checks {
-			res := <-done
-			results[res.name] = "ok"
-			var d *Degraded
-			if errors.As(res.err, &d) {
-				results[res.name] = d.Reason
-				continue
-			}
-			if res.err != nil {
-				results[res.name] = "unavailable"
-				var n *NotReady
-				if errors.As(res.err, &n) {
-					results[res.name] = n.Reason
-					log.Warn("not ready", "check", res.name, "reason", n.Reason)
-				} else {
-					log.Warn("readiness check failed", "check", res.name, "error", res.err)
-				}
-				status, code = "not ready", http.StatusServiceUnavailable
-			}
-		}
-		writeJSON(w, code, map[string]any{"status": status, "checks": results})
+		code, body := rd.answer(r.Context())
+		writeJSON(w, code, body)
 	}))
 	mux.Handle("/", next)
 	return mux
+}
+
+// readyFor is how long a round of readiness checks answers /readyz.
+const readyFor = time.Second
+
+// readiness is /readyz's last round: its answer and when it was made, and
+// what each check said then.
+type readiness struct {
+	checks []Check
+	log    *slog.Logger
+	mu     sync.Mutex // held through a round: those who ask meanwhile get its answer
+	at     time.Time
+	code   int
+	body   map[string]any
+	said   map[string]string
+}
+
+func (rd *readiness) answer(ctx context.Context) (int, map[string]any) {
+	rd.mu.Lock()
+	defer rd.mu.Unlock()
+	if rd.body != nil && time.Since(rd.at) < readyFor {
+		return rd.code, rd.body
+	}
+	// Not cut short by the request that started it: others wait for it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+	defer cancel()
+	type result struct {
+		name string
+		err  error
+	}
+	done := make(chan result, len(rd.checks))
+	for _, c := range rd.checks {
+		go func() { done <- result{c.Name, c.Fn(ctx)} }()
+	}
+	status, code := "ready", http.StatusOK
+	results := map[string]string{}
+	for range rd.checks {
+		res := <-done
+		results[res.name] = "ok"
+		var d *Degraded
+		var n *NotReady
+		switch {
+		case errors.As(res.err, &d):
+			results[res.name] = d.Reason
+		case errors.As(res.err, &n):
+			results[res.name] = n.Reason
+			status, code = "not ready", http.StatusServiceUnavailable
+		case res.err != nil:
+			results[res.name] = "unavailable"
+			status, code = "not ready", http.StatusServiceUnavailable
+		}
+		rd.tell(res.name, results[res.name], res.err)
+	}
+	rd.at, rd.code, rd.body = time.Now(), code, map[string]any{"status": status, "checks": results}
+	return rd.code, rd.body
+}
+
+// tell logs a check's answer when it differs from the last it gave.
+func (rd *readiness) tell(name, said string, err error) {
+	before, ok := rd.said[name]
+	rd.said[name] = said
+	switch {
+	case ok && before == said:
+	case said == "ok":
+		if ok {
+			rd.log.Info("readiness check passes again", "check", name)
+		}
+	case errors.As(err, new(*Degraded)):
+		rd.log.Warn("degraded", "check", name, "reason", said)
+	case errors.As(err, new(*NotReady)):
+		rd.log.Warn("not ready", "check", name, "reason", said)
+	default:
+		rd.log.Warn("readiness check failed", "check", name, "error", err)
+	}
 }
 
 // Own serves GET (and HEAD) of path with h on mux, and answers any other

@@ -2,6 +2,7 @@ package httpserver_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -10,6 +11,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -75,3 +79,68 @@ func TestOwnPathsAreNeverHandedOn(t *testing.T) {
 		}
 	}
 }
+
+// /readyz is public: however many ask, its checks (a storage request under
+// the service key, a database ping) run at most once a second, and a
+// failing one is logged once, when it starts failing, and again when it
+// passes. Before, each GET ran every check and logged each failure.
+func TestReadinessChecksAreShared(t *testing.T) {
+	var calls atomic.Int64
+	var failing atomic.Bool
+	failing.Store(true)
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	log := slog.New(slog.NewJSONHandler(writerFunc(func(p []byte) (int, error) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return logs.Write(p)
+	}), nil))
+	mux := httpserver.WithHealth(http.NotFoundHandler(), log, httpserver.Check{Name: "storage", Fn: func(context.Context) error {
+		calls.Add(1)
+		if failing.Load() {
+			return errors.New("connection refused")
+		}
+		return nil
+	}})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	get := func() int {
+		t.Helper()
+		resp, err := http.Get(srv.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Go(func() {
+			for range 10 {
+				if code := get(); code != http.StatusServiceUnavailable {
+					t.Errorf("/readyz %d while storage fails", code)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	// One round a second at most: the rounds that can have started since.
+	if n, most := calls.Load(), int64(time.Since(start)/time.Second)+1; n > most {
+		t.Fatalf("100 probes ran the check %d times; at most %d", n, most)
+	}
+	failing.Store(false)
+	wait.For(t, "/readyz to say ready again", 30*time.Second, func() bool { return get() == http.StatusOK })
+	logMu.Lock()
+	defer logMu.Unlock()
+	if n := strings.Count(logs.String(), "readiness check failed"); n != 1 {
+		t.Errorf("%d lines about the failing check; want one:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "readiness check passes again") {
+		t.Errorf("no line when the check passed again:\n%s", logs.String())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
