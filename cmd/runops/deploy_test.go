@@ -24,6 +24,28 @@ import (
 // scaledObject is KEDA's ScaledObject (keda.sh/v1alpha1), the fields of its
 // reference (keda.sh/docs/2.15/reference/scaledobject-spec): decoding
 // strictly against it refuses a misspelt or invented field.
+// podMonitor is the Prometheus Operator's PodMonitor, as far as the deploy
+// files use it.
+type podMonitor struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Metadata   struct {
+		Name string `json:"name"`
+	} `json:"metadata"`
+	Spec struct {
+		Selector struct {
+			MatchLabels map[string]string `json:"matchLabels"`
+		} `json:"selector"`
+		PodMetricsEndpoints []metricsEndpoint `json:"podMetricsEndpoints"`
+	} `json:"spec"`
+}
+
+type metricsEndpoint struct {
+	Port     string `json:"port"`
+	Path     string `json:"path"`
+	Interval string `json:"interval,omitempty"`
+}
+
 type scaledObject struct {
 	APIVersion string `json:"apiVersion"`
 	Kind       string `json:"kind"`
@@ -88,7 +110,7 @@ type scalingRules struct {
 }
 
 // deployFiles decodes every document of deploy/kubernetes strictly, by kind.
-func deployFiles(t *testing.T) (deployments []appsv1.Deployment, services []corev1.Service, scaled []scaledObject) {
+func deployFiles(t *testing.T) (deployments []appsv1.Deployment, services []corev1.Service, scaled []scaledObject, monitors []podMonitor) {
 	t.Helper()
 	files, err := filepath.Glob("../../deploy/kubernetes/*.yaml")
 	if err != nil || len(files) == 0 {
@@ -117,6 +139,9 @@ func deployFiles(t *testing.T) (deployments []appsv1.Deployment, services []core
 			case "ScaledObject":
 				scaled = append(scaled, scaledObject{})
 				into = &scaled[len(scaled)-1]
+			case "PodMonitor":
+				monitors = append(monitors, podMonitor{})
+				into = &monitors[len(monitors)-1]
 			default:
 				t.Fatalf("%s, document %d: kind %q is not checked here", f, i, kind.Kind)
 			}
@@ -125,7 +150,7 @@ func deployFiles(t *testing.T) (deployments []appsv1.Deployment, services []core
 			}
 		}
 	}
-	return deployments, services, scaled
+	return deployments, services, scaled, monitors
 }
 
 // configVariables are the environment variables runops reads: every name
@@ -153,7 +178,7 @@ var secretSamples = map[string]string{
 // ScaledObject scaling a Deployment of the files on metrics a real worker's
 // /metrics serves.
 func TestDeployFiles(t *testing.T) {
-	deployments, services, scaled := deployFiles(t)
+	deployments, services, scaled, monitors := deployFiles(t)
 	known := configVariables()
 	byName := map[string]appsv1.Deployment{}
 	concurrency := map[string]string{}
@@ -203,10 +228,45 @@ func TestDeployFiles(t *testing.T) {
 		if g := spec.TerminationGracePeriodSeconds; g != nil {
 			grace = time.Duration(*g) * time.Second
 		}
-		if grace <= cfg.ShutdownGrace {
-			t.Errorf("%s: terminationGracePeriodSeconds %s does not exceed RUNOPS_SHUTDOWN_GRACE %s", d.Name, grace, cfg.ShutdownGrace)
+		// The preStop's sleep comes out of the grace, before SIGTERM.
+		var preStop time.Duration
+		if h := c.Lifecycle; h != nil && h.PreStop != nil && h.PreStop.Exec != nil {
+			cmd := h.PreStop.Exec.Command
+			n, err := strconv.Atoi(cmd[len(cmd)-1])
+			if len(cmd) != 2 || cmd[0] != "sleep" || err != nil {
+				t.Errorf("%s: preStop %v; the image runs sleep N, nothing else", d.Name, cmd)
+			}
+			preStop = time.Duration(n) * time.Second
+		}
+		if grace <= preStop+cfg.ShutdownGrace {
+			t.Errorf("%s: terminationGracePeriodSeconds %s does not exceed the preStop's %s and RUNOPS_SHUTDOWN_GRACE %s", d.Name, grace, preStop, cfg.ShutdownGrace)
+		}
+		// The API stops taking connections at SIGTERM: the Service must
+		// have stopped sending it any by then.
+		if command == "api" && preStop == 0 {
+			t.Errorf("%s: no preStop: connections routed after SIGTERM are refused", d.Name)
+		}
+		// Admitted where the restricted Pod Security Standard is enforced.
+		if sc := spec.SecurityContext; sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+			t.Errorf("%s: the pod is not non-root with the RuntimeDefault seccomp profile", d.Name)
+		}
+		if sc := c.SecurityContext; sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+			sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
+			t.Errorf("%s: the container may escalate its privileges or keeps capabilities", d.Name)
+		}
+		// A worker's decoders and OCR take the CPUs GOMAXPROCS says: the
+		// limit's, else the node's cores, however many.
+		if command != "api" && c.Resources.Limits.Cpu().IsZero() {
+			t.Errorf("%s: no CPU limit: ffmpeg and Tesseract take as many threads as the node has cores", d.Name)
 		}
 		_, port, _ := net.SplitHostPort(cfg.Addr)
+		if !slices.ContainsFunc(monitors, func(m podMonitor) bool {
+			return labelsMatch(m.Spec.Selector.MatchLabels, d.Spec.Template.Labels) && slices.ContainsFunc(m.Spec.PodMetricsEndpoints, func(e metricsEndpoint) bool {
+				return e.Path == "/metrics" && containerPort(c, e.Port) == port
+			})
+		}) {
+			t.Errorf("%s: no PodMonitor scrapes its /metrics: the Prometheus the ScaledObject asks would have no queue numbers", d.Name)
+		}
 		for probe, want := range map[*corev1.Probe]string{c.ReadinessProbe: "/readyz", c.LivenessProbe: "/healthz"} {
 			if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Path != want {
 				t.Errorf("%s: no %s probe", d.Name, want)

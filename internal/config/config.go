@@ -110,7 +110,7 @@ func Load(getenv func(string) string) (Config, error) {
 		FrontendURL:       r.first("", "RUNOPS_FRONTEND_URL"),
 		CORSOrigins:       list(r.first("", "RUNOPS_CORS_ORIGINS")),
 		RequireAuth:       r.boolean("RUNOPS_REQUIRE_AUTH", false),
-		WorkerConcurrency: r.integer("RUNOPS_WORKER_CONCURRENCY", max(1, runtime.NumCPU()/2), 1, maxWorkerConcurrency),
+		WorkerConcurrency: r.integer("RUNOPS_WORKER_CONCURRENCY", max(1, runtime.GOMAXPROCS(0)/2), 1, maxWorkerConcurrency),
 		OwnerConcurrency:  r.integer("RUNOPS_OWNER_CONCURRENCY", 0, 1, 0),
 		LeaseTTL:          r.durationAtLeast("RUNOPS_LEASE_TTL", queue.DefaultLeaseTTL, time.Second),
 		Sweep:             r.durationAtLeast("RUNOPS_SWEEP", queue.DefaultSweep, 100*time.Millisecond),

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -161,6 +162,10 @@ func TestSlimArgsUseOneFilterChain(t *testing.T) {
 	}
 	if vf != 1 || !strings.Contains(strings.Join(args, " "), "-t 1200.000") {
 		t.Fatalf("args %v", args)
+	}
+	// Decoded with the CPUs the process may use, not the machine's cores.
+	if threads := fmt.Sprintf("-threads %d -i in", runtime.GOMAXPROCS(0)); !strings.Contains(strings.Join(args, " "), threads) {
+		t.Fatalf("args %v: no %q", args, threads)
 	}
 	// With the screenshots: one graph, fps first and split after it (one
 	// decode, the same frames), both outputs capped.

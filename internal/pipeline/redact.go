@@ -163,11 +163,12 @@ func (p *Pipeline) paintPictures(ctx context.Context, red *privacy.Redactor, pic
 }
 
 // eachPicture decodes each picture and hands it to do (with its index in
-// pics), as many at once as there are cores; the first error cancels the
-// context the others are given.
+// pics), as many at once as the CPUs the process may use (GOMAXPROCS: a
+// container's CPU limit, not the node's cores: each runs a Tesseract);
+// the first error cancels the context the others are given.
 func eachPicture(ctx context.Context, pics []*picture, do func(ctx context.Context, i int, pic *picture, img image.Image) error) error {
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(runtime.NumCPU())
+	g.SetLimit(runtime.GOMAXPROCS(0))
 	for i, pic := range pics {
 		g.Go(func() error {
 			img, err := readJPEG(pic.shots[0].file)
