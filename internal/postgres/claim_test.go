@@ -1070,6 +1070,47 @@ FROM generate_series(1, 20000) i`); err != nil {
 	}
 }
 
+// The queue gauges, read by every process every few seconds, read the
+// queue and never the whole table: with 20,000 finished jobs and 2,000
+// queued ones, no sequential scan, no sort, and the queue's counts and
+// first entry alone. Before, they grouped the whole table by status.
+func TestTheQueueGaugesReadTheQueueNotTheTable(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	ctx := context.Background()
+	for _, sql := range []string{
+		`INSERT INTO jobs (job_id, status) SELECT gen_random_uuid(), 'completed' FROM generate_series(1, 20000)`,
+		`INSERT INTO jobs (job_id) SELECT gen_random_uuid() FROM generate_series(1, 2000)`,
+		`ANALYZE jobs`, `ANALYZE runops_queue`,
+	} {
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var doc []byte
+	if err := pool.QueryRow(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) "+postgres.QueueNowSQL).Scan(&doc); err != nil {
+		t.Fatal(err)
+	}
+	var plans []struct {
+		Plan planNode
+		Time float64 `json:"Execution Time"`
+	}
+	if err := json.Unmarshal(doc, &plans); err != nil {
+		t.Fatal(err)
+	}
+	p := plans[0]
+	for _, bad := range p.Plan.unboundedWork(false) {
+		t.Errorf("%s", bad)
+	}
+	if read := p.Plan.rowsRead(); read > 2100 {
+		t.Errorf("%.0f rows read for the queue's numbers (%.1f ms)", read, p.Time)
+	}
+	st, err := postgres.NewJobStore(pool).QueueStats(ctx)
+	if err != nil || st.ByStatus["queued"] != 2000 || st.ByStatus["completed"] != 20000 || st.ByStatus["processing"] != 0 {
+		t.Fatalf("%+v %v", st, err)
+	}
+}
+
 // A lease a person writes by hand (a dead worker's, extended a year by
 // mistake) can be taken back by hand: an edit of the lease alone stands,
 // and the job re-queued after it is claimed. Only an edit that changes

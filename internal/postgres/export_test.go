@@ -59,3 +59,6 @@ var Wrap = wrap
 
 // DueDeliveriesSQL is the outbox's Due statement, for a test of its plan.
 const DueDeliveriesSQL = dueDeliveries
+
+// QueueNowSQL is the queue gauges' statement, for a test of its plan.
+const QueueNowSQL = queueNow

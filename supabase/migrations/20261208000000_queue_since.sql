@@ -9,7 +9,7 @@
 -- when the job entered the queue. An entry that runops_queue_apply moves
 -- to another owner or priority (deleted, then inserted) keeps it. Rows
 -- queued before this migration take their updated_at, the best time known.
--- Idempotent.
+-- Idempotent. (Written in the session it landed in, with its index.)
 ALTER TABLE public.runops_queue ADD COLUMN IF NOT EXISTS since timestamptz;
 UPDATE public.runops_queue q
 SET since = CASE WHEN isfinite(j.updated_at) THEN least(j.updated_at, now()) ELSE now() END
@@ -17,6 +17,9 @@ FROM public.jobs j WHERE j.id = q.id AND q.since IS NULL;
 UPDATE public.runops_queue SET since = now() WHERE since IS NULL;
 ALTER TABLE public.runops_queue ALTER COLUMN since SET DEFAULT now();
 ALTER TABLE public.runops_queue ALTER COLUMN since SET NOT NULL;
+-- The gauge's min(since), read by every process every few seconds, from
+-- the index's first entry, however long the queue.
+CREATE INDEX IF NOT EXISTS runops_queue_since_idx ON public.runops_queue (since);
 
 -- As in 20261206000300_owner_fairness.sql, but an entry deleted because
 -- its owner or priority changed while it stayed queued is inserted again
