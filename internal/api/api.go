@@ -41,6 +41,9 @@ type ObjectStore interface {
 	SignUpload(ctx context.Context, path string) (string, error)
 	Stat(ctx context.Context, path string) (jobs.ObjectInfo, error)
 	Download(ctx context.Context, path string) (io.ReadCloser, int64, error)
+	// DownloadVersion is Download of the object as version (the MD5 digest
+	// of its bytes) names it; "" is Download.
+	DownloadVersion(ctx context.Context, path, version string) (io.ReadCloser, int64, error)
 	Upload(ctx context.Context, path string, r io.Reader, size int64, contentType string) error
 	Remove(ctx context.Context, paths ...string) error
 	// SignPublicDownloads signs many objects in one request: a URL per

@@ -3,6 +3,8 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -59,25 +61,63 @@ func (s *server) loadSOP(ctx context.Context, id jobs.ID) (sopResponse, *sop.Doc
 	return sopResponse{JobID: string(id), Data: raw, CreatedAt: info.Created.UTC(), UpdatedAt: info.Updated.UTC()}, doc, jobs.ETag(raw), nil
 }
 
-// readSOP reads the stored bytes and their object info.
+// readSOP reads the stored bytes and their object info. The bytes must be
+// the object's as its info says now (storedAs): a CDN in front of Storage
+// can answer with a copy it kept from before the last edit, and an edit
+// made on that copy would drop the one before it. A copy that is not the
+// object's is read again past the basic CDN (DownloadVersion); one that is
+// still not is a 503: the Smart CDN learns of a change within a minute
+// (docs/dependencies.md, "Supabase Storage").
 func (s *server) readSOP(ctx context.Context, id jobs.ID) ([]byte, jobs.ObjectInfo, error) {
 	info, err := s.o.Objects.Stat(ctx, id.SOPPath())
+	var raw []byte
 	if err == nil {
-		var body io.ReadCloser
-		if body, _, err = s.o.Objects.Download(ctx, id.SOPPath()); err == nil {
-			defer body.Close()
-			var raw []byte
-			raw, err = io.ReadAll(io.LimitReader(body, sop.MaxDocumentBytes))
-			if err == nil {
-				return raw, info, nil
-			}
-			err = errors.Join(jobs.ErrUnavailable, err)
+		raw, err = s.downloadSOP(ctx, id, "")
+	}
+	if digest, ok := storedAs(info); err == nil && ok && !sameDigest(raw, digest) {
+		s.o.Logger.Warn("storage served an earlier copy of the SOP: reading it again past the CDN", "job_id", id)
+		if raw, err = s.downloadSOP(ctx, id, digest); err == nil && !sameDigest(raw, digest) {
+			return nil, info, &Error{Status: http.StatusServiceUnavailable, RetryAfter: 60,
+				Message: "File storage is still serving an earlier copy of this SOP; try again in a minute."}
 		}
 	}
-	if errors.Is(err, jobs.ErrObjectMissing) {
+	switch {
+	case err == nil:
+		return raw, info, nil
+	case errors.Is(err, jobs.ErrObjectMissing):
 		return nil, info, &Error{Status: http.StatusNotFound, Message: msgSOPNotFound}
 	}
 	return nil, info, fromBackend("File storage", err, "Failed to read the SOP")
+}
+
+// downloadSOP reads the stored bytes, of version when not "".
+func (s *server) downloadSOP(ctx context.Context, id jobs.ID, version string) ([]byte, error) {
+	body, _, err := s.o.Objects.DownloadVersion(ctx, id.SOPPath(), version)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	raw, err := io.ReadAll(io.LimitReader(body, sop.MaxDocumentBytes))
+	if err != nil {
+		return nil, errors.Join(jobs.ErrUnavailable, err)
+	}
+	return raw, nil
+}
+
+// storedAs is the MD5 digest, in hex, of an object's bytes, from its info:
+// Storage's ETag of an object uploaded in one request. One uploaded in
+// parts ("…-3") or otherwise tells nothing: ok is false.
+func storedAs(info jobs.ObjectInfo) (digest string, ok bool) {
+	d := strings.Trim(info.ETag, `"`)
+	if _, err := hex.DecodeString(d); err != nil || len(d) != 2*md5.Size {
+		return "", false
+	}
+	return strings.ToLower(d), true
+}
+
+func sameDigest(raw []byte, digest string) bool {
+	sum := md5.Sum(raw)
+	return hex.EncodeToString(sum[:]) == digest
 }
 
 func writeSOP(w http.ResponseWriter, resp sopResponse, tag string) {

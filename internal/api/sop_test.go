@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"strings"
@@ -16,9 +17,12 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/runops/runops/internal/api"
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/sop"
 	"github.com/runops/runops/internal/sop/soptest"
+	"github.com/runops/runops/internal/storage"
 	"github.com/runops/runops/internal/supabasetest"
 )
 
@@ -428,4 +432,71 @@ func TestABodySentAsTextIsReadAsJSON(t *testing.T) {
 	sopID := e.withSOP("completed")
 	e.do("PATCH", "/api/sop/"+sopID, `{"type":"update","nodeId":"refund","updates":{"label":"Refund it"}}`,
 		"Content-Type", "text/plain").expect(t, 200, nil)
+}
+
+// behindCDN serves the API with its storage behind the CDN hosted Supabase
+// puts in front of Storage (supabasetest.CDN), as e's own options do.
+func (e *env) behindCDN(smart bool) *supabasetest.CDN {
+	e.t.Helper()
+	cdn := supabasetest.NewCDN(e.t, e.fake.URL, smart)
+	objects, err := storage.New(storage.Config{URL: cdn.URL, PublicURL: publicBase, ServiceKey: e.fake.ServiceRoleKey(),
+		Bucket: jobs.Bucket, Timeout: 5 * time.Second})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.srv.Config.Handler = api.Handler(api.Options{Jobs: e.store, Objects: objects, SOPs: postgres.NewSOPLocker(e.direct),
+		Logger: slog.New(slog.DiscardHandler)})
+	return cdn
+}
+
+// Behind the basic CDN, which keeps a download's answer for the object's
+// max-age: an SOP stored before (max-age=3600, as supabase-js and earlier
+// releases wrote it) and read once is kept there. An edit then reads the
+// SOP as it is now, not the kept copy, and so does the next GET: two edits
+// in a row keep both. Before, the second edit was made on the kept copy and
+// dropped the first, and the GET between them served the copy.
+func TestEditsBehindTheBasicCDNKeepEachOther(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	cdn := e.behindCDN(false)
+	id := e.withSOP("completed")
+	path := "/api/sop/" + id
+	e.do("GET", path, "").expect(t, 200, nil) // the viewer loads it: the CDN keeps it
+	e.do("PATCH", path, `{"type":"update","nodeId":"open","updates":{"label":"Edit A"}}`).expect(t, 200, nil)
+	if l := nodeOf(t, e.do("GET", path, ""), "open")["label"]; l != "Edit A" {
+		t.Errorf("the GET after the edit serves %q", l)
+	}
+	e.do("PATCH", path, `{"type":"update","nodeId":"reply","updates":{"label":"Edit B"}}`).expect(t, 200, nil)
+	if b := stored(t, e, id); !bytes.Contains(b, []byte(`"Edit A"`)) || !bytes.Contains(b, []byte(`"Edit B"`)) {
+		t.Errorf("the stored SOP lost an edit:\n%.400s", b)
+	}
+	if cdn.Hits() == 0 {
+		t.Fatal("the CDN answered nothing from a kept copy: the test proves nothing")
+	}
+}
+
+// Behind the Smart CDN, which keeps every download's answer until it
+// learns, within a minute, that the object changed: an edit in that minute
+// is refused with a 503 and Retry-After, not made on the kept copy, and a
+// GET says the same rather than serve the copy. The first edit stays.
+func TestEditsBehindTheSmartCDNWaitForIt(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	e.behindCDN(true)
+	id := e.withSOP("completed")
+	path := "/api/sop/" + id
+	e.do("GET", path, "").expect(t, 200, nil)
+	e.do("PATCH", path, `{"type":"update","nodeId":"open","updates":{"label":"Edit A"}}`).expect(t, 200, nil)
+	for _, r := range []response{
+		e.do("GET", path, ""),
+		e.do("PATCH", path, `{"type":"update","nodeId":"reply","updates":{"label":"Edit B"}}`),
+	} {
+		r.expect(t, 503, map[string]any{"error": "File storage is still serving an earlier copy of this SOP; try again in a minute."})
+		if r.header.Get("Retry-After") != "60" {
+			t.Errorf("Retry-After %q", r.header.Get("Retry-After"))
+		}
+	}
+	if b := stored(t, e, id); !bytes.Contains(b, []byte(`"Edit A"`)) {
+		t.Errorf("the stored SOP lost the first edit:\n%.400s", b)
+	}
 }

@@ -327,7 +327,19 @@ func (c *Client) Ping(ctx context.Context) error {
 // Download streams the object; the caller closes the body. Size is the
 // Content-Length the server announced (-1 if none).
 func (c *Client) Download(ctx context.Context, path string) (body io.ReadCloser, size int64, err error) {
-	resp, err := c.do(ctx, "download", http.MethodGet, "/object/authenticated/"+c.bucket+"/"+path, nil, -1, nil)
+	return c.DownloadVersion(ctx, path, "")
+}
+
+// DownloadVersion is Download of the object as its version (an ETag's
+// digest) names it: the version goes in the query string, so that a CDN
+// that keeps an earlier copy under the bare URL (hosted Supabase's basic
+// CDN, docs/dependencies.md) asks Storage. Storage itself ignores it.
+func (c *Client) DownloadVersion(ctx context.Context, path, version string) (body io.ReadCloser, size int64, err error) {
+	p := "/object/authenticated/" + c.bucket + "/" + path
+	if version != "" {
+		p += "?version=" + url.QueryEscape(version)
+	}
+	resp, err := c.do(ctx, "download", http.MethodGet, p, nil, -1, nil)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -337,7 +349,10 @@ func (c *Client) Download(ctx context.Context, path string) (body io.ReadCloser,
 // Upload stores exactly size bytes from r at path (upsert), streamed with a
 // Content-Length so that the bucket's size limit applies.
 func (c *Client) Upload(ctx context.Context, path string, r io.Reader, size int64, contentType string) error {
-	h := http.Header{"Content-Type": {contentType}, "X-Upsert": {"true"}, "Cache-Control": {"max-age=3600"}}
+	// no-cache: what we store changes (an SOP edited, a screenshot covered
+	// again on a rerun), and a CDN copy kept for an hour would serve the
+	// earlier bytes (docs/dependencies.md, "Supabase Storage").
+	h := http.Header{"Content-Type": {contentType}, "X-Upsert": {"true"}, "Cache-Control": {"no-cache"}}
 	resp, err := c.do(ctx, "upload", http.MethodPost, "/object/"+c.bucket+"/"+path, io.NopCloser(r), size, h)
 	if err != nil {
 		return err

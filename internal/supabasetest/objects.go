@@ -1,6 +1,7 @@
 package supabasetest
 
 import (
+	"cmp"
 	"crypto/md5"
 	"encoding/hex"
 	"encoding/json"
@@ -124,13 +125,23 @@ func (s *Server) Seed(key string, size int64, contentType string) {
 	s.register(key, f.Name(), size, contentType, "sparse")
 }
 
+// writtenBefore is the cache-control of objects a test puts in place, as
+// supabase-js uploads them by default (and as this service did before it
+// sent no-cache).
+const writtenBefore = "max-age=3600"
+
 func (s *Server) register(key, file string, size int64, contentType, md5hex string) {
+	s.registerCached(key, file, size, contentType, md5hex, writtenBefore)
+}
+
+// registerCached records an object with the Cache-Control its upload set.
+func (s *Server) registerCached(key, file string, size int64, contentType, md5hex, cacheControl string) {
 	bucket, name, _ := strings.Cut(key, "/")
 	now := time.Now().UTC()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	o := &object{id: s.nextID(), bucket: bucket, name: name, file: file, size: size,
-		contentType: contentType, cacheControl: "max-age=3600", etag: `"` + md5hex + `"`, created: now, updated: now}
+		contentType: contentType, cacheControl: cacheControl, etag: `"` + md5hex + `"`, created: now, updated: now}
 	if old, ok := s.objects[key]; ok {
 		o.created = old.created
 		os.Remove(old.file)
@@ -232,7 +243,9 @@ func (s *Server) store(w http.ResponseWriter, r *http.Request, bucket, name stri
 		writeError(w, 409, "KeyAlreadyExists", "The resource already exists")
 		return
 	}
-	s.register(bucket+"/"+name, f.Name(), n, contentType, hex.EncodeToString(h.Sum(nil)))
+	// The object keeps the Cache-Control its upload sent, as Storage
+	// serves it back; none is no-cache.
+	s.registerCached(bucket+"/"+name, f.Name(), n, contentType, hex.EncodeToString(h.Sum(nil)), cmp.Or(r.Header.Get("Cache-Control"), "no-cache"))
 	o := s.lookup(bucket + "/" + name)
 	if inspect := s.inspector(); inspect != nil {
 		inspect(bucket+"/"+name, o.file)
