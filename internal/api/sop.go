@@ -312,6 +312,13 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 		}
 		return nil
 	})
+	if err != nil && outTag != "" && s.editStands(r.Context(), id, outTag) {
+		// Stored, and what is stored now, though the lock's transaction
+		// failed at its end (its connection lost during the upload): the
+		// edit is done, and its deleted steps' screenshots go with it.
+		s.o.Logger.Warn("SOP edit stored though its lock was lost; it stands", "job_id", id, "error", err)
+		err = nil
+	}
 	if err == nil && len(dropped) > 0 {
 		s.removeFrames(r.Context(), id, dropped)
 	}
@@ -327,6 +334,19 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeSOP(w, out, outTag)
 	return nil
+}
+
+// editStands tells, under the SOP lock again, whether the SOP stored now is
+// the one an edit stored, tagged tag: another writer may have taken the
+// lock while the edit's connection was lost, and written after it.
+func (s *server) editStands(ctx context.Context, id jobs.ID, tag string) bool {
+	stands := false
+	err := s.o.SOPs.WithSOPLock(ctx, id, func(ctx context.Context) error {
+		_, _, now, err := s.loadSOP(ctx, id)
+		stands = now == tag
+		return err
+	})
+	return err == nil && stands
 }
 
 // hasTag tells whether the list of entity tags h (If-Match, If-None-Match)

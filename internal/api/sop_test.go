@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"runtime"
 	"strings"
@@ -24,6 +26,7 @@ import (
 	"github.com/runops/runops/internal/sop/soptest"
 	"github.com/runops/runops/internal/storage"
 	"github.com/runops/runops/internal/supabasetest"
+	"github.com/runops/runops/internal/wait"
 )
 
 // sampleID is the job id docs/sample-sop.json is written for.
@@ -498,5 +501,52 @@ func TestEditsBehindTheSmartCDNWaitForIt(t *testing.T) {
 	}
 	if b := stored(t, e, id); !bytes.Contains(b, []byte(`"Edit A"`)) {
 		t.Errorf("the stored SOP lost the first edit:\n%.400s", b)
+	}
+}
+
+// An edit whose lock's connection is lost while its upload is on its way
+// is stored all the same; once that upload lands it is what is stored, and
+// nobody followed it: the edit answers 200 with the document, and the
+// screenshot of the step it deleted is removed. Before, it answered 503
+// ("try again": a retried delete then found no step) and the screenshot
+// stayed in storage, readable there.
+func TestAnEditStoredAsItsLockWasLostStands(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	id := e.withSOP("completed")
+	e.fake.Put("videos/frames/"+id+"/refund.jpg", []byte("\xff\xd8\xff\xe0 jpeg"), "image/jpeg")
+	entered, release := e.fake.Block(supabasetest.OpUpload)
+	done := make(chan *http.Response, 1)
+	go func() {
+		req, _ := http.NewRequest("PATCH", e.srv.URL+"/api/sop/"+id, strings.NewReader(`{"type":"delete","nodeId":"refund"}`))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- resp
+	}()
+	wait.Recv(t, entered, "the edit's upload")
+	var ended bool
+	if err := e.direct.QueryRow(context.Background(), `SELECT coalesce(bool_and(pg_terminate_backend(pid, 5000)), false)
+FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&ended); err != nil || !ended {
+		t.Fatalf("ending the lock holder's backend: %v %v", ended, err)
+	}
+	release()
+	resp := wait.Recv(t, done, "the edit's answer")
+	if resp == nil {
+		t.FailNow()
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"job_id"`) || strings.Contains(string(body), `"id":"refund"`) {
+		t.Fatalf("the stored edit answered %d: %.300s", resp.StatusCode, body)
+	}
+	if nodeOf(t, e.do("GET", "/api/sop/"+id, ""), "refund") != nil {
+		t.Fatal("the deleted step is served (the test proves nothing)")
+	}
+	if _, ok := e.fake.Object("videos/frames/" + id + "/refund.jpg"); ok {
+		t.Error("the deleted step's screenshot is still in storage")
 	}
 }
