@@ -179,7 +179,7 @@ func (s *server) sopJob(r *http.Request, id jobs.ID, node string) (jobs.Summary,
 // is *), with the headers a 200 would have had that say what it is.
 func notModified(w http.ResponseWriter, r *http.Request, tag string) bool {
 	h := r.Header.Get("If-None-Match")
-	if h == "" || (strings.TrimSpace(h) != "*" && !hasTag(h, tag)) {
+	if h == "" || (strings.TrimSpace(h) != "*" && !hasTag(h, tag, false)) {
 		return false
 	}
 	w.Header().Set("ETag", tag)
@@ -191,6 +191,43 @@ type sopPatch struct {
 	Type    string             `json:"type"`
 	NodeID  string             `json:"nodeId"`
 	Updates map[string]*string `json:"updates"`
+	// hasUpdates: the body has "updates", null included.
+	hasUpdates bool
+}
+
+// patchFields are an edit's keys, as docs/frontend-contract.md spells them.
+var patchFields = []string{"type", "nodeId", "updates"}
+
+// readPatch decodes an edit with its keys as they are spelled:
+// encoding/json matches a field's name in any case, and {"TYPE":"delete",
+// "NODEID":…} deleted a node. A key that is one of patchFields in another
+// case is a 400; others are passed over.
+func readPatch(r *http.Request) (sopPatch, error) {
+	var raw json.RawMessage
+	if err := decodeJSON(r, &raw); err != nil {
+		return sopPatch{}, err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
+		return sopPatch{}, &Error{Status: http.StatusBadRequest, Message: "Request body must be a JSON object", Cause: err}
+	}
+	for k := range fields {
+		for _, f := range patchFields {
+			if k != f && strings.EqualFold(k, f) {
+				return sopPatch{}, &Error{Status: http.StatusBadRequest, Message: fmt.Sprintf("Malformed SOP edit: %q is not a field; the field is %q", k, f)}
+			}
+		}
+	}
+	var p sopPatch
+	if err := json.Unmarshal(raw, &p); err != nil {
+		var ute *json.UnmarshalTypeError
+		if errors.As(err, &ute) && ute.Field != "" {
+			return sopPatch{}, &Error{Status: http.StatusBadRequest, Message: "Malformed SOP edit: " + ute.Field + " has the wrong type"}
+		}
+		return sopPatch{}, &Error{Status: http.StatusBadRequest, Message: "Request body must be a JSON object", Cause: err}
+	}
+	_, p.hasUpdates = fields["updates"]
+	return p, nil
 }
 
 // editable are the node fields an update may change, each with the most
@@ -221,7 +258,7 @@ func (p sopPatch) check() error {
 			}
 		}
 	case "delete":
-		if p.Updates != nil {
+		if p.hasUpdates {
 			return bad(`a delete takes no "updates"`)
 		}
 	default:
@@ -237,12 +274,8 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return &Error{Status: http.StatusBadRequest, Message: err.Error()}
 	}
-	var patch sopPatch
-	if err := decodeJSON(r, &patch); err != nil {
-		var ute *json.UnmarshalTypeError
-		if errors.As(err, &ute) && ute.Field != "" { // a field's; the body's own is decodeJSON's sentence
-			return &Error{Status: http.StatusBadRequest, Message: "Malformed SOP edit: " + ute.Field + " has the wrong type"}
-		}
+	patch, err := readPatch(r)
+	if err != nil {
 		return err
 	}
 	if err := patch.check(); err != nil {
@@ -270,7 +303,7 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		before := screenshots(doc)
-		if m := r.Header.Get("If-Match"); m != "" && m != "*" && !hasTag(m, tag) {
+		if m := r.Header.Get("If-Match"); m != "" && m != "*" && !hasTag(m, tag, true) {
 			return &Error{Status: http.StatusPreconditionFailed, Message: "The SOP changed since you loaded it; reload it and edit again."}
 		}
 		if err := apply(doc, patch); err != nil {
@@ -350,10 +383,18 @@ func (s *server) editStands(ctx context.Context, id jobs.ID, tag string) bool {
 }
 
 // hasTag tells whether the list of entity tags h (If-Match, If-None-Match)
-// names tag; a weak tag (W/) names it too.
-func hasTag(h, tag string) bool {
+// names tag. A weak tag (W/) names it in the weak comparison
+// (If-None-Match), never in the strong one (If-Match: RFC 9110, 13.1.1).
+func hasTag(h, tag string, strong bool) bool {
 	for t := range strings.SplitSeq(h, ",") {
-		if strings.TrimPrefix(strings.TrimSpace(t), "W/") == tag {
+		t = strings.TrimSpace(t)
+		if weak, ok := strings.CutPrefix(t, "W/"); ok {
+			if strong {
+				continue
+			}
+			t = weak
+		}
+		if t == tag {
 			return true
 		}
 	}

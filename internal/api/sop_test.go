@@ -141,6 +141,17 @@ func TestPatchSOP(t *testing.T) {
 	}
 	e.do("PATCH", path, `{"type":"update","nodeId":"open","updates":{"label":7}}`).expect(t, 400,
 		map[string]any{"error": "Malformed SOP edit: updates has the wrong type"})
+	// Keys as the contract spells them: encoding/json matched them in any
+	// case, and this deleted a step. A delete with "updates", null too, is
+	// not one (the OpenAPI document: a delete has no updates).
+	e.do("PATCH", path, `{"TYPE":"delete","NODEID":"reply"}`).expect(t, 400,
+		map[string]any{"error": `Malformed SOP edit: "TYPE" is not a field; the field is "type"`})
+	e.do("PATCH", path, `{"type":"delete","nodeId":"reply","updates":null}`).expect(t, 400,
+		map[string]any{"error": `a delete takes no "updates"`})
+	if nodeOf(t, e.do("GET", path, ""), "reply") == nil {
+		t.Fatal("a refused edit deleted the step")
+	}
+	e.do("PATCH", path, `{"type":"update","nodeId":"reply","updates":{"label":"Tell them"},"jobId":"x"}`).expect(t, 200, nil)
 }
 
 func TestPatchSOPWhileGenerating(t *testing.T) {
@@ -163,7 +174,13 @@ func TestPatchSOPIfMatch(t *testing.T) {
 	r := e.do("PATCH", path, upd, "If-Match", tag)
 	r.expect(t, 200, nil)
 	e.do("PATCH", path, upd, "If-Match", tag).expect(t, 412, nil) // the tag moved on
-	e.do("PATCH", path, upd, "If-Match", r.header.Get("ETag")).expect(t, 200, nil)
+	// If-Match compares strongly (RFC 9110, 13.1.1): a weak tag never matches.
+	e.do("PATCH", path, upd, "If-Match", "W/"+r.header.Get("ETag")).expect(t, 412, nil)
+	e.do("PATCH", path, upd, "If-Match", `"other", `+r.header.Get("ETag")).expect(t, 200, nil)
+	// If-None-Match compares weakly: a weak tag of the SOP is a 304.
+	if got := e.do("GET", path, "", "If-None-Match", "W/"+e.do("GET", path, "").header.Get("ETag")).status; got != 304 {
+		t.Errorf("If-None-Match with the weak tag: %d", got)
+	}
 }
 
 // Concurrent edits of different nodes all survive: the read-modify-write is
