@@ -1,5 +1,6 @@
 # Build: a static binary.
-FROM golang:1.26-bookworm AS build
+# Pinned to go.mod's version: the image sets GOTOOLCHAIN=local, so an older 1.26 cannot build it.
+FROM golang:1.26.8-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download

@@ -11,7 +11,7 @@ need ffprobe ffmpeg
 need tesseract tesseract-ocr
 need /usr/share/tesseract-ocr/5/tessdata/eng.traineddata tesseract-ocr-eng
 install_needed
-command -v go >/dev/null || { echo "Go is not installed (https://go.dev/dl); this script installs everything else" >&2; exit 1; }
+need_go "$here"
 # go run would add its own "exit status 1" to a refusal: build, then run.
 (cd "$here" && go build -o .bin/runops ./cmd/runops)
 exec "$here/.bin/runops" process "$@"

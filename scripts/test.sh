@@ -22,7 +22,7 @@ need /usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf fonts-dejavu-core
 need gcc gcc
 need gcc libc6-dev
 install_needed
-command -v go >/dev/null || { echo "Go is not installed (https://go.dev/dl); this script installs everything else" >&2; exit 1; }
+need_go .
 
 export CGO_ENABLED=1
 go vet ./...

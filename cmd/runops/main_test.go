@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -262,10 +264,26 @@ func TestDockerfileMatchesTheREADME(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`ENTRYPOINT ["runops"]`, `CMD ["serve"]`, `HEALTHCHECK`, `CMD ["runops", "healthcheck"]`, "USER 10001", "ffmpeg", "ca-certificates"} {
+	// The build image is go.mod's Go: it sets GOTOOLCHAIN=local, so an
+	// older one cannot build the module.
+	mod, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	goVersion := regexp.MustCompile(`(?m)^go (\S+)$`).FindSubmatch(mod)
+	if goVersion == nil {
+		t.Fatal("go.mod names no Go version")
+	}
+	for _, want := range []string{`ENTRYPOINT ["runops"]`, `CMD ["serve"]`, `HEALTHCHECK`, `CMD ["runops", "healthcheck"]`, "USER 10001", "ffmpeg", "ca-certificates",
+		"FROM golang:" + string(goVersion[1]) + "-bookworm AS build"} {
 		if !strings.Contains(string(df), want) {
 			t.Errorf("the Dockerfile lacks %s", want)
 		}
+	}
+	// The README's .env, with the service key, never goes into the build.
+	ignore, err := os.ReadFile("../../.dockerignore")
+	if err != nil || !slices.Contains(strings.Fields(string(ignore)), ".env") {
+		t.Errorf(".dockerignore does not leave .env out: %v", err)
 	}
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {

@@ -153,6 +153,15 @@ func Run(ctx context.Context, model pipeline.Model, cfg pipeline.Config, input, 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return Result{}, err
 	}
+	// Written to before anything is paid for: a folder this user may not
+	// write in (a container's user in a mounted folder) fails here, not
+	// after the transcode and Gemini.
+	probe, err := os.CreateTemp(dir, ".runops-*")
+	if err != nil {
+		return Result{}, fmt.Errorf("cannot write the outputs in %s: %w", dir, err)
+	}
+	probe.Close()
+	os.Remove(probe.Name())
 	tmp, err := os.MkdirTemp("", "runops-process-")
 	if err != nil {
 		return Result{}, err

@@ -45,3 +45,33 @@ func TestProcessRefusesWhatTheWorkerShouldRefuse(t *testing.T) {
 		}
 	}
 }
+
+// An output folder this user cannot write in (a container's user in a
+// mounted folder; here /proc/self, which no user writes files in) is
+// refused before anything is paid for: the recording is not transcoded and
+// Gemini is never asked. Before, the work was done and lost at its first
+// write.
+func TestAnOutputFolderThatCannotBeWrittenIsRefusedFirst(t *testing.T) {
+	in := mediatest.Make(t, t.TempDir(), "screen.mp4", mediatest.Spec{Width: 64, Height: 64, FPS: 1, Seconds: 2})
+	ai := geminitest.New(t, "test-key")
+	ai.Answer(geminitest.JSON(geminitest.SampleSOP))
+	model, err := gemini.New(context.Background(), gemini.Config{APIKey: "test-key", Model: "gemini-test", BaseURL: ai.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stages := &stagesSeen{}
+	_, err = local.Run(context.Background(), model, pipeline.Config{Logger: slog.New(slog.DiscardHandler)}, in, "/proc/self", stages)
+	if err == nil || !strings.Contains(err.Error(), "cannot write the outputs in /proc/self") {
+		t.Fatalf("%v", err)
+	}
+	if n := len(ai.Requests()); n != 0 || len(stages.names) != 0 {
+		t.Fatalf("%d requests to Gemini and stages %v before the refusal", n, stages.names)
+	}
+}
+
+// stagesSeen is a Display that notes the stages it is shown.
+type stagesSeen struct{ names []string }
+
+func (s *stagesSeen) Stage(name string) { s.names = append(s.names, name) }
+func (*stagesSeen) Progress(float64)    {}
+func (*stagesSeen) Done()               {}
