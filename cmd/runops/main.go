@@ -266,7 +266,11 @@ func serve(ctx context.Context, cfg config.Config, as roles, e env) error {
 	}
 	store := postgres.NewJobStore(cmp.Or(apiPool, workerPool))
 	metrics.WatchQueue(store.QueueStats, 5*time.Second)
-	checks := readiness(ctx, store, objects)
+	schema, err := schemaCheck(ctx, cmp.Or(apiPool, workerPool), e.log)
+	if err != nil {
+		return err
+	}
+	checks := append(readiness(ctx, store, objects), schema)
 	var h http.Handler = http.NotFoundHandler()
 	if as.api {
 		if h, err = apiHandler(ctx, cfg, apiPool, store, objects, e.log); err != nil {
@@ -326,6 +330,31 @@ func openPools(ctx context.Context, cfg config.Config, as roles) (apiPool, worke
 		}
 	}
 	return apiPool, workerPool, nil
+}
+
+// schemaCheck is /readyz's "schema": the database has every migration this
+// build embeds. A database behind it (a deploy before `runops migrate`)
+// fails the claims, the gauges or the API in ways that do not name the
+// cause: this says it, in the log at start and in /readyz until the
+// migrations are applied.
+func schemaCheck(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) (httpserver.Check, error) {
+	migrations, err := postgres.LoadMigrations(supabase.Migrations)
+	if err != nil {
+		return httpserver.Check{}, err
+	}
+	behind := func(ctx context.Context) error {
+		missing, err := postgres.Unapplied(ctx, pool, migrations)
+		if err != nil || len(missing) == 0 {
+			return err
+		}
+		return &httpserver.NotReady{Reason: fmt.Sprintf("the database lacks %d migration(s) of this build, the last %s: run runops migrate",
+			len(missing), missing[len(missing)-1])}
+	}
+	var nr *httpserver.NotReady
+	if err := behind(ctx); errors.As(err, &nr) {
+		log.Error(nr.Reason)
+	}
+	return httpserver.Check{Name: "schema", Fn: behind}, nil
 }
 
 // readiness is what /readyz asks of every process: the database, storage,

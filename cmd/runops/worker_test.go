@@ -30,10 +30,12 @@ import (
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/mediatest"
 	"github.com/runops/runops/internal/pgtest"
+	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/queue/queuetest"
 	"github.com/runops/runops/internal/sop/soptest"
 	"github.com/runops/runops/internal/supabasetest"
 	"github.com/runops/runops/internal/wait"
+	"github.com/runops/runops/supabase"
 )
 
 // proc is a runops process a test started (start, launch), killed when
@@ -463,6 +465,39 @@ func TestReadyzNamesARefusedServiceKey(t *testing.T) {
 	if checks["storage"] != "Supabase Storage refuses SUPABASE_SERVICE_ROLE_KEY" || checks["database"] != "ok" {
 		t.Fatalf("checks %v", checks)
 	}
+}
+
+// A process on a database behind its build (deployed before `runops
+// migrate`) says so in /readyz, naming the last missing migration and what
+// to run, and is ready once the migrations are applied. Before, /readyz
+// said ready while claims or gauges failed on a missing function or column.
+func TestReadyzNamesMissingMigrations(t *testing.T) {
+	d, dsn := newDB(t)
+	migrations, err := postgres.LoadMigrations(supabase.Migrations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := migrations[len(migrations)-1]
+	d.exec(`DELETE FROM supabase_migrations.schema_migrations WHERE version = $1`, last.Version)
+	fake := supabasetest.New(t, jobs.MaxUploadBytes)
+	bin := binary(t)
+	p := launch(t, bin, "api", dsn, fake)
+	want := "the database lacks 1 migration(s) of this build, the last " + last.Version + "_" + last.Name + ": run runops migrate"
+	var checks map[string]string
+	wait.For(t, "/readyz to name the missing migration", 30*time.Second, func() bool {
+		_, checks = readyz(t, p.base)
+		return checks["schema"] == want
+	}, func() string { return fmt.Sprint(checks) })
+	migrate := exec.Command(bin, "migrate")
+	migrate.Env = append(os.Environ(), "DATABASE_URL="+dsn)
+	if out, err := migrate.CombinedOutput(); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	wait.For(t, "/readyz to say the schema is ok", 30*time.Second, func() bool {
+		code, c := readyz(t, p.base)
+		checks = c
+		return code == http.StatusOK && c["schema"] == "ok"
+	}, func() string { return fmt.Sprint(checks) })
 }
 
 // Forty concurrent edits of one SOP in a `serve` process never starve the

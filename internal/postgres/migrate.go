@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 
@@ -121,6 +122,26 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, migrations []Migration) ([
 		}
 	}
 	return applied, nil
+}
+
+// Unapplied lists the versions of migrations the database has not recorded
+// (all of them when it records none: no supabase_migrations table).
+func Unapplied(ctx context.Context, pool *pgxpool.Pool, migrations []Migration) ([]string, error) {
+	var applied []string
+	err := pool.QueryRow(ctx, `SELECT coalesce((SELECT array_agg(version) FROM supabase_migrations.schema_migrations), '{}')`).Scan(&applied)
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000"): // no such table, or schema
+	case err != nil:
+		return nil, wrap("read applied migrations", err)
+	}
+	var out []string
+	for _, m := range migrations {
+		if !slices.Contains(applied, m.Version) {
+			out = append(out, m.Version+"_"+m.Name)
+		}
+	}
+	return out, nil
 }
 
 // migrationLock takes the migrations' lock for the transaction, waiting at
