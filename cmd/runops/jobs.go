@@ -13,6 +13,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -35,6 +36,36 @@ const jobsUsage = `usage: runops jobs <verb>
 
 Each is a person's edit, like one in the Supabase dashboard: a worker holding
 the job hears of it at once.`
+
+// shownText writes text with its control characters shown (\x1b), not
+// obeyed, but for new lines and tabs: an error or a stage a person typed in
+// the dashboard, or an ffmpeg message, can hold escape sequences that clear
+// the operator's screen, retitle the window, or hide what follows them.
+// With json, they are written as JSON escapes (\u009b): encoding/json
+// escapes C0 controls in strings, but writes the C1 ones (CSI among them)
+// as they are.
+type shownText struct {
+	w    io.Writer
+	json bool
+}
+
+func (s shownText) Write(b []byte) (int, error) {
+	var out strings.Builder
+	for _, r := range string(b) {
+		switch {
+		case r == '\n', r == '\t', !unicode.IsControl(r):
+			out.WriteRune(r)
+		case s.json: // inside a string: the encoder writes no other raw
+			fmt.Fprintf(&out, "\\u%04x", r)
+		default: // C0, DEL and C1: all below U+00A0
+			fmt.Fprintf(&out, "\\x%02x", r)
+		}
+	}
+	if _, err := io.WriteString(s.w, out.String()); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
 
 // msgCancelled is the sentence a job cancelled by an operator shows.
 const msgCancelled = "Stopped by an operator."
@@ -60,6 +91,7 @@ func jobsCommand(ctx context.Context, cfg config.Config, args []string, stdout i
 	if err := c.checkFlags(); err != nil {
 		return err
 	}
+	c.stdout = shownText{w: stdout, json: c.asJSON}
 	verb, ok := jobsVerbs[c.name]
 	if !ok { // before a pool is made for it
 		return usageError(fmt.Sprintf("unknown verb %q\n\n%s", c.name, jobsUsage))

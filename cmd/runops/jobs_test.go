@@ -202,3 +202,33 @@ func TestJobsCLI(t *testing.T) {
 		t.Errorf("a requeue of a hand-written status: %v\n%s", err, out)
 	}
 }
+
+// What a person typed in the dashboard reaches the operator's terminal
+// shown, not obeyed: an error that clears the screen and retitles the
+// window, a stage that hides the rest of its line, are printed as \x1b
+// by `runops jobs list` and `show`. --json escapes them as JSON does.
+func TestJobsShowsControlCharactersAsText(t *testing.T) {
+	d, dsn := newDB(t)
+	fake := supabasetest.New(t, jobs.MaxUploadBytes)
+	id := uuid.NewString()
+	d.exec(`INSERT INTO jobs (job_id, status, error, metadata) VALUES ($1, 'error', $2, jsonb_build_object('stage', $3::text))`,
+		id, "\x1b[2J\x1b]0;pwned\x07Failed\u009b", "probing\x1b[8m hidden")
+	for _, args := range [][]string{{"list"}, {"show", id}, {"show", id, "--json"}} {
+		cmd := exec.Command(binary(t), append([]string{"jobs"}, args...)...)
+		cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn, "SUPABASE_URL="+fake.URL, "SUPABASE_SERVICE_ROLE_KEY="+fake.ServiceRoleKey())
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("jobs %v: %v\n%s", args, err, out)
+		}
+		if strings.ContainsAny(string(out), "\x1b\x07\u009b") {
+			t.Errorf("jobs %v printed control characters:\n%q", args, out)
+		}
+		if !strings.Contains(string(out), `\x1b`) && !strings.Contains(string(out), `\u001b`) {
+			t.Errorf("jobs %v does not show the escape at all (the test proves less):\n%q", args, out)
+		}
+		var shown struct{ Job struct{ Error string } }
+		if args[len(args)-1] == "--json" && (json.Unmarshal(out, &shown) != nil || !strings.HasSuffix(shown.Job.Error, "Failed\u009b")) {
+			t.Errorf("jobs %v: not the JSON of the row:\n%s", args, out)
+		}
+	}
+}

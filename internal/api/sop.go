@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -211,7 +212,7 @@ func readPatch(r *http.Request) (sopPatch, error) {
 	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
 		return sopPatch{}, &Error{Status: http.StatusBadRequest, Message: "Request body must be a JSON object", Cause: err}
 	}
-	for k := range fields {
+	for _, k := range slices.Sorted(maps.Keys(fields)) {
 		for _, f := range patchFields {
 			if k != f && strings.EqualFold(k, f) {
 				return sopPatch{}, &Error{Status: http.StatusBadRequest, Message: fmt.Sprintf("Malformed SOP edit: %q is not a field; the field is %q", k, f)}

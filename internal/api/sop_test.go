@@ -145,7 +145,7 @@ func TestPatchSOP(t *testing.T) {
 	// case, and this deleted a step. A delete with "updates", null too, is
 	// not one (the OpenAPI document: a delete has no updates).
 	e.do("PATCH", path, `{"TYPE":"delete","NODEID":"reply"}`).expect(t, 400,
-		map[string]any{"error": `Malformed SOP edit: "TYPE" is not a field; the field is "type"`})
+		map[string]any{"error": `Malformed SOP edit: "NODEID" is not a field; the field is "nodeId"`})
 	e.do("PATCH", path, `{"type":"delete","nodeId":"reply","updates":null}`).expect(t, 400,
 		map[string]any{"error": `a delete takes no "updates"`})
 	if nodeOf(t, e.do("GET", path, ""), "reply") == nil {

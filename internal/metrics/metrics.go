@@ -63,11 +63,14 @@ func init() {
 	}
 }
 
-// QueueStats is what one query of the jobs table tells: rows by status, and
-// the age of the oldest queued job (0 when none is queued).
+// QueueStats is what the queue's reads tell: rows by status, the age of the
+// oldest queued job (0 when none is queued), and, in a worker, how many
+// queued jobs a claim could take now (those its owner cap does not hold
+// back; nil in a process that claims nothing, which does not know the cap).
 type QueueStats struct {
 	ByStatus     map[string]int
 	OldestQueued time.Duration
+	Claimable    *int
 }
 
 // WatchQueue publishes runops_jobs{status} and runops_queue_oldest_seconds
@@ -80,8 +83,9 @@ func WatchQueue(read func(context.Context) (QueueStats, error), ttl time.Duratio
 }
 
 var (
-	jobsDesc   = prometheus.NewDesc("runops_jobs", "Rows of public.jobs, by status.", []string{"status"}, nil)
-	oldestDesc = prometheus.NewDesc("runops_queue_oldest_seconds", "Age of the oldest queued job.", nil, nil)
+	jobsDesc      = prometheus.NewDesc("runops_jobs", "Rows of public.jobs, by status.", []string{"status"}, nil)
+	oldestDesc    = prometheus.NewDesc("runops_queue_oldest_seconds", "Age of the oldest queued job.", nil, nil)
+	claimableDesc = prometheus.NewDesc("runops_queue_claimable", "Queued jobs a claim could take now: those RUNOPS_OWNER_CONCURRENCY does not hold back.", nil, nil)
 )
 
 type queueCollector struct {
@@ -94,7 +98,11 @@ type queueCollector struct {
 	ok    bool
 }
 
-func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- jobsDesc; ch <- oldestDesc }
+func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- jobsDesc
+	ch <- oldestDesc
+	ch <- claimableDesc
+}
 
 func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
@@ -122,6 +130,9 @@ func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, c.stats.OldestQueued.Seconds())
+	if c.stats.Claimable != nil {
+		ch <- prometheus.MustNewConstMetric(claimableDesc, prometheus.GaugeValue, float64(*c.stats.Claimable))
+	}
 }
 
 // Handler serves the metrics in the Prometheus text format.

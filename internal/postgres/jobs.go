@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -37,6 +38,18 @@ type JobStore struct {
 	pool                  *pgxpool.Pool
 	statusReads, sopReads *rounds[summaryKey, summaryRow]
 	settled               settledCounts
+	// ownerCap is the owner cap a worker's claims keep
+	// (RUNOPS_OWNER_CONCURRENCY; 0: none), for the claimable count; nil in
+	// a process that claims nothing.
+	ownerCap *int
+}
+
+// CapOwners tells a worker's store the owner cap its claims keep
+// (RUNOPS_OWNER_CONCURRENCY; 0: none), so that its queue gauges say how
+// many queued jobs a claim could take; it returns the store.
+func (s *JobStore) CapOwners(n int) *JobStore {
+	s.ownerCap = &n
+	return s
 }
 
 // NewJobStore returns a store over pool.
@@ -254,13 +267,17 @@ func (s *JobStore) Enqueue(ctx context.Context, id jobs.ID, metadata map[string]
 
 // queueNow is what the scaler reads, from the indexes alone (every
 // process asks every few seconds, so it must not grow with the table): the
-// queued and processing jobs (their partial indexes), and how long the job
+// queued and processing jobs (their partial indexes); how long the job
 // that has waited longest has been in the queue (runops_queue.since, its
 // index; …20261208000000_queue_since.sql), whatever a person edited on its
-// row since.
+// row since; and how many queued jobs a claim could take now, with the
+// owner cap $1 (0: none): of each owner with jobs queued, at most the cap
+// less its jobs processing (runops_owners, kept by the claim's triggers).
 const queueNow = `SELECT (SELECT count(*) FROM public.jobs WHERE status = 'queued')::int,
   (SELECT count(*) FROM public.jobs WHERE status = 'processing')::int,
-  (SELECT coalesce(extract(epoch FROM now() - min(q.since)), 0) FROM public.runops_queue q)::float8`
+  (SELECT coalesce(extract(epoch FROM now() - min(q.since)), 0) FROM public.runops_queue q)::float8,
+  (SELECT coalesce(sum(CASE WHEN $1::int > 0 THEN least(o.queued, greatest($1::int - o.processing, 0)) ELSE o.queued END), 0)
+   FROM public.runops_owners o WHERE o.queued > 0)::int`
 
 // settledStats counts the other rows by status (completed, error, any a
 // person typed): a scan of the whole table, so read at most every
@@ -282,9 +299,9 @@ type settledCounts struct {
 // QueueStats reads the numbers the queue gauges show: the queue's as they
 // are now, the other statuses' as they were up to settledEvery ago.
 func (s *JobStore) QueueStats(ctx context.Context) (metrics.QueueStats, error) {
-	var queued, processing int
+	var queued, processing, claimable int
 	var oldest float64
-	if err := s.pool.QueryRow(ctx, queueNow).Scan(&queued, &processing, &oldest); err != nil {
+	if err := s.pool.QueryRow(ctx, queueNow, cmp.Or(s.ownerCap, new(0))).Scan(&queued, &processing, &oldest, &claimable); err != nil {
 		return metrics.QueueStats{}, wrap("queue stats", err)
 	}
 	s.settled.mu.Lock()
@@ -304,6 +321,9 @@ func (s *JobStore) QueueStats(ctx context.Context) (metrics.QueueStats, error) {
 	}
 	out := metrics.QueueStats{ByStatus: map[string]int{"queued": queued, "processing": processing},
 		OldestQueued: time.Duration(oldest * float64(time.Second))}
+	if s.ownerCap != nil {
+		out.Claimable = &claimable
+	}
 	for status, n := range s.settled.counts {
 		out.ByStatus[status] = n
 	}

@@ -233,6 +233,32 @@ func TestQueueStats(t *testing.T) {
 	}
 }
 
+// A worker's gauges say how many queued jobs a claim could take now: of
+// each owner's, at most RUNOPS_OWNER_CONCURRENCY less its jobs processing.
+// A scaler on the queue alone asked a worker for each job the cap held back
+// (one owner with 100 queued and a cap of 2: 50 workers, 48 idle). A
+// process that claims nothing does not know the cap, and says nothing.
+func TestTheClaimableCountKeepsTheOwnerCap(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id, status, metadata)
+SELECT gen_random_uuid(), s, jsonb_build_object('owner', o) FROM (VALUES
+  ('alice', 'queued', 5), ('alice', 'processing', 2), ('bob', 'queued', 3), ('', 'queued', 1), ('carol', 'processing', 4)) v(o, s, n),
+  generate_series(1, n)`); err != nil {
+		t.Fatal(err)
+	}
+	for cap, want := range map[int]int{3: 1 + 3 + 1, 0: 5 + 3 + 1, 1: 0 + 1 + 1} {
+		st, err := postgres.NewJobStore(pool).CapOwners(cap).QueueStats(ctx)
+		if err != nil || st.Claimable == nil || *st.Claimable != want || st.ByStatus["queued"] != 9 {
+			t.Errorf("cap %d: %+v (claimable %v), %v; want %d claimable", cap, st, st.Claimable, err, want)
+		}
+	}
+	if st, err := postgres.NewJobStore(pool).QueueStats(ctx); err != nil || st.Claimable != nil {
+		t.Errorf("a store with no cap told: %+v, %v", st, err)
+	}
+}
+
 // A LISTEN through a transaction pooler is accepted and then hears nothing:
 // the listener finds out from its own probe, says so (Problem, for /readyz)
 // and never counts itself connected; directly, the probe is heard.

@@ -124,6 +124,11 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, migrations []Migration) ([
 	return applied, nil
 }
 
+// ErrMigrationsHidden: the role may not read the record of applied
+// migrations (a role of its own, without the schema supabase_migrations),
+// so Unapplied cannot tell.
+var ErrMigrationsHidden = errors.New("this role may not read supabase_migrations.schema_migrations")
+
 // Unapplied lists the versions of migrations the database has not recorded
 // (all of them when it records none: no supabase_migrations table).
 func Unapplied(ctx context.Context, pool *pgxpool.Pool, migrations []Migration) ([]string, error) {
@@ -131,6 +136,8 @@ func Unapplied(ctx context.Context, pool *pgxpool.Pool, migrations []Migration) 
 	err := pool.QueryRow(ctx, `SELECT coalesce((SELECT array_agg(version) FROM supabase_migrations.schema_migrations), '{}')`).Scan(&applied)
 	var pgErr *pgconn.PgError
 	switch {
+	case errors.As(err, &pgErr) && pgErr.Code == "42501": // insufficient privilege
+		return nil, ErrMigrationsHidden
 	case errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000"): // no such table, or schema
 	case err != nil:
 		return nil, wrap("read applied migrations", err)
