@@ -454,7 +454,7 @@ func startEngine(ctx, runCtx context.Context, stop func(), g *errgroup.Group, cf
 		return nil
 	})
 	if len(cfg.WebhookURLs) > 0 {
-		d := &webhook.Deliverer{Store: postgres.NewJobStore(pool).Webhooks(), Keys: cfg.WebhookKeys,
+		d := &webhook.Deliverer{Store: postgres.NewJobStore(pool).Webhooks(), URLs: cfg.WebhookURLs, Keys: cfg.WebhookKeys,
 			Client: &http.Client{Timeout: 10 * time.Second}, Every: time.Second, Logger: e.log}
 		g.Go(func() error { d.Run(ctx); return nil })
 	}

@@ -1051,7 +1051,7 @@ FROM generate_series(1, 20000) i`); err != nil {
 	}
 	defer tx.Rollback(ctx)
 	var doc []byte
-	if err := tx.QueryRow(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) "+postgres.DueDeliveriesSQL, 20, 60.0).Scan(&doc); err != nil {
+	if err := tx.QueryRow(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) "+postgres.DueDeliveriesSQL, 20, 60.0, nil).Scan(&doc); err != nil {
 		t.Fatal(err)
 	}
 	var plans []struct {

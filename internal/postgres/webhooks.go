@@ -19,7 +19,8 @@ const (
 	// backlog takes no other's turn. The receivers still waited on are read
 	// one index entry each (a loose scan of runops_webhooks_url_due_idx),
 	// then each one's first due rows through the same index: the round
-	// reads what it takes, never the whole backlog.
+	// reads what it takes, never the whole backlog. Only the receivers of
+	// $3 (RUNOPS_WEBHOOK_URLS; NULL: every one).
 	dueDeliveries = `WITH RECURSIVE receivers AS (
   (SELECT url FROM public.runops_webhooks WHERE delivered_at IS NULL AND given_up_at IS NULL ORDER BY url LIMIT 1)
   UNION ALL
@@ -33,9 +34,14 @@ FROM (SELECT d.event_id, d.url FROM receivers r CROSS JOIN LATERAL (
         SELECT l.event_id, l.url FROM public.runops_webhooks l
         WHERE l.url = r.url AND l.delivered_at IS NULL AND l.given_up_at IS NULL AND l.next_at <= now()
         ORDER BY l.next_at LIMIT $1 FOR UPDATE SKIP LOCKED) d
-      WHERE r.url IS NOT NULL) due
+      WHERE r.url IS NOT NULL AND ($3::text[] IS NULL OR r.url = ANY ($3::text[]))) due
 WHERE w.event_id = due.event_id AND w.url = due.url
 RETURNING w.event_id::text, w.url, w.type, w.body::text, w.attempts, w.created_at`
+
+	// Pending events of receivers no longer configured: given up, once,
+	// when a deliverer starts.
+	abandonUnlisted = `UPDATE public.runops_webhooks SET given_up_at = now(), last_error = $2
+WHERE delivered_at IS NULL AND given_up_at IS NULL AND url <> ALL ($1::text[])`
 
 	markDelivered = `UPDATE public.runops_webhooks SET delivered_at = now(), last_error = NULL WHERE event_id = $1 AND url = $2`
 	markRetry     = `UPDATE public.runops_webhooks SET next_at = $3, last_error = $4 WHERE event_id = $1 AND url = $2`
@@ -59,8 +65,8 @@ func (s *JobStore) Webhooks() *Webhooks { return &Webhooks{s} }
 var _ webhook.Store = (*Webhooks)(nil)
 
 // Due implements webhook.Store.
-func (w *Webhooks) Due(ctx context.Context, n int, hold time.Duration) ([]webhook.Delivery, error) {
-	rows, err := w.s.pool.Query(ctx, dueDeliveries, n, hold.Seconds())
+func (w *Webhooks) Due(ctx context.Context, urls []string, n int, hold time.Duration) ([]webhook.Delivery, error) {
+	rows, err := w.s.pool.Query(ctx, dueDeliveries, n, hold.Seconds(), urls)
 	if err != nil {
 		return nil, wrap("due webhooks", err)
 	}
@@ -77,6 +83,12 @@ func (w *Webhooks) Due(ctx context.Context, n int, hold time.Duration) ([]webhoo
 func (w *Webhooks) exec(ctx context.Context, op, sql string, args ...any) error {
 	_, err := w.s.pool.Exec(ctx, sql, args...)
 	return wrap(op, err)
+}
+
+// Abandon implements webhook.Store.
+func (w *Webhooks) Abandon(ctx context.Context, urls []string, why string) (int, error) {
+	tag, err := w.s.pool.Exec(ctx, abandonUnlisted, urls, why)
+	return int(tag.RowsAffected()), wrap("abandon webhooks", err)
 }
 
 // Delivered implements webhook.Store.

@@ -15,7 +15,7 @@ type memStore struct {
 	next                      time.Time
 }
 
-func (m *memStore) Due(context.Context, int, time.Duration) ([]Delivery, error) {
+func (m *memStore) Due(context.Context, []string, int, time.Duration) ([]Delivery, error) {
 	d := m.due
 	m.due = nil
 	return d, nil
@@ -26,8 +26,9 @@ func (m *memStore) Retry(_ context.Context, _ Delivery, next time.Time, _ string
 	m.next = next
 	return nil
 }
-func (m *memStore) GiveUp(context.Context, Delivery, string) error { m.given++; return nil }
-func (m *memStore) Return(context.Context, []Delivery) error       { return nil }
+func (m *memStore) GiveUp(context.Context, Delivery, string) error         { m.given++; return nil }
+func (m *memStore) Return(context.Context, []Delivery) error               { return nil }
+func (m *memStore) Abandon(context.Context, []string, string) (int, error) { return 0, nil }
 
 // A failing delivery is retried until the event is 24 hours old, then given
 // up; the retry comes after the backoff of its attempt count.

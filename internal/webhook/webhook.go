@@ -114,10 +114,13 @@ func dataAsDescribed(data json.RawMessage) json.RawMessage {
 
 // Store is what delivering needs of the outbox.
 type Store interface {
-	// Due takes up to n deliveries of each receiver whose time has come,
-	// oldest first, holding them from other deliverers for hold (an attempt
-	// each).
-	Due(ctx context.Context, n int, hold time.Duration) ([]Delivery, error)
+	// Due takes up to n deliveries of each receiver of urls (nil: every
+	// one) whose time has come, oldest first, holding them from other
+	// deliverers for hold (an attempt each).
+	Due(ctx context.Context, urls []string, n int, hold time.Duration) ([]Delivery, error)
+	// Abandon gives up the pending deliveries to any URL not in urls, with
+	// why, and says how many.
+	Abandon(ctx context.Context, urls []string, why string) (int, error)
 	// Delivered records a success; Retry the next try at next, with why it
 	// failed; GiveUp the end of trying.
 	Delivered(ctx context.Context, d Delivery) error
@@ -131,6 +134,11 @@ type Store interface {
 // Deliverer sends due events.
 type Deliverer struct {
 	Store Store
+	// URLs are the receivers configured (RUNOPS_WEBHOOK_URLS): only theirs
+	// are sent, and Run gives up, as it starts, the pending events of any
+	// other (a URL removed: a receiver retired, or one whose token leaked).
+	// Nil sends to every URL the outbox holds.
+	URLs []string
 	// Keys sign every attempt, each its own webhook-signature entry: one
 	// key, or several while a secret is rotated (ParseSecrets).
 	Keys   [][]byte
@@ -143,6 +151,10 @@ type Deliverer struct {
 	Logger *slog.Logger
 	now    func() time.Time
 }
+
+// msgUnlisted is the last_error of an event given up because its receiver
+// is no longer configured.
+const msgUnlisted = "its URL is no longer in RUNOPS_WEBHOOK_URLS"
 
 // Tuning fixed by the contract with receivers.
 const (
@@ -229,7 +241,7 @@ var retries = backoff.Policy{First: firstRetry, Max: maxWait, Jitter: 0.2}
 func (d *Deliverer) Once(ctx context.Context) (int, error) {
 	heldFor := cmp.Or(d.Hold, holdFor)
 	start := time.Now()
-	due, err := d.Store.Due(ctx, perRound, heldFor)
+	due, err := d.Store.Due(ctx, d.URLs, perRound, heldFor)
 	if err != nil {
 		return 0, err
 	}
@@ -371,8 +383,18 @@ func ShownURL(raw string) string {
 	return s
 }
 
-// Run delivers every Every until ctx is done.
+// Run delivers every Every until ctx is done, having given up, first, the
+// pending events of receivers no longer among URLs.
 func (d *Deliverer) Run(ctx context.Context) {
+	if d.URLs != nil {
+		n, err := d.Store.Abandon(ctx, d.URLs, msgUnlisted)
+		switch {
+		case err != nil:
+			d.Logger.Warn("webhook: could not give up the events of receivers no longer configured", "error", err)
+		case n > 0:
+			d.Logger.Warn("webhook: gave up the pending events of receivers no longer in RUNOPS_WEBHOOK_URLS", "events", n)
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():

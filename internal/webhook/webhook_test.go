@@ -555,6 +555,34 @@ func TestAStoppedRoundGivesItsDeliveriesBack(t *testing.T) {
 	}
 }
 
+// A receiver removed from RUNOPS_WEBHOOK_URLS (retired, or its token
+// leaked) gets nothing more: a deliverer sends only to the receivers it is
+// configured with, and gives up, as it starts, the pending events of any
+// other, saying why. Before, the removed URL got every pending event for
+// 24 hours, signed.
+func TestARemovedReceiverGetsNothingMore(t *testing.T) {
+	pool, exec, count := database(t)
+	kept, removed := webhook.NewReceiver(t, webhook.SecretOld), webhook.NewReceiver(t, webhook.SecretOld)
+	q := postgres.NewQueueStore(pool).SendEvents([]string{kept.URL, removed.URL})
+	for range 3 {
+		finish(t, q, exec, false)
+	}
+	d := deliverer(t, postgres.NewJobStore(pool), webhook.SecretOld)
+	d.URLs = []string{kept.URL}
+	ctx, stop := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { d.Run(ctx); close(ran) }()
+	wait.For(t, "the removed receiver's events given up", 30*time.Second, func() bool {
+		return count(`SELECT count(*) FROM runops_webhooks WHERE url = $1 AND given_up_at IS NOT NULL AND last_error = 'its URL is no longer in RUNOPS_WEBHOOK_URLS'`, removed.URL) == 3
+	})
+	stop()
+	wait.Recv(t, ran, "the deliverer's end")
+	deliverUntil(t, d, "the kept receiver's events", func() bool { return len(kept.Verified()) == 3 })
+	if got := removed.Verified(); len(got) != 0 {
+		t.Fatalf("the removed receiver got %d events", len(got))
+	}
+}
+
 // A job whose created_at a person set by hand (a time job-status clamps),
 // or whose timings they filled with what is not a whole number, still ends
 // in an event as the OpenAPI document's JobEventData describes it: an RFC
