@@ -1050,8 +1050,21 @@ FROM generate_series(1, 20000) i`); err != nil {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
+	if read, ms := boundedPlan(t, tx, postgres.DueDeliveriesSQL, 20, 60.0, nil); read > 500 {
+		t.Errorf("%.0f rows read from runops_webhooks to take 40 deliveries (%.1f ms)", read, ms)
+	}
+}
+
+// boundedPlan runs sql with args under EXPLAIN ANALYZE on q, fails the test
+// for each piece of work its plan does that grows with a table
+// (unboundedWork: a sequential scan, a sort of what was read), and returns
+// how many rows it read and how long it took, in ms.
+func boundedPlan(t *testing.T, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, sql string, args ...any) (read, ms float64) {
+	t.Helper()
 	var doc []byte
-	if err := tx.QueryRow(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) "+postgres.DueDeliveriesSQL, 20, 60.0, nil).Scan(&doc); err != nil {
+	if err := q.QueryRow(context.Background(), "EXPLAIN (ANALYZE, FORMAT JSON) "+sql, args...).Scan(&doc); err != nil {
 		t.Fatal(err)
 	}
 	var plans []struct {
@@ -1061,13 +1074,10 @@ FROM generate_series(1, 20000) i`); err != nil {
 	if err := json.Unmarshal(doc, &plans); err != nil {
 		t.Fatal(err)
 	}
-	p := plans[0]
-	for _, bad := range p.Plan.unboundedWork(false) {
+	for _, bad := range plans[0].Plan.unboundedWork(false) {
 		t.Errorf("%s", bad)
 	}
-	if read := p.Plan.rowsRead(); read > 500 {
-		t.Errorf("%.0f rows read from runops_webhooks to take 40 deliveries (%.1f ms)", read, p.Time)
-	}
+	return plans[0].Plan.rowsRead(), plans[0].Time
 }
 
 // The queue gauges, read by every process every few seconds, read the
@@ -1091,23 +1101,8 @@ func TestTheQueueGaugesReadTheQueueNotTheTable(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var doc []byte
-	if err := pool.QueryRow(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) "+postgres.QueueNowSQL, 2).Scan(&doc); err != nil {
-		t.Fatal(err)
-	}
-	var plans []struct {
-		Plan planNode
-		Time float64 `json:"Execution Time"`
-	}
-	if err := json.Unmarshal(doc, &plans); err != nil {
-		t.Fatal(err)
-	}
-	p := plans[0]
-	for _, bad := range p.Plan.unboundedWork(false) {
-		t.Errorf("%s", bad)
-	}
-	if read := p.Plan.rowsRead(); read > 2200 {
-		t.Errorf("%.0f rows read for the queue's numbers (%.1f ms)", read, p.Time)
+	if read, ms := boundedPlan(t, pool, postgres.QueueNowSQL, 2); read > 2200 {
+		t.Errorf("%.0f rows read for the queue's numbers (%.1f ms)", read, ms)
 	}
 	st, err := postgres.NewJobStore(pool).QueueStats(ctx)
 	if err != nil || st.ByStatus["queued"] != 2000 || st.ByStatus["completed"] != 20000 || st.ByStatus["processing"] != 0 {

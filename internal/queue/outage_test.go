@@ -280,6 +280,20 @@ func TestStaleWorkDirectoriesAreSwept(t *testing.T) {
 	}
 }
 
+// firstRunWaits is a handler whose first run waits until it is stopped;
+// the others end at once. Each run starting is sent on started.
+func firstRunWaits(started chan<- struct{}) queue.Handler {
+	var first atomic.Bool
+	return queue.HandlerFunc(func(ctx context.Context, j queue.Job, r queue.Reporter) error {
+		started <- struct{}{}
+		if first.CompareAndSwap(false, true) {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return nil
+	})
+}
+
 // finished reads runops_jobs_finished_total for each outcome.
 func finished() map[string]float64 {
 	out := map[string]float64{}
@@ -297,15 +311,7 @@ func finished() map[string]float64 {
 func TestALostAttemptIsCountedOnceAndItsLinesNameIt(t *testing.T) {
 	b := newBench(t)
 	entered := make(chan struct{}, 4)
-	var first atomic.Bool
-	h := queue.HandlerFunc(func(ctx context.Context, j queue.Job, r queue.Reporter) error {
-		entered <- struct{}{}
-		if first.CompareAndSwap(false, true) {
-			<-ctx.Done() // the run the outage stops
-			return ctx.Err()
-		}
-		return nil
-	})
+	h := firstRunWaits(entered) // the run the outage stops
 	var logs queuetest.Logs
 	cfg := fast()
 	cfg.Concurrency = 1
@@ -352,15 +358,7 @@ func TestALostAttemptIsCountedOnceAndItsLinesNameIt(t *testing.T) {
 func TestACancelledAttemptIsCountedOnce(t *testing.T) {
 	b := newBench(t)
 	started := make(chan struct{}, 2)
-	var first atomic.Bool
-	h := queue.HandlerFunc(func(ctx context.Context, j queue.Job, r queue.Reporter) error {
-		started <- struct{}{}
-		if first.CompareAndSwap(false, true) {
-			<-ctx.Done()
-			return ctx.Err()
-		}
-		return nil
-	})
+	h := firstRunWaits(started)
 	before := finished()
 	id := b.insert(1)[0]
 	b.start(h, fast(), true)
