@@ -30,9 +30,9 @@ const (
 // SOP's owner rules. Only a node of the stored SOP whose screenshot is its
 // own frame is served; the object path is built from the two ids alone.
 func (s *server) getFrame(w http.ResponseWriter, r *http.Request) error {
-	id, err := jobs.ParseID(chi.URLParam(r, "jobId"))
+	id, err := pathJobID(r)
 	if err != nil {
-		return &Error{Status: http.StatusBadRequest, Message: err.Error()}
+		return err
 	}
 	node := chi.URLParam(r, "nodeId")
 	if !jobs.SafeNodeID(node) {

@@ -243,9 +243,9 @@ type jobStatus struct {
 // GET /api/job-status/{jobId}: the row, or "uploaded" when only the upload
 // exists; one statement reads the row's answer and its owner.
 func (s *server) jobStatus(w http.ResponseWriter, r *http.Request) error {
-	id, err := jobs.ParseID(chi.URLParam(r, "jobId"))
+	id, err := pathJobID(r)
 	if err != nil {
-		return &Error{Status: http.StatusBadRequest, Message: err.Error()}
+		return err
 	}
 	j, err := s.o.Jobs.Summary(r.Context(), id)
 	if err != nil {
@@ -325,3 +325,13 @@ func decodeJSON(r *http.Request, into any) error {
 }
 
 var errTrailingData = errors.New("data after the JSON value")
+
+// pathJobID is the job id of the route's path ({jobId}); one that is not
+// a UUID is a 400.
+func pathJobID(r *http.Request) (jobs.ID, error) {
+	id, err := jobs.ParseID(chi.URLParam(r, "jobId"))
+	if err != nil {
+		return "", &Error{Status: http.StatusBadRequest, Message: err.Error()}
+	}
+	return id, nil
+}

@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/runops/runops/internal/api"
 	"github.com/runops/runops/internal/httpserver"
+	"github.com/runops/runops/internal/logtest"
 	"github.com/runops/runops/internal/wait"
 )
 
@@ -237,27 +237,17 @@ func TestACutOffProxiedPageIsLogged(t *testing.T) {
 	t.Cleanup(fe.Close)
 	target, _ := url.Parse(fe.URL)
 	e := setup(t)
-	var mu sync.Mutex
-	var logs strings.Builder
-	logger := slog.New(slog.NewJSONHandler(writerFunc(func(p []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return logs.Write(p)
-	}), nil))
+	var logs logtest.Logs
+	logger := slog.New(slog.NewJSONHandler(&logs, nil))
 	e.srv.Config.Handler = api.Handler(api.Options{Jobs: e.store, Objects: mustStorage(t, e.fake), FrontendURL: target, Logger: logger})
 	if resp, err := http.Get(e.srv.URL + "/page"); err == nil {
 		_, _ = io.ReadAll(resp.Body)
 		resp.Body.Close()
 	}
-	seen := func(s string) bool { mu.Lock(); defer mu.Unlock(); return strings.Contains(logs.String(), s) }
+	seen := func(s string) bool { return strings.Contains(logs.String(), s) }
 	wait.For(t, "the cut-off page's line", 30*time.Second, func() bool { return seen(`"path":"/page"`) })
 	wait.For(t, "the proxy's own words in the log", 30*time.Second, func() bool { return seen("ReverseProxy") })
 }
-
-// writerFunc is a function as an io.Writer.
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // Behind a proxy it trusts (RUNOPS_TRUSTED_PROXIES), the frontend learns
 // the browser's address and scheme from what that proxy said (https behind

@@ -16,8 +16,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/go-chi/chi/v5"
-
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/sop"
@@ -128,9 +126,9 @@ func writeSOP(w http.ResponseWriter, resp sopResponse, tag string) {
 
 // GET /api/sop/{jobId}
 func (s *server) getSOP(w http.ResponseWriter, r *http.Request) error {
-	id, err := jobs.ParseID(chi.URLParam(r, "jobId"))
+	id, err := pathJobID(r)
 	if err != nil {
-		return &Error{Status: http.StatusBadRequest, Message: err.Error()}
+		return err
 	}
 	format, err := sopFormat(r)
 	if err != nil {
@@ -271,9 +269,9 @@ func (p sopPatch) check() error {
 // PATCH /api/sop/{jobId}: update a node's text, or delete a node with its
 // children, their edges and steps; one atomic read-modify-write.
 func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
-	id, err := jobs.ParseID(chi.URLParam(r, "jobId"))
+	id, err := pathJobID(r)
 	if err != nil {
-		return &Error{Status: http.StatusBadRequest, Message: err.Error()}
+		return err
 	}
 	patch, err := readPatch(r)
 	if err != nil {

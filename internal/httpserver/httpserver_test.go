@@ -2,7 +2,6 @@ package httpserver_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/runops/runops/internal/httpserver"
+	"github.com/runops/runops/internal/logtest"
 	"github.com/runops/runops/internal/wait"
 )
 
@@ -88,13 +88,8 @@ func TestReadinessChecksAreShared(t *testing.T) {
 	var calls atomic.Int64
 	var failing atomic.Bool
 	failing.Store(true)
-	var logs bytes.Buffer
-	var logMu sync.Mutex
-	log := slog.New(slog.NewJSONHandler(writerFunc(func(p []byte) (int, error) {
-		logMu.Lock()
-		defer logMu.Unlock()
-		return logs.Write(p)
-	}), nil))
+	var logs logtest.Logs
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
 	mux := httpserver.WithHealth(http.NotFoundHandler(), log, httpserver.Check{Name: "storage", Fn: func(context.Context) error {
 		calls.Add(1)
 		if failing.Load() {
@@ -131,8 +126,6 @@ func TestReadinessChecksAreShared(t *testing.T) {
 	}
 	failing.Store(false)
 	wait.For(t, "/readyz to say ready again", 30*time.Second, func() bool { return get() == http.StatusOK })
-	logMu.Lock()
-	defer logMu.Unlock()
 	if n := strings.Count(logs.String(), "readiness check failed"); n != 1 {
 		t.Errorf("%d lines about the failing check; want one:\n%s", n, logs.String())
 	}
@@ -140,7 +133,3 @@ func TestReadinessChecksAreShared(t *testing.T) {
 		t.Errorf("no line when the check passed again:\n%s", logs.String())
 	}
 }
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -22,6 +22,7 @@ import (
 	"github.com/runops/runops/internal/gemini"
 	"github.com/runops/runops/internal/geminitest"
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/logtest"
 	"github.com/runops/runops/internal/mediatest"
 	"github.com/runops/runops/internal/pgtest"
 	"github.com/runops/runops/internal/pipeline"
@@ -503,7 +504,7 @@ func removeObject(t *testing.T, r *rig, path string) {
 // wherever it is logged (here: a retry deep in a stage).
 func TestJobLogLinesCarryTheJob(t *testing.T) {
 	t.Parallel()
-	var logs queuetest.Logs
+	var logs logtest.Logs
 	r := newRig(t, func(c *pipeline.Config) { c.Logger = slog.New(queue.JobLogs(slog.NewJSONHandler(&logs, nil))) })
 	r.fake.FailNext(supabasetest.OpDownload, 1, 503)
 	id, _ := r.completed(mediatest.Make(t, r.dir, "in.mp4", mediatest.Spec{Width: 320, Height: 240, Seconds: 2}))

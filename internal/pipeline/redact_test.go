@@ -15,11 +15,11 @@ import (
 
 	"github.com/runops/runops/internal/geminitest"
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/logtest"
 	"github.com/runops/runops/internal/mediatest"
 	"github.com/runops/runops/internal/pipeline"
 	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/queue"
-	"github.com/runops/runops/internal/queue/queuetest"
 	"github.com/runops/runops/internal/sop"
 	"github.com/runops/runops/internal/wait"
 )
@@ -327,7 +327,7 @@ func TestARerunPassesKeptScreenshotsAgain(t *testing.T) {
 // (error, metadata, every column), not in a webhook event's payload.
 func TestNoValueInLogsRowOrEvents(t *testing.T) {
 	t.Parallel()
-	var logs queuetest.Logs
+	var logs logtest.Logs
 	logger := slog.New(queue.JobLogs(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	r := newRigWith(t, logger, []string{"https://hooks.example.com/runops"}, withPrivacy, func(c *pipeline.Config) { c.Logger = logger })
 	video := r.screen([]mediatest.Text{

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/logtest"
 	"github.com/runops/runops/internal/metrics"
 	"github.com/runops/runops/internal/pgtest"
 	"github.com/runops/runops/internal/postgres"
@@ -312,7 +313,7 @@ func TestALostAttemptIsCountedOnceAndItsLinesNameIt(t *testing.T) {
 	b := newBench(t)
 	entered := make(chan struct{}, 4)
 	h := firstRunWaits(entered) // the run the outage stops
-	var logs queuetest.Logs
+	var logs logtest.Logs
 	cfg := fast()
 	cfg.Concurrency = 1
 	cfg.LeaseTTL, cfg.Heartbeat = 4*time.Second, 500*time.Millisecond

@@ -11,19 +11,28 @@ import (
 	"github.com/runops/runops/internal/webhook"
 )
 
-// One receiver that never answers (a firewall dropping packets, a hung
-// process) must not hold up the events of the receivers that answer at once:
-// their events are due, and answered in milliseconds.
-func TestAHangingReceiverDoesNotHoldUpTheOthers(t *testing.T) {
-	pool, exec, _ := database(t)
-	hang := make(chan struct{})
-	silent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// silentReceiver is a receiver that never answers (until the test ends, or
+// its client gives up). Each request it gets is told on arrived, which
+// holds up to 100 unread.
+func silentReceiver(t *testing.T) (silent *httptest.Server, arrived <-chan struct{}) {
+	hang, got := make(chan struct{}), make(chan struct{}, 100)
+	silent = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- struct{}{}
 		select {
 		case <-r.Context().Done():
 		case <-hang:
 		}
 	}))
 	t.Cleanup(func() { close(hang); silent.Close() })
+	return silent, got
+}
+
+// One receiver that never answers (a firewall dropping packets, a hung
+// process) must not hold up the events of the receivers that answer at once:
+// their events are due, and answered in milliseconds.
+func TestAHangingReceiverDoesNotHoldUpTheOthers(t *testing.T) {
+	pool, exec, _ := database(t)
+	silent, _ := silentReceiver(t)
 	healthy := webhook.NewReceiver(t, webhook.SecretOld)
 	q := postgres.NewQueueStore(pool).SendEvents([]string{silent.URL, healthy.URL})
 	const n = 20

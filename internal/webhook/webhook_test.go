@@ -488,32 +488,31 @@ func TestRedirectsAreNotDeliveries(t *testing.T) {
 	}
 }
 
-// A round ends inside the hold it took its deliveries under, whatever the
-// receivers do (here: never answer, with a client timeout far beyond the
-// hold); what it did not try goes back untried, due at once.
-func TestARoundEndsInsideItsHold(t *testing.T) {
+// toSilentReceiver records n events for a receiver that never answers
+// (silentReceiver) and returns a deliverer whose client waits an hour for
+// it, the receiver's arrivals, and the database's count.
+func toSilentReceiver(t *testing.T, n int) (*webhook.Deliverer, <-chan struct{}, func(string, ...any) int) {
 	pool, exec, count := database(t)
-	hang := make(chan struct{})
-	var requests atomic.Int64
-	silent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		requests.Add(1)
-		select {
-		case <-r.Context().Done():
-		case <-hang:
-		}
-	}))
-	t.Cleanup(func() { close(hang); silent.Close() })
+	silent, arrived := silentReceiver(t)
 	q := postgres.NewQueueStore(pool).SendEvents([]string{silent.URL})
-	for range 5 {
+	for range n {
 		finish(t, q, exec, false)
 	}
 	d := deliverer(t, postgres.NewJobStore(pool), webhook.SecretOld)
 	d.Client = &http.Client{Timeout: time.Hour}
+	return d, arrived, count
+}
+
+// A round ends inside the hold it took its deliveries under, whatever the
+// receivers do (here: never answer, with a client timeout far beyond the
+// hold); what it did not try goes back untried, due at once.
+func TestARoundEndsInsideItsHold(t *testing.T) {
+	d, arrived, count := toSilentReceiver(t, 5)
 	d.Hold = 2 * time.Second
 	if _, err := d.Once(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if n := requests.Load(); n != 1 {
+	if n := len(arrived); n != 1 {
 		t.Fatalf("%d attempts started in a round whose first attempt outlasted it", n)
 	}
 	if n := count(`SELECT count(*) FROM runops_webhooks WHERE attempts = 1 AND next_at > now()`); n != 1 {
@@ -528,22 +527,7 @@ func TestARoundEndsInsideItsHold(t *testing.T) {
 // deliveries back untried, the one whose attempt it cut too: another
 // deliverer sends them at once, not after the round's hold.
 func TestAStoppedRoundGivesItsDeliveriesBack(t *testing.T) {
-	pool, exec, count := database(t)
-	hang, arrived := make(chan struct{}), make(chan struct{}, 1)
-	silent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		arrived <- struct{}{}
-		select {
-		case <-r.Context().Done():
-		case <-hang:
-		}
-	}))
-	t.Cleanup(func() { close(hang); silent.Close() })
-	q := postgres.NewQueueStore(pool).SendEvents([]string{silent.URL})
-	for range 3 {
-		finish(t, q, exec, false)
-	}
-	d := deliverer(t, postgres.NewJobStore(pool), webhook.SecretOld)
-	d.Client = &http.Client{Timeout: time.Hour}
+	d, arrived, count := toSilentReceiver(t, 3)
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { _, err := d.Once(ctx); done <- err }()

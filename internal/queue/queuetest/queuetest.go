@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -99,22 +98,4 @@ func Start(t testing.TB, dsn string, store queue.Store, h queue.Handler, cfg que
 		}
 	}
 	return s
-}
-
-// Logs collects log output written from many goroutines.
-type Logs struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *Logs) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *Logs) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
