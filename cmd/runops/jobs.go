@@ -335,8 +335,21 @@ func completeByHand(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, 
 		}); err != nil {
 			return err
 		}
+		// The screenshots it shows are all the job keeps: those of an
+		// earlier run's steps (often why an SOP is replaced by hand) go.
+		names, err := objects.List(ctx, id.FramesFolder())
+		if err != nil {
+			return err
+		}
+		shown := sop.Shown(doc)
+		if stale := sop.Unshown(doc, id.FramesFolder(), names); len(stale) > 0 {
+			if err := objects.Remove(ctx, stale...); err != nil {
+				return fmt.Errorf("the SOP is stored, but the screenshots it does not show could not be deleted (run the command again): %w", err)
+			}
+		}
 		ok, err := store.MarkCompleted(ctx, id, map[string]any{"sop": map[string]any{"path": id.SOPPath(),
-			"nodes": len(doc.Public.Nodes), "edges": len(doc.Public.Edges), "by": "operator"}})
+			"nodes": len(doc.Public.Nodes), "edges": len(doc.Public.Edges), "by": "operator"},
+			"frames": map[string]any{"count": len(shown), "missing": []any{}}})
 		if err == nil && !ok {
 			err = describeMissing(id, jobs.ErrNotFound)
 		}

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/runops/runops/internal/config"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/sop/soptest"
@@ -230,5 +234,41 @@ func TestJobsShowsControlCharactersAsText(t *testing.T) {
 		if args[len(args)-1] == "--json" && (json.Unmarshal(out, &shown) != nil || !strings.HasSuffix(shown.Job.Error, "Failed\u009b")) {
 			t.Errorf("jobs %v: not the JSON of the row:\n%s", args, out)
 		}
+	}
+}
+
+// `runops jobs complete` leaves the job the screenshots its SOP shows, and
+// no other: an earlier run's, of steps the operator's SOP does not have
+// (often why an SOP is replaced by hand), are deleted from storage, and
+// metadata.frames counts what is shown. Before, they stayed, readable
+// there, and the count was the earlier run's.
+func TestCompleteByHandKeepsOnlyTheScreenshotsItShows(t *testing.T) {
+	d, _ := newDB(t)
+	fake := supabasetest.New(t, jobs.MaxUploadBytes)
+	id := uuid.NewString()
+	d.exec(`INSERT INTO jobs (job_id, status, error, metadata) VALUES ($1, 'error', 'x', '{"frames":{"count":7,"missing":[{"node":"x"}]}}')`, id)
+	sample, err := os.ReadFile("../../docs/sample-sop.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "sop.json")
+	if err := os.WriteFile(file, bytes.ReplaceAll(sample, []byte("00000000-0000-4000-8000-000000000000"), []byte(id)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	shown, stale := "videos/frames/"+id+"/open.jpg", "videos/frames/"+id+"/leaky_step.jpg"
+	fake.Put(shown, []byte("jpeg"), "image/jpeg")
+	fake.Put(stale, []byte("jpeg with a secret on it"), "image/jpeg")
+	cfg := config.Config{SupabaseURL: fake.URL, ServiceRoleKey: fake.ServiceRoleKey()}
+	if err := completeByHand(context.Background(), cfg, d.pool, postgres.NewJobStore(d.pool), jobs.ID(id), file, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := fake.Object(stale); ok {
+		t.Errorf("%s, which the operator's SOP does not show, is still in storage", stale)
+	}
+	if _, ok := fake.Object(shown); !ok {
+		t.Errorf("%s, which the SOP shows, was deleted", shown)
+	}
+	if f := d.scalar(`SELECT metadata->'frames' FROM jobs WHERE job_id = $1`, id); fmt.Sprint(f) != "map[count:4 missing:[]]" {
+		t.Errorf("metadata.frames %v", f)
 	}
 }

@@ -159,16 +159,7 @@ func (p *Pipeline) dropStaleFrames(ctx context.Context, job queue.Job, doc *sop.
 		p.cfg.Logger.WarnContext(ctx, "could not list the job's screenshots", "error", err)
 		return
 	}
-	keep := map[string]bool{}
-	for _, n := range doc.Public.Nodes {
-		keep[n.Screenshot] = n.Screenshot != ""
-	}
-	var stale []string
-	for _, name := range names {
-		if path := job.ID.FramesFolder() + "/" + name; !keep[path] {
-			stale = append(stale, path)
-		}
-	}
+	stale := sop.Unshown(doc, job.ID.FramesFolder(), names)
 	if len(stale) == 0 {
 		return
 	}

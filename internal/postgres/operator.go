@@ -99,10 +99,12 @@ ORDER BY id
 LIMIT $3
 FOR UPDATE SKIP LOCKED`
 
+	// Marked as the janitor's (runops.writer): the job's updated_at stays,
+	// the clock of a job that ended in error (…20261208000100_janitor_clock.sql).
 	recordExpired = `UPDATE public.jobs
 SET metadata = public.runops_jsonb_merge(coalesce(metadata, '{}'::jsonb),
       jsonb_build_object('retention', jsonb_build_object($1 || '_deleted_at', now())))
-WHERE job_id = ANY($2::uuid[])`
+WHERE job_id = ANY($2::uuid[]) AND set_config('runops.writer', 'janitor', true) IS NOT NULL`
 )
 
 // Expire implements retention.Store.
@@ -146,15 +148,37 @@ ORDER BY u.issued_at
 LIMIT $2
 FOR UPDATE SKIP LOCKED`
 
+	// Jobs a person deleted more than $1 ago, and not put back.
+	expireDeleted = `SELECT u.job_id::text FROM public.runops_uploads u
+WHERE u.deleted_at < now() - make_interval(secs => $1)
+  AND NOT EXISTS (SELECT 1 FROM public.jobs j WHERE j.job_id = u.job_id)
+ORDER BY u.deleted_at
+LIMIT $2
+FOR UPDATE SKIP LOCKED`
+
 	forgetUploads = `DELETE FROM public.runops_uploads WHERE job_id = ANY($1::uuid[])`
 )
 
 // ExpireUnqueued implements retention.Store.
 func (s *JobStore) ExpireUnqueued(ctx context.Context, after time.Duration, limit int,
 	remove func(context.Context, []jobs.ID) error) (int, error) {
+	return s.forgetUploads(ctx, "expire unqueued uploads", expireUnqueued, after, limit, remove)
+}
+
+// ExpireDeleted implements retention.Store.
+func (s *JobStore) ExpireDeleted(ctx context.Context, after time.Duration, limit int,
+	remove func(context.Context, []jobs.ID) error) (int, error) {
+	return s.forgetUploads(ctx, "expire deleted jobs", expireDeleted, after, limit, remove)
+}
+
+// forgetUploads takes up to limit uploads that pick ($1: after, $2: limit)
+// chooses, locked, calls remove with their ids and forgets those uploads
+// once it returns nil.
+func (s *JobStore) forgetUploads(ctx context.Context, op, pick string, after time.Duration, limit int,
+	remove func(context.Context, []jobs.ID) error) (int, error) {
 	var n int
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, expireUnqueued, after.Seconds(), limit)
+		rows, err := tx.Query(ctx, pick, after.Seconds(), limit)
 		if err != nil {
 			return err
 		}
@@ -176,5 +200,5 @@ func (s *JobStore) ExpireUnqueued(ctx context.Context, after time.Duration, limi
 	if err != nil {
 		n = 0
 	}
-	return n, wrap("expire unqueued uploads", err)
+	return n, wrap(op, err)
 }

@@ -1,6 +1,8 @@
 // Package retention is the janitor that deletes what a job no longer needs:
 // its upload (videos/raw/<id>.mp4) RUNOPS_RAW_RETENTION after the job ended,
-// and its slim copy after RUNOPS_SLIM_RETENTION when that is set. Never a
+// and its slim copy after RUNOPS_SLIM_RETENTION when that is set; all a job
+// had (upload, slim copy, SOP, screenshots) RUNOPS_RAW_RETENTION after a
+// person deleted its row. Never a
 // queued or processing job's. The tables say what is due (no scan of the
 // bucket), and each due job is taken by one janitor at a time, so with many
 // workers every object is deleted once; the deletion is recorded in
@@ -43,11 +45,16 @@ type Store interface {
 	// ExpireUnqueued does the same for uploads issued more than after ago
 	// that were never queued, and forgets them once removed.
 	ExpireUnqueued(ctx context.Context, after time.Duration, limit int, remove func(context.Context, []jobs.ID) error) (int, error)
+	// ExpireDeleted does the same for the uploads of jobs a person deleted
+	// more than after ago (and did not put back), and forgets them once
+	// their job's every object is removed.
+	ExpireDeleted(ctx context.Context, after time.Duration, limit int, remove func(context.Context, []jobs.ID) error) (int, error)
 }
 
-// Objects deletes objects; a missing one is no error.
+// Objects deletes objects, a missing one no error, and lists a folder's.
 type Objects interface {
 	Remove(ctx context.Context, paths ...string) error
+	List(ctx context.Context, folder string) ([]string, error)
 }
 
 // Janitor deletes due objects every Every.
@@ -73,37 +80,53 @@ const batch = 100
 // Once deletes what is due now, in rounds of batch, and returns how many
 // jobs' (and never-queued uploads') objects it deleted.
 func (j *Janitor) Once(ctx context.Context) (int, error) {
-	type round func(ctx context.Context, limit int, remove func(context.Context, []jobs.ID) error) (int, error)
+	type round struct {
+		expire func(ctx context.Context, limit int, remove func(context.Context, []jobs.ID) error) (int, error)
+		paths  func(ctx context.Context, id jobs.ID) ([]string, error) // a job's objects this round deletes
+	}
 	var rounds []round
-	var kinds []Kind
 	for _, k := range []struct {
 		kind  Kind
 		after time.Duration
 	}{{Raw, j.Raw}, {Slim, j.Slim}} {
 		if k.after > 0 {
-			rounds = append(rounds, func(ctx context.Context, limit int, remove func(context.Context, []jobs.ID) error) (int, error) {
-				return j.Store.Expire(ctx, k.kind, k.after, limit, remove)
+			rounds = append(rounds, round{
+				expire: func(ctx context.Context, limit int, remove func(context.Context, []jobs.ID) error) (int, error) {
+					return j.Store.Expire(ctx, k.kind, k.after, limit, remove)
+				},
+				paths: func(_ context.Context, id jobs.ID) ([]string, error) { return []string{k.kind.Path(id)}, nil },
 			})
-			kinds = append(kinds, k.kind)
 		}
 	}
 	if j.Raw > 0 {
-		rounds = append(rounds, func(ctx context.Context, limit int, remove func(context.Context, []jobs.ID) error) (int, error) {
-			// Never before its upload URL expires: forgotten sooner, an
-			// upload that came through it later would have no owner, and
-			// its job would be open to all.
-			return j.Store.ExpireUnqueued(ctx, max(j.Raw, uploadURLLifetime), limit, remove)
+		rounds = append(rounds, round{
+			expire: func(ctx context.Context, limit int, remove func(context.Context, []jobs.ID) error) (int, error) {
+				// Never before its upload URL expires: forgotten sooner, an
+				// upload that came through it later would have no owner, and
+				// its job would be open to all.
+				return j.Store.ExpireUnqueued(ctx, max(j.Raw, uploadURLLifetime), limit, remove)
+			},
+			paths: func(_ context.Context, id jobs.ID) ([]string, error) { return []string{id.RawPath()}, nil },
+		}, round{
+			// A job a person deleted: everything it had, once the raw
+			// retention has passed since (the row may come back before).
+			expire: func(ctx context.Context, limit int, remove func(context.Context, []jobs.ID) error) (int, error) {
+				return j.Store.ExpireDeleted(ctx, j.Raw, limit, remove)
+			},
+			paths: j.everyObject,
 		})
-		kinds = append(kinds, Raw)
 	}
 	total := 0
-	for i, run := range rounds {
-		kind := kinds[i]
+	for _, r := range rounds {
 		for {
-			n, err := run(ctx, batch, func(ctx context.Context, ids []jobs.ID) error {
-				paths := make([]string, len(ids))
-				for i, id := range ids {
-					paths[i] = kind.Path(id)
+			n, err := r.expire(ctx, batch, func(ctx context.Context, ids []jobs.ID) error {
+				var paths []string
+				for _, id := range ids {
+					p, err := r.paths(ctx, id)
+					if err != nil {
+						return err
+					}
+					paths = append(paths, p...)
 				}
 				return j.Objects.Remove(ctx, paths...)
 			})
@@ -117,6 +140,20 @@ func (j *Janitor) Once(ctx context.Context) (int, error) {
 		}
 	}
 	return total, nil
+}
+
+// everyObject is every object a job may have: its upload, slim copy and
+// SOP, and the screenshots its folder lists.
+func (j *Janitor) everyObject(ctx context.Context, id jobs.ID) ([]string, error) {
+	shots, err := j.Objects.List(ctx, id.FramesFolder())
+	if err != nil {
+		return nil, err
+	}
+	paths := []string{id.RawPath(), id.SlimPath(), id.SOPPath()}
+	for _, name := range shots {
+		paths = append(paths, id.FramesFolder()+"/"+name)
+	}
+	return paths, nil
 }
 
 // Run deletes what is due every Every (jittered, as many workers run one

@@ -166,3 +166,87 @@ func TestAnUnqueuedUploadOutlivesItsUploadURL(t *testing.T) {
 		t.Fatalf("uploads remembered: %v; want only %s, whose URL still works", owners, live)
 	}
 }
+
+// The janitor's record of a deletion leaves the job's updated_at as it
+// was: it is the clock of a job that ended in error (no completed_at).
+// Before, the raw deletion restarted it, so the slim copy, due in the same
+// sweep, was kept a whole RUNOPS_SLIM_RETENTION more, and `runops jobs
+// requeue --status error --since 1h` took a day-old failure for a recent one.
+func TestTheJanitorsRecordKeepsTheJobsClock(t *testing.T) {
+	pool, fake, objects := stores(t)
+	ctx := context.Background()
+	old, recent := uuid.NewString(), uuid.NewString()
+	// An INSERT does not fire the BEFORE UPDATE trigger: updated_at is as written.
+	if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id, status, error, updated_at) VALUES
+	  ($1, 'error', 'x', now() - interval '25 hours'), ($2, 'error', 'Gemini quota exhausted', now() - interval '10 minutes')`, old, recent); err != nil {
+		t.Fatal(err)
+	}
+	fake.Put("videos/raw/"+old+".mp4", []byte("upload"), "video/mp4")
+	fake.Put("videos/slim/"+old+".mp4", []byte("slim"), "video/mp4")
+	j := &retention.Janitor{Store: postgres.NewJobStore(pool), Objects: objects, Raw: 24 * time.Hour, Slim: 24 * time.Hour,
+		Every: time.Hour, Logger: slog.New(slog.DiscardHandler)}
+	if n, err := j.Once(ctx); err != nil || n != 2 {
+		t.Fatalf("%d deletions, %v; want the raw and the slim copy of the old failure", n, err)
+	}
+	for _, p := range []string{"videos/raw/" + old + ".mp4", "videos/slim/" + old + ".mp4"} {
+		if _, ok := fake.Object(p); ok {
+			t.Errorf("%s is kept", p)
+		}
+	}
+	var age time.Duration
+	if err := pool.QueryRow(ctx, `SELECT extract(epoch FROM now() - updated_at)::float8 * interval '1 second' FROM jobs WHERE job_id = $1`, old).Scan(&age); err != nil || age < 24*time.Hour {
+		t.Errorf("the old failure's updated_at reads %s ago after the janitor's record (%v)", age, err)
+	}
+	ids, err := postgres.NewJobStore(pool).RequeueAll(ctx, "error", time.Hour)
+	if err != nil || len(ids) != 1 || string(ids[0]) != recent {
+		t.Errorf("requeue --status error --since 1h took %v, %v; want the recent failure alone", ids, err)
+	}
+}
+
+// A job a person deleted keeps nothing in storage: RUNOPS_RAW_RETENTION
+// after the deletion, its upload, slim copy, SOP and screenshots are
+// deleted and its upload forgotten (the storage policy opened them through
+// it). One deleted just now is kept that long (the row may come back), and
+// one put back is kept as any job. Before, a deleted job's objects stayed.
+func TestADeletedJobsObjectsGo(t *testing.T) {
+	pool, fake, objects := stores(t)
+	ctx := context.Background()
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, sql, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gone, fresh, back := uuid.NewString(), uuid.NewString(), uuid.NewString()
+	every := func(id string) []string {
+		return []string{"videos/raw/" + id + ".mp4", "videos/slim/" + id + ".mp4", "videos/sops/" + id + ".json",
+			"videos/frames/" + id + "/open.jpg", "videos/frames/" + id + "/check.jpg"}
+	}
+	for _, id := range []string{gone, fresh, back} {
+		exec(`INSERT INTO runops_uploads (job_id, owner, issued_at, queued_at) VALUES ($1, 'alice', now() - interval '3 days', now() - interval '3 days')`, id)
+		exec(`INSERT INTO jobs (job_id, status, completed_at) VALUES ($1, 'completed', now())`, id)
+		for _, p := range every(id) {
+			fake.Put(p, []byte("x"), "application/octet-stream")
+		}
+	}
+	exec(`DELETE FROM jobs WHERE job_id = ANY($1::uuid[])`, []string{gone, fresh, back})
+	exec(`INSERT INTO jobs (job_id, status, completed_at) VALUES ($1, 'completed', now())`, back) // put back by hand
+	// Deleted a day and an hour ago, as the trigger recorded it then.
+	exec(`UPDATE runops_uploads SET deleted_at = now() - interval '25 hours' WHERE job_id = ANY($1::uuid[])`, []string{gone, back})
+	j := &retention.Janitor{Store: postgres.NewJobStore(pool), Objects: objects, Raw: 24 * time.Hour,
+		Every: time.Hour, Logger: slog.New(slog.DiscardHandler)}
+	if n, err := j.Once(ctx); err != nil || n != 1 {
+		t.Fatalf("%d jobs' objects deleted, %v; want the deleted job's", n, err)
+	}
+	for id, kept := range map[string]bool{gone: false, fresh: true, back: true} {
+		for _, p := range every(id) {
+			if _, ok := fake.Object(p); ok != kept {
+				t.Errorf("%s: stored %v, want %v", p, ok, kept)
+			}
+		}
+	}
+	var uploads int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM runops_uploads WHERE job_id = $1`, gone).Scan(&uploads); err != nil || uploads != 0 {
+		t.Errorf("the deleted job's upload is still recorded (%d, %v)", uploads, err)
+	}
+}

@@ -250,6 +250,23 @@ func Served(stored []byte, jobID string) ([]byte, *Document, error) {
 	return b, d, err
 }
 
+// Unshown lists, as paths, the objects of a job's screenshots folder
+// (names, as listed in folder) that the document does not show: those of
+// steps it no longer has.
+func Unshown(d *Document, folder string, names []string) []string {
+	shown := map[string]bool{}
+	for _, n := range d.Public.Nodes {
+		shown[n.Screenshot] = n.Screenshot != ""
+	}
+	var out []string
+	for _, name := range names {
+		if path := folder + "/" + name; !shown[path] {
+			out = append(out, path)
+		}
+	}
+	return out
+}
+
 // Shown lists the nodes whose screenshot the document names.
 func Shown(d *Document) []string {
 	var out []string
