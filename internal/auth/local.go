@@ -7,7 +7,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/runops/runops/internal/jobs"
 )
@@ -25,10 +24,10 @@ import (
 // failed is not kept: nothing a caller sends can fill the cache but valid
 // tokens. One signed with a JWKS key is kept only while the JWKS the
 // verifier last fetched still lists that key (a withdrawn key's tokens are
-// refused once keyfunc has fetched the JWKS again, as before the cache).
+// refused once the JWKS is fetched again, as before the cache: jwks.go).
 type Local struct {
 	secret  []byte
-	jwks    keyfunc.Keyfunc
+	jwks    *jwks // nil without SUPABASE_JWKS_URL
 	now     func() time.Time
 	checked kept[string, proven]
 }
@@ -49,11 +48,11 @@ const (
 )
 
 // NewLocal returns a verifier with the secret, the JWKS at jwksURL, or both
-// ("" for neither is an error). The JWKS is refreshed until ctx ends.
+// ("" for neither is an error). The JWKS's first fetch stops with ctx.
 func NewLocal(ctx context.Context, secret, jwksURL string) (*Local, error) {
 	l := &Local{secret: []byte(secret), now: time.Now, checked: kept[string, proven]{max: maxChecked}}
 	if jwksURL != "" {
-		k, err := keyfunc.NewDefaultCtx(ctx, []string{jwksURL})
+		k, err := newJWKS(ctx, jwksURL)
 		if err != nil {
 			return nil, fmt.Errorf("SUPABASE_JWKS_URL: %w", err)
 		}
@@ -67,22 +66,28 @@ func NewLocal(ctx context.Context, secret, jwksURL string) (*Local, error) {
 
 // key picks the verification key by the token's algorithm: the secret for
 // HS256, the JWKS for the rest.
-func (l *Local) key(t *jwt.Token) (any, error) {
-	if t.Method.Alg() == jwt.SigningMethodHS256.Alg() {
-		if len(l.secret) == 0 {
-			return nil, errors.New("HS256 token but no SUPABASE_JWT_SECRET")
+func (l *Local) key(ctx context.Context) jwt.Keyfunc {
+	return func(t *jwt.Token) (any, error) {
+		if t.Method.Alg() == jwt.SigningMethodHS256.Alg() {
+			if len(l.secret) == 0 {
+				return nil, errors.New("HS256 token but no SUPABASE_JWT_SECRET")
+			}
+			return l.secret, nil
 		}
-		return l.secret, nil
+		if l.jwks == nil {
+			return nil, fmt.Errorf("%s token but no SUPABASE_JWKS_URL", t.Method.Alg())
+		}
+		return l.jwks.key(ctx, t)
 	}
-	if l.jwks == nil {
-		return nil, fmt.Errorf("%s token but no SUPABASE_JWKS_URL", t.Method.Alg())
-	}
-	return l.jwks.Keyfunc(t)
 }
 
-// Verify returns the token's user id or jobs.ErrInvalidToken.
-func (l *Local) Verify(_ context.Context, token string) (userID string, err error) {
-	p, err := l.check(token)
+// Verify returns the token's user id, jobs.ErrInvalidToken, or
+// jobs.ErrUnavailable when the project's keys cannot be fetched.
+func (l *Local) Verify(ctx context.Context, token string) (userID string, err error) {
+	p, err := l.check(ctx, token)
+	if errors.Is(err, jobs.ErrUnavailable) {
+		return "", err
+	}
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", jobs.ErrInvalidToken, err)
 	}
@@ -96,7 +101,9 @@ func (l *Local) Verify(_ context.Context, token string) (userID string, err erro
 // role service_role (a service-role key that is a JWT): no audience or
 // subject is asked of it, and an expiry only if it has one.
 func (l *Local) ServiceRole(token string) bool {
-	p, err := l.check(token)
+	ctx, cancel := context.WithTimeout(context.Background(), jwksFetchTime)
+	defer cancel()
+	p, err := l.check(ctx, token)
 	return err == nil && p.service
 }
 
@@ -105,13 +112,13 @@ const leeway = 5 * time.Second
 
 // check returns what token proves: kept from an earlier check until it
 // expires, or parsed and verified now.
-func (l *Local) check(token string) (proven, error) {
+func (l *Local) check(ctx context.Context, token string) (proven, error) {
 	now := l.now()
-	if p, ok := l.checked.get(token, now); ok && (p.kid == "" || l.keyKnown(p.kid)) {
+	if p, ok := l.checked.get(token, now); ok && (p.kid == "" || l.jwks.listed(p.kid)) {
 		return p, nil
 	}
 	claims := jwt.MapClaims{}
-	tok, err := jwt.ParseWithClaims(token, claims, l.key,
+	tok, err := jwt.ParseWithClaims(token, claims, l.key(ctx),
 		jwt.WithValidMethods([]string{"HS256", "RS256", "ES256", "EdDSA"}), jwt.WithLeeway(leeway),
 		jwt.WithTimeFunc(func() time.Time { return now }))
 	if err != nil {
@@ -132,24 +139,4 @@ func (l *Local) check(token string) (proven, error) {
 	}
 	l.checked.put(token, p, until, now)
 	return p, nil
-}
-
-// keyKnown tells whether the JWKS, as last fetched, still has the key kid:
-// a token kept from before a key was withdrawn is checked again (and
-// refused) once the JWKS no longer lists it, as it would have been
-// without the cache. It reads what keyfunc holds, without a fetch.
-func (l *Local) keyKnown(kid string) bool {
-	if l.jwks == nil {
-		return false
-	}
-	keys, err := l.jwks.Storage().KeyReadAll(context.Background())
-	if err != nil {
-		return false
-	}
-	for _, k := range keys {
-		if k.Marshal().KID == kid {
-			return true
-		}
-	}
-	return false
 }

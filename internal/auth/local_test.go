@@ -19,6 +19,7 @@ import (
 
 	"github.com/runops/runops/internal/auth"
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/wait"
 )
 
 const secret = "a-test-projects-jwt-secret-of-at-least-32-characters"
@@ -145,45 +146,82 @@ func BenchmarkLocal(b *testing.B) {
 	}
 }
 
-// A token kept from before its signing key was withdrawn from the JWKS is
-// refused once the JWKS the verifier holds no longer lists the key — as it
-// was when every request was verified from scratch.
-func TestAKeptTokenOfAWithdrawnKeyIsRefused(t *testing.T) {
-	t.Parallel()
-	keyA, errA := rsa.GenerateKey(rand.Reader, 2048)
-	keyB, errB := rsa.GenerateKey(rand.Reader, 2048)
-	if errA != nil || errB != nil {
-		t.Fatal(errA, errB)
-	}
-	var mu sync.Mutex
-	listed := map[string]*rsa.PrivateKey{"key-a": keyA}
-	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		defer mu.Unlock()
+// projectKeys stands in for the auth server's JWKS: the keys it lists, and
+// whether it answers at all.
+type projectKeys struct {
+	*httptest.Server
+	mu     sync.Mutex
+	listed map[string]*rsa.PrivateKey
+	down   bool
+}
+
+func newProjectKeys(t *testing.T, listed map[string]*rsa.PrivateKey) *projectKeys {
+	p := &projectKeys{listed: listed}
+	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.down {
+			http.Error(w, "upstream connect error", http.StatusServiceUnavailable)
+			return
+		}
 		var keys []any
-		for kid, k := range listed {
+		for kid, k := range p.listed {
 			keys = append(keys, map[string]any{"kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig",
 				"n": base64.RawURLEncoding.EncodeToString(k.N.Bytes()),
 				"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(k.E)).Bytes())})
 		}
 		_ = json.NewEncoder(w).Encode(map[string]any{"keys": keys})
 	}))
-	t.Cleanup(jwks.Close)
+	t.Cleanup(p.Close)
+	return p
+}
+
+// set changes what the JWKS lists and whether it answers.
+func (p *projectKeys) set(listed map[string]*rsa.PrivateKey, down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.listed, p.down = listed, down
+}
+
+func rsaKey(t *testing.T) *rsa.PrivateKey {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// signRS signs claims with key, naming it kid ("": no kid).
+func signRS(t *testing.T, kid string, key *rsa.PrivateKey, claims jwt.MapClaims) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
+	if kid != "" {
+		tok.Header["kid"] = kid
+	}
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func userClaims(sub string) jwt.MapClaims {
+	return jwt.MapClaims{"sub": sub, "aud": "authenticated", "exp": time.Now().Add(time.Hour).Unix()}
+}
+
+// A token kept from before its signing key was withdrawn from the JWKS is
+// refused once the JWKS the verifier holds no longer lists the key — as it
+// was when every request was verified from scratch.
+func TestAKeptTokenOfAWithdrawnKeyIsRefused(t *testing.T) {
+	t.Parallel()
+	keyA, keyB := rsaKey(t), rsaKey(t)
+	jwks := newProjectKeys(t, map[string]*rsa.PrivateKey{"key-a": keyA})
 	l, err := auth.NewLocal(t.Context(), "", jwks.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	signRS := func(kid string, key *rsa.PrivateKey, sub string) string {
-		tok := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{"sub": sub, "aud": "authenticated", "exp": time.Now().Add(time.Hour).Unix()})
-		tok.Header["kid"] = kid
-		s, err := tok.SignedString(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
 	ctx := context.Background()
-	old := signRS("key-a", keyA, "u-a")
+	old := signRS(t, "key-a", keyA, userClaims("u-a"))
 	for range 2 { // verified, then kept
 		if u, err := l.Verify(ctx, old); err != nil || u != "u-a" {
 			t.Fatalf("a token of a listed key: %q %v", u, err)
@@ -191,13 +229,93 @@ func TestAKeptTokenOfAWithdrawnKeyIsRefused(t *testing.T) {
 	}
 	// The project rotates: key-a is withdrawn, key-b listed. A token of
 	// key-b (unknown to the verifier) makes it fetch the JWKS again.
-	mu.Lock()
-	listed = map[string]*rsa.PrivateKey{"key-b": keyB}
-	mu.Unlock()
-	if u, err := l.Verify(ctx, signRS("key-b", keyB, "u-b")); err != nil || u != "u-b" {
+	jwks.set(map[string]*rsa.PrivateKey{"key-b": keyB}, false)
+	if u, err := l.Verify(ctx, signRS(t, "key-b", keyB, userClaims("u-b"))); err != nil || u != "u-b" {
 		t.Fatalf("a token of the new key: %q %v", u, err)
 	}
 	if _, err := l.Verify(ctx, old); !errors.Is(err, jobs.ErrInvalidToken) {
 		t.Fatalf("a kept token of the withdrawn key: %v", err)
+	}
+}
+
+// A JWKS that cannot be fetched makes a valid token unavailable (a 503 to
+// try again), never invalid (a 401 that signs its user out), and once it
+// answers again the token is taken at the next fetch, a second or so
+// later. Before, keyfunc started with no keys, called every token invalid,
+// and had spent its one refresh in five minutes during the outage.
+func TestAJWKSThatCannotBeFetchedIsAnOutage(t *testing.T) {
+	t.Parallel()
+	key := rsaKey(t)
+	jwks := newProjectKeys(t, map[string]*rsa.PrivateKey{"k1": key})
+	jwks.set(map[string]*rsa.PrivateKey{"k1": key}, true) // down as the API starts
+	l, err := auth.NewLocal(t.Context(), "", jwks.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := signRS(t, "k1", key, userClaims("u1"))
+	if _, err := l.Verify(context.Background(), tok); !errors.Is(err, jobs.ErrUnavailable) || errors.Is(err, jobs.ErrInvalidToken) {
+		t.Fatalf("a valid token while the JWKS cannot be fetched: %v; want unavailable", err)
+	}
+	jwks.set(map[string]*rsa.PrivateKey{"k1": key}, false)
+	var last error
+	wait.For(t, "the token taken once the JWKS answers", 30*time.Second, func() bool {
+		u, err := l.Verify(context.Background(), tok)
+		last = err
+		if errors.Is(err, jobs.ErrInvalidToken) {
+			t.Fatalf("called invalid once the JWKS answered: %v", err)
+		}
+		return err == nil && u == "u1"
+	}, func() string { return fmt.Sprint(last) })
+}
+
+// Tokens of made-up key ids, sent by anyone, cannot keep the project's new
+// key unknown: a token of a key the JWKS lists since a moment is taken at
+// the next fetch, which they cannot spend. Before, one such token spent
+// keyfunc's one refresh in five minutes, and the new key's users were
+// signed out (401) until the hourly refresh.
+func TestMadeUpKeyIdsDoNotLockOutANewKey(t *testing.T) {
+	t.Parallel()
+	keyA, keyB, attacker := rsaKey(t), rsaKey(t), rsaKey(t)
+	jwks := newProjectKeys(t, map[string]*rsa.PrivateKey{"key-a": keyA})
+	l, err := auth.NewLocal(t.Context(), "", jwks.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := l.Verify(ctx, signRS(t, "bogus", attacker, userClaims("x"))); !errors.Is(err, jobs.ErrInvalidToken) {
+		t.Fatalf("a token of a made-up key: %v", err)
+	}
+	jwks.set(map[string]*rsa.PrivateKey{"key-a": keyA, "key-b": keyB}, false)
+	var attack sync.WaitGroup
+	for i := range 10 { // the attacker goes on, all at once
+		bogus := signRS(t, fmt.Sprint("more-", i), attacker, userClaims("x"))
+		attack.Go(func() { _, _ = l.Verify(ctx, bogus) })
+	}
+	if u, err := l.Verify(ctx, signRS(t, "key-b", keyB, userClaims("u-b"))); err != nil || u != "u-b" {
+		t.Errorf("a token of the project's new key, among made-up ones: %q %v", u, err)
+	}
+	attack.Wait()
+}
+
+// A token signed with the project's keys names its key: one with no kid
+// would be checked against every key listed, and kept past the withdrawal
+// of the one that signed it (the cache keeps a token by the key it names).
+// Supabase's tokens always name it.
+func TestATokenWithoutAKeyIdIsRefused(t *testing.T) {
+	t.Parallel()
+	key := rsaKey(t)
+	jwks := newProjectKeys(t, map[string]*rsa.PrivateKey{"k1": key})
+	l, err := auth.NewLocal(t.Context(), "", jwks.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Verify(context.Background(), signRS(t, "", key, userClaims("victim"))); !errors.Is(err, jobs.ErrInvalidToken) {
+		t.Fatalf("a kid-less token of a listed key: %v", err)
+	}
+	if l.ServiceRole(signRS(t, "", key, jwt.MapClaims{"role": "service_role"})) {
+		t.Fatal("a kid-less service_role token was taken")
+	}
+	if u, err := l.Verify(context.Background(), signRS(t, "k1", key, userClaims("u1"))); err != nil || u != "u1" {
+		t.Fatalf("the same key's token naming it: %q %v", u, err)
 	}
 }

@@ -1,0 +1,163 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/MicahParks/jwkset"
+	"github.com/MicahParks/keyfunc/v3"
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/runops/runops/internal/jobs"
+)
+
+// jwks is the project's JWKS (SUPABASE_JWKS_URL) as last fetched, fetched
+// again when a token names a key it does not list, and when it is older
+// than jwksMaxAge. Fetches are paced: at most one starts every
+// jwksFetchGap, and every lookup that needs one while one is due shares it.
+// So a flood of tokens of made-up key ids costs one fetch a second, and a
+// token of the project's new key waits at most that long for it (keyfunc's
+// own refresh, once in 5 minutes for all callers, could be spent by anyone,
+// and then refused the new key's tokens for the hour).
+//
+// A key the JWKS does not list is an invalid token; a JWKS that cannot be
+// fetched is jobs.ErrUnavailable (a 503 to try again, never a 401 that
+// signs the user out), unless the keys fetched before list the key.
+type jwks struct {
+	url    string
+	client *http.Client
+
+	mu      sync.Mutex
+	cur     *fetchedKeys // the last fetch that succeeded; nil before one
+	next    *jwksFetch   // the fetch that is due, which lookups share
+	started time.Time    // when the last fetch started
+}
+
+// fetchedKeys is a JWKS as fetched, and when.
+type fetchedKeys struct {
+	keys keyfunc.Keyfunc
+	at   time.Time
+}
+
+// jwksFetch is one fetch, shared by the lookups that wait for it.
+type jwksFetch struct {
+	done chan struct{}
+	keys *fetchedKeys
+	err  error
+}
+
+const (
+	jwksFetchGap  = time.Second
+	jwksMaxAge    = 5 * time.Minute
+	jwksFetchTime = 5 * time.Second // one fetch's whole time
+)
+
+// newJWKS starts fetching the JWKS at u; a failure is no error (the first
+// lookup fetches again).
+func newJWKS(ctx context.Context, u string) (*jwks, error) {
+	if p, err := url.Parse(u); err != nil || (p.Scheme != "https" && p.Scheme != "http") || p.Host == "" {
+		return nil, fmt.Errorf("not an http(s) URL: %q", u)
+	}
+	j := &jwks{url: u, client: &http.Client{Timeout: jwksFetchTime}}
+	go func() { _, _ = j.fetch(ctx) }()
+	return j, nil
+}
+
+// key is the key that verifies t: t must name one (kid), as Supabase's
+// tokens do; without it a token would be checked against every key listed,
+// and kept past the withdrawal of the one that signed it.
+func (j *jwks) key(ctx context.Context, t *jwt.Token) (any, error) {
+	kid, _ := t.Header["kid"].(string)
+	if kid == "" {
+		return nil, errors.New("a token signed with the project's keys names its key (kid)")
+	}
+	cur := j.current()
+	if cur == nil || time.Since(cur.at) > jwksMaxAge {
+		fresh, err := j.fetch(ctx)
+		switch {
+		case err == nil:
+			cur = fresh
+		case cur == nil:
+			return nil, err
+		}
+	}
+	key, err := cur.keys.KeyfuncCtx(ctx)(t)
+	if errors.Is(err, jwkset.ErrKeyNotFound) {
+		fresh, ferr := j.fetch(ctx)
+		if ferr != nil {
+			return nil, ferr
+		}
+		key, err = fresh.keys.KeyfuncCtx(ctx)(t)
+	}
+	return key, err
+}
+
+// listed tells whether the JWKS, as last fetched, lists kid (no fetch).
+func (j *jwks) listed(kid string) bool {
+	if j == nil {
+		return false
+	}
+	cur := j.current()
+	if cur == nil {
+		return false
+	}
+	_, err := cur.keys.Storage().KeyRead(context.Background(), kid)
+	return err == nil
+}
+
+func (j *jwks) current() *fetchedKeys {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.cur
+}
+
+// fetch waits for the next fetch (starting one when none is due, at least
+// jwksFetchGap after the last began) and returns its keys, or
+// jobs.ErrUnavailable when it failed or ctx ended first.
+func (j *jwks) fetch(ctx context.Context) (*fetchedKeys, error) {
+	j.mu.Lock()
+	f := j.next
+	if f == nil {
+		f = &jwksFetch{done: make(chan struct{})}
+		j.next = f
+		go j.run(f, time.Until(j.started.Add(jwksFetchGap)))
+	}
+	j.mu.Unlock()
+	select {
+	case <-f.done:
+		return f.keys, f.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("fetch the JWKS: %w: %w", jobs.ErrUnavailable, ctx.Err())
+	}
+}
+
+// run is fetch f, after wait: the pace of fetches, not a wait for anything.
+func (j *jwks) run(f *jwksFetch, wait time.Duration) {
+	time.Sleep(wait)
+	j.mu.Lock()
+	j.next, j.started = nil, time.Now() // a lookup from now on waits for the next
+	j.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), jwksFetchTime)
+	defer cancel()
+	// No refresh of its own (RefreshInterval 0): one request, an error
+	// when it fails.
+	store, err := jwkset.NewStorageFromHTTP(j.url, jwkset.HTTPClientStorageOptions{Client: j.client, Ctx: ctx, HTTPTimeout: jwksFetchTime})
+	var keys keyfunc.Keyfunc
+	if err == nil {
+		keys, err = keyfunc.New(keyfunc.Options{Storage: store})
+	}
+	if err != nil {
+		f.err = fmt.Errorf("fetch the JWKS: %w: %w", jobs.ErrUnavailable, err)
+	} else {
+		f.keys = &fetchedKeys{keys: keys, at: time.Now()}
+		j.mu.Lock()
+		j.cur = f.keys
+		j.mu.Unlock()
+	}
+	close(f.done)
+}
