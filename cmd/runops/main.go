@@ -499,7 +499,7 @@ func apiHandler(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, stor
 	// JWT secret or JWKS is configured (no call per request), else by the
 	// auth server (answers cached for a minute).
 	if cfg.JWTSecret != "" || cfg.JWKSURL != "" {
-		opts.Auth, err = auth.NewLocal(ctx, cfg.JWTSecret, cfg.JWKSURL)
+		opts.Auth, err = auth.NewLocal(cfg.JWTSecret, cfg.JWKSURL)
 	} else {
 		opts.Auth, err = auth.New(cfg.SupabaseURL, cfg.ServiceRoleKey, 5*time.Second, time.Minute)
 	}

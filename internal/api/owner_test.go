@@ -49,7 +49,7 @@ func token(t *testing.T, key any, sub, aud string, ttl time.Duration) string {
 // withLocalAuth rebuilds e's API with a local verifier.
 func withLocalAuth(t *testing.T, e *env, secret, jwksURL string, require bool) {
 	t.Helper()
-	v, err := auth.NewLocal(t.Context(), secret, jwksURL)
+	v, err := auth.NewLocal(secret, jwksURL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,12 +59,12 @@ const (
 
 // newJWKS starts fetching the JWKS at u; a failure is no error (the first
 // lookup fetches again).
-func newJWKS(ctx context.Context, u string) (*jwks, error) {
+func newJWKS(u string) (*jwks, error) {
 	if p, err := url.Parse(u); err != nil || (p.Scheme != "https" && p.Scheme != "http") || p.Host == "" {
 		return nil, fmt.Errorf("not an http(s) URL: %q", u)
 	}
 	j := &jwks{url: u, client: &http.Client{Timeout: jwksFetchTime}}
-	go func() { _, _ = j.fetch(ctx) }()
+	j.due()
 	return j, nil
 }
 
@@ -77,14 +77,15 @@ func (j *jwks) key(ctx context.Context, t *jwt.Token) (any, error) {
 		return nil, errors.New("a token signed with the project's keys names its key (kid)")
 	}
 	cur := j.current()
-	if cur == nil || time.Since(cur.at) > jwksMaxAge {
+	switch {
+	case cur == nil:
 		fresh, err := j.fetch(ctx)
-		switch {
-		case err == nil:
-			cur = fresh
-		case cur == nil:
+		if err != nil {
 			return nil, err
 		}
+		cur = fresh
+	case time.Since(cur.at) > jwksMaxAge:
+		j.due() // for the next requests: this one goes on with what it has
 	}
 	key, err := cur.keys.KeyfuncCtx(ctx)(t)
 	if errors.Is(err, jwkset.ErrKeyNotFound) {
@@ -116,24 +117,28 @@ func (j *jwks) current() *fetchedKeys {
 	return j.cur
 }
 
-// fetch waits for the next fetch (starting one when none is due, at least
-// jwksFetchGap after the last began) and returns its keys, or
+// fetch waits for the next fetch (due) and returns its keys, or
 // jobs.ErrUnavailable when it failed or ctx ended first.
 func (j *jwks) fetch(ctx context.Context) (*fetchedKeys, error) {
-	j.mu.Lock()
-	f := j.next
-	if f == nil {
-		f = &jwksFetch{done: make(chan struct{})}
-		j.next = f
-		go j.run(f, time.Until(j.started.Add(jwksFetchGap)))
-	}
-	j.mu.Unlock()
+	f := j.due()
 	select {
 	case <-f.done:
 		return f.keys, f.err
 	case <-ctx.Done():
 		return nil, fmt.Errorf("fetch the JWKS: %w: %w", jobs.ErrUnavailable, ctx.Err())
 	}
+}
+
+// due is the next fetch: the one due already, or a new one, at least
+// jwksFetchGap after the last began.
+func (j *jwks) due() *jwksFetch {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.next == nil {
+		j.next = &jwksFetch{done: make(chan struct{})}
+		go j.run(j.next, time.Until(j.started.Add(jwksFetchGap)))
+	}
+	return j.next
 }
 
 // run is fetch f, after wait: the pace of fetches, not a wait for anything.

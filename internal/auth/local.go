@@ -48,11 +48,12 @@ const (
 )
 
 // NewLocal returns a verifier with the secret, the JWKS at jwksURL, or both
-// ("" for neither is an error). The JWKS's first fetch stops with ctx.
-func NewLocal(ctx context.Context, secret, jwksURL string) (*Local, error) {
+// ("" for neither is an error). The JWKS is fetched at once, in the
+// background.
+func NewLocal(secret, jwksURL string) (*Local, error) {
 	l := &Local{secret: []byte(secret), now: time.Now, checked: kept[string, proven]{max: maxChecked}}
 	if jwksURL != "" {
-		k, err := newJWKS(ctx, jwksURL)
+		k, err := newJWKS(jwksURL)
 		if err != nil {
 			return nil, fmt.Errorf("SUPABASE_JWKS_URL: %w", err)
 		}

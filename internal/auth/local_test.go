@@ -35,7 +35,7 @@ func sign(t testing.TB, claims jwt.MapClaims, key string) string {
 
 func newLocal(t testing.TB) *auth.Local {
 	t.Helper()
-	l, err := auth.NewLocal(context.Background(), secret, "")
+	l, err := auth.NewLocal(secret, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +216,7 @@ func TestAKeptTokenOfAWithdrawnKeyIsRefused(t *testing.T) {
 	t.Parallel()
 	keyA, keyB := rsaKey(t), rsaKey(t)
 	jwks := newProjectKeys(t, map[string]*rsa.PrivateKey{"key-a": keyA})
-	l, err := auth.NewLocal(t.Context(), "", jwks.URL)
+	l, err := auth.NewLocal("", jwks.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestAJWKSThatCannotBeFetchedIsAnOutage(t *testing.T) {
 	key := rsaKey(t)
 	jwks := newProjectKeys(t, map[string]*rsa.PrivateKey{"k1": key})
 	jwks.set(map[string]*rsa.PrivateKey{"k1": key}, true) // down as the API starts
-	l, err := auth.NewLocal(t.Context(), "", jwks.URL)
+	l, err := auth.NewLocal("", jwks.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +277,7 @@ func TestMadeUpKeyIdsDoNotLockOutANewKey(t *testing.T) {
 	t.Parallel()
 	keyA, keyB, attacker := rsaKey(t), rsaKey(t), rsaKey(t)
 	jwks := newProjectKeys(t, map[string]*rsa.PrivateKey{"key-a": keyA})
-	l, err := auth.NewLocal(t.Context(), "", jwks.URL)
+	l, err := auth.NewLocal("", jwks.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +305,7 @@ func TestATokenWithoutAKeyIdIsRefused(t *testing.T) {
 	t.Parallel()
 	key := rsaKey(t)
 	jwks := newProjectKeys(t, map[string]*rsa.PrivateKey{"k1": key})
-	l, err := auth.NewLocal(t.Context(), "", jwks.URL)
+	l, err := auth.NewLocal("", jwks.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
