@@ -261,6 +261,12 @@ func TestTheFrontendSeesTheClientBehindATrustedProxy(t *testing.T) {
 	t.Cleanup(fe.Close)
 	target, _ := url.Parse(fe.URL)
 	e := setup(t)
+	// What else a client may say of itself, which Next.js and app code
+	// believe (x-forwarded-port, x-real-ip for rate limits): a trusted
+	// proxy's is passed on, anyone else's is not.
+	more := map[string]string{"X-Real-Ip": "203.0.113.7", "X-Forwarded-Port": "8443", "X-Forwarded-Prefix": "/admin",
+		"X-Forwarded-Ssl": "on", "X-Forwarded-Server": "evil", "X-Original-Url": "/admin",
+		"True-Client-Ip": "203.0.113.7", "X-Client-Ip": "203.0.113.7"}
 	for _, c := range []struct {
 		trusted                  []netip.Prefix
 		wantFor, wantPr, wantHst string
@@ -274,6 +280,9 @@ func TestTheFrontendSeesTheClientBehindATrustedProxy(t *testing.T) {
 		req.Header.Set("X-Forwarded-For", "203.0.113.7")
 		req.Header.Set("X-Forwarded-Proto", "https")
 		req.Header.Set("X-Forwarded-Host", "app.example.com")
+		for k, v := range more {
+			req.Header.Set(k, v)
+		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -283,6 +292,11 @@ func TestTheFrontendSeesTheClientBehindATrustedProxy(t *testing.T) {
 		if h.Get("X-Forwarded-For") != c.wantFor || h.Get("X-Forwarded-Proto") != c.wantPr || h.Get("X-Forwarded-Host") != c.wantHst {
 			t.Errorf("trusted %v: the frontend saw X-Forwarded-For %q, -Proto %q, -Host %q; want %q, %q, %q", c.trusted,
 				h.Get("X-Forwarded-For"), h.Get("X-Forwarded-Proto"), h.Get("X-Forwarded-Host"), c.wantFor, c.wantPr, c.wantHst)
+		}
+		for k, v := range more {
+			if got := h.Get(k); (got == v) != (c.trusted != nil) {
+				t.Errorf("trusted %v: the frontend saw %s %q from the client", c.trusted, k, got)
+			}
 		}
 	}
 }
