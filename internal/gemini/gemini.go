@@ -12,11 +12,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"google.golang.org/genai"
@@ -96,9 +98,12 @@ func (c *Client) File(ctx context.Context, name string) (pipeline.ModelFile, err
 	return fromGenai(f), nil
 }
 
-// Delete removes an uploaded file.
+// Delete removes an uploaded file; one that is gone already is no error.
 func (c *Client) Delete(ctx context.Context, name string) error {
 	if _, err := c.c.Files.Delete(ctx, name, nil); err != nil {
+		if a, ok := apiError(err); ok && (a.Code == http.StatusNotFound || a.Status == "NOT_FOUND") {
+			return nil
+		}
 		return classify(ctx, "delete file", err)
 	}
 	return nil
@@ -161,6 +166,21 @@ func (t *Transient) QuotaExhausted() bool { return t.Quota }
 // RetryDelay is the wait the server asked for (0: none).
 func (t *Transient) RetryDelay() time.Duration { return t.Wait }
 
+// Refused is a request the API refuses for good (400 INVALID_ARGUMENT, a
+// precondition, a file it no longer has): asking again gets the same.
+type Refused struct{ Err error }
+
+func (r *Refused) Error() string { return r.Err.Error() }
+func (r *Refused) Unwrap() error { return r.Err }
+
+// RefusedRequest tells the pipeline's sentence for it.
+func (r *Refused) RefusedRequest() bool { return true }
+
+// cutShort are the SDK's words for an answer that broke off on the way (a
+// gateway's page without the upload protocol's headers, an upload that
+// never finished): passing, as a broken connection is.
+var cutShort = []string{"read on closed response body", "Upload status is not finalized", "connection"}
+
 // classify sorts an SDK error into transient and permanent.
 func classify(ctx context.Context, op string, err error) error {
 	switch {
@@ -175,7 +195,7 @@ func classify(ctx context.Context, op string, err error) error {
 	var netErr net.Error
 	apiErr, ok := apiError(err)
 	switch {
-	case !ok && (errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) || strings.Contains(err.Error(), "connection")):
+	case !ok && (errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) || brokenOff(err)):
 		return &Transient{Err: wrapped}
 	case !ok:
 		return wrapped
@@ -186,19 +206,43 @@ func classify(ctx context.Context, op string, err error) error {
 	case apiErr.Code == 401 || apiErr.Code == 403 || apiErr.Status == "PERMISSION_DENIED" || apiErr.Status == "UNAUTHENTICATED" ||
 		badKey(apiErr.Message) || hasReason(apiErr.Details, "API_KEY_INVALID"):
 		return fmt.Errorf("%w: %w", jobs.ErrRefusedKey, wrapped)
+	case apiErr.Code == http.StatusConflict || apiErr.Status == "ABORTED":
+		return &Transient{Err: wrapped, Wait: retryDelay(apiErr.Details)}
+	case apiErr.Code >= 400 && apiErr.Code < 500:
+		return &Refused{Err: wrapped}
 	}
 	return wrapped
+}
+
+// brokenOff tells an answer that broke off on the way: the body cut short
+// (io.ErrUnexpectedEOF, a reset), or the SDK's words for it (cutShort).
+func brokenOff(err error) bool {
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return true
+	}
+	for _, s := range cutShort {
+		if strings.Contains(err.Error(), s) {
+			return true
+		}
+	}
+	return false
 }
 
 // apiStatuses are the statuses of Google's APIs that classify reads.
 var apiStatuses = []string{"RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL", "PERMISSION_DENIED", "UNAUTHENTICATED"}
 
-// apiCode finds the HTTP status in an error's text ("Error 429, …").
-var apiCode = regexp.MustCompile(`\bError (\d{3})\b`)
+// apiCode finds the HTTP status in an error's text ("Error 429, …"), and
+// retryDelayText a RetryInfo's wait, as genai.APIError prints its Details
+// ("retryDelay:20s").
+var (
+	apiCode        = regexp.MustCompile(`\bError (\d{3})\b`)
+	retryDelayText = regexp.MustCompile(`\bretryDelay:([0-9.]+s)\b`)
+)
 
 // apiError is the API's error: genai.APIError, or, for the upload's start
 // request (whose error the SDK formats with %s, text only: docs/dependencies.md),
-// the same read from its text — so that one switch classifies both.
+// the same read from its text — its RetryInfo's retryDelay too — so that
+// one switch classifies both.
 func apiError(err error) (genai.APIError, bool) {
 	var apiErr genai.APIError
 	if errors.As(err, &apiErr) {
@@ -208,6 +252,9 @@ func apiError(err error) (genai.APIError, bool) {
 	apiErr.Message = msg
 	if m := apiCode.FindStringSubmatch(msg); m != nil {
 		apiErr.Code, _ = strconv.Atoi(m[1])
+	}
+	if m := retryDelayText.FindStringSubmatch(msg); m != nil {
+		apiErr.Details = []map[string]any{{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": m[1]}}
 	}
 	for _, st := range apiStatuses {
 		if strings.Contains(msg, st) {

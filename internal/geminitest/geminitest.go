@@ -42,6 +42,60 @@ type Server struct {
 	// blocked holds generateContent calls until released.
 	blocked chan struct{}
 	entered chan struct{}
+	// front answers an operation's requests in place of the stand-in
+	// (Intercept).
+	front map[Op]func(http.ResponseWriter, *http.Request) bool
+}
+
+// Op is one operation of the protocol, for Intercept.
+type Op string
+
+// The operations.
+const (
+	OpUploadStart Op = "upload-start" // POST /upload/v1beta/files
+	OpUploadChunk Op = "upload-chunk" // POST /upload/v1beta/files?upload_id=
+	OpFileGet     Op = "file-get"     // GET /v1beta/files/{name}
+	OpFileDelete  Op = "file-delete"  // DELETE /v1beta/files/{name}
+	OpGenerate    Op = "generate"     // POST /v1beta/models/{model}:generateContent
+)
+
+// Intercept has answer see op's requests first: one it answers itself
+// (true) goes no further, as a gateway, a network or a server in trouble
+// would answer it (Hang, CutOff, GatewayError); false lets it through.
+func (s *Server) Intercept(op Op, answer func(w http.ResponseWriter, r *http.Request) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.front == nil {
+		s.front = map[Op]func(http.ResponseWriter, *http.Request) bool{}
+	}
+	s.front[op] = answer
+}
+
+// Hang answers nothing until the client gives up.
+func Hang(_ http.ResponseWriter, r *http.Request) {
+	_, _ = io.Copy(io.Discard, r.Body) // so that the client's going away is seen
+	<-r.Context().Done()
+}
+
+// CutOff starts a 200 whose body, longer by its Content-Length, stops after
+// partial: the connection is closed under it.
+func CutOff(w http.ResponseWriter, partial string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(partial)+5000))
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.WriteString(w, partial)
+	w.(http.Flusher).Flush()
+	if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+		conn.Close()
+	}
+}
+
+// GatewayError answers as a load balancer in front of the API does: an
+// HTML page, none of the API's headers or JSON.
+func GatewayError(w http.ResponseWriter, status int) {
+	w.Header().Set("Content-Type", "text/html")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, "<html><body>"+strconv.Itoa(status)+" "+http.StatusText(status)+"</body></html>")
 }
 
 // BlockGenerate holds generateContent calls until release; entered is closed
@@ -186,20 +240,32 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := r.URL.Path
+	var op Op
+	var h func()
 	switch {
 	case p == "/upload/v1beta/files" && r.Method == http.MethodPost && r.URL.Query().Get("upload_id") == "":
-		s.startUpload(w, r)
+		op, h = OpUploadStart, func() { s.startUpload(w, r) }
 	case p == "/upload/v1beta/files" && r.Method == http.MethodPost:
-		s.uploadChunk(w, r)
+		op, h = OpUploadChunk, func() { s.uploadChunk(w, r) }
 	case strings.HasPrefix(p, "/v1beta/files/") && r.Method == http.MethodGet:
-		s.getFile(w, strings.TrimPrefix(p, "/v1beta/"))
+		op, h = OpFileGet, func() { s.getFile(w, strings.TrimPrefix(p, "/v1beta/")) }
 	case strings.HasPrefix(p, "/v1beta/files/") && r.Method == http.MethodDelete:
-		s.deleteFile(w, strings.TrimPrefix(p, "/v1beta/"))
+		op, h = OpFileDelete, func() { s.deleteFile(w, strings.TrimPrefix(p, "/v1beta/")) }
 	case strings.HasPrefix(p, "/v1beta/models/") && strings.HasSuffix(p, ":generateContent") && r.Method == http.MethodPost:
-		s.generate(w, r, strings.TrimSuffix(strings.TrimPrefix(p, "/v1beta/models/"), ":generateContent"))
+		op, h = OpGenerate, func() {
+			s.generate(w, r, strings.TrimSuffix(strings.TrimPrefix(p, "/v1beta/models/"), ":generateContent"))
+		}
 	default:
 		writeError(w, 404, "NOT_FOUND", "no route "+r.Method+" "+p)
+		return
 	}
+	s.mu.Lock()
+	front := s.front[op]
+	s.mu.Unlock()
+	if front != nil && front(w, r) {
+		return
+	}
+	h()
 }
 
 func (s *Server) startUpload(w http.ResponseWriter, r *http.Request) {

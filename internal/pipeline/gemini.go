@@ -44,48 +44,45 @@ func (p *Pipeline) extract(ctx context.Context, job queue.Job, r queue.Reporter,
 }
 
 // geminiFile returns an ACTIVE Gemini file of the slim copy: the previous
-// attempt's when it is still there, made from the same bytes, and has more
-// than an hour left; otherwise a new upload. On an error after the upload the
-// file is returned too, so that the caller can decide its fate.
+// attempt's when it is still there (ACTIVE, or PROCESSING still), made from
+// the same bytes, and has more than an hour left; otherwise a new upload.
+// On an error after the upload the file is returned too, so that the
+// caller can decide its fate. Every call has a deadline (FileCallTimeout;
+// an upload's grows with its size): a stalled connection is retried, and
+// the wait for ACTIVE counts the time the calls take too.
 func (p *Pipeline) geminiFile(ctx context.Context, job queue.Job, r queue.Reporter, slim SlimResult) (ModelFile, error) {
 	if err := r.Stage(ctx, "gemini_upload"); err != nil {
 		return ModelFile{}, err
 	}
-	if prev, ok := job.Metadata["gemini"].(map[string]any); ok {
-		name, _ := prev["file_name"].(string)
-		sha, _ := prev["slim_sha256"].(string)
-		exp, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(prev["file_expires_at"]))
-		if name != "" && sha == slim.SHA256 && time.Until(exp) > reuseMinLife {
-			if f, err := p.model.File(ctx, name); err == nil && f.State == "ACTIVE" && time.Until(f.ExpiresAt) > reuseMinLife {
-				p.cfg.Logger.InfoContext(ctx, "reusing the Gemini file of a previous attempt", "file", name)
-				return f, nil
-			}
+	f, reused := p.previousFile(ctx, job, slim)
+	if !reused {
+		err := p.retry(ctx, geminiService, func() error {
+			return bounded(ctx, p.uploadDeadline(slim), func(ctx context.Context) error {
+				var err error
+				f, err = p.model.Upload(ctx, slim.File, "video/mp4", "runops-"+string(job.ID))
+				return err
+			})
+		})
+		if err != nil {
+			return ModelFile{}, p.geminiFailure(ctx, err)
 		}
-	}
-	var f ModelFile
-	err := p.retry(ctx, geminiService, func() error {
-		var err error
-		f, err = p.model.Upload(ctx, slim.File, "video/mp4", "runops-"+string(job.ID))
-		return err
-	})
-	if err != nil {
-		return ModelFile{}, p.geminiFailure(ctx, err)
-	}
-	if err := r.Merge(ctx, map[string]any{"gemini": map[string]any{
-		"file_name": f.Name, "file_expires_at": f.ExpiresAt, "slim_sha256": slim.SHA256}}); err != nil {
-		return f, err
+		if err := r.Merge(ctx, map[string]any{"gemini": map[string]any{
+			"file_name": f.Name, "file_expires_at": f.ExpiresAt, "slim_sha256": slim.SHA256}}); err != nil {
+			return f, err
+		}
 	}
 	if err := r.Stage(ctx, "gemini_processing"); err != nil {
 		return f, err
 	}
+	start := time.Now()
 	var waited time.Duration
 	wait := pollFirst
 	for f.State != "ACTIVE" {
 		if f.State == "FAILED" {
 			return f, jobs.Fail(msgFileFailed, errors.New(f.Error))
 		}
-		if waited >= p.cfg.FileActiveTimeout {
-			return f, jobs.Fail(msgFileSlow, fmt.Errorf("file %s still %s after %s", f.Name, f.State, waited))
+		if took := max(waited, time.Since(start)); took >= p.cfg.FileActiveTimeout {
+			return f, jobs.Fail(msgFileSlow, fmt.Errorf("file %s still %s after %s", f.Name, f.State, took))
 		}
 		if err := p.cfg.Sleep(ctx, wait); err != nil {
 			return f, err
@@ -93,7 +90,7 @@ func (p *Pipeline) geminiFile(ctx context.Context, job queue.Job, r queue.Report
 		waited += wait
 		wait = min(2*wait, pollMax)
 		err := p.retry(ctx, geminiService, func() error {
-			got, err := p.model.File(ctx, f.Name)
+			got, err := p.fileState(ctx, f.Name)
 			if err == nil {
 				f = got
 			}
@@ -104,6 +101,57 @@ func (p *Pipeline) geminiFile(ctx context.Context, job queue.Job, r queue.Report
 		}
 	}
 	return f, nil
+}
+
+// previousFile is the previous attempt's Gemini file when this attempt can
+// use it (reused: the same bytes, ACTIVE or PROCESSING still, more than an
+// hour left). One it cannot use is deleted: it would count against the
+// quota for the 48 hours Gemini keeps it.
+func (p *Pipeline) previousFile(ctx context.Context, job queue.Job, slim SlimResult) (f ModelFile, reused bool) {
+	prev, _ := job.Metadata["gemini"].(map[string]any)
+	name, _ := prev["file_name"].(string)
+	if name == "" {
+		return ModelFile{}, false
+	}
+	sha, _ := prev["slim_sha256"].(string)
+	exp, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(prev["file_expires_at"]))
+	if sha == slim.SHA256 && time.Until(exp) > reuseMinLife {
+		f, err := p.fileState(ctx, name)
+		if err == nil && (f.State == "ACTIVE" || f.State == "PROCESSING") && time.Until(f.ExpiresAt) > reuseMinLife {
+			p.cfg.Logger.InfoContext(ctx, "reusing the Gemini file of a previous attempt", "file", name, "state", f.State)
+			return f, true
+		}
+	}
+	p.deleteModelFile(ctx, name)
+	return ModelFile{}, false
+}
+
+// fileState is one call for a file's state, bounded by FileCallTimeout.
+func (p *Pipeline) fileState(ctx context.Context, name string) (ModelFile, error) {
+	var f ModelFile
+	err := bounded(ctx, p.cfg.FileCallTimeout, func(ctx context.Context) error {
+		var err error
+		f, err = p.model.File(ctx, name)
+		return err
+	})
+	return f, err
+}
+
+// minUploadRate is the slowest upload that is not a stall, in bytes a
+// second: an upload's deadline is FileCallTimeout twice and its size at
+// this rate (a 60 MB slim copy: 9 minutes).
+const minUploadRate = 128 << 10
+
+func (p *Pipeline) uploadDeadline(slim SlimResult) time.Duration {
+	return 2*p.cfg.FileCallTimeout + time.Duration(float64(slim.Size)/minUploadRate*float64(time.Second))
+}
+
+// bounded runs call with a deadline of d: a call that never answers ends as
+// the model's timeout, which is retried, not a job that hangs.
+func bounded(ctx context.Context, d time.Duration, call func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return call(ctx)
 }
 
 // askForSOP asks the model for the SOP until an answer passes the checks.
@@ -119,6 +167,17 @@ func (p *Pipeline) askForSOP(ctx context.Context, job queue.Job, r queue.Reporte
 		cutOff   bool
 		ans      answer
 	)
+	// This attempt's model, prompt, calls and tokens, however it ends: the
+	// calls made were billed (the file was recorded when it was uploaded).
+	record := func(ctx context.Context) error {
+		return r.Merge(ctx, map[string]any{"gemini": map[string]any{"model": p.model.Model(), "prompt_version": PromptVersion, "calls": calls, "usage": usage}})
+	}
+	recorded := false
+	defer func() {
+		if !recorded && calls > 0 {
+			_ = record(context.WithoutCancel(ctx))
+		}
+	}()
 	for calls < maxCalls && ans.doc == nil {
 		req := ModelRequest{System: systemInstruction, Prompt: prompt, FileURI: file.URI, MIMEType: "video/mp4", Schema: schema}
 		if problems != "" {
@@ -126,11 +185,11 @@ func (p *Pipeline) askForSOP(ctx context.Context, job queue.Job, r queue.Reporte
 		}
 		var resp ModelResponse
 		err := p.retry(ctx, geminiService, func() error {
-			gctx, cancel := context.WithTimeout(ctx, p.cfg.GenerateTimeout)
-			defer cancel()
-			var err error
-			resp, err = p.model.Generate(gctx, req)
-			return err
+			return bounded(ctx, p.cfg.GenerateTimeout, func(ctx context.Context) error {
+				var err error
+				resp, err = p.model.Generate(ctx, req)
+				return err
+			})
 		})
 		if err != nil {
 			return answer{}, p.geminiFailure(ctx, err)
@@ -168,10 +227,8 @@ func (p *Pipeline) askForSOP(ctx context.Context, job queue.Job, r queue.Reporte
 			}
 		}
 	}
-	// The file was recorded when it was uploaded (geminiFile); this attempt's
-	// model, prompt, calls and tokens are recorded now.
-	record := map[string]any{"model": p.model.Model(), "prompt_version": PromptVersion, "calls": calls, "usage": usage}
-	if err := r.Merge(ctx, map[string]any{"gemini": record}); err != nil {
+	recorded = true
+	if err := record(ctx); err != nil {
 		return answer{}, err
 	}
 	if ans.doc == nil {
@@ -193,6 +250,10 @@ func (p *Pipeline) geminiFailure(ctx context.Context, err error) error {
 		p.cfg.Logger.ErrorContext(ctx, geminiService.refusedKeyOp, "error", err)
 		return jobs.Fail(geminiService.refusedKey, err)
 	}
+	var refused interface{ RefusedRequest() bool }
+	if errors.As(err, &refused) && refused.RefusedRequest() {
+		return jobs.Fail(msgAIRefused, err) // asking again gets the same
+	}
 	return jobs.Fail(msgAIDown, err)
 }
 
@@ -207,12 +268,26 @@ func (p *Pipeline) keepOrDeleteModelFile(ctx context.Context, name string, err e
 	if err != nil && !permanent && !stopped {
 		return
 	}
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	p.deleteModelFile(ctx, name)
+}
+
+// deleteModelFile deletes a Gemini file, trying again through a passing
+// failure for up to deleteBudget, whether or not ctx is done (a person's
+// stop ends the run, not the file's deletion). What is left is logged: the
+// file goes on its own after 48 hours.
+func (p *Pipeline) deleteModelFile(ctx context.Context, name string) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deleteBudget)
 	defer cancel()
-	if derr := p.model.Delete(dctx, name); derr != nil {
-		p.cfg.Logger.WarnContext(ctx, "could not delete the Gemini file", "file", name, "error", derr)
+	err := p.retry(dctx, geminiService, func() error {
+		return bounded(dctx, p.cfg.FileCallTimeout, func(c context.Context) error { return p.model.Delete(c, name) })
+	})
+	if err != nil {
+		p.cfg.Logger.WarnContext(ctx, "could not delete the Gemini file", "file", name, "error", err)
 	}
 }
+
+// deleteBudget bounds a file's deletion, its tries and waits together.
+const deleteBudget = 30 * time.Second
 
 // hashBytes is hashFile for bytes in memory.
 func hashBytes(b []byte) (string, int64, error) { return hashReader(bytes.NewReader(b)) }

@@ -39,6 +39,10 @@ type Config struct {
 	MaxRetryWait      time.Duration // GEMINI_MAX_RETRY_WAIT: total wait between tries of one Gemini step
 	FileActiveTimeout time.Duration // GEMINI_FILE_ACTIVE_TIMEOUT
 	GenerateTimeout   time.Duration // one generateContent call; past it the call is retried
+	// FileCallTimeout bounds one call of the Files API (a file's state, its
+	// deletion); an upload has twice that and its size at minUploadRate.
+	// Past it the call is retried: a stalled connection is no hang.
+	FileCallTimeout time.Duration
 	// FramesTimeout bounds taking the screenshots again (a rerun) and
 	// storing them; steps not stored by then are noted, and the SOP is
 	// written.
@@ -62,6 +66,7 @@ const (
 	DefaultMaxRetryWait      = 2 * time.Minute
 	DefaultFileActiveTimeout = 5 * time.Minute
 	defaultGenerateTimeout   = 5 * time.Minute
+	defaultFileCallTimeout   = 30 * time.Second
 	defaultFramesTimeout     = 5 * time.Minute
 )
 
@@ -84,6 +89,7 @@ func New(objects Objects, model Model, lock OutputLock, cfg Config) *Pipeline {
 	}{
 		{&cfg.FFmpegTimeout, DefaultFFmpegTimeout}, {&cfg.MaxRetryWait, DefaultMaxRetryWait},
 		{&cfg.FileActiveTimeout, DefaultFileActiveTimeout}, {&cfg.GenerateTimeout, defaultGenerateTimeout},
+		{&cfg.FileCallTimeout, defaultFileCallTimeout},
 		{&cfg.FramesTimeout, defaultFramesTimeout},
 	} {
 		if *d.v <= 0 {

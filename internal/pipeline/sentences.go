@@ -65,6 +65,7 @@ const (
 	msgFileSlow    = "The AI service took too long to prepare the video; please try again later."
 	msgQuota       = "Gemini quota exhausted; try again later."
 	msgAIDown      = "The AI service is unavailable right now; please try again in a few minutes."
+	msgAIRefused   = "The AI service refused to process this recording; try a shorter one, and contact support if it keeps happening."
 	msgInvalid     = "The AI could not describe this video as a valid SOP after %d tries. Please try again, or record the procedure again with more narration."
 	msgTooLong     = "The procedure in this video is too long to describe in one SOP; please split the recording into shorter parts."
 )
