@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -56,6 +57,61 @@ func BenchmarkQueueFunctions(b *testing.B) {
 			}
 			if schema == "public" && perCall[schema] > 0 {
 				b.ReportMetric(float64(perCall["original"])/float64(perCall[schema]), "originals/now")
+			}
+		})
+	}
+}
+
+// BenchmarkQueueGauges times what every process reads for its queue gauges
+// at each scrape, now (queueNow: the queue's partial indexes, the queue's
+// first entry, the waiting owners) against the statement before (every row
+// of jobs grouped by status), on 200,000 finished jobs and 500 queued
+// (2,000 with -short).
+//
+//	go test -run '^$' -bench QueueGauges -benchtime 20x ./internal/postgres/
+func BenchmarkQueueGauges(b *testing.B) {
+	ctx := context.Background()
+	pool, err := postgres.OpenPool(ctx, pgtest.New(b), 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Close()
+	finished := 200000
+	if testing.Short() {
+		finished = 2000
+	}
+	for _, sql := range []string{
+		fmt.Sprintf(`INSERT INTO jobs (job_id, status, completed_at) SELECT gen_random_uuid(), 'completed', now() FROM generate_series(1, %d)`, finished),
+		`INSERT INTO jobs (job_id, metadata) SELECT gen_random_uuid(), jsonb_build_object('owner', 'o' || (i % 50)) FROM generate_series(1, 500) i`,
+		`VACUUM ANALYZE jobs`, `ANALYZE runops_queue`, `ANALYZE runops_owners`,
+	} {
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			b.Fatal(err)
+		}
+	}
+	before := `SELECT status, count(*)::int,
+  coalesce(extract(epoch FROM now() - min(updated_at) FILTER (WHERE status = 'queued' AND isfinite(updated_at))), 0)::float8
+FROM public.jobs GROUP BY status`
+	perRead := map[string]time.Duration{}
+	for _, c := range []struct {
+		name, sql string
+		args      []any
+	}{{"before", before, nil}, {"now", postgres.QueueNowSQL, []any{2}}} {
+		b.Run(c.name, func(b *testing.B) {
+			start := time.Now()
+			for b.Loop() {
+				rows, err := pool.Query(ctx, c.sql, c.args...)
+				if err != nil {
+					b.Fatal(err)
+				}
+				rows.Close()
+				if err := rows.Err(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			perRead[c.name] = time.Since(start) / time.Duration(b.N)
+			if c.name == "now" && perRead["now"] > 0 {
+				b.ReportMetric(float64(perRead["before"])/float64(perRead["now"]), "before/now")
 			}
 		})
 	}
