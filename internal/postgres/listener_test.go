@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/metrics"
 	"github.com/runops/runops/internal/pgtest"
@@ -201,7 +203,11 @@ func TestQueueStats(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	exec(`INSERT INTO jobs (job_id, status) VALUES (gen_random_uuid(), 'completed'), (gen_random_uuid(), 'queued'), (gen_random_uuid(), 'queued')`)
+	// Two queued jobs of someone's uploads, metadata objects (an edit of
+	// NULL metadata changes nothing), and a finished one.
+	a, b := uuid.NewString(), uuid.NewString()
+	exec(`INSERT INTO runops_uploads (job_id, owner) VALUES ('` + a + `', 'someone'), ('` + b + `', 'someone')`)
+	exec(`INSERT INTO jobs (job_id, status, metadata) VALUES (gen_random_uuid(), 'completed', '{}'), ('` + a + `', 'queued', '{}'), ('` + b + `', 'queued', '{}')`)
 	// Queued an hour ago: as its entry in the queue would say.
 	exec(`UPDATE runops_queue SET since = now() - interval '1 hour'`)
 	store := postgres.NewJobStore(pool)
@@ -217,14 +223,19 @@ func TestQueueStats(t *testing.T) {
 		t.Fatalf("%+v", st)
 	}
 	for _, edit := range []string{
-		`UPDATE jobs SET metadata = metadata || '{"priority": -50}' WHERE status = 'queued'`,             // another priority
-		`UPDATE jobs SET metadata = jsonb_set(metadata, '{owner}', '"someone"') WHERE status = 'queued'`, // another owner
+		`UPDATE jobs SET metadata = metadata || '{"priority": -50}' WHERE status = 'queued'`, // another priority
+		`UPDATE runops_uploads SET owner = 'another'`,                                        // another owner (copied to the jobs)
 		`UPDATE jobs SET metadata = metadata || '{"note": "rush"}', created_at = now() WHERE status = 'queued'`,
 	} {
 		exec(edit)
 		if st := stats(); st.OldestQueued < 59*time.Minute || st.OldestQueued > 2*time.Hour {
 			t.Fatalf("after %s: %+v", edit, st)
 		}
+	}
+	var owners, priorities string
+	if err := pool.QueryRow(ctx, `SELECT string_agg(DISTINCT owner, ','), string_agg(DISTINCT priority::text, ',') FROM runops_queue`).Scan(&owners, &priorities); err != nil ||
+		owners != "another" || priorities != "-50" {
+		t.Fatalf("the queue's entries are of %q, priority %q: the edits did not move them (the test proves less)", owners, priorities)
 	}
 	exec(`UPDATE jobs SET status = 'error' WHERE status = 'queued'`)
 	exec(`UPDATE jobs SET status = 'queued' WHERE status = 'error'`)

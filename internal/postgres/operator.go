@@ -148,13 +148,22 @@ ORDER BY u.issued_at
 LIMIT $2
 FOR UPDATE SKIP LOCKED`
 
-	// Jobs a person deleted more than $1 ago, and not put back.
-	expireDeleted = `SELECT u.job_id::text FROM public.runops_uploads u
-WHERE u.deleted_at < now() - make_interval(secs => $1)
-  AND NOT EXISTS (SELECT 1 FROM public.jobs j WHERE j.job_id = u.job_id)
-ORDER BY u.deleted_at
+	// Jobs a person deleted more than $1 ago (runops_deleted_jobs:
+	// …20261208000100_janitor_clock.sql), and not put back.
+	expireDeleted = `SELECT d.job_id::text FROM public.runops_deleted_jobs d
+WHERE d.deleted_at < now() - make_interval(secs => $1)
+  AND NOT EXISTS (SELECT 1 FROM public.jobs j WHERE j.job_id = d.job_id)
+ORDER BY d.deleted_at
 LIMIT $2
 FOR UPDATE SKIP LOCKED`
+
+	// A deleted job's upload and record of its deletion, once its objects
+	// are gone.
+	forgetDeleted = `WITH u AS (DELETE FROM public.runops_uploads WHERE job_id = ANY($1::uuid[]))
+DELETE FROM public.runops_deleted_jobs WHERE job_id = ANY($1::uuid[])`
+
+	// Deletions undone: the row was put back by hand.
+	forgetPutBack = `DELETE FROM public.runops_deleted_jobs d USING public.jobs j WHERE j.job_id = d.job_id`
 
 	forgetUploads = `DELETE FROM public.runops_uploads WHERE job_id = ANY($1::uuid[])`
 )
@@ -162,19 +171,22 @@ FOR UPDATE SKIP LOCKED`
 // ExpireUnqueued implements retention.Store.
 func (s *JobStore) ExpireUnqueued(ctx context.Context, after time.Duration, limit int,
 	remove func(context.Context, []jobs.ID) error) (int, error) {
-	return s.forgetUploads(ctx, "expire unqueued uploads", expireUnqueued, after, limit, remove)
+	return s.forgetUploads(ctx, "expire unqueued uploads", expireUnqueued, forgetUploads, after, limit, remove)
 }
 
 // ExpireDeleted implements retention.Store.
 func (s *JobStore) ExpireDeleted(ctx context.Context, after time.Duration, limit int,
 	remove func(context.Context, []jobs.ID) error) (int, error) {
-	return s.forgetUploads(ctx, "expire deleted jobs", expireDeleted, after, limit, remove)
+	if _, err := s.pool.Exec(ctx, forgetPutBack); err != nil {
+		return 0, wrap("expire deleted jobs", err)
+	}
+	return s.forgetUploads(ctx, "expire deleted jobs", expireDeleted, forgetDeleted, after, limit, remove)
 }
 
 // forgetUploads takes up to limit uploads that pick ($1: after, $2: limit)
-// chooses, locked, calls remove with their ids and forgets those uploads
-// once it returns nil.
-func (s *JobStore) forgetUploads(ctx context.Context, op, pick string, after time.Duration, limit int,
+// chooses, locked, calls remove with their ids and forgets them (forget,
+// $1 the ids) once it returns nil.
+func (s *JobStore) forgetUploads(ctx context.Context, op, pick, forget string, after time.Duration, limit int,
 	remove func(context.Context, []jobs.ID) error) (int, error) {
 	var n int
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -193,7 +205,7 @@ func (s *JobStore) forgetUploads(ctx context.Context, op, pick string, after tim
 		if err := remove(ctx, typed); err != nil {
 			return err
 		}
-		tag, err := tx.Exec(ctx, forgetUploads, ids)
+		tag, err := tx.Exec(ctx, forget, ids)
 		n = int(tag.RowsAffected())
 		return err
 	})

@@ -22,6 +22,7 @@ import (
 	"github.com/runops/runops/internal/pgtest"
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/queue"
+	"github.com/runops/runops/internal/wait"
 	"github.com/runops/runops/supabase"
 )
 
@@ -782,5 +783,62 @@ func TestShippedMigrationsAreUnchanged(t *testing.T) {
 		} else if got != want {
 			t.Errorf("%s was edited after it shipped: put the change in a new migration", name)
 		}
+	}
+}
+
+// A person deleting a job while queue-job queues it again (the upload is
+// still there) do not deadlock: the deletion's record locks no upload row,
+// which queue-job's trigger locks before the job's. Here the deletion is
+// held, its row locked, until queue-job waits for that row; then both must
+// end well. Before, the deletion's trigger updated runops_uploads and one
+// of the two failed: deadlock detected.
+func TestADeletionAndAQueueJobAtOnce(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	store := postgres.NewJobStore(pool)
+	ctx := context.Background()
+	id := jobs.ID(uuid.NewString())
+	if err := store.RecordUpload(ctx, id, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	meta := map[string]any{"upload": map[string]any{"size_bytes": 10}}
+	if _, _, err := store.Enqueue(ctx, id, meta); err != nil {
+		t.Fatal(err)
+	}
+	gate, err := pool.Acquire(ctx) // holds the deletion mid-statement
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gate.Release()
+	if _, err := gate.Exec(ctx, `SELECT pg_advisory_lock(4242)`); err != nil {
+		t.Fatal(err)
+	}
+	waiting := func(what, event string) {
+		t.Helper()
+		wait.For(t, what, 30*time.Second, func() bool {
+			var n int
+			_ = pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = $1`, event).Scan(&n)
+			return n > 0
+		})
+	}
+	deleted, queued := make(chan error, 1), make(chan error, 1)
+	go func() {
+		_, err := pool.Exec(ctx, `WITH d AS (DELETE FROM jobs WHERE job_id = $1 RETURNING 1) SELECT pg_advisory_xact_lock(4242) FROM d`, string(id))
+		deleted <- err
+	}()
+	waiting("the deletion to hold the job's row", "advisory")
+	go func() {
+		_, _, err := store.Enqueue(ctx, id, meta)
+		queued <- err
+	}()
+	waiting("queue-job to wait for the job's row", "transactionid")
+	if _, err := gate.Exec(ctx, `SELECT pg_advisory_unlock(4242)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.Recv(t, deleted, "the deletion"); err != nil {
+		t.Errorf("the deletion: %v", err)
+	}
+	if err := wait.Recv(t, queued, "queue-job"); err != nil {
+		t.Errorf("queue-job: %v", err)
 	}
 }

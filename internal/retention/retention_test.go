@@ -231,8 +231,13 @@ func TestADeletedJobsObjectsGo(t *testing.T) {
 	}
 	exec(`DELETE FROM jobs WHERE job_id = ANY($1::uuid[])`, []string{gone, fresh, back})
 	exec(`INSERT INTO jobs (job_id, status, completed_at) VALUES ($1, 'completed', now())`, back) // put back by hand
-	// Deleted a day and an hour ago, as the trigger recorded it then.
-	exec(`UPDATE runops_uploads SET deleted_at = now() - interval '25 hours' WHERE job_id = ANY($1::uuid[])`, []string{gone, back})
+	var recorded int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM runops_deleted_jobs WHERE job_id = ANY($1::uuid[]) AND deleted_at > now() - interval '1 minute'`,
+		[]string{gone, fresh, back}).Scan(&recorded); err != nil || recorded != 3 {
+		t.Fatalf("%d deletions recorded of 3 (%v)", recorded, err)
+	}
+	// Deleted a day and an hour ago: the trigger's record, moved back.
+	exec(`UPDATE runops_deleted_jobs SET deleted_at = deleted_at - interval '25 hours' WHERE job_id = ANY($1::uuid[])`, []string{gone, back})
 	j := &retention.Janitor{Store: postgres.NewJobStore(pool), Objects: objects, Raw: 24 * time.Hour,
 		Every: time.Hour, Logger: slog.New(slog.DiscardHandler)}
 	if n, err := j.Once(ctx); err != nil || n != 1 {
@@ -245,8 +250,36 @@ func TestADeletedJobsObjectsGo(t *testing.T) {
 			}
 		}
 	}
-	var uploads int
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM runops_uploads WHERE job_id = $1`, gone).Scan(&uploads); err != nil || uploads != 0 {
-		t.Errorf("the deleted job's upload is still recorded (%d, %v)", uploads, err)
+	var uploads, deletions int
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM runops_uploads WHERE job_id = $1),
+	  (SELECT count(*) FROM runops_deleted_jobs WHERE job_id = ANY($2::uuid[]))`, gone, []string{gone, back}).Scan(&uploads, &deletions); err != nil ||
+		uploads != 0 || deletions != 0 {
+		t.Errorf("after the janitor: the deleted job's upload recorded %d times, %d deletions of the deleted and the put-back job left (%v)", uploads, deletions, err)
+	}
+}
+
+// A table emptied at once (TRUNCATE, no row deleted) records every job
+// with an upload as deleted; a deletion recorded before keeps its time.
+func TestATruncatedJobsTableIsRecorded(t *testing.T) {
+	pool, _, _ := stores(t)
+	ctx := context.Background()
+	before, after := uuid.NewString(), uuid.NewString()
+	for _, e := range []struct {
+		sql  string
+		args []any
+	}{
+		{`INSERT INTO runops_uploads (job_id, queued_at) VALUES ($1, now()), ($2, now())`, []any{before, after}},
+		{`INSERT INTO jobs (job_id) VALUES ($1), ($2)`, []any{before, after}},
+		{`INSERT INTO runops_deleted_jobs (job_id, deleted_at) VALUES ($1, now() - interval '3 hours')`, []any{before}},
+		{`TRUNCATE jobs`, nil},
+	} {
+		if _, err := pool.Exec(ctx, e.sql, e.args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var n, kept int
+	if err := pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE job_id = $1 AND deleted_at < now() - interval '2 hours')
+	  FROM runops_deleted_jobs WHERE job_id = ANY($2::uuid[])`, before, []string{before, after}).Scan(&n, &kept); err != nil || n != 2 || kept != 1 {
+		t.Fatalf("%d of 2 recorded, the earlier time kept %d (%v)", n, kept, err)
 	}
 }

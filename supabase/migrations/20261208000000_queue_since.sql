@@ -3,7 +3,7 @@
 -- updated_at, which every edit moves: a person raising the priority of a
 -- job that had waited an hour (DESIGN: a person may edit it on a queued
 -- row) made the oldest job look a moment old, and a scaler on the gauge
--- took the fleet down just then (TestAPriorityEditKeepsTheQueuesAge).
+-- took the fleet down just then (TestQueueStats).
 --
 -- runops_queue holds a row for each queued job; its new column since is
 -- when the job entered the queue. An entry that runops_queue_apply moves

@@ -19,16 +19,32 @@ BEGIN
 END;
 $$;
 
--- 2. A job a person deleted keeps no objects for ever. Its upload's row
---    records when (deleted_at), and the janitor deletes the job's every
---    object (upload, slim copy, SOP, screenshots) RUNOPS_RAW_RETENTION
+-- 2. A job a person deleted keeps no objects for ever. The deletion is
+--    recorded in runops_deleted_jobs, and the janitor deletes the job's
+--    every object (upload, slim copy, SOP, screenshots) RUNOPS_RAW_RETENTION
 --    later, unless the row is back, then forgets the upload. Before, only
 --    jobs with a row were expired: a deleted job's objects stayed, readable
 --    through the storage policy, which the upload's row still opened
---    (TestADeletedJobsObjectsGo).
-ALTER TABLE public.runops_uploads ADD COLUMN IF NOT EXISTS deleted_at timestamptz;
-CREATE INDEX IF NOT EXISTS runops_uploads_deleted_at_idx ON public.runops_uploads (deleted_at)
-  WHERE deleted_at IS NOT NULL;
+--    (TestADeletedJobsObjectsGo). A table of its own, written by insert
+--    alone: the deletion locks no runops_uploads row, which queue-job's
+--    trigger locks before the job's (TestADeletionAndAQueueJobAtOnce).
+CREATE TABLE IF NOT EXISTS public.runops_deleted_jobs (
+  job_id uuid PRIMARY KEY,
+  deleted_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE public.runops_deleted_jobs ENABLE ROW LEVEL SECURITY;
+REVOKE ALL ON public.runops_deleted_jobs FROM PUBLIC;
+DO $$
+DECLARE
+  api text;
+BEGIN
+  SELECT string_agg(quote_ident(rolname), ', ' ORDER BY rolname) INTO api
+  FROM pg_roles WHERE rolname IN ('anon', 'authenticated');
+  IF api IS NOT NULL THEN
+    EXECUTE format('REVOKE ALL ON public.runops_deleted_jobs FROM %s', api);
+  END IF;
+END $$;
+CREATE INDEX IF NOT EXISTS runops_deleted_jobs_at_idx ON public.runops_deleted_jobs (deleted_at);
 
 CREATE OR REPLACE FUNCTION public.runops_jobs_deleted()
 RETURNS trigger
@@ -36,9 +52,14 @@ LANGUAGE plpgsql
 AS $$
 BEGIN
   IF TG_OP = 'TRUNCATE' THEN
-    UPDATE public.runops_uploads SET deleted_at = now() WHERE queued_at IS NOT NULL;
+    -- Every job with an upload; one recorded before keeps its time.
+    INSERT INTO public.runops_deleted_jobs (job_id)
+    SELECT u.job_id FROM public.runops_uploads u WHERE u.queued_at IS NOT NULL
+    ON CONFLICT (job_id) DO NOTHING;
   ELSE
-    UPDATE public.runops_uploads u SET deleted_at = now() FROM old_rows o WHERE u.job_id = o.job_id;
+    INSERT INTO public.runops_deleted_jobs (job_id)
+    SELECT o.job_id FROM old_rows o
+    ON CONFLICT (job_id) DO UPDATE SET deleted_at = EXCLUDED.deleted_at;
   END IF;
   RETURN NULL;
 END;
@@ -54,9 +75,10 @@ CREATE TRIGGER runops_jobs_truncated
   FOR EACH STATEMENT EXECUTE FUNCTION public.runops_jobs_deleted();
 
 -- Jobs deleted before this migration: from now.
-UPDATE public.runops_uploads u SET deleted_at = now()
-WHERE u.queued_at IS NOT NULL AND u.deleted_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM public.jobs j WHERE j.job_id = u.job_id);
+INSERT INTO public.runops_deleted_jobs (job_id)
+SELECT u.job_id FROM public.runops_uploads u
+WHERE u.queued_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM public.jobs j WHERE j.job_id = u.job_id)
+ON CONFLICT (job_id) DO NOTHING;
 
 -- Not the API roles' (20261206000000_api_role_grants.sql).
 DO $$
