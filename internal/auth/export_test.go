@@ -11,3 +11,12 @@ func (l *Local) Kept() int {
 	defer l.checked.mu.Unlock()
 	return len(l.checked.m)
 }
+
+// AgeJWKS makes the JWKS l holds d older.
+func (l *Local) AgeJWKS(d time.Duration) {
+	l.jwks.mu.Lock()
+	defer l.jwks.mu.Unlock()
+	if l.jwks.cur != nil {
+		l.jwks.cur = &fetchedKeys{keys: l.jwks.cur.keys, at: l.jwks.cur.at.Add(-d)}
+	}
+}

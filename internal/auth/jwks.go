@@ -34,7 +34,7 @@ type jwks struct {
 
 	mu      sync.Mutex
 	cur     *fetchedKeys // the last fetch that succeeded; nil before one
-	next    *jwksFetch   // the fetch that is due, which lookups share
+	next    *jwksFetch   // the fetch that is due or under way, which lookups share
 	started time.Time    // when the last fetch started
 }
 
@@ -98,7 +98,9 @@ func (j *jwks) key(ctx context.Context, t *jwt.Token) (any, error) {
 	return key, err
 }
 
-// listed tells whether the JWKS, as last fetched, lists kid (no fetch).
+// listed tells whether the JWKS, as last fetched, lists kid, without
+// waiting for a fetch; one older than jwksMaxAge is fetched again for the
+// next requests (a token kept from a withdrawn key is refused once it is).
 func (j *jwks) listed(kid string) bool {
 	if j == nil {
 		return false
@@ -106,6 +108,9 @@ func (j *jwks) listed(kid string) bool {
 	cur := j.current()
 	if cur == nil {
 		return false
+	}
+	if time.Since(cur.at) > jwksMaxAge {
+		j.due()
 	}
 	_, err := cur.keys.Storage().KeyRead(context.Background(), kid)
 	return err == nil
@@ -129,8 +134,8 @@ func (j *jwks) fetch(ctx context.Context) (*fetchedKeys, error) {
 	}
 }
 
-// due is the next fetch: the one due already, or a new one, at least
-// jwksFetchGap after the last began.
+// due is the next fetch: the one due or under way already, or a new one,
+// at least jwksFetchGap after the last began.
 func (j *jwks) due() *jwksFetch {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -145,7 +150,7 @@ func (j *jwks) due() *jwksFetch {
 func (j *jwks) run(f *jwksFetch, wait time.Duration) {
 	time.Sleep(wait)
 	j.mu.Lock()
-	j.next, j.started = nil, time.Now() // a lookup from now on waits for the next
+	j.started = time.Now()
 	j.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), jwksFetchTime)
 	defer cancel()
@@ -156,13 +161,14 @@ func (j *jwks) run(f *jwksFetch, wait time.Duration) {
 	if err == nil {
 		keys, err = keyfunc.New(keyfunc.Options{Storage: store})
 	}
+	j.mu.Lock()
 	if err != nil {
 		f.err = fmt.Errorf("fetch the JWKS: %w: %w", jobs.ErrUnavailable, err)
 	} else {
 		f.keys = &fetchedKeys{keys: keys, at: time.Now()}
-		j.mu.Lock()
 		j.cur = f.keys
-		j.mu.Unlock()
 	}
+	j.next = nil // a lookup from now on waits for the next
+	j.mu.Unlock()
 	close(f.done)
 }

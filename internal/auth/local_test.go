@@ -319,3 +319,29 @@ func TestATokenWithoutAKeyIdIsRefused(t *testing.T) {
 		t.Fatalf("the same key's token naming it: %q %v", u, err)
 	}
 }
+
+// A JWKS older than five minutes is fetched again even while every token
+// is answered from the cache: a token kept from a key the project has since
+// withdrawn is refused within the next fetch, not at its expiry. Before,
+// only a token not kept made the verifier fetch the JWKS.
+func TestAStaleJWKSIsFetchedAgainForKeptTokens(t *testing.T) {
+	t.Parallel()
+	keyA := rsaKey(t)
+	jwks := newProjectKeys(t, map[string]*rsa.PrivateKey{"key-a": keyA})
+	l, err := auth.NewLocal("", jwks.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	kept := signRS(t, "key-a", keyA, userClaims("u-a"))
+	if u, err := l.Verify(ctx, kept); err != nil || u != "u-a" {
+		t.Fatalf("a token of a listed key: %q %v", u, err)
+	}
+	jwks.set(map[string]*rsa.PrivateKey{}, false) // key-a withdrawn
+	l.AgeJWKS(10 * time.Minute)
+	var last error
+	wait.For(t, "the kept token refused", 30*time.Second, func() bool {
+		_, last = l.Verify(ctx, kept)
+		return errors.Is(last, jobs.ErrInvalidToken)
+	}, func() string { return fmt.Sprint(last) })
+}
