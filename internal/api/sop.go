@@ -74,10 +74,16 @@ func (s *server) readSOP(ctx context.Context, id jobs.ID) ([]byte, jobs.ObjectIn
 		raw, err = s.downloadSOP(ctx, id, "")
 	}
 	if digest, ok := storedAs(info); err == nil && ok && !sameDigest(raw, digest) {
-		s.o.Logger.Warn("storage served an earlier copy of the SOP: reading it again past the CDN", "job_id", id)
-		if raw, err = s.downloadSOP(ctx, id, digest); err == nil && !sameDigest(raw, digest) {
-			return nil, info, &Error{Status: http.StatusServiceUnavailable, RetryAfter: 60,
-				Message: "File storage is still serving an earlier copy of this SOP; try again in a minute."}
+		// Stored again between the two reads (an edit elsewhere, the
+		// worker), or a kept copy: the info as it is now tells.
+		if info, err = s.o.Objects.Stat(ctx, id.SOPPath()); err == nil {
+			if digest, ok = storedAs(info); ok && !sameDigest(raw, digest) {
+				s.o.Logger.Warn("storage served an earlier copy of the SOP: reading it again past the CDN", "job_id", id)
+				if raw, err = s.downloadSOP(ctx, id, digest); err == nil && !sameDigest(raw, digest) {
+					return nil, info, &Error{Status: http.StatusServiceUnavailable, RetryAfter: 60,
+						Message: "File storage is still serving an earlier copy of this SOP; try again in a minute."}
+				}
+			}
 		}
 	}
 	switch {

@@ -567,3 +567,35 @@ FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid(
 		t.Error("the deleted step's screenshot is still in storage")
 	}
 }
+
+// An SOP stored again between a GET's two reads of it (its object info,
+// then its bytes), by an edit elsewhere or the worker, is served as it is
+// now, not taken for a CDN's kept copy: the info is read again. Before,
+// the GET answered 503 "try again in a minute" with no CDN at all.
+func TestAnSOPStoredBetweenTheTwoReadsIsServed(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	id := e.withSOP("completed")
+	entered, release := e.fake.Block(supabasetest.OpDownload)
+	done := make(chan *http.Response, 1)
+	go func() {
+		resp, err := http.Get(e.srv.URL + "/api/sop/" + id)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- resp
+	}()
+	wait.Recv(t, entered, "the GET's download")
+	b := stored(t, e, id) // stored again, the same document written otherwise
+	e.fake.Put("videos/sops/"+id+".json", bytes.Replace(b, []byte(`"label"`), []byte(`"label" `), 1), "application/json")
+	release()
+	resp := wait.Recv(t, done, "the GET's answer")
+	if resp == nil {
+		t.FailNow()
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("a GET with a store between its reads: %d %s", resp.StatusCode, body)
+	}
+}
