@@ -38,10 +38,11 @@ FROM (SELECT d.event_id, d.url FROM receivers r CROSS JOIN LATERAL (
 WHERE w.event_id = due.event_id AND w.url = due.url
 RETURNING w.event_id::text, w.url, w.type, w.body::text, w.attempts, w.created_at`
 
-	// Pending events of receivers no longer configured: given up, once,
-	// when a deliverer starts.
+	// Pending events of receivers no longer configured, recorded more than
+	// $3 seconds ago: given up.
 	abandonUnlisted = `UPDATE public.runops_webhooks SET given_up_at = now(), last_error = $2
-WHERE delivered_at IS NULL AND given_up_at IS NULL AND url <> ALL ($1::text[])`
+WHERE delivered_at IS NULL AND given_up_at IS NULL AND url <> ALL ($1::text[])
+  AND created_at < now() - make_interval(secs => $3)`
 
 	markDelivered = `UPDATE public.runops_webhooks SET delivered_at = now(), last_error = NULL WHERE event_id = $1 AND url = $2`
 	markRetry     = `UPDATE public.runops_webhooks SET next_at = $3, last_error = $4 WHERE event_id = $1 AND url = $2`
@@ -86,8 +87,8 @@ func (w *Webhooks) exec(ctx context.Context, op, sql string, args ...any) error 
 }
 
 // Abandon implements webhook.Store.
-func (w *Webhooks) Abandon(ctx context.Context, urls []string, why string) (int, error) {
-	tag, err := w.s.pool.Exec(ctx, abandonUnlisted, urls, why)
+func (w *Webhooks) Abandon(ctx context.Context, urls []string, olderThan time.Duration, why string) (int, error) {
+	tag, err := w.s.pool.Exec(ctx, abandonUnlisted, urls, why, olderThan.Seconds())
 	return int(tag.RowsAffected()), wrap("abandon webhooks", err)
 }
 

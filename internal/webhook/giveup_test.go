@@ -28,7 +28,9 @@ func (m *memStore) Retry(_ context.Context, _ Delivery, next time.Time, _ string
 }
 func (m *memStore) GiveUp(context.Context, Delivery, string) error         { m.given++; return nil }
 func (m *memStore) Return(context.Context, []Delivery) error               { return nil }
-func (m *memStore) Abandon(context.Context, []string, string) (int, error) { return 0, nil }
+func (m *memStore) Abandon(context.Context, []string, time.Duration, string) (int, error) {
+	return 0, nil
+}
 
 // A failing delivery is retried until the event is 24 hours old, then given
 // up; the retry comes after the backoff of its attempt count.

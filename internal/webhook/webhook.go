@@ -118,9 +118,9 @@ type Store interface {
 	// one) whose time has come, oldest first, holding them from other
 	// deliverers for hold (an attempt each).
 	Due(ctx context.Context, urls []string, n int, hold time.Duration) ([]Delivery, error)
-	// Abandon gives up the pending deliveries to any URL not in urls, with
-	// why, and says how many.
-	Abandon(ctx context.Context, urls []string, why string) (int, error)
+	// Abandon gives up the pending deliveries to any URL not in urls,
+	// recorded more than olderThan ago, with why, and says how many.
+	Abandon(ctx context.Context, urls []string, olderThan time.Duration, why string) (int, error)
 	// Delivered records a success; Retry the next try at next, with why it
 	// failed; GiveUp the end of trying.
 	Delivered(ctx context.Context, d Delivery) error
@@ -135,9 +135,12 @@ type Store interface {
 type Deliverer struct {
 	Store Store
 	// URLs are the receivers configured (RUNOPS_WEBHOOK_URLS): only theirs
-	// are sent, and Run gives up, as it starts, the pending events of any
-	// other (a URL removed: a receiver retired, or one whose token leaked).
-	// Nil sends to every URL the outbox holds.
+	// are sent (a URL removed: a receiver retired, or one whose token
+	// leaked, gets nothing more). Run gives up, as it starts and every hour,
+	// the pending events of any other that are past the day a delivery is
+	// tried for: a worker of an older list, started during a rollout, leaves
+	// a new receiver's events to the workers that send them. Nil sends to
+	// every URL the outbox holds.
 	URLs []string
 	// Keys sign every attempt, each its own webhook-signature entry: one
 	// key, or several while a secret is rotated (ParseSecrets).
@@ -383,19 +386,21 @@ func ShownURL(raw string) string {
 	return s
 }
 
-// Run delivers every Every until ctx is done, having given up, first, the
-// pending events of receivers no longer among URLs.
+// Run delivers every Every until ctx is done, giving up, as it starts and
+// every hour, the day-old events of receivers not among URLs.
 func (d *Deliverer) Run(ctx context.Context) {
-	if d.URLs != nil {
-		n, err := d.Store.Abandon(ctx, d.URLs, msgUnlisted)
-		switch {
-		case err != nil:
-			d.Logger.Warn("webhook: could not give up the events of receivers no longer configured", "error", err)
-		case n > 0:
-			d.Logger.Warn("webhook: gave up the pending events of receivers no longer in RUNOPS_WEBHOOK_URLS", "events", n)
-		}
-	}
+	var abandoned time.Time
 	for {
+		if d.URLs != nil && time.Since(abandoned) >= time.Hour {
+			abandoned = time.Now()
+			n, err := d.Store.Abandon(ctx, d.URLs, giveUpAt, msgUnlisted)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				d.Logger.Warn("webhook: could not give up the events of receivers no longer configured", "error", err)
+			case n > 0:
+				d.Logger.Warn("webhook: gave up the day-old events of receivers not in RUNOPS_WEBHOOK_URLS", "events", n)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return

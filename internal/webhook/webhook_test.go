@@ -542,8 +542,10 @@ func TestAStoppedRoundGivesItsDeliveriesBack(t *testing.T) {
 // A receiver removed from RUNOPS_WEBHOOK_URLS (retired, or its token
 // leaked) gets nothing more: a deliverer sends only to the receivers it is
 // configured with, and gives up, as it starts, the pending events of any
-// other, saying why. Before, the removed URL got every pending event for
-// 24 hours, signed.
+// other that are past the day a delivery is tried for, saying why; a
+// younger one it leaves (a worker of an older list, started in a rollout,
+// must not give up a new receiver's events). Before, the removed URL got
+// every pending event for 24 hours, signed.
 func TestARemovedReceiverGetsNothingMore(t *testing.T) {
 	pool, exec, count := database(t)
 	kept, removed := webhook.NewReceiver(t, webhook.SecretOld), webhook.NewReceiver(t, webhook.SecretOld)
@@ -551,14 +553,19 @@ func TestARemovedReceiverGetsNothingMore(t *testing.T) {
 	for range 3 {
 		finish(t, q, exec, false)
 	}
+	exec(`UPDATE runops_webhooks SET created_at = now() - interval '25 hours'
+	  WHERE url = $1 AND event_id = (SELECT min(event_id::text)::uuid FROM runops_webhooks WHERE url = $1)`, removed.URL)
 	d := deliverer(t, postgres.NewJobStore(pool), webhook.SecretOld)
 	d.URLs = []string{kept.URL}
 	ctx, stop := context.WithCancel(context.Background())
 	ran := make(chan struct{})
 	go func() { d.Run(ctx); close(ran) }()
-	wait.For(t, "the removed receiver's events given up", 30*time.Second, func() bool {
-		return count(`SELECT count(*) FROM runops_webhooks WHERE url = $1 AND given_up_at IS NOT NULL AND last_error = 'its URL is no longer in RUNOPS_WEBHOOK_URLS'`, removed.URL) == 3
+	wait.For(t, "the removed receiver's day-old event given up", 30*time.Second, func() bool {
+		return count(`SELECT count(*) FROM runops_webhooks WHERE url = $1 AND given_up_at IS NOT NULL AND last_error = 'its URL is no longer in RUNOPS_WEBHOOK_URLS'`, removed.URL) == 1
 	})
+	if n := count(`SELECT count(*) FROM runops_webhooks WHERE url = $1 AND given_up_at IS NULL AND delivered_at IS NULL`, removed.URL); n != 2 {
+		t.Errorf("%d of the removed receiver's younger events left pending; want 2", n)
+	}
 	stop()
 	wait.Recv(t, ran, "the deliverer's end")
 	deliverUntil(t, d, "the kept receiver's events", func() bool { return len(kept.Verified()) == 3 })
