@@ -117,9 +117,12 @@ func (p *Pipeline) previousFile(ctx context.Context, job queue.Job, slim SlimRes
 	exp, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(prev["file_expires_at"]))
 	if sha == slim.SHA256 && time.Until(exp) > reuseMinLife {
 		f, err := p.fileState(ctx, name)
-		if err == nil && (f.State == "ACTIVE" || f.State == "PROCESSING") && time.Until(f.ExpiresAt) > reuseMinLife {
+		switch {
+		case err == nil && (f.State == "ACTIVE" || f.State == "PROCESSING") && time.Until(f.ExpiresAt) > reuseMinLife:
 			p.cfg.Logger.InfoContext(ctx, "reusing the Gemini file of a previous attempt", "file", name, "state", f.State)
 			return f, true
+		case errors.Is(err, jobs.ErrUnavailable):
+			return ModelFile{}, false // its state is not known: left to expire, not deleted
 		}
 	}
 	p.deleteModelFile(ctx, name)
@@ -175,7 +178,9 @@ func (p *Pipeline) askForSOP(ctx context.Context, job queue.Job, r queue.Reporte
 	recorded := false
 	defer func() {
 		if !recorded && calls > 0 {
-			_ = record(context.WithoutCancel(ctx))
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = record(rctx)
 		}
 	}()
 	for calls < maxCalls && ans.doc == nil {

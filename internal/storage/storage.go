@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"reflect"
 	"strconv"
+	"slices"
 	"strings"
 	"time"
 	"unsafe"
@@ -233,13 +234,21 @@ func (c *Client) SignUpload(ctx context.Context, path string) (string, error) {
 	return c.publicBase + res.Url, nil
 }
 
-// Remove deletes the objects at paths; missing ones are ignored.
+// Remove deletes the objects at paths; missing ones are ignored. Storage
+// takes at most removeAtOnce a request: more go in several.
 func (c *Client) Remove(ctx context.Context, paths ...string) error {
-	_, err := viaLib(ctx, c, "remove", func(l *storage_go.Client) ([]storage_go.FileUploadResponse, error) {
-		return l.RemoveFile(c.bucket, paths)
-	})
-	return err
+	for batch := range slices.Chunk(paths, removeAtOnce) {
+		if _, err := viaLib(ctx, c, "remove", func(l *storage_go.Client) ([]storage_go.FileUploadResponse, error) {
+			return l.RemoveFile(c.bucket, batch)
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
+
+// removeAtOnce is the most objects Supabase Storage deletes in one request.
+const removeAtOnce = 1000
 
 // List returns the names of the objects directly inside folder ("frames/<id>"),
 // relative to it; sub-folders are left out.

@@ -293,6 +293,20 @@ func TestListAndRemove(t *testing.T) {
 	if _, ok := fake.Object("videos/raw/Abc.mp4"); ok {
 		t.Fatal("not removed")
 	}
+	// More than Storage deletes in one request (1,000): a deleted job's
+	// every screenshot, many jobs at once.
+	var many []string
+	for i := range 2500 {
+		p := fmt.Sprintf("frames/job/%d.jpg", i)
+		fake.Put("videos/"+p, []byte("j"), "image/jpeg")
+		many = append(many, p)
+	}
+	if err := c.Remove(context.Background(), many...); err != nil {
+		t.Fatalf("removing 2,500 objects: %v", err)
+	}
+	if names, err := c.List(context.Background(), "frames/job"); err != nil || len(names) != 0 {
+		t.Fatalf("%d of 2,500 left, %v", len(names), err)
+	}
 }
 
 // Many links in one request: one per object that exists, on the public

@@ -125,6 +125,9 @@ func (s *Server) Seed(key string, size int64, contentType string) {
 	s.register(key, f.Name(), size, contentType, "sparse")
 }
 
+// maxRemove is how many objects one delete may name (Supabase's limit).
+const maxRemove = 1000
+
 // writtenBefore is the cache-control of objects a test puts in place, as
 // supabase-js uploads them by default (and as this service did before it
 // sent no-cache).
@@ -539,6 +542,10 @@ func (s *Server) remove(w http.ResponseWriter, r *http.Request, role, rest strin
 	}
 	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || len(body.Prefixes) == 0 {
 		writeError(w, 400, "InvalidRequest", "body must have required property 'prefixes'")
+		return
+	}
+	if len(body.Prefixes) > maxRemove { // the storage server's schema
+		writeError(w, 400, "InvalidRequest", "body/prefixes must NOT have more than 1000 items")
 		return
 	}
 	out := []map[string]any{}
