@@ -26,8 +26,8 @@ func (m *memStore) Retry(_ context.Context, _ Delivery, next time.Time, _ string
 	m.next = next
 	return nil
 }
-func (m *memStore) GiveUp(context.Context, Delivery, string) error         { m.given++; return nil }
-func (m *memStore) Return(context.Context, []Delivery) error               { return nil }
+func (m *memStore) GiveUp(context.Context, Delivery, string) error { m.given++; return nil }
+func (m *memStore) Return(context.Context, []Delivery) error       { return nil }
 func (m *memStore) Abandon(context.Context, []string, time.Duration, string) (int, error) {
 	return 0, nil
 }
