@@ -71,6 +71,9 @@ type QueueStats struct {
 	ByStatus     map[string]int
 	OldestQueued time.Duration
 	Claimable    *int
+	// OldestClaimable, with Claimable, is how long the oldest of those has
+	// waited.
+	OldestClaimable time.Duration
 }
 
 // WatchQueue publishes runops_jobs{status} and runops_queue_oldest_seconds
@@ -86,6 +89,7 @@ var (
 	jobsDesc      = prometheus.NewDesc("runops_jobs", "Rows of public.jobs, by status.", []string{"status"}, nil)
 	oldestDesc    = prometheus.NewDesc("runops_queue_oldest_seconds", "Age of the oldest queued job.", nil, nil)
 	claimableDesc = prometheus.NewDesc("runops_queue_claimable", "Queued jobs a claim could take now: those RUNOPS_OWNER_CONCURRENCY does not hold back.", nil, nil)
+	claimableAge  = prometheus.NewDesc("runops_queue_oldest_claimable_seconds", "Age of the oldest queued job a claim could take now.", nil, nil)
 )
 
 type queueCollector struct {
@@ -102,6 +106,7 @@ func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- jobsDesc
 	ch <- oldestDesc
 	ch <- claimableDesc
+	ch <- claimableAge
 }
 
 func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
@@ -132,6 +137,7 @@ func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, c.stats.OldestQueued.Seconds())
 	if c.stats.Claimable != nil {
 		ch <- prometheus.MustNewConstMetric(claimableDesc, prometheus.GaugeValue, float64(*c.stats.Claimable))
+		ch <- prometheus.MustNewConstMetric(claimableAge, prometheus.GaugeValue, c.stats.OldestClaimable.Seconds())
 	}
 }
 

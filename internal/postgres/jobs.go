@@ -270,14 +270,17 @@ func (s *JobStore) Enqueue(ctx context.Context, id jobs.ID, metadata map[string]
 // queued and processing jobs (their partial indexes); how long the job
 // that has waited longest has been in the queue (runops_queue.since, its
 // index; …20261208000000_queue_since.sql), whatever a person edited on its
-// row since; and how many queued jobs a claim could take now, with the
-// owner cap $1 (0: none): of each owner with jobs queued, at most the cap
-// less its jobs processing (runops_owners, kept by the claim's triggers).
+// row since; how many queued jobs a claim could take now, with the owner
+// cap $1 (0: none): of each owner with jobs queued, at most the cap less its
+// jobs processing (runops_owners, kept by the claim's triggers); and how
+// long the oldest of those has waited (an owner at its cap waits by design).
 const queueNow = `SELECT (SELECT count(*) FROM public.jobs WHERE status = 'queued')::int,
   (SELECT count(*) FROM public.jobs WHERE status = 'processing')::int,
   (SELECT coalesce(extract(epoch FROM now() - min(q.since)), 0) FROM public.runops_queue q)::float8,
   (SELECT coalesce(sum(CASE WHEN $1::int > 0 THEN least(o.queued, greatest($1::int - o.processing, 0)) ELSE o.queued END), 0)
-   FROM public.runops_owners o WHERE o.queued > 0)::int`
+   FROM public.runops_owners o WHERE o.queued > 0)::int,
+  coalesce((SELECT extract(epoch FROM now() - q.since) FROM public.runops_queue q JOIN public.runops_owners o ON o.owner = q.owner
+   WHERE $1::int <= 0 OR o.processing < $1::int ORDER BY q.since LIMIT 1), 0)::float8`
 
 // settledStats counts the other rows by status (completed, error, any a
 // person typed): a scan of the whole table, so read at most every
@@ -300,8 +303,8 @@ type settledCounts struct {
 // are now, the other statuses' as they were up to settledEvery ago.
 func (s *JobStore) QueueStats(ctx context.Context) (metrics.QueueStats, error) {
 	var queued, processing, claimable int
-	var oldest float64
-	if err := s.pool.QueryRow(ctx, queueNow, cmp.Or(s.ownerCap, new(0))).Scan(&queued, &processing, &oldest, &claimable); err != nil {
+	var oldest, oldestClaimable float64
+	if err := s.pool.QueryRow(ctx, queueNow, cmp.Or(s.ownerCap, new(0))).Scan(&queued, &processing, &oldest, &claimable, &oldestClaimable); err != nil {
 		return metrics.QueueStats{}, wrap("queue stats", err)
 	}
 	s.settled.mu.Lock()
@@ -323,6 +326,7 @@ func (s *JobStore) QueueStats(ctx context.Context) (metrics.QueueStats, error) {
 		OldestQueued: time.Duration(oldest * float64(time.Second))}
 	if s.ownerCap != nil {
 		out.Claimable = &claimable
+		out.OldestClaimable = time.Duration(oldestClaimable * float64(time.Second))
 	}
 	for status, n := range s.settled.counts {
 		out.ByStatus[status] = n

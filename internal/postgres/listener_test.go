@@ -259,10 +259,20 @@ SELECT gen_random_uuid(), s, jsonb_build_object('owner', o) FROM (VALUES
   generate_series(1, n)`); err != nil {
 		t.Fatal(err)
 	}
-	for cap, want := range map[int]int{3: 1 + 3 + 1, 0: 5 + 3 + 1, 1: 0 + 1 + 1} {
+	// Alice's jobs have waited two hours, bob's one, the unowned job half
+	// an hour: with alice at her cap, the oldest a claim could take is bob's.
+	if _, err := pool.Exec(ctx, `UPDATE runops_queue SET since = now() - CASE owner WHEN 'alice' THEN interval '2 hours'
+	  WHEN 'bob' THEN interval '1 hour' ELSE interval '30 minutes' END`); err != nil {
+		t.Fatal(err)
+	}
+	for cap, want := range map[int]struct {
+		claimable int
+		oldest    time.Duration
+	}{3: {1 + 3 + 1, 2 * time.Hour}, 0: {5 + 3 + 1, 2 * time.Hour}, 1: {0 + 1 + 1, time.Hour}} {
 		st, err := postgres.NewJobStore(pool).CapOwners(cap).QueueStats(ctx)
-		if err != nil || st.Claimable == nil || *st.Claimable != want || st.ByStatus["queued"] != 9 {
-			t.Errorf("cap %d: %+v (claimable %v), %v; want %d claimable", cap, st, st.Claimable, err, want)
+		if err != nil || st.Claimable == nil || *st.Claimable != want.claimable || st.ByStatus["queued"] != 9 ||
+			st.OldestClaimable < want.oldest || st.OldestClaimable > want.oldest+time.Minute || st.OldestQueued < 2*time.Hour {
+			t.Errorf("cap %d: %+v (claimable %v), %v; want %d claimable, the oldest of them %s", cap, st, st.Claimable, err, want.claimable, want.oldest)
 		}
 	}
 	if st, err := postgres.NewJobStore(pool).QueueStats(ctx); err != nil || st.Claimable != nil {
