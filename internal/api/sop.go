@@ -311,25 +311,8 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 		if m := r.Header.Get("If-Match"); m != "" && m != "*" && !hasTag(m, tag, true) {
 			return &Error{Status: http.StatusPreconditionFailed, Message: "The SOP changed since you loaded it; reload it and edit again."}
 		}
-		if err := apply(doc, patch); err != nil {
-			return err
-		}
-		if s.o.Privacy != nil {
-			// What a person types is kept to the worker's rules: a value it
-			// finds becomes a variable, described in public.variables.
-			privacy.NewRedactor(s.o.Privacy, nil).Document(doc)
-		}
-		if err := sop.Validate(doc); err != nil {
-			return &Error{Status: http.StatusConflict, Message: "This change would leave the SOP broken, so it was not saved: " + err.Error()}
-		}
-		var big *sop.TooLarge
-		b, err := sop.Marshal(doc)
-		switch {
-		case errors.As(err, &big):
-			// Stored, it could never be read again, not even to undo this.
-			return &Error{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf(
-				"This change would make the SOP larger than %d MiB, more than can be read back, so it was not saved.", sop.MaxDocumentBytes>>20)}
-		case err != nil:
+		b, err := s.edited(doc, patch)
+		if err != nil {
 			return err
 		}
 		storedTag, err := s.o.SOPs.StoreTagged(ctx, id, b, sop.Shown(doc), nil, func() error {
@@ -372,6 +355,31 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeSOP(w, out, outTag)
 	return nil
+}
+
+// edited applies patch to doc and returns the document to store: what a
+// person types kept to the worker's privacy rules, valid for the viewer,
+// and short enough to be read back.
+func (s *server) edited(doc *sop.Document, patch sopPatch) ([]byte, error) {
+	if err := apply(doc, patch); err != nil {
+		return nil, err
+	}
+	if s.o.Privacy != nil {
+		// A value the detector finds becomes a variable, described in
+		// public.variables.
+		privacy.NewRedactor(s.o.Privacy, nil).Document(doc)
+	}
+	if err := sop.Validate(doc); err != nil {
+		return nil, &Error{Status: http.StatusConflict, Message: "This change would leave the SOP broken, so it was not saved: " + err.Error()}
+	}
+	var big *sop.TooLarge
+	b, err := sop.Marshal(doc)
+	if errors.As(err, &big) {
+		// Stored, it could never be read again, not even to undo this.
+		return nil, &Error{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf(
+			"This change would make the SOP larger than %d MiB, more than can be read back, so it was not saved.", sop.MaxDocumentBytes>>20)}
+	}
+	return b, err
 }
 
 // editStands tells, under the SOP lock again, whether the SOP stored now is
