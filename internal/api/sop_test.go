@@ -533,16 +533,7 @@ func TestAnEditStoredAsItsLockWasLostStands(t *testing.T) {
 	id := e.withSOP("completed")
 	e.fake.Put("videos/frames/"+id+"/refund.jpg", []byte("\xff\xd8\xff\xe0 jpeg"), "image/jpeg")
 	entered, release := e.fake.Block(supabasetest.OpUpload)
-	done := make(chan *http.Response, 1)
-	go func() {
-		req, _ := http.NewRequest("PATCH", e.srv.URL+"/api/sop/"+id, strings.NewReader(`{"type":"delete","nodeId":"refund"}`))
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Error(err)
-		}
-		done <- resp
-	}()
+	answer := e.later("PATCH", "/api/sop/"+id, `{"type":"delete","nodeId":"refund"}`)
 	wait.Recv(t, entered, "the edit's upload")
 	var ended bool
 	if err := e.direct.QueryRow(context.Background(), `SELECT coalesce(bool_and(pg_terminate_backend(pid, 5000)), false)
@@ -551,14 +542,8 @@ FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid(
 		t.Fatalf("ending the lock holder's backend: %v %v", ended, err)
 	}
 	release()
-	resp := wait.Recv(t, done, "the edit's answer")
-	if resp == nil {
-		t.FailNow()
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(body), `"job_id"`) || strings.Contains(string(body), `"id":"refund"`) {
-		t.Fatalf("the stored edit answered %d: %.300s", resp.StatusCode, body)
+	if r := answer(); r.status != 200 || !strings.Contains(r.raw, `"job_id"`) || strings.Contains(r.raw, `"id":"refund"`) {
+		t.Fatalf("the stored edit answered %d: %.300s", r.status, r.raw)
 	}
 	if nodeOf(t, e.do("GET", "/api/sop/"+id, ""), "refund") != nil {
 		t.Fatal("the deleted step is served (the test proves nothing)")
@@ -577,25 +562,35 @@ func TestAnSOPStoredBetweenTheTwoReadsIsServed(t *testing.T) {
 	e := setup(t)
 	id := e.withSOP("completed")
 	entered, release := e.fake.Block(supabasetest.OpDownload)
-	done := make(chan *http.Response, 1)
-	go func() {
-		resp, err := http.Get(e.srv.URL + "/api/sop/" + id)
-		if err != nil {
-			t.Error(err)
-		}
-		done <- resp
-	}()
+	answer := e.later("GET", "/api/sop/"+id, "")
 	wait.Recv(t, entered, "the GET's download")
 	b := stored(t, e, id) // stored again, the same document written otherwise
 	e.fake.Put("videos/sops/"+id+".json", bytes.Replace(b, []byte(`"label"`), []byte(`"label" `), 1), "application/json")
 	release()
-	resp := wait.Recv(t, done, "the GET's answer")
-	if resp == nil {
-		t.FailNow()
+	if r := answer(); r.status != 200 {
+		t.Fatalf("a GET with a store between its reads: %d %s", r.status, r.raw)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("a GET with a store between its reads: %d %s", resp.StatusCode, body)
+}
+
+// later sends a request in the background; the function it returns waits
+// for its answer.
+func (e *env) later(method, path, body string) func() response {
+	done := make(chan response, 1)
+	go func() {
+		req, _ := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			e.t.Error(err)
+			done <- response{}
+			return
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		done <- response{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
+	}()
+	return func() response {
+		e.t.Helper()
+		return wait.Recv(e.t, done, method+" "+path+"'s answer")
 	}
 }

@@ -1,7 +1,6 @@
 package pipeline_test
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -25,6 +24,16 @@ func short(c *pipeline.Config) {
 	c.FileActiveTimeout = 5 * time.Second
 	c.FileCallTimeout = 500 * time.Millisecond
 	c.GenerateTimeout = 2 * time.Second
+}
+
+// apiError answers as the API does when it refuses: status, and its JSON
+// error (details "" for none).
+func apiError(status int, body string) func(http.ResponseWriter, *http.Request) {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		fmt.Fprint(w, body)
+	}
 }
 
 // once answers the first n requests of an operation with answer, and lets
@@ -90,11 +99,8 @@ func TestAGatewayErrorOnAnUploadChunkIsTriedAgain(t *testing.T) {
 func TestAQuotaWaitOnTheUploadsStartIsHonoured(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
-	r.ai.Intercept(geminitest.OpUploadStart, once(2, func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusTooManyRequests)
-		fmt.Fprint(w, `{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"20s"}]}}`)
-	}))
+	r.ai.Intercept(geminitest.OpUploadStart, once(2, apiError(http.StatusTooManyRequests,
+		`{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"20s"}]}}`)))
 	j := r.finished(r.submit(r.video(), nil))
 	r.mu.Lock()
 	sleeps := append([]time.Duration(nil), r.sleeps...)
@@ -109,11 +115,8 @@ func TestAQuotaWaitOnTheUploadsStartIsHonoured(t *testing.T) {
 func TestAFilesDeletionIsTriedAgain(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
-	r.ai.Intercept(geminitest.OpFileDelete, once(1, func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprint(w, `{"error":{"code":503,"message":"The service is currently unavailable.","status":"UNAVAILABLE"}}`)
-	}))
+	r.ai.Intercept(geminitest.OpFileDelete, once(1, apiError(http.StatusServiceUnavailable,
+		`{"error":{"code":503,"message":"The service is currently unavailable.","status":"UNAVAILABLE"}}`)))
 	if j := r.finished(r.submit(r.video(), nil)); outcome(j) != done {
 		t.Fatal(outcome(j))
 	}
@@ -133,14 +136,7 @@ func TestAPreviousAttemptsFileIsUsedOrDeleted(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			r := newRig(t)
-			first := r.submit(r.video(), nil)
-			r.finished(first)
-			slim := r.store2(first).Metadata["slim"].(map[string]any)
-			obj, _ := r.fake.Object("videos/" + first.SlimPath())
-			f, err := r.model.Upload(context.Background(), obj.File, "video/mp4", "previous")
-			if err != nil {
-				t.Fatal(err)
-			}
+			first, slim, f := r.previousAttempt()
 			r.ai.ActivateAfter = 3 // the worker's first look finds it PROCESSING
 			sha := slim["sha256"]
 			if !c.sameSHA {

@@ -330,16 +330,10 @@ func TestPersonCancelsDuringTheGeminiCall(t *testing.T) {
 func TestGeminiFileIsReused(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
-	first := r.submit(r.video(), nil)
-	r.finished(first)
-	slim := r.store2(first).Metadata["slim"].(map[string]any)
-	// Upload a file as the previous attempt would have, and make it ACTIVE.
+	first, slim, f := r.previousAttempt()
 	obj, _ := r.fake.Object("videos/" + first.SlimPath())
-	f, err := r.model.Upload(context.Background(), obj.File, "video/mp4", "previous")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if f, err = r.model.File(context.Background(), f.Name); err != nil || f.State != "ACTIVE" {
+	f, err := r.model.File(context.Background(), f.Name) // made ACTIVE
+	if err != nil || f.State != "ACTIVE" {
 		t.Fatalf("%+v %v", f, err)
 	}
 	prev := map[string]any{"slim": slim, "gemini": map[string]any{"file_name": f.Name, "slim_sha256": slim["sha256"],
@@ -362,6 +356,22 @@ func TestGeminiFileIsReused(t *testing.T) {
 	if j := r.finished(r.submitWithSlimOf(first, prev)); outcome(j) != done || r.ai.Uploads() != uploads+1 {
 		t.Fatalf("expiring file reused: %s", outcome(j))
 	}
+}
+
+// previousAttempt runs a first job and uploads a Gemini file of its slim
+// copy, as a previous attempt of a job with that copy would have: it
+// returns the job, its slim copy's metadata and the file.
+func (r *rig) previousAttempt() (jobs.ID, map[string]any, pipeline.ModelFile) {
+	r.t.Helper()
+	first := r.submit(r.video(), nil)
+	r.finished(first)
+	slim := r.store2(first).Metadata["slim"].(map[string]any)
+	obj, _ := r.fake.Object("videos/" + first.SlimPath())
+	f, err := r.model.Upload(context.Background(), obj.File, "video/mp4", "previous")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return first, slim, f
 }
 
 func (r *rig) store2(id jobs.ID) jobs.Job {
