@@ -162,8 +162,11 @@ FOR UPDATE SKIP LOCKED`
 	forgetDeleted = `WITH u AS (DELETE FROM public.runops_uploads WHERE job_id = ANY($1::uuid[]))
 DELETE FROM public.runops_deleted_jobs WHERE job_id = ANY($1::uuid[])`
 
-	// Deletions undone: the row was put back by hand.
-	forgetPutBack = `DELETE FROM public.runops_deleted_jobs d USING public.jobs j WHERE j.job_id = d.job_id`
+	// Deletions undone: the row was put back by hand. The rows are locked
+	// (KEY SHARE): one a person is deleting again is waited for, and then
+	// passed over, its new record kept.
+	forgetPutBack = `DELETE FROM public.runops_deleted_jobs d WHERE d.job_id IN (
+  SELECT j.job_id FROM public.jobs j JOIN public.runops_deleted_jobs k ON k.job_id = j.job_id FOR KEY SHARE OF j)`
 
 	forgetUploads = `DELETE FROM public.runops_uploads WHERE job_id = ANY($1::uuid[])`
 )

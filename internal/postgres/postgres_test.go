@@ -842,3 +842,56 @@ func TestADeletionAndAQueueJobAtOnce(t *testing.T) {
 		t.Errorf("queue-job: %v", err)
 	}
 }
+
+// A job put back by hand and deleted again while the janitor forgets the
+// deletions undone keeps its new deletion's record: the janitor waits for
+// the deletion and passes it over. Before, it deleted the new record, and
+// the job's objects were never expired.
+func TestARedeletionWhileTheJanitorRunsIsKept(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.Pool(t)
+	store := postgres.NewJobStore(pool)
+	ctx := context.Background()
+	id := jobs.ID(uuid.NewString())
+	if err := store.RecordUpload(ctx, id, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	meta := map[string]any{"upload": map[string]any{"size_bytes": 10}}
+	for _, step := range []func() error{
+		func() error { _, _, err := store.Enqueue(ctx, id, meta); return err },
+		func() error { _, err := pool.Exec(ctx, `DELETE FROM jobs WHERE job_id = $1`, string(id)); return err },
+		func() error { _, _, err := store.Enqueue(ctx, id, meta); return err }, // put back
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `DELETE FROM jobs WHERE job_id = $1`, string(id)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := store.ExpireDeleted(ctx, time.Hour, 10, func(context.Context, []jobs.ID) error { return nil })
+		done <- err
+	}()
+	wait.For(t, "the janitor to wait for the deletion", 30*time.Second, func() bool {
+		var n int
+		_ = pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'transactionid'`).Scan(&n)
+		return n > 0
+	})
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.Recv(t, done, "the janitor"); err != nil {
+		t.Fatal(err)
+	}
+	var records int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM runops_deleted_jobs WHERE job_id = $1`, string(id)).Scan(&records); err != nil || records != 1 {
+		t.Fatalf("%d records of the job's deletion (%v): its objects would never be expired", records, err)
+	}
+}
