@@ -1101,7 +1101,7 @@ func TestTheQueueGaugesReadTheQueueNotTheTable(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if read, ms := boundedPlan(t, pool, postgres.QueueNowSQL, 2); read > 2200 {
+	if read, ms := boundedPlan(t, pool, postgres.QueueNowSQL, 2); read > 2500 {
 		t.Errorf("%.0f rows read for the queue's numbers (%.1f ms)", read, ms)
 	}
 	st, err := postgres.NewJobStore(pool).QueueStats(ctx)

@@ -279,8 +279,9 @@ const queueNow = `SELECT (SELECT count(*) FROM public.jobs WHERE status = 'queue
   (SELECT coalesce(extract(epoch FROM now() - min(q.since)), 0) FROM public.runops_queue q)::float8,
   (SELECT coalesce(sum(CASE WHEN $1::int > 0 THEN least(o.queued, greatest($1::int - o.processing, 0)) ELSE o.queued END), 0)
    FROM public.runops_owners o WHERE o.queued > 0)::int,
-  coalesce((SELECT extract(epoch FROM now() - q.since) FROM public.runops_queue q JOIN public.runops_owners o ON o.owner = q.owner
-   WHERE $1::int <= 0 OR o.processing < $1::int ORDER BY q.since LIMIT 1), 0)::float8`
+  coalesce((SELECT extract(epoch FROM now() - min(f.since)) FROM public.runops_owners o
+   CROSS JOIN LATERAL (SELECT q.since FROM public.runops_queue q WHERE q.owner = o.owner ORDER BY q.since LIMIT 1) f
+   WHERE o.queued > 0 AND ($1::int <= 0 OR o.processing < $1::int)), 0)::float8`
 
 // settledStats counts the other rows by status (completed, error, any a
 // person typed): a scan of the whole table, so read at most every

@@ -20,6 +20,9 @@ ALTER TABLE public.runops_queue ALTER COLUMN since SET NOT NULL;
 -- The gauge's min(since), read by every process every few seconds, from
 -- the index's first entry, however long the queue.
 CREATE INDEX IF NOT EXISTS runops_queue_since_idx ON public.runops_queue (since);
+-- And a worker's age of the oldest job a claim could take: each waiting
+-- owner's first entry, without walking the backlog of an owner at its cap.
+CREATE INDEX IF NOT EXISTS runops_queue_owner_since_idx ON public.runops_queue (owner, since);
 
 -- As in 20261206000300_owner_fairness.sql, but an entry deleted because
 -- its owner or priority changed while it stayed queued is inserted again
