@@ -46,9 +46,10 @@ type fetchedKeys struct {
 
 // jwksFetch is one fetch, shared by the lookups that wait for it.
 type jwksFetch struct {
-	done chan struct{}
-	keys *fetchedKeys
-	err  error
+	done    chan struct{}
+	started time.Time // set when it starts
+	keys    *fetchedKeys
+	err     error
 }
 
 const (
@@ -72,6 +73,7 @@ func newJWKS(u string) (*jwks, error) {
 // tokens do; without it a token would be checked against every key listed,
 // and kept past the withdrawal of the one that signed it.
 func (j *jwks) key(ctx context.Context, t *jwt.Token) (any, error) {
+	asked := time.Now()
 	kid, _ := t.Header["kid"].(string)
 	if kid == "" {
 		return nil, errors.New("a token signed with the project's keys names its key (kid)")
@@ -89,7 +91,9 @@ func (j *jwks) key(ctx context.Context, t *jwt.Token) (any, error) {
 	}
 	key, err := cur.keys.KeyfuncCtx(ctx)(t)
 	if errors.Is(err, jwkset.ErrKeyNotFound) {
-		fresh, ferr := j.fetch(ctx)
+		// Only a fetch begun since this lookup can say the key is unknown:
+		// one under way may have been sent before the key was published.
+		fresh, ferr := j.fetchSince(ctx, asked)
 		if ferr != nil {
 			return nil, ferr
 		}
@@ -134,6 +138,21 @@ func (j *jwks) fetch(ctx context.Context) (*fetchedKeys, error) {
 	}
 }
 
+// fetchSince is fetch, of a fetch that began at since or later.
+func (j *jwks) fetchSince(ctx context.Context, since time.Time) (*fetchedKeys, error) {
+	for {
+		f := j.due()
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("fetch the JWKS: %w: %w", jobs.ErrUnavailable, ctx.Err())
+		}
+		if !f.started.Before(since) {
+			return f.keys, f.err
+		}
+	}
+}
+
 // due is the next fetch: the one due or under way already, or a new one,
 // at least jwksFetchGap after the last began.
 func (j *jwks) due() *jwksFetch {
@@ -151,6 +170,7 @@ func (j *jwks) run(f *jwksFetch, wait time.Duration) {
 	time.Sleep(wait)
 	j.mu.Lock()
 	j.started = time.Now()
+	f.started = j.started
 	j.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), jwksFetchTime)
 	defer cancel()

@@ -121,7 +121,7 @@ func (p *Pipeline) previousFile(ctx context.Context, job queue.Job, slim SlimRes
 		case err == nil && (f.State == "ACTIVE" || f.State == "PROCESSING") && time.Until(f.ExpiresAt) > reuseMinLife:
 			p.cfg.Logger.InfoContext(ctx, "reusing the Gemini file of a previous attempt", "file", name, "state", f.State)
 			return f, true
-		case errors.Is(err, jobs.ErrUnavailable):
+		case errors.Is(err, jobs.ErrUnavailable), ctx.Err() != nil:
 			return ModelFile{}, false // its state is not known: left to expire, not deleted
 		}
 	}
