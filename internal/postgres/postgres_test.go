@@ -794,17 +794,8 @@ func TestShippedMigrationsAreUnchanged(t *testing.T) {
 // of the two failed: deadlock detected.
 func TestADeletionAndAQueueJobAtOnce(t *testing.T) {
 	t.Parallel()
-	pool, _ := pgtest.Pool(t)
-	store := postgres.NewJobStore(pool)
+	pool, store, id, meta := queuedUpload(t)
 	ctx := context.Background()
-	id := jobs.ID(uuid.NewString())
-	if err := store.RecordUpload(ctx, id, "alice"); err != nil {
-		t.Fatal(err)
-	}
-	meta := map[string]any{"upload": map[string]any{"size_bytes": 10}}
-	if _, _, err := store.Enqueue(ctx, id, meta); err != nil {
-		t.Fatal(err)
-	}
 	gate, err := pool.Acquire(ctx) // holds the deletion mid-statement
 	if err != nil {
 		t.Fatal(err)
@@ -849,16 +840,9 @@ func TestADeletionAndAQueueJobAtOnce(t *testing.T) {
 // the job's objects were never expired.
 func TestARedeletionWhileTheJanitorRunsIsKept(t *testing.T) {
 	t.Parallel()
-	pool, _ := pgtest.Pool(t)
-	store := postgres.NewJobStore(pool)
+	pool, store, id, meta := queuedUpload(t)
 	ctx := context.Background()
-	id := jobs.ID(uuid.NewString())
-	if err := store.RecordUpload(ctx, id, "alice"); err != nil {
-		t.Fatal(err)
-	}
-	meta := map[string]any{"upload": map[string]any{"size_bytes": 10}}
 	for _, step := range []func() error{
-		func() error { _, _, err := store.Enqueue(ctx, id, meta); return err },
 		func() error { _, err := pool.Exec(ctx, `DELETE FROM jobs WHERE job_id = $1`, string(id)); return err },
 		func() error { _, _, err := store.Enqueue(ctx, id, meta); return err }, // put back
 	} {
@@ -894,4 +878,21 @@ func TestARedeletionWhileTheJanitorRunsIsKept(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM runops_deleted_jobs WHERE job_id = $1`, string(id)).Scan(&records); err != nil || records != 1 {
 		t.Fatalf("%d records of the job's deletion (%v): its objects would never be expired", records, err)
 	}
+}
+
+// queuedUpload is a fresh database with a job queued through queue-job for
+// alice's upload, and the metadata it was queued with.
+func queuedUpload(t *testing.T) (*pgxpool.Pool, *postgres.JobStore, jobs.ID, map[string]any) {
+	t.Helper()
+	pool, _ := pgtest.Pool(t)
+	store := postgres.NewJobStore(pool)
+	id := jobs.ID(uuid.NewString())
+	if err := store.RecordUpload(context.Background(), id, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	meta := map[string]any{"upload": map[string]any{"size_bytes": 10}}
+	if _, _, err := store.Enqueue(context.Background(), id, meta); err != nil {
+		t.Fatal(err)
+	}
+	return pool, store, id, meta
 }
