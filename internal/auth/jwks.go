@@ -69,6 +69,10 @@ func newJWKS(u string) (*jwks, error) {
 	return j, nil
 }
 
+// noFetch marks a context whose lookups use the keys fetched already, and
+// wait for no fetch.
+type noFetch struct{}
+
 // key is the key that verifies t: t must name one (kid), as Supabase's
 // tokens do; without it a token would be checked against every key listed,
 // and kept past the withdrawal of the one that signed it.
@@ -79,9 +83,12 @@ func (j *jwks) key(ctx context.Context, t *jwt.Token) (any, error) {
 		return nil, errors.New("a token signed with the project's keys names its key (kid)")
 	}
 	cur := j.current()
+	mayFetch := ctx.Value(noFetch{}) == nil
 	switch {
+	case cur == nil && !mayFetch:
+		return nil, fmt.Errorf("fetch the JWKS: %w: not fetched yet", jobs.ErrUnavailable)
 	case cur == nil:
-		fresh, err := j.fetch(ctx)
+		fresh, err := j.fetchSince(ctx, time.Time{})
 		if err != nil {
 			return nil, err
 		}
@@ -90,7 +97,7 @@ func (j *jwks) key(ctx context.Context, t *jwt.Token) (any, error) {
 		j.due() // for the next requests: this one goes on with what it has
 	}
 	key, err := cur.keys.KeyfuncCtx(ctx)(t)
-	if errors.Is(err, jwkset.ErrKeyNotFound) {
+	if errors.Is(err, jwkset.ErrKeyNotFound) && mayFetch {
 		// Only a fetch begun since this lookup can say the key is unknown:
 		// one under way may have been sent before the key was published.
 		fresh, ferr := j.fetchSince(ctx, asked)
@@ -126,19 +133,9 @@ func (j *jwks) current() *fetchedKeys {
 	return j.cur
 }
 
-// fetch waits for the next fetch (due) and returns its keys, or
-// jobs.ErrUnavailable when it failed or ctx ended first.
-func (j *jwks) fetch(ctx context.Context) (*fetchedKeys, error) {
-	f := j.due()
-	select {
-	case <-f.done:
-		return f.keys, f.err
-	case <-ctx.Done():
-		return nil, fmt.Errorf("fetch the JWKS: %w: %w", jobs.ErrUnavailable, ctx.Err())
-	}
-}
-
-// fetchSince is fetch, of a fetch that began at since or later.
+// fetchSince waits for a fetch that began at since or later (the next one
+// due: due) and returns its keys, or jobs.ErrUnavailable when it failed or
+// ctx ended first.
 func (j *jwks) fetchSince(ctx context.Context, since time.Time) (*fetchedKeys, error) {
 	for {
 		f := j.due()

@@ -150,9 +150,10 @@ func BenchmarkLocal(b *testing.B) {
 // whether it answers at all.
 type projectKeys struct {
 	*httptest.Server
-	mu     sync.Mutex
-	listed map[string]*rsa.PrivateKey
-	down   bool
+	mu      sync.Mutex
+	listed  map[string]*rsa.PrivateKey
+	down    bool
+	fetches int
 }
 
 func newProjectKeys(t *testing.T, listed map[string]*rsa.PrivateKey) *projectKeys {
@@ -160,6 +161,7 @@ func newProjectKeys(t *testing.T, listed map[string]*rsa.PrivateKey) *projectKey
 	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
+		p.fetches++
 		if p.down {
 			http.Error(w, "upstream connect error", http.StatusServiceUnavailable)
 			return
@@ -344,4 +346,32 @@ func TestAStaleJWKSIsFetchedAgainForKeptTokens(t *testing.T) {
 		_, last = l.Verify(ctx, kept)
 		return errors.Is(last, jobs.ErrInvalidToken)
 	}, func() string { return fmt.Sprint(last) })
+}
+
+// fetched is how many times the JWKS was asked for.
+func (p *projectKeys) fetched() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.fetches
+}
+
+// ServiceRole, asked first of every bearer token, waits for no fetch of the
+// JWKS: a token of a key not fetched yet is fetched for once, by the
+// Verify that follows. Before, each such token waited for two fetches.
+func TestServiceRoleWaitsForNoFetch(t *testing.T) {
+	t.Parallel()
+	key, other := rsaKey(t), rsaKey(t)
+	jwks := newProjectKeys(t, map[string]*rsa.PrivateKey{"k1": key})
+	l, err := auth.NewLocal("", jwks.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, "the first fetch", 30*time.Second, func() bool { return jwks.fetched() == 1 })
+	unknown := signRS(t, "k2", other, jwt.MapClaims{"role": "service_role"})
+	if l.ServiceRole(unknown) || jwks.fetched() != 1 {
+		t.Fatalf("ServiceRole of a key not fetched: fetched %d times in all", jwks.fetched())
+	}
+	if _, err := l.Verify(context.Background(), unknown); !errors.Is(err, jobs.ErrInvalidToken) || jwks.fetched() != 2 {
+		t.Fatalf("Verify: %v, fetched %d times in all", err, jwks.fetched())
+	}
 }
