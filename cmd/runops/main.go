@@ -19,6 +19,7 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -345,8 +346,15 @@ func schemaCheck(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) (htt
 	if err != nil {
 		return httpserver.Check{}, err
 	}
+	var current atomic.Bool // every migration applied: no later check can find one missing
 	behind := func(ctx context.Context) error {
+		if current.Load() {
+			return nil
+		}
 		missing, err := postgres.Unapplied(ctx, pool, migrations)
+		if err == nil && len(missing) == 0 {
+			current.Store(true)
+		}
 		if errors.Is(err, postgres.ErrMigrationsHidden) {
 			return nil // cannot tell: the other checks stand
 		}

@@ -79,21 +79,13 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, migrations []Migration) ([
 	}); err != nil {
 		return nil, migrateErr("migrate: create schema_migrations", err)
 	}
-	rows, err := pool.Query(ctx, selectAppliedVersions)
+	versions, err := appliedVersions(ctx, pool)
 	if err != nil {
 		return nil, wrap("migrate: read applied", err)
-	}
-	versions, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, wrap("migrate: read applied", err)
-	}
-	done := make(map[string]bool, len(versions))
-	for _, v := range versions {
-		done[v] = true
 	}
 	var applied []string
 	for _, m := range migrations {
-		if done[m.Version] {
+		if slices.Contains(versions, m.Version) {
 			continue
 		}
 		ran := false
@@ -132,8 +124,7 @@ var ErrMigrationsHidden = errors.New("this role may not read supabase_migrations
 // Unapplied lists the versions of migrations the database has not recorded
 // (all of them when it records none: no supabase_migrations table).
 func Unapplied(ctx context.Context, pool *pgxpool.Pool, migrations []Migration) ([]string, error) {
-	var applied []string
-	err := pool.QueryRow(ctx, `SELECT coalesce((SELECT array_agg(version) FROM supabase_migrations.schema_migrations), '{}')`).Scan(&applied)
+	applied, err := appliedVersions(ctx, pool)
 	var pgErr *pgconn.PgError
 	switch {
 	case errors.As(err, &pgErr) && pgErr.Code == "42501": // insufficient privilege
@@ -149,6 +140,15 @@ func Unapplied(ctx context.Context, pool *pgxpool.Pool, migrations []Migration) 
 		}
 	}
 	return out, nil
+}
+
+// appliedVersions are the versions the database records as applied.
+func appliedVersions(ctx context.Context, pool *pgxpool.Pool) ([]string, error) {
+	rows, err := pool.Query(ctx, selectAppliedVersions)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 // migrationLock takes the migrations' lock for the transaction, waiting at

@@ -229,12 +229,14 @@ func kind(k string) string {
 // Marshal writes the document as the viewer reads it. A document longer
 // than MaxDocumentBytes is a *TooLarge: stored, it could not be read back.
 func Marshal(d *Document) ([]byte, error) {
-	b, err := json.MarshalIndent(d, "", "  ")
+	b, err := marshal(d)
 	if err == nil && len(b) > MaxDocumentBytes {
 		return nil, &TooLarge{Size: len(b)}
 	}
 	return b, err
 }
+
+func marshal(d *Document) ([]byte, error) { return json.MarshalIndent(d, "", "  ") }
 
 // TooLarge is a document longer than MaxDocumentBytes, written out.
 type TooLarge struct{ Size int }
@@ -245,10 +247,6 @@ func (e *TooLarge) Error() string {
 
 // Size is the length of the document as Marshal writes it, however long.
 func Size(d *Document) int {
-	b, err := Marshal(d)
-	var big *TooLarge
-	if errors.As(err, &big) {
-		return big.Size
-	}
+	b, _ := marshal(d)
 	return len(b)
 }
