@@ -5,8 +5,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/runops/runops/internal/wait"
 )
 
 // WatchMax runs query, which answers one integer, again and again on pool
@@ -38,4 +41,29 @@ func WatchMax(t testing.TB, pool *pgxpool.Pool, query string) (stop func() int64
 	}
 	t.Cleanup(func() { stop() }) // a test that ends early stops it too
 	return stop
+}
+
+// Exec returns a function that runs SQL on pool, failing the test on an
+// error.
+func Exec(tb testing.TB, pool *pgxpool.Pool) func(sql string, args ...any) {
+	return func(sql string, args ...any) {
+		tb.Helper()
+		if _, err := pool.Exec(context.Background(), sql, args...); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+// UntilWaiting polls, under wait.For's deadline, until a session of pool's
+// database waits on event (pg_stat_activity.wait_event: "advisory",
+// "transactionid", "tuple"): another session is held where the test wants
+// it.
+func UntilWaiting(tb testing.TB, pool *pgxpool.Pool, what, event string) {
+	tb.Helper()
+	wait.For(tb, what, 30*time.Second, func() bool {
+		var n int
+		_ = pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event = $1`, event).Scan(&n)
+		return n > 0
+	})
 }

@@ -91,7 +91,7 @@ func TestTheQueueTableFollowsTheJobs(t *testing.T) {
 	pool, _ := pgtest.Pool(t)
 	ctx := context.Background()
 	store := postgres.NewQueueStore(pool)
-	exec := execOn(t, pool)
+	exec := pgtest.Exec(t, pool)
 	check := func(when string) {
 		t.Helper()
 		checkClaimTables(t, pool, when)
@@ -203,7 +203,7 @@ func TestAClaimHoldsItsOwnersUntilItCommits(t *testing.T) {
 	pool, dsn := pgtest.Pool(t)
 	ctx := context.Background()
 	store := postgres.NewQueueStore(pool)
-	exec := execOn(t, pool)
+	exec := pgtest.Exec(t, pool)
 	// The gate holds only the first claim's sessions.
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
@@ -437,16 +437,6 @@ func (p planNode) indexes(used map[string]bool) {
 	}
 }
 
-// execOn runs statements on pool, failing t on any error.
-func execOn(t *testing.T, pool *pgxpool.Pool) func(sql string, args ...any) {
-	return func(sql string, args ...any) {
-		t.Helper()
-		if _, err := pool.Exec(context.Background(), sql, args...); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 // queueOf queues n jobs of owner named (metadata.name) owner+"1",
 // owner+"2"…, the first age seconds old, each a second younger than the one
 // before, with the given priority; owner "" queues unowned jobs, named
@@ -457,7 +447,7 @@ func queueOf(t *testing.T, pool *pgxpool.Pool, owner string, n, age, priority in
 	if owner == "" {
 		owner, meta = "anonymous", `jsonb_build_object('name', $1::text || i, 'priority', $4::int)`
 	}
-	execOn(t, pool)(`INSERT INTO jobs (job_id, created_at, metadata)
+	pgtest.Exec(t, pool)(`INSERT INTO jobs (job_id, created_at, metadata)
 		SELECT gen_random_uuid(), now() - make_interval(secs => $3 - i), `+meta+` FROM generate_series(1, $2) i`,
 		owner, n, age, priority)
 }
@@ -572,7 +562,7 @@ func TestABatchClaimsAsOneAtATime(t *testing.T) {
 	queueOf(t, pool2, "dave", 1, 300, -2)
 	queueOf(t, pool2, "dave", 3, 250, 2)
 	queueOf(t, pool2, "erin", 2, 100, 0)
-	execOn(t, pool2)(`UPDATE jobs SET metadata = metadata || '{"name": "dave-rushed"}' WHERE metadata->>'priority' = '-2'`)
+	pgtest.Exec(t, pool2)(`UPDATE jobs SET metadata = metadata || '{"name": "dave-rushed"}' WHERE metadata->>'priority' = '-2'`)
 	wantClaimed(t, store2, 3, "dave-rushed erin1 erin2")
 	checkClaimTables(t, pool2, "after the claims")
 }
@@ -591,7 +581,7 @@ func TestTheOwnerCap(t *testing.T) {
 	}
 	// A job that entered processing by a person's hand counts too.
 	queueOf(t, pool, "carol", 3, 50, 0)
-	execOn(t, pool)(`UPDATE jobs SET status = 'processing' WHERE metadata->>'name' = 'carol1'`)
+	pgtest.Exec(t, pool)(`UPDATE jobs SET status = 'processing' WHERE metadata->>'name' = 'carol1'`)
 	wantClaimed(t, store, 8, "carol2")
 	finish(t, pool, "alice1")
 	wantClaimed(t, store, 8, "alice3")
@@ -769,7 +759,7 @@ func TestOneJobClaimsLookPastWhatTheyCannotTake(t *testing.T) {
 	pool, _ := pgtest.Pool(t)
 	ctx := context.Background()
 	store := postgres.NewQueueStore(pool)
-	exec := execOn(t, pool)
+	exec := pgtest.Exec(t, pool)
 	queueOf(t, pool, "alice", 1, 300, 0)
 	exec(`INSERT INTO jobs (job_id, created_at, metadata) VALUES
 		(gen_random_uuid(), now() - interval '250 seconds', '{"owner": "carol", "lease": {"expires_at": "now"}}'),
@@ -806,7 +796,7 @@ func TestOneJobClaimsLookPastWhatTheyCannotTake(t *testing.T) {
 func TestABatchLooksPastAnOwnerWhoseTurnsGaveNothing(t *testing.T) {
 	t.Parallel()
 	wantBatchAsSingles(t, 2, "bob1", func(pool *pgxpool.Pool) {
-		execOn(t, pool)(`INSERT INTO jobs (job_id, created_at, metadata) VALUES
+		pgtest.Exec(t, pool)(`INSERT INTO jobs (job_id, created_at, metadata) VALUES
 			(gen_random_uuid(), now() - interval '300 seconds', '{"owner": "alice", "name": "stuck1", "priority": -1, "lease": {"expires_at": "now"}}'),
 			(gen_random_uuid(), now() - interval '290 seconds', '{"owner": "alice", "name": "stuck2", "priority": -1, "lease": {"expires_at": "now"}}')`)
 		queueOf(t, pool, "bob", 1, 100, 0)
@@ -824,10 +814,10 @@ func TestABatchKeepsOwnersThatGaveTheirTurns(t *testing.T) {
 	wantBatchAsSingles(t, 2, "alice1 alice2", func(pool *pgxpool.Pool) {
 		// carol: two jobs processing, and one queued (the newest).
 		queueOf(t, pool, "carol", 3, 50, 0)
-		execOn(t, pool)(`UPDATE jobs SET status = 'processing' WHERE metadata->>'name' IN ('carol1', 'carol2')`)
+		pgtest.Exec(t, pool)(`UPDATE jobs SET status = 'processing' WHERE metadata->>'name' IN ('carol1', 'carol2')`)
 		// alice: two queued. held: one job, re-queued while its lease runs.
 		queueOf(t, pool, "alice", 2, 300, 0)
-		execOn(t, pool)(`INSERT INTO jobs (job_id, created_at, metadata) VALUES
+		pgtest.Exec(t, pool)(`INSERT INTO jobs (job_id, created_at, metadata) VALUES
 			(gen_random_uuid(), now() - interval '200 seconds', jsonb_build_object('owner', 'held', 'name', 'held1', 'lease', jsonb_build_object('expires_at', now() + interval '1 hour')))`)
 	})
 }
@@ -843,7 +833,7 @@ func TestHeldOwnersAreNotWalkedOneRoundAtATime(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.Pool(t)
 	ctx := context.Background()
-	exec := execOn(t, pool)
+	exec := pgtest.Exec(t, pool)
 	exec(`INSERT INTO jobs (job_id, created_at, metadata)
 		SELECT gen_random_uuid(), now() - interval '1 hour' + make_interval(secs => i),
 		       jsonb_build_object('owner', 'held-' || i, 'lease', jsonb_build_object('expires_at', now() + interval '1 hour'))
@@ -880,7 +870,7 @@ func TestHeldOwnersAreNotWalkedOneRoundAtATime(t *testing.T) {
 func TestARoundCountsOnlyOwnersWithAJobToDeal(t *testing.T) {
 	t.Parallel()
 	wantBatchAsSingles(t, 2, "alice1 bob1", func(pool *pgxpool.Pool) {
-		execOn(t, pool)(`INSERT INTO jobs (job_id, created_at, metadata) VALUES
+		pgtest.Exec(t, pool)(`INSERT INTO jobs (job_id, created_at, metadata) VALUES
 			(gen_random_uuid(), now() - interval '500 seconds', jsonb_build_object('owner', 'held', 'name', 'held1', 'priority', -1,
 			 'lease', jsonb_build_object('expires_at', now() + interval '1 hour')))`)
 		queueOf(t, pool, "alice", 3, 300, 0)

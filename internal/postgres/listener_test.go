@@ -197,12 +197,7 @@ func TestQueueStats(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.Pool(t)
 	ctx := context.Background()
-	exec := func(sql string) {
-		t.Helper()
-		if _, err := pool.Exec(ctx, sql); err != nil {
-			t.Fatal(err)
-		}
-	}
+	exec := pgtest.Exec(t, pool)
 	// Two queued jobs of someone's uploads, metadata objects (an edit of
 	// NULL metadata changes nothing), and a finished one.
 	a, b := uuid.NewString(), uuid.NewString()

@@ -804,25 +804,17 @@ func TestADeletionAndAQueueJobAtOnce(t *testing.T) {
 	if _, err := gate.Exec(ctx, `SELECT pg_advisory_lock(4242)`); err != nil {
 		t.Fatal(err)
 	}
-	waiting := func(what, event string) {
-		t.Helper()
-		wait.For(t, what, 30*time.Second, func() bool {
-			var n int
-			_ = pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = $1`, event).Scan(&n)
-			return n > 0
-		})
-	}
 	deleted, queued := make(chan error, 1), make(chan error, 1)
 	go func() {
 		_, err := pool.Exec(ctx, `WITH d AS (DELETE FROM jobs WHERE job_id = $1 RETURNING 1) SELECT pg_advisory_xact_lock(4242) FROM d`, string(id))
 		deleted <- err
 	}()
-	waiting("the deletion to hold the job's row", "advisory")
+	pgtest.UntilWaiting(t, pool, "the deletion to hold the job's row", "advisory")
 	go func() {
 		_, _, err := store.Enqueue(ctx, id, meta)
 		queued <- err
 	}()
-	waiting("queue-job to wait for the job's row", "transactionid")
+	pgtest.UntilWaiting(t, pool, "queue-job to wait for the job's row", "transactionid")
 	if _, err := gate.Exec(ctx, `SELECT pg_advisory_unlock(4242)`); err != nil {
 		t.Fatal(err)
 	}
@@ -863,11 +855,7 @@ func TestARedeletionWhileTheJanitorRunsIsKept(t *testing.T) {
 		_, err := store.ExpireDeleted(ctx, time.Hour, 10, func(context.Context, []jobs.ID) error { return nil })
 		done <- err
 	}()
-	wait.For(t, "the janitor to wait for the deletion", 30*time.Second, func() bool {
-		var n int
-		_ = pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'transactionid'`).Scan(&n)
-		return n > 0
-	})
+	pgtest.UntilWaiting(t, pool, "the janitor to wait for the deletion", "transactionid")
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}

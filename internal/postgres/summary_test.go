@@ -421,7 +421,7 @@ ON CONFLICT (job_id) DO NOTHING`, string(id))
 	if err := person.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-done; err != nil {
+	if err := wait.Recv(t, done, "the insert"); err != nil {
 		t.Fatal(err)
 	}
 	var copy, upload string

@@ -32,23 +32,13 @@ func stores(t *testing.T) (*pgxpool.Pool, *supabasetest.Server, *storage.Client)
 	return pool, fake, objects
 }
 
-// execOn runs SQL on pool, failing the test on an error.
-func execOn(t *testing.T, pool *pgxpool.Pool) func(sql string, args ...any) {
-	return func(sql string, args ...any) {
-		t.Helper()
-		if _, err := pool.Exec(context.Background(), sql, args...); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 // Uploads of jobs that ended more than the retention ago are deleted, once,
 // by any number of janitors at once, and the deletion is recorded; uploads of
 // recent, queued or running jobs stay; slim copies stay unless asked.
 func TestJanitorDeletesWhatIsDueOnce(t *testing.T) {
 	pool, fake, objects := stores(t)
 	ctx := context.Background()
-	exec := execOn(t, pool)
+	exec := pgtest.Exec(t, pool)
 	put := func(id string) {
 		fake.Put("videos/raw/"+id+".mp4", []byte("upload"), "video/mp4")
 		fake.Put("videos/slim/"+id+".mp4", []byte("slim"), "video/mp4")
@@ -216,7 +206,7 @@ func TestTheJanitorsRecordKeepsTheJobsClock(t *testing.T) {
 func TestADeletedJobsObjectsGo(t *testing.T) {
 	pool, fake, objects := stores(t)
 	ctx := context.Background()
-	exec := execOn(t, pool)
+	exec := pgtest.Exec(t, pool)
 	gone, fresh, back := uuid.NewString(), uuid.NewString(), uuid.NewString()
 	every := func(id string) []string {
 		return []string{"videos/raw/" + id + ".mp4", "videos/slim/" + id + ".mp4", "videos/sops/" + id + ".json",
