@@ -19,6 +19,7 @@ import (
 
 	"github.com/runops/runops/internal/config"
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/pipeline"
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/sop"
 	"github.com/runops/runops/internal/storage"
@@ -330,22 +331,16 @@ func completeByHand(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, 
 	}
 	locker := postgres.NewSOPLocker(pool)
 	err = locker.WithSOPLock(ctx, id, func(ctx context.Context) error {
-		if _, err := locker.StoreTagged(ctx, id, b, sop.Shown(doc), nil, func() error {
+		shown := sop.Shown(doc)
+		if _, err := locker.StoreTagged(ctx, id, b, shown, nil, func() error {
 			return objects.Upload(ctx, id.SOPPath(), bytes.NewReader(b), int64(len(b)), "application/json")
 		}); err != nil {
 			return err
 		}
 		// The screenshots it shows are all the job keeps: those of an
 		// earlier run's steps (often why an SOP is replaced by hand) go.
-		names, err := objects.List(ctx, id.FramesFolder())
-		if err != nil {
-			return err
-		}
-		shown := sop.Shown(doc)
-		if stale := sop.Unshown(doc, id.FramesFolder(), names); len(stale) > 0 {
-			if err := objects.Remove(ctx, stale...); err != nil {
-				return fmt.Errorf("the SOP is stored, but the screenshots it does not show could not be deleted (run the command again): %w", err)
-			}
+		if _, err := pipeline.RemoveUnshown(ctx, objects, id, doc); err != nil {
+			return fmt.Errorf("the SOP is stored, but the screenshots it does not show could not be deleted (run the command again): %w", err)
 		}
 		ok, err := store.MarkCompleted(ctx, id, map[string]any{"sop": map[string]any{"path": id.SOPPath(),
 			"nodes": len(doc.Public.Nodes), "edges": len(doc.Public.Edges), "by": "operator"},

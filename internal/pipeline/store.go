@@ -154,18 +154,27 @@ func (p *Pipeline) dropStaleFrames(ctx context.Context, job queue.Job, doc *sop.
 	if claims, _ := job.Metadata["attempts"].([]any); len(claims) <= 1 {
 		return
 	}
-	names, err := p.objects.List(ctx, job.ID.FramesFolder())
-	if err != nil {
-		p.cfg.Logger.WarnContext(ctx, "could not list the job's screenshots", "error", err)
-		return
-	}
-	stale := sop.Unshown(doc, job.ID.FramesFolder(), names)
-	if len(stale) == 0 {
-		return
-	}
-	if err := p.objects.Remove(ctx, stale...); err != nil {
+	switch stale, err := RemoveUnshown(ctx, p.objects, job.ID, doc); {
+	case err != nil:
 		p.cfg.Logger.WarnContext(ctx, "could not delete the screenshots of steps the SOP no longer has", "paths", stale, "error", err)
-		return
+	case len(stale) > 0:
+		p.cfg.Logger.InfoContext(ctx, "removed the screenshots of steps the SOP no longer has", "paths", stale)
 	}
-	p.cfg.Logger.InfoContext(ctx, "removed the screenshots of steps the SOP no longer has", "paths", stale)
+}
+
+// RemoveUnshown deletes the screenshots in id's folder that doc does not
+// show (sop.Unshown), and returns them.
+func RemoveUnshown(ctx context.Context, objects interface {
+	List(ctx context.Context, folder string) ([]string, error)
+	Remove(ctx context.Context, paths ...string) error
+}, id jobs.ID, doc *sop.Document) ([]string, error) {
+	names, err := objects.List(ctx, id.FramesFolder())
+	if err != nil {
+		return nil, err
+	}
+	stale := sop.Unshown(doc, id.FramesFolder(), names)
+	if len(stale) == 0 {
+		return nil, nil
+	}
+	return stale, objects.Remove(ctx, stale...)
 }
