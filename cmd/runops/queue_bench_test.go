@@ -16,7 +16,6 @@ import (
 
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/pgtest"
-	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/queue/queuetest"
 	"github.com/runops/runops/internal/supabasetest"
 	"github.com/runops/runops/internal/wait"
@@ -78,11 +77,7 @@ func claimingStorage(b *testing.B) (*supabasetest.Server, *queuetest.Picks) {
 // returns the claim and floor latencies.
 func pickupByWorkers(b *testing.B, bin string, procs int, mode string, feed func(*testing.B, *pgxpool.Pool) map[jobs.ID]time.Time) (claim, floor queuetest.Percentiles) {
 	dsn := pgtest.New(b)
-	pool, err := postgres.OpenPool(context.Background(), dsn, 4)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pool.Close()
+	pool := pgtest.Open(b, dsn, 4)
 	fake, claimed := claimingStorage(b)
 	notified := queuetest.NewPicks()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -164,10 +159,7 @@ func BenchmarkIdleFleet(b *testing.B) {
 				admin := pgtest.Server(b, 100)
 				role := pgtest.Role(b, admin, -1)
 				pooler := pgtest.NewBouncer(b, role, 20)
-				pool, err := postgres.OpenPool(context.Background(), admin, 2)
-				if err != nil {
-					b.Fatal(err)
-				}
+				pool := pgtest.Open(b, admin, 2)
 				fake, _ := claimingStorage(b)
 				startFleet(b, n, pooler.URL, role, fake)
 				db := &dbWatch{pool: pool, role: role}
@@ -190,11 +182,7 @@ func fleetRun(b *testing.B, n int, env []string, quiet time.Duration, steady, bu
 	admin := pgtest.Server(b, 100)
 	role := pgtest.Role(b, admin, -1)
 	pooler := pgtest.NewBouncer(b, role, 20)
-	pool, err := postgres.OpenPool(ctx, admin, 4)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pool.Close()
+	pool := pgtest.Open(b, admin, 4)
 	fake, claimed := claimingStorage(b)
 	floor := queuetest.NewPicks()
 	fleet := startFleet(b, n, pooler.URL, role, fake, env...)

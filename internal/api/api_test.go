@@ -50,11 +50,7 @@ func setup(t *testing.T, mutate ...func(*api.Options)) *env {
 	t.Helper()
 	direct, dsn := pgtest.Pool(t)
 	proxy, viaProxy := pgtest.NewProxy(t, dsn)
-	pool, err := postgres.OpenPool(context.Background(), viaProxy, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := pgtest.Open(t, viaProxy, 10)
 	fake := supabasetest.New(t, jobs.MaxUploadBytes)
 	fake.OnStore(soptest.Inspect(t))
 	objects, err := storage.New(storage.Config{URL: fake.URL, PublicURL: publicBase, ServiceKey: fake.ServiceRoleKey(),

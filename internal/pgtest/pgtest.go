@@ -124,15 +124,23 @@ func Pool(t testing.TB) (*pgxpool.Pool, string) {
 	return openPool(t, New(t))
 }
 
-// openPool opens a pool on the database at dsn, closed when the test ends.
+// openPool opens a pool of 10 on the database at dsn, closed when the test
+// ends.
 func openPool(t testing.TB, dsn string) (*pgxpool.Pool, string) {
 	t.Helper()
-	pool, err := postgres.OpenPool(context.Background(), dsn, 10)
+	return Open(t, dsn, 10), dsn
+}
+
+// Open opens a pool of at most conns connections on dsn as the product
+// does (postgres.OpenPool), closed when the test ends.
+func Open(t testing.TB, dsn string, conns int32) *pgxpool.Pool {
+	t.Helper()
+	pool, err := postgres.OpenPool(context.Background(), dsn, conns)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	return pool, dsn
+	return pool
 }
 
 // Server starts a PostgreSQL server of its own, allowing maxConnections

@@ -48,11 +48,7 @@ func BenchmarkClaimOrder(b *testing.B) {
 	}
 	measure := func(b *testing.B, owners int, fifo bool) result {
 		ctx := context.Background()
-		pool, err := postgres.OpenPool(ctx, pgtest.New(b), 8)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer pool.Close()
+		pool := pgtest.Open(b, pgtest.New(b), 8)
 		if fifo {
 			if _, err := pool.Exec(ctx, `ALTER TABLE jobs DISABLE TRIGGER runops_queue_insert;
 				ALTER TABLE jobs DISABLE TRIGGER runops_queue_update; ALTER TABLE jobs DISABLE TRIGGER runops_queue_delete`); err != nil {

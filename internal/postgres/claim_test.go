@@ -600,11 +600,7 @@ func TestTheOwnerCapHoldsAcrossWorkers(t *testing.T) {
 	dsn := pgtest.New(t)
 	pooler := pgtest.NewBouncer(t, dsn, 6)
 	ctx := context.Background()
-	direct, err := postgres.OpenPool(ctx, dsn, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer direct.Close()
+	direct := pgtest.Open(t, dsn, 2)
 	queueOf(t, direct, "alice", 60, 200, 0)
 	queueOf(t, direct, "bob", 20, 100, 0)
 	const cap, workers, total = 3, 8, 80
@@ -615,11 +611,7 @@ func TestTheOwnerCapHoldsAcrossWorkers(t *testing.T) {
 	seen := map[string]int{}
 	var wg sync.WaitGroup
 	for range workers {
-		pool, err := postgres.OpenPool(ctx, pooler.URL, 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pool.Close()
+		pool := pgtest.Open(t, pooler.URL, 1)
 		store := postgres.NewQueueStore(pool).CapOwners(cap)
 		wg.Go(func() {
 			// A generous deadline, not a measure: claims that kept giving
@@ -893,11 +885,7 @@ func TestClaimsUnderMixedLoad(t *testing.T) {
 			t.Parallel()
 			dsn := pgtest.New(t)
 			ctx := context.Background()
-			pool, err := postgres.OpenPool(ctx, dsn, 30)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer pool.Close()
+			pool := pgtest.Open(t, dsn, 30)
 			for i := range 12 {
 				queueOf(t, pool, fmt.Sprintf("big%d", i), 25, 1000+i, i%3-1)
 			}

@@ -22,11 +22,7 @@ import (
 //	go test -run '^$' -bench QueueFunctions -benchtime 2000x ./internal/postgres/
 func BenchmarkQueueFunctions(b *testing.B) {
 	ctx := context.Background()
-	pool, err := postgres.OpenPool(ctx, pgtest.New(b), 1)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pool.Close()
+	pool := pgtest.Open(b, pgtest.New(b), 1)
 	src, err := supabase.Migrations.ReadFile("migrations/20261129000100_queue.sql")
 	if err != nil {
 		b.Fatal(err)
@@ -71,11 +67,7 @@ func BenchmarkQueueFunctions(b *testing.B) {
 //	go test -run '^$' -bench QueueGauges -benchtime 20x ./internal/postgres/
 func BenchmarkQueueGauges(b *testing.B) {
 	ctx := context.Background()
-	pool, err := postgres.OpenPool(ctx, pgtest.New(b), 1)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pool.Close()
+	pool := pgtest.Open(b, pgtest.New(b), 1)
 	finished := 200000
 	if testing.Short() {
 		finished = 2000

@@ -126,11 +126,7 @@ func TestHeartbeatsAreHOTUpdates(t *testing.T) {
 	t.Parallel()
 	_, dsn := pgtest.Pool(t)
 	ctx := context.Background()
-	pool, err := postgres.OpenPool(ctx, dsn, 1) // one connection: its stats are flushed below
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := pgtest.Open(t, dsn, 1) // one connection: its stats are flushed below
 	store := postgres.NewQueueStore(pool)
 	const n, renewals = 40, 25
 	if _, err := pool.Exec(ctx, `INSERT INTO jobs (job_id) SELECT gen_random_uuid() FROM generate_series(1, $1)`, n); err != nil {

@@ -24,11 +24,7 @@ func TestOutcomesWrittenTogether(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	dsn := pgtest.New(t)
-	pool, err := postgres.OpenPool(ctx, dsn, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := pgtest.Open(t, dsn, 4)
 	queuetest.Burst(t, pool, 9)
 	// Listening from after the inserts: the claim and outcomes that follow
 	// are the worker's own.

@@ -353,11 +353,7 @@ func TestUnavailableDatabase(t *testing.T) {
 	t.Parallel()
 	_, dsn := pgtest.Pool(t)
 	proxy, viaProxy := pgtest.NewProxy(t, dsn)
-	pool, err := postgres.OpenPool(context.Background(), viaProxy, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := pgtest.Open(t, viaProxy, 4)
 	store := postgres.NewJobStore(pool)
 	ctx := context.Background()
 	if err := store.Ping(ctx); err != nil {
@@ -472,11 +468,7 @@ func TestTransactionPoolerIsDetected(t *testing.T) {
 	}
 	// pgbouncer=true is a client hint: it must not reach the server as a setting.
 	_, dsn := pgtest.Pool(t)
-	pool, err := postgres.OpenPool(context.Background(), dsn+"&pgbouncer=true", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := pgtest.Open(t, dsn+"&pgbouncer=true", 1)
 	if err := postgres.NewJobStore(pool).Ping(context.Background()); err != nil {
 		t.Fatalf("with pgbouncer=true: %v", err)
 	}

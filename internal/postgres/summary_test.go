@@ -284,11 +284,7 @@ func TestATagRecordedAfterTheLockWasLostIsNotStale(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	direct, dsn := pgtest.Pool(t)
-	poolA, err := postgres.OpenPool(ctx, dsn, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(poolA.Close)
+	poolA := pgtest.Open(t, dsn, 4)
 	id := jobs.ID(uuid.NewString())
 	quiet := slog.New(slog.DiscardHandler)
 	a, b := postgres.NewSOPLocker(poolA), postgres.NewSOPLocker(direct)

@@ -51,11 +51,7 @@ func BenchmarkPickup(b *testing.B) {
 // pickup feeds a fresh database and measures when each job is picked up.
 func pickup(b *testing.B, mode string, feed func(*testing.B, *pgxpool.Pool) map[jobs.ID]time.Time) queuetest.Percentiles {
 	dsn := pgtest.New(b)
-	pool, err := postgres.OpenPool(context.Background(), dsn, 40)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pool.Close()
+	pool := pgtest.Open(b, dsn, 40)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
@@ -111,11 +107,7 @@ func BenchmarkClaims(b *testing.B) {
 
 func drain(b *testing.B, workers, backlog int) float64 {
 	dsn := pgtest.New(b)
-	pool, err := postgres.OpenPool(context.Background(), dsn, int32(2*workers+4))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pool.Close()
+	pool := pgtest.Open(b, dsn, int32(2*workers+4))
 	queuetest.Burst(b, pool, backlog)
 	ctx, cancel := context.WithCancel(context.Background())
 	var count atomic.Int64

@@ -31,11 +31,7 @@ import (
 func (b *bench) throughProxy(h queue.Handler, cfg queue.Config) *pgtest.Proxy {
 	b.t.Helper()
 	proxy, dsn := pgtest.NewProxy(b.t, b.dsn)
-	pool, err := postgres.OpenPool(context.Background(), dsn, 10)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	b.t.Cleanup(pool.Close)
+	pool := pgtest.Open(b.t, dsn, 10)
 	if cfg.Logger == nil {
 		cfg.Logger = quiet
 	}
