@@ -63,7 +63,6 @@ type Config struct {
 // The pipeline's defaults; the configuration's are these.
 const (
 	DefaultFFmpegTimeout     = 15 * time.Minute
-	DefaultMaxRetryWait      = 2 * time.Minute
 	DefaultFileActiveTimeout = 5 * time.Minute
 	defaultGenerateTimeout   = 5 * time.Minute
 	defaultFileCallTimeout   = 30 * time.Second

@@ -43,9 +43,12 @@ type service struct {
 	refusedKeyOp string
 }
 
-// storageRetryBudget is the waiting a storage step may spend on tries
-// (docs/lifecycle.md: 2 minutes).
-const storageRetryBudget = 2 * time.Minute
+// The waiting a step's tries may spend in all (docs/lifecycle.md): a
+// Gemini step's is GEMINI_MAX_RETRY_WAIT, by default DefaultMaxRetryWait.
+const (
+	DefaultMaxRetryWait = 2 * time.Minute
+	storageRetryBudget  = 2 * time.Minute
+)
 
 var (
 	storageService = service{name: "storage", giveUp: msgStorageDown,

@@ -76,8 +76,16 @@ SELECT count(*) > 0 FROM r LEFT JOIN LATERAL (
 	repairQueue = `SELECT removed, added, recounted FROM public.runops_claim_repair()`
 
 	// Whether the claim ($2) still holds the job (QueueStore.Holds): a
-	// read, no lock (lockHeldJob, soplock.go, also locks the row).
+	// read, no lock.
 	selectHolds = `SELECT EXISTS (SELECT 1 FROM public.jobs` + heldJob + `)`
+
+	// The same check inside the SOP lock's transaction (WithSOPLease,
+	// soplock.go), which every write of the SOP and the screenshots runs
+	// in: it locks the row too. The KEY SHARE row lock keeps the row from
+	// being claimed or rescued (both lock FOR UPDATE SKIP LOCKED) until the
+	// transaction ends, while the claim's own heartbeats and a person's
+	// status edits go through.
+	lockHeldJob = `SELECT 1 FROM public.jobs` + heldJob + ` FOR KEY SHARE`
 
 	// The job ($1) processing under the claim's lease ($2), not expired.
 	heldJob = ` WHERE job_id = $1` + fence + ` AND NOT public.runops_lease_expired(metadata)`

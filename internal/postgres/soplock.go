@@ -23,14 +23,6 @@ const lockSOP = `SELECT pg_advisory_xact_lock(hashtextextended('runops-sop:' || 
 // the holder takes.
 const sopLockWait = `SET LOCAL lock_timeout = '5s'`
 
-// lockHeldJob checks, inside the SOP lock's transaction, that a claim still
-// holds the job (as selectHolds does: processing under its token, the lease
-// not expired), and locks the row. The KEY SHARE row lock it takes keeps
-// the row from being claimed or rescued (both lock FOR UPDATE SKIP LOCKED)
-// until the transaction ends, while the claim's own heartbeats and a
-// person's status edits go through.
-const lockHeldJob = `SELECT 1 FROM public.jobs` + heldJob + ` FOR KEY SHARE`
-
 // SOPLocker runs functions under a job's SOP lock.
 type SOPLocker struct {
 	pool *pgxpool.Pool

@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -51,7 +52,8 @@ func (r *run) whyLost() error {
 }
 
 // endLost ends a run that lost its job — someone else holds it, or a
-// person changed it — given the run's cause and the handler's error: it
+// person changed it — once its handler has returned (execute, endRun),
+// given the run's cause and the handler's error: it
 // writes nothing of the run and drops its lease, which closes the attempt
 // as cancelled when a person took the job out of processing
 // (Store.DropLease). An attempt is counted (runops_jobs_finished_total)
@@ -176,6 +178,17 @@ func (w *Worker) watchEdits(ctx context.Context) {
 		}
 	}
 }
+
+// Losing the job. ErrLost is both why a run's context is cancelled
+// (context.Cause) and what its Reporter's writes return, once the job is no
+// longer this run's: another worker was given it, its lease could not be
+// kept, or a person edited it — ErrCancelled, which is ErrLost too, and
+// the one distinction a handler branches on (the work is abandoned for
+// good: it may clean up remote state).
+var (
+	ErrLost      = errors.New("lease lost: the job is no longer this run's")
+	ErrCancelled = fmt.Errorf("stopped by a change to the job: %w", ErrLost)
+)
 
 // LossCause is why a run lost its job, from the job's status as it is now
 // (found false: the row is gone): no longer processing — a person changed

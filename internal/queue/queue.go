@@ -8,7 +8,6 @@ package queue
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/runops/runops/internal/backoff"
@@ -179,15 +178,6 @@ var (
 // the rescue) over ±20 %.
 const sweepSpread = 0.2
 
-// Losing the job. ErrLost is both why a run's context is cancelled
-// (context.Cause) and what its Reporter's writes return, once the job is no
-// longer this run's: another worker was given it, its lease could not be
-// kept, or a person edited it — ErrCancelled, which is ErrLost too, and
-// the one distinction a handler branches on (the work is abandoned for
-// good: it may clean up remote state). Shutdown is not losing the job: the
-// run's context ends with errShutdown, and the job is handed back.
-var (
-	ErrLost      = errors.New("lease lost: the job is no longer this run's")
-	ErrCancelled = fmt.Errorf("stopped by a change to the job: %w", ErrLost)
-	errShutdown  = errors.New("shutdown grace period over")
-)
+// errShutdown ends the runs still going when the shutdown grace is over.
+// Shutdown is not losing the job (ErrLost): the job is handed back.
+var errShutdown = errors.New("shutdown grace period over")
