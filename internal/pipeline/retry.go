@@ -16,9 +16,10 @@ import (
 // engine).
 const maxTries = 5
 
-// transientWaits are the waits between tries: 1, 2, 4, 8 s, unless the
-// service said how long to wait (Gemini's RetryInfo.retryDelay: RetryDelay).
-var transientWaits = backoff.Policy{First: time.Second}
+// transientWaits are the waits between tries, doubling from one second
+// with no jitter: 1, 2, 4, 8 s, unless the service said how long to wait
+// (Gemini's RetryInfo.retryDelay: RetryDelay).
+var transientWaits = backoff.Policy{First: time.Second, Jitter: 0}
 
 // RetryDelay is implemented by errors whose server said how long to wait
 // (Gemini's RetryInfo.retryDelay).
