@@ -186,7 +186,7 @@ func TestTheWhereCheckCanFail(t *testing.T) {
 		"| b? | y | `internal/queue/lease.go`: `run.heartbeat`, `readLossCause`; `supabase/migrations/20261207000000_claim_owner_first.sql`: `runops_claim`, `runops_no_such` | x |\n" +
 		"| c? | y | internal/queue/lease.go heartbeat | x |\n| d? | y | `a|b` | x |\n" +
 		"| g? | y | `supabase/migrations/20261207000000_claim_owner_first.sql`: `BenchmarkClaimOrder`, `runops_cl`, `runops videos read` | x |\n" +
-		"| e? | y | `internal/queue/lease.go`: `run.lose`; `internal/queue/run.go`: `Worker.execute`; `internal/queue/worker.go`: `Worker.Notify` | x |\n" +
+		"| e? | y | `internal/queue/lease.go`: `run.lose`; `internal/queue/run.go`: `Worker.execute`; `internal/queue/worker.go`: `Worker.Wake` | x |\n" +
 		"## Next\n| f? | y | `internal/queue/gone2.go`: `X` | x |\n"
 	got := strings.Join(whereProblems("..", md), "\n")
 	want := strings.Join([]string{

@@ -141,6 +141,26 @@ func (w *Worker) heartbeat(ctx context.Context, r *run, log *slog.Logger) {
 	}
 }
 
+// Notify handles a change to a job row. It never blocks: it runs on the
+// listener's connection. A change to a job this worker holds makes it check
+// its lease at once (the lease check, not the hint, decides: a notification
+// can be older than the claim); a queued job wakes the worker.
+func (w *Worker) Notify(id jobs.ID, status jobs.Status) {
+	w.mu.Lock()
+	r, ok := w.held[id]
+	w.mu.Unlock()
+	if ok {
+		select {
+		case r.renewNow <- struct{}{}:
+		default:
+		}
+		return
+	}
+	if status == jobs.StatusQueued {
+		w.Wake()
+	}
+}
+
 // watchEdits asks, every Sweep (never jittered longer) and in one query for
 // all the leases this worker holds, whether any of its jobs was edited,
 // and stops the runs of those it no longer holds: a polling worker, or a

@@ -130,26 +130,6 @@ func (w *Worker) Wake() {
 	}
 }
 
-// Notify handles a change to a job row. It never blocks: it runs on the
-// listener's connection. A change to a job this worker holds makes it check
-// its lease at once (the lease check, not the hint, decides: a notification
-// can be older than the claim); a queued job wakes the worker.
-func (w *Worker) Notify(id jobs.ID, status jobs.Status) {
-	w.mu.Lock()
-	r, ok := w.held[id]
-	w.mu.Unlock()
-	if ok {
-		select {
-		case r.renewNow <- struct{}{}:
-		default:
-		}
-		return
-	}
-	if status == jobs.StatusQueued {
-		w.Wake()
-	}
-}
-
 // Held lists the jobs running now.
 func (w *Worker) Held() []jobs.ID {
 	w.mu.Lock()
