@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 
 	"github.com/jackc/pgx/v5"
@@ -24,13 +25,18 @@ const lockSOP = `SELECT pg_advisory_xact_lock(hashtextextended('runops-sop:' || 
 const sopLockWait = `SET LOCAL lock_timeout = '5s'`
 
 // SOPLocker runs functions under a job's SOP lock.
+//
+// A holder uses one connection, the lock's: a tag it must forget before
+// it stores (RecordSOP, RecordFrames, StoreTagged) is forgotten with the
+// lock let go, where readers see it at once, and the lock taken again
+// (forgetFirst). Holding the lock while it waited for a second connection,
+// as many holders as a transaction pooler has server connections would
+// each wait for ever, and every process behind that pooler with them.
 type SOPLocker struct {
 	pool *pgxpool.Pool
-	// slots bound the holders of a lock at once to half the pool: each
-	// holds a connection for the lock's transaction and, to forget tags
-	// (RecordSOP, RecordFrames, StoreTagged) where readers see it at once,
-	// needs another at the same time. With every connection held by a lock, every holder would wait
-	// for a second one until its deadline.
+	// slots bound the holders of a lock at once to half the pool, which
+	// each holds a connection of for as long as its storage calls take:
+	// the run's heartbeats and the API's reads keep the other half.
 	slots chan struct{}
 	// Log hears of a tag that could not be recorded (nil: slog.Default).
 	Logger *slog.Logger
@@ -56,7 +62,42 @@ func (l *SOPLocker) WithSOPLease(ctx context.Context, id jobs.ID, token string, 
 	return l.withLock(ctx, id, token, fn)
 }
 
+// forgetTries bounds how often a holder lets the lock go to forget a tag
+// that another writer recorded again meanwhile.
+const forgetTries = 5
+
+// withLock runs fn under the lock (lockOnce), again after forgetting what
+// fn asked to be forgotten first.
 func (l *SOPLocker) withLock(ctx context.Context, id jobs.ID, token string, fn func(context.Context) error) error {
+	for try := 1; ; try++ {
+		err := l.lockOnce(ctx, id, token, fn)
+		var first *forgetFirst
+		if !errors.As(err, &first) {
+			return err
+		}
+		if try == forgetTries {
+			return wrap("lock sop", fmt.Errorf("%w: %w: its tags were recorded again %d times while it forgot them", jobs.ErrBusy, jobs.ErrUnavailable, try))
+		}
+		if _, err := l.pool.Exec(ctx, first.sql, first.args...); err != nil {
+			return wrap(first.op, err)
+		}
+	}
+}
+
+// forgetFirst is what a holder returns, before it writes anything, when a
+// tag it is about to replace is still recorded: withLock lets the lock go,
+// runs sql, and runs the holder again. Once forgotten with the lock let go,
+// a tag stays so while the lock is held again (only a holder records one),
+// so that a holder whose transaction dies after its storage write leaves
+// no tag of what it replaced.
+type forgetFirst struct {
+	op, sql string
+	args    []any
+}
+
+func (f *forgetFirst) Error() string { return f.op + ": to be done with the SOP lock let go" }
+
+func (l *SOPLocker) lockOnce(ctx context.Context, id jobs.ID, token string, fn func(context.Context) error) error {
 	if err := l.waitTurn(ctx); err != nil {
 		return wrap("lock sop", err)
 	}
@@ -110,6 +151,27 @@ func (l *SOPLocker) recordTags(ctx context.Context, sql string, args ...any) err
 	})
 }
 
+// forget makes what sql writes (a tag forgotten) true before the holder
+// stores: under the lock, when forgotten — a query of the lock's
+// transaction, with args — says it is already; else it asks withLock to
+// forget it with the lock let go (forgetFirst). Without a lock's
+// transaction in ctx, on the pool.
+func (l *SOPLocker) forget(ctx context.Context, op, forgotten string, args []any, sql string, sqlArgs ...any) error {
+	tx, _ := ctx.Value(lockTxKey{}).(pgx.Tx)
+	if tx == nil {
+		_, err := l.pool.Exec(ctx, sql, sqlArgs...)
+		return wrap(op, err)
+	}
+	var done bool
+	if err := tx.QueryRow(ctx, forgotten, args...).Scan(&done); err != nil {
+		return wrap(op, err)
+	}
+	if !done {
+		return &forgetFirst{op: op, sql: sql, args: sqlArgs}
+	}
+	return nil
+}
+
 // waitTurn takes one of the slots (SOPLocker.slots).
 func (l *SOPLocker) waitTurn(ctx context.Context) error {
 	select {
@@ -151,6 +213,15 @@ const recordSOP = `INSERT INTO public.runops_stored_tags AS t (job_id, sop) VALU
 ON CONFLICT (job_id) DO UPDATE SET sop = excluded.sop, recorded_at = now(),
   frames = (SELECT coalesce(jsonb_object_agg(e.key, e.value), '{}') FROM jsonb_each(t.frames) e WHERE e.key = ANY ($3))`
 
+// Whether the tags recordSOP and recordFrames would forget are forgotten:
+// the SOP's, and those of the screenshots of steps not shown ($2); the
+// screenshots' named ($2). No row: nothing is recorded.
+const (
+	sopForgotten = `SELECT coalesce((SELECT t.sop IS NULL AND NOT EXISTS (SELECT 1 FROM jsonb_object_keys(t.frames) k WHERE k <> ALL ($2))
+  FROM public.runops_stored_tags t WHERE t.job_id = $1), true)`
+	framesForgotten = `SELECT coalesce((SELECT NOT t.frames ?| $2 FROM public.runops_stored_tags t WHERE t.job_id = $1), true)`
+)
+
 // RecordFrames sets the entity tags of id's step screenshots (node →
 // ETag; "" forgets one), under the SOP lock: forgotten before a
 // screenshot is stored — at once, on a connection of their own, so that no
@@ -166,8 +237,12 @@ func (l *SOPLocker) RecordFrames(ctx context.Context, id jobs.ID, tags map[strin
 		}
 	}
 	if len(forget) > 0 {
-		if _, err := l.pool.Exec(ctx, recordFrames, string(id), forget); err != nil {
-			return wrap("forget screenshot tags", err)
+		names := make([]string, 0, len(forget))
+		for node := range forget {
+			names = append(names, node)
+		}
+		if err := l.forget(ctx, "forget screenshot tags", framesForgotten, []any{string(id), names}, recordFrames, string(id), forget); err != nil {
+			return err
 		}
 	}
 	if len(record) > 0 {
@@ -212,9 +287,8 @@ func (l *SOPLocker) RecordSOP(ctx context.Context, id jobs.ID, tag string, shown
 	if shown == nil {
 		shown = []string{}
 	}
-	if tag == "" { // at once, on a connection of its own (RecordFrames)
-		_, err := l.pool.Exec(ctx, recordSOP, string(id), tag, shown)
-		return wrap("forget SOP tag", err)
+	if tag == "" {
+		return l.forget(ctx, "forget SOP tag", sopForgotten, []any{string(id), shown}, recordSOP, string(id), tag, shown)
 	}
 	return wrap("record SOP tag", l.recordTags(ctx, recordSOP, string(id), tag, shown))
 }
