@@ -169,12 +169,20 @@ DELETE FROM public.runops_deleted_jobs WHERE job_id = ANY($1::uuid[])`
   SELECT j.job_id FROM public.jobs j JOIN public.runops_deleted_jobs k ON k.job_id = j.job_id FOR KEY SHARE OF j)`
 
 	forgetUploads = `DELETE FROM public.runops_uploads WHERE job_id = ANY($1::uuid[])`
+
+	// Of the deleted jobs picked ($1), those still without a row, read
+	// once their uploads' rows are locked (lockUploads): a row inserted
+	// meanwhile (queue-job, or by hand) was committed before, and is seen
+	// here, or waits for the janitor's commit (runops_jobs_keep_owner locks
+	// the upload's row), and finds the upload forgotten.
+	lockUploads  = `SELECT 1 FROM public.runops_uploads WHERE job_id = ANY($1::uuid[]) ORDER BY job_id FOR UPDATE`
+	stillDeleted = `SELECT i::text FROM unnest($1::uuid[]) i WHERE NOT EXISTS (SELECT 1 FROM public.jobs j WHERE j.job_id = i)`
 )
 
 // ExpireUnqueued implements retention.Store.
 func (s *JobStore) ExpireUnqueued(ctx context.Context, after time.Duration, limit int,
 	remove func(context.Context, []jobs.ID) error) (int, error) {
-	return s.forgetUploads(ctx, "expire unqueued uploads", expireUnqueued, forgetUploads, after, limit, remove)
+	return s.forgetUploads(ctx, "expire unqueued uploads", expireUnqueued, false, forgetUploads, after, limit, remove)
 }
 
 // ExpireDeleted implements retention.Store.
@@ -183,21 +191,23 @@ func (s *JobStore) ExpireDeleted(ctx context.Context, after time.Duration, limit
 	if _, err := s.pool.Exec(ctx, forgetPutBack); err != nil {
 		return 0, wrap("expire deleted jobs", err)
 	}
-	return s.forgetUploads(ctx, "expire deleted jobs", expireDeleted, forgetDeleted, after, limit, remove)
+	return s.forgetUploads(ctx, "expire deleted jobs", expireDeleted, true, forgetDeleted, after, limit, remove)
 }
 
 // forgetUploads takes up to limit uploads that pick ($1: after, $2: limit)
 // chooses, locked, calls remove with their ids and forgets them (forget,
-// $1 the ids) once it returns nil.
-func (s *JobStore) forgetUploads(ctx context.Context, op, pick, forget string, after time.Duration, limit int,
+// $1 the ids) once it returns nil. With deleted, the jobs pick took for
+// deleted are read again once their uploads are locked (stillDeleted).
+func (s *JobStore) forgetUploads(ctx context.Context, op, pick string, deleted bool, forget string, after time.Duration, limit int,
 	remove func(context.Context, []jobs.ID) error) (int, error) {
 	var n int
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, pick, after.Seconds(), limit)
-		if err != nil {
-			return err
+		ids, err := idsOf(tx.Query(ctx, pick, after.Seconds(), limit))
+		if err == nil && deleted && len(ids) > 0 {
+			if _, err = tx.Exec(ctx, lockUploads, ids); err == nil {
+				ids, err = idsOf(tx.Query(ctx, stillDeleted, ids))
+			}
 		}
-		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil || len(ids) == 0 {
 			return err
 		}
@@ -216,4 +226,12 @@ func (s *JobStore) forgetUploads(ctx context.Context, op, pick, forget string, a
 		n = 0
 	}
 	return n, wrap(op, err)
+}
+
+// idsOf collects the ids a query answers, one a row.
+func idsOf(rows pgx.Rows, err error) ([]string, error) {
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }

@@ -860,6 +860,49 @@ func TestARedeletionWhileTheJanitorRunsIsKept(t *testing.T) {
 	}
 }
 
+// A deleted job queued again (queue-job: its upload was still there) while
+// the janitor removes its objects waits for the janitor, and is queued with
+// its owner: the upload's row the janitor forgets is made again, from the
+// owner queue-job read. Before, the insert went through at once, and the
+// janitor then forgot the upload of a job that has a row: its owner with it.
+func TestAJobQueuedAgainWhileTheJanitorExpiresItKeepsItsOwner(t *testing.T) {
+	t.Parallel()
+	pool, store, id, meta := queuedUpload(t)
+	ctx := context.Background()
+	exec := pgtest.Exec(t, pool)
+	exec(`DELETE FROM jobs WHERE job_id = $1`, string(id))
+	exec(`UPDATE runops_deleted_jobs SET deleted_at = now() - interval '2 hours' WHERE job_id = $1`, string(id))
+
+	queued := make(chan error, 1)
+	var removed []jobs.ID
+	_, err := store.ExpireDeleted(ctx, time.Hour, 10, func(_ context.Context, ids []jobs.ID) error {
+		removed = ids
+		go func() { // the owner queues the job again through the API
+			_, _, err := store.Enqueue(ctx, id, map[string]any{"upload": meta["upload"], "owner": "alice"})
+			queued <- err
+		}()
+		pgtest.UntilWaiting(t, pool, "queue-job to wait for the janitor", "transactionid")
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.Recv(t, queued, "queue-job"); err != nil {
+		t.Fatal(err)
+	}
+	if len(removed) != 1 {
+		t.Fatalf("the janitor removed the objects of %v: the test proves nothing", removed)
+	}
+	var owner *string
+	if err := pool.QueryRow(ctx, `SELECT (SELECT owner FROM runops_uploads WHERE job_id = j.job_id) FROM jobs j WHERE j.job_id = $1`,
+		string(id)).Scan(&owner); err != nil {
+		t.Fatalf("the job queued again has no row: %v", err)
+	}
+	if owner == nil || *owner != "alice" {
+		t.Fatalf("the job queued again is owned by %v, not alice: its upload's row was forgotten under it", owner)
+	}
+}
+
 // queuedUpload is a fresh database with a job queued through queue-job for
 // alice's upload, and the metadata it was queued with.
 func queuedUpload(t *testing.T) (*pgxpool.Pool, *postgres.JobStore, jobs.ID, map[string]any) {
