@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -452,15 +451,7 @@ func startEngine(ctx, runCtx context.Context, stop func(), g *errgroup.Group, cf
 	// The others ask for it every lease TTL: within that of its holder's
 	// stop, and within two of its death (its tenure expires first).
 	duty := &postgres.Duty{Pool: pool, Name: "housekeeping", Holder: w.Name(), TTL: cfg.LeaseTTL, Retry: cfg.LeaseTTL, Logger: e.log}
-	g.Go(func() error {
-		duty.Run(ctx, func(ctx context.Context) {
-			var wg sync.WaitGroup
-			wg.Go(func() { w.Rescue(ctx) })
-			janitor.Run(ctx)
-			wg.Wait()
-		})
-		return nil
-	})
+	g.Go(func() error { w.Housekeep(ctx, duty, janitor.Run); return nil })
 	if len(cfg.WebhookURLs) > 0 {
 		d := &webhook.Deliverer{Store: postgres.NewJobStore(pool).Webhooks(), URLs: cfg.WebhookURLs, Keys: cfg.WebhookKeys,
 			Client: &http.Client{Timeout: 10 * time.Second}, Every: time.Second, Logger: e.log}

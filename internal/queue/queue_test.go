@@ -1082,3 +1082,53 @@ func TestASlowClaimKeepsItsRun(t *testing.T) {
 	}
 	b.completed(id)
 }
+
+// heldDuty is a duty this test hands out (take) and ends (end).
+type heldDuty struct{ take, end chan struct{} }
+
+func (d heldDuty) Run(ctx context.Context, work func(context.Context)) {
+	select {
+	case <-d.take:
+	case <-ctx.Done():
+		return
+	}
+	tenure, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-d.end:
+			cancel()
+		case <-tenure.Done():
+		}
+	}()
+	work(tenure)
+}
+
+// Housekeep rescues expired leases and runs its chores while the worker
+// holds the duty, and every one of them stops when its tenure ends.
+func TestHousekeepWorksWhileTheDutyIsHeld(t *testing.T) {
+	t.Parallel()
+	b := newBench(t)
+	ctx := context.Background()
+	id := b.insert(1)[0]
+	if got, err := b.store.Claim(ctx, "dead", 1, time.Minute); err != nil || len(got) != 1 {
+		t.Fatalf("claim: %v %v", got, err)
+	}
+	pgtest.ExpireLeases(t, b.pool, string(id))
+	w := queue.New(b.store, newBlocking(), queue.Config{Sweep: 100 * time.Millisecond, SharedRescue: true, Logger: quiet})
+	duty := heldDuty{take: make(chan struct{}), end: make(chan struct{})}
+	chore := make(chan context.Context, 1)
+	done := make(chan struct{})
+	go func() {
+		w.Housekeep(ctx, duty, func(ctx context.Context) { chore <- ctx; <-ctx.Done() })
+		close(done)
+	}()
+	close(duty.take)
+	choreCtx := wait.Recv(t, chore, "the chore")
+	b.waitFor("the rescue of the expired lease", func() bool { return b.job(id).Status == jobs.StatusQueued })
+	close(duty.end)
+	wait.Recv(t, done, "Housekeep's return once the tenure ended")
+	if choreCtx.Err() == nil {
+		t.Error("the chore's context outlived the tenure")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/runops/runops/internal/backoff"
@@ -13,12 +14,33 @@ import (
 	"github.com/runops/runops/internal/metrics"
 )
 
+// Duty is work that one worker of a fleet does for all of them, held for
+// a tenure it renews (postgres.Duty): Run calls work while this worker
+// holds it, until ctx ends.
+type Duty interface {
+	Run(ctx context.Context, work func(context.Context))
+}
+
+// Housekeep does the fleet's housekeeping while this worker holds duty —
+// the rescue of expired leases (Rescue) and the chores given (the retention
+// janitor) — until ctx ends: one worker of the fleet does it for all, and
+// another takes the duty when its holder stops or dies. A worker given
+// SharedRescue is run so; alone, Run starts the rescue itself.
+func (w *Worker) Housekeep(ctx context.Context, duty Duty, chores ...func(context.Context)) {
+	duty.Run(ctx, func(ctx context.Context) {
+		var wg sync.WaitGroup
+		wg.Go(func() { w.Rescue(ctx) })
+		for _, chore := range chores {
+			wg.Go(func() { chore(ctx) })
+		}
+		wg.Wait()
+	})
+}
+
 // Rescue returns expired leases to the queue every sweep (jittered),
 // counted as an attempt; a job claimed MaxAttempts times ends in error
 // instead; and has the store repair what it keeps of the queue
-// (Store.Repair). It stops with ctx. In a fleet it is the housekeeping
-// duty's (SharedRescue: the caller runs it while this worker holds the
-// duty); alone, Run starts it.
+// (Store.Repair). It stops with ctx.
 func (w *Worker) Rescue(ctx context.Context) {
 	msg := fmt.Sprintf("Processing was interrupted %d times; please try again later, and contact support if it keeps happening.", w.cfg.MaxAttempts)
 	for {

@@ -28,9 +28,8 @@ type Config struct {
 	// default 250 ms.
 	StageDelay time.Duration
 	// SharedRescue: the rescue of expired leases is the fleet's duty, which
-	// one worker holds at a time (postgres.Duty): Run does not start it, the
-	// caller runs Rescue while this worker holds the duty. Unset, the worker
-	// rescues on its own every sweep.
+	// one worker holds at a time: Run does not start it, the caller runs
+	// Housekeep. Unset, the worker rescues on its own every sweep.
 	SharedRescue bool
 }
 
