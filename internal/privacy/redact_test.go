@@ -167,17 +167,13 @@ func TestMarksAsTyped(t *testing.T) {
 	marks := []privacy.Mark{{Value: "Sam", Kind: privacy.Name}, {Value: "Ali", Kind: privacy.Name}, {Value: "Bob", Kind: privacy.Name},
 		{Value: "王伟", Kind: privacy.Name}, {Value: "+1 (415) 555-0132", Kind: privacy.Phone}}
 	r := privacy.NewRedactor(detector(t), marks)
-	for _, c := range [][2]string{
+	textsAre(t, r, [][2]string{
 		{"Sam schedules the backup to run at 5AM every day.", "{{NAME_1}} schedules the backup to run at 5AM every day."},
 		{"Ali selects all rows, then clicks Delete all.", "{{NAME_2}} selects all rows, then clicks Delete all."},
 		{"Bob sets the bitrate to 808 kbps.", "{{NAME_3}} sets the bitrate to 808 kbps."},
 		{"请联系王伟，然后把报告发给他。", "请联系{{NAME_4}}，然后把报告发给他。"},
 		{"Call 415-555-0132 or (415) 555 0132.", "Call {{PHONE_1}} or {{PHONE_1}}."},
-	} {
-		if got := r.Text(c[0]); got != c[1] {
-			t.Errorf("%q:\n got %q\nwant %q", c[0], got, c[1])
-		}
-	}
+	})
 }
 
 // A step's number (id_path) is the service's, not a text: a value marked
@@ -194,5 +190,15 @@ func TestNumbersAreNotTexts(t *testing.T) {
 	privacy.NewRedactor(d, []privacy.Mark{{Value: want, Kind: privacy.Password}}).Document(doc)
 	if got := doc.Public.Nodes[i].IDPath; got != want {
 		t.Errorf("id_path %q after a mark of %q", got, want)
+	}
+}
+
+// textsAre checks that r writes each case's text (first) as its second.
+func textsAre(t *testing.T, r *privacy.Redactor, cases [][2]string) {
+	t.Helper()
+	for _, c := range cases {
+		if got := r.Text(c[0]); got != c[1] {
+			t.Errorf("%q:\n got %q\nwant %q", c[0], got, c[1])
+		}
 	}
 }
