@@ -156,6 +156,16 @@ type projectKeys struct {
 	fetches int
 }
 
+// verifier is a verifier of the project's tokens through this JWKS.
+func (p *projectKeys) verifier(t *testing.T) *auth.Local {
+	t.Helper()
+	l, err := auth.NewLocal("", p.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 func newProjectKeys(t *testing.T, listed map[string]*rsa.PrivateKey) *projectKeys {
 	p := &projectKeys{listed: listed}
 	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -218,10 +228,7 @@ func TestAKeptTokenOfAWithdrawnKeyIsRefused(t *testing.T) {
 	t.Parallel()
 	keyA, keyB := rsaKey(t), rsaKey(t)
 	jwks := newProjectKeys(t, map[string]*rsa.PrivateKey{"key-a": keyA})
-	l, err := auth.NewLocal("", jwks.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := jwks.verifier(t)
 	ctx := context.Background()
 	old := signRS(t, "key-a", keyA, userClaims("u-a"))
 	for range 2 { // verified, then kept
@@ -250,10 +257,7 @@ func TestAJWKSThatCannotBeFetchedIsAnOutage(t *testing.T) {
 	key := rsaKey(t)
 	jwks := newProjectKeys(t, map[string]*rsa.PrivateKey{"k1": key})
 	jwks.set(map[string]*rsa.PrivateKey{"k1": key}, true) // down as the API starts
-	l, err := auth.NewLocal("", jwks.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := jwks.verifier(t)
 	tok := signRS(t, "k1", key, userClaims("u1"))
 	if _, err := l.Verify(context.Background(), tok); !errors.Is(err, jobs.ErrUnavailable) || errors.Is(err, jobs.ErrInvalidToken) {
 		t.Fatalf("a valid token while the JWKS cannot be fetched: %v; want unavailable", err)
@@ -279,10 +283,7 @@ func TestMadeUpKeyIdsDoNotLockOutANewKey(t *testing.T) {
 	t.Parallel()
 	keyA, keyB, attacker := rsaKey(t), rsaKey(t), rsaKey(t)
 	jwks := newProjectKeys(t, map[string]*rsa.PrivateKey{"key-a": keyA})
-	l, err := auth.NewLocal("", jwks.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := jwks.verifier(t)
 	ctx := context.Background()
 	if _, err := l.Verify(ctx, signRS(t, "bogus", attacker, userClaims("x"))); !errors.Is(err, jobs.ErrInvalidToken) {
 		t.Fatalf("a token of a made-up key: %v", err)
@@ -307,10 +308,7 @@ func TestATokenWithoutAKeyIdIsRefused(t *testing.T) {
 	t.Parallel()
 	key := rsaKey(t)
 	jwks := newProjectKeys(t, map[string]*rsa.PrivateKey{"k1": key})
-	l, err := auth.NewLocal("", jwks.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := jwks.verifier(t)
 	if _, err := l.Verify(context.Background(), signRS(t, "", key, userClaims("victim"))); !errors.Is(err, jobs.ErrInvalidToken) {
 		t.Fatalf("a kid-less token of a listed key: %v", err)
 	}
@@ -330,10 +328,7 @@ func TestAStaleJWKSIsFetchedAgainForKeptTokens(t *testing.T) {
 	t.Parallel()
 	keyA := rsaKey(t)
 	jwks := newProjectKeys(t, map[string]*rsa.PrivateKey{"key-a": keyA})
-	l, err := auth.NewLocal("", jwks.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := jwks.verifier(t)
 	ctx := context.Background()
 	kept := signRS(t, "key-a", keyA, userClaims("u-a"))
 	if u, err := l.Verify(ctx, kept); err != nil || u != "u-a" {
@@ -362,10 +357,7 @@ func TestServiceRoleWaitsForNoFetch(t *testing.T) {
 	t.Parallel()
 	key, other := rsaKey(t), rsaKey(t)
 	jwks := newProjectKeys(t, map[string]*rsa.PrivateKey{"k1": key})
-	l, err := auth.NewLocal("", jwks.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := jwks.verifier(t)
 	wait.For(t, "the first fetch", 30*time.Second, func() bool { return jwks.fetched() == 1 })
 	unknown := signRS(t, "k2", other, jwt.MapClaims{"role": "service_role"})
 	if l.ServiceRole(unknown) || jwks.fetched() != 1 {
