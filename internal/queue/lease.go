@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/runops/runops/internal/backoff"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/metrics"
 )
@@ -77,6 +78,35 @@ func (w *Worker) endLost(job Job, cancelled, err error, log *slog.Logger) {
 	})
 	if closed {
 		metrics.JobsFinished.WithLabelValues("cancelled").Inc()
+	}
+}
+
+// writeOutcome writes an outcome, retrying while the database is away (the lease
+// will expire meanwhile and the rescuer stands in if it never comes back); a
+// write the database refuses for good is not retried. It reports whether
+// the write took effect, and whether it matched nothing: the job was lost.
+// Its lines go to log, the job's.
+func (w *Worker) writeOutcome(log *slog.Logger, what string, write func(context.Context) (bool, error)) (ok, lost bool) {
+	deadline := time.Now().Add(w.cfg.LeaseTTL)
+	failures := backoff.Backoff{Policy: outcomeFailures}
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ok, err := write(ctx)
+		cancel()
+		switch {
+		case err == nil:
+			if !ok {
+				log.Warn("outcome not recorded: the job was lost", "write", what)
+			}
+			return ok, !ok
+		case !errors.Is(err, jobs.ErrUnavailable):
+			log.Error("outcome refused by the database", "write", what, "error", err)
+			return false, false
+		case time.Now().After(deadline):
+			log.Error("outcome not recorded: database unavailable", "write", what, "error", err)
+			return false, false
+		}
+		time.Sleep(failures.Next()) // retry pacing, not synchronisation
 	}
 }
 
