@@ -567,8 +567,18 @@ func texts(doc *sop.Document, f func(string) string) {
 			n.Label, n.Intent, n.Context = f(n.Label), f(n.Intent), f(n.Context)
 			n.Iterator, n.ExitCondition = f(n.Iterator), f(n.ExitCondition)
 		}
+		// A variable's name is printed too (the Markdown export's
+		// "- `name`: description"): one that holds a value is renamed.
 		for _, name := range slices.Sorted(maps.Keys(p.Variables)) {
-			p.Variables[name] = f(p.Variables[name])
+			description := f(p.Variables[name])
+			if renamed := f(name); renamed != name {
+				delete(p.Variables, name)
+				if _, taken := p.Variables[renamed]; taken {
+					continue
+				}
+				name = renamed
+			}
+			p.Variables[name] = description
 		}
 		for i := range p.ClarificationRequests {
 			c := &p.ClarificationRequests[i]
