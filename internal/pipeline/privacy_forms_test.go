@@ -128,3 +128,118 @@ func TestAShownPasswordReadWholeIsCovered(t *testing.T) {
 		t.Errorf("OCR reads the password on the stored screenshot:\n%s", seen)
 	}
 }
+
+// runScreen runs a recording of one screen and a plain console page (3 s
+// each, 720p) through the pipeline with the privacy pass on. The model
+// marks nothing; with said, it is careless and repeats those values in its
+// first step's text (privacytest.ModelAnswer). It checks that OCR reads
+// secret on the recording, and returns what OCR reads on the stored
+// screenshot of the first step and every text of the stored SOP and its
+// Markdown.
+func runScreen(t *testing.T, screen mediatest.Screen, secret, still string, said ...privacytest.Value) (seen, stored string) {
+	t.Helper()
+	dir := t.TempDir()
+	video := mediatest.MakeScreens(t, dir, "screen.mp4", mediatest.Screens{Width: 1280, Height: 720, Seconds: 3,
+		Screens: []mediatest.Screen{screen, consolePage}})
+	steps := []privacytest.Screen{{Name: "shown", Title: "Step shown", Second: 1, Width: 1280, Height: 720, Values: said},
+		{Name: "console", Title: "Step console", Second: 4}}
+	raw := mediatest.Frame(t, video, 1, filepath.Join(dir, "raw.jpg"))
+	if r := privacytest.Read(t, raw); !privacytest.Reads(r, privacytest.Value{Text: secret}) {
+		t.Fatalf("OCR does not read the secret on the recording (the test proves nothing):\n%s", r)
+	}
+	p, fake, ai := privatePipeline(t)
+	id := jobs.ID("00000000-0000-4000-8000-0000000fa001")
+	fake.PutFile("videos/"+id.RawPath(), video, "video/mp4")
+	ai.Answer(geminitest.JSON(privacytest.ModelAnswer(steps)))
+	clock := &stageClock{md: map[string]any{}}
+	if err := p.Run(context.Background(), queue.Job{Job: jobs.Job{ID: id, Metadata: map[string]any{}}, TempDir: filepath.Join(dir, "work"), Token: "t"}, clock); err != nil {
+		t.Fatal(err)
+	}
+	obj, ok := fake.Object("videos/" + id.FramePath("shown"))
+	if !ok {
+		t.Fatalf("no screenshot; frames %v", clock.md["frames"])
+	}
+	seen = privacytest.Read(t, obj.File)
+	if !strings.Contains(seen, still) {
+		t.Fatalf("OCR does not read %q on the stored screenshot:\n%s", still, seen)
+	}
+	return seen, storedText(t, fake, id)
+}
+
+// A login request's body in a browser's devtools (Payload tab) or an API
+// client: JSON, the key quoted, then ":".
+func TestAPasswordInARequestsJSONIsCovered(t *testing.T) {
+	t.Parallel()
+	const pw = "Vq7#kP2m!xL9wR4z"
+	screen := mediatest.Screen{Theme: mediatest.Light, Font: mediatest.Mono, Lines: []mediatest.Line{
+		{Text: "Network   Headers   Payload   Preview   Response", X: 40, Y: 30, Size: 20, Font: mediatest.Sans},
+		{Text: "Request Payload      view source", X: 40, Y: 90, Size: 20, Font: mediatest.Sans},
+		{Text: `{"email": "ops@acme-corp.com", "password": "` + pw + `", "remember": true}`, X: 40, Y: 140, Size: 20},
+	}}
+	seen, _ := runScreen(t, screen, pw, "Request Payload")
+	if privacytest.Reads(seen, privacytest.Value{Text: pw}) {
+		t.Errorf("OCR reads the password on the stored screenshot:\n%s", seen)
+	}
+}
+
+// aws configure in a dark terminal: the secret access key after its
+// prompt's "[None]:". A careless model repeats it.
+func TestAnAWSSecretKeyAtItsPromptIsCovered(t *testing.T) {
+	t.Parallel()
+	const secret = "kLDr79nDVJd/uN7B3MAtQhDp8kF3ONfqnZlVAvcx"
+	screen := mediatest.Screen{Theme: mediatest.Dark, Font: mediatest.Mono, Lines: []mediatest.Line{
+		{Text: "ops@build-01:~$ aws configure", X: 24, Y: 24, Size: 22},
+		{Text: "AWS Access Key ID [None]: AKIA5ALWAMOYMVYEWCLE", X: 24, Y: 57, Size: 22},
+		{Text: "AWS Secret Access Key [None]: " + secret, X: 24, Y: 90, Size: 22},
+		{Text: "Default region name [None]: eu-west-1", X: 24, Y: 123, Size: 22},
+		{Text: "Default output format [None]: json", X: 24, Y: 156, Size: 22},
+	}}
+	seen, stored := runScreen(t, screen, secret, "aws configure", privacytest.Value{Kind: "aws_secret", Text: secret, Mark: "secret"})
+	if privacytest.Reads(seen, privacytest.Value{Text: secret}) {
+		t.Errorf("OCR reads the secret access key on the stored screenshot:\n%s", seen)
+	}
+	if strings.Contains(stored, secret) {
+		t.Errorf("the stored SOP or its Markdown holds the secret access key")
+	}
+}
+
+// A .env file whose password begins with "$" (taken for a placeholder). A
+// careless model repeats it.
+func TestAPasswordBeginningWithADollarIsCovered(t *testing.T) {
+	t.Parallel()
+	const pw = "$uperS3cret!2024"
+	screen := mediatest.Screen{Theme: mediatest.Dark, Font: mediatest.Mono, Lines: []mediatest.Line{
+		{Text: "ops@build-01:~/app$ cat .env", X: 24, Y: 24, Size: 22},
+		{Text: "DB_HOST=db.internal", X: 24, Y: 57, Size: 22},
+		{Text: "DB_USER=app", X: 24, Y: 90, Size: 22},
+		{Text: `DB_PASSWORD="` + pw + `"`, X: 24, Y: 123, Size: 22},
+	}}
+	seen, stored := runScreen(t, screen, pw, "cat .env", privacytest.Value{Kind: "password", Text: pw, Mark: "password"})
+	if privacytest.Reads(seen, privacytest.Value{Text: pw}) {
+		t.Errorf("OCR reads the password on the stored screenshot:\n%s", seen)
+	}
+	if strings.Contains(stored, pw) {
+		t.Errorf("the stored SOP or its Markdown holds the password")
+	}
+}
+
+// A change-password form, its new password shown beside the field's Hide
+// toggle: the label is two words ("New password").
+func TestANewPasswordUnderItsTwoWordLabelIsCovered(t *testing.T) {
+	t.Parallel()
+	screen := mediatest.Screen{Theme: mediatest.Light, Font: mediatest.Sans,
+		Boxes: []mediatest.Box{{X: 420, Y: 214, W: 460, H: 52, Thick: 2}, {X: 420, Y: 326, W: 460, H: 52, Thick: 2}},
+		Lines: []mediatest.Line{
+			{Text: "Change your password", X: 430, Y: 60, Size: 32},
+			{Text: "Current password", X: 430, Y: 180, Size: 20},
+			{Text: "••••••••••••", X: 436, Y: 228, Size: 22},
+			{Text: "New password", X: 430, Y: 292, Size: 20},
+			{Text: formPassword, X: 436, Y: 340, Size: 22},
+			{Text: "Hide", X: 810, Y: 342, Size: 20},
+			{Text: "Use 12 characters or more.", X: 430, Y: 404, Size: 20},
+		}}
+	seen, _ := runScreen(t, screen, formPassword, "Change your password")
+	if privacytest.Reads(seen, privacytest.Value{Text: formPassword}) {
+		t.Errorf("OCR reads the password on the stored screenshot:\n%s", seen)
+	}
+}

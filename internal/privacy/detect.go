@@ -101,11 +101,18 @@ const passwordName = `(?i:[\p{L}\p{N}_.\-]*?(?:password|passwd|passphrase|pwd)[\
 const assignedValue = `("[^"\n]{4,}"|'[^'\n]{4,}'|` + "`[^`\\s][^`\n]{2,}[^`\\s]`" + `|[^\s"'` + "`" + `,;()\[\]{}<>]{4,})`
 
 // Operators: an assignment (=, :=, =>, full-width ＝), or a label's colon
-// or a tab (a form, a table; full-width ：).
+// or a tab (a form, a table; full-width ：). Before either, the name's
+// closing quote (a JSON key, straight or as OCR reads it, curly) and a
+// prompt's default in brackets ("AWS Secret Access Key [None]:") may stand.
 const (
-	assigns = `[ \t]*(?:=>|:=|=|＝)[ \t]*`
-	labels  = `[ \t]*(?::|：|\t)[ \t]*`
+	nameEnd = `["'”’]?(?:[ \t]*\[[^\]\n]{0,20}\])?`
+	assigns = nameEnd + `[ \t]*(?:=>|:=|=|＝)[ \t]*`
+	labels  = nameEnd + `[ \t]*(?::|：|\t)[ \t]*`
 )
+
+// ownLine begins a label on its own line: up to two words may come before
+// the name ("New password", "Client secret", "Secret access key").
+const ownLine = `(?m)^[ \t]*(?:\p{L}+[ \t]+){0,2}`
 
 // fieldButton ends a form field's line: nothing, or the field's own button
 // ("Show", "Hide", "Copy", …) or its icon, read as a sign or two. Not any
@@ -121,12 +128,22 @@ var builtins = []rule{
 	{kind: PrivateKey, find: base64Body},
 	// The password in a URL's credentials (a database URL), and a mysql
 	// client's -p.
-	{kind: Password, re: regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]+:([^\s@/]+)@`), group: 1},
+	// (A user may be empty, redis://:password@; a password may hold an
+	// "@": the last one before the host ends it.)
+	{kind: Password, re: regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:([^\s/]+)@[^\s@/]`), group: 1},
 	{kind: Password, re: regexp.MustCompile(`\b(?:mysql|mysqldump|mysqladmin|mariadb)\b[^\n]*?\s-p([^\s-][^\s]{3,})`), group: 1, ok: notOrdinary},
+	// A registry login's -p, and sshpass's (not ssh's port).
+	{kind: Password, re: regexp.MustCompile(`\b(?:(?:docker|podman|nerdctl|buildah|skopeo|helm)(?:[ \t]+registry)?[ \t]+login|sshpass)\b[^\n]*?[ \t]-p[ \t]*([^\s-][^\s]{3,})`), group: 1, ok: notOrdinary},
+	// An AWS secret access key beside its access key id (the console's
+	// credentials file: "AKIA…,secret").
+	{kind: Token, re: regexp.MustCompile(`\b(?:AKIA|ASIA)[A-Z0-9]{16}[ \t]*[,;|\t][ \t]*([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+]|$)`), group: 1, ok: looksGenerated},
+	// A configuration's key and value as attributes (web.config's
+	// <add key="StripeSecret" value="…"/>).
+	{kind: Token, re: regexp.MustCompile(`(?i)\bkey[ \t]*=[ \t]*"[^"\n]*(?:password|passwd|pwd|secret|token|key|credential)[^"\n]*"[ \t]+value[ \t]*=[ \t]*"([^"\n]{4,})"`), group: 1, ok: generatedValue},
 	// E-mail addresses (emails).
 	{kind: Email, find: emails},
 	// Authorization headers, with or without their name; session cookies.
-	{kind: Token, re: regexp.MustCompile(`(?i)(?:bearer|basic)[ \t]+([A-Za-z0-9\-._~+/]{12,}=*)`), group: 1, ok: looksGenerated, bounded: true},
+	{kind: Token, re: regexp.MustCompile(`(?i)(?:bearer|basic|token)[ \t]+([A-Za-z0-9\-._~+/]{12,}=*)`), group: 1, ok: looksGenerated, bounded: true},
 	{kind: Token, re: regexp.MustCompile(`(?i)\b(?:session(?:[_-]?id)?|sessid|sid|phpsessid|jsessionid|connect\.sid|csrftoken|xsrf-token|auth[_-]?token|remember[_-]?token)=([A-Za-z0-9%._\-+/=]{16,})`), group: 1, ok: looksGenerated},
 	// A value assigned to a name that says it is secret, as .env files and
 	// configs show them: a password's whatever it is, another's unless it
@@ -141,8 +158,8 @@ var builtins = []rule{
 	// A label on its own line, its value alone on the next (but for the
 	// field's button, "Hide", "Copy", or an icon read as a sign or two): a
 	// sign-in form (not a menu, whose next item is a word).
-	{kind: Password, re: regexp.MustCompile(`(?m)^[ \t]*` + passwordName + `[ \t]*[:：]?[ \t]*\n[ \t]*([^\s]{4,})` + fieldButton), group: 1, ok: shownPassword, prefix: sentenceEnd},
-	{kind: Token, re: regexp.MustCompile(`(?m)^[ \t]*` + secretName + `[ \t]*[:：]?[ \t]*\n[ \t]*([^\s]{4,})` + fieldButton), group: 1, ok: shownPassword, prefix: sentenceEnd},
+	{kind: Password, re: regexp.MustCompile(ownLine + passwordName + `[ \t]*[:：]?[ \t]*\n[ \t]*([^\s]{4,})` + fieldButton), group: 1, ok: shownPassword, prefix: sentenceEnd},
+	{kind: Token, re: regexp.MustCompile(ownLine + secretName + `[ \t]*[:：]?[ \t]*\n[ \t]*([^\s]{4,})` + fieldButton), group: 1, ok: shownPassword, prefix: sentenceEnd},
 	// A password beside its label with only spaces between (a form read
 	// as one line), or in a sentence ("the password is hunter2").
 	{kind: Password, re: regexp.MustCompile(`(?i:password|passwd|passphrase|pwd)(?:[ \t]+(?:is|was))?[ \t]+([^\s]{6,})`), group: 1, ok: shownPassword, bounded: true, prefix: sentenceEnd},
@@ -213,6 +230,9 @@ func (d *Detector) Find(text string) []Match {
 	vs := views(base)
 	if strings.ContainsFunc(text, hidesShape) {
 		vs = append(vs, views(plain(base))...)
+	}
+	if strings.Contains(text, `\/`) {
+		vs = append(vs, views(unescaped(base))...)
 	}
 	var all []Match
 	seen := map[string]bool{}
@@ -406,17 +426,16 @@ func emailDomain(v string) bool {
 // notOrdinary keeps a value assigned to a secret name unless it is an
 // everyday word ("Password: required"), a placeholder ("<your key>",
 // "${TOKEN}", "{{API_KEY_1}}", "****") or a name of its own (an
-// environment variable passed on).
+// environment variable passed on: "$DB_PASS", "%DB_PASS%"). A password
+// that merely begins with "$" or "%" ("$uperS3cret!") is kept.
 func notOrdinary(v string) bool {
 	v = strings.Trim(v, "\"'`")
-	switch {
-	case len(v) < 4, strings.Trim(v, "*•·x.X-_ ") == "", isEveryday(v):
-		return false
-	case strings.HasPrefix(v, "$"), strings.HasPrefix(v, "%"), strings.HasPrefix(v, "{{"), strings.HasPrefix(v, "<"):
-		return false
-	}
-	return true
+	return len(v) >= 4 && strings.Trim(v, "*•·x.X-_ ") != "" && !isEveryday(v) && !placeholder.MatchString(v)
 }
+
+// placeholder is a value that stands for another: a variable ($NAME,
+// ${NAME}, %NAME%, $(command)), a template's slot ({{NAME}}, <your key>).
+var placeholder = regexp.MustCompile(`^(?:\$[A-Za-z_][A-Za-z0-9_]*|\$\{[^}]*\}|\$\([^)]*\)|%[A-Za-z_][A-Za-z0-9_]*%|\{\{.*|<[^>]*>)$`)
 
 // base64Body finds the bodies of keys whose BEGIN line is not there (OCR
 // misread it, the screen cut it off): two or more lines in a row that are
@@ -479,6 +498,13 @@ var passwordWord = regexp.MustCompile(`(?i)pass|pwd`)
 func shownPassword(v string) bool {
 	v = strings.Trim(v, "()\"'`.,:;!?")
 	return notOrdinary(v) && (looksGenerated(v) && !capitalised(v) || strings.ContainsAny(v, "!@#$%^&*+=~_-"))
+}
+
+// generatedValue keeps a value made as keys are, not as words are (a
+// configuration's value beside a key named like a secret: "X-Api-Key" is a
+// header's name).
+func generatedValue(v string) bool {
+	return notOrdinary(v) && looksGenerated(v) && !wordlike(v)
 }
 
 // capitalised tells whether v is a word with a capital first letter and

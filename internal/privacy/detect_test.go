@@ -181,6 +181,16 @@ func TestDetectorsLeaveLookalikes(t *testing.T) {
 		// A URL's own user is no address.
 		"clone ssh://git@github.com/acme/app.git",
 		"https://deploy@ci.example.com/builds",
+		// Placeholders and commands that only look like the rules of a
+		// password beginning with "$", a registry's -p, a token's scheme,
+		// a two-word label, a configuration's attributes.
+		"DB_PASSWORD=$DB_PASS and PASSWORD=%DB_PASS% and TOKEN=$(cat token.txt)",
+		"ssh -p 2222 deploy@10.0.0.5",
+		"Token authentication expires after 30 days.",
+		"Reset password\nSign in",
+		"New password\n8-16 characters",
+		`<add key="ThemeName" value="dark" />`,
+		`<add key="ApiKeyHeader" value="X-Api-Key" />`,
 	} {
 		if got := found(t, d, text); len(got) != 0 {
 			t.Errorf("%q: found %q", text, got)

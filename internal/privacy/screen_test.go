@@ -8,6 +8,7 @@ import (
 
 	"github.com/runops/runops/internal/ocr"
 	"github.com/runops/runops/internal/privacy"
+	"github.com/runops/runops/internal/sop"
 )
 
 // Geometry of the pages these tests read: a monospace screen of cell×line
@@ -207,5 +208,79 @@ func TestAShortValueReadWithADigraph(t *testing.T) {
 	r.ReadScreen(page("Password: Xy7kq2Lrn9"))
 	if got := r.Text("Type Xy7kq2Lm9 in the field."); got != "Type {{PASSWORD_1}} in the field." {
 		t.Fatalf("%q", got)
+	}
+}
+
+// Each value below is a secret on a screen people record; a model that
+// copies the line into the SOP's text must not keep it.
+func TestSecretsOnScreensPeopleRecordLeaveNoText(t *testing.T) {
+	t.Parallel()
+	d := detector(t)
+	for _, c := range []struct{ text, secret string }{
+		// JSON as devtools, Postman, a config.json show it: the key quoted.
+		{`Send {"email": "ops@acme-corp.com", "password": "Vq7#kP2m!xL9wR4z"} to /login`, "Vq7#kP2m!xL9wR4z"},
+		{`{"username":"jane","password":"Summer2024!"}`, "Summer2024!"},
+		{`{"api_key":"9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b"}`, "9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b"},
+		// JSON with escaped slashes (what JSON.stringify / PHP / a log shows).
+		{`{"url":"postgres:\/\/admin:Hunter2Sup3r@db.internal:5432\/app"}`, "Hunter2Sup3r"},
+		{`{"webhook":"https:\/\/hooks.slack.com\/services\/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"}`, "a1B2c3D4e5F6g7H8i9J0k1L2"},
+		// aws configure's prompt, and the credentials CSV the console gives.
+		{`AWS Secret Access Key [None]: kLDr79nDVJd/uN7B3MAtQhDp8kF3ONfqnZlVAvcx`, "kLDr79nDVJd/uN7B3MAtQhDp8kF3ONfqnZlVAvcx"},
+		{"Access key ID,Secret access key\nAKIA5ALWAMOYMVYEWCLE,kLDr79nDVJd/uN7B3MAtQhDp8kF3ONfqnZlVAvcx", "kLDr79nDVJd/uN7B3MAtQhDp8kF3ONfqnZlVAvcx"},
+		// A password that begins with "$", "%" or "<" is taken for a placeholder.
+		{`DB_PASSWORD="$uperS3cret!2024"`, "$uperS3cret!2024"},
+		{`Password: %Tr0ub4dor3`, "%Tr0ub4dor3"},
+		// A password on a command line.
+		{`docker login -u jane -p Hunter2Sup3r registry.example.com`, "Hunter2Sup3r"},
+		{`sshpass -p Hunter2Sup3r ssh root@10.0.0.5`, "Hunter2Sup3r"},
+		// A URL's credentials with no user (Redis).
+		{`redis-cli -u redis://:Zx9pQr7Lm2Wq@redis.internal:6379/0`, "Zx9pQr7Lm2Wq"},
+		// A 40-hex token after "Token" (Django REST framework, GitHub OAuth).
+		{`Authorization: Token 9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b`, "9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b"},
+		// Web.config / XML.
+		{`<add key="StripeKey" value="Zk3mP9qL2vR8tY5wX1nB4cF7" />`, "Zk3mP9qL2vR8tY5wX1nB4cF7"},
+	} {
+		r := privacy.NewRedactor(d, nil)
+		if got := r.Text(c.text); strings.Contains(got, c.secret) {
+			t.Errorf("kept %q:\n  %s", c.secret, got)
+		}
+	}
+}
+
+// A form's label of two words ("New password", "Client secret", "Secret
+// access key") above its value, shown: the rule for a label on its own line
+// knows one-word names only.
+func TestATwoWordLabelAboveItsValueIsCovered(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ label, value, button string }{
+		{"New password", "Vq7#kP2m!xL9wR4z", "Show"},
+		{"Current password", "Vq7#kP2m!xL9wR4z", "Hide"},
+		{"Secret access key", "kLDr79nDVJd/uN7B3MAtQhDp8kF3ONfqnZlVAvcx", "Hide"},
+		{"Client secret", "Zk3mP9qL2vR8tY5wX1nB4cF7", "Copy"},
+		{"Auth Token", "8f4a2c1e9b7d6f3a0e5c2b8d4f1a7e3c", "Hide"},
+	} {
+		lines := page(c.label, c.value+" "+c.button)
+		r := privacy.NewRedactor(detector(t), nil)
+		got := covered(lines, r.Cover(r.ReadScreen(lines)))
+		if len(got) == 0 || got[0] != c.value {
+			t.Errorf("%s: covered %q, not the value %q", c.label, got, c.value)
+		}
+		if text := r.Text("Type " + c.value + " in the field."); strings.Contains(text, c.value) {
+			t.Errorf("%s: the text keeps it: %q", c.label, text)
+		}
+	}
+}
+
+// A variable's name is printed by the viewer and the Markdown export
+// ("- `name`: description"), and is not redacted.
+func TestAVariablesNameKeepsNoValue(t *testing.T) {
+	t.Parallel()
+	doc := leakySOP(t)
+	doc.Public.Variables["refund for jane.doe@acme-corp.com"] = "The customer whose order is refunded"
+	r := privacy.NewRedactor(detector(t), nil)
+	r.Document(doc)
+	md := string(sop.Markdown(doc, nil))
+	if strings.Contains(md, "jane.doe@acme-corp.com") {
+		t.Errorf("the Markdown export keeps the address:\n%s", md[strings.Index(md, "## Variables"):])
 	}
 }

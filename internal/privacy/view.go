@@ -63,6 +63,22 @@ func plain(v view) view {
 // span is the original span of the view's s[start:end] (end > start).
 func (v view) span(start, end int) (int, int) { return v.from[start], v.to[end-1] }
 
+// unescaped is v with JSON's escaped slashes ("\/") as the slashes they
+// are: a URL in a JSON string, as a log or JSON.stringify prints it, is
+// the URL whose credentials and tokens the rules know.
+func unescaped(v view) view {
+	var w viewBuilder
+	for i := 0; i < len(v.s); i++ {
+		if strings.HasPrefix(v.s[i:], `\/`) {
+			w.add("/", v.from[i], v.to[i+1])
+			i++
+			continue
+		}
+		w.add(v.s[i:i+1], v.from[i], v.to[i])
+	}
+	return w.view()
+}
+
 // viewBuilder writes a view of an original text piece by piece.
 type viewBuilder struct {
 	b        strings.Builder
