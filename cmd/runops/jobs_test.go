@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/runops/runops/internal/config"
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/pgtest"
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/sop/soptest"
 	"github.com/runops/runops/internal/supabasetest"
@@ -270,5 +272,53 @@ func TestCompleteByHandKeepsOnlyTheScreenshotsItShows(t *testing.T) {
 	}
 	if f := d.scalar(`SELECT metadata->'frames' FROM jobs WHERE job_id = $1`, id); fmt.Sprint(f) != "map[count:4 missing:[]]" {
 		t.Errorf("metadata.frames %v", f)
+	}
+}
+
+// Two operators' `runops jobs complete` (two processes) behind a
+// transaction pooler of two server connections, each inside its SOP lock at
+// once, both finish: marking the job completed runs in the lock's
+// transaction. Before, it ran on a second connection while the lock's held
+// the first, and each process waited for the other until its deadline.
+func TestCompletingByHandBehindAPoolerNeedsOneConnection(t *testing.T) {
+	d, dsn := newDB(t)
+	const conns = 2
+	pooler := pgtest.NewBouncer(t, dsn, conns)
+	fake := supabasetest.New(t, jobs.MaxUploadBytes)
+	var inside sync.WaitGroup // both uploads arrived: both hold their lock's server connection
+	inside.Add(conns)
+	fake.OnStore(func(string, string) { inside.Done(); inside.Wait() }) // each stores its SOP alone
+	sample, err := os.ReadFile("../../docs/sample-sop.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Config{SupabaseURL: fake.URL, ServiceRoleKey: fake.ServiceRoleKey()}
+	ids := make([]string, conns)
+	errs := make(chan error, conns)
+	for i := range ids {
+		ids[i] = uuid.NewString()
+		d.exec(`INSERT INTO jobs (job_id, status, error) VALUES ($1, 'error', 'x')`, ids[i])
+		file := filepath.Join(t.TempDir(), "sop.json")
+		if err := os.WriteFile(file, bytes.ReplaceAll(sample, []byte("00000000-0000-4000-8000-000000000000"), []byte(ids[i])), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		pool := pgtest.Open(t, pooler.URL, 4) // a process of its own
+		go func() {
+			// A generous deadline, not a measure: the processes that waited
+			// for each other waited until it.
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			errs <- completeByHand(ctx, cfg, pool, postgres.NewJobStore(pool), jobs.ID(ids[i]), file, io.Discard)
+		}()
+	}
+	for range conns {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	for _, id := range ids {
+		if status := d.scalar(`SELECT status FROM jobs WHERE job_id = $1`, id); status != "completed" {
+			t.Errorf("%s is %v, not completed", id, status)
+		}
 	}
 }

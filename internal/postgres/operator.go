@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/retention"
@@ -81,9 +82,16 @@ func (s *JobStore) Cancel(ctx context.Context, id jobs.ID, message string) (bool
 }
 
 // MarkCompleted marks the job completed by hand, merging patch into its
-// metadata; false when there is no such job.
+// metadata; false when there is no such job. Under the SOP lock (ctx of
+// WithSOPLock), in the lock's transaction: it commits with the SOP's tag.
 func (s *JobStore) MarkCompleted(ctx context.Context, id jobs.ID, patch map[string]any) (bool, error) {
-	tag, err := s.pool.Exec(ctx, completeByHand, string(id), patch)
+	var tag pgconn.CommandTag
+	var err error
+	if tx := lockTx(ctx); tx != nil {
+		tag, err = tx.Exec(ctx, completeByHand, string(id), patch)
+	} else {
+		tag, err = s.pool.Exec(ctx, completeByHand, string(id), patch)
+	}
 	return tag.RowsAffected() == 1, wrap("complete job", err)
 }
 
