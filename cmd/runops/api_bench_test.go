@@ -171,6 +171,32 @@ func BenchmarkAPI(b *testing.B) {
 			b.ReportMetric(0, "ns/op")
 		})
 	}
+	// Edits of the SOP, one after another: each a PATCH that takes the SOP
+	// lock, reads the SOP from storage, stores it and records its tag.
+	b.Run("sop/edit", func(b *testing.B) {
+		var rate float64
+		for range b.N {
+			n, start := 0, time.Now()
+			for time.Since(start) < span {
+				body := fmt.Sprintf(`{"type":"update","nodeId":"open","updates":{"label":"Open the order %d"}}`, n)
+				req, _ := http.NewRequest("PATCH", p.base+"/api/sop/"+anon, strings.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := client.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Fatalf("PATCH %d: %d", n, resp.StatusCode)
+				}
+				n++
+			}
+			rate = float64(n) / time.Since(start).Seconds()
+		}
+		b.ReportMetric(rate, "edits/s")
+		b.ReportMetric(0, "ns/op")
+	})
 }
 
 // status is the status a GET of url answers, its body read.

@@ -25,6 +25,9 @@ import (
 // processes; the worker's write of the SOP takes the same lock.
 type SOPLocker interface {
 	WithSOPLock(ctx context.Context, id jobs.ID, fn func(context.Context) error) error
+	// ForgetSOP forgets the SOP's recorded ETag, before an edit takes the
+	// lock (postgres.SOPLocker.ForgetSOP).
+	ForgetSOP(ctx context.Context, id jobs.ID) error
 	// StoreTagged stores the SOP with store, under the lock, keeping the
 	// ETag recorded for it true, and returns that ETag
 	// (postgres.SOPLocker.StoreTagged).
@@ -302,6 +305,12 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 	var out sopResponse
 	var outTag string
 	var dropped []string // screenshots of the nodes an edit deletes
+	// Forgotten before the lock, its store need not let the lock go to
+	// forget it, and the SOP is read once; should this fail, the store
+	// forgets it so.
+	if err := s.o.SOPs.ForgetSOP(r.Context(), id); err != nil {
+		s.o.Logger.Warn("SOP tag not forgotten before the edit's lock", "job_id", id, "error", err)
+	}
 	err = s.o.SOPs.WithSOPLock(r.Context(), id, func(ctx context.Context) error {
 		cur, doc, tag, err := s.loadSOP(ctx, id)
 		if err != nil {

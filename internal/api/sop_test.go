@@ -594,3 +594,34 @@ func (e *env) later(method, path, body string) func() response {
 		return wait.Recv(e.t, done, method+" "+path+"'s answer")
 	}
 }
+
+// An edit reads the stored SOP once, its tag recorded by the edit before
+// it: the tag is forgotten before the edit takes the SOP lock
+// (SOPLocker.ForgetSOP), so its store need not let the lock go and read
+// everything again. Before, every edit after the first read it twice.
+func TestAnEditReadsTheSOPOnce(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	id := e.withSOP("completed")
+	path := "/api/sop/" + id
+	var mu sync.Mutex
+	count := map[supabasetest.Op]int{}
+	e.fake.OnRequest(func(op supabasetest.Op, p string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if strings.HasSuffix(p, "sops/"+id+".json") {
+			count[op]++
+		}
+	})
+	for i, label := range []string{"Edit A", "Edit B"} {
+		mu.Lock()
+		clear(count)
+		mu.Unlock()
+		e.do("PATCH", path, `{"type":"update","nodeId":"open","updates":{"label":"`+label+`"}}`).expect(t, 200, nil)
+		mu.Lock()
+		if count[supabasetest.OpDownload] != 1 || count[supabasetest.OpInfo] != 1 {
+			t.Errorf("edit %d: storage asked %v for the SOP; want one info and one download", i+1, count)
+		}
+		mu.Unlock()
+	}
+}

@@ -47,6 +47,19 @@ func NewSOPLocker(pool *pgxpool.Pool) *SOPLocker {
 	return &SOPLocker{pool: pool, slots: make(chan struct{}, max(1, pool.Config().MaxConns/2))}
 }
 
+// ForgetSOP forgets the tag of id's SOP at once, holding no lock: an edit
+// that will store the SOP asks it before it takes the lock, so that its
+// store need not let the lock go to forget the tag (forgetFirst), and the
+// edit's reads run once. A tag forgotten costs readers a read of storage,
+// never a wrong answer.
+func (l *SOPLocker) ForgetSOP(ctx context.Context, id jobs.ID) error {
+	_, err := l.pool.Exec(ctx, forgetSOP, string(id))
+	return wrap("forget SOP tag", err)
+}
+
+// forgetSOP forgets a job's SOP tag alone (the screenshots' stay).
+const forgetSOP = `UPDATE public.runops_stored_tags SET sop = NULL, recorded_at = now() WHERE job_id = $1 AND sop IS NOT NULL`
+
 // WithSOPLock runs fn while holding the lock of id's SOP.
 func (l *SOPLocker) WithSOPLock(ctx context.Context, id jobs.ID, fn func(context.Context) error) error {
 	return l.withLock(ctx, id, "", fn)
@@ -133,6 +146,13 @@ func (l *SOPLocker) lockOnce(ctx context.Context, id jobs.ID, token string, fn f
 // holds the lock.
 type lockTxKey struct{}
 
+// lockTx is the lock's transaction ctx carries, or nil outside the lock: a
+// holder's statements run in it, never on a second connection.
+func lockTx(ctx context.Context) pgx.Tx {
+	tx, _ := ctx.Value(lockTxKey{}).(pgx.Tx)
+	return tx
+}
+
 // recordTags writes tags that name what is stored (never a forget) in the
 // lock's transaction, in a savepoint of their own: they commit only if the
 // lock was held to the end — a writer whose lock connection died while it
@@ -140,7 +160,7 @@ type lockTxKey struct{}
 // and a record that fails leaves the transaction usable. Without a lock's
 // transaction in ctx, on the pool.
 func (l *SOPLocker) recordTags(ctx context.Context, sql string, args ...any) error {
-	tx, _ := ctx.Value(lockTxKey{}).(pgx.Tx)
+	tx := lockTx(ctx)
 	if tx == nil {
 		_, err := l.pool.Exec(ctx, sql, args...)
 		return err
@@ -157,7 +177,7 @@ func (l *SOPLocker) recordTags(ctx context.Context, sql string, args ...any) err
 // forget it with the lock let go (forgetFirst). Without a lock's
 // transaction in ctx, on the pool.
 func (l *SOPLocker) forget(ctx context.Context, op, forgotten string, args []any, sql string, sqlArgs ...any) error {
-	tx, _ := ctx.Value(lockTxKey{}).(pgx.Tx)
+	tx := lockTx(ctx)
 	if tx == nil {
 		_, err := l.pool.Exec(ctx, sql, sqlArgs...)
 		return wrap(op, err)
