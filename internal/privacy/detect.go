@@ -110,9 +110,14 @@ const (
 	labels  = nameEnd + `[ \t]*(?::|：|\t)[ \t]*`
 )
 
-// ownLine begins a label on its own line: up to two words may come before
-// the name ("New password", "Client secret", "Secret access key").
-const ownLine = `(?m)^[ \t]*(?:\p{L}+[ \t]+){0,2}`
+// ownLine begins a label on its own line: the name alone, or after one or
+// two words ("New password", "Client secret", "Secret access key"), which
+// a heading has too ("API token" above a menu): after words, the value
+// must be one no menu item or date is (labelledValue).
+const (
+	ownLine      = `(?m)^[ \t]*`
+	ownLineAfter = `(?m)^[ \t]*(?:\p{L}+[ \t]+){1,2}`
+)
 
 // fieldButton ends a form field's line: nothing, or the field's own button
 // ("Show", "Hide", "Copy", …) or its icon, read as a sign or two. Not any
@@ -133,17 +138,18 @@ var builtins = []rule{
 	{kind: Password, re: regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:([^\s/]+)@[^\s@/]`), group: 1},
 	{kind: Password, re: regexp.MustCompile(`\b(?:mysql|mysqldump|mysqladmin|mariadb)\b[^\n]*?\s-p([^\s-][^\s]{3,})`), group: 1, ok: notOrdinary},
 	// A registry login's -p, and sshpass's (not ssh's port).
-	{kind: Password, re: regexp.MustCompile(`\b(?:(?:docker|podman|nerdctl|buildah|skopeo|helm)(?:[ \t]+registry)?[ \t]+login|sshpass)\b[^\n]*?[ \t]-p[ \t]*([^\s-][^\s]{3,})`), group: 1, ok: notOrdinary},
+	{kind: Password, re: regexp.MustCompile(`\b(?:(?:docker|podman|nerdctl|buildah|skopeo|helm)(?:[ \t]+registry)?[ \t]+login|sshpass)\b[^\n;&|]*?[ \t]-p[ \t]*("[^"\n]{4,}"|'[^'\n]{4,}'|[^\s-][^\s;&|]{3,})`), group: 1, ok: notOrdinary},
 	// An AWS secret access key beside its access key id (the console's
 	// credentials file: "AKIA…,secret").
-	{kind: Token, re: regexp.MustCompile(`\b(?:AKIA|ASIA)[A-Z0-9]{16}[ \t]*[,;|\t][ \t]*([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+]|$)`), group: 1, ok: looksGenerated},
+	{kind: Token, re: regexp.MustCompile(`\b(?:AKIA|ASIA)[A-Z0-9]{16}(?:[ \t]*[,;|][ \t]*|[ \t]+)([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+]|$)`), group: 1, ok: looksGenerated},
 	// A configuration's key and value as attributes (web.config's
 	// <add key="StripeSecret" value="…"/>).
-	{kind: Token, re: regexp.MustCompile(`(?i)\bkey[ \t]*=[ \t]*"[^"\n]*(?:password|passwd|pwd|secret|token|key|credential)[^"\n]*"[ \t]+value[ \t]*=[ \t]*"([^"\n]{4,})"`), group: 1, ok: generatedValue},
+	{kind: Token, re: regexp.MustCompile(`(?i)\bkey[ \t]*=[ \t]*"[^"\n]*(?:password|passwd|pwd|secret|token|key|credentials?)"[ \t]+value[ \t]*=[ \t]*"([^"\n]{4,})"`), group: 1, ok: generatedValue},
 	// E-mail addresses (emails).
 	{kind: Email, find: emails},
 	// Authorization headers, with or without their name; session cookies.
-	{kind: Token, re: regexp.MustCompile(`(?i)(?:bearer|basic|token)[ \t]+([A-Za-z0-9\-._~+/]{12,}=*)`), group: 1, ok: looksGenerated, bounded: true},
+	{kind: Token, re: regexp.MustCompile(`(?i)(?:bearer|basic)[ \t]+([A-Za-z0-9\-._~+/]{12,}=*)`), group: 1, ok: looksGenerated, bounded: true},
+	{kind: Token, re: regexp.MustCompile(`(?i)\bauthorization["']?[ \t]*[:=][ \t]*["']?token[ \t]+([A-Za-z0-9\-._~+/]{12,}=*)`), group: 1, ok: looksGenerated, bounded: true},
 	{kind: Token, re: regexp.MustCompile(`(?i)\b(?:session(?:[_-]?id)?|sessid|sid|phpsessid|jsessionid|connect\.sid|csrftoken|xsrf-token|auth[_-]?token|remember[_-]?token)=([A-Za-z0-9%._\-+/=]{16,})`), group: 1, ok: looksGenerated},
 	// A value assigned to a name that says it is secret, as .env files and
 	// configs show them: a password's whatever it is, another's unless it
@@ -160,6 +166,8 @@ var builtins = []rule{
 	// sign-in form (not a menu, whose next item is a word).
 	{kind: Password, re: regexp.MustCompile(ownLine + passwordName + `[ \t]*[:：]?[ \t]*\n[ \t]*([^\s]{4,})` + fieldButton), group: 1, ok: shownPassword, prefix: sentenceEnd},
 	{kind: Token, re: regexp.MustCompile(ownLine + secretName + `[ \t]*[:：]?[ \t]*\n[ \t]*([^\s]{4,})` + fieldButton), group: 1, ok: shownPassword, prefix: sentenceEnd},
+	{kind: Password, re: regexp.MustCompile(ownLineAfter + passwordName + `[ \t]*[:：]?[ \t]*\n[ \t]*([^\s]{4,})` + fieldButton), group: 1, ok: labelledPassword, prefix: sentenceEnd},
+	{kind: Token, re: regexp.MustCompile(ownLineAfter + secretName + `[ \t]*[:：]?[ \t]*\n[ \t]*([^\s]{4,})` + fieldButton), group: 1, ok: generatedValue, prefix: sentenceEnd},
 	// A password beside its label with only spaces between (a form read
 	// as one line), or in a sentence ("the password is hunter2").
 	{kind: Password, re: regexp.MustCompile(`(?i:password|passwd|passphrase|pwd)(?:[ \t]+(?:is|was))?[ \t]+([^\s]{6,})`), group: 1, ok: shownPassword, bounded: true, prefix: sentenceEnd},
@@ -434,8 +442,9 @@ func notOrdinary(v string) bool {
 }
 
 // placeholder is a value that stands for another: a variable ($NAME,
-// ${NAME}, %NAME%, $(command)), a template's slot ({{NAME}}, <your key>).
-var placeholder = regexp.MustCompile(`^(?:\$[A-Za-z_][A-Za-z0-9_]*|\$\{[^}]*\}|\$\([^)]*\)|%[A-Za-z_][A-Za-z0-9_]*%|\{\{.*|<[^>]*>)$`)
+// $env:NAME, ${NAME}, ${{ secrets.NAME }}, %NAME%, $(command)), a
+// template's slot ({{NAME}}, <your key>).
+var placeholder = regexp.MustCompile(`^(?:\$(?:env:)?[A-Za-z_][A-Za-z0-9_.]*|\$\{.*|\$\(.*|%[A-Za-z_][A-Za-z0-9_]*%|\{\{.*|<[^>]*>?)$`)
 
 // base64Body finds the bodies of keys whose BEGIN line is not there (OCR
 // misread it, the screen cut it off): two or more lines in a row that are
@@ -498,6 +507,22 @@ var passwordWord = regexp.MustCompile(`(?i)pass|pwd`)
 func shownPassword(v string) bool {
 	v = strings.Trim(v, "()\"'`.,:;!?")
 	return notOrdinary(v) && (looksGenerated(v) && !capitalised(v) || strings.ContainsAny(v, "!@#$%^&*+=~_-"))
+}
+
+// labelledPassword keeps a password under a label of several words that no
+// menu item is: "Read-only", "Sign-out" are words joined.
+func labelledPassword(v string) bool {
+	return shownPassword(v) && !joinedWords(v)
+}
+
+// joinedWords tells whether v is words of letters joined by hyphens.
+func joinedWords(v string) bool {
+	for part := range strings.SplitSeq(v, "-") {
+		if part == "" || strings.IndexFunc(part, func(r rune) bool { return !unicode.IsLetter(r) }) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // generatedValue keeps a value made as keys are, not as words are (a

@@ -191,6 +191,22 @@ func TestDetectorsLeaveLookalikes(t *testing.T) {
 		"New password\n8-16 characters",
 		`<add key="ThemeName" value="dark" />`,
 		`<add key="ApiKeyHeader" value="X-Api-Key" />`,
+		// Placeholders of CI systems and shells; a container's ports after
+		// a registry login; "token" in prose; a two-word heading above a
+		// menu's item or a date; settings that merely name a secret.
+		`password: "${{ secrets.DOCKERHUB_TOKEN }}"`,
+		`$password = $env:DB_PASSWORD`,
+		`Connect-Db -Password $env:DB_PASSWORD`,
+		`"password": "$(DB_PASSWORD)"`,
+		"docker login ghcr.io && docker run -p 8080:8080 ghcr.io/acme/app",
+		"podman login quay.io && podman run -p 3000:3000 quay.io/acme/web",
+		"The token sha256-encoded goes in the header.",
+		"API token\nRead-only",
+		"Client secret\n2025-12-31",
+		`<add key="MachineKeyValidation" value="HMACSHA256" />`,
+		`<add key="PasswordPolicy" value="MinLength8Upper1" />`,
+		`<add key="SigningKeyId" value="2024-rotation-01" />`,
+		`<add key="SecretsPath" value="C:\secrets\app" />`,
 	} {
 		if got := found(t, d, text); len(got) != 0 {
 			t.Errorf("%q: found %q", text, got)

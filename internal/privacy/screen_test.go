@@ -239,6 +239,11 @@ func TestSecretsOnScreensPeopleRecordLeaveNoText(t *testing.T) {
 		{`Authorization: Token 9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b`, "9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b"},
 		// Web.config / XML.
 		{`<add key="StripeKey" value="Zk3mP9qL2vR8tY5wX1nB4cF7" />`, "Zk3mP9qL2vR8tY5wX1nB4cF7"},
+		// The console's "Retrieve access keys" row, read as one line: the
+		// key id and the secret with spaces between; sshpass with a quoted
+		// password that holds a space.
+		{"AKIA5ALWAMOYMVYEWCLE kLDr79nDVJd/uN7B3MAtQhDp8kF3ONfqnZlVAvcx Hide", "kLDr79nDVJd/uN7B3MAtQhDp8kF3ONfqnZlVAvcx"},
+		{"sshpass -p 'Hunt3r 2pw' ssh deploy@host", "2pw"},
 	} {
 		r := privacy.NewRedactor(d, nil)
 		if got := r.Text(c.text); strings.Contains(got, c.secret) {
