@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -116,6 +117,7 @@ func (l *SOPLocker) lockOnce(ctx context.Context, id jobs.ID, token string, fn f
 	}
 	defer func() { <-l.slots }()
 	var fnErr error
+	ran := false
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, sopLockWait); err != nil {
 			return err
@@ -133,13 +135,34 @@ func (l *SOPLocker) lockOnce(ctx context.Context, id jobs.ID, token string, fn f
 				return nil
 			}
 		}
+		ran = true
 		fnErr = fn(context.WithValue(ctx, lockTxKey{}, tx))
 		return nil
 	})
+	if err != nil && ran {
+		l.forgetAfterLoss(ctx, id, err)
+	}
 	if fnErr != nil {
 		return fnErr
 	}
 	return wrap("lock sop", err)
+}
+
+// forgetAll forgets every tag of a job.
+const forgetAll = `UPDATE public.runops_stored_tags SET sop = NULL, frames = '{}', recorded_at = now() WHERE job_id = $1`
+
+// forgetAfterLoss forgets id's tags once a holder's transaction failed
+// after it ran (its connection died, its commit failed): what it stored
+// may land after a writer that took the lock meanwhile recorded its own
+// tag, and that tag would then name what is no longer stored. Forgotten,
+// readers read storage.
+func (l *SOPLocker) forgetAfterLoss(ctx context.Context, id jobs.ID, cause error) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := l.pool.Exec(fctx, forgetAll, string(id)); err != nil {
+		cmp.Or(l.Logger, slog.Default()).WarnContext(ctx, "the SOP lock was lost and the job's tags could not be forgotten: revalidations may answer 304 for an earlier SOP until the next write",
+			"job_id", id, "lock_error", cause, "error", err)
+	}
 }
 
 // lockTxKey carries, in the context withLock gives fn, the transaction that
