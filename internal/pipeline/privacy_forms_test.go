@@ -11,6 +11,7 @@ import (
 	"github.com/runops/runops/internal/mediatest"
 	"github.com/runops/runops/internal/privacytest"
 	"github.com/runops/runops/internal/queue"
+	"github.com/runops/runops/internal/supabasetest"
 )
 
 // formPassword is the password the sign-in forms below show.
@@ -64,14 +65,7 @@ func runForms(t *testing.T, screens []mediatest.Screen, names []string, check st
 	if seen := privacytest.Read(t, raw); !privacytest.Reads(seen, privacytest.Value{Text: formPassword}) {
 		t.Fatalf("OCR does not read the password on the recording (the test proves nothing):\n%s", seen)
 	}
-	p, fake, ai := privatePipeline(t)
-	id := jobs.ID("00000000-0000-4000-8000-0000000f0001")
-	fake.PutFile("videos/"+id.RawPath(), video, "video/mp4")
-	ai.Answer(geminitest.JSON(privacytest.ModelAnswer(steps)))
-	clock := &stageClock{md: map[string]any{}}
-	if err := p.Run(context.Background(), queue.Job{Job: jobs.Job{ID: id, Metadata: map[string]any{}}, TempDir: filepath.Join(dir, "work"), Token: "t"}, clock); err != nil {
-		t.Fatal(err)
-	}
+	fake, id, clock := runPrivately(t, dir, video, steps)
 	obj, ok := fake.Object("videos/" + id.FramePath(check))
 	if !ok {
 		t.Fatalf("no screenshot of %s; frames %v", check, clock.md["frames"])
@@ -129,14 +123,14 @@ func TestAShownPasswordReadWholeIsCovered(t *testing.T) {
 	}
 }
 
-// runScreen runs a recording of one screen and a plain console page (3 s
-// each, 720p) through the pipeline with the privacy pass on. The model
+// coversOnScreen runs a recording of one screen and a plain console page
+// (3 s each, 720p) through the pipeline with the privacy pass on. The model
 // marks nothing; with said, it is careless and repeats those values in its
-// first step's text (privacytest.ModelAnswer). It checks that OCR reads
-// secret on the recording, and returns what OCR reads on the stored
-// screenshot of the first step and every text of the stored SOP and its
-// Markdown.
-func runScreen(t *testing.T, screen mediatest.Screen, secret, still string, said ...privacytest.Value) (seen, stored string) {
+// first step's text (privacytest.ModelAnswer). Having checked that OCR
+// reads secret on the recording, it checks that OCR does not read it on
+// the stored screenshot of the first step (which still shows still), and
+// that no text of the stored SOP or its Markdown holds it.
+func coversOnScreen(t *testing.T, screen mediatest.Screen, secret, still string, said ...privacytest.Value) {
 	t.Helper()
 	dir := t.TempDir()
 	video := mediatest.MakeScreens(t, dir, "screen.mp4", mediatest.Screens{Width: 1280, Height: 720, Seconds: 3,
@@ -147,23 +141,21 @@ func runScreen(t *testing.T, screen mediatest.Screen, secret, still string, said
 	if r := privacytest.Read(t, raw); !privacytest.Reads(r, privacytest.Value{Text: secret}) {
 		t.Fatalf("OCR does not read the secret on the recording (the test proves nothing):\n%s", r)
 	}
-	p, fake, ai := privatePipeline(t)
-	id := jobs.ID("00000000-0000-4000-8000-0000000fa001")
-	fake.PutFile("videos/"+id.RawPath(), video, "video/mp4")
-	ai.Answer(geminitest.JSON(privacytest.ModelAnswer(steps)))
-	clock := &stageClock{md: map[string]any{}}
-	if err := p.Run(context.Background(), queue.Job{Job: jobs.Job{ID: id, Metadata: map[string]any{}}, TempDir: filepath.Join(dir, "work"), Token: "t"}, clock); err != nil {
-		t.Fatal(err)
-	}
+	fake, id, clock := runPrivately(t, dir, video, steps)
 	obj, ok := fake.Object("videos/" + id.FramePath("shown"))
 	if !ok {
 		t.Fatalf("no screenshot; frames %v", clock.md["frames"])
 	}
-	seen = privacytest.Read(t, obj.File)
+	seen := privacytest.Read(t, obj.File)
 	if !strings.Contains(seen, still) {
 		t.Fatalf("OCR does not read %q on the stored screenshot:\n%s", still, seen)
 	}
-	return seen, storedText(t, fake, id)
+	if privacytest.Reads(seen, privacytest.Value{Text: secret}) {
+		t.Errorf("OCR reads %q on the stored screenshot:\n%s", secret, seen)
+	}
+	if strings.Contains(storedText(t, fake, id), secret) {
+		t.Errorf("the stored SOP or its Markdown holds %q", secret)
+	}
 }
 
 // A login request's body in a browser's devtools (Payload tab) or an API
@@ -176,10 +168,7 @@ func TestAPasswordInARequestsJSONIsCovered(t *testing.T) {
 		{Text: "Request Payload      view source", X: 40, Y: 90, Size: 20, Font: mediatest.Sans},
 		{Text: `{"email": "ops@acme-corp.com", "password": "` + pw + `", "remember": true}`, X: 40, Y: 140, Size: 20},
 	}}
-	seen, _ := runScreen(t, screen, pw, "Request Payload")
-	if privacytest.Reads(seen, privacytest.Value{Text: pw}) {
-		t.Errorf("OCR reads the password on the stored screenshot:\n%s", seen)
-	}
+	coversOnScreen(t, screen, pw, "Request Payload")
 }
 
 // aws configure in a dark terminal: the secret access key after its
@@ -194,13 +183,7 @@ func TestAnAWSSecretKeyAtItsPromptIsCovered(t *testing.T) {
 		{Text: "Default region name [None]: eu-west-1", X: 24, Y: 123, Size: 22},
 		{Text: "Default output format [None]: json", X: 24, Y: 156, Size: 22},
 	}}
-	seen, stored := runScreen(t, screen, secret, "aws configure", privacytest.Value{Kind: "aws_secret", Text: secret, Mark: "secret"})
-	if privacytest.Reads(seen, privacytest.Value{Text: secret}) {
-		t.Errorf("OCR reads the secret access key on the stored screenshot:\n%s", seen)
-	}
-	if strings.Contains(stored, secret) {
-		t.Errorf("the stored SOP or its Markdown holds the secret access key")
-	}
+	coversOnScreen(t, screen, secret, "aws configure", privacytest.Value{Kind: "aws_secret", Text: secret, Mark: "secret"})
 }
 
 // A .env file whose password begins with "$" (taken for a placeholder). A
@@ -214,13 +197,7 @@ func TestAPasswordBeginningWithADollarIsCovered(t *testing.T) {
 		{Text: "DB_USER=app", X: 24, Y: 90, Size: 22},
 		{Text: `DB_PASSWORD="` + pw + `"`, X: 24, Y: 123, Size: 22},
 	}}
-	seen, stored := runScreen(t, screen, pw, "cat .env", privacytest.Value{Kind: "password", Text: pw, Mark: "password"})
-	if privacytest.Reads(seen, privacytest.Value{Text: pw}) {
-		t.Errorf("OCR reads the password on the stored screenshot:\n%s", seen)
-	}
-	if strings.Contains(stored, pw) {
-		t.Errorf("the stored SOP or its Markdown holds the password")
-	}
+	coversOnScreen(t, screen, pw, "cat .env", privacytest.Value{Kind: "password", Text: pw, Mark: "password"})
 }
 
 // A change-password form, its new password shown beside the field's Hide
@@ -238,8 +215,21 @@ func TestANewPasswordUnderItsTwoWordLabelIsCovered(t *testing.T) {
 			{Text: "Hide", X: 810, Y: 342, Size: 20},
 			{Text: "Use 12 characters or more.", X: 430, Y: 404, Size: 20},
 		}}
-	seen, _ := runScreen(t, screen, formPassword, "Change your password")
-	if privacytest.Reads(seen, privacytest.Value{Text: formPassword}) {
-		t.Errorf("OCR reads the password on the stored screenshot:\n%s", seen)
+	coversOnScreen(t, screen, formPassword, "Change your password")
+}
+
+// runPrivately runs video through a pipeline with the privacy pass on, the
+// model answering with steps, in dir; it returns the stand-in storage, the
+// job and what the run reported.
+func runPrivately(t *testing.T, dir, video string, steps []privacytest.Screen) (*supabasetest.Server, jobs.ID, *stageClock) {
+	t.Helper()
+	p, fake, ai := privatePipeline(t)
+	id := jobs.ID("00000000-0000-4000-8000-0000000f0001")
+	fake.PutFile("videos/"+id.RawPath(), video, "video/mp4")
+	ai.Answer(geminitest.JSON(privacytest.ModelAnswer(steps)))
+	clock := &stageClock{md: map[string]any{}}
+	if err := p.Run(context.Background(), queue.Job{Job: jobs.Job{ID: id, Metadata: map[string]any{}}, TempDir: filepath.Join(dir, "work"), Token: "t"}, clock); err != nil {
+		t.Fatal(err)
 	}
+	return fake, id, clock
 }
