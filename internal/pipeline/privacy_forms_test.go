@@ -176,13 +176,8 @@ func TestAPasswordInARequestsJSONIsCovered(t *testing.T) {
 func TestAnAWSSecretKeyAtItsPromptIsCovered(t *testing.T) {
 	t.Parallel()
 	const secret = "kLDr79nDVJd/uN7B3MAtQhDp8kF3ONfqnZlVAvcx"
-	screen := mediatest.Screen{Theme: mediatest.Dark, Font: mediatest.Mono, Lines: []mediatest.Line{
-		{Text: "ops@build-01:~$ aws configure", X: 24, Y: 24, Size: 22},
-		{Text: "AWS Access Key ID [None]: AKIA5ALWAMOYMVYEWCLE", X: 24, Y: 57, Size: 22},
-		{Text: "AWS Secret Access Key [None]: " + secret, X: 24, Y: 90, Size: 22},
-		{Text: "Default region name [None]: eu-west-1", X: 24, Y: 123, Size: 22},
-		{Text: "Default output format [None]: json", X: 24, Y: 156, Size: 22},
-	}}
+	screen := terminalScreen("ops@build-01:~$ aws configure", "AWS Access Key ID [None]: AKIA5ALWAMOYMVYEWCLE",
+		"AWS Secret Access Key [None]: "+secret, "Default region name [None]: eu-west-1", "Default output format [None]: json")
 	coversOnScreen(t, screen, secret, "aws configure", privacytest.Value{Kind: "aws_secret", Text: secret, Mark: "secret"})
 }
 
@@ -191,12 +186,7 @@ func TestAnAWSSecretKeyAtItsPromptIsCovered(t *testing.T) {
 func TestAPasswordBeginningWithADollarIsCovered(t *testing.T) {
 	t.Parallel()
 	const pw = "$uperS3cret!2024"
-	screen := mediatest.Screen{Theme: mediatest.Dark, Font: mediatest.Mono, Lines: []mediatest.Line{
-		{Text: "ops@build-01:~/app$ cat .env", X: 24, Y: 24, Size: 22},
-		{Text: "DB_HOST=db.internal", X: 24, Y: 57, Size: 22},
-		{Text: "DB_USER=app", X: 24, Y: 90, Size: 22},
-		{Text: `DB_PASSWORD="` + pw + `"`, X: 24, Y: 123, Size: 22},
-	}}
+	screen := terminalScreen("ops@build-01:~/app$ cat .env", "DB_HOST=db.internal", "DB_USER=app", `DB_PASSWORD="`+pw+`"`)
 	coversOnScreen(t, screen, pw, "cat .env", privacytest.Value{Kind: "password", Text: pw, Mark: "password"})
 }
 
@@ -232,4 +222,13 @@ func runPrivately(t *testing.T, dir, video string, steps []privacytest.Screen) (
 		t.Fatal(err)
 	}
 	return fake, id, clock
+}
+
+// terminalScreen is a dark terminal showing lines, one under another.
+func terminalScreen(lines ...string) mediatest.Screen {
+	screen := mediatest.Screen{Theme: mediatest.Dark, Font: mediatest.Mono}
+	for i, line := range lines {
+		screen.Lines = append(screen.Lines, mediatest.Line{Text: line, X: 24, Y: 24 + 33*i, Size: 22})
+	}
+	return screen
 }
