@@ -181,28 +181,29 @@ func TestDetectorsLeaveLookalikes(t *testing.T) {
 		// A URL's own user is no address.
 		"clone ssh://git@github.com/acme/app.git",
 		"https://deploy@ci.example.com/builds",
-		// Placeholders and commands that only look like the rules of a
-		// password beginning with "$", a registry's -p, a token's scheme,
-		// a two-word label, a configuration's attributes.
+		// What only looks like the rules of a password beginning with "$",
+		// a registry's -p, the Token scheme, a label of two words, a
+		// configuration's attributes. Placeholders of shells and CI systems:
 		"DB_PASSWORD=$DB_PASS and PASSWORD=%DB_PASS% and TOKEN=$(cat token.txt)",
-		"ssh -p 2222 deploy@10.0.0.5",
-		"Token authentication expires after 30 days.",
-		"Reset password\nSign in",
-		"New password\n8-16 characters",
-		`<add key="ThemeName" value="dark" />`,
-		`<add key="ApiKeyHeader" value="X-Api-Key" />`,
-		// Placeholders of CI systems and shells; a container's ports after
-		// a registry login; "token" in prose; a two-word heading above a
-		// menu's item or a date; settings that merely name a secret.
 		`password: "${{ secrets.DOCKERHUB_TOKEN }}"`,
 		`$password = $env:DB_PASSWORD`,
 		`Connect-Db -Password $env:DB_PASSWORD`,
 		`"password": "$(DB_PASSWORD)"`,
+		// ports, of ssh and of a container run after a registry login:
+		"ssh -p 2222 deploy@10.0.0.5",
 		"docker login ghcr.io && docker run -p 8080:8080 ghcr.io/acme/app",
 		"podman login quay.io && podman run -p 3000:3000 quay.io/acme/web",
+		// "token" in prose:
+		"Token authentication expires after 30 days.",
 		"The token sha256-encoded goes in the header.",
+		// a heading of two words above a menu's item, a hint or a date:
+		"Reset password\nSign in",
+		"New password\n8-16 characters",
 		"API token\nRead-only",
 		"Client secret\n2025-12-31",
+		// settings that merely name a secret:
+		`<add key="ThemeName" value="dark" />`,
+		`<add key="ApiKeyHeader" value="X-Api-Key" />`,
 		`<add key="MachineKeyValidation" value="HMACSHA256" />`,
 		`<add key="PasswordPolicy" value="MinLength8Upper1" />`,
 		`<add key="SigningKeyId" value="2024-rotation-01" />`,
