@@ -90,7 +90,7 @@ func (l *SOPLocker) withLock(ctx context.Context, id jobs.ID, token string, fn f
 			return err
 		}
 		if try == forgetTries {
-			return wrap("lock sop", fmt.Errorf("%w: %w: its tags were recorded again %d times while it forgot them", jobs.ErrBusy, jobs.ErrUnavailable, try))
+			return wrap("lock sop", fmt.Errorf("%w: %w: its tags were recorded again after each of %d forgets", jobs.ErrBusy, jobs.ErrUnavailable, try-1))
 		}
 		if _, err := l.pool.Exec(ctx, first.sql, first.args...); err != nil {
 			return wrap(first.op, err)
@@ -154,12 +154,21 @@ const forgetAll = `UPDATE public.runops_stored_tags SET sop = NULL, frames = '{}
 // forgetAfterLoss forgets id's tags once a holder's transaction failed
 // after it ran (its connection died, its commit failed): what it stored
 // may land after a writer that took the lock meanwhile recorded its own
-// tag, and that tag would then name what is no longer stored. Forgotten,
+// tag, and that tag would then name what is no longer stored. Under the
+// lock, taken again: a writer still holding it records its tag first, and
+// one after it stores after what this holder stored has landed. Forgotten,
 // readers read storage.
 func (l *SOPLocker) forgetAfterLoss(ctx context.Context, id jobs.ID, cause error) {
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	if _, err := l.pool.Exec(fctx, forgetAll, string(id)); err != nil {
+	err := pgx.BeginFunc(fctx, l.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(fctx, lockSOP, string(id)); err != nil {
+			return err
+		}
+		_, err := tx.Exec(fctx, forgetAll, string(id))
+		return err
+	})
+	if err != nil {
 		cmp.Or(l.Logger, slog.Default()).WarnContext(ctx, "the SOP lock was lost and the job's tags could not be forgotten: revalidations may answer 304 for an earlier SOP until the next write",
 			"job_id", id, "lock_error", cause, "error", err)
 	}
@@ -267,9 +276,11 @@ const (
 
 // RecordFrames sets the entity tags of id's step screenshots (node →
 // ETag; "" forgets one), under the SOP lock: forgotten before a
-// screenshot is stored — at once, on a connection of their own, so that no
-// reader meets the old tag meanwhile — and recorded once it is and the SOP
-// that shows it is, with the lock (recordTags; …_stored_tags.sql says why).
+// screenshot is stored, where readers see it at once (forget: with the
+// lock let go, forgetFirst, when one is still recorded), and recorded once
+// it is and the SOP that shows it is, with the lock (recordTags;
+// …_stored_tags.sql says why). The holder returns its error as it is:
+// WithSOPLock runs the holder again after forgetFirst.
 func (l *SOPLocker) RecordFrames(ctx context.Context, id jobs.ID, tags map[string]string) error {
 	forget, record := map[string]string{}, map[string]string{}
 	for node, tag := range tags {

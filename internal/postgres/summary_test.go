@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -307,6 +308,11 @@ func TestATagRecordedAfterTheLockWasLostIsNotStale(t *testing.T) {
 			}
 			return nil // A's upload request returns
 		})
+		// A's record of its tag, in its lock's dead transaction, is none:
+		// B's stays.
+		if got := recordedTag(t, direct, id); got != jobs.ETag(docB) {
+			t.Errorf("after A's record, the recorded tag is %q, not B's %q", got, jobs.ETag(docB))
+		}
 		return err
 	})
 	t.Logf("A's write answered %v", errA)
@@ -478,8 +484,8 @@ func TestAsManySOPWritersAsThePoolerHasConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var inside sync.WaitGroup // every writer holds its lock, and a server connection
-	inside.Add(conns)
+	var arrived atomic.Int32
+	inside := make(chan struct{}) // closed once every writer holds its lock, and a server connection
 	errs := make(chan error, conns)
 	for _, id := range ids {
 		locker := postgres.NewSOPLocker(pgtest.Open(t, pooler.URL, 4)) // a process of its own
@@ -488,17 +494,25 @@ func TestAsManySOPWritersAsThePoolerHasConnections(t *testing.T) {
 		go func() {
 			// A generous deadline, not a measure: the writers that waited
 			// for each other waited until it.
-			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 			defer cancel()
 			errs <- locker.WithSOPLock(ctx, id, func(ctx context.Context) error {
-				once.Do(func() { inside.Done(); inside.Wait() })
+				once.Do(func() {
+					if arrived.Add(1) == conns {
+						close(inside)
+					}
+					select {
+					case <-inside:
+					case <-ctx.Done():
+					}
+				})
 				_, err := locker.StoreTagged(ctx, id, []byte(`{"v":1}`), nil, nil, noUpload)
 				return err
 			})
 		}()
 	}
 	for range conns {
-		if err := <-errs; err != nil {
+		if err := wait.Recv(t, errs, "a writer"); err != nil {
 			t.Error(err)
 		}
 	}
@@ -532,6 +546,9 @@ func TestAWriterThatDiesAfterItsUploadLeavesNoOldTag(t *testing.T) {
 	writer := postgres.NewSOPLocker(pgtest.Open(t, dsn, 2))
 	writer.Logger = quiet
 	err := storeSOP(ctx, writer, id, []byte(`{"v":1}`), func() error {
+		if got := recordedTag(t, pool, id); got != "" {
+			t.Errorf("while the new SOP is uploaded, readers see the tag %q of the one it replaces", got)
+		}
 		// The upload has landed; the lock's connection dies.
 		endLockHolder(t, pool)
 		return nil
@@ -588,5 +605,61 @@ func endLockHolder(t *testing.T, pool *pgxpool.Pool) {
 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&ended); err != nil || !ended {
 		t.Fatalf("ending the lock holder's backend: %v %v", ended, err)
+	}
+}
+
+// The same loss, B still uploading when A's upload lands and A's
+// transaction fails: A forgets the tags under the lock, after B has
+// recorded its own. Before, A forgot them at once, B recorded its tag
+// after, and that tag named B's SOP while storage held A's (a reviewer's
+// finding).
+func TestAForgetAfterALostLockWaitsForTheWriterHoldingIt(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	direct, dsn := pgtest.Pool(t)
+	id := jobs.ID(uuid.NewString())
+	quiet := slog.New(slog.DiscardHandler)
+	a, b := postgres.NewSOPLocker(pgtest.Open(t, dsn, 4)), postgres.NewSOPLocker(direct)
+	a.Logger, b.Logger = quiet, quiet
+	docA, docB := []byte(`{"writer":"A"}`), []byte(`{"writer":"B"}`)
+	var stored []byte // the bucket's SOP object
+	killed, bUploading, aEnded := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		aEnded <- storeSOP(ctx, a, id, docA, func() error {
+			endLockHolder(t, direct)
+			close(killed)
+			<-bUploading
+			stored = docA // A's upload, begun first, lands while B's is under way
+			return nil
+		})
+	}()
+	wait.Recv(t, killed, "A's lock connection to die")
+	var errA error
+	errB := storeSOP(ctx, b, id, docB, func() error {
+		stored = docB
+		close(bUploading)
+		// B's upload returns once A has ended, or waits for the lock.
+		wait.For(t, "A's write to end or wait for the lock", 30*time.Second, func() bool {
+			select {
+			case errA = <-aEnded:
+				aEnded <- errA
+				return true
+			default:
+			}
+			var waiting int
+			_ = direct.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'advisory'`).Scan(&waiting)
+			return waiting > 0
+		})
+		return nil
+	})
+	if errB != nil {
+		t.Fatalf("B's write: %v", errB)
+	}
+	if errA = wait.Recv(t, aEnded, "A's write"); errA == nil {
+		t.Fatal("A's write, its lock connection dead, succeeded: the test proves nothing")
+	}
+	if tag := recordedTag(t, direct, id); tag != "" && tag != jobs.ETag(stored) {
+		t.Fatalf("recorded SOP tag %s; storage holds %s (ETag %s): a revalidation with it is answered 304 for a document no longer stored",
+			tag, stored, jobs.ETag(stored))
 	}
 }
