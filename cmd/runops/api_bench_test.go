@@ -193,6 +193,15 @@ func BenchmarkAPI(b *testing.B) {
 				n++
 			}
 			rate = float64(n) / time.Since(start).Seconds()
+			resp, err := client.Get(p.base + "/api/sop/" + anon)
+			if err != nil {
+				b.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if want := fmt.Sprintf("Open the order %d", n-1); !strings.Contains(string(body), want) {
+				b.Fatalf("the last edit (%q) is not what the SOP serves", want)
+			}
 		}
 		b.ReportMetric(rate, "edits/s")
 		b.ReportMetric(0, "ns/op")

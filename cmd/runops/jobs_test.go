@@ -10,7 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +24,7 @@ import (
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/sop/soptest"
 	"github.com/runops/runops/internal/supabasetest"
+	"github.com/runops/runops/internal/wait"
 )
 
 // The operator CLI, run as a person runs it: every verb, with flags after the
@@ -285,9 +286,21 @@ func TestCompletingByHandBehindAPoolerNeedsOneConnection(t *testing.T) {
 	const conns = 2
 	pooler := pgtest.NewBouncer(t, dsn, conns)
 	fake := supabasetest.New(t, jobs.MaxUploadBytes)
-	var inside sync.WaitGroup // both uploads arrived: both hold their lock's server connection
-	inside.Add(conns)
-	fake.OnStore(func(string, string) { inside.Done(); inside.Wait() }) // each stores its SOP alone
+	// Each process stores its SOP alone; the uploads wait for each other,
+	// so that both hold their lock's server connection, until the test
+	// ends (a process that failed first never stores).
+	var arrived atomic.Int32
+	inside, ended := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() { close(ended) }) // before the stand-in closes, which waits for its handlers
+	fake.OnStore(func(string, string) {
+		if arrived.Add(1) == conns {
+			close(inside)
+		}
+		select {
+		case <-inside:
+		case <-ended:
+		}
+	})
 	sample, err := os.ReadFile("../../docs/sample-sop.json")
 	if err != nil {
 		t.Fatal(err)
@@ -312,7 +325,7 @@ func TestCompletingByHandBehindAPoolerNeedsOneConnection(t *testing.T) {
 		}()
 	}
 	for range conns {
-		if err := <-errs; err != nil {
+		if err := wait.Recv(t, errs, "runops jobs complete"); err != nil {
 			t.Error(err)
 		}
 	}
