@@ -45,7 +45,8 @@ type service struct {
 }
 
 // The waiting a step's tries may spend in all (docs/lifecycle.md): a
-// Gemini step's is GEMINI_MAX_RETRY_WAIT, by default DefaultMaxRetryWait.
+// Gemini step's is GEMINI_MAX_RETRY_WAIT, by default DefaultMaxRetryWait; a
+// storage step's, storageRetryBudget.
 const (
 	DefaultMaxRetryWait = 2 * time.Minute
 	storageRetryBudget  = 2 * time.Minute

@@ -190,7 +190,9 @@ DELETE FROM public.runops_deleted_jobs WHERE job_id = ANY($1::uuid[])`
 // ExpireUnqueued implements retention.Store.
 func (s *JobStore) ExpireUnqueued(ctx context.Context, after time.Duration, limit int,
 	remove func(context.Context, []jobs.ID) error) (int, error) {
-	return s.forgetUploads(ctx, "expire unqueued uploads", expireUnqueued, false, forgetUploads, after, limit, remove)
+	return s.forgetUploads(ctx, "expire unqueued uploads", func(tx pgx.Tx) ([]string, error) {
+		return idsOf(tx.Query(ctx, expireUnqueued, after.Seconds(), limit))
+	}, forgetUploads, remove)
 }
 
 // ExpireDeleted implements retention.Store.
@@ -199,23 +201,28 @@ func (s *JobStore) ExpireDeleted(ctx context.Context, after time.Duration, limit
 	if _, err := s.pool.Exec(ctx, forgetPutBack); err != nil {
 		return 0, wrap("expire deleted jobs", err)
 	}
-	return s.forgetUploads(ctx, "expire deleted jobs", expireDeleted, true, forgetDeleted, after, limit, remove)
+	// Those picked are read again once their uploads are locked
+	// (stillDeleted): one queued again meanwhile is left.
+	return s.forgetUploads(ctx, "expire deleted jobs", func(tx pgx.Tx) ([]string, error) {
+		ids, err := idsOf(tx.Query(ctx, expireDeleted, after.Seconds(), limit))
+		if err != nil || len(ids) == 0 {
+			return ids, err
+		}
+		if _, err := tx.Exec(ctx, lockUploads, ids); err != nil {
+			return nil, err
+		}
+		return idsOf(tx.Query(ctx, stillDeleted, ids))
+	}, forgetDeleted, remove)
 }
 
-// forgetUploads takes up to limit uploads that pick ($1: after, $2: limit)
-// chooses, locked, calls remove with their ids and forgets them (forget,
-// $1 the ids) once it returns nil. With deleted, the jobs pick took for
-// deleted are read again once their uploads are locked (stillDeleted).
-func (s *JobStore) forgetUploads(ctx context.Context, op, pick string, deleted bool, forget string, after time.Duration, limit int,
+// forgetUploads takes up to limit uploads that pick chooses in tx, locked
+// (after, limit), calls remove with their ids and forgets them (forget, $1
+// the ids) once it returns nil.
+func (s *JobStore) forgetUploads(ctx context.Context, op string, pick func(tx pgx.Tx) ([]string, error), forget string,
 	remove func(context.Context, []jobs.ID) error) (int, error) {
 	var n int
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		ids, err := idsOf(tx.Query(ctx, pick, after.Seconds(), limit))
-		if err == nil && deleted && len(ids) > 0 {
-			if _, err = tx.Exec(ctx, lockUploads, ids); err == nil {
-				ids, err = idsOf(tx.Query(ctx, stillDeleted, ids))
-			}
-		}
+		ids, err := pick(tx)
 		if err != nil || len(ids) == 0 {
 			return err
 		}

@@ -51,8 +51,10 @@ func NewSOPLocker(pool *pgxpool.Pool) *SOPLocker {
 // ForgetSOP forgets the tag of id's SOP at once, holding no lock: an edit
 // that will store the SOP asks it before it takes the lock, so that its
 // store need not let the lock go to forget the tag (forgetFirst), and the
-// edit's reads run once. A tag forgotten costs readers a read of storage,
-// never a wrong answer.
+// edit's reads run once — unless it deletes a step whose screenshot's tag
+// is recorded, which the store forgets so. A tag forgotten costs readers a
+// read of storage until the next store (an edit refused too), never a
+// wrong answer.
 func (l *SOPLocker) ForgetSOP(ctx context.Context, id jobs.ID) error {
 	_, err := l.pool.Exec(ctx, forgetSOP, string(id))
 	return wrap("forget SOP tag", err)

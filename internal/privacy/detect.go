@@ -110,13 +110,19 @@ const (
 	labels  = nameEnd + `[ \t]*(?::|：|\t)[ \t]*`
 )
 
+// optionValue is a command-line option's value: quoted, or a word.
+const optionValue = `("[^"\n]{4,}"|'[^'\n]{4,}'|[^\s\-;&|][^\s;&|]{3,})`
+
 // ownLine begins a label on its own line: the name alone, or after one or
 // two words ("New password", "Client secret", "Secret access key"), which
 // a heading has too ("API token" above a menu): after words, the value
-// must be one no menu item or date is (labelledValue).
+// must be one no menu item or date is (labelledPassword, generatedValue).
+// valueBelow is the rest: the label's colon, if any, and the value alone on
+// the next line, but for the field's button.
 const (
 	ownLine      = `(?m)^[ \t]*`
 	ownLineAfter = `(?m)^[ \t]*(?:\p{L}+[ \t]+){1,2}`
+	valueBelow   = `[ \t]*[:：]?[ \t]*\n[ \t]*([^\s]{4,})` + fieldButton
 )
 
 // fieldButton ends a form field's line: nothing, or the field's own button
@@ -135,10 +141,12 @@ var builtins = []rule{
 	// client's -p.
 	// (A user may be empty, redis://:password@; a password may hold an
 	// "@": the last one before the host ends it.)
-	{kind: Password, re: regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:([^\s/]+)@[^\s@/]`), group: 1},
+	{kind: Password, re: regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:([^\s/?#]+)@[^\s@/]`), group: 1},
 	{kind: Password, re: regexp.MustCompile(`\b(?:mysql|mysqldump|mysqladmin|mariadb)\b[^\n]*?\s-p([^\s-][^\s]{3,})`), group: 1, ok: notOrdinary},
-	// A registry login's -p, and sshpass's (not ssh's port).
-	{kind: Password, re: regexp.MustCompile(`\b(?:(?:docker|podman|nerdctl|buildah|skopeo|helm)(?:[ \t]+registry)?[ \t]+login|sshpass)\b[^\n;&|]*?[ \t]-p[ \t]*("[^"\n]{4,}"|'[^'\n]{4,}'|[^\s-][^\s;&|]{3,})`), group: 1, ok: notOrdinary},
+	// A registry login's -p, among its first words, and sshpass's, after
+	// its own options only (not ssh's port after it).
+	{kind: Password, re: regexp.MustCompile(`\b(?:docker|podman|nerdctl|buildah|skopeo|helm)(?:[ \t]+registry)?[ \t]+login(?:[ \t]+[^\s;&|]+){0,4}?[ \t]+-p[ \t]*` + optionValue), group: 1, ok: notOrdinary},
+	{kind: Password, re: regexp.MustCompile(`\bsshpass(?:[ \t]+-[fdP][ \t]*\S+|[ \t]+-v)*[ \t]+-p[ \t]*` + optionValue), group: 1, ok: notOrdinary},
 	// An AWS secret access key beside its access key id (the console's
 	// credentials file: "AKIA…,secret").
 	{kind: Token, re: regexp.MustCompile(`\b(?:AKIA|ASIA)[A-Z0-9]{16}(?:[ \t]*[,;|][ \t]*|[ \t]+)([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+]|$)`), group: 1, ok: looksGenerated},
@@ -164,10 +172,10 @@ var builtins = []rule{
 	// A label on its own line, its value alone on the next (but for the
 	// field's button, "Hide", "Copy", or an icon read as a sign or two): a
 	// sign-in form (not a menu, whose next item is a word).
-	{kind: Password, re: regexp.MustCompile(ownLine + passwordName + `[ \t]*[:：]?[ \t]*\n[ \t]*([^\s]{4,})` + fieldButton), group: 1, ok: shownPassword, prefix: sentenceEnd},
-	{kind: Token, re: regexp.MustCompile(ownLine + secretName + `[ \t]*[:：]?[ \t]*\n[ \t]*([^\s]{4,})` + fieldButton), group: 1, ok: shownPassword, prefix: sentenceEnd},
-	{kind: Password, re: regexp.MustCompile(ownLineAfter + passwordName + `[ \t]*[:：]?[ \t]*\n[ \t]*([^\s]{4,})` + fieldButton), group: 1, ok: labelledPassword, prefix: sentenceEnd},
-	{kind: Token, re: regexp.MustCompile(ownLineAfter + secretName + `[ \t]*[:：]?[ \t]*\n[ \t]*([^\s]{4,})` + fieldButton), group: 1, ok: generatedValue, prefix: sentenceEnd},
+	{kind: Password, re: regexp.MustCompile(ownLine + passwordName + valueBelow), group: 1, ok: shownPassword, prefix: sentenceEnd},
+	{kind: Token, re: regexp.MustCompile(ownLine + secretName + valueBelow), group: 1, ok: shownPassword, prefix: sentenceEnd},
+	{kind: Password, re: regexp.MustCompile(ownLineAfter + passwordName + valueBelow), group: 1, ok: labelledPassword, prefix: sentenceEnd},
+	{kind: Token, re: regexp.MustCompile(ownLineAfter + secretName + valueBelow), group: 1, ok: generatedValue, prefix: sentenceEnd},
 	// A password beside its label with only spaces between (a form read
 	// as one line), or in a sentence ("the password is hunter2").
 	{kind: Password, re: regexp.MustCompile(`(?i:password|passwd|passphrase|pwd)(?:[ \t]+(?:is|was))?[ \t]+([^\s]{6,})`), group: 1, ok: shownPassword, bounded: true, prefix: sentenceEnd},
@@ -228,8 +236,9 @@ func ParsePatterns(s string) ([]string, error) {
 // (values that overlap are one value, of the kind of the longest). It
 // looks at the text as written, with its line breaks and runs of spaces
 // collapsed, and with them joined where a token was wrapped — each also
-// without its invisible characters and full-width forms (plain); in each,
-// trailing punctuation a sentence puts after a value ends it.
+// without its invisible characters and full-width forms (plain), and with
+// JSON's escaped slashes as slashes (unescaped); in each, trailing
+// punctuation a sentence puts after a value ends it.
 func (d *Detector) Find(text string) []Match {
 	if text == "" {
 		return nil
@@ -444,7 +453,7 @@ func notOrdinary(v string) bool {
 // placeholder is a value that stands for another: a variable ($NAME,
 // $env:NAME, ${NAME}, ${{ secrets.NAME }}, %NAME%, $(command)), a
 // template's slot ({{NAME}}, <your key>).
-var placeholder = regexp.MustCompile(`^(?:\$(?:env:)?[A-Za-z_][A-Za-z0-9_.]*|\$\{.*|\$\(.*|%[A-Za-z_][A-Za-z0-9_]*%|\{\{.*|<[^>]*>?)$`)
+var placeholder = regexp.MustCompile(`^(?:\$(?:env:)?[A-Za-z_][A-Za-z0-9_.]*|\$\{.*\}|\$\(.*\)|%[A-Za-z_][A-Za-z0-9_]*%|\{\{.*\}\}|<[^<>]+>)$`)
 
 // base64Body finds the bodies of keys whose BEGIN line is not there (OCR
 // misread it, the screen cut it off): two or more lines in a row that are
@@ -505,8 +514,8 @@ var passwordWord = regexp.MustCompile(`(?i)pass|pwd`)
 // or cases, or a symbol passwords take (not the punctuation of a sentence:
 // "(twice)", "manager's", "Forgot?").
 func shownPassword(v string) bool {
-	v = strings.Trim(v, "()\"'`.,:;!?")
-	return notOrdinary(v) && (looksGenerated(v) && !capitalised(v) || strings.ContainsAny(v, "!@#$%^&*+=~_-"))
+	bare := strings.Trim(v, "()\"'`.,:;!?")
+	return notOrdinary(v) && notOrdinary(bare) && (looksGenerated(bare) && !capitalised(bare) || strings.ContainsAny(bare, "!@#$%^&*+=~_-"))
 }
 
 // labelledPassword keeps a password under a label of several words that no

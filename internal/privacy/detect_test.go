@@ -189,8 +189,12 @@ func TestDetectorsLeaveLookalikes(t *testing.T) {
 		`$password = $env:DB_PASSWORD`,
 		`Connect-Db -Password $env:DB_PASSWORD`,
 		`"password": "$(DB_PASSWORD)"`,
-		// ports, of ssh and of a container run after a registry login:
+		// ports, of ssh (after sshpass's own options too) and of a
+		// container run after a registry login:
 		"ssh -p 2222 deploy@10.0.0.5",
+		"sshpass -e ssh -p 2222 deploy@10.0.0.5",
+		"sshpass -f ~/.pw ssh -p 2222 deploy@10.0.0.5",
+		"docker login --password-stdin ghcr.io then docker run -p 8080:80 ghcr.io/acme/app",
 		"docker login ghcr.io && docker run -p 8080:8080 ghcr.io/acme/app",
 		"podman login quay.io && podman run -p 3000:3000 quay.io/acme/web",
 		// "token" in prose:

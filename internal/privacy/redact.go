@@ -573,10 +573,10 @@ func texts(doc *sop.Document, f func(string) string) {
 			description := f(p.Variables[name])
 			if renamed := f(name); renamed != name {
 				delete(p.Variables, name)
-				if _, taken := p.Variables[renamed]; taken {
-					continue
-				}
 				name = renamed
+				if kept := p.Variables[name]; kept != "" && kept != description {
+					description = kept + "; " + description // two variables the rename made one
+				}
 			}
 			p.Variables[name] = description
 		}

@@ -292,4 +292,14 @@ func TestAVariablesNameKeepsNoValue(t *testing.T) {
 	if !strings.Contains(md, "The customer whose order is refunded") || !strings.Contains(md, "refund for {{EMAIL_") {
 		t.Errorf("the variable, renamed, is not in the Markdown export:\n%s", md)
 	}
+	// Two names the rename makes one keep both descriptions.
+	doc = leakySOP(t)
+	doc.Public.Variables["refund for jane.doe@acme-corp.com"] = "The first refund"
+	doc.Public.Variables["refund for JANE.DOE@acme-corp.com"] = "The second refund"
+	r = privacy.NewRedactor(detector(t), nil)
+	r.Document(doc)
+	md = string(sop.Markdown(doc, nil))
+	if !strings.Contains(md, "The first refund") || !strings.Contains(md, "The second refund") {
+		t.Errorf("a variable the rename merged with another lost its description:\n%s", md)
+	}
 }
