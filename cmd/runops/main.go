@@ -266,7 +266,7 @@ func serve(ctx context.Context, cfg config.Config, as roles, e env) error {
 	}
 	store := postgres.NewJobStore(cmp.Or(apiPool, workerPool))
 	if as.worker {
-		store.CapOwners(cfg.OwnerConcurrency)
+		store.CountClaimableUnder(cfg.OwnerConcurrency)
 	}
 	metrics.WatchQueue(store.QueueStats, 5*time.Second)
 	schema, err := schemaCheck(ctx, cmp.Or(apiPool, workerPool), e.log)

@@ -44,10 +44,11 @@ type JobStore struct {
 	ownerCap *int
 }
 
-// CapOwners tells a worker's store the owner cap its claims keep
-// (RUNOPS_OWNER_CONCURRENCY; 0: none), so that its queue gauges say how
-// many queued jobs a claim could take; it returns the store.
-func (s *JobStore) CapOwners(n int) *JobStore {
+// CountClaimableUnder tells a worker's store the owner cap its claims keep
+// (RUNOPS_OWNER_CONCURRENCY; 0: none; the claims themselves are told by
+// QueueStore.CapOwners), so that its queue gauges say how many queued jobs
+// a claim could take; it returns the store.
+func (s *JobStore) CountClaimableUnder(n int) *JobStore {
 	s.ownerCap = &n
 	return s
 }

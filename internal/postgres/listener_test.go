@@ -260,7 +260,7 @@ SELECT gen_random_uuid(), s, jsonb_build_object('owner', o) FROM (VALUES
 		claimable int
 		oldest    time.Duration
 	}{3: {1 + 3 + 1, 2 * time.Hour}, 0: {5 + 3 + 1, 2 * time.Hour}, 1: {0 + 1 + 1, time.Hour}} {
-		st, err := postgres.NewJobStore(pool).CapOwners(cap).QueueStats(ctx)
+		st, err := postgres.NewJobStore(pool).CountClaimableUnder(cap).QueueStats(ctx)
 		if err != nil || st.Claimable == nil || *st.Claimable != want.claimable || st.ByStatus["queued"] != 9 ||
 			st.OldestClaimable < want.oldest || st.OldestClaimable > want.oldest+time.Minute || st.OldestQueued < 2*time.Hour {
 			t.Errorf("cap %d: %+v (claimable %v), %v; want %d claimable, the oldest of them %s", cap, st, st.Claimable, err, want.claimable, want.oldest)

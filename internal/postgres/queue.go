@@ -147,7 +147,8 @@ func (s *QueueStore) SendEvents(urls []string) *QueueStore {
 }
 
 // CapOwners makes every claim leave the jobs of an owner with n jobs
-// processing across the fleet (RUNOPS_OWNER_CONCURRENCY; 0: no cap).
+// processing across the fleet (RUNOPS_OWNER_CONCURRENCY, which runops
+// worker gives it: newWorker, cmd/runops/main.go; 0: no cap).
 func (s *QueueStore) CapOwners(n int) *QueueStore {
 	s.ownerCap = nil
 	if n > 0 {
