@@ -285,13 +285,7 @@ func TestSummaryOfMalformedKeysIsNoOutage(t *testing.T) {
 func TestATagRecordedAfterTheLockWasLostIsNotStale(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	direct, dsn := pgtest.Pool(t)
-	poolA := pgtest.Open(t, dsn, 4)
-	id := jobs.ID(uuid.NewString())
-	quiet := slog.New(slog.DiscardHandler)
-	a, b := postgres.NewSOPLocker(poolA), postgres.NewSOPLocker(direct)
-	a.Logger, b.Logger = quiet, quiet
-	docA, docB := []byte(`{"writer":"A"}`), []byte(`{"writer":"B"}`)
+	direct, id, a, b, docA, docB := lockRace(t)
 	var stored []byte // the bucket's SOP object
 
 	errA := a.WithSOPLock(ctx, id, func(ctx context.Context) error {
@@ -569,12 +563,7 @@ func TestAWriterThatDiesAfterItsUploadLeavesNoOldTag(t *testing.T) {
 func TestAnUploadLandingAfterTheLockWasLostLeavesNoStaleTag(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	direct, dsn := pgtest.Pool(t)
-	id := jobs.ID(uuid.NewString())
-	quiet := slog.New(slog.DiscardHandler)
-	a, b := postgres.NewSOPLocker(pgtest.Open(t, dsn, 4)), postgres.NewSOPLocker(direct)
-	a.Logger, b.Logger = quiet, quiet
-	docA, docB := []byte(`{"writer":"A"}`), []byte(`{"writer":"B"}`)
+	direct, id, a, b, docA, docB := lockRace(t)
 	var stored []byte // the bucket's SOP object
 	errA := storeSOP(ctx, a, id, docA, func() error {
 		endLockHolder(t, direct)
@@ -616,12 +605,7 @@ FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid(
 func TestAForgetAfterALostLockWaitsForTheWriterHoldingIt(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	direct, dsn := pgtest.Pool(t)
-	id := jobs.ID(uuid.NewString())
-	quiet := slog.New(slog.DiscardHandler)
-	a, b := postgres.NewSOPLocker(pgtest.Open(t, dsn, 4)), postgres.NewSOPLocker(direct)
-	a.Logger, b.Logger = quiet, quiet
-	docA, docB := []byte(`{"writer":"A"}`), []byte(`{"writer":"B"}`)
+	direct, id, a, b, docA, docB := lockRace(t)
 	var stored []byte // the bucket's SOP object
 	killed, bUploading, aEnded := make(chan struct{}), make(chan struct{}), make(chan error, 1)
 	go func() {
@@ -662,4 +646,16 @@ func TestAForgetAfterALostLockWaitsForTheWriterHoldingIt(t *testing.T) {
 		t.Fatalf("recorded SOP tag %s; storage holds %s (ETag %s): a revalidation with it is answered 304 for a document no longer stored",
 			tag, stored, jobs.ETag(stored))
 	}
+}
+
+// lockRace is a job's two SOP writers and their SOPs: A on a pool of its
+// own, whose lock connection a test ends (endLockHolder), and B on direct,
+// a pool on a new database.
+func lockRace(t *testing.T) (direct *pgxpool.Pool, id jobs.ID, a, b *postgres.SOPLocker, docA, docB []byte) {
+	t.Helper()
+	direct, dsn := pgtest.Pool(t)
+	quiet := slog.New(slog.DiscardHandler)
+	a, b = postgres.NewSOPLocker(pgtest.Open(t, dsn, 4)), postgres.NewSOPLocker(direct)
+	a.Logger, b.Logger = quiet, quiet
+	return direct, jobs.ID(uuid.NewString()), a, b, []byte(`{"writer":"A"}`), []byte(`{"writer":"B"}`)
 }
