@@ -261,6 +261,9 @@ func (p sopPatch) check() error {
 			if v == nil {
 				return bad(`"updates.` + k + `" must be a string`)
 			}
+			if k == "label" && strings.TrimSpace(*v) == "" {
+				return bad(`"updates.label" must not be blank: every step is shown by its label`)
+			}
 			if n := utf8.RuneCountInString(*v); n > maxEditChars[k] {
 				return bad(fmt.Sprintf(`"updates.%s" is %d characters long; it may be at most %d`, k, n, maxEditChars[k]))
 			}
@@ -446,30 +449,8 @@ func apply(doc *sop.Document, p sopPatch) error {
 		}
 		return nil
 	}
-	// The node and everything under it go, with their edges and steps.
-	gone := map[string]bool{}
-	var mark func(id string)
-	mark = func(id string) {
-		if gone[id] {
-			return
-		}
-		gone[id] = true
-		for _, n := range doc.Public.Nodes {
-			if n.ID == id {
-				for _, c := range n.Children {
-					mark(c)
-				}
-			}
-		}
-	}
-	mark(p.NodeID)
-	doc.Public.Nodes = slices.DeleteFunc(doc.Public.Nodes, func(n sop.Node) bool { return gone[n.ID] })
-	for i := range doc.Public.Nodes {
-		doc.Public.Nodes[i].Children = slices.DeleteFunc(doc.Public.Nodes[i].Children, func(c string) bool { return gone[c] })
-	}
-	doc.Public.Edges = slices.DeleteFunc(doc.Public.Edges, func(e sop.Edge) bool { return gone[e.Source] || gone[e.Target] })
-	if doc.Private != nil {
-		doc.Private.Steps = slices.DeleteFunc(doc.Private.Steps, func(s sop.Step) bool { return gone[s.NodeID] })
-	}
+	// The node and everything under it go, with their edges and steps, and
+	// the flow is joined around them (sop.Delete).
+	sop.Delete(doc, p.NodeID)
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -20,6 +22,7 @@ import (
 	"github.com/runops/runops/internal/mediatest"
 	"github.com/runops/runops/internal/pipeline"
 	"github.com/runops/runops/internal/postgres"
+	"github.com/runops/runops/internal/sop"
 	"github.com/runops/runops/internal/storage"
 	"github.com/runops/runops/internal/supabasetest"
 	"github.com/runops/runops/internal/wait"
@@ -440,4 +443,96 @@ func TestFilePollingBacksOff(t *testing.T) {
 	if !containsRun(sleeps, 250*time.Millisecond, 500*time.Millisecond, time.Second, 2*time.Second, 2*time.Second) {
 		t.Fatalf("waits %v", sleeps)
 	}
+}
+
+// edgeRuleProblems are the rules of CONTRACT.md's SOP document that d
+// breaks, of those about its flow and its contexts (the rig's video is 2 s
+// long).
+func edgeRuleProblems(d *sop.Document) []string {
+	var out []string
+	p := d.Public
+	var firstTask string
+	for _, n := range p.Nodes {
+		if n.Type == "task" && n.ParentID == "" {
+			firstTask = n.ID
+			break
+		}
+	}
+	if len(p.Edges) == 0 || p.Edges[0].Condition != "start" || p.Edges[0].Source != firstTask {
+		out = append(out, "the first edge is not a start edge from the first real task "+firstTask)
+	}
+	byID := map[string]sop.Node{}
+	for _, n := range p.Nodes {
+		byID[n.ID] = n
+	}
+	for _, n := range p.Nodes {
+		if n.Type == "loop" && len(n.Children) > 0 {
+			last := n.Children[len(n.Children)-1]
+			if !slices.ContainsFunc(p.Edges, func(e sop.Edge) bool { return e.Source == last && e.Condition == "next" }) {
+				out = append(out, "loop "+n.ID+": its last child "+last+" has no next edge")
+			}
+		}
+		if n.Evidence == sop.EvidenceShown && !strings.Contains(n.Context, n.Timestamp) {
+			out = append(out, "shown step "+n.ID+" at "+n.Timestamp+": its context "+`"`+n.Context+`"`+" does not cite it")
+		}
+		for _, ts := range regexp.MustCompile(`\d\d:\d\d:\d\d`).FindAllString(n.Context, -1) {
+			if d, ok := sop.ParseTimestamp(ts); ok && d.Seconds() >= 2 { // the rig's video is 2 s long
+				out = append(out, "step "+n.ID+": its context cites "+ts+", past the end of the 2 s video")
+			}
+		}
+	}
+	return out
+}
+
+// A sloppy model answer that breaks the edge rules or the timestamp rule
+// must be sent back (the next, good answer stored); it is stored as it is.
+// A model's answer that leaves out what the viewer's flow needs
+// (CONTRACT.md: "the first edge starts at the first real task with start",
+// "a loop's last child goes back with next", "Context fields cite video
+// timestamps") is repaired, or asked again when it cites a moment past the
+// end; the stored SOP keeps the rules (a reviewer's finding: each was
+// stored as answered).
+func TestSloppyFlowsAreRepairedOrAskedAgain(t *testing.T) {
+	t.Parallel()
+	for name, answer := range map[string]string{
+		"control: the good answer":          goodSOP,
+		"no start edge":                     strings.Replace(goodSOP, `"condition": "start"`, `"condition": ""`, 1),
+		"start edge listed last":            moveFirstEdgeLast(goodSOP),
+		"loop's last child without next":    strings.Replace(goodSOP, `"condition": "next"`, `"condition": ""`, 1),
+		"shown step's context without time": strings.Replace(goodSOP, `"context": "00:00:01 Refund button"`, `"context": "Refund button"`, 1),
+		"context cites a time past the end": strings.Replace(goodSOP, `"context": "00:00:01 Refund button"`, `"context": "00:09:59 Refund button"`, 1),
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			if answer == goodSOP && name != "control: the good answer" {
+				t.Fatal("mutation did not apply")
+			}
+			r := newRig(t)
+			r.ai.Script(geminitest.JSON(answer), geminitest.JSON(goodSOP))
+			id := r.submit(r.video(), nil)
+			mustComplete(t, r.finished(id))
+			o, ok := r.fake.Object("videos/" + id.SOPPath())
+			if !ok {
+				t.Fatal("no SOP stored")
+			}
+			b, err := os.ReadFile(o.File)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := sop.Parse(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p := edgeRuleProblems(d); len(p) > 0 {
+				t.Errorf("stored after %d model call(s), against CONTRACT.md: %v", len(r.ai.Requests()), p)
+			}
+		})
+	}
+}
+
+// moveFirstEdgeLast lists the sample's start edge last.
+func moveFirstEdgeLast(answer string) string {
+	first := `  {"source": "open", "target": "check", "condition": "start"},` + "\n"
+	last := `  {"source": "each", "target": "close", "condition": "all_processed"}`
+	return strings.Replace(strings.Replace(answer, first, "", 1), last, last+",\n"+strings.TrimSuffix(strings.TrimSpace(first), ","), 1)
 }

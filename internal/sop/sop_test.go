@@ -222,6 +222,12 @@ func TestCheckRecorded(t *testing.T) {
 		!strings.Contains(p[0].Message, "00:02:50 is past the end of the video, which is 170.0 seconds long") {
 		t.Fatalf("a video of 2:50: %v", p)
 	}
+	// A context citing a moment past the end is sent back too.
+	d.Public.Nodes[0].Context = "00:09:59 the agent opens the ticket"
+	if p := CheckRecorded(d, 3*time.Minute); len(p) != 1 || p[0].Path != "public.nodes[0].context" ||
+		!strings.Contains(p[0].Message, "cites 00:09:59, past the end of the video") {
+		t.Fatalf("a context past the end: %v", p)
+	}
 	d.Public.Nodes[0].Timestamp = ""
 	d.Public.Nodes[1].Evidence = ""
 	p := CheckRecorded(d, 0) // an unknown duration checks no range

@@ -1,0 +1,153 @@
+package sop
+
+import (
+	"slices"
+	"strings"
+)
+
+// The edge rules the viewer depends on (CONTRACT.md, "The SOP document"):
+// the first edge starts at the first real task with start; a loop's last
+// child goes back to its first with next. repairEdges makes them true
+// where the document only leaves them out: the answer of a model, a delete.
+func repairEdges(p *Public) {
+	startFirst(p)
+	for _, n := range p.Nodes {
+		if n.Type == "loop" && len(n.Children) > 0 {
+			loopBack(p, n.Children[0], n.Children[len(n.Children)-1])
+		}
+	}
+}
+
+// CiteTimestamps makes a shown step's context cite the moment it is shown
+// (CONTRACT.md: "Context fields cite video timestamps"), where the model's
+// answer left it out. Not on a read or an edit: a context a person wrote
+// stays as written.
+func CiteTimestamps(d *Document) {
+	if d.Public == nil {
+		return
+	}
+	p := d.Public
+	for i := range p.Nodes {
+		n := &p.Nodes[i]
+		if n.Evidence == EvidenceShown && n.Timestamp != "" && !strings.Contains(n.Context, n.Timestamp) {
+			n.Context = strings.TrimSpace(n.Timestamp + " " + n.Context)
+		}
+	}
+}
+
+// startFirst makes the start edge the first one: the one there is, or the
+// first real task's plain edge out, marked start — the first task that is
+// no step of a loop and that no edge leads to. A flow that begins with no
+// such task (a decision) is left without one.
+func startFirst(p *Public) {
+	at := slices.IndexFunc(p.Edges, func(e Edge) bool { return e.Condition == "start" })
+	if at < 0 {
+		first := slices.IndexFunc(p.Nodes, func(n Node) bool {
+			return n.Type == "task" && n.ParentID == "" && !slices.ContainsFunc(p.Edges, func(e Edge) bool { return e.Target == n.ID })
+		})
+		if first < 0 {
+			return
+		}
+		at = slices.IndexFunc(p.Edges, func(e Edge) bool { return e.Source == p.Nodes[first].ID && e.Condition == "" })
+		if at < 0 {
+			return
+		}
+		p.Edges[at].Condition = "start"
+	}
+	start := p.Edges[at]
+	copy(p.Edges[1:at+1], p.Edges[:at])
+	p.Edges[0] = start
+}
+
+// loopBack gives a loop's last child its next edge back to the first: its
+// plain edge there marked next, or a new one.
+func loopBack(p *Public, first, last string) {
+	if slices.ContainsFunc(p.Edges, func(e Edge) bool { return e.Source == last && e.Condition == "next" }) {
+		return
+	}
+	if at := slices.IndexFunc(p.Edges, func(e Edge) bool { return e.Source == last && e.Target == first && e.Condition == "" }); at >= 0 {
+		p.Edges[at].Condition = "next"
+		return
+	}
+	p.Edges = append(p.Edges, Edge{Source: last, Target: first, Condition: "next"})
+}
+
+// Delete removes node id and every node under it, with their edges and
+// steps, and joins the flow around them: each edge into what is removed
+// goes on where the removed node went (a loop by its all_processed exit, a
+// decision by its yes), keeping its condition — a decision keeps its
+// branch, the start stays the start — unless it would then go to its own
+// source or repeat an edge. The flow's rules are then made true again
+// (repairEdges). It reports whether the node was there.
+func Delete(d *Document, id string) bool {
+	p := d.Public
+	if p == nil || !slices.ContainsFunc(p.Nodes, func(n Node) bool { return n.ID == id }) {
+		return false
+	}
+	gone := map[string]bool{}
+	var mark func(string)
+	mark = func(id string) {
+		if gone[id] {
+			return
+		}
+		gone[id] = true
+		for _, n := range p.Nodes {
+			if n.ID == id {
+				for _, c := range n.Children {
+					mark(c)
+				}
+			}
+		}
+	}
+	mark(id)
+	onward := onwardOf(p.Edges, id, gone)
+	var edges []Edge
+	for _, e := range p.Edges {
+		switch {
+		case !gone[e.Source] && !gone[e.Target]:
+			edges = append(edges, e)
+		case !gone[e.Source] && onward != "" && onward != e.Source:
+			e.Target = onward
+			if !slices.ContainsFunc(edges, func(k Edge) bool { return k.Source == e.Source && k.Target == e.Target }) {
+				edges = append(edges, e)
+			}
+		}
+	}
+	p.Edges = orEmpty(edges)
+	p.Nodes = slices.DeleteFunc(p.Nodes, func(n Node) bool { return gone[n.ID] })
+	for i := range p.Nodes {
+		p.Nodes[i].Children = slices.DeleteFunc(p.Nodes[i].Children, func(c string) bool { return gone[c] })
+	}
+	if d.Private != nil {
+		d.Private.Steps = slices.DeleteFunc(d.Private.Steps, func(s Step) bool { return gone[s.NodeID] })
+	}
+	repairEdges(p)
+	return true
+}
+
+// onwardOf is where the removed part, rooted at id, went on: the root's
+// way out (a plain edge, a loop's all_processed, a start; then a yes; then
+// any), else any edge out of the part but a loop's next; "" when none.
+func onwardOf(edges []Edge, id string, gone map[string]bool) string {
+	best, onward := 0, ""
+	for _, e := range edges {
+		if !gone[e.Source] || gone[e.Target] {
+			continue
+		}
+		rank := 1
+		switch {
+		case e.Source == id && (e.Condition == "" || e.Condition == "all_processed" || e.Condition == "start"):
+			rank = 4
+		case e.Source == id && e.Condition == "yes":
+			rank = 3
+		case e.Source == id:
+			rank = 2
+		case e.Condition == "next":
+			continue
+		}
+		if rank > best {
+			best, onward = rank, e.Target
+		}
+	}
+	return onward
+}
