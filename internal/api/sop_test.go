@@ -626,7 +626,7 @@ func TestAnEditReadsTheSOPOnce(t *testing.T) {
 }
 
 // A delete joins the flow around what it removes, as the viewer needs it
-// (CONTRACT.md: decisions branch with yes/no, a loop's last child goes
+// (docs/frontend-contract.md: decisions branch with yes/no, a loop's last child goes
 // back with next, the loop leaves with all_processed, the first edge starts
 // at the first real task): deleting a decision's branch, a loop's last
 // step, the step after a loop or a whole loop answers the edited document.
@@ -664,7 +664,7 @@ func TestADeleteJoinsTheFlowAroundIt(t *testing.T) {
 	}
 }
 
-// A blank label is a bad body (400), as CONTRACT.md has it, not a 409.
+// A blank label is a bad body (400), as docs/frontend-contract.md has it, not a 409.
 func TestABlankLabelIsABadBody(t *testing.T) {
 	t.Parallel()
 	e := setup(t)

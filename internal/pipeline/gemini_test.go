@@ -445,7 +445,7 @@ func TestFilePollingBacksOff(t *testing.T) {
 	}
 }
 
-// edgeRuleProblems are the rules of CONTRACT.md's SOP document that d
+// edgeRuleProblems are the rules of docs/frontend-contract.md's SOP document that d
 // breaks, of those about its flow and its contexts (the rig's video is 2 s
 // long).
 func edgeRuleProblems(d *sop.Document) []string {
@@ -487,7 +487,7 @@ func edgeRuleProblems(d *sop.Document) []string {
 // A sloppy model answer that breaks the edge rules or the timestamp rule
 // must be sent back (the next, good answer stored); it is stored as it is.
 // A model's answer that leaves out what the viewer's flow needs
-// (CONTRACT.md: "the first edge starts at the first real task with start",
+// (docs/frontend-contract.md: "the first edge starts at the first real task with start",
 // "a loop's last child goes back with next", "Context fields cite video
 // timestamps") is repaired, or asked again when it cites a moment past the
 // end; the stored SOP keeps the rules (a reviewer's finding: each was
@@ -524,7 +524,7 @@ func TestSloppyFlowsAreRepairedOrAskedAgain(t *testing.T) {
 				t.Fatal(err)
 			}
 			if p := edgeRuleProblems(d); len(p) > 0 {
-				t.Errorf("stored after %d model call(s), against CONTRACT.md: %v", len(r.ai.Requests()), p)
+				t.Errorf("stored after %d model call(s), against docs/frontend-contract.md: %v", len(r.ai.Requests()), p)
 			}
 		})
 	}

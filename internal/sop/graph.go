@@ -5,7 +5,7 @@ import (
 	"strings"
 )
 
-// The edge rules the viewer depends on (CONTRACT.md, "The SOP document"):
+// The edge rules the viewer depends on (docs/frontend-contract.md, "The SOP document"):
 // the first edge starts at the first real task with start; a loop's last
 // child goes back to its first with next. repairEdges makes them true
 // where the document only leaves them out: the answer of a model, a delete.
@@ -19,7 +19,7 @@ func repairEdges(p *Public) {
 }
 
 // CiteTimestamps makes a shown step's context cite the moment it is shown
-// (CONTRACT.md: "Context fields cite video timestamps"), where the model's
+// (docs/frontend-contract.md: "Context fields cite video timestamps"), where the model's
 // answer left it out. Not on a read or an edit: a context a person wrote
 // stays as written.
 func CiteTimestamps(d *Document) {
