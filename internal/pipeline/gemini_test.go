@@ -487,7 +487,7 @@ func edgeRuleProblems(d *sop.Document) []string {
 // A sloppy model answer that breaks the edge rules or the timestamp rule
 // must be sent back (the next, good answer stored); it is stored as it is.
 // A model's answer that leaves out what the viewer's flow needs
-// (docs/frontend-contract.md: "the first edge starts at the first real task with start",
+// (docs/frontend-contract.md: "the first edge, from the first real task, is start",
 // "a loop's last child goes back with next", "Context fields cite video
 // timestamps") is repaired, or asked again when it cites a moment past the
 // end; the stored SOP keeps the rules (a reviewer's finding: each was

@@ -19,7 +19,7 @@ func repairEdges(p *Public) {
 }
 
 // CiteTimestamps makes a shown step's context cite the moment it is shown
-// (docs/frontend-contract.md: "Context fields cite video timestamps"), where the model's
+// (docs/frontend-contract.md: "Context fields cite the video's timestamps"), where the model's
 // answer left it out. Not on a read or an edit: a context a person wrote
 // stays as written.
 func CiteTimestamps(d *Document) {
