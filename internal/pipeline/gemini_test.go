@@ -484,14 +484,12 @@ func edgeRuleProblems(d *sop.Document) []string {
 	return out
 }
 
-// A sloppy model answer that breaks the edge rules or the timestamp rule
-// must be sent back (the next, good answer stored); it is stored as it is.
 // A model's answer that leaves out what the viewer's flow needs
-// (docs/frontend-contract.md: "the first edge, from the first real task, is start",
-// "a loop's last child goes back with next", "Context fields cite video
-// timestamps") is repaired, or asked again when it cites a moment past the
-// end; the stored SOP keeps the rules (a reviewer's finding: each was
-// stored as answered).
+// (docs/frontend-contract.md: "the first edge, from the first real task,
+// is start", "a loop's last child goes back with next", "Context fields
+// cite the video's timestamps") is repaired, or asked again when a context
+// cites a moment past the end: the stored SOP keeps the rules (a
+// reviewer's finding: each was stored as answered).
 func TestSloppyFlowsAreRepairedOrAskedAgain(t *testing.T) {
 	t.Parallel()
 	for name, answer := range map[string]string{
