@@ -232,3 +232,57 @@ func terminalScreen(lines ...string) mediatest.Screen {
 	}
 	return screen
 }
+
+// The browser devtools' Application tab, Cookies: one row per cookie, its
+// value in the Value column. The session cookie is the one that lets
+// anyone who types it in be the signed-in user; csrftoken (a "token" name)
+// is covered, sessionid is not.
+func TestASessionCookieInDevtoolsCookiesTableIsCovered(t *testing.T) {
+	t.Parallel()
+	const sid = "q8xz2lmn4vb7k3j9h5g1f6d0sa7c2e1b"
+	screen := mediatest.Screen{Theme: mediatest.Light, Font: mediatest.Mono, Lines: []mediatest.Line{
+		{Text: "Elements   Console   Sources   Network   Application", X: 40, Y: 30, Size: 20, Font: mediatest.Sans},
+		{Text: "Name        Value                               Domain      Path", X: 40, Y: 100, Size: 18},
+		{Text: "csrftoken   Xk2mP9qL2vR8tY5wX1nB4cF7aZ0eU5iO    .acme.io    /", X: 40, Y: 140, Size: 18},
+		{Text: "sessionid   " + sid + "    .acme.io    /", X: 40, Y: 180, Size: 18},
+	}}
+	coversOnScreen(t, screen, sid, "Application")
+}
+
+// redis-cli's -a: the password on the command line, as mysql's -p is.
+func TestRedisCliPasswordIsCovered(t *testing.T) {
+	t.Parallel()
+	const pw = "Hunter2Sup3r"
+	screen := terminalScreen("ops@build-01:~$ redis-cli -h cache.internal -a "+pw+" ping", "PONG")
+	coversOnScreen(t, screen, pw, "PONG")
+}
+
+// An ordinary Azure CLI command, no secret in it: on the screenshot OCR's
+// spaces beside "-" are dropped (despaced), the command becomes one long
+// "token" of high entropy, its words are destroyed, and the value learned
+// from the screen replaces the command in the SOP's text.
+func TestAnAzRoleAssignmentIsNotASecret(t *testing.T) {
+	t.Parallel()
+	const cmd = "az role assignment create --assignee 0f8fad5b-d9cb-469f-a165-70867728950e --role Contributor --scope /subscriptions/72f988bf-86f1-41af-91ab-2d7cd011db47"
+	screen := terminalScreen("ops@build-01:~$ az login --identity", "ops@build-01:~$ "+cmd[:78], cmd[78:])
+	dir := t.TempDir()
+	video := mediatest.MakeScreens(t, dir, "screen.mp4", mediatest.Screens{Width: 1280, Height: 720, Seconds: 3,
+		Screens: []mediatest.Screen{screen, consolePage}})
+	steps := []privacytest.Screen{{Name: "shown", Title: "Step shown", Second: 1, Width: 1280, Height: 720,
+		Values: []privacytest.Value{{Kind: "db_url", Shown: "ops@build-01:~/runops$ " + cmd}}},
+		{Name: "console", Title: "Step console", Second: 4}}
+	raw := privacytest.Read(t, mediatest.Frame(t, video, 1, filepath.Join(dir, "raw.jpg")))
+	if !strings.Contains(raw, "Contributor") {
+		t.Fatalf("OCR does not read the command on the recording:\n%s", raw)
+	}
+	fake, id, _ := runPrivately(t, dir, video, steps)
+	obj, _ := fake.Object("videos/" + id.FramePath("shown"))
+	seen := privacytest.Read(t, obj.File)
+	if !strings.Contains(seen, "Contributor") || !strings.Contains(seen, "--assignee") {
+		t.Errorf("the command is covered on the stored screenshot:\n%s", seen)
+	}
+	if text := storedText(t, fake, id); !strings.Contains(text, "--role Contributor") {
+		i := strings.Index(text, "run az")
+		t.Errorf("the SOP's text lost the command: %q", text[max(0, i):min(len(text), i+120)])
+	}
+}

@@ -74,6 +74,10 @@ type rule struct {
 	// named: the name before the value says its kind (a password's is
 	// Password, any other secret's kind).
 	named bool
+	// byName: the value is found by the name before it, which may only
+	// say what the value is about (describesSecret: TOKEN_ENDPOINT,
+	// secretName, KEY_FILE), and a path or a URL there is no secret.
+	byName bool
 	// prefix, when set, gives the longest valid beginning of a match (0:
 	// none), for values a sentence goes on after without a break ("4242
 	// 4242 4242 4242 12/34", "Password: hunter2.").
@@ -147,6 +151,12 @@ var builtins = []rule{
 	// its own options only (not ssh's port after it).
 	{kind: Password, re: regexp.MustCompile(`\b(?:docker|podman|nerdctl|buildah|skopeo|helm)(?:[ \t]+registry)?[ \t]+login(?:[ \t]+[^\s;&|]+){0,4}?[ \t]+-p[ \t]*` + optionValue), group: 1, ok: notOrdinary},
 	{kind: Password, re: regexp.MustCompile(`\bsshpass(?:[ \t]+-[fdP][ \t]*\S+|[ \t]+-v)*[ \t]+-p[ \t]*` + optionValue), group: 1, ok: notOrdinary},
+	// Other clients' password options: redis-cli -a, sqlcmd -P, mongosh -p,
+	// ldapsearch -w, keytool -storepass, az login -p; smbclient's -U user%pass.
+	{kind: Password, re: regexp.MustCompile(`\b(?:redis-cli[^\n;&|]*?[ \t]-a|sqlcmd[^\n;&|]*?[ \t]-P|mongo(?:sh)?[^\n;&|]*?[ \t](?:-p|--password)|ldap[a-z]+[^\n;&|]*?[ \t]-w|keytool[^\n;&|]*?[ \t]-(?:src|dest)?(?:store|key)pass|az[ \t]+login[^\n;&|]*?[ \t](?:-p|--password))(?:[ \t]+|=)` + optionValue), group: 1, ok: notOrdinary},
+	{kind: Password, re: regexp.MustCompile(`\bsmbclient\b[^\n;&|]*?[ \t]-U[ \t]*[^\s%]+%(\S{4,})`), group: 1, ok: notOrdinary},
+	// A ~/.pgpass line: host:port:database:user:password.
+	{kind: Password, re: regexp.MustCompile(`(?m)^[ \t]*[A-Za-z0-9.\-*]+:(?:\d+|\*):[^\s:]+:[^\s:]+:(\S{4,})[ \t]*$`), group: 1, ok: notOrdinary},
 	// An AWS secret access key beside its access key id (the console's
 	// credentials file: "AKIA…,secret").
 	{kind: Token, re: regexp.MustCompile(`\b(?:AKIA|ASIA)[A-Z0-9]{16}(?:[ \t]*[,;|][ \t]*|[ \t]+)([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+]|$)`), group: 1, ok: looksGenerated},
@@ -159,32 +169,39 @@ var builtins = []rule{
 	{kind: Token, re: regexp.MustCompile(`(?i)(?:bearer|basic)[ \t]+([A-Za-z0-9\-._~+/]{12,}=*)`), group: 1, ok: looksGenerated, bounded: true},
 	{kind: Token, re: regexp.MustCompile(`(?i)\bauthorization["']?[ \t]*[:=][ \t]*["']?token[ \t]+([A-Za-z0-9\-._~+/]{12,}=*)`), group: 1, ok: looksGenerated, bounded: true},
 	{kind: Token, re: regexp.MustCompile(`(?i)\b(?:session(?:[_-]?id)?|sessid|sid|phpsessid|jsessionid|connect\.sid|csrftoken|xsrf-token|auth[_-]?token|remember[_-]?token)=([A-Za-z0-9%._\-+/=]{16,})`), group: 1, ok: looksGenerated},
+	// A session cookie in a cookies table (a browser's devtools): its
+	// name, then its value in the next column.
+	{kind: Token, re: regexp.MustCompile(`(?i)\b(?:session(?:[_-]?id)?|sessid|phpsessid|jsessionid|connect\.sid|laravel_session|_session_id|sessionToken|__Secure-next-auth\.session-token)[ \t]+([A-Za-z0-9%._\-+/=]{16,})`), group: 1, ok: generatedValue, bounded: true},
+	// Signed URLs' signatures (Azure SAS sig=, Google's X-Goog-Signature=).
+	{kind: Token, re: regexp.MustCompile(`(?i)[?&](?:sig|x-goog-signature)=([A-Za-z0-9%+/=._\-]{16,})`), group: 1, ok: looksGenerated},
+	// A webhook's signing secret (Stripe's whsec_).
+	{kind: Token, re: regexp.MustCompile(`\bwhsec_[A-Za-z0-9+/]{24,}`), bounded: true},
 	// A value assigned to a name that says it is secret, as .env files and
 	// configs show them: a password's whatever it is, another's unless it
 	// is an identifier (PRIMARY_KEY=customer_id).
-	{kind: Password, re: regexp.MustCompile(passwordName + assigns + assignedValue), group: 1, ok: notOrdinary, prefix: sentenceEnd},
-	{kind: Token, re: regexp.MustCompile(secretName + assigns + assignedValue), group: 1, ok: assignedSecret, prefix: sentenceEnd},
+	{kind: Password, re: regexp.MustCompile(passwordName + assigns + assignedValue), group: 1, ok: notOrdinary, prefix: sentenceEnd, byName: true},
+	{kind: Token, re: regexp.MustCompile(secretName + assigns + assignedValue), group: 1, ok: assignedSecret, prefix: sentenceEnd, byName: true},
 	// The same names as labels (a colon, a tab: forms, tables), where a
 	// sentence may go on ("Token: Expiration is 30 days"): the value must
 	// mix characters as secrets do.
-	{kind: Password, re: regexp.MustCompile(passwordName + labels + assignedValue), group: 1, ok: shownPassword, prefix: sentenceEnd},
-	{kind: Token, re: regexp.MustCompile(secretName + labels + assignedValue), group: 1, ok: shownPassword, prefix: sentenceEnd},
+	{kind: Password, re: regexp.MustCompile(passwordName + labels + assignedValue), group: 1, ok: shownPassword, prefix: sentenceEnd, byName: true},
+	{kind: Token, re: regexp.MustCompile(secretName + labels + assignedValue), group: 1, ok: shownToken, prefix: sentenceEnd, byName: true},
 	// A label on its own line, its value alone on the next (but for the
 	// field's button, "Hide", "Copy", or an icon read as a sign or two): a
 	// sign-in form (not a menu, whose next item is a word).
-	{kind: Password, re: regexp.MustCompile(ownLine + passwordName + valueBelow), group: 1, ok: shownPassword, prefix: sentenceEnd},
-	{kind: Token, re: regexp.MustCompile(ownLine + secretName + valueBelow), group: 1, ok: shownPassword, prefix: sentenceEnd},
-	{kind: Password, re: regexp.MustCompile(ownLineAfter + passwordName + valueBelow), group: 1, ok: labelledPassword, prefix: sentenceEnd},
-	{kind: Token, re: regexp.MustCompile(ownLineAfter + secretName + valueBelow), group: 1, ok: generatedValue, prefix: sentenceEnd},
+	{kind: Password, re: regexp.MustCompile(ownLine + passwordName + valueBelow), group: 1, ok: shownPassword, prefix: sentenceEnd, byName: true},
+	{kind: Token, re: regexp.MustCompile(ownLine + secretName + valueBelow), group: 1, ok: shownPassword, prefix: sentenceEnd, byName: true},
+	{kind: Password, re: regexp.MustCompile(ownLineAfter + passwordName + valueBelow), group: 1, ok: labelledPassword, prefix: sentenceEnd, byName: true},
+	{kind: Token, re: regexp.MustCompile(ownLineAfter + secretName + valueBelow), group: 1, ok: generatedValue, prefix: sentenceEnd, byName: true},
 	// A password beside its label with only spaces between (a form read
 	// as one line), or in a sentence ("the password is hunter2").
 	{kind: Password, re: regexp.MustCompile(`(?i:password|passwd|passphrase|pwd)(?:[ \t]+(?:is|was))?[ \t]+([^\s]{6,})`), group: 1, ok: shownPassword, bounded: true, prefix: sentenceEnd},
 	// A high-entropy token beside such a name, with nothing between but
 	// spaces (a table of keys).
-	{kind: Token, re: regexp.MustCompile(secretName + `[ \t]+([A-Za-z0-9_\-+/=.]{20,})`), group: 1, ok: highEntropy, bounded: true, named: true},
+	{kind: Token, re: regexp.MustCompile(secretName + `[ \t]+([A-Za-z0-9_\-+/=.]{20,})`), group: 1, ok: highEntropy, bounded: true, named: true, byName: true},
 	// A high-entropy token assigned to any upper-case name, as .env files
 	// hold them (an account SID beside its auth token).
-	{kind: Token, re: regexp.MustCompile(`(?m)(?:^|[ \t])(?:export[ \t]+)?[A-Z][A-Z0-9_]*[ \t]*=[ \t]*["']?([A-Za-z0-9_\-+/=.]{24,})`), group: 1, ok: highEntropy, bounded: true},
+	{kind: Token, re: regexp.MustCompile(`(?m)(?:^|[ \t])(?:export[ \t]+)?[A-Z][A-Z0-9_]*[ \t]*=[ \t]*["']?([A-Za-z0-9_\-+/=.]{24,})`), group: 1, ok: highEntropy, bounded: true, byName: true},
 	// A long high-entropy token with no name at all, but not a URL's path
 	// (a document's id in a share link).
 	{kind: Token, re: regexp.MustCompile(`[A-Za-z0-9+_\-]{40,}={0,2}`), ok: veryHighEntropy, bounded: true, notInURL: true},
@@ -298,7 +315,8 @@ func (d *Detector) findIn(s string) []Match {
 					end = start + r.prefix(v)
 					v = s[start:end]
 				}
-				if start == end || r.ok != nil && !r.ok(v) || r.bounded && !bounded(s, start, end) || r.notInURL && inURL(s, start) {
+				if start == end || r.ok != nil && !r.ok(v) || r.bounded && !bounded(s, start, end) || r.notInURL && inURL(s, start) ||
+					r.byName && (describesSecret(s[loc[0]:start]) || pathOrURL(v)) {
 					continue
 				}
 				kind := r.kind
@@ -447,8 +465,11 @@ func emailDomain(v string) bool {
 // that merely begins with "$" or "%" ("$uperS3cret!") is kept.
 func notOrdinary(v string) bool {
 	v = strings.Trim(v, "\"'`")
-	return len(v) >= 4 && strings.Trim(v, "*•·x.X-_ ") != "" && !isEveryday(v) && !placeholder.MatchString(v)
+	return len(v) >= 4 && strings.Trim(v, "*•·x.X-_ ") != "" && !isEveryday(v) && !placeholder.MatchString(v) && !numberRange.MatchString(v)
 }
+
+// numberRange is a range of numbers ("8-64", a length's rule), no value.
+var numberRange = regexp.MustCompile(`^\d{1,4}-\d{1,4}$`)
 
 // placeholder is a value that stands for another: a variable ($NAME,
 // $env:NAME, ${NAME}, ${{ secrets.NAME }}, %NAME%, $(command)), a
@@ -516,6 +537,54 @@ var passwordWord = regexp.MustCompile(`(?i)pass|pwd`)
 func shownPassword(v string) bool {
 	bare := strings.Trim(v, "()\"'`.,:;!?")
 	return notOrdinary(v) && notOrdinary(bare) && (looksGenerated(bare) && !capitalised(bare) || strings.ContainsAny(bare, "!@#$%^&*+=~_-"))
+}
+
+// shownToken keeps a secret beside its label (shownPassword) unless it is
+// words joined ("Token: Read-Write", "Credentials: service-account").
+func shownToken(v string) bool {
+	return shownPassword(v) && !joinedWords(strings.Trim(v, "()\"'`.,:;!?"))
+}
+
+// describing is the last word of a name that says what a value is about,
+// not that it is the secret: an endpoint, a file, a name or id, a type or
+// length, a timeout, a tag or hash; and the keys of a table
+// (TOKEN_ENDPOINT, KEY_FILE, secretName, SecretId, IMAGE_TAG,
+// PASSWORD_RESET_TIMEOUT, hash_key).
+var (
+	describing = regexp.MustCompile(`(?i)^(?:endpoints?|urls?|uris?|files?|paths?|dirs?|names?|ids?|types?|timeouts?|ttl|expiry|expires|expiration|lengths?|polic(?:y|ies)|formats?|headers?|tags?|sha|commits?|revs?|revisions?|versions?|digests?|hashes|checksums?|counts?|sizes?|modes?|hints?|labels?|fields?|prompts?|placeholders?|rotation|reset|strength|locations?|stores?|providers?|issuers?|scopes?|usage|refs?|arns?)$`)
+	tableKey   = regexp.MustCompile(`(?i)(?:hash|range|sort|partition|primary|foreign|composite|unique|cache|lookup|idempotency|dedup(?:lication)?)[_\-. ]?key$`)
+)
+
+// describesSecret tells whether the name before a value (with its
+// operator, quotes and a prompt's [default]) says what the value is about
+// rather than that it is the secret (describing, tableKey).
+func describesSecret(name string) bool {
+	name = strings.TrimRight(name, " \t:=>：＝\"'“”‘’")
+	if i := strings.LastIndexByte(name, '['); i > 0 && strings.HasSuffix(name, "]") {
+		name = strings.TrimRight(name[:i], " \t")
+	}
+	if tableKey.MatchString(name) {
+		return true
+	}
+	end := len(name)
+	start := strings.LastIndexFunc(name, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) }) + 1
+	word := name[start:end]
+	// camelCase: its last word ("secretName" → "Name").
+	for i := len(word) - 1; i > 0; i-- {
+		if unicode.IsUpper(rune(word[i])) && unicode.IsLower(rune(word[i-1])) {
+			word = word[i:]
+			break
+		}
+	}
+	return describing.MatchString(word)
+}
+
+// pathOrURL tells a value that is a file's path or a URL: what a name
+// says is a key file, a credentials file, a token's endpoint, no secret.
+func pathOrURL(v string) bool {
+	v = strings.Trim(v, "\"'`")
+	return strings.HasPrefix(v, "/") || strings.HasPrefix(v, "~/") || strings.HasPrefix(v, "./") || strings.HasPrefix(v, "../") ||
+		len(v) > 2 && v[1] == ':' && (v[2] == '\\' || v[2] == '/') || strings.Contains(v, "://") && !strings.Contains(v, "@")
 }
 
 // labelledPassword keeps a password under a label of several words that no

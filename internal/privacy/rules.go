@@ -279,6 +279,12 @@ func (r *leakRule) secret(s string, loc []int, global []allowlist) (int, string,
 					break
 				}
 			}
+			// A rule that names no group and matches a URL (a webhook's)
+			// holds its secret in the URL, not in a piece of an id the
+			// first group happens to catch (microsoft-teams-webhook's "a165-").
+			if strings.Contains(match, "://") && len(secret) < len(match)/2 {
+				secret = strings.TrimRight(match, "\"'`;,) \t")
+			}
 		}
 	}
 	secret = strings.TrimSpace(secret)

@@ -303,3 +303,165 @@ func TestAVariablesNameKeepsNoValue(t *testing.T) {
 		t.Errorf("a variable the rename merged with another lost its description:\n%s", md)
 	}
 }
+
+// coversOn reads rows as a screen and tells whether every word of rows
+// that holds secret (or is a part of it of 4 characters and more) is
+// covered.
+func coversOn(t *testing.T, secret string, rows ...string) (bool, []string) {
+	t.Helper()
+	lines := page(rows...)
+	r := privacy.NewRedactor(detector(t), nil)
+	got := covered(lines, r.Cover(r.ReadScreen(lines)))
+	for _, row := range rows {
+		for _, w := range strings.Fields(row) {
+			if (strings.Contains(w, secret) || len(w) >= 4 && strings.Contains(secret, w)) && !slices.Contains(got, w) {
+				return false, got
+			}
+		}
+	}
+	return true, got
+}
+
+// A Microsoft Teams incoming webhook URL: gitleaks' rule has no
+// secretGroup, so (as in gitleaks) its first non-empty group — "a165-", a
+// piece of a GUID — is "the secret". The screen's word is covered (the URL
+// is one word), but in the SOP's text only "a165-" is replaced: the
+// webhook key and the rest of the URL stay, and anyone can post to the
+// channel with it.
+func TestATeamsWebhookURLKeepsNoKeyInText(t *testing.T) {
+	t.Parallel()
+	const key = "3f2a9c1e5b7d4f60a8e2c9b1d3f5a7c9"
+	url := "https://acme.webhook.office.com/webhookb2/0f8fad5b-d9cb-469f-a165-70867728950e@72f988bf-86f1-41af-91ab-2d7cd011db47/IncomingWebhook/" + key + "/0f8fad5b-d9cb-469f-a165-70867728950e"
+	r := privacy.NewRedactor(detector(t), nil)
+	if got := r.Text("Paste " + url + " into the alert's Webhook URL field."); strings.Contains(got, key) {
+		t.Errorf("the webhook's key is kept:\n%s", got)
+	}
+}
+
+// Command-line passwords other than mysql -p, docker login -p, sshpass -p:
+// each as a terminal shows it. Neither the text nor the screen loses it.
+func TestMoreCommandLinePasswordsAreFound(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ line, secret string }{
+		{"$ redis-cli -h cache.internal -a Hunter2Sup3r ping", "Hunter2Sup3r"},
+		{`PS C:\> sqlcmd -S db.internal -U sa -P Hunter2Sup3r -Q "SELECT 1"`, "Hunter2Sup3r"},
+		{"$ mongosh mongodb://db.internal -u admin -p Hunter2Sup3r", "Hunter2Sup3r"},
+		{"$ ldapsearch -x -D cn=admin,dc=acme,dc=io -w Hunter2Sup3r", "Hunter2Sup3r"},
+		{"$ keytool -importcert -keystore app.jks -storepass Hunter2Sup3r -file ca.crt", "Hunter2Sup3r"},
+		{"$ smbclient //fs/share -U jane%Hunter2Sup3r", "Hunter2Sup3r"},
+		{"$ az login -u jane@acme.io -p Hunter2Sup3r", "Hunter2Sup3r"},
+		{"$ cat ~/.pgpass\ndb.internal:5432:app:app_user:Hunter2Sup3r", "Hunter2Sup3r"},
+	} {
+		r := privacy.NewRedactor(detector(t), nil)
+		if got := r.Text("Run " + c.line); strings.Contains(got, c.secret) {
+			t.Errorf("text keeps it: %q", got)
+		}
+		if ok, got := coversOn(t, c.secret, strings.Split(c.line, "\n")...); !ok {
+			t.Errorf("screen %q: %q not covered (covered %q)", c.line, c.secret, got)
+		}
+	}
+}
+
+// The browser devtools' Application → Cookies table: Name, Value, Domain
+// columns. csrftoken is covered (its name holds "token"); the session
+// cookie — the one that signs anyone in as the recorded user — is not:
+// the session rule wants "sessionid=".
+func TestASessionCookieInItsTableIsCovered(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ name, value string }{
+		{"sessionid", "q8xz2lmn4vb7k3j9h5g1f6d0sa7c2e1b"},
+		{"PHPSESSID", "q8xz2lmn4vb7k3j9h5g1f6d0sa"},
+		{"JSESSIONID", "4F3A9C2E1B4D8F6A0C5E2B9D7F1A3C6E"},
+	} {
+		ok, got := coversOn(t, c.value,
+			"Name          Value                             Domain     Path  Expires      Size",
+			"csrftoken     Xk2mP9qL2vR8tY5wX1nB4cF7aZ0eU5iO  .acme.io   /     2025-06-01   41",
+			c.name+"     "+c.value+"  .acme.io   /     Session      41")
+		if !ok {
+			t.Errorf("%s: its value is not covered (covered %q)", c.name, got)
+		}
+	}
+}
+
+// An Azure Storage SAS URL ("Generate SAS" → Blob SAS URL, Storage
+// Explorer, a backup script): the signature in sig= grants the access; the
+// long-token rule skips what is in a URL, and no rule names sig.
+func TestAnAzureSASSignatureIsCovered(t *testing.T) {
+	t.Parallel()
+	const sig = "q8XZ2lmN4vB7k3J9h5G1f6D0sAq8XZ2lmN4vB7k3J9h"
+	url := "https://acmestore.blob.core.windows.net/backups/db.bak?sp=r&st=2024-01-01T00:00:00Z&se=2024-12-31T00:00:00Z&spr=https&sv=2022-11-02&sr=b&sig=" + sig + "%3D"
+	if ok, got := coversOn(t, sig, "Blob SAS URL", url); !ok {
+		t.Errorf("not covered (covered %q)", got)
+	}
+	r := privacy.NewRedactor(detector(t), nil)
+	if got := r.Text("Download " + url); strings.Contains(got, sig) {
+		t.Errorf("text keeps it: %q", got)
+	}
+}
+
+// stripe listen prints the webhook signing secret (whsec_ + 32): 38
+// characters, under the 40 of a nameless token, and no rule knows whsec_.
+func TestAStripeWebhookSigningSecretIsCovered(t *testing.T) {
+	t.Parallel()
+	const secret = "whsec_Zx9pQr7Lm2WqKdF3hJ8sT1vB6nC4xY0e"
+	if ok, got := coversOn(t, secret, "$ stripe listen --forward-to localhost:4242/webhook",
+		"> Ready! Your webhook signing secret is "+secret+" (^C to quit)"); !ok {
+		t.Errorf("not covered (covered %q)", got)
+	}
+	r := privacy.NewRedactor(detector(t), nil)
+	if got := r.Text("Copy " + secret + " into STRIPE_WEBHOOK_SECRET."); strings.Contains(got, secret) {
+		t.Errorf("text keeps it: %q", got)
+	}
+}
+
+// An ordinary Azure CLI command with an object id: despaced drops the
+// spaces OCR "put beside" every "-" of its options, the command becomes
+// one 80-character token of high entropy, the screenshot loses eight of
+// its words, and — learned from the screen, matched with spaces ignored —
+// the command is replaced in the SOP's text by {{TOKEN_1}}.
+func TestAnOrdinaryCommandWithAGUIDIsNoSecret(t *testing.T) {
+	t.Parallel()
+	for _, cmd := range []string{
+		"az role assignment create --assignee 0f8fad5b-d9cb-469f-a165-70867728950e --role Contributor --scope /subscriptions/72f988bf-86f1-41af-91ab-2d7cd011db47",
+		"az keyvault set-policy --name Acme-KV-Prod --object-id 0f8fad5b-d9cb-469f-a165-70867728950e --secret-permissions get list",
+	} {
+		lines := page("$ " + cmd)
+		r := privacy.NewRedactor(detector(t), nil)
+		if got := covered(lines, r.Cover(r.ReadScreen(lines))); len(got) > 0 {
+			t.Errorf("covered %q of %q", got, cmd)
+		}
+		if text := r.Text("Run " + cmd + " and wait."); strings.Contains(text, "{{") {
+			t.Errorf("the step's text lost the command: %q", text)
+		}
+	}
+}
+
+// Settings that name where a secret is, or what it is called, not the
+// secret: Kubernetes' secretName, a key file's path, an OAuth token
+// endpoint, an AWS Secrets Manager name, a DynamoDB key attribute, a
+// token's permission, a password's rule, a commit SHA as an image tag.
+func TestNamesAndPathsOfSecretsAreNoSecrets(t *testing.T) {
+	t.Parallel()
+	d := detector(t)
+	for _, text := range []string{
+		"spec:\n  tls:\n  - hosts:\n    - app.acme.io\n    secretName: acme-tls",
+		"export GOOGLE_APPLICATION_CREDENTIALS=/home/jane/keys/sa.json",
+		"TLS_PRIVATE_KEY_FILE=/etc/ssl/private/acme.key",
+		"Private key: ~/.ssh/id_ed25519",
+		"token_endpoint: https://login.microsoftonline.com/common/oauth2/v2.0/token",
+		`"token_endpoint": "https://acme.okta.com/oauth2/default/v1/token",`,
+		"SecretId: prod/app/db-credentials",
+		`secret_name = "prod/app/db-credentials"`,
+		`hash_key  = "UserId"`,
+		`range_key = "CreatedAt"`,
+		"Token: Read-Write",
+		"Credentials: service-account",
+		"Password: 8-64 characters, one number",
+		"IMAGE_TAG=3f2a9c1e5b7d4f60a8e2c9b1d3f5a7c9e1b3d5f7",
+		"PASSWORD_RESET_TIMEOUT = 259200",
+	} {
+		if got := found(t, d, text); len(got) != 0 {
+			t.Errorf("%q: found %q", text, got)
+		}
+	}
+}

@@ -219,7 +219,7 @@ func tokenAfter(s string, i int) string {
 func despaced(v view) view {
 	for range 4 { // a token OCR cut in several places joins a cut a pass
 		next := respace(v, func(run string, before, after rune, i, j int) string {
-			if run != " " {
+			if run != " " || after == '-' && optionAhead(v.s[j:]) {
 				return run
 			}
 			if isJoiner(before) && isTokenRune(after) || isTokenRune(before) && isJoiner(after) {
@@ -238,6 +238,18 @@ func despaced(v view) view {
 		v = next
 	}
 	return v
+}
+
+// optionAhead tells whether s begins with a command line's option
+// ("--role", "-p 2222", "-o=json"): the space before it is the command's,
+// not one OCR put inside a token.
+func optionAhead(s string) bool {
+	if strings.HasPrefix(s, "--") {
+		return len(s) > 2 && unicode.IsLetter(rune(s[2]))
+	}
+	name := strings.TrimPrefix(s, "-")
+	end := strings.IndexFunc(name, func(r rune) bool { return !unicode.IsLetter(r) })
+	return end != 0 && (end < 0 || name[end] == ' ' || name[end] == '=')
 }
 
 // isTokenRune tells whether r may be part of a key, token or encoded value.
