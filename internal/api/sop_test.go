@@ -641,7 +641,7 @@ func TestADeleteJoinsTheFlowAroundIt(t *testing.T) {
 		"explain": {{"open", "check", "start"}, {"check", "each", "yes"}, {"check", "done", "no"}, {"refund", "note", ""},
 			{"note", "refund", "next"}, {"each", "reply", "all_processed"}, {"reply", "done", ""}},
 		"note": {{"open", "check", "start"}, {"check", "each", "yes"}, {"check", "explain", "no"},
-			{"each", "reply", "all_processed"}, {"reply", "done", ""}, {"explain", "done", ""}, {"refund", "refund", "next"}},
+			{"each", "reply", "all_processed"}, {"reply", "done", ""}, {"explain", "done", ""}, {"refund", "refund", "next"}}, // a loop of one step goes back to it
 		"reply": {{"open", "check", "start"}, {"check", "each", "yes"}, {"check", "explain", "no"}, {"refund", "note", ""},
 			{"note", "refund", "next"}, {"each", "done", "all_processed"}, {"explain", "done", ""}},
 		"each": {{"open", "check", "start"}, {"check", "reply", "yes"}, {"check", "explain", "no"},
@@ -670,4 +670,36 @@ func TestABlankLabelIsABadBody(t *testing.T) {
 	e := setup(t)
 	id := e.withSOP("completed")
 	e.do("PATCH", "/api/sop/"+id, `{"type":"update","nodeId":"open","updates":{"label":" "}}`).expect(t, 400, nil)
+}
+
+// An SOP the previous version stored and tagged (the worker's StoreTagged):
+// a loop whose model gave no next edge, a start edge left unmarked — both
+// valid then. The tag recorded for it must stay the tag of what GET serves
+// (docs/frontend-contract.md, "Revalidation": "a recorded tag is always
+// that of what is stored and shown").
+func TestATagRecordedBeforeIsStillWhatIsServed(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	id := uuid.NewString()
+	const old = `{"meta":{"id":"ID","title":"Refunds","version":"1.0.0","goal":"","purpose":"","owner":[]},"public":{"triggers":[],"nodes":[{"id":"open","type":"task","label":"Open the queue","intent":"","context":"","children":[],"id_path":"1"},{"id":"each","type":"loop","label":"Each refund","intent":"","context":"","children":["refund","note"],"id_path":"2"},{"id":"refund","type":"task","label":"Refund","intent":"","context":"","children":[],"parentId":"each","id_path":"2.1"},{"id":"note","type":"task","label":"Note it","intent":"","context":"","children":[],"parentId":"each","id_path":"2.2"},{"id":"done","type":"task","label":"Close","intent":"","context":"","children":[],"id_path":"3"}],"edges":[{"source":"open","target":"each"},{"source":"refund","target":"note"},{"source":"each","target":"done","condition":"all_processed"}],"variables":{},"clarification_requests":[]},"private":{"skills":[],"steps":[],"artifacts":[]}}`
+	var stored bytes.Buffer
+	if err := json.Indent(&stored, bytes.ReplaceAll([]byte(old), []byte(`"ID"`), []byte(`"`+id+`"`)), "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	e.exec(`INSERT INTO jobs (job_id, status) VALUES ($1, 'completed')`, id)
+	recorded, err := postgres.NewSOPLocker(e.direct).StoreTagged(context.Background(), jobs.ID(id), stored.Bytes(), nil, nil, func() error {
+		e.fake.Put("videos/sops/"+id+".json", stored.Bytes(), "application/json")
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.do("GET", "/api/sop/"+id, "", "If-None-Match", recorded).expect(t, 304, nil)
+	if tag := e.do("GET", "/api/sop/"+id, "").header.Get("ETag"); tag != recorded {
+		t.Errorf("GET serves %s; the tag recorded (and answered 304 above) is %s", tag, recorded)
+	}
+	r := e.do("PATCH", "/api/sop/"+id, `{"type":"update","nodeId":"open","updates":{"label":"Open the refund queue"}}`, "If-Match", recorded)
+	if r.status != 200 {
+		t.Errorf("an edit on the copy the server just called current: %d %s", r.status, r.raw)
+	}
 }

@@ -109,8 +109,8 @@ func toDocument(text string, id jobs.ID, duration time.Duration) (answer, string
 		d.Private.Steps = append(d.Private.Steps, sop.Step{NodeID: s.NodeID, PrimarySkill: s.PrimarySkill})
 	}
 	sop.Repair(d, string(id))
-	sop.CiteTimestamps(d)
-	found := sop.CheckRecorded(d, duration)
+	found := sop.CheckRecorded(d, duration) // before a context is made to cite its moment
+	sop.RepairFlow(d)
 	if err := sop.Validate(d); err != nil {
 		var inv *sop.Invalid
 		if errors.As(err, &inv) {

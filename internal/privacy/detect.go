@@ -153,7 +153,7 @@ var builtins = []rule{
 	{kind: Password, re: regexp.MustCompile(`\bsshpass(?:[ \t]+-[fdP][ \t]*\S+|[ \t]+-v)*[ \t]+-p[ \t]*` + optionValue), group: 1, ok: notOrdinary},
 	// Other clients' password options: redis-cli -a, sqlcmd -P, mongosh -p,
 	// ldapsearch -w, keytool -storepass, az login -p; smbclient's -U user%pass.
-	{kind: Password, re: regexp.MustCompile(`\b(?:redis-cli[^\n;&|]*?[ \t]-a|sqlcmd[^\n;&|]*?[ \t]-P|mongo(?:sh)?[^\n;&|]*?[ \t](?:-p|--password)|ldap[a-z]+[^\n;&|]*?[ \t]-w|keytool[^\n;&|]*?[ \t]-(?:src|dest)?(?:store|key)pass|az[ \t]+login[^\n;&|]*?[ \t](?:-p|--password))(?:[ \t]+|=)` + optionValue), group: 1, ok: notOrdinary},
+	{kind: Password, re: regexp.MustCompile(`\b(?:redis-cli[^\n;&|]*?[ \t]-a|sqlcmd[^\n;&|]*?[ \t]-P|mongo(?:sh)?[^\n;&|]*?[ \t](?:-p|--password)|ldap[a-z]+[^\n;&|]*?[ \t]-w|keytool[^\n;&|]*?[ \t]-(?:src|dest)?(?:store|key)pass|az[ \t]+login[^\n;&|]*?[ \t](?:-p|--password))(?:[ \t]+|=)` + optionValue), group: 1, ok: optionPassword},
 	{kind: Password, re: regexp.MustCompile(`\bsmbclient\b[^\n;&|]*?[ \t]-U[ \t]*[^\s%]+%(\S{4,})`), group: 1, ok: notOrdinary},
 	// A ~/.pgpass line: host:port:database:user:password.
 	{kind: Password, re: regexp.MustCompile(`(?m)^[ \t]*[A-Za-z0-9.\-*]+:(?:\d+|\*):[^\s:]+:[^\s:]+:(\S{4,})[ \t]*$`), group: 1, ok: notOrdinary},
@@ -316,7 +316,7 @@ func (d *Detector) findIn(s string) []Match {
 					v = s[start:end]
 				}
 				if start == end || r.ok != nil && !r.ok(v) || r.bounded && !bounded(s, start, end) || r.notInURL && inURL(s, start) ||
-					r.byName && (describesSecret(s[loc[0]:start]) || pathOrURL(v)) {
+					r.byName && (describesSecret(s[loc[0]:start]) || filePath(v)) {
 					continue
 				}
 				kind := r.kind
@@ -465,11 +465,16 @@ func emailDomain(v string) bool {
 // that merely begins with "$" or "%" ("$uperS3cret!") is kept.
 func notOrdinary(v string) bool {
 	v = strings.Trim(v, "\"'`")
-	return len(v) >= 4 && strings.Trim(v, "*•·x.X-_ ") != "" && !isEveryday(v) && !placeholder.MatchString(v) && !numberRange.MatchString(v)
+	return len(v) >= 4 && strings.Trim(v, "*•·x.X-_ ") != "" && !isEveryday(v) && !placeholder.MatchString(v) && !numberRange.MatchString(v) &&
+		!portMapping.MatchString(v)
 }
 
-// numberRange is a range of numbers ("8-64", a length's rule), no value.
-var numberRange = regexp.MustCompile(`^\d{1,4}-\d{1,4}$`)
+// numberRange is a range of numbers ("8-64", a length's rule), and
+// portMapping a container's ports ("27017:27017", "8080:80/tcp"): no value.
+var (
+	numberRange = regexp.MustCompile(`^\d{1,4}-\d{1,4}$`)
+	portMapping = regexp.MustCompile(`^(?:\d{1,3}(?:\.\d{1,3}){3}:)?\d{1,5}(?::\d{1,5})+(?:/(?:tcp|udp))?$`)
+)
 
 // placeholder is a value that stands for another: a variable ($NAME,
 // $env:NAME, ${NAME}, ${{ secrets.NAME }}, %NAME%, $(command)), a
@@ -540,9 +545,11 @@ func shownPassword(v string) bool {
 }
 
 // shownToken keeps a secret beside its label (shownPassword) unless it is
-// words joined ("Token: Read-Write", "Credentials: service-account").
+// two words joined ("Token: Read-Write", "Credentials: service-account"):
+// more are a passphrase ("correct-horse-battery-staple").
 func shownToken(v string) bool {
-	return shownPassword(v) && !joinedWords(strings.Trim(v, "()\"'`.,:;!?"))
+	bare := strings.Trim(v, "()\"'`.,:;!?")
+	return shownPassword(v) && !(joinedWords(bare) && strings.Count(bare, "-") == 1)
 }
 
 // describing is the last word of a name that says what a value is about,
@@ -552,7 +559,7 @@ func shownToken(v string) bool {
 // PASSWORD_RESET_TIMEOUT, hash_key).
 var (
 	describing = regexp.MustCompile(`(?i)^(?:endpoints?|urls?|uris?|files?|paths?|dirs?|names?|ids?|types?|timeouts?|ttl|expiry|expires|expiration|lengths?|polic(?:y|ies)|formats?|headers?|tags?|sha|commits?|revs?|revisions?|versions?|digests?|hashes|checksums?|counts?|sizes?|modes?|hints?|labels?|fields?|prompts?|placeholders?|rotation|reset|strength|locations?|stores?|providers?|issuers?|scopes?|usage|refs?|arns?)$`)
-	tableKey   = regexp.MustCompile(`(?i)(?:hash|range|sort|partition|primary|foreign|composite|unique|cache|lookup|idempotency|dedup(?:lication)?)[_\-. ]?key$`)
+	tableKey   = regexp.MustCompile(`(?i)(?:hash|range|sort|partition|foreign|composite|unique|lookup|idempotency|dedup(?:lication)?)[_\-. ]?key$`)
 )
 
 // describesSecret tells whether the name before a value (with its
@@ -579,12 +586,36 @@ func describesSecret(name string) bool {
 	return describing.MatchString(word)
 }
 
-// pathOrURL tells a value that is a file's path or a URL: what a name
-// says is a key file, a credentials file, a token's endpoint, no secret.
-func pathOrURL(v string) bool {
+// filePath tells a value that is a file's path, under a secret's name a
+// key file or a credentials file, no secret: it begins as a path does, has
+// a folder or an extension, and its parts are made as names are, not as
+// keys are (a base64 key may begin with "/").
+func filePath(v string) bool {
 	v = strings.Trim(v, "\"'`")
-	return strings.HasPrefix(v, "/") || strings.HasPrefix(v, "~/") || strings.HasPrefix(v, "./") || strings.HasPrefix(v, "../") ||
-		len(v) > 2 && v[1] == ':' && (v[2] == '\\' || v[2] == '/') || strings.Contains(v, "://") && !strings.Contains(v, "@")
+	rest, ok := strings.CutPrefix(v, "~/")
+	for _, p := range []string{"./", "../", "/"} {
+		if !ok {
+			rest, ok = strings.CutPrefix(v, p)
+		}
+	}
+	if !ok && len(v) > 2 && v[1] == ':' && (v[2] == '\\' || v[2] == '/') {
+		rest, ok = v[3:], true
+	}
+	if !ok || !strings.ContainsAny(rest, "/\\.") {
+		return false
+	}
+	for _, part := range strings.FieldsFunc(rest, func(r rune) bool { return strings.ContainsRune("/\\.", r) }) {
+		if highEntropy(part) {
+			return false
+		}
+	}
+	return true
+}
+
+// optionPassword keeps a command line's password that is no placeholder
+// and no certificate's file (az login -p ~/certs/sp.pem).
+func optionPassword(v string) bool {
+	return notOrdinary(v) && !filePath(v)
 }
 
 // labelledPassword keeps a password under a label of several words that no

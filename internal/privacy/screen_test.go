@@ -465,3 +465,102 @@ func TestNamesAndPathsOfSecretsAreNoSecrets(t *testing.T) {
 		}
 	}
 }
+
+// pathOrURL: a base64 secret may begin with "/" (1 in 64 of them; AWS
+// secret keys are base64). Under its own name it is taken for a path.
+// The nameless rule does not cover it either: without the "/" it is 39
+// characters, under 40. Both were found before.
+func TestASecretThatBeginsWithASlashIsNoPath(t *testing.T) {
+	t.Parallel()
+	d := detector(t)
+	for _, c := range []struct{ text, secret string }{
+		{"AWS_SECRET_ACCESS_KEY=/uN7B3MAtQhDp8kF3ONfqnZlVAvcxkLDr79nDVJd", "uN7B3MAtQhDp8kF3ONfqnZlVAvcxkLDr79nDVJd"},
+		{"aws_secret_access_key = /uN7B3MAtQhDp8kF3ONfqnZlVAvcxkLDr79nDVJd", "uN7B3MAtQhDp8kF3ONfqnZlVAvcxkLDr79nDVJd"},
+		{"DB_PASSWORD=/Hunter2Sup3r", "Hunter2Sup3r"},
+		{"Password: /Hunter2Sup3r!", "Hunter2Sup3r"},
+	} {
+		if got := privacy.NewRedactor(d, nil).Text(c.text); strings.Contains(got, c.secret) {
+			t.Errorf("text keeps it: %q", got)
+		}
+		if ok, got := coversOn(t, c.secret, c.text); !ok {
+			t.Errorf("screen %q: not covered (covered %q)", c.text, got)
+		}
+	}
+}
+
+// tableKey: "primary key" is Azure's name for the secret itself (API
+// Management subscriptions, Cosmos DB, Service Bus, Event Hubs: "Primary
+// key" / "Secondary key"), not a table's key attribute.
+func TestAzuresPrimaryKeyIsASecret(t *testing.T) {
+	t.Parallel()
+	d := detector(t)
+	for _, text := range []string{
+		"APIM_PRIMARY_KEY=3f2a9c1e5b7d4f60a8e2c9b1d3f5a7c9",
+		"SUBSCRIPTION_PRIMARY_KEY: 3f2a9c1e5b7d4f60a8e2c9b1d3f5a7c9",
+	} {
+		if got := privacy.NewRedactor(d, nil).Text(text); strings.Contains(got, "3f2a9c1e5b7d4f60a8e2c9b1d3f5a7c9") {
+			t.Errorf("text keeps it: %q", got)
+		}
+	}
+}
+
+// shownToken: a passphrase made of words joined by hyphens (what password
+// managers and diceware generate) under "Secret:" or "Credentials:" is
+// taken for "Read-Write".
+func TestAWordsPassphraseUnderASecretsLabelIsKept(t *testing.T) {
+	t.Parallel()
+	d := detector(t)
+	for _, text := range []string{
+		"Secret: correct-horse-battery-staple",
+		"Credentials: correct-horse-battery-staple",
+	} {
+		if got := privacy.NewRedactor(d, nil).Text(text); strings.Contains(got, "correct-horse-battery-staple") {
+			t.Errorf("text keeps it: %q", got)
+		}
+	}
+}
+
+// pathOrURL: a URL that is itself the secret (a webhook's) under a
+// secret's name; the token in its path is 34 characters, under the
+// nameless rule's 40.
+func TestAWebhookURLUnderASecretsNameIsASecret(t *testing.T) {
+	t.Parallel()
+	text := "SLACK_TOKEN=https://hooks.acme.io/services/Zx9pQr7Lm2WqKdF3hJ8sT1vB6nC4"
+	if got := privacy.NewRedactor(detector(t), nil).Text(text); strings.Contains(got, "Zx9pQr7Lm2WqKdF3hJ8sT1vB6nC4") {
+		t.Errorf("text keeps it: %q", got)
+	}
+}
+
+// optionAhead: OCR reads "glpat -VdQ…" (the split despaced was made for);
+// a body that is letters up to the next space is now an "option", and the
+// GitLab token under its label is not covered.
+func TestAnOCRSplitTokenWhoseRestIsLettersIsCovered(t *testing.T) {
+	t.Parallel()
+	for _, rows := range [][]string{
+		{"Personal access token: glpat -VdQCwaPEqiNvNPoTabXy"},
+		{"Token", "glpat -VdQCwaPEqiNvNPoTabXy"},
+	} {
+		if ok, got := coversOn(t, "VdQCwaPEqiNvNPoTabXy", rows...); !ok {
+			t.Errorf("%q: not covered (covered %q)", rows, got)
+		}
+	}
+}
+
+// The new mongo rule: \bmongo(?:sh)? matches "mongo", "mongodb",
+// "mongo-dev" — a container's name — and docker's -p is a port mapping.
+// The most common way to start MongoDB locally loses its port.
+func TestADockerPortMappingIsNoMongoPassword(t *testing.T) {
+	t.Parallel()
+	d := detector(t)
+	for _, text := range []string{
+		"docker run -d --name mongodb -p 27017:27017 mongo:7",
+		"Start it with docker run --name mongo-dev -p 27017:27017 -d mongo:latest and wait.",
+	} {
+		if got := found(t, d, text); len(got) != 0 {
+			t.Errorf("%q: found %q", text, got)
+		}
+		if ok, got := coversOn(t, "nothing", text); !ok || len(got) != 0 {
+			t.Errorf("%q: screen covered %q", text, got)
+		}
+	}
+}

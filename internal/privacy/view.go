@@ -241,15 +241,20 @@ func despaced(v view) view {
 }
 
 // optionAhead tells whether s begins with a command line's option
-// ("--role", "-p 2222", "-o=json"): the space before it is the command's,
-// not one OCR put inside a token.
+// ("--role", "-p 2222", "-o=json", "-storepass"): the space before it is
+// the command's, not one OCR put inside a token. An option's name is short
+// or lower-case: "-VdQCwaPEq…" is the rest of a token OCR split.
 func optionAhead(s string) bool {
 	if strings.HasPrefix(s, "--") {
-		return len(s) > 2 && unicode.IsLetter(rune(s[2]))
+		return len(s) > 2 && unicode.IsLower(rune(s[2]))
 	}
 	name := strings.TrimPrefix(s, "-")
 	end := strings.IndexFunc(name, func(r rune) bool { return !unicode.IsLetter(r) })
-	return end != 0 && (end < 0 || name[end] == ' ' || name[end] == '=')
+	word := name
+	if end >= 0 {
+		word = name[:end]
+	}
+	return word != "" && (end < 0 || name[end] == ' ' || name[end] == '=') && (len(word) <= 2 || strings.ToLower(word) == word)
 }
 
 // isTokenRune tells whether r may be part of a key, token or encoded value.

@@ -5,6 +5,16 @@ import (
 	"strings"
 )
 
+// RepairFlow makes true, in a model's answer, what the viewer's flow needs
+// and the answer only left out (repairEdges, CiteTimestamps). Not on a
+// read: a document stored is served as it was tagged.
+func RepairFlow(d *Document) {
+	if d.Public != nil {
+		repairEdges(d.Public)
+	}
+	CiteTimestamps(d)
+}
+
 // The edge rules the viewer depends on (docs/frontend-contract.md, "The SOP document"):
 // the first edge starts at the first real task with start; a loop's last
 // child goes back to its first with next. repairEdges makes them true
@@ -13,7 +23,7 @@ func repairEdges(p *Public) {
 	startFirst(p)
 	for _, n := range p.Nodes {
 		if n.Type == "loop" && len(n.Children) > 0 {
-			loopBack(p, n.Children[0], n.Children[len(n.Children)-1])
+			loopBack(p, n)
 		}
 	}
 }
@@ -59,17 +69,26 @@ func startFirst(p *Public) {
 	p.Edges[0] = start
 }
 
-// loopBack gives a loop's last child its next edge back to the first: its
-// plain edge there marked next, or a new one.
-func loopBack(p *Public, first, last string) {
-	if slices.ContainsFunc(p.Edges, func(e Edge) bool { return e.Source == last && e.Condition == "next" }) {
+// loopBack gives a loop that has no next edge one, from its last child back
+// to its first: the plain edge there, marked, or a new one when the last
+// child has no edge to a step of its loop at all. Another edge there (a
+// decision's yes back) is the document's own way round. A loop of one step
+// goes back to that step, as the model answers it.
+func loopBack(p *Public, loop Node) {
+	first, last := loop.Children[0], loop.Children[len(loop.Children)-1]
+	inLoop := func(e Edge) bool {
+		return slices.Contains(loop.Children, e.Source) && slices.Contains(loop.Children, e.Target)
+	}
+	if slices.ContainsFunc(p.Edges, func(e Edge) bool { return inLoop(e) && e.Condition == "next" }) {
 		return
 	}
 	if at := slices.IndexFunc(p.Edges, func(e Edge) bool { return e.Source == last && e.Target == first && e.Condition == "" }); at >= 0 {
 		p.Edges[at].Condition = "next"
 		return
 	}
-	p.Edges = append(p.Edges, Edge{Source: last, Target: first, Condition: "next"})
+	if !slices.ContainsFunc(p.Edges, func(e Edge) bool { return e.Source == last && inLoop(e) }) {
+		p.Edges = append(p.Edges, Edge{Source: last, Target: first, Condition: "next"})
+	}
 }
 
 // Delete removes node id and every node under it, with their edges and
@@ -101,16 +120,24 @@ func Delete(d *Document, id string) bool {
 	}
 	mark(id)
 	onward := onwardOf(p.Edges, id, gone)
+	decision := map[string]bool{}
+	for _, n := range p.Nodes {
+		decision[n.ID] = n.Type == "decision"
+	}
 	var edges []Edge
 	for _, e := range p.Edges {
 		switch {
 		case !gone[e.Source] && !gone[e.Target]:
-			edges = append(edges, e)
 		case !gone[e.Source] && onward != "" && onward != e.Source:
 			e.Target = onward
-			if !slices.ContainsFunc(edges, func(k Edge) bool { return k.Source == e.Source && k.Target == e.Target }) {
-				edges = append(edges, e)
-			}
+		default:
+			continue
+		}
+		// One edge between two steps; a decision's two branches may meet.
+		if !slices.ContainsFunc(edges, func(k Edge) bool {
+			return k.Source == e.Source && k.Target == e.Target && (!decision[e.Source] || k.Condition == e.Condition)
+		}) {
+			edges = append(edges, e)
 		}
 	}
 	p.Edges = orEmpty(edges)

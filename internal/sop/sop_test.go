@@ -1,8 +1,11 @@
 package sop
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -275,5 +278,137 @@ func TestMarkdownTextReadsAsWritten(t *testing.T) {
 	}
 	if strings.Contains(md, "![") {
 		t.Errorf("no image func, yet images:\n%s", md)
+	}
+}
+
+// flowDoc is a document of nodes and edges, repaired as a model's answer is.
+func flowDoc(nodes []Node, edges []Edge) *Document {
+	d := &Document{Meta: &Meta{Title: "T", Version: "1.0.0"}, Public: &Public{Nodes: nodes, Edges: edges}}
+	Repair(d, jobID)
+	RepairFlow(d)
+	return d
+}
+
+// task is a task node named id.
+func task(id string) Node { return Node{ID: id, Type: "task", Label: id} }
+
+// Deleting the step on a decision's yes branch, where the no branch goes to
+// the step after it: answered only when the yes edge is listed first. The
+// model (and the sample) list a decision's edges in either order; with no
+// first, the yes edge joined around the step "repeats" the no edge and is
+// dropped, and the edit is a 409.
+func TestDeletingABranchStepKeepsBothBranchesWhateverTheirOrder(t *testing.T) {
+	dec := Node{ID: "D", Type: "decision", Label: "Over the limit?"}
+	d := flowDoc([]Node{task("T1"), dec, task("A"), task("B")}, []Edge{
+		{Source: "T1", Target: "D", Condition: "start"}, {Source: "D", Target: "B", Condition: "no"},
+		{Source: "D", Target: "A", Condition: "yes"}, {Source: "A", Target: "B"}})
+	if err := Validate(d); err != nil {
+		t.Fatal(err)
+	}
+	Delete(d, "A")
+	if err := Validate(d); err != nil {
+		t.Errorf("%v\nedges %v", err, d.Public.Edges)
+	}
+}
+
+// Delete says it joins an edge "unless it would ... repeat an edge"; it
+// checks only the edges before it: a skip edge listed after is kept too.
+func TestADeleteMakesNoSecondEdgeBetweenTwoSteps(t *testing.T) {
+	d := flowDoc([]Node{task("T1"), task("A"), task("B")}, []Edge{
+		{Source: "T1", Target: "A", Condition: "start"}, {Source: "A", Target: "B"}, {Source: "T1", Target: "B"}})
+	Delete(d, "A")
+	n := 0
+	for _, e := range d.Public.Edges {
+		if e.Source == "T1" && e.Target == "B" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d edges T1→B: %v", n, d.Public.Edges)
+	}
+}
+
+// loopBack marks "last → first" as next whatever it is: with the loop's
+// children listed in another order than its flow, the forward step becomes
+// a second way back, and the loop has no forward edge left.
+func TestRepairMarksNoForwardEdgeAsALoopsNext(t *testing.T) {
+	loop := Node{ID: "L", Type: "loop", Label: "Each invoice", Children: []string{"check", "pay"}}
+	check, pay := task("check"), task("pay")
+	check.ParentID, pay.ParentID = "L", "L"
+	d := flowDoc([]Node{task("open"), loop, pay, check, task("done")}, []Edge{
+		{Source: "open", Target: "L", Condition: "start"},
+		{Source: "check", Target: "pay"}, {Source: "pay", Target: "check", Condition: "next"},
+		{Source: "L", Target: "done", Condition: "all_processed"}})
+	d.Public.Nodes[1].Children = []string{"pay", "check"} // the model's order
+	RepairFlow(d)
+	if !slices.Contains(d.Public.Edges, Edge{Source: "check", Target: "pay"}) {
+		t.Errorf("the step check → pay became %v", d.Public.Edges)
+	}
+}
+
+// A loop whose last step is a decision going back by yes: Repair adds a
+// second edge back, next, beside the model's yes.
+func TestRepairAddsNoSecondEdgeBack(t *testing.T) {
+	loop := Node{ID: "L", Type: "loop", Label: "Each ticket", Children: []string{"read", "more"}}
+	read := task("read")
+	read.ParentID = "L"
+	more := Node{ID: "more", Type: "decision", Label: "More tickets?", ParentID: "L"}
+	d := flowDoc([]Node{task("open"), loop, read, more, task("done"), task("report")}, []Edge{
+		{Source: "open", Target: "L", Condition: "start"}, {Source: "read", Target: "more"},
+		{Source: "more", Target: "read", Condition: "yes"}, {Source: "more", Target: "report", Condition: "no"},
+		{Source: "L", Target: "done", Condition: "all_processed"}})
+	n := 0
+	for _, e := range d.Public.Edges {
+		if e.Source == "more" && e.Target == "read" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d edges more → read: %v", n, d.Public.Edges)
+	}
+}
+
+// An SOP the previous version stored (a loop whose model gave no next edge,
+// a start edge left unmarked: both passed Validate then). The worker
+// recorded the ETag of these bytes; GET answers If-None-Match with that
+// recorded tag without reading storage, and compares If-Match with the tag
+// of what Served returns now.
+const storedBefore = `{"meta":{"id":"3f2504e0-4f89-41d3-9a0c-0305e82c3301","title":"Refunds","version":"1.0.0","goal":"","purpose":"","owner":[]},"public":{"triggers":[],"nodes":[{"id":"open","type":"task","label":"Open the queue","intent":"","context":"","children":[],"id_path":"1"},{"id":"each","type":"loop","label":"Each refund","intent":"","context":"","children":["refund","note"],"id_path":"2"},{"id":"refund","type":"task","label":"Refund","intent":"","context":"","children":[],"parentId":"each","id_path":"2.1"},{"id":"note","type":"task","label":"Note it","intent":"","context":"","children":[],"parentId":"each","id_path":"2.2"},{"id":"done","type":"task","label":"Close","intent":"","context":"","children":[],"id_path":"3"}],"edges":[{"source":"open","target":"each"},{"source":"refund","target":"note"},{"source":"each","target":"done","condition":"all_processed"}],"variables":{},"clarification_requests":[]},"private":{"skills":[],"steps":[],"artifacts":[]}}`
+
+func TestAnSOPStoredBeforeIsServedAsStored(t *testing.T) {
+	var stored bytes.Buffer
+	if err := json.Indent(&stored, []byte(storedBefore), "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	if err := Validate(mustParse(t, stored.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	served, _, err := Served(stored.Bytes(), jobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(served, stored.Bytes()) {
+		t.Errorf("an unchanged SOP is served changed, under a new ETag:\n%s", served)
+	}
+}
+
+func mustParse(t *testing.T, b []byte) *Document {
+	d, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// CheckRecorded now rejects a context that "cites" HH:MM:SS past the end of
+// the video. A context quotes times of day too: a log line's, a schedule's.
+// Each such answer is sent back to the model; one that keeps them fails the job.
+func TestATimeOfDayInAContextIsNoMomentOfTheVideo(t *testing.T) {
+	d := &Document{Meta: &Meta{Title: "T", Version: "1.0.0"}, Public: &Public{Nodes: []Node{{
+		ID: "logs", Type: "task", Label: "Find the failed run", Evidence: EvidenceShown, Timestamp: "00:01:05",
+		Context: "00:01:05 The log shows the export failing at 14:32:10 with a timeout; it runs nightly at 02:00:00."}}}}
+	Repair(d, jobID)
+	if got := CheckRecorded(d, 3*time.Minute); len(got) != 0 {
+		t.Errorf("a correct answer is asked again: %v", got)
 	}
 }

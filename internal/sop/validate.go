@@ -70,7 +70,6 @@ func Repair(d *Document, jobID string) {
 		}
 	}
 	numberPaths(p.Nodes, index)
-	repairEdges(p)
 }
 
 func orEmpty[T any](s []T) []T {
@@ -128,8 +127,8 @@ func framePath(job, node string) string {
 
 // CheckRecorded checks what only a fresh answer about a recording of the
 // given duration can be held to: every step says how it is known, a shown
-// step says when, no timestamp, nor a moment a context cites, is past the
-// end (duration 0: unknown), and
+// step says when, no timestamp, nor the moment a context begins with, is
+// past the end (duration 0: unknown), and
 // no id holds a control character (the job's metadata names steps by id,
 // and PostgreSQL's jsonb refuses a NUL). Documents read back or edited are
 // held to the format only (Validate).
@@ -154,8 +153,8 @@ func CheckRecorded(d *Document, duration time.Duration) []Problem {
 			out = append(out, Problem{at + ".timestamp", fmt.Sprintf("%s is past the end of the video, which is %.1f seconds long",
 				n.Timestamp, duration.Seconds())})
 		}
-		for _, cited := range citedTime.FindAllString(n.Context, -1) {
-			if ts, ok := ParseTimestamp(cited); ok && duration > 0 && ts >= duration && cited != n.Timestamp { // that one is reported above
+		if cited := strings.TrimSpace(citedTime.FindString(n.Context)); cited != "" && cited != n.Timestamp { // the timestamp's own is reported above
+			if ts, ok := ParseTimestamp(cited); ok && duration > 0 && ts >= duration {
 				out = append(out, Problem{at + ".context", fmt.Sprintf("cites %s, past the end of the video, which is %.1f seconds long",
 					cited, duration.Seconds())})
 			}
@@ -164,8 +163,9 @@ func CheckRecorded(d *Document, duration time.Duration) []Problem {
 	return out
 }
 
-// citedTime is a moment of the video a context cites (HH:MM:SS).
-var citedTime = regexp.MustCompile(`\b\d\d:\d\d:\d\d\b`)
+// citedTime is the moment of the video a context cites, as it begins
+// (HH:MM:SS): a time later in it may be a log's or a schedule's.
+var citedTime = regexp.MustCompile(`^\s*\d\d:\d\d:\d\d\b`)
 
 // Validate checks every rule the viewer depends on and returns nil or *Invalid.
 func Validate(d *Document) error {
