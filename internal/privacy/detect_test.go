@@ -212,6 +212,27 @@ func TestDetectorsLeaveLookalikes(t *testing.T) {
 		`<add key="PasswordPolicy" value="MinLength8Upper1" />`,
 		`<add key="SigningKeyId" value="2024-rotation-01" />`,
 		`<add key="SecretsPath" value="C:\secrets\app" />`,
+		// names of secrets, not secrets: where one is, what it is called,
+		// a key file's path, a token endpoint, a table's key attribute, a
+		// token's permission, a password's rule, a commit as an image tag:
+		"spec:\n  tls:\n  - hosts:\n    - app.acme.io\n    secretName: acme-tls",
+		"export GOOGLE_APPLICATION_CREDENTIALS=/home/jane/keys/sa.json",
+		"TLS_PRIVATE_KEY_FILE=/etc/ssl/private/acme.key",
+		"Private key: ~/.ssh/id_ed25519",
+		"token_endpoint: https://login.microsoftonline.com/common/oauth2/v2.0/token",
+		`"token_endpoint": "https://acme.okta.com/oauth2/default/v1/token",`,
+		"SecretId: prod/app/db-credentials",
+		`secret_name = "prod/app/db-credentials"`,
+		`hash_key  = "UserId"`,
+		`range_key = "CreatedAt"`,
+		"Token: Read-Write",
+		"Credentials: service-account",
+		"Password: 8-64 characters, one number",
+		"IMAGE_TAG=3f2a9c1e5b7d4f60a8e2c9b1d3f5a7c9e1b3d5f7",
+		"PASSWORD_RESET_TIMEOUT = 259200",
+		// a container named mongo, and docker's -p its port mapping:
+		"docker run -d --name mongodb -p 27017:27017 mongo:7",
+		"Start it with docker run --name mongo-dev -p 27017:27017 -d mongo:latest and wait.",
 	} {
 		if got := found(t, d, text); len(got) != 0 {
 			t.Errorf("%q: found %q", text, got)

@@ -317,13 +317,7 @@ func TestADeleteMakesNoSecondEdgeBetweenTwoSteps(t *testing.T) {
 	d := flowDoc([]Node{task("T1"), task("A"), task("B")}, []Edge{
 		{Source: "T1", Target: "A", Condition: "start"}, {Source: "A", Target: "B"}, {Source: "T1", Target: "B"}})
 	Delete(d, "A")
-	n := 0
-	for _, e := range d.Public.Edges {
-		if e.Source == "T1" && e.Target == "B" {
-			n++
-		}
-	}
-	if n != 1 {
+	if n := edgesBetween(d, "T1", "B"); n != 1 {
 		t.Errorf("%d edges T1→B: %v", n, d.Public.Edges)
 	}
 }
@@ -357,13 +351,7 @@ func TestRepairAddsNoSecondEdgeBack(t *testing.T) {
 		{Source: "open", Target: "L", Condition: "start"}, {Source: "read", Target: "more"},
 		{Source: "more", Target: "read", Condition: "yes"}, {Source: "more", Target: "report", Condition: "no"},
 		{Source: "L", Target: "done", Condition: "all_processed"}})
-	n := 0
-	for _, e := range d.Public.Edges {
-		if e.Source == "more" && e.Target == "read" {
-			n++
-		}
-	}
-	if n != 1 {
+	if n := edgesBetween(d, "more", "read"); n != 1 {
 		t.Errorf("%d edges more → read: %v", n, d.Public.Edges)
 	}
 }
@@ -411,4 +399,15 @@ func TestATimeOfDayInAContextIsNoMomentOfTheVideo(t *testing.T) {
 	if got := CheckRecorded(d, 3*time.Minute); len(got) != 0 {
 		t.Errorf("a correct answer is asked again: %v", got)
 	}
+}
+
+// edgesBetween counts d's edges from source to target.
+func edgesBetween(d *Document, source, target string) int {
+	n := 0
+	for _, e := range d.Public.Edges {
+		if e.Source == source && e.Target == target {
+			n++
+		}
+	}
+	return n
 }
