@@ -114,6 +114,10 @@ const (
 	labels  = nameEnd + `[ \t]*(?::|：|\t)[ \t]*`
 )
 
+// codeWord is one recovery code: letters and digits, a digit among them,
+// in one or two parts ("bd7c6-2f3a9", "8e4f 1c2d"): not a button's word.
+const codeWord = `[a-z0-9]{0,7}[0-9][a-z0-9]{0,7}(?:-[a-z0-9]{3,8})?`
+
 // optionValue is a command-line option's value: quoted, or a word.
 const optionValue = `("[^"\n]{4,}"|'[^'\n]{4,}'|[^\s\-;&|][^\s;&|]{3,})`
 
@@ -174,6 +178,11 @@ var builtins = []rule{
 	{kind: Token, re: regexp.MustCompile(`(?i)\b(?:session(?:[_-]?id)?|sessid|phpsessid|jsessionid|connect\.sid|laravel_session|_session_id|sessionToken|__Secure-next-auth\.session-token)[ \t]+([A-Za-z0-9%._\-+/=]{16,})`), group: 1, ok: generatedValue, bounded: true},
 	// Signed URLs' signatures (Azure SAS sig=, Google's X-Goog-Signature=).
 	{kind: Token, re: regexp.MustCompile(`(?i)[?&](?:sig|x-goog-signature)=([A-Za-z0-9%+/=._\-]{16,})`), group: 1, ok: looksGenerated},
+	// A TOTP setup key as an app shows it to be typed: base32 in groups of
+	// four ("jbsw y3dp ehpk 3pxp …"), and the codes under a "recovery
+	// codes" heading: each signs in without the second factor.
+	{kind: Token, re: regexp.MustCompile(`(?i)\b[a-z2-7]{4}(?:[ \t][a-z2-7]{4}){3,}\b`), ok: base32Key, bounded: true},
+	{kind: Token, re: regexp.MustCompile(`(?i)\b(?:recovery|backup|emergency|one-time)[ \t]+codes?\b[^\n]*\n((?:[ \t]*` + codeWord + `(?:[ \t]+` + codeWord + `)*[ \t]*(?:\n|$))+)`), group: 1},
 	// A webhook's signing secret (Stripe's whsec_).
 	{kind: Token, re: regexp.MustCompile(`\bwhsec_[A-Za-z0-9+/]{24,}`), bounded: true},
 	// A value assigned to a name that says it is secret, as .env files and
@@ -616,6 +625,20 @@ func filePath(v string) bool {
 // and no certificate's file (az login -p ~/certs/sp.pem).
 func optionPassword(v string) bool {
 	return notOrdinary(v) && !filePath(v)
+}
+
+// base32Key keeps groups of base32 made as keys are: 16 characters or
+// more, mostly letters (a card's groups are digits), a digit among them,
+// not words.
+func base32Key(v string) bool {
+	key := strings.Join(strings.Fields(v), "")
+	letters := 0
+	for _, r := range key {
+		if unicode.IsLetter(r) {
+			letters++
+		}
+	}
+	return len(key) >= 16 && letters*2 >= len(key) && strings.ContainsAny(key, "234567") && looksGenerated(key) && !wordlike(key)
 }
 
 // labelledPassword keeps a password under a label of several words that no

@@ -481,3 +481,23 @@ func TestAnOCRSplitTokenWhoseRestIsLettersIsCovered(t *testing.T) {
 		}
 	}
 }
+
+// A TOTP setup key shown in groups of four ("Can't scan? Enter this key")
+// and two-factor recovery codes: each lets whoever reads the screenshot
+// past the second factor. Nothing covered them (a privacy attack's
+// finding); the buttons under the codes stay.
+func TestSecondFactorSecretsAreCovered(t *testing.T) {
+	t.Parallel()
+	if ok, got := coversOn(t, "jbsw y3dp ehpk 3pxp kq7m 2xzn 4tav 6wqc",
+		"Can't scan the QR code?", "Enter this key in your authenticator app:", "jbsw y3dp ehpk 3pxp kq7m 2xzn 4tav 6wqc"); !ok {
+		t.Errorf("the setup key is not covered (covered %q)", got)
+	}
+	ok, got := coversOn(t, "bd7c6-2f3a9 8e4f1-7c2d0 a9b3e-5d1f6 c2e8f-4a7b1",
+		"Save your recovery codes", "bd7c6-2f3a9   8e4f1-7c2d0", "a9b3e-5d1f6   c2e8f-4a7b1", "Download  Print  Copy")
+	if !ok || slices.Contains(got, "Download") {
+		t.Errorf("the recovery codes, alone, are not covered (covered %q)", got)
+	}
+	if text := privacy.NewRedactor(detector(t), nil).Text("Type jbsw y3dp ehpk 3pxp kq7m 2xzn 4tav 6wqc in the app."); strings.Contains(text, "kq7m") {
+		t.Errorf("the text keeps the setup key: %q", text)
+	}
+}
