@@ -2,6 +2,7 @@ package privacy
 
 import (
 	"image"
+	"regexp"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -75,13 +76,54 @@ func (r *Redactor) ReadScreen(lines []ocr.Line) *Screen {
 			all = append(all, Match{start, end, m.Kind})
 		}
 	}
-	s.found = union(all)
+	s.found = union(append(all, s.underHeaders()...))
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, m := range s.found {
 		r.learnLines(s.text[m.Start:m.End], m.Kind, true)
 	}
 	return s
+}
+
+// columnHeader is a table's column of secrets, named in its header
+// ("Password", "Secret", "Token", "API key").
+var columnHeader = regexp.MustCompile(`(?i)^(?:password|passwort|passwd|pwd|passphrase|secret|token|api ?key|access ?key|secret ?key)$`)
+
+// underHeaders finds the values in a table's column of secrets: the word
+// under its header, on each line below, whose box shares the header's
+// columns, when it is a value as a password's label would keep it
+// (shownPassword: not the dots of a hidden one, not a word). A password
+// manager's list, a spreadsheet of accounts: nothing beside the value
+// names it.
+func (s *Screen) underHeaders() []Match {
+	var out []Match
+	starts, ends := make([]int, len(s.boxes)), make([]int, len(s.boxes))
+	for i, w := range s.word {
+		if w >= 0 {
+			if ends[w] == 0 {
+				starts[w] = i
+			}
+			ends[w] = i + 1
+		}
+	}
+	for h := range s.boxes {
+		name := s.raw[h]
+		from := h
+		if h > 0 && s.line[h-1] == s.line[h] && columnHeader.MatchString(s.raw[h-1]+" "+name) {
+			from = h - 1 // "API key": two words
+		} else if !columnHeader.MatchString(name) {
+			continue
+		}
+		col := s.boxes[from].Union(s.boxes[h])
+		for w := h + 1; w < len(s.boxes); w++ {
+			b := s.boxes[w]
+			if s.line[w] == s.line[h] || b.Min.X >= col.Max.X || b.Max.X <= col.Min.X || !shownPassword(s.raw[w]) {
+				continue
+			}
+			out = append(out, Match{starts[w], ends[w], Password})
+		}
+	}
+	return out
 }
 
 // unwrap joins the lines of v (a view of a Screen's text that keeps its
