@@ -124,7 +124,7 @@ const optionValue = `("[^"\n]{4,}"|'[^'\n]{4,}'|[^\s\-;&|][^\s;&|]{3,})`
 // ownLine begins a label on its own line: the name alone, or after one or
 // two words ("New password", "Client secret", "Secret access key"), which
 // a heading has too ("API token" above a menu): after words, the value
-// must be one no menu item or date is (labelledPassword, generatedValue).
+// must be one no menu item or date is (shownPassword, generatedValue).
 // valueBelow is the rest: the label's colon, if any, and the value alone on
 // the next line, but for the field's button.
 const (
@@ -194,13 +194,13 @@ var builtins = []rule{
 	// sentence may go on ("Token: Expiration is 30 days"): the value must
 	// mix characters as secrets do.
 	{kind: Password, re: regexp.MustCompile(passwordName + labels + assignedValue), group: 1, ok: shownPassword, prefix: sentenceEnd, byName: true},
-	{kind: Token, re: regexp.MustCompile(secretName + labels + assignedValue), group: 1, ok: shownToken, prefix: sentenceEnd, byName: true},
+	{kind: Token, re: regexp.MustCompile(secretName + labels + assignedValue), group: 1, ok: shownPassword, prefix: sentenceEnd, byName: true},
 	// A label on its own line, its value alone on the next (but for the
 	// field's button, "Hide", "Copy", or an icon read as a sign or two): a
 	// sign-in form (not a menu, whose next item is a word).
 	{kind: Password, re: regexp.MustCompile(ownLine + passwordName + valueBelow), group: 1, ok: shownPassword, prefix: sentenceEnd, byName: true},
 	{kind: Token, re: regexp.MustCompile(ownLine + secretName + valueBelow), group: 1, ok: shownPassword, prefix: sentenceEnd, byName: true},
-	{kind: Password, re: regexp.MustCompile(ownLineAfter + passwordName + valueBelow), group: 1, ok: labelledPassword, prefix: sentenceEnd, byName: true},
+	{kind: Password, re: regexp.MustCompile(ownLineAfter + passwordName + valueBelow), group: 1, ok: shownPassword, prefix: sentenceEnd, byName: true},
 	{kind: Token, re: regexp.MustCompile(ownLineAfter + secretName + valueBelow), group: 1, ok: generatedValue, prefix: sentenceEnd, byName: true},
 	// A password beside its label with only spaces between (a form read
 	// as one line), or in a sentence ("the password is hunter2").
@@ -547,18 +547,12 @@ var passwordWord = regexp.MustCompile(`(?i)pass|pwd`)
 // shownPassword keeps a value beside a secret's label that is not an
 // everyday word and mixes characters as passwords do: letters with digits
 // or cases, or a symbol passwords take (not the punctuation of a sentence:
-// "(twice)", "manager's", "Forgot?").
+// "(twice)", "manager's", "Forgot?"; not two words joined, a menu's
+// "Read-only" or "Sign-out": more are a passphrase).
 func shownPassword(v string) bool {
 	bare := strings.Trim(v, "()\"'`.,:;!?")
-	return notOrdinary(v) && notOrdinary(bare) && (looksGenerated(bare) && !capitalised(bare) || strings.ContainsAny(bare, "!@#$%^&*+=~_-"))
-}
-
-// shownToken keeps a secret beside its label (shownPassword) unless it is
-// two words joined ("Token: Read-Write", "Credentials: service-account"):
-// more are a passphrase ("correct-horse-battery-staple").
-func shownToken(v string) bool {
-	bare := strings.Trim(v, "()\"'`.,:;!?")
-	return shownPassword(v) && !(joinedWords(bare) && strings.Count(bare, "-") == 1)
+	return notOrdinary(v) && notOrdinary(bare) && !(joinedWords(bare) && strings.Count(bare, "-") == 1) &&
+		(looksGenerated(bare) && !capitalised(bare) || strings.ContainsAny(bare, "!@#$%^&*+=~_-"))
 }
 
 // describing is the last word of a name that says what a value is about,
@@ -639,12 +633,6 @@ func base32Key(v string) bool {
 		}
 	}
 	return len(key) >= 16 && letters*2 >= len(key) && strings.ContainsAny(key, "234567") && looksGenerated(key) && !wordlike(key)
-}
-
-// labelledPassword keeps a password under a label of several words that no
-// menu item is: "Read-only", "Sign-out" are words joined.
-func labelledPassword(v string) bool {
-	return shownPassword(v) && !joinedWords(v)
 }
 
 // joinedWords tells whether v is words of letters joined by hyphens.

@@ -204,6 +204,9 @@ func TestDetectorsLeaveLookalikes(t *testing.T) {
 		"Reset password\nSign in",
 		"New password\n8-16 characters",
 		"API token\nRead-only",
+		"New password\nSign-out",
+		"Change password\nRead-only",
+		"Password\nRead-only",
 		"Client secret\n2025-12-31",
 		// settings that merely name a secret:
 		`<add key="ThemeName" value="dark" />`,
