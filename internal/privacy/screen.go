@@ -20,6 +20,7 @@ type Screen struct {
 	words []string          // word index → its text, folded as OCR reads
 	raw   []string          // word index → its text, without the punctuation around it
 	line  []int             // word index → its line
+	spans [][2]int          // word index → where it is in text
 	// views of text: as read, with wrapped lines joined, and with OCR's
 	// spaces beside a token's joining characters dropped too
 	views []view
@@ -49,6 +50,7 @@ func (r *Redactor) ReadScreen(lines []ocr.Line) *Screen {
 				b.WriteByte(' ')
 				s.word = append(s.word, -1)
 			}
+			s.spans = append(s.spans, [2]int{b.Len(), b.Len() + len(w.Text)})
 			b.WriteString(w.Text)
 			for range len(w.Text) {
 				s.word = append(s.word, len(s.boxes))
@@ -97,19 +99,10 @@ var columnHeader = regexp.MustCompile(`(?i)^(?:password|passwort|passwd|pwd|pass
 // names it.
 func (s *Screen) underHeaders() []Match {
 	var out []Match
-	starts, ends := make([]int, len(s.boxes)), make([]int, len(s.boxes))
-	for i, w := range s.word {
-		if w >= 0 {
-			if ends[w] == 0 {
-				starts[w] = i
-			}
-			ends[w] = i + 1
-		}
-	}
 	for h := range s.boxes {
 		name := s.raw[h]
 		from := h
-		if h > 0 && s.line[h-1] == s.line[h] && columnHeader.MatchString(s.raw[h-1]+" "+name) {
+		if strings.EqualFold(name, "key") && h > 0 && s.line[h-1] == s.line[h] && columnHeader.MatchString(s.raw[h-1]+" "+name) {
 			from = h - 1 // "API key": two words
 		} else if !columnHeader.MatchString(name) {
 			continue
@@ -120,7 +113,7 @@ func (s *Screen) underHeaders() []Match {
 			if s.line[w] == s.line[h] || b.Min.X >= col.Max.X || b.Max.X <= col.Min.X || !shownPassword(s.raw[w]) {
 				continue
 			}
-			out = append(out, Match{starts[w], ends[w], Password})
+			out = append(out, Match{s.spans[w][0], s.spans[w][1], Password})
 		}
 	}
 	return out
