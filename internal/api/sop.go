@@ -308,11 +308,13 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 	var out sopResponse
 	var outTag string
 	var dropped []string // screenshots of the nodes an edit deletes
-	// Forgotten before the lock, its store need not let the lock go to
-	// forget it, and the SOP is read once; should this fail, the store
-	// forgets it so.
-	if err := s.o.SOPs.ForgetSOP(r.Context(), id); err != nil {
-		s.o.Logger.Warn("SOP tag not forgotten before the edit's lock", "job_id", id, "error", err)
+	// A recorded tag forgotten before the lock, the store need not let the
+	// lock go to forget it, and the SOP is read once; should this fail, or
+	// a tag be recorded meanwhile, the store forgets it so.
+	if j.SOPTag != "" {
+		if err := s.o.SOPs.ForgetSOP(r.Context(), id); err != nil {
+			s.o.Logger.Warn("SOP tag not forgotten before the edit's lock", "job_id", id, "error", err)
+		}
 	}
 	err = s.o.SOPs.WithSOPLock(r.Context(), id, func(ctx context.Context) error {
 		cur, doc, tag, err := s.loadSOP(ctx, id)

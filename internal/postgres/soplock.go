@@ -150,9 +150,6 @@ func (l *SOPLocker) lockOnce(ctx context.Context, id jobs.ID, token string, fn f
 	return wrap("lock sop", err)
 }
 
-// forgetAll forgets every tag of a job.
-const forgetAll = `UPDATE public.runops_stored_tags SET sop = NULL, frames = '{}', recorded_at = now() WHERE job_id = $1`
-
 // forgetAfterLoss forgets id's tags once a holder's transaction failed
 // after it ran (its connection died, its commit failed): what it stored
 // may land after a writer that took the lock meanwhile recorded its own
@@ -167,7 +164,7 @@ func (l *SOPLocker) forgetAfterLoss(ctx context.Context, id jobs.ID, cause error
 		if _, err := tx.Exec(fctx, lockSOP, string(id)); err != nil {
 			return err
 		}
-		_, err := tx.Exec(fctx, forgetAll, string(id))
+		_, err := tx.Exec(fctx, recordSOP, string(id), "", []string{}) // every tag: no SOP, no step shown
 		return err
 	})
 	if err != nil {
