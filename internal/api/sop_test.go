@@ -21,6 +21,7 @@ import (
 
 	"github.com/runops/runops/internal/api"
 	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/pgtest"
 	"github.com/runops/runops/internal/postgres"
 	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/sop"
@@ -533,12 +534,7 @@ func TestAnEditStoredAsItsLockWasLostStands(t *testing.T) {
 	entered, release := e.fake.Block(supabasetest.OpUpload)
 	answer := e.later("PATCH", "/api/sop/"+id, `{"type":"delete","nodeId":"refund"}`)
 	wait.Recv(t, entered, "the edit's upload")
-	var ended bool
-	if err := e.direct.QueryRow(context.Background(), `SELECT coalesce(bool_and(pg_terminate_backend(pid, 5000)), false)
-FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
-  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&ended); err != nil || !ended {
-		t.Fatalf("ending the lock holder's backend: %v %v", ended, err)
-	}
+	pgtest.EndAdvisoryHolders(t, e.direct)
 	release()
 	if r := answer(); r.status != 200 || !strings.Contains(r.raw, `"job_id"`) || strings.Contains(r.raw, `"id":"refund"`) {
 		t.Fatalf("the stored edit answered %d: %.300s", r.status, r.raw)

@@ -55,15 +55,31 @@ func Exec(tb testing.TB, pool *pgxpool.Pool) func(sql string, args ...any) {
 }
 
 // UntilWaiting polls, under wait.For's deadline, until a session of pool's
-// database waits on event (pg_stat_activity.wait_event: "advisory",
-// "transactionid", "tuple"): another session is held where the test wants
-// it.
+// database waits on event (Waiting): another session is held where the
+// test wants it.
 func UntilWaiting(tb testing.TB, pool *pgxpool.Pool, what, event string) {
 	tb.Helper()
-	wait.For(tb, what, 30*time.Second, func() bool {
-		var n int
-		_ = pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+	wait.For(tb, what, 30*time.Second, func() bool { return Waiting(pool, event) })
+}
+
+// Waiting tells whether a session of pool's database waits on event
+// (pg_stat_activity.wait_event: "advisory", "transactionid", "tuple").
+func Waiting(pool *pgxpool.Pool, event string) bool {
+	var n int
+	_ = pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
 WHERE datname = current_database() AND wait_event = $1`, event).Scan(&n)
-		return n > 0
-	})
+	return n > 0
+}
+
+// EndAdvisoryHolders ends the backends that hold an advisory lock in pool's
+// database (the SOP lock's holder), as a lost connection does: their locks
+// go with them.
+func EndAdvisoryHolders(tb testing.TB, pool *pgxpool.Pool) {
+	tb.Helper()
+	var ended bool
+	if err := pool.QueryRow(context.Background(), `SELECT coalesce(bool_and(pg_terminate_backend(pid, 5000)), false)
+FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&ended); err != nil || !ended {
+		tb.Fatalf("ending the lock holder's backend: %v %v", ended, err)
+	}
 }

@@ -168,7 +168,7 @@ func TestAPasswordInARequestsJSONIsCovered(t *testing.T) {
 		{Text: "Request Payload      view source", X: 40, Y: 90, Size: 20, Font: mediatest.Sans},
 		{Text: `{"email": "ops@acme-corp.com", "password": "` + pw + `", "remember": true}`, X: 40, Y: 140, Size: 20},
 	}}
-	coversOnScreen(t, screen, pw, "Request Payload")
+	coversOnScreen(t, screen, pw, "Request Payload", privacytest.Value{Kind: "password", Text: pw, Mark: "password"})
 }
 
 // aws configure in a dark terminal: the secret access key after its
@@ -205,7 +205,7 @@ func TestANewPasswordUnderItsTwoWordLabelIsCovered(t *testing.T) {
 			{Text: "Hide", X: 810, Y: 342, Size: 20},
 			{Text: "Use 12 characters or more.", X: 430, Y: 404, Size: 20},
 		}}
-	coversOnScreen(t, screen, formPassword, "Change your password")
+	coversOnScreen(t, screen, formPassword, "Change your password", privacytest.Value{Kind: "password", Text: formPassword, Mark: "password"})
 }
 
 // runPrivately runs video through a pipeline with the privacy pass on, the
@@ -246,7 +246,7 @@ func TestASessionCookieInDevtoolsCookiesTableIsCovered(t *testing.T) {
 		{Text: "csrftoken   Xk2mP9qL2vR8tY5wX1nB4cF7aZ0eU5iO    .acme.io    /", X: 40, Y: 140, Size: 18},
 		{Text: "sessionid   " + sid + "    .acme.io    /", X: 40, Y: 180, Size: 18},
 	}}
-	coversOnScreen(t, screen, sid, "Application")
+	coversOnScreen(t, screen, sid, "Application", privacytest.Value{Kind: "token", Text: sid, Mark: "secret"})
 }
 
 // redis-cli's -a: the password on the command line, as mysql's -p is.
@@ -254,7 +254,7 @@ func TestRedisCliPasswordIsCovered(t *testing.T) {
 	t.Parallel()
 	const pw = "Hunter2Sup3r"
 	screen := terminalScreen("ops@build-01:~$ redis-cli -h cache.internal -a "+pw+" ping", "PONG")
-	coversOnScreen(t, screen, pw, "PONG")
+	coversOnScreen(t, screen, pw, "PONG", privacytest.Value{Kind: "password", Text: pw, Mark: "password"})
 }
 
 // An ordinary Azure CLI command, no secret in it: on the screenshot OCR's

@@ -884,9 +884,7 @@ func TestAJobQueuedAgainWhileTheJanitorExpiresItKeepsItsOwner(t *testing.T) {
 		// Until it is queued, or waits for the janitor: the owner's check
 		// below decides.
 		wait.For(t, "queue-job to end or wait for the janitor", 30*time.Second, func() bool {
-			var waiting int
-			_ = pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'transactionid'`).Scan(&waiting)
-			return len(queued) > 0 || waiting > 0
+			return len(queued) > 0 || pgtest.Waiting(pool, "transactionid")
 		})
 		return nil
 	})

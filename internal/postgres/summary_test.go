@@ -292,7 +292,7 @@ func TestATagRecordedAfterTheLockWasLostIsNotStale(t *testing.T) {
 		_, err := a.StoreTagged(ctx, id, docA, nil, nil, func() error {
 			stored = docA // A's upload has landed
 			// A's lock connection dies: its backend is gone, and the lock with it.
-			endLockHolder(t, direct)
+			pgtest.EndAdvisoryHolders(t, direct)
 			// B (another API process, the worker) now has the lock, and writes.
 			if err := b.WithSOPLock(ctx, id, func(ctx context.Context) error {
 				_, err := b.StoreTagged(ctx, id, docB, nil, nil, func() error { stored = docB; return nil })
@@ -544,7 +544,7 @@ func TestAWriterThatDiesAfterItsUploadLeavesNoOldTag(t *testing.T) {
 			t.Errorf("while the new SOP is uploaded, readers see the tag %q of the one it replaces", got)
 		}
 		// The upload has landed; the lock's connection dies.
-		endLockHolder(t, pool)
+		pgtest.EndAdvisoryHolders(t, pool)
 		return nil
 	})
 	if err == nil {
@@ -566,7 +566,7 @@ func TestAnUploadLandingAfterTheLockWasLostLeavesNoStaleTag(t *testing.T) {
 	direct, id, a, b, docA, docB := lockRace(t)
 	var stored []byte // the bucket's SOP object
 	errA := storeSOP(ctx, a, id, docA, func() error {
-		endLockHolder(t, direct)
+		pgtest.EndAdvisoryHolders(t, direct)
 		if err := storeSOP(ctx, b, id, docB, func() error { stored = docB; return nil }); err != nil {
 			t.Fatalf("B's write: %v", err)
 		}
@@ -585,18 +585,6 @@ func TestAnUploadLandingAfterTheLockWasLostLeavesNoStaleTag(t *testing.T) {
 	}
 }
 
-// endLockHolder ends the backend of the SOP lock's holder, as a lost
-// connection does: its lock goes with it.
-func endLockHolder(t *testing.T, pool *pgxpool.Pool) {
-	t.Helper()
-	var ended bool
-	if err := pool.QueryRow(context.Background(), `SELECT coalesce(bool_and(pg_terminate_backend(pid, 5000)), false)
-FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
-  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&ended); err != nil || !ended {
-		t.Fatalf("ending the lock holder's backend: %v %v", ended, err)
-	}
-}
-
 // The same loss, B still uploading when A's upload lands and A's
 // transaction fails: A forgets the tags under the lock, after B has
 // recorded its own. Before, A forgot them at once, B recorded its tag
@@ -610,7 +598,7 @@ func TestAForgetAfterALostLockWaitsForTheWriterHoldingIt(t *testing.T) {
 	killed, bUploading, aEnded := make(chan struct{}), make(chan struct{}), make(chan error, 1)
 	go func() {
 		aEnded <- storeSOP(ctx, a, id, docA, func() error {
-			endLockHolder(t, direct)
+			pgtest.EndAdvisoryHolders(t, direct)
 			close(killed)
 			<-bUploading
 			stored = docA // A's upload, begun first, lands while B's is under way
@@ -630,9 +618,7 @@ func TestAForgetAfterALostLockWaitsForTheWriterHoldingIt(t *testing.T) {
 				return true
 			default:
 			}
-			var waiting int
-			_ = direct.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'advisory'`).Scan(&waiting)
-			return waiting > 0
+			return pgtest.Waiting(direct, "advisory")
 		})
 		return nil
 	})
@@ -649,7 +635,7 @@ func TestAForgetAfterALostLockWaitsForTheWriterHoldingIt(t *testing.T) {
 }
 
 // lockRace is a job's two SOP writers and their SOPs: A on a pool of its
-// own, whose lock connection a test ends (endLockHolder), and B on direct,
+// own, whose lock connection a test ends (pgtest.EndAdvisoryHolders), and B on direct,
 // a pool on a new database.
 func lockRace(t *testing.T) (direct *pgxpool.Pool, id jobs.ID, a, b *postgres.SOPLocker, docA, docB []byte) {
 	t.Helper()
