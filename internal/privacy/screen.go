@@ -2,7 +2,6 @@ package privacy
 
 import (
 	"image"
-	"regexp"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -20,7 +19,6 @@ type Screen struct {
 	words []string          // word index → its text, folded as OCR reads
 	raw   []string          // word index → its text, without the punctuation around it
 	line  []int             // word index → its line
-	spans [][2]int          // word index → where it is in text
 	// views of text: as read, with wrapped lines joined, and with OCR's
 	// spaces beside a token's joining characters dropped too
 	views []view
@@ -50,7 +48,6 @@ func (r *Redactor) ReadScreen(lines []ocr.Line) *Screen {
 				b.WriteByte(' ')
 				s.word = append(s.word, -1)
 			}
-			s.spans = append(s.spans, [2]int{b.Len(), b.Len() + len(w.Text)})
 			b.WriteString(w.Text)
 			for range len(w.Text) {
 				s.word = append(s.word, len(s.boxes))
@@ -78,45 +75,13 @@ func (r *Redactor) ReadScreen(lines []ocr.Line) *Screen {
 			all = append(all, Match{start, end, m.Kind})
 		}
 	}
-	s.found = union(append(all, s.underHeaders()...))
+	s.found = union(all)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, m := range s.found {
 		r.learnLines(s.text[m.Start:m.End], m.Kind, true)
 	}
 	return s
-}
-
-// columnHeader is a table's column of secrets, named in its header
-// ("Password", "Secret", "Token", "API key").
-var columnHeader = regexp.MustCompile(`(?i)^(?:password|passwort|passwd|pwd|passphrase|secret|token|api ?key|access ?key|secret ?key)$`)
-
-// underHeaders finds the values in a table's column of secrets: the word
-// under its header, on each line below, whose box shares the header's
-// columns, when it is a value as a password's label would keep it
-// (shownPassword: not the dots of a hidden one, not a word). A password
-// manager's list, a spreadsheet of accounts: nothing beside the value
-// names it.
-func (s *Screen) underHeaders() []Match {
-	var out []Match
-	for h := range s.boxes {
-		name := s.raw[h]
-		from := h
-		if strings.EqualFold(name, "key") && h > 0 && s.line[h-1] == s.line[h] && columnHeader.MatchString(s.raw[h-1]+" "+name) {
-			from = h - 1 // "API key": two words
-		} else if !columnHeader.MatchString(name) {
-			continue
-		}
-		col := s.boxes[from].Union(s.boxes[h])
-		for w := h + 1; w < len(s.boxes); w++ {
-			b := s.boxes[w]
-			if s.line[w] == s.line[h] || b.Min.X >= col.Max.X || b.Max.X <= col.Min.X || !shownPassword(s.raw[w]) {
-				continue
-			}
-			out = append(out, Match{s.spans[w][0], s.spans[w][1], Password})
-		}
-	}
-	return out
 }
 
 // unwrap joins the lines of v (a view of a Screen's text that keeps its
