@@ -96,7 +96,7 @@ const secretName = `(?i:[\p{L}\p{N}_.\-]*?(?:password|passwd|passphrase|pwd|secr
 
 // passwordName is a name that says its value is a password, in the
 // languages forms are most often in too.
-const passwordName = `(?i:[\p{L}\p{N}_.\-]*?(?:password|passwd|passphrase|pwd)[\p{L}\p{N}_\-]*|[\p{L}\p{N}_\-]*_pass|pass|passwort|kennwort|mot de passe|contraseña|contrasena|senha|wachtwoord|lösenord|losenord|adgangskode|passord|salasana|hasło|haslo|heslo|parola|пароль|パスワード|密码|密碼|비밀번호)`
+const passwordName = `(?i:[\p{L}\p{N}_.\-]*?(?:password|passwd|passphrase|passcode|pwd)[\p{L}\p{N}_\-]*|[\p{L}\p{N}_\-]*_pass|pass|passwort|kennwort|mot de passe|contraseña|contrasena|senha|wachtwoord|lösenord|losenord|adgangskode|passord|salasana|hasło|haslo|heslo|parola|пароль|パスワード|密码|密碼|비밀번호)`
 
 // assignedValue is what follows a name and its operator: quoted (in
 // Markdown's backticks too, a code span that neither begins nor ends with
@@ -182,7 +182,7 @@ var builtins = []rule{
 	// four ("jbsw y3dp ehpk 3pxp …"), and the codes under a "recovery
 	// codes" heading: each signs in without the second factor.
 	{kind: Token, re: regexp.MustCompile(`(?i)\b[a-z2-7]{4}(?:[ \t][a-z2-7]{4}){3,}\b`), ok: base32Key, bounded: true},
-	{kind: Token, re: regexp.MustCompile(`(?i)\b(?:recovery|backup|emergency|one-time)[ \t]+codes?\b[^\n]*\n((?:[ \t]*` + codeWord + `(?:[ \t]+` + codeWord + `)*[ \t]*(?:\n|$))+)`), group: 1},
+	{kind: Token, re: regexp.MustCompile(`(?i)\b(?:recovery|backup|emergency|one-time)[ \t]+codes?\b[^\n]*\n((?:[ \t]*` + codeWord + `(?:[ \t]+` + codeWord + `)*[ \t]*(?:\n|$))+)`), group: 1, ok: recoveryCodes},
 	// A webhook's signing secret (Stripe's whsec_).
 	{kind: Token, re: regexp.MustCompile(`\bwhsec_[A-Za-z0-9+/]{24,}`), bounded: true},
 	// A value assigned to a name that says it is secret, as .env files and
@@ -619,6 +619,19 @@ func filePath(v string) bool {
 // and no certificate's file (az login -p ~/certs/sp.pem).
 func optionPassword(v string) bool {
 	return notOrdinary(v) && !filePath(v)
+}
+
+// recoveryCodes keeps a block of codes made as codes are: each of six
+// characters or more (a dash apart), mixing letters and digits or all
+// digits — not a count ("10") or a machine's name ("R01").
+func recoveryCodes(v string) bool {
+	for _, code := range strings.Fields(v) {
+		bare := strings.ReplaceAll(code, "-", "")
+		if len(bare) < 6 || !looksGenerated(bare) && strings.Trim(bare, "0123456789") != "" {
+			return false
+		}
+	}
+	return true
 }
 
 // base32Key keeps groups of base32 made as keys are: 16 characters or

@@ -501,3 +501,32 @@ func TestSecondFactorSecretsAreCovered(t *testing.T) {
 		t.Errorf("the text keeps the setup key: %q", text)
 	}
 }
+
+// What a fresh-eye attack found after the recovery codes' and the column's
+// rules: a count under "Backup codes" is no code (it was covered, and every
+// "10" in the SOP's text became a variable); a meeting's passcode is a
+// password.
+func TestACountUnderBackupCodesIsNoCodeAndAPasscodeIsAPassword(t *testing.T) {
+	t.Parallel()
+	r := privacy.NewRedactor(detector(t), nil)
+	lines := page("Backup codes", "10", "Get new codes")
+	if got := covered(lines, r.Cover(r.ReadScreen(lines))); len(got) > 0 {
+		t.Errorf("covered %q", got)
+	}
+	if s := "Click Get new codes; you get 10 codes. Wait 10 minutes."; r.Text(s) != s {
+		t.Errorf("%q -> %q", s, r.Text(s))
+	}
+	if ok, got := coversOn(t, "8Hk2Qz", "Meeting ID: 845 2231 9087", "Passcode: 8Hk2Qz"); !ok {
+		t.Errorf("the passcode is not covered (covered %q)", got)
+	}
+	for name, rows := range map[string][]string{
+		"gitlab access tokens":     {"Token name          Scopes           Created", "ci-deploy           api, read_repo   2024-01-12"},
+		"aws secrets manager":      {"Secret name                     Description", "prod/db-credentials             Postgres master login"},
+		"a password heading above": {"Password", "Last changed Mar 14", "2-Step Verification      On since Jan 2, 2023"},
+	} {
+		lines := page(rows...)
+		if got := covered(lines, r.Cover(r.ReadScreen(lines))); len(got) > 0 {
+			t.Errorf("%s: covered %q", name, got)
+		}
+	}
+}
