@@ -14,6 +14,10 @@ import (
 // codeSpans are the `…` spans of a Markdown table cell.
 var codeSpans = regexp.MustCompile("`([^`]+)`")
 
+// quotedCode is code a row's second cell quotes from a file beside the two
+// it sends a newcomer to: "`file` holds `code`", word for word.
+var quotedCode = regexp.MustCompile("`([\\w./-]+\\.\\w+)` holds `([^`]+)`")
+
 // sqlCode is a migration without its comments (-- to the end of the line,
 // /* to */), which begin only outside quotes: a name cited there must be in
 // its code. A dollar-quoted body is code too.
@@ -99,7 +103,8 @@ func declared(file string) (map[string]bool, error) {
 // row names, in its third cell, one or two groups "`file`: `name`, `name`"
 // split by ";" (a newcomer opens at most those two files and README), and
 // each file must exist and declare each name (Go) or contain it (any other
-// file).
+// file). Code its second cell quotes ("`file` holds `code`") must be in
+// that file, word for word.
 func whereProblems(root, readme string) []string {
 	_, section, ok := strings.Cut(readme, "\n## Where things happen\n")
 	if !ok {
@@ -118,6 +123,12 @@ func whereProblems(root, readme string) []string {
 			continue
 		}
 		rows++
+		for _, q := range quotedCode.FindAllStringSubmatch(cells[2], -1) {
+			b, err := os.ReadFile(filepath.Join(root, q[1]))
+			if err != nil || !strings.Contains(string(b), q[2]) {
+				problems = append(problems, q[1]+" does not hold "+q[2])
+			}
+		}
 		groups := strings.Split(cells[3], ";")
 		if len(groups) > 2 {
 			problems = append(problems, "a row that sends a newcomer to more than two files: "+strings.TrimSpace(cells[1]))
@@ -178,8 +189,8 @@ func TestWhereThingsHappenIsTrue(t *testing.T) {
 
 // The check finds a missing file, a missing function, a method named on
 // the wrong type, a name missing from a migration (or only in its comments,
-// or only as part of a longer name), rows it cannot read and a row with
-// three files.
+// or only as part of a longer name), rows it cannot read, a row with three
+// files, and code quoted from a file that does not hold it.
 func TestTheWhereCheckCanFail(t *testing.T) {
 	md := "intro\n## Where things happen\n\n| question | in short | where it happens | explained in |\n|---|---|---|---|\n" +
 		"| a? | y | `internal/queue/lease.go`: `Worker.heartbeat`, `Worker.noSuchThing`; `internal/queue/gone.go`: `X` | x |\n" +
@@ -187,6 +198,7 @@ func TestTheWhereCheckCanFail(t *testing.T) {
 		"| c? | y | internal/queue/lease.go heartbeat | x |\n| d? | y | `a|b` | x |\n" +
 		"| g? | y | `supabase/migrations/20261207000000_claim_owner_first.sql`: `BenchmarkClaimOrder`, `runops_cl`, `runops videos read` | x |\n" +
 		"| e? | y | `internal/queue/lease.go`: `run.lose`; `internal/queue/run.go`: `Worker.execute`; `internal/queue/worker.go`: `Worker.Wake` | x |\n" +
+		"| h? | `cmd/runops/main.go` holds `CapOwners(cfg.OwnerCap)`, `cmd/runops/main.go` holds `CapOwners(cfg.OwnerConcurrency)`, `cmd/runops/gone.go` holds `x` | `internal/queue/lease.go`: `run.lose` | x |\n" +
 		"## Next\n| f? | y | `internal/queue/gone2.go`: `X` | x |\n"
 	got := strings.Join(whereProblems("..", md), "\n")
 	want := strings.Join([]string{
@@ -200,6 +212,8 @@ func TestTheWhereCheckCanFail(t *testing.T) {
 		"supabase/migrations/20261207000000_claim_owner_first.sql has no runops_cl",
 		"supabase/migrations/20261207000000_claim_owner_first.sql has no runops videos read",
 		"a row that sends a newcomer to more than two files: e?",
+		"cmd/runops/main.go does not hold CapOwners(cfg.OwnerCap)",
+		"cmd/runops/gone.go does not hold x",
 	}, "\n")
 	if got != want {
 		t.Errorf("problems:\n%s\nwant:\n%s", got, want)
