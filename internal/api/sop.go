@@ -349,9 +349,9 @@ func (s *server) patchSOP(w http.ResponseWriter, r *http.Request) error {
 	})
 	if err != nil && outTag != "" && s.editStands(r.Context(), id, outTag) {
 		// Stored, and what is stored now, though the lock's transaction
-		// failed at its end (its connection lost during the upload): the
+		// failed at its end (its connection ended during the upload): the
 		// edit is done, and its deleted steps' screenshots go with it.
-		s.o.Logger.Warn("SOP edit stored though its lock was lost; it stands", "job_id", id, "error", err)
+		s.o.Logger.Warn("SOP edit stored though its lock's connection ended; it stands", "job_id", id, "error", err)
 		err = nil
 	}
 	if err == nil && len(dropped) > 0 {
@@ -398,7 +398,7 @@ func (s *server) edited(doc *sop.Document, patch sopPatch) ([]byte, error) {
 
 // editStands tells, under the SOP lock again, whether the SOP stored now is
 // the one an edit stored, tagged tag: another writer may have taken the
-// lock while the edit's connection was lost, and written after it.
+// lock after the edit's connection ended, and written after it.
 func (s *server) editStands(ctx context.Context, id jobs.ID, tag string) bool {
 	stands := false
 	err := s.o.SOPs.WithSOPLock(ctx, id, func(ctx context.Context) error {

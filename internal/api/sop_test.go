@@ -520,7 +520,7 @@ func TestEditsBehindTheSmartCDNWaitForIt(t *testing.T) {
 	}
 }
 
-// An edit whose lock's connection is lost while its upload is on its way
+// An edit whose lock's connection ends while its upload is on its way
 // is stored all the same; once that upload lands it is what is stored, and
 // nobody followed it: the edit answers 200 with the document, and the
 // screenshot of the step it deleted is removed. Before, it answered 503

@@ -18,7 +18,7 @@ import (
 // nothing, and a worker finishing many jobs at once — a burst of uploads
 // that all fail at the first step — pays one round trip, one statement and
 // one commit for all of them instead of one each. Each row keeps its own
-// fence: one that lost its lease matches nothing, whatever the others do.
+// fence: one whose run lost the job matches nothing, whatever the others do.
 const finishJobs = `
 WITH input AS (
   SELECT x.job_id, x.token, x.status, x.error, x.cause, coalesce(x.patch, '{}'::jsonb) AS patch

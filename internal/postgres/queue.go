@@ -16,7 +16,7 @@ import (
 
 // The queue's SQL. Every write of a worker is fenced: it matches only while
 // the row is processing under that worker's lease token, so a worker that
-// lost its lease (or whose job a person edited) can never overwrite anything.
+// lost the job (to an expired lease or a person's edit) can never overwrite anything.
 const (
 	fence = ` AND status = 'processing' AND metadata->'lease'->>'token' = $2`
 

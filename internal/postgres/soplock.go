@@ -69,7 +69,7 @@ func (l *SOPLocker) WithSOPLock(ctx context.Context, id jobs.ID, fn func(context
 }
 
 // WithSOPLease runs fn while holding the lock of id's SOP and while the claim
-// with lease token holds the job, so that a worker that lost its lease can
+// with lease token holds the job, so that a worker that lost the job can
 // never write the SOP over a newer run's or a person's edit. It returns,
 // without calling fn, queue.ErrCancelled when a person's edit took the job
 // (status changed, row deleted) and queue.ErrLost otherwise (the lease
@@ -168,7 +168,7 @@ func (l *SOPLocker) forgetAfterLoss(ctx context.Context, id jobs.ID, cause error
 		return err
 	})
 	if err != nil {
-		cmp.Or(l.Logger, slog.Default()).WarnContext(ctx, "the SOP lock was lost and the job's tags could not be forgotten: revalidations may answer 304 for an earlier SOP until the next write",
+		cmp.Or(l.Logger, slog.Default()).WarnContext(ctx, "the SOP lock's connection ended and the job's tags could not be forgotten: revalidations may answer 304 for an earlier SOP until the next write",
 			"job_id", id, "lock_error", cause, "error", err)
 	}
 }
