@@ -449,7 +449,7 @@ func startEngine(ctx, runCtx context.Context, stop func(), g *errgroup.Group, cf
 	janitor := &retention.Janitor{Store: postgres.NewJobStore(pool), Objects: objects, Raw: cfg.RawRetention,
 		Slim: cfg.SlimRetention, Every: cfg.Sweep, Logger: e.log}
 	// The others ask for it every lease TTL: within that of its holder's
-	// stop, and within two of its death (its tenure expires first).
+	// stop, and within two of its death (its tenure lapses first).
 	duty := &postgres.Duty{Pool: pool, Name: "housekeeping", Holder: w.Name(), TTL: cfg.LeaseTTL, Retry: cfg.LeaseTTL, Logger: e.log}
 	g.Go(func() error { w.Housekeep(ctx, duty, janitor.Run); return nil })
 	if len(cfg.WebhookURLs) > 0 {

@@ -13,7 +13,7 @@ import (
 // database for a tenure (tenure.go; migration …_fleet_duties.sql): the rescue of
 // expired leases and the retention janitor, which every worker used to run
 // every sweep. A worker takes the duty when nobody holds it, or its holder's
-// tenure expired (it died); renews it every TTL/3; gives it up when it stops,
+// tenure lapsed (it died); renews it every TTL/3; gives it up when it stops,
 // so that another takes it at its next ask. Asked every Retry while another
 // holds it.
 type Duty struct {
@@ -43,7 +43,7 @@ func (d *Duty) Run(ctx context.Context, work func(context.Context)) {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if _, err := d.Pool.Exec(rctx, giveUpDuty, d.Name, d.Holder); err != nil {
-			d.Logger.Warn("duty not given up (it expires on its own)", "duty", d.Name, "error", err)
+			d.Logger.Warn("duty not given up (its tenure lapses on its own)", "duty", d.Name, "error", err)
 		}
 	}()
 	for ctx.Err() == nil {
@@ -70,7 +70,7 @@ func (d *Duty) Run(ctx context.Context, work func(context.Context)) {
 		case end.refused:
 			d.Logger.Warn("fleet duty taken by another worker", "duty", d.Name)
 		case end.lapsed != nil:
-			d.Logger.Warn("fleet duty given up: not renewed in time", "duty", d.Name, "error", end.lapsed)
+			d.Logger.Warn("fleet duty lapsed: not renewed in time", "duty", d.Name, "error", end.lapsed)
 		}
 	}
 }

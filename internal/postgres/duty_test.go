@@ -15,8 +15,8 @@ import (
 
 // One worker of three holds a fleet duty at a time; when it stops it gives
 // the duty up and another takes it; when its renewals hang (the network
-// stops answering) it stops before the duty expires, and so before another
-// is given it; when it dies, another takes it once it expires.
+// stops answering) it stops before its tenure lapses, and so before another
+// is given it; when it dies, another takes it once its tenure lapses.
 func TestAFleetDutyHasOneHolder(t *testing.T) {
 	t.Parallel()
 	pool, hung, proxy := hangingPool(t)

@@ -67,7 +67,7 @@ func (s *ListenerSlot) Run(ctx context.Context, listen func(context.Context) err
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if _, err := s.Pool.Exec(rctx, giveUpSlot, s.Holder); err != nil {
-			s.Logger.Warn("listener slot not given up (it expires on its own)", "error", err)
+			s.Logger.Warn("listener slot not given up (its tenure lapses on its own)", "error", err)
 		}
 	}()
 	for ctx.Err() == nil {
@@ -123,9 +123,9 @@ func (s *ListenerSlot) take(ctx context.Context) bool {
 }
 
 // keep renews the slot (hold) until ctx ends, its tenure ends, or the
-// listener stops on its own (stopped, with its error). A slot not renewed in
-// time, or refused, is given up — the caller closes the listener — before
-// another worker could be given it.
+// listener stops on its own (stopped, with its error). A tenure that lapses
+// (not renewed in time) or is refused ends — the caller closes the listener —
+// before another worker could be given the slot.
 func (s *ListenerSlot) keep(ctx context.Context, listening <-chan error) (stopped bool, err error) {
 	end := hold(ctx, s.TTL, func(ctx context.Context) (bool, error) {
 		slot, _, err := s.ask(ctx)
@@ -140,7 +140,7 @@ func (s *ListenerSlot) keep(ctx context.Context, listening <-chan error) (stoppe
 	return end.stopped, end.err
 }
 
-// ask renews or claims a slot: the slot held (0: none) and the cap.
+// ask renews or takes a slot: the slot held (0: none) and the cap.
 func (s *ListenerSlot) ask(ctx context.Context) (slot, slots int, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

@@ -112,7 +112,7 @@ func TestListenerSlotsAreAShareOfTheRolesConnections(t *testing.T) {
 
 // A worker whose slot renewal the database never answers (the network
 // stops answering: its connections stay open, nothing comes back) stops
-// listening before its slot expires, and so before another worker is given
+// listening before its tenure lapses, and so before another worker is given
 // it: never two listeners on one slot.
 func TestAListenerSlotIsGivenUpBeforeItExpires(t *testing.T) {
 	t.Parallel()

@@ -665,7 +665,7 @@ func TestHeartbeatMustFitTwiceInTheStopMargin(t *testing.T) {
 // lost (the notifying trigger off for the edit), both with heartbeats far
 // apart so that only their sweep can notice. A re-queue ends the run's
 // attempt as cancelled and runs the job again; a stop ends it the same way,
-// its lease given up.
+// its lease dropped.
 func TestEditsStopRunsWithoutANotification(t *testing.T) {
 	t.Parallel()
 	for _, listen := range []bool{false, true} {
