@@ -44,10 +44,10 @@ func newReporter(store Store, r *run, delay time.Duration) *reporter {
 // lost tells whether the run has lost the job.
 func (r *reporter) lost() bool { return r.run.lost() }
 
-// lose stops the run: its write found the job lost (run.loseReading). What
-// it returns is the run's cause, which the heartbeat may have set while the
-// question was asked.
-func (r *reporter) lose() error { return r.run.loseReading(r.store) }
+// loseReading stops the run: its write found the job lost, and the row is
+// asked why (run.loseReading). What it returns is the run's cause, which
+// the heartbeat may have set while the question was asked.
+func (r *reporter) loseReading() error { return r.run.loseReading(r.store) }
 
 // flushStages writes a pending stage once it has lasted the stage delay,
 // until ctx — the run's — ends (then the outcome takes what is pending).
@@ -143,7 +143,7 @@ func (r *reporter) write(ctx context.Context, patch map[string]any) error {
 		case err == nil && ok:
 			return nil
 		case err == nil:
-			return r.lose()
+			return r.loseReading()
 		case !errors.Is(err, jobs.ErrUnavailable) || ctx.Err() != nil:
 			return err
 		}
@@ -215,7 +215,7 @@ func (r *reporter) Progress(ctx context.Context, p float64) error {
 	ok, err := r.store.Merge(ctx, r.run.job.ID, r.run.job.Token, patch)
 	switch {
 	case err == nil && !ok:
-		return r.lose()
+		return r.loseReading()
 	case err != nil:
 		r.keep(pending) // the stage is still to be written
 	}
