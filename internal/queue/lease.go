@@ -132,16 +132,16 @@ func (w *Worker) endRun(job Job, what string, write func(context.Context) (bool,
 func (w *Worker) heartbeat(ctx context.Context, r *run, log *slog.Logger) {
 	margin := StopMargin(w.cfg.LeaseTTL)
 	stopAt := r.job.claimedAt.Add(margin)
-	expiring := time.NewTimer(time.Until(stopAt))
-	defer expiring.Stop()
+	stopTimer := time.NewTimer(time.Until(stopAt))
+	defer stopTimer.Stop()
 	next := time.NewTimer(time.Until(r.job.claimedAt.Add(w.cfg.Heartbeat)))
 	defer next.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-expiring.C:
-			log.Error("lease not renewed in time (database unreachable): stopping the job before the lease expires")
+		case <-stopTimer.C:
+			log.Error("lease not renewed in time (database unreachable): the job is lost, and the run stops before another worker can be given it")
 			r.lose(ErrLost)
 			return
 		case <-next.C:
@@ -157,7 +157,7 @@ func (w *Worker) heartbeat(ctx context.Context, r *run, log *slog.Logger) {
 		case err == nil && ok:
 			// The lease now runs until at least sent + LeaseTTL.
 			stopAt = sent.Add(margin)
-			expiring.Reset(time.Until(stopAt))
+			stopTimer.Reset(time.Until(stopAt))
 			next.Reset(w.cfg.Heartbeat)
 		case err == nil:
 			r.loseReading(w.store)
