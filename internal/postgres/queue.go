@@ -58,11 +58,12 @@ WHERE job_id = $1` + fence + WorkerMark
 
 	// After a person re-queued a job its holder drops its lease, so that
 	// the next claim need not wait for it to expire, and says so: the
-	// metadata-only update sends no notification of its own.
+	// metadata-only update sends no notification of its own. The attempt is
+	// closed as cancelled with the cause $3 (queue.CancelledCause).
 	dropLease = `
 WITH r AS (
   UPDATE public.jobs
-  SET metadata = public.runops_close_attempt(metadata, $2, 'cancelled', 'stopped by a change to the job')
+  SET metadata = public.runops_close_attempt(metadata, $2, 'cancelled', $3)
   WHERE job_id = $1 AND status <> 'processing' AND metadata->'lease'->>'token' = $2` + WorkerMark + `
   RETURNING job_id, status
 )
@@ -219,7 +220,7 @@ func (s *QueueStore) HandBack(ctx context.Context, id jobs.ID, token string) (bo
 // attempt: a no-op while the job is processing, or once the lease is gone.
 func (s *QueueStore) DropLease(ctx context.Context, id jobs.ID, token string) (bool, error) {
 	var closed bool
-	err := s.pool.QueryRow(ctx, dropLease, string(id), token).Scan(&closed)
+	err := s.pool.QueryRow(ctx, dropLease, string(id), token, queue.CancelledCause).Scan(&closed)
 	return closed, wrap("drop lease", err)
 }
 

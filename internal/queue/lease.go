@@ -237,8 +237,12 @@ func (w *Worker) watchEdits(ctx context.Context) {
 // good: it may clean up remote state).
 var (
 	ErrLost      = errors.New("lease lost: the job is no longer this run's")
-	ErrCancelled = fmt.Errorf("stopped by a change to the job: %w", ErrLost)
+	ErrCancelled = fmt.Errorf("%s: %w", CancelledCause, ErrLost)
 )
+
+// CancelledCause begins ErrCancelled's text, and is the error stored with an
+// attempt closed as cancelled (Store.DropLease): written once, here.
+const CancelledCause = "stopped by a change to the job"
 
 // LossCause is why a run lost its job, from the job's status as it is now
 // (found false: the row is gone): no longer processing — a person changed
