@@ -19,17 +19,19 @@ import (
 // that all fail at the first step — pays one round trip, one statement and
 // one commit for all of them instead of one each. Each row keeps its own
 // fence: one whose run lost the job matches nothing, whatever the others do.
+// (The fence's unqualified status and metadata are the job's: input names
+// its status new_status.)
 const finishJobs = `
 WITH input AS (
-  SELECT x.job_id, x.token, x.status, x.error, x.cause, coalesce(x.patch, '{}'::jsonb) AS patch
+  SELECT x.job_id, x.token, x.status AS new_status, x.error, x.cause, coalesce(x.patch, '{}'::jsonb) AS patch
   FROM jsonb_to_recordset($1::jsonb) AS x(job_id uuid, token text, status text, error text, cause text, patch jsonb)
 ), done AS (
   UPDATE public.jobs j
-  SET status = i.status, error = i.error,
-      completed_at = CASE WHEN i.status = 'completed' THEN now() ELSE j.completed_at END,
-      metadata = public.runops_jsonb_merge(public.runops_close_attempt(j.metadata, i.token, i.status, i.cause), i.patch)
+  SET status = i.new_status, error = i.error,
+      completed_at = CASE WHEN i.new_status = 'completed' THEN now() ELSE j.completed_at END,
+      metadata = public.runops_jsonb_merge(public.runops_close_attempt(j.metadata, i.token, i.new_status, i.cause), i.patch)
   FROM input i
-  WHERE j.job_id = i.job_id AND j.status = 'processing' AND j.metadata->'lease'->>'token' = i.token` + WorkerMark + `
+  WHERE j.job_id = i.job_id` + fenceOn + `i.token` + WorkerMark + `
   RETURNING j.job_id, j.status, j.error, j.created_at, j.completed_at, j.metadata
 )
 SELECT done.job_id::text FROM done, LATERAL (SELECT public.runops_record_event(done.job_id, done.status, done.error,

@@ -18,7 +18,11 @@ import (
 // the row is processing under that worker's lease token, so a worker that
 // lost the job (to an expired lease or a person's edit) can never overwrite anything.
 const (
-	fence = ` AND status = 'processing' AND metadata->'lease'->>'token' = $2`
+	fence = fenceOn + `$2`
+
+	// fenceOn is the fence before its token: a statement whose token is not
+	// $2 (finishJobs, one token a row) ends it with its own.
+	fenceOn = ` AND status = 'processing' AND metadata->'lease'->>'token' = `
 
 	// WorkerMark marks the statement's transaction as the worker's, so that the
 	// notify trigger stays silent for its claims and outcomes (the
