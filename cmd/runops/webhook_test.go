@@ -55,7 +55,7 @@ func TestWebhookSurvivesAWorkerRestart(t *testing.T) {
 	bin := recordingBinary(t)
 	d, dsn := newDB(t)
 	// The receiver's address is taken now and served only later: until then
-	// every delivery attempt is refused.
+	// every delivery's try is refused.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +91,7 @@ func TestWebhookSurvivesAWorkerRestart(t *testing.T) {
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close() })
 
-	// The failed attempt's retry waits at most a couple of seconds.
+	// The failed try's retry waits at most a couple of seconds.
 	startWorker(t, bin, dsn, env...)
 	d.waitFor("the event delivered by the new worker", func() bool {
 		return d.scalar(`SELECT count(*) FROM runops_webhooks WHERE job_id = $1 AND delivered_at IS NOT NULL`, id).(int64) == 1

@@ -46,10 +46,10 @@ var (
 	// HTTPRequests counts API answers by route pattern and status code.
 	HTTPRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "runops_http_requests_total",
 		Help: "HTTP requests answered, by route pattern and status code."}, []string{"route", "code"})
-	// WebhookDeliveries counts webhook delivery attempts by outcome
+	// WebhookDeliveries counts webhook delivery tries by outcome
 	// (delivered, failed, given_up).
 	WebhookDeliveries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "runops_webhook_deliveries_total",
-		Help: "Webhook delivery attempts, by outcome."}, []string{"outcome"})
+		Help: "Webhook delivery tries, by outcome."}, []string{"outcome"})
 	// HTTPSeconds is how long API answers took, by route pattern.
 	HTTPSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "runops_http_request_seconds",
 		Help: "Time to answer an HTTP request, by route pattern.", Buckets: httpBuckets}, []string{"route"})

@@ -74,7 +74,7 @@ func (w *Webhooks) Due(ctx context.Context, urls []string, n int, hold time.Dura
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (webhook.Delivery, error) {
 		var d webhook.Delivery
 		var data string
-		err := r.Scan(&d.EventID, &d.URL, &d.Type, &data, &d.Attempts, &d.Created)
+		err := r.Scan(&d.EventID, &d.URL, &d.Type, &data, &d.Tries, &d.Created)
 		d.Data = []byte(data)
 		return d, err
 	})
@@ -113,7 +113,7 @@ type Event struct {
 	URL         string     `json:"url"`
 	Type        string     `json:"type"`
 	Created     time.Time  `json:"created_at"`
-	Attempts    int        `json:"attempts"`
+	Tries       int        `json:"attempts"` // the stored attempts column
 	DeliveredAt *time.Time `json:"delivered_at"`
 	GivenUpAt   *time.Time `json:"given_up_at"`
 	LastError   string     `json:"last_error,omitempty"`
@@ -127,7 +127,7 @@ func (w *Webhooks) Events(ctx context.Context, id jobs.ID) ([]Event, error) {
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Event, error) {
 		var e Event
-		err := r.Scan(&e.ID, &e.URL, &e.Type, &e.Created, &e.Attempts, &e.DeliveredAt, &e.GivenUpAt, &e.LastError)
+		err := r.Scan(&e.ID, &e.URL, &e.Type, &e.Created, &e.Tries, &e.DeliveredAt, &e.GivenUpAt, &e.LastError)
 		return e, err
 	})
 	if out == nil {

@@ -33,7 +33,7 @@ func (m *memStore) Abandon(context.Context, []string, time.Duration, string) (in
 }
 
 // A failing delivery is retried until the event is 24 hours old, then given
-// up; the retry comes after the backoff of its attempt count.
+// up; the retry comes after the backoff of its count of tries.
 func TestGiveUpAfterADay(t *testing.T) {
 	down := NewReceiver(t, SecretOld)
 	down.Status.Store(http.StatusBadGateway)
@@ -49,18 +49,18 @@ func TestGiveUpAfterADay(t *testing.T) {
 	m := &memStore{}
 	d := &Deliverer{Store: m, Keys: keys, Client: &http.Client{}, Logger: slog.New(slog.DiscardHandler), now: func() time.Time { return now }}
 
-	m.due = []Delivery{{EventID: "e", URL: down.URL, Type: "job.failed", Data: data, Attempts: 3, Created: now.Add(-23 * time.Hour)}}
+	m.due = []Delivery{{EventID: "e", URL: down.URL, Type: "job.failed", Data: data, Tries: 3, Created: now.Add(-23 * time.Hour)}}
 	if _, err := d.Once(context.Background()); err != nil || m.retried != 1 || m.given != 0 {
 		t.Fatalf("a day not over: retried %d, given up %d, %v", m.retried, m.given, err)
 	}
 	if wait := m.next.Sub(now); wait < 3200*time.Millisecond || wait > 4800*time.Millisecond {
 		t.Fatalf("retry after %s; want about 4 s after 3 tries", wait)
 	}
-	m.due = []Delivery{{EventID: "e", URL: down.URL, Type: "job.failed", Data: data, Attempts: 20, Created: now.Add(-24 * time.Hour)}}
+	m.due = []Delivery{{EventID: "e", URL: down.URL, Type: "job.failed", Data: data, Tries: 20, Created: now.Add(-24 * time.Hour)}}
 	if _, err := d.Once(context.Background()); err != nil || m.given != 1 || m.retried != 1 {
 		t.Fatalf("a day over: retried %d, given up %d, %v", m.retried, m.given, err)
 	}
 	if got := down.Verified(); len(got) != 2 || got[0].ID != "e" || got[1].ID != "e" {
-		t.Fatalf("the receiver verified %d attempts of event e: %+v", len(got), got)
+		t.Fatalf("the receiver verified %d tries of event e: %+v", len(got), got)
 	}
 }

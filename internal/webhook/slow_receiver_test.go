@@ -50,6 +50,6 @@ func TestAHangingReceiverDoesNotHoldUpTheOthers(t *testing.T) {
 		}
 	}
 	if got := len(healthy.Verified()); got != n {
-		t.Fatalf("after 3 rounds the healthy receiver got %d of its %d due events: each attempt at the hanging one costs the whole client timeout, one after another", got, n)
+		t.Fatalf("after 3 rounds the healthy receiver got %d of its %d due events: each try at the hanging one costs the whole client timeout, one after another", got, n)
 	}
 }

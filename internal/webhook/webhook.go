@@ -4,7 +4,7 @@
 // signed with RUNOPS_WEBHOOK_SECRET as Standard Webhooks
 // (https://www.standardwebhooks.com) sign them; retried after about a
 // second, doubling with jitter up to an hour, given up 24 hours after the
-// event. Safe with many worker processes: each delivery attempt is taken by
+// event. Safe with many worker processes: each delivery's try is taken by
 // one of them.
 package webhook
 
@@ -36,15 +36,15 @@ import (
 
 // Delivery is one event to send to one URL.
 type Delivery struct {
-	EventID  string // the webhook-id: the same on every attempt, and at every URL
-	URL      string
-	Type     string // job.completed or job.failed
-	Data     []byte // the event's fields, a JSON object: the body's "data"
-	Attempts int    // including this one
-	Created  time.Time
+	EventID string // the webhook-id: the same on every try, and at every URL
+	URL     string
+	Type    string // job.completed or job.failed
+	Data    []byte // the event's fields, a JSON object: the body's "data"
+	Tries   int    // including this one (the stored attempts)
+	Created time.Time
 }
 
-// Body is what is sent for d, the same bytes on every attempt:
+// Body is what is sent for d, the same bytes on every try:
 // {"type": d.Type, "timestamp": d.Created in RFC 3339, "data": d.Data},
 // with data as the document describes it (dataAsDescribed).
 func (d Delivery) Body() ([]byte, error) {
@@ -116,7 +116,7 @@ func dataAsDescribed(data json.RawMessage) json.RawMessage {
 type Store interface {
 	// Due takes up to n deliveries of each receiver of urls (nil: every
 	// one) whose time has come, oldest first, holding them from other
-	// deliverers for hold (an attempt each).
+	// deliverers for hold (a try each).
 	Due(ctx context.Context, urls []string, n int, hold time.Duration) ([]Delivery, error)
 	// Abandon gives up the pending deliveries to any URL not in urls,
 	// recorded more than olderThan ago, with why, and says how many.
@@ -142,10 +142,10 @@ type Deliverer struct {
 	// a new receiver's events to the workers that send them. Nil sends to
 	// every URL the outbox holds.
 	URLs []string
-	// Keys sign every attempt, each its own webhook-signature entry: one
+	// Keys sign every try, each its own webhook-signature entry: one
 	// key, or several while a secret is rotated (ParseSecrets).
 	Keys   [][]byte
-	Client *http.Client // its timeout bounds one attempt; redirects are never followed
+	Client *http.Client // its timeout bounds one try; redirects are never followed
 	Every  time.Duration
 	// Hold is how long the deliveries of one round are kept from other
 	// deliverers (default a minute): the round ends well inside it, however
@@ -166,7 +166,7 @@ const (
 	giveUpAt   = 24 * time.Hour
 	holdFor    = time.Minute
 	perRound   = 20
-	// A round stops starting attempts, and cuts the one under way, at this
+	// A round stops starting tries, and cuts the one under way, at this
 	// share of the hold: what is left is for recording the outcomes.
 	roundShare = 0.75
 	// What a round records once the process stops: its outcomes so far,
@@ -238,7 +238,7 @@ var retries = backoff.Policy{First: firstRetry, Max: maxWait, Jitter: 0.2}
 // Each receiver's deliveries go in order, and receivers at once: one that
 // hangs costs the others nothing. A receiver that fails one delivery is
 // not tried again this round: its others go back untried, for the next. The
-// round ends inside the hold its deliveries were taken under: each attempt
+// round ends inside the hold its deliveries were taken under: each try
 // is cut at the round's deadline, and the deliveries not tried by then are
 // returned as they were (not counted as tries).
 func (d *Deliverer) Once(ctx context.Context) (int, error) {
@@ -301,12 +301,12 @@ func (d *Deliverer) deliver(ctx, roundCtx context.Context, dels []Delivery) (int
 			err = d.Store.Delivered(ctx, del)
 		case now().Sub(del.Created) >= giveUpAt:
 			metrics.WebhookDeliveries.WithLabelValues("given_up").Inc()
-			d.Logger.Error("webhook: giving up on an event", "event_id", del.EventID, "url", ShownURL(del.URL), "attempts", del.Attempts, "error", why)
+			d.Logger.Error("webhook: giving up on an event", "event_id", del.EventID, "url", ShownURL(del.URL), "attempts", del.Tries, "error", why)
 			err = d.Store.GiveUp(ctx, del, why)
 		default:
 			metrics.WebhookDeliveries.WithLabelValues("failed").Inc()
-			d.Logger.Warn("webhook: delivery failed; trying again", "event_id", del.EventID, "url", ShownURL(del.URL), "attempts", del.Attempts, "error", why)
-			err = d.Store.Retry(ctx, del, now().Add(Backoff(del.Attempts)), why)
+			d.Logger.Warn("webhook: delivery failed; trying again", "event_id", del.EventID, "url", ShownURL(del.URL), "attempts", del.Tries, "error", why)
+			err = d.Store.Retry(ctx, del, now().Add(Backoff(del.Tries)), why)
 		}
 		if err != nil {
 			return sent, errors.Join(err, d.Store.Return(ctx, dels[i+1:]))

@@ -182,7 +182,7 @@ func TestEventsAreDeliveredAtLeastOnce(t *testing.T) {
 	if len(got) != 3 { // the 500, its retry, the other event
 		t.Fatalf("flaky receiver got %d requests", len(got))
 	}
-	// The retry of the refused attempt carries its id and body; the other
+	// The retry of the refused try carries its id and body; the other
 	// event has another id; each is the event's id in the outbox and in
 	// its data.
 	byID := map[string][]webhook.Received{}
@@ -231,7 +231,7 @@ func TestEventsAreDeliveredAtLeastOnce(t *testing.T) {
 	// The receiver is down while the deliverer "restarts": the event waits.
 	steady.Down.Store(true)
 	later := finish(t, q, exec, false)
-	deliverUntil(t, d, "a failed attempt", func() bool {
+	deliverUntil(t, d, "a failed try", func() bool {
 		return count(`SELECT count(*) FROM runops_webhooks WHERE job_id = $1 AND url = $2 AND attempts > 0 AND last_error IS NOT NULL`, string(later), steady.URL) == 1
 	})
 	steady.Down.Store(false)
@@ -241,7 +241,7 @@ func TestEventsAreDeliveredAtLeastOnce(t *testing.T) {
 	})
 	all := steady.Verified()
 	if last := all[len(all)-1]; last.Data()["job_id"] != string(later) || last.ID != all[len(all)-2].ID {
-		t.Fatalf("after the restart: event %s under id %s; the dropped attempt had id %s", last.Body, last.ID, all[len(all)-2].ID)
+		t.Fatalf("after the restart: event %s under id %s; the dropped try had id %s", last.Body, last.ID, all[len(all)-2].ID)
 	}
 }
 
@@ -322,7 +322,7 @@ func TestOldTimestampDoesNotVerify(t *testing.T) {
 		t.Fatalf("refused %v; want the delivery refused as too old", r.Refused())
 	}
 	if ts, _ := strconv.ParseInt(r.Received()[0].Timestamp, 10, 64); time.Since(time.Unix(ts, 0)) < 5*time.Minute {
-		t.Fatalf("webhook-timestamp %d is not the attempt's (six minutes ago)", ts)
+		t.Fatalf("webhook-timestamp %d is not the try's (six minutes ago)", ts)
 	}
 }
 
@@ -379,8 +379,8 @@ func TestTamperedDeliveryDoesNotVerify(t *testing.T) {
 	}
 }
 
-// Many deliverers at once: each attempt is made by one of them.
-func TestOneDelivererPerAttempt(t *testing.T) {
+// Many deliverers at once: each try is made by one of them.
+func TestOneDelivererPerTry(t *testing.T) {
 	pool, exec, _ := database(t)
 	ctx := context.Background()
 	r := webhook.NewReceiver(t, webhook.SecretOld)
@@ -513,7 +513,7 @@ func TestARoundEndsInsideItsHold(t *testing.T) {
 		t.Fatal(err)
 	}
 	if n := len(arrived); n != 1 {
-		t.Fatalf("%d attempts started in a round whose first attempt outlasted it", n)
+		t.Fatalf("%d tries started in a round whose first try outlasted it", n)
 	}
 	if n := count(`SELECT count(*) FROM runops_webhooks WHERE attempts = 1 AND next_at > now()`); n != 1 {
 		t.Fatalf("%d deliveries counted as tried; want the one that was cut", n)
@@ -524,14 +524,14 @@ func TestARoundEndsInsideItsHold(t *testing.T) {
 }
 
 // A deliverer stopped mid-round (the process shutting down) gives its
-// deliveries back untried, the one whose attempt it cut too: another
+// deliveries back untried, the one whose try it cut too: another
 // deliverer sends them at once, not after the round's hold.
 func TestAStoppedRoundGivesItsDeliveriesBack(t *testing.T) {
 	d, arrived, count := toSilentReceiver(t, 3)
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { _, err := d.Once(ctx); done <- err }()
-	wait.Recv(t, arrived, "the round's first attempt")
+	wait.Recv(t, arrived, "the round's first try")
 	stop()
 	wait.Recv(t, done, "the stopped round")
 	if n := count(`SELECT count(*) FROM runops_webhooks WHERE attempts = 0 AND next_at <= now() AND delivered_at IS NULL`); n != 3 {
