@@ -175,12 +175,12 @@ func Run(ctx context.Context, model pipeline.Model, cfg pipeline.Config, input, 
 		Token: "local", Attempt: 1, TempDir: tmp}
 	rep := &reporter{show: show, metadata: map[string]any{}}
 
-	// A Ctrl-C is a person stopping the job, a cancellation (errInterrupted
-	// is queue.ErrCancelled too): the pipeline then cleans up what it made
-	// remotely (the Gemini file), as for a dashboard edit.
+	// A Ctrl-C is a person stopping the run (pipeline.ErrInterrupted): the
+	// pipeline then cleans up what it made remotely (the Gemini file), as
+	// for a dashboard edit.
 	runCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancel(nil)
-	stopAfter := context.AfterFunc(ctx, func() { cancel(errInterrupted) })
+	stopAfter := context.AfterFunc(ctx, func() { cancel(pipeline.ErrInterrupted) })
 	defer stopAfter()
 
 	var earlier map[string]bool // an earlier run's screenshots, in the same folder
@@ -233,9 +233,6 @@ func (o Outputs) frames(d *sop.Document) map[string]bool {
 // maxFileName is the longest file name the usual file systems take, in
 // bytes.
 const maxFileName = 255
-
-// errInterrupted is why a local run stops on Ctrl-C (or SIGTERM).
-var errInterrupted = fmt.Errorf("interrupted: %w", queue.ErrCancelled)
 
 // readSOP reads the SOP document written to o.SOP.
 func (o Outputs) readSOP() (*sop.Document, error) {

@@ -249,7 +249,7 @@ func (p *Pipeline) askForSOP(ctx context.Context, job queue.Job, r queue.Reporte
 func (p *Pipeline) geminiFailure(ctx context.Context, err error) error {
 	var f *jobs.Failure
 	switch {
-	case errors.As(err, &f), errors.Is(err, context.Canceled), errors.Is(err, queue.ErrLost):
+	case errors.As(err, &f), errors.Is(err, context.Canceled), errors.Is(err, queue.ErrLost), errors.Is(err, ErrInterrupted):
 		return err
 	case errors.Is(err, jobs.ErrRefusedKey):
 		p.cfg.Logger.ErrorContext(ctx, geminiService.refusedKeyOp, "error", err)
@@ -264,16 +264,23 @@ func (p *Pipeline) geminiFailure(ctx context.Context, err error) error {
 
 // keepOrDeleteModelFile decides the Gemini file's fate once the run's outcome (err)
 // is known: kept for the next attempt after a transient failure — of any
-// later stage too (the screenshots, the SOP's upload) —, a lost lease or a
-// shutdown; deleted once the job is over for good, or a person stopped it.
+// later stage too (the screenshots, the SOP's upload) —, a lost job or a
+// shutdown; deleted once the job is over for good, a person stopped it
+// (cancelled), or a local run was interrupted.
 func (p *Pipeline) keepOrDeleteModelFile(ctx context.Context, name string, err error) {
 	var f *jobs.Failure
 	permanent := errors.As(err, &f) && !errors.Is(err, errExhausted)
-	stopped := errors.Is(context.Cause(ctx), queue.ErrCancelled) || errors.Is(err, queue.ErrCancelled) // the SOP's write (OutputLock) may meet the edit first
+	stopped := stoppedForGood(context.Cause(ctx)) || stoppedForGood(err) // the SOP's write (OutputLock) may meet the edit first
 	if err != nil && !permanent && !stopped {
 		return
 	}
 	p.deleteModelFile(ctx, name)
+}
+
+// stoppedForGood tells whether err stops the work for good: a person's edit of
+// the job (queue.ErrCancelled), or a local run interrupted (ErrInterrupted).
+func stoppedForGood(err error) bool {
+	return errors.Is(err, queue.ErrCancelled) || errors.Is(err, ErrInterrupted)
 }
 
 // deleteModelFile deletes a Gemini file, trying again through a passing

@@ -14,6 +14,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"time"
@@ -150,6 +151,12 @@ type OutputLock interface {
 	StoreTagged(ctx context.Context, id jobs.ID, served []byte, shown []string, frames map[string]string, store func() error) (string, error)
 	RecordFrames(ctx context.Context, id jobs.ID, tags map[string]string) error
 }
+
+// ErrInterrupted is why a local run (runops process) stops on Ctrl-C or
+// SIGTERM. It is not a cancellation (queue.ErrCancelled: a person's edit of
+// a job's row), but the run treats it as one: the work stops for
+// good, and the Gemini file is deleted.
+var ErrInterrupted = errors.New("interrupted")
 
 // SoleWriter is the OutputLock of a run that is the only writer of its
 // outputs and serves them to nobody (a local run, a benchmark): there is no
