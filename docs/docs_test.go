@@ -7,10 +7,12 @@ package docs_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -248,9 +250,10 @@ func TestLayoutNamesEveryPackage(t *testing.T) {
 //     `/readyz`: `"disk": "disk full"`;
 //   - prose between double quotes inside "(log: …)", up to its ";" or ")".
 //
-// docs/dependencies.md is left out of the sentences: it quotes other
-// systems (Supabase's answers), never ours. Every document is held to the
-// names: each RUNOPS_ variable is one the code reads, each runops_ name with
+// A quote of another system's words that these rules take for ours (docs/
+// dependencies.md quotes what Supabase and Gemini answer) is left out by
+// name, in othersWords, with whose words they are. Every document is held
+// to the names: each RUNOPS_ variable is one the code reads, each runops_ name with
 // a metric's shape (labels, or a _total, _seconds, _bytes, _bucket, _count or
 // _sum suffix) is a metric of internal/metrics with those labels, and every
 // other runops_ name is in the migrations or the code.
@@ -649,26 +652,82 @@ func codeStrings(t *testing.T, root string) []string {
 	return slices.Compact(code)
 }
 
-func TestQuotedSentencesAreTheCodes(t *testing.T) {
-	root := ".."
-	code := codeStrings(t, root)
+// othersWords are the quotes, by document, that a document's rules take
+// for a sentence of ours but that are another system's words, each with
+// whose: docs/dependencies.md tells what the services and libraries we
+// depend on answer, and quotes them beside our own sentences.
+var othersWords = map[[2]string]string{
+	{"docs/dependencies.md", "Object not found"}: "Supabase Storage's message for a missing object, in its JSON answer",
+	{"docs/dependencies.md", "INVALID_ARGUMENT"}: "the status Gemini's API gives a request it refuses, after its HTTP status",
+}
+
+// sentenceProblems checks each quoted sentence of docs (by name) against
+// code's patterns, leaving out others' quotes (see othersWords), and reports
+// an entry of others that no document quotes any more. It also tells how
+// many sentences it checked.
+func sentenceProblems(docs map[string]string, code []string, others map[[2]string]string) ([]string, int) {
+	var problems []string
 	checked := 0
-	for name, md := range documents(t, root) {
-		if name == "docs/dependencies.md" {
-			continue
-		}
-		for _, q := range quotes(md) {
+	used := map[[2]string]bool{}
+	for _, name := range slices.Sorted(maps.Keys(docs)) {
+		for _, q := range quotes(docs[name]) {
 			for _, s := range productSentences(q) {
+				if key := [2]string{name, s}; others[key] != "" {
+					used[key] = true
+					continue
+				}
 				checked++
 				p := quotePattern(s)
 				if !slices.ContainsFunc(code, func(c string) bool { return says(c, p) }) {
-					t.Errorf("%s:%d quotes %q, which no string of the code says", name, q.line, s)
+					problems = append(problems, fmt.Sprintf("%s:%d quotes %q, which no string of the code says", name, q.line, s))
 				}
 			}
 		}
 	}
+	var stale []string
+	for key := range others {
+		if !used[key] {
+			stale = append(stale, fmt.Sprintf("%s no longer quotes %q, which othersWords says is another system's", key[0], key[1]))
+		}
+	}
+	slices.Sort(stale)
+	return append(problems, stale...), checked
+}
+
+func TestQuotedSentencesAreTheCodes(t *testing.T) {
+	root := ".."
+	problems, checked := sentenceProblems(documents(t, root), codeStrings(t, root), othersWords)
+	for _, p := range problems {
+		t.Error(p)
+	}
 	if checked < 20 {
 		t.Errorf("only %d quoted sentences found: the rules no longer see the documents' quotes", checked)
+	}
+}
+
+// A sentence of ours is held in docs/dependencies.md too; another system's
+// is left out only where othersWords names it, and an entry no document
+// uses any more is reported.
+func TestOthersWordsAreLeftOutOnlyByName(t *testing.T) {
+	docs := map[string]string{
+		"docs/dependencies.md": "It answers `{\"message\": \"Object not found\"}`, or 400 `INVALID_ARGUMENT`, and we say " +
+			"\"The AI service refused to process this recording…\" or \"The AI service liked it.\"\n",
+		"docs/lifecycle.md": "Storage says `{\"message\": \"Object not found\"}`.\n",
+	}
+	code := []string{"The AI service refused to process this recording: " + string(wild)}
+	others := map[[2]string]string{
+		{"docs/dependencies.md", "Object not found"}: "theirs",
+		{"docs/dependencies.md", "INVALID_ARGUMENT"}: "theirs",
+		{"docs/dependencies.md", "Bucket not found"}: "theirs, once",
+	}
+	problems, checked := sentenceProblems(docs, code, others)
+	want := []string{
+		`docs/dependencies.md:1 quotes "The AI service liked it.", which no string of the code says`,
+		`docs/lifecycle.md:1 quotes "Object not found", which no string of the code says`,
+		`docs/dependencies.md no longer quotes "Bucket not found", which othersWords says is another system's`,
+	}
+	if strings.Join(problems, "\n") != strings.Join(want, "\n") || checked != 3 {
+		t.Errorf("%d checked, problems:\n%s\nwant:\n%s", checked, strings.Join(problems, "\n"), strings.Join(want, "\n"))
 	}
 }
 
