@@ -248,7 +248,16 @@ func TestLayoutNamesEveryPackage(t *testing.T) {
 //   - the "error" and "message" of a JSON answer in a code span:
 //     `{"error":"Method not allowed"}`, and every value of one that follows
 //     `/readyz`: `"disk": "disk full"`;
-//   - prose between double quotes inside "(log: …)", up to its ";" or ")".
+//   - prose between double quotes inside "(log: …)", up to its ";" or ")";
+//   - prose between double quotes, whatever its case, that the text before
+//     introduces as the product's words (wordsOf): after "log", "logs",
+//     "logged", "says", "with the error", "stored" (each with an optional
+//     ":" and "("), in parentheses right after a code span (`ErrCancelled`
+//     ("…")), or after a code span and a colon (`schema`: "…"); and each
+//     further quote of a list so introduced ("…" or "…").
+//
+// The code's strings include the words it stores: each '…' literal of its
+// queries and of the migrations' code.
 //
 // A quote of another system's words that these rules take for ours (docs/
 // dependencies.md quotes what Supabase and Gemini answer) is left out by
@@ -403,7 +412,44 @@ func productSentences(q quote) []string {
 			return []string{q.text}
 		}
 	}
+	if !q.code && introduced(q.before) {
+		return []string{q.text}
+	}
 	return nil
+}
+
+var (
+	// wordsOf end the text that introduces the product's own words, as the
+	// documents phrase it: what a log line or a worker says, the error an
+	// attempt is closed with or a row stores, and the words of a name in a
+	// code span, in parentheses after it (`ErrCancelled` ("…")) or after
+	// it and a colon (`schema`: "…", `last_error`: "…").
+	wordsOf = []*regexp.Regexp{
+		regexp.MustCompile(`(?i)\b(log|logs|logged|says|with the error|stored|stored as):? ?\(?$`),
+		regexp.MustCompile("` ?\\($"),
+		regexp.MustCompile("`[\\w.]+`: ?\\(?$"),
+	}
+	// andQuote is a quote before the last, joined to it: "…" or "…".
+	andQuote = regexp.MustCompile(`"[^"]*" ?(,|/|or|and)$`)
+)
+
+// introduced tells whether the paragraph before a double-quoted text
+// introduces it as the product's words, itself or as the next of a list
+// of quotes that it introduces ("lease expired" or "…").
+func introduced(before string) bool {
+	b := fold(before)
+	for {
+		for _, w := range wordsOf {
+			if w.MatchString(b) {
+				return true
+			}
+		}
+		loc := andQuote.FindStringIndex(b)
+		if loc == nil {
+			return false
+		}
+		b = strings.TrimSpace(b[:loc[0]])
+	}
 }
 
 // quotePattern is a quote with its elisions made wild.
@@ -640,16 +686,53 @@ func documents(t *testing.T, root string) map[string]string {
 	return out
 }
 
-// codeStrings are the patterns of every string the product's code says.
+// codeStrings are the patterns of every string the product's code says,
+// and the words it stores: each SQL literal of its queries and of the
+// migrations' code.
 func codeStrings(t *testing.T, root string) []string {
 	var code []string
 	files := goFiles(t, root, productGo)
 	names := named(files)
 	for _, f := range files {
 		code = append(code, stringPatterns(f, names)...)
+		ast.Inspect(f, func(n ast.Node) bool {
+			if lit, ok := n.(*ast.BasicLit); ok {
+				if s, ok := stringLit(lit); ok && sqlQuery.MatchString(s) {
+					code = append(code, sqlLiterals(s)...)
+				}
+			}
+			return true
+		})
+	}
+	migrations, err := filepath.Glob(filepath.Join(root, "supabase", "migrations", "*.sql"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range migrations {
+		b, err := os.ReadFile(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code = append(code, sqlLiterals(sqlCode(string(b)))...)
 	}
 	slices.Sort(code)
 	return slices.Compact(code)
+}
+
+var (
+	// sqlQuery tells a Go string that is a query.
+	sqlQuery = regexp.MustCompile(`(?i)\b(select|update|insert into|delete from)\b`)
+	sqlText  = regexp.MustCompile(`'((?:[^']|'')*)'`)
+)
+
+// sqlLiterals are the text literals of SQL code ('…'), a doubled quote
+// inside read as one.
+func sqlLiterals(sql string) []string {
+	var out []string
+	for _, m := range sqlText.FindAllStringSubmatch(sql, -1) {
+		out = append(out, fold(strings.ReplaceAll(m[1], "''", "'")))
+	}
+	return out
 }
 
 // othersWords are the quotes, by document, that a document's rules take
@@ -918,6 +1001,38 @@ func TestTheQuoteChecksCanFail(t *testing.T) {
 	} {
 		if got := says(code(c.code), quotePattern(c.quote)); got != c.match {
 			t.Errorf("%q against %s: %v", c.quote, c.code, got)
+		}
+	}
+}
+
+// Words a document introduces as the product's are held whatever their
+// case, and a stored word to the SQL literals of the queries and migrations.
+func TestIntroducedWordsAreHeld(t *testing.T) {
+	md := "It logs \"lease renewal failed; retrying\" or \"lease gone\", and a worker says\n\"all N slots are taken …\". " +
+		"Closed with the error \"lease expired\" (`ErrCancelled` (\"stopped by a change\"), `last_error`: \"its URL is gone\"); " +
+		"stored as \"lost\". A handler can say \"not now\", the worker's \"the operators\", (`x` \"y z\").\n"
+	var got []string
+	for _, q := range quotes(md) {
+		got = append(got, productSentences(q)...)
+	}
+	want := []string{"lease renewal failed; retrying", "lease gone", "all N slots are taken …", "lease expired",
+		"stopped by a change", "its URL is gone", "lost"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("introduced\n got %q\nwant %q", got, want)
+	}
+	if got := sqlLiterals("SELECT runops_close(m, 'lost', 'lease expired'), 'it''s'"); strings.Join(got, "|") != "lost|lease expired|it's" {
+		t.Errorf("SQL literals %q", got)
+	}
+	code := append(sqlLiterals("UPDATE jobs SET error = 'lease  expired'"), literalPattern("all %d slots are taken (RUNOPS_LISTENERS)"))
+	for _, c := range []struct {
+		quote string
+		match bool
+	}{
+		{"lease expired", true}, {"lease gone", false}, {"all N slots are taken …", true}, {"all N slots are taken", false},
+	} {
+		p := quotePattern(c.quote)
+		if got := slices.ContainsFunc(code, func(s string) bool { return says(s, p) }); got != c.match {
+			t.Errorf("%q: %v", c.quote, got)
 		}
 	}
 }
