@@ -20,8 +20,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/runops/runops/internal/jobs"
+	"github.com/runops/runops/internal/queue"
 )
 
 var (
@@ -257,7 +261,10 @@ func TestLayoutNamesEveryPackage(t *testing.T) {
 //     further quote of a list so introduced ("…" or "…").
 //
 // The code's strings include the words it stores: each '…' literal of its
-// queries and of the migrations' code.
+// queries and of the migrations' code. A number a quote says where a
+// constant fills a verb (the limit of "The video is 21 minutes long; the
+// limit is 20 minutes. …", jobs.MaxDuration) must be the constant's: fills
+// lists those sentences.
 //
 // A quote of another system's words that these rules take for ours (docs/
 // dependencies.md quotes what Supabase and Gemini answer) is left out by
@@ -748,10 +755,18 @@ var othersWords = map[[2]string]string{
 // code's patterns, leaving out others' quotes (see othersWords), and reports
 // an entry of others that no document quotes any more. It also tells how
 // many sentences it checked.
-func sentenceProblems(docs map[string]string, code []string, others map[[2]string]string) ([]string, int) {
+func sentenceProblems(docs map[string]string, code []string, others map[[2]string]string, fills []fill) ([]string, int) {
 	var problems []string
 	checked := 0
 	used := map[[2]string]bool{}
+	for _, f := range fills {
+		if !slices.Contains(code, f.pattern()) {
+			problems = append(problems, fmt.Sprintf("no string of the code is %q, which %s fills", f.sentence, f.constant))
+		}
+		if m := f.at.FindStringSubmatch(f.filled()); m == nil || m[1] != f.value {
+			problems = append(problems, fmt.Sprintf("%s does not find %s's value in %q", f.at, f.constant, f.filled()))
+		}
+	}
 	for _, name := range slices.Sorted(maps.Keys(docs)) {
 		for _, q := range quotes(docs[name]) {
 			for _, s := range productSentences(q) {
@@ -763,6 +778,16 @@ func sentenceProblems(docs map[string]string, code []string, others map[[2]strin
 				p := quotePattern(s)
 				if !slices.ContainsFunc(code, func(c string) bool { return says(c, p) }) {
 					problems = append(problems, fmt.Sprintf("%s:%d quotes %q, which no string of the code says", name, q.line, s))
+				}
+				for _, f := range fills {
+					if !says(f.pattern(), p) {
+						continue
+					}
+					for _, m := range f.at.FindAllStringSubmatch(s, -1) {
+						if m[1] != f.value && strings.ContainsAny(m[1], "0123456789") { // not N, nor …
+							problems = append(problems, fmt.Sprintf("%s:%d quotes %q, where the code says %s (%s), not %s", name, q.line, s, f.value, f.constant, m[1]))
+						}
+					}
 				}
 			}
 		}
@@ -777,9 +802,112 @@ func sentenceProblems(docs map[string]string, code []string, others map[[2]strin
 	return append(problems, stale...), checked
 }
 
+// A fill is a constant that fills a format verb of a sentence: where a
+// quote of the sentence says a number there, it must be the constant's
+// value, not just any text. sentence is as the code writes it (a sum of
+// literals written as one), verb the index of the verb among its verbs,
+// value the text the constant makes there, and at finds the text a quote
+// says there by the words beside it (a quote may leave them out, …, and
+// then says nothing there to check; a value of the code's other verbs may
+// stand for any text, so the words beside it are the only sure anchor).
+type fill struct {
+	sentence string
+	verb     int
+	constant string
+	value    string
+	at       *regexp.Regexp
+}
+
+func (f fill) pattern() string { return fold(literalPattern(f.sentence)) }
+
+// filled is the sentence's pattern with the constant's value for its verb.
+func (f fill) filled() string {
+	parts := strings.Split(f.pattern(), string(wild))
+	if f.verb+1 >= len(parts) {
+		return f.pattern()
+	}
+	return strings.Join(parts[:f.verb+1], string(wild)) + f.value + strings.Join(parts[f.verb+1:], string(wild))
+}
+
+// fills are the sentences a document quotes with a number a constant of
+// the code puts there. A value the code computes (a video's length, the
+// listener slots a role's connections allow) fills no constant's verb, and
+// stays any text.
+func fills(t *testing.T, root string) []fill {
+	files := goFiles(t, root, func(rel string) bool { return productGo(rel) && strings.HasPrefix(rel, "internal/pipeline/") })
+	minutes := func(d time.Duration) string {
+		if d%time.Minute != 0 || d < 2*time.Minute {
+			t.Fatalf("%v is not a whole number of minutes: say it as pipeline's minutes does", d)
+		}
+		return strconv.Itoa(int(d/time.Minute)) + " minutes"
+	}
+	return []fill{
+		{"Processing was interrupted %d times; please try again later, and contact support if it keeps happening.", 0,
+			"queue.DefaultMaxAttempts, RUNOPS_MAX_ATTEMPTS's default", strconv.Itoa(queue.DefaultMaxAttempts),
+			regexp.MustCompile(`interrupted (\S+) times`)},
+		{"The video is %s long; the limit is %s. Please upload a shorter recording.", 1,
+			"jobs.MaxDuration", minutes(jobs.MaxDuration), regexp.MustCompile(`the limit is (\S+ minutes?)`)},
+		{"The AI could not describe this video as a valid SOP after %d tries. Please try again, or record the procedure again with more narration.", 0,
+			"pipeline.maxCalls", intConst(t, files, "maxCalls"), regexp.MustCompile(`after (\S+) tries`)},
+		{"The worker's disk has not had room for this recording (about %s of working space) %d times in a row; " +
+			"please try again later, or ask your administrator for more disk space.", 1,
+			"pipeline.maxDiskHandBacks", intConst(t, files, "maxDiskHandBacks"), regexp.MustCompile(`(\S+) times in a row`)},
+	}
+}
+
+// A number a constant puts in a quoted sentence is held to the constant;
+// one the quote leaves out is not, nor one another verb fills; a fill the
+// code no longer says, or whose at does not find its value, is reported.
+func TestFilledNumbersAreTheConstants(t *testing.T) {
+	docs := map[string]string{"README.md": "It fails (\"Tried 4 times in a row, for 10 minutes.\", " +
+		"\"Tried … times in a row …\", \"Tried N times in a row …\", \"Tried 3 times in a row, for 9 minutes.\").\n"}
+	code := []string{fold(literalPattern("Tried %d times in a row, for %s."))}
+	good := fill{"Tried %d times in a row, for %s.", 0, "maxTries", "3", regexp.MustCompile(`(\S+) times in a row`)}
+	gone := fill{"Tried %d times.", 0, "maxTries", "3", regexp.MustCompile(`(\S+) times`)}
+	lost := fill{"Tried %d times in a row, for %s.", 1, "maxTime", "5 minutes", regexp.MustCompile(`(\S+) times in a row`)}
+	problems, _ := sentenceProblems(docs, code, nil, []fill{good, gone, lost})
+	want := []string{
+		`no string of the code is "Tried %d times.", which maxTries fills`,
+		`(\S+) times in a row does not find maxTime's value in "Tried \x00 times in a row, for 5 minutes."`,
+		`README.md:1 quotes "Tried 4 times in a row, for 10 minutes.", where the code says 3 (maxTries), not 4`,
+		`README.md:1 quotes "Tried 4 times in a row, for 10 minutes.", where the code says 5 minutes (maxTime), not 4`,
+		`README.md:1 quotes "Tried 3 times in a row, for 9 minutes.", where the code says 5 minutes (maxTime), not 3`,
+	}
+	if strings.Join(problems, "\n") != strings.Join(want, "\n") {
+		t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(problems, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// intConst is the value of an unexported integer constant of files, which
+// a test outside its package cannot read: a literal, or the test fails.
+func intConst(t *testing.T, files map[string]*ast.File, name string) string {
+	for _, f := range files {
+		for _, decl := range f.Decls {
+			if gen, ok := decl.(*ast.GenDecl); ok && gen.Tok == token.CONST {
+				for _, spec := range gen.Specs {
+					vs := spec.(*ast.ValueSpec)
+					for i, n := range vs.Names {
+						if n.Name != name {
+							continue
+						}
+						if i < len(vs.Values) {
+							if lit, ok := vs.Values[i].(*ast.BasicLit); ok && lit.Kind == token.INT {
+								return lit.Value
+							}
+						}
+						t.Fatalf("the constant %s is not an integer literal", name)
+					}
+				}
+			}
+		}
+	}
+	t.Fatalf("no constant %s", name)
+	return ""
+}
+
 func TestQuotedSentencesAreTheCodes(t *testing.T) {
 	root := ".."
-	problems, checked := sentenceProblems(documents(t, root), codeStrings(t, root), othersWords)
+	problems, checked := sentenceProblems(documents(t, root), codeStrings(t, root), othersWords, fills(t, root))
 	for _, p := range problems {
 		t.Error(p)
 	}
@@ -803,7 +931,7 @@ func TestOthersWordsAreLeftOutOnlyByName(t *testing.T) {
 		{"docs/dependencies.md", "INVALID_ARGUMENT"}: "theirs",
 		{"docs/dependencies.md", "Bucket not found"}: "theirs, once",
 	}
-	problems, checked := sentenceProblems(docs, code, others)
+	problems, checked := sentenceProblems(docs, code, others, nil)
 	want := []string{
 		`docs/dependencies.md:1 quotes "The AI service liked it.", which no string of the code says`,
 		`docs/lifecycle.md:1 quotes "Object not found", which no string of the code says`,
