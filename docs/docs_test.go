@@ -269,10 +269,11 @@ func TestLayoutNamesEveryPackage(t *testing.T) {
 // A quote of another system's words that these rules take for ours (docs/
 // dependencies.md quotes what Supabase and Gemini answer) is left out by
 // name, in othersWords, with whose words they are. Every document is held
-// to the names: each RUNOPS_ variable is one the code reads, each runops_ name with
-// a metric's shape (labels, or a _total, _seconds, _bytes, _bucket, _count or
-// _sum suffix) is a metric of internal/metrics with those labels, and every
-// other runops_ name is in the migrations or the code.
+// to the names: each RUNOPS_ variable is one the code reads, each runops_
+// name with a metric's shape (labels, or a _total, _seconds, _bytes,
+// _bucket, _count or _sum suffix) is a metric of internal/metrics with those
+// labels, and every other runops_ name is in the migrations' code or in a
+// string of the Go code, never only in a comment of either.
 
 // wild stands for any text in a pattern: an elision in a quote, a format verb
 // or a computed value in the code.
@@ -1021,24 +1022,71 @@ func metrics(t *testing.T, root string) map[string][]string {
 	return out
 }
 
+// runopsWord is a runops_ name where it is not part of a longer one.
+var runopsWord = regexp.MustCompile(`\brunops_[a-z0-9_]*[a-z0-9]\b`)
+
+// definedNames are the runops_ names of the product's code, a table, a
+// function, a channel, a setting: each in a string literal of its Go code
+// (its comments left out) or in the migrations' code (theirs left out).
+// A name that only a comment still mentions is gone.
+func definedNames(t *testing.T, root string) []string {
+	var text strings.Builder
+	for _, f := range goFiles(t, root, productGo) {
+		ast.Inspect(f, func(n ast.Node) bool {
+			if lit, ok := n.(*ast.BasicLit); ok {
+				if s, ok := stringLit(lit); ok {
+					text.WriteString(s + "\n")
+				}
+			}
+			return true
+		})
+	}
+	migrations, err := filepath.Glob(filepath.Join(root, "supabase", "migrations", "*.sql"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range migrations {
+		b, err := os.ReadFile(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text.WriteString(sqlCode(string(b)) + "\n")
+	}
+	out := runopsWord.FindAllString(text.String(), -1)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// A name only a comment mentions, of Go or of a migration, is not defined.
+func TestNamesInCommentsAreNotDefined(t *testing.T) {
+	root := t.TempDir()
+	for name, text := range map[string]string{
+		"internal/x/x.go":      "package x\n\n// runops_go_comment is gone.\nconst q = `SELECT runops_go_query()` /* runops_go_block */\n",
+		"internal/x/x_test.go": "package x\n\nconst tested = \"runops_go_test\"\n",
+		"supabase/migrations/1.sql": "-- runops_sql_comment\nCREATE TABLE runops_sql_table (x text DEFAULT '--runops_sql_text');\n" +
+			"/* runops_sql_block */ CREATE FUNCTION runops_sql_fn() AS $$ SELECT 1 -- runops_sql_body_comment\n$$;\n",
+	} {
+		path := filepath.Join(root, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := strings.Join(definedNames(t, root), " ")
+	if want := "runops_go_query runops_sql_fn runops_sql_table runops_sql_text"; got != want {
+		t.Errorf("defined %s, want %s", got, want)
+	}
+}
+
 func TestQuotedNamesAreTheCodes(t *testing.T) {
 	root := ".."
 	read, known := envRead(t, root), metrics(t, root)
 	if len(known) < 8 {
 		t.Fatalf("internal/metrics makes %d metrics: the test no longer finds them", len(known))
 	}
-	// Every other runops_ name: a table, a function, a channel, a setting.
-	var elsewhere strings.Builder
-	for _, rel := range repoFiles(t, root) {
-		if rel = filepath.ToSlash(rel); productGo(rel) || strings.HasPrefix(rel, "supabase/migrations/") && strings.HasSuffix(rel, ".sql") {
-			b, err := os.ReadFile(filepath.Join(root, rel))
-			if err != nil {
-				t.Fatal(err)
-			}
-			elsewhere.Write(b)
-		}
-	}
-	defined := regexp.MustCompile(`\brunops_[a-z0-9_]*[a-z0-9]\b`).FindAllString(elsewhere.String(), -1)
+	defined := definedNames(t, root)
 	docs := documents(t, root)
 	for name, md := range docs {
 		lineOf := func(i int) int { return strings.Count(md[:i], "\n") + 1 }
