@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/runops/runops/internal/backoff"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/sop"
 )
@@ -108,16 +109,24 @@ func screenshots(doc *sop.Document) []string {
 func (s *server) removeFrames(ctx context.Context, id jobs.ID, paths []string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	var err error
-	for try := 0; try < 3; try++ {
-		if err = s.o.Objects.Remove(ctx, paths...); err == nil || !errors.Is(err, jobs.ErrUnavailable) {
-			break
+	tries := backoff.Backoff{Policy: removeTries}
+	for {
+		err := s.o.Objects.Remove(ctx, paths...)
+		if err == nil {
+			return
 		}
-	}
-	if err != nil {
+		wait, again := tries.Next()
+		if again && errors.Is(err, jobs.ErrUnavailable) && backoff.Sleep(ctx, wait) == nil {
+			continue
+		}
 		s.log.WarnContext(ctx, "could not delete the screenshots of deleted steps", "job_id", id, "paths", paths, "error", err)
+		return
 	}
 }
+
+// removeTries paces removeFrames' tries while storage is unavailable:
+// three in all, 200 ms and 400 ms apart.
+var removeTries = backoff.Policy{First: 200 * time.Millisecond, Tries: 3}
 
 // sopFormat is the representation a GET of the SOP asks for: "json" (the
 // viewer's) or "md", from ?format=, else from Accept.

@@ -1,11 +1,15 @@
 // Package backoff gives every retry loop of the service its waits: the
-// first, how they grow (doubling, up to a ceiling), and how much they are
-// spread (jitter). The loops keep what differs between them — what they
-// retry, what counts as transient, when they give up — and ask a Policy for
-// how long to wait (docs/lifecycle.md, "Glossary": retries).
+// first, how they grow (doubling, up to a ceiling), how much they are
+// spread (jitter), and when the loop gives up (after so many tries, or
+// when its waits would pass a budget). The loops keep what differs between
+// them — what they retry, what counts as transient — and ask a Backoff how
+// long to wait and whether to go on (docs/lifecycle.md, "Glossary":
+// retries). A loop whose end is a moment rather than its tries (a lease's
+// end, a day after a webhook's event) keeps that moment itself.
 package backoff
 
 import (
+	"context"
 	"math"
 	"math/rand/v2"
 	"time"
@@ -14,11 +18,15 @@ import (
 // Policy is how the waits between tries grow: First after the first
 // failure, doubling after each one more up to Max (0: no ceiling), and
 // then each spread over ±Jitter of itself (0.2 is ±20 %), so a wait at the
-// ceiling may be up to Jitter over it.
+// ceiling may be up to Jitter over it. A Backoff under it gives up after
+// Tries tries (0: never), or when the next wait would take its waits past
+// Budget (0: never).
 type Policy struct {
 	First  time.Duration
 	Max    time.Duration
 	Jitter float64
+	Tries  int
+	Budget time.Duration
 }
 
 // Wait is the wait after n failed tries (n ≥ 1; less counts as 1). Past
@@ -57,17 +65,47 @@ func Spread(d time.Duration, frac float64) time.Duration {
 	return lo + time.Duration(rand.Int64N(n))
 }
 
-// Backoff counts a loop's failed tries and gives the wait after each.
+// Backoff counts a loop's failed tries and its waits, and gives the wait
+// after each failure, or tells the loop to give up.
 type Backoff struct {
 	Policy
 	failed int
+	waited time.Duration
 }
 
-// Next counts one more failed try and returns the wait before the next.
-func (b *Backoff) Next() time.Duration {
+// Next counts one more failed try and returns the wait before the next
+// one; false when the loop gives up instead (Tries, Budget).
+func (b *Backoff) Next() (time.Duration, bool) { return b.NextAsked(0) }
+
+// NextAsked is Next where the server said how long to wait: asked, when
+// above 0, is the wait instead of the policy's, and counts against Budget.
+func (b *Backoff) NextAsked(asked time.Duration) (time.Duration, bool) {
 	b.failed++
-	return b.Wait(b.failed)
+	wait := asked
+	if wait <= 0 {
+		wait = b.Wait(b.failed)
+	}
+	if (b.Tries > 0 && b.failed >= b.Tries) || (b.Budget > 0 && b.waited+wait > b.Budget) {
+		return 0, false
+	}
+	b.waited += wait
+	return wait, true
 }
+
+// Failed is how many failed tries the Backoff has counted.
+func (b *Backoff) Failed() int { return b.failed }
 
 // Reset starts over after a success.
-func (b *Backoff) Reset() { b.failed = 0 }
+func (b *Backoff) Reset() { b.failed, b.waited = 0, 0 }
+
+// Sleep waits d, or until ctx ends: ctx's error then.
+func Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,6 +1,7 @@
 package backoff_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -43,12 +44,56 @@ func TestWaitsGrowAndSpread(t *testing.T) {
 	}
 
 	b := backoff.Backoff{Policy: exact}
-	if b.Next() != 100*time.Millisecond || b.Next() != 200*time.Millisecond || b.Next() != 400*time.Millisecond {
+	if waits(&b, 4) != "100ms 200ms 400ms 800ms" {
 		t.Fatal("Next does not double")
 	}
 	b.Reset()
-	if b.Next() != 100*time.Millisecond {
+	if waits(&b, 1) != "100ms" {
 		t.Fatal("Reset does not start over")
+	}
+}
+
+// waits are the answers of n calls of b.Next: each wait, or "give up".
+func waits(b *backoff.Backoff, n int) string {
+	var out []string
+	for range n {
+		d, ok := b.Next()
+		if !ok {
+			out = append(out, "give up")
+			continue
+		}
+		out = append(out, d.String())
+	}
+	return strings.Join(out, " ")
+}
+
+// A Backoff gives up on the try that spends its tries, or before a wait
+// that would take its waits past its budget; a wait the server asked for
+// counts against the budget in place of the policy's; Reset gives the
+// tries and the budget back.
+func TestABackoffGivesUp(t *testing.T) {
+	t.Parallel()
+	tries := backoff.Backoff{Policy: backoff.Policy{First: time.Second, Tries: 3}}
+	if got := waits(&tries, 3); got != "1s 2s give up" {
+		t.Fatalf("three tries: %s", got)
+	}
+	if tries.Failed() != 3 {
+		t.Fatalf("counted %d failures, want 3", tries.Failed())
+	}
+	budget := backoff.Backoff{Policy: backoff.Policy{First: time.Second, Budget: 7 * time.Second}}
+	if got := waits(&budget, 4); got != "1s 2s 4s give up" {
+		t.Fatalf("a 7 s budget: %s", got)
+	}
+	budget.Reset()
+	if d, ok := budget.NextAsked(5 * time.Second); !ok || d != 5*time.Second {
+		t.Fatalf("a wait asked for: %v %v, want 5s", d, ok)
+	}
+	if got := waits(&budget, 2); got != "2s give up" {
+		t.Fatalf("after 5 s asked for, of 7 s: %s", got)
+	}
+	never := backoff.Backoff{Policy: backoff.Policy{First: time.Second, Max: time.Second}}
+	if got := waits(&never, 3); got != "1s 1s 1s" {
+		t.Fatalf("no tries or budget set: %s", got)
 	}
 }
 

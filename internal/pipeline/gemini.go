@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/runops/runops/internal/backoff"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/metrics"
 	"github.com/runops/runops/internal/privacy"
@@ -26,10 +27,13 @@ const systemInstruction = "You write Standard Operating Procedures from narrated
 // Extraction's bounds.
 const (
 	maxCalls     = 3
-	pollFirst    = 250 * time.Millisecond // a small file is often ACTIVE within a second
-	pollMax      = 2 * time.Second
 	reuseMinLife = time.Hour
 )
+
+// filePolls paces the reads of an uploaded file's state until it is ACTIVE:
+// from 250 ms (a small file is often ACTIVE within a second), doubling,
+// up to 2 s; FileActiveTimeout, not the tries, gives up.
+var filePolls = backoff.Policy{First: 250 * time.Millisecond, Max: 2 * time.Second}
 
 // extract turns the slim copy into the job's SOP document, checked. It
 // returns the Gemini file's name whenever there is one (also with an error),
@@ -76,7 +80,7 @@ func (p *Pipeline) geminiFile(ctx context.Context, job queue.Job, r queue.Report
 	}
 	start := time.Now()
 	var waited time.Duration
-	wait := pollFirst
+	polls := backoff.Backoff{Policy: filePolls}
 	for f.State != "ACTIVE" {
 		if f.State == "FAILED" {
 			return f, jobs.Fail(msgFileFailed, errors.New(f.Error))
@@ -84,11 +88,11 @@ func (p *Pipeline) geminiFile(ctx context.Context, job queue.Job, r queue.Report
 		if took := max(waited, time.Since(start)); took >= p.cfg.FileActiveTimeout {
 			return f, jobs.Fail(msgFileSlow, fmt.Errorf("file %s still %s after %s", f.Name, f.State, took))
 		}
+		wait, _ := polls.Next()
 		if err := p.cfg.Sleep(ctx, wait); err != nil {
 			return f, err
 		}
 		waited += wait
-		wait = min(2*wait, pollMax)
 		err := p.retry(ctx, geminiService, func() error {
 			got, err := p.fileState(ctx, f.Name)
 			if err == nil {

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/runops/runops/internal/backoff"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/privacy"
 	"github.com/runops/runops/internal/queue"
@@ -97,7 +98,7 @@ func New(objects Objects, model Model, lock OutputLock, cfg Config) *Pipeline {
 		}
 	}
 	if cfg.Sleep == nil {
-		cfg.Sleep = sleep
+		cfg.Sleep = backoff.Sleep
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

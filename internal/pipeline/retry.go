@@ -18,8 +18,9 @@ const maxTries = 5
 
 // transientWaits are the waits between tries, doubling from one second
 // with no jitter: 1, 2, 4, 8 s, unless the service said how long to wait
-// (Gemini's RetryInfo.retryDelay: RetryDelay).
-var transientWaits = backoff.Policy{First: time.Second, Jitter: 0}
+// (Gemini's RetryInfo.retryDelay: RetryDelay); maxTries tries at most, and
+// each service's budget (service.budget) for the waits.
+var transientWaits = backoff.Policy{First: time.Second, Jitter: 0, Tries: maxTries}
 
 // RetryDelay is implemented by errors whose server said how long to wait
 // (Gemini's RetryInfo.retryDelay).
@@ -67,8 +68,9 @@ var (
 // Only errors wrapping jobs.ErrUnavailable are retried; a wait the server
 // asked for is honoured.
 func (p *Pipeline) retry(ctx context.Context, via service, step func() error) error {
-	var waited time.Duration
-	for try := 1; ; try++ {
+	tries := backoff.Backoff{Policy: transientWaits}
+	tries.Budget = via.budget(p)
+	for {
 		err := step()
 		if errors.Is(err, jobs.ErrRefusedKey) {
 			p.cfg.Logger.ErrorContext(ctx, via.refusedKeyOp, "error", err)
@@ -77,35 +79,24 @@ func (p *Pipeline) retry(ctx context.Context, via service, step func() error) er
 		if err == nil || !errors.Is(err, jobs.ErrUnavailable) || ctx.Err() != nil {
 			return err
 		}
-		wait := transientWaits.Wait(try)
+		var asked time.Duration
 		var rd RetryDelay
-		if errors.As(err, &rd) && rd.RetryDelay() > 0 {
-			wait = rd.RetryDelay()
+		if errors.As(err, &rd) {
+			asked = rd.RetryDelay()
 		}
-		if try == maxTries || waited+wait > via.budget(p) {
+		wait, again := tries.NextAsked(asked)
+		if !again {
 			giveUp := via.giveUp
 			var q quotaError
 			if errors.As(err, &q) && q.QuotaExhausted() {
 				giveUp = msgQuota
 			}
-			return jobs.Fail(giveUp, fmt.Errorf("%w: gave up after %d tries: %w", errExhausted, try, err))
+			return jobs.Fail(giveUp, fmt.Errorf("%w: gave up after %d tries: %w", errExhausted, tries.Failed(), err))
 		}
 		metrics.Retries.WithLabelValues(via.name).Inc()
-		p.cfg.Logger.WarnContext(ctx, "transient failure; trying again", "service", via.name, "try", try, "wait", wait, "error", err)
+		p.cfg.Logger.WarnContext(ctx, "transient failure; trying again", "service", via.name, "try", tries.Failed(), "wait", wait, "error", err)
 		if err := p.cfg.Sleep(ctx, wait); err != nil {
 			return err
 		}
-		waited += wait
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/runops/runops/internal/backoff"
 )
 
 // Duty is work one worker of a fleet does for all of them, held in the
@@ -15,7 +17,7 @@ import (
 // every sweep. A worker takes the duty when nobody holds it, or its holder's
 // tenure lapsed (it died); renews it every TTL/3; gives it up when it stops,
 // so that another takes it at its next ask. Asked every Retry while another
-// holds it.
+// holds it, and sooner while the database does not answer (askFailures).
 type Duty struct {
 	Pool   *pgxpool.Pool
 	Name   string // what it is: "housekeeping"
@@ -46,15 +48,23 @@ func (d *Duty) Run(ctx context.Context, work func(context.Context)) {
 			d.Logger.Warn("duty not given up (its tenure lapses on its own)", "duty", d.Name, "error", err)
 		}
 	}()
+	failures := backoff.Backoff{Policy: askFailures(d.Retry)}
 	for ctx.Err() == nil {
 		held, err := d.ask(ctx)
 		if err != nil || !held {
+			wait := d.Retry
+			if err != nil {
+				wait, _ = failures.Next() // asks until ctx ends
+			} else {
+				failures.Reset()
+			}
 			select {
 			case <-ctx.Done():
-			case <-time.After(d.Retry):
+			case <-time.After(wait):
 			}
 			continue
 		}
+		failures.Reset()
 		d.Logger.Info("fleet duty held: this worker does it for the fleet", "duty", d.Name)
 		dctx, stop := context.WithCancel(ctx)
 		done := make(chan error, 1)

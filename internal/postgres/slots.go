@@ -92,7 +92,7 @@ func (s *ListenerSlot) Run(ctx context.Context, listen func(context.Context) err
 // take asks for a slot until one is held (true) or ctx ends (false), every
 // Retry while all are taken, sooner while the database cannot answer.
 func (s *ListenerSlot) take(ctx context.Context) bool {
-	failures := backoff.Backoff{Policy: backoff.Policy{First: 2 * time.Second, Max: s.Retry}}
+	failures := backoff.Backoff{Policy: askFailures(s.Retry)}
 	for {
 		var wait time.Duration
 		slot, slots, err := s.ask(ctx)
@@ -112,7 +112,7 @@ func (s *ListenerSlot) take(ctx context.Context) bool {
 			failures.Reset()
 		default:
 			s.say(fmt.Sprintf("the database did not answer for a listener slot (%v): polling every RUNOPS_SWEEP", err))
-			wait = failures.Next()
+			wait, _ = failures.Next() // no tries or budget: asks until ctx ends
 		}
 		select {
 		case <-ctx.Done():

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/runops/runops/internal/backoff"
 	"github.com/runops/runops/internal/queue"
 )
 
@@ -18,6 +19,13 @@ type tenureEnd struct {
 	err     error // the work's error, when stopped
 	refused bool  // the database refused a renewal: gave it to another (or took it back)
 	lapsed  error // not renewed in time: why the last renewal failed
+}
+
+// askFailures paces a holder's asks for a tenure that the database could
+// not answer: from 2 s, doubling, up to retry, its wait while another
+// holds it; the asks go on until the holder stops.
+func askFailures(retry time.Duration) backoff.Policy {
+	return backoff.Policy{First: 2 * time.Second, Max: retry}
 }
 
 // errNoAnswer is a renewal the database never answered in time.

@@ -55,7 +55,8 @@ func (w *Worker) claimLoop(ctx, jobsCtx context.Context, wg *sync.WaitGroup) {
 			wait := backoff.Spread(w.cfg.Sweep, sweepSpread)
 			if err != nil {
 				w.log.Warn("claim failed", "worker", w.cfg.Name, "error", err)
-				wait = min(wait, failures.Next())
+				pause, _ := failures.Next() // claimFailures never gives up
+				wait = min(wait, pause)
 			}
 			if !w.wait(ctx, wait) {
 				return

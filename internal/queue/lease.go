@@ -106,7 +106,8 @@ func (w *Worker) writeOutcome(log *slog.Logger, what string, write func(context.
 			log.Error("outcome not recorded: database unavailable", "write", what, "error", err)
 			return false, false
 		}
-		time.Sleep(failures.Next()) // retry pacing, not synchronisation
+		pause, _ := failures.Next() // the deadline, not the tries, gives up
+		time.Sleep(pause)           // retry pacing, not synchronisation
 	}
 }
 
@@ -266,21 +267,22 @@ func LossCause(status jobs.Status, found bool) error {
 // lost lease, and a slow read has the whole 5 s. ErrLost when the database
 // still cannot say.
 func readLossCause(store Store, id jobs.ID) error {
-	const causeTries = 3
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for try := 1; ; try++ {
+	tries := backoff.Backoff{Policy: causeReads}
+	for {
 		status, found, err := store.Status(ctx, id)
 		if err == nil {
 			return LossCause(status, found)
 		}
-		if try == causeTries {
+		wait, again := tries.Next()
+		if !again {
 			return ErrLost
 		}
 		select {
 		case <-ctx.Done():
 			return ErrLost
-		case <-time.After(causeReads.Wait(try)):
+		case <-time.After(wait):
 		}
 	}
 }

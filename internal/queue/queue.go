@@ -167,8 +167,8 @@ var (
 	// 5 s (the sweep, if shorter, still wins).
 	claimFailures = backoff.Policy{First: 100 * time.Millisecond, Max: 5 * time.Second}
 	// causeReads paces the reads of why a run lost its job that fail:
-	// 200 ms, then 400 ms (causeTries in all), within readLossCause's 5 s.
-	causeReads = backoff.Policy{First: 200 * time.Millisecond}
+	// 200 ms, then 400 ms: three tries in all, within readLossCause's 5 s.
+	causeReads = backoff.Policy{First: 200 * time.Millisecond, Tries: 3}
 	// outcomeFailures paces an outcome's write (completed, error, a hand
 	// back): from 100 ms, doubling, up to 2 s, within the lease.
 	outcomeFailures = backoff.Policy{First: 100 * time.Millisecond, Max: 2 * time.Second}
