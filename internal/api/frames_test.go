@@ -93,6 +93,12 @@ func TestDeletingAStepDeletesItsScreenshot(t *testing.T) {
 		}
 	}
 	e.do("GET", "/api/sop/"+id+"/frames/refund", "").expect(t, 404, nil)
+	// Storage unavailable for two tries of the removal: the third removes it.
+	e.fake.FailNext(supabasetest.OpDelete, 2, 503)
+	e.do("PATCH", "/api/sop/"+id, `{"type":"delete","nodeId":"check"}`).expect(t, 200, nil)
+	if _, ok := e.fake.Object("videos/frames/" + id + "/check.jpg"); ok {
+		t.Fatal("a screenshot whose removal storage refused twice is still stored")
+	}
 	// An edit of a step's text keeps its screenshot.
 	e.do("PATCH", "/api/sop/"+id, `{"type":"update","nodeId":"open","updates":{"label":"Open it"}}`).expect(t, 200, nil)
 	if r := e.do("GET", "/api/sop/"+id+"/frames/open", ""); r.status != 200 {
