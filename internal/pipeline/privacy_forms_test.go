@@ -208,6 +208,41 @@ func TestANewPasswordUnderItsTwoWordLabelIsCovered(t *testing.T) {
 	coversOnScreen(t, screen, formPassword, "Change your password", privacytest.Value{Kind: "password", Text: formPassword, Mark: "password"})
 }
 
+// Maven's settings.xml in a light editor: the password is an element's
+// text (a fresh-eye attack's finding). A careless model repeats it.
+func TestAPasswordInAnXMLElementIsCovered(t *testing.T) {
+	t.Parallel()
+	const pw = "Xk9mP2vQ7wLz"
+	screen := mediatest.Screen{Theme: mediatest.Light, Font: mediatest.Mono}
+	for i, line := range []string{"settings.xml", "<servers>", "  <server>", "    <id>nexus-releases</id>",
+		"    <username>deploy</username>", "    <password>" + pw + "</password>", "  </server>", "</servers>"} {
+		screen.Lines = append(screen.Lines, mediatest.Line{Text: line, X: 40, Y: 40 + 40*i, Size: 24})
+	}
+	coversOnScreen(t, screen, pw, "<username>deploy</username>", privacytest.Value{Kind: "password", Text: pw, Mark: "password"})
+}
+
+// az webapp config appsettings list, as JSON in a dark terminal: the
+// secret's name is one member's value, the secret the next member's (a
+// fresh-eye attack's finding).
+func TestASecretInAJSONNameValuePairIsCovered(t *testing.T) {
+	t.Parallel()
+	const secret = "Xk9mP2vQ7wLzAbCd"
+	screen := terminalScreen("$ az webapp config appsettings list -g rg-prod -n acme-api", "[", "  {",
+		`    "name": "API_SECRET",`, `    "slotSetting": false,`, `    "value": "`+secret+`"`, "  }", "]")
+	coversOnScreen(t, screen, secret, "appsettings", privacytest.Value{Kind: "token", Text: secret, Mark: "secret"})
+}
+
+// Terraform's outputs as a table in a dark terminal: a password in its
+// row, between bars (a fresh-eye attack's finding). The SSH and git
+// remotes above it are no e-mail addresses, and stay readable.
+func TestAPasswordInATablesRowIsCoveredAndRemotesAreNot(t *testing.T) {
+	t.Parallel()
+	const pw = "Xk9mP2vQ7wLz"
+	screen := terminalScreen("$ git clone git@github.com:acme/payments-api.git", "$ ssh deploy@bastion.acme.io",
+		"deploy@bastion:~$ terraform output", "db_host | db.internal", "db_password | "+pw, "db_port | 5432")
+	coversOnScreen(t, screen, pw, "git@github.com:acme/payments-api.git", privacytest.Value{Kind: "password", Text: pw, Mark: "password"})
+}
+
 // runPrivately runs video through a pipeline with the privacy pass on, the
 // model answering with steps, in dir; it returns the stand-in storage, the
 // job and what the run reported.

@@ -114,6 +114,14 @@ const (
 	labels  = nameEnd + `[ \t]*(?::|：|\t)[ \t]*`
 )
 
+// A table's row: its line begins with the name, after a bar or not; a bar
+// ends the name's cell; the value's cell ends the line or a bar ends it.
+const (
+	tableRow = `(?m)^[ \t]*(?:[|│][ \t]*)?`
+	cellBar  = `[ \t]*[|│][ \t]*`
+	rowEnd   = `[ \t]*(?:[|│][^\n]*)?$`
+)
+
 // codeWord is one recovery code: letters and digits, a digit among them,
 // in one or two parts ("bd7c6-2f3a9", "8e4f 1c2d"): not a button's word.
 const codeWord = `[a-z0-9]{0,7}[0-9][a-z0-9]{0,7}(?:-[a-z0-9]{3,8})?`
@@ -167,6 +175,32 @@ var builtins = []rule{
 	// A configuration's key and value as attributes (web.config's
 	// <add key="StripeSecret" value="…"/>).
 	{kind: Token, re: regexp.MustCompile(`(?i)\bkey[ \t]*=[ \t]*"[^"\n]*(?:password|passwd|pwd|secret|token|key|credentials?)"[ \t]+value[ \t]*=[ \t]*"([^"\n]{4,})"`), group: 1, ok: generatedValue},
+	// A configuration's element (Maven's settings.xml, Tomcat's, .NET's):
+	// <password>…</password>, <clientSecret>…</clientSecret>.
+	{kind: Password, re: regexp.MustCompile(`<` + passwordName + `(?:[ \t][^>\n]*)?>([^<\n]{4,})</`), group: 1, ok: notOrdinary, byName: true},
+	{kind: Token, re: regexp.MustCompile(`<` + secretName + `(?:[ \t][^>\n]*)?>([^<\n]{4,})</`), group: 1, ok: assignedSecret, byName: true},
+	// An environment list's entry as JSON (an ECS task definition, Azure's
+	// app settings, kubectl -o json): "name": "DB_PASSWORD", then its
+	// "value" (namedValues).
+	{kind: Token, find: namedValues},
+	// A table's row, between bars ("| db_password | … |", a CLI's
+	// --output table, jq's): the name in its first cell, the value in the
+	// next; a line that is not a table's is a shell's pipe ("cat token |
+	// base64").
+	{kind: Password, re: regexp.MustCompile(tableRow + passwordName + cellBar + assignedValue + rowEnd), group: 1, ok: shownPassword, byName: true},
+	{kind: Token, re: regexp.MustCompile(tableRow + secretName + cellBar + assignedValue + rowEnd), group: 1, ok: shownPassword, byName: true},
+	// A Discord webhook's URL: its token posts to the channel.
+	{kind: Token, re: regexp.MustCompile(`https://(?:(?:ptb|canary)\.)?discord(?:app)?\.com/api/webhooks/\d+/([A-Za-z0-9_\-]{60,})`), group: 1},
+	// A Docker Hub personal access token.
+	{kind: Token, re: regexp.MustCompile(`\bdckr_pat_[A-Za-z0-9_\-]{20,}`), bounded: true},
+	// A secret as a command's argument: gh secret set's --body, setx's
+	// value after a secret's name, a value echoed into --password-stdin.
+	{kind: Token, re: regexp.MustCompile(`\bgh[ \t]+secret[ \t]+set\b[^\n;&|]*?[ \t](?:-b|--body)(?:[ \t]+|=)` + optionValue), group: 1, ok: notOrdinary},
+	{kind: Token, re: regexp.MustCompile(`(?i)\bsetx[ \t]+` + secretName + `[ \t]+` + optionValue), group: 1, ok: assignedSecret, byName: true},
+	{kind: Password, re: regexp.MustCompile(`\b(?:echo|printf)(?:[ \t]+-[neE]+)*[ \t]+` + optionValue + `[ \t]*\|[^\n]*--password-stdin`), group: 1, ok: notOrdinary},
+	// A one-time link's token in its query: a magic sign-in link, an
+	// invitation, a reset, an OAuth code.
+	{kind: Token, re: regexp.MustCompile(`[?&#](?:t|tk|code|otp|ticket|magic|invite|invitation|reset|confirm|confirmation|verify|verification|login_token|oobCode)=([A-Za-z0-9%._\-+/=]{16,})`), group: 1, ok: looksGenerated},
 	// E-mail addresses (emails).
 	{kind: Email, find: emails},
 	// Authorization headers, with or without their name; session cookies.
@@ -188,13 +222,14 @@ var builtins = []rule{
 	// A value assigned to a name that says it is secret, as .env files and
 	// configs show them: a password's whatever it is, another's unless it
 	// is an identifier (PRIMARY_KEY=customer_id).
-	{kind: Password, re: regexp.MustCompile(passwordName + assigns + assignedValue), group: 1, ok: notOrdinary, prefix: sentenceEnd, byName: true},
-	{kind: Token, re: regexp.MustCompile(secretName + assigns + assignedValue), group: 1, ok: assignedSecret, prefix: sentenceEnd, byName: true},
+	{kind: Password, re: regexp.MustCompile(passwordName + assigns + assignedValue), group: 1, ok: notOrdinary, prefix: assignedEnd, byName: true},
+	{kind: Token, re: regexp.MustCompile(secretName + assigns + assignedValue), group: 1, ok: assignedSecret, prefix: assignedEnd, byName: true},
 	// The same names as labels (a colon, a tab: forms, tables), where a
 	// sentence may go on ("Token: Expiration is 30 days"): the value must
-	// mix characters as secrets do.
-	{kind: Password, re: regexp.MustCompile(passwordName + labels + assignedValue), group: 1, ok: shownPassword, prefix: sentenceEnd, byName: true},
-	{kind: Token, re: regexp.MustCompile(secretName + labels + assignedValue), group: 1, ok: shownPassword, prefix: sentenceEnd, byName: true},
+	// mix characters as secrets do. Not a URL's user and password (the
+	// URL's rule above): the host is no part of the value.
+	{kind: Password, re: regexp.MustCompile(passwordName + labels + assignedValue), group: 1, ok: shownPassword, prefix: sentenceEnd, byName: true, notInURL: true},
+	{kind: Token, re: regexp.MustCompile(secretName + labels + assignedValue), group: 1, ok: shownPassword, prefix: sentenceEnd, byName: true, notInURL: true},
 	// A label on its own line, its value alone on the next (but for the
 	// field's button, "Hide", "Copy", or an icon read as a sign or two): a
 	// sign-in form (not a menu, whose next item is a word).
@@ -204,13 +239,13 @@ var builtins = []rule{
 	{kind: Token, re: regexp.MustCompile(ownLineAfter + secretName + valueBelow), group: 1, ok: generatedValue, prefix: sentenceEnd, byName: true},
 	// A password beside its label with only spaces between (a form read
 	// as one line), or in a sentence ("the password is hunter2").
-	{kind: Password, re: regexp.MustCompile(`(?i:password|passwd|passphrase|pwd)(?:[ \t]+(?:is|was))?[ \t]+([^\s]{6,})`), group: 1, ok: shownPassword, bounded: true, prefix: sentenceEnd},
+	{kind: Password, re: regexp.MustCompile(`(?i:password|passwd|passphrase|pwd)(?:[ \t]+(?:is|was))?[ \t]+([^\s]{6,})`), group: 1, ok: shownNotOption, bounded: true, prefix: sentenceEnd},
 	// A high-entropy token beside such a name, with nothing between but
 	// spaces (a table of keys).
 	{kind: Token, re: regexp.MustCompile(secretName + `[ \t]+([A-Za-z0-9_\-+/=.]{20,})`), group: 1, ok: highEntropy, bounded: true, named: true, byName: true},
 	// A high-entropy token assigned to any upper-case name, as .env files
 	// hold them (an account SID beside its auth token).
-	{kind: Token, re: regexp.MustCompile(`(?m)(?:^|[ \t])(?:export[ \t]+)?[A-Z][A-Z0-9_]*[ \t]*=[ \t]*["']?([A-Za-z0-9_\-+/=.]{24,})`), group: 1, ok: highEntropy, bounded: true, byName: true},
+	{kind: Token, re: regexp.MustCompile(`(?m)(?:^|[ \t])(?:export[ \t]+)?[A-Z][A-Z0-9_]*[ \t]*=[ \t]*["']?([A-Za-z0-9_\-+/=.]{24,})`), group: 1, ok: highEntropyNoID, bounded: true, byName: true},
 	// A long high-entropy token with no name at all, but not a URL's path
 	// (a document's id in a share link).
 	{kind: Token, re: regexp.MustCompile(`[A-Za-z0-9+_\-]{40,}={0,2}`), ok: veryHighEntropy, bounded: true, notInURL: true},
@@ -336,7 +371,22 @@ func (d *Detector) findIn(s string) []Match {
 			}
 		}
 	}
-	return all
+	return slices.DeleteFunc(all, func(m Match) bool { return public(s, m.Start, m.End) })
+}
+
+// publicBefore ends the text before a value that is published, not
+// secret: an SSH public key's body ("ssh-ed25519 AAAA…"), a key's
+// fingerprint ("SHA256:…"); publishable is a key made to be put in web
+// pages (Stripe's publishable keys).
+var (
+	publicBefore = regexp.MustCompile(`(?:\b(?:ssh-(?:rsa|ed25519|dss)|ecdsa-sha2-nistp\d{3}|sk-(?:ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)[ \t]+|\b(?:SHA256|SHA1|MD5):)$`)
+	publishable  = regexp.MustCompile(`^pk_(?:live|test)_[A-Za-z0-9]+$`)
+)
+
+// public tells whether the value s[start:end] is made to be shown
+// (publicBefore, publishable), whatever rule found it.
+func public(s string, start, end int) bool {
+	return publishable.MatchString(s[start:end]) || publicBefore.MatchString(s[max(0, start-48):start])
 }
 
 // unpunctuated is s with the punctuation that closes a value in a
@@ -441,12 +491,25 @@ func emails(s string) [][2]int {
 			}
 			start += i
 		}
-		if inAuthority(s, at) || !emailDomain(s[start:end]) || !bounded(s, start, end) {
+		if inAuthority(s, at) || sshTarget(s, start, end) || !emailDomain(s[start:end]) || !bounded(s, start, end) {
 			continue
 		}
 		out = append(out, [2]int{start, end})
 	}
 	return out
+}
+
+// sshCommand begins a line that runs an SSH client, after a prompt.
+var sshCommand = regexp.MustCompile(`^[ \t]*(?:[^\n]{0,60}?[$#>%][ \t]+)?(?:sudo[ \t]+)?(?:ssh|scp|sftp|mosh|autossh|ssh-copy-id|rsync)\b`)
+
+// sshTarget tells whether the address s[start:end] is a remote's, for ssh
+// or git, not a mailbox: user@host:path (scp's and git's form, a shell's
+// prompt), or an argument of an SSH client's command line.
+func sshTarget(s string, start, end int) bool {
+	if end+1 < len(s) && s[end] == ':' && !unicode.IsSpace(rune(s[end+1])) {
+		return true
+	}
+	return sshCommand.MatchString(s[strings.LastIndexByte(s[:start], '\n')+1 : start])
 }
 
 // inAuthority tells whether the "@" at s[at] is a URL's, between its "://"
@@ -541,6 +604,18 @@ func sentenceEnd(v string) int {
 	return len(v)
 }
 
+// queryNext is a query's next parameter ("&grant_type=").
+var queryNext = regexp.MustCompile(`&[A-Za-z_][A-Za-z0-9_.\-\[\]]*=`)
+
+// assignedEnd is sentenceEnd of a value assigned to a name, which a query's
+// next parameter ends too ("client_secret=…&grant_type=…").
+func assignedEnd(v string) int {
+	if loc := queryNext.FindStringIndex(v); loc != nil && loc[0] >= 4 {
+		v = v[:loc[0]]
+	}
+	return sentenceEnd(v)
+}
+
 // passwordWord is in a name that says its value is a password.
 var passwordWord = regexp.MustCompile(`(?i)pass|pwd`)
 
@@ -555,14 +630,47 @@ func shownPassword(v string) bool {
 		(looksGenerated(bare) && !capitalised(bare) || strings.ContainsAny(bare, "!@#$%^&*+=~_-"))
 }
 
+// shownNotOption is shownPassword for the word after "password" in a
+// sentence or a command line, which a command's option is not
+// ("--password --host=db", "--name DbPassword --query value").
+func shownNotOption(v string) bool { return shownPassword(v) && !strings.HasPrefix(v, "-") }
+
+// namedValue is a JSON object's "name" that says its value is secret and,
+// later in the same object, its "value".
+var namedValue = regexp.MustCompile(`"name"[ \t]*:[ \t]*"(` + secretName + `)"[^{}]{0,200}?"value"[ \t]*:[ \t]*"([^"\n]{4,})"`)
+
+// namedValues finds the values of namedValue, unless the name only says
+// what the value is about (DB_PASSWORD_FILE) or the value is a path, a
+// placeholder or an identifier (assignedSecret).
+func namedValues(s string) [][2]int {
+	var out [][2]int
+	for _, m := range namedValue.FindAllStringSubmatchIndex(s, -1) {
+		name, v := s[m[2]:m[3]], s[m[4]:m[5]]
+		if !describesSecret(name) && !filePath(v) && assignedSecret(v) {
+			out = append(out, [2]int{m[4], m[5]})
+		}
+	}
+	return out
+}
+
+// identifier is a value that names a thing rather than unlocks it: a
+// UUID, a cloud resource's id ("subnet-0a1b…", "i-0abc…"), a commit's or
+// a digest's hex.
+var identifier = regexp.MustCompile(`^(?:[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}|[a-z]{1,12}-[0-9a-f]{8,17}|[0-9a-f]{40}|[0-9a-f]{64})$`)
+
+// highEntropyNoID is highEntropy for a value under a name that does not say
+// it is secret, which an identifier is not.
+func highEntropyNoID(v string) bool { return highEntropy(v) && !identifier.MatchString(v) }
+
 // describing is the last word of a name that says what a value is about,
 // not that it is the secret: an endpoint, a file, a name or id, a type or
-// length, a timeout, a tag or hash; and the keys of a table
-// (TOKEN_ENDPOINT, KEY_FILE, secretName, SecretId, IMAGE_TAG,
-// PASSWORD_RESET_TIMEOUT, hash_key).
+// length, a timeout or a lifetime, a tag or hash or its algorithm; and the
+// keys of a table or a cache (TOKEN_ENDPOINT, KEY_FILE, secretName,
+// SecretId, IMAGE_TAG, PASSWORD_RESET_TIMEOUT, TOKEN_TTL_SECONDS,
+// PASSWORD_HASH_ALGORITHM, hash_key, CACHE_KEY).
 var (
-	describing = regexp.MustCompile(`(?i)^(?:endpoints?|urls?|uris?|files?|paths?|dirs?|names?|ids?|types?|timeouts?|ttl|expiry|expires|expiration|lengths?|polic(?:y|ies)|formats?|headers?|tags?|sha|commits?|revs?|revisions?|versions?|digests?|hashes|checksums?|counts?|sizes?|modes?|hints?|labels?|fields?|prompts?|placeholders?|rotation|reset|strength|locations?|stores?|providers?|issuers?|scopes?|usage|refs?|arns?)$`)
-	tableKey   = regexp.MustCompile(`(?i)(?:hash|range|sort|partition|foreign|composite|unique|lookup|idempotency|dedup(?:lication)?)[_\-. ]?key$`)
+	describing = regexp.MustCompile(`(?i)^(?:endpoints?|urls?|uris?|files?|paths?|dirs?|names?|ids?|types?|timeouts?|ttl|expiry|expires|expiration|lengths?|polic(?:y|ies)|formats?|headers?|tags?|sha|commits?|revs?|revisions?|versions?|digests?|hash|hashes|hashers?|algorithms?|algo|checksums?|counts?|sizes?|modes?|hints?|labels?|fields?|prompts?|placeholders?|rotation|reset|strength|locations?|stores?|providers?|issuers?|scopes?|usage|refs?|arns?|seconds|secs|minutes|mins|hours|days|age)$`)
+	tableKey   = regexp.MustCompile(`(?i)(?:hash|range|sort|partition|foreign|composite|unique|lookup|idempotency|dedup(?:lication)?|cache)[_\-. ]?key$`)
 )
 
 // describesSecret tells whether the name before a value (with its

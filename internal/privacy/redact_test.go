@@ -202,3 +202,88 @@ func textsAre(t *testing.T, r *privacy.Redactor, cases [][2]string) {
 		}
 	}
 }
+
+// noneKept fails when any of parts survives the text pass of s.
+func noneKept(t *testing.T, s string, parts ...string) {
+	t.Helper()
+	got := privacy.NewRedactor(detector(t), nil).Text(s)
+	for _, p := range parts {
+		if strings.Contains(got, p) {
+			t.Errorf("%q is kept in %q", p, got)
+		}
+	}
+}
+
+// allKept fails when any of parts, ordinary text of s, is replaced.
+func allKept(t *testing.T, s string, parts ...string) {
+	t.Helper()
+	got := privacy.NewRedactor(detector(t), nil).Text(s)
+	for _, p := range parts {
+		if !strings.Contains(got, p) {
+			t.Errorf("%q of %q is replaced: %q", p, s, got)
+		}
+	}
+}
+
+// Secrets in the shapes configs, consoles and command lines show them
+// beyond a name and its operator (a fresh-eye attack's findings): an XML
+// element, a JSON name/value pair, a table's row between bars, a Discord
+// webhook's URL, the argument after a secret's name or option, a value
+// piped to --password-stdin, a Docker Hub token alone, a one-time link.
+func TestSecretsInMoreShapesAreReplaced(t *testing.T) {
+	t.Parallel()
+	noneKept(t, "<server>\n  <id>nexus</id>\n  <username>deploy</username>\n  <password>Xk9mP2vQ7wLz</password>\n</server>", "Xk9mP2vQ7wLz")
+	noneKept(t, "<Password>Xk9mP2vQ7wLz</Password>", "Xk9mP2vQ7wLz")
+	noneKept(t, `<clientSecret type="string">Xk9mP2vQ7wLzAbCd</clientSecret>`, "Xk9mP2vQ7wLzAbCd")
+	noneKept(t, `{"name": "DB_PASSWORD", "value": "Tr0ub4dor&3x"}`, "Tr0ub4dor")
+	noneKept(t, `{"name": "STRIPE_TOKEN", "slotSetting": false, "value": "Xk9mP2vQ7wLzAbCd"}`, "Xk9mP2vQ7wLzAbCd")
+	noneKept(t, "  {\n    \"name\": \"API_SECRET\",\n    \"value\": \"Xk9mP2vQ7wLzAbCd\"\n  },", "Xk9mP2vQ7wLzAbCd")
+	noneKept(t, "| db_password | Xk9mP2vQ7wLz |", "Xk9mP2vQ7wLz")
+	noneKept(t, "db_password | Xk9mP2vQ7wLz", "Xk9mP2vQ7wLz")
+	noneKept(t, "│ api_secret │ Xk9mP2vQ7wLzAbCd12 │", "Xk9mP2vQ7wLzAbCd12")
+	const discord = "Xk9mP2vQ7wLzAbCdEfGhIjKlXk9mP2vQ7wLzAbCdEfGhIjKlXk9mP2vQ7wLzAbCdEfGh"
+	noneKept(t, "Paste https://discord.com/api/webhooks/1234567890123456789/"+discord+" into Alerting.", discord[:16])
+	noneKept(t, "dckr_pat_Xk9mP2vQ7wLzAbCdEfGhIjKlM", "Xk9mP2vQ7wLzAbCd")
+	noneKept(t, "gh secret set NPM_TOKEN --body Xk9mP2vQ7wLzAbCd12", "Xk9mP2vQ7wLzAbCd12")
+	noneKept(t, "setx API_TOKEN Xk9mP2vQ7wLzAbCd12", "Xk9mP2vQ7wLzAbCd12")
+	noneKept(t, "echo 'Xk9mP2vQ7wLz!' | docker login ghcr.io -u acme --password-stdin", "Xk9mP2vQ7wLz")
+	noneKept(t, "Open https://app.acme.io/auth/magic?t=Xk9mP2vQ7wLzAbCdEfGh12 to sign in", "Xk9mP2vQ7wLzAbCdEfGh12")
+	noneKept(t, "Send https://app.acme.io/invite/accept?code=Xk9mP2vQ7wLzAbCd3 to the new hire", "Xk9mP2vQ7wLzAbCd3")
+}
+
+// What those shapes must not take (a fresh-eye attack's findings): an SSH
+// remote or target is no e-mail address; the option after a "password"
+// word is the command's; a resource's id, a commit's hash, a setting that
+// only names a secret; a URL's host after its credentials, a query's
+// other parameters; public keys and fingerprints. And the lookalikes of
+// the shapes above: an XML element or a table's row whose name only
+// describes a secret, a JSON name/value pair of an ordinary setting, a
+// piped variable, a query's ordinary code.
+func TestOrdinaryTextBesideSecretShapesIsKept(t *testing.T) {
+	t.Parallel()
+	allKept(t, "git clone git@github.com:acme/app.git", "git@github.com:acme/app.git")
+	allKept(t, "ssh deploy@bastion.acme.io", "deploy@bastion.acme.io")
+	allKept(t, "ssh -i ~/.ssh/id_ed25519 ubuntu@ec2-3-120-45-67.eu-central-1.compute.amazonaws.com", "ubuntu@ec2-3-120-45-67")
+	allKept(t, "az keyvault secret show --vault-name kv-prod --name DbPassword --query value -o tsv", "--query value")
+	allKept(t, "mysql -u root --password --host=db.internal app", "--host=db.internal")
+	allKept(t, "AZURE_TENANT=123e4567-e89b-12d3-a456-426614174000", "123e4567-e89b-12d3-a456-426614174000")
+	allKept(t, "SENTRY_RELEASE=3f2a9c1e5b7d4f60a8e2c9b1d3f5a7c9e1b3d5f7", "3f2a9c1e5b7d4f60a8e2c9b1d3f5a7c9e1b3d5f7")
+	allKept(t, "SUBNET=subnet-0a1b2c3d4e5f67890", "subnet-0a1b2c3d4e5f67890")
+	allKept(t, "TOKEN_TTL_SECONDS=86400", "86400")
+	allKept(t, "PASSWORD_HASH_ALGORITHM=argon2id", "argon2id")
+	allKept(t, "password_hash: argon2id", "argon2id")
+	allKept(t, "CACHE_KEY=npm-linux-x64-v3", "npm-linux-x64-v3")
+	allKept(t, "git clone https://x-access-token:Xk9mP2vQ7wLzAbCd@github.com/acme/app.git", "github.com/acme/app.git")
+	allKept(t, "curl -d 'client_id=app&client_secret=Xk9mP2vQ7wLzAbCd12&grant_type=client_credentials'", "grant_type=client_credentials")
+	allKept(t, "Public key: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGk7c3WUdA2uUfIkqJmL5t+BdQlkD3yV8fMZqTfKJgU2 jane@laptop", "AAAAC3NzaC1lZDI1NTE5AAAAIGk7c3WUdA2uUfIkqJmL5t+BdQlkD3yV8fMZqTfKJgU2")
+	allKept(t, "The key fingerprint is SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s.", "uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s")
+	allKept(t, "Publishable key: pk_live_51HxYzAbCdEfGhIjKlMn0123", "pk_live_51HxYzAbCdEfGhIjKlMn0123")
+	allKept(t, "<secretName>prod-db-credentials</secretName>", "prod-db-credentials")
+	allKept(t, "<passwordPolicy>Strong</passwordPolicy>", "Strong")
+	allKept(t, "| password_min_length | 12 |", "12")
+	allKept(t, "| Token | Read-only |", "Read-only")
+	allKept(t, `{"name": "LOG_LEVEL", "value": "debug"}`, "debug")
+	allKept(t, `{"name": "DB_PASSWORD_FILE", "value": "/run/secrets/db"}`, "/run/secrets/db")
+	allKept(t, `echo "$CR_PAT" | docker login ghcr.io -u acme --password-stdin`, "$CR_PAT")
+	allKept(t, "https://github.com/login/device?code=WDJB-MJHT", "WDJB-MJHT")
+}
