@@ -470,7 +470,7 @@ func printEvents(w io.Writer, events []postgres.Event) {
 	fmt.Fprintln(w, "\nwebhook events")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, e := range events {
-		state := fmt.Sprintf("pending (%d tries)", e.Tries)
+		state := fmt.Sprintf("pending (%d attempts)", e.Tries) // the column's word, as before
 		switch {
 		case e.DeliveredAt != nil:
 			state = "delivered " + e.DeliveredAt.Format(time.RFC3339)

@@ -128,7 +128,7 @@ func (r *stopAfterFrames) Merge(ctx context.Context, patch map[string]any) error
 	return err
 }
 
-// A person's stop that the SOP's own write meets first (UnderSOPLock, not
+// A person's stop that the SOP's own write meets first (WithSOPLockWhileHolding, not
 // the Reporter) is a cancellation too, as issue 31 has it "whichever of the
 // run's statements meets it first": the Gemini file is deleted, as after a
 // stop the Reporter or the heartbeat meets (TestPersonCancelsDuringTheGeminiCall).

@@ -143,10 +143,10 @@ func (p *Pipeline) Run(ctx context.Context, job queue.Job, r queue.Reporter) (er
 // and only while this claim (its lease token) still holds the job;
 // otherwise it returns queue.ErrCancelled (a person's edit) or queue.ErrLost.
 type OutputLock interface {
-	UnderSOPLock(ctx context.Context, id jobs.ID, token string, fn func(context.Context) error) error
+	WithSOPLockWhileHolding(ctx context.Context, id jobs.ID, token string, fn func(context.Context) error) error
 	// StoreTagged stores the SOP with store and records its ETag and the
 	// screenshots' (frames: node → tag), and RecordFrames records or ("")
-	// forgets screenshots' ETags, inside UnderSOPLock, so that a tag
+	// forgets screenshots' ETags, inside WithSOPLockWhileHolding, so that a tag
 	// recorded is always that of what is stored and shown
 	// (docs/frontend-contract.md, "Revalidation").
 	StoreTagged(ctx context.Context, id jobs.ID, served []byte, shown []string, frames map[string]string, store func() error) (string, error)
@@ -164,7 +164,7 @@ var ErrInterrupted = errors.New("interrupted")
 // lease to hold and no tag to record; StoreTagged just stores.
 type SoleWriter struct{}
 
-func (SoleWriter) UnderSOPLock(ctx context.Context, _ jobs.ID, _ string, fn func(context.Context) error) error {
+func (SoleWriter) WithSOPLockWhileHolding(ctx context.Context, _ jobs.ID, _ string, fn func(context.Context) error) error {
 	return fn(ctx)
 }
 

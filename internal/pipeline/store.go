@@ -35,7 +35,7 @@ func (p *Pipeline) writeSOP(ctx context.Context, job queue.Job, r queue.Reporter
 	// Each try takes the lock and checks the lease anew: no lock is held
 	// through the waits between tries.
 	err = p.retry(ctx, storageService, func() error {
-		return p.outputLock.UnderSOPLock(ctx, job.ID, job.Token, func(ctx context.Context) error {
+		return p.outputLock.WithSOPLockWhileHolding(ctx, job.ID, job.Token, func(ctx context.Context) error {
 			// Forgotten while it is stored, recorded once it is, with the
 			// tags of the screenshots it shows that this run stored: a tag
 			// recorded is always that of what is stored and shown.
@@ -101,7 +101,7 @@ func (p *Pipeline) uploadShots(ctx context.Context, job queue.Job, r queue.Repor
 			return stored, err
 		}
 		err = p.retry(ctx, storageService, func() error {
-			return p.outputLock.UnderSOPLock(ctx, job.ID, job.Token, func(ctx context.Context) error {
+			return p.outputLock.WithSOPLockWhileHolding(ctx, job.ID, job.Token, func(ctx context.Context) error {
 				if err := p.outputLock.RecordFrames(ctx, job.ID, forget); err != nil {
 					return err
 				}

@@ -100,22 +100,22 @@ func TestSOPWriteNeedsTheLease(t *testing.T) {
 	locker := postgres.NewSOPLocker(pool)
 	ran := 0
 	write := func(context.Context) error { ran++; return nil }
-	if err := locker.UnderSOPLock(ctx, id, tok, write); err != nil || ran != 1 {
+	if err := locker.WithSOPLockWhileHolding(ctx, id, tok, write); err != nil || ran != 1 {
 		t.Fatalf("holder: %v, ran %d", err, ran)
 	}
-	if err := locker.UnderSOPLock(ctx, id, "someone-else", write); !errors.Is(err, queue.ErrLost) || ran != 1 {
+	if err := locker.WithSOPLockWhileHolding(ctx, id, "someone-else", write); !errors.Is(err, queue.ErrLost) || ran != 1 {
 		t.Fatalf("another token: %v, ran %d", err, ran)
 	}
 	// Expired but not yet rescued: no longer the holder's to write.
 	pgtest.ExpireLeases(t, pool, string(id))
-	if err := locker.UnderSOPLock(ctx, id, tok, write); !errors.Is(err, queue.ErrLost) || errors.Is(err, queue.ErrCancelled) || ran != 1 {
+	if err := locker.WithSOPLockWhileHolding(ctx, id, tok, write); !errors.Is(err, queue.ErrLost) || errors.Is(err, queue.ErrCancelled) || ran != 1 {
 		t.Fatalf("expired lease: %v, ran %d", err, ran)
 	}
 	// A person's edit of the row ends it too.
 	if _, err := pool.Exec(ctx, `UPDATE jobs SET status = 'error', metadata = jsonb_set(metadata, '{lease,expires_at}', to_jsonb(now() + interval '1 minute')) WHERE job_id = $1`, string(id)); err != nil {
 		t.Fatal(err)
 	}
-	if err := locker.UnderSOPLock(ctx, id, tok, write); !errors.Is(err, queue.ErrCancelled) || ran != 1 {
+	if err := locker.WithSOPLockWhileHolding(ctx, id, tok, write); !errors.Is(err, queue.ErrCancelled) || ran != 1 {
 		t.Fatalf("edited row: %v, ran %d", err, ran)
 	}
 }

@@ -84,7 +84,7 @@ SELECT count(*) > 0 FROM r LEFT JOIN LATERAL (
 	// read, no lock.
 	selectHolds = `SELECT EXISTS (SELECT 1 FROM public.jobs` + heldJob + `)`
 
-	// The same check inside the SOP lock's transaction (UnderSOPLock,
+	// The same check inside the SOP lock's transaction (WithSOPLockWhileHolding,
 	// soplock.go), which every write of the SOP and the screenshots runs
 	// in: it locks the row too. The KEY SHARE row lock keeps the row from
 	// being claimed or rescued (both lock FOR UPDATE SKIP LOCKED) until the

@@ -68,13 +68,13 @@ func (l *SOPLocker) WithSOPLock(ctx context.Context, id jobs.ID, fn func(context
 	return l.withLock(ctx, id, "", fn)
 }
 
-// UnderSOPLock runs fn while holding the lock of id's SOP and while the claim
+// WithSOPLockWhileHolding runs fn while holding the lock of id's SOP and while the claim
 // with lease token holds the job, so that a worker that lost the job can
 // never write the SOP over a newer run's or a person's edit. It returns,
 // without calling fn, queue.ErrCancelled when a person's edit took the job
 // (status changed, row deleted) and queue.ErrLost otherwise (the lease
 // expired or rescued), as queue.LossCause tells them.
-func (l *SOPLocker) UnderSOPLock(ctx context.Context, id jobs.ID, token string, fn func(context.Context) error) error {
+func (l *SOPLocker) WithSOPLockWhileHolding(ctx context.Context, id jobs.ID, token string, fn func(context.Context) error) error {
 	return l.withLock(ctx, id, token, fn)
 }
 
