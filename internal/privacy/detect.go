@@ -87,6 +87,10 @@ type rule struct {
 	// notInURL: a value inside a URL (after "://" in the same word) is not
 	// this rule's.
 	notInURL bool
+	// query: a name after a query's "?" or "&" is a parameter's, whose
+	// value the next parameter ends (queryValue); elsewhere an "&x=" may
+	// be a password's.
+	query bool
 }
 
 // secretName is a name that says its value is secret: password, passwd,
@@ -113,6 +117,10 @@ const (
 	assigns = nameEnd + `[ \t]*(?:=>|:=|=|＝)[ \t]*`
 	labels  = nameEnd + `[ \t]*(?::|：|\t)[ \t]*`
 )
+
+// elementText is the rest of an element's start tag and its text, in
+// CDATA or not, up to its end tag.
+const elementText = `(?:[ \t][^>\n]*)?>(?:<!\[CDATA\[)?([^<\]\n]{4,})(?:\]\]>)?</`
 
 // A table's row: its line begins with the name, after a bar or not; a bar
 // ends the name's cell; the value's cell ends the line or a bar ends it.
@@ -157,7 +165,7 @@ var builtins = []rule{
 	// client's -p.
 	// (A user may be empty, redis://:password@; a password may hold an
 	// "@": the last one before the host ends it.)
-	{kind: Password, re: regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:([^\s/?#]+)@[^\s@/]`), group: 1},
+	{kind: Password, re: regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:([^\s/?]+)@[^\s@/]`), group: 1},
 	{kind: Password, re: regexp.MustCompile(`\b(?:mysql|mysqldump|mysqladmin|mariadb)\b[^\n]*?\s-p([^\s-][^\s]{3,})`), group: 1, ok: notOrdinary},
 	// A registry login's -p, among its first words, and sshpass's, after
 	// its own options only (not ssh's port after it).
@@ -173,12 +181,14 @@ var builtins = []rule{
 	// credentials file: "AKIA…,secret").
 	{kind: Token, re: regexp.MustCompile(`\b(?:AKIA|ASIA)[A-Z0-9]{16}(?:[ \t]*[,;|][ \t]*|[ \t]+)([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+]|$)`), group: 1, ok: looksGenerated},
 	// A configuration's key and value as attributes (web.config's
-	// <add key="StripeSecret" value="…"/>).
-	{kind: Token, re: regexp.MustCompile(`(?i)\bkey[ \t]*=[ \t]*"[^"\n]*(?:password|passwd|pwd|secret|token|key|credentials?)"[ \t]+value[ \t]*=[ \t]*"([^"\n]{4,})"`), group: 1, ok: generatedValue},
+	// <add key="StripeSecret" value="…"/>, Spring's <property name="…"
+	// value="…"/>), or a property element's text.
+	{kind: Token, re: regexp.MustCompile(`(?i)\b(?:key|name)[ \t]*=[ \t]*"[^"\n]*(?:password|passwd|pwd|secret|token|key|credentials?)"[ \t]+value[ \t]*=[ \t]*"([^"\n]{4,})"`), group: 1, ok: generatedValue},
+	{kind: Token, re: regexp.MustCompile(`(?i)<property[ \t]+name[ \t]*=[ \t]*"[^"\n]*(?:password|passwd|pwd|secret|token|credentials?)"[ \t]*>([^<\n]{4,})</`), group: 1, ok: generatedValue},
 	// A configuration's element (Maven's settings.xml, Tomcat's, .NET's):
 	// <password>…</password>, <clientSecret>…</clientSecret>.
-	{kind: Password, re: regexp.MustCompile(`<` + passwordName + `(?:[ \t][^>\n]*)?>([^<\n]{4,})</`), group: 1, ok: notOrdinary, byName: true},
-	{kind: Token, re: regexp.MustCompile(`<` + secretName + `(?:[ \t][^>\n]*)?>([^<\n]{4,})</`), group: 1, ok: assignedSecret, byName: true},
+	{kind: Password, re: regexp.MustCompile(`<(?:[\w\-]+:)?` + passwordName + elementText), group: 1, ok: notOrdinary, byName: true},
+	{kind: Token, re: regexp.MustCompile(`<(?:[\w\-]+:)?` + secretName + elementText), group: 1, ok: assignedSecret, byName: true},
 	// An environment list's entry as JSON (an ECS task definition, Azure's
 	// app settings, kubectl -o json): "name": "DB_PASSWORD", then its
 	// "value" (namedValues).
@@ -187,20 +197,21 @@ var builtins = []rule{
 	// --output table, jq's): the name in its first cell, the value in the
 	// next; a line that is not a table's is a shell's pipe ("cat token |
 	// base64").
-	{kind: Password, re: regexp.MustCompile(tableRow + passwordName + cellBar + assignedValue + rowEnd), group: 1, ok: shownPassword, byName: true},
-	{kind: Token, re: regexp.MustCompile(tableRow + secretName + cellBar + assignedValue + rowEnd), group: 1, ok: shownPassword, byName: true},
+	{kind: Password, re: regexp.MustCompile(tableRow + passwordName + cellBar + assignedValue + rowEnd), group: 1, ok: cellPassword, byName: true},
+	{kind: Token, re: regexp.MustCompile(tableRow + secretName + cellBar + assignedValue + rowEnd), group: 1, ok: generatedValue, byName: true},
 	// A Discord webhook's URL: its token posts to the channel.
-	{kind: Token, re: regexp.MustCompile(`https://(?:(?:ptb|canary)\.)?discord(?:app)?\.com/api/webhooks/\d+/([A-Za-z0-9_\-]{60,})`), group: 1},
+	{kind: Token, re: regexp.MustCompile(`https://(?:(?:ptb|canary)\.)?discord(?:app)?\.com/api/(?:v\d+/)?webhooks/\d+/([A-Za-z0-9_\-]{60,})`), group: 1},
 	// A Docker Hub personal access token.
 	{kind: Token, re: regexp.MustCompile(`\bdckr_pat_[A-Za-z0-9_\-]{20,}`), bounded: true},
 	// A secret as a command's argument: gh secret set's --body, setx's
 	// value after a secret's name, a value echoed into --password-stdin.
-	{kind: Token, re: regexp.MustCompile(`\bgh[ \t]+secret[ \t]+set\b[^\n;&|]*?[ \t](?:-b|--body)(?:[ \t]+|=)` + optionValue), group: 1, ok: notOrdinary},
-	{kind: Token, re: regexp.MustCompile(`(?i)\bsetx[ \t]+` + secretName + `[ \t]+` + optionValue), group: 1, ok: assignedSecret, byName: true},
-	{kind: Password, re: regexp.MustCompile(`\b(?:echo|printf)(?:[ \t]+-[neE]+)*[ \t]+` + optionValue + `[ \t]*\|[^\n]*--password-stdin`), group: 1, ok: notOrdinary},
+	{kind: Token, re: regexp.MustCompile(`\bgh[ \t]+secret[ \t]+set\b[^\n;&|]*?[ \t](?:-b[ \t]*|--body(?:[ \t]+|=))` + optionValue), group: 1, ok: notOrdinary},
+	{kind: Token, re: regexp.MustCompile(`(?i)\bsetx(?:[ \t]+/M)?[ \t]+` + secretName + `[ \t]+` + optionValue), group: 1, ok: assignedSecret, byName: true},
+	{kind: Password, re: regexp.MustCompile(`\b(?:echo|printf)(?:[ \t]+-[neE]+)*(?:[ \t]+["']%s(?:\\n)?["'])?[ \t]+` + optionValue + `[ \t]*\|[^\n]*--password-stdin`), group: 1, ok: notOrdinary},
+	{kind: Password, re: regexp.MustCompile(`--password-stdin[ \t]*<<<[ \t]*` + optionValue), group: 1, ok: notOrdinary},
 	// A one-time link's token in its query: a magic sign-in link, an
 	// invitation, a reset, an OAuth code.
-	{kind: Token, re: regexp.MustCompile(`[?&#](?:t|tk|code|otp|ticket|magic|invite|invitation|reset|confirm|confirmation|verify|verification|login_token|oobCode)=([A-Za-z0-9%._\-+/=]{16,})`), group: 1, ok: looksGenerated},
+	{kind: Token, re: regexp.MustCompile(`[?&#](?:t|tk|key|code|otp|ticket|magic|invite|invite_?code|inviteCode|invitation|activation(?:_code)?|reset|confirm|confirmation|verify|verification|login_token|oobCode)=([A-Za-z0-9%._\-+/=]{16,})`), group: 1, ok: linkToken},
 	// E-mail addresses (emails).
 	{kind: Email, find: emails},
 	// Authorization headers, with or without their name; session cookies.
@@ -222,8 +233,8 @@ var builtins = []rule{
 	// A value assigned to a name that says it is secret, as .env files and
 	// configs show them: a password's whatever it is, another's unless it
 	// is an identifier (PRIMARY_KEY=customer_id).
-	{kind: Password, re: regexp.MustCompile(passwordName + assigns + assignedValue), group: 1, ok: notOrdinary, prefix: assignedEnd, byName: true},
-	{kind: Token, re: regexp.MustCompile(secretName + assigns + assignedValue), group: 1, ok: assignedSecret, prefix: assignedEnd, byName: true},
+	{kind: Password, re: regexp.MustCompile(passwordName + assigns + assignedValue), group: 1, ok: notOrdinary, prefix: sentenceEnd, byName: true, query: true},
+	{kind: Token, re: regexp.MustCompile(secretName + assigns + assignedValue), group: 1, ok: assignedSecret, prefix: sentenceEnd, byName: true, query: true},
 	// The same names as labels (a colon, a tab: forms, tables), where a
 	// sentence may go on ("Token: Expiration is 30 days"): the value must
 	// mix characters as secrets do. Not a URL's user and password (the
@@ -355,7 +366,11 @@ func (d *Detector) findIn(s string) []Match {
 				}
 				v := strings.TrimRight(s[start:end], "\n")
 				end = start + len(v)
-				if r.prefix != nil {
+				if r.query && loc[0] > 0 && (s[loc[0]-1] == '?' || s[loc[0]-1] == '&') {
+					end = start + queryValue(v)
+					v = s[start:end]
+				}
+				if r.prefix != nil && v != "" {
 					end = start + r.prefix(v)
 					v = s[start:end]
 				}
@@ -499,17 +514,20 @@ func emails(s string) [][2]int {
 	return out
 }
 
-// sshCommand begins a line that runs an SSH client, after a prompt.
-var sshCommand = regexp.MustCompile(`^[ \t]*(?:[^\n]{0,60}?[$#>%][ \t]+)?(?:sudo[ \t]+)?(?:ssh|scp|sftp|mosh|autossh|ssh-copy-id|rsync)\b`)
+// sshCommand is a line up to an SSH client's target: after a prompt, the
+// client and its options only ("ssh -i key -p 2222 ").
+var sshCommand = regexp.MustCompile(`^[ \t]*(?:[^\n]{0,60}?[$#>%][ \t]+)?(?:sudo[ \t]+)?(?:ssh|mosh|autossh|ssh-copy-id)(?:[ \t]+-[A-Za-z]+(?:[ \t]+[^\s@\-][^\s@]*)?)*[ \t]+$`)
+
+// remotePath is what follows a remote's user@host in scp's and git's form:
+// ":" and a path ("git@github.com:acme/app.git", "ops@host:~/x").
+var remotePath = regexp.MustCompile(`^:(?:[~/]|[\w.\-]+/)`)
 
 // sshTarget tells whether the address s[start:end] is a remote's, for ssh
-// or git, not a mailbox: user@host:path (scp's and git's form, a shell's
-// prompt), or an argument of an SSH client's command line.
+// or git, not a mailbox: user@host:path (remotePath), or the target of an
+// SSH client's command line (sshCommand). An address in a sentence that
+// merely begins with "ssh", or before ":" and a password, is a mailbox.
 func sshTarget(s string, start, end int) bool {
-	if end+1 < len(s) && s[end] == ':' && !unicode.IsSpace(rune(s[end+1])) {
-		return true
-	}
-	return sshCommand.MatchString(s[strings.LastIndexByte(s[:start], '\n')+1 : start])
+	return remotePath.MatchString(s[end:]) || sshCommand.MatchString(s[strings.LastIndexByte(s[:start], '\n')+1:start])
 }
 
 // inAuthority tells whether the "@" at s[at] is a URL's, between its "://"
@@ -607,13 +625,13 @@ func sentenceEnd(v string) int {
 // queryNext is a query's next parameter ("&grant_type=").
 var queryNext = regexp.MustCompile(`&[A-Za-z_][A-Za-z0-9_.\-\[\]]*=`)
 
-// assignedEnd is sentenceEnd of a value assigned to a name, which a query's
-// next parameter ends too ("client_secret=…&grant_type=…").
-func assignedEnd(v string) int {
-	if loc := queryNext.FindStringIndex(v); loc != nil && loc[0] >= 4 {
-		v = v[:loc[0]]
+// queryValue is the length of v, the value of a query's parameter, up to
+// the next parameter ("client_secret=…&grant_type=…").
+func queryValue(v string) int {
+	if loc := queryNext.FindStringIndex(v); loc != nil {
+		return loc[0]
 	}
-	return sentenceEnd(v)
+	return len(v)
 }
 
 // passwordWord is in a name that says its value is a password.
@@ -630,33 +648,73 @@ func shownPassword(v string) bool {
 		(looksGenerated(bare) && !capitalised(bare) || strings.ContainsAny(bare, "!@#$%^&*+=~_-"))
 }
 
+// cellPassword is shownPassword for a table's cell, where a secret
+// store's reference ("prod/db-password": lower-case letters between "/",
+// no digit) tells where the password is, not what.
+func cellPassword(v string) bool {
+	parts := strings.Split(v, "/")
+	reference := len(parts) > 1 && !slices.ContainsFunc(parts, func(p string) bool {
+		return p == "" || strings.Trim(p, "abcdefghijklmnopqrstuvwxyz-_.") != ""
+	})
+	return shownPassword(v) && !reference
+}
+
+// linkToken keeps a one-time link's token: generated, with a lower-case
+// letter (a promo code is upper-case: SUMMER2024FREESHIP), no date
+// (a dashboard's ?t=2024-01-15T10%3A30%3A00Z).
+func linkToken(v string) bool {
+	return looksGenerated(v) && strings.ContainsFunc(v, unicode.IsLower) && !dated.MatchString(v)
+}
+
+// dated begins with a date.
+var dated = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}`)
+
 // shownNotOption is shownPassword for the word after "password" in a
 // sentence or a command line, which a command's option is not
 // ("--password --host=db", "--name DbPassword --query value").
-func shownNotOption(v string) bool { return shownPassword(v) && !strings.HasPrefix(v, "-") }
+func shownNotOption(v string) bool { return shownPassword(v) && !strings.HasPrefix(v, "--") }
 
-// namedValue is a JSON object's "name" that says its value is secret and,
-// later in the same object, its "value".
-var namedValue = regexp.MustCompile(`"name"[ \t]*:[ \t]*"(` + secretName + `)"[^{}]{0,200}?"value"[ \t]*:[ \t]*"([^"\n]{4,})"`)
+// namedValue is a JSON object's name member and, later in the same
+// object, its value member (ECS, SSM's "Name"/"Value", Beanstalk's
+// "OptionName", CloudFormation's "ParameterKey"/"ParameterValue", in
+// either order, either quotes; the CLI's shorthand Key=…,Value=…).
+var namedValue = []*regexp.Regexp{
+	regexp.MustCompile(`(?i)["'](?:name|optionname|parameterkey)["'][ \t]*:[ \t]*["']([^"'\n]{1,80})["'][^{}]{0,200}?["'](?:value|parametervalue)["'][ \t]*:[ \t]*["']([^"'\n]{4,})["']`),
+	regexp.MustCompile(`(?i)["'](?:value|parametervalue)["'][ \t]*:[ \t]*["']([^"'\n]{4,})["'][^{}]{0,200}?["'](?:name|optionname|parameterkey)["'][ \t]*:[ \t]*["']([^"'\n]{1,80})["']`),
+	regexp.MustCompile(`(?i)\b(?:parameterkey|name)=([^\s,]{1,80}),(?:parametervalue|value)=([^\s,]{4,})`),
+}
 
-// namedValues finds the values of namedValue, unless the name only says
-// what the value is about (DB_PASSWORD_FILE) or the value is a path, a
-// placeholder or an identifier (assignedSecret).
+// secretNamed is a whole name that says its value is secret: the last
+// part of a parameter's path ("/prod/db/password").
+var secretNamed = regexp.MustCompile(`^` + secretName + `$`)
+
+// namedValues finds the values of namedValue whose name says they are
+// secret, unless the name only says what the value is about
+// (DB_PASSWORD_FILE) or the value is a path, a placeholder or an
+// identifier (assignedSecret).
 func namedValues(s string) [][2]int {
 	var out [][2]int
-	for _, m := range namedValue.FindAllStringSubmatchIndex(s, -1) {
-		name, v := s[m[2]:m[3]], s[m[4]:m[5]]
-		if !describesSecret(name) && !filePath(v) && assignedSecret(v) {
-			out = append(out, [2]int{m[4], m[5]})
+	for i, re := range namedValue {
+		for _, m := range re.FindAllStringSubmatchIndex(s, -1) {
+			n, v := 1, 2 // the groups of the name and the value
+			if i == 1 {
+				n, v = 2, 1
+			}
+			name, value := s[m[2*n]:m[2*n+1]], s[m[2*v]:m[2*v+1]]
+			name = name[strings.LastIndexByte(name, '/')+1:]
+			if secretNamed.MatchString(name) && !describesSecret(name) && !filePath(value) && assignedSecret(value) {
+				out = append(out, [2]int{m[2*v], m[2*v+1]})
+			}
 		}
 	}
 	return out
 }
 
-// identifier is a value that names a thing rather than unlocks it: a
-// UUID, a cloud resource's id ("subnet-0a1b…", "i-0abc…"), a commit's or
-// a digest's hex.
-var identifier = regexp.MustCompile(`^(?:[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}|[a-z]{1,12}-[0-9a-f]{8,17}|[0-9a-f]{40}|[0-9a-f]{64})$`)
+// identifier is a value that names a thing rather than unlocks it: a cloud
+// resource's id ("subnet-0a1b…", "i-0abc…"). A UUID or hex is no
+// identifier by its shape (Splunk's, DigitalOcean's, GitHub's old tokens
+// are): only its name says so (describing: AZURE_TENANT, SENTRY_RELEASE).
+var identifier = regexp.MustCompile(`^[a-z]{1,12}-[0-9a-f]{8,17}$`)
 
 // highEntropyNoID is highEntropy for a value under a name that does not say
 // it is secret, which an identifier is not.
@@ -669,7 +727,7 @@ func highEntropyNoID(v string) bool { return highEntropy(v) && !identifier.Match
 // SecretId, IMAGE_TAG, PASSWORD_RESET_TIMEOUT, TOKEN_TTL_SECONDS,
 // PASSWORD_HASH_ALGORITHM, hash_key, CACHE_KEY).
 var (
-	describing = regexp.MustCompile(`(?i)^(?:endpoints?|urls?|uris?|files?|paths?|dirs?|names?|ids?|types?|timeouts?|ttl|expiry|expires|expiration|lengths?|polic(?:y|ies)|formats?|headers?|tags?|sha|commits?|revs?|revisions?|versions?|digests?|hash|hashes|hashers?|algorithms?|algo|checksums?|counts?|sizes?|modes?|hints?|labels?|fields?|prompts?|placeholders?|rotation|reset|strength|locations?|stores?|providers?|issuers?|scopes?|usage|refs?|arns?|seconds|secs|minutes|mins|hours|days|age)$`)
+	describing = regexp.MustCompile(`(?i)^(?:endpoints?|urls?|uris?|files?|paths?|dirs?|names?|ids?|types?|timeouts?|ttl|expiry|expires|expiration|lengths?|polic(?:y|ies)|formats?|headers?|tags?|sha|commits?|revs?|revisions?|versions?|digests?|hash|hashes|hashers?|algorithms?|algo|checksums?|counts?|sizes?|modes?|hints?|labels?|fields?|prompts?|placeholders?|rotation|reset|strength|locations?|stores?|providers?|issuers?|scopes?|usage|refs?|arns?|seconds|secs|minutes|mins|hours|days|age|lifetimes?|durations?|intervals?|hashing|alg|algs|tenants?|releases?|subscriptions?|builds?|regions?|zones?|projects?|workspaces?|environments?|clusters?)$`)
 	tableKey   = regexp.MustCompile(`(?i)(?:hash|range|sort|partition|foreign|composite|unique|lookup|idempotency|dedup(?:lication)?|cache)[_\-. ]?key$`)
 )
 
@@ -677,7 +735,13 @@ var (
 // operator, quotes and a prompt's [default]) says what the value is about
 // rather than that it is the secret (describing, tableKey).
 func describesSecret(name string) bool {
-	name = strings.TrimRight(name, " \t:=>：＝\"'“”‘’")
+	if i := strings.LastIndexByte(name, '<'); i >= 0 {
+		name = name[i+1:] // an element's: its name, not its attributes
+		if j := strings.IndexAny(name, " \t>"); j >= 0 {
+			name = name[:j]
+		}
+	}
+	name = strings.TrimRight(name, " \t:=>：＝\"'“”‘’|│")
 	if i := strings.LastIndexByte(name, '['); i > 0 && strings.HasSuffix(name, "]") {
 		name = strings.TrimRight(name[:i], " \t")
 	}
