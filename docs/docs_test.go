@@ -703,28 +703,48 @@ func codeStrings(t *testing.T, root string) []string {
 	names := named(files)
 	for _, f := range files {
 		code = append(code, stringPatterns(f, names)...)
+	}
+	stringLits(files, func(s string) {
+		if sqlQuery.MatchString(s) {
+			code = append(code, sqlLiterals(s)...)
+		}
+	})
+	for _, m := range migrationsCode(t, root) {
+		code = append(code, sqlLiterals(m)...)
+	}
+	slices.Sort(code)
+	return slices.Compact(code)
+}
+
+// stringLits calls fn with every string literal of files.
+func stringLits(files map[string]*ast.File, fn func(string)) {
+	for _, f := range files {
 		ast.Inspect(f, func(n ast.Node) bool {
 			if lit, ok := n.(*ast.BasicLit); ok {
-				if s, ok := stringLit(lit); ok && sqlQuery.MatchString(s) {
-					code = append(code, sqlLiterals(s)...)
+				if s, ok := stringLit(lit); ok {
+					fn(s)
 				}
 			}
 			return true
 		})
 	}
+}
+
+// migrationsCode is each migration's code, its comments left out (sqlCode).
+func migrationsCode(t *testing.T, root string) []string {
 	migrations, err := filepath.Glob(filepath.Join(root, "supabase", "migrations", "*.sql"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	var out []string
 	for _, m := range migrations {
 		b, err := os.ReadFile(m)
 		if err != nil {
 			t.Fatal(err)
 		}
-		code = append(code, sqlLiterals(sqlCode(string(b)))...)
+		out = append(out, sqlCode(string(b)))
 	}
-	slices.Sort(code)
-	return slices.Compact(code)
+	return out
 }
 
 var (
@@ -1031,26 +1051,9 @@ var runopsWord = regexp.MustCompile(`\brunops_[a-z0-9_]*[a-z0-9]\b`)
 // A name that only a comment still mentions is gone.
 func definedNames(t *testing.T, root string) []string {
 	var text strings.Builder
-	for _, f := range goFiles(t, root, productGo) {
-		ast.Inspect(f, func(n ast.Node) bool {
-			if lit, ok := n.(*ast.BasicLit); ok {
-				if s, ok := stringLit(lit); ok {
-					text.WriteString(s + "\n")
-				}
-			}
-			return true
-		})
-	}
-	migrations, err := filepath.Glob(filepath.Join(root, "supabase", "migrations", "*.sql"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range migrations {
-		b, err := os.ReadFile(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		text.WriteString(sqlCode(string(b)) + "\n")
+	stringLits(goFiles(t, root, productGo), func(s string) { text.WriteString(s + "\n") })
+	for _, m := range migrationsCode(t, root) {
+		text.WriteString(m + "\n")
 	}
 	out := runopsWord.FindAllString(text.String(), -1)
 	slices.Sort(out)

@@ -206,21 +206,23 @@ func textsAre(t *testing.T, r *privacy.Redactor, cases [][2]string) {
 // noneKept fails when any of parts survives the text pass of s.
 func noneKept(t *testing.T, s string, parts ...string) {
 	t.Helper()
-	got := privacy.NewRedactor(detector(t), nil).Text(s)
-	for _, p := range parts {
-		if strings.Contains(got, p) {
-			t.Errorf("%q is kept in %q", p, got)
-		}
-	}
+	keptAre(t, s, false, parts)
 }
 
 // allKept fails when any of parts, ordinary text of s, is replaced.
 func allKept(t *testing.T, s string, parts ...string) {
 	t.Helper()
+	keptAre(t, s, true, parts)
+}
+
+// keptAre fails when the text pass of s keeps any of parts, or (kept)
+// replaces any.
+func keptAre(t *testing.T, s string, kept bool, parts []string) {
+	t.Helper()
 	got := privacy.NewRedactor(detector(t), nil).Text(s)
 	for _, p := range parts {
-		if !strings.Contains(got, p) {
-			t.Errorf("%q of %q is replaced: %q", p, s, got)
+		if strings.Contains(got, p) != kept {
+			t.Errorf("%q of %q: kept %v, want %v: %q", p, s, !kept, kept, got)
 		}
 	}
 }
