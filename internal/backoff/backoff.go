@@ -85,7 +85,7 @@ func (b *Backoff) NextAsked(asked time.Duration) (time.Duration, bool) {
 	if wait <= 0 {
 		wait = b.Wait(b.failed)
 	}
-	if (b.Tries > 0 && b.failed >= b.Tries) || (b.Budget > 0 && b.waited+wait > b.Budget) {
+	if (b.Tries > 0 && b.failed >= b.Tries) || (b.Budget > 0 && wait > b.Budget-b.waited) { // no sum: it may wrap
 		return 0, false
 	}
 	b.waited += wait

@@ -1,6 +1,7 @@
 package backoff_test
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -90,6 +91,19 @@ func TestABackoffGivesUp(t *testing.T) {
 	}
 	if got := waits(&budget, 2); got != "2s give up" {
 		t.Fatalf("after 5 s asked for, of 7 s: %s", got)
+	}
+	// A wait asked for past what is left of the budget gives up, however
+	// long: the waits' sum must not wrap (a fresh-eye attack's finding).
+	for _, asked := range []time.Duration{math.MaxInt64, 9223372036 * time.Second} {
+		huge := backoff.Backoff{Policy: backoff.Policy{First: time.Second, Budget: 2 * time.Minute}}
+		huge.Next()
+		if d, ok := huge.NextAsked(asked); ok {
+			t.Fatalf("after 1 s of a 2 min budget, %v asked for is waited (%v)", asked, d)
+		}
+	}
+	one := backoff.Backoff{Policy: backoff.Policy{First: time.Second, Tries: 1}}
+	if got := waits(&one, 1); got != "give up" {
+		t.Fatalf("one try: %s", got)
 	}
 	never := backoff.Backoff{Policy: backoff.Policy{First: time.Second, Max: time.Second}}
 	if got := waits(&never, 3); got != "1s 1s 1s" {

@@ -213,6 +213,15 @@ func TestRateLimitHonoursRetryDelay(t *testing.T) {
 	if j := over.finished(over.submit(over.video(), nil)); outcome(j) != "Gemini quota exhausted; try again later." {
 		t.Fatalf("long retry delay: %s", outcome(j))
 	}
+
+	// The longest delay a Duration holds, after a second already waited:
+	// the waits' sum must not wrap and pass for a short one (a fresh-eye
+	// attack's finding: the step slept for centuries).
+	wraps := newRig(t)
+	wraps.ai.Script(geminitest.Error(503, "UNAVAILABLE", "overloaded", ""), geminitest.Error(429, "RESOURCE_EXHAUSTED", "Quota exceeded", "9223372036s"))
+	if j := wraps.finished(wraps.submit(wraps.video(), nil)); outcome(j) != "Gemini quota exhausted; try again later." {
+		t.Fatalf("a retry delay past what a Duration holds: %s", outcome(j))
+	}
 }
 
 func TestGeminiDownKeepsTheFileForARerun(t *testing.T) {
