@@ -50,7 +50,11 @@ func (d *Duty) Run(ctx context.Context, work func(context.Context)) {
 	}()
 	failures := backoff.Backoff{Policy: askFailures(d.Retry)}
 	for ctx.Err() == nil {
+		sent := time.Now()
 		held, err := d.ask(ctx)
+		if err == nil && held && !inTime(sent, d.TTL) {
+			continue // its tenure all but over: renew it first
+		}
 		if err != nil || !held {
 			wait := d.Retry
 			if err != nil {
@@ -70,7 +74,7 @@ func (d *Duty) Run(ctx context.Context, work func(context.Context)) {
 		done := make(chan error, 1)
 		d.held.Store(true)
 		go func() { work(dctx); done <- nil }()
-		end := hold(dctx, d.TTL, d.ask, done)
+		end := hold(dctx, d.TTL, sent, d.ask, done)
 		stop()
 		if !end.stopped {
 			<-done

@@ -71,13 +71,14 @@ func (s *ListenerSlot) Run(ctx context.Context, listen func(context.Context) err
 		}
 	}()
 	for ctx.Err() == nil {
-		if !s.take(ctx) {
+		taken, ok := s.take(ctx)
+		if !ok {
 			continue
 		}
 		lctx, stop := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- listen(lctx) }()
-		stopped, err := s.keep(lctx, done)
+		stopped, err := s.keep(lctx, taken, done)
 		stop()
 		if !stopped {
 			err = <-done
@@ -89,12 +90,15 @@ func (s *ListenerSlot) Run(ctx context.Context, listen func(context.Context) err
 	return nil
 }
 
-// take asks for a slot until one is held (true) or ctx ends (false), every
-// Retry while all are taken, sooner while the database cannot answer.
-func (s *ListenerSlot) take(ctx context.Context) bool {
+// take asks for a slot until one is held (ok), and returns when the ask
+// that took it was sent (hold's start), or ctx ends (not ok); every Retry
+// while all are taken, sooner while the database cannot answer, at once
+// when it answered too late to use (inTime).
+func (s *ListenerSlot) take(ctx context.Context) (taken time.Time, ok bool) {
 	failures := backoff.Backoff{Policy: askFailures(s.Retry)}
 	for {
 		var wait time.Duration
+		sent := time.Now()
 		slot, slots, err := s.ask(ctx)
 		if err == nil {
 			s.mu.Lock()
@@ -102,10 +106,11 @@ func (s *ListenerSlot) take(ctx context.Context) bool {
 			s.mu.Unlock()
 		}
 		switch {
-		case err == nil && slot > 0:
+		case err == nil && slot > 0 && inTime(sent, s.TTL):
 			s.say("")
 			s.Logger.Info("listener slot held: listening for jobs", "slot", slot, "slots", slots)
-			return true
+			return sent, true
+		case err == nil && slot > 0: // its tenure all but over: renew it first
 		case err == nil:
 			s.say(fmt.Sprintf("all %d listener slots are taken (RUNOPS_LISTENERS): polling every RUNOPS_SWEEP, asking again then", slots))
 			wait = s.Retry
@@ -116,7 +121,7 @@ func (s *ListenerSlot) take(ctx context.Context) bool {
 		}
 		select {
 		case <-ctx.Done():
-			return false
+			return time.Time{}, false
 		case <-time.After(wait):
 		}
 	}
@@ -126,8 +131,8 @@ func (s *ListenerSlot) take(ctx context.Context) bool {
 // listener stops on its own (stopped, with its error). A tenure that lapses
 // (not renewed in time) or is refused ends — the caller closes the listener —
 // before another worker could be given the slot.
-func (s *ListenerSlot) keep(ctx context.Context, listening <-chan error) (stopped bool, err error) {
-	end := hold(ctx, s.TTL, func(ctx context.Context) (bool, error) {
+func (s *ListenerSlot) keep(ctx context.Context, taken time.Time, listening <-chan error) (stopped bool, err error) {
+	end := hold(ctx, s.TTL, taken, func(ctx context.Context) (bool, error) {
 		slot, _, err := s.ask(ctx)
 		return slot > 0, err
 	}, listening)

@@ -28,20 +28,29 @@ func askFailures(retry time.Duration) backoff.Policy {
 	return backoff.Policy{First: 2 * time.Second, Max: retry}
 }
 
+// inTime tells whether an ask sent at sent that took a tenure of ttl was
+// answered before its holder would have to stop (hold): one answered
+// later is asked again before its work begins.
+func inTime(sent time.Time, ttl time.Duration) bool {
+	return time.Since(sent) < queue.StopMargin(ttl)
+}
+
 // errNoAnswer is a renewal the database never answered in time.
 var errNoAnswer = errors.New("no answer")
 
 // hold renews a tenure of ttl every ttl/3 (queue.DefaultHeartbeat), with
 // renew (held: the database kept it this holder's), until ctx ends, the work
 // reports on done, the tenure is refused, or it has not been renewed by
-// 0.8 × ttl (queue.StopMargin) after its last renewal was sent. That last is a timer, as a job's lease has, and no
-// renewal is given longer than it: a renewal the database never answers
-// cannot keep this worker holding past the tenure's expiry, after the
-// database gave it to another. The tenure was just taken or renewed.
-func hold(ctx context.Context, ttl time.Duration, renew func(context.Context) (bool, error), done <-chan error) tenureEnd {
+// 0.8 × ttl (queue.StopMargin) after its last renewal was sent — the
+// first, the ask that took it at taken: the database's tenure runs from
+// the ask's now(), not from its answer. That last is a timer, as a job's
+// lease has, and no renewal is given longer than it: a renewal the
+// database never answers cannot keep this worker holding past the
+// tenure's expiry, after the database gave it to another.
+func hold(ctx context.Context, ttl time.Duration, taken time.Time, renew func(context.Context) (bool, error), done <-chan error) tenureEnd {
 	margin := queue.StopMargin(ttl)
-	deadline := time.Now().Add(margin)
-	expiry := time.NewTimer(margin)
+	deadline := taken.Add(margin)
+	expiry := time.NewTimer(time.Until(deadline))
 	defer expiry.Stop()
 	tick := time.NewTicker(queue.DefaultHeartbeat(ttl))
 	defer tick.Stop()
