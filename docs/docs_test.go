@@ -706,7 +706,7 @@ func codeStrings(t *testing.T, root string) []string {
 	}
 	stringLits(files, func(s string) {
 		if sqlQuery.MatchString(s) {
-			code = append(code, sqlLiterals(s)...)
+			code = append(code, sqlLiterals(sqlCode(s))...) // a comment's "'" opens no literal
 		}
 	})
 	for _, m := range migrationsCode(t, root) {
@@ -716,17 +716,36 @@ func codeStrings(t *testing.T, root string) []string {
 	return slices.Compact(code)
 }
 
-// stringLits calls fn with every string literal of files.
+// stringLits calls fn with every string of files: a literal, or a sum of
+// literals joined (a query written in pieces), its other parts as spaces.
 func stringLits(files map[string]*ast.File, fn func(string)) {
-	for _, f := range files {
-		ast.Inspect(f, func(n ast.Node) bool {
-			if lit, ok := n.(*ast.BasicLit); ok {
-				if s, ok := stringLit(lit); ok {
-					fn(s)
-				}
+	var visit func(ast.Node) bool
+	visit = func(n ast.Node) bool {
+		switch e := n.(type) {
+		case *ast.BinaryExpr:
+			if e.Op != token.ADD {
+				return true
 			}
-			return true
-		})
+			var b strings.Builder
+			for _, part := range summands(e) {
+				if s, ok := stringLit(part); ok {
+					b.WriteString(s)
+					continue
+				}
+				b.WriteString(" ")
+				ast.Inspect(part, visit)
+			}
+			fn(b.String())
+			return false
+		case *ast.BasicLit:
+			if s, ok := stringLit(e); ok {
+				fn(s)
+			}
+		}
+		return true
+	}
+	for _, f := range files {
+		ast.Inspect(f, visit)
 	}
 }
 

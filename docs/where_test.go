@@ -1,6 +1,7 @@
 package docs_test
 
 import (
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -229,5 +230,10 @@ func TestSQLCode(t *testing.T) {
 		"CREATE FUNCTION f() AS $$ BEGIN PERFORM runops_body(); \nEND $$; "
 	if got := sqlCode(sql); got != want {
 		t.Errorf("%q\nwant %q", got, want)
+	}
+	// A query's words, read from its code: a comment's apostrophe opens none.
+	query := "UPDATE jobs SET outcome = 'lost' -- a person's edit\nWHERE cause = 'lease expired'"
+	if got := fmt.Sprint(sqlLiterals(sqlCode(query))); got != "[lost lease expired]" {
+		t.Errorf("the words of %q: %s", query, got)
 	}
 }
