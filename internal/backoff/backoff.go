@@ -92,6 +92,9 @@ func (b *Backoff) NextAsked(asked time.Duration) (time.Duration, bool) {
 	return wait, true
 }
 
+// Waited is what the waits it gave add up to.
+func (b *Backoff) Waited() time.Duration { return b.waited }
+
 // Failed is how many failed tries the Backoff has counted.
 func (b *Backoff) Failed() int { return b.failed }
 

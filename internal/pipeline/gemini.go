@@ -79,20 +79,18 @@ func (p *Pipeline) geminiFile(ctx context.Context, job queue.Job, r queue.Report
 		return f, err
 	}
 	start := time.Now()
-	var waited time.Duration
 	polls := backoff.Backoff{Policy: filePolls}
 	for f.State != "ACTIVE" {
 		if f.State == "FAILED" {
 			return f, jobs.Fail(msgFileFailed, errors.New(f.Error))
 		}
-		if took := max(waited, time.Since(start)); took >= p.cfg.FileActiveTimeout {
+		if took := max(polls.Waited(), time.Since(start)); took >= p.cfg.FileActiveTimeout {
 			return f, jobs.Fail(msgFileSlow, fmt.Errorf("file %s still %s after %s", f.Name, f.State, took))
 		}
 		wait, _ := polls.Next()
 		if err := p.cfg.Sleep(ctx, wait); err != nil {
 			return f, err
 		}
-		waited += wait
 		err := p.retry(ctx, geminiService, func() error {
 			got, err := p.fileState(ctx, f.Name)
 			if err == nil {
@@ -253,7 +251,7 @@ func (p *Pipeline) askForSOP(ctx context.Context, job queue.Job, r queue.Reporte
 func (p *Pipeline) geminiFailure(ctx context.Context, err error) error {
 	var f *jobs.Failure
 	switch {
-	case errors.As(err, &f), errors.Is(err, context.Canceled), errors.Is(err, queue.ErrLost), errors.Is(err, ErrInterrupted):
+	case errors.As(err, &f), errors.Is(err, context.Canceled), errors.Is(err, queue.ErrLost):
 		return err
 	case errors.Is(err, jobs.ErrRefusedKey):
 		p.cfg.Logger.ErrorContext(ctx, geminiService.refusedKeyOp, "error", err)
@@ -274,17 +272,13 @@ func (p *Pipeline) geminiFailure(ctx context.Context, err error) error {
 func (p *Pipeline) keepOrDeleteModelFile(ctx context.Context, name string, err error) {
 	var f *jobs.Failure
 	permanent := errors.As(err, &f) && !errors.Is(err, errExhausted)
-	stopped := stoppedForGood(context.Cause(ctx)) || stoppedForGood(err) // the SOP's write (OutputLock) may meet the edit first
+	cause := context.Cause(ctx) // a person's edit (queue.ErrCancelled), a local run's Ctrl-C (ErrInterrupted)
+	stopped := errors.Is(cause, queue.ErrCancelled) || errors.Is(cause, ErrInterrupted) ||
+		errors.Is(err, queue.ErrCancelled) // the SOP's write (OutputLock) may meet the edit first
 	if err != nil && !permanent && !stopped {
 		return
 	}
 	p.deleteModelFile(ctx, name)
-}
-
-// stoppedForGood tells whether err stops the work for good: a person's edit of
-// the job (queue.ErrCancelled), or a local run interrupted (ErrInterrupted).
-func stoppedForGood(err error) bool {
-	return errors.Is(err, queue.ErrCancelled) || errors.Is(err, ErrInterrupted)
 }
 
 // deleteModelFile deletes a Gemini file, trying again through a passing

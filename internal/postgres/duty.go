@@ -55,20 +55,17 @@ func (d *Duty) Run(ctx context.Context, work func(context.Context)) {
 		if err == nil && held && !inTime(sent, d.TTL) {
 			continue // its tenure all but over: renew it first
 		}
+		if err == nil {
+			failures.Reset()
+		}
 		if err != nil || !held {
 			wait := d.Retry
 			if err != nil {
 				wait, _ = failures.Next() // asks until ctx ends
-			} else {
-				failures.Reset()
 			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(wait):
-			}
+			_ = backoff.Sleep(ctx, wait) // ctx's end ends the loop
 			continue
 		}
-		failures.Reset()
 		d.Logger.Info("fleet duty held: this worker does it for the fleet", "duty", d.Name)
 		dctx, stop := context.WithCancel(ctx)
 		done := make(chan error, 1)

@@ -119,10 +119,8 @@ func (s *ListenerSlot) take(ctx context.Context) (taken time.Time, ok bool) {
 			s.say(fmt.Sprintf("the database did not answer for a listener slot (%v): polling every RUNOPS_SWEEP", err))
 			wait, _ = failures.Next() // no tries or budget: asks until ctx ends
 		}
-		select {
-		case <-ctx.Done():
+		if backoff.Sleep(ctx, wait) != nil {
 			return time.Time{}, false
-		case <-time.After(wait):
 		}
 	}
 }

@@ -275,14 +275,8 @@ func readLossCause(store Store, id jobs.ID) error {
 		if err == nil {
 			return LossCause(status, found)
 		}
-		wait, again := tries.Next()
-		if !again {
+		if wait, again := tries.Next(); !again || backoff.Sleep(ctx, wait) != nil {
 			return ErrLost
-		}
-		select {
-		case <-ctx.Done():
-			return ErrLost
-		case <-time.After(wait):
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/runops/runops/internal/backoff"
 	"github.com/runops/runops/internal/jobs"
 	"github.com/runops/runops/internal/metrics"
 )
@@ -147,10 +148,8 @@ func (r *reporter) write(ctx context.Context, patch map[string]any) error {
 		case !errors.Is(err, jobs.ErrUnavailable) || ctx.Err() != nil:
 			return err
 		}
-		select {
-		case <-ctx.Done():
+		if backoff.Sleep(ctx, whileUnreachable.Wait(1)) != nil {
 			return err
-		case <-time.After(whileUnreachable.Wait(1)):
 		}
 	}
 }

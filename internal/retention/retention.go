@@ -160,11 +160,8 @@ func (j *Janitor) everyObject(ctx context.Context, id jobs.ID) ([]string, error)
 // each) until ctx is done.
 func (j *Janitor) Run(ctx context.Context) {
 	for {
-		wait := backoff.Spread(j.Every, 0.2)
-		select {
-		case <-ctx.Done():
+		if backoff.Sleep(ctx, backoff.Spread(j.Every, 0.2)) != nil {
 			return
-		case <-time.After(wait):
 		}
 		n, err := j.Once(ctx)
 		switch {

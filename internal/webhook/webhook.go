@@ -300,6 +300,8 @@ func (d *Deliverer) deliver(ctx, roundCtx context.Context, dels []Delivery) (int
 			metrics.WebhookDeliveries.WithLabelValues("delivered").Inc()
 			err = d.Store.Delivered(ctx, del)
 		case now().Sub(del.Created) >= giveUpAt:
+			// The log lines' key is the stored column's, "attempts", as log
+			// readers know it; it counts this delivery's tries.
 			metrics.WebhookDeliveries.WithLabelValues("given_up").Inc()
 			d.Logger.Error("webhook: giving up on an event", "event_id", del.EventID, "url", ShownURL(del.URL), "attempts", del.Tries, "error", why)
 			err = d.Store.GiveUp(ctx, del, why)
@@ -401,10 +403,8 @@ func (d *Deliverer) Run(ctx context.Context) {
 				d.Logger.Warn("webhook: gave up the day-old events of receivers not in RUNOPS_WEBHOOK_URLS", "events", n)
 			}
 		}
-		select {
-		case <-ctx.Done():
+		if backoff.Sleep(ctx, d.Every) != nil {
 			return
-		case <-time.After(d.Every):
 		}
 		if _, err := d.Once(ctx); err != nil && ctx.Err() == nil {
 			d.Logger.Warn("webhook: delivery round failed", "error", err)
