@@ -342,7 +342,9 @@ func (d *Detector) Find(text string) []Match {
 // spacing collapsed, its wrapped tokens joined.
 func views(v view) []view { return []view{v, collapsed(v), joined(v)} }
 
-// findIn runs every rule on s as it is.
+// findIn runs every rule on s as it is. What is made to be shown (public)
+// is no secret, whichever of ours or gitleaks' rules found it; an
+// operator's own pattern is taken as it is.
 func (d *Detector) findIn(s string) []Match {
 	var all []Match
 	all = append(all, findLeaks(s)...)
@@ -351,42 +353,47 @@ func (d *Detector) findIn(s string) []Match {
 		// name and its value).
 		all = append(all, findLeaks(bare)...)
 	}
-	for _, rs := range [][]rule{builtins, d.custom} {
-		for _, r := range rs {
-			if r.find != nil {
-				for _, at := range r.find(s) {
-					all = append(all, Match{at[0], at[1], r.kind})
-				}
+	all = slices.DeleteFunc(append(all, matchRules(s, builtins)...), func(m Match) bool { return public(s, m.Start, m.End) })
+	return append(all, matchRules(s, d.custom)...)
+}
+
+// matchRules runs rules on s: each one's values that its checks keep.
+func matchRules(s string, rules []rule) []Match {
+	var all []Match
+	for _, r := range rules {
+		if r.find != nil {
+			for _, at := range r.find(s) {
+				all = append(all, Match{at[0], at[1], r.kind})
+			}
+			continue
+		}
+		for _, loc := range r.re.FindAllStringSubmatchIndex(s, -1) {
+			start, end := loc[0], loc[1]
+			if r.group > 0 && len(loc) > 2*r.group+1 && loc[2*r.group] >= 0 {
+				start, end = loc[2*r.group], loc[2*r.group+1]
+			}
+			v := strings.TrimRight(s[start:end], "\n")
+			end = start + len(v)
+			if r.query && loc[0] > 0 && (s[loc[0]-1] == '?' || s[loc[0]-1] == '&') {
+				end = start + queryValue(v)
+				v = s[start:end]
+			}
+			if r.prefix != nil && v != "" {
+				end = start + r.prefix(v)
+				v = s[start:end]
+			}
+			if start == end || r.ok != nil && !r.ok(v) || r.bounded && !bounded(s, start, end) || r.notInURL && inURL(s, start) ||
+				r.byName && (describesSecret(s[loc[0]:start]) || filePath(v)) {
 				continue
 			}
-			for _, loc := range r.re.FindAllStringSubmatchIndex(s, -1) {
-				start, end := loc[0], loc[1]
-				if r.group > 0 && len(loc) > 2*r.group+1 && loc[2*r.group] >= 0 {
-					start, end = loc[2*r.group], loc[2*r.group+1]
-				}
-				v := strings.TrimRight(s[start:end], "\n")
-				end = start + len(v)
-				if r.query && loc[0] > 0 && (s[loc[0]-1] == '?' || s[loc[0]-1] == '&') {
-					end = start + queryValue(v)
-					v = s[start:end]
-				}
-				if r.prefix != nil && v != "" {
-					end = start + r.prefix(v)
-					v = s[start:end]
-				}
-				if start == end || r.ok != nil && !r.ok(v) || r.bounded && !bounded(s, start, end) || r.notInURL && inURL(s, start) ||
-					r.byName && (describesSecret(s[loc[0]:start]) || filePath(v)) {
-					continue
-				}
-				kind := r.kind
-				if r.named && passwordWord.MatchString(s[loc[0]:start]) {
-					kind = Password
-				}
-				all = append(all, Match{start, end, kind})
+			kind := r.kind
+			if r.named && passwordWord.MatchString(s[loc[0]:start]) {
+				kind = Password
 			}
+			all = append(all, Match{start, end, kind})
 		}
 	}
-	return slices.DeleteFunc(all, func(m Match) bool { return public(s, m.Start, m.End) })
+	return all
 }
 
 // publicBefore ends the text before a value that is published, not
@@ -693,6 +700,9 @@ var secretNamed = regexp.MustCompile(`^` + secretName + `$`)
 // (DB_PASSWORD_FILE) or the value is a path, a placeholder or an
 // identifier (assignedSecret).
 func namedValues(s string) [][2]int {
+	if !strings.Contains(s, "alue") && !strings.Contains(s, "ALUE") {
+		return nil // no value member: the patterns are long to run
+	}
 	var out [][2]int
 	for i, re := range namedValue {
 		for _, m := range re.FindAllStringSubmatchIndex(s, -1) {

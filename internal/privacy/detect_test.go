@@ -284,6 +284,15 @@ func TestOperatorPatterns(t *testing.T) {
 	if strings.Join(got, " ") != "custom:CUST-004211 custom:billing-7.corp.internal custom:ref;2231 email:ops@example.com" {
 		t.Fatalf("%q", got)
 	}
+	// What our rules take for published (a publishable key, a fingerprint)
+	// is still found by an operator's pattern that asks for it.
+	own, err := privacy.NewDetector([]string{`pk_live_\w+`, `SHA256:\S+`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := found(t, own, "Publishable key pk_live_51HxYzAbCdEfGhIjKlMn0123, fingerprint SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"); len(got) != 2 {
+		t.Fatalf("an operator's patterns: %q", got)
+	}
 	for _, bad := range []string{`CUST-(\d`, `a*`} {
 		if _, err := privacy.ParsePatterns(bad); err == nil {
 			t.Errorf("%q accepted", bad)
