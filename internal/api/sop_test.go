@@ -526,7 +526,7 @@ func TestEditsBehindTheSmartCDNWaitForIt(t *testing.T) {
 // screenshot of the step it deleted is removed. Before, it answered 503
 // ("try again": a retried delete then found no step) and the screenshot
 // stayed in storage, readable there.
-func TestAnEditStoredAsItsLockWasLostStands(t *testing.T) {
+func TestAnEditStoredAsItsLocksConnectionEndedStands(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	id := e.withSOP("completed")

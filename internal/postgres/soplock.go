@@ -142,7 +142,7 @@ func (l *SOPLocker) lockOnce(ctx context.Context, id jobs.ID, token string, fn f
 		return nil
 	})
 	if err != nil && ran {
-		l.forgetAfterLoss(ctx, id, err)
+		l.forgetAfterFailure(ctx, id, err)
 	}
 	if fnErr != nil {
 		return fnErr
@@ -150,14 +150,14 @@ func (l *SOPLocker) lockOnce(ctx context.Context, id jobs.ID, token string, fn f
 	return wrap("lock sop", err)
 }
 
-// forgetAfterLoss forgets id's tags once a holder's transaction failed
+// forgetAfterFailure forgets id's tags once a holder's transaction failed
 // after it ran (its connection died, its commit failed): what it stored
 // may land after a writer that took the lock meanwhile recorded its own
 // tag, and that tag would then name what is no longer stored. Under the
 // lock, taken again: a writer still holding it records its tag first, and
 // one after it stores after what this holder stored has landed. Forgotten,
 // readers read storage.
-func (l *SOPLocker) forgetAfterLoss(ctx context.Context, id jobs.ID, cause error) {
+func (l *SOPLocker) forgetAfterFailure(ctx context.Context, id jobs.ID, cause error) {
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	err := pgx.BeginFunc(fctx, l.pool, func(tx pgx.Tx) error {

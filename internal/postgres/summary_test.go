@@ -282,7 +282,7 @@ func TestSummaryOfMalformedKeysIsNoOutage(t *testing.T) {
 // nothing; recorded on a connection of its own, it named bytes no longer
 // stored, and a revalidation with it was answered 304 (GET /api/sop reads
 // the recorded tag first) while storage held another document.
-func TestATagRecordedAfterTheLockWasLostIsNotStale(t *testing.T) {
+func TestATagRecordedAfterTheLocksConnectionEndedIsNotStale(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	direct, id, a, b, docA, docB := lockRace(t)
@@ -560,7 +560,7 @@ func TestAWriterThatDiesAfterItsUploadLeavesNoOldTag(t *testing.T) {
 // No tag names what is not stored: A, its transaction failed, forgets the
 // job's tags. Before, B's tag stayed while storage held A's SOP, and a
 // reader holding B's copy was answered 304 (a reviewer's finding).
-func TestAnUploadLandingAfterTheLockWasLostLeavesNoStaleTag(t *testing.T) {
+func TestAnUploadLandingAfterTheLocksConnectionEndedLeavesNoStaleTag(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	direct, id, a, b, docA, docB := lockRace(t)

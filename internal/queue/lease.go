@@ -237,7 +237,7 @@ func (w *Worker) watchEdits(ctx context.Context) {
 // the one distinction a handler branches on (the work is abandoned for
 // good: it may clean up remote state).
 var (
-	ErrLost      = errors.New("lease lost: the job is no longer this run's")
+	ErrLost      = errors.New("job lost: it is no longer this run's")
 	ErrCancelled = fmt.Errorf("%s: %w", CancelledCause, ErrLost)
 )
 
