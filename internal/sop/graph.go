@@ -10,21 +10,72 @@ import (
 // read: a document stored is served as it was tagged.
 func RepairFlow(d *Document) {
 	if d.Public != nil {
-		repairEdges(d.Public)
+		repairEdges(d.Public, true)
 	}
 	CiteTimestamps(d)
 }
 
 // The edge rules the viewer depends on (docs/frontend-contract.md, "The SOP document"):
-// the first edge starts at the first real task with start; a loop's last
-// child goes back to its first with next. repairEdges makes them true
-// where the document only leaves them out: the answer of a model, a delete.
-func repairEdges(p *Public) {
-	startFirst(p)
+// decisions branch with yes and no, a loop leaves with all_processed, a
+// loop's last child goes back to its first with next, the first edge
+// starts at the first real task with start. repairEdges makes them true
+// where the document only leaves them out or puts a condition where it
+// means nothing: the answer of a model, a delete. With search, a flow
+// without a start edge is given one (startFirst); a delete that removed
+// the first step hands the start on itself.
+func repairEdges(p *Public, search bool) {
+	byID := map[string]*Node{}
+	for i := range p.Nodes {
+		byID[p.Nodes[i].ID] = &p.Nodes[i]
+	}
+	for i := range p.Edges {
+		if !conditionFits(p.Edges[i], byID) {
+			p.Edges[i].Condition = ""
+		}
+	}
 	for _, n := range p.Nodes {
 		if n.Type == "loop" && len(n.Children) > 0 {
+			loopExit(p, n)
 			loopBack(p, n)
 		}
+	}
+	startFirst(p, search)
+}
+
+// conditionFits tells whether e's condition stands where it means
+// something: yes and no out of a decision, all_processed out of a loop,
+// next between two steps of one loop, start out of no step of a loop and
+// no end. A model's yes out of a task is a plain edge.
+func conditionFits(e Edge, byID map[string]*Node) bool {
+	src, dst := byID[e.Source], byID[e.Target]
+	if src == nil || dst == nil {
+		return true // Validate names the missing node
+	}
+	switch e.Condition {
+	case "yes", "no":
+		return src.Type == "decision"
+	case "all_processed":
+		return src.Type == "loop"
+	case "next":
+		return src.ParentID != "" && src.ParentID == dst.ParentID
+	case "start":
+		return src.ParentID == "" && src.Type != "end"
+	}
+	return true
+}
+
+// loopExit gives a loop that leaves by no all_processed edge the one its
+// steps take out of it: a model wires the last step straight to the step
+// after the loop. The edge then leaves from the loop.
+func loopExit(p *Public, loop Node) {
+	if slices.ContainsFunc(p.Edges, func(e Edge) bool { return e.Source == loop.ID && e.Condition == "all_processed" }) {
+		return
+	}
+	out := slices.IndexFunc(p.Edges, func(e Edge) bool {
+		return slices.Contains(loop.Children, e.Source) && !slices.Contains(loop.Children, e.Target) && e.Target != loop.ID && e.Condition == ""
+	})
+	if out >= 0 {
+		p.Edges[out].Source, p.Edges[out].Condition = loop.ID, "all_processed"
 	}
 }
 
@@ -47,26 +98,40 @@ func CiteTimestamps(d *Document) {
 
 // startFirst makes the start edge the first one: the one there is, or the
 // first real task's plain edge out, marked start — the first task that is
-// no step of a loop and that no edge leads to. A flow that begins with no
-// such task (a decision) is left without one.
-func startFirst(p *Public) {
+// no step of a loop and that no edge leads to, else (a retry comes back to
+// it) the first such task at all, when search says to look. A flow that
+// begins with no task (a decision) is left without one.
+func startFirst(p *Public, search bool) {
 	at := slices.IndexFunc(p.Edges, func(e Edge) bool { return e.Condition == "start" })
+	if at < 0 && !search {
+		return
+	}
 	if at < 0 {
+		root := func(n Node) bool { return n.Type == "task" && n.ParentID == "" }
 		first := slices.IndexFunc(p.Nodes, func(n Node) bool {
-			return n.Type == "task" && n.ParentID == "" && !slices.ContainsFunc(p.Edges, func(e Edge) bool { return e.Target == n.ID })
+			return root(n) && !slices.ContainsFunc(p.Edges, func(e Edge) bool { return e.Target == n.ID })
 		})
 		if first < 0 {
+			first = slices.IndexFunc(p.Nodes, root)
+		}
+		if first < 0 || !markStart(p, p.Nodes[first].ID) {
 			return
 		}
-		at = slices.IndexFunc(p.Edges, func(e Edge) bool { return e.Source == p.Nodes[first].ID && e.Condition == "" })
-		if at < 0 {
-			return
-		}
-		p.Edges[at].Condition = "start"
+		at = slices.IndexFunc(p.Edges, func(e Edge) bool { return e.Condition == "start" })
 	}
 	start := p.Edges[at]
 	copy(p.Edges[1:at+1], p.Edges[:at])
 	p.Edges[0] = start
+}
+
+// markStart marks id's first plain edge out start, and reports whether it
+// had one.
+func markStart(p *Public, id string) bool {
+	at := slices.IndexFunc(p.Edges, func(e Edge) bool { return e.Source == id && e.Condition == "" })
+	if at >= 0 {
+		p.Edges[at].Condition = "start"
+	}
+	return at >= 0
 }
 
 // loopBack gives a loop that has no next edge one, from its last child back
@@ -120,6 +185,15 @@ func Delete(d *Document, id string) bool {
 	}
 	mark(id)
 	onward := onwardOf(p.Edges, id, gone)
+	// The first step removed: the procedure starts where it went on (a
+	// task's plain edge out), not at a step a removed decision left behind.
+	next, started := "", slices.ContainsFunc(p.Edges, func(e Edge) bool { return e.Condition == "start" })
+	if at := slices.IndexFunc(p.Edges, func(e Edge) bool { return e.Condition == "start" }); at >= 0 && gone[p.Edges[at].Source] {
+		next = p.Edges[at].Target
+		if gone[next] {
+			next = onward
+		}
+	}
 	decision := map[string]bool{}
 	for _, n := range p.Nodes {
 		decision[n.ID] = n.Type == "decision"
@@ -148,7 +222,10 @@ func Delete(d *Document, id string) bool {
 	if d.Private != nil {
 		d.Private.Steps = slices.DeleteFunc(d.Private.Steps, func(s Step) bool { return gone[s.NodeID] })
 	}
-	repairEdges(p)
+	if i := slices.IndexFunc(p.Nodes, func(n Node) bool { return n.ID == next }); i >= 0 && p.Nodes[i].Type == "task" && p.Nodes[i].ParentID == "" {
+		markStart(p, next)
+	}
+	repairEdges(p, !started)
 	return true
 }
 

@@ -411,3 +411,78 @@ func edgesBetween(d *Document, source, target string) int {
 	}
 	return n
 }
+
+// A model's slips in the flow that repairEdges mends, rather than store
+// them or ask again (a fresh-eye attack's findings): a loop left by its
+// last step with no all_processed (the edge then leaves from the loop); a
+// first task a retry comes back to (it still gets the start); a yes out of
+// a task, an all_processed out of a task, a next between steps of no loop
+// (each a plain edge). Each document then passes Validate.
+func TestFlowSlipsAreMended(t *testing.T) {
+	loop := Node{ID: "L", Type: "loop", Label: "Each invoice"}
+	step := func(id string) Node { n := task(id); n.ParentID = "L"; return n }
+	d := flowDoc([]Node{task("open"), loop, step("check"), step("pay"), task("done")}, []Edge{
+		{Source: "open", Target: "L", Condition: "start"}, {Source: "check", Target: "pay"}, {Source: "pay", Target: "done"}})
+	if got := edgeList(d); !slices.Contains(got, "L>done:all_processed") || !slices.Contains(got, "pay>check:next") ||
+		slices.ContainsFunc(got, func(e string) bool { return strings.HasPrefix(e, "pay>done") }) {
+		t.Errorf("a loop left by its last step: %v", got)
+	}
+	if err := Validate(d); err != nil {
+		t.Errorf("a loop left by its last step, mended, is refused: %v", err)
+	}
+	dec := Node{ID: "ok", Type: "decision", Label: "Login worked?"}
+	d = flowDoc([]Node{task("login"), dec, task("export"), {ID: "done", Type: "end", Label: "Done"}}, []Edge{
+		{Source: "login", Target: "ok"}, {Source: "ok", Target: "export", Condition: "yes"},
+		{Source: "ok", Target: "login", Condition: "no"}, {Source: "export", Target: "done"}})
+	if e := d.Public.Edges[0]; e != (Edge{Source: "login", Target: "ok", Condition: "start"}) {
+		t.Errorf("a first task a retry comes back to: %v", d.Public.Edges)
+	}
+	for _, c := range []string{"next", "yes", "all_processed"} {
+		d := flowDoc([]Node{task("A"), {ID: "D", Type: "decision", Label: "Over?"}, task("B"), task("C")}, []Edge{
+			{Source: "A", Target: "D", Condition: "start"}, {Source: "D", Target: "B", Condition: "yes"},
+			{Source: "D", Target: "C", Condition: "no"}, {Source: "B", Target: "C", Condition: c}})
+		if got := edgeList(d); !slices.Contains(got, "B>C:") || Validate(d) != nil {
+			t.Errorf("%s out of a task: %v %v", c, got, Validate(d))
+		}
+	}
+}
+
+// edgeList is d's edges as "source>target:condition".
+func edgeList(d *Document) []string {
+	var out []string
+	for _, e := range d.Public.Edges {
+		out = append(out, e.Source+">"+e.Target+":"+e.Condition)
+	}
+	return out
+}
+
+// Deleting the decision (its no branch is left with no edge in), then the
+// first step: the procedure starts where the first step went on, not at
+// the step the decision's other branch left behind (a fresh-eye attack's
+// finding); where it went on to a loop, no task starts it (and none that
+// nothing reaches).
+func TestAfterTheFirstStepsDeleteTheProcedureStartsWhereItWentOn(t *testing.T) {
+	d := flowDoc([]Node{task("T1"), {ID: "D", Type: "decision", Label: "Over?"}, task("T2"), task("X"), task("T3")}, []Edge{
+		{Source: "T1", Target: "D", Condition: "start"}, {Source: "D", Target: "T2", Condition: "yes"},
+		{Source: "D", Target: "X", Condition: "no"}, {Source: "T2", Target: "T3"}})
+	sample := sample(t)
+	Repair(sample, jobID)
+	for _, c := range []struct {
+		d     *Document
+		first string
+	}{{d, "T2>T3:start"}, {sample, ""}} {
+		for _, id := range []string{c.d.Public.Nodes[1].ID, c.d.Public.Nodes[0].ID} {
+			if !Delete(c.d, id) {
+				t.Fatalf("no %s", id)
+			}
+			if err := Validate(c.d); err != nil {
+				t.Fatalf("delete %s: %v", id, err)
+			}
+		}
+		got := edgeList(c.d)
+		starts := slices.DeleteFunc(slices.Clone(got), func(e string) bool { return !strings.HasSuffix(e, ":start") })
+		if c.first == "" && len(starts) > 0 || c.first != "" && got[0] != c.first {
+			t.Errorf("the procedure starts at %v: %v", starts, got)
+		}
+	}
+}
