@@ -321,3 +321,68 @@ func TestAnAzRoleAssignmentIsNotASecret(t *testing.T) {
 		t.Errorf("the SOP's text lost the command: %q", text[max(0, i):min(len(text), i+120)])
 	}
 }
+
+// Recovery codes after enabling two-factor sign-in, a sentence between
+// them and their heading, as GitHub shows them (a fresh-eye attack's
+// finding: the rule wanted them on the next line). A careless model repeats
+// one.
+func TestRecoveryCodesBelowASentenceAreCovered(t *testing.T) {
+	t.Parallel()
+	screen := mediatest.Screen{Theme: mediatest.Light, Font: mediatest.Sans, Lines: []mediatest.Line{
+		{Text: "Save your recovery codes", X: 40, Y: 40, Size: 30},
+		{Text: "Keep these somewhere safe. Each code can be used once.", X: 40, Y: 100, Size: 20},
+		{Text: "8f2k9-d3m4x    7h1q2-w5e6r", X: 40, Y: 160, Size: 24, Font: mediatest.Mono},
+		{Text: "p0z8c-v4b7n    k3j5h-g9f2d", X: 40, Y: 200, Size: 24, Font: mediatest.Mono},
+	}}
+	coversOnScreen(t, screen, "8f2k9-d3m4x", "Save your recovery codes", secretValue("8f2k9-d3m4x"))
+}
+
+// The same codes straight under their heading: each is a value of its
+// own, so the one code a careless model repeats is replaced in the text (a
+// fresh-eye attack's finding: the block was one value).
+func TestRecoveryCodesUnderTheirHeadingAreEachCovered(t *testing.T) {
+	t.Parallel()
+	screen := mediatest.Screen{Theme: mediatest.Light, Font: mediatest.Sans, Lines: []mediatest.Line{
+		{Text: "Save your recovery codes", X: 40, Y: 40, Size: 30},
+		{Text: "8f2k9-d3m4x    7h1q2-w5e6r", X: 40, Y: 100, Size: 24, Font: mediatest.Mono},
+		{Text: "p0z8c-v4b7n    k3j5h-g9f2d", X: 40, Y: 140, Size: 24, Font: mediatest.Mono},
+		{Text: "Keep these somewhere safe. Each code can be used once.", X: 40, Y: 200, Size: 20},
+	}}
+	coversOnScreen(t, screen, "8f2k9-d3m4x", "Save your recovery codes", secretValue("8f2k9-d3m4x"))
+}
+
+// An OAuth implicit flow's callback in the address bar: the token in the
+// URL's fragment, then its next parameter (a fresh-eye attack's finding:
+// the value ran on into "&token_type=Bearer", and the token the model
+// repeats was not found in the text).
+func TestATokenInACallbacksFragmentIsCovered(t *testing.T) {
+	t.Parallel()
+	const tok = "ya29.a0AfH6SMBx7Kq2mP9vL4wR8tY1nB5cF3aZ0eU"
+	screen := mediatest.Screen{Theme: mediatest.Light, Font: mediatest.Sans, Lines: []mediatest.Line{
+		{Text: "app.acme.io/callback#access_token=" + tok + "&token_type=Bearer", X: 120, Y: 14, Size: 18},
+		{Text: "Signed in", X: 400, Y: 120, Size: 30},
+	}}
+	coversOnScreen(t, screen, tok, "Signed in", secretValue(tok))
+}
+
+// The AWS console's new access key, shown once, in a table: OCR reads an
+// extra letter into the key id (a fresh-eye attack's finding: the secret
+// after it was no longer found, and stayed in the text).
+func TestTheAWSConsolesNewSecretKeyIsCovered(t *testing.T) {
+	t.Parallel()
+	const secret = "h7Qz3kLmN9pR2sT5vW8xY1bC4dF6gJ0aE+uI/oPq"
+	screen := mediatest.Screen{Theme: mediatest.Light, Font: mediatest.Sans, Lines: []mediatest.Line{
+		{Text: "Retrieve access keys", X: 40, Y: 40, Size: 30},
+		{Text: "This is the only time the secret access key can be viewed or downloaded.", X: 40, Y: 100, Size: 18},
+		{Text: "Access key", X: 40, Y: 160, Size: 18}, {Text: "Secret access key", X: 380, Y: 160, Size: 18},
+		{Text: "AKIA5ALWAMOYQ3HZ7RNE", X: 40, Y: 200, Size: 18}, {Text: secret, X: 380, Y: 200, Size: 18},
+		{Text: "Hide", X: 900, Y: 200, Size: 18},
+		{Text: "Download .csv file", X: 40, Y: 280, Size: 20},
+	}}
+	coversOnScreen(t, screen, secret, "Retrieve access keys", privacytest.Value{Kind: "aws_secret", Text: secret, Mark: "secret"})
+}
+
+// secretValue is a secret a careless model repeats in its text.
+func secretValue(text string) privacytest.Value {
+	return privacytest.Value{Kind: "token", Text: text, Mark: "secret"}
+}

@@ -87,7 +87,7 @@ type rule struct {
 	// notInURL: a value inside a URL (after "://" in the same word) is not
 	// this rule's.
 	notInURL bool
-	// query: a name after a query's "?" or "&" is a parameter's, whose
+	// query: a name after a query's "?" or "&" (or a fragment's "#") is a parameter's, whose
 	// value the next parameter ends (queryValue); elsewhere an "&x=" may
 	// be a password's.
 	query bool
@@ -179,7 +179,9 @@ var builtins = []rule{
 	{kind: Password, re: regexp.MustCompile(`(?m)^[ \t]*[A-Za-z0-9.\-*]+:(?:\d+|\*):[^\s:]+:[^\s:]+:(\S{4,})[ \t]*$`), group: 1, ok: notOrdinary},
 	// An AWS secret access key beside its access key id (the console's
 	// credentials file: "AKIA…,secret").
-	{kind: Token, re: regexp.MustCompile(`\b(?:AKIA|ASIA)[A-Z0-9]{16}(?:[ \t]*[,;|][ \t]*|[ \t]+)([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+]|$)`), group: 1, ok: looksGenerated},
+	// (OCR may read a letter more into the id, and a space into the
+	// secret.)
+	{kind: Token, re: regexp.MustCompile(`\b(?:AKIA|ASIA)[A-Z0-9]{16,17}(?:[ \t]*[,;|][ \t]*|[ \t]+)([A-Za-z0-9/+]{40}|[A-Za-z0-9/+]{8,32} [A-Za-z0-9/+]{8,32})(?:[^A-Za-z0-9/+]|$)`), group: 1, ok: awsSecret},
 	// A configuration's key and value as attributes (web.config's
 	// <add key="StripeSecret" value="…"/>, Spring's <property name="…"
 	// value="…"/>), or a property element's text.
@@ -227,7 +229,7 @@ var builtins = []rule{
 	// four ("jbsw y3dp ehpk 3pxp …"), and the codes under a "recovery
 	// codes" heading: each signs in without the second factor.
 	{kind: Token, re: regexp.MustCompile(`(?i)\b[a-z2-7]{4}(?:[ \t][a-z2-7]{4}){3,}\b`), ok: base32Key, bounded: true},
-	{kind: Token, re: regexp.MustCompile(`(?i)\b(?:recovery|backup|emergency|one-time)[ \t]+codes?\b[^\n]*\n((?:[ \t]*` + codeWord + `(?:[ \t]+` + codeWord + `)*[ \t]*(?:\n|$))+)`), group: 1, ok: recoveryCodes},
+	{kind: Token, find: recoveryCodeWords},
 	// A webhook's signing secret (Stripe's whsec_).
 	{kind: Token, re: regexp.MustCompile(`\bwhsec_[A-Za-z0-9+/]{24,}`), bounded: true},
 	// A value assigned to a name that says it is secret, as .env files and
@@ -374,7 +376,7 @@ func matchRules(s string, rules []rule) []Match {
 			}
 			v := strings.TrimRight(s[start:end], "\n")
 			end = start + len(v)
-			if r.query && loc[0] > 0 && (s[loc[0]-1] == '?' || s[loc[0]-1] == '&') {
+			if r.query && loc[0] > 0 && strings.IndexByte("?&#", s[loc[0]-1]) >= 0 {
 				end = start + queryValue(v)
 				v = s[start:end]
 			}
@@ -802,6 +804,38 @@ func filePath(v string) bool {
 func optionPassword(v string) bool {
 	return notOrdinary(v) && !filePath(v)
 }
+
+// awsSecret keeps a secret access key as OCR reads it beside its id: 40
+// characters, a space OCR put inside them left out, made as keys are.
+func awsSecret(v string) bool {
+	v = strings.ReplaceAll(v, " ", "")
+	return len(v) == 40 && looksGenerated(v)
+}
+
+// recoveryBlock is a "recovery codes" heading and the block of codes under
+// it (group 1), a line or two of the page's words between them ("Keep
+// these somewhere safe.").
+var recoveryBlock = regexp.MustCompile(`(?i)\b(?:recovery|backup|emergency|one-time)[ \t]+codes?\b[^\n]*\n(?:[^\n]*\n){0,2}?((?:[ \t]*` + codeWord + `(?:[ \t]+` + codeWord + `)*[ \t]*(?:\n|$))+)`)
+
+// recoveryCodeWords finds each code of a block under a "recovery codes"
+// heading made as codes are (recoveryCodes): each signs in on its own, so
+// each is a value of its own, to be found where one is repeated alone.
+func recoveryCodeWords(s string) [][2]int {
+	var out [][2]int
+	for _, m := range recoveryBlock.FindAllStringSubmatchIndex(s, -1) {
+		block := s[m[2]:m[3]]
+		if !recoveryCodes(block) {
+			continue
+		}
+		for _, w := range codeWords.FindAllStringIndex(block, -1) {
+			out = append(out, [2]int{m[2] + w[0], m[2] + w[1]})
+		}
+	}
+	return out
+}
+
+// codeWords are a block's codes.
+var codeWords = regexp.MustCompile(`(?i)` + codeWord)
 
 // recoveryCodes keeps a block of codes made as codes are: each of six
 // characters or more (a dash apart), mixing letters and digits or all

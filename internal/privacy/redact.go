@@ -186,13 +186,22 @@ func (r *Redactor) learnPart(v string, kind Kind, screen bool, whole string) *kn
 }
 
 // learnLines records v, and each line of it when it spans lines (a
-// wrapped key, a private key), as learn does. The caller holds r.mu.
+// wrapped key, a private key), as learn does; and, of a value that holds
+// spaces, each word made as keys are (a key OCR read a space into, or read
+// beside its id: a model repeats the key alone). The caller holds r.mu.
 func (r *Redactor) learnLines(v string, kind Kind, screen bool) {
 	whole := r.learn(v, kind, screen)
 	if pieces := strings.Split(v, "\n"); len(pieces) > 1 {
 		for _, p := range pieces {
 			if p = strings.TrimSpace(p); utf8.RuneCountInString(p) >= minPart {
 				r.learnPart(p, kind, screen, whole.key)
+			}
+		}
+	}
+	if words := strings.Fields(v); len(words) > 1 {
+		for _, w := range words {
+			if utf8.RuneCountInString(w) >= minPart && looksGenerated(w) && !wordlike(w) {
+				r.learnPart(w, kind, screen, whole.key)
 			}
 		}
 	}
