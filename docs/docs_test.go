@@ -638,6 +638,30 @@ func resolve(e ast.Expr, pkg string, names map[string]string) (string, bool) {
 // other values made wild.
 func stringPatterns(f *ast.File, names map[string]string) []string {
 	var out []string
+	stringSums(f, func(parts []ast.Expr) {
+		var b strings.Builder
+		strs := false
+		for _, part := range parts {
+			if s, ok := stringLit(part); ok {
+				b.WriteString(literalPattern(s))
+				strs = true
+			} else if s, ok := resolve(part, f.Name.Name, names); ok {
+				b.WriteString(s)
+			} else {
+				b.WriteRune(wild)
+			}
+		}
+		if strs {
+			out = append(out, fold(b.String()))
+		}
+	})
+	return out
+}
+
+// stringSums calls each with the parts of every string expression under n,
+// outermost first: a sum's summands, or a lone literal. It looks into the
+// parts that are no literal for more.
+func stringSums(n ast.Node, each func(parts []ast.Expr)) {
 	var visit func(ast.Node) bool
 	visit = func(n ast.Node) bool {
 		switch e := n.(type) {
@@ -645,34 +669,22 @@ func stringPatterns(f *ast.File, names map[string]string) []string {
 			if e.Op != token.ADD {
 				return true
 			}
-			var b strings.Builder
-			strs := false
-			for _, part := range summands(e) {
-				if s, ok := stringLit(part); ok {
-					b.WriteString(literalPattern(s))
-					strs = true
-					continue
+			parts := summands(e)
+			each(parts)
+			for _, part := range parts {
+				if _, ok := stringLit(part); !ok {
+					ast.Inspect(part, visit)
 				}
-				if s, ok := resolve(part, f.Name.Name, names); ok {
-					b.WriteString(s)
-					continue
-				}
-				b.WriteRune(wild)
-				ast.Inspect(part, visit)
-			}
-			if strs {
-				out = append(out, fold(b.String()))
 			}
 			return false
 		case *ast.BasicLit:
-			if s, ok := stringLit(e); ok {
-				out = append(out, fold(literalPattern(s)))
+			if _, ok := stringLit(e); ok {
+				each([]ast.Expr{e})
 			}
 		}
 		return true
 	}
-	ast.Inspect(f, visit)
-	return out
+	ast.Inspect(n, visit)
 }
 
 // documents are README.md and docs/*.md, by name.
@@ -719,33 +731,18 @@ func codeStrings(t *testing.T, root string) []string {
 // stringLits calls fn with every string of files: a literal, or a sum of
 // literals joined (a query written in pieces), its other parts as spaces.
 func stringLits(files map[string]*ast.File, fn func(string)) {
-	var visit func(ast.Node) bool
-	visit = func(n ast.Node) bool {
-		switch e := n.(type) {
-		case *ast.BinaryExpr:
-			if e.Op != token.ADD {
-				return true
-			}
+	for _, f := range files {
+		stringSums(f, func(parts []ast.Expr) {
 			var b strings.Builder
-			for _, part := range summands(e) {
-				if s, ok := stringLit(part); ok {
-					b.WriteString(s)
-					continue
+			for _, part := range parts {
+				s, ok := stringLit(part)
+				if !ok {
+					s = " "
 				}
-				b.WriteString(" ")
-				ast.Inspect(part, visit)
+				b.WriteString(s)
 			}
 			fn(b.String())
-			return false
-		case *ast.BasicLit:
-			if s, ok := stringLit(e); ok {
-				fn(s)
-			}
-		}
-		return true
-	}
-	for _, f := range files {
-		ast.Inspect(f, visit)
+		})
 	}
 }
 
