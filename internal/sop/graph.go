@@ -44,8 +44,8 @@ func repairEdges(p *Public, search bool) {
 
 // conditionFits tells whether e's condition stands where it means
 // something: yes and no out of a decision, all_processed out of a loop,
-// next between two steps of one loop, start out of no step of a loop and
-// no end. A model's yes out of a task is a plain edge.
+// next between two steps of one loop, start out of no end. A model's yes
+// out of a task is a plain edge.
 func conditionFits(e Edge, byID map[string]*Node) bool {
 	src, dst := byID[e.Source], byID[e.Target]
 	if src == nil || dst == nil {
@@ -59,20 +59,22 @@ func conditionFits(e Edge, byID map[string]*Node) bool {
 	case "next":
 		return src.ParentID != "" && src.ParentID == dst.ParentID
 	case "start":
-		return src.ParentID == "" && src.Type != "end"
+		return src.Type != "end"
 	}
 	return true
 }
 
 // loopExit gives a loop that leaves by no all_processed edge the one its
-// steps take out of it: a model wires the last step straight to the step
-// after the loop. The edge then leaves from the loop.
+// last step takes out of it: a model wires the last step straight to the
+// step after the loop. The edge then leaves from the loop (never to the
+// loop itself or to the step it is a part of).
 func loopExit(p *Public, loop Node) {
 	if slices.ContainsFunc(p.Edges, func(e Edge) bool { return e.Source == loop.ID && e.Condition == "all_processed" }) {
 		return
 	}
+	last := loop.Children[len(loop.Children)-1]
 	out := slices.IndexFunc(p.Edges, func(e Edge) bool {
-		return slices.Contains(loop.Children, e.Source) && !slices.Contains(loop.Children, e.Target) && e.Target != loop.ID && e.Condition == ""
+		return e.Source == last && !slices.Contains(loop.Children, e.Target) && e.Target != loop.ID && e.Target != loop.ParentID && e.Condition == ""
 	})
 	if out >= 0 {
 		p.Edges[out].Source, p.Edges[out].Condition = loop.ID, "all_processed"
@@ -99,8 +101,9 @@ func CiteTimestamps(d *Document) {
 // startFirst makes the start edge the first one: the one there is, or the
 // first real task's plain edge out, marked start — the first task that is
 // no step of a loop and that no edge leads to, else (a retry comes back to
-// it) the first such task at all, when search says to look. A flow that
-// begins with no task (a decision) is left without one.
+// it) the flow's first node when it is such a task — when search says to
+// look. A flow that begins with no task (a decision, a loop) is left
+// without one.
 func startFirst(p *Public, search bool) {
 	at := slices.IndexFunc(p.Edges, func(e Edge) bool { return e.Condition == "start" })
 	if at < 0 && !search {
@@ -111,8 +114,8 @@ func startFirst(p *Public, search bool) {
 		first := slices.IndexFunc(p.Nodes, func(n Node) bool {
 			return root(n) && !slices.ContainsFunc(p.Edges, func(e Edge) bool { return e.Target == n.ID })
 		})
-		if first < 0 {
-			first = slices.IndexFunc(p.Nodes, root)
+		if lead := slices.IndexFunc(p.Nodes, func(n Node) bool { return n.ParentID == "" && n.Type != "trigger" }); first < 0 && lead >= 0 && root(p.Nodes[lead]) {
+			first = lead
 		}
 		if first < 0 || !markStart(p, p.Nodes[first].ID) {
 			return

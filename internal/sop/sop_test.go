@@ -486,3 +486,120 @@ func TestAfterTheFirstStepsDeleteTheProcedureStartsWhereItWentOn(t *testing.T) {
 		}
 	}
 }
+
+// startsOf lists d's start edges as "source>target:start".
+func startsOf(d *Document) []string {
+	return slices.DeleteFunc(edgeList(d), func(e string) bool { return !strings.HasSuffix(e, ":start") })
+}
+
+// (A reviewer's findings on the repairs above; each test failed on them.)
+// A model's flow that begins with a decision and marks no start: startFirst's
+// fallback (the first root task even when an edge leads to it) puts the
+// start on the yes branch's step and lists it first; startFirst's own comment
+// says such a flow "is left without one".
+func TestAFlowThatBeginsWithADecisionGetsNoStartOnABranch(t *testing.T) {
+	d := flowDoc([]Node{{ID: "D", Type: "decision", Label: "New customer?"}, task("A"), task("B"), task("C")}, []Edge{
+		{Source: "D", Target: "A", Condition: "yes"}, {Source: "D", Target: "B", Condition: "no"},
+		{Source: "A", Target: "C"}, {Source: "B", Target: "C"}})
+	if s := startsOf(d); len(s) > 0 {
+		t.Errorf("the yes branch's step starts the procedure: %v", edgeList(d))
+	}
+}
+
+// A procedure that begins with a loop ("for each invoice …"), as a model
+// answers it or as a document stored without a start edge: the start goes
+// to the step after the loop, midway (report → close), on RepairFlow and on
+// any delete of such a stored document (TestAfterTheFirstStepsDelete… says
+// "where it went on to a loop, no task starts it").
+func TestAFlowThatBeginsWithALoopGetsNoStartMidway(t *testing.T) {
+	build := func() *Document {
+		loop := Node{ID: "L", Type: "loop", Label: "Each invoice", Children: []string{"check", "pay"}}
+		return flowDoc([]Node{loop, task("check"), task("pay"), task("report"), task("close"), task("archive")}, []Edge{
+			{Source: "check", Target: "pay"}, {Source: "pay", Target: "check", Condition: "next"},
+			{Source: "L", Target: "report", Condition: "all_processed"}, {Source: "report", Target: "close"},
+			{Source: "close", Target: "archive"}})
+	}
+	d := build()
+	if s := startsOf(d); len(s) > 0 {
+		t.Errorf("RepairFlow starts the procedure midway: %v", edgeList(d))
+	}
+	d = build()
+	for i := range d.Public.Edges {
+		if d.Public.Edges[i].Condition == "start" {
+			d.Public.Edges[i].Condition = "" // stored without one, as before startFirst
+		}
+	}
+	if err := Validate(d); err != nil {
+		t.Fatal(err)
+	}
+	Delete(d, "archive")
+	if s := startsOf(d); len(s) > 0 {
+		t.Errorf("deleting the last step starts the procedure midway: %v", edgeList(d))
+	}
+}
+
+// A loop whose first step is checked by a model's yes/no on a task (a slip
+// conditionFits mends into plain edges): loopExit takes the first plain
+// edge out of any step, the early way out (verify → flag), as the loop's
+// all_processed, and leaves the last step's way on (pay → done) a plain
+// edge out of the loop. Its comment says "a loop left by its last step".
+func TestTheLoopsAllProcessedIsItsLastStepsWayOut(t *testing.T) {
+	loop := Node{ID: "L", Type: "loop", Label: "Each invoice", Children: []string{"verify", "pay"}}
+	d := flowDoc([]Node{task("open"), loop, task("verify"), task("pay"), task("flag"), task("done")}, []Edge{
+		{Source: "open", Target: "L", Condition: "start"},
+		{Source: "verify", Target: "pay", Condition: "yes"}, {Source: "verify", Target: "flag", Condition: "no"},
+		{Source: "pay", Target: "done"}})
+	if got := edgeList(d); !slices.Contains(got, "L>done:all_processed") {
+		t.Errorf("when all are processed the loop goes on to %v", got)
+	}
+}
+
+// A procedure that is one loop ("each ticket: read it, answer it"): the first
+// real task is the loop's first step and the model starts there, as the
+// contract says ("the first edge starts at the first real task with start").
+// conditionFits now drops that start; on RepairFlow, and on every delete of
+// such a stored document (search is off once it had a start), none is found
+// again.
+func TestAProcedureThatIsOneLoopKeepsItsStart(t *testing.T) {
+	build := func() *Document {
+		loop := Node{ID: "L", Type: "loop", Label: "Each ticket", Children: []string{"read", "answer", "close"}}
+		d := &Document{Meta: &Meta{Title: "T", Version: "1.0.0"}, Public: &Public{Nodes: []Node{loop, task("read"), task("answer"), task("close")}, Edges: []Edge{
+			{Source: "read", Target: "answer", Condition: "start"}, {Source: "answer", Target: "close"},
+			{Source: "close", Target: "read", Condition: "next"}}}}
+		Repair(d, jobID)
+		return d
+	}
+	d := build()
+	if err := Validate(d); err != nil {
+		t.Fatal(err)
+	}
+	RepairFlow(d)
+	if len(startsOf(d)) != 1 {
+		t.Errorf("RepairFlow drops the start: %v", edgeList(d))
+	}
+	d = build()
+	Delete(d, "answer")
+	if len(startsOf(d)) != 1 {
+		t.Errorf("a delete drops the start: %v", edgeList(d))
+	}
+}
+
+// A loop inside a group step (a task with children; only loops in loops are
+// refused) whose step goes back up to the group: valid as answered; loopExit
+// moves that edge onto the loop, which then has an edge to its own parent,
+// and Validate refuses the answer (asked again) or the edit (409).
+func TestALoopsExitNeverLinksItToItsParent(t *testing.T) {
+	grp := Node{ID: "G", Type: "task", Label: "Month end", Children: []string{"L", "post"}}
+	loop := Node{ID: "L", Type: "loop", Label: "Each account", Children: []string{"rec"}}
+	d := &Document{Meta: &Meta{Title: "T", Version: "1.0.0"}, Public: &Public{Nodes: []Node{task("open"), grp, loop, task("rec"), task("post"), task("close")}, Edges: []Edge{
+		{Source: "open", Target: "G", Condition: "start"}, {Source: "rec", Target: "G"}, {Source: "rec", Target: "rec", Condition: "next"},
+		{Source: "G", Target: "close"}}}}
+	Repair(d, jobID)
+	if err := Validate(d); err != nil {
+		t.Fatal(err)
+	}
+	RepairFlow(d)
+	if err := Validate(d); err != nil {
+		t.Errorf("a valid answer, repaired, is refused: %v\n%v", err, edgeList(d))
+	}
+}
