@@ -181,7 +181,7 @@ var builtins = []rule{
 	// credentials file: "AKIA…,secret").
 	// (OCR may read a letter more into the id, and a space into the
 	// secret.)
-	{kind: Token, re: regexp.MustCompile(`\b(?:AKIA|ASIA)[A-Z0-9]{16,17}(?:[ \t]*[,;|][ \t]*|[ \t]+)([A-Za-z0-9/+]{40}|[A-Za-z0-9/+]{8,32} [A-Za-z0-9/+]{8,32})(?:[^A-Za-z0-9/+]|$)`), group: 1, ok: awsSecret},
+	{kind: Token, re: regexp.MustCompile(`\b(?:AKIA|ASIA)[A-Z0-9]{16,17}(?:[ \t]*[,;|][ \t]*|[ \t]+)([A-Za-z0-9/+]{40}|[A-Za-z0-9/+]{1,39} [A-Za-z0-9/+]{1,39})(?:[^A-Za-z0-9/+]|$)`), group: 1, ok: awsSecret},
 	// A configuration's key and value as attributes (web.config's
 	// <add key="StripeSecret" value="…"/>, Spring's <property name="…"
 	// value="…"/>), or a property element's text.
@@ -812,26 +812,44 @@ func awsSecret(v string) bool {
 	return len(v) == 40 && looksGenerated(v)
 }
 
-// recoveryBlock is a "recovery codes" heading and the block of codes under
-// it (group 1), a line or two of the page's words between them ("Keep
-// these somewhere safe.").
-var recoveryBlock = regexp.MustCompile(`(?i)\b(?:recovery|backup|emergency|one-time)[ \t]+codes?\b[^\n]*\n(?:[^\n]*\n){0,2}?((?:[ \t]*` + codeWord + `(?:[ \t]+` + codeWord + `)*[ \t]*(?:\n|$))+)`)
+// recoveryBlock is a "recovery codes" heading, a few lines of the page
+// between (group 1: "Keep these somewhere safe.", OCR's empty lines), and
+// the block of codes under it (group 2).
+var recoveryBlock = regexp.MustCompile(`(?i)\b(?:recovery|backup|emergency|one-time)[ \t]+codes?\b[^\n]*\n((?:[^\n]*\n){0,6}?)((?:[ \t]*` + codeWord + `(?:[ \t]+` + codeWord + `)*[ \t]*(?:\n|$))+)`)
 
 // recoveryCodeWords finds each code of a block under a "recovery codes"
 // heading made as codes are (recoveryCodes): each signs in on its own, so
 // each is a value of its own, to be found where one is repeated alone.
+// Lines between the heading and the block may be anything a page says: the
+// block must then be a set, two codes or more of one shape (a ticket's
+// number two lines under "the backup codes" is none).
 func recoveryCodeWords(s string) [][2]int {
 	var out [][2]int
 	for _, m := range recoveryBlock.FindAllStringSubmatchIndex(s, -1) {
-		block := s[m[2]:m[3]]
-		if !recoveryCodes(block) {
+		block := s[m[4]:m[5]]
+		codes := codeWords.FindAllStringIndex(block, -1)
+		if !recoveryCodes(block) || strings.TrimSpace(s[m[2]:m[3]]) != "" && !oneShape(block, codes) {
 			continue
 		}
-		for _, w := range codeWords.FindAllStringIndex(block, -1) {
-			out = append(out, [2]int{m[2] + w[0], m[2] + w[1]})
+		for _, w := range codes {
+			out = append(out, [2]int{m[4] + w[0], m[4] + w[1]})
 		}
 	}
 	return out
+}
+
+// oneShape tells whether the codes at spans of block are two or more of
+// one length and one layout of dashes, as a set of recovery codes is.
+func oneShape(block string, spans [][]int) bool {
+	shape := func(w []int) string {
+		return strings.Map(func(r rune) rune {
+			if r == '-' {
+				return r
+			}
+			return 'x'
+		}, block[w[0]:w[1]])
+	}
+	return len(spans) >= 2 && !slices.ContainsFunc(spans, func(w []int) bool { return shape(w) != shape(spans[0]) })
 }
 
 // codeWords are a block's codes.

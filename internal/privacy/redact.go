@@ -187,8 +187,10 @@ func (r *Redactor) learnPart(v string, kind Kind, screen bool, whole string) *kn
 
 // learnLines records v, and each line of it when it spans lines (a
 // wrapped key, a private key), as learn does; and, of a value that holds
-// spaces, each word made as keys are (a key OCR read a space into, or read
-// beside its id: a model repeats the key alone). The caller holds r.mu.
+// spaces, each word made as keys are — upper- and lower-case letters and
+// digits, not an image's name or a build's id — (a key OCR read a space
+// into, or read beside its id: a model repeats the key alone). The caller
+// holds r.mu.
 func (r *Redactor) learnLines(v string, kind Kind, screen bool) {
 	whole := r.learn(v, kind, screen)
 	if pieces := strings.Split(v, "\n"); len(pieces) > 1 {
@@ -200,7 +202,7 @@ func (r *Redactor) learnLines(v string, kind Kind, screen bool) {
 	}
 	if words := strings.Fields(v); len(words) > 1 {
 		for _, w := range words {
-			if utf8.RuneCountInString(w) >= minPart && looksGenerated(w) && !wordlike(w) {
+			if utf8.RuneCountInString(w) >= minPart && mixedAlphabet(w) && !wordlike(w) {
 				r.learnPart(w, kind, screen, whole.key)
 			}
 		}

@@ -530,3 +530,76 @@ func TestACountUnderBackupCodesIsNoCodeAndAPasscodeIsAPassword(t *testing.T) {
 		}
 	}
 }
+
+// A terminal on a screenshot: docker run with a token in -e, then the image
+// to run. The screen's value spans both words (despaced joins them, the
+// assigned value runs on); learnLines now learns each word "made as keys
+// are" on its own, so the image reference, in any text of the SOP, becomes
+// {{TOKEN_1}} (a reviewer's finding: the words of a screen's value were all learned).
+func TestAnImageBesideATokenOnScreenIsKeptInText(t *testing.T) {
+	t.Parallel()
+	r := privacy.NewRedactor(detector(t), nil)
+	lines := page("$ docker run -e API_TOKEN=Xy7kq2Lm9Qw8Er5TyU3 registry.acme.io/billing:2024.10.07-a1b2c3d")
+	r.Cover(r.ReadScreen(lines))
+	s := "Deploy registry.acme.io/billing:2024.10.07-a1b2c3d to staging, then check the health page."
+	if got := r.Text(s); got != s {
+		t.Errorf("%q\n-> %q", s, got)
+	}
+}
+
+// A quoted secret with a note after it in the same quotes: the build id in
+// it, a word made as keys are, is replaced wherever the SOP names the build.
+func TestABuildIDInAQuotedSecretIsNotTheSecret(t *testing.T) {
+	t.Parallel()
+	r := privacy.NewRedactor(detector(t), nil)
+	r.Text(`SECRET_KEY="Xy7kq2Lm9Qw8Er5TyU3 build-20241007a"`)
+	s := "Roll back to build-20241007a if the smoke test fails."
+	if got := r.Text(s); got != s {
+		t.Errorf("%q\n-> %q", s, got)
+	}
+}
+
+// Lines of any words may stand between a "backup codes" heading and the
+// codes (recoveryBlock), but then the block must be a set of one shape: a step's context that mentions the codes,
+// then a label, then a ticket number, turns the ticket into a token
+// (replaced in every text of the SOP that names it).
+func TestATicketTwoLinesBelowBackupCodesIsNoCode(t *testing.T) {
+	t.Parallel()
+	d := detector(t)
+	s := "Regenerate the backup codes for the service account.\nChange ticket:\nCHG0031337"
+	if got := found(t, d, s); len(got) > 0 {
+		t.Errorf("%q: found %q", s, got)
+	}
+	if got := privacy.NewRedactor(d, nil).Text(s + "\n20241007\n"); strings.Contains(got, "{{") {
+		t.Errorf("%q", got)
+	}
+}
+
+// OCR (Tesseract) separates a page's blocks with an empty line: heading,
+// empty line, "Keep these somewhere safe.", empty line, the codes — three
+// lines between (a reviewer's finding: two were allowed, and no code was
+// found, none covered).
+func TestRecoveryCodesAfterOCRsEmptyLinesAreFound(t *testing.T) {
+	t.Parallel()
+	d := detector(t)
+	s := "Recovery codes\n\nKeep these somewhere safe.\n\nbd7c6-2f3a9   8e4f1-7c2d0\na9b3e-5d1f6   c2e8f-4a7b1"
+	if got := found(t, d, s); len(got) != 4 {
+		t.Errorf("found %q", got)
+	}
+	r := privacy.NewRedactor(d, nil)
+	lines := page("Recovery codes", "Keep these somewhere safe.", "Each code can be used once.", "We will not show them again.",
+		"bd7c6-2f3a9   8e4f1-7c2d0", "a9b3e-5d1f6   c2e8f-4a7b1", "Download  Print  Copy")
+	if got := covered(lines, r.Cover(r.ReadScreen(lines))); !slices.Contains(got, "bd7c6-2f3a9") {
+		t.Errorf("three sentences under the heading: covered %q", got)
+	}
+}
+
+// A secret access key OCR split by a space anywhere, 3 from its end too (a
+// reviewer's finding: each part had to be 8 characters or more).
+func TestAnAWSSecretSplitNearItsEndIsFound(t *testing.T) {
+	t.Parallel()
+	s := "AKIA5ALWAMOYMVYEWCLE kLDr79nDVJd/uN7B3MAtQhDp8kF3ONfqnZlVA vcx"
+	if got := privacy.NewRedactor(detector(t), nil).Text(s); strings.Contains(got, "kLDr79n") {
+		t.Errorf("%q", got)
+	}
+}
