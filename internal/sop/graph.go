@@ -28,8 +28,9 @@ func repairEdges(p *Public, search bool) {
 	for i := range p.Nodes {
 		byID[p.Nodes[i].ID] = &p.Nodes[i]
 	}
+	lead := leadNode(p)
 	for i := range p.Edges {
-		if !conditionFits(p.Edges[i], byID) {
+		if !conditionFits(p.Edges[i], byID, lead) {
 			p.Edges[i].Condition = ""
 		}
 	}
@@ -44,9 +45,11 @@ func repairEdges(p *Public, search bool) {
 
 // conditionFits tells whether e's condition stands where it means
 // something: yes and no out of a decision, all_processed out of a loop,
-// next between two steps of one loop, start out of no end. A model's yes
-// out of a task is a plain edge.
-func conditionFits(e Edge, byID map[string]*Node) bool {
+// next between two steps of one loop, start out of no end, and out of a
+// step inside another only when that is the first step of the flow's lead
+// (a procedure that is one loop). A model's yes out of a task is a plain
+// edge.
+func conditionFits(e Edge, byID map[string]*Node, lead string) bool {
 	src, dst := byID[e.Source], byID[e.Target]
 	if src == nil || dst == nil {
 		return true // Validate names the missing node
@@ -59,7 +62,8 @@ func conditionFits(e Edge, byID map[string]*Node) bool {
 	case "next":
 		return src.ParentID != "" && src.ParentID == dst.ParentID
 	case "start":
-		return src.Type != "end"
+		parent := byID[src.ParentID]
+		return src.Type != "end" && (parent == nil || parent.ID == lead && parent.Children[0] == src.ID)
 	}
 	return true
 }
@@ -114,7 +118,7 @@ func startFirst(p *Public, search bool) {
 		first := slices.IndexFunc(p.Nodes, func(n Node) bool {
 			return root(n) && !slices.ContainsFunc(p.Edges, func(e Edge) bool { return e.Target == n.ID })
 		})
-		if lead := slices.IndexFunc(p.Nodes, func(n Node) bool { return n.ParentID == "" && n.Type != "trigger" }); first < 0 && lead >= 0 && root(p.Nodes[lead]) {
+		if lead := slices.IndexFunc(p.Nodes, func(n Node) bool { return n.ID == leadNode(p) }); first < 0 && lead >= 0 && root(p.Nodes[lead]) {
 			first = lead
 		}
 		if first < 0 || !markStart(p, p.Nodes[first].ID) {
@@ -125,6 +129,15 @@ func startFirst(p *Public, search bool) {
 	start := p.Edges[at]
 	copy(p.Edges[1:at+1], p.Edges[:at])
 	p.Edges[0] = start
+}
+
+// leadNode is the flow's first node: the first that is no step of another
+// and no trigger ("" when none).
+func leadNode(p *Public) string {
+	if i := slices.IndexFunc(p.Nodes, func(n Node) bool { return n.ParentID == "" && n.Type != "trigger" }); i >= 0 {
+		return p.Nodes[i].ID
+	}
+	return ""
 }
 
 // markStart marks id's first plain edge out start, and reports whether it
@@ -225,8 +238,8 @@ func Delete(d *Document, id string) bool {
 	if d.Private != nil {
 		d.Private.Steps = slices.DeleteFunc(d.Private.Steps, func(s Step) bool { return gone[s.NodeID] })
 	}
-	if i := slices.IndexFunc(p.Nodes, func(n Node) bool { return n.ID == next }); i >= 0 && p.Nodes[i].Type == "task" && p.Nodes[i].ParentID == "" {
-		markStart(p, next)
+	if i := slices.IndexFunc(p.Nodes, func(n Node) bool { return n.ID == next }); i >= 0 && p.Nodes[i].Type == "task" {
+		markStart(p, next) // a step inside a loop too: conditionFits keeps it where the loop leads the flow
 	}
 	repairEdges(p, !started)
 	return true

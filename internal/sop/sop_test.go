@@ -603,3 +603,47 @@ func TestALoopsExitNeverLinksItToItsParent(t *testing.T) {
 		t.Errorf("a valid answer, repaired, is refused: %v\n%v", err, edgeList(d))
 	}
 }
+
+// A model marks the procedure's start (open → loop) and, as models do, the
+// loop's first step too (check → pay: start). conditionFits used to make the
+// loop's one a plain edge; keeping every start but an end's gave the
+// answer two starts, and Validate refused it (a reviewer's finding).
+func TestAStartInsideALoopBesideTheRealOneIsDropped(t *testing.T) {
+	loop := Node{ID: "L", Type: "loop", Label: "Each invoice", Children: []string{"check", "pay"}}
+	d := flowDoc([]Node{task("open"), loop, task("check"), task("pay"), task("close")}, []Edge{
+		{Source: "open", Target: "L", Condition: "start"},
+		{Source: "check", Target: "pay", Condition: "start"}, {Source: "pay", Target: "check", Condition: "next"},
+		{Source: "L", Target: "close", Condition: "all_processed"}})
+	if err := Validate(d); err != nil {
+		t.Errorf("%v\n%v", err, edgeList(d))
+	}
+}
+
+// The same slip with no start of the procedure's own: the start is kept
+// midway, on the loop's first step, and open (the first real task) was
+// not started (a reviewer's finding).
+func TestAStartInsideALoopIsNotTheProceduresStart(t *testing.T) {
+	loop := Node{ID: "L", Type: "loop", Label: "Each invoice", Children: []string{"check", "pay"}}
+	d := flowDoc([]Node{task("open"), loop, task("check"), task("pay"), task("close")}, []Edge{
+		{Source: "open", Target: "L"},
+		{Source: "check", Target: "pay", Condition: "start"}, {Source: "pay", Target: "check", Condition: "next"},
+		{Source: "L", Target: "close", Condition: "all_processed"}})
+	if s := startsOf(d); !slices.Equal(s, []string{"open>L:start"}) {
+		t.Errorf("starts %v\n%v", s, edgeList(d))
+	}
+}
+
+// A procedure that is one loop: deleting its first step hands the start to
+// the next step of the loop (a reviewer's finding: Delete marked only a
+// step of no loop).
+func TestDeletingTheFirstStepOfAOneLoopProcedureKeepsAStart(t *testing.T) {
+	loop := Node{ID: "L", Type: "loop", Label: "Each ticket", Children: []string{"read", "answer", "close"}}
+	d := &Document{Meta: &Meta{Title: "T", Version: "1.0.0"}, Public: &Public{Nodes: []Node{loop, task("read"), task("answer"), task("close")}, Edges: []Edge{
+		{Source: "read", Target: "answer", Condition: "start"}, {Source: "answer", Target: "close"},
+		{Source: "close", Target: "read", Condition: "next"}}}}
+	Repair(d, jobID)
+	Delete(d, "read")
+	if len(startsOf(d)) != 1 {
+		t.Errorf("no start after deleting the first step: %v", edgeList(d))
+	}
+}
