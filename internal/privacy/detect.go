@@ -132,7 +132,7 @@ const (
 
 // codeWord is one recovery code: letters and digits, a digit among them,
 // in one or two parts ("bd7c6-2f3a9", "8e4f 1c2d"): not a button's word.
-const codeWord = `[a-z0-9]{0,7}[0-9][a-z0-9]{0,7}(?:-[a-z0-9]{3,8})?`
+const codeWord = `[a-z0-9]{0,9}[0-9][a-z0-9]{0,9}(?:-[a-z0-9]{3,8})?`
 
 // optionValue is a command-line option's value: quoted, or a word.
 const optionValue = `("[^"\n]{4,}"|'[^'\n]{4,}'|[^\s\-;&|][^\s;&|]{3,})`
@@ -812,44 +812,36 @@ func awsSecret(v string) bool {
 	return len(v) == 40 && looksGenerated(v)
 }
 
-// recoveryBlock is a "recovery codes" heading, a few lines of the page
-// between (group 1: "Keep these somewhere safe.", OCR's empty lines), and
-// the block of codes under it (group 2).
-var recoveryBlock = regexp.MustCompile(`(?i)\b(?:recovery|backup|emergency|one-time)[ \t]+codes?\b[^\n]*\n((?:[^\n]*\n){0,6}?)((?:[ \t]*` + codeWord + `(?:[ \t]+` + codeWord + `)*[ \t]*(?:\n|$))+)`)
+// recoveryBlock is a line that names recovery codes (group 1), a few lines
+// of the page between (group 2: "Keep these somewhere safe.", OCR's empty
+// lines), and the block of codes under it (group 3).
+var recoveryBlock = regexp.MustCompile(`(?im)^([^\n]*\b(?:recovery|backup|emergency|one-time)[ \t]+codes?\b[^\n]*)\n((?:[^\n]*\n){0,6}?)((?:[ \t]*` + codeWord + `(?:[ \t]+` + codeWord + `)*[ \t]*(?:\n|$))+)`)
 
-// recoveryCodeWords finds each code of a block under a "recovery codes"
-// heading made as codes are (recoveryCodes): each signs in on its own, so
-// each is a value of its own, to be found where one is repeated alone.
-// Lines between the heading and the block may be anything a page says: the
-// block must then be a set, two codes or more of one shape (a ticket's
-// number two lines under "the backup codes" is none).
+// recoveryCodeWords finds each code of a block under a line that names
+// recovery codes, made as codes are (recoveryCodes): each signs in on its
+// own, so each is a value of its own, to be found where one is repeated
+// alone. With lines between, the line must be a heading — a few words, no
+// sentence's full stop — not a sentence that mentions the codes above a
+// ticket's or an incident's number.
 func recoveryCodeWords(s string) [][2]int {
 	var out [][2]int
 	for _, m := range recoveryBlock.FindAllStringSubmatchIndex(s, -1) {
-		block := s[m[4]:m[5]]
-		codes := codeWords.FindAllStringIndex(block, -1)
-		if !recoveryCodes(block) || strings.TrimSpace(s[m[2]:m[3]]) != "" && !oneShape(block, codes) {
+		block := s[m[6]:m[7]]
+		if !recoveryCodes(block) || strings.TrimSpace(s[m[4]:m[5]]) != "" && !heading(s[m[2]:m[3]]) {
 			continue
 		}
-		for _, w := range codes {
-			out = append(out, [2]int{m[4] + w[0], m[4] + w[1]})
+		for _, w := range codeWords.FindAllStringIndex(block, -1) {
+			out = append(out, [2]int{m[6] + w[0], m[6] + w[1]})
 		}
 	}
 	return out
 }
 
-// oneShape tells whether the codes at spans of block are two or more of
-// one length and one layout of dashes, as a set of recovery codes is.
-func oneShape(block string, spans [][]int) bool {
-	shape := func(w []int) string {
-		return strings.Map(func(r rune) rune {
-			if r == '-' {
-				return r
-			}
-			return 'x'
-		}, block[w[0]:w[1]])
-	}
-	return len(spans) >= 2 && !slices.ContainsFunc(spans, func(w []int) bool { return shape(w) != shape(spans[0]) })
+// heading tells whether line reads as a heading: six words at most, not
+// ending as a sentence does.
+func heading(line string) bool {
+	line = strings.TrimSpace(line)
+	return len(strings.Fields(line)) <= 6 && !strings.HasSuffix(line, ".")
 }
 
 // codeWords are a block's codes.
