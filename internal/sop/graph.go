@@ -63,7 +63,7 @@ func conditionFits(e Edge, byID map[string]*Node, lead string) bool {
 		return src.ParentID != "" && src.ParentID == dst.ParentID
 	case "start":
 		parent := byID[src.ParentID]
-		return src.Type != "end" && (parent == nil || parent.ID == lead && parent.Children[0] == src.ID)
+		return src.Type != "end" && (parent == nil || parent.ID == lead && len(parent.Children) > 0 && parent.Children[0] == src.ID)
 	}
 	return true
 }
@@ -118,8 +118,11 @@ func startFirst(p *Public, search bool) {
 		first := slices.IndexFunc(p.Nodes, func(n Node) bool {
 			return root(n) && !slices.ContainsFunc(p.Edges, func(e Edge) bool { return e.Target == n.ID })
 		})
-		if lead := slices.IndexFunc(p.Nodes, func(n Node) bool { return n.ID == leadNode(p) }); first < 0 && lead >= 0 && root(p.Nodes[lead]) {
-			first = lead
+		if first < 0 {
+			lead := leadNode(p)
+			if i := slices.IndexFunc(p.Nodes, func(n Node) bool { return n.ID == lead }); i >= 0 && root(p.Nodes[i]) {
+				first = i
+			}
 		}
 		if first < 0 || !markStart(p, p.Nodes[first].ID) {
 			return
@@ -131,10 +134,19 @@ func startFirst(p *Public, search bool) {
 	p.Edges[0] = start
 }
 
-// leadNode is the flow's first node: the first that is no step of another
-// and no trigger ("" when none).
+// leadNode is the flow's first node: of the nodes that are no step of
+// another and no trigger, the first that no edge leads to, else the first
+// ("" when none) — whatever order the nodes are listed in.
 func leadNode(p *Public) string {
-	if i := slices.IndexFunc(p.Nodes, func(n Node) bool { return n.ParentID == "" && n.Type != "trigger" }); i >= 0 {
+	top := func(n Node) bool { return n.ParentID == "" && n.Type != "trigger" }
+	led := map[string]bool{}
+	for _, e := range p.Edges {
+		led[e.Target] = true
+	}
+	if i := slices.IndexFunc(p.Nodes, func(n Node) bool { return top(n) && !led[n.ID] }); i >= 0 {
+		return p.Nodes[i].ID
+	}
+	if i := slices.IndexFunc(p.Nodes, top); i >= 0 {
 		return p.Nodes[i].ID
 	}
 	return ""

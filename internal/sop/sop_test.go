@@ -647,3 +647,52 @@ func TestDeletingTheFirstStepOfAOneLoopProcedureKeepsAStart(t *testing.T) {
 		t.Errorf("no start after deleting the first step: %v", edgeList(d))
 	}
 }
+
+// A model's answer with a duplicate id (a loop and a task both "L"): byID
+// holds the later one, whose children are empty, and conditionFits indexes
+// parent.Children[0] — a panic where Validate would have sent "duplicate
+// id" back to the model (the job fails instead: "handler panicked").
+func TestADuplicateIDDoesNotPanicTheRepairs(t *testing.T) {
+	defer func() {
+		if v := recover(); v != nil {
+			t.Errorf("RepairFlow panicked: %v", v)
+		}
+	}()
+	a, b := task("a"), task("b")
+	a.ParentID, b.ParentID = "L", "L"
+	d := flowDoc([]Node{{ID: "L", Type: "loop", Label: "Each"}, a, b, task("L")}, []Edge{
+		{Source: "a", Target: "b", Condition: "start"}, {Source: "b", Target: "a", Condition: "next"}})
+	if Validate(d) == nil {
+		t.Error("a duplicate id is accepted")
+	}
+}
+
+// The commit's own slip (open → loop start, and the loop's first step
+// marked start too), with the loop listed before open: leadNode goes by
+// the list, not the edges, so both starts stay and the answer is refused.
+func TestAStartInsideALoopListedFirstIsDropped(t *testing.T) {
+	loop := Node{ID: "L", Type: "loop", Label: "Each invoice", Children: []string{"check", "pay"}}
+	d := flowDoc([]Node{loop, task("check"), task("pay"), task("open"), task("close")}, []Edge{
+		{Source: "open", Target: "L", Condition: "start"},
+		{Source: "check", Target: "pay", Condition: "start"}, {Source: "pay", Target: "check", Condition: "next"},
+		{Source: "L", Target: "close", Condition: "all_processed"}})
+	if err := Validate(d); err != nil {
+		t.Errorf("%v\n%v", err, edgeList(d))
+	}
+	if s := startsOf(d); !slices.Equal(s, []string{"open>L:start"}) {
+		t.Errorf("starts %v", s)
+	}
+}
+
+// A valid one-loop procedure listed with the step after the loop first:
+// the start on the loop's first step (the first real task, kept before)
+// is dropped, and no start is given.
+func TestAOneLoopProcedureListedOutOfOrderKeepsItsStart(t *testing.T) {
+	loop := Node{ID: "L", Type: "loop", Label: "Each ticket", Children: []string{"read", "answer"}}
+	d := flowDoc([]Node{task("close"), loop, task("read"), task("answer")}, []Edge{
+		{Source: "read", Target: "answer", Condition: "start"}, {Source: "answer", Target: "read", Condition: "next"},
+		{Source: "L", Target: "close", Condition: "all_processed"}})
+	if s := startsOf(d); !slices.Equal(s, []string{"read>answer:start"}) {
+		t.Errorf("starts %v\n%v", s, edgeList(d))
+	}
+}
