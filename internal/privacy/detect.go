@@ -812,29 +812,81 @@ func awsSecret(v string) bool {
 	return len(v) == 40 && looksGenerated(v)
 }
 
-// recoveryBlock is a line that names recovery codes (group 1), a few lines
-// of the page between (group 2: "Keep these somewhere safe.", OCR's empty
-// lines), and the block of codes under it (group 3).
-var recoveryBlock = regexp.MustCompile(`(?im)^([^\n]*\b(?:recovery|backup|emergency|one-time)[ \t]+codes?\b[^\n]*)\n((?:[^\n]*\n){0,6}?)((?:[ \t]*` + codeWord + `(?:[ \t]+` + codeWord + `)*[ \t]*(?:\n|$))+)`)
+// namesCodes is in a line that names recovery codes; codeLine is a line of
+// codes alone.
+var (
+	namesCodes = regexp.MustCompile(`(?i)\b(?:recovery|backup|emergency|one-time)[ \t]+codes?\b`)
+	codeLine   = regexp.MustCompile(`(?i)^[ \t]*` + codeWord + `(?:[ \t]+` + codeWord + `)*[ \t]*$`)
+)
 
-// recoveryCodeWords finds each code of a block under a line that names
-// recovery codes, made as codes are (recoveryCodes): each signs in on its
-// own, so each is a value of its own, to be found where one is repeated
-// alone. With lines between, the line must be a heading — a few words, no
-// sentence's full stop — not a sentence that mentions the codes above a
-// ticket's or an incident's number.
+// recoveryCodeWords finds each code of the first block of code lines
+// within seven lines below a line that names recovery codes, made as codes
+// are (recoveryCodes) and taken for that line's (codesBelow): each signs
+// in on its own, so each is a value of its own, to be found where one is
+// repeated alone.
 func recoveryCodeWords(s string) [][2]int {
 	var out [][2]int
-	for _, m := range recoveryBlock.FindAllStringSubmatchIndex(s, -1) {
-		block := s[m[6]:m[7]]
-		if !recoveryCodes(block) || strings.TrimSpace(s[m[4]:m[5]]) != "" && !heading(s[m[2]:m[3]]) {
+	lines := strings.SplitAfter(s, "\n")
+	at := make([]int, len(lines)+1) // where each line begins in s
+	for i, l := range lines {
+		at[i+1] = at[i] + len(l)
+	}
+	isCodes := func(i int) bool { return codeLine.MatchString(strings.TrimRight(lines[i], "\n")) }
+	for i := 0; i < len(lines); i++ {
+		if !namesCodes.MatchString(lines[i]) {
 			continue
 		}
-		for _, w := range codeWords.FindAllStringIndex(block, -1) {
-			out = append(out, [2]int{m[6] + w[0], m[6] + w[1]})
+		for j := i + 1; j < len(lines) && j <= i+7; j++ {
+			if !isCodes(j) {
+				continue
+			}
+			k := j
+			for k < len(lines) && isCodes(k) {
+				k++
+			}
+			block := s[at[j]:at[k]]
+			codes := codeWords.FindAllStringIndex(block, -1)
+			if recoveryCodes(block) && codesBelow(lines[i], j-i-1, block, codes) {
+				for _, w := range codes {
+					out = append(out, [2]int{at[j] + w[0], at[j] + w[1]})
+				}
+				i = k - 1
+			}
+			break
 		}
 	}
 	return out
+}
+
+// codesBelow tells whether the codes at spans of block, between lines
+// below the line naming recovery codes, are that line's: straight below
+// it, yes; below a heading (a few words, no full stop), unless they are one
+// number alone (a ticket's, under "Backup codes not working"); below a
+// sentence (GitHub's and GitLab's explanations), only a set: two or more
+// of one shape, in lower case (not an incident's numbers under "Regenerate
+// the backup codes.").
+func codesBelow(naming string, between int, block string, spans [][]int) bool {
+	switch {
+	case between == 0:
+		return true
+	case heading(naming):
+		return len(spans) > 1 || looksGenerated(block[spans[0][0]:spans[0][1]])
+	}
+	return len(spans) > 1 && oneShape(block, spans) && strings.ToLower(block) == block
+}
+
+// oneShape tells whether the codes at spans of block are of one length and
+// one layout of dashes, as a set of recovery codes is.
+func oneShape(block string, spans [][]int) bool {
+	shape := func(w []int) string {
+		return strings.Map(func(r rune) rune {
+			if r == '-' {
+				return r
+			}
+			return 'x'
+		}, block[w[0]:w[1]])
+	}
+	return !slices.ContainsFunc(spans, func(w []int) bool { return shape(w) != shape(spans[0]) })
 }
 
 // heading tells whether line reads as a heading: six words at most, not
