@@ -484,14 +484,19 @@ func edgeRuleProblems(d *sop.Document) []string {
 		if n.Evidence == sop.EvidenceShown && !strings.Contains(n.Context, n.Timestamp) {
 			out = append(out, "shown step "+n.ID+" at "+n.Timestamp+": its context "+`"`+n.Context+`"`+" does not cite it")
 		}
-		for _, ts := range regexp.MustCompile(`\d\d:\d\d:\d\d`).FindAllString(n.Context, -1) {
-			if d, ok := sop.ParseTimestamp(ts); ok && d.Seconds() >= 2 { // the rig's video is 2 s long
+		// The moment a context begins with (a time later in it may be a
+		// time of day, as sop.CheckRecorded reads it).
+		if ts := leadingTime.FindString(n.Context); ts != "" {
+			if d, ok := sop.ParseTimestamp(strings.TrimSpace(ts)); ok && d.Seconds() >= 2 { // the rig's video is 2 s long
 				out = append(out, "step "+n.ID+": its context cites "+ts+", past the end of the 2 s video")
 			}
 		}
 	}
 	return out
 }
+
+// leadingTime is the timestamp a context begins with.
+var leadingTime = regexp.MustCompile(`^\s*\d\d:\d\d:\d\d`)
 
 // A model's answer that leaves out what the viewer's flow needs
 // (docs/frontend-contract.md: "the first edge, from the first real task,

@@ -44,10 +44,8 @@ func (w *Worker) Housekeep(ctx context.Context, duty Duty, chores ...func(contex
 func (w *Worker) Rescue(ctx context.Context) {
 	msg := fmt.Sprintf("Processing was interrupted %d times; please try again later, and contact support if it keeps happening.", w.cfg.MaxAttempts)
 	for {
-		select {
-		case <-ctx.Done():
+		if backoff.Sleep(ctx, backoff.Spread(w.cfg.Sweep, sweepSpread)) != nil {
 			return
-		case <-time.After(backoff.Spread(w.cfg.Sweep, sweepSpread)):
 		}
 		requeued, failed, err := w.store.Rescue(ctx, w.cfg.MaxAttempts, msg)
 		if err != nil {

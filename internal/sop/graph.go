@@ -6,13 +6,13 @@ import (
 )
 
 // RepairFlow makes true, in a model's answer, what the viewer's flow needs
-// and the answer only left out (repairEdges, CiteTimestamps). Not on a
+// and the answer only left out (repairEdges, citeTimestamps). Not on a
 // read: a document stored is served as it was tagged.
 func RepairFlow(d *Document) {
 	if d.Public != nil {
 		repairEdges(d.Public, true)
 	}
-	CiteTimestamps(d)
+	citeTimestamps(d)
 }
 
 // The edge rules the viewer depends on (docs/frontend-contract.md, "The SOP document"):
@@ -26,9 +26,12 @@ func RepairFlow(d *Document) {
 func repairEdges(p *Public, search bool) {
 	byID := map[string]*Node{}
 	for i := range p.Nodes {
-		byID[p.Nodes[i].ID] = &p.Nodes[i]
+		if _, dup := byID[p.Nodes[i].ID]; !dup { // the first, as Repair and Validate take it
+			byID[p.Nodes[i].ID] = &p.Nodes[i]
+		}
 	}
-	lead := leadNode(p)
+	led := targets(p)
+	lead := leadNode(p, led)
 	for i := range p.Edges {
 		if !conditionFits(p.Edges[i], byID, lead) {
 			p.Edges[i].Condition = ""
@@ -40,7 +43,16 @@ func repairEdges(p *Public, search bool) {
 			loopBack(p, n)
 		}
 	}
-	startFirst(p, search)
+	startFirst(p, search, lead, led)
+}
+
+// targets are the nodes some edge leads to.
+func targets(p *Public) map[string]bool {
+	led := map[string]bool{}
+	for _, e := range p.Edges {
+		led[e.Target] = true
+	}
+	return led
 }
 
 // conditionFits tells whether e's condition stands where it means
@@ -85,11 +97,11 @@ func loopExit(p *Public, loop Node) {
 	}
 }
 
-// CiteTimestamps makes a shown step's context cite the moment it is shown
+// citeTimestamps makes a shown step's context cite the moment it is shown
 // (docs/frontend-contract.md: "Context fields cite the video's timestamps"), where the model's
 // answer left it out. Not on a read or an edit: a context a person wrote
 // stays as written.
-func CiteTimestamps(d *Document) {
+func citeTimestamps(d *Document) {
 	if d.Public == nil {
 		return
 	}
@@ -108,18 +120,15 @@ func CiteTimestamps(d *Document) {
 // it) the flow's first node when it is such a task — when search says to
 // look. A flow that begins with no task (a decision, a loop) is left
 // without one.
-func startFirst(p *Public, search bool) {
+func startFirst(p *Public, search bool, lead string, led map[string]bool) {
 	at := slices.IndexFunc(p.Edges, func(e Edge) bool { return e.Condition == "start" })
 	if at < 0 && !search {
 		return
 	}
 	if at < 0 {
 		root := func(n Node) bool { return n.Type == "task" && n.ParentID == "" }
-		first := slices.IndexFunc(p.Nodes, func(n Node) bool {
-			return root(n) && !slices.ContainsFunc(p.Edges, func(e Edge) bool { return e.Target == n.ID })
-		})
+		first := slices.IndexFunc(p.Nodes, func(n Node) bool { return root(n) && !led[n.ID] })
 		if first < 0 {
-			lead := leadNode(p)
 			if i := slices.IndexFunc(p.Nodes, func(n Node) bool { return n.ID == lead }); i >= 0 && root(p.Nodes[i]) {
 				first = i
 			}
@@ -136,13 +145,10 @@ func startFirst(p *Public, search bool) {
 
 // leadNode is the flow's first node: of the nodes that are no step of
 // another and no trigger, the first that no edge leads to, else the first
-// ("" when none) — whatever order the nodes are listed in.
-func leadNode(p *Public) string {
+// ("" when none) — whatever order the nodes are listed in. led are the
+// nodes an edge leads to (targets).
+func leadNode(p *Public, led map[string]bool) string {
 	top := func(n Node) bool { return n.ParentID == "" && n.Type != "trigger" }
-	led := map[string]bool{}
-	for _, e := range p.Edges {
-		led[e.Target] = true
-	}
 	if i := slices.IndexFunc(p.Nodes, func(n Node) bool { return top(n) && !led[n.ID] }); i >= 0 {
 		return p.Nodes[i].ID
 	}

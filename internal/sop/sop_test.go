@@ -311,8 +311,9 @@ func TestDeletingABranchStepKeepsBothBranchesWhateverTheirOrder(t *testing.T) {
 	}
 }
 
-// Delete says it joins an edge "unless it would ... repeat an edge"; it
-// checks only the edges before it: a skip edge listed after is kept too.
+// A delete makes no second edge between two steps: a skip edge listed
+// after the one it joins is not repeated (it once checked only the edges
+// before it).
 func TestADeleteMakesNoSecondEdgeBetweenTwoSteps(t *testing.T) {
 	d := flowDoc([]Node{task("T1"), task("A"), task("B")}, []Edge{
 		{Source: "T1", Target: "A", Condition: "start"}, {Source: "A", Target: "B"}, {Source: "T1", Target: "B"}})
@@ -322,9 +323,9 @@ func TestADeleteMakesNoSecondEdgeBetweenTwoSteps(t *testing.T) {
 	}
 }
 
-// loopBack marks "last → first" as next whatever it is: with the loop's
-// children listed in another order than its flow, the forward step becomes
-// a second way back, and the loop has no forward edge left.
+// loopBack marks no forward step as a loop's next: with the loop's
+// children listed in another order than its flow, the forward step stays a
+// plain edge (it once became a second way back).
 func TestRepairMarksNoForwardEdgeAsALoopsNext(t *testing.T) {
 	loop := Node{ID: "L", Type: "loop", Label: "Each invoice", Children: []string{"check", "pay"}}
 	check, pay := task("check"), task("pay")
@@ -340,8 +341,8 @@ func TestRepairMarksNoForwardEdgeAsALoopsNext(t *testing.T) {
 	}
 }
 
-// A loop whose last step is a decision going back by yes: Repair adds a
-// second edge back, next, beside the model's yes.
+// A loop whose last step is a decision going back by yes: no second edge
+// back, next, is added beside the model's yes (one once was).
 func TestRepairAddsNoSecondEdgeBack(t *testing.T) {
 	loop := Node{ID: "L", Type: "loop", Label: "Each ticket", Children: []string{"read", "more"}}
 	read := task("read")
@@ -648,10 +649,10 @@ func TestDeletingTheFirstStepOfAOneLoopProcedureKeepsAStart(t *testing.T) {
 	}
 }
 
-// A model's answer with a duplicate id (a loop and a task both "L"): byID
-// holds the later one, whose children are empty, and conditionFits indexes
-// parent.Children[0] — a panic where Validate would have sent "duplicate
-// id" back to the model (the job fails instead: "handler panicked").
+// A model's answer with a duplicate id (a loop and a task both "L"): the
+// repairs take the first, as Repair and Validate do, and do not panic;
+// Validate sends "duplicate id" back to the model (a panic once failed the
+// job: "handler panicked").
 func TestADuplicateIDDoesNotPanicTheRepairs(t *testing.T) {
 	defer func() {
 		if v := recover(); v != nil {
