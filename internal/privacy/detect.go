@@ -131,8 +131,9 @@ const (
 )
 
 // codeWord is one recovery code: letters and digits, a digit among them,
-// in one or two parts ("bd7c6-2f3a9", "8e4f 1c2d"): not a button's word.
-const codeWord = `[a-z0-9]{0,9}[0-9][a-z0-9]{0,9}(?:-[a-z0-9]{3,8})?`
+// in dash-joined parts ("bd7c6-2f3a9", "Q7W2E-R4T6Y-8U9I0"): not a
+// button's word.
+const codeWord = `[a-z0-9]{0,9}[0-9][a-z0-9]{0,9}(?:-[a-z0-9]{3,8}){0,5}`
 
 // optionValue is a command-line option's value: quoted, or a word.
 const optionValue = `("[^"\n]{4,}"|'[^'\n]{4,}'|[^\s\-;&|][^\s;&|]{3,})`
@@ -529,14 +530,21 @@ var sshCommand = regexp.MustCompile(`^[ \t]*(?:[^\n]{0,60}?[$#>%][ \t]+)?(?:sudo
 
 // remotePath is what follows a remote's user@host in scp's and git's form:
 // ":" and a path ("git@github.com:acme/app.git", "ops@host:~/x").
-var remotePath = regexp.MustCompile(`^:(?:[~/]|[\w.\-]+/)`)
+var remotePath = regexp.MustCompile(`^:(?:[~/]|([\w.\-]+)/)`)
 
 // sshTarget tells whether the address s[start:end] is a remote's, for ssh
 // or git, not a mailbox: user@host:path (remotePath), or the target of an
 // SSH client's command line (sshCommand). An address in a sentence that
 // merely begins with "ssh", or before ":" and a password, is a mailbox.
 func sshTarget(s string, start, end int) bool {
-	return remotePath.MatchString(s[end:]) || sshCommand.MatchString(s[strings.LastIndexByte(s[:start], '\n')+1:start])
+	before := s[strings.LastIndexByte(s[:start], '\n')+1 : start]
+	if strings.HasPrefix(s[end:], "@") || strings.HasSuffix(strings.TrimRight(before, " \t"), " -l") {
+		return false // a sign-in name as the user (user@domain@host, ssh -l)
+	}
+	if m := remotePath.FindStringSubmatch(s[end:]); m != nil {
+		return !looksGenerated(m[1]) // a path's folder, not a password ("jane@x.com:Tr0ub/4dor")
+	}
+	return sshCommand.MatchString(before)
 }
 
 // inAuthority tells whether the "@" at s[at] is a URL's, between its "://"
@@ -697,12 +705,16 @@ var namedValue = []*regexp.Regexp{
 // part of a parameter's path ("/prod/db/password").
 var secretNamed = regexp.MustCompile(`^` + secretName + `$`)
 
+// valueMember is a value member's name and what ends it, quoted or
+// assigned.
+var valueMember = regexp.MustCompile(`(?i)value["'=]`)
+
 // namedValues finds the values of namedValue whose name says they are
 // secret, unless the name only says what the value is about
 // (DB_PASSWORD_FILE) or the value is a path, a placeholder or an
 // identifier (assignedSecret).
 func namedValues(s string) [][2]int {
-	if !strings.Contains(s, "alue") && !strings.Contains(s, "ALUE") {
+	if !valueMember.MatchString(s) {
 		return nil // no value member: the patterns are long to run
 	}
 	var out [][2]int
@@ -825,13 +837,16 @@ var (
 // in on its own, so each is a value of its own, to be found where one is
 // repeated alone.
 func recoveryCodeWords(s string) [][2]int {
+	if !namesCodes.MatchString(s) {
+		return nil
+	}
 	var out [][2]int
 	lines := strings.SplitAfter(s, "\n")
 	at := make([]int, len(lines)+1) // where each line begins in s
 	for i, l := range lines {
 		at[i+1] = at[i] + len(l)
 	}
-	isCodes := func(i int) bool { return codeLine.MatchString(strings.TrimRight(lines[i], "\n")) }
+	isCodes := func(i int) bool { return codeLine.MatchString(strings.TrimRight(lines[i], "\r\n")) }
 	for i := 0; i < len(lines); i++ {
 		if !namesCodes.MatchString(lines[i]) {
 			continue
@@ -859,20 +874,24 @@ func recoveryCodeWords(s string) [][2]int {
 }
 
 // codesBelow tells whether the codes at spans of block, between lines
-// below the line naming recovery codes, are that line's: straight below
-// it, yes; below a heading (a few words, no full stop), unless they are one
-// number alone (a ticket's, under "Backup codes not working"); below a
-// sentence (GitHub's and GitLab's explanations), only a set: two or more
-// of one shape, in lower case (not an incident's numbers under "Regenerate
-// the backup codes.").
+// below the line naming recovery codes, are that line's. Straight below a
+// heading (a few words, no full stop), yes, but for one number alone. With
+// lines between, codes are lower case, as the pages that show them write
+// them (not a ticket's INC0012345): below a heading, one code must mix
+// letters and digits; below a sentence (GitHub's and GitLab's
+// explanations), only a set of two or more of one shape is taken (not a
+// phone number below "call the help desk about backup codes").
 func codesBelow(naming string, between int, block string, spans [][]int) bool {
+	one := len(spans) == 1
+	generated := looksGenerated(block[spans[0][0]:spans[0][1]])
+	lower := strings.ToLower(block) == block
 	switch {
-	case between == 0:
-		return true
+	case heading(naming) && between == 0:
+		return !one || generated
 	case heading(naming):
-		return len(spans) > 1 || looksGenerated(block[spans[0][0]:spans[0][1]])
+		return lower && (!one || generated)
 	}
-	return len(spans) > 1 && oneShape(block, spans) && strings.ToLower(block) == block
+	return lower && !one && oneShape(block, spans)
 }
 
 // oneShape tells whether the codes at spans of block are of one length and

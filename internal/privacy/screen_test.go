@@ -559,10 +559,9 @@ func TestABuildIDInAQuotedSecretIsNotTheSecret(t *testing.T) {
 	}
 }
 
-// Lines of any words may stand between a "backup codes" heading and the
-// codes (recoveryBlock), but then the block must be a set of one shape: a step's context that mentions the codes,
-// then a label, then a ticket number, turns the ticket into a token
-// (replaced in every text of the SOP that names it).
+// A sentence that mentions the backup codes, then a label, then a ticket's
+// number (and a date below it): no code (codesBelow), so nothing in any
+// text of the SOP that names the ticket is replaced.
 func TestATicketTwoLinesBelowBackupCodesIsNoCode(t *testing.T) {
 	t.Parallel()
 	d := detector(t)
